@@ -1,0 +1,216 @@
+"""One typed settings object, loaded from TOML with environment overrides.
+
+Order of precedence, lowest first: the defaults below (which `config.example.toml` documents
+one for one; a test keeps the two in step), then `config.toml`, then environment variables:
+`SDBOT__SECTION__KEY=value` (or `SDBOT__KEY` for top-level keys; values are read as TOML
+literals when they parse as one, else as strings), and `DISCORD_TOKEN` for the token.
+The token is never printed: it is excluded from the dataclass repr.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields, is_dataclass, replace
+from pathlib import Path
+from typing import Any, get_type_hints
+
+from inference.protocol import ModelSpec, WorkerConfig
+from inference.samplers import SAMPLERS
+
+ENV_PREFIX = "SDBOT__"
+
+
+class ConfigError(Exception):
+    """A setting is missing or wrong; the message names it and says what to do."""
+
+
+@dataclass(frozen=True)
+class ModelSettings:
+    name: str
+    # A Hugging Face hub id or a local diffusers folder.
+    source: str
+    description: str = ""
+    # The short side of an image at aspect ratios: 512 for SD 1.x, 768 for SD 2.x, 1024 for SDXL.
+    base_size: int = 512
+
+
+@dataclass(frozen=True)
+class LimitSettings:
+    min_size: int = 256
+    max_size: int = 1024
+    # Width x height beyond which a job is refused: protects the GPU from 1024x1024 x4.
+    max_pixels: int = 1024 * 1024
+    default_steps: int = 25
+    max_steps: int = 60
+    default_cfg_scale: float = 7.0
+    max_cfg_scale: float = 30.0
+    default_sampler: str = "Euler a"
+    default_count: int = 4
+    max_count: int = 4
+    max_prompt_length: int = 1500
+
+
+@dataclass(frozen=True)
+class QueueSettings:
+    # Jobs a user may have waiting at once; the rest are refused until some finish.
+    max_pending_per_user: int = 5
+    # A job is given to a worker this many times at most: a job that was running when the bot
+    # or worker died is re-queued once, then failed with a message.
+    max_attempts: int = 2
+    # Seconds per "unit" (20 steps of one 512x512 image) assumed before any job has finished.
+    initial_seconds_per_unit: float = 5.0
+
+
+@dataclass(frozen=True)
+class WorkerSettings:
+    device: str = "auto"
+    dtype: str = "auto"
+    preview_interval_s: float = 1.5
+    preview_max_side: int = 256
+    png_compress_level: int = 1
+    # Seconds to wait for the worker to load its models at start-up.
+    startup_timeout_s: float = 600.0
+
+
+@dataclass(frozen=True)
+class DiscordSettings:
+    # Kept out of repr so it never lands in a log line.
+    token: str | None = field(default=None, repr=False)
+    # Commands are synced to this guild at start-up (instant); globally otherwise (up to an hour).
+    dev_guild_id: int | None = None
+    # Seconds between two edits of a job's progress message (Discord rate-limits edits).
+    progress_edit_interval_s: float = 1.5
+    # Interaction tokens live 15 minutes; past this age results go out as channel messages.
+    interaction_token_lifetime_s: float = 14 * 60
+    # Variation strengths of the V buttons and "Vary (subtle)" / "Vary (strong)".
+    variation_subtle: float = 0.15
+    variation_strong: float = 0.6
+
+
+def _default_models() -> tuple[ModelSettings, ...]:
+    return (
+        ModelSettings(
+            name="sd15",
+            source="stable-diffusion-v1-5/stable-diffusion-v1-5",
+            description="Stable Diffusion 1.5",
+        ),
+    )
+
+
+@dataclass(frozen=True)
+class Settings:
+    database_url: str = "sqlite+aiosqlite:///data/sdbot.sqlite3"
+    outputs_dir: str = "outputs"
+    default_model: str = "sd15"
+    models: tuple[ModelSettings, ...] = field(default_factory=_default_models)
+    limits: LimitSettings = field(default_factory=LimitSettings)
+    queue: QueueSettings = field(default_factory=QueueSettings)
+    worker: WorkerSettings = field(default_factory=WorkerSettings)
+    discord: DiscordSettings = field(default_factory=DiscordSettings)
+
+    def __post_init__(self) -> None:
+        names = [model.name for model in self.models]
+        if not names:
+            raise ConfigError("no models configured: add at least one [[models]] entry")
+        if len(set(names)) != len(names):
+            raise ConfigError(f"model names must be unique, got {names}")
+        if self.default_model not in names:
+            raise ConfigError(f"default_model {self.default_model!r} is not one of the models {names}")
+        if self.limits.default_sampler not in SAMPLERS:
+            raise ConfigError(f"limits.default_sampler {self.limits.default_sampler!r} is not a known sampler")
+        for name, value in (("limits.min_size", self.limits.min_size), ("limits.max_size", self.limits.max_size)):
+            if value % 8:
+                raise ConfigError(f"{name} must be a multiple of 8, got {value}")
+
+    def model(self, name: str) -> ModelSettings | None:
+        return next((model for model in self.models if model.name == name), None)
+
+    def worker_config(self) -> WorkerConfig:
+        return WorkerConfig(
+            models=tuple(ModelSpec(m.name, m.source, m.description) for m in self.models),
+            default_model=self.default_model,
+            outputs_dir=str(Path(self.outputs_dir).resolve()),
+            device=self.worker.device,
+            dtype=self.worker.dtype,
+            preview_interval_s=self.worker.preview_interval_s,
+            preview_max_side=self.worker.preview_max_side,
+            preload=(self.default_model,),
+            png_compress_level=self.worker.png_compress_level,
+        )
+
+
+def load_settings(
+    path: str | Path | None = "config.toml", environ: Mapping[str, str] | None = None
+) -> Settings:
+    """Defaults, then the TOML file at `path` when it exists, then the environment."""
+    environ = os.environ if environ is None else environ
+    data: dict[str, Any] = {}
+    if path is not None and Path(path).is_file():
+        try:
+            data = tomllib.loads(Path(path).read_text(encoding="utf-8"))
+        except tomllib.TOMLDecodeError as error:
+            raise ConfigError(f"{path} is not valid TOML: {error}") from error
+    for key, raw in environ.items():
+        if key.startswith(ENV_PREFIX):
+            parts = key.removeprefix(ENV_PREFIX).lower().split("__")
+            _set_nested(data, parts, _parse_env_value(raw))
+    if environ.get("DISCORD_TOKEN") and not data.get("discord", {}).get("token"):
+        _set_nested(data, ["discord", "token"], environ["DISCORD_TOKEN"])
+    return _build(Settings, data, "")
+
+
+def _parse_env_value(raw: str) -> Any:
+    try:
+        return tomllib.loads(f"value = {raw}")["value"]
+    except tomllib.TOMLDecodeError:
+        return raw
+
+
+def _set_nested(data: dict[str, Any], parts: list[str], value: Any) -> None:
+    for part in parts[:-1]:
+        data = data.setdefault(part, {})
+    data[parts[-1]] = value
+
+
+def _build(cls: type, data: Mapping[str, Any], where: str) -> Any:
+    """A dataclass from a TOML table, refusing unknown keys and values of the wrong type."""
+    if not isinstance(data, Mapping):
+        raise ConfigError(f"{where or 'config'} must be a table")
+    hints = get_type_hints(cls)
+    known = {f.name for f in fields(cls)}
+    unknown = sorted(set(data) - known)
+    if unknown:
+        raise ConfigError(f"unknown setting(s) {', '.join(where + k for k in unknown)}")
+    values: dict[str, Any] = {}
+    for name, value in data.items():
+        key = f"{where}{name}"
+        hint = hints[name]
+        if name == "models":
+            if not isinstance(value, list) or not value:
+                raise ConfigError("models must be a non-empty array of [[models]] tables")
+            values[name] = tuple(_build(ModelSettings, item, f"models[{i}].") for i, item in enumerate(value))
+        elif isinstance(hint, type) and is_dataclass(hint):
+            values[name] = _build(hint, value, f"{key}.")
+        else:
+            values[name] = _check_type(key, value, hint)
+    try:
+        return cls(**values)
+    except TypeError as error:  # a required key is missing
+        raise ConfigError(f"{where or 'config'}: {error}") from error
+
+
+def _check_type(key: str, value: Any, hint: Any) -> Any:
+    allowed = getattr(hint, "__args__", (hint,))
+    if float in allowed and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if any(t is not type(None) and isinstance(value, t) and not (t is int and isinstance(value, bool)) for t in allowed):
+        return value
+    names = " or ".join(getattr(t, "__name__", str(t)) for t in allowed if t is not type(None))
+    raise ConfigError(f"{key} must be {names}, got {value!r}")
+
+
+def with_overrides(settings: Settings, **changes: Any) -> Settings:
+    """A copy with some top-level values changed (tests and the CLI use it)."""
+    return replace(settings, **changes)

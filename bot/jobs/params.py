@@ -1,0 +1,269 @@
+"""From what a user typed to a fully resolved job, with every bad value refused by name.
+
+Resolution order for each parameter: the option the user gave, then the user's stored
+default, then the server's default. Nothing is silently corrected: a width of 513 is an error
+that says so, not a 512 the user did not ask for.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING, TypeVar
+
+from bot.errors import InvalidOption
+from inference.protocol import GenerateRequest, JobKind
+from inference.samplers import SAMPLER_NAMES, find_sampler
+
+if TYPE_CHECKING:
+    from bot.config import Settings
+    from db.models import Job, User
+
+T = TypeVar("T")
+MAX_SEED = 2**32 - 1  # A1111's range: seeds are unsigned 32-bit integers
+ASPECT_RATIOS: dict[str, tuple[int, int]] = {
+    "1:1": (1, 1),
+    "2:3": (2, 3),
+    "3:2": (3, 2),
+    "3:4": (3, 4),
+    "4:3": (4, 3),
+    "9:16": (9, 16),
+    "16:9": (16, 9),
+}
+
+
+@dataclass(frozen=True)
+class GenerationOptions:
+    """The options of /imagine as typed; None means "not given"."""
+
+    prompt: str
+    negative_prompt: str | None = None
+    aspect: str | None = None
+    width: int | None = None
+    height: int | None = None
+    steps: int | None = None
+    cfg_scale: float | None = None
+    sampler: str | None = None
+    seed: int | None = None
+    count: int | None = None
+    model: str | None = None
+
+
+@dataclass(frozen=True)
+class JobParameters:
+    """Everything a job needs, resolved and validated; what the jobs table stores."""
+
+    kind: JobKind
+    prompt: str
+    negative_prompt: str
+    model: str
+    width: int
+    height: int
+    steps: int
+    cfg_scale: float
+    sampler: str
+    count: int
+    seed: int
+    subseed: int | None = None
+    subseed_strength: float = 0.0
+    parent_job_id: int | None = None
+    parent_image_index: int | None = None
+
+
+def random_seed() -> int:
+    return random.randint(0, MAX_SEED)
+
+
+def resolve_parameters(
+    options: GenerationOptions, settings: Settings, user: User | None = None
+) -> JobParameters:
+    limits = settings.limits
+    prompt = " ".join(options.prompt.split()) if options.prompt else ""
+    if not prompt:
+        raise InvalidOption("The prompt is empty: describe the image you want.")
+    if len(prompt) > limits.max_prompt_length:
+        raise InvalidOption(
+            f"The prompt is {len(prompt)} characters long; the limit is {limits.max_prompt_length}."
+        )
+    negative = options.negative_prompt
+    if negative is None:
+        negative = (user.default_negative_prompt if user else None) or ""
+    if len(negative) > limits.max_prompt_length:
+        raise InvalidOption(
+            f"The negative prompt is {len(negative)} characters long; the limit is {limits.max_prompt_length}."
+        )
+
+    model_name = options.model or (user.default_model if user else None) or settings.default_model
+    model = settings.model(model_name)
+    if model is None:
+        known = ", ".join(m.name for m in settings.models)
+        raise InvalidOption(f"Unknown model `{model_name}`. Available models: {known}.")
+
+    width, height = _resolve_size(options, settings, model.base_size, user)
+
+    steps = _pick(options.steps, user.default_steps if user else None, limits.default_steps)
+    if not 1 <= steps <= limits.max_steps:
+        raise InvalidOption(f"steps must be between 1 and {limits.max_steps}, got {steps}.")
+    cfg_scale = float(_pick(options.cfg_scale, user.default_cfg_scale if user else None, limits.default_cfg_scale))
+    if not 1.0 <= cfg_scale <= limits.max_cfg_scale:
+        raise InvalidOption(f"cfg must be between 1 and {limits.max_cfg_scale:g}, got {cfg_scale:g}.")
+
+    sampler_name = options.sampler or (user.default_sampler if user else None) or limits.default_sampler
+    sampler = find_sampler(sampler_name)
+    if sampler is None:
+        raise InvalidOption(f"Unknown sampler `{sampler_name}`. Samplers: {', '.join(SAMPLER_NAMES)}.")
+
+    count = options.count if options.count is not None else limits.default_count
+    if not 1 <= count <= limits.max_count:
+        raise InvalidOption(f"count must be between 1 and {limits.max_count}, got {count}.")
+    seed = options.seed
+    if seed is None or seed == -1:
+        seed = random_seed()
+    elif not 0 <= seed <= MAX_SEED:
+        raise InvalidOption(f"seed must be -1 (random) or between 0 and {MAX_SEED}, got {seed}.")
+
+    return JobParameters(
+        kind=JobKind.TXT2IMG,
+        prompt=prompt,
+        negative_prompt=negative.strip(),
+        model=model.name,
+        width=width,
+        height=height,
+        steps=steps,
+        cfg_scale=cfg_scale,
+        sampler=sampler,
+        count=count,
+        seed=seed,
+    )
+
+
+def _pick(given: T | None, user_default: T | None, server_default: T) -> T:
+    if given is not None:
+        return given
+    return user_default if user_default is not None else server_default
+
+
+def _resolve_size(
+    options: GenerationOptions, settings: Settings, base_size: int, user: User | None
+) -> tuple[int, int]:
+    limits = settings.limits
+    if options.aspect is not None and (options.width is not None or options.height is not None):
+        raise InvalidOption("Give either an aspect ratio or a width/height, not both.")
+    if options.aspect is not None:
+        if options.aspect not in ASPECT_RATIOS:
+            raise InvalidOption(
+                f"Unknown aspect ratio `{options.aspect}`. Choose one of {', '.join(ASPECT_RATIOS)}."
+            )
+        width, height = size_for_aspect(options.aspect, base_size, limits.max_size)
+    else:
+        default_w = (user.default_width if user else None) or base_size
+        default_h = (user.default_height if user else None) or base_size
+        width = options.width if options.width is not None else default_w
+        height = options.height if options.height is not None else default_h
+    for name, value in (("width", width), ("height", height)):
+        if value % 8:
+            raise InvalidOption(f"{name} must be a multiple of 8, got {value}.")
+        if not limits.min_size <= value <= limits.max_size:
+            raise InvalidOption(
+                f"{name} must be between {limits.min_size} and {limits.max_size}, got {value}."
+            )
+    if width * height > limits.max_pixels:
+        raise InvalidOption(
+            f"{width}x{height} is {width * height:,} pixels; this server allows at most "
+            f"{limits.max_pixels:,} per image."
+        )
+    return width, height
+
+
+def size_for_aspect(aspect: str, base_size: int, max_size: int) -> tuple[int, int]:
+    """The short side is the model's native size and the long side follows the ratio, in
+    multiples of 8; when the long side would pass max_size, both shrink to fit."""
+    w_ratio, h_ratio = ASPECT_RATIOS[aspect]
+    short_ratio, long_ratio = sorted((w_ratio, h_ratio))
+    short_side, long_side = base_size, _multiple_of_8(base_size * long_ratio / short_ratio)
+    if long_side > max_size:
+        long_side, short_side = max_size, _multiple_of_8(max_size * short_ratio / long_ratio)
+    return (long_side, short_side) if w_ratio > h_ratio else (short_side, long_side)
+
+
+def _multiple_of_8(value: float) -> int:
+    return max(8, round(value / 8) * 8)
+
+
+def image_seeds(job: Job | JobParameters) -> tuple[tuple[int, ...], tuple[int, ...]]:
+    """Per-image seeds and subseeds of a job, the one rule used to run and to record it.
+
+    A batch follows A1111: image i has seed + i, so re-running image i alone with its seed
+    reproduces it. Variations keep the parent image's seed for every image and vary the
+    subseed (subseed + i), so the composition stays and only the variation noise differs.
+    """
+    if job.kind == JobKind.VARIATION:
+        assert job.subseed is not None, "a variation job always has a subseed"
+        return (job.seed,) * job.count, tuple(job.subseed + i for i in range(job.count))
+    return tuple(job.seed + i for i in range(job.count)), ()
+
+
+def generate_request(job: Job) -> GenerateRequest:
+    seeds, subseeds = image_seeds(job)
+    return GenerateRequest(
+        job_id=job.id,
+        kind=JobKind(job.kind),
+        model=job.model,
+        prompt=job.prompt,
+        negative_prompt=job.negative_prompt,
+        width=job.width,
+        height=job.height,
+        steps=job.steps,
+        cfg_scale=job.cfg_scale,
+        sampler=job.sampler,
+        seeds=seeds,
+        subseeds=subseeds,
+        subseed_strength=job.subseed_strength if subseeds else 0.0,
+    )
+
+
+def parameters_of(job: Job) -> JobParameters:
+    return JobParameters(
+        kind=JobKind(job.kind),
+        prompt=job.prompt,
+        negative_prompt=job.negative_prompt,
+        model=job.model,
+        width=job.width,
+        height=job.height,
+        steps=job.steps,
+        cfg_scale=job.cfg_scale,
+        sampler=job.sampler,
+        count=job.count,
+        seed=job.seed,
+        subseed=job.subseed,
+        subseed_strength=job.subseed_strength,
+        parent_job_id=job.parent_job_id,
+        parent_image_index=job.parent_image_index,
+    )
+
+
+def reroll_of(job: Job) -> JobParameters:
+    """Same parameters, new seeds (and no variation): Midjourney's 🔄."""
+    return replace(
+        parameters_of(job),
+        kind=JobKind.TXT2IMG,
+        seed=random_seed(),
+        subseed=None,
+        subseed_strength=0.0,
+        parent_job_id=job.id,
+        parent_image_index=None,
+    )
+
+
+def variation_of(job: Job, image_index: int, seed: int, strength: float, count: int) -> JobParameters:
+    """A1111 variations of one image: its seed, new variation seeds, a blend strength."""
+    return replace(
+        parameters_of(job),
+        kind=JobKind.VARIATION,
+        count=count,
+        seed=seed,
+        subseed=random_seed(),
+        subseed_strength=strength,
+        parent_job_id=job.id,
+        parent_image_index=image_index,
+    )

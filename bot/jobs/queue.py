@@ -1,0 +1,334 @@
+"""The job queue, kept in the database: fair across users, durable across restarts.
+
+Every operation is one short transaction and returns a typed result. The row is the truth:
+a job is written here before its user is told it is queued, a worker gets a job only by
+claiming its row (an UPDATE that succeeds for one claimant only), and a cancel that lands
+between a claim and the run wins because the claim re-checks the status.
+
+Fairness is round-robin across users: the next job belongs to the user whose last job
+started longest ago (users who never ran first), and is that user's oldest pending job. One
+user's twenty jobs therefore interleave with everyone else's instead of starving them.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import dataclass
+from datetime import datetime
+from enum import StrEnum
+
+from sqlalchemy import func, select, update
+from sqlalchemy.orm import aliased, selectinload
+
+from bot.config import QueueSettings
+from bot.errors import JobNotFound, QueueFull
+from bot.jobs.params import JobParameters
+from db.base import utcnow
+from db.models import ACTIVE_STATUSES, Image, Job, JobStatus, User
+from db.session import Database
+from inference.protocol import JobCompleted
+
+# Work of one job in "units": 20 steps of one 512x512 image. ETAs scale by it.
+_UNIT_PIXELS = 512 * 512
+_UNIT_STEPS = 20
+
+
+# claim_next correlates a subquery on jobs with the outer jobs row.
+_PendingJob = aliased(Job)
+
+
+def job_units(job: Job) -> float:
+    return job.count * (job.width * job.height / _UNIT_PIXELS) * (job.steps / _UNIT_STEPS)
+
+
+@dataclass(frozen=True)
+class Requester:
+    """Who asked, and where the answer goes."""
+
+    user_id: int
+    user_name: str
+    guild_id: int | None = None
+    channel_id: int | None = None
+    upload_limit_bytes: int | None = None
+
+
+class CancelOutcome(StrEnum):
+    CANCELED = "canceled"  # it was waiting; it will never run
+    STOPPING = "stopping"  # it was running; the worker stops it at the next step
+    ALREADY_FINISHED = "already_finished"
+
+
+class Recovery(StrEnum):
+    REQUEUED = "requeued"
+    FAILED = "failed"
+    UNCHANGED = "unchanged"  # it had already reached a final state
+
+
+@dataclass(frozen=True)
+class QueueEntry:
+    job: Job
+    position: int  # 0: running now; 1: next to run
+    eta_seconds: float  # until it finishes
+
+
+class JobQueue:
+    def __init__(self, db: Database, settings: QueueSettings) -> None:
+        self.db = db
+        self.settings = settings
+
+    # --- creating and reading jobs ---------------------------------------------------------
+
+    async def enqueue(self, params: JobParameters, requester: Requester) -> Job:
+        """Write a new pending job, refusing it when the user has too many waiting."""
+        async with self.db.session() as session, session.begin():
+            pending = await session.scalar(
+                select(func.count(Job.id)).where(
+                    Job.user_id == requester.user_id, Job.status == JobStatus.PENDING
+                )
+            )
+            cap = self.settings.max_pending_per_user
+            if pending >= cap:
+                raise QueueFull(
+                    f"You already have {pending} jobs waiting (the limit is {cap}). "
+                    "Wait for one to start, or cancel one with /cancel."
+                )
+            user = await session.get(User, requester.user_id)
+            if user is None:
+                session.add(User(id=requester.user_id, name=requester.user_name))
+            elif user.name != requester.user_name:
+                user.name = requester.user_name
+            job = Job(
+                user_id=requester.user_id,
+                status=JobStatus.PENDING,
+                guild_id=requester.guild_id,
+                channel_id=requester.channel_id,
+                upload_limit_bytes=requester.upload_limit_bytes,
+                **_columns(params),
+            )
+            session.add(job)
+        return job
+
+    async def get(self, job_id: int) -> Job | None:
+        async with self.db.session() as session:
+            return await session.scalar(
+                select(Job).where(Job.id == job_id).options(selectinload(Job.images))
+            )
+
+    async def require(self, job_id: int) -> Job:
+        job = await self.get(job_id)
+        if job is None:
+            raise JobNotFound(f"Job #{job_id} no longer exists.")
+        return job
+
+    async def user(self, user_id: int) -> User | None:
+        async with self.db.session() as session:
+            return await session.get(User, user_id)
+
+    async def set_message(self, job_id: int, channel_id: int, message_id: int) -> None:
+        async with self.db.session() as session, session.begin():
+            await session.execute(
+                update(Job).where(Job.id == job_id).values(channel_id=channel_id, message_id=message_id)
+            )
+
+    # --- the scheduler ---------------------------------------------------------------------
+
+    async def claim_next(self) -> Job | None:
+        """Mark the fairest pending job running and return it; None when nothing waits."""
+        last_started = (
+            select(func.max(Job.started_at))
+            .where(Job.user_id == _PendingJob.user_id)
+            .scalar_subquery()
+        )
+        async with self.db.session() as session, session.begin():
+            for _ in range(3):  # another claimant may win a row; try the next one
+                job_id = await session.scalar(
+                    select(_PendingJob.id)
+                    .where(_PendingJob.status == JobStatus.PENDING)
+                    .order_by(last_started.asc().nulls_first(), _PendingJob.id)
+                    .limit(1)
+                )
+                if job_id is None:
+                    return None
+                claimed = await session.execute(
+                    update(Job)
+                    .where(Job.id == job_id, Job.status == JobStatus.PENDING)
+                    .values(status=JobStatus.RUNNING, started_at=utcnow(), attempts=Job.attempts + 1)
+                )
+                if claimed.rowcount == 1:
+                    return await session.get(Job, job_id, populate_existing=True)
+        return None
+
+    async def active_entries(self, user_id: int | None = None) -> list[QueueEntry]:
+        """Running and pending jobs in the order they will run, with positions and ETAs."""
+        async with self.db.session() as session:
+            jobs = list(
+                await session.scalars(select(Job).where(Job.status.in_(ACTIVE_STATUSES)).order_by(Job.id))
+            )
+            last_started = dict(
+                (
+                    await session.execute(
+                        select(Job.user_id, func.max(Job.started_at))
+                        .where(Job.started_at.is_not(None))
+                        .group_by(Job.user_id)
+                    )
+                ).all()
+            )
+            seconds_per_unit = await self._seconds_per_unit(session)
+        running = [job for job in jobs if job.status == JobStatus.RUNNING]
+        pending = fair_order([job for job in jobs if job.status == JobStatus.PENDING], last_started)
+        entries: list[QueueEntry] = []
+        elapsed_ahead = 0.0
+        for job in running:
+            started = job.started_at or utcnow()
+            remaining = max(0.0, job_units(job) * seconds_per_unit - (utcnow() - started).total_seconds())
+            elapsed_ahead = max(elapsed_ahead, remaining)
+            entries.append(QueueEntry(job, 0, remaining))
+        for position, job in enumerate(pending, start=1):
+            elapsed_ahead += job_units(job) * seconds_per_unit
+            entries.append(QueueEntry(job, position, elapsed_ahead))
+        if user_id is not None:
+            entries = [entry for entry in entries if entry.job.user_id == user_id]
+        return entries
+
+    async def entry(self, job_id: int) -> QueueEntry | None:
+        return next((e for e in await self.active_entries() if e.job.id == job_id), None)
+
+    async def _seconds_per_unit(self, session) -> float:  # type: ignore[no-untyped-def]
+        recent = (
+            await session.execute(
+                select(Job.seconds, Job.count, Job.width, Job.height, Job.steps)
+                .where(Job.status == JobStatus.COMPLETED, Job.seconds.is_not(None))
+                .order_by(Job.id.desc())
+                .limit(20)
+            )
+        ).all()
+        units = sum(r.count * r.width * r.height / _UNIT_PIXELS * r.steps / _UNIT_STEPS for r in recent)
+        if not recent or units <= 0:
+            return self.settings.initial_seconds_per_unit
+        return sum(r.seconds for r in recent) / units
+
+    # --- outcomes --------------------------------------------------------------------------
+
+    async def complete(self, result: JobCompleted) -> Job | None:
+        """Record a finished job and its images; None when the job was canceled meanwhile."""
+        async with self.db.session() as session, session.begin():
+            job = await session.get(Job, result.job_id, options=[selectinload(Job.images)])
+            if job is None or job.status != JobStatus.RUNNING:
+                return None
+            job.status = JobStatus.COMPLETED
+            job.finished_at = utcnow()
+            job.seconds = result.seconds
+            job.grid_path = result.grid_path
+            job.images = [
+                Image(
+                    index=image.index,
+                    seed=image.seed,
+                    subseed=image.subseed,
+                    width=image.width,
+                    height=image.height,
+                    path=image.path,
+                    infotext=image.infotext,
+                )
+                for image in result.images
+            ]
+        return job
+
+    async def fail(self, job_id: int, message: str) -> Job | None:
+        return await self._finish(job_id, JobStatus.FAILED, error=message, only_from=(JobStatus.RUNNING,))
+
+    async def mark_canceled(self, job_id: int) -> Job | None:
+        """The worker confirmed it stopped; the row already says canceled."""
+        return await self.get(job_id)
+
+    async def request_cancel(self, job_id: int) -> tuple[Job, CancelOutcome]:
+        async with self.db.session() as session, session.begin():
+            job = await session.get(Job, job_id)
+            if job is None:
+                raise JobNotFound(f"Job #{job_id} no longer exists.")
+            if not job.is_active:
+                return job, CancelOutcome.ALREADY_FINISHED
+            outcome = CancelOutcome.STOPPING if job.status == JobStatus.RUNNING else CancelOutcome.CANCELED
+            job.status = JobStatus.CANCELED
+            job.finished_at = utcnow()
+        return job, outcome
+
+    async def release_interrupted(self, job_id: int, reason: str) -> tuple[Job | None, Recovery]:
+        """A job was running when its worker (or the bot) died: run it again once, then fail it."""
+        async with self.db.session() as session, session.begin():
+            job = await session.get(Job, job_id)
+            if job is None or job.status != JobStatus.RUNNING:
+                return job, Recovery.UNCHANGED
+            if job.attempts < self.settings.max_attempts:
+                job.status = JobStatus.PENDING
+                return job, Recovery.REQUEUED
+            job.status = JobStatus.FAILED
+            job.finished_at = utcnow()
+            job.error = f"{reason} It was tried {job.attempts} times and will not be tried again."
+            return job, Recovery.FAILED
+
+    async def return_to_queue(self, job_id: int) -> None:
+        """The bot is shutting down mid-job: the job runs again later, and this try is not counted."""
+        async with self.db.session() as session, session.begin():
+            await session.execute(
+                update(Job)
+                .where(Job.id == job_id, Job.status == JobStatus.RUNNING)
+                .values(status=JobStatus.PENDING, attempts=Job.attempts - 1)
+            )
+
+    async def running_job_ids(self) -> list[int]:
+        async with self.db.session() as session:
+            return list(await session.scalars(select(Job.id).where(Job.status == JobStatus.RUNNING)))
+
+    async def _finish(
+        self, job_id: int, status: JobStatus, *, error: str | None, only_from: tuple[JobStatus, ...]
+    ) -> Job | None:
+        async with self.db.session() as session, session.begin():
+            job = await session.get(Job, job_id)
+            if job is None or job.status not in only_from:
+                return None
+            job.status = status
+            job.error = error
+            job.finished_at = utcnow()
+        return job
+
+
+def fair_order(pending: list[Job], last_started: dict[int, datetime]) -> list[Job]:
+    """The order claim_next will pick these jobs in, if nothing else arrives.
+
+    Users take turns, starting with the one whose last job started longest ago; each turn
+    runs that user's oldest job. Mirrors the ORDER BY of claim_next.
+    """
+    by_user: dict[int, list[Job]] = defaultdict(list)
+    for job in sorted(pending, key=lambda j: j.id):
+        by_user[job.user_id].append(job)
+    def turn_order(user_id: int) -> tuple[float, int]:
+        started = last_started.get(user_id)
+        return (started.timestamp() if started else float("-inf"), by_user[user_id][0].id)
+
+    users = sorted(by_user, key=turn_order)
+    ordered: list[Job] = []
+    for turn in range(max((len(jobs) for jobs in by_user.values()), default=0)):
+        ordered.extend(by_user[user][turn] for user in users if turn < len(by_user[user]))
+    return ordered
+
+
+
+
+def _columns(params: JobParameters) -> dict[str, object]:
+    return {
+        "kind": params.kind.value,
+        "prompt": params.prompt,
+        "negative_prompt": params.negative_prompt,
+        "model": params.model,
+        "width": params.width,
+        "height": params.height,
+        "steps": params.steps,
+        "cfg_scale": params.cfg_scale,
+        "sampler": params.sampler,
+        "count": params.count,
+        "seed": params.seed,
+        "subseed": params.subseed,
+        "subseed_strength": params.subseed_strength,
+        "parent_job_id": params.parent_job_id,
+        "parent_image_index": params.parent_image_index,
+    }

@@ -1,0 +1,122 @@
+"""The tables: users (with their defaults), jobs (every parameter and the job's state), images.
+
+A job row is the truth about a job: the in-memory queue of the bot only wakes the dispatcher,
+and everything shown to users (queue positions, results, history) is read from here.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from enum import StrEnum
+
+from sqlalchemy import BigInteger, Float, ForeignKey, Index, Integer, String, Text, UniqueConstraint
+from sqlalchemy.orm import Mapped, mapped_column, relationship
+
+from db.base import Base, UTCDateTime, utcnow
+
+
+class JobStatus(StrEnum):
+    PENDING = "pending"
+    RUNNING = "running"
+    COMPLETED = "completed"
+    FAILED = "failed"
+    CANCELED = "canceled"
+
+
+ACTIVE_STATUSES = (JobStatus.PENDING, JobStatus.RUNNING)
+FINAL_STATUSES = (JobStatus.COMPLETED, JobStatus.FAILED, JobStatus.CANCELED)
+
+
+class User(Base):
+    __tablename__ = "users"
+
+    # The Discord user id; 0 is the local console of `sdbot generate`.
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
+    name: Mapped[str] = mapped_column(String(100))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+    # Defaults applied to every new job of this user (None: the server's default).
+    default_model: Mapped[str | None] = mapped_column(String(100))
+    default_sampler: Mapped[str | None] = mapped_column(String(40))
+    default_steps: Mapped[int | None] = mapped_column(Integer)
+    default_cfg_scale: Mapped[float | None] = mapped_column(Float)
+    default_width: Mapped[int | None] = mapped_column(Integer)
+    default_height: Mapped[int | None] = mapped_column(Integer)
+    default_negative_prompt: Mapped[str | None] = mapped_column(Text)
+
+    jobs: Mapped[list[Job]] = relationship(back_populates="user")
+
+
+class Job(Base):
+    __tablename__ = "jobs"
+    __table_args__ = (
+        # The scheduler's hot queries: a status's jobs in order, and a user's jobs by status.
+        Index("ix_jobs_status_id", "status", "id"),
+        Index("ix_jobs_user_id_status", "user_id", "status"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id"))
+    kind: Mapped[str] = mapped_column(String(20))  # inference.protocol.JobKind
+    status: Mapped[str] = mapped_column(String(20), default=JobStatus.PENDING)
+
+    prompt: Mapped[str] = mapped_column(Text)
+    negative_prompt: Mapped[str] = mapped_column(Text, default="")
+    model: Mapped[str] = mapped_column(String(100))
+    width: Mapped[int] = mapped_column(Integer)
+    height: Mapped[int] = mapped_column(Integer)
+    steps: Mapped[int] = mapped_column(Integer)
+    cfg_scale: Mapped[float] = mapped_column(Float)
+    sampler: Mapped[str] = mapped_column(String(40))
+    count: Mapped[int] = mapped_column(Integer)
+    # The seed of image 0; see bot.jobs.params.image_seeds for the others.
+    seed: Mapped[int] = mapped_column(BigInteger)
+    subseed: Mapped[int | None] = mapped_column(BigInteger)
+    subseed_strength: Mapped[float] = mapped_column(Float, default=0.0)
+
+    # Derived work (reroll, variation...) points at the job and image it came from.
+    parent_job_id: Mapped[int | None] = mapped_column(ForeignKey("jobs.id", ondelete="SET NULL"))
+    parent_image_index: Mapped[int | None] = mapped_column(Integer)
+
+    # Where the job's status/result message lives; None for console jobs.
+    guild_id: Mapped[int | None] = mapped_column(BigInteger)
+    channel_id: Mapped[int | None] = mapped_column(BigInteger)
+    message_id: Mapped[int | None] = mapped_column(BigInteger)
+    # The interaction's attachment_size_limit, kept so a result posted after a restart fits.
+    upload_limit_bytes: Mapped[int | None] = mapped_column(BigInteger)
+
+    attempts: Mapped[int] = mapped_column(Integer, default=0)  # times a worker was given it
+    error: Mapped[str | None] = mapped_column(Text)
+    grid_path: Mapped[str | None] = mapped_column(Text)
+    seconds: Mapped[float | None] = mapped_column(Float)  # generation time, for ETAs
+
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    started_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+    user: Mapped[User] = relationship(back_populates="jobs")
+    images: Mapped[list[Image]] = relationship(
+        back_populates="job", order_by="Image.index", cascade="all, delete-orphan"
+    )
+
+    @property
+    def is_active(self) -> bool:
+        return self.status in ACTIVE_STATUSES
+
+
+class Image(Base):
+    __tablename__ = "images"
+    __table_args__ = (UniqueConstraint("job_id", "index"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    job_id: Mapped[int] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"), index=True)
+    index: Mapped[int] = mapped_column(Integer)
+    seed: Mapped[int] = mapped_column(BigInteger)
+    subseed: Mapped[int | None] = mapped_column(BigInteger)
+    width: Mapped[int] = mapped_column(Integer)
+    height: Mapped[int] = mapped_column(Integer)
+    path: Mapped[str] = mapped_column(Text)
+    infotext: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+    job: Mapped[Job] = relationship(back_populates="images")

@@ -1,0 +1,145 @@
+"""The durable fair queue, on the real database: fairness, claims, caps, cancel, recovery."""
+
+from __future__ import annotations
+
+import pytest
+
+from bot.config import QueueSettings
+from bot.errors import JobNotFound, QueueFull
+from bot.jobs.params import JobParameters
+from bot.jobs.queue import CancelOutcome, JobQueue, Recovery, Requester
+from db.models import JobStatus
+from inference.protocol import ImageResult, JobCompleted, JobKind
+
+ALICE = Requester(user_id=1, user_name="alice", channel_id=10)
+BOB = Requester(user_id=2, user_name="bob", channel_id=10)
+CAROL = Requester(user_id=3, user_name="carol", channel_id=10)
+
+
+def params(prompt: str = "a lighthouse at dusk", **changes) -> JobParameters:
+    values = dict(
+        kind=JobKind.TXT2IMG, prompt=prompt, negative_prompt="", model="tiny", width=64, height=64,
+        steps=4, cfg_scale=7.0, sampler="Euler a", count=1, seed=1,
+    )
+    values.update(changes)
+    return JobParameters(**values)
+
+
+@pytest.fixture
+def queue(database) -> JobQueue:
+    return JobQueue(database, QueueSettings(max_pending_per_user=20, max_attempts=2))
+
+
+async def run_order(queue: JobQueue) -> list[str]:
+    order = []
+    while (job := await queue.claim_next()) is not None:
+        order.append(job.prompt)
+        await queue.complete(JobCompleted(job.id, (), None, 1.0))
+    return order
+
+
+async def test_one_users_burst_does_not_starve_another(queue):
+    first = await queue.enqueue(params("a0"), ALICE)
+    started = await queue.claim_next()
+    assert started.id == first.id
+    for i in range(1, 10):
+        await queue.enqueue(params(f"a{i}"), ALICE)
+    await queue.enqueue(params("b0"), BOB)
+    await queue.complete(JobCompleted(started.id, (), None, 1.0))
+    # Bob's single job runs within the next two, although Alice queued nine before it.
+    assert (await run_order(queue))[:2] in (["b0", "a1"], ["a1", "b0"])
+
+
+async def test_users_take_turns(queue):
+    for i in range(3):
+        await queue.enqueue(params(f"a{i}"), ALICE)
+    for i in range(2):
+        await queue.enqueue(params(f"b{i}"), BOB)
+    await queue.enqueue(params("c0"), CAROL)
+    assert await run_order(queue) == ["a0", "b0", "c0", "a1", "b1", "a2"]
+
+
+async def test_positions_follow_the_order_jobs_will_run_in(queue):
+    for i in range(3):
+        await queue.enqueue(params(f"a{i}"), ALICE)
+    await queue.enqueue(params("b0"), BOB)
+    running = await queue.claim_next()
+    entries = await queue.active_entries()
+    assert [(e.job.prompt, e.position) for e in entries] == [("a0", 0), ("b0", 1), ("a1", 2), ("a2", 3)]
+    assert running.prompt == "a0"
+    etas = [e.eta_seconds for e in entries[1:]]
+    assert etas == sorted(etas) and etas[0] > 0
+    assert [e.job.prompt for e in await queue.active_entries(user_id=BOB.user_id)] == ["b0"]
+
+
+async def test_pending_cap_per_user(database):
+    queue = JobQueue(database, QueueSettings(max_pending_per_user=2))
+    await queue.enqueue(params(), ALICE)
+    await queue.enqueue(params(), ALICE)
+    with pytest.raises(QueueFull, match="2 jobs waiting"):
+        await queue.enqueue(params(), ALICE)
+    await queue.enqueue(params(), BOB)  # the cap is per user
+    await queue.claim_next()  # one of Alice's starts: she may queue again
+    await queue.enqueue(params(), ALICE)
+
+
+async def test_a_claimed_row_is_not_claimed_twice(queue):
+    await queue.enqueue(params(), ALICE)
+    assert await queue.claim_next() is not None
+    assert await queue.claim_next() is None
+
+
+async def test_cancel_pending_wins_over_a_later_claim(queue):
+    job = await queue.enqueue(params(), ALICE)
+    _, outcome = await queue.request_cancel(job.id)
+    assert outcome is CancelOutcome.CANCELED
+    assert await queue.claim_next() is None
+    _, again = await queue.request_cancel(job.id)
+    assert again is CancelOutcome.ALREADY_FINISHED
+
+
+async def test_cancel_running_then_completion_is_dropped(queue):
+    job = await queue.enqueue(params(), ALICE)
+    await queue.claim_next()
+    _, outcome = await queue.request_cancel(job.id)
+    assert outcome is CancelOutcome.STOPPING
+    image = ImageResult(0, 1, None, "/nowhere.png", "x", 64, 64)
+    assert await queue.complete(JobCompleted(job.id, (image,), None, 1.0)) is None
+    assert (await queue.get(job.id)).status == JobStatus.CANCELED
+
+
+async def test_cancel_unknown_job(queue):
+    with pytest.raises(JobNotFound):
+        await queue.request_cancel(999)
+
+
+async def test_interrupted_job_is_requeued_once_then_failed(queue):
+    job = await queue.enqueue(params(), ALICE)
+    await queue.claim_next()
+    _, recovery = await queue.release_interrupted(job.id, "The worker died.")
+    assert recovery is Recovery.REQUEUED
+    assert (await queue.get(job.id)).status == JobStatus.PENDING
+    again = await queue.claim_next()
+    assert again.id == job.id and again.attempts == 2
+    failed, recovery = await queue.release_interrupted(job.id, "The worker died.")
+    assert recovery is Recovery.FAILED
+    assert failed.status == JobStatus.FAILED and "will not be tried again" in failed.error
+
+
+async def test_a_graceful_stop_does_not_use_up_an_attempt(queue):
+    job = await queue.enqueue(params(), ALICE)
+    await queue.claim_next()
+    await queue.return_to_queue(job.id)
+    returned = await queue.get(job.id)
+    assert returned.status == JobStatus.PENDING and returned.attempts == 0
+
+
+async def test_completion_records_images(queue):
+    job = await queue.enqueue(params(count=2, seed=5), ALICE)
+    await queue.claim_next()
+    images = tuple(ImageResult(i, 5 + i, None, f"/tmp/{i}.png", f"info {i}", 64, 64) for i in range(2))
+    done = await queue.complete(JobCompleted(job.id, images, "/tmp/grid.png", 2.5))
+    assert done.status == JobStatus.COMPLETED
+    stored = await queue.get(job.id)
+    assert [(i.index, i.seed, i.infotext) for i in stored.images] == [(0, 5, "info 0"), (1, 6, "info 1")]
+    assert stored.grid_path == "/tmp/grid.png" and stored.seconds == 2.5 and stored.finished_at is not None
