@@ -1,0 +1,245 @@
+"""txt2img with A1111's seed semantics on a stock diffusers pipeline.
+
+A1111 users expect that image i of a batch is reproduced alone by its own seed, and that
+"variations" slerp a seed's noise towards a subseed's. diffusers gives that when each image has
+its own CPU generator: we draw each image's initial noise from its generator ourselves (exactly
+the draw diffusers would make, so the generator is left where diffusers would leave it), slerp
+it for variations, and hand the pipeline both the noise and the advanced generators, so that
+ancestral and SDE samplers keep drawing each image's later noise from that image's generator.
+"""
+
+from __future__ import annotations
+
+import math
+import weakref
+from collections.abc import Callable
+
+import diffusers
+import torch
+from diffusers import DiffusionPipeline
+from diffusers.utils.torch_utils import randn_tensor
+from PIL import Image
+
+from inference.protocol import GenerateRequest
+from inference.samplers import SAMPLERS
+
+# The smallest size that means something for SD and the largest a single job may ask for;
+# beyond 2048 px SD 1.x makes repeated subjects and the VRAM need explodes anyway.
+MIN_SIDE = 64
+MAX_SIDE = 2048
+MAX_STEPS = 500
+MAX_IMAGES = 16
+
+OnStep = Callable[[int, int, torch.Tensor], None]
+IsCancelled = Callable[[], bool]
+
+
+class JobCancelledError(Exception):
+    """Raised between two denoising steps when the job was cancelled."""
+
+
+class InvalidRequestError(ValueError):
+    """A request parameter is out of range; the message names it and is fit for the user."""
+
+
+def validate_request(request: GenerateRequest) -> None:
+    """Raise InvalidRequestError naming the first bad parameter, before any work starts."""
+    for name in ("width", "height"):
+        value = getattr(request, name)
+        if not isinstance(value, int) or value % 8 or not MIN_SIDE <= value <= MAX_SIDE:
+            raise InvalidRequestError(
+                f"{name} must be a multiple of 8 between {MIN_SIDE} and {MAX_SIDE}, got {value!r}"
+            )
+    if not isinstance(request.steps, int) or not 1 <= request.steps <= MAX_STEPS:
+        raise InvalidRequestError(
+            f"steps must be an int between 1 and {MAX_STEPS}, got {request.steps!r}"
+        )
+    if not math.isfinite(request.cfg_scale) or request.cfg_scale < 0:
+        raise InvalidRequestError(
+            f"cfg_scale must be a finite number >= 0, got {request.cfg_scale!r}"
+        )
+    if request.sampler not in SAMPLERS:
+        raise InvalidRequestError(
+            f"unknown sampler {request.sampler!r}; known: {', '.join(SAMPLERS)}"
+        )
+    if not 1 <= len(request.seeds) <= MAX_IMAGES:
+        raise InvalidRequestError(
+            f"seeds must hold 1 to {MAX_IMAGES} seeds, got {len(request.seeds)}"
+        )
+    for name in ("seeds", "subseeds"):
+        for seed in getattr(request, name):
+            # torch.Generator.manual_seed accepts any 64-bit value; A1111 seeds are 32-bit.
+            if not isinstance(seed, int) or not 0 <= seed < 2**64:
+                raise InvalidRequestError(f"{name} must be ints in [0, 2**64), got {seed!r}")
+    if len(request.subseeds) not in (0, len(request.seeds)):
+        raise InvalidRequestError(
+            f"subseeds must be empty or one per seed ({len(request.seeds)}), "
+            f"got {len(request.subseeds)}"
+        )
+    strength = request.subseed_strength
+    if not isinstance(strength, (int, float)) or not 0.0 <= strength <= 1.0:
+        raise InvalidRequestError(f"subseed_strength must be between 0 and 1, got {strength!r}")
+    if strength > 0 and not request.subseeds:
+        raise InvalidRequestError(f"subseed_strength is {strength} but no subseeds were given")
+
+
+# --- schedulers ----------------------------------------------------------------------------
+
+# Per pipeline: the scheduler config it was loaded with, and the schedulers built from it.
+# Building from the original config (not from the last swapped-in scheduler's) keeps options
+# such as use_karras_sigmas from leaking from one sampler into the next.
+_schedulers: weakref.WeakKeyDictionary[DiffusionPipeline, tuple[dict, dict[str, object]]] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def scheduler_for(pipe: DiffusionPipeline, sampler: str):
+    """The scheduler implementing an A1111 sampler for this pipeline, built once and reused.
+
+    Reuse is safe because ``set_timesteps``, which every pipeline call runs, resets a
+    scheduler's per-run state.
+    """
+    spec = SAMPLERS.get(sampler)
+    if spec is None:
+        raise ValueError(f"unknown sampler {sampler!r}; known: {', '.join(SAMPLERS)}")
+    if pipe not in _schedulers:
+        _schedulers[pipe] = (dict(pipe.scheduler.config), {})
+    base_config, built = _schedulers[pipe]
+    if sampler not in built:
+        scheduler_class = getattr(diffusers, spec.scheduler_class)
+        built[sampler] = scheduler_class.from_config(base_config, **spec.options)
+    return built[sampler]
+
+
+# --- noise ---------------------------------------------------------------------------------
+
+
+def slerp(strength: float, low: torch.Tensor, high: torch.Tensor) -> torch.Tensor:
+    """A1111's spherical interpolation of one image's noise, shape (C, H, W), towards ``high``.
+
+    Like A1111 (modules/processing.py), the norms run over dim 1, so each (channel, column)
+    vector is interpolated on its own; that keeps variations identical to A1111's.
+    """
+    low_norm = low / torch.norm(low, dim=1, keepdim=True)
+    high_norm = high / torch.norm(high, dim=1, keepdim=True)
+    dot = (low_norm * high_norm).sum(1)
+    if dot.mean() > 0.9995:
+        # Nearly parallel: slerp is numerically unstable, and lerp is just as good. (A1111
+        # swaps the weights here; it only matters when both noises are almost equal.)
+        return low * (1 - strength) + high * strength
+    omega = torch.acos(dot)
+    sin_omega = torch.sin(omega)
+    low_weight = (torch.sin((1.0 - strength) * omega) / sin_omega).unsqueeze(1)
+    high_weight = (torch.sin(strength * omega) / sin_omega).unsqueeze(1)
+    return low_weight * low + high_weight * high
+
+
+def initial_noise(
+    request: GenerateRequest, shape: tuple[int, int, int, int], dtype: torch.dtype
+) -> tuple[torch.Tensor, list[torch.Generator]]:
+    """Each image's starting noise and its generator, advanced past that draw.
+
+    ``shape`` is one image's latent shape (1, C, H/f, W/f). The draw is the one diffusers'
+    prepare_latents makes for a single image with a CPU generator (same call, same dtype), so
+    a one-image job equals a plain ``pipe(..., generator=Generator().manual_seed(seed))`` call.
+    """
+    generators = [torch.Generator("cpu").manual_seed(seed) for seed in request.seeds]
+    noises = []
+    for index, generator in enumerate(generators):
+        noise = randn_tensor(shape, generator=generator, device=torch.device("cpu"), dtype=dtype)
+        if request.subseeds and request.subseed_strength > 0:
+            subgenerator = torch.Generator("cpu").manual_seed(request.subseeds[index])
+            subnoise = randn_tensor(shape, generator=subgenerator, device=torch.device("cpu"))
+            # Interpolate in float32, as A1111 does, whatever the model's dtype.
+            mixed = slerp(request.subseed_strength, noise[0].float(), subnoise[0])
+            noise = mixed.unsqueeze(0).to(dtype)
+        noises.append(noise)
+    return torch.cat(noises), generators
+
+
+# --- the run -------------------------------------------------------------------------------
+
+
+def _model_dtype(pipe: DiffusionPipeline) -> torch.dtype:
+    # prepare_latents draws in the prompt embeddings' dtype, which is the text encoder's.
+    text_encoder = getattr(pipe, "text_encoder", None)
+    return text_encoder.dtype if text_encoder is not None else pipe.unet.dtype
+
+
+def _step_callback(total_steps: int, on_step: OnStep, is_cancelled: IsCancelled):
+    """The one callback_on_step_end: progress in the user's steps, and cancellation.
+
+    Second-order samplers (Heun, DPM2, DPM++ SDE) call back about twice per step; progress is
+    mapped onto the requested step count so users see "step 7/20" as in A1111, and on_step is
+    only called when that number moves. Cancellation is checked on every call, and raising
+    leaves the pipeline's loop at once (diffusers' own ``interrupt`` flag would still run the
+    VAE decode).
+    """
+    reported = 0
+
+    def callback(pipe: DiffusionPipeline, step_index: int, timestep, tensors: dict) -> dict:
+        nonlocal reported
+        if is_cancelled():
+            raise JobCancelledError
+        calls_total = pipe.num_timesteps
+        done = min(total_steps, math.ceil((step_index + 1) * total_steps / calls_total))
+        if step_index + 1 == calls_total:
+            done = total_steps
+        if done > reported:
+            reported = done
+            on_step(done, total_steps, tensors["latents"])
+            # The step's progress was reported; a cancel that came in meanwhile stops here.
+            if is_cancelled():
+                raise JobCancelledError
+        return tensors
+
+    return callback
+
+
+def generate(
+    pipe: DiffusionPipeline,
+    request: GenerateRequest,
+    on_step: OnStep = lambda step, total, latents: None,
+    is_cancelled: IsCancelled = lambda: False,
+) -> list[Image.Image]:
+    """Run txt2img for ``len(request.seeds)`` images in one batch and return them.
+
+    ``on_step(steps_done, total_steps, latents)`` is called after each step; when
+    ``is_cancelled()`` turns true, JobCancelledError is raised before the next step.
+    """
+    validate_request(request)
+    scale = pipe.vae_scale_factor
+    if request.width % scale or request.height % scale:
+        raise InvalidRequestError(
+            f"width and height must be multiples of {scale} for this model, "
+            f"got {request.width}x{request.height}"
+        )
+    if is_cancelled():
+        raise JobCancelledError
+
+    spec = SAMPLERS[request.sampler]
+    pipe.scheduler = scheduler_for(pipe, request.sampler)
+    if spec.scheduler_class == "DPMSolverSDEScheduler":
+        # This scheduler ignores generators and draws from Brownian trees seeded by
+        # noise_sampler_seed (random when unset). One tree per image seeded with the image's
+        # seed is what A1111 does, and keeps batch images reproducible alone.
+        pipe.scheduler.noise_sampler_seed = list(request.seeds)
+
+    channels = pipe.unet.config.in_channels
+    latent_shape = (1, channels, request.height // scale, request.width // scale)
+    noise, generators = initial_noise(request, latent_shape, _model_dtype(pipe))
+    result = pipe(
+        prompt=request.prompt,
+        negative_prompt=request.negative_prompt or None,
+        width=request.width,
+        height=request.height,
+        num_inference_steps=request.steps,
+        guidance_scale=request.cfg_scale,
+        num_images_per_prompt=len(request.seeds),
+        generator=generators,
+        latents=noise,
+        output_type="pil",
+        callback_on_step_end=_step_callback(request.steps, on_step, is_cancelled),
+        callback_on_step_end_tensor_inputs=["latents"],
+    )
+    return list(result.images)

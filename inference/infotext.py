@@ -1,0 +1,175 @@
+"""A1111 "infotext": the generation parameters written into every PNG, and read back.
+
+The format is A1111's (modules/processing.py create_infotext and
+modules/infotext_utils.py parse_generation_parameters), byte for byte, so that images made by
+the bot can be dropped into A1111's "PNG Info" tab and A1111 images into /pnginfo:
+
+    a photo of a cat
+    Negative prompt: blurry
+    Steps: 20, Sampler: DPM++ 2M, Schedule type: Karras, CFG scale: 7, Seed: 123, ...
+
+This module imports neither torch nor discord: the bot uses it too.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Mapping
+from importlib import metadata
+
+from inference.protocol import GenerateRequest
+from inference.samplers import split_schedule_type
+
+NEGATIVE_PROMPT_PREFIX = "Negative prompt:"
+PROMPT_KEY = "Prompt"
+NEGATIVE_PROMPT_KEY = "Negative prompt"
+
+# A1111's regexes: a "Key: value" pair where the value is either a JSON string or runs to the
+# next comma. A key starts with a word character and may hold spaces, '-' and '/'.
+_PARAM = re.compile(r'\s*(\w[\w \-/]+):\s*("(?:\\.|[^\\"])+"|[^,]*)(?:,|$)')
+_KEY = re.compile(r"\w[\w \-/]+")
+# A1111 treats the last line as parameters only when it holds at least this many pairs, so a
+# prompt line such as "style: anime" stays part of the prompt.
+_MIN_PARAMS_ON_LAST_LINE = 3
+
+
+def _package_version() -> str:
+    try:
+        return metadata.version("sdbot")
+    except metadata.PackageNotFoundError:
+        return "0.1.0"
+
+
+DEFAULT_VERSION = f"sdbot {_package_version()}"
+
+
+def quote(value: object) -> str:
+    """A1111's rule: values holding ',', ':' or a newline are written as JSON strings."""
+    text = str(value)
+    if "," not in text and "\n" not in text and ":" not in text:
+        return text
+    return json.dumps(text, ensure_ascii=False)
+
+
+def unquote(text: str) -> str:
+    if len(text) < 2 or text[0] != '"' or text[-1] != '"':
+        return text
+    try:
+        return json.loads(text)
+    except ValueError:
+        return text
+
+
+def format_number(value: float) -> str:
+    """7.0 -> "7", 7.5 -> "7.5": how A1111's infotexts show CFG scale and strengths."""
+    if float(value).is_integer():
+        return str(int(value))
+    return repr(float(value))
+
+
+def build_infotext(
+    prompt: str,
+    negative_prompt: str,
+    *,
+    steps: int,
+    sampler: str,
+    cfg_scale: float,
+    seed: int,
+    width: int,
+    height: int,
+    model: str,
+    model_hash: str | None = None,
+    subseed: int | None = None,
+    subseed_strength: float = 0.0,
+    extra: Mapping[str, object] | None = None,
+    version: str | None = DEFAULT_VERSION,
+) -> str:
+    """One image's infotext in A1111's layout and key order.
+
+    "Negative prompt" is left out when empty, "Model hash" when None, the variation keys when
+    the strength is 0 (as A1111 does); ``extra`` pairs (e.g. future "Denoising strength") go
+    after them and before "Version". Pass version=None to leave "Version" out.
+    """
+    sampler_name, schedule_type = split_schedule_type(sampler)
+    params: dict[str, object | None] = {
+        "Steps": steps,
+        "Sampler": sampler_name,
+        "Schedule type": schedule_type,
+        "CFG scale": format_number(cfg_scale),
+        "Seed": seed,
+        "Size": f"{width}x{height}",
+        "Model hash": model_hash,
+        "Model": model,
+        "Variation seed": subseed if subseed_strength else None,
+        "Variation seed strength": format_number(subseed_strength) if subseed_strength else None,
+    }
+    if subseed_strength and subseed is None:
+        raise ValueError(f"subseed_strength is {subseed_strength} but subseed is None")
+    for key, value in (extra or {}).items():
+        if not _KEY.fullmatch(key) or key in params or key == "Version":
+            raise ValueError(f"bad or duplicate infotext key {key!r}")
+        params[key] = value
+    params["Version"] = version
+    parameters_line = ", ".join(
+        f"{key}: {quote(value)}" for key, value in params.items() if value is not None
+    )
+    negative_line = f"\n{NEGATIVE_PROMPT_PREFIX} {negative_prompt}" if negative_prompt else ""
+    return f"{prompt}{negative_line}\n{parameters_line}".strip()
+
+
+def request_infotext(
+    request: GenerateRequest,
+    index: int,
+    *,
+    model_hash: str | None = None,
+    version: str | None = DEFAULT_VERSION,
+) -> str:
+    """The infotext of image ``index`` of a job: its own seed (and subseed), shared rest."""
+    if not 0 <= index < len(request.seeds):
+        raise ValueError(f"image index {index} out of range for {len(request.seeds)} seeds")
+    return build_infotext(
+        request.prompt,
+        request.negative_prompt,
+        steps=request.steps,
+        sampler=request.sampler,
+        cfg_scale=request.cfg_scale,
+        seed=request.seeds[index],
+        width=request.width,
+        height=request.height,
+        model=request.model,
+        model_hash=model_hash,
+        subseed=request.subseeds[index] if request.subseeds else None,
+        subseed_strength=request.subseed_strength,
+        version=version,
+    )
+
+
+def parse_infotext(text: str) -> dict[str, str]:
+    """Read an A1111 infotext back: {"Prompt": ..., "Negative prompt": ..., "Steps": "20", ...}.
+
+    Values stay strings, unquoted, as A1111's parser leaves them ("Size" stays "512x512").
+    A text without a parameters line comes back as a prompt alone.
+    """
+    *lines, last_line = text.strip().split("\n")
+    if len(_PARAM.findall(last_line)) < _MIN_PARAMS_ON_LAST_LINE:
+        lines.append(last_line)
+        last_line = ""
+
+    # Accumulated as A1111 does (an empty first line is dropped), to read texts identically.
+    prompt = negative_prompt = ""
+    in_negative = False
+    for line in lines:
+        line = line.strip()
+        if line.startswith(NEGATIVE_PROMPT_PREFIX):
+            in_negative = True
+            line = line[len(NEGATIVE_PROMPT_PREFIX) :].strip()
+        if in_negative:
+            negative_prompt += ("\n" if negative_prompt else "") + line
+        else:
+            prompt += ("\n" if prompt else "") + line
+
+    result = {PROMPT_KEY: prompt, NEGATIVE_PROMPT_KEY: negative_prompt}
+    for key, value in _PARAM.findall(last_line):
+        result[key] = unquote(value)
+    return result

@@ -1,0 +1,218 @@
+"""Running one job inside the worker process: generate, report, save, and turn errors into events.
+
+worker.py owns the process and the pipes; this module owns what happens to a single
+GenerateRequest. It imports torch, so worker.py imports it only inside its entry function.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import platform
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+
+from inference import images, infotext, previews
+from inference.generate import (
+    InvalidRequestError,
+    IsCancelled,
+    JobCancelledError,
+    generate,
+)
+from inference.models import (
+    PipelineCache,
+    UnknownModelError,
+    dtype_name,
+    free_accelerator_memory,
+    model_file_hash,
+    resolve_device,
+    resolve_dtype,
+)
+from inference.protocol import (
+    Event,
+    GenerateRequest,
+    ImageResult,
+    JobCompleted,
+    JobFailed,
+    JobProgress,
+    JobStarted,
+    WorkerConfig,
+    WorkerReady,
+)
+from inference.sources import check_worker_config
+
+log = logging.getLogger(__name__)
+
+Send = Callable[[Event], None]
+
+# Discord shows messages of up to 2000 characters; a failure message is one line of a reply.
+MAX_FAILURE_MESSAGE = 300
+
+
+class ProgressReporter:
+    """Turns generate()'s on_step calls into JobProgress events, throttled.
+
+    At most one event per ``interval_s`` (each with a preview), so previews cost little and the
+    bot never has more to show than Discord's edit rate allows; the final step is always sent.
+    """
+
+    def __init__(self, job_id: int, send: Send, interval_s: float, preview_max_side: int):
+        self.job_id = job_id
+        self.send = send
+        self.interval_s = interval_s
+        self.preview_max_side = preview_max_side
+        self._last_sent = float("-inf")
+
+    def __call__(self, step: int, total_steps: int, latents: torch.Tensor) -> None:
+        now = time.monotonic()
+        due = self.interval_s <= 0 or now - self._last_sent >= self.interval_s
+        if not due and step < total_steps:
+            return
+        preview = self._preview(latents) if due else None
+        self._last_sent = now
+        self.send(JobProgress(self.job_id, step, total_steps, preview))
+
+    def _preview(self, latents: torch.Tensor) -> bytes | None:
+        try:
+            return previews.make_preview(latents, self.preview_max_side)
+        except Exception:  # a preview is a nicety: never fail a job over one
+            log.exception("job %s: preview failed", self.job_id)
+            return None
+
+
+class JobRunner:
+    """The worker's state once started: the loaded models, and how to run a job with them."""
+
+    def __init__(self, config: WorkerConfig, cache: PipelineCache):
+        self.config = config
+        self.cache = cache
+        self._model_hashes: dict[str, str | None] = {}
+
+    @classmethod
+    def start(cls, config: WorkerConfig) -> JobRunner:
+        """Check the config and the model sources, pick the device, preload models.
+
+        Raises an exception whose message says what to fix; the worker sends it to the bot as
+        WorkerStartupFailed.
+        """
+        _quiet_library_progress_bars()
+        check_worker_config(config)
+        device = resolve_device(config.device)
+        dtype = resolve_dtype(config.dtype, device)
+        Path(config.outputs_dir).mkdir(parents=True, exist_ok=True)
+        preload = tuple(dict.fromkeys(config.preload or (config.default_model,)))
+        # Keep every preloaded model resident: preloading one only to evict it makes no sense.
+        cache = PipelineCache(config.models, device, dtype, max_loaded=len(preload))
+        for name in preload:
+            cache.get(name)
+        return cls(config, cache)
+
+    def ready_event(self) -> WorkerReady:
+        import diffusers
+        import transformers
+
+        return WorkerReady(
+            device=str(self.cache.device),
+            dtype=dtype_name(self.cache.dtype),
+            models=tuple(spec.name for spec in self.config.models),
+            versions={
+                "python": platform.python_version(),
+                "torch": torch.__version__,
+                "diffusers": diffusers.__version__,
+                "transformers": transformers.__version__,
+            },
+        )
+
+    def run(self, request: GenerateRequest, is_cancelled: IsCancelled, send: Send) -> None:
+        """Run one job and send its events; JobCancelledError is left to the caller.
+
+        Every other failure becomes JobFailed, so one bad job never stops the worker.
+        """
+        send(JobStarted(request.job_id))
+        try:
+            pipe = self.cache.get(request.model)
+            started = time.monotonic()
+            reporter = ProgressReporter(
+                request.job_id, send, self.config.preview_interval_s, self.config.preview_max_side
+            )
+            made = generate(pipe, request, on_step=reporter, is_cancelled=is_cancelled)
+            results, grid = self._save(request, made)
+            seconds = time.monotonic() - started
+        except JobCancelledError:
+            raise
+        except torch.cuda.OutOfMemoryError:
+            log.warning("job %s: out of GPU memory", request.job_id, exc_info=True)
+            free_accelerator_memory()
+            send(JobFailed(request.job_id, _out_of_memory_message(request)))
+            return
+        except (UnknownModelError, InvalidRequestError) as exc:  # the user's to fix
+            log.warning("job %s: rejected: %s", request.job_id, exc)
+            send(JobFailed(request.job_id, _shorten(str(exc))))
+            return
+        except Exception as exc:
+            log.exception("job %s failed", request.job_id)
+            message = f"Generation failed ({type(exc).__name__}: {exc})."
+            send(JobFailed(request.job_id, _shorten(message)))
+            return
+        log.info("job %s: %d image(s) in %.1f s", request.job_id, len(results), seconds)
+        send(JobCompleted(request.job_id, results, grid, seconds))
+
+    def _save(
+        self, request: GenerateRequest, made: list
+    ) -> tuple[tuple[ImageResult, ...], str | None]:
+        outputs_dir = self.config.outputs_dir
+        level = self.config.png_compress_level
+        day = dt.date.today()  # one folder per job even when it runs across midnight
+        model_hash = self._model_hash(request.model)
+        results = []
+        for index, image in enumerate(made):
+            seed = request.seeds[index]
+            text = infotext.request_infotext(request, index, model_hash=model_hash)
+            path = images.image_path(outputs_dir, request.job_id, index, seed, day)
+            images.save_png(image, path, text, compress_level=level)
+            subseed = request.subseeds[index] if request.subseeds else None
+            results.append(
+                ImageResult(index, seed, subseed, str(path), text, image.width, image.height)
+            )
+        grid = None
+        if len(made) > 1:
+            grid_file = images.grid_path(outputs_dir, request.job_id, day)
+            # A1111 gives a grid the first image's infotext.
+            images.save_png(images.make_grid(made), grid_file, results[0].infotext, level)
+            grid = str(grid_file)
+        return tuple(results), grid
+
+    def _model_hash(self, name: str) -> str | None:
+        # Hashing a multi-GB checkpoint takes seconds: once per model per worker.
+        if name not in self._model_hashes:
+            self._model_hashes[name] = model_file_hash(self.cache.spec(name).source)
+        return self._model_hashes[name]
+
+
+def _out_of_memory_message(request: GenerateRequest) -> str:
+    return (
+        f"Out of GPU memory making {len(request.seeds)} image(s) at "
+        f"{request.width}x{request.height}. Try a smaller size or fewer images."
+    )
+
+
+def _shorten(message: str) -> str:
+    message = " ".join(message.split())
+    if len(message) <= MAX_FAILURE_MESSAGE:
+        return message
+    return message[: MAX_FAILURE_MESSAGE - 1] + "…"
+
+
+def _quiet_library_progress_bars() -> None:
+    """Hide diffusers' and transformers' load bars in the worker's log.
+
+    huggingface_hub's download bars stay: a first download can take minutes and deserves one.
+    """
+    import diffusers.utils.logging
+    import transformers.utils.logging
+
+    diffusers.utils.logging.disable_progress_bar()
+    transformers.utils.logging.disable_progress_bar()

@@ -1,0 +1,191 @@
+"""Where a configured model's weights come from, checked cheaply and without torch.
+
+A ModelSpec.source is either a local diffusers folder (one holding model_index.json) or a
+Hugging Face hub id. The worker checks every source at start-up so that a typo in the config
+fails the bot at once, naming the model, instead of failing the first user who picks it.
+Nothing here imports torch or diffusers, so the bot may run the same check before it spawns
+the worker.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Iterable
+from dataclasses import dataclass
+from enum import StrEnum
+from pathlib import Path
+
+from inference.protocol import ModelSpec, WorkerConfig
+
+MODEL_INDEX = "model_index.json"
+
+# Pipeline classes (model_index.json "_class_name") the loader knows how to run. SDXL is the
+# next one to add: it needs its own pipeline class in models.PIPELINE_LOADERS and nothing else
+# here.
+SUPPORTED_PIPELINES: tuple[str, ...] = ("StableDiffusionPipeline",)
+
+# Single-file checkpoints (A1111's usual format) are not loadable yet, but they are the only
+# sources A1111 hashes, so model_file_hash already handles them.
+SINGLE_FILE_SUFFIXES: tuple[str, ...] = (".safetensors", ".ckpt")
+
+
+class SourceKind(StrEnum):
+    LOCAL_FOLDER = "local folder"
+    HUB_ID = "hub id"
+
+
+class ModelSourceError(ValueError):
+    """One or more configured models cannot be loaded; the message names each of them."""
+
+
+@dataclass(frozen=True, slots=True)
+class SourceProblem:
+    model: str
+    source: str
+    reason: str
+
+    def __str__(self) -> str:
+        return f"model {self.model!r} ({self.source}): {self.reason}"
+
+
+def classify_source(source: str) -> SourceKind:
+    """A folder when the path exists or clearly is a path; otherwise a hub id."""
+    if Path(source).expanduser().exists() or _looks_like_path(source):
+        return SourceKind.LOCAL_FOLDER
+    return SourceKind.HUB_ID
+
+
+def _looks_like_path(source: str) -> bool:
+    # A hub id is "name" or "owner/name"; anything else with a separator is a path the admin
+    # meant, and reporting it as a missing folder is more helpful than as a bad hub id.
+    return (
+        source.startswith(("/", ".", "~"))
+        or "\\" in source
+        or source.count("/") > 1
+        or source.endswith(SINGLE_FILE_SUFFIXES)
+    )
+
+
+def find_source_problem(spec: ModelSpec, *, offline: bool, cache_dir: str | None) -> str | None:
+    """Why this model cannot be loaded, or None when it looks loadable."""
+    source = spec.source.strip()
+    if not source:
+        return "the source is empty"
+    if classify_source(source) is SourceKind.LOCAL_FOLDER:
+        return _local_folder_problem(Path(source).expanduser())
+    return _hub_id_problem(source, offline=offline, cache_dir=cache_dir)
+
+
+def _local_folder_problem(folder: Path) -> str | None:
+    if not folder.exists():
+        return f"folder {str(folder)!r} does not exist"
+    if folder.is_file():
+        if folder.suffix in SINGLE_FILE_SUFFIXES:
+            return "single-file checkpoints are not supported yet; convert to a diffusers folder"
+        return f"{str(folder)!r} is a file, not a diffusers folder"
+    index = folder / MODEL_INDEX
+    if not index.is_file():
+        return f"folder {str(folder)!r} has no {MODEL_INDEX}: it is not a diffusers model folder"
+    return _pipeline_class_problem(index)
+
+
+def _hub_id_problem(repo_id: str, *, offline: bool, cache_dir: str | None) -> str | None:
+    from huggingface_hub import try_to_load_from_cache
+    from huggingface_hub.errors import HFValidationError
+
+    try:
+        cached = try_to_load_from_cache(repo_id, MODEL_INDEX, cache_dir=cache_dir)
+    except HFValidationError as exc:
+        return f"not an existing folder and not a valid Hugging Face hub id ({exc})"
+    if isinstance(cached, str):
+        return _pipeline_class_problem(Path(cached))
+    if offline:
+        return (
+            "not a local folder, and the Hugging Face hub id is not in the local cache "
+            f"({cache_dir}) while HF_HUB_OFFLINE is set; download it once online or unset "
+            "HF_HUB_OFFLINE"
+        )
+    return None  # online: downloaded on first load
+
+
+def _pipeline_class_problem(index: Path) -> str | None:
+    try:
+        class_name = json.loads(index.read_text(encoding="utf-8")).get("_class_name")
+    except (OSError, ValueError, AttributeError) as exc:
+        return f"cannot read {index}: {exc}"
+    if class_name not in SUPPORTED_PIPELINES:
+        supported = ", ".join(SUPPORTED_PIPELINES)
+        return f"pipeline class {class_name!r} is not supported yet (supported: {supported})"
+    return None
+
+
+def check_model_sources(
+    specs: Iterable[ModelSpec], *, offline: bool | None = None, cache_dir: str | None = None
+) -> None:
+    """Raise ModelSourceError naming every model that cannot be loaded; cheap (no weights read).
+
+    ``offline`` and ``cache_dir`` default to huggingface_hub's settings (HF_HUB_OFFLINE and
+    HF_HUB_CACHE), read when called so that tests and the worker see the current values.
+    """
+    from huggingface_hub import constants
+
+    if offline is None:
+        offline = constants.HF_HUB_OFFLINE
+    if cache_dir is None:
+        cache_dir = constants.HF_HUB_CACHE
+    specs = tuple(specs)
+    problems = _duplicate_name_problems(specs)
+    for spec in specs:
+        reason = find_source_problem(spec, offline=offline, cache_dir=cache_dir)
+        if reason is not None:
+            problems.append(SourceProblem(spec.name, spec.source, reason))
+    if problems:
+        lines = "\n".join(f"  - {problem}" for problem in problems)
+        raise ModelSourceError(f"{len(problems)} configured model(s) cannot be loaded:\n{lines}")
+
+
+def check_worker_config(config: WorkerConfig) -> None:
+    """Everything about a WorkerConfig that can be checked without torch; raises ValueError.
+
+    The worker runs this before its heavy imports, so a bad config fails in a second.
+    """
+    names = [spec.name for spec in config.models]
+    if not names:
+        raise ValueError("no models are configured")
+    for name in (config.default_model, *config.preload):
+        if name not in names:
+            raise ValueError(f"model {name!r} is not configured; configured: {', '.join(names)}")
+    if config.preview_interval_s < 0:
+        raise ValueError(f"preview_interval_s must be >= 0, got {config.preview_interval_s!r}")
+    if config.preview_max_side < 8:
+        raise ValueError(f"preview_max_side must be >= 8, got {config.preview_max_side!r}")
+    if not 0 <= config.png_compress_level <= 9:
+        raise ValueError(f"png_compress_level must be 0..9, got {config.png_compress_level!r}")
+    check_model_sources(config.models)
+
+
+def _duplicate_name_problems(specs: tuple[ModelSpec, ...]) -> list[SourceProblem]:
+    seen: set[str] = set()
+    problems = []
+    for spec in specs:
+        if spec.name in seen:
+            problems.append(SourceProblem(spec.name, spec.source, "the name is used twice"))
+        seen.add(spec.name)
+    return problems
+
+
+def model_file_hash(source: str) -> str | None:
+    """A1111's "Model hash": the first 10 hex digits of the file's sha256, for single files only.
+
+    A1111 only hashes single-file checkpoints; folders and hub ids have no such hash, and the
+    infotext then omits the key.
+    """
+    path = Path(source).expanduser()
+    if not path.is_file():
+        return None
+    digest = hashlib.sha256()
+    with path.open("rb") as file:
+        for block in iter(lambda: file.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()[:10]

@@ -1,0 +1,195 @@
+"""The inference worker process: the bot spawns it and talks to it over two one-way pipes.
+
+    ctx = multiprocessing.get_context("spawn")
+    commands_recv, commands_send = ctx.Pipe(duplex=False)
+    events_recv, events_send = ctx.Pipe(duplex=False)
+    ctx.Process(target=run_worker, args=(config, commands_recv, events_send)).start()
+
+A listener thread reads commands so that a CancelJob is seen while a job runs; the main
+thread runs jobs one at a time and is the only one that sends events (a Connection is not
+safe to send on from two threads). This module imports no torch at module level: the bot
+imports it only to name the process target, and must not pay for torch in its own process.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import sys
+import threading
+from collections import OrderedDict
+from multiprocessing.connection import Connection
+
+from inference.protocol import (
+    CancelJob,
+    Event,
+    GenerateRequest,
+    JobCanceled,
+    RunJob,
+    Shutdown,
+    WorkerConfig,
+    WorkerStartupFailed,
+)
+from inference.sources import check_worker_config
+
+log = logging.getLogger(__name__)
+
+
+class CancelBook:
+    """Job ids cancelled so far, shared by the listener thread and the job loop.
+
+    A cancel may arrive before its job (the bot cancels a queued job that it already sent), so
+    ids are remembered until the job comes; the oldest are dropped past ``capacity`` so cancels
+    for jobs that never come cannot grow the set forever.
+    """
+
+    def __init__(self, capacity: int = 4096):
+        self._ids: OrderedDict[int, None] = OrderedDict()
+        self._lock = threading.Lock()
+        self._capacity = capacity
+
+    def cancel(self, job_id: int) -> None:
+        with self._lock:
+            self._ids[job_id] = None
+            while len(self._ids) > self._capacity:
+                self._ids.popitem(last=False)
+
+    def is_cancelled(self, job_id: int) -> bool:
+        with self._lock:
+            return job_id in self._ids
+
+    def forget(self, job_id: int) -> None:
+        with self._lock:
+            self._ids.pop(job_id, None)
+
+
+class _BotGone(Exception):
+    """The events pipe is closed: nobody is left to work for."""
+
+
+def _send(events: Connection, event: Event) -> None:
+    try:
+        events.send(event)
+    except (BrokenPipeError, EOFError, OSError) as exc:
+        raise _BotGone from exc
+
+
+def _listen(
+    commands: Connection,
+    pending: queue.Queue[GenerateRequest | None],
+    cancels: CancelBook,
+    stopping: threading.Event,
+) -> None:
+    """Read commands until Shutdown or the pipe closes, then wake the job loop to stop."""
+    try:
+        while True:
+            try:
+                command = commands.recv()
+            except (EOFError, OSError):
+                log.info("command pipe closed; stopping")
+                return
+            except Exception:  # e.g. an object that does not unpickle: skip it, keep serving
+                log.exception("unreadable command; ignored")
+                continue
+            match command:
+                case RunJob(request=request):
+                    pending.put(request)
+                case CancelJob(job_id=job_id):
+                    cancels.cancel(job_id)
+                case Shutdown():
+                    log.info("shutdown requested")
+                    return
+                case _:
+                    log.warning("ignoring unknown command %r", command)
+    finally:
+        stopping.set()
+        pending.put(None)
+
+
+def run_worker(config: WorkerConfig, commands: Connection, events: Connection) -> None:
+    """Entry point of the worker process; returns when told to shut down or the bot is gone.
+
+    Sends WorkerReady once the models are loaded, or WorkerStartupFailed and returns. On
+    Shutdown (or a closed command pipe) a running job stops between two steps and no event is
+    sent for it: the bot is going away and its database still holds the job to run again.
+    """
+    _configure_logging()
+    try:
+        _serve(config, commands, events)
+    except _BotGone:
+        log.warning("events pipe closed; the bot is gone, stopping")
+    finally:
+        events.close()
+
+
+def _serve(config: WorkerConfig, commands: Connection, events: Connection) -> None:
+    try:
+        # The cheap checks first: a config mistake is reported before seconds of imports.
+        check_worker_config(config)
+        # Heavy imports here, not at module level (see the module docstring).
+        from inference.jobs import JobRunner
+
+        runner = JobRunner.start(config)
+    except Exception as exc:
+        log.exception("worker start-up failed")
+        _send(events, WorkerStartupFailed(_startup_message(exc)))
+        return
+    from inference.generate import JobCancelledError
+
+    ready = runner.ready_event()
+    log.info("worker ready on %s (%s) with models %s", ready.device, ready.dtype, ready.models)
+    _send(events, ready)
+
+    pending: queue.Queue[GenerateRequest | None] = queue.Queue()
+    cancels = CancelBook()
+    stopping = threading.Event()
+    listener = threading.Thread(
+        target=_listen, args=(commands, pending, cancels, stopping), name="commands", daemon=True
+    )
+    listener.start()
+
+    def send(event: Event) -> None:
+        _send(events, event)
+
+    while (request := pending.get()) is not None:
+        if stopping.is_set():
+            break
+        job_id = request.job_id
+        if cancels.is_cancelled(job_id):
+            log.info("job %s: cancelled before it started", job_id)
+            cancels.forget(job_id)
+            send(JobCanceled(job_id))
+            continue
+        try:
+            runner.run(
+                request,
+                is_cancelled=lambda: stopping.is_set() or cancels.is_cancelled(job_id),
+                send=send,
+            )
+        except JobCancelledError:
+            if stopping.is_set():
+                log.info("job %s: interrupted by shutdown", job_id)
+                break
+            log.info("job %s: cancelled", job_id)
+            send(JobCanceled(job_id))
+        finally:
+            cancels.forget(job_id)
+
+
+def _startup_message(exc: BaseException) -> str:
+    # Our own checks raise ValueError subclasses with messages written for the admin; anything
+    # else (a broken CUDA install, a corrupt file) needs its type to be understood.
+    if isinstance(exc, ValueError):
+        return str(exc)
+    return f"{type(exc).__name__}: {exc}"
+
+
+def _configure_logging() -> None:
+    """A spawned process starts with no logging set up; log to stderr, tagged as the worker."""
+    root = logging.getLogger()
+    if not root.handlers:
+        logging.basicConfig(
+            level=logging.INFO,
+            stream=sys.stderr,
+            format="%(asctime)s %(levelname)s worker[%(process)d] %(name)s: %(message)s",
+        )

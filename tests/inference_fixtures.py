@@ -1,0 +1,73 @@
+"""Shared fixtures for the inference tests: a tiny random-weight SD model, built once.
+
+tests/conftest.py registers this module as a plugin (``pytest_plugins``). Building and loading
+are also cached per process, so a test module that imports the fixtures itself does not build
+the model a second time.
+"""
+
+from __future__ import annotations
+
+import functools
+from pathlib import Path
+
+import pytest
+
+from inference.protocol import GenerateRequest, JobKind, ModelSpec
+
+TINY_MODEL_NAME = "tiny"
+
+
+@functools.cache
+def _build_tiny_model(folder: str) -> Path:
+    from inference.tiny import build_tiny_model
+
+    return build_tiny_model(folder, seed=0)
+
+
+@functools.cache
+def _load_tiny_pipe(folder: str):
+    import torch
+
+    from inference.models import load_pipeline
+
+    spec = ModelSpec(TINY_MODEL_NAME, folder)
+    return load_pipeline(spec, torch.device("cpu"), torch.float32)
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny SD-1.5-shaped diffusers folder (random weights, seed 0)."""
+    return _build_tiny_model(str(tmp_path_factory.getbasetemp() / "tiny-sd-model"))
+
+
+@pytest.fixture(scope="session")
+def tiny_model_spec(tiny_model_dir: Path) -> ModelSpec:
+    return ModelSpec(TINY_MODEL_NAME, str(tiny_model_dir))
+
+
+@pytest.fixture(scope="session")
+def tiny_pipe(tiny_model_dir: Path):
+    """The tiny model loaded on the CPU in float32, shared by the whole session.
+
+    generate() swaps its scheduler; a test calling the pipeline directly sets its own.
+    """
+    return _load_tiny_pipe(str(tiny_model_dir))
+
+
+def tiny_request(**overrides) -> GenerateRequest:
+    """A small valid txt2img request for the tiny model; keyword arguments override fields."""
+    fields = dict(
+        job_id=1,
+        kind=JobKind.TXT2IMG,
+        model=TINY_MODEL_NAME,
+        prompt="a photo of a cat",
+        negative_prompt="blurry",
+        width=64,
+        height=64,
+        steps=3,
+        cfg_scale=7.0,
+        sampler="Euler a",
+        seeds=(1234,),
+    )
+    fields.update(overrides)
+    return GenerateRequest(**fields)

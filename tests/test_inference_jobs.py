@@ -1,0 +1,94 @@
+"""JobRunner in-process: progress throttling and failures turned into events."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from inference import jobs
+from inference.jobs import JobRunner, ProgressReporter
+from inference.models import PipelineCache
+from inference.protocol import JobCompleted, JobFailed, JobProgress, JobStarted, WorkerConfig
+from inference.worker import CancelBook
+from tests.inference_fixtures import tiny_request
+
+
+@pytest.fixture
+def runner(tiny_model_spec, tiny_pipe, tmp_path) -> JobRunner:
+    config = WorkerConfig(
+        models=(tiny_model_spec,),
+        default_model=tiny_model_spec.name,
+        outputs_dir=str(tmp_path),
+        preview_interval_s=3600,  # so only the first and the final step are reported
+    )
+    cache = PipelineCache(
+        config.models, torch.device("cpu"), torch.float32, loader=lambda *args: tiny_pipe
+    )
+    return JobRunner(config, cache)
+
+
+def test_progress_is_throttled_but_the_final_step_always_sent(runner):
+    sent = []
+    runner.run(tiny_request(job_id=7, steps=4), is_cancelled=lambda: False, send=sent.append)
+    assert sent[0] == JobStarted(7)
+    progress = [event for event in sent if isinstance(event, JobProgress)]
+    assert [(event.step, event.preview_jpeg is not None) for event in progress] == [
+        (1, True),
+        (4, False),
+    ]
+    assert isinstance(sent[-1], JobCompleted)
+
+
+def test_out_of_memory_tells_the_user_what_to_reduce(runner, monkeypatch):
+    def out_of_memory(*args, **kwargs):
+        raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2 GiB")
+
+    monkeypatch.setattr(jobs, "generate", out_of_memory)
+    sent = []
+    runner.run(tiny_request(job_id=8, seeds=(1, 2, 3, 4)), lambda: False, sent.append)
+    failed = sent[-1]
+    assert isinstance(failed, JobFailed)
+    assert "4 image(s) at 64x64" in failed.message
+    assert "smaller size or fewer images" in failed.message
+
+
+def test_unexpected_errors_fail_the_job_with_a_short_message(runner, monkeypatch):
+    def broken(*args, **kwargs):
+        raise RuntimeError("boom " * 200)
+
+    monkeypatch.setattr(jobs, "generate", broken)
+    sent = []
+    runner.run(tiny_request(job_id=9), lambda: False, sent.append)
+    failed = sent[-1]
+    assert isinstance(failed, JobFailed)
+    assert failed.message.startswith("Generation failed (RuntimeError: boom")
+    assert len(failed.message) <= jobs.MAX_FAILURE_MESSAGE
+
+
+def test_invalid_request_fails_naming_the_value(runner):
+    sent = []
+    runner.run(tiny_request(job_id=10, width=65), lambda: False, sent.append)
+    assert isinstance(sent[-1], JobFailed) and "65" in sent[-1].message
+
+
+def test_progress_reporter_sends_every_step_with_zero_interval():
+    sent = []
+    reporter = ProgressReporter(1, sent.append, interval_s=0, preview_max_side=64)
+    for step in (1, 2, 3):
+        reporter(step, 3, torch.zeros(1, 4, 8, 8))
+    assert [(event.step, event.preview_jpeg is not None) for event in sent] == [
+        (1, True),
+        (2, True),
+        (3, True),
+    ]
+
+
+def test_cancel_book_remembers_early_cancels_within_capacity():
+    book = CancelBook(capacity=2)
+    book.cancel(1)
+    assert book.is_cancelled(1)
+    book.forget(1)
+    assert not book.is_cancelled(1)
+    for job_id in (2, 3, 4):
+        book.cancel(job_id)
+    assert not book.is_cancelled(2) and book.is_cancelled(3) and book.is_cancelled(4)

@@ -1,0 +1,167 @@
+"""Model sources, device/dtype resolution and the pipeline cache."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+
+import pytest
+import torch
+from huggingface_hub import constants
+
+from inference.models import (
+    ModelSourceError,
+    PipelineCache,
+    UnknownModelError,
+    check_model_sources,
+    load_pipeline,
+    resolve_device,
+    resolve_dtype,
+)
+from inference.protocol import ModelSpec, WorkerConfig
+from inference.sources import SourceKind, check_worker_config, classify_source, model_file_hash
+
+HUB_ID = "someone/some-model"
+
+
+@pytest.fixture
+def empty_offline_hub_cache(tmp_path, monkeypatch):
+    """HF_HUB_OFFLINE=1 and an empty hub cache, as huggingface_hub reads them when called."""
+    cache = tmp_path / "hf-cache"
+    cache.mkdir()
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(cache))
+    return cache
+
+
+def fake_cached_repo(cache, repo_id, model_index):
+    """The cache layout huggingface_hub writes: refs/main -> snapshots/<commit>/files."""
+    repo = cache / f"models--{repo_id.replace('/', '--')}"
+    commit = "0" * 40
+    (repo / "refs").mkdir(parents=True)
+    (repo / "refs" / "main").write_text(commit)
+    snapshot = repo / "snapshots" / commit
+    snapshot.mkdir(parents=True)
+    (snapshot / "model_index.json").write_text(json.dumps(model_index))
+
+
+def test_tiny_model_folder_passes(tiny_model_spec):
+    check_model_sources([tiny_model_spec])
+
+
+def test_every_bad_source_is_named_in_one_error(
+    tmp_path, tiny_model_spec, empty_offline_hub_cache
+):
+    not_diffusers = tmp_path / "just-a-folder"
+    not_diffusers.mkdir()
+    specs = [
+        tiny_model_spec,
+        ModelSpec("gone", str(tmp_path / "missing")),
+        ModelSpec("plain", str(not_diffusers)),
+        ModelSpec("uncached", HUB_ID),
+    ]
+    with pytest.raises(ModelSourceError) as caught:
+        check_model_sources(specs)
+    message = str(caught.value)
+    assert "3 configured model(s)" in message
+    assert "'gone'" in message and "does not exist" in message
+    assert "'plain'" in message and "model_index.json" in message
+    assert "'uncached'" in message and "HF_HUB_OFFLINE" in message
+    assert "'tiny'" not in message
+
+
+def test_cached_hub_id_passes_offline(empty_offline_hub_cache):
+    fake_cached_repo(empty_offline_hub_cache, HUB_ID, {"_class_name": "StableDiffusionPipeline"})
+    check_model_sources([ModelSpec("cached", HUB_ID)])
+
+
+def test_unsupported_pipeline_class_is_refused(empty_offline_hub_cache):
+    fake_cached_repo(empty_offline_hub_cache, HUB_ID, {"_class_name": "FluxPipeline"})
+    with pytest.raises(ModelSourceError, match="FluxPipeline"):
+        check_model_sources([ModelSpec("flux", HUB_ID)])
+
+
+def test_uncached_hub_id_is_fine_online(tmp_path, monkeypatch):
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+    check_model_sources([ModelSpec("later", HUB_ID)], cache_dir=str(tmp_path))
+
+
+def test_invalid_hub_id_and_duplicate_names(tiny_model_spec):
+    with pytest.raises(ModelSourceError, match="not a valid Hugging Face hub id"):
+        check_model_sources([ModelSpec("bad", "no such model!")])
+    with pytest.raises(ModelSourceError, match="used twice"):
+        check_model_sources([tiny_model_spec, tiny_model_spec])
+
+
+def test_classify_source(tiny_model_dir):
+    assert classify_source(str(tiny_model_dir)) is SourceKind.LOCAL_FOLDER
+    assert classify_source("./models/sd") is SourceKind.LOCAL_FOLDER
+    assert classify_source("/nowhere/sd") is SourceKind.LOCAL_FOLDER
+    assert classify_source("stable-diffusion-v1-5/stable-diffusion-v1-5") is SourceKind.HUB_ID
+
+
+def test_worker_config_checks_name_the_model(tiny_model_spec, tmp_path):
+    check_worker_config(WorkerConfig((tiny_model_spec,), "tiny", str(tmp_path)))
+    with pytest.raises(ValueError, match="'other'"):
+        check_worker_config(WorkerConfig((tiny_model_spec,), "other", str(tmp_path)))
+    with pytest.raises(ValueError, match="'extra'"):
+        check_worker_config(
+            WorkerConfig((tiny_model_spec,), "tiny", str(tmp_path), preload=("extra",))
+        )
+
+
+def test_model_hash_only_for_single_files(tmp_path, tiny_model_dir):
+    checkpoint = tmp_path / "model.safetensors"
+    checkpoint.write_bytes(b"weights")
+    assert model_file_hash(str(checkpoint)) == hashlib.sha256(b"weights").hexdigest()[:10]
+    assert model_file_hash(str(tiny_model_dir)) is None
+    assert model_file_hash(HUB_ID) is None
+
+
+def test_device_and_dtype_resolution():
+    expected_auto = "cuda" if torch.cuda.is_available() else "cpu"
+    assert resolve_device("auto").type == expected_auto
+    assert resolve_device("cpu") == torch.device("cpu")
+    cpu = torch.device("cpu")
+    assert resolve_dtype("auto", cpu) is torch.float32
+    assert resolve_dtype("auto", torch.device("cuda")) is torch.float16
+    assert resolve_dtype("bf16", cpu) is torch.bfloat16
+    assert resolve_dtype("float32", cpu) is torch.float32
+    with pytest.raises(ValueError, match="'float8'"):
+        resolve_dtype("float8", cpu)
+    with pytest.raises(ValueError, match="'tpu'"):
+        resolve_device("tpu")
+    if not torch.cuda.is_available():
+        with pytest.raises(ValueError, match="'cuda:1'"):
+            resolve_device("cuda:1")
+
+
+def test_cache_keeps_the_most_recently_used():
+    specs = [ModelSpec(name, f"/models/{name}") for name in "abc"]
+    loads = []
+
+    def fake_loader(spec, device, dtype):
+        loads.append(spec.name)
+        return object()
+
+    cpu = torch.device("cpu")
+    cache = PipelineCache(specs, cpu, torch.float32, max_loaded=2, loader=fake_loader)
+    first = cache.get("a")
+    cache.get("b")
+    assert cache.get("a") is first  # reused, and now the most recent
+    cache.get("c")  # evicts b, the least recently used
+    assert cache.loaded_names == ("a", "c")
+    cache.get("b")
+    assert loads == ["a", "b", "c", "b"]
+    with pytest.raises(UnknownModelError, match="'nope'"):
+        cache.get("nope")
+    with pytest.raises(ValueError, match="max_loaded"):
+        PipelineCache(specs, torch.device("cpu"), torch.float32, max_loaded=0)
+
+
+def test_load_pipeline_for_real(tiny_model_spec):
+    pipe = load_pipeline(tiny_model_spec, torch.device("cpu"), torch.bfloat16)
+    assert pipe.unet.dtype is torch.bfloat16
+    assert pipe.safety_checker is None
+    assert pipe.vae_scale_factor == 8
+    assert type(pipe.scheduler).__name__ == "PNDMScheduler"
