@@ -8,7 +8,7 @@ that says so, not a 512 the user did not ask for.
 from __future__ import annotations
 
 import random
-from dataclasses import dataclass, replace
+from dataclasses import asdict, dataclass, fields, replace
 from typing import TYPE_CHECKING, TypeVar
 
 from bot.errors import InvalidOption
@@ -223,23 +223,14 @@ def generate_request(job: Job) -> GenerateRequest:
 
 
 def parameters_of(job: Job) -> JobParameters:
-    return JobParameters(
-        kind=JobKind(job.kind),
-        prompt=job.prompt,
-        negative_prompt=job.negative_prompt,
-        model=job.model,
-        width=job.width,
-        height=job.height,
-        steps=job.steps,
-        cfg_scale=job.cfg_scale,
-        sampler=job.sampler,
-        count=job.count,
-        seed=job.seed,
-        subseed=job.subseed,
-        subseed_strength=job.subseed_strength,
-        parent_job_id=job.parent_job_id,
-        parent_image_index=job.parent_image_index,
-    )
+    """A job row's parameters (the row has a column for every field)."""
+    values = {f.name: getattr(job, f.name) for f in fields(JobParameters)}
+    return JobParameters(**{**values, "kind": JobKind(job.kind)})
+
+
+def job_columns(params: JobParameters) -> dict[str, object]:
+    """The jobs-table columns for these parameters."""
+    return {**asdict(params), "kind": params.kind.value}
 
 
 def reroll_of(job: Job) -> JobParameters:

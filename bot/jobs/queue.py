@@ -22,7 +22,7 @@ from sqlalchemy.orm import aliased, selectinload
 
 from bot.config import QueueSettings
 from bot.errors import JobNotFound, QueueFull
-from bot.jobs.params import JobParameters
+from bot.jobs.params import JobParameters, job_columns
 from db.base import utcnow
 from db.models import ACTIVE_STATUSES, Image, Job, JobStatus, User
 from db.session import Database
@@ -103,7 +103,7 @@ class JobQueue:
                 guild_id=requester.guild_id,
                 channel_id=requester.channel_id,
                 upload_limit_bytes=requester.upload_limit_bytes,
-                **_columns(params),
+                **job_columns(params),
             )
             session.add(job)
         return job
@@ -313,22 +313,3 @@ def fair_order(pending: list[Job], last_started: dict[int, datetime]) -> list[Jo
 
 
 
-
-def _columns(params: JobParameters) -> dict[str, object]:
-    return {
-        "kind": params.kind.value,
-        "prompt": params.prompt,
-        "negative_prompt": params.negative_prompt,
-        "model": params.model,
-        "width": params.width,
-        "height": params.height,
-        "steps": params.steps,
-        "cfg_scale": params.cfg_scale,
-        "sampler": params.sampler,
-        "count": params.count,
-        "seed": params.seed,
-        "subseed": params.subseed,
-        "subseed_strength": params.subseed_strength,
-        "parent_job_id": params.parent_job_id,
-        "parent_image_index": params.parent_image_index,
-    }

@@ -1,0 +1,69 @@
+"""The Bot subclass: loads the cogs, registers the persistent buttons, runs the dispatcher."""
+
+from __future__ import annotations
+
+import logging
+
+import discord
+from discord import app_commands
+from discord.ext import commands
+
+from bot.actions import APOLOGY, send_private
+from bot.config import Settings
+from bot.delivery import DiscordDelivery
+from bot.errors import UserError
+from bot.jobs.dispatcher import Dispatcher
+from bot.jobs.queue import JobQueue
+from bot.ui.buttons import DYNAMIC_ITEMS
+
+log = logging.getLogger(__name__)
+
+EXTENSIONS = ("bot.cogs.imagine", "bot.cogs.queue")
+
+
+class SDBot(commands.Bot):
+    def __init__(self, settings: Settings, queue: JobQueue, dispatcher: Dispatcher) -> None:
+        # Slash commands and buttons only: no privileged intents, no message content.
+        super().__init__(command_prefix=commands.when_mentioned, intents=discord.Intents.default(), help_command=None)
+        self.settings = settings
+        self.queue = queue
+        self.dispatcher = dispatcher
+        self.delivery = DiscordDelivery(self)
+        self.tree.on_error = self.on_app_command_error
+
+    async def setup_hook(self) -> None:
+        for extension in EXTENSIONS:
+            await self.load_extension(extension)
+        # Buttons are matched by custom_id template, so those under messages posted before a
+        # restart (or months ago) still work.
+        self.add_dynamic_items(*DYNAMIC_ITEMS)
+        self.dispatcher.run(self.delivery)
+        await self.sync_commands()
+
+    async def sync_commands(self) -> None:
+        guild_id = self.settings.discord.dev_guild_id
+        if guild_id is None:
+            synced = await self.tree.sync()
+            log.info("synced %d commands globally (they can take up to an hour to appear)", len(synced))
+            return
+        guild = discord.Object(guild_id)
+        self.tree.copy_global_to(guild=guild)
+        synced = await self.tree.sync(guild=guild)
+        log.info("synced %d commands to the development guild %s", len(synced), guild_id)
+
+    async def on_app_command_error(self, interaction: discord.Interaction, error: app_commands.AppCommandError) -> None:
+        original = error.original if isinstance(error, app_commands.CommandInvokeError) else error
+        if isinstance(original, UserError):
+            await send_private(interaction, original.message)
+            return
+        if isinstance(original, app_commands.CheckFailure):
+            await send_private(interaction, "You are not allowed to use this command here.")
+            return
+        command = interaction.command.qualified_name if interaction.command else "?"
+        log.error("command /%s failed", command, exc_info=original)
+        await send_private(interaction, APOLOGY)
+
+    async def close(self) -> None:
+        await self.dispatcher.stop()
+        await self.delivery.drain()
+        await super().close()

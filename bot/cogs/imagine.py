@@ -1,0 +1,89 @@
+"""/imagine: the prompt and every generation option, with autocomplete for names."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import discord
+from discord import app_commands
+from discord.ext import commands
+
+from bot import actions
+from bot.jobs.params import ASPECT_RATIOS, MAX_SEED, GenerationOptions, resolve_parameters
+from inference.samplers import SAMPLER_NAMES
+
+if TYPE_CHECKING:
+    from bot.client import SDBot
+
+MAX_CHOICES = 25  # Discord shows at most 25 autocomplete choices
+
+
+def matching_choices(names: list[str] | tuple[str, ...], current: str) -> list[app_commands.Choice[str]]:
+    wanted = current.casefold()
+    return [app_commands.Choice(name=n, value=n) for n in names if wanted in n.casefold()][:MAX_CHOICES]
+
+
+class Imagine(commands.Cog):
+    def __init__(self, bot: SDBot) -> None:
+        self.bot = bot
+
+    @app_commands.command(name="imagine", description="Generate images from a text prompt.")
+    @app_commands.describe(
+        prompt="What to draw",
+        negative_prompt="What to keep out of the image",
+        aspect="Aspect ratio (instead of width and height)",
+        width="Width in pixels, a multiple of 8",
+        height="Height in pixels, a multiple of 8",
+        steps="Sampling steps: more is slower and often finer",
+        cfg="How closely to follow the prompt (CFG scale)",
+        sampler="Sampler, by its AUTOMATIC1111 name",
+        seed="Seed of the first image; -1 or empty for random. Image i uses seed + i",
+        count="How many images (1-4)",
+        model="Which model to use",
+    )
+    @app_commands.choices(aspect=[app_commands.Choice(name=ratio, value=ratio) for ratio in ASPECT_RATIOS])
+    async def imagine(
+        self,
+        interaction: discord.Interaction,
+        prompt: app_commands.Range[str, 1, 4000],
+        negative_prompt: app_commands.Range[str, 0, 4000] | None = None,
+        aspect: str | None = None,
+        width: app_commands.Range[int, 8, 4096] | None = None,
+        height: app_commands.Range[int, 8, 4096] | None = None,
+        steps: app_commands.Range[int, 1, 500] | None = None,
+        cfg: app_commands.Range[float, 0.0, 100.0] | None = None,
+        sampler: str | None = None,
+        seed: app_commands.Range[int, -1, MAX_SEED] | None = None,
+        count: app_commands.Range[int, 1, 10] | None = None,
+        model: str | None = None,
+    ) -> None:
+        # Discord's ranges above are wide on purpose: the server's own limits (config) are
+        # checked here, with a message that says what this server allows.
+        options = GenerationOptions(
+            prompt=prompt,
+            negative_prompt=negative_prompt,
+            aspect=aspect,
+            width=width,
+            height=height,
+            steps=steps,
+            cfg_scale=cfg,
+            sampler=sampler,
+            seed=seed,
+            count=count,
+            model=model,
+        )
+        user = await self.bot.queue.user(interaction.user.id)
+        params = resolve_parameters(options, self.bot.settings, user)
+        await actions.submit(interaction, params)
+
+    @imagine.autocomplete("sampler")
+    async def sampler_autocomplete(self, interaction: discord.Interaction, current: str) -> list[app_commands.Choice[str]]:
+        return matching_choices(SAMPLER_NAMES, current)
+
+    @imagine.autocomplete("model")
+    async def model_autocomplete(self, interaction: discord.Interaction, current: str) -> list[app_commands.Choice[str]]:
+        return matching_choices([m.name for m in self.bot.settings.models], current)
+
+
+async def setup(bot: SDBot) -> None:
+    await bot.add_cog(Imagine(bot))

@@ -1,0 +1,65 @@
+"""/queue shows your jobs with their places and ETAs; /cancel stops one."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import discord
+from discord import app_commands
+from discord.ext import commands
+
+from bot import actions
+from bot.errors import NothingToDo
+from bot.ui.embeds import clip, format_duration
+from db.models import JobStatus
+
+if TYPE_CHECKING:
+    from bot.client import SDBot
+
+
+class Queue(commands.Cog):
+    def __init__(self, bot: SDBot) -> None:
+        self.bot = bot
+
+    @app_commands.command(name="queue", description="Your jobs waiting or running, with their place in line.")
+    async def queue(self, interaction: discord.Interaction) -> None:
+        everyone = await self.bot.queue.active_entries()
+        mine = [entry for entry in everyone if entry.job.user_id == interaction.user.id]
+        waiting = sum(1 for entry in everyone if entry.position > 0)
+        if not mine:
+            await actions.send_private(interaction, f"You have no jobs waiting or running. {waiting} jobs are in the queue.")
+            return
+        lines = []
+        for entry in mine:
+            where = "running now" if entry.position == 0 else f"#{entry.position} in line"
+            lines.append(
+                f"**#{entry.job.id}** · {where} · done in about {format_duration(entry.eta_seconds)}"
+                f"\n{clip(entry.job.prompt, 80)}"
+            )
+        embed = discord.Embed(title="Your jobs", description="\n".join(lines), colour=discord.Colour.blurple())
+        embed.set_footer(text=f"{waiting} jobs waiting in total")
+        await interaction.response.send_message(embed=embed, ephemeral=True)
+
+    @app_commands.command(name="cancel", description="Cancel one of your jobs (moderators: anyone's).")
+    @app_commands.describe(job="The job number; empty for your running job, or else your latest waiting one")
+    async def cancel(self, interaction: discord.Interaction, job: int | None = None) -> None:
+        if job is None:
+            mine = [entry.job for entry in await self.bot.queue.active_entries(interaction.user.id)]
+            running = [j for j in mine if j.status == JobStatus.RUNNING]
+            if not mine:
+                raise NothingToDo("You have no job waiting or running.")
+            job = (running or sorted(mine, key=lambda j: j.id, reverse=True))[0].id
+        await actions.cancel(interaction, job)
+
+    @cancel.autocomplete("job")
+    async def job_autocomplete(self, interaction: discord.Interaction, current: str) -> list[app_commands.Choice[int]]:
+        entries = await self.bot.queue.active_entries(interaction.user.id)
+        return [
+            app_commands.Choice(name=clip(f"#{e.job.id} · {e.job.prompt}", 100), value=e.job.id)
+            for e in entries
+            if current in str(e.job.id)
+        ][:25]
+
+
+async def setup(bot: SDBot) -> None:
+    await bot.add_cog(Queue(bot))

@@ -1,0 +1,215 @@
+"""Turns the dispatcher's job events into Discord messages.
+
+One status message per job goes from queued to running (with a throttled preview) to its
+result. While the interaction token is fresh (it expires after 15 minutes) the message is
+edited through the interaction; after that, or after a restart, through the bot's own token,
+and the result arrives as a new channel message that mentions its owner, since a webhook
+edit would fail with 50027. A status message someone deleted (10008) ends the progress
+updates for that job, never the job itself.
+
+Every method only schedules a task, so the dispatcher never waits on Discord. A job's tasks
+take its lock in turn, and a progress frame that finds an edit in flight is dropped.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from dataclasses import dataclass, field
+from datetime import timedelta
+from typing import TYPE_CHECKING, Any
+
+import discord
+
+from bot import uploads
+from bot.ui import buttons, embeds
+from db.models import Job, JobStatus
+from inference.protocol import JobProgress
+
+if TYPE_CHECKING:
+    from collections.abc import Coroutine
+
+    from bot.client import SDBot
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class _JobMessage:
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    editing: bool = False
+    last_edit: float = float("-inf")
+    finished: bool = False
+
+
+class DiscordDelivery:
+    def __init__(self, bot: SDBot) -> None:
+        self.bot = bot
+        self._interactions: dict[int, discord.Interaction] = {}
+        self._messages: dict[int, _JobMessage] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    def track(self, job_id: int, interaction: discord.Interaction) -> None:
+        """Remember the interaction that created a job, to edit its response while it may."""
+        self._interactions[job_id] = interaction
+
+    # --- JobEvents ---------------------------------------------------------------------------
+
+    def job_started(self, job: Job) -> None:
+        self._spawn(self._show(job, embed=embeds.running_embed(job), view=buttons.status_view(job.id)))
+
+    def job_progress(self, job: Job, progress: JobProgress) -> None:
+        state = self._message(job.id)
+        interval = self.bot.settings.discord.progress_edit_interval_s
+        now = time.perf_counter()
+        if state.finished or state.editing or now - state.last_edit < interval:
+            return  # drop the frame: a newer one, or the result, follows
+        state.editing, state.last_edit = True, now
+        self._spawn(self._show_progress(job, progress, state))
+
+    def job_finished(self, job: Job) -> None:
+        self._message(job.id).finished = True
+        self._spawn(self._show_final(job))
+
+    def job_requeued(self, job: Job, reason: str) -> None:
+        self._spawn(
+            self._show(job, embed=embeds.requeued_embed(job, reason), view=buttons.status_view(job.id), attachments=[])
+        )
+
+    # --- the work ------------------------------------------------------------------------------
+
+    async def _show(self, job: Job, **fields: Any) -> bool:
+        async with self._message(job.id).lock:
+            return await self._edit_status(job, **fields)
+
+    async def _show_progress(self, job: Job, progress: JobProgress, state: _JobMessage) -> None:
+        try:
+            async with state.lock:
+                if state.finished:
+                    return
+                fields: dict[str, Any] = {"view": buttons.status_view(job.id)}
+                if progress.preview_jpeg:
+                    preview = uploads.preview_file(progress.preview_jpeg)
+                    fields["attachments"] = [preview]
+                    fields["embed"] = embeds.running_embed(job, progress.step, progress.total_steps, preview.filename)
+                else:
+                    fields["embed"] = embeds.running_embed(job, progress.step, progress.total_steps)
+                await self._edit_status(job, **fields)
+        finally:
+            state.editing = False
+
+    async def _show_final(self, job: Job) -> None:
+        async with self._message(job.id).lock:
+            if job.status == JobStatus.COMPLETED:
+                await self._deliver_result(job)
+            elif job.status == JobStatus.FAILED:
+                shown = await self._edit_status(job, embed=embeds.failed_embed(job), view=None, attachments=[])
+                if not shown:
+                    await self._send_to_channel(job, f"<@{job.user_id}> job #{job.id} failed.", embed=embeds.failed_embed(job))
+            else:
+                await self._edit_status(job, embed=embeds.canceled_embed(job), view=None, attachments=[])
+        self._interactions.pop(job.id, None)
+        self._messages.pop(job.id, None)
+
+    async def _deliver_result(self, job: Job) -> None:
+        path = job.grid_path or job.images[0].path
+        stem = f"job{job.id}"
+        interaction = self._fresh_interaction(job.id)
+        if interaction is not None:
+            file = await uploads.image_file(path, job.upload_limit_bytes, stem)
+            try:
+                await interaction.edit_original_response(
+                    content=None,
+                    embed=embeds.result_embed(job, file.filename),
+                    attachments=[file],
+                    view=buttons.result_view(job),
+                )
+                return
+            except discord.NotFound:
+                log.info("status message of job %s is gone; posting the result anew", job.id)
+        # A new message: the token has expired (or the message was deleted), and editing an old
+        # message would not notify its owner anyway.
+        file = await uploads.image_file(path, job.upload_limit_bytes, stem)
+        message = await self._send_to_channel(
+            job,
+            f"<@{job.user_id}> job #{job.id} is done.",
+            embed=embeds.result_embed(job, file.filename),
+            file=file,
+            view=buttons.result_view(job),
+        )
+        if message is not None:
+            old_message_id = job.message_id
+            await self.bot.queue.set_message(job.id, message.channel.id, message.id)
+            if old_message_id is not None:
+                await self._edit_message(
+                    job.channel_id, old_message_id, content=f"Job #{job.id} is done: {message.jump_url}", embed=None, view=None
+                )
+
+    async def _edit_status(self, job: Job, **fields: Any) -> bool:
+        interaction = self._fresh_interaction(job.id)
+        if interaction is not None:
+            try:
+                await interaction.edit_original_response(**fields)
+                return True
+            except discord.NotFound:
+                return False  # deleted by someone; the job goes on without updates
+            except discord.HTTPException as error:
+                log.warning("could not edit the status of job %s through its interaction: %s", job.id, error)
+                return False
+        if job.message_id is None:
+            return False
+        return await self._edit_message(job.channel_id, job.message_id, **fields)
+
+    async def _edit_message(self, channel_id: int | None, message_id: int, **fields: Any) -> bool:
+        if channel_id is None:
+            return False
+        message = self.bot.get_partial_messageable(channel_id).get_partial_message(message_id)
+        try:
+            await message.edit(**fields)
+            return True
+        except discord.NotFound:
+            return False
+        except discord.HTTPException as error:
+            log.warning("could not edit message %s in channel %s: %s", message_id, channel_id, error)
+            return False
+
+    async def _send_to_channel(self, job: Job, content: str, **fields: Any) -> discord.Message | None:
+        if job.channel_id is None:
+            return None
+        channel = self.bot.get_partial_messageable(job.channel_id)
+        try:
+            return await channel.send(
+                content, allowed_mentions=discord.AllowedMentions(users=True, roles=False, everyone=False), **fields
+            )
+        except discord.HTTPException as error:
+            log.error("could not post job %s to channel %s: %s", job.id, job.channel_id, error)
+            return None
+
+    def _fresh_interaction(self, job_id: int) -> discord.Interaction | None:
+        interaction = self._interactions.get(job_id)
+        if interaction is None:
+            return None
+        lifetime = timedelta(seconds=self.bot.settings.discord.interaction_token_lifetime_s)
+        if discord.utils.utcnow() - interaction.created_at >= lifetime:
+            del self._interactions[job_id]
+            return None
+        return interaction
+
+    def _message(self, job_id: int) -> _JobMessage:
+        return self._messages.setdefault(job_id, _JobMessage())
+
+    def _spawn(self, work: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.create_task(work)
+        self._tasks.add(task)
+        task.add_done_callback(self._finished)
+
+    def _finished(self, task: asyncio.Task[None]) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and (error := task.exception()) is not None:
+            log.error("delivering a job update failed", exc_info=error)
+
+    async def drain(self) -> None:
+        """Wait for the messages already being sent (shutdown, tests)."""
+        while self._tasks:
+            await asyncio.gather(*list(self._tasks), return_exceptions=True)

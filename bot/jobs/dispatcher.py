@@ -1,0 +1,262 @@
+"""The dispatcher: feeds the worker process one job at a time and records what comes back.
+
+It owns the worker process and one asyncio inbox. New jobs only *wake* it (the job itself is
+already a pending row); worker events arrive in the same inbox from the reader thread. For
+each event it updates the job's row first and then tells the transport (Discord, or the
+console) through a `JobEvents` sink, whose methods only schedule work, so a slow Discord edit
+never delays the next job.
+
+It knows nothing of Discord. A worker that dies is noticed (its pipe closes), the job it held
+is re-queued once or failed with a message, and a new worker is started.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol, TypeVar
+
+from bot.jobs.params import generate_request
+from bot.jobs.queue import CancelOutcome, JobQueue, Recovery
+from bot.jobs.worker_process import WorkerExited, WorkerProcess
+from db.models import Job
+from inference.protocol import (
+    CancelJob,
+    Event,
+    JobCanceled,
+    JobCompleted,
+    JobFailed,
+    JobProgress,
+    JobStarted,
+    RunJob,
+    WorkerConfig,
+    WorkerReady,
+    WorkerStartupFailed,
+)
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+RESTART_REASON = "The bot restarted while your job was running."
+CRASH_REASON = "The image worker stopped unexpectedly while running your job."
+
+
+class JobEvents(Protocol):
+    """What the dispatcher tells the transport. Implementations schedule work and return."""
+
+    def job_started(self, job: Job) -> None: ...
+
+    def job_progress(self, job: Job, progress: JobProgress) -> None: ...
+
+    def job_finished(self, job: Job) -> None:
+        """The job is completed (images loaded), failed (job.error) or canceled."""
+
+    def job_requeued(self, job: Job, reason: str) -> None: ...
+
+
+class WorkerStartError(Exception):
+    """The worker could not start: a model cannot be loaded, or the process died."""
+
+
+@dataclass(frozen=True, slots=True)
+class _Wake:
+    pass
+
+
+async def _plain_wait(awaitable: Awaitable[T], *, reason: str) -> T:
+    return await awaitable
+
+
+class Dispatcher:
+    def __init__(self, queue: JobQueue, worker_config: WorkerConfig, *, startup_timeout_s: float = 600.0) -> None:
+        self.queue = queue
+        self.worker_config = worker_config
+        self.startup_timeout_s = startup_timeout_s
+        self.events: JobEvents | None = None
+        # How the dispatcher waits for input from outside the event loop (the worker, new jobs).
+        # A test harness that must know about such waits (simcord) replaces it.
+        self.external_wait: Callable[..., Awaitable[Any]] = _plain_wait
+        self.ready: WorkerReady | None = None
+        self.current: Job | None = None
+        self._inbox: asyncio.Queue[Event | WorkerExited | _Wake] = asyncio.Queue()
+        self._worker: WorkerProcess | None = None
+        self._generation = 0
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._restart_delay = 1.0
+
+    # --- lifecycle -------------------------------------------------------------------------
+
+    async def start_worker(self) -> WorkerReady:
+        """Spawn the worker and wait until its models are loaded."""
+        self._loop = asyncio.get_running_loop()
+        self._spawn()
+        try:
+            async with asyncio.timeout(self.startup_timeout_s):
+                while self.ready is None:
+                    item = await self.external_wait(self._inbox.get(), reason="worker start-up")
+                    if isinstance(item, WorkerStartupFailed):
+                        raise WorkerStartError(item.message)
+                    if isinstance(item, WorkerExited) and item.generation == self._generation:
+                        raise WorkerStartError(f"The worker process exited during start-up (code {item.exitcode}).")
+                    if isinstance(item, WorkerReady):
+                        self.ready = item
+        except TimeoutError:
+            raise WorkerStartError(f"The worker did not start within {self.startup_timeout_s:g} s.") from None
+        except BaseException:
+            await self._stop_worker()
+            raise
+        log.info("worker ready on %s (%s); models: %s", self.ready.device, self.ready.dtype, ", ".join(self.ready.models))
+        return self.ready
+
+    def run(self, events: JobEvents) -> asyncio.Task[None]:
+        """Start dispatching; call after start_worker, from the task that owns the bot."""
+        self.events = events
+        self._loop = asyncio.get_running_loop()
+        self._task = asyncio.create_task(self._run(), name="sdbot-dispatcher")
+        return self._task
+
+    async def stop(self) -> None:
+        """Stop dispatching and the worker. A job it was running goes back to the queue."""
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+            self._task = None
+        if self.current is not None:
+            await self.queue.return_to_queue(self.current.id)
+            self.current = None
+        await self._stop_worker()
+
+    def wake(self) -> None:
+        self._inbox.put_nowait(_Wake())
+
+    async def cancel(self, job_id: int) -> tuple[Job, CancelOutcome]:
+        """Cancel a job wherever it is; the caller has checked the user may."""
+        job, outcome = await self.queue.request_cancel(job_id)
+        if outcome is CancelOutcome.STOPPING and self.current is not None and self.current.id == job_id:
+            assert self._worker is not None
+            self._worker.send(CancelJob(job_id))
+        elif outcome is CancelOutcome.CANCELED and self.events is not None:
+            self.events.job_finished(job)
+        return job, outcome
+
+    def kill_worker(self) -> None:
+        """Kill the worker process as a crash would (for tests and the admin's last resort)."""
+        if self._worker is not None:
+            self._worker.kill()
+
+    # --- the loop --------------------------------------------------------------------------
+
+    async def _run(self) -> None:
+        await self._recover_interrupted()
+        while True:
+            await self._dispatch_if_idle()
+            item = await self.external_wait(self._inbox.get(), reason="waiting for jobs and worker events")
+            await self._handle(item)
+
+    async def _recover_interrupted(self) -> None:
+        """Rows left running belong to a bot that died: their worker died with it."""
+        for job_id in await self.queue.running_job_ids():
+            job, recovery = await self.queue.release_interrupted(job_id, RESTART_REASON)
+            self._report_recovery(job, recovery, RESTART_REASON)
+
+    async def _dispatch_if_idle(self) -> None:
+        if self.ready is None or self.current is not None:
+            return
+        job = await self.queue.claim_next()
+        if job is None:
+            return
+        self.current = job
+        assert self._worker is not None
+        # A worker that died a moment ago will not take it; its exit event re-queues the job.
+        self._worker.send(RunJob(generate_request(job)))
+
+    async def _handle(self, item: Event | WorkerExited | _Wake) -> None:
+        match item:
+            case _Wake():
+                return
+            case WorkerReady():
+                self.ready = item
+                self._restart_delay = 1.0
+            case WorkerStartupFailed(message=message):
+                log.error("worker failed to start again: %s", message)
+            case WorkerExited(generation=generation) if generation == self._generation:
+                await self._on_worker_exit(item)
+            case WorkerExited():
+                return  # a worker we stopped on purpose
+            case JobStarted(job_id=job_id) if self._is_current(job_id):
+                assert self.current is not None and self.events is not None
+                self.events.job_started(self.current)
+            case JobProgress(job_id=job_id) if self._is_current(job_id):
+                assert self.current is not None and self.events is not None
+                self.events.job_progress(self.current, item)
+            case JobCompleted(job_id=job_id) if self._is_current(job_id):
+                self.current = None
+                completed = await self.queue.complete(item)
+                if completed is None:  # canceled while the last step ran: drop its files
+                    _remove_files([image.path for image in item.images] + [item.grid_path])
+                await self._report_final(job_id)
+            case JobFailed(job_id=job_id, message=message) if self._is_current(job_id):
+                self.current = None
+                await self.queue.fail(job_id, message)
+                await self._report_final(job_id)
+            case JobCanceled(job_id=job_id) if self._is_current(job_id):
+                self.current = None
+                await self._report_final(job_id)
+            case _:
+                log.debug("ignoring %r: not about the current job", item)
+
+    def _is_current(self, job_id: int) -> bool:
+        return self.current is not None and self.current.id == job_id
+
+    async def _report_final(self, job_id: int) -> None:
+        job = await self.queue.get(job_id)
+        if job is not None and not job.is_active and self.events is not None:
+            self.events.job_finished(job)
+
+    async def _on_worker_exit(self, exited: WorkerExited) -> None:
+        self.ready = None
+        log.error("worker process exited (code %s); starting a new one", exited.exitcode)
+        if self.current is not None:
+            job, recovery = await self.queue.release_interrupted(self.current.id, CRASH_REASON)
+            self.current = None
+            self._report_recovery(job, recovery, CRASH_REASON)
+        await asyncio.sleep(self._restart_delay)
+        # Back off when the new worker keeps dying too, instead of spinning.
+        self._restart_delay = min(self._restart_delay * 2, 60.0)
+        self._spawn()
+
+    def _report_recovery(self, job: Job | None, recovery: Recovery, reason: str) -> None:
+        if job is None or self.events is None:
+            return
+        if recovery is Recovery.REQUEUED:
+            self.events.job_requeued(job, reason)
+        elif recovery is Recovery.FAILED:
+            self.events.job_finished(job)
+
+    def _spawn(self) -> None:
+        assert self._loop is not None
+        self._generation += 1
+        loop = self._loop
+
+        def deliver(item: Event | WorkerExited) -> None:  # runs on the reader thread
+            if not loop.is_closed():
+                loop.call_soon_threadsafe(self._inbox.put_nowait, item)
+
+        self._worker = WorkerProcess(self.worker_config, deliver, generation=self._generation)
+        self._worker.start()
+
+    async def _stop_worker(self) -> None:
+        worker, self._worker, self.ready = self._worker, None, None
+        if worker is not None:
+            await asyncio.to_thread(worker.stop)
+
+
+def _remove_files(paths: list[str | None]) -> None:
+    for path in paths:
+        if path:
+            Path(path).unlink(missing_ok=True)
+

@@ -1,0 +1,123 @@
+"""The inference worker as a child process: spawn it, talk to it, notice when it dies.
+
+Two one-way pipes carry the protocol (commands bot -> worker, events worker -> bot). A reader
+thread blocks on the event pipe and hands each event to `on_event`, which must be
+thread-safe (the dispatcher passes `loop.call_soon_threadsafe`). When the pipe closes, the
+process is gone, cleanly or not, and `on_event` receives `WorkerExited`.
+"""
+
+from __future__ import annotations
+
+import logging
+import multiprocessing
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from multiprocessing.connection import Connection
+
+from inference.protocol import Command, Event, Shutdown, WorkerConfig
+from inference.worker import run_worker  # torch is imported inside run_worker, in the child
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class WorkerExited:
+    exitcode: int | None
+    generation: int
+
+
+class WorkerProcess:
+    def __init__(
+        self, config: WorkerConfig, on_event: Callable[[Event | WorkerExited], None], generation: int = 0
+    ) -> None:
+        self.config = config
+        self.generation = generation
+        self._on_event = on_event
+        self._process: multiprocessing.process.BaseProcess | None = None
+        self._commands: Connection | None = None
+        self._reader: threading.Thread | None = None
+        self._stopping = False
+
+    @property
+    def pid(self) -> int | None:
+        return self._process.pid if self._process else None
+
+    def is_alive(self) -> bool:
+        return self._process is not None and self._process.is_alive()
+
+    def start(self) -> None:
+        # spawn, not fork: a forked child would inherit the bot's event loop and threads, and
+        # CUDA cannot be initialised in a forked process.
+        context = multiprocessing.get_context("spawn")
+        command_recv, command_send = context.Pipe(duplex=False)
+        event_recv, event_send = context.Pipe(duplex=False)
+        self._process = context.Process(
+            target=run_worker,
+            args=(self.config, command_recv, event_send),
+            name=f"sdbot-worker-{self.generation}",
+            daemon=True,  # never outlive the bot
+        )
+        self._process.start()
+        # Close the child's ends here, so the reader sees EOF the moment the child dies.
+        command_recv.close()
+        event_send.close()
+        self._commands = command_send
+        self._reader = threading.Thread(
+            target=self._read_events, args=(event_recv,), name=f"sdbot-worker-reader-{self.generation}", daemon=True
+        )
+        self._reader.start()
+        log.info("worker process %s started (pid %s)", self.generation, self._process.pid)
+
+    def send(self, command: Command) -> bool:
+        """Send a command; False when the worker is already gone (its exit event follows)."""
+        if self._commands is None:
+            return False
+        try:
+            self._commands.send(command)
+            return True
+        except (BrokenPipeError, OSError) as error:
+            log.warning("worker %s did not take %r: %s", self.generation, command, error)
+            return False
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """Ask the worker to finish, then make sure it has."""
+        if self._process is None:
+            return
+        self._stopping = True
+        self.send(Shutdown())
+        self._process.join(timeout)
+        if self._process.is_alive():
+            log.warning("worker %s ignored Shutdown; terminating it", self.generation)
+            self._process.terminate()
+            self._process.join(5)
+        self._close()
+
+    def kill(self) -> None:
+        """Kill the worker at once, the way a crash or the OOM killer would."""
+        if self._process is not None and self._process.is_alive():
+            self._process.kill()
+
+    def _close(self) -> None:
+        if self._commands is not None:
+            self._commands.close()
+            self._commands = None
+
+    def _read_events(self, events: Connection) -> None:
+        try:
+            while True:
+                self._on_event(events.recv())
+        except (EOFError, OSError):
+            pass
+        finally:
+            events.close()
+            assert self._process is not None
+            if self._stopping:
+                # stop() joins the process itself; joining here too would race it for the exit code.
+                log.info("worker process %s stopped", self.generation)
+                exitcode = 0
+            else:
+                self._process.join(10)
+                exitcode = self._process.exitcode
+                log.error("worker process %s died (exit code %s)", self.generation, exitcode)
+            self._on_event(WorkerExited(exitcode, self.generation))

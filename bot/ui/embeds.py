@@ -1,0 +1,103 @@
+"""The embeds a job shows in its life: queued, running, done, failed, canceled, re-queued."""
+
+from __future__ import annotations
+
+import discord
+
+from bot.jobs.params import image_seeds
+from db.models import Job
+
+QUEUED_COLOUR = discord.Colour.blurple()
+RUNNING_COLOUR = discord.Colour.gold()
+DONE_COLOUR = discord.Colour.green()
+FAILED_COLOUR = discord.Colour.red()
+CANCELED_COLOUR = discord.Colour.dark_grey()
+
+
+def clip(text: str, limit: int) -> str:
+    """Discord refuses over-long embed parts; cut with an ellipsis instead."""
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def format_duration(seconds: float) -> str:
+    if seconds < 60:
+        return f"{max(1, round(seconds))} s"
+    if seconds < 3600:
+        return f"{round(seconds / 60)} min"
+    return f"{seconds / 3600:.1f} h"
+
+
+def _parameters_line(job: Job) -> str:
+    return f"{job.width}x{job.height} · {job.steps} steps · {job.sampler} · CFG {job.cfg_scale:g} · {job.model}"
+
+
+def _with_prompt(embed: discord.Embed, job: Job) -> discord.Embed:
+    embed.description = clip(job.prompt, 1000)
+    if job.negative_prompt:
+        embed.add_field(name="Negative prompt", value=clip(job.negative_prompt, 1000), inline=False)
+    return embed
+
+
+def queued_embed(job: Job, position: int, eta_seconds: float) -> discord.Embed:
+    embed = _with_prompt(discord.Embed(title="Queued", colour=QUEUED_COLOUR), job)
+    embed.add_field(name="Position", value="next" if position <= 1 else f"{position} in line")
+    embed.add_field(name="ETA", value=f"about {format_duration(eta_seconds)}")
+    embed.set_footer(text=f"Job #{job.id} · {_parameters_line(job)}")
+    return embed
+
+
+def running_embed(job: Job, step: int = 0, total: int = 0, preview_filename: str | None = None) -> discord.Embed:
+    title = "Generating"
+    if total:
+        filled = round(10 * step / total)
+        title = f"Generating · step {step}/{total} {'▰' * filled}{'▱' * (10 - filled)}"
+    embed = _with_prompt(discord.Embed(title=title, colour=RUNNING_COLOUR), job)
+    if preview_filename:
+        embed.set_image(url=f"attachment://{preview_filename}")
+    embed.set_footer(text=f"Job #{job.id} · {_parameters_line(job)}")
+    return embed
+
+
+def result_embed(job: Job, filename: str, image_index: int | None = None) -> discord.Embed:
+    """The finished job, or one of its images when image_index is given."""
+    seeds, subseeds = image_seeds(job)
+    if image_index is not None:
+        seeds, subseeds = seeds[image_index : image_index + 1], subseeds[image_index : image_index + 1]
+    embed = _with_prompt(discord.Embed(title=clip(job.prompt, 256), colour=DONE_COLOUR), job)
+    embed.description = None if len(job.prompt) <= 256 else clip(job.prompt, 1000)
+    embed.add_field(name="Seed" if len(seeds) == 1 else "Seeds", value=", ".join(map(str, seeds)))
+    if subseeds:
+        embed.add_field(
+            name="Variation seed" if len(subseeds) == 1 else "Variation seeds",
+            value=f"{', '.join(map(str, subseeds))} (strength {job.subseed_strength:g})",
+        )
+    embed.add_field(name="Size", value=f"{job.width}x{job.height}")
+    embed.add_field(name="Steps", value=str(job.steps))
+    embed.add_field(name="Sampler", value=job.sampler)
+    embed.add_field(name="CFG", value=f"{job.cfg_scale:g}")
+    embed.add_field(name="Model", value=job.model)
+    embed.set_image(url=f"attachment://{filename}")
+    which = f"Job #{job.id}" if image_index is None else f"Job #{job.id}, image {image_index + 1}"
+    took = f" · {job.seconds:.1f} s" if job.seconds is not None else ""
+    embed.set_footer(text=f"{which}{took}")
+    return embed
+
+
+def failed_embed(job: Job) -> discord.Embed:
+    embed = _with_prompt(discord.Embed(title="Failed", colour=FAILED_COLOUR), job)
+    embed.add_field(name="What happened", value=clip(job.error or "The job failed.", 1000), inline=False)
+    embed.set_footer(text=f"Job #{job.id} · {_parameters_line(job)}")
+    return embed
+
+
+def canceled_embed(job: Job) -> discord.Embed:
+    embed = _with_prompt(discord.Embed(title="Canceled", colour=CANCELED_COLOUR), job)
+    embed.set_footer(text=f"Job #{job.id} · {_parameters_line(job)}")
+    return embed
+
+
+def requeued_embed(job: Job, reason: str) -> discord.Embed:
+    embed = _with_prompt(discord.Embed(title="Re-queued", colour=QUEUED_COLOUR), job)
+    embed.add_field(name="Why", value=f"{reason} It is back in the queue and will run again.", inline=False)
+    embed.set_footer(text=f"Job #{job.id} · {_parameters_line(job)}")
+    return embed

@@ -1,0 +1,77 @@
+"""Shared fixtures: a migrated database per test, settings for the tiny model, and the bot
+running against simcord with the real worker process (see tests/harness.py)."""
+
+from __future__ import annotations
+
+import logging
+
+import pytest
+
+from bot.config import LimitSettings, ModelSettings, QueueSettings, Settings, WorkerSettings
+from db.migrate import upgrade_database
+from db.session import Database
+
+pytest_plugins = ["tests.inference_fixtures"]
+
+
+@pytest.fixture
+async def database(tmp_path):
+    db = Database(f"sqlite+aiosqlite:///{tmp_path / 'sdbot.sqlite3'}")
+    await upgrade_database(db.engine)
+    yield db
+    await db.close()
+
+
+@pytest.fixture
+def settings(tmp_path, tiny_model_dir) -> Settings:
+    """Settings for the tiny random-weight model: 64 px images, a few steps."""
+    return Settings(
+        database_url=f"sqlite+aiosqlite:///{tmp_path / 'sdbot.sqlite3'}",
+        outputs_dir=str(tmp_path / "outputs"),
+        default_model="tiny",
+        models=(ModelSettings(name="tiny", source=str(tiny_model_dir), description="tiny test model", base_size=64),),
+        limits=LimitSettings(min_size=64, max_size=128, max_pixels=128 * 128, default_steps=3, max_steps=60),
+        queue=QueueSettings(max_pending_per_user=5),
+        worker=WorkerSettings(device="cpu", preview_interval_s=0.0, startup_timeout_s=180.0),
+    )
+
+
+class ErrorLogCollector(logging.Handler):
+    """discord.py logs what a handler raises instead of raising it: collect, then fail."""
+
+    def __init__(self) -> None:
+        super().__init__(level=logging.ERROR)
+        self.records: list[logging.LogRecord] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.records.append(record)
+
+
+@pytest.fixture(autouse=True)
+def fail_on_logged_errors(request):
+    collector = ErrorLogCollector()
+    root = logging.getLogger()
+    root.addHandler(collector)
+    yield collector
+    root.removeHandler(collector)
+    if request.node.get_closest_marker("allow_error_logs"):
+        return
+    errors = [r for r in collector.records if r.name.startswith(("discord", "bot", "asyncio"))]
+    if errors:
+        pytest.fail("errors were logged:\n" + "\n".join(f"{r.name}: {r.getMessage()}" for r in errors))
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "allow_error_logs: the test expects ERROR log records (a crash test)")
+
+
+@pytest.fixture
+async def harness(settings):
+    from tests.harness import BotHarness
+
+    bot = BotHarness(settings)
+    await bot.start()
+    try:
+        yield bot
+    finally:
+        await bot.stop()

@@ -1,0 +1,179 @@
+"""The whole bot against simcord: real cogs, dispatcher, worker process, database, files.
+
+Only Discord is simulated. The worker process is real and slow to start (it imports torch),
+so a harness starts it once per bot generation; `restart()` replaces bot, dispatcher and
+worker the way a real restart does, keeping the database and the simulated Discord.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import time
+from dataclasses import dataclass, field
+
+import discord
+import simcord
+from PIL import Image
+from sqlalchemy import select
+
+from bot.client import SDBot
+from bot.config import Settings
+from bot.errors import UserError
+from bot.jobs.dispatcher import Dispatcher
+from bot.jobs.queue import JobQueue
+from db.migrate import upgrade_database
+from db.models import FINAL_STATUSES, Job
+from db.session import Database
+
+JOB_TIMEOUT_S = 240.0
+
+
+@dataclass
+class BotHarness:
+    settings: Settings
+    db: Database = field(init=False)
+    queue: JobQueue = field(init=False)
+    dispatcher: Dispatcher = field(init=False)
+    bot: SDBot = field(init=False)
+    env: simcord.Env = field(init=False)
+    _errors_seen: int = 0
+
+    async def start(self) -> None:
+        self.db = Database(self.settings.database_url)
+        await upgrade_database(self.db.engine)
+        self.queue = JobQueue(self.db, self.settings.queue)
+        self.dispatcher = await self._started_dispatcher()
+        self.bot = SDBot(self.settings, self.queue, self.dispatcher)
+        self.env = simcord.Env(self.bot)
+        self._declare_external_waits()
+        await self.env.start()
+        self.guild = self.env.create_guild(name="art club")
+        self.channel = self.guild.create_text_channel("imagine")
+
+    async def _started_dispatcher(self) -> Dispatcher:
+        dispatcher = Dispatcher(
+            self.queue, self.settings.worker_config(), startup_timeout_s=self.settings.worker.startup_timeout_s
+        )
+        await dispatcher.start_worker()
+        return dispatcher
+
+    def _declare_external_waits(self) -> None:
+        # The dispatcher waits on the worker process: tell simcord that wait is external, so
+        # settling after each action does not wait for images to finish.
+        self.dispatcher.external_wait = self.env.external_wait
+
+    def member(self, name: str, *, moderator: bool = False) -> simcord.MemberActor:
+        roles = []
+        if moderator:
+            roles.append(self.guild.create_role("Moderators", permissions=discord.Permissions(manage_messages=True)))
+        return self.guild.add_member(self.env.create_user(name), roles=roles)
+
+    async def restart(self, *, crash: bool = False) -> None:
+        """A new bot process: graceful (jobs handed back) or a crash (rows left running)."""
+        old = self.dispatcher
+        if crash:
+            await self._abandon(old)
+        else:
+            await old.stop()
+        self.dispatcher = await self._started_dispatcher()
+        self.bot = SDBot(self.settings, self.queue, self.dispatcher)
+        self._declare_external_waits()
+        await self.env.restart_bot(self.bot)
+
+    async def _abandon(self, dispatcher: Dispatcher) -> None:
+        """Stop a dispatcher the way a killed bot does: no hand-back, the worker just dies."""
+        if dispatcher._task is not None:
+            dispatcher._task.cancel()
+            await asyncio.gather(dispatcher._task, return_exceptions=True)
+            dispatcher._task = None
+        dispatcher.current = None
+        dispatcher.kill_worker()
+        await dispatcher.stop()
+
+    async def stop(self) -> None:
+        await self.dispatcher.stop()
+        await self.bot.delivery.drain()
+        await self.env.shutdown()
+        await self.db.close()
+        # Anything the bot raised that no test expected fails the test, swallowed or not.
+        unexpected = self.env.errors_since(self._errors_seen)
+        if unexpected:
+            raise ExceptionGroup("the bot raised errors during the test", list(unexpected))
+
+    def expect_user_errors(self) -> list[UserError]:
+        """The errors since the last call, which must all be user errors (answered privately)."""
+        errors = self.env.errors_since(self._errors_seen)
+        self._errors_seen = self.env.error_cursor
+        for error in errors:
+            original = getattr(error, "original", error)
+            assert isinstance(original, UserError), f"unexpected error {error!r}"
+        return [getattr(error, "original", error) for error in errors]
+
+    # --- waiting and looking -------------------------------------------------------------------
+
+    async def wait_for(self, predicate, what: str, timeout: float = JOB_TIMEOUT_S) -> None:  # type: ignore[no-untyped-def]
+        deadline = time.perf_counter() + timeout
+        while not await predicate():
+            if time.perf_counter() > deadline:
+                raise AssertionError(f"timed out waiting for {what}")
+            await asyncio.sleep(0.05)
+
+    async def wait_for_job(self, job_id: int, statuses=FINAL_STATUSES) -> Job:  # type: ignore[no-untyped-def]
+        async def reached() -> bool:
+            job = await self.queue.get(job_id)
+            if job is None or job.status not in statuses:
+                return False
+            # A canceled row is final at once; the worker confirms the stop a step later.
+            held = self.dispatcher.current
+            return job.status not in FINAL_STATUSES or held is None or held.id != job_id
+
+        await self.wait_for(reached, f"job #{job_id} to reach {statuses}")
+        await self.settle()
+        job = await self.queue.get(job_id)
+        assert job is not None
+        return job
+
+    async def settle(self) -> None:
+        await self.env.settle()
+        await self.bot.delivery.drain()
+        await self.env.settle()
+
+    async def latest_job(self, user_id: int | None = None) -> Job:
+        async with self.db.session() as session:
+            query = select(Job).order_by(Job.id.desc()).limit(1)
+            if user_id is not None:
+                query = query.where(Job.user_id == user_id)
+            job = await session.scalar(query)
+        assert job is not None, "no job was queued"
+        return job
+
+    async def job_count(self) -> int:
+        async with self.db.session() as session:
+            return len(list(await session.scalars(select(Job.id))))
+
+    def first_response(self, interaction_id: int | None = None) -> dict:
+        """The payload of the last (or the given) interaction's initial response, as sent."""
+        callbacks = [
+            request for request in self.env.http_requests
+            if request.method == "POST" and request.path.endswith("/callback")
+            and (interaction_id is None or f"/interactions/{interaction_id}/" in request.path)
+        ]
+        assert callbacks, "no interaction was answered"
+        return callbacks[-1].json["data"]
+
+    def message(self, message_id: int) -> discord.Message:
+        found = next((m for m in self.channel.history() if m.id == message_id), None)
+        assert found is not None, f"message {message_id} is not in #{self.channel.name}"
+        return found
+
+
+async def attachment_image(message: discord.Message, index: int = 0) -> Image.Image:
+    data = await message.attachments[index].read()
+    image = Image.open(io.BytesIO(data))
+    image.load()
+    return image
+
+
+def button_labels(message: discord.Message) -> list[str]:
+    return [child.label or "" for row in message.components for child in getattr(row, "children", [])]
