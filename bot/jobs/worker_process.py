@@ -119,5 +119,8 @@ class WorkerProcess:
             else:
                 self._process.join(10)
                 exitcode = self._process.exitcode
-                log.error("worker process %s died (exit code %s)", self.generation, exitcode)
+                if exitcode == 0:
+                    log.info("worker process %s exited", self.generation)
+                else:
+                    log.error("worker process %s died (exit code %s)", self.generation, exitcode)
             self._on_event(WorkerExited(exitcode, self.generation))

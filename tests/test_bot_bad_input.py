@@ -1,0 +1,95 @@
+"""Every bad input gets a clear private answer and changes nothing."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from sqlalchemy import delete
+
+from db.models import Job, JobStatus
+from tests.test_bot_queue import SLOW, wait_running
+
+
+async def refused(harness, actor_result, expected: str) -> None:
+    assert actor_result.ephemeral, "a refusal must be private"
+    assert expected in actor_result.response.content, actor_result.response.content
+
+
+async def test_bad_options_are_answered_privately_and_queue_nothing(harness):
+    alice = harness.member("alice")
+    cases = [
+        ({"width": 100}, "width must be a multiple of 8, got 100."),
+        ({"height": 256}, "height must be between 64 and 128, got 256."),
+        ({"steps": 61}, "steps must be between 1 and 60, got 61."),
+        ({"cfg": 50.0}, "cfg must be between 1 and 30, got 50."),
+        ({"count": 5}, "count must be between 1 and 4, got 5."),
+        ({"sampler": "Euler z"}, "Unknown sampler `Euler z`."),
+        ({"model": "sdxl-turbo"}, "Unknown model `sdxl-turbo`. Available models: tiny."),
+        ({"aspect": "16:9", "width": 64}, "Give either an aspect ratio or a width/height, not both."),
+        ({"prompt": "   "}, "The prompt is empty"),
+    ]
+    for options, expected in cases:
+        options = {"prompt": "a cat", **options}
+        result = await alice.slash(harness.channel, "imagine", **options)
+        await refused(harness, result, expected)
+        [error] = harness.expect_user_errors()
+        assert expected in error.message
+    assert await harness.job_count() == 0
+
+
+async def test_queue_cap_per_user(harness):
+    alice, bob = harness.member("alice"), harness.member("bob")
+    await alice.slash(harness.channel, "imagine", prompt="running", **SLOW)
+    await wait_running(harness, (await harness.latest_job()).id)
+    for i in range(5):
+        await alice.slash(harness.channel, "imagine", prompt=f"waiting {i}", count=1)
+    result = await alice.slash(harness.channel, "imagine", prompt="one too many", count=1)
+    await refused(harness, result, "You already have 5 jobs waiting (the limit is 5).")
+    harness.expect_user_errors()
+    assert await harness.job_count() == 6
+    other = await bob.slash(harness.channel, "imagine", prompt="bob is fine", count=1)
+    assert not other.ephemeral and await harness.job_count() == 7
+
+
+async def test_buttons_on_jobs_and_images_that_are_gone(harness):
+    alice, bob = harness.member("alice"), harness.member("bob")
+    result = await alice.slash(harness.channel, "imagine", prompt="fleeting", count=2)
+    job = await harness.wait_for_job((await harness.latest_job()).id)
+    message = harness.message(result.response.id)
+
+    await refused(harness, await alice.slash(harness.channel, "cancel"), "You have no job waiting or running.")
+    harness.expect_user_errors()
+    # Cancel under a finished job: nothing to stop. (The button is gone from the message, so
+    # press it through /cancel, as the number is what a late click would carry.)
+    await refused(harness, await alice.slash(harness.channel, "cancel", job=job.id), "has already completed")
+    await refused(harness, await bob.slash(harness.channel, "cancel", job=job.id), "Only the person who started")
+    harness.expect_user_errors()
+
+    Path(job.images[1].path).unlink()
+    await refused(harness, await alice.click(message, label="U2"), f"Image 2 of job #{job.id} is no longer on disk.")
+
+    async with harness.db.session() as session, session.begin():
+        await session.execute(delete(Job).where(Job.id == job.id))
+    before = await harness.job_count()
+    for label in ("U1", "V1", "Reroll"):
+        await refused(harness, await alice.click(message, label=label), f"Job #{job.id} no longer exists.")
+    assert await harness.job_count() == before
+    await refused(harness, await alice.slash(harness.channel, "cancel", job=job.id), f"Job #{job.id} no longer exists.")
+    harness.expect_user_errors()
+
+
+async def test_buttons_of_a_job_that_has_not_finished(harness):
+    alice = harness.member("alice")
+    await alice.slash(harness.channel, "imagine", prompt="running", **SLOW)
+    job = await wait_running(harness, (await harness.latest_job()).id)
+    assert job.status == JobStatus.RUNNING
+    # A U button cannot exist yet on screen, but a crafted or stale click must still be safe.
+    from bot import actions
+    from bot.errors import ImageUnavailable
+
+    try:
+        await actions._finished_image(harness.bot, job.id, 0)
+    except ImageUnavailable as error:
+        assert "has not finished" in error.message
+    else:
+        raise AssertionError("an unfinished job's image was served")

@@ -1,0 +1,54 @@
+"""Settings: the example file documents every setting; files and environment override."""
+
+from __future__ import annotations
+
+import dataclasses
+import tomllib
+from pathlib import Path
+
+import pytest
+
+from bot.config import ConfigError, Settings, load_settings
+
+EXAMPLE = Path(__file__).resolve().parent.parent / "config.example.toml"
+
+
+def test_the_example_file_is_the_defaults():
+    assert load_settings(EXAMPLE, environ={}) == Settings()
+
+
+def test_the_example_file_documents_every_setting():
+    text = EXAMPLE.read_text(encoding="utf-8")
+    data = tomllib.loads(text)
+    for field in dataclasses.fields(Settings):
+        value = getattr(Settings(), field.name)
+        if dataclasses.is_dataclass(value):
+            for sub in dataclasses.fields(value):
+                assert f"{sub.name} =" in text, f"[{field.name}] {sub.name} is not documented"
+        else:
+            assert field.name in data, f"{field.name} is not documented"
+
+
+def test_files_and_environment_override(tmp_path):
+    config = tmp_path / "config.toml"
+    config.write_text('[limits]\nmax_steps = 30\n[discord]\ndev_guild_id = 7\n', encoding="utf-8")
+    settings = load_settings(config, environ={"SDBOT__LIMITS__MAX_STEPS": "20", "DISCORD_TOKEN": "s3cret"})
+    assert settings.limits.max_steps == 20 and settings.discord.dev_guild_id == 7
+    assert settings.discord.token == "s3cret" and "s3cret" not in repr(settings)
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("[limits]\nmax_stepz = 3\n", "unknown setting(s) limits.max_stepz"),
+        ("[limits]\nmax_steps = 'many'\n", "limits.max_steps must be int"),
+        ('default_model = "nope"\n', "default_model 'nope' is not one of the models"),
+        ("[limits]\nmin_size = 100\n", "limits.min_size must be a multiple of 8"),
+        ("this is not toml", "is not valid TOML"),
+    ],
+)
+def test_bad_settings_are_named(tmp_path, text, message):
+    config = tmp_path / "config.toml"
+    config.write_text(text, encoding="utf-8")
+    with pytest.raises(ConfigError, match=message.replace("(", r"\(").replace(")", r"\)")):
+        load_settings(config, environ={})

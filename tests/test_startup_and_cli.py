@@ -1,0 +1,92 @@
+"""Start-up errors name what is wrong; the CLI runs a job through the same queue and worker."""
+
+from __future__ import annotations
+
+import dataclasses
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from bot import cli
+from bot.config import ModelSettings
+from bot.jobs.dispatcher import Dispatcher, WorkerStartError
+from bot.jobs.queue import JobQueue
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def write_config(path: Path, settings) -> Path:
+    model = settings.models[0]
+    path.write_text(
+        f'database_url = "{settings.database_url}"\n'
+        f'outputs_dir = "{settings.outputs_dir}"\n'
+        'default_model = "tiny"\n'
+        f'[[models]]\nname = "tiny"\nsource = "{model.source}"\nbase_size = 64\n'
+        "[limits]\nmin_size = 64\nmax_size = 128\ndefault_steps = 3\n"
+        '[worker]\ndevice = "cpu"\n',
+        encoding="utf-8",
+    )
+    return path
+
+
+async def test_a_model_that_cannot_be_loaded_stops_the_start_with_its_name(database, settings, tmp_path):
+    broken = dataclasses.replace(
+        settings,
+        models=(*settings.models, ModelSettings(name="ghost", source=str(tmp_path / "no-such-model"))),
+    )
+    dispatcher = Dispatcher(JobQueue(database, broken.queue), broken.worker_config(), startup_timeout_s=180)
+    with pytest.raises(WorkerStartError, match="ghost"):
+        await dispatcher.start_worker()
+
+
+def test_run_without_a_token_explains_where_to_get_one(tmp_path, capsys, monkeypatch, settings):
+    monkeypatch.delenv("DISCORD_TOKEN", raising=False)
+    config = write_config(tmp_path / "config.toml", settings)
+    assert cli.main(["--config", str(config), "run"]) == 2
+    err = capsys.readouterr().err
+    assert "No Discord bot token" in err and "discord.com/developers" in err and "DISCORD_TOKEN" in err
+
+
+def test_generate_runs_a_job_through_the_queue_and_worker(tmp_path, capsys, settings):
+    config = write_config(tmp_path / "config.toml", settings)
+    code = cli.main(["--config", str(config), "generate", "a lighthouse", "--count", "2", "--seed", "5"])
+    out = capsys.readouterr().out
+    assert code == 0, out
+    assert "job #1 queued" in out and "image 2: seed 6" in out
+    paths = [line.split(" -> ")[1] for line in out.splitlines() if " -> " in line]
+    assert len(paths) == 3  # two images and the grid
+    with Image.open(paths[0]) as image:
+        assert "Seed: 5" in image.info["parameters"]
+
+
+def test_generate_refuses_bad_options(tmp_path, capsys, settings):
+    config = write_config(tmp_path / "config.toml", settings)
+    assert cli.main(["--config", str(config), "generate", "x", "--width", "65"]) == 2
+    assert "width must be a multiple of 8, got 65." in capsys.readouterr().err
+
+
+def test_migrate_and_make_tiny_model(tmp_path, settings, capsys):
+    config = write_config(tmp_path / "config.toml", settings)
+    assert cli.main(["--config", str(config), "migrate"]) == 0
+    assert "up to date" in capsys.readouterr().out
+    assert cli.main(["make-tiny-model", str(tmp_path / "tiny")]) == 0
+    assert (tmp_path / "tiny" / "model_index.json").is_file()
+
+
+def test_the_bot_never_imports_torch():
+    code = (
+        "import sys, bot.cli, bot.client, bot.cogs.imagine, bot.cogs.queue, bot.delivery, bot.jobs.dispatcher;"
+        "heavy = [m for m in ('torch', 'diffusers', 'transformers') if m in sys.modules];"
+        "print(heavy); sys.exit(1 if heavy else 0)"
+    )
+    done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True)
+    assert done.returncode == 0, done.stdout + done.stderr
+    for path in (ROOT / "bot").rglob("*.py"):
+        text = path.read_text(encoding="utf-8")
+        assert "import torch" not in text and "from torch" not in text, path
+    for path in (ROOT / "inference").rglob("*.py"):
+        text = path.read_text(encoding="utf-8")
+        assert "import discord" not in text and "from discord" not in text, path
