@@ -12,7 +12,7 @@ from __future__ import annotations
 import os
 import tomllib
 from collections.abc import Mapping
-from dataclasses import dataclass, field, fields, is_dataclass, replace
+from dataclasses import dataclass, field, fields, is_dataclass
 from pathlib import Path
 from typing import Any, get_type_hints
 
@@ -210,7 +210,3 @@ def _check_type(key: str, value: Any, hint: Any) -> Any:
     names = " or ".join(getattr(t, "__name__", str(t)) for t in allowed if t is not type(None))
     raise ConfigError(f"{key} must be {names}, got {value!r}")
 
-
-def with_overrides(settings: Settings, **changes: Any) -> Settings:
-    """A copy with some top-level values changed (tests and the CLI use it)."""
-    return replace(settings, **changes)

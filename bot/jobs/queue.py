@@ -234,11 +234,15 @@ class JobQueue:
         return job
 
     async def fail(self, job_id: int, message: str) -> Job | None:
-        return await self._finish(job_id, JobStatus.FAILED, error=message, only_from=(JobStatus.RUNNING,))
-
-    async def mark_canceled(self, job_id: int) -> Job | None:
-        """The worker confirmed it stopped; the row already says canceled."""
-        return await self.get(job_id)
+        """Record the worker's failure; None when the job was canceled meanwhile."""
+        async with self.db.session() as session, session.begin():
+            job = await session.get(Job, job_id)
+            if job is None or job.status != JobStatus.RUNNING:
+                return None
+            job.status = JobStatus.FAILED
+            job.error = message
+            job.finished_at = utcnow()
+        return job
 
     async def request_cancel(self, job_id: int) -> tuple[Job, CancelOutcome]:
         async with self.db.session() as session, session.begin():
@@ -278,18 +282,6 @@ class JobQueue:
     async def running_job_ids(self) -> list[int]:
         async with self.db.session() as session:
             return list(await session.scalars(select(Job.id).where(Job.status == JobStatus.RUNNING)))
-
-    async def _finish(
-        self, job_id: int, status: JobStatus, *, error: str | None, only_from: tuple[JobStatus, ...]
-    ) -> Job | None:
-        async with self.db.session() as session, session.begin():
-            job = await session.get(Job, job_id)
-            if job is None or job.status not in only_from:
-                return None
-            job.status = status
-            job.error = error
-            job.finished_at = utcnow()
-        return job
 
 
 def fair_order(pending: list[Job], last_started: dict[int, datetime]) -> list[Job]:
