@@ -19,7 +19,7 @@ from bot.config import ConfigError, Settings, load_settings
 from bot.errors import UserError
 from bot.jobs.dispatcher import Dispatcher, WorkerStartError
 from bot.jobs.params import ASPECT_RATIOS, GenerationOptions, resolve_parameters
-from bot.jobs.queue import JobQueue, Requester
+from bot.jobs.queue import JobQueue, QueueEntry, Requester
 from db.migrate import upgrade_database
 from db.models import Job, JobStatus
 from db.session import Database
@@ -154,6 +154,9 @@ class ConsoleEvents:
 
     def job_requeued(self, job: Job, reason: str) -> None:
         print(f"job #{job.id} re-queued: {reason}")
+
+    def queue_moved(self, waiting: list[QueueEntry]) -> None:
+        pass  # the console runs one job
 
 
 async def _generate(settings: Settings, args: argparse.Namespace) -> int:

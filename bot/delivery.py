@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 import discord
 
 from bot import uploads
+from bot.jobs.queue import QueueEntry
 from bot.ui import buttons, embeds
 from db.models import Job, JobStatus
 from inference.protocol import JobProgress
@@ -76,6 +77,12 @@ class DiscordDelivery:
         self._spawn(
             self._show(job, embed=embeds.requeued_embed(job, reason), view=buttons.status_view(job.id), attachments=[])
         )
+
+    def queue_moved(self, waiting: list[QueueEntry]) -> None:
+        for entry in waiting:
+            if not self._message(entry.job.id).finished:
+                embed = embeds.queued_embed(entry.job, entry.position, entry.eta_seconds)
+                self._spawn(self._show(entry.job, embed=embed, view=buttons.status_view(entry.job.id)))
 
     # --- the work ------------------------------------------------------------------------------
 

@@ -82,6 +82,27 @@ async def test_queue_lists_positions_and_a_lone_job_of_another_user_goes_next(ha
     assert "alice 4" in mine.response.embeds[0].description
 
 
+async def test_waiting_messages_show_their_new_place_when_the_queue_moves(harness):
+    alice = harness.member("alice")
+    await alice.slash(harness.channel, "imagine", prompt="first", **SLOW)
+    await wait_running(harness, (await harness.latest_job()).id)
+    await alice.slash(harness.channel, "imagine", prompt="second", count=1)
+    third = await alice.slash(harness.channel, "imagine", prompt="third", count=1)
+    assert harness.first_response()["embeds"][0]["fields"][0]["value"] == "2 in line"
+
+    await alice.slash(harness.channel, "cancel", job=1)
+    await harness.wait_for_job(2, statuses=(JobStatus.RUNNING, JobStatus.COMPLETED))
+    await harness.settle()
+    # When job 2 started, job 3's message was edited to say it is next.
+    edits = [
+        r for r in harness.env.http_requests
+        if r.method == "PATCH" and r.json and "Job #3 ·" in str(r.json) and "'Queued'" in str(r.json)
+    ]
+    assert edits and "'value': 'next'" in str(edits[0].json)
+    await harness.wait_for_job(3)
+    assert harness.message(third.response.id).embeds[0].title == "third"
+
+
 async def test_a_click_after_a_restart_still_works(harness):
     alice = harness.member("alice")
     result = await alice.slash(harness.channel, "imagine", prompt="a quiet harbour", count=2, seed=3)

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
 from bot.jobs.params import generate_request
-from bot.jobs.queue import CancelOutcome, JobQueue, Recovery
+from bot.jobs.queue import CancelOutcome, JobQueue, QueueEntry, Recovery
 from bot.jobs.worker_process import WorkerExited, WorkerProcess
 from db.models import Job
 from inference.protocol import (
@@ -40,6 +40,9 @@ from inference.protocol import (
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
+# Waiting jobs whose status messages are refreshed when the queue moves: every one of them
+# would cost an edit per job started, which Discord's rate limits do not allow at scale.
+REFRESHED_POSITIONS = 5
 RESTART_REASON = "The bot restarted while your job was running."
 CRASH_REASON = "The image worker stopped unexpectedly while running your job."
 
@@ -55,6 +58,9 @@ class JobEvents(Protocol):
         """The job is completed (images loaded), failed (job.error) or canceled."""
 
     def job_requeued(self, job: Job, reason: str) -> None: ...
+
+    def queue_moved(self, waiting: list[QueueEntry]) -> None:
+        """The first waiting jobs, with their new positions, after a job started."""
 
 
 class WorkerStartError(Exception):
@@ -173,6 +179,9 @@ class Dispatcher:
         assert self._worker is not None
         # A worker that died a moment ago will not take it; its exit event re-queues the job.
         self._worker.send(RunJob(generate_request(job)))
+        if self.events is not None:
+            waiting = [entry for entry in await self.queue.active_entries() if entry.position > 0]
+            self.events.queue_moved(waiting[:REFRESHED_POSITIONS])
 
     async def _handle(self, item: Event | WorkerExited | _Wake) -> None:
         match item:
