@@ -33,6 +33,10 @@ def _parameters_line(job: Job) -> str:
 
 def _with_prompt(embed: discord.Embed, job: Job) -> discord.Embed:
     embed.description = clip(job.prompt, 1000)
+    return _with_negative_prompt(embed, job)
+
+
+def _with_negative_prompt(embed: discord.Embed, job: Job) -> discord.Embed:
     if job.negative_prompt:
         embed.add_field(name="Negative prompt", value=clip(job.negative_prompt, 1000), inline=False)
     return embed
@@ -63,8 +67,10 @@ def result_embed(job: Job, filename: str, image_index: int | None = None) -> dis
     seeds, subseeds = image_seeds(job)
     if image_index is not None:
         seeds, subseeds = seeds[image_index : image_index + 1], subseeds[image_index : image_index + 1]
-    embed = _with_prompt(discord.Embed(title=clip(job.prompt, 256), colour=DONE_COLOUR), job)
-    embed.description = None if len(job.prompt) <= 256 else clip(job.prompt, 1000)
+    # The prompt is the title; only a prompt too long for a title is repeated in full below it.
+    description = clip(job.prompt, 1000) if len(job.prompt) > 256 else None
+    embed = discord.Embed(title=clip(job.prompt, 256), description=description, colour=DONE_COLOUR)
+    _with_negative_prompt(embed, job)
     embed.add_field(name="Seed" if len(seeds) == 1 else "Seeds", value=", ".join(map(str, seeds)))
     if subseeds:
         embed.add_field(
