@@ -34,6 +34,9 @@ class ModelSettings:
     description: str = ""
     # The short side of an image at aspect ratios: 512 for SD 1.x, 768 for SD 2.x, 1024 for SDXL.
     base_size: int = 512
+    # Optional: the same kind of source for this model's inpainting variant (9-channel UNet),
+    # used for inpaint, zoom out and pan; without it those use the model itself.
+    inpaint_source: str = ""
 
 
 @dataclass(frozen=True)
@@ -50,6 +53,33 @@ class LimitSettings:
     default_count: int = 4
     max_count: int = 4
     max_prompt_length: int = 1500
+
+
+@dataclass(frozen=True)
+class ImageSettings:
+    """Uploads, upscalers and the image workflows (img2img, inpaint, outpaint, upscale)."""
+
+    # Folders searched for upscaler models (.pth / .safetensors: Real-ESRGAN, ESRGAN, SwinIR...,
+    # loaded through spandrel). A model's name is its file name without the suffix.
+    upscaler_dirs: tuple[str, ...] = ("models/ESRGAN", "models/RealESRGAN")
+    # "Lanczos" (a plain resize, always there) or an upscaler model's name.
+    default_upscaler: str = "Lanczos"
+    # Upscalers run on overlapping tiles of this many pixels (0: the whole image at once).
+    upscale_tile: int = 256
+    upscale_tile_overlap: int = 32
+    # The longest side an upscale may produce.
+    max_upscaled_side: int = 4096
+    # Uploads larger than this, or with more pixels than this, are refused; Pillow refuses
+    # more than twice max_upload_pixels outright (decompression bombs).
+    max_upload_bytes: int = 20 * 1024 * 1024
+    max_upload_pixels: int = 4096 * 4096
+    default_denoising_strength: float = 0.75
+    # A1111's hires fix defaults, used when /imagine gives a hires scale without them.
+    default_hires_denoising: float = 0.7
+    max_hires_scale: float = 2.0
+    # Zoom out and pan: the most pixels a pan adds, as a fraction of the image's side.
+    pan_fraction: float = 0.5
+    max_loopback: int = 8
 
 
 @dataclass(frozen=True)
@@ -106,6 +136,7 @@ class Settings:
     default_model: str = "sd15"
     models: tuple[ModelSettings, ...] = field(default_factory=_default_models)
     limits: LimitSettings = field(default_factory=LimitSettings)
+    images: ImageSettings = field(default_factory=ImageSettings)
     queue: QueueSettings = field(default_factory=QueueSettings)
     worker: WorkerSettings = field(default_factory=WorkerSettings)
     discord: DiscordSettings = field(default_factory=DiscordSettings)
@@ -129,7 +160,7 @@ class Settings:
 
     def worker_config(self) -> WorkerConfig:
         return WorkerConfig(
-            models=tuple(ModelSpec(m.name, m.source, m.description) for m in self.models),
+            models=tuple(ModelSpec(m.name, m.source, m.description, m.inpaint_source) for m in self.models),
             default_model=self.default_model,
             outputs_dir=str(Path(self.outputs_dir).resolve()),
             device=self.worker.device,
@@ -138,6 +169,9 @@ class Settings:
             preview_max_side=self.worker.preview_max_side,
             preload=(self.default_model,),
             png_compress_level=self.worker.png_compress_level,
+            upscaler_dirs=tuple(str(Path(d).resolve()) for d in self.images.upscaler_dirs),
+            upscale_tile=self.images.upscale_tile,
+            upscale_tile_overlap=self.images.upscale_tile_overlap,
         )
 
 
@@ -202,6 +236,11 @@ def _build(cls: type, data: Mapping[str, Any], where: str) -> Any:
 
 
 def _check_type(key: str, value: Any, hint: Any) -> Any:
+    if getattr(hint, "__origin__", None) is tuple:  # tuple[str, ...]: a TOML array of strings
+        item = hint.__args__[0]
+        if isinstance(value, list) and all(isinstance(v, item) for v in value):
+            return tuple(value)
+        raise ConfigError(f"{key} must be an array of {item.__name__}, got {value!r}")
     allowed = getattr(hint, "__args__", (hint,))
     if float in allowed and isinstance(value, int) and not isinstance(value, bool):
         return float(value)

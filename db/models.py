@@ -9,7 +9,7 @@ from __future__ import annotations
 from datetime import datetime
 from enum import StrEnum
 
-from sqlalchemy import BigInteger, Float, ForeignKey, Index, Integer, String, Text, UniqueConstraint
+from sqlalchemy import BigInteger, Boolean, Float, ForeignKey, Index, Integer, String, Text, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from db.base import Base, UTCDateTime, utcnow
@@ -74,7 +74,30 @@ class Job(Base):
     subseed: Mapped[int | None] = mapped_column(BigInteger)
     subseed_strength: Mapped[float] = mapped_column(Float, default=0.0)
 
-    # Derived work (reroll, variation...) points at the job and image it came from.
+    # Image workflows (see inference.protocol: ImageInput, InpaintOptions...); None where the
+    # job's kind has no use for them.
+    init_image_path: Mapped[str | None] = mapped_column(Text)
+    denoising_strength: Mapped[float | None] = mapped_column(Float)
+    resize_mode: Mapped[str | None] = mapped_column(String(20))
+    loopback_count: Mapped[int | None] = mapped_column(Integer)
+    loopback_final_strength: Mapped[float | None] = mapped_column(Float)
+    mask_path: Mapped[str | None] = mapped_column(Text)
+    mask_blur: Mapped[int | None] = mapped_column(Integer)
+    masked_content: Mapped[str | None] = mapped_column(String(20))
+    inpaint_only_masked: Mapped[bool | None] = mapped_column(Boolean)
+    inpaint_padding: Mapped[int | None] = mapped_column(Integer)
+    outpaint_left: Mapped[int | None] = mapped_column(Integer)
+    outpaint_right: Mapped[int | None] = mapped_column(Integer)
+    outpaint_top: Mapped[int | None] = mapped_column(Integer)
+    outpaint_bottom: Mapped[int | None] = mapped_column(Integer)
+    hires_scale: Mapped[float | None] = mapped_column(Float)
+    hires_steps: Mapped[int | None] = mapped_column(Integer)
+    hires_denoising: Mapped[float | None] = mapped_column(Float)
+    hires_upscaler: Mapped[str | None] = mapped_column(String(100))
+    upscale_factor: Mapped[float | None] = mapped_column(Float)
+    upscaler: Mapped[str | None] = mapped_column(String(100))
+
+    # Derived work (reroll, variation, upscale, inpaint...) points at the job and image it came from.
     parent_job_id: Mapped[int | None] = mapped_column(ForeignKey("jobs.id", ondelete="SET NULL"))
     parent_image_index: Mapped[int | None] = mapped_column(Integer)
 

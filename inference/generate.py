@@ -30,7 +30,8 @@ MAX_SIDE = 2048
 MAX_STEPS = 500
 MAX_IMAGES = 16
 
-OnStep = Callable[[int, int, torch.Tensor], None]
+# (steps done, total steps, latents); latents are None for work without any (an upscale's tiles).
+OnStep = Callable[[int, int, torch.Tensor | None], None]
 IsCancelled = Callable[[], bool]
 
 

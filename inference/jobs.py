@@ -15,11 +15,12 @@ from pathlib import Path
 
 import torch
 
-from inference import images, infotext, previews
+from inference import images, infotext, previews, upscale, workflows
 from inference.generate import (
     InvalidRequestError,
     IsCancelled,
     JobCancelledError,
+    OnStep,
     generate,
 )
 from inference.models import (
@@ -36,6 +37,7 @@ from inference.protocol import (
     GenerateRequest,
     ImageResult,
     JobCompleted,
+    JobKind,
     JobFailed,
     JobProgress,
     JobStarted,
@@ -66,12 +68,12 @@ class ProgressReporter:
         self.preview_max_side = preview_max_side
         self._last_sent = float("-inf")
 
-    def __call__(self, step: int, total_steps: int, latents: torch.Tensor) -> None:
+    def __call__(self, step: int, total_steps: int, latents: torch.Tensor | None) -> None:
         now = time.monotonic()
         due = self.interval_s <= 0 or now - self._last_sent >= self.interval_s
         if not due and step < total_steps:
             return
-        preview = self._preview(latents) if due else None
+        preview = self._preview(latents) if due and latents is not None else None
         self._last_sent = now
         self.send(JobProgress(self.job_id, step, total_steps, preview))
 
@@ -86,9 +88,10 @@ class ProgressReporter:
 class JobRunner:
     """The worker's state once started: the loaded models, and how to run a job with them."""
 
-    def __init__(self, config: WorkerConfig, cache: PipelineCache):
+    def __init__(self, config: WorkerConfig, cache: PipelineCache, upscalers: upscale.Upscalers):
         self.config = config
         self.cache = cache
+        self.upscalers = upscalers
         self._model_hashes: dict[str, str | None] = {}
 
     @classmethod
@@ -108,7 +111,10 @@ class JobRunner:
         cache = PipelineCache(config.models, device, dtype, max_loaded=len(preload))
         for name in preload:
             cache.get(name)
-        return cls(config, cache)
+        upscalers = upscale.Upscalers(
+            config.upscaler_dirs, device, dtype, config.upscale_tile, config.upscale_tile_overlap
+        )
+        return cls(config, cache, upscalers)
 
     def ready_event(self) -> WorkerReady:
         import diffusers
@@ -133,12 +139,11 @@ class JobRunner:
         """
         send(JobStarted(request.job_id))
         try:
-            pipe = self.cache.get(request.model)
             started = time.monotonic()
             reporter = ProgressReporter(
                 request.job_id, send, self.config.preview_interval_s, self.config.preview_max_side
             )
-            made = generate(pipe, request, on_step=reporter, is_cancelled=is_cancelled)
+            made = self._make(request, reporter, is_cancelled)
             results, grid = self._save(request, made)
             seconds = time.monotonic() - started
         except JobCancelledError:
@@ -159,6 +164,15 @@ class JobRunner:
             return
         log.info("job %s: %d image(s) in %.1f s", request.job_id, len(results), seconds)
         send(JobCompleted(request.job_id, results, grid, seconds))
+
+    def _make(self, request: GenerateRequest, on_step: OnStep, is_cancelled: IsCancelled) -> list:
+        """The job's images, by kind: see inference.workflows and inference.upscale."""
+        if request.kind == JobKind.UPSCALE:
+            return upscale.run_upscale(self.upscalers, request, on_step, is_cancelled)
+        if request.kind in (JobKind.TXT2IMG, JobKind.VARIATION) and request.hires is None:
+            pipe = self.cache.get(request.model)
+            return generate(pipe, request, on_step=on_step, is_cancelled=is_cancelled)
+        return workflows.run_workflow(self.cache, self.upscalers, request, on_step, is_cancelled)
 
     def _save(
         self, request: GenerateRequest, made: list

@@ -15,10 +15,91 @@ from enum import StrEnum
 
 
 class JobKind(StrEnum):
-    """What a job asks of the worker. Later workflows (img2img, inpaint, upscale...) add kinds."""
+    """What a job asks of the worker; the options it needs are the request's fields below."""
 
-    TXT2IMG = "txt2img"
-    VARIATION = "variation"
+    TXT2IMG = "txt2img"  # may carry ``hires`` (A1111's two-pass hires fix)
+    VARIATION = "variation"  # txt2img with subseeds
+    IMG2IMG = "img2img"  # needs ``image``
+    INPAINT = "inpaint"  # needs ``image`` and ``inpaint``
+    OUTPAINT = "outpaint"  # needs ``image`` and ``outpaint`` (zoom out and pan)
+    UPSCALE = "upscale"  # needs ``image`` and ``upscale``; no diffusion, no prompt needed
+
+
+class ResizeMode(StrEnum):
+    """A1111's img2img resize modes: how the source image is fitted to width x height."""
+
+    JUST_RESIZE = "just resize"  # stretch to the size, aspect not kept
+    CROP_AND_RESIZE = "crop and resize"  # cover the size, crop the overflow (centred)
+    RESIZE_AND_FILL = "resize and fill"  # fit inside, fill the rest with stretched edges
+
+
+class MaskedContent(StrEnum):
+    """A1111's "masked content": what the masked area starts from before denoising."""
+
+    FILL = "fill"  # the masked area blurred into its surroundings' colours
+    ORIGINAL = "original"  # the image as it is
+    LATENT_NOISE = "latent noise"  # pure noise: ignores what was there
+    LATENT_NOTHING = "latent nothing"  # zeroed latents
+
+
+# The upscaler names that are not model files: a plain resize, always available, and (for the
+# hires fix only) resizing the latents themselves, A1111's "Latent".
+LANCZOS = "Lanczos"
+LATENT = "Latent"
+
+
+@dataclass(frozen=True, slots=True)
+class ImageInput:
+    """The source image of img2img, inpaint, outpaint and upscale jobs."""
+
+    # A PNG on the worker's disk: an upload the bot checked and saved, or an image the bot made.
+    path: str
+    # How far the result may move from the source: 0 keeps it, 1 ignores it (A1111's default 0.75).
+    denoising_strength: float = 0.75
+    resize_mode: ResizeMode = ResizeMode.JUST_RESIZE
+    # A1111's loopback script: run img2img this many times, each on the previous output, with
+    # the strength moving linearly from denoising_strength to loopback_final_strength.
+    loopback_count: int = 1
+    loopback_final_strength: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class InpaintOptions:
+    mask_path: str  # a PNG of the image's size; white is repainted, black is kept
+    mask_blur: int = 4  # pixels of Gaussian blur on the mask edge, as A1111
+    masked_content: MaskedContent = MaskedContent.ORIGINAL
+    # A1111's "inpaint only masked": crop around the mask (plus padding), inpaint that crop at
+    # the full width x height, and paste it back; small fixes get full resolution.
+    only_masked: bool = False
+    only_masked_padding: int = 32
+
+
+@dataclass(frozen=True, slots=True)
+class OutpaintOptions:
+    """Pixels added on each side of the source; width x height is the extended canvas."""
+
+    left: int = 0
+    right: int = 0
+    top: int = 0
+    bottom: int = 0
+    # Width of the band over which the new area is blended into the original at the seam.
+    blend: int = 16
+
+
+@dataclass(frozen=True, slots=True)
+class HiresFix:
+    """A1111's hires fix: txt2img at width x height, upscale, then img2img at the larger size."""
+
+    scale: float  # the second pass is (width*scale, height*scale), rounded to multiples of 8
+    steps: int  # steps of the second pass; 0 means the same as the first
+    denoising_strength: float
+    upscaler: str = LATENT  # LATENT, LANCZOS, or the name of an upscaler model file
+
+
+@dataclass(frozen=True, slots=True)
+class UpscaleOptions:
+    scale: float  # the output is the source times this (2 or 4 from the buttons)
+    upscaler: str = LANCZOS  # LANCZOS or the name of an upscaler model file (stem, no suffix)
 
 
 @dataclass(frozen=True, slots=True)
@@ -30,6 +111,9 @@ class ModelSpec:
     # diffusers folder (one holding model_index.json).
     source: str
     description: str = ""
+    # The same kind of source for this model's inpainting variant (a 9-channel UNet), used for
+    # inpaint and outpaint jobs; without one those jobs use the model itself.
+    inpaint_source: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,13 +131,27 @@ class WorkerConfig:
     preview_max_side: int = 256
     # Models loaded at start-up, so the first user does not pay the load.
     preload: tuple[str, ...] = ()
+    # Folders searched for upscaler models (.pth / .safetensors, loaded through spandrel); a
+    # model's name is its file name without the suffix. A1111 keeps them in models/ESRGAN and
+    # models/RealESRGAN.
+    upscaler_dirs: tuple[str, ...] = ()
+    # Upscalers run on tiles of this many pixels (0: whole image at once), overlapping by
+    # tile_overlap, so a 4x of a large image fits a small GPU and the CPU's memory.
+    upscale_tile: int = 256
+    upscale_tile_overlap: int = 32
     # PNG zlib level for saved images: 1 is several times faster than 9 for ~10% more bytes.
     png_compress_level: int = 1
 
 
 @dataclass(frozen=True, slots=True)
 class GenerateRequest:
-    """One job, with every parameter resolved: the worker decides nothing about it."""
+    """One job, with every parameter resolved: the worker decides nothing about it.
+
+    ``width`` x ``height`` is always the size of the images the job returns: the generation
+    size for txt2img (the hires fix then scales it by ``hires.scale``, which the result's size
+    shows), the size the source is fitted to for img2img and inpaint, the extended canvas
+    for outpaint, and the source times ``upscale.scale`` for upscale.
+    """
 
     job_id: int
     kind: JobKind
@@ -69,6 +167,12 @@ class GenerateRequest:
     # A1111 variations: each image's noise is slerped towards the noise of its subseed.
     subseeds: tuple[int, ...] = ()
     subseed_strength: float = 0.0
+    # The workflow's options: which are set follows from ``kind`` (see JobKind).
+    image: ImageInput | None = None
+    inpaint: InpaintOptions | None = None
+    outpaint: OutpaintOptions | None = None
+    hires: HiresFix | None = None
+    upscale: UpscaleOptions | None = None
 
 
 # --- bot -> worker -------------------------------------------------------------------------

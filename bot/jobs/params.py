@@ -12,7 +12,19 @@ from dataclasses import asdict, dataclass, fields, replace
 from typing import TYPE_CHECKING, TypeVar
 
 from bot.errors import InvalidOption
-from inference.protocol import GenerateRequest, JobKind
+from inference.protocol import (
+    LANCZOS,
+    LATENT,
+    GenerateRequest,
+    HiresFix,
+    ImageInput,
+    InpaintOptions,
+    JobKind,
+    MaskedContent,
+    OutpaintOptions,
+    ResizeMode,
+    UpscaleOptions,
+)
 from inference.samplers import SAMPLER_NAMES, find_sampler
 
 if TYPE_CHECKING:
@@ -68,6 +80,28 @@ class JobParameters:
     subseed_strength: float = 0.0
     parent_job_id: int | None = None
     parent_image_index: int | None = None
+    # Image workflows, one column each; generate_request groups them into the protocol's
+    # ImageInput, InpaintOptions, OutpaintOptions, HiresFix and UpscaleOptions.
+    init_image_path: str | None = None
+    denoising_strength: float | None = None
+    resize_mode: str | None = None
+    loopback_count: int | None = None
+    loopback_final_strength: float | None = None
+    mask_path: str | None = None
+    mask_blur: int | None = None
+    masked_content: str | None = None
+    inpaint_only_masked: bool | None = None
+    inpaint_padding: int | None = None
+    outpaint_left: int | None = None
+    outpaint_right: int | None = None
+    outpaint_top: int | None = None
+    outpaint_bottom: int | None = None
+    hires_scale: float | None = None
+    hires_steps: int | None = None
+    hires_denoising: float | None = None
+    hires_upscaler: str | None = None
+    upscale_factor: float | None = None
+    upscaler: str | None = None
 
 
 def random_seed() -> int:
@@ -205,6 +239,39 @@ def image_seeds(job: Job | JobParameters) -> tuple[tuple[int, ...], tuple[int, .
 
 def generate_request(job: Job) -> GenerateRequest:
     seeds, subseeds = image_seeds(job)
+    image = inpaint = outpaint = hires = upscale = None
+    if job.init_image_path is not None:
+        image = ImageInput(
+            path=job.init_image_path,
+            denoising_strength=_or(job.denoising_strength, 0.75),
+            resize_mode=ResizeMode(job.resize_mode or ResizeMode.JUST_RESIZE),
+            loopback_count=_or(job.loopback_count, 1),
+            loopback_final_strength=job.loopback_final_strength,
+        )
+    if job.mask_path is not None:
+        inpaint = InpaintOptions(
+            mask_path=job.mask_path,
+            mask_blur=_or(job.mask_blur, 4),
+            masked_content=MaskedContent(job.masked_content or MaskedContent.ORIGINAL),
+            only_masked=bool(job.inpaint_only_masked),
+            only_masked_padding=_or(job.inpaint_padding, 32),
+        )
+    if job.kind == JobKind.OUTPAINT:
+        outpaint = OutpaintOptions(
+            left=job.outpaint_left or 0,
+            right=job.outpaint_right or 0,
+            top=job.outpaint_top or 0,
+            bottom=job.outpaint_bottom or 0,
+        )
+    if job.hires_scale is not None and job.hires_scale > 1:
+        hires = HiresFix(
+            scale=job.hires_scale,
+            steps=job.hires_steps or 0,
+            denoising_strength=_or(job.hires_denoising, 0.7),
+            upscaler=job.hires_upscaler or LATENT,
+        )
+    if job.kind == JobKind.UPSCALE:
+        upscale = UpscaleOptions(scale=_or(job.upscale_factor, 2.0), upscaler=job.upscaler or LANCZOS)
     return GenerateRequest(
         job_id=job.id,
         kind=JobKind(job.kind),
@@ -219,7 +286,16 @@ def generate_request(job: Job) -> GenerateRequest:
         seeds=seeds,
         subseeds=subseeds,
         subseed_strength=job.subseed_strength if subseeds else 0.0,
+        image=image,
+        inpaint=inpaint,
+        outpaint=outpaint,
+        hires=hires,
+        upscale=upscale,
     )
+
+
+def _or(value: T | None, default: T) -> T:
+    return default if value is None else value
 
 
 def parameters_of(job: Job) -> JobParameters:

@@ -1,0 +1,53 @@
+"""image workflows: img2img, inpaint, outpaint, hires fix and upscale parameters on jobs
+
+Revision ID: 0002
+Revises: 0001
+Create Date: 2026-11-23
+
+All columns are nullable: jobs of earlier versions had none of these workflows.
+"""
+
+from collections.abc import Sequence
+
+import sqlalchemy as sa
+from alembic import op
+
+revision: str = "0002"
+down_revision: str | None = "0001"
+branch_labels: str | Sequence[str] | None = None
+depends_on: str | Sequence[str] | None = None
+
+COLUMNS = (
+    ("init_image_path", sa.Text()),
+    ("denoising_strength", sa.Float()),
+    ("resize_mode", sa.String(length=20)),
+    ("loopback_count", sa.Integer()),
+    ("loopback_final_strength", sa.Float()),
+    ("mask_path", sa.Text()),
+    ("mask_blur", sa.Integer()),
+    ("masked_content", sa.String(length=20)),
+    ("inpaint_only_masked", sa.Boolean()),
+    ("inpaint_padding", sa.Integer()),
+    ("outpaint_left", sa.Integer()),
+    ("outpaint_right", sa.Integer()),
+    ("outpaint_top", sa.Integer()),
+    ("outpaint_bottom", sa.Integer()),
+    ("hires_scale", sa.Float()),
+    ("hires_steps", sa.Integer()),
+    ("hires_denoising", sa.Float()),
+    ("hires_upscaler", sa.String(length=100)),
+    ("upscale_factor", sa.Float()),
+    ("upscaler", sa.String(length=100)),
+)
+
+
+def upgrade() -> None:
+    with op.batch_alter_table("jobs") as batch:
+        for name, type_ in COLUMNS:
+            batch.add_column(sa.Column(name, type_, nullable=True))
+
+
+def downgrade() -> None:
+    with op.batch_alter_table("jobs") as batch:
+        for name, _ in reversed(COLUMNS):
+            batch.drop_column(name)
