@@ -180,11 +180,16 @@ class JobRunner:
         outputs_dir = self.config.outputs_dir
         level = self.config.png_compress_level
         day = dt.date.today()  # one folder per job even when it runs across midnight
-        model_hash = self._model_hash(request.model)
+        # An upscale's infotext is its source's (no checkpoint ran, so no model hash either).
+        upscaling = request.kind == JobKind.UPSCALE
+        model_hash = None if upscaling else self._model_hash(request.model)
         results = []
         for index, image in enumerate(made):
             seed = request.seeds[index]
-            text = infotext.request_infotext(request, index, model_hash=model_hash)
+            if upscaling:
+                text = upscale.upscale_infotext(request)
+            else:
+                text = infotext.request_infotext(request, index, model_hash=model_hash)
             path = images.image_path(outputs_dir, request.job_id, index, seed, day)
             images.save_png(image, path, text, compress_level=level)
             subseed = request.subseeds[index] if request.subseeds else None

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from inference import jobs
+from inference import jobs, upscale
 from inference.jobs import JobRunner, ProgressReporter
 from inference.models import PipelineCache
 from inference.protocol import JobCompleted, JobFailed, JobProgress, JobStarted, WorkerConfig
@@ -24,7 +24,7 @@ def runner(tiny_model_spec, tiny_pipe, tmp_path) -> JobRunner:
     cache = PipelineCache(
         config.models, torch.device("cpu"), torch.float32, loader=lambda *args: tiny_pipe
     )
-    return JobRunner(config, cache)
+    return JobRunner(config, cache, upscale.Upscalers((), torch.device("cpu"), torch.float32))
 
 
 def test_progress_is_throttled_but_the_final_step_always_sent(runner):
