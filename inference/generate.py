@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import math
 import weakref
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import diffusers
 import torch
@@ -112,6 +112,25 @@ def scheduler_for(pipe: DiffusionPipeline, sampler: str):
     return built[sampler]
 
 
+def use_sampler(
+    pipe: DiffusionPipeline,
+    sampler: str,
+    seeds: Sequence[int],
+    base: DiffusionPipeline | None = None,
+) -> None:
+    """Give ``pipe`` the scheduler of an A1111 sampler, seeded per image where it needs it.
+
+    ``base`` is the loaded pipeline an img2img or inpaint pipeline was built from: schedulers
+    come from its original config (see scheduler_for), whatever the derived one holds now.
+    """
+    pipe.scheduler = scheduler_for(base or pipe, sampler)
+    if SAMPLERS[sampler].scheduler_class == "DPMSolverSDEScheduler":
+        # This scheduler ignores generators and draws from Brownian trees seeded by
+        # noise_sampler_seed (random when unset). One tree per image seeded with the image's
+        # seed is what A1111 does, and keeps batch images reproducible alone.
+        pipe.scheduler.noise_sampler_seed = list(seeds)
+
+
 # --- noise ---------------------------------------------------------------------------------
 
 
@@ -167,7 +186,7 @@ def _model_dtype(pipe: DiffusionPipeline) -> torch.dtype:
     return text_encoder.dtype if text_encoder is not None else pipe.unet.dtype
 
 
-def _step_callback(total_steps: int, on_step: OnStep, is_cancelled: IsCancelled):
+def step_callback(total_steps: int, on_step: OnStep, is_cancelled: IsCancelled):
     """The one callback_on_step_end: progress in the user's steps, and cancellation.
 
     Second-order samplers (Heun, DPM2, DPM++ SDE) call back about twice per step; progress is
@@ -208,6 +227,30 @@ def generate(
     ``on_step(steps_done, total_steps, latents)`` is called after each step; when
     ``is_cancelled()`` turns true, JobCancelledError is raised before the next step.
     """
+    return list(_run(pipe, request, on_step, is_cancelled, output_type="pil"))
+
+
+def generate_latents(
+    pipe: DiffusionPipeline,
+    request: GenerateRequest,
+    on_step: OnStep = lambda step, total, latents: None,
+    is_cancelled: IsCancelled = lambda: False,
+) -> torch.Tensor:
+    """generate()'s batch as the final latents (scaled, as the UNet sees them), not decoded.
+
+    The hires fix's first pass: the same noise and steps, so decoding these gives generate()'s
+    images.
+    """
+    return _run(pipe, request, on_step, is_cancelled, output_type="latent")
+
+
+def _run(
+    pipe: DiffusionPipeline,
+    request: GenerateRequest,
+    on_step: OnStep,
+    is_cancelled: IsCancelled,
+    output_type: str,
+):
     validate_request(request)
     scale = pipe.vae_scale_factor
     if request.width % scale or request.height % scale:
@@ -218,14 +261,7 @@ def generate(
     if is_cancelled():
         raise JobCancelledError
 
-    spec = SAMPLERS[request.sampler]
-    pipe.scheduler = scheduler_for(pipe, request.sampler)
-    if spec.scheduler_class == "DPMSolverSDEScheduler":
-        # This scheduler ignores generators and draws from Brownian trees seeded by
-        # noise_sampler_seed (random when unset). One tree per image seeded with the image's
-        # seed is what A1111 does, and keeps batch images reproducible alone.
-        pipe.scheduler.noise_sampler_seed = list(request.seeds)
-
+    use_sampler(pipe, request.sampler, request.seeds)
     channels = pipe.unet.config.in_channels
     latent_shape = (1, channels, request.height // scale, request.width // scale)
     noise, generators = initial_noise(request, latent_shape, _model_dtype(pipe))
@@ -239,8 +275,8 @@ def generate(
         num_images_per_prompt=len(request.seeds),
         generator=generators,
         latents=noise,
-        output_type="pil",
-        callback_on_step_end=_step_callback(request.steps, on_step, is_cancelled),
+        output_type=output_type,
+        callback_on_step_end=step_callback(request.steps, on_step, is_cancelled),
         callback_on_step_end_tensor_inputs=["latents"],
     )
-    return list(result.images)
+    return result.images

@@ -18,7 +18,7 @@ import re
 from collections.abc import Mapping
 from importlib import metadata
 
-from inference.protocol import GenerateRequest
+from inference.protocol import GenerateRequest, JobKind
 from inference.samplers import split_schedule_type
 
 NEGATIVE_PROMPT_PREFIX = "Negative prompt:"
@@ -125,7 +125,12 @@ def request_infotext(
     model_hash: str | None = None,
     version: str | None = DEFAULT_VERSION,
 ) -> str:
-    """The infotext of image ``index`` of a job: its own seed (and subseed), shared rest."""
+    """The infotext of image ``index`` of a job: its own seed (and subseed), shared rest.
+
+    "Size" is the request's width x height, which is what A1111 writes too: for the hires fix
+    the first pass's size (with "Hires upscale" beside it), for "inpaint only masked" the size
+    the crop was inpainted at. Pasted into A1111, the text so makes the same job again.
+    """
     if not 0 <= index < len(request.seeds):
         raise ValueError(f"image index {index} out of range for {len(request.seeds)} seeds")
     return build_infotext(
@@ -141,8 +146,45 @@ def request_infotext(
         model_hash=model_hash,
         subseed=request.subseeds[index] if request.subseeds else None,
         subseed_strength=request.subseed_strength,
+        extra=workflow_parameters(request),
         version=version,
     )
+
+
+def workflow_parameters(request: GenerateRequest) -> dict[str, object]:
+    """A1111's infotext keys for the hires fix, img2img, inpaint and outpaint, in its order.
+
+    Only the keys that apply, as A1111 writes them: "Denoising strength" for every pass from
+    an image, the mask's keys for inpaint, the hires keys ("Hires steps" only when not 0,
+    meaning the same as Steps).
+    """
+    params: dict[str, object] = {}
+    hires = request.hires
+    if request.kind in (JobKind.TXT2IMG, JobKind.VARIATION):
+        if hires is not None:
+            params["Denoising strength"] = format_number(hires.denoising_strength)
+            params["Hires upscale"] = format_number(hires.scale)
+            if hires.steps:
+                params["Hires steps"] = hires.steps
+            params["Hires upscaler"] = hires.upscaler
+        return params
+    image = request.image
+    if image is None or request.kind == JobKind.UPSCALE:
+        return params
+    params["Denoising strength"] = format_number(image.denoising_strength)
+    inpaint = request.inpaint if request.kind == JobKind.INPAINT else None
+    only_masked = inpaint is not None and inpaint.only_masked
+    if request.kind != JobKind.OUTPAINT and not only_masked:
+        # A1111's labels: "Just resize", "Crop and resize", "Resize and fill".
+        params["Resize mode"] = str(image.resize_mode).capitalize()
+    if inpaint is not None:
+        if inpaint.mask_blur:
+            params["Mask blur"] = inpaint.mask_blur
+        params["Masked content"] = str(inpaint.masked_content)
+        if only_masked:
+            params["Inpaint area"] = "Only masked"
+            params["Masked area padding"] = inpaint.only_masked_padding
+    return params
 
 
 def parse_infotext(text: str) -> dict[str, str]:

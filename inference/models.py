@@ -15,14 +15,19 @@ import gc
 import logging
 from collections import OrderedDict
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import torch
-from diffusers import DiffusionPipeline, StableDiffusionPipeline
+from diffusers import (
+    DiffusionPipeline,
+    StableDiffusionInpaintPipeline,
+    StableDiffusionPipeline,
+)
 
 from inference.protocol import ModelSpec
 from inference.sources import (
+    INPAINT_PIPELINES,
     MODEL_INDEX,
     SUPPORTED_PIPELINES,
     ModelSourceError,
@@ -111,15 +116,16 @@ class _Loader:
     extra_kwargs: dict[str, Any]
 
 
-# model_index.json "_class_name" -> how to load it (see the module docstring).
+# Moderation is the bot's business (channel rules), not a CLIP classifier's.
+_NO_SAFETY_CHECKER = {"safety_checker": None, "requires_safety_checker": False}
+
+# model_index.json "_class_name" -> how to load it (see the module docstring). Inpainting
+# checkpoints are only loaded as a ModelSpec's inpaint_source (PipelineCache.get_inpaint).
 PIPELINE_LOADERS: dict[str, _Loader] = {
-    "StableDiffusionPipeline": _Loader(
-        StableDiffusionPipeline,
-        # Moderation is the bot's business (channel rules), not a CLIP classifier's.
-        {"safety_checker": None, "requires_safety_checker": False},
-    ),
+    "StableDiffusionPipeline": _Loader(StableDiffusionPipeline, _NO_SAFETY_CHECKER),
+    "StableDiffusionInpaintPipeline": _Loader(StableDiffusionInpaintPipeline, _NO_SAFETY_CHECKER),
 }
-assert set(PIPELINE_LOADERS) == set(SUPPORTED_PIPELINES), "keep sources.py in step"
+assert set(PIPELINE_LOADERS) == {*SUPPORTED_PIPELINES, *INPAINT_PIPELINES}, "keep sources in step"
 
 
 def load_pipeline(spec: ModelSpec, device: torch.device, dtype: torch.dtype) -> DiffusionPipeline:
@@ -156,7 +162,8 @@ class PipelineCache:
     """The most recently used pipelines, at most ``max_loaded`` of them in memory at a time.
 
     A model is evicted before the next one loads, so that with the default of one, two models
-    never share the GPU even briefly.
+    never share the GPU even briefly. A model's inpainting variant (its inpaint_source) is a
+    pipeline of its own here, counted and evicted like any other.
     """
 
     def __init__(
@@ -174,12 +181,13 @@ class PipelineCache:
         self.dtype = dtype
         self.max_loaded = max_loaded
         self._load = loader
-        self._loaded: OrderedDict[str, DiffusionPipeline] = OrderedDict()
+        # Keyed by (model name, is the inpainting variant).
+        self._loaded: OrderedDict[tuple[str, bool], DiffusionPipeline] = OrderedDict()
 
     @property
     def loaded_names(self) -> tuple[str, ...]:
-        """Loaded models, least recently used first."""
-        return tuple(self._loaded)
+        """Loaded models, least recently used first; an inpainting variant as "name (inpaint)"."""
+        return tuple(f"{name} (inpaint)" if inpaint else name for name, inpaint in self._loaded)
 
     def spec(self, name: str) -> ModelSpec:
         try:
@@ -188,19 +196,28 @@ class PipelineCache:
             raise UnknownModelError(name, self.specs) from None
 
     def get(self, name: str) -> DiffusionPipeline:
+        return self._get((name, False), self.spec(name))
+
+    def get_inpaint(self, name: str) -> DiffusionPipeline:
+        """The model's inpainting checkpoint (its inpaint_source), loaded like a model."""
         spec = self.spec(name)
-        if name in self._loaded:
-            self._loaded.move_to_end(name)
-            return self._loaded[name]
+        if not spec.inpaint_source:
+            raise ValueError(f"model {name!r} has no inpaint_source")
+        return self._get((name, True), replace(spec, source=spec.inpaint_source, inpaint_source=""))
+
+    def _get(self, key: tuple[str, bool], spec: ModelSpec) -> DiffusionPipeline:
+        if key in self._loaded:
+            self._loaded.move_to_end(key)
+            return self._loaded[key]
         while len(self._loaded) >= self.max_loaded:
             self._evict_oldest()
         pipe = self._load(spec, self.device, self.dtype)
-        self._loaded[name] = pipe
+        self._loaded[key] = pipe
         return pipe
 
     def _evict_oldest(self) -> None:
-        name, pipe = self._loaded.popitem(last=False)
-        log.info("unloading model %r", name)
+        (name, inpaint), pipe = self._loaded.popitem(last=False)
+        log.info("unloading model %r%s", name, " (inpaint)" if inpaint else "")
         del pipe
         free_accelerator_memory()
 

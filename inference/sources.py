@@ -24,6 +24,9 @@ MODEL_INDEX = "model_index.json"
 # next one to add: it needs its own pipeline class in models.PIPELINE_LOADERS and nothing else
 # here.
 SUPPORTED_PIPELINES: tuple[str, ...] = ("StableDiffusionPipeline",)
+# The classes a ModelSpec.inpaint_source may name: inpainting checkpoints (a 9-channel UNet),
+# which only the inpaint pipeline can run, so they are refused as a model's main source.
+INPAINT_PIPELINES: tuple[str, ...] = ("StableDiffusionInpaintPipeline",)
 
 # Single-file checkpoints (A1111's usual format) are not loadable yet, but they are the only
 # sources A1111 hashes, so model_file_hash already handles them.
@@ -67,17 +70,20 @@ def _looks_like_path(source: str) -> bool:
     )
 
 
-def find_source_problem(spec: ModelSpec, *, offline: bool, cache_dir: str | None) -> str | None:
-    """Why this model cannot be loaded, or None when it looks loadable."""
-    source = spec.source.strip()
+def find_source_problem(
+    spec: ModelSpec, *, offline: bool, cache_dir: str | None, inpaint: bool = False
+) -> str | None:
+    """Why this model (or, with ``inpaint``, its inpaint_source) cannot be loaded, or None."""
+    source = (spec.inpaint_source if inpaint else spec.source).strip()
+    classes = INPAINT_PIPELINES if inpaint else SUPPORTED_PIPELINES
     if not source:
         return "the source is empty"
     if classify_source(source) is SourceKind.LOCAL_FOLDER:
-        return _local_folder_problem(Path(source).expanduser())
-    return _hub_id_problem(source, offline=offline, cache_dir=cache_dir)
+        return _local_folder_problem(Path(source).expanduser(), classes)
+    return _hub_id_problem(source, classes, offline=offline, cache_dir=cache_dir)
 
 
-def _local_folder_problem(folder: Path) -> str | None:
+def _local_folder_problem(folder: Path, classes: tuple[str, ...]) -> str | None:
     if not folder.exists():
         return f"folder {str(folder)!r} does not exist"
     if folder.is_file():
@@ -87,10 +93,12 @@ def _local_folder_problem(folder: Path) -> str | None:
     index = folder / MODEL_INDEX
     if not index.is_file():
         return f"folder {str(folder)!r} has no {MODEL_INDEX}: it is not a diffusers model folder"
-    return _pipeline_class_problem(index)
+    return _pipeline_class_problem(index, classes)
 
 
-def _hub_id_problem(repo_id: str, *, offline: bool, cache_dir: str | None) -> str | None:
+def _hub_id_problem(
+    repo_id: str, classes: tuple[str, ...], *, offline: bool, cache_dir: str | None
+) -> str | None:
     from huggingface_hub import try_to_load_from_cache
     from huggingface_hub.errors import HFValidationError
 
@@ -99,7 +107,7 @@ def _hub_id_problem(repo_id: str, *, offline: bool, cache_dir: str | None) -> st
     except HFValidationError as exc:
         return f"not an existing folder and not a valid Hugging Face hub id ({exc})"
     if isinstance(cached, str):
-        return _pipeline_class_problem(Path(cached))
+        return _pipeline_class_problem(Path(cached), classes)
     if offline:
         return (
             "not a local folder, and the Hugging Face hub id is not in the local cache "
@@ -109,14 +117,14 @@ def _hub_id_problem(repo_id: str, *, offline: bool, cache_dir: str | None) -> st
     return None  # online: downloaded on first load
 
 
-def _pipeline_class_problem(index: Path) -> str | None:
+def _pipeline_class_problem(index: Path, classes: tuple[str, ...]) -> str | None:
     try:
         class_name = json.loads(index.read_text(encoding="utf-8")).get("_class_name")
     except (OSError, ValueError, AttributeError) as exc:
         return f"cannot read {index}: {exc}"
-    if class_name not in SUPPORTED_PIPELINES:
-        supported = ", ".join(SUPPORTED_PIPELINES)
-        return f"pipeline class {class_name!r} is not supported yet (supported: {supported})"
+    if class_name not in classes:
+        supported = ", ".join(classes)
+        return f"pipeline class {class_name!r} is not supported (expected: {supported})"
     return None
 
 
@@ -140,6 +148,13 @@ def check_model_sources(
         reason = find_source_problem(spec, offline=offline, cache_dir=cache_dir)
         if reason is not None:
             problems.append(SourceProblem(spec.name, spec.source, reason))
+        if spec.inpaint_source:
+            # Checked now like the main source: otherwise a typo there fails the first inpaint.
+            reason = find_source_problem(spec, offline=offline, cache_dir=cache_dir, inpaint=True)
+            if reason is not None:
+                problems.append(
+                    SourceProblem(spec.name, spec.inpaint_source, f"inpaint_source: {reason}")
+                )
     if problems:
         lines = "\n".join(f"  - {problem}" for problem in problems)
         raise ModelSourceError(f"{len(problems)} configured model(s) cannot be loaded:\n{lines}")

@@ -5,7 +5,7 @@ encoder, SD 1.5's scheduler) at a few megabytes, so the whole inference path run
 CPU in seconds and offline: the CLIP tokenizer comes from ``inference/assets``. The images it
 makes are noise, but they are deterministic noise, which is what tests need.
 
-    python -m inference.tiny FOLDER [--seed N]
+    python -m inference.tiny FOLDER [--seed N] [--inpainting]
 """
 
 from __future__ import annotations
@@ -38,15 +38,18 @@ _SD15_SCHEDULER_CONFIG = {
 }
 
 
-def build_tiny_model(folder: str | Path, seed: int = 0) -> Path:
+def build_tiny_model(folder: str | Path, seed: int = 0, inpainting: bool = False) -> Path:
     """Write a tiny random-weight SD-1.5-shaped diffusers folder and return its path.
 
     The same seed always gives the same weights. The folder is overwritten if it exists.
+    ``inpainting`` makes the shape of SD 1.5's inpainting checkpoint instead: a
+    StableDiffusionInpaintPipeline whose UNet takes 9 channels (latents, mask, masked image).
     """
     import torch
     from diffusers import (
         AutoencoderKL,
         PNDMScheduler,
+        StableDiffusionInpaintPipeline,
         StableDiffusionPipeline,
         UNet2DConditionModel,
     )
@@ -61,7 +64,7 @@ def build_tiny_model(folder: str | Path, seed: int = 0) -> Path:
         torch.manual_seed(seed)
         unet = UNet2DConditionModel(
             sample_size=8,  # latent side for the default 64 px image
-            in_channels=4,
+            in_channels=9 if inpainting else 4,
             out_channels=4,
             block_out_channels=(32, 64),
             layers_per_block=2,
@@ -101,7 +104,8 @@ def build_tiny_model(folder: str | Path, seed: int = 0) -> Path:
         )
     tokenizer = CLIPTokenizer.from_pretrained(TOKENIZER_DIR)
     scheduler = PNDMScheduler.from_config(_SD15_SCHEDULER_CONFIG)
-    pipe = StableDiffusionPipeline(
+    pipeline_class = StableDiffusionInpaintPipeline if inpainting else StableDiffusionPipeline
+    pipe = pipeline_class(
         vae=vae,
         text_encoder=text_encoder,
         tokenizer=tokenizer,
@@ -126,8 +130,11 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("folder", type=Path)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--inpainting", action="store_true", help="an inpainting model (9-channel UNet)"
+    )
     args = parser.parse_args(argv)
-    path = build_tiny_model(args.folder, seed=args.seed)
+    path = build_tiny_model(args.folder, seed=args.seed, inpainting=args.inpainting)
     print(path)
     return 0
 

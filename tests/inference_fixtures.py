@@ -18,10 +18,10 @@ TINY_MODEL_NAME = "tiny"
 
 
 @functools.cache
-def _build_tiny_model(folder: str) -> Path:
+def _build_tiny_model(folder: str, inpainting: bool = False) -> Path:
     from inference.tiny import build_tiny_model
 
-    return build_tiny_model(folder, seed=0)
+    return build_tiny_model(folder, seed=0, inpainting=inpainting)
 
 
 @functools.cache
@@ -38,6 +38,13 @@ def _load_tiny_pipe(folder: str):
 def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A tiny SD-1.5-shaped diffusers folder (random weights, seed 0)."""
     return _build_tiny_model(str(tmp_path_factory.getbasetemp() / "tiny-sd-model"))
+
+
+@pytest.fixture(scope="session")
+def tiny_inpaint_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny SD-1.5-inpainting-shaped folder: StableDiffusionInpaintPipeline, 9-channel UNet."""
+    folder = tmp_path_factory.getbasetemp() / "tiny-sd-inpaint-model"
+    return _build_tiny_model(str(folder), inpainting=True)
 
 
 @pytest.fixture(scope="session")

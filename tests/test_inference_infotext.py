@@ -8,6 +8,16 @@ import sys
 import pytest
 
 from inference.infotext import build_infotext, parse_infotext, quote, request_infotext
+from inference.protocol import (
+    LANCZOS,
+    HiresFix,
+    ImageInput,
+    InpaintOptions,
+    JobKind,
+    MaskedContent,
+    OutpaintOptions,
+    ResizeMode,
+)
 from tests.inference_fixtures import tiny_request
 
 A1111_SAMPLE = (
@@ -129,6 +139,113 @@ def test_request_infotext_uses_each_images_seed():
     assert second["Variation seed strength"] == "0.25"
     assert second["Size"] == "64x64"
     assert second["Version"].startswith("sdbot ")
+
+
+def workflow_keys(request) -> dict[str, str]:
+    """The infotext's keys after the variation keys, without Version, as parsed back."""
+    text = request_infotext(request, 0, version=None)
+    parsed = parse_infotext(text)
+    assert parsed["Size"] == f"{request.width}x{request.height}"
+    keys = list(parsed)
+    return {key: parsed[key] for key in keys[keys.index("Model") + 1 :]}
+
+
+def test_plain_txt2img_has_no_workflow_keys():
+    assert workflow_keys(tiny_request()) == {}
+
+
+def test_hires_fix_keys_as_a1111_writes_them():
+    request = tiny_request(hires=HiresFix(scale=2.0, steps=10, denoising_strength=0.7))
+    assert workflow_keys(request) == {
+        "Denoising strength": "0.7",
+        "Hires upscale": "2",
+        "Hires steps": "10",
+        "Hires upscaler": "Latent",
+    }
+    # Size stays the first pass's (64x64, checked above), as in A1111, where the result is
+    # Size times Hires upscale; Hires steps 0 means "same as Steps" and is left out.
+    same_steps = tiny_request(hires=HiresFix(1.5, 0, denoising_strength=0.5, upscaler=LANCZOS))
+    assert workflow_keys(same_steps) == {
+        "Denoising strength": "0.5",
+        "Hires upscale": "1.5",
+        "Hires upscaler": "Lanczos",
+    }
+
+
+def test_img2img_keys():
+    image = ImageInput("/tmp/x.png", 0.55, ResizeMode.CROP_AND_RESIZE, loopback_count=3)
+    request = tiny_request(kind=JobKind.IMG2IMG, image=image)
+    expected = {"Denoising strength": "0.55", "Resize mode": "Crop and resize"}
+    assert workflow_keys(request) == expected
+
+
+def test_inpaint_keys_whole_image_and_only_masked():
+    image = ImageInput("/tmp/x.png", 0.75)
+    whole = tiny_request(
+        kind=JobKind.INPAINT,
+        image=image,
+        inpaint=InpaintOptions("/tmp/m.png", mask_blur=4, masked_content=MaskedContent.FILL),
+    )
+    assert workflow_keys(whole) == {
+        "Denoising strength": "0.75",
+        "Resize mode": "Just resize",
+        "Mask blur": "4",
+        "Masked content": "fill",
+    }
+    only_masked = tiny_request(
+        kind=JobKind.INPAINT,
+        image=image,
+        inpaint=InpaintOptions(
+            "/tmp/m.png",
+            mask_blur=0,
+            masked_content=MaskedContent.LATENT_NOISE,
+            only_masked=True,
+            only_masked_padding=48,
+        ),
+    )
+    # No blur, no key; the source is not resized as a whole, so no resize mode.
+    assert workflow_keys(only_masked) == {
+        "Denoising strength": "0.75",
+        "Masked content": "latent noise",
+        "Inpaint area": "Only masked",
+        "Masked area padding": "48",
+    }
+
+
+def test_outpaint_keys():
+    request = tiny_request(
+        kind=JobKind.OUTPAINT,
+        image=ImageInput("/tmp/x.png", 0.9),
+        outpaint=OutpaintOptions(left=64),
+    )
+    assert workflow_keys(request) == {"Denoising strength": "0.9"}
+
+
+def test_workflow_infotext_round_trips():
+    request = tiny_request(
+        kind=JobKind.INPAINT,
+        prompt="a cat, on a mat: sitting",
+        image=ImageInput("/tmp/x.png", 0.35),
+        inpaint=InpaintOptions("/tmp/m.png", only_masked=True),
+    )
+    text = request_infotext(request, 0, version="sdbot 0.1.0")
+    parsed = parse_infotext(text)
+    assert parsed["Prompt"] == "a cat, on a mat: sitting"
+    assert parsed["Inpaint area"] == "Only masked"
+    rebuilt = build_infotext(
+        parsed["Prompt"],
+        parsed["Negative prompt"],
+        steps=int(parsed["Steps"]),
+        sampler=parsed["Sampler"],
+        cfg_scale=float(parsed["CFG scale"]),
+        seed=int(parsed["Seed"]),
+        width=64,
+        height=64,
+        model=parsed["Model"],
+        extra={key: parsed[key] for key in list(parsed)[list(parsed).index("Model") + 1 : -1]},
+        version=parsed["Version"],
+    )
+    assert rebuilt == text
 
 
 def test_bot_side_modules_do_not_import_torch():

@@ -81,6 +81,26 @@ def test_unsupported_pipeline_class_is_refused(empty_offline_hub_cache):
         check_model_sources([ModelSpec("flux", HUB_ID)])
 
 
+def test_inpaint_source_is_checked_at_start_up(tmp_path, tiny_model_dir, tiny_inpaint_model_dir):
+    good = ModelSpec("good", str(tiny_model_dir), inpaint_source=str(tiny_inpaint_model_dir))
+    check_model_sources([good])
+    specs = [
+        # An ordinary model where the inpainting one belongs, and the other way round.
+        ModelSpec("swapped", str(tiny_model_dir), inpaint_source=str(tiny_model_dir)),
+        ModelSpec("inpaint-only", str(tiny_inpaint_model_dir)),
+        ModelSpec("typo", str(tiny_model_dir), inpaint_source=str(tmp_path / "missing")),
+    ]
+    with pytest.raises(ModelSourceError) as caught:
+        check_model_sources(specs)
+    message = str(caught.value)
+    assert "3 configured model(s)" in message
+    assert "'swapped'" in message
+    assert "inpaint_source: pipeline class 'StableDiffusionPipeline'" in message
+    assert "'inpaint-only'" in message
+    assert "'StableDiffusionInpaintPipeline' is not supported" in message
+    assert "'typo'" in message and "inpaint_source: folder" in message
+
+
 def test_uncached_hub_id_is_fine_online(tmp_path, monkeypatch):
     monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
     check_model_sources([ModelSpec("later", HUB_ID)], cache_dir=str(tmp_path))
@@ -136,27 +156,46 @@ def test_device_and_dtype_resolution():
             resolve_device("cuda:1")
 
 
-def test_cache_keeps_the_most_recently_used():
-    specs = [ModelSpec(name, f"/models/{name}") for name in "abc"]
+def recording_cache(specs, max_loaded=2) -> tuple[PipelineCache, list[str]]:
+    """A cache whose loader makes placeholders and records each source it loads."""
     loads = []
 
     def fake_loader(spec, device, dtype):
-        loads.append(spec.name)
+        loads.append(spec.source)
         return object()
 
     cpu = torch.device("cpu")
-    cache = PipelineCache(specs, cpu, torch.float32, max_loaded=2, loader=fake_loader)
+    return PipelineCache(specs, cpu, torch.float32, max_loaded, loader=fake_loader), loads
+
+
+def test_cache_keeps_the_most_recently_used():
+    specs = [ModelSpec(name, f"/models/{name}") for name in "abc"]
+    cache, loads = recording_cache(specs)
     first = cache.get("a")
     cache.get("b")
     assert cache.get("a") is first  # reused, and now the most recent
     cache.get("c")  # evicts b, the least recently used
     assert cache.loaded_names == ("a", "c")
     cache.get("b")
-    assert loads == ["a", "b", "c", "b"]
+    assert loads == [f"/models/{name}" for name in "abcb"]
     with pytest.raises(UnknownModelError, match="'nope'"):
         cache.get("nope")
     with pytest.raises(ValueError, match="max_loaded"):
         PipelineCache(specs, torch.device("cpu"), torch.float32, max_loaded=0)
+
+
+def test_cache_keeps_inpainting_variants_apart():
+    specs = [
+        ModelSpec("a", "/models/a", inpaint_source="/models/a-inpainting"),
+        ModelSpec("b", "/models/b"),
+    ]
+    cache, loads = recording_cache(specs)
+    base, inpaint = cache.get("a"), cache.get_inpaint("a")
+    assert base is not inpaint and cache.get_inpaint("a") is inpaint
+    assert cache.loaded_names == ("a", "a (inpaint)")
+    assert loads == ["/models/a", "/models/a-inpainting"]
+    with pytest.raises(ValueError, match="no inpaint_source"):
+        cache.get_inpaint("b")
 
 
 def test_load_pipeline_for_real(tiny_model_spec):

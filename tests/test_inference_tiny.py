@@ -37,6 +37,15 @@ def test_tiny_model_is_sd15_shaped(tiny_pipe):
     assert tiny_pipe.safety_checker is None
 
 
+def test_tiny_inpainting_model_is_sd15_inpainting_shaped(tiny_inpaint_model_dir):
+    import json
+
+    index = json.loads((tiny_inpaint_model_dir / "model_index.json").read_text())
+    unet = json.loads((tiny_inpaint_model_dir / "unet" / "config.json").read_text())
+    assert index["_class_name"] == "StableDiffusionInpaintPipeline"
+    assert unet["in_channels"] == 9 and unet["out_channels"] == 4
+
+
 def test_cli_build_is_deterministic_per_seed(tmp_path, tiny_model_dir):
     # The bot's CLI runs this module in a subprocess; the same seed gives the same weights.
     folder = tmp_path / "from-cli"

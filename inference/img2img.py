@@ -1,0 +1,266 @@
+"""img2img, and the diffusion pass every image workflow shares: latents in, images out.
+
+The workflows (img2img with loopback, the hires fix's second pass, inpaint, outpaint) all start
+from latents we encode ourselves and hand to a stock diffusers pipeline as its ``image`` (a
+4-channel tensor is taken as latents as they are). Owning that step is what lets inpaint edit
+the starting latents ("latent noise", "latent nothing") and the hires fix resize them.
+
+Seeds follow generate.py: one CPU generator per image, seeded with that image's seed, so the
+noise a pass adds to image i (and, for ancestral samplers, every later draw) comes from image i's
+generator alone, and image i is reproduced by running its seed alone.
+
+The img2img and inpaint pipelines are built from the loaded model's components, once per
+model: the same weights in memory, nothing loaded again.
+"""
+
+from __future__ import annotations
+
+import math
+import weakref
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import torch
+from diffusers import DiffusionPipeline, StableDiffusionImg2ImgPipeline
+from PIL import Image
+
+from inference.generate import (
+    InvalidRequestError,
+    IsCancelled,
+    JobCancelledError,
+    OnStep,
+    step_callback,
+    use_sampler,
+)
+from inference.masks import flatten, resize_image
+from inference.protocol import GenerateRequest, ImageInput
+
+# --- pipelines built from a loaded one -----------------------------------------------------
+
+# Per loaded pipeline: the other pipeline classes built from its components. Weak keys, so a
+# model the PipelineCache evicts takes its img2img and inpaint pipelines with it.
+_derived: weakref.WeakKeyDictionary[DiffusionPipeline, dict[type, DiffusionPipeline]] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def derived_pipeline(base: DiffusionPipeline, pipeline_class: type) -> DiffusionPipeline:
+    """``base``'s weights as a ``pipeline_class`` (img2img, inpaint), built once and reused."""
+    if isinstance(base, pipeline_class):
+        return base
+    by_class = _derived.setdefault(base, {})
+    if pipeline_class not in by_class:
+        pipe = pipeline_class(**base.components, requires_safety_checker=False)
+        pipe.set_progress_bar_config(disable=True)
+        by_class[pipeline_class] = pipe
+    return by_class[pipeline_class]
+
+
+# --- how many steps a pass runs ------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Schedule:
+    """What a pass asks of diffusers, and the steps that really run (what progress counts)."""
+
+    num_inference_steps: int
+    strength: float
+    steps: int  # 0: the pass is skipped and its input kept
+
+
+def img2img_schedule(steps: int, strength: float) -> Schedule:
+    """img2img's steps: ``steps`` spread over the whole schedule, the last int(steps * strength)
+    of them run (diffusers' and A1111's count).
+
+    A strength too small for one step still runs one, at the lowest noise, as A1111 does; only
+    a strength of 0 runs nothing.
+    """
+    if strength <= 0:
+        return Schedule(steps, 0.0, 0)
+    run = min(int(steps * strength), steps)
+    if run >= 1:
+        return Schedule(steps, strength, run)
+    # int(steps * 1.5 / steps) is 1 whatever the rounding: exactly the last step runs.
+    return Schedule(steps, min(1.0, 1.5 / steps), 1)
+
+
+# diffusers' DDPM-family schedulers refuse more inference steps than training timesteps.
+_MAX_SCHEDULE_STEPS = 1000
+
+
+def exact_steps_schedule(steps: int, strength: float) -> Schedule:
+    """A schedule that runs exactly ``steps`` (the hires fix's second pass).
+
+    A1111 asks for int(steps / strength) steps so that ``steps`` of them run; with diffusers'
+    flooring that can run one fewer, so the smallest total that runs ``steps`` is searched.
+    """
+    if strength <= 0:
+        return Schedule(steps, 0.0, 0)
+    total = max(steps, math.ceil(steps / strength))
+    if total >= _MAX_SCHEDULE_STEPS:
+        # A tiny strength: as many steps as the scheduler allows, fewer than asked for.
+        return img2img_schedule(_MAX_SCHEDULE_STEPS, strength)
+    while int(total * strength) < steps:
+        total += 1
+    while total > steps and int((total - 1) * strength) >= steps:
+        total -= 1
+    return Schedule(total, strength, steps)
+
+
+class Progress:
+    """One job's progress over all its passes: each pass reports into one running total."""
+
+    def __init__(self, on_step: OnStep, total: int):
+        self.on_step = on_step
+        self.total = total
+        self._next = 0
+
+    def reporter(self, steps: int) -> OnStep:
+        """An on_step for the next pass of ``steps`` steps, counting after the earlier ones."""
+        offset = self._next
+        self._next += steps
+
+        def report(done: int, _total: int, latents: torch.Tensor | None) -> None:
+            self.on_step(offset + done, self.total, latents)
+
+        return report
+
+    def callback(self, steps: int, is_cancelled: IsCancelled):
+        """The pipeline callback (progress and cancel) for the next pass."""
+        return step_callback(steps, self.reporter(steps), is_cancelled)
+
+
+def check_cancelled(is_cancelled: IsCancelled) -> None:
+    if is_cancelled():
+        raise JobCancelledError
+
+
+# --- images and latents --------------------------------------------------------------------
+
+
+def load_image(
+    path: str, what: str, convert: Callable[[Image.Image], Image.Image] = flatten
+) -> Image.Image:
+    """An image file, fully read and converted; a missing or broken file is the user's to fix
+    (the message names the image, not the server's path)."""
+    try:
+        with Image.open(path) as image:
+            image.load()
+            return convert(image)
+    except (OSError, ValueError, Image.DecompressionBombError) as exc:
+        message = f"the {what} could not be read ({type(exc).__name__}); send it again"
+        raise InvalidRequestError(message) from exc
+
+
+@torch.no_grad()
+def encode(
+    pipe: DiffusionPipeline, images: Sequence[Image.Image], keep: torch.Tensor | None = None
+) -> torch.Tensor:
+    """The images' latents, scaled as the UNet sees them: one row per image.
+
+    ``keep`` (1 or 0 per pixel) blanks pixels to the grey of 0 before encoding: the masked
+    image an inpainting checkpoint is conditioned on. The VAE's mean is used rather than a
+    sample: the spread is tiny for SD's VAE, and this way the latents depend on the image
+    alone. One image repeated over a batch (a job's shared source) is encoded once.
+    """
+    if len(images) > 1 and all(image is images[0] for image in images):
+        return encode(pipe, images[:1], keep).repeat(len(images), 1, 1, 1)
+    vae = pipe.vae
+    pixels = pipe.image_processor.preprocess(list(images))  # -1..1
+    if keep is not None:
+        pixels = pixels * keep.to(pixels)
+    pixels = pixels.to(device=vae.device, dtype=vae.dtype)
+    return vae.encode(pixels).latent_dist.mode() * vae.config.scaling_factor
+
+
+@torch.no_grad()
+def decode(pipe: DiffusionPipeline, latents: torch.Tensor) -> list[Image.Image]:
+    images = pipe.vae.decode(latents / pipe.vae.config.scaling_factor, return_dict=False)[0]
+    return pipe.image_processor.postprocess(images, output_type="pil")
+
+
+def generators(seeds: Sequence[int]) -> list[torch.Generator]:
+    return [torch.Generator("cpu").manual_seed(seed) for seed in seeds]
+
+
+def pass_seeds(seeds: Sequence[int], offset: int) -> list[int]:
+    """Seeds of a later pass: A1111's loopback adds one per pass (kept within 64 bits)."""
+    return [(seed + offset) % 2**64 for seed in seeds]
+
+
+def pipeline_arguments(
+    request: GenerateRequest,
+    seeds: Sequence[int],
+    schedule: Schedule,
+    progress: Progress,
+    is_cancelled: IsCancelled,
+) -> dict:
+    """The arguments img2img and inpaint pipeline calls share."""
+    return dict(
+        prompt=request.prompt,
+        negative_prompt=request.negative_prompt or None,
+        strength=schedule.strength,
+        num_inference_steps=schedule.num_inference_steps,
+        guidance_scale=request.cfg_scale,
+        num_images_per_prompt=len(seeds),
+        generator=generators(seeds),
+        callback_on_step_end=progress.callback(schedule.steps, is_cancelled),
+        callback_on_step_end_tensor_inputs=["latents"],
+    )
+
+
+def img2img_pass(
+    base: DiffusionPipeline,
+    request: GenerateRequest,
+    latents: torch.Tensor,
+    seeds: Sequence[int],
+    schedule: Schedule,
+    progress: Progress,
+    is_cancelled: IsCancelled,
+) -> list[Image.Image]:
+    """One img2img pass from ``latents`` (one row per seed); ``schedule.steps`` must be >= 1."""
+    pipe = derived_pipeline(base, StableDiffusionImg2ImgPipeline)
+    use_sampler(pipe, request.sampler, seeds, base=base)
+    arguments = pipeline_arguments(request, seeds, schedule, progress, is_cancelled)
+    return list(pipe(image=latents, output_type="pil", **arguments).images)
+
+
+# --- the img2img workflow ------------------------------------------------------------------
+
+
+def loopback_strengths(image: ImageInput) -> list[float]:
+    """Each pass's denoising strength: A1111's loopback script with its linear curve."""
+    first = image.denoising_strength
+    last = first if image.loopback_final_strength is None else image.loopback_final_strength
+    count = image.loopback_count
+    if count == 1:
+        return [first]
+    return [first + (last - first) * index / (count - 1) for index in range(count)]
+
+
+def run_img2img(
+    base: DiffusionPipeline,
+    request: GenerateRequest,
+    on_step: OnStep,
+    is_cancelled: IsCancelled,
+) -> list[Image.Image]:
+    """The source fitted to width x height, then ``loopback_count`` img2img passes.
+
+    Each pass starts from the previous one's images. Pass k uses seed + k for every image, as
+    A1111's loopback script does (it adds one to the seed after each pass), so with the bot's
+    seed + i batches image i's pass k has seed + i + k, A1111's exact seeds.
+    """
+    options = request.image
+    source = load_image(options.path, "source image")
+    fitted = resize_image(options.resize_mode, source, request.width, request.height)
+    schedules = [img2img_schedule(request.steps, s) for s in loopback_strengths(options)]
+    progress = Progress(on_step, sum(schedule.steps for schedule in schedules))
+    current = [fitted] * len(request.seeds)
+    for index, schedule in enumerate(schedules):
+        check_cancelled(is_cancelled)
+        if not schedule.steps:
+            continue  # strength 0 keeps the image as it is
+        latents = encode(base, current)
+        seeds = pass_seeds(request.seeds, index)
+        current = img2img_pass(base, request, latents, seeds, schedule, progress, is_cancelled)
+    return current
