@@ -16,7 +16,8 @@ from dataclasses import dataclass, field, fields, is_dataclass
 from pathlib import Path
 from typing import Any, get_type_hints
 
-from inference.protocol import ModelSpec, WorkerConfig
+from inference.protocol import LANCZOS, ModelSpec, WorkerConfig
+from inference.upscaler_files import upscaler_files
 from inference.samplers import SAMPLERS
 
 ENV_PREFIX = "SDBOT__"
@@ -69,14 +70,16 @@ class ImageSettings:
     upscale_tile_overlap: int = 32
     # The longest side an upscale may produce.
     max_upscaled_side: int = 4096
-    # Uploads larger than this, or with more pixels than this, are refused; Pillow refuses
-    # more than twice max_upload_pixels outright (decompression bombs).
+    # Uploads larger than this many bytes are refused before download; uploads with more
+    # pixels than this are refused from their header, before decoding (decompression bombs).
     max_upload_bytes: int = 20 * 1024 * 1024
     max_upload_pixels: int = 4096 * 4096
     default_denoising_strength: float = 0.75
     # A1111's hires fix defaults, used when /imagine gives a hires scale without them.
     default_hires_denoising: float = 0.7
     max_hires_scale: float = 2.0
+    # The longest side a hires fix may produce.
+    max_hires_side: int = 2048
     # Zoom out and pan: the most pixels a pan adds, as a fraction of the image's side.
     pan_fraction: float = 0.5
     max_loopback: int = 8
@@ -154,6 +157,16 @@ class Settings:
         for name, value in (("limits.min_size", self.limits.min_size), ("limits.max_size", self.limits.max_size)):
             if value % 8:
                 raise ConfigError(f"{name} must be a multiple of 8, got {value}")
+
+        images = self.images
+        if images.default_upscaler != LANCZOS and images.default_upscaler not in upscaler_files(images.upscaler_dirs):
+            raise ConfigError(
+                f"images.default_upscaler {images.default_upscaler!r} is neither {LANCZOS!r} nor a .pth/.safetensors "
+                f"file in images.upscaler_dirs {list(images.upscaler_dirs)}"
+            )
+        for name in ("max_upload_bytes", "max_upload_pixels", "max_upscaled_side", "max_hires_side", "max_loopback"):
+            if getattr(images, name) < 1:
+                raise ConfigError(f"images.{name} must be at least 1, got {getattr(images, name)}")
 
     def model(self, name: str) -> ModelSettings | None:
         return next((model for model in self.models if model.name == name), None)

@@ -7,7 +7,7 @@ import logging
 
 import pytest
 
-from bot.config import LimitSettings, ModelSettings, QueueSettings, Settings, WorkerSettings
+from bot.config import ImageSettings, LimitSettings, ModelSettings, QueueSettings, Settings, WorkerSettings
 from db.migrate import upgrade_database
 from db.session import Database
 
@@ -33,6 +33,7 @@ def settings(tmp_path, tiny_model_dir) -> Settings:
         limits=LimitSettings(min_size=64, max_size=128, max_pixels=128 * 128, default_steps=3, max_steps=60),
         queue=QueueSettings(max_pending_per_user=5),
         worker=WorkerSettings(device="cpu", preview_interval_s=0.0, startup_timeout_s=180.0),
+        images=ImageSettings(upscaler_dirs=(str(tmp_path / "upscalers"),)),
     )
 
 

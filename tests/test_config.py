@@ -52,3 +52,25 @@ def test_bad_settings_are_named(tmp_path, text, message):
     config.write_text(text, encoding="utf-8")
     with pytest.raises(ConfigError, match=message.replace("(", r"\(").replace(")", r"\)")):
         load_settings(config, environ={})
+
+
+def test_the_default_upscaler_must_exist(tmp_path):
+    folder = tmp_path / "ESRGAN"
+    config = tmp_path / "config.toml"
+    config.write_text(
+        f'[images]\nupscaler_dirs = ["{folder.as_posix()}"]\ndefault_upscaler = "RealESRGAN_x4plus"\n', encoding="utf-8"
+    )
+    with pytest.raises(ConfigError, match="images.default_upscaler 'RealESRGAN_x4plus' is neither 'Lanczos'"):
+        load_settings(config, environ={})
+    folder.mkdir()
+    (folder / "RealESRGAN_x4plus.pth").write_bytes(b"weights")
+    settings = load_settings(config, environ={})
+    assert settings.images.default_upscaler == "RealESRGAN_x4plus"
+    assert settings.images.upscaler_dirs == (folder.as_posix(),)
+
+
+def test_list_settings_must_be_arrays_of_strings(tmp_path):
+    config = tmp_path / "config.toml"
+    config.write_text('[images]\nupscaler_dirs = "models/ESRGAN"\n', encoding="utf-8")
+    with pytest.raises(ConfigError, match="images.upscaler_dirs must be an array of str"):
+        load_settings(config, environ={})

@@ -28,7 +28,7 @@ from inference.protocol import (
 from inference.samplers import SAMPLER_NAMES, find_sampler
 
 if TYPE_CHECKING:
-    from bot.config import Settings
+    from bot.config import LimitSettings, Settings
     from db.models import Job, User
 
 T = TypeVar("T")
@@ -317,6 +317,23 @@ def reroll_of(job: Job) -> JobParameters:
         seed=random_seed(),
         subseed=None,
         subseed_strength=0.0,
+        parent_job_id=job.id,
+        parent_image_index=None,
+    )
+
+
+def remix_of(job: Job, prompt: str, negative_prompt: str, limits: LimitSettings) -> JobParameters:
+    """The same job, seeds included, with the prompts the user edited: Midjourney's remix."""
+    prompt = " ".join(prompt.split())
+    if not prompt:
+        raise InvalidOption("The prompt is empty: describe the image you want.")
+    for name, text in (("prompt", prompt), ("negative prompt", negative_prompt)):
+        if len(text) > limits.max_prompt_length:
+            raise InvalidOption(f"The {name} is {len(text)} characters long; the limit is {limits.max_prompt_length}.")
+    return replace(
+        parameters_of(job),
+        prompt=prompt,
+        negative_prompt=negative_prompt.strip(),
         parent_job_id=job.id,
         parent_image_index=None,
     )
