@@ -2,19 +2,31 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import discord
 
-from bot import uploads
+from bot import inputs, uploads
 from bot.errors import ImageUnavailable, InvalidOption, NotAllowed, UserError
-from bot.jobs.params import JobParameters, reroll_of, variation_of
+from bot.jobs.params import GenerationOptions, JobParameters, parameters_of, remix_of, reroll_of, variation_of
+from bot.jobs.workflows import (
+    SourceImage,
+    img2img_parameters,
+    inpaint_parameters,
+    outpaint_parameters,
+    upscale_parameters,
+    without_workflow,
+)
 from bot.jobs.queue import CancelOutcome, Requester
 from bot.ui import buttons, embeds
 from db.models import Image, Job, JobStatus
+from inference.protocol import JobKind
 
 if TYPE_CHECKING:
     from bot.client import SDBot
@@ -45,6 +57,26 @@ async def run_for_user(interaction: discord.Interaction, action: Callable[[], Aw
         raise
 
 
+@asynccontextmanager
+async def thinking(interaction: discord.Interaction) -> AsyncIterator[None]:
+    """Acknowledge at once, for work that may pass Discord's 3 seconds (reading an upload).
+
+    The "thinking…" message is public, as the job's status message will be; when the work is
+    refused it is deleted, so only the private explanation (sent by run_for_user or the
+    tree's error handler) remains.
+    """
+    await interaction.response.defer(thinking=True)
+    try:
+        yield
+    except UserError:
+        with contextlib.suppress(discord.HTTPException):
+            # A still-loading response must be finished before it is deleted, or Discord
+            # takes the next followup (our private explanation) for its content and fails.
+            await interaction.edit_original_response(content="Not queued.")
+            await interaction.delete_original_response()
+        raise
+
+
 def requester(interaction: discord.Interaction) -> Requester:
     return Requester(
         user_id=interaction.user.id,
@@ -67,11 +99,16 @@ async def submit(interaction: discord.Interaction, params: JobParameters) -> Job
     bot.delivery.track(job.id, interaction)
     entry = await bot.queue.entry(job.id)
     position, eta = (entry.position, entry.eta_seconds) if entry else (1, 0.0)
-    response = await interaction.response.send_message(
-        embed=embeds.queued_embed(job, position, eta), view=buttons.status_view(job.id)
-    )
-    if isinstance(response.resource, discord.InteractionMessage):
-        await bot.queue.set_message(job.id, response.resource.channel.id, response.resource.id)
+    embed, view = embeds.queued_embed(job, position, eta), buttons.status_view(job.id)
+    if interaction.response.is_done():
+        # Deferred while an upload was read: the first followup replaces the "thinking" message
+        # and is the interaction's original response from then on.
+        message = await interaction.followup.send(embed=embed, view=view, wait=True)
+        await bot.queue.set_message(job.id, message.channel.id, message.id)
+    else:
+        response = await interaction.response.send_message(embed=embed, view=view)
+        if isinstance(response.resource, discord.InteractionMessage):
+            await bot.queue.set_message(job.id, response.resource.channel.id, response.resource.id)
     bot.dispatcher.wake()
     return job
 
@@ -116,12 +153,135 @@ async def post_single_image(interaction: discord.Interaction, job_id: int, index
 
 
 async def vary(interaction: discord.Interaction, job_id: int, index: int, strength: str) -> None:
+    """A1111 variations of a txt2img image; an image made from another image (img2img,
+    inpaint, outpaint) has no noise of its own to vary, so it gets img2img of itself."""
     bot = bot_of(interaction)
     job, image = await _finished_image(bot, job_id, index)
     _check_model_still_there(bot, job)
-    amount = buttons.variation_strength(bot.settings.discord, strength)
     count = min(4, bot.settings.limits.max_count)
-    await submit(interaction, variation_of(job, index, image.seed, amount, count))
+    if job.kind in (JobKind.TXT2IMG, JobKind.VARIATION):
+        amount = buttons.variation_strength(bot.settings.discord, strength)
+        await submit(interaction, variation_of(job, index, image.seed, amount, count))
+        return
+    source = _source_of(job, image)
+    user = await bot.queue.user(interaction.user.id)
+    options = replace(options_from(job), count=count)
+    params = img2img_parameters(options, bot.settings, user, source, strength=IMG2IMG_VARY_STRENGTH[strength])
+    await submit(interaction, params)
+
+
+# Denoising strengths of "Vary" on an image made from another image: img2img needs more
+# strength than a variation seed for the same visible change.
+IMG2IMG_VARY_STRENGTH = {"subtle": 0.3, "strong": 0.6}
+
+
+def options_from(job: Job, prompt: str | None = None, negative_prompt: str | None = None) -> GenerationOptions:
+    """The generation options of an earlier job, with a new random seed, for work derived
+    from one of its images; checked again against today's limits by the builders."""
+    return GenerationOptions(
+        prompt=job.prompt if prompt is None else prompt,
+        negative_prompt=job.negative_prompt if negative_prompt is None else negative_prompt,
+        steps=job.steps,
+        cfg_scale=job.cfg_scale,
+        sampler=job.sampler,
+        model=job.model,
+    )
+
+
+def _source_of(job: Job, image: Image) -> SourceImage:
+    if not Path(image.path).is_file():
+        raise ImageUnavailable(f"Image {image.index + 1} of job #{job.id} is no longer on disk.")
+    return SourceImage(image.path, image.width, image.height, image.seed, job.id, image.index)
+
+
+async def upscale(interaction: discord.Interaction, job_id: int, index: int, scale: float) -> None:
+    bot = bot_of(interaction)
+    job, image = await _finished_image(bot, job_id, index)
+    base = without_workflow(parameters_of(job))
+    params = upscale_parameters(bot.settings, _source_of(job, image), scale=scale, upscaler=None, base=base)
+    await submit(interaction, params)
+
+
+async def outpaint(interaction: discord.Interaction, job_id: int, index: int, direction: str) -> None:
+    """Zoom out ("zoom1.5", "zoom2") or pan ("left", "right", "up", "down") one image."""
+    bot = bot_of(interaction)
+    job, image = await _finished_image(bot, job_id, index)
+    _check_model_still_there(bot, job)
+    source = _source_of(job, image)
+    pads = outpaint_pixels(direction, image.width, image.height, bot.settings.images.pan_fraction)
+    user = await bot.queue.user(interaction.user.id)
+    options = replace(options_from(job), count=bot.settings.limits.default_count)
+    await submit(interaction, outpaint_parameters(options, bot.settings, user, source, **pads))
+
+
+def outpaint_pixels(direction: str, width: int, height: int, pan_fraction: float) -> dict[str, int]:
+    """Pixels to add per side: a zoom adds the same on every side, a pan on one side only."""
+    if direction.startswith("zoom"):
+        factor = float(direction.removeprefix("zoom"))
+        across, down = round(width * (factor - 1) / 2), round(height * (factor - 1) / 2)
+        return {"left": across, "right": across, "top": down, "bottom": down}
+    side = {"left": "left", "right": "right", "up": "top", "down": "bottom"}[direction]
+    along = width if side in ("left", "right") else height
+    return {side: round(along * pan_fraction)}
+
+
+async def remix(interaction: discord.Interaction, job_id: int, prompt: str, negative_prompt: str) -> None:
+    """Re-run a job with an edited prompt: same seeds, same everything else."""
+    bot = bot_of(interaction)
+    job = await bot.queue.require(job_id)
+    _check_model_still_there(bot, job)
+    await submit(interaction, remix_of(job, prompt, negative_prompt, bot.settings.limits))
+
+
+async def inpaint(
+    interaction: discord.Interaction,
+    job_id: int,
+    index: int,
+    *,
+    prompt: str,
+    strength: str,
+    mask: discord.Attachment | None,
+    masked_content: str | None,
+    only_masked: bool,
+) -> None:
+    """Inpaint one image with the mask the user uploaded in the inpaint modal."""
+    bot = bot_of(interaction)
+    if mask is None:
+        raise InvalidOption("Upload a mask: white where the image should change, black elsewhere.")
+    value = parse_strength(strength)
+    job, image = await _finished_image(bot, job_id, index)
+    _check_model_still_there(bot, job)
+    source = _source_of(job, image)
+    async with thinking(interaction):
+        mask_path, note = await inputs.read_mask_upload(mask, bot.settings, source)
+        user = await bot.queue.user(interaction.user.id)
+        options = replace(options_from(job, prompt=prompt), count=bot.settings.limits.default_count)
+        params = inpaint_parameters(
+            options, bot.settings, user, source, mask_path,
+            strength=value, masked_content=masked_content, only_masked=only_masked,
+        )
+    await submit(interaction, params)
+    if note:
+        await interaction.followup.send(note, ephemeral=True)
+
+
+def parse_strength(text: str) -> float:
+    try:
+        value = float(text.strip().replace(",", "."))
+    except ValueError:
+        raise InvalidOption(f"The denoising strength must be a number between 0 and 1, got `{text}`.") from None
+    if not 0.0 <= value <= 1.0:
+        raise InvalidOption(f"The denoising strength must be between 0 and 1, got {value:g}.")
+    return value
+
+
+async def finished_image(interaction: discord.Interaction, job_id: int, index: int) -> tuple[Job, Image]:
+    """A finished job's image, checked to be usable for new work (file on disk, model there)."""
+    bot = bot_of(interaction)
+    job, image = await _finished_image(bot, job_id, index)
+    _check_model_still_there(bot, job)
+    _source_of(job, image)
+    return job, image
 
 
 async def reroll(interaction: discord.Interaction, job_id: int) -> None:

@@ -18,7 +18,7 @@ from bot.ui.buttons import DYNAMIC_ITEMS
 
 log = logging.getLogger(__name__)
 
-EXTENSIONS = ("bot.cogs.imagine", "bot.cogs.queue")
+EXTENSIONS = ("bot.cogs.imagine", "bot.cogs.images", "bot.cogs.queue")
 
 
 class SDBot(commands.Bot):

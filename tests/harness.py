@@ -175,5 +175,13 @@ async def attachment_image(message: discord.Message, index: int = 0) -> Image.Im
     return image
 
 
+# Under one image (a U button's post): Midjourney's buttons, then upscale, zoom and pan.
+SINGLE_IMAGE_BUTTONS = [
+    "Vary (subtle)", "Vary (strong)", "Inpaint",
+    "Upscale 2x", "Upscale 4x", "Zoom out 1.5x", "Zoom out 2x",
+    "⬅️", "➡️", "⬆️", "⬇️",
+]
+
+
 def button_labels(message: discord.Message) -> list[str]:
     return [child.label or "" for row in message.components for child in getattr(row, "children", [])]

@@ -7,7 +7,7 @@ from PIL import Image
 
 from db.models import JobStatus
 from inference.infotext import parse_infotext
-from tests.harness import attachment_image, button_labels
+from tests.harness import SINGLE_IMAGE_BUTTONS, attachment_image, button_labels
 
 
 async def test_imagine_to_a_finished_grid(harness):
@@ -36,7 +36,7 @@ async def test_imagine_to_a_finished_grid(harness):
     assert fields["Seeds"] == "1234, 1235, 1236, 1237"
     assert fields["Size"] == "64x64" and fields["Steps"] == "3"
     assert fields["Sampler"] == "Euler a" and fields["CFG"] == "7" and fields["Model"] == "tiny"
-    assert button_labels(message) == ["U1", "U2", "U3", "U4", "Reroll", "V1", "V2", "V3", "V4"]
+    assert button_labels(message) == ["U1", "U2", "U3", "U4", "Reroll", "V1", "V2", "V3", "V4", "Remix"]
     grid = await attachment_image(message)
     assert grid.format == "PNG" and grid.size == (128, 128)
 
@@ -60,7 +60,7 @@ async def test_counts_one_to_three(harness):
         shown = await attachment_image(message)
         if count == 1:
             assert shown.size == (64, 64)
-            assert button_labels(message) == ["Vary (subtle)", "Vary (strong)", "Reroll"]
+            assert button_labels(message) == [*SINGLE_IMAGE_BUTTONS[:3], "Remix", "Reroll", *SINGLE_IMAGE_BUTTONS[3:]]
         else:
             assert shown.size[0] * shown.size[1] >= count * 64 * 64
             assert button_labels(message)[:count] == [f"U{i + 1}" for i in range(count)]
@@ -88,7 +88,7 @@ async def test_u2_posts_image_two_and_its_seed_reproduces_it(harness):
     upscale = await alice.click(harness.message(result.response.id), label="U2")
     posted = upscale.response
     assert not posted.ephemeral
-    assert button_labels(posted.message) == ["Vary (subtle)", "Vary (strong)"]
+    assert button_labels(posted.message) == SINGLE_IMAGE_BUTTONS
     assert {f.name: f.value for f in posted.embeds[0].fields}["Seed"] == "43"
     alone = np.asarray(await attachment_image(posted.message))
     assert np.array_equal(alone, np.asarray(Image.open(second.path)))

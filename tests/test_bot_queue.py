@@ -8,7 +8,7 @@ import pytest
 from sqlalchemy import select, update
 
 from db.models import Job, JobStatus
-from tests.harness import attachment_image, button_labels
+from tests.harness import SINGLE_IMAGE_BUTTONS, attachment_image, button_labels
 
 LIMIT = 100 * 1024
 SLOW = {"steps": 60, "count": 4, "width": 128, "height": 128}  # long enough to act while it runs
@@ -190,7 +190,7 @@ async def test_a_result_after_the_interaction_token_expired_arrives_as_a_new_mes
     assert job.message_id != result.response.id
     posted = harness.message(job.message_id)
     assert posted.content == f"<@{alice.id}> job #{job.id} is done." and posted.attachments
-    assert button_labels(posted) == ["Vary (subtle)", "Vary (strong)", "Reroll"]
+    assert button_labels(posted) == [*SINGLE_IMAGE_BUTTONS[:3], "Remix", "Reroll", *SINGLE_IMAGE_BUTTONS[3:]]
     assert "is done" in harness.message(result.response.id).content
 
 

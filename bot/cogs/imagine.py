@@ -10,6 +10,8 @@ from discord.ext import commands
 
 from bot import actions
 from bot.jobs.params import ASPECT_RATIOS, MAX_SEED, GenerationOptions, resolve_parameters
+from bot.jobs.workflows import hires_parameters, upscaler_names
+from inference.protocol import LATENT
 from inference.samplers import SAMPLER_NAMES
 
 if TYPE_CHECKING:
@@ -40,6 +42,10 @@ class Imagine(commands.Cog):
         seed="Seed of the first image; -1 or empty for random. Image i uses seed + i",
         count="How many images (1-4)",
         model="Which model to use",
+        hires_scale="Hires fix: make the image this much larger in a second pass (e.g. 2)",
+        hires_steps="Hires fix: steps of the second pass (0: same as steps)",
+        hires_denoising="Hires fix: how much the second pass may change (0-1)",
+        hires_upscaler="Hires fix: Latent, Lanczos or an upscaler model",
     )
     @app_commands.choices(aspect=[app_commands.Choice(name=ratio, value=ratio) for ratio in ASPECT_RATIOS])
     async def imagine(
@@ -56,6 +62,10 @@ class Imagine(commands.Cog):
         seed: app_commands.Range[int, -1, MAX_SEED] | None = None,
         count: app_commands.Range[int, 1, 10] | None = None,
         model: str | None = None,
+        hires_scale: app_commands.Range[float, 1.0, 8.0] | None = None,
+        hires_steps: app_commands.Range[int, 0, 500] | None = None,
+        hires_denoising: app_commands.Range[float, -1.0, 2.0] | None = None,
+        hires_upscaler: str | None = None,
     ) -> None:
         # Discord's ranges above are wide on purpose: the server's own limits (config) are
         # checked here, with a message that says what this server allows.
@@ -74,6 +84,14 @@ class Imagine(commands.Cog):
         )
         user = await self.bot.queue.user(interaction.user.id)
         params = resolve_parameters(options, self.bot.settings, user)
+        params = hires_parameters(
+            params,
+            self.bot.settings,
+            scale=hires_scale,
+            steps=hires_steps,
+            denoising=hires_denoising,
+            upscaler=hires_upscaler,
+        )
         await actions.submit(interaction, params)
 
     @imagine.autocomplete("sampler")
@@ -83,6 +101,12 @@ class Imagine(commands.Cog):
     @imagine.autocomplete("model")
     async def model_autocomplete(self, interaction: discord.Interaction, current: str) -> list[app_commands.Choice[str]]:
         return matching_choices([m.name for m in self.bot.settings.models], current)
+
+    @imagine.autocomplete("hires_upscaler")
+    async def hires_upscaler_autocomplete(
+        self, interaction: discord.Interaction, current: str
+    ) -> list[app_commands.Choice[str]]:
+        return matching_choices([LATENT, *upscaler_names(self.bot.settings)], current)
 
 
 async def setup(bot: SDBot) -> None:

@@ -15,6 +15,8 @@ import discord
 from discord.ui import Button, DynamicItem
 
 from bot import actions
+from bot.ui import modals
+from inference.protocol import JobKind
 
 if TYPE_CHECKING:
     from bot.config import DiscordSettings
@@ -100,7 +102,112 @@ class CancelButton(DynamicItem[Button], template=r"sd:cancel:(?P<job>\d+)"):
         await _guarded(interaction, lambda: actions.cancel(interaction, self.job_id))
 
 
-DYNAMIC_ITEMS = (UpscaleButton, VariationButton, RerollButton, CancelButton)
+class UpscaleImageButton(DynamicItem[Button], template=r"sd:up:(?P<job>\d+):(?P<index>\d+):(?P<scale>[24])"):
+    """Upscale 2x / 4x under one image, with the server's default upscaler."""
+
+    def __init__(self, job_id: int, index: int, scale: int) -> None:
+        super().__init__(
+            Button(label=f"Upscale {scale}x", style=discord.ButtonStyle.secondary, custom_id=f"sd:up:{job_id}:{index}:{scale}")
+        )
+        self.job_id, self.index, self.scale = job_id, index, scale
+
+    @classmethod
+    async def from_custom_id(
+        cls, interaction: discord.Interaction, item: Button, match: re.Match[str]
+    ) -> UpscaleImageButton:
+        return cls(job_id=int(match["job"]), index=int(match["index"]), scale=int(match["scale"]))
+
+    async def callback(self, interaction: discord.Interaction) -> None:
+        await _guarded(interaction, lambda: actions.upscale(interaction, self.job_id, self.index, float(self.scale)))
+
+
+# Direction in the custom_id -> the button's label.
+OUTPAINT_LABELS = {
+    "zoom1.5": "Zoom out 1.5x",
+    "zoom2": "Zoom out 2x",
+    "left": "⬅️",
+    "right": "➡️",
+    "up": "⬆️",
+    "down": "⬇️",
+}
+
+
+class OutpaintButton(
+    DynamicItem[Button], template=r"sd:out:(?P<job>\d+):(?P<index>\d+):(?P<direction>zoom1\.5|zoom2|left|right|up|down)"
+):
+    """Zoom out and pan: outpaint the image on every side or on one."""
+
+    def __init__(self, job_id: int, index: int, direction: str) -> None:
+        super().__init__(
+            Button(
+                label=OUTPAINT_LABELS[direction],
+                style=discord.ButtonStyle.secondary,
+                custom_id=f"sd:out:{job_id}:{index}:{direction}",
+            )
+        )
+        self.job_id, self.index, self.direction = job_id, index, direction
+
+    @classmethod
+    async def from_custom_id(cls, interaction: discord.Interaction, item: Button, match: re.Match[str]) -> OutpaintButton:
+        return cls(job_id=int(match["job"]), index=int(match["index"]), direction=match["direction"])
+
+    async def callback(self, interaction: discord.Interaction) -> None:
+        await _guarded(interaction, lambda: actions.outpaint(interaction, self.job_id, self.index, self.direction))
+
+
+class RemixButton(DynamicItem[Button], template=r"sd:remix:(?P<job>\d+)"):
+    """Edit the prompt in a form and run the job again with the same seeds."""
+
+    def __init__(self, job_id: int) -> None:
+        super().__init__(
+            Button(emoji="🎛️", label="Remix", style=discord.ButtonStyle.secondary, custom_id=f"sd:remix:{job_id}")
+        )
+        self.job_id = job_id
+
+    @classmethod
+    async def from_custom_id(cls, interaction: discord.Interaction, item: Button, match: re.Match[str]) -> RemixButton:
+        return cls(job_id=int(match["job"]))
+
+    async def callback(self, interaction: discord.Interaction) -> None:
+        async def open_form() -> None:
+            job = await actions.bot_of(interaction).queue.require(self.job_id)
+            await interaction.response.send_modal(modals.RemixModal(job))
+
+        await _guarded(interaction, open_form)
+
+
+class InpaintButton(DynamicItem[Button], template=r"sd:inpaint:(?P<job>\d+):(?P<index>\d+)"):
+    """Open the inpaint form (prompt, mask upload, strength) for one image."""
+
+    def __init__(self, job_id: int, index: int) -> None:
+        super().__init__(
+            Button(emoji="🖌️", label="Inpaint", style=discord.ButtonStyle.secondary, custom_id=f"sd:inpaint:{job_id}:{index}")
+        )
+        self.job_id, self.index = job_id, index
+
+    @classmethod
+    async def from_custom_id(cls, interaction: discord.Interaction, item: Button, match: re.Match[str]) -> InpaintButton:
+        return cls(job_id=int(match["job"]), index=int(match["index"]))
+
+    async def callback(self, interaction: discord.Interaction) -> None:
+        async def open_form() -> None:
+            job, _ = await actions.finished_image(interaction, self.job_id, self.index)
+            strength = actions.bot_of(interaction).settings.images.default_denoising_strength
+            await interaction.response.send_modal(modals.InpaintModal(job, self.index, strength))
+
+        await _guarded(interaction, open_form)
+
+
+DYNAMIC_ITEMS = (
+    UpscaleButton,
+    VariationButton,
+    RerollButton,
+    CancelButton,
+    UpscaleImageButton,
+    OutpaintButton,
+    RemixButton,
+    InpaintButton,
+)
 
 
 def _view(*items: discord.ui.Item[Any]) -> discord.ui.View:
@@ -114,29 +221,46 @@ def status_view(job_id: int) -> discord.ui.View:
     return _view(CancelButton(job_id))
 
 
-def result_view(job: Job) -> discord.ui.View:
-    """Under a finished job: U/V per image for a grid, Vary buttons for a single image."""
+def _rows(*rows: list[discord.ui.Item[Any]]) -> discord.ui.View:
+    for number, row in enumerate(rows):
+        for item in row:
+            item.row = number
+    return _view(*(item for row in rows for item in row))
+
+
+def result_view(job: Job) -> discord.ui.View | None:
+    """Under a finished job: U/V per image for a grid, the image workflows for a single image.
+
+    An upscale has none: every workflow on a 2048 px image would pass the server's limits.
+    """
+    if job.kind == JobKind.UPSCALE:
+        return None
     if job.count == 1:
         return single_image_view(job.id, 0, with_reroll=True)
-    upscales = [UpscaleButton(job.id, i) for i in range(job.count)]
-    variations = [VariationButton(job.id, i, "strong") for i in range(job.count)]
-    for button in upscales:
-        button.row = 0
-    for button in variations:
-        button.row = 1
-    reroll = RerollButton(job.id)
-    reroll.row = 0
-    return _view(*upscales, reroll, *variations)
+    upscales: list[discord.ui.Item[Any]] = [UpscaleButton(job.id, i) for i in range(job.count)]
+    variations: list[discord.ui.Item[Any]] = [VariationButton(job.id, i, "strong") for i in range(job.count)]
+    return _rows([*upscales, RerollButton(job.id)], [*variations, RemixButton(job.id)])
 
 
 def single_image_view(job_id: int, index: int, *, with_reroll: bool = False) -> discord.ui.View:
-    items: list[discord.ui.Item[Any]] = [
+    """Midjourney's buttons under one image, A1111's workflows behind them (5 rows at most)."""
+    first: list[discord.ui.Item[Any]] = [
         VariationButton(job_id, index, "subtle", label="Vary (subtle)"),
         VariationButton(job_id, index, "strong", label="Vary (strong)"),
+        InpaintButton(job_id, index),
     ]
     if with_reroll:
-        items.append(RerollButton(job_id))
-    return _view(*items)
+        first += [RemixButton(job_id), RerollButton(job_id)]
+    return _rows(
+        first,
+        [
+            UpscaleImageButton(job_id, index, 2),
+            UpscaleImageButton(job_id, index, 4),
+            OutpaintButton(job_id, index, "zoom1.5"),
+            OutpaintButton(job_id, index, "zoom2"),
+        ],
+        [OutpaintButton(job_id, index, direction) for direction in ("left", "right", "up", "down")],
+    )
 
 
 def variation_strength(settings: DiscordSettings, strength: Strength) -> float:

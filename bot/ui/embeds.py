@@ -6,6 +6,7 @@ import discord
 
 from bot.jobs.params import image_seeds
 from db.models import Job
+from inference.protocol import JobKind
 
 QUEUED_COLOUR = discord.Colour.blurple()
 RUNNING_COLOUR = discord.Colour.gold()
@@ -28,11 +29,51 @@ def format_duration(seconds: float) -> str:
 
 
 def _parameters_line(job: Job) -> str:
-    return f"{job.width}x{job.height} · {job.steps} steps · {job.sampler} · CFG {job.cfg_scale:g} · {job.model}"
+    if job.kind == JobKind.UPSCALE:
+        return f"{workflow_summary(job)} · {job.width}x{job.height}"
+    line = f"{job.width}x{job.height} · {job.steps} steps · {job.sampler} · CFG {job.cfg_scale:g} · {job.model}"
+    summary = workflow_summary(job)
+    return f"{summary} · {line}" if summary else line
+
+
+def workflow_summary(job: Job) -> str | None:
+    """What a job did besides txt2img, in one line; None for plain txt2img."""
+    kind = JobKind(job.kind)
+    if kind == JobKind.UPSCALE:
+        return f"Upscale {job.upscale_factor:g}x ({job.upscaler})"
+    parts: list[str] = []
+    if kind == JobKind.IMG2IMG:
+        parts.append(f"img2img, strength {job.denoising_strength:g}, {job.resize_mode}")
+        if (job.loopback_count or 1) > 1:
+            final = job.loopback_final_strength
+            parts.append(f"loopback x{job.loopback_count}" + (f" to strength {final:g}" if final is not None else ""))
+    elif kind == JobKind.INPAINT:
+        area = "only masked" if job.inpaint_only_masked else "whole picture"
+        parts.append(
+            f"Inpaint, strength {job.denoising_strength:g}, {job.masked_content}, mask blur {job.mask_blur}, {area}"
+        )
+    elif kind == JobKind.OUTPAINT:
+        added = ", ".join(
+            f"+{pixels} {side}"
+            for side, pixels in (
+                ("left", job.outpaint_left),
+                ("right", job.outpaint_right),
+                ("top", job.outpaint_top),
+                ("bottom", job.outpaint_bottom),
+            )
+            if pixels
+        )
+        parts.append(f"Outpaint {added}")
+    if job.hires_scale:
+        steps = job.hires_steps or job.steps
+        parts.append(
+            f"Hires fix {job.hires_scale:g}x ({job.hires_upscaler}, {steps} steps, denoising {job.hires_denoising:g})"
+        )
+    return "; ".join(parts) or None
 
 
 def _with_prompt(embed: discord.Embed, job: Job) -> discord.Embed:
-    embed.description = clip(job.prompt, 1000)
+    embed.description = clip(job.prompt, 1000) if job.prompt else None
     return _with_negative_prompt(embed, job)
 
 
@@ -69,19 +110,32 @@ def result_embed(job: Job, filename: str, image_index: int | None = None) -> dis
         seeds, subseeds = seeds[image_index : image_index + 1], subseeds[image_index : image_index + 1]
     # The prompt is the title; only a prompt too long for a title is repeated in full below it.
     description = clip(job.prompt, 1000) if len(job.prompt) > 256 else None
-    embed = discord.Embed(title=clip(job.prompt, 256), description=description, colour=DONE_COLOUR)
+    title = clip(job.prompt, 256) if job.prompt else "Upscaled image"
+    embed = discord.Embed(title=title, description=description, colour=DONE_COLOUR)
     _with_negative_prompt(embed, job)
+    summary = workflow_summary(job)
+    if summary:
+        embed.add_field(name="Workflow", value=clip(summary, 1000), inline=False)
+    if job.parent_job_id is not None:
+        source = f"job #{job.parent_job_id}"
+        if job.parent_image_index is not None:
+            source += f", image {job.parent_image_index + 1}"
+        embed.add_field(name="From", value=source)
     embed.add_field(name="Seed" if len(seeds) == 1 else "Seeds", value=", ".join(map(str, seeds)))
     if subseeds:
         embed.add_field(
             name="Variation seed" if len(subseeds) == 1 else "Variation seeds",
             value=f"{', '.join(map(str, subseeds))} (strength {job.subseed_strength:g})",
         )
-    embed.add_field(name="Size", value=f"{job.width}x{job.height}")
-    embed.add_field(name="Steps", value=str(job.steps))
-    embed.add_field(name="Sampler", value=job.sampler)
-    embed.add_field(name="CFG", value=f"{job.cfg_scale:g}")
-    embed.add_field(name="Model", value=job.model)
+    # The images' own size: a hires fix or an upscale makes them larger than the job's size.
+    shown = job.images[image_index or 0] if job.images else None
+    size = f"{shown.width}x{shown.height}" if shown is not None else f"{job.width}x{job.height}"
+    embed.add_field(name="Size", value=size)
+    if job.kind != JobKind.UPSCALE:
+        embed.add_field(name="Steps", value=str(job.steps))
+        embed.add_field(name="Sampler", value=job.sampler)
+        embed.add_field(name="CFG", value=f"{job.cfg_scale:g}")
+        embed.add_field(name="Model", value=job.model)
     embed.set_image(url=f"attachment://{filename}")
     which = f"Job #{job.id}" if image_index is None else f"Job #{job.id}, image {image_index + 1}"
     took = f" · {job.seconds:.1f} s" if job.seconds is not None else ""
