@@ -38,6 +38,9 @@ class ModelSettings:
     # Optional: the same kind of source for this model's inpainting variant (9-channel UNet),
     # used for inpaint, zoom out and pan; without it those use the model itself.
     inpaint_source: str = ""
+    # Prompts longer than 75 tokens are encoded in chunks, as A1111 does. A model that was not
+    # trained for that may be given one chunk only: longer prompts are cut, with a warning.
+    long_prompts: bool = True
 
 
 @dataclass(frozen=True)
@@ -83,6 +86,23 @@ class ImageSettings:
     # Zoom out and pan: the most pixels a pan adds, as a fraction of the image's side.
     pan_fraction: float = 0.5
     max_loopback: int = 8
+
+
+@dataclass(frozen=True)
+class PromptSettings:
+    """The A1111 prompt tools: embeddings, LoRA, permutations, prompt matrix and X/Y plot."""
+
+    # Textual-inversion embeddings (.safetensors, .pt, .bin), used by writing the file's name
+    # (without suffix) in a prompt. A1111 keeps them in embeddings/.
+    embedding_dirs: tuple[str, ...] = ("embeddings",)
+    # LoRA files (.safetensors), used as <lora:name:weight>. A1111 keeps them in models/Lora.
+    lora_dirs: tuple[str, ...] = ("models/Lora",)
+    # Permutations ({red, blue} car) queue one job each: more than this many asks first, and
+    # more than max_permutations is refused.
+    confirm_permutations_above: int = 4
+    max_permutations: int = 16
+    # Cells of one X/Y plot or prompt matrix (each is one image).
+    max_plot_cells: int = 16
 
 
 @dataclass(frozen=True)
@@ -140,6 +160,7 @@ class Settings:
     models: tuple[ModelSettings, ...] = field(default_factory=_default_models)
     limits: LimitSettings = field(default_factory=LimitSettings)
     images: ImageSettings = field(default_factory=ImageSettings)
+    prompts: PromptSettings = field(default_factory=PromptSettings)
     queue: QueueSettings = field(default_factory=QueueSettings)
     worker: WorkerSettings = field(default_factory=WorkerSettings)
     discord: DiscordSettings = field(default_factory=DiscordSettings)
@@ -185,6 +206,8 @@ class Settings:
             upscaler_dirs=tuple(str(Path(d).resolve()) for d in self.images.upscaler_dirs),
             upscale_tile=self.images.upscale_tile,
             upscale_tile_overlap=self.images.upscale_tile_overlap,
+            embedding_dirs=tuple(str(Path(d).resolve()) for d in self.prompts.embedding_dirs),
+            lora_dirs=tuple(str(Path(d).resolve()) for d in self.prompts.lora_dirs),
         )
 
 

@@ -96,6 +96,10 @@ class Job(Base):
     hires_upscaler: Mapped[str | None] = mapped_column(String(100))
     upscale_factor: Mapped[float | None] = mapped_column(Float)
     upscaler: Mapped[str | None] = mapped_column(String(100))
+    # Seamless tiling (--tile), and an X/Y plot's or prompt matrix's cells and labels as the JSON
+    # of inference.protocol.PlotOptions (see bot.jobs.plots).
+    tiling: Mapped[bool] = mapped_column(Boolean, default=False, server_default="0")
+    plot_json: Mapped[str | None] = mapped_column(Text)
 
     # Derived work (reroll, variation, upscale, inpaint...) points at the job and image it came from.
     parent_job_id: Mapped[int | None] = mapped_column(ForeignKey("jobs.id", ondelete="SET NULL"))
@@ -143,3 +147,27 @@ class Image(Base):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
     job: Mapped[Job] = relationship(back_populates="images")
+
+
+class Style(Base):
+    """A named prompt fragment (A1111's styles): a member's own, or a server's (admins manage).
+
+    A1111's semantics: a style prompt holding ``{prompt}`` has the user's prompt put there;
+    otherwise the style is appended to the prompt after a comma. The same for the negative part.
+    Exactly one of guild_id (a server style) and user_id (a personal style) is set.
+    """
+
+    __tablename__ = "styles"
+    __table_args__ = (
+        Index("ix_styles_guild_id_name", "guild_id", "name"),
+        Index("ix_styles_user_id_name", "user_id", "name"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    guild_id: Mapped[int | None] = mapped_column(BigInteger)
+    user_id: Mapped[int | None] = mapped_column(BigInteger)
+    name: Mapped[str] = mapped_column(String(100))
+    prompt: Mapped[str] = mapped_column(Text, default="")
+    negative_prompt: Mapped[str] = mapped_column(Text, default="")
+    created_by: Mapped[int] = mapped_column(BigInteger)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)

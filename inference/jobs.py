@@ -15,7 +15,7 @@ from pathlib import Path
 
 import torch
 
-from inference import images, infotext, previews, upscale, workflows
+from inference import images, infotext, networks, plots, previews, upscale, workflows
 from inference.generate import (
     InvalidRequestError,
     IsCancelled,
@@ -88,10 +88,17 @@ class ProgressReporter:
 class JobRunner:
     """The worker's state once started: the loaded models, and how to run a job with them."""
 
-    def __init__(self, config: WorkerConfig, cache: PipelineCache, upscalers: upscale.Upscalers):
+    def __init__(
+        self,
+        config: WorkerConfig,
+        cache: PipelineCache,
+        upscalers: upscale.Upscalers,
+        extra_networks: networks.ExtraNetworks | None = None,
+    ):
         self.config = config
         self.cache = cache
         self.upscalers = upscalers
+        self.networks = extra_networks or networks.ExtraNetworks(config.embedding_dirs, config.lora_dirs)
         self._model_hashes: dict[str, str | None] = {}
 
     @classmethod
@@ -166,13 +173,21 @@ class JobRunner:
         send(JobCompleted(request.job_id, results, grid, seconds))
 
     def _make(self, request: GenerateRequest, on_step: OnStep, is_cancelled: IsCancelled) -> list:
-        """The job's images, by kind: see inference.workflows and inference.upscale."""
+        """The job's images, by kind: see inference.workflows, inference.upscale, inference.plots.
+
+        A plot makes each of its cells through here again, as a job of its own kind. LoRAs
+        named in the prompt (<lora:name:weight>) are applied for this job only, and the request
+        passed on has them taken out of its prompts (inference.networks).
+        """
+        if request.kind == JobKind.PLOT:
+            return plots.run_plot(request, self._make, on_step, is_cancelled)
         if request.kind == JobKind.UPSCALE:
             return upscale.run_upscale(self.upscalers, request, on_step, is_cancelled)
-        if request.kind in (JobKind.TXT2IMG, JobKind.VARIATION) and request.hires is None:
-            pipe = self.cache.get(request.model)
-            return generate(pipe, request, on_step=on_step, is_cancelled=is_cancelled)
-        return workflows.run_workflow(self.cache, self.upscalers, request, on_step, is_cancelled)
+        with self.networks.applied(self.cache, request) as request:
+            if request.kind in (JobKind.TXT2IMG, JobKind.VARIATION) and request.hires is None:
+                pipe = self.cache.get(request.model)
+                return generate(pipe, request, on_step=on_step, is_cancelled=is_cancelled)
+            return workflows.run_workflow(self.cache, self.upscalers, request, on_step, is_cancelled)
 
     def _save(
         self, request: GenerateRequest, made: list

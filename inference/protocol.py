@@ -23,6 +23,7 @@ class JobKind(StrEnum):
     INPAINT = "inpaint"  # needs ``image`` and ``inpaint``
     OUTPAINT = "outpaint"  # needs ``image`` and ``outpaint`` (zoom out and pan)
     UPSCALE = "upscale"  # needs ``image`` and ``upscale``; no diffusion, no prompt needed
+    PLOT = "plot"  # needs ``plot``: X/Y plot and prompt matrix, one labelled grid of cells
 
 
 class ResizeMode(StrEnum):
@@ -97,6 +98,33 @@ class HiresFix:
 
 
 @dataclass(frozen=True, slots=True)
+class PlotCell:
+    """One image of an X/Y plot or prompt matrix: what differs from the request; None keeps it."""
+
+    prompt: str | None = None
+    negative_prompt: str | None = None
+    seed: int | None = None
+    steps: int | None = None
+    cfg_scale: float | None = None
+    sampler: str | None = None
+    model: str | None = None
+    denoising_strength: float | None = None  # for hires fix or img2img requests
+
+
+@dataclass(frozen=True, slots=True)
+class PlotOptions:
+    """A labelled grid, A1111's X/Y plot and prompt matrix scripts: each cell is one image made
+    with the request's parameters and the cell's overrides, the cells in row-major order."""
+
+    cells: tuple[PlotCell, ...]
+    columns: int
+    x_labels: tuple[str, ...] = ()  # one per column, drawn above the grid
+    y_labels: tuple[str, ...] = ()  # one per row, drawn left of the grid
+    x_title: str = ""  # the X axis's name ("Steps", "CFG Scale", "Prompt S/R"...)
+    y_title: str = ""
+
+
+@dataclass(frozen=True, slots=True)
 class UpscaleOptions:
     scale: float  # the output is the source times this (2 or 4 from the buttons)
     upscaler: str = LANCZOS  # LANCZOS or the name of an upscaler model file (stem, no suffix)
@@ -139,6 +167,11 @@ class WorkerConfig:
     # tile_overlap, so a 4x of a large image fits a small GPU and the CPU's memory.
     upscale_tile: int = 256
     upscale_tile_overlap: int = 32
+    # Textual-inversion embeddings (.safetensors, .pt, .bin; A1111: embeddings/), used by writing
+    # their name (the file name without suffix) in a prompt, and LoRA files (A1111: models/Lora),
+    # used as <lora:name:weight>.
+    embedding_dirs: tuple[str, ...] = ()
+    lora_dirs: tuple[str, ...] = ()
     # PNG zlib level for saved images: 1 is several times faster than 9 for ~10% more bytes.
     png_compress_level: int = 1
 
@@ -173,6 +206,9 @@ class GenerateRequest:
     outpaint: OutpaintOptions | None = None
     hires: HiresFix | None = None
     upscale: UpscaleOptions | None = None
+    plot: PlotOptions | None = None
+    # Seamless tiling (Midjourney's --tile, A1111's "Tiling"): convolutions wrap around.
+    tiling: bool = False
 
 
 # --- bot -> worker -------------------------------------------------------------------------

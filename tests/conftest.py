@@ -7,7 +7,7 @@ import logging
 
 import pytest
 
-from bot.config import ImageSettings, LimitSettings, ModelSettings, QueueSettings, Settings, WorkerSettings
+from bot.config import ImageSettings, LimitSettings, PromptSettings, ModelSettings, QueueSettings, Settings, WorkerSettings
 from db.migrate import upgrade_database
 from db.session import Database
 
@@ -34,6 +34,7 @@ def settings(tmp_path, tiny_model_dir) -> Settings:
         queue=QueueSettings(max_pending_per_user=5),
         worker=WorkerSettings(device="cpu", preview_interval_s=0.0, startup_timeout_s=180.0),
         images=ImageSettings(upscaler_dirs=(str(tmp_path / "upscalers"),)),
+        prompts=PromptSettings(embedding_dirs=(str(tmp_path / "embeddings"),), lora_dirs=(str(tmp_path / "loras"),)),
     )
 
 

@@ -7,6 +7,7 @@ that says so, not a 512 the user did not ask for.
 
 from __future__ import annotations
 
+import json
 import random
 from dataclasses import asdict, dataclass, fields, replace
 from typing import TYPE_CHECKING, TypeVar
@@ -22,6 +23,8 @@ from inference.protocol import (
     JobKind,
     MaskedContent,
     OutpaintOptions,
+    PlotCell,
+    PlotOptions,
     ResizeMode,
     UpscaleOptions,
 )
@@ -102,6 +105,8 @@ class JobParameters:
     hires_upscaler: str | None = None
     upscale_factor: float | None = None
     upscaler: str | None = None
+    tiling: bool = False
+    plot_json: str | None = None  # PlotOptions as JSON, for JobKind.PLOT (bot.jobs.plots)
 
 
 def random_seed() -> int:
@@ -234,6 +239,10 @@ def image_seeds(job: Job | JobParameters) -> tuple[tuple[int, ...], tuple[int, .
     if job.kind == JobKind.VARIATION:
         assert job.subseed is not None, "a variation job always has a subseed"
         return (job.seed,) * job.count, tuple(job.subseed + i for i in range(job.count))
+    if job.kind == JobKind.PLOT and job.plot_json:
+        # As A1111's scripts: every cell has the job's seed unless the cell sets its own.
+        cells = plot_options(job.plot_json).cells
+        return tuple(job.seed if cell.seed is None else cell.seed for cell in cells), ()
     return tuple(job.seed + i for i in range(job.count)), ()
 
 
@@ -291,7 +300,20 @@ def generate_request(job: Job) -> GenerateRequest:
         outpaint=outpaint,
         hires=hires,
         upscale=upscale,
+        plot=plot_options(job.plot_json) if job.plot_json else None,
+        tiling=bool(job.tiling),
     )
+
+
+def plot_options(text: str) -> PlotOptions:
+    """PlotOptions from the JSON a job row keeps (plot_json)."""
+    data = json.loads(text)
+    cells = tuple(PlotCell(**cell) for cell in data.pop("cells"))
+    return PlotOptions(cells=cells, **{key: tuple(v) if isinstance(v, list) else v for key, v in data.items()})
+
+
+def plot_json(plot: PlotOptions) -> str:
+    return json.dumps(asdict(plot))
 
 
 def _or(value: T | None, default: T) -> T:

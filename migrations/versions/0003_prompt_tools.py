@@ -1,0 +1,45 @@
+"""prompt tools: seamless tiling and X/Y plots on jobs, and the styles table
+
+Revision ID: 0003
+Revises: 0002
+Create Date: 2026-11-23
+"""
+
+from collections.abc import Sequence
+
+import sqlalchemy as sa
+from alembic import op
+
+revision: str = "0003"
+down_revision: str | None = "0002"
+branch_labels: str | Sequence[str] | None = None
+depends_on: str | Sequence[str] | None = None
+
+
+def upgrade() -> None:
+    with op.batch_alter_table("jobs") as batch:
+        batch.add_column(sa.Column("tiling", sa.Boolean(), nullable=False, server_default="0"))
+        batch.add_column(sa.Column("plot_json", sa.Text(), nullable=True))
+    op.create_table(
+        "styles",
+        sa.Column("id", sa.Integer(), nullable=False),
+        sa.Column("guild_id", sa.BigInteger(), nullable=True),
+        sa.Column("user_id", sa.BigInteger(), nullable=True),
+        sa.Column("name", sa.String(length=100), nullable=False),
+        sa.Column("prompt", sa.Text(), nullable=False),
+        sa.Column("negative_prompt", sa.Text(), nullable=False),
+        sa.Column("created_by", sa.BigInteger(), nullable=False),
+        sa.Column("created_at", sa.DateTime(), nullable=False),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_styles")),
+    )
+    op.create_index("ix_styles_guild_id_name", "styles", ["guild_id", "name"])
+    op.create_index("ix_styles_user_id_name", "styles", ["user_id", "name"])
+
+
+def downgrade() -> None:
+    op.drop_index("ix_styles_user_id_name", table_name="styles")
+    op.drop_index("ix_styles_guild_id_name", table_name="styles")
+    op.drop_table("styles")
+    with op.batch_alter_table("jobs") as batch:
+        batch.drop_column("plot_json")
+        batch.drop_column("tiling")
