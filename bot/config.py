@@ -95,7 +95,8 @@ class PromptSettings:
     # Textual-inversion embeddings (.safetensors, .pt, .bin), used by writing the file's name
     # (without suffix) in a prompt. A1111 keeps them in embeddings/.
     embedding_dirs: tuple[str, ...] = ("embeddings",)
-    # LoRA files (.safetensors), used as <lora:name:weight>. A1111 keeps them in models/Lora.
+    # LoRA files (.safetensors; .pt/.ckpt read as weights only), used as <lora:name:weight>.
+    # A1111 keeps them in models/Lora.
     lora_dirs: tuple[str, ...] = ("models/Lora",)
     # Permutations ({red, blue} car) queue one job each: more than this many asks first, and
     # more than max_permutations is refused.
@@ -194,7 +195,7 @@ class Settings:
 
     def worker_config(self) -> WorkerConfig:
         return WorkerConfig(
-            models=tuple(ModelSpec(m.name, m.source, m.description, m.inpaint_source) for m in self.models),
+            models=tuple(ModelSpec(m.name, m.source, m.description, m.inpaint_source, m.long_prompts) for m in self.models),
             default_model=self.default_model,
             outputs_dir=str(Path(self.outputs_dir).resolve()),
             device=self.worker.device,

@@ -20,8 +20,10 @@ from diffusers import DiffusionPipeline
 from diffusers.utils.torch_utils import randn_tensor
 from PIL import Image
 
+from inference.conditioning import Conditioning, encode_for_pass
 from inference.protocol import GenerateRequest
 from inference.samplers import SAMPLERS
+from inference.tiling import seamless_tiling
 
 # The smallest size that means something for SD and the largest a single job may ask for;
 # beyond 2048 px SD 1.x makes repeated subjects and the VRAM need explodes anyway.
@@ -186,14 +188,26 @@ def _model_dtype(pipe: DiffusionPipeline) -> torch.dtype:
     return text_encoder.dtype if text_encoder is not None else pipe.unet.dtype
 
 
-def step_callback(total_steps: int, on_step: OnStep, is_cancelled: IsCancelled):
-    """The one callback_on_step_end: progress in the user's steps, and cancellation.
+# What every pipeline call hands its callback: the latents for previews, the prompt
+# embeddings for prompt editing to replace.
+CALLBACK_TENSORS = ["latents", "prompt_embeds"]
+
+
+def step_callback(
+    total_steps: int,
+    on_step: OnStep,
+    is_cancelled: IsCancelled,
+    conditioning: Conditioning | None = None,
+):
+    """The one callback_on_step_end: progress in the user's steps, cancellation, and the
+    prompt schedule (prompt editing and alternation swap the embeddings between steps).
 
     Second-order samplers (Heun, DPM2, DPM++ SDE) call back about twice per step; progress is
     mapped onto the requested step count so users see "step 7/20" as in A1111, and on_step is
     only called when that number moves. Cancellation is checked on every call, and raising
     leaves the pipeline's loop at once (diffusers' own ``interrupt`` flag would still run the
-    VAE decode).
+    VAE decode). The call for evaluation i hands back the embeddings evaluation i + 1 uses
+    (the pipeline's tensor inputs must include CALLBACK_TENSORS).
     """
     reported = 0
 
@@ -211,6 +225,10 @@ def step_callback(total_steps: int, on_step: OnStep, is_cancelled: IsCancelled):
             # The step's progress was reported; a cancel that came in meanwhile stops here.
             if is_cancelled():
                 raise JobCancelledError
+        if conditioning is not None:
+            embeds = conditioning.callback_embeds(step_index + 1, tensors)
+            if embeds is not None:
+                tensors["prompt_embeds"] = embeds
         return tensors
 
     return callback
@@ -262,21 +280,24 @@ def _run(
         raise JobCancelledError
 
     use_sampler(pipe, request.sampler, request.seeds)
+    conditioning = encode_for_pass(pipe, request, request.steps)
     channels = pipe.unet.config.in_channels
     latent_shape = (1, channels, request.height // scale, request.width // scale)
     noise, generators = initial_noise(request, latent_shape, _model_dtype(pipe))
-    result = pipe(
-        prompt=request.prompt,
-        negative_prompt=request.negative_prompt or None,
-        width=request.width,
-        height=request.height,
-        num_inference_steps=request.steps,
-        guidance_scale=request.cfg_scale,
-        num_images_per_prompt=len(request.seeds),
-        generator=generators,
-        latents=noise,
-        output_type=output_type,
-        callback_on_step_end=step_callback(request.steps, on_step, is_cancelled),
-        callback_on_step_end_tensor_inputs=["latents"],
-    )
+    with seamless_tiling(pipe, request.tiling):
+        result = pipe(
+            **conditioning.pipeline_kwargs(),
+            width=request.width,
+            height=request.height,
+            num_inference_steps=request.steps,
+            guidance_scale=request.cfg_scale,
+            num_images_per_prompt=len(request.seeds),
+            generator=generators,
+            latents=noise,
+            output_type=output_type,
+            callback_on_step_end=step_callback(
+                request.steps, on_step, is_cancelled, conditioning
+            ),
+            callback_on_step_end_tensor_inputs=CALLBACK_TENSORS,
+        )
     return result.images

@@ -24,7 +24,9 @@ import torch
 from diffusers import DiffusionPipeline, StableDiffusionImg2ImgPipeline
 from PIL import Image
 
+from inference.conditioning import Conditioning, encode_for_pass
 from inference.generate import (
+    CALLBACK_TENSORS,
     InvalidRequestError,
     IsCancelled,
     JobCancelledError,
@@ -34,6 +36,7 @@ from inference.generate import (
 )
 from inference.masks import flatten, resize_image
 from inference.protocol import GenerateRequest, ImageInput
+from inference.tiling import seamless_tiling
 
 # --- pipelines built from a loaded one -----------------------------------------------------
 
@@ -125,9 +128,11 @@ class Progress:
 
         return report
 
-    def callback(self, steps: int, is_cancelled: IsCancelled):
-        """The pipeline callback (progress and cancel) for the next pass."""
-        return step_callback(steps, self.reporter(steps), is_cancelled)
+    def callback(
+        self, steps: int, is_cancelled: IsCancelled, conditioning: Conditioning | None = None
+    ):
+        """The pipeline callback (progress, cancel, prompt schedule) for the next pass."""
+        return step_callback(steps, self.reporter(steps), is_cancelled, conditioning)
 
 
 def check_cancelled(is_cancelled: IsCancelled) -> None:
@@ -189,6 +194,7 @@ def pass_seeds(seeds: Sequence[int], offset: int) -> list[int]:
 
 
 def pipeline_arguments(
+    conditioning: Conditioning,
     request: GenerateRequest,
     seeds: Sequence[int],
     schedule: Schedule,
@@ -197,15 +203,14 @@ def pipeline_arguments(
 ) -> dict:
     """The arguments img2img and inpaint pipeline calls share."""
     return dict(
-        prompt=request.prompt,
-        negative_prompt=request.negative_prompt or None,
+        **conditioning.pipeline_kwargs(),
         strength=schedule.strength,
         num_inference_steps=schedule.num_inference_steps,
         guidance_scale=request.cfg_scale,
         num_images_per_prompt=len(seeds),
         generator=generators(seeds),
-        callback_on_step_end=progress.callback(schedule.steps, is_cancelled),
-        callback_on_step_end_tensor_inputs=["latents"],
+        callback_on_step_end=progress.callback(schedule.steps, is_cancelled, conditioning),
+        callback_on_step_end_tensor_inputs=CALLBACK_TENSORS,
     )
 
 
@@ -217,11 +222,17 @@ def img2img_pass(
     schedule: Schedule,
     progress: Progress,
     is_cancelled: IsCancelled,
+    hires_steps: int | None = None,
 ) -> list[Image.Image]:
-    """One img2img pass from ``latents`` (one row per seed); ``schedule.steps`` must be >= 1."""
+    """One img2img pass from ``latents`` (one row per seed); ``schedule.steps`` must be >= 1.
+
+    The prompts' schedule spans the request's steps (A1111's img2img), or with
+    ``hires_steps`` the hires fix's second pass (see conditioning.encode_for_pass).
+    """
     pipe = derived_pipeline(base, StableDiffusionImg2ImgPipeline)
     use_sampler(pipe, request.sampler, seeds, base=base)
-    arguments = pipeline_arguments(request, seeds, schedule, progress, is_cancelled)
+    conditioning = encode_for_pass(pipe, request, request.steps, hires_steps)
+    arguments = pipeline_arguments(conditioning, request, seeds, schedule, progress, is_cancelled)
     return list(pipe(image=latents, output_type="pil", **arguments).images)
 
 
@@ -256,11 +267,15 @@ def run_img2img(
     schedules = [img2img_schedule(request.steps, s) for s in loopback_strengths(options)]
     progress = Progress(on_step, sum(schedule.steps for schedule in schedules))
     current = [fitted] * len(request.seeds)
-    for index, schedule in enumerate(schedules):
-        check_cancelled(is_cancelled)
-        if not schedule.steps:
-            continue  # strength 0 keeps the image as it is
-        latents = encode(base, current)
-        seeds = pass_seeds(request.seeds, index)
-        current = img2img_pass(base, request, latents, seeds, schedule, progress, is_cancelled)
+    # --tile: the VAE's encoding wraps around too, as in A1111 (the whole model is switched).
+    with seamless_tiling(base, request.tiling):
+        for index, schedule in enumerate(schedules):
+            check_cancelled(is_cancelled)
+            if not schedule.steps:
+                continue  # strength 0 keeps the image as it is
+            latents = encode(base, current)
+            seeds = pass_seeds(request.seeds, index)
+            current = img2img_pass(
+                base, request, latents, seeds, schedule, progress, is_cancelled
+            )
     return current

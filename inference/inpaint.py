@@ -22,6 +22,7 @@ from diffusers import DiffusionPipeline, StableDiffusionInpaintPipeline
 from diffusers.utils.torch_utils import randn_tensor
 from PIL import Image
 
+from inference.conditioning import encode_for_pass
 from inference.generate import InvalidRequestError, IsCancelled, OnStep, use_sampler
 from inference.img2img import (
     Progress,
@@ -46,6 +47,7 @@ from inference.masks import (
 )
 from inference.models import PipelineCache
 from inference.protocol import GenerateRequest, MaskedContent, ResizeMode
+from inference.tiling import seamless_tiling
 
 # The inpainting checkpoints' UNet input: 4 latent channels, 1 mask, 4 masked-image latents.
 INPAINT_UNET_CHANNELS = 9
@@ -83,28 +85,31 @@ def inpaint_pass(
         return list(images)
     check_cancelled(is_cancelled)
     pipe, base = inpaint_pipeline(cache, request.model)
-    seeds = request.seeds
-    latents = encode(pipe, images)
-    latents = _apply_masked_content(latents, mask, content, seeds)
-    if pipe.unet.config.in_channels == INPAINT_UNET_CHANNELS:
-        # The checkpoint's own conditioning, computed as diffusers would from the pixels: the
-        # image with the (rounded) mask blanked. diffusers cannot derive it from latents.
-        keep = pipe.mask_processor.preprocess(mask, height=request.height, width=request.width)
-        masked_latents = encode(pipe, images, keep=keep < 0.5)
-    else:
-        masked_latents = latents  # unused by a 4-channel UNet, but the pipeline needs a tensor
-    use_sampler(pipe, request.sampler, seeds, base=base)
-    progress = Progress(on_step, schedule.steps)
-    result = pipe(
-        image=latents,  # 4 channels: taken as the starting latents, not encoded again
-        mask_image=mask,
-        masked_image_latents=masked_latents,
-        height=request.height,
-        width=request.width,
-        output_type="pil",
-        **pipeline_arguments(request, seeds, schedule, progress, is_cancelled),
-    )
-    return list(result.images)
+    # --tile: the VAE's encoding wraps around too, as in A1111 (the whole model is switched).
+    with seamless_tiling(pipe, request.tiling):
+        seeds = request.seeds
+        latents = encode(pipe, images)
+        latents = _apply_masked_content(latents, mask, content, seeds)
+        if pipe.unet.config.in_channels == INPAINT_UNET_CHANNELS:
+            # The checkpoint's own conditioning, computed as diffusers would from the pixels: the
+            # image with the (rounded) mask blanked. diffusers cannot derive it from latents.
+            keep = pipe.mask_processor.preprocess(mask, height=request.height, width=request.width)
+            masked_latents = encode(pipe, images, keep=keep < 0.5)
+        else:
+            masked_latents = latents  # unused by a 4-channel UNet, but the pipeline needs a tensor
+        use_sampler(pipe, request.sampler, seeds, base=base)
+        conditioning = encode_for_pass(pipe, request, request.steps)
+        progress = Progress(on_step, schedule.steps)
+        result = pipe(
+            image=latents,  # 4 channels: taken as the starting latents, not encoded again
+            mask_image=mask,
+            masked_image_latents=masked_latents,
+            height=request.height,
+            width=request.width,
+            output_type="pil",
+            **pipeline_arguments(conditioning, request, seeds, schedule, progress, is_cancelled),
+        )
+        return list(result.images)
 
 
 def _apply_masked_content(

@@ -25,6 +25,7 @@ from diffusers import (
     StableDiffusionPipeline,
 )
 
+from inference.conditioning import limit_prompt_chunks
 from inference.protocol import ModelSpec
 from inference.sources import (
     INPAINT_PIPELINES,
@@ -212,6 +213,8 @@ class PipelineCache:
         while len(self._loaded) >= self.max_loaded:
             self._evict_oldest()
         pipe = self._load(spec, self.device, self.dtype)
+        if not spec.long_prompts:
+            limit_prompt_chunks(pipe, 1)
         self._loaded[key] = pipe
         return pipe
 

@@ -142,6 +142,9 @@ class ModelSpec:
     # The same kind of source for this model's inpainting variant (a 9-channel UNet), used for
     # inpaint and outpaint jobs; without one those jobs use the model itself.
     inpaint_source: str = ""
+    # False: prompts are cut to one 75-token chunk (a model not trained on chunked prompts);
+    # the bot warns the user what was cut.
+    long_prompts: bool = True
 
 
 @dataclass(frozen=True, slots=True)

@@ -45,6 +45,7 @@ from inference.protocol import (
     MaskedContent,
     ResizeMode,
 )
+from inference.tiling import seamless_tiling
 from inference.upscale import Upscalers
 
 # Sanity bounds for what the bot's own settings should already have limited.
@@ -91,7 +92,9 @@ def run_workflow(
         return run_img2img(base, request, on_step, is_cancelled)
     if request.hires is None:
         return generate(base, request, on_step, is_cancelled)
-    return run_hires(base, upscalers, request, on_step, is_cancelled)
+    # --tile wraps the whole hires fix: both passes, and the decoding and encoding between.
+    with seamless_tiling(base, request.tiling):
+        return run_hires(base, upscalers, request, on_step, is_cancelled)
 
 
 # --- the hires fix -------------------------------------------------------------------------
@@ -117,7 +120,8 @@ def run_hires(
     upscaler works on the decoded images, which are encoded again. The second pass draws
     fresh noise from each image's seed, as A1111 does (without the variation mix: the first
     pass already set each image's composition), and runs exactly hires.steps steps (0: the
-    first pass's count). Progress counts both passes.
+    first pass's count), with the prompt scheduled over them as A1111 does (a "when" past
+    the first pass's steps lands in the second). Progress counts both passes.
     """
     hires = request.hires
     width, height = hires_size(request.width, request.height, hires.scale)
@@ -142,7 +146,16 @@ def run_hires(
             return images
         latents = encode(base, images)
     check_cancelled(is_cancelled)
-    return img2img_pass(base, request, latents, request.seeds, schedule, progress, is_cancelled)
+    return img2img_pass(
+        base,
+        request,
+        latents,
+        request.seeds,
+        schedule,
+        progress,
+        is_cancelled,
+        hires_steps=schedule.steps,
+    )
 
 
 # --- validation ----------------------------------------------------------------------------

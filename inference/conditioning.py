@@ -1,0 +1,308 @@
+"""Prompt embeddings the way A1111 makes them, for a stock diffusers pipeline.
+
+diffusers encodes a prompt as one 77-token window, cut at 75 tokens, with every token at
+weight 1. A1111 (modules/sd_hijack_clip.py FrozenCLIPEmbedderWithCustomWords, and
+prompt_parser.get_learned_conditioning) instead:
+
+1. schedules the prompt (prompt editing, alternation: inference.prompt_parser) and encodes
+   every text of the schedule together, as one batch;
+2. parses attention weights, tokenizes each run, and cuts the tokens into 75-token chunks
+   (inference.prompt_chunks), padding the batch's shorter texts with empty chunks;
+3. encodes each chunk through CLIP (the last hidden state), multiplies every token's vector by
+   its weight, then rescales the batch so its mean is what it was before weighting
+   (``z * (original_mean / new_mean)``, the mean over the whole batch tensor);
+4. concatenates the chunks along the sequence: 77, 154, 231... tokens;
+5. pads the shorter of cond and uncond with the empty prompt's encoding so that classifier-free
+   guidance can batch them (A1111's pad_cond_uncond).
+
+A plain prompt (weights 1, one chunk) comes out exactly as diffusers' own encoding.
+
+The pipelines get the step-0 embeddings as ``prompt_embeds``/``negative_prompt_embeds`` and the
+step callback swaps them when the schedule moves on (``Conditioning.callback_embeds``).
+"""
+
+from __future__ import annotations
+
+import logging
+import weakref
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+from diffusers import DiffusionPipeline
+
+from inference.prompt_chunks import Chunk, chunk_tokens, empty_chunk, weighted_tokens
+from inference.prompt_parser import prompt_schedules
+from inference.protocol import GenerateRequest
+
+log = logging.getLogger(__name__)
+
+# Per text encoder: how many chunks its prompts may have (a model not trained for long
+# prompts: 1). Keyed by the encoder, so a model's img2img and inpaint pipelines, which share
+# it, share the limit, and an unloaded model's entry goes with it.
+_chunk_limits: weakref.WeakKeyDictionary[torch.nn.Module, int] = weakref.WeakKeyDictionary()
+
+
+def limit_prompt_chunks(pipe: DiffusionPipeline, max_chunks: int | None) -> None:
+    """Cut this model's prompts to ``max_chunks`` chunks of 75 tokens (None: no limit)."""
+    if max_chunks is None:
+        _chunk_limits.pop(pipe.text_encoder, None)
+    elif max_chunks < 1:
+        raise ValueError(f"max_chunks must be at least 1, got {max_chunks}")
+    else:
+        _chunk_limits[pipe.text_encoder] = max_chunks
+
+
+def prompt_chunk_limit(pipe: DiffusionPipeline) -> int | None:
+    return _chunk_limits.get(pipe.text_encoder)
+
+
+@dataclass(frozen=True)
+class Conditioning:
+    """A pass's cond and uncond schedules: (last step, embeddings (1, 77 * chunks, dim)).
+
+    Every tensor has the same shape, so any cond pairs with any uncond. Steps are A1111's:
+    model evaluations of the pass, from 0 (see encode_for_pass). ``cut_prompt`` and
+    ``cut_negative_prompt`` are the text a chunk limit dropped ("" when nothing was).
+    """
+
+    cond: tuple[tuple[int, torch.Tensor], ...]
+    uncond: tuple[tuple[int, torch.Tensor], ...]
+    cut_prompt: str = ""
+    cut_negative_prompt: str = ""
+
+    def at_step(self, step: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """(cond, uncond) in force at ``step``: A1111's reconstruct_cond_batch."""
+        return _entry_at(self.cond, step)[1], _entry_at(self.uncond, step)[1]
+
+    def pipeline_kwargs(self) -> dict:
+        """What a pipeline call takes instead of prompt strings: the step-0 embeddings."""
+        cond, uncond = self.at_step(0)
+        return {"prompt_embeds": cond, "negative_prompt_embeds": uncond}
+
+    def callback_embeds(self, step: int, tensors: dict) -> torch.Tensor | None:
+        """The pipeline's ``prompt_embeds`` for evaluation ``step`` when they change there.
+
+        ``tensors`` is what callback_on_step_end received, with "latents" and "prompt_embeds".
+        diffusers holds ``cat([uncond] * n + [cond] * n)`` under guidance (n images, each
+        prompt repeated per image by encode_prompt), else ``cat([cond] * n)``; the result has
+        that layout, dtype and device. None: the embeddings in force stay.
+        """
+        if step <= 0 or all(
+            now is before for now, before in zip(self.at_step(step), self.at_step(step - 1))
+        ):
+            return None
+        current = tensors["prompt_embeds"]
+        images = tensors["latents"].shape[0]
+        cond, uncond = self.at_step(step)
+        parts = [cond.expand(images, -1, -1)]
+        if current.shape[0] == 2 * images:
+            parts.insert(0, uncond.expand(images, -1, -1))
+        return torch.cat(parts).to(device=current.device, dtype=current.dtype)
+
+
+def _entry_at(schedule: Sequence[tuple[int, torch.Tensor]], step: int):
+    # A1111 takes the first entry whose last step is >= step; past the end (which its step
+    # counts never reach) the last one is the sensible reading.
+    for entry in schedule:
+        if step <= entry[0]:
+            return entry
+    return schedule[-1]
+
+
+# --- encoding ------------------------------------------------------------------------------
+
+
+def evaluations_per_step(pipe: DiffusionPipeline) -> int:
+    """Model evaluations per sampling step of the pipeline's scheduler (Heun, DPM2: 2).
+
+    A1111 counts prompt-editing steps in evaluations (its schedules are made for
+    steps * 2 with second-order samplers, and its denoiser counts calls), and the pipeline's
+    step callback runs once per evaluation, so both count alike.
+    """
+    return int(getattr(pipe.scheduler, "order", 1) or 1)
+
+
+def encode_for_pass(
+    pipe: DiffusionPipeline,
+    request: GenerateRequest,
+    steps: int,
+    hires_steps: int | None = None,
+) -> Conditioning:
+    """The request's prompts encoded for one diffusion pass; call it once the pass's sampler
+    is set.
+
+    ``steps`` is A1111's step count for the schedule: the request's steps for txt2img and
+    img2img (img2img runs only the last part of them, and A1111 still schedules over all of
+    them, so ``[a:b:0.5]`` at strength 0.5 stays ``a``). For the hires fix's second pass,
+    ``steps`` is the first pass's and ``hires_steps`` the second's (see prompt_schedules).
+    Text cut by the model's chunk limit is logged.
+    """
+    order = evaluations_per_step(pipe)
+    conditioning = encode_conditioning(
+        pipe,
+        request.prompt,
+        request.negative_prompt,
+        steps * order,
+        hires_steps=None if hires_steps is None else hires_steps * order,
+        max_chunks=prompt_chunk_limit(pipe),
+    )
+    cuts = {"prompt": conditioning.cut_prompt, "negative prompt": conditioning.cut_negative_prompt}
+    for what, text in cuts.items():
+        if text:
+            log.warning("job %s: the %s was cut; dropped: %r", request.job_id, what, text)
+    return conditioning
+
+
+def encode_conditioning(
+    pipe: DiffusionPipeline,
+    prompt: str,
+    negative_prompt: str,
+    steps: int,
+    hires_steps: int | None = None,
+    max_chunks: int | None = None,
+) -> Conditioning:
+    """Both prompts' schedules, padded to one chunk count: A1111's get_learned_conditioning
+    for the cond and the uncond, then pad_cond_uncond.
+
+    ``steps`` and ``hires_steps`` are evaluations, as prompt_schedules takes them;
+    ``max_chunks`` None leaves prompts whole.
+    """
+    cond, cut_prompt = _encode_schedule(
+        pipe, prompt_schedules(prompt, steps, hires_steps), max_chunks
+    )
+    uncond, cut_negative = _encode_schedule(
+        pipe, prompt_schedules(negative_prompt, steps, hires_steps), max_chunks
+    )
+    if cond[0][1].shape != uncond[0][1].shape:
+        length = max(cond[0][1].shape[1], uncond[0][1].shape[1])
+        empty = _encode_rows(pipe, [_empty(pipe)])  # A1111's cond_stage_model_empty_prompt
+        cond, uncond = _pad_schedule(cond, length, empty), _pad_schedule(uncond, length, empty)
+    return Conditioning(tuple(cond), tuple(uncond), cut_prompt, cut_negative)
+
+
+def encode_prompt(
+    pipe: DiffusionPipeline, text: str, max_chunks: int | None = None
+) -> tuple[torch.Tensor, str]:
+    """One text (no scheduling) as (embeddings (1, 77 * chunks, dim), the text cut off)."""
+    [(_, embeds)], cut = _encode_schedule(pipe, [(1, text)], max_chunks)
+    return embeds, cut
+
+
+def _pad_schedule(schedule, length: int, empty: torch.Tensor):
+    """Each entry padded with empty-prompt chunks to ``length`` tokens (A1111's pad_cond).
+
+    The entries of one schedule already share a length (_encode_schedule pads its batch).
+    """
+    padded = []
+    for end, tensor in schedule:
+        missing = (length - tensor.shape[1]) // empty.shape[1]
+        if missing:
+            tensor = torch.cat([tensor, empty.repeat(1, missing, 1)], dim=1)
+        padded.append((end, tensor))
+    return tuple(padded)
+
+
+def _special_ids(pipe: DiffusionPipeline) -> tuple[int | None, int, int, int]:
+    """(comma, start, end, padding) token ids of the pipeline's tokenizer."""
+    tokenizer = pipe.tokenizer
+    comma = tokenizer.convert_tokens_to_ids(",</w>")
+    if comma == tokenizer.unk_token_id:
+        comma = None  # not a CLIP vocabulary: no comma rule
+    return comma, tokenizer.bos_token_id, tokenizer.eos_token_id, tokenizer.pad_token_id
+
+
+def _empty(pipe: DiffusionPipeline) -> Chunk:
+    _, bos, eos, pad = _special_ids(pipe)
+    return empty_chunk(bos, eos, pad)
+
+
+def _chunks(pipe: DiffusionPipeline, text: str) -> list[Chunk]:
+    """A1111's tokenize_line: attention runs tokenized (after diffusers expands multi-vector
+    textual-inversion tokens, as its own encode_prompt does), then chunked."""
+    tokenizer = pipe.tokenizer
+    convert = getattr(pipe, "maybe_convert_prompt", None)
+
+    def tokenize(part: str) -> list[int]:
+        if convert is not None:
+            part = convert(part, tokenizer)
+        return tokenizer(part, add_special_tokens=False, truncation=False).input_ids
+
+    comma, bos, eos, pad = _special_ids(pipe)
+    return chunk_tokens(weighted_tokens(text, tokenize), comma, bos, eos, pad)
+
+
+def _encode_schedule(
+    pipe: DiffusionPipeline, schedule: list[tuple[int, str]], max_chunks: int | None
+) -> tuple[list[tuple[int, torch.Tensor]], str]:
+    """Every text of one prompt's schedule, encoded as A1111 encodes them: as one batch.
+
+    The batch matters because A1111 restores the mean over the whole batch, and its batch
+    holds each schedule entry, repeated ones included (alternation repeats texts). Each
+    distinct text is encoded once here and counted as often as it occurs.
+    """
+    counts = Counter(text for _, text in schedule)
+    texts = list(counts)
+    chunked = {text: _chunks(pipe, text) for text in texts}
+    cut = ""
+    if max_chunks is not None:
+        for text in texts:
+            dropped = [t for chunk in chunked[text][max_chunks:] for t in chunk.tokens]
+            if dropped and not cut:
+                cut = pipe.tokenizer.decode(dropped).strip()
+            chunked[text] = chunked[text][:max_chunks]
+    chunk_count = max(len(chunks) for chunks in chunked.values())
+    empty = _empty(pipe)
+    per_text: dict[str, list[torch.Tensor]] = {text: [] for text in texts}
+    for index in range(chunk_count):
+        rows = [chunked[t][index] if index < len(chunked[t]) else empty for t in texts]
+        weighted = _weighted_batch(pipe, rows, [counts[t] for t in texts])
+        for text, z in zip(texts, weighted):
+            per_text[text].append(z)
+    encoded = {text: torch.cat(parts, dim=1) for text, parts in per_text.items()}
+    return [(end, encoded[text]) for end, text in schedule], cut
+
+
+def _weighted_batch(
+    pipe: DiffusionPipeline, rows: list[Chunk], counts: list[int]
+) -> list[torch.Tensor]:
+    """A1111's EmphasisOriginal on one chunk position of a batch: each row's token vectors
+    times their weights, then the batch rescaled to its unweighted mean.
+
+    The means are A1111's ``z.mean()`` over the batch with each row ``counts`` times. The
+    arithmetic is float32 (A1111 promotes to float32 the same way, multiplying by float32
+    weights); the result has the text encoder's dtype. With all weights 1 A1111's rescale is
+    by exactly 1, so it is skipped and z comes back as CLIP gave it.
+    """
+    z = _encode_rows(pipe, rows).float()
+    weights = torch.tensor([row.weights for row in rows], dtype=torch.float32, device=z.device)
+    weighted = z * weights.unsqueeze(-1)
+    if any(weight != 1.0 for row in rows for weight in row.weights):
+        share = torch.tensor(counts, dtype=torch.float32, device=z.device) / sum(counts)
+        original_mean = (z.mean(dim=(1, 2)) * share).sum()
+        new_mean = (weighted.mean(dim=(1, 2)) * share).sum()
+        weighted = weighted * (original_mean / new_mean)
+    dtype = pipe.text_encoder.dtype
+    return [row.unsqueeze(0).to(dtype) for row in weighted]
+
+
+@torch.no_grad()
+def _encode_rows(pipe: DiffusionPipeline, rows: list[Chunk]) -> torch.Tensor:
+    """CLIP's last hidden state for each chunk, exactly as diffusers' encode_prompt calls it.
+
+    Identical rows are encoded once.
+    """
+    unique = list(dict.fromkeys(row.ids for row in rows))
+    encoder = pipe.text_encoder
+    device = pipe._execution_device
+    ids = torch.tensor(unique, dtype=torch.long, device=device)
+    mask = None
+    if getattr(encoder.config, "use_attention_mask", False):
+        # The tokenizer's mask: ones up to the first end token, zeros on the padding after.
+        eos = pipe.tokenizer.eos_token_id
+        ends = torch.tensor([row.index(eos) for row in unique], device=device)
+        mask = (torch.arange(ids.shape[1], device=device)[None] <= ends[:, None]).long()
+    z = encoder(ids, attention_mask=mask)[0]
+    index = {row: position for position, row in enumerate(unique)}
+    return z[[index[row.ids] for row in rows]]

@@ -1,0 +1,233 @@
+"""AUTOMATIC1111's prompt language: attention weights and prompt editing, torch-free.
+
+A port of A1111's modules/prompt_parser.py, behaviour for behaviour, so that a prompt copied
+from A1111 or Civitai means the same here:
+
+- ``parse_prompt_attention``: ``(word)`` x1.1, ``[word]`` /1.1, ``(word:1.3)``, nesting
+  multiplies, unclosed brackets weigh to the end, ``\\(`` and friends are literals, ``BREAK``
+  ends a 75-token chunk.
+- ``prompt_schedules``: prompt editing ``[from:to:when]``, ``[to:when]``, ``[from::when]`` and
+  alternation ``[a|b]``: which text is in force at which sampling step.
+
+The bot imports this module to count tokens, so it must never import torch. The schedule
+grammar is A1111's own lark grammar (Earley, as A1111 runs it): ambiguous and broken prompts
+resolve exactly as they do there, which a hand-written parser would only approximate.
+"""
+
+from __future__ import annotations
+
+import functools
+import re
+
+import lark
+
+# --- attention -----------------------------------------------------------------------------
+
+# A1111's tokenizer regex, unchanged: escapes first, then brackets, a ":weight)" closing, a run
+# of plain text, and a lone colon (plain text too).
+_RE_ATTENTION = re.compile(
+    r"""
+\\\(|
+\\\)|
+\\\[|
+\\]|
+\\\\|
+\\|
+\(|
+\[|
+:\s*([+-]?[.\d]+)\s*\)|
+\)|
+]|
+[^\\()\[\]:]+|
+:
+""",
+    re.X,
+)
+
+_RE_BREAK = re.compile(r"\s*\bBREAK\b\s*", re.S)
+
+ROUND_MULTIPLIER = 1.1
+SQUARE_MULTIPLIER = 1 / 1.1
+
+# How parse_prompt_attention marks a BREAK: this text with this weight (A1111's convention).
+BREAK_TEXT = "BREAK"
+BREAK_WEIGHT = -1.0
+
+
+def is_break(text: str, weight: float) -> bool:
+    """Whether a parsed (text, weight) pair is a BREAK (not the word "BREAK" in brackets)."""
+    return text == BREAK_TEXT and weight == BREAK_WEIGHT
+
+
+def parse_prompt_attention(text: str) -> list[tuple[str, float]]:
+    """The prompt as runs of text with their attention weight, A1111's exact result.
+
+    >>> parse_prompt_attention("an (important) word")
+    [('an ', 1.0), ('important', 1.1), (' word', 1.0)]
+
+    Weights multiply by position: an opening bracket remembers where it opened, and its
+    closing multiplies every run since then (so a ``(x:w)`` inside unclosed brackets is
+    multiplied by those too when they close at the end). Runs of equal weight are merged,
+    BREAK runs being (BREAK_TEXT, BREAK_WEIGHT), and an empty prompt is [("", 1.0)].
+    """
+    runs: list[list] = []  # [text, weight], mutable while brackets close
+    round_brackets: list[int] = []
+    square_brackets: list[int] = []
+
+    def multiply_from(start: int, multiplier: float) -> None:
+        for run in runs[start:]:
+            run[1] *= multiplier
+
+    for match in _RE_ATTENTION.finditer(text):
+        token, weight = match.group(0), match.group(1)
+        if token.startswith("\\"):
+            runs.append([token[1:], 1.0])
+        elif token == "(":
+            round_brackets.append(len(runs))
+        elif token == "[":
+            square_brackets.append(len(runs))
+        elif weight is not None and round_brackets:
+            multiply_from(round_brackets.pop(), float(weight))
+        elif token == ")" and round_brackets:
+            multiply_from(round_brackets.pop(), ROUND_MULTIPLIER)
+        elif token == "]" and square_brackets:
+            multiply_from(square_brackets.pop(), SQUARE_MULTIPLIER)
+        else:
+            # Plain text, a stray closing bracket or an unmatched ":w)": all literal text.
+            for index, part in enumerate(_RE_BREAK.split(token)):
+                if index > 0:
+                    runs.append([BREAK_TEXT, BREAK_WEIGHT])
+                runs.append([part, 1.0])
+
+    # Unclosed brackets close at the end, in the order they opened (as A1111 iterates them).
+    for start in round_brackets:
+        multiply_from(start, ROUND_MULTIPLIER)
+    for start in square_brackets:
+        multiply_from(start, SQUARE_MULTIPLIER)
+
+    if not runs:
+        runs = [["", 1.0]]
+
+    index = 0
+    while index + 1 < len(runs):
+        if runs[index][1] == runs[index + 1][1]:
+            runs[index][0] += runs[index + 1][0]
+            runs.pop(index + 1)
+        else:
+            index += 1
+    return [(text, weight) for text, weight in runs]
+
+
+# --- prompt editing ------------------------------------------------------------------------
+
+# A1111's grammar, verbatim. "when" is any signed number; the square brackets that do not
+# form editing or alternation stay text (emphasized), and stray brackets at the top level are
+# accepted as they are.
+_GRAMMAR = r"""
+!start: (prompt | /[][():]/+)*
+prompt: (emphasized | scheduled | alternate | plain | WHITESPACE)*
+!emphasized: "(" prompt ")"
+        | "(" prompt ":" prompt ")"
+        | "[" prompt "]"
+scheduled: "[" [prompt ":"] prompt ":" [WHITESPACE] NUMBER [WHITESPACE] "]"
+alternate: "[" prompt ("|" [prompt])+ "]"
+WHITESPACE: /\s+/
+plain: /([^\\\[\]():|]|\\.)+/
+%import common.SIGNED_NUMBER -> NUMBER
+"""
+
+
+@functools.cache
+def _schedule_parser() -> lark.Lark:
+    # Built on first use: compiling the grammar costs tens of milliseconds at import otherwise.
+    # maybe_placeholders gives a missing [optional] a None child, which the code below counts
+    # on (it is lark's default since 1.0; A1111 relies on it the same way).
+    return lark.Lark(_GRAMMAR, maybe_placeholders=True)
+
+
+def prompt_schedules(
+    prompt: str,
+    steps: int,
+    hires_steps: int | None = None,
+    use_old_scheduling: bool = False,
+) -> list[tuple[int, str]]:
+    """(last step, text) pairs: the text in force up to and including each step.
+
+    A1111's get_learned_conditioning_prompt_schedules for one prompt:
+
+    >>> prompt_schedules("a [b:c:0.5] d", 10)
+    [(5, 'a b d'), (10, 'a c d')]
+
+    The sampler's step counter starts at 0 and uses the first pair whose last step is >= it;
+    A1111 counts model evaluations, so callers pass steps times the sampler's evaluations per
+    step. ``when`` written with a "." is a fraction of the steps, without one a step number
+    (A1111's rule since 1.6; ``use_old_scheduling`` is its option for the earlier rule,
+    "below 1 is a fraction"). For a hires fix second pass, ``steps`` is the first pass's and
+    ``hires_steps`` the second's: numbers then count on from the first pass (a fraction of 1.5
+    is the middle of the second pass, step 25 of 20 + 10 is its step 5). Alternation
+    ``[a|b|c]`` switches text every step. A prompt the grammar refuses is used as it is.
+    """
+    if hires_steps is None or use_old_scheduling:
+        int_offset, float_offset = 0, 0.0
+    else:
+        int_offset, float_offset = steps, 1.0
+        steps = hires_steps
+    try:
+        tree = _schedule_parser().parse(prompt)
+    except lark.exceptions.LarkError:
+        return [(steps, prompt)]
+
+    ends = {steps}
+
+    class CollectSteps(lark.Visitor):
+        # Rewrites each "when" into its step in place, as A1111 does, so AtStep compares ints.
+        def scheduled(self, tree):
+            written = tree.children[-2]
+            value = float(written)
+            if use_old_scheduling:
+                value = value * steps if value < 1 else value
+            elif "." in written:
+                value = (value - float_offset) * steps
+            else:
+                value = value - int_offset
+            tree.children[-2] = min(steps, int(value))
+            if tree.children[-2] >= 1:
+                ends.add(tree.children[-2])
+
+        def alternate(self, tree):
+            ends.update(range(1, steps + 1))
+
+    CollectSteps().visit(tree)
+    return [(end, _text_at_step(tree, end)) for end in sorted(ends)]
+
+
+def _text_at_step(tree: lark.Tree, step: int) -> str:
+    """The prompt's text at ``step``: A1111's AtStep transformer (generators, then joined)."""
+
+    class AtStep(lark.Transformer):
+        def scheduled(self, args):
+            before, after, _, when, _ = args
+            yield (before or ()) if step <= when else after
+
+        def alternate(self, args):
+            args = ["" if not arg else arg for arg in args]
+            yield args[(step - 1) % len(args)]
+
+        def start(self, args):
+            def flatten(node):
+                if isinstance(node, str):
+                    yield node
+                else:
+                    for child in node:
+                        yield from flatten(child)
+
+            return "".join(flatten(args))
+
+        def plain(self, args):
+            yield args[0].value
+
+        def __default__(self, data, children, meta):
+            for child in children:
+                yield child
+
+    return AtStep().transform(tree)
