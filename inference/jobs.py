@@ -198,11 +198,17 @@ class JobRunner:
         # An upscale's infotext is its source's (no checkpoint ran, so no model hash either).
         upscaling = request.kind == JobKind.UPSCALE
         model_hash = None if upscaling else self._model_hash(request.model)
+        # A plot's cells are jobs of their own (prompt, steps, model... differ): each image
+        # gets its cell's infotext, so A1111's PNG Info remakes that cell alone.
+        cells = plots.cell_requests(request) if request.plot is not None else None
         results = []
         for index, image in enumerate(made):
             seed = request.seeds[index]
             if upscaling:
                 text = upscale.upscale_infotext(request)
+            elif cells is not None:
+                cell = cells[index]
+                text = infotext.request_infotext(cell, 0, model_hash=self._model_hash(cell.model))
             else:
                 text = infotext.request_infotext(request, index, model_hash=model_hash)
             path = images.image_path(outputs_dir, request.job_id, index, seed, day)
@@ -212,7 +218,13 @@ class JobRunner:
                 ImageResult(index, seed, subseed, str(path), text, image.width, image.height)
             )
         grid = None
-        if len(made) > 1:
+        if request.plot is not None:
+            # The plot's labelled grid is its result, even for a single cell.
+            grid_file = images.grid_path(outputs_dir, request.job_id, day)
+            grid_image = plots.labelled_grid(made, request.plot)
+            images.save_png(grid_image, grid_file, results[0].infotext, level)
+            grid = str(grid_file)
+        elif len(made) > 1:
             grid_file = images.grid_path(outputs_dir, request.job_id, day)
             # A1111 gives a grid the first image's infotext.
             images.save_png(images.make_grid(made), grid_file, results[0].infotext, level)

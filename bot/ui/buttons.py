@@ -235,6 +235,10 @@ def result_view(job: Job) -> discord.ui.View | None:
     """
     if job.kind == JobKind.UPSCALE:
         return None
+    if job.kind == JobKind.PLOT:
+        # A plot's cells differ in more than their seed, and up to 16 of them would pass
+        # Discord's 5 buttons a row: Reroll remakes the whole plot with a new seed.
+        return _view(RerollButton(job.id))
     if job.count == 1:
         return single_image_view(job.id, 0, with_reroll=True)
     upscales: list[discord.ui.Item[Any]] = [UpscaleButton(job.id, i) for i in range(job.count)]
