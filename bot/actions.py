@@ -14,7 +14,15 @@ import discord
 
 from bot import inputs, uploads
 from bot.errors import ImageUnavailable, InvalidOption, NotAllowed, UserError
-from bot.jobs.params import GenerationOptions, JobParameters, parameters_of, remix_of, reroll_of, variation_of
+from bot.jobs.params import (
+    GenerationOptions,
+    JobParameters,
+    parameters_of,
+    remix_of,
+    reroll_of,
+    resolve_parameters,
+    variation_of,
+)
 from bot.jobs.workflows import (
     SourceImage,
     img2img_parameters,
@@ -24,7 +32,8 @@ from bot.jobs.workflows import (
     without_workflow,
 )
 from bot.jobs.queue import CancelOutcome, Requester
-from bot.ui import buttons, embeds
+from bot.prompts.prepare import prepare
+from bot.ui import buttons, confirm, embeds
 from db.models import Image, Job, JobStatus
 from inference.protocol import JobKind
 
@@ -92,15 +101,25 @@ def may_manage(interaction: discord.Interaction, job: Job) -> bool:
     return interaction.user.id == job.user_id or interaction.permissions.manage_messages
 
 
-async def submit(interaction: discord.Interaction, params: JobParameters) -> Job:
-    """Queue a job and answer with its status message: the row exists before the answer."""
+async def submit(interaction: discord.Interaction, params: JobParameters, *, as_followup: bool = False) -> Job:
+    """Queue a job and answer with its status message: the row exists before the answer.
+
+    as_followup: the interaction already has its answer (another job of the same permutation
+    prompt, or a confirmation), so this job's status message is a new followup, which the
+    delivery edits through the interaction's webhook by its message id.
+    """
     bot = bot_of(interaction)
     job = await bot.queue.enqueue(params, requester(interaction))
-    bot.delivery.track(job.id, interaction)
+    if not as_followup:
+        bot.delivery.track(job.id, interaction)
     entry = await bot.queue.entry(job.id)
     position, eta = (entry.position, entry.eta_seconds) if entry else (1, 0.0)
     embed, view = embeds.queued_embed(job, position, eta), buttons.status_view(job.id)
-    if interaction.response.is_done():
+    if as_followup:
+        message = await interaction.followup.send(embed=embed, view=view, wait=True)
+        await bot.queue.set_message(job.id, message.channel.id, message.id)
+        bot.delivery.track(job.id, FollowupStatus(interaction, message.id))  # type: ignore[arg-type]
+    elif interaction.response.is_done():
         # Deferred while an upload was read: the first followup replaces the "thinking" message
         # and is the interaction's original response from then on.
         message = await interaction.followup.send(embed=embed, view=view, wait=True)
@@ -111,6 +130,18 @@ async def submit(interaction: discord.Interaction, params: JobParameters) -> Job
             await bot.queue.set_message(job.id, response.resource.channel.id, response.resource.id)
     bot.dispatcher.wake()
     return job
+
+
+class FollowupStatus:
+    """A followup status message, shown to the delivery as the interaction it tracks: the
+    delivery edits "the original response", which for this job is this followup."""
+
+    def __init__(self, interaction: discord.Interaction, message_id: int) -> None:
+        self.interaction, self.message_id = interaction, message_id
+        self.created_at = interaction.created_at  # the webhook token's age, as the interaction's
+
+    async def edit_original_response(self, **fields: Any) -> discord.WebhookMessage:
+        return await self.interaction.followup.edit_message(self.message_id, **fields)
 
 
 async def cancel(interaction: discord.Interaction, job_id: int) -> None:
@@ -226,11 +257,24 @@ def outpaint_pixels(direction: str, width: int, height: int, pan_fraction: float
 
 
 async def remix(interaction: discord.Interaction, job_id: int, prompt: str, negative_prompt: str) -> None:
-    """Re-run a job with an edited prompt: same seeds, same everything else."""
+    """Re-run a job with an edited prompt: same seeds, same everything else, except what
+    inline parameters in the new prompt change (`--seed 5`, `--ar 3:2`...); permutations in
+    it make one job each."""
     bot = bot_of(interaction)
     job = await bot.queue.require(job_id)
     _check_model_still_there(bot, job)
-    await submit(interaction, remix_of(job, prompt, negative_prompt, bot.settings.limits))
+    user = await bot.queue.user(interaction.user.id)
+    earlier = GenerationOptions(
+        prompt=prompt, negative_prompt=negative_prompt, width=job.width, height=job.height, steps=job.steps,
+        cfg_scale=job.cfg_scale, sampler=job.sampler, seed=job.seed, count=job.count, model=job.model,
+        tiling=job.tiling,
+    )
+    prepared = await prepare(
+        bot.queue.db, earlier, bot.settings, user, user_id=interaction.user.id, guild_id=interaction.guild_id,
+        override=True,
+    )
+    params = [remix_of(job, resolve_parameters(options, bot.settings, user)) for options in prepared]
+    await confirm.submit_jobs(interaction, params)
 
 
 async def inpaint(
@@ -244,7 +288,8 @@ async def inpaint(
     masked_content: str | None,
     only_masked: bool,
 ) -> None:
-    """Inpaint one image with the mask the user uploaded in the inpaint modal."""
+    """Inpaint one image with the mask the user uploaded in the inpaint modal. The prompt may
+    carry inline parameters and permutations, as in any prompt field; its own win (as in Remix)."""
     bot = bot_of(interaction)
     if mask is None:
         raise InvalidOption("Upload a mask: white where the image should change, black elsewhere.")
@@ -252,15 +297,22 @@ async def inpaint(
     job, image = await _finished_image(bot, job_id, index)
     _check_model_still_there(bot, job)
     source = _source_of(job, image)
+    user = await bot.queue.user(interaction.user.id)
+    options = replace(options_from(job, prompt=prompt), count=bot.settings.limits.default_count)
+    prepared = await prepare(
+        bot.queue.db, options, bot.settings, user, user_id=interaction.user.id, guild_id=interaction.guild_id,
+        override=True,
+    )
     async with thinking(interaction):
         mask_path, note = await inputs.read_mask_upload(mask, bot.settings, source)
-        user = await bot.queue.user(interaction.user.id)
-        options = replace(options_from(job, prompt=prompt), count=bot.settings.limits.default_count)
-        params = inpaint_parameters(
-            options, bot.settings, user, source, mask_path,
-            strength=value, masked_content=masked_content, only_masked=only_masked,
-        )
-    await submit(interaction, params)
+        params = [
+            inpaint_parameters(
+                each, bot.settings, user, source, mask_path,
+                strength=value, masked_content=masked_content, only_masked=only_masked,
+            )
+            for each in prepared
+        ]
+        await confirm.submit_jobs(interaction, params)
     if note:
         await interaction.followup.send(note, ephemeral=True)
 

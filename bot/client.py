@@ -18,7 +18,7 @@ from bot.ui.buttons import DYNAMIC_ITEMS
 
 log = logging.getLogger(__name__)
 
-EXTENSIONS = ("bot.cogs.imagine", "bot.cogs.images", "bot.cogs.queue")
+EXTENSIONS = ("bot.cogs.imagine", "bot.cogs.images", "bot.cogs.plots", "bot.cogs.queue", "bot.cogs.styles")
 
 
 class SDBot(commands.Bot):

@@ -115,14 +115,18 @@ async def test_inpaint_button_repaints_only_under_the_mask(harness):
     assert shown.modal is not None
     submitted = await alice.submit_modal(
         shown,
-        {"prompt": "a lighthouse with a red roof", "mask": ("mask.png", png_bytes(right_half_mask())), "strength": "0.8"},
+        {
+            "prompt": "a lighthouse with a red roof --steps 4",
+            "mask": ("mask.png", png_bytes(right_half_mask())),
+            "strength": "0.8",
+        },
     )
     assert submitted.acknowledged and not submitted.ephemeral
     job = await harness.wait_for_job((await harness.latest_job()).id)
     assert job.status == JobStatus.COMPLETED, job.error
     assert job.kind == JobKind.INPAINT and (job.parent_job_id, job.parent_image_index) == (parent.id, 0)
     assert job.denoising_strength == 0.8 and job.masked_content == "original" and job.mask_blur == 4
-    assert job.prompt == "a lighthouse with a red roof"
+    assert job.prompt == "a lighthouse with a red roof" and job.steps == 4  # inline parameters work here too
 
     before = pixels(parent.images[0].path)
     for image in job.images:

@@ -3,7 +3,10 @@
 Each command reads its upload(s) through bot.inputs (checked, normalized, saved) and hands the
 options to the builders in bot.jobs.workflows, which the buttons use too, so both refuse the
 same things with the same words. Reading a large upload can pass Discord's 3 seconds, so the
-commands acknowledge first (actions.thinking), and a refusal still reaches only its author.
+commands acknowledge first (actions.thinking), and a refusal still reaches only its author: the
+jobs are queued inside it too, so a full queue is refused privately as well. The prompt itself
+(inline parameters, styles, permutations: bot.prompts.prepare) is checked before the upload is
+read.
 
 Discord's option ranges are wide, as /imagine's: the builders check every value and say what
 this server allows, in the same words for the buttons.
@@ -19,6 +22,7 @@ from discord.ext import commands
 
 from bot import actions, inputs
 from bot.cogs.imagine import matching_choices
+from bot.cogs.styles import style_autocomplete
 from bot.errors import InvalidOption
 from bot.jobs.params import MAX_SEED, GenerationOptions
 from bot.jobs.workflows import (
@@ -31,10 +35,13 @@ from bot.jobs.workflows import (
     upscale_parameters,
     upscaler_names,
 )
+from bot.prompts.prepare import prepare
+from bot.ui import confirm
 from inference.samplers import SAMPLER_NAMES
 
 if TYPE_CHECKING:
     from bot.client import SDBot
+    from db.models import User
 
 # The options the generating commands share, typed and described once.
 Prompt = app_commands.Range[str, 1, 4000]
@@ -46,7 +53,7 @@ Seed = app_commands.Range[int, -1, MAX_SEED]
 Count = app_commands.Range[int, 1, 10]
 Strength = app_commands.Range[float, -1.0, 2.0]
 GENERATION_OPTIONS = dict(
-    prompt="What the new image should show",
+    prompt="What the new image should show; may end with --no text, --seed 5, --steps, --cfg, --tile...",
     negative_prompt="What to keep out of the image",
     strength="How far to move from the image: 0 keeps it, 1 ignores it",
     steps="Sampling steps: more is slower and often finer",
@@ -55,6 +62,7 @@ GENERATION_OPTIONS = dict(
     seed="Seed of the first image; -1 or empty for random. Image i uses seed + i",
     count="How many images (1-4)",
     model="Which model to use",
+    style="Saved style(s) to apply, comma-separated (see /style list)",
 )
 # "up" and "down" are what people say; the builders count pixels per side.
 SIDES = {
@@ -86,6 +94,16 @@ class Images(commands.Cog):
     def __init__(self, bot: SDBot) -> None:
         self.bot = bot
 
+    async def _prepare(
+        self, interaction: discord.Interaction, options: GenerationOptions, user: User | None, style: str | None
+    ) -> list[GenerationOptions]:
+        """Inline parameters, styles and permutations (bot.prompts.prepare), checked before the
+        upload is read, so a bad prompt is refused at once and privately."""
+        return await prepare(
+            self.bot.queue.db, options, self.bot.settings, user,
+            user_id=interaction.user.id, guild_id=interaction.guild_id, style_names=style,
+        )
+
     @app_commands.command(name="img2img", description="Make new images from an image you upload and a prompt.")
     @app_commands.describe(
         image="The image to start from",
@@ -97,7 +115,7 @@ class Images(commands.Cog):
         **GENERATION_OPTIONS,
     )
     @app_commands.choices(resize_mode=_choices(RESIZE_MODES))
-    @app_commands.autocomplete(sampler=_samplers, model=_models)
+    @app_commands.autocomplete(sampler=_samplers, model=_models, style=style_autocomplete)
     async def img2img(
         self,
         interaction: discord.Interaction,
@@ -116,19 +134,24 @@ class Images(commands.Cog):
         model: str | None = None,
         loopback: app_commands.Range[int, 1, 100] | None = None,
         loopback_final_strength: Strength | None = None,
+        style: str | None = None,
     ) -> None:
         options = GenerationOptions(
             prompt=prompt, negative_prompt=negative_prompt, width=width, height=height, steps=steps,
             cfg_scale=cfg, sampler=sampler, seed=seed, count=count, model=model,
         )
+        user = await self.bot.queue.user(interaction.user.id)
+        prepared = await self._prepare(interaction, options, user, style)
         async with actions.thinking(interaction):
             source = await inputs.read_image_upload(image, self.bot.settings)
-            user = await self.bot.queue.user(interaction.user.id)
-            params = img2img_parameters(
-                options, self.bot.settings, user, source, strength=strength, resize_mode=resize_mode,
-                loopback=loopback, loopback_final_strength=loopback_final_strength,
-            )
-        await actions.submit(interaction, params)
+            params = [
+                img2img_parameters(
+                    each, self.bot.settings, user, source, strength=strength, resize_mode=resize_mode,
+                    loopback=loopback, loopback_final_strength=loopback_final_strength,
+                )
+                for each in prepared
+            ]
+            await confirm.submit_jobs(interaction, params)
 
     @app_commands.command(name="inpaint", description="Repaint part of an image you upload: the white area of a mask.")
     @app_commands.describe(
@@ -141,7 +164,7 @@ class Images(commands.Cog):
         **GENERATION_OPTIONS,
     )
     @app_commands.choices(masked_content=_choices(MASKED_CONTENT))
-    @app_commands.autocomplete(sampler=_samplers, model=_models)
+    @app_commands.autocomplete(sampler=_samplers, model=_models, style=style_autocomplete)
     async def inpaint(
         self,
         interaction: discord.Interaction,
@@ -160,20 +183,25 @@ class Images(commands.Cog):
         seed: Seed | None = None,
         count: Count | None = None,
         model: str | None = None,
+        style: str | None = None,
     ) -> None:
         options = GenerationOptions(
             prompt=prompt, negative_prompt=negative_prompt, steps=steps, cfg_scale=cfg, sampler=sampler,
             seed=seed, count=count, model=model,
         )
+        user = await self.bot.queue.user(interaction.user.id)
+        prepared = await self._prepare(interaction, options, user, style)
         async with actions.thinking(interaction):
             source = await inputs.read_image_upload(image, self.bot.settings)
             mask_path, note = await inputs.read_mask_upload(mask, self.bot.settings, source)
-            user = await self.bot.queue.user(interaction.user.id)
-            params = inpaint_parameters(
-                options, self.bot.settings, user, source, mask_path, strength=strength,
-                masked_content=masked_content, mask_blur=mask_blur, only_masked=only_masked, padding=padding,
-            )
-        await actions.submit(interaction, params)
+            params = [
+                inpaint_parameters(
+                    each, self.bot.settings, user, source, mask_path, strength=strength,
+                    masked_content=masked_content, mask_blur=mask_blur, only_masked=only_masked, padding=padding,
+                )
+                for each in prepared
+            ]
+            await confirm.submit_jobs(interaction, params)
         if note:
             await interaction.followup.send(note, ephemeral=True)
 
@@ -186,7 +214,7 @@ class Images(commands.Cog):
         **{k: v for k, v in GENERATION_OPTIONS.items() if k not in ("prompt", "count")},
     )
     @app_commands.choices(direction=_choices(OUTPAINT_DIRECTIONS))
-    @app_commands.autocomplete(sampler=_samplers, model=_models)
+    @app_commands.autocomplete(sampler=_samplers, model=_models, style=style_autocomplete)
     async def outpaint(
         self,
         interaction: discord.Interaction,
@@ -201,6 +229,7 @@ class Images(commands.Cog):
         sampler: str | None = None,
         seed: Seed | None = None,
         model: str | None = None,
+        style: str | None = None,
     ) -> None:
         if direction not in SIDES:  # a choice in Discord; a stale client could send anything
             raise InvalidOption(f"Unknown direction `{direction}`. Choose one of: {', '.join(SIDES)}.")
@@ -208,12 +237,16 @@ class Images(commands.Cog):
             prompt=prompt, negative_prompt=negative_prompt, steps=steps, cfg_scale=cfg, sampler=sampler,
             seed=seed, model=model,
         )
+        user = await self.bot.queue.user(interaction.user.id)
+        prepared = await self._prepare(interaction, options, user, style)
         async with actions.thinking(interaction):
             source = await inputs.read_image_upload(image, self.bot.settings)
-            user = await self.bot.queue.user(interaction.user.id)
             pads = {side: pixels for side in SIDES[direction]}
-            params = outpaint_parameters(options, self.bot.settings, user, source, strength=strength, **pads)
-        await actions.submit(interaction, params)
+            params = [
+                outpaint_parameters(each, self.bot.settings, user, source, strength=strength, **pads)
+                for each in prepared
+            ]
+            await confirm.submit_jobs(interaction, params)
 
     @app_commands.command(name="upscale", description="Make an image you upload larger, with an upscaler model.")
     @app_commands.describe(

@@ -9,8 +9,11 @@ from discord import app_commands
 from discord.ext import commands
 
 from bot import actions
+from bot.cogs.styles import style_autocomplete
 from bot.jobs.params import ASPECT_RATIOS, MAX_SEED, GenerationOptions, resolve_parameters
 from bot.jobs.workflows import hires_parameters, upscaler_names
+from bot.prompts.prepare import prepare
+from bot.ui import confirm
 from inference.protocol import LATENT
 from inference.samplers import SAMPLER_NAMES
 
@@ -31,7 +34,7 @@ class Imagine(commands.Cog):
 
     @app_commands.command(name="imagine", description="Generate images from a text prompt.")
     @app_commands.describe(
-        prompt="What to draw",
+        prompt="What to draw; may end with --ar 3:2, --no text, --seed, --steps, --cfg, --sampler, --model, --tile",
         negative_prompt="What to keep out of the image",
         aspect="Aspect ratio (instead of width and height)",
         width="Width in pixels, a multiple of 8",
@@ -46,6 +49,7 @@ class Imagine(commands.Cog):
         hires_steps="Hires fix: steps of the second pass (0: same as steps)",
         hires_denoising="Hires fix: how much the second pass may change (0-1)",
         hires_upscaler="Hires fix: Latent, Lanczos or an upscaler model",
+        style="Saved style(s) to apply, comma-separated (see /style list)",
     )
     @app_commands.choices(aspect=[app_commands.Choice(name=ratio, value=ratio) for ratio in ASPECT_RATIOS])
     async def imagine(
@@ -66,6 +70,7 @@ class Imagine(commands.Cog):
         hires_steps: app_commands.Range[int, 0, 500] | None = None,
         hires_denoising: app_commands.Range[float, -1.0, 2.0] | None = None,
         hires_upscaler: str | None = None,
+        style: str | None = None,
     ) -> None:
         # Discord's ranges above are wide on purpose: the server's own limits (config) are
         # checked here, with a message that says what this server allows.
@@ -83,16 +88,23 @@ class Imagine(commands.Cog):
             model=model,
         )
         user = await self.bot.queue.user(interaction.user.id)
-        params = resolve_parameters(options, self.bot.settings, user)
-        params = hires_parameters(
-            params,
-            self.bot.settings,
-            scale=hires_scale,
-            steps=hires_steps,
-            denoising=hires_denoising,
-            upscaler=hires_upscaler,
+        # Inline parameters, styles and permutations: one GenerationOptions per job.
+        prepared = await prepare(
+            self.bot.queue.db, options, self.bot.settings, user,
+            user_id=interaction.user.id, guild_id=interaction.guild_id, style_names=style,
         )
-        await actions.submit(interaction, params)
+        params = [
+            hires_parameters(
+                resolve_parameters(each, self.bot.settings, user),
+                self.bot.settings,
+                scale=hires_scale,
+                steps=hires_steps,
+                denoising=hires_denoising,
+                upscaler=hires_upscaler,
+            )
+            for each in prepared
+        ]
+        await confirm.submit_jobs(interaction, params)
 
     @imagine.autocomplete("sampler")
     async def sampler_autocomplete(self, interaction: discord.Interaction, current: str) -> list[app_commands.Choice[str]]:
@@ -101,6 +113,10 @@ class Imagine(commands.Cog):
     @imagine.autocomplete("model")
     async def model_autocomplete(self, interaction: discord.Interaction, current: str) -> list[app_commands.Choice[str]]:
         return matching_choices([m.name for m in self.bot.settings.models], current)
+
+    @imagine.autocomplete("style")
+    async def styles_autocomplete(self, interaction: discord.Interaction, current: str) -> list[app_commands.Choice[str]]:
+        return await style_autocomplete(interaction, current)
 
     @imagine.autocomplete("hires_upscaler")
     async def hires_upscaler_autocomplete(
@@ -111,3 +127,6 @@ class Imagine(commands.Cog):
 
 async def setup(bot: SDBot) -> None:
     await bot.add_cog(Imagine(bot))
+    # The Confirm/Cancel buttons of a permutation prompt (every generating command's, and
+    # Remix's): registered with the commands that ask.
+    bot.add_dynamic_items(confirm.ConfirmButton)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import random
+import re
 from dataclasses import asdict, dataclass, fields, replace
 from typing import TYPE_CHECKING, TypeVar
 
@@ -31,7 +32,7 @@ from inference.protocol import (
 from inference.samplers import SAMPLER_NAMES, find_sampler
 
 if TYPE_CHECKING:
-    from bot.config import LimitSettings, Settings
+    from bot.config import Settings
     from db.models import Job, User
 
 T = TypeVar("T")
@@ -62,6 +63,7 @@ class GenerationOptions:
     seed: int | None = None
     count: int | None = None
     model: str | None = None
+    tiling: bool | None = None  # seamless tiling (--tile in the prompt)
 
 
 @dataclass(frozen=True)
@@ -173,6 +175,7 @@ def resolve_parameters(
         sampler=sampler,
         count=count,
         seed=seed,
+        tiling=bool(options.tiling),
     )
 
 
@@ -189,11 +192,13 @@ def _resolve_size(
     if options.aspect is not None and (options.width is not None or options.height is not None):
         raise InvalidOption("Give either an aspect ratio or a width/height, not both.")
     if options.aspect is not None:
-        if options.aspect not in ASPECT_RATIOS:
-            raise InvalidOption(
-                f"Unknown aspect ratio `{options.aspect}`. Choose one of {', '.join(ASPECT_RATIOS)}."
-            )
         width, height = size_for_aspect(options.aspect, base_size, limits.max_size)
+        for name, value in (("width", width), ("height", height)):
+            if not limits.min_size <= value <= limits.max_size:
+                raise InvalidOption(
+                    f"Aspect ratio {options.aspect} makes {width}x{height} images here, and {name} must be "
+                    f"between {limits.min_size} and {limits.max_size}: choose a less extreme ratio."
+                )
     else:
         default_w = (user.default_width if user else None) or base_size
         default_h = (user.default_height if user else None) or base_size
@@ -214,10 +219,23 @@ def _resolve_size(
     return width, height
 
 
+def parse_aspect(aspect: str) -> tuple[int, int]:
+    """"W:H" (any whole numbers, as Midjourney's --ar) as a pair, or InvalidOption."""
+    if aspect in ASPECT_RATIOS:
+        return ASPECT_RATIOS[aspect]
+    match = re.fullmatch(r"\s*(\d{1,5})\s*:\s*(\d{1,5})\s*", aspect)
+    if match is None or 0 in (int(match[1]), int(match[2])):
+        raise InvalidOption(
+            f"Unknown aspect ratio `{aspect}`: give it as width:height, for example "
+            f"{', '.join(ASPECT_RATIOS)}."
+        )
+    return int(match[1]), int(match[2])
+
+
 def size_for_aspect(aspect: str, base_size: int, max_size: int) -> tuple[int, int]:
     """The short side is the model's native size and the long side follows the ratio, in
     multiples of 8; when the long side would pass max_size, both shrink to fit."""
-    w_ratio, h_ratio = ASPECT_RATIOS[aspect]
+    w_ratio, h_ratio = parse_aspect(aspect)
     short_ratio, long_ratio = sorted((w_ratio, h_ratio))
     short_side, long_side = base_size, _multiple_of_8(base_size * long_ratio / short_ratio)
     if long_side > max_size:
@@ -332,10 +350,11 @@ def job_columns(params: JobParameters) -> dict[str, object]:
 
 
 def reroll_of(job: Job) -> JobParameters:
-    """Same parameters, new seeds (and no variation): Midjourney's 🔄."""
+    """Same parameters, new seeds (and no variation): Midjourney's 🔄. A plot stays a plot
+    (its cells keep what they set, a Seed axis's seeds included)."""
     return replace(
         parameters_of(job),
-        kind=JobKind.TXT2IMG,
+        kind=JobKind.PLOT if job.kind == JobKind.PLOT else JobKind.TXT2IMG,
         seed=random_seed(),
         subseed=None,
         subseed_strength=0.0,
@@ -344,18 +363,22 @@ def reroll_of(job: Job) -> JobParameters:
     )
 
 
-def remix_of(job: Job, prompt: str, negative_prompt: str, limits: LimitSettings) -> JobParameters:
-    """The same job, seeds included, with the prompts the user edited: Midjourney's remix."""
-    prompt = " ".join(prompt.split())
-    if not prompt:
-        raise InvalidOption("The prompt is empty: describe the image you want.")
-    for name, text in (("prompt", prompt), ("negative prompt", negative_prompt)):
-        if len(text) > limits.max_prompt_length:
-            raise InvalidOption(f"The {name} is {len(text)} characters long; the limit is {limits.max_prompt_length}.")
+def remix_of(job: Job, edited: JobParameters) -> JobParameters:
+    """The same job with what the user edited in Remix (the prompts, and any inline parameters
+    they wrote, resolved and checked as `edited`): the same seeds unless they gave one, the
+    same workflow. Midjourney's remix."""
     return replace(
         parameters_of(job),
-        prompt=prompt,
-        negative_prompt=negative_prompt.strip(),
+        prompt=edited.prompt,
+        negative_prompt=edited.negative_prompt,
+        model=edited.model,
+        width=edited.width,
+        height=edited.height,
+        steps=edited.steps,
+        cfg_scale=edited.cfg_scale,
+        sampler=edited.sampler,
+        seed=edited.seed,
+        tiling=edited.tiling,
         parent_job_id=job.id,
         parent_image_index=None,
     )

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import discord
 
-from bot.jobs.params import image_seeds
+from bot.jobs.params import image_seeds, plot_options
+from bot.jobs.plots import plot_summary
+from bot.prompts.tokens import token_summary
 from db.models import Job
 from inference.protocol import JobKind
 
@@ -42,6 +44,8 @@ def workflow_summary(job: Job) -> str | None:
     if kind == JobKind.UPSCALE:
         return f"Upscale {job.upscale_factor:g}x ({job.upscaler})"
     parts: list[str] = []
+    if kind == JobKind.PLOT and job.plot_json:
+        parts.append(plot_summary(plot_options(job.plot_json)))
     if kind == JobKind.IMG2IMG:
         parts.append(f"img2img, strength {job.denoising_strength:g}, {job.resize_mode}")
         if (job.loopback_count or 1) > 1:
@@ -87,6 +91,9 @@ def queued_embed(job: Job, position: int, eta_seconds: float) -> discord.Embed:
     embed = _with_prompt(discord.Embed(title="Queued", colour=QUEUED_COLOUR), job)
     embed.add_field(name="Position", value="next" if position <= 1 else f"{position} in line")
     embed.add_field(name="ETA", value=f"about {format_duration(eta_seconds)}")
+    tokens = token_summary(job)
+    if tokens:
+        embed.add_field(name="Tokens", value=tokens)
     embed.set_footer(text=f"Job #{job.id} · {_parameters_line(job)}")
     return embed
 
@@ -106,6 +113,8 @@ def running_embed(job: Job, step: int = 0, total: int = 0, preview_filename: str
 def result_embed(job: Job, filename: str, image_index: int | None = None) -> discord.Embed:
     """The finished job, or one of its images when image_index is given."""
     seeds, subseeds = image_seeds(job)
+    if job.kind == JobKind.PLOT:
+        seeds = tuple(dict.fromkeys(seeds))  # the cells share the seed unless it is an axis
     if image_index is not None:
         seeds, subseeds = seeds[image_index : image_index + 1], subseeds[image_index : image_index + 1]
     # The prompt is the title; only a prompt too long for a title is repeated in full below it.
