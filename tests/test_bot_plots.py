@@ -59,9 +59,9 @@ async def test_prompt_matrix_makes_every_combination_in_one_labelled_grid(harnes
 async def test_xy_plot_of_steps_and_cfg(harness):
     alice = harness.member("alice")
     result = await alice.slash(
-        harness.channel, "xyplot", prompt="a lighthouse", x_type="Steps", x_values="2, 3",
-        y_type="CFG Scale", y_values="5-7 (+2)", seed=7,
-    )
+        harness.channel, "xyplot", prompt="a lighthouse --seed 7", x_type="Steps", x_values="2, 3",
+        y_type="CFG Scale", y_values="5-7 (+2)",
+    )  # inline parameters work in every prompt field
     job, message = await finished(harness, result)
     assert (job.kind, job.count) == (JobKind.PLOT, 4)
     infos = infotexts(job)

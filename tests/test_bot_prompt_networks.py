@@ -82,3 +82,49 @@ def test_the_module_imports_no_torch():
     )
     done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True)
     assert done.returncode == 0, done.stdout + done.stderr
+
+
+async def test_imagine_lists_applies_and_refuses_loras_and_embeddings(harness, tiny_pipe):
+    """Through the bot and the real worker: autocomplete lists the files, the picked LoRA is
+    written into the prompt and changes the image, and an unknown one queues nothing."""
+    import numpy as np
+    import torch
+    from PIL import Image as PILImage
+
+    from db.models import JobStatus
+    from tests.test_inference_networks import write_kohya_lora
+
+    prompts = harness.settings.prompts
+    write_kohya_lora(tiny_pipe, Path(prompts.lora_dirs[0]) / "inkwash.safetensors", seed=3, scale=2.0)
+    Path(prompts.embedding_dirs[0]).mkdir(parents=True, exist_ok=True)
+    dim = tiny_pipe.text_encoder.get_input_embeddings().weight.shape[1]
+    torch.save({"string_to_param": {"*": torch.randn(1, dim)}}, Path(prompts.embedding_dirs[0]) / "shiny-style.pt")
+
+    alice = harness.member("alice")
+    assert [c["name"] for c in await alice.autocomplete(harness.channel, "imagine", "lora", "ink")] == ["inkwash"]
+    assert [c["name"] for c in await alice.autocomplete(harness.channel, "imagine", "embedding", "")] == ["shiny-style"]
+
+    async def run(**options) -> tuple:
+        await alice.slash(harness.channel, "imagine", prompt="a fox --seed 7", count=1, **options)
+        job = await harness.wait_for_job((await harness.latest_job()).id)
+        assert job.status == JobStatus.COMPLETED, job.error
+        return job, np.asarray(PILImage.open(job.images[0].path), dtype=np.int16)
+
+    plain_job, plain = await run()
+    lora_job, with_lora = await run(lora="inkwash", lora_weight=0.8)
+    assert lora_job.prompt == "a fox, <lora:inkwash:0.8>" and lora_job.seed == 7
+    assert np.abs(with_lora - plain).mean() > 1.0
+    embedding_job, _ = await run(embedding="shiny-style")
+    assert embedding_job.prompt == "a fox, shiny-style"
+
+    count = await harness.job_count()
+    for options, expected in (
+        ({"lora": "nope"}, "Unknown LoRA `nope`"),
+        ({"lora_weight": 0.5}, "lora_weight needs a lora"),
+        ({"embedding": "glossy"}, "Unknown embedding `glossy`. Available: shiny-style."),
+        ({"prompt": "a fox <lora:inkwash:lots>"}, "lora"),
+    ):
+        answer = await alice.slash(harness.channel, "imagine", **{"prompt": "a fox", **options})
+        assert answer.ephemeral and expected in answer.response.content, answer.response.content
+        harness.expect_user_errors()
+    assert await harness.job_count() == count

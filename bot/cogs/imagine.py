@@ -9,6 +9,8 @@ from discord import app_commands
 from discord.ext import commands
 
 from bot import actions
+from bot.errors import InvalidOption
+from bot.prompts.networks import embedding_names, lora_names
 from bot.cogs.styles import style_autocomplete
 from bot.jobs.params import ASPECT_RATIOS, MAX_SEED, GenerationOptions, resolve_parameters
 from bot.jobs.workflows import hires_parameters, upscaler_names
@@ -50,6 +52,9 @@ class Imagine(commands.Cog):
         hires_denoising="Hires fix: how much the second pass may change (0-1)",
         hires_upscaler="Hires fix: Latent, Lanczos or an upscaler model",
         style="Saved style(s) to apply, comma-separated (see /style list)",
+        lora="A LoRA to apply (the same as writing <lora:name:weight> in the prompt)",
+        lora_weight="The LoRA's weight (default 1)",
+        embedding="A textual-inversion embedding to add to the prompt (the same as writing its name)",
     )
     @app_commands.choices(aspect=[app_commands.Choice(name=ratio, value=ratio) for ratio in ASPECT_RATIOS])
     async def imagine(
@@ -71,11 +76,16 @@ class Imagine(commands.Cog):
         hires_denoising: app_commands.Range[float, -1.0, 2.0] | None = None,
         hires_upscaler: str | None = None,
         style: str | None = None,
+        lora: str | None = None,
+        lora_weight: app_commands.Range[float, -10.0, 10.0] | None = None,
+        embedding: str | None = None,
     ) -> None:
         # Discord's ranges above are wide on purpose: the server's own limits (config) are
         # checked here, with a message that says what this server allows.
+        if embedding is not None and embedding not in (known := embedding_names(self.bot.settings)):
+            raise InvalidOption(f"Unknown embedding `{embedding}`. Available: {', '.join(known) or 'none'}.")
         options = GenerationOptions(
-            prompt=prompt,
+            prompt=with_networks(prompt, lora, lora_weight, embedding),
             negative_prompt=negative_prompt,
             aspect=aspect,
             width=width,
@@ -118,11 +128,37 @@ class Imagine(commands.Cog):
     async def styles_autocomplete(self, interaction: discord.Interaction, current: str) -> list[app_commands.Choice[str]]:
         return await style_autocomplete(interaction, current)
 
+    @imagine.autocomplete("lora")
+    async def lora_autocomplete(self, interaction: discord.Interaction, current: str) -> list[app_commands.Choice[str]]:
+        return matching_choices(lora_names(self.bot.settings), current)
+
+    @imagine.autocomplete("embedding")
+    async def embedding_autocomplete(
+        self, interaction: discord.Interaction, current: str
+    ) -> list[app_commands.Choice[str]]:
+        return matching_choices(embedding_names(self.bot.settings), current)
+
     @imagine.autocomplete("hires_upscaler")
     async def hires_upscaler_autocomplete(
         self, interaction: discord.Interaction, current: str
     ) -> list[app_commands.Choice[str]]:
         return matching_choices([LATENT, *upscaler_names(self.bot.settings)], current)
+
+
+def with_networks(prompt: str, lora: str | None, weight: float | None, embedding: str | None) -> str:
+    """The prompt with the picked LoRA and embedding written in, as a user would type them;
+    inline parameters (`--ar ...`) stay last, where they must be."""
+    added = []
+    if embedding:
+        added.append(embedding)
+    if lora:
+        added.append(f"<lora:{lora}:{1.0 if weight is None else weight:g}>")
+    elif weight is not None:
+        raise InvalidOption("lora_weight needs a lora.")
+    if not added:
+        return prompt
+    text, separator, parameters = prompt.partition(" --")
+    return f"{text}, {' '.join(added)}{separator}{parameters}"
 
 
 async def setup(bot: SDBot) -> None:

@@ -13,6 +13,8 @@ from discord import app_commands
 from discord.ext import commands
 
 from bot import actions
+from bot.prompts.prepare import prepare
+from bot.ui import confirm
 from bot.cogs.imagine import matching_choices
 # The option types the generating commands share (wide ranges: the builders check the
 # server's limits and say what it allows), and their autocompletes.
@@ -89,12 +91,15 @@ class Plots(commands.Cog):
             cfg_scale=cfg, sampler=sampler, seed=seed, model=model,
         )
         user = await self.bot.queue.user(interaction.user.id)
-        params = xy_plot_parameters(
-            options, self.bot.settings, user, x_type, x_values, y_type, y_values,
-            hires_scale=hires_scale, hires_steps=hires_steps, hires_denoising=hires_denoising,
-            hires_upscaler=hires_upscaler,
-        )
-        await actions.submit(interaction, params)
+        params = [
+            xy_plot_parameters(
+                each, self.bot.settings, user, x_type, x_values, y_type, y_values,
+                hires_scale=hires_scale, hires_steps=hires_steps, hires_denoising=hires_denoising,
+                hires_upscaler=hires_upscaler,
+            )
+            for each in await self._prepare(interaction, options, user)
+        ]
+        await confirm.submit_jobs(interaction, params)
 
     @app_commands.command(
         name="promptmatrix", description="Every combination of prompt parts, in one grid (A1111's prompt matrix)."
@@ -122,7 +127,17 @@ class Plots(commands.Cog):
             cfg_scale=cfg, sampler=sampler, seed=seed, model=model,
         )
         user = await self.bot.queue.user(interaction.user.id)
-        await actions.submit(interaction, prompt_matrix_parameters(options, self.bot.settings, user))
+        prepared = await self._prepare(interaction, options, user)
+        await confirm.submit_jobs(
+            interaction, [prompt_matrix_parameters(each, self.bot.settings, user) for each in prepared]
+        )
+
+    async def _prepare(self, interaction: discord.Interaction, options: GenerationOptions, user) -> list:
+        """Inline parameters, permutations and LoRA checks, as in every prompt field."""
+        return await prepare(
+            self.bot.queue.db, options, self.bot.settings, user,
+            user_id=interaction.user.id, guild_id=interaction.guild_id,
+        )
 
 
 async def setup(bot: SDBot) -> None:
