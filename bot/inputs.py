@@ -125,9 +125,16 @@ def _save_mask(data: bytes, settings: Settings, label: str, image: SourceImage) 
     return _save(mask, settings), note
 
 
-def _decode(data: bytes, max_pixels: int, label: str) -> Image.Image:
-    """One still frame, fully decoded and upright; the size is checked from the header first,
-    so a decompression bomb is refused without being decoded."""
+async def download(attachment: discord.Attachment, settings: Settings, *, what: str = "image") -> tuple[bytes, str]:
+    """The upload's bytes, refused when too large (from the size Discord states, before the
+    download), and the label that names it in messages."""
+    label = _label(what, attachment)
+    return await _download(attachment, settings, label), label
+
+
+def open_image(data: bytes, max_pixels: int, label: str) -> Image.Image:
+    """The image opened, not decoded: an accepted format, its size checked from the header, so
+    a decompression bomb is refused before any pixel is decoded."""
     _let_pillow_open(max_pixels)
     too_many = f"this server accepts at most {max_pixels:,} pixels"
     try:
@@ -139,6 +146,13 @@ def _decode(data: bytes, max_pixels: int, label: str) -> Image.Image:
     width, height = image.size
     if width * height > max_pixels:
         raise InvalidOption(f"The {label} is {width}x{height} ({width * height:,} pixels); {too_many}.")
+    return image
+
+
+def _decode(data: bytes, max_pixels: int, label: str) -> Image.Image:
+    """One still frame, fully decoded and upright; the size is checked from the header first,
+    so a decompression bomb is refused without being decoded."""
+    image = open_image(data, max_pixels, label)
     damaged = f"The {label} is damaged or incomplete and cannot be decoded. Upload it again, or save it again as PNG."
     try:
         # An MPO's other frames are a phone's depth or gain map: its first frame is the photo.
