@@ -18,7 +18,8 @@ from bot.ui.buttons import DYNAMIC_ITEMS
 
 log = logging.getLogger(__name__)
 
-EXTENSIONS = ("bot.cogs.imagine", "bot.cogs.images", "bot.cogs.plots", "bot.cogs.queue", "bot.cogs.styles")
+EXTENSIONS = ("bot.cogs.imagine", "bot.cogs.images", "bot.cogs.plots", "bot.cogs.queue", "bot.cogs.styles", "bot.cogs.history",
+              "bot.cogs.pnginfo")
 
 
 class SDBot(commands.Bot):

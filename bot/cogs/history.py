@@ -1,0 +1,87 @@
+"""/history lists your jobs (privately, with Previous/Next and Re-run); /show re-posts a result."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import discord
+from discord import app_commands
+from discord.ext import commands
+
+from bot import uploads
+from bot.errors import ImageUnavailable, JobNotFound, NotAllowed, NothingToDo
+from bot.ui import buttons, embeds
+from bot.ui.history import HISTORY_ITEMS, history_message
+from db.models import Job, JobStatus
+
+if TYPE_CHECKING:
+    from bot.client import SDBot
+
+
+class History(commands.Cog):
+    def __init__(self, bot: SDBot) -> None:
+        self.bot = bot
+
+    @app_commands.command(name="history", description="Your recent jobs, newest first (only you see them).")
+    @app_commands.describe(page="The page to show (10 jobs a page); 1 is the newest")
+    async def history(self, interaction: discord.Interaction, page: app_commands.Range[int, 1] = 1) -> None:
+        shown = await history_message(interaction, interaction.user.id, page - 1)
+        await interaction.response.send_message(**shown, ephemeral=True)
+
+    @app_commands.command(name="show", description="Post a finished job's result again, with its buttons.")
+    @app_commands.describe(job="The job number (see /history)")
+    async def show(self, interaction: discord.Interaction, job: app_commands.Range[int, 1]) -> None:
+        found = await self.bot.queue.get(job)
+        if found is None:
+            raise JobNotFound(f"Job #{job} does not exist.")
+        _check_may_show(interaction, found)
+        if found.status != JobStatus.COMPLETED:
+            raise NothingToDo(await self._state_of(found))
+        path = found.grid_path or (found.images[0].path if found.images else None)
+        if path is None or not Path(path).is_file():
+            raise ImageUnavailable(
+                f"The images of job #{found.id} are no longer on disk, so it cannot be shown. "
+                "Its parameters are kept: pick it in /history to run it again."
+            )
+        await interaction.response.defer(thinking=True)
+        file = await uploads.image_file(path, interaction.filesize_limit, f"job{found.id}")
+        extra: dict[str, Any] = {}
+        view = buttons.result_view(found)
+        if view is not None:
+            extra["view"] = view
+        await interaction.followup.send(
+            content=f"Job #{found.id} by <@{found.user_id}>, shown by {interaction.user.mention}",
+            embed=embeds.result_embed(found, file.filename),
+            file=file,
+            allowed_mentions=discord.AllowedMentions.none(),
+            **extra,
+        )
+
+    async def _state_of(self, job: Job) -> str:
+        if job.status == JobStatus.PENDING:
+            entry = await self.bot.queue.entry(job.id)
+            place = f" (#{entry.position} in line)" if entry is not None and entry.position > 0 else ""
+            return f"Job #{job.id} is still waiting in the queue{place}; it has no result to show yet."
+        if job.status == JobStatus.RUNNING:
+            return f"Job #{job.id} is running now; it has no result to show yet."
+        if job.status == JobStatus.FAILED:
+            return f"Job #{job.id} failed, so there is nothing to show: {job.error or 'no reason was recorded.'}"
+        return f"Job #{job.id} was canceled, so there is nothing to show."
+
+
+def _check_may_show(interaction: discord.Interaction, job: Job) -> None:
+    """Results are public in their server: anyone there may show them; never across servers,
+    and in direct messages only one's own jobs."""
+    own = job.user_id == interaction.user.id
+    if interaction.guild_id is None:
+        if not own:
+            raise NotAllowed(f"In direct messages you can show only your own jobs; job #{job.id} is someone else's.")
+        return
+    if job.guild_id != interaction.guild_id and not (own and job.guild_id is None):
+        raise NotAllowed(f"Job #{job.id} was made outside this server, so it cannot be shown here.")
+
+
+async def setup(bot: SDBot) -> None:
+    bot.add_dynamic_items(*HISTORY_ITEMS)
+    await bot.add_cog(History(bot))
