@@ -87,13 +87,23 @@ async def thinking(interaction: discord.Interaction) -> AsyncIterator[None]:
 
 
 def requester(interaction: discord.Interaction) -> Requester:
+    settings = bot_of(interaction).settings
     return Requester(
         user_id=interaction.user.id,
         user_name=interaction.user.name,
         guild_id=interaction.guild_id,
         channel_id=interaction.channel_id,
         upload_limit_bytes=interaction.filesize_limit,
+        safety_check=bool(settings.policy.safety_checker) and not is_age_restricted(interaction),
     )
+
+
+def is_age_restricted(interaction: discord.Interaction) -> bool:
+    """The channel is one Discord marks age-restricted (a thread follows its parent). A DM
+    never is: NSFW is allowed only where a server's moderators said so."""
+    channel = interaction.channel
+    is_nsfw = getattr(channel, "is_nsfw", None)
+    return interaction.guild_id is not None and callable(is_nsfw) and bool(is_nsfw())
 
 
 def may_manage(interaction: discord.Interaction, job: Job) -> bool:

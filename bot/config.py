@@ -117,6 +117,33 @@ class QueueSettings:
     initial_seconds_per_unit: float = 5.0
 
 
+FLAGGED_ACTIONS = ("blur", "spoiler", "withhold")
+
+
+@dataclass(frozen=True)
+class PolicySettings:
+    """Community operations: the defaults of every server's policy (moderators change theirs
+    with /admin; see bot.policy), direct messages, and the safety classifier."""
+
+    # Members may use the bot in direct messages, with these defaults as their limits. A member
+    # banned from the bot in any server is refused in DMs too.
+    allow_dms: bool = True
+    # Images one member may make per day (rolling 24 hours) and seconds between two of their
+    # jobs; 0: no limit. Waiting jobs per member: [queue] max_pending_per_user.
+    images_per_day: int = 0
+    cooldown_s: int = 0
+    # An image of more pixels than this counts as a "large size": a costly feature, as are
+    # upscale 4x, the hires fix and count 4, which servers may reserve to some roles.
+    large_pixels: int = 512 * 768
+    # A safety classifier (diffusers' StableDiffusionSafetyChecker: a hub id or a local folder),
+    # run on every image made outside an age-restricted channel; "" runs none.
+    safety_checker: str = ""
+    # What happens to an image it flags, unless a server chose otherwise: "blur" (posted
+    # blurred), "spoiler" (posted behind a spoiler) or "withhold" (not posted). Flagged images
+    # are logged for moderators in every case.
+    flagged_action: str = "blur"
+
+
 @dataclass(frozen=True)
 class WorkerSettings:
     device: str = "auto"
@@ -163,6 +190,7 @@ class Settings:
     images: ImageSettings = field(default_factory=ImageSettings)
     prompts: PromptSettings = field(default_factory=PromptSettings)
     queue: QueueSettings = field(default_factory=QueueSettings)
+    policy: PolicySettings = field(default_factory=PolicySettings)
     worker: WorkerSettings = field(default_factory=WorkerSettings)
     discord: DiscordSettings = field(default_factory=DiscordSettings)
 
@@ -185,6 +213,10 @@ class Settings:
             raise ConfigError(
                 f"images.default_upscaler {images.default_upscaler!r} is neither {LANCZOS!r} nor a .pth/.safetensors "
                 f"file in images.upscaler_dirs {list(images.upscaler_dirs)}"
+            )
+        if self.policy.flagged_action not in FLAGGED_ACTIONS:
+            raise ConfigError(
+                f"policy.flagged_action must be one of {', '.join(FLAGGED_ACTIONS)}, got {self.policy.flagged_action!r}"
             )
         for name in ("max_upload_bytes", "max_upload_pixels", "max_upscaled_side", "max_hires_side", "max_loopback"):
             if getattr(images, name) < 1:
@@ -209,6 +241,7 @@ class Settings:
             upscale_tile_overlap=self.images.upscale_tile_overlap,
             embedding_dirs=tuple(str(Path(d).resolve()) for d in self.prompts.embedding_dirs),
             lora_dirs=tuple(str(Path(d).resolve()) for d in self.prompts.lora_dirs),
+            safety_checker=self.policy.safety_checker,
         )
 
 

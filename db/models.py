@@ -43,6 +43,15 @@ class User(Base):
     default_width: Mapped[int | None] = mapped_column(Integer)
     default_height: Mapped[int | None] = mapped_column(Integer)
     default_negative_prompt: Mapped[str | None] = mapped_column(Text)
+    # An aspect ratio ("3:2") instead of a width and height: its size follows each model's base size.
+    default_aspect: Mapped[str | None] = mapped_column(String(20))
+    # Style name(s), comma-separated, applied when a job names none (bot.prompts.style_store).
+    default_style: Mapped[str | None] = mapped_column(String(200))
+    # The upscaler of the Upscale buttons and /upscale (None: the server's default).
+    default_upscaler: Mapped[str | None] = mapped_column(String(100))
+    # Results shown only to their owner (an ephemeral status message, then a DM once the
+    # interaction token has expired) instead of in the channel.
+    private_results: Mapped[bool] = mapped_column(Boolean, default=False, server_default="0")
 
     jobs: Mapped[list[Job]] = relationship(back_populates="user")
 
@@ -101,6 +110,13 @@ class Job(Base):
     tiling: Mapped[bool] = mapped_column(Boolean, default=False, server_default="0")
     plot_json: Mapped[str | None] = mapped_column(Text)
 
+    # Checked by the worker's safety classifier (set when the job was queued outside an
+    # age-restricted channel and a classifier is configured): see Image.flagged.
+    safety_check: Mapped[bool] = mapped_column(Boolean, default=False, server_default="0")
+    # The result was removed by its owner or a moderator (the message, optionally the files).
+    removed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    removed_by: Mapped[int | None] = mapped_column(BigInteger)
+
     # Derived work (reroll, variation, upscale, inpaint...) points at the job and image it came from.
     parent_job_id: Mapped[int | None] = mapped_column(ForeignKey("jobs.id", ondelete="SET NULL"))
     parent_image_index: Mapped[int | None] = mapped_column(Integer)
@@ -144,6 +160,8 @@ class Image(Base):
     height: Mapped[int] = mapped_column(Integer)
     path: Mapped[str] = mapped_column(Text)
     infotext: Mapped[str] = mapped_column(Text)
+    # The safety classifier flagged it: posted blurred, spoilered or not at all (server policy).
+    flagged: Mapped[bool] = mapped_column(Boolean, default=False, server_default="0")
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
     job: Mapped[Job] = relationship(back_populates="images")
@@ -170,4 +188,99 @@ class Style(Base):
     prompt: Mapped[str] = mapped_column(Text, default="")
     negative_prompt: Mapped[str] = mapped_column(Text, default="")
     created_by: Mapped[int] = mapped_column(BigInteger)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+# --- community operations: per-server policy, moderation and the audit log (bot.policy) ---------
+
+
+class GuildPolicy(Base):
+    """A server's rules, set by its moderators with /admin. No row: the [policy] defaults.
+
+    The id lists are JSON arrays of Discord ids; an empty list means "no restriction"."""
+
+    __tablename__ = "guild_policies"
+
+    guild_id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
+    # Channels the bot answers in (empty: every channel it can see).
+    channel_ids: Mapped[str] = mapped_column(Text, default="[]", server_default="[]")
+    # Roles that may use the bot at all (empty: everyone).
+    user_role_ids: Mapped[str] = mapped_column(Text, default="[]", server_default="[]")
+    # Roles that may use costly features: upscale 4x, hires fix, large sizes, count 4 (empty: everyone).
+    costly_role_ids: Mapped[str] = mapped_column(Text, default="[]", server_default="[]")
+    # Limits per member (None: the [policy] / [queue] defaults; 0: no limit).
+    images_per_day: Mapped[int | None] = mapped_column(Integer)
+    cooldown_s: Mapped[int | None] = mapped_column(Integer)
+    max_pending: Mapped[int | None] = mapped_column(Integer)
+    # What happens to an image the safety classifier flags: "blur", "spoiler" or "withhold".
+    flagged_action: Mapped[str | None] = mapped_column(String(20))
+    # Where jobs and moderation actions are mirrored (None: nowhere).
+    log_channel_id: Mapped[int | None] = mapped_column(BigInteger)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
+
+
+class RoleLimit(Base):
+    """A role's own limits in one server; a member with several roles gets the most generous."""
+
+    __tablename__ = "role_limits"
+    __table_args__ = (UniqueConstraint("guild_id", "role_id"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    guild_id: Mapped[int] = mapped_column(BigInteger)
+    role_id: Mapped[int] = mapped_column(BigInteger)
+    images_per_day: Mapped[int | None] = mapped_column(Integer)  # 0: no limit
+    cooldown_s: Mapped[int | None] = mapped_column(Integer)
+    max_pending: Mapped[int | None] = mapped_column(Integer)
+
+
+class BlockedTerm(Base):
+    """A banned word or regular expression of one server.
+
+    scope "banned" applies everywhere; scope "nsfw" applies outside age-restricted channels.
+    kind "word" matches whole words, case-insensitively; kind "regex" is a Python regex,
+    compiled when it is set (a pattern that does not compile is refused then)."""
+
+    __tablename__ = "blocked_terms"
+    __table_args__ = (UniqueConstraint("guild_id", "scope", "kind", "pattern"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    guild_id: Mapped[int] = mapped_column(BigInteger, index=True)
+    scope: Mapped[str] = mapped_column(String(10))
+    kind: Mapped[str] = mapped_column(String(10))
+    pattern: Mapped[str] = mapped_column(Text)
+    created_by: Mapped[int] = mapped_column(BigInteger)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class Ban(Base):
+    """A member banned from the bot in one server (and, while banned anywhere, in DMs)."""
+
+    __tablename__ = "bans"
+
+    guild_id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
+    user_id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
+    reason: Mapped[str] = mapped_column(Text, default="")
+    banned_by: Mapped[int] = mapped_column(BigInteger)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class AuditEntry(Base):
+    """One line of the audit log: a job's outcome, a refusal, or a moderation action.
+
+    `action` is a dotted name (bot.policy.audit.Action); `details` is short text for people."""
+
+    __tablename__ = "audit_log"
+    __table_args__ = (
+        Index("ix_audit_log_guild_id_created_at", "guild_id", "created_at"),
+        Index("ix_audit_log_guild_id_target_user_id", "guild_id", "target_user_id"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    guild_id: Mapped[int | None] = mapped_column(BigInteger)  # None: a DM
+    channel_id: Mapped[int | None] = mapped_column(BigInteger)
+    actor_id: Mapped[int] = mapped_column(BigInteger)  # who did it (the bot's id for outcomes)
+    action: Mapped[str] = mapped_column(String(40))
+    target_user_id: Mapped[int | None] = mapped_column(BigInteger)  # whose job or who was banned
+    job_id: Mapped[int | None] = mapped_column(Integer)
+    details: Mapped[str] = mapped_column(Text, default="")
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)

@@ -177,6 +177,9 @@ class WorkerConfig:
     lora_dirs: tuple[str, ...] = ()
     # PNG zlib level for saved images: 1 is several times faster than 9 for ~10% more bytes.
     png_compress_level: int = 1
+    # A safety classifier (diffusers' StableDiffusionSafetyChecker layout: a hub id or a local
+    # folder with its CLIP image processor), run on requests with ``safety_check``; "": none.
+    safety_checker: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -212,6 +215,9 @@ class GenerateRequest:
     plot: PlotOptions | None = None
     # Seamless tiling (Midjourney's --tile, A1111's "Tiling"): convolutions wrap around.
     tiling: bool = False
+    # Run the safety classifier on the images (the job was queued outside an age-restricted
+    # channel); each ImageResult says whether it was flagged. Ignored without a classifier.
+    safety_check: bool = False
 
 
 # --- bot -> worker -------------------------------------------------------------------------
@@ -277,6 +283,7 @@ class ImageResult:
     infotext: str
     width: int
     height: int
+    flagged: bool = False  # the safety classifier judged it NSFW (only when the request asked)
 
 
 @dataclass(frozen=True, slots=True)

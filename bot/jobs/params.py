@@ -320,6 +320,7 @@ def generate_request(job: Job) -> GenerateRequest:
         upscale=upscale,
         plot=plot_options(job.plot_json) if job.plot_json else None,
         tiling=bool(job.tiling),
+        safety_check=bool(job.safety_check),
     )
 
 

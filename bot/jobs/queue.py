@@ -50,6 +50,8 @@ class Requester:
     guild_id: int | None = None
     channel_id: int | None = None
     upload_limit_bytes: int | None = None
+    # The images go through the safety classifier (asked outside an age-restricted channel).
+    safety_check: bool = False
 
 
 class CancelOutcome(StrEnum):
@@ -103,6 +105,7 @@ class JobQueue:
                 guild_id=requester.guild_id,
                 channel_id=requester.channel_id,
                 upload_limit_bytes=requester.upload_limit_bytes,
+                safety_check=requester.safety_check,
                 **job_columns(params),
             )
             session.add(job)
@@ -228,6 +231,7 @@ class JobQueue:
                     height=image.height,
                     path=image.path,
                     infotext=image.infotext,
+                    flagged=image.flagged,
                 )
                 for image in result.images
             ]

@@ -1,0 +1,101 @@
+"""The audit log: every job's outcome, every refusal, every moderation action, one row each.
+
+Rows are written first (the database is the record); a server with a log channel also gets
+each entry there as a short message, sent without waiting, and a failed send (channel gone,
+permissions lost) is logged rather than raised: moderation never fails because of its mirror.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from enum import StrEnum
+from typing import TYPE_CHECKING
+
+import discord
+
+from db.models import AuditEntry, GuildPolicy
+
+if TYPE_CHECKING:
+    from bot.client import SDBot
+
+log = logging.getLogger(__name__)
+DETAILS_LIMIT = 1000  # characters of details kept per entry (prompts can be 4000)
+
+
+class Action(StrEnum):
+    JOB_QUEUED = "job.queued"
+    JOB_COMPLETED = "job.completed"
+    JOB_FAILED = "job.failed"
+    JOB_CANCELED = "job.canceled"
+    IMAGE_FLAGGED = "image.flagged"  # the safety classifier flagged an image
+    REFUSED = "policy.refused"  # a rule stopped a command or a job (details: which and why)
+    RESULT_REMOVED = "result.removed"  # by its owner or a moderator
+    BANNED = "mod.ban"
+    UNBANNED = "mod.unban"
+    CANCELED_BY_MODERATOR = "mod.cancel"
+    POLICY_CHANGED = "mod.policy"  # any /admin setting, term or role limit
+
+
+async def record(
+    bot: SDBot,
+    action: Action,
+    *,
+    actor_id: int,
+    guild_id: int | None,
+    channel_id: int | None = None,
+    target_user_id: int | None = None,
+    job_id: int | None = None,
+    details: str = "",
+) -> AuditEntry:
+    """Write one entry, then mirror it to the server's log channel when it has one."""
+    details = details if len(details) <= DETAILS_LIMIT else details[: DETAILS_LIMIT - 1] + "…"
+    async with bot.queue.db.session() as session, session.begin():
+        entry = AuditEntry(
+            guild_id=guild_id,
+            channel_id=channel_id,
+            actor_id=actor_id,
+            action=str(action),
+            target_user_id=target_user_id,
+            job_id=job_id,
+            details=details,
+        )
+        session.add(entry)
+        policy = await session.get(GuildPolicy, guild_id) if guild_id is not None else None
+        log_channel_id = policy.log_channel_id if policy is not None else None
+    if log_channel_id is not None:
+        task = asyncio.create_task(_mirror(bot, log_channel_id, entry))
+        _mirrors.add(task)
+        task.add_done_callback(_mirrors.discard)
+    return entry
+
+
+_mirrors: set[asyncio.Task[None]] = set()
+
+
+async def drain_mirrors() -> None:
+    """Wait for the log-channel messages in flight (shutdown, tests)."""
+    while _mirrors:
+        await asyncio.gather(*list(_mirrors), return_exceptions=True)
+
+
+def describe(entry: AuditEntry) -> str:
+    """One line for people: when, who, what, to whom, which job, why."""
+    parts = [f"<t:{int(entry.created_at.timestamp())}:f>", f"<@{entry.actor_id}>", f"`{entry.action}`"]
+    if entry.target_user_id is not None and entry.target_user_id != entry.actor_id:
+        parts.append(f"→ <@{entry.target_user_id}>")
+    if entry.job_id is not None:
+        parts.append(f"job #{entry.job_id}")
+    if entry.channel_id is not None:
+        parts.append(f"in <#{entry.channel_id}>")
+    line = " ".join(parts)
+    return f"{line}: {entry.details}" if entry.details else line
+
+
+async def _mirror(bot: SDBot, channel_id: int, entry: AuditEntry) -> None:
+    try:
+        await bot.get_partial_messageable(channel_id).send(
+            describe(entry)[:2000], allowed_mentions=discord.AllowedMentions.none()
+        )
+    except discord.HTTPException as error:
+        log.warning("could not mirror audit entry %s to channel %s: %s", entry.id, channel_id, error)

@@ -1,0 +1,114 @@
+"""community operations: member settings, server policy, bans, the audit log, safety flags
+
+Revision ID: 0004
+Revises: 0003
+Create Date: 2026-11-23
+"""
+
+from collections.abc import Sequence
+
+import sqlalchemy as sa
+from alembic import op
+
+revision: str = "0004"
+down_revision: str | None = "0003"
+branch_labels: str | Sequence[str] | None = None
+depends_on: str | Sequence[str] | None = None
+
+
+def upgrade() -> None:
+    with op.batch_alter_table("users") as batch:
+        batch.add_column(sa.Column("default_aspect", sa.String(length=20), nullable=True))
+        batch.add_column(sa.Column("default_style", sa.String(length=200), nullable=True))
+        batch.add_column(sa.Column("default_upscaler", sa.String(length=100), nullable=True))
+        batch.add_column(sa.Column("private_results", sa.Boolean(), nullable=False, server_default="0"))
+    with op.batch_alter_table("jobs") as batch:
+        batch.add_column(sa.Column("safety_check", sa.Boolean(), nullable=False, server_default="0"))
+        batch.add_column(sa.Column("removed_at", sa.DateTime(), nullable=True))
+        batch.add_column(sa.Column("removed_by", sa.BigInteger(), nullable=True))
+    with op.batch_alter_table("images") as batch:
+        batch.add_column(sa.Column("flagged", sa.Boolean(), nullable=False, server_default="0"))
+    op.create_table(
+        "guild_policies",
+        sa.Column("guild_id", sa.BigInteger(), autoincrement=False, nullable=False),
+        sa.Column("channel_ids", sa.Text(), nullable=False, server_default="[]"),
+        sa.Column("user_role_ids", sa.Text(), nullable=False, server_default="[]"),
+        sa.Column("costly_role_ids", sa.Text(), nullable=False, server_default="[]"),
+        sa.Column("images_per_day", sa.Integer(), nullable=True),
+        sa.Column("cooldown_s", sa.Integer(), nullable=True),
+        sa.Column("max_pending", sa.Integer(), nullable=True),
+        sa.Column("flagged_action", sa.String(length=20), nullable=True),
+        sa.Column("log_channel_id", sa.BigInteger(), nullable=True),
+        sa.Column("updated_at", sa.DateTime(), nullable=False),
+        sa.PrimaryKeyConstraint("guild_id", name=op.f("pk_guild_policies")),
+    )
+    op.create_table(
+        "role_limits",
+        sa.Column("id", sa.Integer(), nullable=False),
+        sa.Column("guild_id", sa.BigInteger(), nullable=False),
+        sa.Column("role_id", sa.BigInteger(), nullable=False),
+        sa.Column("images_per_day", sa.Integer(), nullable=True),
+        sa.Column("cooldown_s", sa.Integer(), nullable=True),
+        sa.Column("max_pending", sa.Integer(), nullable=True),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_role_limits")),
+        sa.UniqueConstraint("guild_id", "role_id", name=op.f("uq_role_limits_guild_id")),
+    )
+    op.create_table(
+        "blocked_terms",
+        sa.Column("id", sa.Integer(), nullable=False),
+        sa.Column("guild_id", sa.BigInteger(), nullable=False),
+        sa.Column("scope", sa.String(length=10), nullable=False),
+        sa.Column("kind", sa.String(length=10), nullable=False),
+        sa.Column("pattern", sa.Text(), nullable=False),
+        sa.Column("created_by", sa.BigInteger(), nullable=False),
+        sa.Column("created_at", sa.DateTime(), nullable=False),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_blocked_terms")),
+        sa.UniqueConstraint("guild_id", "scope", "kind", "pattern", name=op.f("uq_blocked_terms_guild_id")),
+    )
+    op.create_index(op.f("ix_blocked_terms_guild_id"), "blocked_terms", ["guild_id"])
+    op.create_table(
+        "bans",
+        sa.Column("guild_id", sa.BigInteger(), autoincrement=False, nullable=False),
+        sa.Column("user_id", sa.BigInteger(), autoincrement=False, nullable=False),
+        sa.Column("reason", sa.Text(), nullable=False),
+        sa.Column("banned_by", sa.BigInteger(), nullable=False),
+        sa.Column("created_at", sa.DateTime(), nullable=False),
+        sa.PrimaryKeyConstraint("guild_id", "user_id", name=op.f("pk_bans")),
+    )
+    op.create_table(
+        "audit_log",
+        sa.Column("id", sa.Integer(), nullable=False),
+        sa.Column("guild_id", sa.BigInteger(), nullable=True),
+        sa.Column("channel_id", sa.BigInteger(), nullable=True),
+        sa.Column("actor_id", sa.BigInteger(), nullable=False),
+        sa.Column("action", sa.String(length=40), nullable=False),
+        sa.Column("target_user_id", sa.BigInteger(), nullable=True),
+        sa.Column("job_id", sa.Integer(), nullable=True),
+        sa.Column("details", sa.Text(), nullable=False),
+        sa.Column("created_at", sa.DateTime(), nullable=False),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_audit_log")),
+    )
+    op.create_index("ix_audit_log_guild_id_created_at", "audit_log", ["guild_id", "created_at"])
+    op.create_index("ix_audit_log_guild_id_target_user_id", "audit_log", ["guild_id", "target_user_id"])
+
+
+def downgrade() -> None:
+    op.drop_index("ix_audit_log_guild_id_target_user_id", table_name="audit_log")
+    op.drop_index("ix_audit_log_guild_id_created_at", table_name="audit_log")
+    op.drop_table("audit_log")
+    op.drop_table("bans")
+    op.drop_index(op.f("ix_blocked_terms_guild_id"), table_name="blocked_terms")
+    op.drop_table("blocked_terms")
+    op.drop_table("role_limits")
+    op.drop_table("guild_policies")
+    with op.batch_alter_table("images") as batch:
+        batch.drop_column("flagged")
+    with op.batch_alter_table("jobs") as batch:
+        batch.drop_column("removed_by")
+        batch.drop_column("removed_at")
+        batch.drop_column("safety_check")
+    with op.batch_alter_table("users") as batch:
+        batch.drop_column("private_results")
+        batch.drop_column("default_upscaler")
+        batch.drop_column("default_style")
+        batch.drop_column("default_aspect")
