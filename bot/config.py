@@ -16,7 +16,7 @@ from dataclasses import dataclass, field, fields, is_dataclass
 from pathlib import Path
 from typing import Any, get_type_hints
 
-from inference.protocol import LANCZOS, ModelSpec, WorkerConfig
+from inference.protocol import COMPILE_MODES, LANCZOS, LOW_MEMORY_MODES, PREVIEW_METHODS, ModelSpec, WorkerConfig
 from inference.upscaler_files import upscaler_files
 from inference.samplers import SAMPLERS
 
@@ -153,6 +153,37 @@ class WorkerSettings:
     png_compress_level: int = 1
     # Seconds to wait for the worker to load its models at start-up.
     startup_timeout_s: float = 600.0
+    # Compatible jobs of several users run as one pass of at most this many images (the sum of
+    # their counts): more images per second on a GPU. 1 runs every job alone.
+    max_batch_images: int = 8
+    # Speed and memory (inference/acceleration.py, README "Performance"); CUDA-only ones are
+    # ignored elsewhere. channels_last and fuse_qkv: faster UNet and VAE on a GPU.
+    channels_last: bool = True
+    fuse_qkv: bool = True
+    # "off" or a torch.compile mode (protocol.COMPILE_MODES): every new size compiles once.
+    torch_compile: str = "off"
+    # One run per preloaded model at start-up on a GPU, so the first user waits for nothing.
+    warmup: bool = True
+    # "approx" (A1111's Approx cheap) or "taesd" (needs taesd_source: hub id or folder).
+    preview_method: str = "approx"
+    taesd_source: str = ""
+    # "off", "slicing" or "offload" (CUDA): less GPU memory for less speed.
+    low_memory: str = "off"
+    # Models kept loaded while their parameters fit in this many MB; 0: one at a time.
+    model_memory_budget_mb: int = 0
+
+    def __post_init__(self) -> None:
+        for name, choices in (
+            ("torch_compile", COMPILE_MODES),
+            ("preview_method", PREVIEW_METHODS),
+            ("low_memory", LOW_MEMORY_MODES),
+        ):
+            if getattr(self, name) not in choices:
+                raise ConfigError(f"worker.{name} must be one of {', '.join(choices)}, got {getattr(self, name)!r}")
+        if self.preview_method == "taesd" and not self.taesd_source:
+            raise ConfigError('worker.preview_method = "taesd" needs worker.taesd_source (a hub id or a folder)')
+        if self.model_memory_budget_mb < 0:
+            raise ConfigError(f"worker.model_memory_budget_mb must be at least 0, got {self.model_memory_budget_mb}")
 
 
 @dataclass(frozen=True)
@@ -242,6 +273,17 @@ class Settings:
             embedding_dirs=tuple(str(Path(d).resolve()) for d in self.prompts.embedding_dirs),
             lora_dirs=tuple(str(Path(d).resolve()) for d in self.prompts.lora_dirs),
             safety_checker=self.policy.safety_checker,
+            max_batch_images=self.worker.max_batch_images,
+            channels_last=self.worker.channels_last,
+            fuse_qkv=self.worker.fuse_qkv,
+            torch_compile=self.worker.torch_compile,
+            warmup=self.worker.warmup,
+            # What /imagine makes when given nothing: the default model's square, default count.
+            warmup_shape=(self.model(self.default_model).base_size,) * 2 + (self.limits.default_count,),
+            preview_method=self.worker.preview_method,
+            taesd_source=self.worker.taesd_source,
+            low_memory=self.worker.low_memory,
+            model_memory_budget_mb=self.worker.model_memory_budget_mb,
         )
 
 

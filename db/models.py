@@ -113,6 +113,9 @@ class Job(Base):
     # Checked by the worker's safety classifier (set when the job was queued outside an
     # age-restricted channel and a classifier is configured): see Image.flagged.
     safety_check: Mapped[bool] = mapped_column(Boolean, default=False, server_default="0")
+    # Shown to its owner alone (private results, or made from a private result): its status
+    # message is ephemeral, and a result arriving after the token expired goes by DM.
+    private: Mapped[bool] = mapped_column(Boolean, default=False, server_default="0")
     # The result was removed by its owner or a moderator (the message, optionally the files).
     removed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     removed_by: Mapped[int | None] = mapped_column(BigInteger)

@@ -14,7 +14,11 @@ def create_engine(url: str) -> AsyncEngine:
     is_sqlite = parsed.get_backend_name() == "sqlite"
     if is_sqlite and parsed.database and parsed.database != ":memory:":
         Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
-    engine = create_async_engine(url)
+    # Every aiosqlite connection is a thread, started on the event loop when the pool opens it.
+    # The default pool (5 kept, 10 more opened and closed per burst) started threads for every
+    # burst of commands and stalled the loop (bench/load.py); keep enough for a burst instead.
+    pooled = is_sqlite and parsed.database not in (None, "", ":memory:")
+    engine = create_async_engine(url, **({"pool_size": 32, "max_overflow": 32} if pooled else {}))
     if is_sqlite:
 
         @event.listens_for(engine.sync_engine, "connect")

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import torch
 
-from inference import images, infotext, networks, plots, previews, upscale, workflows
+from inference import acceleration, images, infotext, networks, plots, previews, upscale, workflows
 from inference.generate import (
     InvalidRequestError,
     IsCancelled,
@@ -44,6 +44,7 @@ from inference.protocol import (
     WorkerConfig,
     WorkerReady,
 )
+from inference.safety import SafetyChecker, load_safety_checker
 from inference.sources import check_worker_config
 
 log = logging.getLogger(__name__)
@@ -59,18 +60,36 @@ class ProgressReporter:
 
     At most one event per ``interval_s`` (each with a preview), so previews cost little and the
     bot never has more to show than Discord's edit rate allows; the final step is always sent.
+    Previews are made by ``previewer`` (the worker's preview_method; "approx" without one),
+    and what they cost is measured: ``preview_seconds``, logged per pass when over 2%.
     """
 
-    def __init__(self, job_id: int, send: Send, interval_s: float, preview_max_side: int):
+    def __init__(
+        self,
+        job_id: int,
+        send: Send,
+        interval_s: float,
+        preview_max_side: int,
+        previewer: previews.Previewer | None = None,
+    ):
         self.job_id = job_id
         self.send = send
         self.interval_s = interval_s
         self.preview_max_side = preview_max_side
+        self.previewer = previewer or previews.Previewer(max_side=preview_max_side)
         self._last_sent = float("-inf")
+        self.preview_seconds = 0.0
+        self.previews_made = 0
+        self._pass_started: float | None = None
+        self._pass_preview_seconds = 0.0
 
     def __call__(self, step: int, total_steps: int, latents: torch.Tensor | None) -> None:
         now = time.monotonic()
+        if self._pass_started is None:
+            self._pass_started = now
         due = self.interval_s <= 0 or now - self._last_sent >= self.interval_s
+        if step >= total_steps:
+            self._log_preview_cost(now)
         if not due and step < total_steps:
             return
         preview = self._preview(latents) if due and latents is not None else None
@@ -78,11 +97,26 @@ class ProgressReporter:
         self.send(JobProgress(self.job_id, step, total_steps, preview))
 
     def _preview(self, latents: torch.Tensor) -> bytes | None:
+        started = time.perf_counter()
         try:
-            return previews.make_preview(latents, self.preview_max_side)
+            return self.previewer.make(latents)
         except Exception:  # a preview is a nicety: never fail a job over one
             log.exception("job %s: preview failed", self.job_id)
             return None
+        finally:
+            spent = time.perf_counter() - started
+            self.preview_seconds += spent
+            self._pass_preview_seconds += spent
+            self.previews_made += 1
+
+    def _log_preview_cost(self, now: float) -> None:
+        """Previews must stay far under 2% of sampling time; say so when they do not."""
+        elapsed = now - (self._pass_started or now)
+        share = self._pass_preview_seconds / elapsed if elapsed > 0 else 0.0
+        level = logging.WARNING if share > 0.02 and elapsed > 1.0 else logging.DEBUG
+        log.log(level, "job %s: previews took %.1f ms, %.2f%% of %.2f s of sampling",
+                self.job_id, self._pass_preview_seconds * 1000, share * 100, elapsed)
+        self._pass_started, self._pass_preview_seconds = None, 0.0
 
 
 class JobRunner:
@@ -94,12 +128,22 @@ class JobRunner:
         cache: PipelineCache,
         upscalers: upscale.Upscalers,
         extra_networks: networks.ExtraNetworks | None = None,
+        safety_checker: SafetyChecker | None = None,
     ):
         self.config = config
         self.cache = cache
         self.upscalers = upscalers
+        self.safety_checker = safety_checker
         self.networks = extra_networks or networks.ExtraNetworks(config.embedding_dirs, config.lora_dirs)
         self._model_hashes: dict[str, str | None] = {}
+        taesd = None
+        if config.preview_method == previews.TAESD:
+            taesd = previews.load_taesd(config.taesd_source, cache.device, cache.dtype)
+        self.previewer = previews.Previewer(
+            config.preview_method, config.preview_max_side, taesd, family=lambda: cache.latent_family
+        )
+        # Start-up seconds for WorkerReady.timings (acceleration.warm_up_models).
+        self.startup_timings: dict[str, float] = {}
 
     @classmethod
     def start(cls, config: WorkerConfig) -> JobRunner:
@@ -113,15 +157,24 @@ class JobRunner:
         device = resolve_device(config.device)
         dtype = resolve_dtype(config.dtype, device)
         Path(config.outputs_dir).mkdir(parents=True, exist_ok=True)
+        # Before the models: a wrong checker path fails start-up in seconds, not minutes.
+        checker = load_safety_checker(config.safety_checker, device, dtype) if config.safety_checker else None
         preload = tuple(dict.fromkeys(config.preload or (config.default_model,)))
+        plan = acceleration.Acceleration.for_device(config, device)  # a bad value fails here
         # Keep every preloaded model resident: preloading one only to evict it makes no sense.
-        cache = PipelineCache(config.models, device, dtype, max_loaded=len(preload))
+        cache = PipelineCache(
+            config.models, device, dtype, max_loaded=len(preload),
+            memory_budget_mb=config.model_memory_budget_mb, acceleration=plan,
+        )
         for name in preload:
             cache.get(name)
+        timings = acceleration.warm_up_models(cache, preload, plan, config.warmup_shape)
         upscalers = upscale.Upscalers(
             config.upscaler_dirs, device, dtype, config.upscale_tile, config.upscale_tile_overlap
         )
-        return cls(config, cache, upscalers)
+        runner = cls(config, cache, upscalers, safety_checker=checker)
+        runner.startup_timings = timings
+        return runner
 
     def ready_event(self) -> WorkerReady:
         import diffusers
@@ -137,22 +190,35 @@ class JobRunner:
                 "diffusers": diffusers.__version__,
                 "transformers": transformers.__version__,
             },
+            timings=dict(self.startup_timings),
         )
 
-    def run(self, request: GenerateRequest, is_cancelled: IsCancelled, send: Send) -> None:
+    def run(
+        self,
+        request: GenerateRequest,
+        is_cancelled: IsCancelled,
+        send: Send,
+        made: list | None = None,
+        batch_seconds: float = 0.0,
+    ) -> None:
         """Run one job and send its events; JobCancelledError is left to the caller.
 
-        Every other failure becomes JobFailed, so one bad job never stops the worker.
+        Every other failure becomes JobFailed, so one bad job never stops the worker. ``made``:
+        the job's images from a batch pass (inference.batching), which announced the job and
+        took ``batch_seconds`` for its share; they are only saved and reported here.
         """
-        send(JobStarted(request.job_id))
+        if made is None:
+            send(JobStarted(request.job_id))
         try:
             started = time.monotonic()
             reporter = ProgressReporter(
-                request.job_id, send, self.config.preview_interval_s, self.config.preview_max_side
+                request.job_id, send, self.config.preview_interval_s, self.config.preview_max_side,
+                self.previewer,
             )
-            made = self._make(request, reporter, is_cancelled)
+            if made is None:
+                made = self._make(request, reporter, is_cancelled)
             results, grid = self._save(request, made)
-            seconds = time.monotonic() - started
+            seconds = batch_seconds + time.monotonic() - started
         except JobCancelledError:
             raise
         except torch.cuda.OutOfMemoryError:
@@ -201,6 +267,7 @@ class JobRunner:
         # A plot's cells are jobs of their own (prompt, steps, model... differ): each image
         # gets its cell's infotext, so A1111's PNG Info remakes that cell alone.
         cells = plots.cell_requests(request) if request.plot is not None else None
+        flags = self._safety_flags(request, made)
         results = []
         for index, image in enumerate(made):
             seed = request.seeds[index]
@@ -215,7 +282,7 @@ class JobRunner:
             images.save_png(image, path, text, compress_level=level)
             subseed = request.subseeds[index] if request.subseeds else None
             results.append(
-                ImageResult(index, seed, subseed, str(path), text, image.width, image.height)
+                ImageResult(index, seed, subseed, str(path), text, image.width, image.height, flagged=flags[index])
             )
         grid = None
         if request.plot is not None:
@@ -230,6 +297,17 @@ class JobRunner:
             images.save_png(images.make_grid(made), grid_file, results[0].infotext, level)
             grid = str(grid_file)
         return tuple(results), grid
+
+    def _safety_flags(self, request: GenerateRequest, made: list) -> list[bool]:
+        """One batched classifier call for the job's images, when it asked for one (queued
+        outside an age-restricted channel); an error here fails the job: never post unchecked."""
+        if not request.safety_check or self.safety_checker is None:
+            return [False] * len(made)
+        flags = self.safety_checker.flags(made)
+        if any(flags):
+            log.info("job %s: the safety checker flagged image(s) %s", request.job_id,
+                     [index for index, flagged in enumerate(flags) if flagged])
+        return flags
 
     def _model_hash(self, name: str) -> str | None:
         # Hashing a multi-GB checkpoint takes seconds: once per model per worker.

@@ -7,14 +7,21 @@ arguments) plus its class name in sources.SUPPORTED_PIPELINES; single-file check
 get their own loader calling ``from_single_file``. An explicit table is used rather than
 AutoPipelineForText2Image because each family also needs its own latent preview and defaults,
 and an unknown family should be refused at start-up instead of half-working.
+
+A model is read into CPU memory (``read_pipeline``), then placed on the device with the
+worker's fast path or low-memory options (inference.acceleration.place_pipeline). The
+PipelineCache keeps several loaded up to a memory budget, least recently used evicted.
 """
 
 from __future__ import annotations
 
 import gc
+import itertools
 import logging
-from collections import OrderedDict
-from collections.abc import Callable, Iterable
+import time
+from collections import Counter, OrderedDict, deque
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -25,6 +32,8 @@ from diffusers import (
     StableDiffusionPipeline,
 )
 
+from inference import previews
+from inference.acceleration import Acceleration, place_pipeline
 from inference.conditioning import limit_prompt_chunks
 from inference.protocol import ModelSpec
 from inference.sources import (
@@ -37,12 +46,15 @@ from inference.sources import (
 )
 
 __all__ = [
+    "LoadRecord",
     "ModelSourceError",
     "PipelineCache",
     "UnknownModelError",
     "check_model_sources",
     "load_pipeline",
     "model_file_hash",
+    "pipeline_bytes",
+    "read_pipeline",
     "resolve_device",
     "resolve_dtype",
 ]
@@ -129,8 +141,18 @@ PIPELINE_LOADERS: dict[str, _Loader] = {
 assert set(PIPELINE_LOADERS) == {*SUPPORTED_PIPELINES, *INPAINT_PIPELINES}, "keep sources in step"
 
 
-def load_pipeline(spec: ModelSpec, device: torch.device, dtype: torch.dtype) -> DiffusionPipeline:
+def load_pipeline(
+    spec: ModelSpec,
+    device: torch.device,
+    dtype: torch.dtype,
+    acceleration: Acceleration = Acceleration(),
+) -> DiffusionPipeline:
     """Load one model onto ``device``; a hub id not cached yet is downloaded, with progress."""
+    return place_pipeline(read_pipeline(spec, dtype), device, acceleration)
+
+
+def read_pipeline(spec: ModelSpec, dtype: torch.dtype) -> DiffusionPipeline:
+    """One model in CPU memory, in ``dtype``, ready to be measured and placed."""
     class_name = DiffusionPipeline.load_config(spec.source).get("_class_name")
     loader = PIPELINE_LOADERS.get(class_name)
     if loader is None:
@@ -138,11 +160,10 @@ def load_pipeline(spec: ModelSpec, device: torch.device, dtype: torch.dtype) -> 
             f"model {spec.name!r} ({spec.source}): {MODEL_INDEX} names pipeline class "
             f"{class_name!r}, which is not supported (supported: {', '.join(PIPELINE_LOADERS)})"
         )
-    log.info("loading model %r from %s on %s as %s", spec.name, spec.source, device, dtype)
+    log.info("loading model %r from %s as %s", spec.name, spec.source, dtype)
     pipe = loader.pipeline_class.from_pretrained(
         spec.source, **{_dtype_keyword(): dtype}, **loader.extra_kwargs
     )
-    pipe = pipe.to(device)
     # The worker reports progress through events; diffusers' own tqdm bar would only spam logs.
     pipe.set_progress_bar_config(disable=True)
     return pipe
@@ -156,15 +177,37 @@ def _dtype_keyword() -> str:
     return "dtype" if hasattr(pipeline_utils, "_resolve_dtype") else "torch_dtype"
 
 
+# Reads a model into CPU memory (PipelineCache passes the CPU as the device); the cache
+# measures it, makes room for it, then places it (inference.acceleration.place_pipeline).
 Loader = Callable[[ModelSpec, torch.device, torch.dtype], DiffusionPipeline]
+
+_CPU = torch.device("cpu")
+
+
+@dataclass(frozen=True, slots=True)
+class LoadRecord:
+    """One model load (a switch), for the logs and the benchmarks."""
+
+    name: str  # "sd15", or "sd15 (inpaint)" for an inpainting variant
+    seconds: float  # reading, making room, placing and accelerating: what a switch costs
+    megabytes: float  # its parameters and buffers
+    evicted: tuple[str, ...]  # the models unloaded to make room, least recently used first
 
 
 class PipelineCache:
-    """The most recently used pipelines, at most ``max_loaded`` of them in memory at a time.
+    """The loaded pipelines: the least recently used are unloaded to make room for another.
 
-    A model is evicted before the next one loads, so that with the default of one, two models
-    never share the GPU even briefly. A model's inpainting variant (its inpaint_source) is a
-    pipeline of its own here, counted and evicted like any other.
+    With ``memory_budget_mb`` 0 (the default), at most ``max_loaded`` pipelines are loaded and
+    a model is evicted before the next one is read, so that with the default of one, two
+    models never share the GPU even briefly. With a budget, models stay loaded while the sum
+    of their parameter bytes (``pipeline_bytes``) fits: a new model is read into CPU memory,
+    measured, the least recently used are evicted until it fits, and only then is it placed on
+    the device. A pipeline held with ``using`` is never evicted; one larger than the budget on
+    its own is still loaded, alone, with a warning. A model's inpainting variant (its
+    inpaint_source) is a pipeline of its own here, counted and evicted like any other.
+
+    ``loads`` records every load and its time (what a model switch costs); ``acceleration``
+    is applied to each pipeline placed (inference.acceleration).
     """
 
     def __init__(
@@ -174,21 +217,41 @@ class PipelineCache:
         dtype: torch.dtype,
         max_loaded: int = 1,
         loader: Loader = load_pipeline,
+        *,
+        memory_budget_mb: int = 0,
+        acceleration: Acceleration = Acceleration(),
     ):
         if not isinstance(max_loaded, int) or max_loaded < 1:
             raise ValueError(f"max_loaded must be an int >= 1, got {max_loaded!r}")
+        if not isinstance(memory_budget_mb, int) or memory_budget_mb < 0:
+            raise ValueError(f"memory_budget_mb must be an int >= 0, got {memory_budget_mb!r}")
         self.specs: dict[str, ModelSpec] = {spec.name: spec for spec in specs}
         self.device = device
         self.dtype = dtype
         self.max_loaded = max_loaded
+        self.memory_budget_bytes = memory_budget_mb * 2**20
+        self.acceleration = acceleration
         self._load = loader
         # Keyed by (model name, is the inpainting variant).
         self._loaded: OrderedDict[tuple[str, bool], DiffusionPipeline] = OrderedDict()
+        self._in_use: Counter[tuple[str, bool]] = Counter()
+        self._last_used: DiffusionPipeline | None = None
+        self.loads: deque[LoadRecord] = deque(maxlen=100)
 
     @property
     def loaded_names(self) -> tuple[str, ...]:
         """Loaded models, least recently used first; an inpainting variant as "name (inpaint)"."""
-        return tuple(f"{name} (inpaint)" if inpaint else name for name, inpaint in self._loaded)
+        return tuple(_display_name(key) for key in self._loaded)
+
+    @property
+    def loaded_bytes(self) -> int:
+        """Parameter and buffer bytes of the loaded pipelines (measured now: LoRAs add some)."""
+        return sum(pipeline_bytes(pipe) for pipe in self._loaded.values())
+
+    @property
+    def latent_family(self) -> str:
+        """The latent space of the pipeline handed out last: the one a job is running on."""
+        return previews.latent_family(self._last_used)
 
     def spec(self, name: str) -> ModelSpec:
         try:
@@ -201,28 +264,100 @@ class PipelineCache:
 
     def get_inpaint(self, name: str) -> DiffusionPipeline:
         """The model's inpainting checkpoint (its inpaint_source), loaded like a model."""
+        return self._get((name, True), self._inpaint_spec(name))
+
+    @contextmanager
+    def using(self, name: str, inpaint: bool = False) -> Iterator[DiffusionPipeline]:
+        """The pipeline, kept loaded until the block ends whatever else is loaded meanwhile."""
+        key = (name, inpaint)
+        pipe = self.get_inpaint(name) if inpaint else self.get(name)
+        self._in_use[key] += 1
+        try:
+            yield pipe
+        finally:
+            self._in_use[key] -= 1
+            if not self._in_use[key]:
+                del self._in_use[key]
+
+    def _inpaint_spec(self, name: str) -> ModelSpec:
         spec = self.spec(name)
         if not spec.inpaint_source:
             raise ValueError(f"model {name!r} has no inpaint_source")
-        return self._get((name, True), replace(spec, source=spec.inpaint_source, inpaint_source=""))
+        return replace(spec, source=spec.inpaint_source, inpaint_source="")
 
     def _get(self, key: tuple[str, bool], spec: ModelSpec) -> DiffusionPipeline:
         if key in self._loaded:
             self._loaded.move_to_end(key)
-            return self._loaded[key]
-        while len(self._loaded) >= self.max_loaded:
-            self._evict_oldest()
-        pipe = self._load(spec, self.device, self.dtype)
+            self._last_used = self._loaded[key]
+            return self._last_used
+        started = time.perf_counter()
+        evicted: list[str] = []
+        if not self.memory_budget_bytes:
+            evicted += self._make_room(lambda: len(self._loaded) >= self.max_loaded)
+        pipe = self._load(spec, _CPU, self.dtype)
+        size = pipeline_bytes(pipe)
+        if self.memory_budget_bytes:
+            evicted += self._make_room(lambda: self.loaded_bytes + size > self.memory_budget_bytes)
+            if self.loaded_bytes + size > self.memory_budget_bytes:
+                log.warning(
+                    "model %r (%.0f MB) does not fit model_memory_budget_mb (%.0f MB) beside %s",
+                    _display_name(key), size / 2**20, self.memory_budget_bytes / 2**20,
+                    ", ".join(self.loaded_names) or "nothing",
+                )
+        if isinstance(pipe, DiffusionPipeline):
+            pipe = place_pipeline(pipe, self.device, self.acceleration)
         if not spec.long_prompts:
             limit_prompt_chunks(pipe, 1)
-        self._loaded[key] = pipe
+        self._loaded[key] = self._last_used = pipe
+        record = LoadRecord(_display_name(key), time.perf_counter() - started, size / 2**20, tuple(evicted))
+        self.loads.append(record)
+        log.info(
+            "loaded model %r in %.1f s (%.0f MB%s); loaded now: %s",
+            record.name, record.seconds, record.megabytes,
+            f", unloaded {', '.join(evicted)}" if evicted else "", ", ".join(self.loaded_names),
+        )
         return pipe
 
-    def _evict_oldest(self) -> None:
-        (name, inpaint), pipe = self._loaded.popitem(last=False)
-        log.info("unloading model %r%s", name, " (inpaint)" if inpaint else "")
-        del pipe
-        free_accelerator_memory()
+    def _make_room(self, needed: Callable[[], bool]) -> list[str]:
+        """Evict the least recently used pipelines not in use while ``needed()``."""
+        evicted = []
+        for key in list(self._loaded):
+            if not needed():
+                break
+            if self._in_use[key]:
+                continue
+            pipe = self._loaded.pop(key)
+            if pipe is self._last_used:
+                self._last_used = None
+            log.info("unloading model %r", _display_name(key))
+            evicted.append(_display_name(key))
+            del pipe
+        if evicted:
+            free_accelerator_memory()
+        return evicted
+
+
+def pipeline_bytes(pipe: object) -> int:
+    """Bytes of a pipeline's parameters and buffers, each tensor counted once (derived
+    pipelines share them); 0 for anything that is not a pipeline."""
+    components = getattr(pipe, "components", None)
+    if not isinstance(components, dict):
+        return 0
+    seen: set[int] = set()
+    total = 0
+    for component in components.values():
+        if not isinstance(component, torch.nn.Module):
+            continue
+        for tensor in itertools.chain(component.parameters(), component.buffers()):
+            if id(tensor) not in seen:
+                seen.add(id(tensor))
+                total += tensor.numel() * tensor.element_size()
+    return total
+
+
+def _display_name(key: tuple[str, bool]) -> str:
+    name, inpaint = key
+    return f"{name} (inpaint)" if inpaint else name
 
 
 def free_accelerator_memory() -> None:

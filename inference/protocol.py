@@ -147,6 +147,13 @@ class ModelSpec:
     long_prompts: bool = True
 
 
+# The choices of WorkerConfig's torch_compile, preview_method and low_memory. "off" or a
+# torch.compile mode; "max-autotune-no-cudagraphs" is the usual best for diffusion models.
+COMPILE_MODES = ("off", "default", "reduce-overhead", "max-autotune-no-cudagraphs", "max-autotune")
+PREVIEW_METHODS = ("approx", "taesd")
+LOW_MEMORY_MODES = ("off", "slicing", "offload")
+
+
 @dataclass(frozen=True, slots=True)
 class WorkerConfig:
     """Everything the worker process needs to start; built by the bot from its settings."""
@@ -180,6 +187,34 @@ class WorkerConfig:
     # A safety classifier (diffusers' StableDiffusionSafetyChecker layout: a hub id or a local
     # folder with its CLIP image processor), run on requests with ``safety_check``; "": none.
     safety_checker: str = ""
+    # The most images of one RunBatch (the sum of its jobs' counts); the bot's queue batches
+    # compatible jobs up to it (inference/batching.py). 1: every job runs alone.
+    max_batch_images: int = 8
+    # --- speed and memory (inference/acceleration.py; README "Performance") ---
+    # On a CUDA GPU, the UNet and VAE in channels_last memory layout (faster convolutions).
+    channels_last: bool = True
+    # On a CUDA GPU, attention's query/key/value projections as one matmul; a LoRA that
+    # changes them still applies (the processor falls back to the separate projections).
+    fuse_qkv: bool = True
+    # torch.compile of the UNet and the VAE decoder on a CUDA GPU: one of COMPILE_MODES. Each
+    # new size or image count compiles once (the warm-up pays the default one).
+    torch_compile: str = "off"
+    # One generation per preloaded model at start-up on a GPU, at warmup_shape, so cuDNN
+    # autotuning and compilation are paid before the first user.
+    warmup: bool = True
+    # (width, height, images) of the warm-up: the bot fills in its default model's base size
+    # and /imagine's default count.
+    warmup_shape: tuple[int, int, int] = (512, 512, 1)
+    # One of PREVIEW_METHODS: "approx" (A1111's Approx cheap, a linear latent->RGB map) or
+    # "taesd" (the tiny autoencoder at taesd_source: a hub id or a folder). Never the full VAE.
+    preview_method: str = "approx"
+    taesd_source: str = ""
+    # One of LOW_MEMORY_MODES: "off"; "slicing" (attention slicing, VAE slicing, VAE tiling of
+    # images over 1024 px); "offload" (slicing plus model CPU offload, CUDA only).
+    low_memory: str = "off"
+    # Models kept loaded, least recently used evicted, while the sum of their parameters' MB
+    # stays within this; 0: one model at a time (each inpainting variant counts as a model).
+    model_memory_budget_mb: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -229,6 +264,16 @@ class RunJob:
 
 
 @dataclass(frozen=True, slots=True)
+class RunBatch:
+    """Several users' jobs run as one pass (inference.batching): they share its batch_key.
+
+    Events stay per job: each gets JobStarted, JobProgress, and its own final event.
+    """
+
+    requests: tuple[GenerateRequest, ...]
+
+
+@dataclass(frozen=True, slots=True)
 class CancelJob:
     """Stop this job between two steps; ignored when the worker is not running it."""
 
@@ -240,7 +285,7 @@ class Shutdown:
     pass
 
 
-Command = RunJob | CancelJob | Shutdown
+Command = RunJob | RunBatch | CancelJob | Shutdown
 
 
 # --- worker -> bot -------------------------------------------------------------------------
@@ -252,6 +297,10 @@ class WorkerReady:
     dtype: str
     models: tuple[str, ...]
     versions: dict[str, str] = field(default_factory=dict)
+    # Start-up seconds, for the logs and the benchmarks: "load:<model>" (reading and placing
+    # it), "warmup:<model>" (the first run) and "compile:<model>" (first run minus the second,
+    # when torch_compile is on).
+    timings: dict[str, float] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)

@@ -123,6 +123,72 @@ def build_tiny_model(folder: str | Path, seed: int = 0, inpainting: bool = False
     return folder
 
 
+def build_tiny_safety_checker(folder: str | Path, flag_all: bool, seed: int = 0) -> Path:
+    """Write a tiny random-weight StableDiffusionSafetyChecker folder and return its path.
+
+    The checker's layout is the real one ("CompVis/stable-diffusion-safety-checker": config,
+    weights and a CLIPImageProcessor at the top), so the real loader reads it. Random weights
+    give random verdicts, so the thresholds decide them: a cosine similarity lies in [-1, 1],
+    and a concept threshold of -2 flags every image, one of 2 flags none.
+    """
+    import torch
+    from diffusers.pipelines.stable_diffusion.safety_checker import StableDiffusionSafetyChecker
+    from transformers import CLIPConfig, CLIPImageProcessor
+
+    side = 32
+    config = CLIPConfig(
+        text_config={
+            "vocab_size": _CLIP_VOCAB_SIZE,
+            "hidden_size": 16,
+            "intermediate_size": 32,
+            "num_hidden_layers": 1,
+            "num_attention_heads": 2,
+        },
+        vision_config={
+            "hidden_size": 16,
+            "intermediate_size": 32,
+            "num_hidden_layers": 1,
+            "num_attention_heads": 2,
+            "image_size": side,
+            "patch_size": 8,
+        },
+        projection_dim=8,
+    )
+    threshold = -2.0 if flag_all else 2.0
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        checker = StableDiffusionSafetyChecker(config)
+        with torch.no_grad():
+            checker.concept_embeds.normal_()
+            checker.special_care_embeds.normal_()
+            checker.concept_embeds_weights.fill_(threshold)
+            # Never "special care": that only adds 0.01 to scores the threshold has decided.
+            checker.special_care_embeds_weights.fill_(2.0)
+    folder = Path(folder)
+    checker.save_pretrained(folder, safe_serialization=True)
+    CLIPImageProcessor(size={"shortest_edge": side}, crop_size={"height": side, "width": side}).save_pretrained(folder)
+    return folder
+
+
+def build_tiny_taesd(folder: str | Path, seed: int = 0) -> Path:
+    """Write a tiny random-weight AutoencoderTiny (TAESD's layout: 4 latent channels, 8x
+    upsampling) folder, for preview_method = "taesd" in tests; returns its path."""
+    import torch
+    from diffusers import AutoencoderTiny
+
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        taesd = AutoencoderTiny(
+            encoder_block_out_channels=(8, 8, 8, 8),
+            decoder_block_out_channels=(8, 8, 8, 8),
+            num_encoder_blocks=(1, 1, 1, 1),
+            num_decoder_blocks=(1, 1, 1, 1),
+            latent_channels=4,
+        )
+    taesd.save_pretrained(folder, safe_serialization=True)
+    return Path(folder)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m inference.tiny",

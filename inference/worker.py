@@ -25,6 +25,7 @@ from inference.protocol import (
     Event,
     GenerateRequest,
     JobCanceled,
+    RunBatch,
     RunJob,
     Shutdown,
     WorkerConfig,
@@ -76,7 +77,7 @@ def _send(events: Connection, event: Event) -> None:
 
 def _listen(
     commands: Connection,
-    pending: queue.Queue[GenerateRequest | None],
+    pending: queue.Queue[GenerateRequest | RunBatch | None],
     cancels: CancelBook,
     stopping: threading.Event,
 ) -> None:
@@ -94,6 +95,8 @@ def _listen(
             match command:
                 case RunJob(request=request):
                     pending.put(request)
+                case RunBatch():
+                    pending.put(command)
                 case CancelJob(job_id=job_id):
                     cancels.cancel(job_id)
                 case Shutdown():
@@ -134,13 +137,14 @@ def _serve(config: WorkerConfig, commands: Connection, events: Connection) -> No
         log.exception("worker start-up failed")
         _send(events, WorkerStartupFailed(_startup_message(exc)))
         return
+    from inference.batching import run_batch
     from inference.generate import JobCancelledError
 
     ready = runner.ready_event()
     log.info("worker ready on %s (%s) with models %s", ready.device, ready.dtype, ready.models)
     _send(events, ready)
 
-    pending: queue.Queue[GenerateRequest | None] = queue.Queue()
+    pending: queue.Queue[GenerateRequest | RunBatch | None] = queue.Queue()
     cancels = CancelBook()
     stopping = threading.Event()
     listener = threading.Thread(
@@ -154,6 +158,16 @@ def _serve(config: WorkerConfig, commands: Connection, events: Connection) -> No
     while (request := pending.get()) is not None:
         if stopping.is_set():
             break
+        if isinstance(request, RunBatch):
+            try:
+                run_batch(runner, request.requests, stopping.is_set, cancels.is_cancelled, send)
+            except JobCancelledError:
+                log.info("batch %s: interrupted by shutdown", [r.job_id for r in request.requests])
+                break
+            finally:
+                for job in request.requests:
+                    cancels.forget(job.job_id)
+            continue
         job_id = request.job_id
         if cancels.is_cancelled(job_id):
             log.info("job %s: cancelled before it started", job_id)

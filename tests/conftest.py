@@ -32,7 +32,9 @@ def settings(tmp_path, tiny_model_dir) -> Settings:
         models=(ModelSettings(name="tiny", source=str(tiny_model_dir), description="tiny test model", base_size=64),),
         limits=LimitSettings(min_size=64, max_size=128, max_pixels=128 * 128, default_steps=3, max_steps=60),
         queue=QueueSettings(max_pending_per_user=5),
-        worker=WorkerSettings(device="cpu", preview_interval_s=0.0, startup_timeout_s=180.0),
+        # One job per pass, so tests of the queue see jobs wait their turn; the batching tests
+        # (tests/test_bot_batching.py) turn batching back on.
+        worker=WorkerSettings(device="cpu", preview_interval_s=0.0, startup_timeout_s=180.0, max_batch_images=1),
         images=ImageSettings(upscaler_dirs=(str(tmp_path / "upscalers"),)),
         prompts=PromptSettings(embedding_dirs=(str(tmp_path / "embeddings"),), lora_dirs=(str(tmp_path / "loras"),)),
     )

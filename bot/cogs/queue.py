@@ -23,9 +23,8 @@ class Queue(commands.Cog):
 
     @app_commands.command(name="queue", description="Your jobs waiting or running, with their place in line.")
     async def queue(self, interaction: discord.Interaction) -> None:
-        everyone = await self.bot.queue.active_entries()
-        mine = [entry for entry in everyone if entry.job.user_id == interaction.user.id]
-        waiting = sum(1 for entry in everyone if entry.position > 0)
+        mine = await self.bot.queue.active_entries(interaction.user.id)
+        waiting = await self.bot.queue.waiting_count()
         if not mine:
             await actions.send_private(interaction, f"You have no jobs waiting or running. {waiting} jobs are in the queue.")
             return

@@ -1,4 +1,5 @@
-"""The dispatcher: feeds the worker process one job at a time and records what comes back.
+"""The dispatcher: feeds the worker process one job, or one batch of compatible jobs, at a
+time and records what comes back.
 
 It owns the worker process and one asyncio inbox. New jobs only *wake* it (the job itself is
 already a pending row); worker events arrive in the same inbox from the reader thread. For
@@ -6,8 +7,12 @@ each event it updates the job's row first and then tells the transport (Discord,
 console) through a `JobEvents` sink, whose methods only schedule work, so a slow Discord edit
 never delays the next job.
 
-It knows nothing of Discord. A worker that dies is noticed (its pipe closes), the job it held
-is re-queued once or failed with a message, and a new worker is started.
+It knows nothing of Discord. A worker that dies is noticed (its pipe closes), every job it
+held is re-queued once or failed with a message, and a new worker is started.
+
+Batching (inference/batching.py): when the worker is free the queue claims the fairest job and
+the waiting jobs that may share its pass, up to ``WorkerConfig.max_batch_images`` images; they
+go out as one RunBatch. Events stay per job, so each job of ``running`` ends on its own.
 """
 
 from __future__ import annotations
@@ -31,6 +36,7 @@ from inference.protocol import (
     JobFailed,
     JobProgress,
     JobStarted,
+    RunBatch,
     RunJob,
     WorkerConfig,
     WorkerReady,
@@ -86,7 +92,8 @@ class Dispatcher:
         # A test harness that must know about such waits (simcord) replaces it.
         self.external_wait: Callable[..., Awaitable[Any]] = _plain_wait
         self.ready: WorkerReady | None = None
-        self.current: Job | None = None
+        # The jobs the worker holds (one RunJob, or the jobs of a RunBatch), by id, in order.
+        self.running: dict[int, Job] = {}
         self._inbox: asyncio.Queue[Event | WorkerExited | _Wake] = asyncio.Queue()
         self._worker: WorkerProcess | None = None
         self._generation = 0
@@ -131,9 +138,9 @@ class Dispatcher:
             self._task.cancel()
             await asyncio.gather(self._task, return_exceptions=True)
             self._task = None
-        if self.current is not None:
-            await self.queue.return_to_queue(self.current.id)
-            self.current = None
+        for job_id in list(self.running):
+            await self.queue.return_to_queue(job_id)
+        self.running.clear()
         await self._stop_worker()
 
     def wake(self) -> None:
@@ -142,7 +149,7 @@ class Dispatcher:
     async def cancel(self, job_id: int) -> tuple[Job, CancelOutcome]:
         """Cancel a job wherever it is; the caller has checked the user may."""
         job, outcome = await self.queue.request_cancel(job_id)
-        if outcome is CancelOutcome.STOPPING and self.current is not None and self.current.id == job_id:
+        if outcome is CancelOutcome.STOPPING and job_id in self.running:
             assert self._worker is not None
             self._worker.send(CancelJob(job_id))
         elif outcome is CancelOutcome.CANCELED and self.events is not None:
@@ -169,19 +176,27 @@ class Dispatcher:
             job, recovery = await self.queue.release_interrupted(job_id, RESTART_REASON)
             self._report_recovery(job, recovery, RESTART_REASON)
 
+    @property
+    def current(self) -> Job | None:
+        """The job the worker runs (the first of its batch); None when it is idle."""
+        return next(iter(self.running.values()), None)
+
     async def _dispatch_if_idle(self) -> None:
-        if self.ready is None or self.current is not None:
+        if self.ready is None or self.running:
             return
-        job = await self.queue.claim_next()
-        if job is None:
+        jobs = await self.queue.claim_batch(max(1, self.worker_config.max_batch_images))
+        if not jobs:
             return
-        self.current = job
+        self.running = {job.id: job for job in jobs}
         assert self._worker is not None
-        # A worker that died a moment ago will not take it; its exit event re-queues the job.
-        self._worker.send(RunJob(generate_request(job)))
+        requests = tuple(generate_request(job) for job in jobs)
+        # A worker that died a moment ago will not take them; its exit event re-queues them.
+        self._worker.send(RunJob(requests[0]) if len(requests) == 1 else RunBatch(requests))
+        if len(jobs) > 1:
+            log.info("running jobs %s as one batch", list(self.running))
         if self.events is not None:
-            waiting = [entry for entry in await self.queue.active_entries() if entry.position > 0]
-            self.events.queue_moved(waiting[:REFRESHED_POSITIONS])
+            waiting = await self.queue.active_entries(waiting_only=True, first=REFRESHED_POSITIONS)
+            self.events.queue_moved(waiting)
 
     async def _handle(self, item: Event | WorkerExited | _Wake) -> None:
         match item:
@@ -196,30 +211,27 @@ class Dispatcher:
                 await self._on_worker_exit(item)
             case WorkerExited():
                 return  # a worker we stopped on purpose
-            case JobStarted(job_id=job_id) if self._is_current(job_id):
-                assert self.current is not None and self.events is not None
-                self.events.job_started(self.current)
-            case JobProgress(job_id=job_id) if self._is_current(job_id):
-                assert self.current is not None and self.events is not None
-                self.events.job_progress(self.current, item)
-            case JobCompleted(job_id=job_id) if self._is_current(job_id):
-                self.current = None
+            case JobStarted(job_id=job_id) if job_id in self.running:
+                assert self.events is not None
+                self.events.job_started(self.running[job_id])
+            case JobProgress(job_id=job_id) if job_id in self.running:
+                assert self.events is not None
+                self.events.job_progress(self.running[job_id], item)
+            case JobCompleted(job_id=job_id) if job_id in self.running:
+                del self.running[job_id]
                 completed = await self.queue.complete(item)
                 if completed is None:  # canceled while the last step ran: drop its files
                     _remove_files([image.path for image in item.images] + [item.grid_path])
                 await self._report_final(job_id)
-            case JobFailed(job_id=job_id, message=message) if self._is_current(job_id):
-                self.current = None
+            case JobFailed(job_id=job_id, message=message) if job_id in self.running:
+                del self.running[job_id]
                 await self.queue.fail(job_id, message)
                 await self._report_final(job_id)
-            case JobCanceled(job_id=job_id) if self._is_current(job_id):
-                self.current = None
+            case JobCanceled(job_id=job_id) if job_id in self.running:
+                del self.running[job_id]
                 await self._report_final(job_id)
             case _:
-                log.debug("ignoring %r: not about the current job", item)
-
-    def _is_current(self, job_id: int) -> bool:
-        return self.current is not None and self.current.id == job_id
+                log.debug("ignoring %r: not about a running job", item)
 
     async def _report_final(self, job_id: int) -> None:
         job = await self.queue.get(job_id)
@@ -229,9 +241,9 @@ class Dispatcher:
     async def _on_worker_exit(self, exited: WorkerExited) -> None:
         self.ready = None
         log.error("worker process exited (code %s); starting a new one", exited.exitcode)
-        if self.current is not None:
-            job, recovery = await self.queue.release_interrupted(self.current.id, CRASH_REASON)
-            self.current = None
+        held, self.running = list(self.running), {}
+        for job_id in held:
+            job, recovery = await self.queue.release_interrupted(job_id, CRASH_REASON)
             self._report_recovery(job, recovery, CRASH_REASON)
         await asyncio.sleep(self._restart_delay)
         # Back off when the new worker keeps dying too, instead of spinning.

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from enum import StrEnum
 
 from sqlalchemy import func, select, update
@@ -22,10 +22,11 @@ from sqlalchemy.orm import aliased, selectinload
 
 from bot.config import QueueSettings
 from bot.errors import JobNotFound, QueueFull
-from bot.jobs.params import JobParameters, job_columns
+from bot.jobs.params import JobParameters, generate_request, job_columns
 from db.base import utcnow
 from db.models import ACTIVE_STATUSES, Image, Job, JobStatus, User
 from db.session import Database
+from inference.batching import BATCHABLE_KINDS, batch_key
 from inference.protocol import JobCompleted
 
 # Work of one job in "units": 20 steps of one 512x512 image. ETAs scale by it.
@@ -52,6 +53,8 @@ class Requester:
     upload_limit_bytes: int | None = None
     # The images go through the safety classifier (asked outside an age-restricted channel).
     safety_check: bool = False
+    # Shown to the member alone (Job.private).
+    private: bool = False
 
 
 class CancelOutcome(StrEnum):
@@ -106,6 +109,7 @@ class JobQueue:
                 channel_id=requester.channel_id,
                 upload_limit_bytes=requester.upload_limit_bytes,
                 safety_check=requester.safety_check,
+                private=requester.private,
                 **job_columns(params),
             )
             session.add(job)
@@ -137,64 +141,144 @@ class JobQueue:
 
     async def claim_next(self) -> Job | None:
         """Mark the fairest pending job running and return it; None when nothing waits."""
+        batch = await self.claim_batch(max_images=1)
+        return batch[0] if batch else None
+
+    async def claim_batch(self, max_images: int) -> list[Job]:
+        """Mark running, and return, the fairest pending job and the waiting jobs that may
+        share its pass (inference.batching.batch_key), up to ``max_images`` images in all;
+        [] when nothing waits.
+
+        The riders are taken in fair order too, as if each were claimed next: the first job's
+        user has just had a turn, so the other users' compatible jobs come before that user's
+        others. A job too big for the room left is passed over (it keeps its place for the
+        next claim). Each row is claimed by its own guarded UPDATE, so a cancel still wins.
+        """
+        now = utcnow()
+        async with self.db.session() as session, session.begin():
+            first = await self._claim_fairest(session, now)
+            if first is None:
+                return []
+            batch = [first]
+            key = batch_key(generate_request(first))
+            room = max_images - first.count
+            if key is None or room <= 0:
+                return batch
+            # Ordered on two columns, loaded whole one by one: with hundreds of compatible jobs
+            # waiting, loading them all would stall the event loop for each batch.
+            candidates = (
+                await session.execute(
+                    select(Job.id, Job.user_id, Job.count).where(
+                        Job.status == JobStatus.PENDING,
+                        Job.kind.in_([str(kind) for kind in BATCHABLE_KINDS]),
+                        Job.model == first.model,
+                        Job.width == first.width,
+                        Job.height == first.height,
+                        Job.steps == first.steps,
+                        Job.sampler == first.sampler,
+                        Job.cfg_scale == first.cfg_scale,
+                        Job.tiling == first.tiling,
+                        Job.count <= room,
+                    )
+                )
+            ).all()
+            last_started = await self._last_started(session)
+            for candidate in fair_order(candidates, last_started):
+                if candidate.count > room:
+                    continue
+                job = await session.get(Job, candidate.id)
+                if job is None or batch_key(generate_request(job)) != key:
+                    continue
+                # A microsecond apart, in claim order: "started first" stays the fair order.
+                if await self._claim(session, job.id, now + timedelta(microseconds=len(batch))):
+                    batch.append(await session.get(Job, job.id, populate_existing=True))
+                    room -= job.count
+                    if room <= 0:
+                        break
+        return batch
+
+    async def _claim_fairest(self, session, now: datetime) -> Job | None:  # type: ignore[no-untyped-def]
         last_started = (
             select(func.max(Job.started_at))
             .where(Job.user_id == _PendingJob.user_id)
             .scalar_subquery()
         )
-        async with self.db.session() as session, session.begin():
-            for _ in range(3):  # another claimant may win a row; try the next one
-                job_id = await session.scalar(
-                    select(_PendingJob.id)
-                    .where(_PendingJob.status == JobStatus.PENDING)
-                    .order_by(last_started.asc().nulls_first(), _PendingJob.id)
-                    .limit(1)
-                )
-                if job_id is None:
-                    return None
-                claimed = await session.execute(
-                    update(Job)
-                    .where(Job.id == job_id, Job.status == JobStatus.PENDING)
-                    .values(status=JobStatus.RUNNING, started_at=utcnow(), attempts=Job.attempts + 1)
-                )
-                if claimed.rowcount == 1:
-                    return await session.get(Job, job_id, populate_existing=True)
+        for _ in range(3):  # another claimant may win a row; try the next one
+            job_id = await session.scalar(
+                select(_PendingJob.id)
+                .where(_PendingJob.status == JobStatus.PENDING)
+                .order_by(last_started.asc().nulls_first(), _PendingJob.id)
+                .limit(1)
+            )
+            if job_id is None:
+                return None
+            if await self._claim(session, job_id, now):
+                return await session.get(Job, job_id, populate_existing=True)
         return None
 
-    async def active_entries(self, user_id: int | None = None) -> list[QueueEntry]:
-        """Running and pending jobs in the order they will run, with positions and ETAs."""
+    @staticmethod
+    async def _claim(session, job_id: int, now: datetime) -> bool:  # type: ignore[no-untyped-def]
+        claimed = await session.execute(
+            update(Job)
+            .where(Job.id == job_id, Job.status == JobStatus.PENDING)
+            .values(status=JobStatus.RUNNING, started_at=now, attempts=Job.attempts + 1)
+        )
+        return claimed.rowcount == 1
+
+    @staticmethod
+    async def _last_started(session) -> dict[int, datetime]:  # type: ignore[no-untyped-def]
+        return dict(
+            (
+                await session.execute(
+                    select(Job.user_id, func.max(Job.started_at))
+                    .where(Job.started_at.is_not(None))
+                    .group_by(Job.user_id)
+                )
+            ).all()
+        )
+
+    async def active_entries(
+        self,
+        user_id: int | None = None,
+        *,
+        job_id: int | None = None,
+        waiting_only: bool = False,
+        first: int | None = None,
+    ) -> list[QueueEntry]:
+        """Running and pending jobs in the order they will run, with positions and ETAs:
+        all of them, or one user's, one job's, only the waiting ones, the first few.
+
+        The order is worked out on a few columns per job and only the entries returned are
+        loaded whole: every command waits on this before it is acknowledged, and building a
+        thousand ORM objects on the event loop stalled it for most of a second (bench/load.py).
+        """
         async with self.db.session() as session:
-            jobs = list(
-                await session.scalars(select(Job).where(Job.status.in_(ACTIVE_STATUSES)).order_by(Job.id))
-            )
-            last_started = dict(
-                (
-                    await session.execute(
-                        select(Job.user_id, func.max(Job.started_at))
-                        .where(Job.started_at.is_not(None))
-                        .group_by(Job.user_id)
-                    )
-                ).all()
-            )
+            rows = (
+                await session.execute(
+                    select(*_SCHEDULE_COLUMNS).where(Job.status.in_(ACTIVE_STATUSES)).order_by(Job.id)
+                )
+            ).all()
+            last_started = await self._last_started(session)
             seconds_per_unit = await self._seconds_per_unit(session)
-        running = [job for job in jobs if job.status == JobStatus.RUNNING]
-        pending = fair_order([job for job in jobs if job.status == JobStatus.PENDING], last_started)
-        entries: list[QueueEntry] = []
-        elapsed_ahead = 0.0
-        for job in running:
-            started = job.started_at or utcnow()
-            remaining = max(0.0, job_units(job) * seconds_per_unit - (utcnow() - started).total_seconds())
-            elapsed_ahead = max(elapsed_ahead, remaining)
-            entries.append(QueueEntry(job, 0, remaining))
-        for position, job in enumerate(pending, start=1):
-            elapsed_ahead += job_units(job) * seconds_per_unit
-            entries.append(QueueEntry(job, position, elapsed_ahead))
-        if user_id is not None:
-            entries = [entry for entry in entries if entry.job.user_id == user_id]
-        return entries
+            chosen = [
+                (row, position, eta)
+                for row, position, eta in _schedule(rows, last_started, seconds_per_unit)
+                if (user_id is None or row.user_id == user_id)
+                and (job_id is None or row.id == job_id)
+                and (not waiting_only or position > 0)
+            ][:first]
+            ids = [row.id for row, _, _ in chosen]
+            jobs = {job.id: job for job in await session.scalars(select(Job).where(Job.id.in_(ids)))} if ids else {}
+        # A job that finished between the two reads is left out.
+        return [QueueEntry(jobs[row.id], position, eta) for row, position, eta in chosen if row.id in jobs]
 
     async def entry(self, job_id: int) -> QueueEntry | None:
-        return next((e for e in await self.active_entries() if e.job.id == job_id), None)
+        found = await self.active_entries(job_id=job_id)
+        return found[0] if found else None
+
+    async def waiting_count(self) -> int:
+        async with self.db.session() as session:
+            return await session.scalar(select(func.count(Job.id)).where(Job.status == JobStatus.PENDING)) or 0
 
     async def _seconds_per_unit(self, session) -> float:  # type: ignore[no-untyped-def]
         recent = (
@@ -286,6 +370,27 @@ class JobQueue:
     async def running_job_ids(self) -> list[int]:
         async with self.db.session() as session:
             return list(await session.scalars(select(Job.id).where(Job.status == JobStatus.RUNNING)))
+
+
+# What the schedule needs of each active job (see active_entries).
+_SCHEDULE_COLUMNS = (Job.id, Job.user_id, Job.status, Job.count, Job.width, Job.height, Job.steps, Job.started_at)
+
+
+def _schedule(rows, last_started: dict[int, datetime], seconds_per_unit: float):  # type: ignore[no-untyped-def]
+    """(row, position, eta) for the active jobs: running ones first (position 0), then the
+    waiting ones in fair order, each ETA the time until it finishes."""
+    running = [row for row in rows if row.status == JobStatus.RUNNING]
+    pending = fair_order([row for row in rows if row.status == JobStatus.PENDING], last_started)
+    now = utcnow()
+    elapsed_ahead = 0.0
+    for row in running:
+        started = row.started_at or now
+        remaining = max(0.0, job_units(row) * seconds_per_unit - (now - started).total_seconds())
+        elapsed_ahead = max(elapsed_ahead, remaining)
+        yield row, 0, remaining
+    for position, row in enumerate(pending, start=1):
+        elapsed_ahead += job_units(row) * seconds_per_unit
+        yield row, position, elapsed_ahead
 
 
 def fair_order(pending: list[Job], last_started: dict[int, datetime]) -> list[Job]:

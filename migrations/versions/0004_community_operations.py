@@ -24,6 +24,7 @@ def upgrade() -> None:
         batch.add_column(sa.Column("private_results", sa.Boolean(), nullable=False, server_default="0"))
     with op.batch_alter_table("jobs") as batch:
         batch.add_column(sa.Column("safety_check", sa.Boolean(), nullable=False, server_default="0"))
+        batch.add_column(sa.Column("private", sa.Boolean(), nullable=False, server_default="0"))
         batch.add_column(sa.Column("removed_at", sa.DateTime(), nullable=True))
         batch.add_column(sa.Column("removed_by", sa.BigInteger(), nullable=True))
     with op.batch_alter_table("images") as batch:
@@ -106,6 +107,7 @@ def downgrade() -> None:
     with op.batch_alter_table("jobs") as batch:
         batch.drop_column("removed_by")
         batch.drop_column("removed_at")
+        batch.drop_column("private")
         batch.drop_column("safety_check")
     with op.batch_alter_table("users") as batch:
         batch.drop_column("private_results")

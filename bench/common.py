@@ -1,0 +1,242 @@
+"""What every benchmark shares: the machine and versions it ran on, percentiles, memory, JSON.
+
+Each benchmark writes ``bench/results/<benchmark>-<device>.json`` (or into ``--output-dir``):
+
+    {"benchmark": ..., "device": ..., "created": ..., "machine": {...}, "versions": {...},
+     "settings": {...}, "results": {...}}
+
+Timings are wall-clock ``time.perf_counter()``: simcord replaces ``time.monotonic`` with its
+virtual clock while a simulated bot runs, so nothing here reads ``monotonic``. This module
+imports no torch (the load benchmark measures the bot process's memory, which must not include
+a torch the bot itself never imports); GPU details are read only when a GPU was asked for.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import math
+import os
+import platform
+import re
+import resource
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterable, Sequence
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+RESULTS_DIR = Path(__file__).resolve().parent / "results"
+_PACKAGES = ("torch", "diffusers", "transformers", "discord.py", "simcord", "spandrel", "sqlalchemy", "pillow")
+
+
+# --- statistics --------------------------------------------------------------------------
+
+
+def percentile(values: Sequence[float], fraction: float) -> float:
+    """The ``fraction`` (0..1) percentile, linearly interpolated between the closest ranks."""
+    if not values:
+        return math.nan
+    ordered = sorted(values)
+    position = (len(ordered) - 1) * fraction
+    low = math.floor(position)
+    high = min(low + 1, len(ordered) - 1)
+    return ordered[low] + (ordered[high] - ordered[low]) * (position - low)
+
+
+def summary(values: Sequence[float]) -> dict[str, float]:
+    """n, mean, min, p50, p95, p99 and max of a list of measurements (in their own unit)."""
+    if not values:
+        return {"n": 0}
+    return {
+        "n": len(values),
+        "mean": sum(values) / len(values),
+        "min": min(values),
+        "p50": percentile(values, 0.50),
+        "p95": percentile(values, 0.95),
+        "p99": percentile(values, 0.99),
+        "max": max(values),
+    }
+
+
+def scaled(stats: dict[str, float], factor: float, digits: int = 3) -> dict[str, float]:
+    """The same summary in another unit (seconds -> milliseconds: factor 1000), rounded."""
+    return {key: value if key == "n" else round(value * factor, digits) for key, value in stats.items()}
+
+
+def timed(function: Callable[[], Any]) -> tuple[float, Any]:
+    """(seconds, result) of one call."""
+    started = time.perf_counter()
+    result = function()
+    return time.perf_counter() - started, result
+
+
+# --- memory ------------------------------------------------------------------------------
+
+
+def _status_kib(field: str) -> int | None:
+    try:
+        text = Path("/proc/self/status").read_text()
+    except OSError:
+        return None
+    found = re.search(rf"^{field}:\s+(\d+) kB", text, re.MULTILINE)
+    return int(found.group(1)) if found else None
+
+
+def rss_bytes() -> int:
+    """This process's resident memory now (Linux), else its peak so far."""
+    kib = _status_kib("VmRSS")
+    return kib * 1024 if kib is not None else peak_rss_bytes()
+
+
+def peak_rss_bytes() -> int:
+    """This process's peak resident memory since the last reset_peak_rss()."""
+    kib = _status_kib("VmHWM")
+    if kib is not None:
+        return kib * 1024
+    maxrss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return maxrss if sys.platform == "darwin" else maxrss * 1024  # bytes on macOS, KiB elsewhere
+
+
+def reset_peak_rss() -> bool:
+    """Start a new peak (Linux: writing 5 to clear_refs resets VmHWM); False where impossible,
+    and then the peak stays the process's peak since it started."""
+    try:
+        Path("/proc/self/clear_refs").write_text("5")
+        return True
+    except OSError:
+        return False
+
+
+def mib(value: float) -> float:
+    return round(value / 2**20, 1)
+
+
+# --- where it ran ------------------------------------------------------------------------
+
+
+def _cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def _total_ram_bytes() -> int | None:
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):
+        return None
+
+
+def machine_info(device: str) -> dict[str, Any]:
+    """CPU, cores usable by this process, RAM, and the GPU when the benchmark used one."""
+    usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    info: dict[str, Any] = {
+        "platform": platform.platform(),
+        "cpu": _cpu_name(),
+        "cpu_count": os.cpu_count(),
+        "cpus_usable": usable,
+        "ram_gib": round((_total_ram_bytes() or 0) / 2**30, 1),
+        "load_average": [round(x, 2) for x in os.getloadavg()] if hasattr(os, "getloadavg") else None,
+    }
+    if device.startswith("cuda"):
+        import torch
+
+        index = torch.device(device).index or 0
+        properties = torch.cuda.get_device_properties(index)
+        info["gpu"] = properties.name
+        info["gpu_memory_gib"] = round(properties.total_memory / 2**30, 1)
+        info["cuda"] = torch.version.cuda
+    return info
+
+
+def git_commit() -> str | None:
+    """HEAD's commit, with "-dirty" when the working tree has changes (read-only git calls)."""
+    try:
+        commit = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=REPO_ROOT, capture_output=True, text=True, check=True
+        ).stdout.strip()
+        changed = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            cwd=REPO_ROOT, capture_output=True, text=True, check=True,
+        ).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return None
+    return f"{commit}-dirty" if changed else commit
+
+
+def versions() -> dict[str, str | None]:
+    found: dict[str, str | None] = {"python": platform.python_version()}
+    for package in _PACKAGES:
+        try:
+            found[package] = metadata.version(package)
+        except metadata.PackageNotFoundError:
+            found[package] = None
+    found["sdbot"] = git_commit()
+    return found
+
+
+# --- command line and output -------------------------------------------------------------
+
+
+def base_parser(name: str, description: str, *, default_device: str = "cpu") -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog=f"python -m bench.{name}", description=description)
+    parser.add_argument("--device", default=default_device, help="cpu, cuda or cuda:N (default %(default)s)")
+    parser.add_argument(
+        "--output-dir", type=Path, default=RESULTS_DIR, help="where the JSON goes (default bench/results)"
+    )
+    return parser
+
+
+def device_label(device: str) -> str:
+    """The file name's device part: "cpu" or "cuda" (an index does not change the machine)."""
+    return device.split(":", 1)[0]
+
+
+def write_result(
+    benchmark: str,
+    device: str,
+    settings: dict[str, Any],
+    results: dict[str, Any],
+    output_dir: Path = RESULTS_DIR,
+) -> Path:
+    """Write the benchmark's JSON (see the module docstring) and return its path."""
+    output_dir = Path(output_dir)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    path = output_dir / f"{benchmark}-{device_label(device)}.json"
+    document = {
+        "benchmark": benchmark,
+        "device": device,
+        "created": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+        "machine": machine_info(device),
+        "versions": versions(),
+        "settings": settings,
+        "results": results,
+    }
+    path.write_text(json.dumps(document, indent=2, sort_keys=False, default=str) + "\n")
+    return path
+
+
+def print_table(title: str, header: Sequence[str], rows: Iterable[Sequence[Any]]) -> None:
+    """A plain aligned table on stdout: the readable summary every benchmark prints."""
+    rows = [[_cell(value) for value in row] for row in rows]
+    widths = [max(len(str(h)), *(len(row[i]) for row in rows)) if rows else len(str(h)) for i, h in enumerate(header)]
+    print(f"\n{title}")
+    print("  ".join(str(h).ljust(w) for h, w in zip(header, widths)))
+    print("  ".join("-" * w for w in widths))
+    for row in rows:
+        print("  ".join(value.ljust(w) for value, w in zip(row, widths)))
+
+
+def _cell(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:.4g}" if abs(value) < 1000 else f"{value:.0f}"
+    return str(value)

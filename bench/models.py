@@ -1,0 +1,186 @@
+"""Random-weight models for the benchmarks, built from configs: nothing is downloaded.
+
+Speed does not depend on the weights, only on the architecture, so three sizes of the same
+SD 1.5 structure are enough:
+
+- ``tiny``: inference/tiny.py's model (a few MB), for smoke tests and the bot benchmarks, where
+  the model must cost as little as possible.
+- ``small``: SD 1.5's block layout at about a tenth of its widths (~40 MB), so that CPU runs
+  spend their time in the same kinds of layers a real model does.
+- ``sd15``: the full SD 1.5 architecture, with the values of the published
+  stable-diffusion-v1-5 configs (unet, vae, text_encoder, scheduler), in random weights. It is
+  about 1.07 B parameters: meant for ``--device cuda``.
+
+Built folders are kept under the system's temp directory and reused (building sd15 takes a
+while); ``python -m bench.models KIND FOLDER`` writes one where you want it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import sys
+import tempfile
+from pathlib import Path
+
+MODEL_KINDS = ("tiny", "small", "sd15")
+# Bump when a builder changes, so an old cached folder is not reused.
+_BUILD_VERSION = 1
+
+# SD 1.5's text encoder (openai/clip-vit-large-patch14's text tower).
+_CLIP_VOCAB_SIZE = 49408
+_BOS_TOKEN_ID = 49406
+_EOS_TOKEN_ID = 49407
+_CONTEXT_LENGTH = 77
+
+# stable-diffusion-v1-5/unet/config.json, the values that shape the network.
+SD15_UNET = dict(
+    sample_size=64,
+    in_channels=4,
+    out_channels=4,
+    center_input_sample=False,
+    flip_sin_to_cos=True,
+    freq_shift=0,
+    down_block_types=("CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "DownBlock2D"),
+    up_block_types=("UpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D"),
+    block_out_channels=(320, 640, 1280, 1280),
+    layers_per_block=2,
+    downsample_padding=1,
+    mid_block_scale_factor=1,
+    act_fn="silu",
+    norm_num_groups=32,
+    norm_eps=1e-5,
+    cross_attention_dim=768,
+    attention_head_dim=8,
+)
+# stable-diffusion-v1-5/vae/config.json
+SD15_VAE = dict(
+    in_channels=3,
+    out_channels=3,
+    down_block_types=("DownEncoderBlock2D",) * 4,
+    up_block_types=("UpDecoderBlock2D",) * 4,
+    block_out_channels=(128, 256, 512, 512),
+    layers_per_block=2,
+    act_fn="silu",
+    latent_channels=4,
+    norm_num_groups=32,
+    sample_size=512,
+    scaling_factor=0.18215,
+)
+# stable-diffusion-v1-5/text_encoder/config.json
+SD15_TEXT_ENCODER = dict(
+    vocab_size=_CLIP_VOCAB_SIZE,
+    hidden_size=768,
+    intermediate_size=3072,
+    projection_dim=768,
+    num_hidden_layers=12,
+    num_attention_heads=12,
+    max_position_embeddings=_CONTEXT_LENGTH,
+    hidden_act="quick_gelu",
+    layer_norm_eps=1e-5,
+    bos_token_id=_BOS_TOKEN_ID,
+    eos_token_id=_EOS_TOKEN_ID,
+    pad_token_id=1,
+)
+
+# SD 1.5's layout (three cross-attention levels, one plain, the same VAE depth) at small widths.
+SMALL_UNET = dict(
+    SD15_UNET,
+    sample_size=32,
+    block_out_channels=(64, 128, 256, 256),
+    layers_per_block=1,
+    cross_attention_dim=256,
+)
+SMALL_VAE = dict(SD15_VAE, block_out_channels=(32, 64, 64, 64), layers_per_block=1, sample_size=256)
+SMALL_TEXT_ENCODER = dict(
+    SD15_TEXT_ENCODER,
+    hidden_size=256,
+    intermediate_size=1024,
+    projection_dim=256,
+    num_hidden_layers=4,
+    num_attention_heads=4,
+)
+
+# The size and steps each model is benchmarked at unless told otherwise.
+DEFAULT_SIZE = {"tiny": 64, "small": 128, "sd15": 512}
+DEFAULT_STEPS = {"tiny": 4, "small": 8, "sd15": 20}
+
+
+def build_full_sd15(folder: str | Path, seed: int = 0) -> Path:
+    """The full SD 1.5 architecture in random weights, saved in float16 as a diffusers folder."""
+    return _build(folder, SD15_UNET, SD15_VAE, SD15_TEXT_ENCODER, seed, half=True)
+
+
+def build_small(folder: str | Path, seed: int = 0) -> Path:
+    return _build(folder, SMALL_UNET, SMALL_VAE, SMALL_TEXT_ENCODER, seed, half=False)
+
+
+def _build(folder, unet_config: dict, vae_config: dict, text_config: dict, seed: int, half: bool) -> Path:
+    import torch
+    from diffusers import AutoencoderKL, PNDMScheduler, StableDiffusionPipeline, UNet2DConditionModel
+    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
+
+    # The scheduler and tokenizer the tiny model ships are SD 1.5's own.
+    from inference.tiny import _SD15_SCHEDULER_CONFIG, TOKENIZER_DIR
+
+    folder = Path(folder)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        unet = UNet2DConditionModel(**unet_config)
+        vae = AutoencoderKL(**vae_config)
+        text_encoder = CLIPTextModel(CLIPTextConfig(**text_config))
+    pipe = StableDiffusionPipeline(
+        vae=vae,
+        text_encoder=text_encoder,
+        tokenizer=CLIPTokenizer.from_pretrained(TOKENIZER_DIR),
+        unet=unet,
+        scheduler=PNDMScheduler.from_config(_SD15_SCHEDULER_CONFIG),
+        safety_checker=None,
+        feature_extractor=None,
+        requires_safety_checker=False,
+    )
+    if half:
+        pipe.to(torch.float16)  # half the disk and load time; the loader casts to what it wants
+    pipe.save_pretrained(folder, safe_serialization=True)
+    # As inference/tiny.py does: both tokenizer formats, for transformers 4 and 5.
+    for name in ("vocab.json", "merges.txt"):
+        shutil.copyfile(TOKENIZER_DIR / name, folder / "tokenizer" / name)
+    return folder
+
+
+def build_model(kind: str, folder: str | Path) -> Path:
+    if kind == "tiny":
+        from inference.tiny import build_tiny_model
+
+        return build_tiny_model(folder, seed=0)
+    if kind == "small":
+        return build_small(folder)
+    if kind == "sd15":
+        return build_full_sd15(folder)
+    raise ValueError(f"unknown model kind {kind!r}; known: {', '.join(MODEL_KINDS)}")
+
+
+def cached_model(kind: str, cache_dir: str | Path | None = None) -> Path:
+    """The model's folder, built on first use and reused afterwards."""
+    root = Path(cache_dir) if cache_dir else Path(tempfile.gettempdir()) / "sdbot-bench-models"
+    folder = root / f"{kind}-v{_BUILD_VERSION}"
+    if not (folder / "model_index.json").is_file():
+        partial = folder.with_name(folder.name + ".partial")
+        shutil.rmtree(partial, ignore_errors=True)
+        build_model(kind, partial)
+        shutil.rmtree(folder, ignore_errors=True)
+        partial.rename(folder)
+    return folder
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.models", description=__doc__.splitlines()[0])
+    parser.add_argument("kind", choices=MODEL_KINDS)
+    parser.add_argument("folder", type=Path)
+    args = parser.parse_args(argv)
+    print(build_model(args.kind, args.folder))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

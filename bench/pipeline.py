@@ -1,0 +1,237 @@
+"""Benchmark 1, pipeline speed: the worker's generation path against a plain diffusers call.
+
+Both run in this process on the same model folder, size, steps, sampler, CFG and dtype, each
+on its own copy of the model (so that whatever the worker does to its pipeline at load time,
+attention processors, channels_last, compile, does not reach the plain one). Three paths:
+
+- ``plain``: ``StableDiffusionPipeline.from_pretrained(...)(prompt, ...)`` with the sampler's
+  scheduler and one CPU generator per image, as a diffusers user would write it.
+- ``worker_generate``: ``inference.generate.generate`` on the pipeline the worker's
+  ``JobRunner`` loaded, with the worker's progress reporter (previews at its interval).
+- ``worker_job``: ``JobRunner.run``, everything the worker does for a job: generate, then the
+  PNGs with their infotext and the grid.
+
+Per batch size: seconds per call, seconds per image, images per second, and peak memory (CUDA's
+peak allocation on a GPU, the process's peak RSS on the CPU). The repeats interleave the paths,
+so machine noise hits them alike. Batch 1 also checks that worker and plain made the same image.
+
+    python -m bench.pipeline                       # CPU: the "small" model, 128 px, 8 steps
+    python -m bench.pipeline --device cuda         # SD 1.5 architecture, 512 px, 20 steps, fp16
+"""
+
+from __future__ import annotations
+
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from bench import common
+from bench.models import DEFAULT_SIZE, DEFAULT_STEPS, MODEL_KINDS, cached_model
+
+PROMPT = "a lighthouse on a cliff at dusk, oil painting, dramatic sky"
+NEGATIVE_PROMPT = "blurry, low quality"
+PATHS = ("plain", "worker_generate", "worker_job")
+FIRST_SEED = 1234
+
+
+def parse_args(argv: list[str] | None):
+    parser = common.base_parser("pipeline", __doc__.splitlines()[0])
+    parser.add_argument("--model", choices=MODEL_KINDS, help="default: sd15 on cuda, small on cpu")
+    parser.add_argument("--size", type=int, help="width and height (default: the model's, 512 for sd15)")
+    parser.add_argument("--steps", type=int, help="default: 20 for sd15, 8 for small, 4 for tiny")
+    parser.add_argument("--sampler", default="Euler a")
+    parser.add_argument("--cfg", type=float, default=7.0)
+    parser.add_argument("--dtype", help="float16, bfloat16 or float32 (default: float16 on cuda, float32 on cpu)")
+    parser.add_argument("--batches", default="1,4,8", help="comma-separated batch sizes (default %(default)s)")
+    parser.add_argument("--repeats", type=int, help="timed calls per path and batch (default 5 on cuda, 2 on cpu)")
+    parser.add_argument("--model-cache", type=Path, help="where built models are kept (default: a temp folder)")
+    args = parser.parse_args(argv)
+    cuda = args.device.startswith("cuda")
+    args.model = args.model or ("sd15" if cuda else "small")
+    args.size = args.size or DEFAULT_SIZE[args.model]
+    args.steps = args.steps or DEFAULT_STEPS[args.model]
+    args.dtype = args.dtype or ("float16" if cuda else "float32")
+    args.repeats = args.repeats or (5 if cuda else 2)
+    args.batches = [int(b) for b in args.batches.split(",") if b.strip()]
+    return args
+
+
+class _Memory:
+    """Peak memory around one call: CUDA's allocator peak, or the process's RSS peak."""
+
+    def __init__(self, device):
+        import torch
+
+        self.torch = torch
+        self.cuda = device.type == "cuda"
+        self.device = device
+
+    def start(self) -> int:
+        if self.cuda:
+            self.torch.cuda.synchronize(self.device)
+            self.torch.cuda.reset_peak_memory_stats(self.device)
+            return self.torch.cuda.memory_allocated(self.device)
+        common.reset_peak_rss()
+        return common.rss_bytes()
+
+    def peak(self) -> int:
+        if self.cuda:
+            self.torch.cuda.synchronize(self.device)
+            return self.torch.cuda.max_memory_allocated(self.device)
+        return common.peak_rss_bytes()
+
+
+def plain_pipeline(folder: Path, device, dtype, sampler: str):
+    """The model as a plain diffusers user loads it, with the sampler's scheduler."""
+    import diffusers
+    from diffusers import StableDiffusionPipeline
+
+    from inference.models import _dtype_keyword  # torch_dtype or dtype, by diffusers version
+    from inference.samplers import SAMPLERS
+
+    pipe = StableDiffusionPipeline.from_pretrained(
+        folder, **{_dtype_keyword(): dtype}, safety_checker=None, requires_safety_checker=False
+    )
+    pipe = pipe.to(device)
+    pipe.set_progress_bar_config(disable=True)
+    spec = SAMPLERS[sampler]
+    pipe.scheduler = getattr(diffusers, spec.scheduler_class).from_config(pipe.scheduler.config, **spec.options)
+    return pipe
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    args = parse_args(argv)
+    import numpy as np
+    import torch
+
+    from inference.generate import generate
+    from inference.jobs import JobRunner, ProgressReporter
+    from inference.models import resolve_device, resolve_dtype
+    from inference.protocol import GenerateRequest, JobCompleted, JobKind, ModelSpec, WorkerConfig
+
+    device = resolve_device(args.device)
+    dtype = resolve_dtype(args.dtype, device)
+    started, folder = common.timed(lambda: cached_model(args.model, args.model_cache))
+    print(f"model {args.model} at {folder} ({started:.1f} s to find or build)")
+
+    outputs = tempfile.TemporaryDirectory(prefix="sdbot-bench-outputs-")
+    config = WorkerConfig(
+        models=(ModelSpec(args.model, str(folder)),),
+        default_model=args.model,
+        outputs_dir=outputs.name,
+        device=args.device,
+        dtype=args.dtype,
+    )
+    load_worker, runner = common.timed(lambda: JobRunner.start(config))
+    load_plain, plain = common.timed(lambda: plain_pipeline(folder, device, dtype, args.sampler))
+    worker_pipe = runner.cache.get(args.model)
+    memory = _Memory(device)
+
+    def request(batch: int, job_id: int) -> GenerateRequest:
+        return GenerateRequest(
+            job_id=job_id, kind=JobKind.TXT2IMG, model=args.model, prompt=PROMPT,
+            negative_prompt=NEGATIVE_PROMPT, width=args.size, height=args.size, steps=args.steps,
+            cfg_scale=args.cfg, sampler=args.sampler, seeds=tuple(range(FIRST_SEED, FIRST_SEED + batch)),
+        )
+
+    job_ids = iter(range(1, 1_000_000))
+
+    def run(path: str, batch: int) -> list:
+        if path == "plain":
+            generators = [torch.Generator("cpu").manual_seed(FIRST_SEED + i) for i in range(batch)]
+            return plain(
+                prompt=PROMPT, negative_prompt=NEGATIVE_PROMPT, width=args.size, height=args.size,
+                num_inference_steps=args.steps, guidance_scale=args.cfg, num_images_per_prompt=batch,
+                generator=generators,
+            ).images
+        job = request(batch, next(job_ids))
+        if path == "worker_generate":
+            reporter = ProgressReporter(job.job_id, lambda event: None, config.preview_interval_s, config.preview_max_side)
+            return generate(worker_pipe, job, on_step=reporter)
+        events: list = []
+        runner.run(job, is_cancelled=lambda: False, send=events.append)
+        completed = [event for event in events if isinstance(event, JobCompleted)]
+        if not completed:
+            raise RuntimeError(f"the worker did not complete the job: {events[-1]!r}")
+        return list(completed[0].images)
+
+    # Warm-up: first calls pay one-time costs (kernel selection, allocator growth; compile per
+    # shape when the worker turns it on), which the timed calls must not include.
+    warm_batches = args.batches if device.type == "cuda" else args.batches[:1]
+    for batch in warm_batches:
+        for path in PATHS:
+            run(path, batch)
+
+    timings: dict[int, dict[str, list[float]]] = {b: {p: [] for p in PATHS} for b in args.batches}
+    peaks: dict[int, dict[str, int]] = {b: {p: 0 for p in PATHS} for b in args.batches}
+    bases: dict[int, dict[str, int]] = {b: {p: 0 for p in PATHS} for b in args.batches}
+    batch1_images: dict[str, list] = {}
+    for _ in range(args.repeats):
+        for batch in args.batches:
+            for path in PATHS:
+                base = memory.start()
+                seconds, images = common.timed(lambda: run(path, batch))
+                timings[batch][path].append(seconds)
+                peaks[batch][path] = max(peaks[batch][path], memory.peak())
+                bases[batch][path] = base
+                if batch == 1 and path != "worker_job":
+                    batch1_images[path] = images
+
+    results: dict[str, Any] = {
+        "load_seconds": {"worker": round(load_worker, 3), "plain": round(load_plain, 3)},
+        "memory_kind": "cuda_max_allocated" if device.type == "cuda" else "process_peak_rss",
+        "batches": {},
+    }
+    rows = []
+    for batch in args.batches:
+        entry: dict[str, Any] = {}
+        for path in PATHS:
+            stats = common.summary(timings[batch][path])
+            median = stats["p50"]
+            entry[path] = {
+                "seconds": common.scaled(stats, 1, 4),
+                "seconds_per_image": round(median / batch, 4),
+                "images_per_second": round(batch / median, 4),
+                "peak_memory_mib": common.mib(peaks[batch][path]),
+                "memory_before_mib": common.mib(bases[batch][path]),
+                "peak_over_before_mib": common.mib(peaks[batch][path] - bases[batch][path]),
+            }
+            rows.append([batch, path, median, median / batch, batch / median, common.mib(peaks[batch][path])])
+        plain_median = entry["plain"]["seconds"]["p50"]
+        for path in PATHS[1:]:
+            entry[f"{path}_speedup_vs_plain"] = round(plain_median / entry[path]["seconds"]["p50"], 3)
+        results["batches"][str(batch)] = entry
+    if len(batch1_images) == 2:
+        a, b = (np.asarray(batch1_images[p][0], dtype=np.int16) for p in ("plain", "worker_generate"))
+        results["batch1_max_pixel_difference"] = int(np.abs(a - b).max())
+
+    settings = {
+        "model": args.model, "model_folder": str(folder), "size": args.size, "steps": args.steps,
+        "sampler": args.sampler, "cfg": args.cfg, "dtype": str(dtype).removeprefix("torch."),
+        "batches": args.batches, "repeats": args.repeats, "warm_batches": warm_batches,
+        "preview_interval_s": config.preview_interval_s, "png_compress_level": config.png_compress_level,
+    }
+    path = common.write_result("pipeline", args.device, settings, results, args.output_dir)
+    common.print_table(
+        f"pipeline: {args.model} {args.size}x{args.size}, {args.steps} steps, {args.sampler}, CFG {args.cfg:g}, "
+        f"{settings['dtype']} on {args.device} (median of {args.repeats})",
+        ["batch", "path", "s/call", "s/image", "images/s", f"peak MiB ({results['memory_kind']})"],
+        rows,
+    )
+    for batch in args.batches:
+        entry = results["batches"][str(batch)]
+        print(
+            f"batch {batch}: worker_generate {entry['worker_generate_speedup_vs_plain']}x plain, "
+            f"worker_job {entry['worker_job_speedup_vs_plain']}x plain"
+        )
+    if "batch1_max_pixel_difference" in results:
+        print(f"batch 1, worker vs plain image: max pixel difference {results['batch1_max_pixel_difference']}")
+    print(f"written to {path}")
+    outputs.cleanup()
+    return results
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
+    sys.exit(0)

@@ -1,0 +1,40 @@
+"""The benchmark suite still runs: bench.pipeline's cheapest configuration, and its JSON.
+
+Benchmarks are not tests (their figures are never asserted); this only keeps bench/ from
+rotting when the inference code it drives changes.
+"""
+
+from __future__ import annotations
+
+import json
+
+from bench import common, pipeline
+
+
+def test_pipeline_benchmark_runs_and_writes_its_json(tmp_path):
+    results = pipeline.main([
+        "--model", "tiny", "--steps", "1", "--batches", "1", "--repeats", "1",
+        "--model-cache", str(tmp_path / "models"), "--output-dir", str(tmp_path / "results"),
+    ])
+
+    document = json.loads((tmp_path / "results" / "pipeline-cpu.json").read_text())
+    assert document["benchmark"] == "pipeline" and document["device"] == "cpu"
+    assert {"cpu", "cpus_usable", "ram_gib"} <= set(document["machine"])
+    assert {"python", "torch", "diffusers", "discord.py", "sdbot"} <= set(document["versions"])
+    assert document["settings"]["model"] == "tiny" and document["settings"]["batches"] == [1]
+    assert document["results"] == json.loads(json.dumps(results))
+    for entry in document["results"]["batches"].values():
+        for path in pipeline.PATHS:
+            assert entry[path]["seconds"]["n"] == 1
+            assert entry[path]["images_per_second"] > 0 and entry[path]["peak_memory_mib"] > 0
+        assert entry["worker_generate_speedup_vs_plain"] > 0
+    # The worker's generate() and the plain call made the same image from the same seed.
+    assert document["results"]["batch1_max_pixel_difference"] <= 2
+
+
+def test_percentiles_interpolate_between_ranks():
+    assert common.percentile([4.0, 1.0, 3.0, 2.0], 0.5) == 2.5
+    assert common.percentile([1.0, 2.0, 3.0, 4.0, 5.0], 0.99) == 4.96
+    stats = common.summary([0.010, 0.020, 0.030])
+    assert (stats["n"], stats["min"], stats["p50"], stats["max"]) == (3, 0.010, 0.020, 0.030)
+    assert common.scaled(stats, 1000)["p50"] == 20.0

@@ -1,0 +1,211 @@
+"""The GPU fast path and the low-memory mode, checked for correctness on the CPU.
+
+Each option is applied for real (inference.acceleration.place_pipeline) to a tiny pipeline of
+the test's own, and must give the image the plain pipeline gives, within float tolerance; LoRA
+and textual inversion must still apply on fused projections. CUDA-only options are switched
+off on the CPU by Acceleration.for_device, and torch.compile is off by default.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+import pytest
+import torch
+from diffusers.models.attention_processor import AttnProcessor
+from safetensors.torch import save_file
+
+from bot.config import ConfigError, WorkerSettings, load_settings
+from inference import acceleration
+from inference.acceleration import Acceleration, attention_processors, place_pipeline
+from inference.generate import generate
+from inference.jobs import JobRunner
+from inference.models import load_pipeline, read_pipeline
+from inference.protocol import JobCompleted, ModelSpec, WorkerConfig
+from tests.inference_fixtures import tiny_request
+from tests.test_inference_networks import image, make_runner, write_kohya_lora
+
+CPU = torch.device("cpu")
+# Float rounding differs between fused and separate matmuls, sliced and whole attention.
+TOLERANCE = 2.0  # mean absolute difference, in 0..255 pixel values
+
+
+def own_pipe(tiny_model_dir, plan: Acceleration = Acceleration()):
+    return load_pipeline(ModelSpec("tiny", str(tiny_model_dir)), CPU, torch.float32, plan)
+
+
+def pixels(pipe, **overrides) -> np.ndarray:
+    images = generate(pipe, tiny_request(**overrides))
+    return np.stack([np.asarray(img, dtype=np.float64) for img in images])
+
+
+def distance(a: np.ndarray, b: np.ndarray) -> float:
+    return float(np.abs(a - b).mean())
+
+
+@pytest.fixture(scope="module")
+def plain_pixels(tiny_model_dir):
+    return pixels(own_pipe(tiny_model_dir), seeds=(3, 4))
+
+
+def test_sdpa_attention_is_what_runs_and_nothing_replaces_it(tiny_model_dir):
+    pipe = own_pipe(tiny_model_dir)
+    assert attention_processors(pipe) == {"AttnProcessor2_0"}
+    # A pipeline with an older processor gets SDPA back when placed.
+    pipe = read_pipeline(ModelSpec("tiny", str(tiny_model_dir)), torch.float32)
+    pipe.unet.set_attn_processor(AttnProcessor())
+    assert attention_processors(place_pipeline(pipe, CPU)) == {"AttnProcessor2_0"}
+
+
+def test_fused_qkv_and_channels_last_give_the_same_images(tiny_model_dir, plain_pixels):
+    fast = own_pipe(tiny_model_dir, Acceleration(fuse_qkv=True, channels_last=True))
+    assert attention_processors(fast) == {"LoraAwareFusedAttnProcessor"}
+    conv = fast.unet.conv_in.weight
+    assert conv.is_contiguous(memory_format=torch.channels_last) and not conv.is_contiguous()
+    assert distance(pixels(fast, seeds=(3, 4)), plain_pixels) < TOLERANCE
+
+
+def test_lora_and_embeddings_still_apply_on_fused_projections(tiny_model_dir, tmp_path):
+    plain = own_pipe(tiny_model_dir)
+    fused = own_pipe(tiny_model_dir, Acceleration(fuse_qkv=True))
+    lora_dir, emb_dir = tmp_path / "loras", tmp_path / "embeddings"
+    write_kohya_lora(plain, lora_dir / "Style.safetensors", seed=1)
+    emb_dir.mkdir()
+    width = plain.text_encoder.get_input_embeddings().weight.shape[-1]
+    save_file({"emb_params": torch.randn(1, width, generator=torch.Generator().manual_seed(9))},
+              emb_dir / "Sparkle.safetensors")
+    networks = {"lora_dirs": (str(lora_dir),), "embedding_dirs": (str(emb_dir),)}
+    runners = {
+        "plain": make_runner(plain, tmp_path / "plain", **networks),
+        "fused": make_runner(fused, tmp_path / "fused", **networks),
+    }
+    made = {
+        (name, prompt): image(runner, prompt=prompt)
+        for name, runner in runners.items()
+        for prompt in ("a cat", "a cat <lora:Style:1>", "a cat <lora:Style:0:1>", "a Sparkle cat")
+    }
+    for prompt in ("a cat", "a cat <lora:Style:1>", "a cat <lora:Style:0:1>", "a Sparkle cat"):
+        assert distance(made["fused", prompt], made["plain", prompt]) < TOLERANCE, prompt
+    # The UNet-only LoRA changes the image as much on fused projections as on plain ones:
+    # diffusers' own fused processor would skip it (to_q/to_k/to_v are not what it calls).
+    base = made["fused", "a cat"]
+    assert distance(made["fused", "a cat <lora:Style:0:1>"], base) > 1
+    assert distance(made["fused", "a Sparkle cat"], base) > 0
+    # And once the LoRA is off again the fused path gives the image it gave before.
+    assert np.array_equal(image(runners["fused"], prompt="a cat"), base)
+
+
+def test_slicing_gives_the_same_images(tiny_model_dir, plain_pixels):
+    sliced = own_pipe(tiny_model_dir, Acceleration(low_memory="slicing"))
+    assert attention_processors(sliced) >= {"SlicedAttnProcessor"}  # on the CPU only
+    assert sliced.vae.use_slicing and sliced.vae.use_tiling
+    assert sliced.vae.tile_sample_min_size == acceleration.VAE_TILE_SIDE
+    assert distance(pixels(sliced, seeds=(3, 4)), plain_pixels) < TOLERANCE
+
+
+def test_vae_tiling_only_for_images_over_the_tile_side(tiny_model_dir, monkeypatch):
+    pipe = own_pipe(tiny_model_dir, Acceleration(low_memory="slicing", vae_tile_side=64))
+    tiled = []
+    tiled_decode = pipe.vae.tiled_decode
+    monkeypatch.setattr(pipe.vae, "tiled_decode", lambda z, **kw: tiled.append(z.shape) or tiled_decode(z, **kw))
+    generate(pipe, tiny_request(steps=1))
+    assert tiled == []  # 64 px: decoded whole, unchanged
+    images = generate(pipe, tiny_request(steps=1, width=128, height=128))
+    assert tiled == [(1, 4, 16, 16)] and images[0].size == (128, 128)
+
+
+def test_cuda_options_are_off_on_the_cpu_and_compile_off_by_default(tiny_model_spec, tmp_path, caplog):
+    config = WorkerConfig(models=(tiny_model_spec,), default_model="tiny", outputs_dir=str(tmp_path))
+    assert config.torch_compile == "off" and WorkerSettings().torch_compile == "off"
+    assert config.channels_last and config.fuse_qkv and config.warmup  # meant for GPUs...
+    assert Acceleration.for_device(config, CPU) == Acceleration()  # ...and nothing on the CPU
+    asked = WorkerConfig(
+        models=(tiny_model_spec,), default_model="tiny", outputs_dir=str(tmp_path),
+        torch_compile="max-autotune-no-cudagraphs", low_memory="offload",
+    )
+    with caplog.at_level(logging.WARNING):
+        plan = Acceleration.for_device(asked, CPU)
+    assert plan == Acceleration(low_memory="slicing")
+    assert "needs a CUDA GPU" in caplog.text and "ignored on cpu" in caplog.text
+
+
+def test_the_worker_starts_with_its_options_and_reports_timings(tiny_model_spec, tmp_path):
+    config = WorkerConfig(
+        models=(tiny_model_spec,), default_model="tiny", outputs_dir=str(tmp_path), device="cpu",
+        low_memory="slicing", model_memory_budget_mb=64, preview_interval_s=0.0,
+    )
+    runner = JobRunner.start(config)
+    ready = runner.ready_event()
+    assert set(ready.timings) == {"load:tiny"}  # no warm-up on the CPU
+    assert runner.cache.memory_budget_bytes == 64 * 2**20
+    assert runner.cache.get("tiny").vae.use_slicing
+    sent = []
+    runner.run(tiny_request(), lambda: False, sent.append)
+    assert isinstance(sent[-1], JobCompleted)
+
+
+def test_warm_up_runs_each_preloaded_model_and_times_it(tiny_model_spec, tmp_path):
+    from inference.models import PipelineCache
+
+    cache = PipelineCache([tiny_model_spec], CPU, torch.float32)
+    cache.get("tiny")
+    timings = acceleration.warm_up_models(cache, ["tiny"], Acceleration(warmup=True), (64, 64, 2))
+    assert set(timings) == {"load:tiny", "warmup:tiny"}
+    assert all(isinstance(value, float) for value in timings.values())
+    assert acceleration.warm_up_models(cache, ["tiny"], Acceleration(), (64, 64, 2)).keys() == {"load:tiny"}
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ('torch_compile = "fast"', "worker.torch_compile must be one of off, default, reduce-overhead"),
+        ('preview_method = "full"', "worker.preview_method must be one of approx, taesd"),
+        ('preview_method = "taesd"', "needs worker.taesd_source"),
+        ('low_memory = "max"', "worker.low_memory must be one of off, slicing, offload"),
+        ("model_memory_budget_mb = -1", "worker.model_memory_budget_mb must be at least 0"),
+        ("model_memory_budget_mb = 1.5", "worker.model_memory_budget_mb must be int"),
+        ('channels_last = "yes"', "worker.channels_last must be bool"),
+        ("fuse_qkv = 1", "worker.fuse_qkv must be bool"),
+        ('warmup = "no"', "worker.warmup must be bool"),
+        ("taesd_source = 3", "worker.taesd_source must be str"),
+    ],
+)
+def test_bad_worker_settings_are_named(tmp_path, text, message):
+    config = tmp_path / "config.toml"
+    config.write_text(f"[worker]\n{text}\n", encoding="utf-8")
+    with pytest.raises(ConfigError, match=message):
+        load_settings(config, environ={})
+
+
+def test_good_worker_settings_reach_the_worker(tmp_path):
+    config = tmp_path / "config.toml"
+    config.write_text(
+        '[worker]\ntorch_compile = "reduce-overhead"\npreview_method = "taesd"\n'
+        'taesd_source = "madebyollin/taesd"\nlow_memory = "offload"\nmodel_memory_budget_mb = 6000\n'
+        "fuse_qkv = false\n[limits]\ndefault_count = 2\n",
+        encoding="utf-8",
+    )
+    worker = load_settings(config, environ={}).worker_config()
+    assert (worker.torch_compile, worker.preview_method, worker.taesd_source) == (
+        "reduce-overhead", "taesd", "madebyollin/taesd",
+    )
+    assert (worker.low_memory, worker.model_memory_budget_mb, worker.fuse_qkv) == ("offload", 6000, False)
+    assert worker.warmup_shape == (512, 512, 2)  # the default model's base size and count
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"torch_compile": "fast"}, "torch_compile must be one of"),
+        ({"preview_method": "vae"}, "preview_method must be one of"),
+        ({"preview_method": "taesd"}, "needs taesd_source"),
+        ({"low_memory": "tiny"}, "low_memory must be one of"),
+        ({"model_memory_budget_mb": -5}, "model_memory_budget_mb must be an int >= 0"),
+        ({"warmup_shape": (500, 512, 1)}, "warmup_shape must be"),
+    ],
+)
+def test_the_worker_checks_its_settings_too(tiny_model_spec, tmp_path, change, message):
+    config = WorkerConfig(models=(tiny_model_spec,), default_model="tiny", outputs_dir=str(tmp_path), **change)
+    with pytest.raises(ValueError, match=message):
+        Acceleration.for_device(config, CPU)
