@@ -12,11 +12,12 @@ from typing import TYPE_CHECKING, Any
 
 import discord
 
-from bot import inputs, uploads
+from bot import inputs, safety
 from bot.errors import ImageUnavailable, InvalidOption, NotAllowed, UserError
 from bot.jobs.params import (
     GenerationOptions,
     JobParameters,
+    member_defaults,
     parameters_of,
     remix_of,
     reroll_of,
@@ -32,6 +33,7 @@ from bot.jobs.workflows import (
     without_workflow,
 )
 from bot.jobs.queue import CancelOutcome, Requester
+from bot.policy import audit, gate
 from bot.prompts.prepare import prepare
 from bot.ui import buttons, confirm, embeds
 from db.models import Image, Job, JobStatus
@@ -58,6 +60,7 @@ async def send_private(interaction: discord.Interaction, text: str) -> None:
 async def run_for_user(interaction: discord.Interaction, action: Callable[[], Awaitable[Any]]) -> None:
     """Run a button's action; the user hears privately about anything that goes wrong."""
     try:
+        await gate.check_access(interaction)  # the server's channels, roles and bans
         await action()
     except UserError as error:
         await send_private(interaction, error.message)
@@ -67,14 +70,14 @@ async def run_for_user(interaction: discord.Interaction, action: Callable[[], Aw
 
 
 @asynccontextmanager
-async def thinking(interaction: discord.Interaction) -> AsyncIterator[None]:
+async def thinking(interaction: discord.Interaction, parent_job_id: int | None = None) -> AsyncIterator[None]:
     """Acknowledge at once, for work that may pass Discord's 3 seconds (reading an upload).
 
     The "thinking…" message is public, as the job's status message will be; when the work is
     refused it is deleted, so only the private explanation (sent by run_for_user or the
-    tree's error handler) remains.
+    tree's error handler) remains. For a member with private results it is private too.
     """
-    await interaction.response.defer(thinking=True)
+    await interaction.response.defer(thinking=True, ephemeral=await answers_privately(interaction, parent_job_id))
     try:
         yield
     except UserError:
@@ -86,9 +89,10 @@ async def thinking(interaction: discord.Interaction) -> AsyncIterator[None]:
         raise
 
 
-def requester(interaction: discord.Interaction) -> Requester:
+def requester(interaction: discord.Interaction, *, private: bool = False) -> Requester:
     settings = bot_of(interaction).settings
     return Requester(
+        private=private,
         user_id=interaction.user.id,
         user_name=interaction.user.name,
         guild_id=interaction.guild_id,
@@ -111,32 +115,68 @@ def may_manage(interaction: discord.Interaction, job: Job) -> bool:
     return interaction.user.id == job.user_id or interaction.permissions.manage_messages
 
 
-async def submit(interaction: discord.Interaction, params: JobParameters, *, as_followup: bool = False) -> Job:
+async def answers_privately(interaction: discord.Interaction, parent_job_id: int | None = None) -> bool:
+    """Whether what this interaction makes is shown to its member alone (ephemeral): they
+    turned private results on in /settings, or it is made from a private job (the buttons of
+    a private result). Other ephemeral messages (/history, /pnginfo, a permutation question)
+    do not make their jobs private. A DM is private already: nothing there is ephemeral, so
+    results stay in the conversation."""
+    if interaction.guild_id is None:
+        return False
+    bot = bot_of(interaction)
+    user = await bot.queue.user(interaction.user.id)
+    if user is not None and user.private_results:
+        return True
+    parent = await bot.queue.get(parent_job_id) if parent_job_id is not None else None
+    return bool(parent is not None and parent.private)
+
+
+def check_not_removed(job: Job) -> None:
+    """A removed result's buttons (anyone's, its owner's too) do nothing new with it."""
+    if job.removed_at is not None:
+        raise ImageUnavailable(f"The result of job #{job.id} was removed.")
+
+
+async def submit(
+    interaction: discord.Interaction, params: JobParameters, *, as_followup: bool = False, checked: bool = False
+) -> Job:
     """Queue a job and answer with its status message: the row exists before the answer.
 
     as_followup: the interaction already has its answer (another job of the same permutation
     prompt, or a confirmation), so this job's status message is a new followup, which the
     delivery edits through the interaction's webhook by its message id.
+    checked: the server's policy already passed these jobs as a whole (confirm.submit_jobs).
     """
     bot = bot_of(interaction)
-    job = await bot.queue.enqueue(params, requester(interaction))
+    if not checked:
+        await gate.check_jobs(interaction, [params])
+    # A private result's status message is ephemeral: only the interaction can edit it, so the
+    # row keeps no message id, and once the token expires the delivery sends the result by DM.
+    private = await answers_privately(interaction, params.parent_job_id)
+    job = await bot.queue.enqueue(params, requester(interaction, private=private))
+    await audit.record(
+        bot, audit.Action.JOB_QUEUED, actor_id=interaction.user.id, guild_id=job.guild_id, channel_id=job.channel_id,
+        target_user_id=job.user_id, job_id=job.id, details=audit.job_summary(job),
+    )
     if not as_followup:
         bot.delivery.track(job.id, interaction)
     entry = await bot.queue.entry(job.id)
     position, eta = (entry.position, entry.eta_seconds) if entry else (1, 0.0)
     embed, view = embeds.queued_embed(job, position, eta), buttons.status_view(job.id)
     if as_followup:
-        message = await interaction.followup.send(embed=embed, view=view, wait=True)
-        await bot.queue.set_message(job.id, message.channel.id, message.id)
+        message = await interaction.followup.send(embed=embed, view=view, wait=True, ephemeral=private)
+        if not private:
+            await bot.queue.set_message(job.id, message.channel.id, message.id)
         bot.delivery.track(job.id, FollowupStatus(interaction, message.id))  # type: ignore[arg-type]
     elif interaction.response.is_done():
         # Deferred while an upload was read: the first followup replaces the "thinking" message
         # and is the interaction's original response from then on.
-        message = await interaction.followup.send(embed=embed, view=view, wait=True)
-        await bot.queue.set_message(job.id, message.channel.id, message.id)
+        message = await interaction.followup.send(embed=embed, view=view, wait=True, ephemeral=private)
+        if not private:
+            await bot.queue.set_message(job.id, message.channel.id, message.id)
     else:
-        response = await interaction.response.send_message(embed=embed, view=view)
-        if isinstance(response.resource, discord.InteractionMessage):
+        response = await interaction.response.send_message(embed=embed, view=view, ephemeral=private)
+        if not private and isinstance(response.resource, discord.InteractionMessage):
             await bot.queue.set_message(job.id, response.resource.channel.id, response.resource.id)
     bot.dispatcher.wake()
     return job
@@ -154,12 +194,18 @@ class FollowupStatus:
         return await self.interaction.followup.edit_message(self.message_id, **fields)
 
 
-async def cancel(interaction: discord.Interaction, job_id: int) -> None:
+async def cancel(interaction: discord.Interaction, job_id: int, *, by_moderator: bool = False) -> None:
+    """by_moderator: /admin cancel, whose caller has checked Manage Server."""
     bot = bot_of(interaction)
     job = await bot.queue.require(job_id)
-    if not may_manage(interaction, job):
+    if not by_moderator and not may_manage(interaction, job):
         raise NotAllowed(f"Only the person who started job #{job.id}, or a moderator, can cancel it.")
     job, outcome = await bot.dispatcher.cancel(job_id)
+    if job.user_id != interaction.user.id and outcome != CancelOutcome.ALREADY_FINISHED:
+        await audit.record(
+            bot, audit.Action.CANCELED_BY_MODERATOR, actor_id=interaction.user.id, guild_id=job.guild_id,
+            channel_id=interaction.channel_id, target_user_id=job.user_id, job_id=job.id, details=f"was {outcome}",
+        )
     text = {
         CancelOutcome.CANCELED: f"Job #{job.id} canceled.",
         CancelOutcome.STOPPING: f"Stopping job #{job.id}: it ends after the current step.",
@@ -170,6 +216,7 @@ async def cancel(interaction: discord.Interaction, job_id: int) -> None:
 
 async def _finished_image(bot: SDBot, job_id: int, index: int) -> tuple[Job, Image]:
     job = await bot.queue.require(job_id)
+    check_not_removed(job)
     if job.status != JobStatus.COMPLETED:
         raise ImageUnavailable(f"Job #{job.id} has not finished, so it has no images yet.")
     image = next((image for image in job.images if image.index == index), None)
@@ -183,12 +230,18 @@ async def post_single_image(interaction: discord.Interaction, job_id: int, index
     job, image = await _finished_image(bot, job_id, index)
     if not Path(image.path).is_file():
         raise ImageUnavailable(f"Image {index + 1} of job #{job.id} is no longer on disk.")
-    await interaction.response.defer(thinking=True)
-    file = await uploads.image_file(image.path, interaction.filesize_limit, f"job{job.id}-{index + 1}")
+    shown = await safety.verdict(
+        bot, job, guild_id=interaction.guild_id, age_restricted=is_age_restricted(interaction), image_index=index
+    )
+    safety.refuse_withheld_image(shown)
+    private = await answers_privately(interaction, job.id)
+    await interaction.response.defer(thinking=True, ephemeral=private)
+    posting = await shown.posting(image.path, interaction.filesize_limit, f"job{job.id}-{index + 1}")
     await interaction.followup.send(
+        ephemeral=private,
         content=f"Image {index + 1} of job #{job.id}, for {interaction.user.mention}",
-        embed=embeds.result_embed(job, file.filename, image_index=index),
-        file=file,
+        embed=posting.dress(embeds.result_embed(job, posting.filename, image_index=index)),
+        **posting.file_kwargs(),
         view=buttons.single_image_view(job.id, index),
     )
 
@@ -239,7 +292,8 @@ async def upscale(interaction: discord.Interaction, job_id: int, index: int, sca
     bot = bot_of(interaction)
     job, image = await _finished_image(bot, job_id, index)
     base = without_workflow(parameters_of(job))
-    params = upscale_parameters(bot.settings, _source_of(job, image), scale=scale, upscaler=None, base=base)
+    upscaler = member_defaults(await bot.queue.user(interaction.user.id), bot.settings).upscaler
+    params = upscale_parameters(bot.settings, _source_of(job, image), scale=scale, upscaler=upscaler, base=base)
     await submit(interaction, params)
 
 
@@ -272,6 +326,7 @@ async def remix(interaction: discord.Interaction, job_id: int, prompt: str, nega
     it make one job each."""
     bot = bot_of(interaction)
     job = await bot.queue.require(job_id)
+    check_not_removed(job)
     _check_model_still_there(bot, job)
     user = await bot.queue.user(interaction.user.id)
     earlier = GenerationOptions(
@@ -313,7 +368,7 @@ async def inpaint(
         bot.queue.db, options, bot.settings, user, user_id=interaction.user.id, guild_id=interaction.guild_id,
         override=True,
     )
-    async with thinking(interaction):
+    async with thinking(interaction, parent_job_id=job.id):
         mask_path, note = await inputs.read_mask_upload(mask, bot.settings, source)
         params = [
             inpaint_parameters(
@@ -349,6 +404,7 @@ async def finished_image(interaction: discord.Interaction, job_id: int, index: i
 async def reroll(interaction: discord.Interaction, job_id: int) -> None:
     bot = bot_of(interaction)
     job = await bot.queue.require(job_id)
+    check_not_removed(job)
     _check_model_still_there(bot, job)
     await submit(interaction, reroll_of(job))
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 
 import discord
@@ -14,12 +15,15 @@ from bot.delivery import DiscordDelivery
 from bot.errors import UserError
 from bot.jobs.dispatcher import Dispatcher
 from bot.jobs.queue import JobQueue
+from bot.policy import audit, gate
 from bot.ui.buttons import DYNAMIC_ITEMS
+from bot.ui.removal import REMOVAL_ITEMS
+from inference import clip_tokens
 
 log = logging.getLogger(__name__)
 
 EXTENSIONS = ("bot.cogs.imagine", "bot.cogs.images", "bot.cogs.plots", "bot.cogs.queue", "bot.cogs.styles", "bot.cogs.history",
-              "bot.cogs.pnginfo")
+              "bot.cogs.pnginfo", "bot.cogs.admin", "bot.cogs.settings")
 
 
 class SDBot(commands.Bot):
@@ -31,13 +35,18 @@ class SDBot(commands.Bot):
         self.dispatcher = dispatcher
         self.delivery = DiscordDelivery(self)
         self.tree.on_error = self.on_app_command_error
+        # Every slash command passes the server's policy first (channels, roles, bans).
+        self.tree.interaction_check = gate.tree_check  # type: ignore[method-assign]
 
     async def setup_hook(self) -> None:
+        # The CLIP vocabulary (token counts in every status embed) loads in a thread now, not on
+        # the event loop in the middle of the first member's command.
+        await asyncio.to_thread(clip_tokens.tokenizer)
         for extension in EXTENSIONS:
             await self.load_extension(extension)
         # Buttons are matched by custom_id template, so those under messages posted before a
         # restart (or months ago) still work.
-        self.add_dynamic_items(*DYNAMIC_ITEMS)
+        self.add_dynamic_items(*DYNAMIC_ITEMS, *REMOVAL_ITEMS)
         self.dispatcher.run(self.delivery)
         await self.sync_commands()
 
@@ -67,4 +76,5 @@ class SDBot(commands.Bot):
     async def close(self) -> None:
         await self.dispatcher.stop()
         await self.delivery.drain()
+        await audit.drain_mirrors()
         await super().close()

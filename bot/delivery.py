@@ -5,7 +5,8 @@ result. While the interaction token is fresh (it expires after 15 minutes) the m
 edited through the interaction; after that, or after a restart, through the bot's own token,
 and the result arrives as a new channel message that mentions its owner, since a webhook
 edit would fail with 50027. A status message someone deleted (10008) ends the progress
-updates for that job, never the job itself.
+updates for that job, never the job itself. A member with private results has an ephemeral
+status message (bot.actions.submit), so a late result of theirs arrives by DM instead.
 
 Every method only schedules a task, so the dispatcher never waits on Discord. A job's tasks
 take its lock in turn, and a progress frame that finds an edit in flight is dropped.
@@ -22,8 +23,9 @@ from typing import TYPE_CHECKING, Any
 
 import discord
 
-from bot import uploads
+from bot import safety, uploads
 from bot.jobs.queue import QueueEntry
+from bot.policy import audit
 from bot.ui import buttons, embeds
 from db.models import Job, JobStatus
 from inference.protocol import JobProgress
@@ -107,13 +109,15 @@ class DiscordDelivery:
             state.editing = False
 
     async def _show_final(self, job: Job) -> None:
+        await audit.record_outcome(self.bot, job)  # first: the record must not depend on Discord
         async with self._message(job.id).lock:
             if job.status == JobStatus.COMPLETED:
                 await self._deliver_result(job)
             elif job.status == JobStatus.FAILED:
                 shown = await self._edit_status(job, embed=embeds.failed_embed(job), view=None, attachments=[])
                 if not shown:
-                    await self._send_to_channel(job, f"<@{job.user_id}> job #{job.id} failed.", embed=embeds.failed_embed(job))
+                    send = self._send_by_dm if await self._goes_by_dm(job) else self._send_to_channel
+                    await send(job, f"<@{job.user_id}> job #{job.id} failed.", embed=embeds.failed_embed(job))
             else:
                 await self._edit_status(job, embed=embeds.canceled_embed(job), view=None, attachments=[])
         self._interactions.pop(job.id, None)
@@ -122,14 +126,17 @@ class DiscordDelivery:
     async def _deliver_result(self, job: Job) -> None:
         path = job.grid_path or job.images[0].path
         stem = f"job{job.id}"
+        # Only jobs from outside age-restricted channels were checked, so any flag applies here.
+        shown = await safety.verdict(self.bot, job, guild_id=job.guild_id, age_restricted=False)
+        await safety.audit_flagged(self.bot, job, shown)
         interaction = self._fresh_interaction(job.id)
         if interaction is not None:
-            file = await uploads.image_file(path, job.upload_limit_bytes, stem)
+            posting = await shown.posting(path, job.upload_limit_bytes, stem)
             try:
                 await interaction.edit_original_response(
                     content=None,
-                    embed=embeds.result_embed(job, file.filename),
-                    attachments=[file],
+                    embed=posting.dress(embeds.result_embed(job, posting.filename)),
+                    attachments=posting.files,
                     view=buttons.result_view(job),
                 )
                 return
@@ -137,15 +144,24 @@ class DiscordDelivery:
                 log.info("status message of job %s is gone; posting the result anew", job.id)
         # A new message: the token has expired (or the message was deleted), and editing an old
         # message would not notify its owner anyway.
-        file = await uploads.image_file(path, job.upload_limit_bytes, stem)
-        message = await self._send_to_channel(
+        posting = await shown.posting(path, job.upload_limit_bytes, stem)
+        private = await self._goes_by_dm(job)
+        message = await (self._send_by_dm if private else self._send_to_channel)(
             job,
             f"<@{job.user_id}> job #{job.id} is done.",
-            embed=embeds.result_embed(job, file.filename),
-            file=file,
+            embed=posting.dress(embeds.result_embed(job, posting.filename)),
+            **posting.file_kwargs(),
             view=buttons.result_view(job),
         )
-        if message is not None:
+        if message is not None and private:
+            # The row keeps its status message, if any (a public one, from before the member
+            # turned private results on): the DM is theirs, and 🗑️ under it deletes it.
+            if job.message_id is not None:
+                await self._edit_message(
+                    job.channel_id, job.message_id, content=f"Job #{job.id} is done: sent to its owner privately.",
+                    embed=None, view=None,
+                )
+        elif message is not None:
             old_message_id = job.message_id
             await self.bot.queue.set_message(job.id, message.channel.id, message.id)
             if old_message_id is not None:
@@ -191,6 +207,25 @@ class DiscordDelivery:
             )
         except discord.HTTPException as error:
             log.error("could not post job %s to channel %s: %s", job.id, job.channel_id, error)
+            return None
+
+    async def _goes_by_dm(self, job: Job) -> bool:
+        """A late result (token expired, or a restart) of a member with private results goes
+        to them by DM, never to the channel. Their setting now decides: it is their wish for
+        results that reach them from now on. A job made in a DM is answered there anyway."""
+        if job.guild_id is None:
+            return False
+        if job.private:
+            return True
+        user = await self.bot.queue.user(job.user_id)
+        return user is not None and user.private_results
+
+    async def _send_by_dm(self, job: Job, content: str, **fields: Any) -> discord.Message | None:
+        try:
+            channel = await self.bot.create_dm(discord.Object(job.user_id))
+            return await channel.send(content, **fields)
+        except discord.HTTPException as error:  # DMs closed (50007): /history still has the job
+            log.warning("could not send job %s to its owner by DM: %s", job.id, error)
             return None
 
     def _fresh_interaction(self, job_id: int) -> discord.Interaction | None:

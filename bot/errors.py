@@ -40,3 +40,8 @@ class NothingToDo(UserError):
 
 class ImageUnavailable(UserError):
     """The job's image is gone from disk or the job has not produced it."""
+
+
+class Refused(UserError):
+    """The server's policy refuses this (channel, role, ban, blocked term, quota, cooldown);
+    bot.policy.gate has audited it, and the message says why and when to try again."""

@@ -39,6 +39,11 @@ def fit_image_bytes(data: bytes, limit: int, stem: str) -> tuple[bytes, str]:
 
 async def image_file(path: str | Path, limit: int | None, stem: str) -> discord.File:
     data = await asyncio.to_thread(Path(path).read_bytes)
+    return await bytes_file(data, limit, stem)
+
+
+async def bytes_file(data: bytes, limit: int | None, stem: str) -> discord.File:
+    """An image already in memory (a blurred copy, bot.safety), fitted like image_file's."""
     fitted, filename = await asyncio.to_thread(fit_image_bytes, data, limit or DEFAULT_LIMIT, stem)
     return discord.File(io.BytesIO(fitted), filename=filename)
 

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 
 import discord
 import simcord
+import simcord.backend.serializers
 from PIL import Image
 from sqlalchemy import select
 
@@ -27,6 +28,24 @@ from db.models import FINAL_STATUSES, Job
 from db.session import Database
 
 JOB_TIMEOUT_S = 240.0
+
+# Channels Discord marks age-restricted ("nsfw"): simcord's channel model has no such field, so
+# every channel payload it sends (gateway events, interactions) gets it from the ids kept on
+# its backend under this name (per backend: ids of separate tests' simulations may repeat).
+AGE_RESTRICTED_IDS = "age_restricted_channel_ids"
+
+
+def _with_age_restriction(channel_payload):  # type: ignore[no-untyped-def]
+    def payload_with_nsfw(backend, channel):  # type: ignore[no-untyped-def]
+        payload = channel_payload(backend, channel)
+        return {**payload, "nsfw": True} if channel.id in getattr(backend, AGE_RESTRICTED_IDS, ()) else payload
+
+    payload_with_nsfw.wraps_age_restriction = True  # type: ignore[attr-defined]
+    return payload_with_nsfw
+
+
+if not getattr(simcord.backend.serializers.channel_payload, "wraps_age_restriction", False):
+    simcord.backend.serializers.channel_payload = _with_age_restriction(simcord.backend.serializers.channel_payload)
 
 
 @dataclass
@@ -69,6 +88,17 @@ class BotHarness:
             roles.append(self.guild.create_role("Moderators", permissions=discord.Permissions(manage_messages=True)))
         return self.guild.add_member(self.env.create_user(name), roles=roles)
 
+    async def age_restricted_channel(self, name: str) -> simcord.ChannelHandle:
+        """A text channel Discord marks age-restricted (the bot sees ``is_nsfw()``)."""
+        channel = self.guild.create_text_channel(name)
+        backend = self.env.backend
+        if not hasattr(backend, AGE_RESTRICTED_IDS):
+            setattr(backend, AGE_RESTRICTED_IDS, set())
+        getattr(backend, AGE_RESTRICTED_IDS).add(channel.id)
+        backend.announce_channel_update(channel.id)  # the bot's cache learns it
+        await self.env.settle()
+        return channel
+
     async def restart(self, *, crash: bool = False) -> None:
         """A new bot process: graceful (jobs handed back) or a crash (rows left running)."""
         old = self.dispatcher
@@ -87,7 +117,7 @@ class BotHarness:
             dispatcher._task.cancel()
             await asyncio.gather(dispatcher._task, return_exceptions=True)
             dispatcher._task = None
-        dispatcher.current = None
+        dispatcher.running.clear()
         dispatcher.kill_worker()
         await dispatcher.stop()
 
@@ -125,8 +155,7 @@ class BotHarness:
             if job is None or job.status not in statuses:
                 return False
             # A canceled row is final at once; the worker confirms the stop a step later.
-            held = self.dispatcher.current
-            return job.status not in FINAL_STATUSES or held is None or held.id != job_id
+            return job.status not in FINAL_STATUSES or job_id not in self.dispatcher.running
 
         await self.wait_for(reached, f"job #{job_id} to reach {statuses}")
         await self.settle()
@@ -179,7 +208,7 @@ async def attachment_image(message: discord.Message, index: int = 0) -> Image.Im
 SINGLE_IMAGE_BUTTONS = [
     "Vary (subtle)", "Vary (strong)", "Inpaint",
     "Upscale 2x", "Upscale 4x", "Zoom out 1.5x", "Zoom out 2x",
-    "⬅️", "➡️", "⬆️", "⬇️",
+    "⬅️", "➡️", "⬆️", "⬇️", "Remove",
 ]
 
 

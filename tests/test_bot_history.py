@@ -112,7 +112,7 @@ async def test_show_reposts_a_finished_job_after_a_restart(harness):
     assert f"Job #{job.id}" in posted.content
     assert posted.embeds[0].title == "a quiet harbour"
     assert {f.name: f.value for f in posted.embeds[0].fields}["Seeds"] == "3, 4"
-    assert button_labels(posted) == ["U1", "U2", "Reroll", "V1", "V2", "Remix"]
+    assert button_labels(posted) == ["U1", "U2", "Reroll", "V1", "V2", "Remix", "Remove"]
     assert (await attachment_image(posted)).size[0] >= 128
     # Its buttons work like the original's.
     single = await bob.click(posted, label="U2")

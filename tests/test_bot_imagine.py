@@ -36,7 +36,7 @@ async def test_imagine_to_a_finished_grid(harness):
     assert fields["Seeds"] == "1234, 1235, 1236, 1237"
     assert fields["Size"] == "64x64" and fields["Steps"] == "3"
     assert fields["Sampler"] == "Euler a" and fields["CFG"] == "7" and fields["Model"] == "tiny"
-    assert button_labels(message) == ["U1", "U2", "U3", "U4", "Reroll", "V1", "V2", "V3", "V4", "Remix"]
+    assert button_labels(message) == ["U1", "U2", "U3", "U4", "Reroll", "V1", "V2", "V3", "V4", "Remix", "Remove"]
     grid = await attachment_image(message)
     assert grid.format == "PNG" and grid.size == (128, 128)
 

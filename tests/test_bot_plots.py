@@ -45,7 +45,7 @@ async def test_prompt_matrix_makes_every_combination_in_one_labelled_grid(harnes
     assert grid.width == ROW_LABELS + 2 * CELL and grid.height > 2 * CELL
     plot = plot_options(job.plot_json)
     assert plot.x_labels == ("~~red~~", "red") and plot.y_labels == ("~~wearing a hat~~", "wearing a hat")
-    assert button_labels(message) == ["Reroll"]
+    assert button_labels(message) == ["Reroll", "Remove"]
     fields = {field.name: field.value for field in message.embeds[0].fields}
     assert fields["Workflow"] == "Prompt matrix (4 cells)" and fields["Seed"] == "42"
 

@@ -9,7 +9,8 @@ import discord
 from discord import app_commands
 from discord.ext import commands
 
-from bot import uploads
+from bot import safety
+from bot.actions import is_age_restricted
 from bot.errors import ImageUnavailable, JobNotFound, NotAllowed, NothingToDo
 from bot.ui import buttons, embeds
 from bot.ui.history import HISTORY_ITEMS, history_message
@@ -39,21 +40,30 @@ class History(commands.Cog):
         if found.status != JobStatus.COMPLETED:
             raise NothingToDo(await self._state_of(found))
         path = found.grid_path or (found.images[0].path if found.images else None)
+        if found.removed_at is not None:
+            # Removed by its owner or a moderator: not posted again (the row stays, for /history).
+            files = "" if path is not None and Path(path).is_file() else ", and its image files were deleted"
+            raise ImageUnavailable(
+                f"The result of job #{found.id} was removed{files}, so it cannot be shown. "
+                "Its parameters are kept: pick it in /history to run it again."
+            )
         if path is None or not Path(path).is_file():
             raise ImageUnavailable(
                 f"The images of job #{found.id} are no longer on disk, so it cannot be shown. "
                 "Its parameters are kept: pick it in /history to run it again."
             )
+        here_age_restricted = is_age_restricted(interaction)
+        safety.check_shown_where_allowed(self.bot, found, here_age_restricted=here_age_restricted)
+        shown = await safety.verdict(self.bot, found, guild_id=interaction.guild_id, age_restricted=here_age_restricted)
         await interaction.response.defer(thinking=True)
-        file = await uploads.image_file(path, interaction.filesize_limit, f"job{found.id}")
-        extra: dict[str, Any] = {}
+        posting = await shown.posting(path, interaction.filesize_limit, f"job{found.id}")
+        extra: dict[str, Any] = posting.file_kwargs()
         view = buttons.result_view(found)
         if view is not None:
             extra["view"] = view
         await interaction.followup.send(
             content=f"Job #{found.id} by <@{found.user_id}>, shown by {interaction.user.mention}",
-            embed=embeds.result_embed(found, file.filename),
-            file=file,
+            embed=posting.dress(embeds.result_embed(found, posting.filename)),
             allowed_mentions=discord.AllowedMentions.none(),
             **extra,
         )

@@ -131,7 +131,8 @@ async def rerun(interaction: discord.Interaction, params: dict[str, str]) -> Non
     plan = pnginfo.rerun_options(params, bot.settings, upscaler_names(bot.settings))
     user = await bot.queue.user(interaction.user.id)
     prepared = await prepare(
-        bot.queue.db, plan.options, bot.settings, user, user_id=interaction.user.id, guild_id=interaction.guild_id
+        bot.queue.db, plan.options, bot.settings, user, user_id=interaction.user.id, guild_id=interaction.guild_id,
+        style_names="",  # the infotext's prompt already carries its styles: no default style on top
     )
     jobs = [
         hires_parameters(resolve_parameters(each, bot.settings, user), bot.settings, **plan.hires)  # type: ignore[arg-type]

@@ -17,6 +17,7 @@ from discord.ext import commands
 
 from bot import actions
 from bot.errors import InvalidOption, NotAllowed
+from bot.policy import gate
 from bot.prompts import style_store
 from bot.prompts.style_store import Scope
 from bot.ui.embeds import clip
@@ -86,6 +87,7 @@ class Styles(commands.GroupCog, group_name="style", group_description="Saved pro
         server: bool = False,
     ) -> None:
         scope = _scope(interaction, server)
+        await gate.check_style_text(interaction, prompt, negative_prompt or "")
         style = await style_store.add_style(
             self.bot.queue.db, scope, name, prompt, negative_prompt or "", created_by=interaction.user.id
         )

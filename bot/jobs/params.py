@@ -10,7 +10,8 @@ from __future__ import annotations
 import json
 import random
 import re
-from dataclasses import asdict, dataclass, fields, replace
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field, fields, replace
 from typing import TYPE_CHECKING, TypeVar
 
 from bot.errors import InvalidOption
@@ -30,9 +31,10 @@ from inference.protocol import (
     UpscaleOptions,
 )
 from inference.samplers import SAMPLER_NAMES, find_sampler
+from inference.upscaler_files import upscaler_files
 
 if TYPE_CHECKING:
-    from bot.config import Settings
+    from bot.config import LimitSettings, ModelSettings, Settings
     from db.models import Job, User
 
 T = TypeVar("T")
@@ -119,6 +121,7 @@ def resolve_parameters(
     options: GenerationOptions, settings: Settings, user: User | None = None
 ) -> JobParameters:
     limits = settings.limits
+    defaults = member_defaults(user, settings)
     prompt = " ".join(options.prompt.split()) if options.prompt else ""
     if not prompt:
         raise InvalidOption("The prompt is empty: describe the image you want.")
@@ -128,31 +131,14 @@ def resolve_parameters(
         )
     negative = options.negative_prompt
     if negative is None:
-        negative = (user.default_negative_prompt if user else None) or ""
-    if len(negative) > limits.max_prompt_length:
-        raise InvalidOption(
-            f"The negative prompt is {len(negative)} characters long; the limit is {limits.max_prompt_length}."
-        )
+        negative = defaults.negative_prompt or ""
+    check_negative_prompt(negative, limits)
 
-    model_name = options.model or (user.default_model if user else None) or settings.default_model
-    model = settings.model(model_name)
-    if model is None:
-        known = ", ".join(m.name for m in settings.models)
-        raise InvalidOption(f"Unknown model `{model_name}`. Available models: {known}.")
-
-    width, height = _resolve_size(options, settings, model.base_size, user)
-
-    steps = _pick(options.steps, user.default_steps if user else None, limits.default_steps)
-    if not 1 <= steps <= limits.max_steps:
-        raise InvalidOption(f"steps must be between 1 and {limits.max_steps}, got {steps}.")
-    cfg_scale = float(_pick(options.cfg_scale, user.default_cfg_scale if user else None, limits.default_cfg_scale))
-    if not 1.0 <= cfg_scale <= limits.max_cfg_scale:
-        raise InvalidOption(f"cfg must be between 1 and {limits.max_cfg_scale:g}, got {cfg_scale:g}.")
-
-    sampler_name = options.sampler or (user.default_sampler if user else None) or limits.default_sampler
-    sampler = find_sampler(sampler_name)
-    if sampler is None:
-        raise InvalidOption(f"Unknown sampler `{sampler_name}`. Samplers: {', '.join(SAMPLER_NAMES)}.")
+    model = check_model(settings, options.model or defaults.model or settings.default_model)
+    width, height = _resolve_size(options, settings, model.base_size, defaults)
+    steps = check_steps(_pick(options.steps, defaults.steps, limits.default_steps), limits)
+    cfg_scale = check_cfg(_pick(options.cfg_scale, defaults.cfg_scale, limits.default_cfg_scale), limits)
+    sampler = check_sampler(options.sampler or defaults.sampler or limits.default_sampler)
 
     count = options.count if options.count is not None else limits.default_count
     if not 1 <= count <= limits.max_count:
@@ -179,31 +165,46 @@ def resolve_parameters(
     )
 
 
-def _pick(given: T | None, user_default: T | None, server_default: T) -> T:
-    if given is not None:
-        return given
-    return user_default if user_default is not None else server_default
+# --- one check per option, shared by the commands and /settings (the same words) -------------
 
 
-def _resolve_size(
-    options: GenerationOptions, settings: Settings, base_size: int, user: User | None
-) -> tuple[int, int]:
-    limits = settings.limits
-    if options.aspect is not None and (options.width is not None or options.height is not None):
-        raise InvalidOption("Give either an aspect ratio or a width/height, not both.")
-    if options.aspect is not None:
-        width, height = size_for_aspect(options.aspect, base_size, limits.max_size)
-        for name, value in (("width", width), ("height", height)):
-            if not limits.min_size <= value <= limits.max_size:
-                raise InvalidOption(
-                    f"Aspect ratio {options.aspect} makes {width}x{height} images here, and {name} must be "
-                    f"between {limits.min_size} and {limits.max_size}: choose a less extreme ratio."
-                )
-    else:
-        default_w = (user.default_width if user else None) or base_size
-        default_h = (user.default_height if user else None) or base_size
-        width = options.width if options.width is not None else default_w
-        height = options.height if options.height is not None else default_h
+def check_model(settings: Settings, name: str) -> ModelSettings:
+    model = settings.model(name)
+    if model is None:
+        known = ", ".join(m.name for m in settings.models)
+        raise InvalidOption(f"Unknown model `{name}`. Available models: {known}.")
+    return model
+
+
+def check_sampler(name: str) -> str:
+    sampler = find_sampler(name)
+    if sampler is None:
+        raise InvalidOption(f"Unknown sampler `{name}`. Samplers: {', '.join(SAMPLER_NAMES)}.")
+    return sampler
+
+
+def check_steps(steps: int, limits: LimitSettings) -> int:
+    if not 1 <= steps <= limits.max_steps:
+        raise InvalidOption(f"steps must be between 1 and {limits.max_steps}, got {steps}.")
+    return steps
+
+
+def check_cfg(cfg_scale: float, limits: LimitSettings) -> float:
+    cfg_scale = float(cfg_scale)
+    if not 1.0 <= cfg_scale <= limits.max_cfg_scale:
+        raise InvalidOption(f"cfg must be between 1 and {limits.max_cfg_scale:g}, got {cfg_scale:g}.")
+    return cfg_scale
+
+
+def check_negative_prompt(negative: str, limits: LimitSettings) -> str:
+    if len(negative) > limits.max_prompt_length:
+        raise InvalidOption(
+            f"The negative prompt is {len(negative)} characters long; the limit is {limits.max_prompt_length}."
+        )
+    return negative
+
+
+def check_size(width: int, height: int, limits: LimitSettings) -> tuple[int, int]:
     for name, value in (("width", width), ("height", height)):
         if value % 8:
             raise InvalidOption(f"{name} must be a multiple of 8, got {value}.")
@@ -217,6 +218,121 @@ def _resolve_size(
             f"{limits.max_pixels:,} per image."
         )
     return width, height
+
+
+def check_aspect(aspect: str, base_size: int, limits: LimitSettings) -> tuple[int, int]:
+    """The size an aspect ratio makes for a model of this base size, within the limits."""
+    width, height = size_for_aspect(aspect, base_size, limits.max_size)
+    for name, value in (("width", width), ("height", height)):
+        if not limits.min_size <= value <= limits.max_size:
+            raise InvalidOption(
+                f"Aspect ratio {aspect} makes {width}x{height} images here, and {name} must be "
+                f"between {limits.min_size} and {limits.max_size}: choose a less extreme ratio."
+            )
+    return width, height
+
+
+def check_upscaler_name(settings: Settings, name: str) -> str:
+    """An upscaler of the Upscale buttons and /upscale (bot.jobs.workflows.check_upscaler
+    says the same; this one is here so that params needs no workflows)."""
+    known = [LANCZOS, *upscaler_files(settings.images.upscaler_dirs)]
+    match = next((k for k in known if k.casefold() == name.casefold()), None)
+    if match is None:
+        raise InvalidOption(f"Unknown upscaler `{name}`. Available: {', '.join(known)}.")
+    return match
+
+
+# --- a member's stored defaults ----------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class MemberDefaults:
+    """A member's stored defaults that are still valid on this server; None: unset, or no
+    longer valid (a model or upscaler removed from the config, limits lowered), in which case
+    the server's default applies and `unavailable` says which and why, for /settings.
+
+    Styles are checked where they are read (bot.prompts.prepare): they live in the database."""
+
+    model: str | None = None
+    sampler: str | None = None
+    steps: int | None = None
+    cfg_scale: float | None = None
+    width: int | None = None
+    height: int | None = None
+    aspect: str | None = None
+    negative_prompt: str | None = None
+    upscaler: str | None = None
+    unavailable: dict[str, str] = field(default_factory=dict)  # setting -> why
+
+
+def member_defaults(user: User | None, settings: Settings) -> MemberDefaults:
+    """Each stored default checked with the commands' own checks; a stale one never breaks a
+    job: it is left out (the server's default applies) and reported."""
+    if user is None:
+        return MemberDefaults()
+    limits = settings.limits
+    values: dict[str, object] = {}
+    unavailable: dict[str, str] = {}
+
+    def keep(name: str, stored: object, check: Callable[[], object]) -> None:
+        if stored is None:
+            return
+        try:
+            values[name] = check()
+        except InvalidOption as error:
+            unavailable[name] = error.message
+
+    keep("model", user.default_model, lambda: check_model(settings, user.default_model or "").name)
+    keep("sampler", user.default_sampler, lambda: check_sampler(user.default_sampler or ""))
+    keep("steps", user.default_steps, lambda: check_steps(user.default_steps or 0, limits))
+    keep("cfg_scale", user.default_cfg_scale, lambda: check_cfg(user.default_cfg_scale or 0.0, limits))
+    keep("negative_prompt", user.default_negative_prompt,
+         lambda: check_negative_prompt(user.default_negative_prompt or "", limits))
+    keep("upscaler", user.default_upscaler, lambda: check_upscaler_name(settings, user.default_upscaler or ""))
+    # Sizes follow the model: checked for the member's model (else the server's).
+    base = check_model(settings, str(values.get("model", settings.default_model))).base_size
+    if user.default_aspect is not None:
+        keep("aspect", user.default_aspect, lambda: _aspect_kept(user.default_aspect or "", base, limits))
+    elif user.default_width is not None or user.default_height is not None:
+        # Stored as a pair by /settings; an old row with one of them has the model's size as the other.
+        try:
+            check_size(user.default_width or base, user.default_height or base, limits)
+            values["width"], values["height"] = user.default_width, user.default_height
+        except InvalidOption as error:
+            unavailable["size"] = error.message
+    return MemberDefaults(**values, unavailable=unavailable)  # type: ignore[arg-type]
+
+
+def _aspect_kept(aspect: str, base_size: int, limits: LimitSettings) -> str:
+    check_aspect(aspect, base_size, limits)
+    return aspect
+
+
+def _pick(given: T | None, user_default: T | None, server_default: T) -> T:
+    if given is not None:
+        return given
+    return user_default if user_default is not None else server_default
+
+
+def _resolve_size(
+    options: GenerationOptions, settings: Settings, base_size: int, defaults: MemberDefaults
+) -> tuple[int, int]:
+    limits = settings.limits
+    if options.aspect is not None and (options.width is not None or options.height is not None):
+        raise InvalidOption("Give either an aspect ratio or a width/height, not both.")
+    if options.aspect is not None:
+        width, height = check_aspect(options.aspect, base_size, limits)
+    elif options.width is None and options.height is None and defaults.aspect is not None:
+        try:
+            # The member's aspect follows each model's base size; one too extreme for this
+            # model falls back to the model's own square size rather than failing the job.
+            return check_size(*check_aspect(defaults.aspect, base_size, limits), limits)
+        except InvalidOption:
+            width, height = base_size, base_size
+    else:
+        width = options.width if options.width is not None else (defaults.width or base_size)
+        height = options.height if options.height is not None else (defaults.height or base_size)
+    return check_size(width, height, limits)
 
 
 def parse_aspect(aspect: str) -> tuple[int, int]:

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 
 import discord
 
-from db.models import AuditEntry, GuildPolicy
+from db.models import AuditEntry, GuildPolicy, Job, JobStatus
 
 if TYPE_CHECKING:
     from bot.client import SDBot
@@ -77,6 +77,44 @@ async def drain_mirrors() -> None:
     """Wait for the log-channel messages in flight (shutdown, tests)."""
     while _mirrors:
         await asyncio.gather(*list(_mirrors), return_exceptions=True)
+
+
+def job_summary(job: Job) -> str:
+    """The prompt and key parameters of a job, for its JOB_QUEUED entry."""
+    parts = [f"{job.kind} {job.width}x{job.height}", f"{job.count} image(s)", f"{job.steps} steps", job.sampler,
+             f"CFG {job.cfg_scale:g}", f"seed {job.seed}", f"model {job.model}"]
+    if job.upscale_factor:
+        parts.append(f"upscale {job.upscale_factor:g}x")
+    if job.hires_scale:
+        parts.append(f"hires {job.hires_scale:g}x")
+    text = f"{', '.join(parts)}; prompt: {job.prompt}"
+    return f"{text}; negative: {job.negative_prompt}" if job.negative_prompt else text
+
+
+_OUTCOMES = {
+    JobStatus.COMPLETED: Action.JOB_COMPLETED,
+    JobStatus.FAILED: Action.JOB_FAILED,
+    JobStatus.CANCELED: Action.JOB_CANCELED,
+}
+
+
+async def record_outcome(bot: SDBot, job: Job) -> None:
+    """A job reached its final state (bot.delivery): the bot itself is the actor."""
+    action = _OUTCOMES.get(JobStatus(job.status))
+    if action is None:
+        return
+    if job.status == JobStatus.COMPLETED:
+        seconds = f" in {job.seconds:.1f} s" if job.seconds is not None else ""
+        details = f"{job.count} image(s){seconds}"
+    elif job.status == JobStatus.FAILED:
+        details = job.error or ""
+    else:
+        details = "before it started" if job.started_at is None else "while running"
+    actor_id = bot.user.id if bot.user is not None else 0
+    await record(
+        bot, action, actor_id=actor_id, guild_id=job.guild_id, channel_id=job.channel_id,
+        target_user_id=job.user_id, job_id=job.id, details=details,
+    )
 
 
 def describe(entry: AuditEntry) -> str:

@@ -5,7 +5,8 @@ In this order, as Midjourney and A1111 do it:
    `--ar {1:1, 2:3}`); more than [prompts] max_permutations is refused before expanding;
 2. inline parameters (`--ar 3:2 --no text --seed 5`...) fill the options not given;
 3. `--no` joins the negative prompt (the option, else the member's default negative prompt);
-4. styles apply to both prompts (A1111's rules, bot.prompts.styles);
+4. styles apply to both prompts (A1111's rules, bot.prompts.styles): the style option, else
+   the member's default style (/settings); a default style since deleted is skipped;
 5. LoRA tags and embeddings are checked against the files this server has.
 A prompt left empty once its parameters are taken out is refused. Permutations without a
 seed of their own share one random seed, so the images differ only by what the prompt changes.
@@ -18,7 +19,7 @@ from dataclasses import replace
 from typing import TYPE_CHECKING
 
 from bot.errors import InvalidOption
-from bot.jobs.params import GenerationOptions, random_seed
+from bot.jobs.params import GenerationOptions, member_defaults, random_seed
 from bot.prompts import style_store
 from bot.prompts.inline import apply_inline, parse_inline, with_negative
 from bot.prompts.networks import check_networks
@@ -27,7 +28,7 @@ from bot.prompts.styles import StyleText, apply_styles
 
 if TYPE_CHECKING:
     from bot.config import Settings
-    from db.models import User
+    from db.models import Style, User
     from db.session import Database
 
 
@@ -44,10 +45,29 @@ async def prepare(
 ) -> list[GenerationOptions]:
     """The options of each job the prompt asks for, styles read from the database.
 
-    `style_names`: the style option, one name or several comma-separated. `override`: the
-    prompt's parameters replace the options instead of conflicting with them (Remix)."""
-    styles = await style_store.find_styles(db, style_store.split_names(style_names), user_id, guild_id)
+    `style_names`: the style option, one name or several comma-separated; without it, the
+    member's default style. `override`: the prompt was edited from an earlier job's (Remix,
+    Inpaint), so its parameters replace the options instead of conflicting with them, and it
+    already carries that job's styles: the default style is not added again."""
+    if style_names is not None or override:
+        styles = await style_store.find_styles(db, style_store.split_names(style_names), user_id, guild_id)
+    else:
+        styles = await default_styles(db, user, guild_id)
     return expand(options, settings, user, styles, override=override)
+
+
+async def default_styles(db: Database, user: User | None, guild_id: int | None) -> list[Style]:
+    """The member's default styles that still exist here (a deleted style, or a server style
+    outside its server, is skipped: a stale default never breaks a job)."""
+    if user is None or not user.default_style:
+        return []
+    visible = await style_store.visible_styles(db, user.id, guild_id)
+    found = []
+    for name in style_store.split_names(user.default_style):
+        style = next((s for s in visible if s.name.casefold() == name.casefold()), None)
+        if style is not None:
+            found.append(style)
+    return found
 
 
 def expand(
@@ -61,7 +81,7 @@ def expand(
     prompts = expand_permutations(options.prompt, settings.prompts.max_permutations)
     negative = options.negative_prompt
     if negative is None:
-        negative = (user.default_negative_prompt if user else None) or ""
+        negative = member_defaults(user, settings).negative_prompt or ""
     prepared = []
     for text in prompts:
         inline = parse_inline(text)

@@ -16,6 +16,7 @@ from discord.ui import Button, DynamicItem
 
 from bot import actions
 from bot.ui import modals
+from bot.ui.removal import RemoveButton
 from inference.protocol import JobKind
 
 if TYPE_CHECKING:
@@ -171,6 +172,7 @@ class RemixButton(DynamicItem[Button], template=r"sd:remix:(?P<job>\d+)"):
     async def callback(self, interaction: discord.Interaction) -> None:
         async def open_form() -> None:
             job = await actions.bot_of(interaction).queue.require(self.job_id)
+            actions.check_not_removed(job)
             await interaction.response.send_modal(modals.RemixModal(job))
 
         await _guarded(interaction, open_form)
@@ -229,21 +231,22 @@ def _rows(*rows: list[discord.ui.Item[Any]]) -> discord.ui.View:
 
 
 def result_view(job: Job) -> discord.ui.View | None:
-    """Under a finished job: U/V per image for a grid, the image workflows for a single image.
+    """Under a finished job: U/V per image for a grid, the image workflows for a single image;
+    🗑️ Remove under every result (bot.ui.removal).
 
-    An upscale has none: every workflow on a 2048 px image would pass the server's limits.
+    An upscale has only Remove: every workflow on a 2048 px image would pass the server's limits.
     """
     if job.kind == JobKind.UPSCALE:
-        return None
+        return _view(RemoveButton(job.id))
     if job.kind == JobKind.PLOT:
         # A plot's cells differ in more than their seed, and up to 16 of them would pass
         # Discord's 5 buttons a row: Reroll remakes the whole plot with a new seed.
-        return _view(RerollButton(job.id))
+        return _view(RerollButton(job.id), RemoveButton(job.id))
     if job.count == 1:
         return single_image_view(job.id, 0, with_reroll=True)
     upscales: list[discord.ui.Item[Any]] = [UpscaleButton(job.id, i) for i in range(job.count)]
     variations: list[discord.ui.Item[Any]] = [VariationButton(job.id, i, "strong") for i in range(job.count)]
-    return _rows([*upscales, RerollButton(job.id)], [*variations, RemixButton(job.id)])
+    return _rows([*upscales, RerollButton(job.id)], [*variations, RemixButton(job.id)], [RemoveButton(job.id)])
 
 
 def single_image_view(job_id: int, index: int, *, with_reroll: bool = False) -> discord.ui.View:
@@ -263,7 +266,10 @@ def single_image_view(job_id: int, index: int, *, with_reroll: bool = False) -> 
             OutpaintButton(job_id, index, "zoom1.5"),
             OutpaintButton(job_id, index, "zoom2"),
         ],
-        [OutpaintButton(job_id, index, direction) for direction in ("left", "right", "up", "down")],
+        [
+            *(OutpaintButton(job_id, index, direction) for direction in ("left", "right", "up", "down")),
+            RemoveButton(job_id),
+        ],
     )
 
 

@@ -28,6 +28,7 @@ from discord.ui import Button, DynamicItem
 
 from bot import actions
 from bot.errors import QueueFull
+from bot.policy import gate
 from bot.prompts.tokens import cut_warning
 from bot.ui.embeds import clip
 from db.models import JobStatus
@@ -56,6 +57,7 @@ async def submit_jobs(interaction: discord.Interaction, params: list[JobParamete
     bot = actions.bot_of(interaction)
     if len(params) > 1:
         await _check_room(bot, interaction.user.id, len(params))
+    await gate.check_jobs(interaction, params)  # the server's policy, for the whole batch
     if len(params) > bot.settings.prompts.confirm_permutations_above:
         await _ask(interaction, params)
         return
@@ -64,7 +66,7 @@ async def submit_jobs(interaction: discord.Interaction, params: list[JobParamete
 
 async def _queue_all(interaction: discord.Interaction, params: list[JobParameters], *, answered: bool) -> None:
     for number, job_params in enumerate(params):
-        await actions.submit(interaction, job_params, as_followup=answered or number > 0)
+        await actions.submit(interaction, job_params, as_followup=answered or number > 0, checked=True)
     settings = actions.bot_of(interaction).settings
     warnings = list(dict.fromkeys(w for p in params if (w := cut_warning(settings, p))))
     if warnings:
@@ -140,6 +142,7 @@ class ConfirmButton(DynamicItem[Button], template=r"sd:perm:(?P<key>[0-9a-f]{8})
         count = len(pending.params)
         # Checked again (jobs may have been queued meanwhile); refused, the question stays.
         await _check_room(actions.bot_of(interaction), interaction.user.id, count)
+        await gate.check_jobs(interaction, pending.params)
         del _pending[self.key]
         await interaction.response.edit_message(content=f"Queuing {count} jobs.", view=None)
         await _queue_all(interaction, pending.params, answered=True)

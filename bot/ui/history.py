@@ -35,8 +35,10 @@ def job_link(job: Job) -> str | None:
 def history_line(job: Job) -> str:
     when = f"<t:{int(job.created_at.timestamp())}:R>"
     prompt = clip(" ".join(job.prompt.split()), PROMPT_CHARS) or "(no prompt)"
-    line = f"**#{job.id}** · {job.status} · {when}\n{prompt} · seed {job.seed} · {job.model}"
-    link = job_link(job)
+    state = f"{job.status}, result removed" if job.removed_at is not None else job.status
+    line = f"**#{job.id}** · {state} · {when}\n{prompt} · seed {job.seed} · {job.model}"
+    # A removed result's message is gone, and a private one (no message id) has no link.
+    link = job_link(job) if job.removed_at is None else None
     return f"{line} · [message]({link})" if link else line
 
 

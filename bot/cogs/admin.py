@@ -1,0 +1,419 @@
+"""/admin: a server's moderators set its policy, ban members from the bot, cancel or remove
+anyone's work and read the audit log (bot.policy).
+
+The group is guild-only and needs Manage Server by default, but a server can re-enable a
+command for anyone in its integration settings, so the cog checks Manage Server again on every
+call (`interaction_check`), and audits who tried. Every answer is private; every change is
+audited (bot.policy.audit), and mirrored to the server's log channel when it has one.
+"""
+
+from __future__ import annotations
+
+import math
+from datetime import timedelta
+from typing import TYPE_CHECKING, Literal
+
+import discord
+from discord import app_commands
+from discord.ext import commands
+from sqlalchemy import func, or_, select
+
+from bot import actions
+from bot.errors import InvalidOption, JobNotFound, NothingToDo
+from bot.jobs import removal
+from bot.policy import audit, gate, rules, store
+from bot.ui.embeds import clip
+from db.base import utcnow
+from db.models import AuditEntry
+
+if TYPE_CHECKING:
+    from bot.client import SDBot
+
+REASON_LIMIT = 300  # characters of a ban reason kept
+AUDIT_PAGE_SIZE = 10
+EMBED_LIMIT = 4000  # an embed description holds 4096 characters
+ID_LISTS: dict[str, store.IdList] = {"use": "user_role_ids", "costly": "costly_role_ids"}
+ROLE_LIST_NAMES = {"use": "may use the bot", "costly": "may use costly features"}
+
+
+def _limit_option(value: int | None, name: str) -> int | None:
+    if value is not None and value < 0:
+        raise InvalidOption(f"`{name}` must be 0 (no limit) or more, got {value}.")
+    return value
+
+
+def _show_limit(value: int | None, unit: str = "") -> str:
+    if value is None:
+        return "—"
+    return "no limit" if value == 0 else f"{value}{unit}"
+
+
+class Admin(commands.Cog):
+    admin = app_commands.Group(
+        name="admin",
+        description="Moderate the bot on this server (Manage Server)",
+        guild_only=True,
+        default_permissions=discord.Permissions(manage_guild=True),
+    )
+    channels = app_commands.Group(name="channels", description="The channels the bot answers in", parent=admin)
+    roles = app_commands.Group(name="roles", description="Who may use the bot, and its costly features", parent=admin)
+    terms = app_commands.Group(name="terms", description="Banned words and regular expressions", parent=admin)
+    limits = app_commands.Group(name="limits", description="Images per day, cooldown, waiting jobs", parent=admin)
+    log = app_commands.Group(name="log", description="The channel the audit log is mirrored to", parent=admin)
+    policy = app_commands.Group(name="policy", description="This server's policy", parent=admin)
+
+    def __init__(self, bot: SDBot) -> None:
+        self.bot = bot
+
+    @property
+    def db(self):  # type: ignore[no-untyped-def]
+        return self.bot.queue.db
+
+    async def interaction_check(self, interaction: discord.Interaction, /) -> bool:  # type: ignore[override]
+        """Manage Server, checked here whatever Discord's command permissions say."""
+        if not gate.is_moderator(interaction):
+            command = interaction.command.qualified_name if interaction.command else "admin"
+            await gate.refuse(
+                interaction,
+                gate.Refusal("moderator", "Only members with the Manage Server permission can use /admin.", f"tried /{command}"),
+            )
+        return True
+
+    async def _changed(self, interaction: discord.Interaction, details: str, action: audit.Action = audit.Action.POLICY_CHANGED, **fields: int) -> None:
+        await audit.record(
+            self.bot, action, actor_id=interaction.user.id, guild_id=interaction.guild_id,
+            channel_id=interaction.channel_id, details=details, **fields,
+        )
+
+    def _guild_id(self, interaction: discord.Interaction) -> int:
+        assert interaction.guild_id is not None  # the group is guild-only
+        return interaction.guild_id
+
+    # --- channels -----------------------------------------------------------------------------
+
+    @channels.command(name="add", description="Let the bot answer in this channel (and its threads)")
+    async def channels_add(self, interaction: discord.Interaction, channel: discord.TextChannel) -> None:
+        await self._change_channel(interaction, channel, add=True)
+
+    @channels.command(name="remove", description="Stop answering in this channel")
+    async def channels_remove(self, interaction: discord.Interaction, channel: discord.TextChannel) -> None:
+        await self._change_channel(interaction, channel, add=False)
+
+    async def _change_channel(self, interaction: discord.Interaction, channel: discord.TextChannel, *, add: bool) -> None:
+        changed = await store.change_id_list(self.db, self._guild_id(interaction), "channel_ids", channel.id, add=add)
+        if not changed:
+            raise NothingToDo(f"{channel.mention} was {'already' if add else 'not'} in the list.")
+        await self._changed(interaction, f"channels: {'added' if add else 'removed'} <#{channel.id}>")
+        policy = await store.policy_of(self.db, self.bot.settings, self._guild_id(interaction))
+        await actions.send_private(interaction, f"{'Added' if add else 'Removed'} {channel.mention}. {_channels_line(policy)}")
+
+    @channels.command(name="list", description="The channels the bot answers in")
+    async def channels_list(self, interaction: discord.Interaction) -> None:
+        policy = await store.policy_of(self.db, self.bot.settings, self._guild_id(interaction))
+        await actions.send_private(interaction, _channels_line(policy))
+
+    # --- roles --------------------------------------------------------------------------------
+
+    @roles.command(name="add", description="Add a role to those that may use the bot, or its costly features")
+    @app_commands.rename(which="list")
+    @app_commands.describe(which="use: may use the bot at all; costly: may use upscale 4x, hires fix, large sizes, count 4")
+    async def roles_add(self, interaction: discord.Interaction, which: Literal["use", "costly"], role: discord.Role) -> None:
+        await self._change_role(interaction, which, role, add=True)
+
+    @roles.command(name="remove", description="Remove a role from one of the lists")
+    @app_commands.rename(which="list")
+    async def roles_remove(self, interaction: discord.Interaction, which: Literal["use", "costly"], role: discord.Role) -> None:
+        await self._change_role(interaction, which, role, add=False)
+
+    async def _change_role(self, interaction: discord.Interaction, which: str, role: discord.Role, *, add: bool) -> None:
+        changed = await store.change_id_list(self.db, self._guild_id(interaction), ID_LISTS[which], role.id, add=add)
+        if not changed:
+            raise NothingToDo(f"{role.mention} was {'already' if add else 'not'} among the roles that {ROLE_LIST_NAMES[which]}.")
+        await self._changed(interaction, f"roles ({which}): {'added' if add else 'removed'} <@&{role.id}>")
+        policy = await store.policy_of(self.db, self.bot.settings, self._guild_id(interaction))
+        await actions.send_private(interaction, f"{'Added' if add else 'Removed'} {role.mention}.\n{_roles_lines(policy)}")
+
+    @roles.command(name="list", description="The roles that may use the bot, and its costly features")
+    async def roles_list(self, interaction: discord.Interaction) -> None:
+        policy = await store.policy_of(self.db, self.bot.settings, self._guild_id(interaction))
+        await actions.send_private(interaction, _roles_lines(policy))
+
+    # --- blocked terms ------------------------------------------------------------------------
+
+    @terms.command(name="add", description="Ban a word/phrase or a regular expression in prompts and styles")
+    @app_commands.describe(
+        scope="banned: everywhere; nsfw: outside age-restricted channels",
+        kind="word: whole words, any case; regex: a Python regular expression",
+        pattern=f"The word, phrase or expression (at most {rules.MAX_PATTERN_LENGTH} characters)",
+    )
+    async def terms_add(
+        self, interaction: discord.Interaction, scope: Literal["banned", "nsfw"], kind: Literal["word", "regex"], pattern: str
+    ) -> None:
+        pattern = pattern.strip()
+        if len(pattern) > rules.MAX_PATTERN_LENGTH:
+            # Cutting a pattern would change what it matches (or break a regex): refuse instead.
+            raise InvalidOption(
+                f"The pattern is {len(pattern)} characters long; the limit is {rules.MAX_PATTERN_LENGTH}. "
+                "Split it into several terms."
+            )
+        try:
+            rules.compile_term(kind, pattern)
+        except rules.InvalidPattern as error:
+            raise InvalidOption(f"Not added: {error}") from None
+        term = rules.Term(rules.TermScope(scope), rules.TermKind(kind), pattern)
+        if not await store.add_term(self.db, self._guild_id(interaction), term, interaction.user.id):
+            raise NothingToDo(f"That {kind} is already in the {scope} list.")
+        await self._changed(interaction, f"terms: added {scope} {kind} `{pattern}`")
+        await actions.send_private(interaction, f"Added the {scope} {kind} `{pattern}`. Try it with /admin terms test.")
+
+    @terms.command(name="remove", description="Remove a blocked term by its number (see /admin terms list)")
+    async def terms_remove(self, interaction: discord.Interaction, number: int) -> None:
+        term = await store.remove_term(self.db, self._guild_id(interaction), number)
+        if term is None:
+            raise NothingToDo(f"There is no term #{number} on this server: see /admin terms list.")
+        await self._changed(interaction, f"terms: removed {term.scope} {term.kind} `{term.pattern}`")
+        await actions.send_private(interaction, f"Removed the {term.scope} {term.kind} `{term.pattern}`.")
+
+    @terms.command(name="list", description="This server's banned words and expressions")
+    async def terms_list(self, interaction: discord.Interaction) -> None:
+        stored = await store.terms(self.db, self._guild_id(interaction))
+        lines = [f"**#{s.id}** {s.term.scope} {s.term.kind}: `{s.term.pattern}`" for s in stored]
+        await _send_embed(interaction, "Blocked terms", lines or ["none: /admin terms add"])
+
+    @terms.command(name="test", description="What a prompt would trigger, here and outside age-restricted channels")
+    async def terms_test(self, interaction: discord.Interaction, prompt: app_commands.Range[str, 1, 4000]) -> None:
+        stored = [s.term for s in await store.terms(self.db, self._guild_id(interaction))]
+        here = actions.is_age_restricted(interaction)
+        lines = []
+        for label, age_restricted in (("Here" + (" (age-restricted)" if here else ""), here), ("In other channels", False)):
+            hits = rules.find_hits(prompt, stored, age_restricted=age_restricted)
+            found = "; ".join(hit.describe() for hit in hits) if hits else "nothing: it would be queued"
+            lines.append(f"**{label}**: {found}")
+            if not here:
+                break  # "here" is already a channel that is not age-restricted
+        await actions.send_private(interaction, clip("\n".join(lines), 2000))
+
+    # --- limits -------------------------------------------------------------------------------
+
+    @limits.command(name="set", description="Per-member limits for the server, or a role's own (0: no limit)")
+    @app_commands.describe(
+        images_per_day="Images per member in a rolling 24 hours",
+        cooldown_s="Seconds between two jobs of a member",
+        max_pending="Jobs a member may have waiting",
+        role="Set this role's own limits instead (a member gets the most generous of their roles')",
+    )
+    async def limits_set(
+        self,
+        interaction: discord.Interaction,
+        images_per_day: int | None = None,
+        cooldown_s: int | None = None,
+        max_pending: int | None = None,
+        role: discord.Role | None = None,
+    ) -> None:
+        values = {
+            "images_per_day": _limit_option(images_per_day, "images_per_day"),
+            "cooldown_s": _limit_option(cooldown_s, "cooldown_s"),
+            "max_pending": _limit_option(max_pending, "max_pending"),
+        }
+        values = {name: value for name, value in values.items() if value is not None}
+        if not values:
+            raise InvalidOption("Give at least one of images_per_day, cooldown_s and max_pending.")
+        ceiling = self.bot.settings.queue.max_pending_per_user
+        if values.get("max_pending") not in (None, 0) and values["max_pending"] > ceiling:
+            raise InvalidOption(f"max_pending can be at most {ceiling}: the bot's own limit for every member.")
+        guild_id = self._guild_id(interaction)
+        if role is not None:
+            await store.set_role_limits(self.db, guild_id, role.id, **values)
+        else:
+            await store.update_policy(self.db, guild_id, **values)
+        changes = ", ".join(f"{name} {value}" for name, value in values.items())
+        target = f"role <@&{role.id}>" if role is not None else "server"
+        await self._changed(interaction, f"limits ({target}): {changes}")
+        await actions.send_private(interaction, f"Limits set for the {target}: {changes}.\n{await self._limits_text(guild_id)}")
+
+    @limits.command(name="reset", description="Back to the bot's default limits, or remove a role's own limits")
+    async def limits_reset(self, interaction: discord.Interaction, role: discord.Role | None = None) -> None:
+        guild_id = self._guild_id(interaction)
+        if role is not None:
+            if not await store.clear_role_limits(self.db, guild_id, role.id):
+                raise NothingToDo(f"{role.mention} has no limits of its own.")
+        else:
+            await store.update_policy(self.db, guild_id, images_per_day=None, cooldown_s=None, max_pending=None)
+        target = f"role <@&{role.id}>" if role is not None else "server"
+        await self._changed(interaction, f"limits ({target}): reset")
+        await actions.send_private(interaction, f"Limits reset for the {target}.\n{await self._limits_text(guild_id)}")
+
+    @limits.command(name="show", description="The server's limits and the roles' own")
+    async def limits_show(self, interaction: discord.Interaction) -> None:
+        await actions.send_private(interaction, await self._limits_text(self._guild_id(interaction)))
+
+    async def _limits_text(self, guild_id: int) -> str:
+        policy = await store.policy_of(self.db, self.bot.settings, guild_id)
+        lines = [f"**Server**: {_limits_line(policy.limits)}" + ("" if policy.custom_limits else " (the bot's defaults)")]
+        for limit in await store.role_limits(self.db, guild_id):
+            lines.append(f"**<@&{limit.role_id}>**: {_limits_line(limit)}")
+        return clip("\n".join(lines), 2000)
+
+    # --- safety, log channel ------------------------------------------------------------------
+
+    @admin.command(name="flagged", description="What happens to images the safety classifier flags")
+    async def flagged(self, interaction: discord.Interaction, action: Literal["blur", "spoiler", "withhold"]) -> None:
+        await store.update_policy(self.db, self._guild_id(interaction), flagged_action=action)
+        await self._changed(interaction, f"flagged images: {action}")
+        note = "" if self.bot.settings.policy.safety_checker else " (no safety classifier is configured on this bot yet)"
+        await actions.send_private(interaction, f"Flagged images will be: {action}.{note}")
+
+    @log.command(name="set", description="Mirror the audit log to this channel")
+    async def log_set(self, interaction: discord.Interaction, channel: discord.TextChannel) -> None:
+        await store.update_policy(self.db, self._guild_id(interaction), log_channel_id=channel.id)
+        await self._changed(interaction, f"log channel: <#{channel.id}>")
+        await actions.send_private(interaction, f"The audit log is now mirrored to {channel.mention}.")
+
+    @log.command(name="clear", description="Stop mirroring the audit log")
+    async def log_clear(self, interaction: discord.Interaction) -> None:
+        guild_id = self._guild_id(interaction)
+        # Audited first, so the old log channel hears that it is no longer the log.
+        await self._changed(interaction, "log channel: none")
+        await store.update_policy(self.db, guild_id, log_channel_id=None)
+        await actions.send_private(interaction, "The audit log is no longer mirrored (it is still kept: /admin audit).")
+
+    # --- bans ---------------------------------------------------------------------------------
+
+    @admin.command(name="ban", description="Ban a member from using the bot on this server (and in DMs)")
+    async def ban(self, interaction: discord.Interaction, user: discord.User, reason: str = "") -> None:
+        if user.id == interaction.user.id:
+            raise InvalidOption("You cannot ban yourself.")
+        note = ""
+        if len(reason) > REASON_LIMIT:
+            reason, note = clip(reason, REASON_LIMIT), f"\nThe reason was cut to {REASON_LIMIT} characters."
+        new = await store.ban(self.db, self._guild_id(interaction), user.id, reason, interaction.user.id)
+        await self._changed(interaction, reason or "no reason given", audit.Action.BANNED, target_user_id=user.id)
+        # Their jobs waiting or running here stop too: a ban is how a moderator ends a flood.
+        stopped = 0
+        for entry in await self.bot.queue.active_entries(user.id):
+            if entry.job.guild_id == interaction.guild_id:
+                await self.bot.dispatcher.cancel(entry.job.id)
+                stopped += 1
+        said = "is now banned" if new else "was already banned (reason updated)"
+        if stopped:
+            note = f"\n{stopped} of their jobs waiting or running here were canceled.{note}"
+        await actions.send_private(interaction, f"{user.mention} {said} from the bot on this server.{note}")
+
+    @admin.command(name="unban", description="Let a banned member use the bot again")
+    async def unban(self, interaction: discord.Interaction, user: discord.User) -> None:
+        if not await store.unban(self.db, self._guild_id(interaction), user.id):
+            raise NothingToDo(f"{user.mention} is not banned here.")
+        await self._changed(interaction, "", audit.Action.UNBANNED, target_user_id=user.id)
+        await actions.send_private(interaction, f"{user.mention} may use the bot again.")
+
+    @admin.command(name="bans", description="The members banned from the bot here")
+    async def bans(self, interaction: discord.Interaction) -> None:
+        banned = await store.bans(self.db, self._guild_id(interaction))
+        lines = [
+            f"<@{b.user_id}> by <@{b.banned_by}> <t:{b.created_at_unix}:R>" + (f": {b.reason}" if b.reason else "")
+            for b in banned
+        ]
+        await _send_embed(interaction, "Banned from the bot", lines or ["nobody"])
+
+    # --- jobs ---------------------------------------------------------------------------------
+
+    async def _job_here(self, interaction: discord.Interaction, job_id: int):  # type: ignore[no-untyped-def]
+        job = await self.bot.queue.get(job_id)
+        if job is None or job.guild_id != interaction.guild_id:
+            raise JobNotFound(f"There is no job #{job_id} on this server.")
+        return job
+
+    @admin.command(name="cancel", description="Cancel anyone's job on this server")
+    async def cancel(self, interaction: discord.Interaction, job: int) -> None:
+        await self._job_here(interaction, job)
+        await actions.cancel(interaction, job, by_moderator=True)
+
+    @admin.command(name="remove", description="Remove any result: its message, and its files if asked")
+    @app_commands.describe(files="Also delete its image files from the bot's disk")
+    async def remove(self, interaction: discord.Interaction, job: int, files: bool = False) -> None:
+        await self._job_here(interaction, job)
+        await interaction.response.defer(ephemeral=True, thinking=True)
+        removed = await removal.remove_result(self.bot, job, actor_id=interaction.user.id, remove_files=files)
+        what = "message and image files" if files else "message"
+        await interaction.followup.send(f"Removed the {what} of job #{removed.id}.", ephemeral=True)
+
+    # --- the audit log ------------------------------------------------------------------------
+
+    @admin.command(name="audit", description="The audit log, newest first: jobs, refusals, moderation")
+    @app_commands.describe(user="Only entries by or about this member", hours="Only the last this many hours", page="Page (10 a page)")
+    async def audit_log(
+        self,
+        interaction: discord.Interaction,
+        user: discord.User | None = None,
+        hours: app_commands.Range[int, 1, 24 * 366] | None = None,
+        page: app_commands.Range[int, 1] = 1,
+    ) -> None:
+        conditions = [AuditEntry.guild_id == self._guild_id(interaction)]
+        if user is not None:
+            conditions.append(or_(AuditEntry.actor_id == user.id, AuditEntry.target_user_id == user.id))
+        if hours is not None:
+            conditions.append(AuditEntry.created_at >= utcnow() - timedelta(hours=hours))
+        async with self.db.session() as session:
+            total = await session.scalar(select(func.count(AuditEntry.id)).where(*conditions)) or 0
+            pages = max(1, math.ceil(total / AUDIT_PAGE_SIZE))
+            page = min(page, pages)
+            entries = list(
+                await session.scalars(
+                    select(AuditEntry).where(*conditions).order_by(AuditEntry.created_at.desc(), AuditEntry.id.desc())
+                    .offset((page - 1) * AUDIT_PAGE_SIZE).limit(AUDIT_PAGE_SIZE)
+                )
+            )
+        lines = [clip(audit.describe(entry), EMBED_LIMIT // AUDIT_PAGE_SIZE) for entry in entries]
+        scope = [f"by or about {user.name}" if user else "", f"last {hours} h" if hours else ""]
+        footer = f"Page {page} of {pages} · {total} entries" + "".join(f" · {s}" for s in scope if s)
+        await _send_embed(interaction, "Audit log", lines or ["no entries"], footer=footer)
+
+    @policy.command(name="show", description="Everything this server has set")
+    async def policy_show(self, interaction: discord.Interaction) -> None:
+        guild_id = self._guild_id(interaction)
+        policy = await store.policy_of(self.db, self.bot.settings, guild_id)
+        stored = await store.terms(self.db, guild_id)
+        banned = await store.bans(self.db, guild_id)
+        lines = [
+            _channels_line(policy),
+            _roles_lines(policy),
+            await self._limits_text(guild_id),
+            f"**Blocked terms**: {sum(s.term.scope == 'banned' for s in stored)} banned, "
+            f"{sum(s.term.scope == 'nsfw' for s in stored)} NSFW-only (/admin terms list)",
+            f"**Flagged images**: {policy.flagged_action}",
+            f"**Log channel**: {f'<#{policy.log_channel_id}>' if policy.log_channel_id else 'none'}",
+            f"**Banned members**: {len(banned)} (/admin bans)",
+            f"**Direct messages**: {'allowed' if self.bot.settings.policy.allow_dms else 'not allowed'} (the bot's setting)",
+        ]
+        await _send_embed(interaction, "This server's policy", lines)
+
+
+def _channels_line(policy: store.Policy) -> str:
+    if not policy.channel_ids:
+        return "**Channels**: every channel (no list set)"
+    return "**Channels**: " + ", ".join(f"<#{channel_id}>" for channel_id in policy.channel_ids)
+
+
+def _roles_lines(policy: store.Policy) -> str:
+    def listed(ids: tuple[int, ...]) -> str:
+        return ", ".join(f"<@&{role_id}>" for role_id in ids) if ids else "everyone"
+
+    return f"**May use the bot**: {listed(policy.user_role_ids)}\n**May use costly features**: {listed(policy.costly_role_ids)}"
+
+
+def _limits_line(limits: store.Limits | store.RoleLimits) -> str:
+    return (
+        f"images per day {_show_limit(limits.images_per_day)}, cooldown {_show_limit(limits.cooldown_s, ' s')}, "
+        f"waiting jobs {_show_limit(limits.max_pending)}"
+    )
+
+
+async def _send_embed(interaction: discord.Interaction, title: str, lines: list[str], footer: str | None = None) -> None:
+    embed = discord.Embed(title=title, description=clip("\n".join(lines), EMBED_LIMIT), colour=discord.Colour.dark_gold())
+    if footer:
+        embed.set_footer(text=footer)
+    await interaction.response.send_message(embed=embed, ephemeral=True, allowed_mentions=discord.AllowedMentions.none())
+
+
+async def setup(bot: SDBot) -> None:
+    await bot.add_cog(Admin(bot))

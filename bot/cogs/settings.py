@@ -1,0 +1,29 @@
+"""/settings: the member's defaults, shown privately with the controls that change them
+(bot.ui.settings). They apply to every new job of theirs (bot.jobs.params, bot.prompts.prepare)."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import discord
+from discord import app_commands
+from discord.ext import commands
+
+from bot.ui.settings import SETTINGS_ITEMS, settings_message
+
+if TYPE_CHECKING:
+    from bot.client import SDBot
+
+
+class MemberSettings(commands.Cog):
+    def __init__(self, bot: SDBot) -> None:
+        self.bot = bot
+
+    @app_commands.command(name="settings", description="Your defaults for new jobs, and private results (only you see them).")
+    async def settings(self, interaction: discord.Interaction) -> None:
+        await interaction.response.send_message(**await settings_message(interaction, interaction.user.id), ephemeral=True)
+
+
+async def setup(bot: SDBot) -> None:
+    bot.add_dynamic_items(*SETTINGS_ITEMS)
+    await bot.add_cog(MemberSettings(bot))

@@ -1,0 +1,246 @@
+"""The policy tables (db.models: GuildPolicy, RoleLimit, BlockedTerm, Ban), read and written.
+
+Each function is one short transaction and returns plain typed values, so the gate and the
+/admin commands never hold ORM rows across awaits. A server without a GuildPolicy row has the
+[policy] and [queue] defaults; so does a direct message (guild None).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Literal
+
+from sqlalchemy import delete, select
+
+from bot.policy.rules import Term, TermKind, TermScope
+from db.models import Ban, BlockedTerm, GuildPolicy, RoleLimit
+
+if TYPE_CHECKING:
+    from bot.config import Settings
+    from db.session import Database
+
+IdList = Literal["channel_ids", "user_role_ids", "costly_role_ids"]
+LIMIT_FIELDS = ("images_per_day", "cooldown_s", "max_pending")
+
+
+@dataclass(frozen=True)
+class Limits:
+    """Per-member limits; 0 means no limit."""
+
+    images_per_day: int
+    cooldown_s: int
+    max_pending: int
+
+
+@dataclass(frozen=True)
+class RoleLimits:
+    role_id: int
+    images_per_day: int | None  # None: the role does not change this limit
+    cooldown_s: int | None
+    max_pending: int | None
+
+
+@dataclass(frozen=True)
+class Policy:
+    guild_id: int | None
+    channel_ids: tuple[int, ...] = ()
+    user_role_ids: tuple[int, ...] = ()
+    costly_role_ids: tuple[int, ...] = ()
+    limits: Limits = field(default_factory=lambda: Limits(0, 0, 0))
+    flagged_action: str = "blur"
+    log_channel_id: int | None = None
+    # Which of the limits the server set itself (the others are the [policy]/[queue] defaults).
+    custom_limits: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class StoredTerm:
+    id: int
+    term: Term
+    created_by: int
+
+
+@dataclass(frozen=True)
+class BanInfo:
+    user_id: int
+    reason: str
+    banned_by: int
+    created_at_unix: int
+
+
+def default_limits(settings: Settings) -> Limits:
+    return Limits(settings.policy.images_per_day, settings.policy.cooldown_s, settings.queue.max_pending_per_user)
+
+
+async def policy_of(db: Database, settings: Settings, guild_id: int | None) -> Policy:
+    """The server's policy, with the defaults filled in where it set nothing."""
+    defaults = default_limits(settings)
+    if guild_id is None:
+        return Policy(guild_id=None, limits=defaults, flagged_action=settings.policy.flagged_action)
+    async with db.session() as session:
+        row = await session.get(GuildPolicy, guild_id)
+    if row is None:
+        return Policy(guild_id=guild_id, limits=defaults, flagged_action=settings.policy.flagged_action)
+    values = {name: getattr(row, name) for name in LIMIT_FIELDS}
+    return Policy(
+        guild_id=guild_id,
+        channel_ids=tuple(json.loads(row.channel_ids)),
+        user_role_ids=tuple(json.loads(row.user_role_ids)),
+        costly_role_ids=tuple(json.loads(row.costly_role_ids)),
+        limits=Limits(**{name: getattr(defaults, name) if value is None else value for name, value in values.items()}),
+        flagged_action=row.flagged_action or settings.policy.flagged_action,
+        log_channel_id=row.log_channel_id,
+        custom_limits=tuple(name for name, value in values.items() if value is not None),
+    )
+
+
+async def update_policy(db: Database, guild_id: int, **changes: object) -> None:
+    """Set columns of the server's row (creating it): limits, flagged_action, log_channel_id."""
+    async with db.session() as session, session.begin():
+        row = await _row(session, guild_id)
+        for name, value in changes.items():
+            setattr(row, name, value)
+
+
+async def change_id_list(db: Database, guild_id: int, which: IdList, item_id: int, *, add: bool) -> bool:
+    """Add an id to (or remove it from) one of the server's lists; False when nothing changed."""
+    async with db.session() as session, session.begin():
+        row = await _row(session, guild_id)
+        ids: list[int] = json.loads(getattr(row, which) or "[]")
+        if (item_id in ids) == add:
+            return False
+        ids = [*ids, item_id] if add else [i for i in ids if i != item_id]
+        setattr(row, which, json.dumps(ids))
+        return True
+
+
+async def _row(session, guild_id: int) -> GuildPolicy:  # type: ignore[no-untyped-def]
+    row = await session.get(GuildPolicy, guild_id)
+    if row is None:
+        row = GuildPolicy(guild_id=guild_id, channel_ids="[]", user_role_ids="[]", costly_role_ids="[]")
+        session.add(row)
+    return row
+
+
+# --- role limits -----------------------------------------------------------------------------
+
+
+async def role_limits(db: Database, guild_id: int) -> list[RoleLimits]:
+    async with db.session() as session:
+        rows = await session.scalars(select(RoleLimit).where(RoleLimit.guild_id == guild_id).order_by(RoleLimit.id))
+        return [RoleLimits(r.role_id, r.images_per_day, r.cooldown_s, r.max_pending) for r in rows]
+
+
+async def set_role_limits(db: Database, guild_id: int, role_id: int, **values: int | None) -> RoleLimits | None:
+    """Change a role's overrides (only the values given); a role left with none is removed (None)."""
+    async with db.session() as session, session.begin():
+        row = await session.scalar(select(RoleLimit).where(RoleLimit.guild_id == guild_id, RoleLimit.role_id == role_id))
+        if row is None:
+            row = RoleLimit(guild_id=guild_id, role_id=role_id)
+            session.add(row)
+        for name, value in values.items():
+            setattr(row, name, value)
+        if all(getattr(row, name) is None for name in LIMIT_FIELDS):
+            if row.id is not None:
+                await session.delete(row)
+            else:
+                session.expunge(row)
+            return None
+        return RoleLimits(role_id, row.images_per_day, row.cooldown_s, row.max_pending)
+
+
+async def clear_role_limits(db: Database, guild_id: int, role_id: int) -> bool:
+    async with db.session() as session, session.begin():
+        result = await session.execute(
+            delete(RoleLimit).where(RoleLimit.guild_id == guild_id, RoleLimit.role_id == role_id)
+        )
+        return result.rowcount > 0
+
+
+def effective_limits(base: Limits, overrides: list[RoleLimits], member_role_ids: set[int]) -> Limits:
+    """The member's limits: for each limit a role of theirs sets, the most generous such role
+    (0, no limit, beats any number); where none does, the server's. A role may thus be stricter
+    than the server (a "newcomer" role) as well as more generous."""
+    chosen = {}
+    for name in LIMIT_FIELDS:
+        values = [getattr(o, name) for o in overrides if o.role_id in member_role_ids and getattr(o, name) is not None]
+        chosen[name] = (0 if 0 in values else max(values)) if values else getattr(base, name)
+    return Limits(**chosen)
+
+
+# --- blocked terms ---------------------------------------------------------------------------
+
+
+async def terms(db: Database, guild_id: int | None) -> list[StoredTerm]:
+    """The server's blocked terms, oldest first (a DM has none of its own)."""
+    if guild_id is None:
+        return []
+    async with db.session() as session:
+        rows = await session.scalars(select(BlockedTerm).where(BlockedTerm.guild_id == guild_id).order_by(BlockedTerm.id))
+        return [StoredTerm(r.id, Term(TermScope(r.scope), TermKind(r.kind), r.pattern), r.created_by) for r in rows]
+
+
+async def add_term(db: Database, guild_id: int, term: Term, created_by: int) -> bool:
+    """Store a term (already checked with rules.compile_term); False when it was there."""
+    async with db.session() as session, session.begin():
+        exists = await session.scalar(
+            select(BlockedTerm.id).where(
+                BlockedTerm.guild_id == guild_id, BlockedTerm.scope == term.scope,
+                BlockedTerm.kind == term.kind, BlockedTerm.pattern == term.pattern,
+            )
+        )
+        if exists is not None:
+            return False
+        session.add(BlockedTerm(guild_id=guild_id, scope=term.scope, kind=term.kind, pattern=term.pattern, created_by=created_by))
+        return True
+
+
+async def remove_term(db: Database, guild_id: int, term_id: int) -> Term | None:
+    async with db.session() as session, session.begin():
+        row = await session.get(BlockedTerm, term_id)
+        if row is None or row.guild_id != guild_id:
+            return None
+        await session.delete(row)
+        return Term(TermScope(row.scope), TermKind(row.kind), row.pattern)
+
+
+# --- bans ------------------------------------------------------------------------------------
+
+
+async def ban(db: Database, guild_id: int, user_id: int, reason: str, banned_by: int) -> bool:
+    """Ban a member from the bot here; False when they already were (the reason is updated)."""
+    async with db.session() as session, session.begin():
+        row = await session.get(Ban, (guild_id, user_id))
+        if row is not None:
+            row.reason, row.banned_by = reason, banned_by
+            return False
+        session.add(Ban(guild_id=guild_id, user_id=user_id, reason=reason, banned_by=banned_by))
+        return True
+
+
+async def unban(db: Database, guild_id: int, user_id: int) -> bool:
+    async with db.session() as session, session.begin():
+        result = await session.execute(delete(Ban).where(Ban.guild_id == guild_id, Ban.user_id == user_id))
+        return result.rowcount > 0
+
+
+async def ban_of(db: Database, guild_id: int, user_id: int) -> BanInfo | None:
+    async with db.session() as session:
+        row = await session.get(Ban, (guild_id, user_id))
+        return _ban_info(row) if row is not None else None
+
+
+async def banned_anywhere(db: Database, user_id: int) -> bool:
+    async with db.session() as session:
+        return await session.scalar(select(Ban.guild_id).where(Ban.user_id == user_id).limit(1)) is not None
+
+
+async def bans(db: Database, guild_id: int) -> list[BanInfo]:
+    async with db.session() as session:
+        rows = await session.scalars(select(Ban).where(Ban.guild_id == guild_id).order_by(Ban.created_at.desc()))
+        return [_ban_info(row) for row in rows]
+
+
+def _ban_info(row: Ban) -> BanInfo:
+    return BanInfo(row.user_id, row.reason, row.banned_by, int(row.created_at.timestamp()))

@@ -1,0 +1,81 @@
+"""Direct messages and private results: the member commands work in a DM with the bot (the
+admin commands do not), and a member with private results sees their jobs alone: an ephemeral
+status message while the interaction token lives, then a DM."""
+
+from __future__ import annotations
+
+from db.models import JobStatus
+from tests.harness import button_labels
+from tests.test_bot_queue import SLOW, wait_running
+from tests.test_bot_settings import line
+
+MEMBER_COMMANDS = {"imagine", "img2img", "inpaint", "outpaint", "upscale", "settings", "history", "show", "queue",
+                   "cancel", "style", "pnginfo", "promptmatrix", "xyplot"}
+
+
+def bot_messages(channel) -> list:
+    return [message for message in channel.history() if message.author.bot]
+
+
+async def test_private_results_are_ephemeral_then_sent_by_dm(harness):
+    alice = harness.member("alice")
+    shown = await alice.slash(harness.channel, "settings")
+    await alice.click(shown.response, label="Private results: off")
+    assert line(shown.response, "Private results") == "**Private results**: **on** · server: off"
+    public_before = len(bot_messages(harness.channel))
+
+    # While the token lives: the status message is ephemeral and becomes the result.
+    result = await alice.slash(harness.channel, "imagine", prompt="a secret garden", count=2)
+    assert result.ephemeral
+    job = await harness.wait_for_job((await harness.latest_job(alice.id)).id)
+    assert job.status == JobStatus.COMPLETED and job.message_id is None
+    assert result.response.embeds[0].title == "a secret garden" and result.response.attachments
+    # Its U buttons post privately too.
+    single = await alice.click(result.response, label="U1")
+    assert single.ephemeral and (single.followups or [single.response])[-1].attachments
+    assert len(bot_messages(harness.channel)) == public_before
+
+    # After the token expired: the result arrives by DM, never in the channel.
+    await alice.slash(harness.channel, "imagine", prompt="blocking", **SLOW)
+    await wait_running(harness, (await harness.latest_job(alice.id)).id)
+    late = await alice.slash(harness.channel, "imagine", prompt="a late letter", count=1)
+    assert late.ephemeral
+    job = await harness.latest_job(alice.id)
+    await harness.env.advance_time(16 * 60)
+    job = await harness.wait_for_job(job.id)
+    assert job.status == JobStatus.COMPLETED
+    await harness.wait_for_job(job.id - 1)
+    assert len(bot_messages(harness.channel)) == public_before
+    dm = alice.user.dm_channel
+    [sent] = [m for m in bot_messages(dm) if f"job #{job.id} is done" in m.content]
+    assert sent.attachments and sent.embeds[0].title == "a late letter"
+    assert "Remove" in button_labels(sent)
+    # 🗑️ works there too: the owner removes the DM.
+    asked = await alice.user.click(sent, label="Remove")
+    await alice.user.click(asked.response, label="Remove message")
+    assert sent.id not in {m.id for m in dm.history()}
+    assert (await harness.queue.get(job.id)).removed_by == alice.id
+    assert harness.expect_user_errors() == []
+
+
+async def test_member_commands_work_in_a_dm_and_deliver_there(harness):
+    alice = harness.member("alice")
+    available = {name.split()[0] for name in alice.user.available_commands()}  # "style add" -> style
+    assert MEMBER_COMMANDS <= available and "admin" not in available
+
+    result = await alice.user.slash("imagine", prompt="a paper boat", count=1, seed=8)
+    assert result.acknowledged and not result.ephemeral
+    job = await harness.wait_for_job((await harness.latest_job(alice.id)).id)
+    assert job.status == JobStatus.COMPLETED and job.guild_id is None
+    assert job.channel_id == alice.user.dm_channel.id == result.response.channel_id
+    assert result.response.embeds[0].title == "a paper boat" and result.response.attachments
+    # Its buttons work there too.
+    again = await alice.user.click(result.response, label="Reroll")
+    assert again.acknowledged and not again.ephemeral
+    await harness.wait_for_job((await harness.latest_job(alice.id)).id)
+
+    settings = await alice.user.slash("settings")
+    assert settings.ephemeral
+    history = await alice.user.slash("history")
+    assert history.ephemeral and f"**#{job.id}**" in history.response.embeds[0].description
+    assert harness.expect_user_errors() == []
