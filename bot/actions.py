@@ -36,7 +36,7 @@ from bot.jobs.queue import CancelOutcome, Requester
 from bot.policy import audit, gate
 from bot.prompts.prepare import prepare
 from bot.ui import buttons, confirm, embeds
-from db.models import Image, Job, JobStatus
+from db.models import Image, Job, JobStatus, User
 from inference.protocol import JobKind
 
 if TYPE_CHECKING:
@@ -87,6 +87,23 @@ async def thinking(interaction: discord.Interaction, parent_job_id: int | None =
             await interaction.edit_original_response(content="Not queued.")
             await interaction.delete_original_response()
         raise
+
+
+async def prepare_for(
+    interaction: discord.Interaction,
+    options: GenerationOptions,
+    user: User | None,
+    *,
+    style_names: str | None = None,
+    override: bool = False,
+) -> list[GenerationOptions]:
+    """bot.prompts.prepare for this member here: permutations, inline parameters, styles
+    (theirs and this server's), LoRA and embedding checks; one GenerationOptions per job."""
+    bot = bot_of(interaction)
+    return await prepare(
+        bot.queue.db, options, bot.settings, user, user_id=interaction.user.id, guild_id=interaction.guild_id,
+        style_names=style_names, override=override,
+    )
 
 
 def requester(interaction: discord.Interaction, *, private: bool = False) -> Requester:
@@ -154,31 +171,33 @@ async def submit(
     # row keeps no message id, and once the token expires the delivery sends the result by DM.
     private = await answers_privately(interaction, params.parent_job_id)
     job = await bot.queue.enqueue(params, requester(interaction, private=private))
+    async with bot.delivery.announcing(job.id):  # taken before any await: see announcing
+        if not as_followup:
+            bot.delivery.track(job.id, interaction)
+        entry = await bot.queue.entry(job.id)
+        position, eta = (entry.position, entry.eta_seconds) if entry else (1, 0.0)
+        embed, view = embeds.queued_embed(job, position, eta), buttons.status_view(job.id)
+        if as_followup:
+            message = await interaction.followup.send(embed=embed, view=view, wait=True, ephemeral=private)
+            if not private:
+                await bot.queue.set_message(job.id, message.channel.id, message.id)
+            bot.delivery.track(job.id, FollowupStatus(interaction, message.id))  # type: ignore[arg-type]
+        elif interaction.response.is_done():
+            # Deferred while an upload was read: the first followup replaces the "thinking" message
+            # and is the interaction's original response from then on.
+            message = await interaction.followup.send(embed=embed, view=view, wait=True, ephemeral=private)
+            if not private:
+                await bot.queue.set_message(job.id, message.channel.id, message.id)
+        else:
+            response = await interaction.response.send_message(embed=embed, view=view, ephemeral=private)
+            if not private and isinstance(response.resource, discord.InteractionMessage):
+                await bot.queue.set_message(job.id, response.resource.channel.id, response.resource.id)
+    bot.dispatcher.wake()
+    # After the answer: the member waits on nothing that is not theirs.
     await audit.record(
         bot, audit.Action.JOB_QUEUED, actor_id=interaction.user.id, guild_id=job.guild_id, channel_id=job.channel_id,
         target_user_id=job.user_id, job_id=job.id, details=audit.job_summary(job),
     )
-    if not as_followup:
-        bot.delivery.track(job.id, interaction)
-    entry = await bot.queue.entry(job.id)
-    position, eta = (entry.position, entry.eta_seconds) if entry else (1, 0.0)
-    embed, view = embeds.queued_embed(job, position, eta), buttons.status_view(job.id)
-    if as_followup:
-        message = await interaction.followup.send(embed=embed, view=view, wait=True, ephemeral=private)
-        if not private:
-            await bot.queue.set_message(job.id, message.channel.id, message.id)
-        bot.delivery.track(job.id, FollowupStatus(interaction, message.id))  # type: ignore[arg-type]
-    elif interaction.response.is_done():
-        # Deferred while an upload was read: the first followup replaces the "thinking" message
-        # and is the interaction's original response from then on.
-        message = await interaction.followup.send(embed=embed, view=view, wait=True, ephemeral=private)
-        if not private:
-            await bot.queue.set_message(job.id, message.channel.id, message.id)
-    else:
-        response = await interaction.response.send_message(embed=embed, view=view, ephemeral=private)
-        if not private and isinstance(response.resource, discord.InteractionMessage):
-            await bot.queue.set_message(job.id, response.resource.channel.id, response.resource.id)
-    bot.dispatcher.wake()
     return job
 
 
@@ -334,10 +353,7 @@ async def remix(interaction: discord.Interaction, job_id: int, prompt: str, nega
         cfg_scale=job.cfg_scale, sampler=job.sampler, seed=job.seed, count=job.count, model=job.model,
         tiling=job.tiling,
     )
-    prepared = await prepare(
-        bot.queue.db, earlier, bot.settings, user, user_id=interaction.user.id, guild_id=interaction.guild_id,
-        override=True,
-    )
+    prepared = await prepare_for(interaction, earlier, user, override=True)
     params = [remix_of(job, resolve_parameters(options, bot.settings, user)) for options in prepared]
     await confirm.submit_jobs(interaction, params)
 
@@ -364,10 +380,7 @@ async def inpaint(
     source = _source_of(job, image)
     user = await bot.queue.user(interaction.user.id)
     options = replace(options_from(job, prompt=prompt), count=bot.settings.limits.default_count)
-    prepared = await prepare(
-        bot.queue.db, options, bot.settings, user, user_id=interaction.user.id, guild_id=interaction.guild_id,
-        override=True,
-    )
+    prepared = await prepare_for(interaction, options, user, override=True)
     async with thinking(interaction, parent_job_id=job.id):
         mask_path, note = await inputs.read_mask_upload(mask, bot.settings, source)
         params = [

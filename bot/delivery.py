@@ -17,6 +17,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
@@ -56,6 +58,14 @@ class DiscordDelivery:
     def track(self, job_id: int, interaction: discord.Interaction) -> None:
         """Remember the interaction that created a job, to edit its response while it may."""
         self._interactions[job_id] = interaction
+
+    @asynccontextmanager
+    async def announcing(self, job_id: int) -> AsyncIterator[None]:
+        """Held while a new job's status message is sent. A short job can start, or even
+        finish, before the command has answered (bench/load.py saw it): its updates wait
+        here, or its result would go to a new message that the "Queued" answer then follows."""
+        async with self._message(job_id).lock:
+            yield
 
     # --- JobEvents ---------------------------------------------------------------------------
 

@@ -10,8 +10,8 @@ import pytest
 import torch
 from PIL import Image
 
-from bot.jobs.queue import JobQueue, Requester
-from tests.test_queue import ALICE, BOB, CAROL, params, queue  # noqa: F401 (queue: a fixture)
+from bot.jobs.queue import Requester
+from tests.test_queue import ALICE, BOB, CAROL, finish, params, queue  # noqa: F401 (queue: a fixture)
 from db.models import JobStatus
 from inference import upscale
 from inference.batching import BatchConditioning, batch_key, generate_batch, run_batch
@@ -252,11 +252,6 @@ def test_shutdown_mid_batch_sends_nothing_more(runner):
 # --- the queue's batch claim ---------------------------------------------------------------
 
 DAVE = Requester(user_id=4, user_name="dave", channel_id=10)
-
-
-async def finish(queue: JobQueue, jobs) -> None:  # type: ignore[no-untyped-def]
-    for job in jobs:
-        await queue.complete(JobCompleted(job.id, (), None, 1.0))
 
 
 async def test_a_batch_takes_compatible_jobs_in_fair_order_up_to_the_image_limit(queue):

@@ -143,3 +143,30 @@ async def test_completion_records_images(queue):
     stored = await queue.get(job.id)
     assert [(i.index, i.seed, i.infotext) for i in stored.images] == [(0, 5, "info 0"), (1, 6, "info 1")]
     assert stored.grid_path == "/tmp/grid.png" and stored.seconds == 2.5 and stored.finished_at is not None
+
+
+async def finish(queue: JobQueue, jobs) -> None:  # type: ignore[no-untyped-def]
+    for job in jobs:
+        await queue.complete(JobCompleted(job.id, (), None, 1.0))
+
+
+async def test_one_jobs_place_matches_the_whole_queues_order(queue):
+    """entry() works out a place from per-user counts (cheap with thousands waiting); it must
+    agree with active_entries, which orders the whole queue, in every position."""
+    for i in range(4):
+        await queue.enqueue(params(f"a{i}"), ALICE)
+    await queue.enqueue(params("b0"), BOB)
+    await finish(queue, [await queue.claim_next(), await queue.claim_next()])  # a0, then b0 ran
+    for i in range(2):
+        await queue.enqueue(params(f"c{i}", count=2), CAROL)
+        await queue.enqueue(params(f"b{i + 1}"), BOB)
+    await queue.enqueue(params("a4"), ALICE)
+    await queue.claim_next()  # c0 runs now (Carol never ran)
+    entries = await queue.active_entries()
+    assert [e.position for e in entries] == list(range(len(entries)))
+    for whole in entries:
+        alone = await queue.entry(whole.job.id)
+        assert alone is not None and (alone.job.id, alone.position) == (whole.job.id, whole.position)
+        assert alone.eta_seconds == pytest.approx(whole.eta_seconds, rel=0.35)  # members' average sizes
+    assert [e.job.prompt for e in entries] == ["c0", "a1", "b1", "c1", "a2", "b2", "a3", "a4"]
+    assert await queue.entry(entries[0].job.id + 1000) is None

@@ -226,16 +226,11 @@ class JobQueue:
         return claimed.rowcount == 1
 
     @staticmethod
-    async def _last_started(session) -> dict[int, datetime]:  # type: ignore[no-untyped-def]
-        return dict(
-            (
-                await session.execute(
-                    select(Job.user_id, func.max(Job.started_at))
-                    .where(Job.started_at.is_not(None))
-                    .group_by(Job.user_id)
-                )
-            ).all()
-        )
+    async def _last_started(session, user_ids=None) -> dict[int, datetime]:  # type: ignore[no-untyped-def]
+        query = select(Job.user_id, func.max(Job.started_at)).where(Job.started_at.is_not(None))
+        if user_ids is not None:
+            query = query.where(Job.user_id.in_(user_ids))
+        return dict((await session.execute(query.group_by(Job.user_id))).all())
 
     async def active_entries(
         self,
@@ -273,8 +268,50 @@ class JobQueue:
         return [QueueEntry(jobs[row.id], position, eta) for row, position, eta in chosen if row.id in jobs]
 
     async def entry(self, job_id: int) -> QueueEntry | None:
-        found = await self.active_entries(job_id=job_id)
-        return found[0] if found else None
+        """One job's place in line, from per-user counts rather than the whole queue: every
+        new job's answer waits on this, so it must stay cheap with thousands waiting.
+
+        The same place active_entries gives (fair_order's round-robin): a job that is its
+        member's t-th waiting one runs after every other member's first t jobs, plus the
+        (t+1)-th of each member whose turn comes before its member's. The ETA counts each
+        member's jobs ahead at that member's average size."""
+        async with self.db.session() as session:
+            job = await session.get(Job, job_id)
+            if job is None or not job.is_active:
+                return None
+            running = (await session.execute(select(*_SCHEDULE_COLUMNS).where(Job.status == JobStatus.RUNNING))).all()
+            seconds_per_unit = await self._seconds_per_unit(session)
+            remaining = [_remaining_seconds(row, seconds_per_unit) for row in running]
+            if job.status == JobStatus.RUNNING:
+                return QueueEntry(job, 0, next((r for row, r in zip(running, remaining) if row.id == job.id), 0.0))
+            units = Job.count * Job.width * Job.height * Job.steps
+            waiting = (
+                await session.execute(
+                    select(Job.user_id, func.count(Job.id), func.min(Job.id), func.sum(units))
+                    .where(Job.status == JobStatus.PENDING)
+                    .group_by(Job.user_id)
+                )
+            ).all()
+            turn = await session.scalar(
+                select(func.count(Job.id)).where(
+                    Job.user_id == job.user_id, Job.status == JobStatus.PENDING, Job.id < job.id
+                )
+            ) or 0
+            last_started = await self._last_started(session, [row[0] for row in waiting])
+        def turn_key(user_id: int, first_id: int) -> tuple[float, int]:
+            started = last_started.get(user_id)
+            return (started.timestamp() if started else float("-inf"), first_id)
+
+        mine = next(row for row in waiting if row[0] == job.user_id)
+        position, ahead_units = 0, 0.0
+        for user_id, count, first_id, total_units in waiting:
+            ahead = min(count, turn)
+            if user_id == job.user_id or (count > turn and turn_key(user_id, first_id) < turn_key(mine[0], mine[2])):
+                ahead += 1
+            position += ahead
+            ahead_units += ahead * (total_units / count) / (_UNIT_PIXELS * _UNIT_STEPS)
+        eta = max(remaining, default=0.0) + ahead_units * seconds_per_unit
+        return QueueEntry(job, position, eta)
 
     async def waiting_count(self) -> int:
         async with self.db.session() as session:
@@ -381,16 +418,19 @@ def _schedule(rows, last_started: dict[int, datetime], seconds_per_unit: float):
     waiting ones in fair order, each ETA the time until it finishes."""
     running = [row for row in rows if row.status == JobStatus.RUNNING]
     pending = fair_order([row for row in rows if row.status == JobStatus.PENDING], last_started)
-    now = utcnow()
     elapsed_ahead = 0.0
     for row in running:
-        started = row.started_at or now
-        remaining = max(0.0, job_units(row) * seconds_per_unit - (now - started).total_seconds())
+        remaining = _remaining_seconds(row, seconds_per_unit)
         elapsed_ahead = max(elapsed_ahead, remaining)
         yield row, 0, remaining
     for position, row in enumerate(pending, start=1):
         elapsed_ahead += job_units(row) * seconds_per_unit
         yield row, position, elapsed_ahead
+
+
+def _remaining_seconds(row, seconds_per_unit: float) -> float:  # type: ignore[no-untyped-def]
+    started = row.started_at or utcnow()
+    return max(0.0, job_units(row) * seconds_per_unit - (utcnow() - started).total_seconds())
 
 
 def fair_order(pending: list[Job], last_started: dict[int, datetime]) -> list[Job]:
