@@ -159,6 +159,10 @@ async def test_costly_roles_nsfw_channels_and_blocked_terms(harness):
     saved = await alice.slash(channel, "style add", name="figure", prompt="{prompt}, nude")
     assert "Saved" in saved.response.content
     refused(await alice.slash(channel, "imagine", prompt="a statue", style="figure", count=1), "the word `nude`")
+    csv_file = ("styles.csv", b"name,prompt,negative_prompt\nTabby,a tabby cat,\nFig,{prompt} nude,\n")
+    imported = await mod.slash(channel, "style import", file=csv_file)
+    assert "Imported 1 server styles" in imported.response.content, imported
+    assert "Skipped: Tabby: contains the word `cat`" in imported.response.content
     await queued(harness, await alice.slash(after_dark, "imagine", prompt="a statue", style="figure", count=1))
 
     # The test command shows both sides without queuing anything.

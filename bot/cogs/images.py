@@ -35,13 +35,11 @@ from bot.jobs.workflows import (
     upscale_parameters,
     upscaler_names,
 )
-from bot.prompts.prepare import prepare
 from bot.ui import confirm
 from inference.samplers import SAMPLER_NAMES
 
 if TYPE_CHECKING:
     from bot.client import SDBot
-    from db.models import User
 
 # The options the generating commands share, typed and described once.
 Prompt = app_commands.Range[str, 1, 4000]
@@ -94,16 +92,6 @@ class Images(commands.Cog):
     def __init__(self, bot: SDBot) -> None:
         self.bot = bot
 
-    async def _prepare(
-        self, interaction: discord.Interaction, options: GenerationOptions, user: User | None, style: str | None
-    ) -> list[GenerationOptions]:
-        """Inline parameters, styles and permutations (bot.prompts.prepare), checked before the
-        upload is read, so a bad prompt is refused at once and privately."""
-        return await prepare(
-            self.bot.queue.db, options, self.bot.settings, user,
-            user_id=interaction.user.id, guild_id=interaction.guild_id, style_names=style,
-        )
-
     @app_commands.command(name="img2img", description="Make new images from an image you upload and a prompt.")
     @app_commands.describe(
         image="The image to start from",
@@ -141,7 +129,8 @@ class Images(commands.Cog):
             cfg_scale=cfg, sampler=sampler, seed=seed, count=count, model=model,
         )
         user = await self.bot.queue.user(interaction.user.id)
-        prepared = await self._prepare(interaction, options, user, style)
+        # Checked before the upload is read, so a bad prompt is refused at once and privately.
+        prepared = await actions.prepare_for(interaction, options, user, style_names=style)
         async with actions.thinking(interaction):
             source = await inputs.read_image_upload(image, self.bot.settings)
             params = [
@@ -190,7 +179,8 @@ class Images(commands.Cog):
             seed=seed, count=count, model=model,
         )
         user = await self.bot.queue.user(interaction.user.id)
-        prepared = await self._prepare(interaction, options, user, style)
+        # Checked before the upload is read, so a bad prompt is refused at once and privately.
+        prepared = await actions.prepare_for(interaction, options, user, style_names=style)
         async with actions.thinking(interaction):
             source = await inputs.read_image_upload(image, self.bot.settings)
             mask_path, note = await inputs.read_mask_upload(mask, self.bot.settings, source)
@@ -238,7 +228,8 @@ class Images(commands.Cog):
             seed=seed, model=model,
         )
         user = await self.bot.queue.user(interaction.user.id)
-        prepared = await self._prepare(interaction, options, user, style)
+        # Checked before the upload is read, so a bad prompt is refused at once and privately.
+        prepared = await actions.prepare_for(interaction, options, user, style_names=style)
         async with actions.thinking(interaction):
             source = await inputs.read_image_upload(image, self.bot.settings)
             pads = {side: pixels for side in SIDES[direction]}

@@ -14,7 +14,6 @@ from bot.prompts.networks import embedding_names, lora_names
 from bot.cogs.styles import style_autocomplete
 from bot.jobs.params import ASPECT_RATIOS, MAX_SEED, GenerationOptions, resolve_parameters
 from bot.jobs.workflows import hires_parameters, upscaler_names
-from bot.prompts.prepare import prepare
 from bot.ui import confirm
 from inference.protocol import LATENT
 from inference.samplers import SAMPLER_NAMES
@@ -99,10 +98,7 @@ class Imagine(commands.Cog):
         )
         user = await self.bot.queue.user(interaction.user.id)
         # Inline parameters, styles and permutations: one GenerationOptions per job.
-        prepared = await prepare(
-            self.bot.queue.db, options, self.bot.settings, user,
-            user_id=interaction.user.id, guild_id=interaction.guild_id, style_names=style,
-        )
+        prepared = await actions.prepare_for(interaction, options, user, style_names=style)
         params = [
             hires_parameters(
                 resolve_parameters(each, self.bot.settings, user),

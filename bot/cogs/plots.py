@@ -13,7 +13,6 @@ from discord import app_commands
 from discord.ext import commands
 
 from bot import actions
-from bot.prompts.prepare import prepare
 from bot.ui import confirm
 from bot.cogs.imagine import matching_choices
 # The option types the generating commands share (wide ranges: the builders check the
@@ -97,7 +96,7 @@ class Plots(commands.Cog):
                 hires_scale=hires_scale, hires_steps=hires_steps, hires_denoising=hires_denoising,
                 hires_upscaler=hires_upscaler,
             )
-            for each in await self._prepare(interaction, options, user)
+            for each in await actions.prepare_for(interaction, options, user)
         ]
         await confirm.submit_jobs(interaction, params)
 
@@ -127,17 +126,11 @@ class Plots(commands.Cog):
             cfg_scale=cfg, sampler=sampler, seed=seed, model=model,
         )
         user = await self.bot.queue.user(interaction.user.id)
-        prepared = await self._prepare(interaction, options, user)
+        prepared = await actions.prepare_for(interaction, options, user)
         await confirm.submit_jobs(
             interaction, [prompt_matrix_parameters(each, self.bot.settings, user) for each in prepared]
         )
 
-    async def _prepare(self, interaction: discord.Interaction, options: GenerationOptions, user) -> list:
-        """Inline parameters, permutations and LoRA checks, as in every prompt field."""
-        return await prepare(
-            self.bot.queue.db, options, self.bot.settings, user,
-            user_id=interaction.user.id, guild_id=interaction.guild_id,
-        )
 
 
 async def setup(bot: SDBot) -> None:

@@ -24,7 +24,6 @@ from bot import actions, pnginfo
 from bot.errors import InvalidOption
 from bot.jobs.params import resolve_parameters
 from bot.jobs.workflows import hires_parameters, upscaler_names
-from bot.prompts.prepare import prepare
 from bot.ui import confirm
 from bot.ui.embeds import clip
 from inference.infotext import NEGATIVE_PROMPT_KEY, PROMPT_KEY
@@ -130,10 +129,8 @@ async def rerun(interaction: discord.Interaction, params: dict[str, str]) -> Non
     bot = actions.bot_of(interaction)
     plan = pnginfo.rerun_options(params, bot.settings, upscaler_names(bot.settings))
     user = await bot.queue.user(interaction.user.id)
-    prepared = await prepare(
-        bot.queue.db, plan.options, bot.settings, user, user_id=interaction.user.id, guild_id=interaction.guild_id,
-        style_names="",  # the infotext's prompt already carries its styles: no default style on top
-    )
+    # The infotext's prompt already carries its styles: no default style on top.
+    prepared = await actions.prepare_for(interaction, plan.options, user, style_names="")
     jobs = [
         hires_parameters(resolve_parameters(each, bot.settings, user), bot.settings, **plan.hires)  # type: ignore[arg-type]
         if plan.hires

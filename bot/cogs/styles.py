@@ -125,7 +125,9 @@ class Styles(commands.GroupCog, group_name="style", group_description="Saved pro
         await interaction.response.defer(ephemeral=True, thinking=True)
         data = await file.read()
         assert scope.guild_id is not None
-        report = await style_store.import_styles(self.bot.queue.db, scope.guild_id, data, interaction.user.id)
+        report = await style_store.import_styles(
+            self.bot.queue.db, scope.guild_id, data, interaction.user.id, refuse=await gate.style_refuser(interaction)
+        )
         lines = [f"Imported {len(report.added) + len(report.replaced)} server styles from `{file.filename}`."]
         if report.added:
             lines.append(f"New: {', '.join(report.added)}")

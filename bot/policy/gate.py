@@ -23,6 +23,7 @@ from (a direct message counts the member's DM jobs):
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING
@@ -274,6 +275,18 @@ def _when(moment: datetime) -> str:
 
 
 # --- styles ----------------------------------------------------------------------------------
+
+
+async def style_refuser(interaction: discord.Interaction) -> Callable[[str, str], str | None]:
+    """For imports of many styles: why one may not be stored here (check_style_text's rule), or None."""
+    bot = actions.bot_of(interaction)
+    stored = [s.term for s in await store.terms(bot.queue.db, interaction.guild_id) if s.term.scope == rules.TermScope.BANNED]
+
+    def refuse(*texts: str) -> str | None:
+        hits = rules.find_hits([text for text in texts if text], stored, age_restricted=False)
+        return f"contains {'; '.join(hit.describe() for hit in hits)}" if hits else None
+
+    return refuse
 
 
 async def check_style_text(interaction: discord.Interaction, *texts: str) -> None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import csv
 import io
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from sqlalchemy import or_, select
@@ -163,10 +164,22 @@ def parse_styles_csv(data: bytes) -> tuple[list[tuple[str, str, str]], list[str]
     return rows, skipped
 
 
-async def import_styles(db: Database, guild_id: int, data: bytes, created_by: int) -> ImportReport:
+async def import_styles(
+    db: Database, guild_id: int, data: bytes, created_by: int, refuse: Callable[[str, str], str | None] | None = None
+) -> ImportReport:
     """A server's styles from A1111's styles.csv: new names are added, known names replaced
-    (the file is the newer version), and bad rows skipped with why; all in one transaction."""
+    (the file is the newer version), and bad rows skipped with why; all in one transaction.
+    `refuse(prompt, negative_prompt)`: why a style may not be stored here (a banned term), or None."""
     rows, skipped = parse_styles_csv(data)
+    if refuse is not None:
+        kept = []
+        for name, prompt, negative in rows:
+            reason = refuse(prompt, negative)
+            if reason is None:
+                kept.append((name, prompt, negative))
+            else:
+                skipped.append(f"{name}: {reason}")
+        rows = kept
     if not rows:
         why = f" Skipped: {'; '.join(skipped)}" if skipped else ""
         raise InvalidOption(f"The file holds no styles to import.{why}")
