@@ -29,10 +29,10 @@ import discord
 from PIL import Image, ImageFilter
 
 from bot import uploads
-from bot.config import FLAGGED_ACTIONS
 from bot.errors import ImageUnavailable, NotAllowed
+from bot.policy import store
 from bot.policy.audit import Action, record
-from db.models import GuildPolicy, Job
+from db.models import Job
 from inference.protocol import JobKind
 
 if TYPE_CHECKING:
@@ -47,13 +47,7 @@ WITHHELD_FILL = (96, 96, 96)
 
 async def flagged_action(bot: SDBot, guild_id: int | None) -> str:
     """The server's choice ("blur", "spoiler" or "withhold"), else the config's."""
-    default = bot.settings.policy.flagged_action
-    if guild_id is None:
-        return default
-    async with bot.queue.db.session() as session:
-        policy = await session.get(GuildPolicy, guild_id)
-    chosen = policy.flagged_action if policy is not None else None
-    return chosen if chosen in FLAGGED_ACTIONS else default
+    return (await store.policy_of(bot.queue.db, bot.settings, guild_id)).flagged_action
 
 
 @dataclass(frozen=True)

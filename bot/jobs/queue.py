@@ -86,11 +86,7 @@ class JobQueue:
     async def enqueue(self, params: JobParameters, requester: Requester) -> Job:
         """Write a new pending job, refusing it when the user has too many waiting."""
         async with self.db.session() as session, session.begin():
-            pending = await session.scalar(
-                select(func.count(Job.id)).where(
-                    Job.user_id == requester.user_id, Job.status == JobStatus.PENDING
-                )
-            )
+            pending = await _pending_count(session, requester.user_id)
             cap = self.settings.max_pending_per_user
             if pending >= cap:
                 raise QueueFull(
@@ -236,12 +232,11 @@ class JobQueue:
         self,
         user_id: int | None = None,
         *,
-        job_id: int | None = None,
         waiting_only: bool = False,
         first: int | None = None,
     ) -> list[QueueEntry]:
         """Running and pending jobs in the order they will run, with positions and ETAs:
-        all of them, or one user's, one job's, only the waiting ones, the first few.
+        all of them, or one user's, only the waiting ones, the first few.
 
         The order is worked out on a few columns per job and only the entries returned are
         loaded whole: every command waits on this before it is acknowledged, and building a
@@ -258,9 +253,7 @@ class JobQueue:
             chosen = [
                 (row, position, eta)
                 for row, position, eta in _schedule(rows, last_started, seconds_per_unit)
-                if (user_id is None or row.user_id == user_id)
-                and (job_id is None or row.id == job_id)
-                and (not waiting_only or position > 0)
+                if (user_id is None or row.user_id == user_id) and (not waiting_only or position > 0)
             ][:first]
             ids = [row.id for row, _, _ in chosen]
             jobs = {job.id: job for job in await session.scalars(select(Job).where(Job.id.in_(ids)))} if ids else {}
@@ -312,6 +305,11 @@ class JobQueue:
             ahead_units += ahead * (total_units / count) / (_UNIT_PIXELS * _UNIT_STEPS)
         eta = max(remaining, default=0.0) + ahead_units * seconds_per_unit
         return QueueEntry(job, position, eta)
+
+    async def pending_count(self, user_id: int) -> int:
+        """The user's jobs waiting to run, in every server: what [queue] max_pending_per_user caps."""
+        async with self.db.session() as session:
+            return await _pending_count(session, user_id)
 
     async def waiting_count(self) -> int:
         async with self.db.session() as session:
@@ -407,6 +405,12 @@ class JobQueue:
     async def running_job_ids(self) -> list[int]:
         async with self.db.session() as session:
             return list(await session.scalars(select(Job.id).where(Job.status == JobStatus.RUNNING)))
+
+
+async def _pending_count(session, user_id: int) -> int:  # type: ignore[no-untyped-def]
+    return await session.scalar(
+        select(func.count(Job.id)).where(Job.user_id == user_id, Job.status == JobStatus.PENDING)
+    ) or 0
 
 
 # What the schedule needs of each active job (see active_entries).

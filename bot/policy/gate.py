@@ -96,7 +96,7 @@ async def _access_refusal(interaction: discord.Interaction) -> Refusal | None:
         return Refusal("ban", f"You are banned from using this bot on this server.{reason}")
     if is_moderator(interaction):
         return None
-    policy = await store.policy_of(db, bot.settings, interaction.guild_id)
+    policy = await policy_here(interaction)
     if policy.channel_ids and not _channel_ids(interaction) & set(policy.channel_ids):
         where = ", ".join(f"<#{channel_id}>" for channel_id in policy.channel_ids)
         return Refusal("channel", f"The bot does not work in this channel. Use it in {where}.")
@@ -104,6 +104,19 @@ async def _access_refusal(interaction: discord.Interaction) -> Refusal | None:
         roles = ", ".join(f"<@&{role_id}>" for role_id in policy.user_role_ids)
         return Refusal("role", f"On this server the bot is for members with one of these roles: {roles}.")
     return None
+
+
+async def policy_here(interaction: discord.Interaction) -> store.Policy:
+    """The server's policy, read once per interaction: a command's access check and its job
+    check (both on the way to its answer) need the same row."""
+    policy = interaction.extras.get(_POLICY_KEY)
+    if policy is None:
+        bot = actions.bot_of(interaction)
+        policy = interaction.extras[_POLICY_KEY] = await store.policy_of(bot.queue.db, bot.settings, interaction.guild_id)
+    return policy
+
+
+_POLICY_KEY = "sdbot.policy"
 
 
 def _is_admin_command(interaction: discord.Interaction) -> bool:
@@ -144,7 +157,7 @@ async def check_jobs(interaction: discord.Interaction, params: list[JobParameter
 async def _jobs_refusal(interaction: discord.Interaction, params: list[JobParameters]) -> Refusal | None:
     bot = actions.bot_of(interaction)
     db, guild_id = bot.queue.db, interaction.guild_id
-    policy = await store.policy_of(db, bot.settings, guild_id)
+    policy = await policy_here(interaction)
     roles = member_role_ids(interaction)
     if policy.costly_role_ids and not is_moderator(interaction) and not roles & set(policy.costly_role_ids):
         feature = next((f for p in params if (f := costly_feature(p, bot.settings)) is not None), None)
@@ -277,24 +290,33 @@ def _when(moment: datetime) -> str:
 # --- styles ----------------------------------------------------------------------------------
 
 
-async def style_refuser(interaction: discord.Interaction) -> Callable[[str, str], str | None]:
-    """For imports of many styles: why one may not be stored here (check_style_text's rule), or None."""
+async def _banned_in_style(interaction: discord.Interaction) -> Callable[..., str | None]:
+    """The terms this server bans outright that a style's texts contain, described, or None.
+    A style's NSFW terms are checked where it is used, since the same style may serve an
+    age-restricted channel."""
     bot = actions.bot_of(interaction)
     stored = [s.term for s in await store.terms(bot.queue.db, interaction.guild_id) if s.term.scope == rules.TermScope.BANNED]
 
-    def refuse(*texts: str) -> str | None:
+    def found(*texts: str) -> str | None:
         hits = rules.find_hits([text for text in texts if text], stored, age_restricted=False)
-        return f"contains {'; '.join(hit.describe() for hit in hits)}" if hits else None
+        return "; ".join(hit.describe() for hit in hits) if hits else None
+
+    return found
+
+
+async def style_refuser(interaction: discord.Interaction) -> Callable[[str, str], str | None]:
+    """For imports of many styles: why one may not be stored here (check_style_text's rule), or None."""
+    found_in = await _banned_in_style(interaction)
+
+    def refuse(*texts: str) -> str | None:
+        found = found_in(*texts)
+        return f"contains {found}" if found else None
 
     return refuse
 
 
 async def check_style_text(interaction: discord.Interaction, *texts: str) -> None:
-    """A style saved here must not carry a term this server bans outright (its NSFW terms are
-    checked where the style is used, since the same style may serve an age-restricted channel)."""
-    bot = actions.bot_of(interaction)
-    stored = [s.term for s in await store.terms(bot.queue.db, interaction.guild_id) if s.term.scope == rules.TermScope.BANNED]
-    hits = rules.find_hits([text for text in texts if text], stored, age_restricted=False)
-    if hits:
-        found = "; ".join(hit.describe() for hit in hits)
+    """A style saved here must not carry a term this server bans outright."""
+    found = (await _banned_in_style(interaction))(*texts)
+    if found:
         await refuse(interaction, Refusal("blocked term", f"Not saved: the style contains {found}, which this server does not allow.", f"style: {found}"))

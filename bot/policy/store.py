@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Literal
 
 from sqlalchemy import delete, select
 
+from bot.config import FLAGGED_ACTIONS
 from bot.policy.rules import Term, TermKind, TermScope
 from db.models import Ban, BlockedTerm, GuildPolicy, RoleLimit
 
@@ -89,7 +90,8 @@ async def policy_of(db: Database, settings: Settings, guild_id: int | None) -> P
         user_role_ids=tuple(json.loads(row.user_role_ids)),
         costly_role_ids=tuple(json.loads(row.costly_role_ids)),
         limits=Limits(**{name: getattr(defaults, name) if value is None else value for name, value in values.items()}),
-        flagged_action=row.flagged_action or settings.policy.flagged_action,
+        # A value written around /admin (not one of the actions) falls back to the config's.
+        flagged_action=row.flagged_action if row.flagged_action in FLAGGED_ACTIONS else settings.policy.flagged_action,
         log_channel_id=row.log_channel_id,
         custom_limits=tuple(name for name, value in values.items() if value is not None),
     )

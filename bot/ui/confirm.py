@@ -31,7 +31,6 @@ from bot.errors import QueueFull
 from bot.policy import gate
 from bot.prompts.tokens import cut_warning
 from bot.ui.embeds import clip
-from db.models import JobStatus
 
 if TYPE_CHECKING:
     from bot.client import SDBot
@@ -74,7 +73,7 @@ async def _queue_all(interaction: discord.Interaction, params: list[JobParameter
 
 
 async def _check_room(bot: SDBot, user_id: int, count: int) -> None:
-    waiting = sum(1 for entry in await bot.queue.active_entries(user_id) if entry.job.status == JobStatus.PENDING)
+    waiting = await bot.queue.pending_count(user_id)
     cap = bot.settings.queue.max_pending_per_user
     if waiting + count > cap:
         raise QueueFull(
