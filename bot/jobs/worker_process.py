@@ -119,7 +119,12 @@ class WorkerProcess:
             else:
                 self._process.join(10)
                 exitcode = self._process.exitcode
-                if exitcode == 0:
+                if exitcode is None and self._stopping:
+                    # stop() began during the join and reaped the process first (a worker that
+                    # failed its start-up is stopped by the dispatcher as it exits): not a death.
+                    log.info("worker process %s stopped", self.generation)
+                    exitcode = 0
+                elif exitcode == 0:
                     log.info("worker process %s exited", self.generation)
                 else:
                     log.error("worker process %s died (exit code %s)", self.generation, exitcode)
