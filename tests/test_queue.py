@@ -170,3 +170,22 @@ async def test_one_jobs_place_matches_the_whole_queues_order(queue):
         assert alone.eta_seconds == pytest.approx(whole.eta_seconds, rel=0.35)  # members' average sizes
     assert [e.job.prompt for e in entries] == ["c0", "a1", "b1", "c1", "a2", "b2", "a3", "a4"]
     assert await queue.entry(entries[0].job.id + 1000) is None
+
+
+async def test_a_job_claimed_while_its_place_is_read_is_reported_running(queue, monkeypatch):
+    """The worker can claim a job between entry()'s reads: the answer is its running entry,
+    not an error (CI caught a new job's answer failing on exactly this)."""
+    job = await queue.enqueue(params("a0"), ALICE)
+    real_seconds_per_unit = queue._seconds_per_unit
+    claimed = []
+
+    async def claim_in_between(session):  # type: ignore[no-untyped-def]
+        if not claimed:
+            claimed.append(await queue.claim_next())
+        return await real_seconds_per_unit(session)
+
+    monkeypatch.setattr(queue, "_seconds_per_unit", claim_in_between)
+    entry = await queue.entry(job.id)
+    assert claimed[0].id == job.id
+    assert entry is not None and entry.job.id == job.id and entry.position == 0
+    assert entry.job.status == JobStatus.RUNNING

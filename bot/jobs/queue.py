@@ -29,6 +29,7 @@ from db.session import Database
 from inference.batching import BATCHABLE_KINDS, batch_key
 from inference.protocol import JobCompleted
 
+_CLAIMED_MEANWHILE = object()  # entry(): the job left the waiting list between two reads
 # Work of one job in "units": 20 steps of one 512x512 image. ETAs scale by it.
 _UNIT_PIXELS = 512 * 512
 _UNIT_STEPS = 20
@@ -268,6 +269,15 @@ class JobQueue:
         member's t-th waiting one runs after every other member's first t jobs, plus the
         (t+1)-th of each member whose turn comes before its member's. The ETA counts each
         member's jobs ahead at that member's average size."""
+        # The worker may claim the job between this method's reads (each SELECT sees the
+        # latest commit); reading again then finds it running or finished.
+        for _ in range(3):
+            found = await self._entry_once(job_id)
+            if found is not _CLAIMED_MEANWHILE:
+                return found
+        return None
+
+    async def _entry_once(self, job_id: int):  # type: ignore[no-untyped-def]
         async with self.db.session() as session:
             job = await session.get(Job, job_id)
             if job is None or not job.is_active:
@@ -295,7 +305,9 @@ class JobQueue:
             started = last_started.get(user_id)
             return (started.timestamp() if started else float("-inf"), first_id)
 
-        mine = next(row for row in waiting if row[0] == job.user_id)
+        mine = next((row for row in waiting if row[0] == job.user_id), None)
+        if mine is None:
+            return _CLAIMED_MEANWHILE
         position, ahead_units = 0, 0.0
         for user_id, count, first_id, total_units in waiting:
             ahead = min(count, turn)
