@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import asynccontextmanager
+from collections.abc import Awaitable, Callable
 from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -50,42 +49,74 @@ def bot_of(interaction: discord.Interaction) -> SDBot:
     return interaction.client  # type: ignore[return-value]
 
 
+# Commands whose app_commands extras carry this are acknowledged before anything else
+# (gate.tree_check): they queue jobs, and their checks read the database.
+QUEUES_JOBS = {"queues_jobs": True}
+# interaction.extras keys: the privacy chosen at acknowledgement, and a public "thinking…"
+# that no status message has replaced yet.
+_PRIVATE_KEY = "sdbot.private"
+_PUBLIC_THINKING_KEY = "sdbot.public_thinking"
+
+
+async def acknowledge(interaction: discord.Interaction, parent_job_id: int | None = None) -> None:
+    """Answer Discord at once with "thinking…", before the checks and the queue, whatever the
+    load: the 3-second limit and the member's patience both count from the click.
+
+    It is private when the job's result will be (answers_privately). The first status message
+    replaces it (submit); a refusal or a private question withdraws it (withdraw_thinking), so
+    only the private explanation remains."""
+    if interaction.response.is_done():
+        return
+    private = await answers_privately(interaction, parent_job_id)
+    await interaction.response.defer(thinking=True, ephemeral=private)
+    interaction.extras[_PRIVATE_KEY] = private
+    interaction.extras[_PUBLIC_THINKING_KEY] = not private
+
+
+async def withdraw_thinking(interaction: discord.Interaction, content: str) -> None:
+    """Finish and delete a public "thinking…" that will not become a status message."""
+    if not interaction.extras.pop(_PUBLIC_THINKING_KEY, False):
+        return
+    with contextlib.suppress(discord.HTTPException):
+        # A still-loading response must be finished before it is deleted, or Discord takes the
+        # next followup (the private explanation) for its content and fails.
+        await interaction.edit_original_response(content=content)
+        await interaction.delete_original_response()
+
+
+async def replace_thinking(interaction: discord.Interaction, **fields: Any) -> discord.WebhookMessage:
+    """The answer to an acknowledged interaction: its first followup replaces "thinking…"."""
+    message = await interaction.followup.send(wait=True, **fields)
+    interaction.extras.pop(_PUBLIC_THINKING_KEY, None)
+    return message
+
+
 async def send_private(interaction: discord.Interaction, text: str) -> None:
     if interaction.response.is_done():
+        await withdraw_thinking(interaction, "Not queued.")
         await interaction.followup.send(text, ephemeral=True)
     else:
         await interaction.response.send_message(text, ephemeral=True)
 
 
-async def run_for_user(interaction: discord.Interaction, action: Callable[[], Awaitable[Any]]) -> None:
-    """Run a button's action; the user hears privately about anything that goes wrong."""
+async def run_for_user(
+    interaction: discord.Interaction,
+    action: Callable[[], Awaitable[Any]],
+    *,
+    queues_jobs: bool = False,
+    parent_job_id: int | None = None,
+) -> None:
+    """Run a button's or form's action; the user hears privately about anything that goes
+    wrong. queues_jobs: acknowledge first (see acknowledge), for work made from parent_job_id."""
     try:
+        if queues_jobs:
+            await acknowledge(interaction, parent_job_id)
         await gate.check_access(interaction)  # the server's channels, roles and bans
         await action()
     except UserError as error:
         await send_private(interaction, error.message)
     except Exception:
         await send_private(interaction, APOLOGY)
-        raise
-
-
-@asynccontextmanager
-async def thinking(interaction: discord.Interaction, parent_job_id: int | None = None) -> AsyncIterator[None]:
-    """Acknowledge at once, for work that may pass Discord's 3 seconds (reading an upload).
-
-    The "thinking…" message is public, as the job's status message will be; when the work is
-    refused it is deleted, so only the private explanation (sent by run_for_user or the
-    tree's error handler) remains. For a member with private results it is private too.
-    """
-    await interaction.response.defer(thinking=True, ephemeral=await answers_privately(interaction, parent_job_id))
-    try:
-        yield
-    except UserError:
-        with contextlib.suppress(discord.HTTPException):
-            # A still-loading response must be finished before it is deleted, or Discord
-            # takes the next followup (our private explanation) for its content and fails.
-            await interaction.edit_original_response(content="Not queued.")
-            await interaction.delete_original_response()
         raise
 
 
@@ -140,12 +171,9 @@ async def answers_privately(interaction: discord.Interaction, parent_job_id: int
     results stay in the conversation."""
     if interaction.guild_id is None:
         return False
-    bot = bot_of(interaction)
-    user = await bot.queue.user(interaction.user.id)
-    if user is not None and user.private_results:
-        return True
-    parent = await bot.queue.get(parent_job_id) if parent_job_id is not None else None
-    return bool(parent is not None and parent.private)
+    if (chosen := interaction.extras.get(_PRIVATE_KEY)) is not None:
+        return chosen  # what the member was shown at acknowledgement is what their jobs are
+    return await bot_of(interaction).queue.privacy.answers_privately(interaction.user.id, parent_job_id)
 
 
 def check_not_removed(job: Job) -> None:
@@ -183,9 +211,9 @@ async def submit(
                 await bot.queue.set_message(job.id, message.channel.id, message.id)
             bot.delivery.track(job.id, FollowupStatus(interaction, message.id))  # type: ignore[arg-type]
         elif interaction.response.is_done():
-            # Deferred while an upload was read: the first followup replaces the "thinking" message
-            # and is the interaction's original response from then on.
-            message = await interaction.followup.send(embed=embed, view=view, wait=True, ephemeral=private)
+            # Acknowledged first: the first followup replaces the "thinking…" message and is the
+            # interaction's original response from then on.
+            message = await replace_thinking(interaction, embed=embed, view=view, ephemeral=private)
             if not private:
                 await bot.queue.set_message(job.id, message.channel.id, message.id)
         else:
@@ -253,10 +281,11 @@ async def post_single_image(interaction: discord.Interaction, job_id: int, index
         bot, job, guild_id=interaction.guild_id, age_restricted=is_age_restricted(interaction), image_index=index
     )
     safety.refuse_withheld_image(shown)
+    await acknowledge(interaction, job.id)  # a no-op after the button's own acknowledgement
     private = await answers_privately(interaction, job.id)
-    await interaction.response.defer(thinking=True, ephemeral=private)
     posting = await shown.posting(image.path, interaction.filesize_limit, f"job{job.id}-{index + 1}")
-    await interaction.followup.send(
+    await replace_thinking(
+        interaction,
         ephemeral=private,
         content=f"Image {index + 1} of job #{job.id}, for {interaction.user.mention}",
         embed=posting.dress(embeds.result_embed(job, posting.filename, image_index=index)),
@@ -381,16 +410,15 @@ async def inpaint(
     user = await bot.queue.user(interaction.user.id)
     options = replace(options_from(job, prompt=prompt), count=bot.settings.limits.default_count)
     prepared = await prepare_for(interaction, options, user, override=True)
-    async with thinking(interaction, parent_job_id=job.id):
-        mask_path, note = await inputs.read_mask_upload(mask, bot.settings, source)
-        params = [
-            inpaint_parameters(
-                each, bot.settings, user, source, mask_path,
-                strength=value, masked_content=masked_content, only_masked=only_masked,
-            )
-            for each in prepared
-        ]
-        await confirm.submit_jobs(interaction, params)
+    mask_path, note = await inputs.read_mask_upload(mask, bot.settings, source)
+    params = [
+        inpaint_parameters(
+            each, bot.settings, user, source, mask_path,
+            strength=value, masked_content=masked_content, only_masked=only_masked,
+        )
+        for each in prepared
+    ]
+    await confirm.submit_jobs(interaction, params)
     if note:
         await interaction.followup.send(note, ephemeral=True)
 

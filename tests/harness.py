@@ -33,6 +33,7 @@ JOB_TIMEOUT_S = 240.0
 # every channel payload it sends (gateway events, interactions) gets it from the ids kept on
 # its backend under this name (per backend: ids of separate tests' simulations may repeat).
 AGE_RESTRICTED_IDS = "age_restricted_channel_ids"
+DEFERRED_WITH_MESSAGE = 5  # the interaction callback type of a "thinking…" acknowledgement
 
 
 def _with_age_restriction(channel_payload):  # type: ignore[no-untyped-def]
@@ -182,19 +183,42 @@ class BotHarness:
             return len(list(await session.scalars(select(Job.id))))
 
     def first_response(self, interaction_id: int | None = None) -> dict:
-        """The payload of the last (or the given) interaction's initial response, as sent."""
+        """The payload of the last (or the given) interaction's answer, as sent: its initial
+        response, or, when that was a "thinking…" deferral, the first followup (which replaced it)."""
+        requests = self.env.http_requests
         callbacks = [
-            request for request in self.env.http_requests
+            (number, request) for number, request in enumerate(requests)
             if request.method == "POST" and request.path.endswith("/callback")
             and (interaction_id is None or f"/interactions/{interaction_id}/" in request.path)
         ]
         assert callbacks, "no interaction was answered"
-        return callbacks[-1].json["data"]
+        number, callback = callbacks[-1]
+        if callback.json["type"] != DEFERRED_WITH_MESSAGE:
+            return callback.json["data"]
+        token = callback.path.split("/")[-2]
+        followup = next(
+            (r for r in requests[number:] if r.method == "POST" and r.path.startswith("/webhooks/") and r.path.endswith(f"/{token}")),
+            None,
+        )
+        assert followup is not None, "the interaction was acknowledged, and never answered"
+        return followup.json
 
     def message(self, message_id: int) -> discord.Message:
         found = next((m for m in self.channel.history() if m.id == message_id), None)
         assert found is not None, f"message {message_id} is not in #{self.channel.name}"
         return found
+
+
+def private_answer(result) -> str:  # type: ignore[no-untyped-def]
+    """What the bot told this member alone (a refusal, an explanation): the interaction's
+    private response, or, after a public "thinking…" that was withdrawn, its private followup.
+    Fails when anything public stayed."""
+    public = result.response is not None and not result.response.ephemeral
+    assert not public, f"a public answer stayed: {result.response!r}"
+    messages = [m for m in ([result.response] if result.response else []) + result.followups if m.ephemeral]
+    assert messages, f"no private answer: {result!r}"
+    message = messages[-1]
+    return message.content or (message.embeds[0].description or "" if message.embeds else "")
 
 
 async def attachment_image(message: discord.Message, index: int = 0) -> Image.Image:

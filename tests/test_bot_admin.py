@@ -13,6 +13,7 @@ from sqlalchemy import func, select
 from bot.policy.audit import Action, drain_mirrors
 from db.base import utcnow
 from db.models import AuditEntry, Ban, BlockedTerm, GuildPolicy, JobStatus, RoleLimit
+from tests.harness import private_answer
 from tests.test_bot_queue import SLOW, wait_running
 
 
@@ -125,7 +126,7 @@ async def test_moderator_cancel_remove_audit_filters_and_log_channel(harness):
     await alice.slash(harness.channel, "imagine", prompt="a long night", **SLOW)
     running = await wait_running(harness, (await harness.latest_job(alice.id)).id)
     refused = await bob.slash(harness.channel, "cancel", job=running.id)
-    assert refused.ephemeral and "Only the person who started" in refused.response.content
+    assert "Only the person who started" in private_answer(refused)
     harness.expect_user_errors()
     canceled = await mod.slash(harness.channel, "admin cancel", job=running.id)
     assert f"Stopping job #{running.id}" in private_text(canceled)

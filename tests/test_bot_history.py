@@ -10,13 +10,12 @@ import discord
 from bot.jobs.params import parameters_of
 from bot.ui.history import HistoryPageButton, RerunSelect
 from db.models import Job, JobStatus, User
-from tests.harness import attachment_image, button_labels
+from tests.harness import attachment_image, button_labels, private_answer
 from tests.test_bot_queue import SLOW, wait_running
 
 
 async def refused(result, expected: str) -> None:
-    assert result.ephemeral, "a refusal must be private"
-    assert expected in result.response.content, result.response.content
+    assert expected in (text := private_answer(result)), text
 
 
 async def add_jobs(harness, user_id: int, count: int, **values) -> list[int]:

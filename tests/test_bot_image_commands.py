@@ -12,9 +12,9 @@ from PIL import Image
 
 from db.models import JobStatus
 from inference.protocol import JobKind
-from tests.harness import attachment_image
+from tests.harness import attachment_image, private_answer
 from tests.test_bot_inputs import animated, bomb_png, mask_png, noise_png
-from tests.test_bot_workflows import pixels, private_answer
+from tests.test_bot_workflows import pixels
 
 
 def decoded(data: bytes) -> np.ndarray:

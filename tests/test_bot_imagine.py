@@ -7,7 +7,7 @@ from PIL import Image
 
 from db.models import JobStatus
 from inference.infotext import parse_infotext
-from tests.harness import SINGLE_IMAGE_BUTTONS, attachment_image, button_labels
+from tests.harness import DEFERRED_WITH_MESSAGE, SINGLE_IMAGE_BUTTONS, attachment_image, button_labels
 
 
 async def test_imagine_to_a_finished_grid(harness):
@@ -145,3 +145,34 @@ async def test_progress_is_shown_while_running(harness):
     assert edits, "no progress edit was made"
     assert any("attachment://preview.jpg" in str(request.json) for request in edits)
     assert harness.message(result.response.id).embeds[0].title == "a slow sunrise"
+
+
+async def test_what_queues_jobs_is_acknowledged_before_its_checks(harness, monkeypatch):
+    """Discord's 3 seconds and the member's wait both count from the click: a command or a
+    button that queues jobs answers "thinking…" before it reads the server's policy or touches
+    the queue (bot.actions.acknowledge); other commands answer with their content directly."""
+    from bot.policy import gate
+
+    answered_before_check: list[tuple[str, bool]] = []
+    real_check = gate.check_access
+
+    async def recording_check(interaction) -> None:  # type: ignore[no-untyped-def]
+        name = interaction.command.name if interaction.command else (interaction.data or {}).get("custom_id", "")
+        answered_before_check.append((name, interaction.response.is_done()))
+        await real_check(interaction)
+
+    monkeypatch.setattr(gate, "check_access", recording_check)
+    alice = harness.member("alice")
+    result = await alice.slash(harness.channel, "imagine", prompt="a lighthouse", count=1, seed=3)
+    assert answered_before_check[-1] == ("imagine", True)
+    callback = next(r for r in reversed(harness.env.http_requests) if r.path.endswith("/callback"))
+    assert callback.json["type"] == DEFERRED_WITH_MESSAGE and not result.ephemeral  # public, as its status
+    job = await harness.wait_for_job((await harness.latest_job()).id)
+    assert job.message_id == result.response.id  # the status message replaced "thinking…"
+
+    await alice.click(harness.message(job.message_id), label="Vary (subtle)")
+    assert answered_before_check[-1] == (f"sd:v:{job.id}:0:subtle", True)
+    assert harness.first_response()["embeds"][0]["title"] == "Queued"
+
+    await alice.slash(harness.channel, "queue")
+    assert answered_before_check[-1] == ("queue", False)

@@ -13,8 +13,8 @@ from bot import pnginfo as pnginfo_store
 from bot.pnginfo import decode_user_comment
 from db.models import JobStatus
 from inference.protocol import JobKind
+from tests.harness import private_answer
 from tests.test_bot_inputs import noise_png
-from tests.test_bot_workflows import private_answer
 
 A1111_TEXT = (
     "a lighthouse at dusk, (oil painting:1.2)\n"

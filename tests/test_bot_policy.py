@@ -12,13 +12,13 @@ from sqlalchemy import update
 from bot.policy.audit import Action
 from db.base import utcnow
 from db.models import Job, JobStatus, User
+from tests.harness import private_answer
 from tests.test_bot_admin import admin_member, audit_entries
 from tests.test_bot_queue import SLOW, wait_running
 
 
 def refused(result, *expected: str) -> str:
-    assert result.ephemeral, "a refusal must be private"
-    text = result.response.content if result.response else result.followups[-1].content
+    text = private_answer(result)
     for part in expected:
         assert part in text, text
     return text

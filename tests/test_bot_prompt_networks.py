@@ -11,6 +11,7 @@ import pytest
 from bot.config import PromptSettings
 from bot.errors import InvalidOption
 from bot.prompts.networks import check_networks, embedding_names, lora_names
+from tests.harness import private_answer
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -125,6 +126,6 @@ async def test_imagine_lists_applies_and_refuses_loras_and_embeddings(harness, t
         ({"prompt": "a fox <lora:inkwash:lots>"}, "lora"),
     ):
         answer = await alice.slash(harness.channel, "imagine", **{"prompt": "a fox", **options})
-        assert answer.ephemeral and expected in answer.response.content, answer.response.content
+        assert expected in private_answer(answer), private_answer(answer)
         harness.expect_user_errors()
     assert await harness.job_count() == count

@@ -20,6 +20,7 @@ from bot.prompts.style_store import parse_styles_csv
 from bot.prompts.styles import apply_styles
 from bot.ui import confirm
 from db.models import JobStatus
+from tests.harness import private_answer
 from tests.test_bot_inputs import noise_png
 
 
@@ -95,8 +96,7 @@ def test_styles_and_csv_follow_a1111():
 
 
 async def refused(harness, result, expected: str) -> None:
-    assert result.ephemeral, "a refusal must be private"
-    assert expected in result.response.content, result.response.content
+    assert expected in (text := private_answer(result)), text
     harness.expect_user_errors()
 
 
@@ -171,15 +171,15 @@ async def test_permutations_queue_one_job_each_and_ask_first_when_many(harness):
     # More than confirm_permutations_above: a private question; Cancel queues nothing.
     count = await harness.job_count()
     asked = await alice.slash(harness.channel, "imagine", prompt="a {red, green, blue} bird", **QUICK)
-    assert asked.ephemeral and "This prompt makes **3 jobs**" in asked.response.content
-    assert "1. a red bird" in asked.response.content
-    canceled = await alice.click(asked.response.message, label="Cancel")
+    question = private_answer(asked)  # the "thinking…" that acknowledged the command is gone
+    assert "This prompt makes **3 jobs**" in question and "1. a red bird" in question
+    canceled = await alice.click(asked.followups[-1].message, label="Cancel")
     assert "Canceled: nothing was queued." in canceled.response.content
     assert await harness.job_count() == count
 
     # Confirm queues all three, each with its own public status message.
     asked = await alice.slash(harness.channel, "imagine", prompt="a {red, green, blue} bird", **QUICK)
-    confirmed = await alice.click(asked.response.message, label="Confirm: queue 3 jobs")
+    confirmed = await alice.click(asked.followups[-1].message, label="Confirm: queue 3 jobs")
     assert "Queuing 3 jobs." in confirmed.response.content
     assert len(confirmed.followups) == 3 and not any(f.ephemeral for f in confirmed.followups)
     assert await harness.job_count() == count + 3
@@ -188,8 +188,8 @@ async def test_permutations_queue_one_job_each_and_ask_first_when_many(harness):
     for job_id in range(last.id - 2, last.id + 1):
         assert (await harness.wait_for_job(job_id)).status == JobStatus.COMPLETED
 
-    # An image command reads its upload under a public "thinking…": the question still comes
-    # privately (that message is removed), and Confirm queues an img2img job per prompt.
+    # An image command reads its upload under the same public "thinking…": the question still
+    # comes privately, and Confirm queues an img2img job per prompt.
     asked = await alice.slash(
         harness.channel, "img2img", image=("photo.png", noise_png(64, 64)), prompt="{oil, ink, chalk} --no text",
         strength=0.5, **QUICK,
@@ -205,7 +205,7 @@ async def test_permutations_queue_one_job_each_and_ask_first_when_many(harness):
     # The jobs waiting for a yes live in memory: after a restart the question says it expired.
     asked = await alice.slash(harness.channel, "imagine", prompt="a {red, green, blue} boat", **QUICK)
     confirm._pending.clear()
-    late = await alice.click(asked.response.message, label="Confirm: queue 3 jobs")
+    late = await alice.click(asked.followups[-1].message, label="Confirm: queue 3 jobs")
     assert "This question has expired" in late.response.content
     assert await harness.job_count() == count + 6
 
@@ -228,7 +228,7 @@ async def test_styles_personal_and_server(harness):
         harness.channel, "style add", name="Cinematic", prompt="cinematic shot of {prompt}, film grain",
         negative_prompt="cartoon",
     )
-    assert added.ephemeral and "Saved personal style **Cinematic**" in added.response.content
+    assert "Saved personal style **Cinematic**" in private_answer(added)
     await refused(harness, await alice.slash(harness.channel, "style add", name="cinematic", prompt="x"), "already a personal style")
     await refused(harness, await alice.slash(harness.channel, "style add", name="a, b", prompt="x"), "cannot hold a comma")
     # Server styles need Manage Server, checked by the bot.
@@ -239,7 +239,7 @@ async def test_styles_personal_and_server(harness):
     csv_file = ("styles.csv", b"name,prompt,negative_prompt\nHouse,by the house painter,lowres\nNoir,noir {prompt},color\n")
     await refused(harness, await alice.slash(harness.channel, "style import", file=csv_file), "Manage Server")
     imported = await root.slash(harness.channel, "style import", file=csv_file)
-    assert imported.ephemeral and "Imported 2 server styles" in imported.response.content
+    assert "Imported 2 server styles" in private_answer(imported)
     await refused(harness, await root.slash(harness.channel, "style import", file=("x.csv", b"a,b\n1,2\n")), "not an A1111 styles.csv")
     again = await root.slash(harness.channel, "style add", name="Gold", prompt="golden hour", server=True)
     assert "Saved server style **Gold**" in again.response.content

@@ -8,7 +8,7 @@ import pytest
 from sqlalchemy import select, update
 
 from db.models import Job, JobStatus
-from tests.harness import SINGLE_IMAGE_BUTTONS, attachment_image, button_labels
+from tests.harness import SINGLE_IMAGE_BUTTONS, attachment_image, button_labels, private_answer
 
 LIMIT = 100 * 1024
 SLOW = {"steps": 60, "count": 4, "width": 128, "height": 128}  # long enough to act while it runs
@@ -24,7 +24,7 @@ async def test_cancel_a_running_job(harness):
     job = await wait_running(harness, (await harness.latest_job()).id)
 
     clicked = await alice.click(harness.message(result.response.id), label="Cancel")
-    assert clicked.ephemeral and "Stopping job" in clicked.response.content
+    assert "Stopping job" in private_answer(clicked)
     job = await harness.wait_for_job(job.id)
     assert job.status == JobStatus.CANCELED and job.images == []
     message = harness.message(result.response.id)
@@ -43,7 +43,7 @@ async def test_only_the_owner_or_a_moderator_may_cancel(harness):
     waiting = await harness.latest_job()
 
     refused = await bob.click(harness.message(result.response.id), label="Cancel")
-    assert refused.ephemeral and "Only the person who started" in refused.response.content
+    assert "Only the person who started" in private_answer(refused)
     assert (await harness.queue.get(waiting.id)).status == JobStatus.PENDING
     assert harness.expect_user_errors() == []  # answered by the button itself, nothing raised
 
@@ -53,7 +53,7 @@ async def test_only_the_owner_or_a_moderator_may_cancel(harness):
 
     # /cancel with no job number stops the user's running job.
     answer = await alice.slash(harness.channel, "cancel")
-    assert answer.ephemeral and f"Stopping job #{first.id}" in answer.response.content
+    assert f"Stopping job #{first.id}" in private_answer(answer)
     assert (await harness.wait_for_job(first.id)).status == JobStatus.CANCELED
 
 

@@ -16,7 +16,7 @@ from bot import safety
 from db.models import AuditEntry, GuildPolicy, Image as ImageRow, Job, JobStatus
 from inference.images import make_grid
 from inference.tiny import build_tiny_safety_checker
-from tests.harness import attachment_image
+from tests.harness import attachment_image, private_answer
 
 
 @functools.cache
@@ -112,7 +112,7 @@ async def test_flagged_images_are_blurred_and_audited_outside_age_restricted_cha
     shown_message = in_channel(after_dark, posted_id(shown))
     assert np.array_equal(pixels(await attachment_image(shown_message)), original)
     refused = await bob.slash(harness.channel, "show", job=unchecked.id)
-    assert refused.ephemeral and "only in an age-restricted channel" in refused.response.content
+    assert "only in an age-restricted channel" in private_answer(refused)
     assert [type(error).__name__ for error in harness.expect_user_errors()] == ["NotAllowed"]
 
 
@@ -141,7 +141,7 @@ async def test_the_servers_action_spoiler_or_withhold(harness):
     assert (await flag_entries(harness, job.id))[0].details.endswith("; withheld")
     # Its U buttons answer privately and post nothing; /show posts no image either.
     pressed = await alice.click(message, label="U1")
-    assert pressed.ephemeral and "withheld by this server's safety filter" in pressed.response.content
+    assert "withheld by this server's safety filter" in private_answer(pressed)
     shown = await alice.slash(harness.channel, "show", job=job.id)
     assert harness.message(posted_id(shown)).attachments == []
     assert all(Path(image.path).is_file() for image in job.images)  # kept for moderators

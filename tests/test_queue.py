@@ -189,3 +189,19 @@ async def test_a_job_claimed_while_its_place_is_read_is_reported_running(queue, 
     assert claimed[0].id == job.id
     assert entry is not None and entry.job.id == job.id and entry.position == 0
     assert entry.job.status == JobStatus.RUNNING
+
+
+async def test_privacy_is_read_from_the_rows_once_and_kept_with_them(database, queue):
+    """The privacy index (read before every acknowledgement) agrees with the rows: what a
+    queue writes shows at once, and a new queue (a restart) reads the same from the database."""
+    assert not await queue.privacy.answers_privately(ALICE.user_id, None)
+    await queue.update_user(ALICE.user_id, "alice", private_results=True)
+    public = await queue.enqueue(params("seen"), BOB)
+    private = await queue.enqueue(params("hidden"), Requester(user_id=2, user_name="bob", channel_id=10, private=True))
+    for fresh in (queue, JobQueue(database, QueueSettings())):
+        assert await fresh.privacy.answers_privately(ALICE.user_id, None)
+        assert not await fresh.privacy.answers_privately(BOB.user_id, public.id)
+        assert await fresh.privacy.answers_privately(BOB.user_id, private.id)
+    await queue.update_user(ALICE.user_id, "alice", private_results=False)
+    assert not await queue.privacy.answers_privately(ALICE.user_id, None)
+    assert not await JobQueue(database, QueueSettings()).privacy.answers_privately(ALICE.user_id, None)

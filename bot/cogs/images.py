@@ -2,11 +2,10 @@
 
 Each command reads its upload(s) through bot.inputs (checked, normalized, saved) and hands the
 options to the builders in bot.jobs.workflows, which the buttons use too, so both refuse the
-same things with the same words. Reading a large upload can pass Discord's 3 seconds, so the
-commands acknowledge first (actions.thinking), and a refusal still reaches only its author: the
-jobs are queued inside it too, so a full queue is refused privately as well. The prompt itself
-(inline parameters, styles, permutations: bot.prompts.prepare) is checked before the upload is
-read.
+same things with the same words. Like every command that queues jobs they are acknowledged
+first (actions.acknowledge: reading a large upload can pass Discord's 3 seconds), and a refusal
+still reaches only its author. The prompt itself (inline parameters, styles, permutations:
+bot.prompts.prepare) is checked before the upload is read.
 
 Discord's option ranges are wide, as /imagine's: the builders check every value and say what
 this server allows, in the same words for the buttons.
@@ -92,7 +91,7 @@ class Images(commands.Cog):
     def __init__(self, bot: SDBot) -> None:
         self.bot = bot
 
-    @app_commands.command(name="img2img", description="Make new images from an image you upload and a prompt.")
+    @app_commands.command(name="img2img", description="Make new images from an image you upload and a prompt.", extras=actions.QUEUES_JOBS)
     @app_commands.describe(
         image="The image to start from",
         resize_mode="How the image is fitted to width x height when their shapes differ",
@@ -129,20 +128,19 @@ class Images(commands.Cog):
             cfg_scale=cfg, sampler=sampler, seed=seed, count=count, model=model,
         )
         user = await self.bot.queue.user(interaction.user.id)
-        # Checked before the upload is read, so a bad prompt is refused at once and privately.
+        # Checked before the upload is read, so a bad prompt is refused at once.
         prepared = await actions.prepare_for(interaction, options, user, style_names=style)
-        async with actions.thinking(interaction):
-            source = await inputs.read_image_upload(image, self.bot.settings)
-            params = [
-                img2img_parameters(
-                    each, self.bot.settings, user, source, strength=strength, resize_mode=resize_mode,
-                    loopback=loopback, loopback_final_strength=loopback_final_strength,
-                )
-                for each in prepared
-            ]
-            await confirm.submit_jobs(interaction, params)
+        source = await inputs.read_image_upload(image, self.bot.settings)
+        params = [
+            img2img_parameters(
+                each, self.bot.settings, user, source, strength=strength, resize_mode=resize_mode,
+                loopback=loopback, loopback_final_strength=loopback_final_strength,
+            )
+            for each in prepared
+        ]
+        await confirm.submit_jobs(interaction, params)
 
-    @app_commands.command(name="inpaint", description="Repaint part of an image you upload: the white area of a mask.")
+    @app_commands.command(name="inpaint", description="Repaint part of an image you upload: the white area of a mask.", extras=actions.QUEUES_JOBS)
     @app_commands.describe(
         image="The image to change",
         mask="White where to repaint, black where to keep; the image's shape (it is resized to fit)",
@@ -179,23 +177,22 @@ class Images(commands.Cog):
             seed=seed, count=count, model=model,
         )
         user = await self.bot.queue.user(interaction.user.id)
-        # Checked before the upload is read, so a bad prompt is refused at once and privately.
+        # Checked before the upload is read, so a bad prompt is refused at once.
         prepared = await actions.prepare_for(interaction, options, user, style_names=style)
-        async with actions.thinking(interaction):
-            source = await inputs.read_image_upload(image, self.bot.settings)
-            mask_path, note = await inputs.read_mask_upload(mask, self.bot.settings, source)
-            params = [
-                inpaint_parameters(
-                    each, self.bot.settings, user, source, mask_path, strength=strength,
-                    masked_content=masked_content, mask_blur=mask_blur, only_masked=only_masked, padding=padding,
-                )
-                for each in prepared
-            ]
-            await confirm.submit_jobs(interaction, params)
+        source = await inputs.read_image_upload(image, self.bot.settings)
+        mask_path, note = await inputs.read_mask_upload(mask, self.bot.settings, source)
+        params = [
+            inpaint_parameters(
+                each, self.bot.settings, user, source, mask_path, strength=strength,
+                masked_content=masked_content, mask_blur=mask_blur, only_masked=only_masked, padding=padding,
+            )
+            for each in prepared
+        ]
+        await confirm.submit_jobs(interaction, params)
         if note:
             await interaction.followup.send(note, ephemeral=True)
 
-    @app_commands.command(name="outpaint", description="Extend an image you upload beyond its edges.")
+    @app_commands.command(name="outpaint", description="Extend an image you upload beyond its edges.", extras=actions.QUEUES_JOBS)
     @app_commands.describe(
         image="The image to extend",
         direction="Which side to extend; all: every side (a zoom out)",
@@ -228,18 +225,17 @@ class Images(commands.Cog):
             seed=seed, model=model,
         )
         user = await self.bot.queue.user(interaction.user.id)
-        # Checked before the upload is read, so a bad prompt is refused at once and privately.
+        # Checked before the upload is read, so a bad prompt is refused at once.
         prepared = await actions.prepare_for(interaction, options, user, style_names=style)
-        async with actions.thinking(interaction):
-            source = await inputs.read_image_upload(image, self.bot.settings)
-            pads = {side: pixels for side in SIDES[direction]}
-            params = [
-                outpaint_parameters(each, self.bot.settings, user, source, strength=strength, **pads)
-                for each in prepared
-            ]
-            await confirm.submit_jobs(interaction, params)
+        source = await inputs.read_image_upload(image, self.bot.settings)
+        pads = {side: pixels for side in SIDES[direction]}
+        params = [
+            outpaint_parameters(each, self.bot.settings, user, source, strength=strength, **pads)
+            for each in prepared
+        ]
+        await confirm.submit_jobs(interaction, params)
 
-    @app_commands.command(name="upscale", description="Make an image you upload larger, with an upscaler model.")
+    @app_commands.command(name="upscale", description="Make an image you upload larger, with an upscaler model.", extras=actions.QUEUES_JOBS)
     @app_commands.describe(
         image="The image to enlarge",
         scale="How many times larger, above 1 (default 2; 4 for small images)",
@@ -253,9 +249,8 @@ class Images(commands.Cog):
         scale: app_commands.Range[float, 1.0, 8.0] = 2.0,
         upscaler: str | None = None,
     ) -> None:
-        async with actions.thinking(interaction):
-            source = await inputs.read_image_upload(image, self.bot.settings)
-            params = upscale_parameters(self.bot.settings, source, scale=scale, upscaler=upscaler)
+        source = await inputs.read_image_upload(image, self.bot.settings)
+        params = upscale_parameters(self.bot.settings, source, scale=scale, upscaler=upscaler)
         await actions.submit(interaction, params)
 
 

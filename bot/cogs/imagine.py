@@ -33,7 +33,7 @@ class Imagine(commands.Cog):
     def __init__(self, bot: SDBot) -> None:
         self.bot = bot
 
-    @app_commands.command(name="imagine", description="Generate images from a text prompt.")
+    @app_commands.command(name="imagine", description="Generate images from a text prompt.", extras=actions.QUEUES_JOBS)
     @app_commands.describe(
         prompt="What to draw; may end with --ar 3:2, --no text, --seed, --steps, --cfg, --sampler, --model, --tile",
         negative_prompt="What to keep out of the image",

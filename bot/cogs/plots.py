@@ -49,7 +49,7 @@ class Plots(commands.Cog):
     def __init__(self, bot: SDBot) -> None:
         self.bot = bot
 
-    @app_commands.command(name="xyplot", description="A grid of one prompt with one or two settings varied (A1111's X/Y plot).")
+    @app_commands.command(name="xyplot", description="A grid of one prompt with one or two settings varied (A1111's X/Y plot).", extras=actions.QUEUES_JOBS)
     @app_commands.describe(
         prompt="What to draw",
         x_type="What changes from column to column",
@@ -101,7 +101,9 @@ class Plots(commands.Cog):
         await confirm.submit_jobs(interaction, params)
 
     @app_commands.command(
-        name="promptmatrix", description="Every combination of prompt parts, in one grid (A1111's prompt matrix)."
+        name="promptmatrix",
+        description="Every combination of prompt parts, in one grid (A1111's prompt matrix).",
+        extras=actions.QUEUES_JOBS,
     )
     @app_commands.describe(
         prompt="Parts separated by |: the first is in every image, the others in every combination",

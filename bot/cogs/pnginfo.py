@@ -89,7 +89,7 @@ class RerunButton(
         return cls(match["key"], source)
 
     async def callback(self, interaction: discord.Interaction) -> None:
-        await actions.run_for_user(interaction, lambda: self._rerun(interaction))
+        await actions.run_for_user(interaction, lambda: self._rerun(interaction), queues_jobs=True)
 
     async def _rerun(self, interaction: discord.Interaction) -> None:
         params = pnginfo.kept(self.key)
@@ -103,9 +103,8 @@ class RerunButton(
                 "restart of the bot. Run /pnginfo on the image again.",
             )
             return
-        async with actions.thinking(interaction):
-            params = await _reread(interaction, *self.source)
-            await rerun(interaction, params)
+        params = await _reread(interaction, *self.source)
+        await rerun(interaction, params)
 
 
 async def _reread(interaction: discord.Interaction, channel_id: int, message_id: int, index: int) -> dict[str, str]:

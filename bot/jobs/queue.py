@@ -16,6 +16,7 @@ from collections import defaultdict
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from enum import StrEnum
+from typing import Any
 
 from sqlalchemy import func, select, update
 from sqlalchemy.orm import aliased, selectinload
@@ -23,6 +24,7 @@ from sqlalchemy.orm import aliased, selectinload
 from bot.config import QueueSettings
 from bot.errors import JobNotFound, QueueFull
 from bot.jobs.params import JobParameters, generate_request, job_columns
+from bot.jobs.privacy import PrivacyIndex
 from db.base import utcnow
 from db.models import ACTIVE_STATUSES, Image, Job, JobStatus, User
 from db.session import Database
@@ -81,6 +83,7 @@ class JobQueue:
     def __init__(self, db: Database, settings: QueueSettings) -> None:
         self.db = db
         self.settings = settings
+        self.privacy = PrivacyIndex(db)
 
     # --- creating and reading jobs ---------------------------------------------------------
 
@@ -110,6 +113,7 @@ class JobQueue:
                 **job_columns(params),
             )
             session.add(job)
+        self.privacy.job_queued(job)
         return job
 
     async def get(self, job_id: int) -> Job | None:
@@ -127,6 +131,18 @@ class JobQueue:
     async def user(self, user_id: int) -> User | None:
         async with self.db.session() as session:
             return await session.get(User, user_id)
+
+    async def update_user(self, user_id: int, name: str, **columns: Any) -> None:
+        """Set some of a member's columns; a member without a row (no job yet) gets one."""
+        async with self.db.session() as session, session.begin():
+            user = await session.get(User, user_id)
+            if user is None:
+                user = User(id=user_id, name=name)
+                session.add(user)
+            for column, value in columns.items():
+                setattr(user, column, value)
+        if "private_results" in columns:
+            self.privacy.member_set(user_id, bool(columns["private_results"]))
 
     async def set_message(self, job_id: int, channel_id: int, message_id: int) -> None:
         async with self.db.session() as session, session.begin():

@@ -66,8 +66,12 @@ def member_role_ids(interaction: discord.Interaction) -> set[int]:
 
 async def tree_check(interaction: discord.Interaction) -> bool:
     """The app command tree's interaction_check: slash commands and context menus. Autocomplete
-    only suggests names, and a refusal cannot be shown there, so it is let through."""
+    only suggests names, and a refusal cannot be shown there, so it is let through. A command
+    that queues jobs is acknowledged before this check (actions.acknowledge)."""
     if interaction.type != discord.InteractionType.autocomplete:
+        command = interaction.command
+        if command is not None and command.extras.get("queues_jobs"):
+            await actions.acknowledge(interaction)
         await check_access(interaction)
     return True
 

@@ -31,6 +31,11 @@ async def _guarded(interaction: discord.Interaction, action: Callable[[], Awaita
     await actions.run_for_user(interaction, action)
 
 
+async def _queuing(interaction: discord.Interaction, job_id: int, action: Callable[[], Awaitable[Any]]) -> None:
+    """A button that makes new work from job_id: acknowledged before its checks."""
+    await actions.run_for_user(interaction, action, queues_jobs=True, parent_job_id=job_id)
+
+
 class UpscaleButton(DynamicItem[Button], template=r"sd:u:(?P<job>\d+):(?P<index>\d+)"):
     """U1..U4: post that image alone, full size, with its own buttons."""
 
@@ -45,7 +50,7 @@ class UpscaleButton(DynamicItem[Button], template=r"sd:u:(?P<job>\d+):(?P<index>
         return cls(job_id=int(match["job"]), index=int(match["index"]))
 
     async def callback(self, interaction: discord.Interaction) -> None:
-        await _guarded(interaction, lambda: actions.post_single_image(interaction, self.job_id, self.index))
+        await _queuing(interaction, self.job_id, lambda: actions.post_single_image(interaction, self.job_id, self.index))
 
 
 class VariationButton(DynamicItem[Button], template=r"sd:v:(?P<job>\d+):(?P<index>\d+):(?P<strength>subtle|strong)"):
@@ -68,7 +73,7 @@ class VariationButton(DynamicItem[Button], template=r"sd:v:(?P<job>\d+):(?P<inde
         return cls(job_id=int(match["job"]), index=int(match["index"]), strength=match["strength"], label=item.label)
 
     async def callback(self, interaction: discord.Interaction) -> None:
-        await _guarded(interaction, lambda: actions.vary(interaction, self.job_id, self.index, self.strength))
+        await _queuing(interaction, self.job_id, lambda: actions.vary(interaction, self.job_id, self.index, self.strength))
 
 
 class RerollButton(DynamicItem[Button], template=r"sd:reroll:(?P<job>\d+)"):
@@ -85,7 +90,7 @@ class RerollButton(DynamicItem[Button], template=r"sd:reroll:(?P<job>\d+)"):
         return cls(job_id=int(match["job"]))
 
     async def callback(self, interaction: discord.Interaction) -> None:
-        await _guarded(interaction, lambda: actions.reroll(interaction, self.job_id))
+        await _queuing(interaction, self.job_id, lambda: actions.reroll(interaction, self.job_id))
 
 
 class CancelButton(DynamicItem[Button], template=r"sd:cancel:(?P<job>\d+)"):
@@ -119,7 +124,7 @@ class UpscaleImageButton(DynamicItem[Button], template=r"sd:up:(?P<job>\d+):(?P<
         return cls(job_id=int(match["job"]), index=int(match["index"]), scale=int(match["scale"]))
 
     async def callback(self, interaction: discord.Interaction) -> None:
-        await _guarded(interaction, lambda: actions.upscale(interaction, self.job_id, self.index, float(self.scale)))
+        await _queuing(interaction, self.job_id, lambda: actions.upscale(interaction, self.job_id, self.index, float(self.scale)))
 
 
 # Direction in the custom_id -> the button's label.
@@ -153,7 +158,7 @@ class OutpaintButton(
         return cls(job_id=int(match["job"]), index=int(match["index"]), direction=match["direction"])
 
     async def callback(self, interaction: discord.Interaction) -> None:
-        await _guarded(interaction, lambda: actions.outpaint(interaction, self.job_id, self.index, self.direction))
+        await _queuing(interaction, self.job_id, lambda: actions.outpaint(interaction, self.job_id, self.index, self.direction))
 
 
 class RemixButton(DynamicItem[Button], template=r"sd:remix:(?P<job>\d+)"):

@@ -19,7 +19,6 @@ from __future__ import annotations
 import re
 import secrets
 import time
-from contextlib import suppress
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -95,11 +94,8 @@ async def _ask(interaction: discord.Interaction, params: list[JobParameters]) ->
     view.add_item(ConfirmButton(key, "yes", len(params)))
     view.add_item(ConfirmButton(key, "no"))
     if interaction.response.is_done():
-        # A public "thinking…" (an upload was read) would make the question public: finish and
-        # delete it first, as actions.thinking does for a refusal.
-        with suppress(discord.HTTPException):
-            await interaction.edit_original_response(content="Waiting for your confirmation.")
-            await interaction.delete_original_response()
+        # A public "thinking…" would make the question public: it goes first.
+        await actions.withdraw_thinking(interaction, "Waiting for your confirmation.")
         await interaction.followup.send(text, view=view, ephemeral=True)
     else:
         await interaction.response.send_message(text, view=view, ephemeral=True)

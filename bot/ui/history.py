@@ -128,7 +128,8 @@ class RerunSelect(DynamicItem[Select], template=r"sd:rerun:(?P<user>\d+):(?P<pag
                 raise NotAllowed(NOT_YOURS)
             await rerun_job(interaction, int(values[0]))
 
-        await actions.run_for_user(interaction, rerun)
+        parent_job_id = int(values[0]) if values and values[0].isdigit() else None
+        await actions.run_for_user(interaction, rerun, queues_jobs=True, parent_job_id=parent_job_id)
 
 
 async def rerun_job(interaction: discord.Interaction, job_id: int) -> None:

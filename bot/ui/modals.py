@@ -59,6 +59,8 @@ class RemixModal(ui.Modal):
         await actions.run_for_user(
             interaction,
             lambda: actions.remix(interaction, self.job_id, self.prompt.value, self.negative_prompt.value or ""),
+            queues_jobs=True,
+            parent_job_id=self.job_id,
         )
 
 
@@ -120,4 +122,4 @@ class InpaintModal(ui.Modal):
                 only_masked=bool(self.area.values) and self.area.values[0] == ONLY_MASKED,
             )
 
-        await actions.run_for_user(interaction, run)
+        await actions.run_for_user(interaction, run, queues_jobs=True, parent_job_id=self.job_id)

@@ -67,13 +67,7 @@ async def _user(bot: SDBot, user_id: int) -> User | None:
 
 async def save(bot: SDBot, member: discord.abc.User, **columns: Any) -> None:
     """Set some of the member's columns; a member without a row (no job yet) gets one."""
-    async with bot.queue.db.session() as session, session.begin():
-        user = await session.get(User, member.id)
-        if user is None:
-            user = User(id=member.id, name=member.name)
-            session.add(user)
-        for name, value in columns.items():
-            setattr(user, name, value)
+    await bot.queue.update_user(member.id, member.name, **columns)
 
 
 # --- the message ------------------------------------------------------------------------------
