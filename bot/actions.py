@@ -200,6 +200,8 @@ async def submit(
     private = await answers_privately(interaction, params.parent_job_id)
     job = await bot.queue.enqueue(params, requester(interaction, private=private))
     async with bot.delivery.announcing(job.id):  # taken before any await: see announcing
+        # The worker may start now: the job's updates wait for its status message (announcing).
+        bot.dispatcher.wake()
         if not as_followup:
             bot.delivery.track(job.id, interaction)
         entry = await bot.queue.entry(job.id)
@@ -220,7 +222,6 @@ async def submit(
             response = await interaction.response.send_message(embed=embed, view=view, ephemeral=private)
             if not private and isinstance(response.resource, discord.InteractionMessage):
                 await bot.queue.set_message(job.id, response.resource.channel.id, response.resource.id)
-    bot.dispatcher.wake()
     # After the answer: the member waits on nothing that is not theirs.
     await audit.record(
         bot, audit.Action.JOB_QUEUED, actor_id=interaction.user.id, guild_id=job.guild_id, channel_id=job.channel_id,

@@ -30,7 +30,13 @@ EXTENSIONS = ("bot.cogs.imagine", "bot.cogs.images", "bot.cogs.plots", "bot.cogs
 class SDBot(commands.Bot):
     def __init__(self, settings: Settings, queue: JobQueue, dispatcher: Dispatcher) -> None:
         # Slash commands and buttons only: no privileged intents, no message content.
-        super().__init__(command_prefix=commands.when_mentioned, intents=discord.Intents.default(), help_command=None)
+        # No message cache: buttons and commands read the database, never cached messages, and
+        # 1,000 cached results (discord.py's default) kept ~100k objects for every full
+        # garbage collection to scan on the event loop (bench/load.py).
+        super().__init__(
+            command_prefix=commands.when_mentioned, intents=discord.Intents.default(), help_command=None,
+            max_messages=None,
+        )
         self.settings = settings
         self.queue = queue
         self.dispatcher = dispatcher

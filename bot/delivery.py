@@ -83,6 +83,8 @@ class DiscordDelivery:
 
     def job_finished(self, job: Job) -> None:
         self._message(job.id).finished = True
+        # The record must not depend on Discord, and the result need not wait for the record.
+        self._spawn(audit.record_outcome(self.bot, job))
         self._spawn(self._show_final(job))
 
     def job_requeued(self, job: Job, reason: str) -> None:
@@ -119,7 +121,6 @@ class DiscordDelivery:
             state.editing = False
 
     async def _show_final(self, job: Job) -> None:
-        await audit.record_outcome(self.bot, job)  # first: the record must not depend on Discord
         async with self._message(job.id).lock:
             if job.status == JobStatus.COMPLETED:
                 await self._deliver_result(job)

@@ -222,7 +222,9 @@ class Dispatcher:
                 completed = await self.queue.complete(item)
                 if completed is None:  # canceled while the last step ran: drop its files
                     _remove_files([image.path for image in item.images] + [item.grid_path])
-                await self._report_final(job_id)
+                    await self._report_final(job_id)
+                elif self.events is not None:
+                    self.events.job_finished(completed)  # complete() returns it with its images
             case JobFailed(job_id=job_id, message=message) if job_id in self.running:
                 del self.running[job_id]
                 await self.queue.fail(job_id, message)

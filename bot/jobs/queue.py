@@ -195,6 +195,8 @@ class JobQueue:
                     )
                 )
             ).all()
+            if not candidates:
+                return batch
             last_started = await self._last_started(session)
             for candidate in fair_order(candidates, last_started):
                 if candidate.count > room:
