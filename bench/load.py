@@ -11,6 +11,9 @@ follows ``--gap`` seconds later. Measured with perf_counter:
 - the event loop's stalls: a task sleeps 5 ms over and over and records how late it wakes; a
   watchdog thread samples the loop thread's stack whenever it is stuck past ``--stall-ms``, so
   the summary says where the stalls come from.
+- the garbage collector's pauses by generation: a full collection scans every tracked object
+  the process holds, and here that includes the simulated Discord's whole history (every
+  message and request it kept), which a real bot's process does not hold.
 - the bot process's resident memory (it holds the simulated Discord too).
 - lost jobs: every interaction answered, one row per queued job, every row final or still
   pending/running (at most one batch running), each member's jobs run in the order they were
@@ -25,6 +28,7 @@ figures say how many finished); waiting jobs are not lost, the database keeps th
 from __future__ import annotations
 
 import asyncio
+import gc
 import sys
 import threading
 import time
@@ -102,6 +106,37 @@ class StallSampler:
 _OWN_CODE = ("/bot/", "/db/", "/inference/")
 
 
+class CollectorPauses:
+    """How long each garbage collection held the loop, by generation (gc.callbacks)."""
+
+    def __init__(self) -> None:
+        self.pauses: dict[int, list[float]] = {0: [], 1: [], 2: []}
+        self._started = 0.0
+
+    def __call__(self, phase: str, info: dict[str, int]) -> None:
+        if phase == "start":
+            self._started = time.perf_counter()
+        else:
+            self.pauses[info["generation"]].append(time.perf_counter() - self._started)
+
+    def start(self) -> None:
+        gc.callbacks.append(self)
+
+    def stop(self) -> None:
+        gc.callbacks.remove(self)
+
+    def report(self) -> dict[str, Any]:
+        return {
+            f"generation_{generation}": {
+                "collections": len(pauses),
+                "max_ms": round(max(pauses, default=0.0) * 1000, 1),
+                "over_50ms": sum(1 for pause in pauses if pause > 0.05),
+                "total_ms": round(sum(pauses) * 1000),
+            }
+            for generation, pauses in self.pauses.items()
+        } | {"tracked_objects_at_end": len(gc.get_objects()), "frozen_objects": gc.get_freeze_count()}
+
+
 def _where(frame) -> str:  # type: ignore[no-untyped-def]
     """The innermost frames of the project's own code (and what they called), to name a stall."""
     frames = traceback.extract_stack(frame)
@@ -140,8 +175,10 @@ async def run(args) -> dict[str, Any]:
             rss_samples.append(common.rss_bytes())
             await asyncio.sleep(0.005)
 
+    collector = CollectorPauses()
     monitor.start()
     sampler.start()
+    collector.start()
     watcher = asyncio.get_running_loop().create_task(watch())
 
     sent: dict[int, tuple[float, int]] = {}  # interaction id -> (arrival, user index)
@@ -193,6 +230,7 @@ async def run(args) -> dict[str, Any]:
         await monitor.stop()
         await watcher
         sampler.stop()
+        collector.stop()
         await harness.stop()
         work.cleanup()
 
@@ -210,6 +248,7 @@ async def run(args) -> dict[str, Any]:
         "loop_stalls_over_50ms": monitor.stalls_over(0.05),
         "loop_stalls_over_100ms": monitor.stalls_over(0.1),
         "stall_sources": sampler.report(),
+        "garbage_collector": collector.report(),
         "bot_process_rss_mib": {
             "before": common.mib(rss_before),
             "max": common.mib(max(rss_samples, default=rss_before)),
@@ -290,6 +329,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
          ["loop lateness", late.get("p50"), late.get("p99"), late.get("max")]],
     )
     print(f"loop stalls over 50 ms: {results['loop_stalls_over_50ms']}, over 100 ms: {results['loop_stalls_over_100ms']}")
+    print(f"garbage collector: {results['garbage_collector']}")
     print(f"jobs by status at the end: {results['jobs_by_status']}")
     print(f"bot process RSS (MiB): {results['bot_process_rss_mib']}")
     print(f"lost: {results['lost']}")
