@@ -49,6 +49,7 @@ class SDBot(commands.Bot):
         # The CLIP vocabulary (token counts in every status embed) loads in a thread now, not on
         # the event loop in the middle of the first member's command.
         await asyncio.to_thread(clip_tokens.tokenizer)
+        await self.queue.db.open_pool()
         for extension in EXTENSIONS:
             await self.load_extension(extension)
         # Buttons are matched by custom_id template, so those under messages posted before a

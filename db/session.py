@@ -8,17 +8,22 @@ from sqlalchemy import event
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 
+POOL_SIZE = 64  # SQLite connections kept open: more than a burst of 50 commands used at once
+
 
 def create_engine(url: str) -> AsyncEngine:
     parsed = make_url(url)
     is_sqlite = parsed.get_backend_name() == "sqlite"
     if is_sqlite and parsed.database and parsed.database != ":memory:":
         Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
-    # Every aiosqlite connection is a thread, started on the event loop when the pool opens it.
-    # The default pool (5 kept, 10 more opened and closed per burst) started threads for every
-    # burst of commands and stalled the loop (bench/load.py); keep enough for a burst instead.
+    # Every aiosqlite connection is a thread, started on the event loop when the pool opens it
+    # (Thread.start waits for the thread: under load, 100 ms and more). The default pool (5
+    # kept, 10 more opened and closed per burst) started threads for every burst of commands
+    # and stalled the loop (bench/load.py). So a pool big enough for a burst, opened at
+    # start-up (open_pool); the overflow is for rarer peaks, and keeps a session opened inside
+    # another from waiting on a full pool.
     pooled = is_sqlite and parsed.database not in (None, "", ":memory:")
-    engine = create_async_engine(url, **({"pool_size": 32, "max_overflow": 32} if pooled else {}))
+    engine = create_async_engine(url, **({"pool_size": POOL_SIZE, "max_overflow": POOL_SIZE} if pooled else {}))
     if is_sqlite:
 
         @event.listens_for(engine.sync_engine, "connect")
@@ -43,6 +48,13 @@ class Database:
         self.session: async_sessionmaker[AsyncSession] = async_sessionmaker(
             self.engine, expire_on_commit=False
         )
+
+    async def open_pool(self) -> None:
+        """Open the pool's connections now, at start-up, rather than in the first bursts."""
+        size = self.engine.pool.size() if hasattr(self.engine.pool, "size") else 1
+        connections = [await self.engine.connect() for _ in range(size)]
+        for connection in connections:
+            await connection.close()  # back to the pool, which keeps it open
 
     async def close(self) -> None:
         await self.engine.dispose()
