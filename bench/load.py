@@ -13,7 +13,10 @@ follows ``--gap`` seconds later. Measured with perf_counter:
   the summary says where the stalls come from.
 - the garbage collector's pauses by generation: a full collection scans every tracked object
   the process holds, and here that includes the simulated Discord's whole history (every
-  message and request it kept), which a real bot's process does not hold.
+  message and request it kept), which a real bot's process does not hold. With
+  ``--freeze-simulation`` what is alive after each burst is frozen out of the collector's way
+  (gc.freeze), so the pauses left are those of the bot's own objects; its memory is still
+  reported, so a leak would show there.
 - the bot process's resident memory (it holds the simulated Discord too).
 - lost jobs: every interaction answered, one row per queued job, every row final or still
   pending/running (at most one batch running), each member's jobs run in the order they were
@@ -51,6 +54,10 @@ def parse_args(argv: list[str] | None):
     parser.add_argument("--max-seconds", type=float, default=240.0, help="stop after this long (default %(default)s)")
     parser.add_argument("--stall-ms", type=float, default=50.0, help="stacks are sampled past this (default %(default)s)")
     parser.add_argument("--model-cache", type=Path, help="where built models are kept (default: a temp folder)")
+    parser.add_argument(
+        "--freeze-simulation", action="store_true",
+        help="after each burst, freeze what is alive (mostly the simulated Discord's history) out of the collector's way",
+    )
     args = parser.parse_args(argv)
     if args.device != "cpu":
         parser.error("load measures the bot around a tiny model: use --device cpu")
@@ -209,6 +216,8 @@ async def run(args) -> dict[str, Any]:
             finally:
                 env._settle_internal = real_settle  # type: ignore[method-assign]
             await harness.settle()
+            if args.freeze_simulation:
+                gc.freeze()
             await asyncio.sleep(args.gap)
         submitted_in = time.perf_counter() - first_burst
 
@@ -316,8 +325,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "max_seconds": args.max_seconds, "job": "tiny model, 64x64, 1 step, 1 image, Euler a",
         "max_pending_per_user": args.jobs, "worker_preview_interval_s": 1.5,
         "discord": "simcord (in-process simulation)", "stall_sample_ms": args.stall_ms,
+        "freeze_simulation": args.freeze_simulation,
     }
-    path = common.write_result("load", args.device, settings, results, args.output_dir)
+    name = "load_freeze_simulation" if args.freeze_simulation else "load"
+    path = common.write_result(name, args.device, settings, results, args.output_dir)
     ack, late = results["acknowledgement_ms"], results["loop_lateness_ms"]
     print(
         f"\nload: {results['interactions_sent']} interactions from {args.users} members in bursts of {args.burst} "
