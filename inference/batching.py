@@ -293,17 +293,10 @@ def _one_pass(
     on_step: BatchOnStep,
     is_cancelled: IsJobCancelled,
 ) -> list[list[Image.Image]]:
-    """One pipeline call: generate._run's call with every request's rows side by side."""
+    """One pipeline call (generate.sample) with every request's rows side by side."""
     import torch
 
-    from inference.generate import (
-        CALLBACK_TENSORS,
-        _model_dtype,
-        initial_noise,
-        step_callback,
-        use_sampler,
-    )
-    from inference.tiling import seamless_tiling
+    from inference.generate import _model_dtype, initial_noise, sample, step_callback, use_sampler
 
     first = requests[0]
     counts = [len(r.seeds) for r in requests]
@@ -329,21 +322,13 @@ def _one_pass(
         # Every job is asked (not any()): each cancel is seen, and its JobCanceled sent, at once.
         return all([is_cancelled(k) for k in range(len(requests))])
 
-    with seamless_tiling(pipe, first.tiling):
-        result = pipe(
-            **conditioning.pipeline_kwargs(),
-            width=first.width,
-            height=first.height,
-            num_inference_steps=first.steps,
-            guidance_scale=first.cfg_scale,
-            num_images_per_prompt=1,  # the embeddings already hold one row per image
-            generator=generators,
-            latents=torch.cat(noises),
-            output_type="pil",
-            callback_on_step_end=step_callback(first.steps, batch_on_step, all_cancelled, conditioning),
-            callback_on_step_end_tensor_inputs=CALLBACK_TENSORS,
-        )
-    return [list(result.images[offsets[k] : offsets[k + 1]]) for k in range(len(requests))]
+    images = sample(
+        pipe, first, conditioning, torch.cat(noises), generators,
+        step_callback(first.steps, batch_on_step, all_cancelled, conditioning),
+        images_per_prompt=1,  # the embeddings already hold one row per image
+        output_type="pil",
+    )
+    return [list(images[offsets[k] : offsets[k + 1]]) for k in range(len(requests))]
 
 
 @dataclass(frozen=True)

@@ -284,20 +284,38 @@ def _run(
     channels = pipe.unet.config.in_channels
     latent_shape = (1, channels, request.height // scale, request.width // scale)
     noise, generators = initial_noise(request, latent_shape, _model_dtype(pipe))
+    callback = step_callback(request.steps, on_step, is_cancelled, conditioning)
+    return sample(
+        pipe, request, conditioning, noise, generators, callback,
+        images_per_prompt=len(request.seeds), output_type=output_type,
+    )
+
+
+def sample(
+    pipe: DiffusionPipeline,
+    request: GenerateRequest,
+    conditioning: Conditioning,
+    latents: torch.Tensor,
+    generators: list[torch.Generator],
+    callback,  # type: ignore[no-untyped-def]
+    *,
+    images_per_prompt: int,
+    output_type: str,
+):
+    """The pipeline call of a txt2img pass, generate()'s and a cross-user batch's
+    (inference.batching): the request gives size, steps, CFG and tiling; the starting noise,
+    one generator per image and the step callback come ready."""
     with seamless_tiling(pipe, request.tiling):
-        result = pipe(
+        return pipe(
             **conditioning.pipeline_kwargs(),
             width=request.width,
             height=request.height,
             num_inference_steps=request.steps,
             guidance_scale=request.cfg_scale,
-            num_images_per_prompt=len(request.seeds),
+            num_images_per_prompt=images_per_prompt,
             generator=generators,
-            latents=noise,
+            latents=latents,
             output_type=output_type,
-            callback_on_step_end=step_callback(
-                request.steps, on_step, is_cancelled, conditioning
-            ),
+            callback_on_step_end=callback,
             callback_on_step_end_tensor_inputs=CALLBACK_TENSORS,
-        )
-    return result.images
+        ).images
