@@ -19,6 +19,7 @@ from enum import StrEnum
 from typing import Any
 
 from sqlalchemy import func, select, update
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import aliased, selectinload
 
 from bot.config import QueueSettings
@@ -35,6 +36,13 @@ _CLAIMED_MEANWHILE = object()  # entry(): the job left the waiting list between 
 # Work of one job in "units": 20 steps of one 512x512 image. ETAs scale by it.
 _UNIT_PIXELS = 512 * 512
 _UNIT_STEPS = 20
+
+
+def _member_row(user_id: int, name: str, **columns: Any):  # type: ignore[no-untyped-def]
+    """Write a member's row, created or updated, in one statement: two of their commands at
+    once (a new member's double click) must not both find no row and both insert one."""
+    values = {"name": name, **columns}
+    return sqlite_insert(User).values(id=user_id, **values).on_conflict_do_update(index_elements=[User.id], set_=values)
 
 
 # claim_next correlates a subquery on jobs with the outer jobs row.
@@ -97,11 +105,7 @@ class JobQueue:
                     f"You already have {pending} jobs waiting (the limit is {cap}). "
                     "Wait for one to start, or cancel one with /cancel."
                 )
-            user = await session.get(User, requester.user_id)
-            if user is None:
-                session.add(User(id=requester.user_id, name=requester.user_name))
-            elif user.name != requester.user_name:
-                user.name = requester.user_name
+            await session.execute(_member_row(requester.user_id, requester.user_name))
             job = Job(
                 user_id=requester.user_id,
                 status=JobStatus.PENDING,
@@ -135,12 +139,7 @@ class JobQueue:
     async def update_user(self, user_id: int, name: str, **columns: Any) -> None:
         """Set some of a member's columns; a member without a row (no job yet) gets one."""
         async with self.db.session() as session, session.begin():
-            user = await session.get(User, user_id)
-            if user is None:
-                user = User(id=user_id, name=name)
-                session.add(user)
-            for column, value in columns.items():
-                setattr(user, column, value)
+            await session.execute(_member_row(user_id, name, **columns))
         if "private_results" in columns:
             self.privacy.member_set(user_id, bool(columns["private_results"]))
 
