@@ -205,3 +205,15 @@ async def test_privacy_is_read_from_the_rows_once_and_kept_with_them(database, q
     await queue.update_user(ALICE.user_id, "alice", private_results=False)
     assert not await queue.privacy.answers_privately(ALICE.user_id, None)
     assert not await JobQueue(database, QueueSettings()).privacy.answers_privately(ALICE.user_id, None)
+
+
+async def test_a_new_members_first_jobs_at_once_both_queue(queue):
+    """Both find no users row; one statement writes it (an upsert), so neither fails on
+    the row the other just inserted."""
+    import asyncio
+
+    jobs = await asyncio.gather(*(queue.enqueue(params(f"kite {n}"), ALICE) for n in range(3)))
+    assert len({job.id for job in jobs}) == 3
+    await queue.update_user(ALICE.user_id, "alice2", private_results=True)
+    user = await queue.user(ALICE.user_id)
+    assert user is not None and user.name == "alice2" and user.private_results
