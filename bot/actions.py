@@ -190,11 +190,18 @@ async def submit(
     as_followup: the interaction already has its answer (another job of the same permutation
     prompt, or a confirmation), so this job's status message is a new followup, which the
     delivery edits through the interaction's webhook by its message id.
-    checked: the server's policy already passed these jobs as a whole (confirm.submit_jobs).
+    checked: the server's policy already passed these jobs as a whole (confirm.submit_jobs),
+    in the member's turn (gate.member_turn), which this call is still part of.
     """
-    bot = bot_of(interaction)
-    if not checked:
+    if checked:
+        return await _queue_and_announce(interaction, params, as_followup)
+    async with gate.member_turn(interaction.user.id):
         await gate.check_jobs(interaction, [params])
+        return await _queue_and_announce(interaction, params, as_followup)
+
+
+async def _queue_and_announce(interaction: discord.Interaction, params: JobParameters, as_followup: bool) -> Job:
+    bot = bot_of(interaction)
     # A private result's status message is ephemeral: only the interaction can edit it, so the
     # row keeps no message id, and once the token expires the delivery sends the result by DM.
     private = await answers_privately(interaction, params.parent_job_id)

@@ -23,7 +23,10 @@ from (a direct message counts the member's DM jobs):
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import asyncio
+from collections import Counter
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING
@@ -149,6 +152,26 @@ async def refuse(interaction: discord.Interaction, refusal: Refusal) -> None:
 
 
 # --- jobs ----------------------------------------------------------------------------------
+
+
+_turns: dict[int, asyncio.Lock] = {}
+_in_line: Counter[int] = Counter()
+
+
+@asynccontextmanager
+async def member_turn(user_id: int) -> AsyncIterator[None]:
+    """One command or button at a time per member, from its job check to its rows: the limits
+    count the member's jobs, so two at once (a double click) must not both pass before either
+    is queued. One process runs the bot, so a lock in memory is enough."""
+    lock = _turns.setdefault(user_id, asyncio.Lock())
+    _in_line[user_id] += 1
+    try:
+        async with lock:
+            yield
+    finally:
+        _in_line[user_id] -= 1
+        if not _in_line[user_id]:
+            del _in_line[user_id], _turns[user_id]
 
 
 async def check_jobs(interaction: discord.Interaction, params: list[JobParameters]) -> None:

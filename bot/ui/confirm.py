@@ -53,13 +53,14 @@ _pending: dict[str, _Pending] = {}
 async def submit_jobs(interaction: discord.Interaction, params: list[JobParameters]) -> None:
     """Queue the jobs of one command, asking first when there are many (see module doc)."""
     bot = actions.bot_of(interaction)
-    if len(params) > 1:
-        await _check_room(bot, interaction.user.id, len(params))
-    await gate.check_jobs(interaction, params)  # the server's policy, for the whole batch
-    if len(params) > bot.settings.prompts.confirm_permutations_above:
-        await _ask(interaction, params)
-        return
-    await _queue_all(interaction, params, answered=False)
+    async with gate.member_turn(interaction.user.id):
+        if len(params) > 1:
+            await _check_room(bot, interaction.user.id, len(params))
+        await gate.check_jobs(interaction, params)  # the server's policy, for the whole batch
+        if len(params) > bot.settings.prompts.confirm_permutations_above:
+            await _ask(interaction, params)
+            return
+        await _queue_all(interaction, params, answered=False)
 
 
 async def _queue_all(interaction: discord.Interaction, params: list[JobParameters], *, answered: bool) -> None:
@@ -135,9 +136,10 @@ class ConfirmButton(DynamicItem[Button], template=r"sd:perm:(?P<key>[0-9a-f]{8})
             await interaction.response.edit_message(content="Canceled: nothing was queued.", view=None)
             return
         count = len(pending.params)
-        # Checked again (jobs may have been queued meanwhile); refused, the question stays.
-        await _check_room(actions.bot_of(interaction), interaction.user.id, count)
-        await gate.check_jobs(interaction, pending.params)
-        del _pending[self.key]
-        await interaction.response.edit_message(content=f"Queuing {count} jobs.", view=None)
-        await _queue_all(interaction, pending.params, answered=True)
+        async with gate.member_turn(interaction.user.id):
+            # Checked again (jobs may have been queued meanwhile); refused, the question stays.
+            await _check_room(actions.bot_of(interaction), interaction.user.id, count)
+            await gate.check_jobs(interaction, pending.params)
+            del _pending[self.key]
+            await interaction.response.edit_message(content=f"Queuing {count} jobs.", view=None)
+            await _queue_all(interaction, pending.params, answered=True)
