@@ -52,6 +52,11 @@ def bot_of(interaction: discord.Interaction) -> SDBot:
 # Commands whose app_commands extras carry this are acknowledged before anything else
 # (gate.tree_check): they queue jobs, and their checks read the database.
 QUEUES_JOBS = {"queues_jobs": True}
+
+
+def is_job_command(command: Any) -> bool:
+    """A command marked with QUEUES_JOBS (None, an autocomplete's or a menu's: False)."""
+    return bool(getattr(command, "extras", {}).get("queues_jobs"))
 # interaction.extras keys: the privacy chosen at acknowledgement, and a public "thinking…"
 # that no status message has replaced yet.
 _PRIVATE_KEY = "sdbot.private"
@@ -281,6 +286,8 @@ async def _finished_image(bot: SDBot, job_id: int, index: int) -> tuple[Job, Ima
 
 
 async def post_single_image(interaction: discord.Interaction, job_id: int, index: int) -> None:
+    """A U button: the image alone, full size. The button acknowledged the click (run_for_user),
+    so the post replaces its "thinking…"."""
     bot = bot_of(interaction)
     job, image = await _finished_image(bot, job_id, index)
     if not Path(image.path).is_file():
@@ -289,8 +296,7 @@ async def post_single_image(interaction: discord.Interaction, job_id: int, index
         bot, job, guild_id=interaction.guild_id, age_restricted=is_age_restricted(interaction), image_index=index
     )
     safety.refuse_withheld_image(shown)
-    await acknowledge(interaction, job.id)  # a no-op after the button's own acknowledgement
-    private = await answers_privately(interaction, job.id)
+    private = await answers_privately(interaction, job.id)  # as the U button acknowledged it
     posting = await shown.posting(image.path, interaction.filesize_limit, f"job{job.id}-{index + 1}")
     await replace_thinking(
         interaction,

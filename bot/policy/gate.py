@@ -72,8 +72,7 @@ async def tree_check(interaction: discord.Interaction) -> bool:
     only suggests names, and a refusal cannot be shown there, so it is let through. A command
     that queues jobs is acknowledged before this check (actions.acknowledge)."""
     if interaction.type != discord.InteractionType.autocomplete:
-        command = interaction.command
-        if command is not None and command.extras.get("queues_jobs"):
+        if actions.is_job_command(interaction.command):
             await actions.acknowledge(interaction)
         await check_access(interaction)
     return True
