@@ -190,19 +190,12 @@ async def run(args) -> dict[str, Any]:
 
     sent: dict[int, tuple[float, int]] = {}  # interaction id -> (arrival, user index)
     results = []
-    real_settle = env._settle_internal
-
-    async def no_settle(**kwargs) -> None:  # type: ignore[no-untyped-def]
-        return None
-
     first_burst = time.perf_counter()
     deadline = first_burst + args.max_seconds
     sent_count = 0
     try:
         while sent_count < args.jobs and time.perf_counter() < deadline:
-            # A burst: every interaction reaches the bot before it has run any of them.
-            env._settle_internal = no_settle  # type: ignore[method-assign]
-            try:
+            with harness.arriving_together():  # a burst
                 for _ in range(min(args.burst, args.jobs - sent_count)):
                     index = sent_count % args.users
                     arrived = time.perf_counter()
@@ -213,8 +206,6 @@ async def run(args) -> dict[str, Any]:
                     sent[simulated.interaction_id(result)] = (arrived, index)
                     results.append(result)
                     sent_count += 1
-            finally:
-                env._settle_internal = real_settle  # type: ignore[method-assign]
             await harness.settle()
             if args.freeze_simulation:
                 gc.freeze()

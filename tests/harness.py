@@ -8,8 +8,10 @@ worker the way a real restart does, keeping the database and the simulated Disco
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import io
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 import discord
@@ -163,6 +165,21 @@ class BotHarness:
         job = await self.queue.get(job_id)
         assert job is not None
         return job
+
+    @contextlib.contextmanager
+    def arriving_together(self) -> Iterator[None]:
+        """Interactions sent inside reach the bot before it has run any of them, as a busy
+        gateway delivers them (simcord otherwise runs each to its end before the next)."""
+        real_settle = self.env._settle_internal
+
+        async def no_settle(**kwargs) -> None:  # type: ignore[no-untyped-def]
+            return None
+
+        self.env._settle_internal = no_settle  # type: ignore[method-assign]
+        try:
+            yield
+        finally:
+            self.env._settle_internal = real_settle  # type: ignore[method-assign]
 
     async def settle(self) -> None:
         await self.env.settle()

@@ -243,17 +243,8 @@ async def test_commands_sent_at_once_are_counted_one_after_the_other(harness):
     either is queued (gate.member_turn): with a 60 s cooldown, one of two is queued."""
     mod, alice = admin_member(harness, "mod"), harness.member("alice")
     await mod.slash(harness.channel, "admin limits set", cooldown_s=60)
-    env = harness.env
-    real_settle = env._settle_internal
-
-    async def no_settle(**kwargs) -> None:  # type: ignore[no-untyped-def]
-        return None
-
-    env._settle_internal = no_settle  # both reach the bot before it has run either
-    try:
+    with harness.arriving_together():
         results = [await alice.slash(harness.channel, "imagine", prompt=f"kite {n}", count=1) for n in range(2)]
-    finally:
-        env._settle_internal = real_settle
     await harness.settle()
     assert await harness.job_count() == 1
     refusals = [r for r in results if r.response is None or r.response.ephemeral]
