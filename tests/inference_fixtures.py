@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from inference.protocol import GenerateRequest, JobKind, ModelSpec
+from inference.protocol import GenerateRequest, JobKind, ModelSpec, WorkerConfig
 
 TINY_MODEL_NAME = "tiny"
 
@@ -59,6 +59,20 @@ def tiny_pipe(tiny_model_dir: Path):
     generate() swaps its scheduler; a test calling the pipeline directly sets its own.
     """
     return _load_tiny_pipe(str(tiny_model_dir))
+
+
+def runner_for(pipe, config: WorkerConfig, **runner_options):  # type: ignore[no-untyped-def]
+    """A JobRunner on the CPU whose every model is ``pipe`` (nothing loaded), without
+    upscaler models; ``runner_options`` go to JobRunner (a safety checker...)."""
+    import torch
+
+    from inference import upscale
+    from inference.jobs import JobRunner
+    from inference.models import PipelineCache
+
+    cpu = torch.device("cpu")
+    cache = PipelineCache(config.models, cpu, torch.float32, loader=lambda *args: pipe)
+    return JobRunner(config, cache, upscale.Upscalers((), cpu, torch.float32), **runner_options)
 
 
 def tiny_request(**overrides) -> GenerateRequest:

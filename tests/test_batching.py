@@ -13,12 +13,10 @@ from PIL import Image
 from bot.jobs.queue import Requester
 from tests.test_queue import ALICE, BOB, CAROL, finish, params, queue  # noqa: F401 (queue: a fixture)
 from db.models import JobStatus
-from inference import upscale
 from inference.batching import BatchConditioning, batch_key, generate_batch, run_batch
 from inference.conditioning import encode_for_pass
 from inference.generate import JobCancelledError, generate, use_sampler
 from inference.jobs import JobRunner
-from inference.models import PipelineCache
 from inference.protocol import (
     HiresFix,
     ImageInput,
@@ -32,7 +30,7 @@ from inference.protocol import (
     PlotOptions,
     WorkerConfig,
 )
-from tests.inference_fixtures import tiny_request
+from tests.inference_fixtures import runner_for, tiny_request
 
 # Three users' jobs that may share a pass: different prompts (attention weights, prompt editing,
 # negative prompts), seeds, counts, and one A1111 variation.
@@ -177,8 +175,7 @@ def runner(tiny_model_spec, tiny_pipe, tmp_path) -> JobRunner:
         outputs_dir=str(tmp_path),
         preview_interval_s=0,
     )
-    cache = PipelineCache(config.models, torch.device("cpu"), torch.float32, loader=lambda *args: tiny_pipe)
-    return JobRunner(config, cache, upscale.Upscalers((), torch.device("cpu"), torch.float32))
+    return runner_for(tiny_pipe, config)
 
 
 def events_of(sent: list, job_id: int) -> list:

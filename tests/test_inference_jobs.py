@@ -5,12 +5,11 @@ from __future__ import annotations
 import pytest
 import torch
 
-from inference import jobs, upscale
+from inference import jobs
 from inference.jobs import JobRunner, ProgressReporter
-from inference.models import PipelineCache
 from inference.protocol import JobCompleted, JobFailed, JobProgress, JobStarted, WorkerConfig
 from inference.worker import CancelBook
-from tests.inference_fixtures import tiny_request
+from tests.inference_fixtures import runner_for, tiny_request
 
 
 @pytest.fixture
@@ -21,10 +20,7 @@ def runner(tiny_model_spec, tiny_pipe, tmp_path) -> JobRunner:
         outputs_dir=str(tmp_path),
         preview_interval_s=3600,  # so only the first and the final step are reported
     )
-    cache = PipelineCache(
-        config.models, torch.device("cpu"), torch.float32, loader=lambda *args: tiny_pipe
-    )
-    return JobRunner(config, cache, upscale.Upscalers((), torch.device("cpu"), torch.float32))
+    return runner_for(tiny_pipe, config)
 
 
 def test_progress_is_throttled_but_the_final_step_always_sent(runner):

@@ -12,7 +12,7 @@ from PIL import Image
 from inference import plots
 from inference.generate import InvalidRequestError, JobCancelledError, generate
 from inference.protocol import HiresFix, JobKind, PlotCell, PlotOptions
-from tests.inference_fixtures import tiny_request
+from tests.inference_fixtures import runner_for, tiny_request
 
 
 def plot_request(cells, columns, seed=1234, **plot_fields):
@@ -221,17 +221,12 @@ def test_cells_of_another_size_are_fitted_into_the_first_ones():
 
 
 def test_the_worker_saves_each_cells_infotext_and_the_labelled_grid(tiny_model_spec, tiny_pipe, tmp_path):
-    import torch
-
-    from inference import images, upscale
+    from inference import images
     from inference.infotext import parse_infotext
-    from inference.jobs import JobRunner
-    from inference.models import PipelineCache
     from inference.protocol import JobCompleted, JobProgress, WorkerConfig
 
     config = WorkerConfig(models=(tiny_model_spec,), default_model="tiny", outputs_dir=str(tmp_path), preview_interval_s=0)
-    cache = PipelineCache(config.models, torch.device("cpu"), torch.float32, loader=lambda *args: tiny_pipe)
-    runner = JobRunner(config, cache, upscale.Upscalers((), torch.device("cpu"), torch.float32))
+    runner = runner_for(tiny_pipe, config)
     cells = [PlotCell(steps=2), PlotCell(steps=3, prompt="a photo of a dog")]
     request = replace(plot_request(cells, columns=2, x_labels=("2", "3"), x_title="Steps"), job_id=5)
     sent = []

@@ -13,13 +13,12 @@ import pytest
 import torch
 from PIL import Image
 
-from inference import previews, upscale
+from inference import previews
 from inference.generate import generate_latents
 from inference.jobs import JobRunner, ProgressReporter
-from inference.models import PipelineCache
 from inference.protocol import JobCompleted, JobProgress, ModelSpec, WorkerConfig
 from inference.tiny import build_tiny_taesd
-from tests.inference_fixtures import tiny_request
+from tests.inference_fixtures import runner_for, tiny_request
 
 CPU = torch.device("cpu")
 
@@ -43,8 +42,7 @@ def make_runner(pipe, tmp_path, **config) -> JobRunner:
         preview_interval_s=0.0,  # a preview at every step
         **config,
     )
-    cache = PipelineCache(config.models, CPU, torch.float32, loader=lambda *args: pipe)
-    return JobRunner(config, cache, upscale.Upscalers((), CPU, torch.float32))
+    return runner_for(pipe, config)
 
 
 def run_counting_vae(runner, pipe, monkeypatch, **overrides):

@@ -11,14 +11,12 @@ import pytest
 import torch
 from PIL import Image
 
-from inference import upscale
 from inference.jobs import JobRunner
-from inference.models import PipelineCache
 from inference.protocol import JobCompleted, WorkerConfig, WorkerStartupFailed
 from inference.safety import SafetyCheckerError, load_safety_checker
 from inference.tiny import build_tiny_safety_checker
 from inference.worker import run_worker
-from tests.inference_fixtures import tiny_request
+from tests.inference_fixtures import runner_for, tiny_request
 
 CPU = torch.device("cpu")
 
@@ -100,9 +98,8 @@ def config(tiny_model_spec, tmp_path) -> WorkerConfig:
 
 
 def runner_with(config, tiny_pipe, checker_folder: str) -> JobRunner:
-    cache = PipelineCache(config.models, CPU, torch.float32, loader=lambda *args: tiny_pipe)
     checker = load_safety_checker(checker_folder, CPU, torch.float32)
-    return JobRunner(config, cache, upscale.Upscalers((), CPU, torch.float32), safety_checker=checker)
+    return runner_for(tiny_pipe, config, safety_checker=checker)
 
 
 def completed(runner: JobRunner, **request) -> JobCompleted:
