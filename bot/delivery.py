@@ -226,10 +226,7 @@ class DiscordDelivery:
         results that reach them from now on. A job made in a DM is answered there anyway."""
         if job.guild_id is None:
             return False
-        if job.private:
-            return True
-        user = await self.bot.queue.user(job.user_id)
-        return user is not None and user.private_results
+        return await self.bot.queue.privacy.answers_privately(job.user_id, job.id)
 
     async def _send_by_dm(self, job: Job, content: str, **fields: Any) -> discord.Message | None:
         try:
