@@ -1,0 +1,126 @@
+"""aiosqlite connections that run each SQL statement in one trip to their thread.
+
+aiosqlite runs every call on the connection's own thread, and SQLAlchemy's aiosqlite dialect
+makes four such calls per statement: open a cursor, execute, fetch the rows, close the cursor.
+Each trip is a queue hand-off to the thread and a wake-up of the event loop back, and under
+load each one waits for the GIL besides: a read of one row cost six trips with the session's
+rollback, about 1 ms, and a job passes some twenty statements before it reaches the worker
+(bench/bot_overhead.py). Here the cursor is opened, executed, read and closed in one trip,
+and the rows wait in memory for SQLAlchemy's fetch, which then needs no trip at all.
+
+The engine takes these connections through SQLAlchemy's public ``async_creator`` hook, so the
+dialect, the pool and every query are unchanged; only what crosses to the thread is batched.
+Rows are always read whole, which is what the dialect did anyway (it fetches everything right
+after executing, even for server-side cursors).
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Awaitable, Callable, Iterable, Sequence
+from functools import partial
+from typing import Any
+
+import aiosqlite
+
+
+class PrefetchedCursor:
+    """The cursor surface SQLAlchemy's adapter calls (``__aenter__``, ``execute``,
+    ``executemany``, ``description``, ``rowcount``, ``lastrowid``, the fetches, ``close``),
+    with the statement's rows read on the connection's thread by ``execute``."""
+
+    arraysize = 1
+
+    def __init__(self, connection: OneTripConnection) -> None:
+        self._connection = connection
+        self.description: tuple | None = None
+        self.rowcount = -1
+        self.lastrowid: int | None = None
+        self._rows: list[Any] = []
+
+    async def __aenter__(self) -> PrefetchedCursor:
+        return self
+
+    async def __aexit__(self, *_exc: object) -> None:
+        self._rows = []
+
+    def __await__(self):  # type: ignore[no-untyped-def]
+        # aiosqlite's cursor() is awaitable as well as an async context manager.
+        yield from ()
+        return self
+
+    async def execute(self, sql: str, parameters: Sequence[Any] | dict[str, Any] | None = None) -> PrefetchedCursor:
+        run = partial(_run_statement, sql, () if parameters is None else parameters, many=False)
+        self._take(await self._connection.on_thread(run))
+        return self
+
+    async def executemany(self, sql: str, parameters: Iterable[Any]) -> PrefetchedCursor:
+        run = partial(_run_statement, sql, list(parameters), many=True)
+        self._take(await self._connection.on_thread(run))
+        return self
+
+    def _take(self, outcome: tuple[tuple | None, int, int | None, list[Any]]) -> None:
+        self.description, self.rowcount, self.lastrowid, self._rows = outcome
+
+    async def fetchone(self) -> Any:
+        return self._rows.pop(0) if self._rows else None
+
+    async def fetchmany(self, size: int | None = None) -> list[Any]:
+        count = self.arraysize if size is None else size
+        taken, self._rows = self._rows[:count], self._rows[count:]
+        return taken
+
+    async def fetchall(self) -> list[Any]:
+        taken, self._rows = self._rows, []
+        return taken
+
+    async def close(self) -> None:
+        self._rows = []  # the sqlite3 cursor was closed on the thread
+
+
+def _run_statement(
+    sql: str, parameters: Any, connection: sqlite3.Connection, *, many: bool
+) -> tuple[tuple | None, int, int | None, list[Any]]:
+    """On the connection's thread: the whole life of one cursor."""
+    cursor = connection.cursor()
+    try:
+        if many:
+            cursor.executemany(sql, parameters)
+        else:
+            cursor.execute(sql, parameters)
+        rows = cursor.fetchall() if cursor.description else []
+        # rowcount is final once the rows are read (an UPDATE ... RETURNING counts as it goes).
+        return cursor.description, cursor.rowcount, cursor.lastrowid, rows
+    finally:
+        cursor.close()
+
+
+class OneTripConnection(aiosqlite.Connection):
+    """An aiosqlite connection whose cursors are PrefetchedCursors."""
+
+    def cursor(self) -> PrefetchedCursor:  # type: ignore[override]
+        return PrefetchedCursor(self)
+
+    async def on_thread(self, function: Callable[[sqlite3.Connection], Any]) -> Any:
+        """Run ``function(sqlite3_connection)`` on the connection's thread."""
+        # _execute is aiosqlite's own way onto the thread (its Cursor uses it); _conn raises
+        # "no active connection" once closed, as aiosqlite's own calls do.
+        return await self._execute(lambda: function(self._conn))
+
+
+def supported() -> bool:
+    """Whether this aiosqlite still has the two internals OneTripConnection builds on (its
+    own way onto the thread, and the sqlite3 connection); without them the engine keeps
+    aiosqlite's stock connections, which are slower but the same to every query."""
+    return callable(getattr(aiosqlite.Connection, "_execute", None)) and isinstance(
+        getattr(aiosqlite.Connection, "_conn", None), property
+    )
+
+
+def connector(path: str, **kwargs: Any) -> Callable[[], Awaitable[OneTripConnection]]:
+    """SQLAlchemy's ``async_creator`` for a SQLite file, with the dialect's connect arguments."""
+
+    async def connect() -> OneTripConnection:
+        return await OneTripConnection(partial(sqlite3.connect, path, **kwargs), iter_chunk_size=64)
+
+    return connect
