@@ -13,7 +13,8 @@ from PIL import Image
 from sqlalchemy import select
 
 from bot import safety
-from db.models import AuditEntry, GuildPolicy, Image as ImageRow, Job, JobStatus
+from bot.policy import store
+from db.models import AuditEntry, Image as ImageRow, Job, JobStatus
 from inference.images import make_grid
 from inference.tiny import build_tiny_safety_checker
 from tests.harness import attachment_image, private_answer
@@ -65,9 +66,8 @@ async def flag_entries(harness, job_id: int) -> list[AuditEntry]:
 
 
 async def set_action(harness, action: str) -> None:
-    # The row /admin writes; here written directly: this test is about reading it.
-    async with harness.db.session() as session, session.begin():
-        session.add(GuildPolicy(guild_id=harness.guild.id, flagged_action=action))
+    # What /admin flagged writes; written through the store here: this test is about reading it.
+    await store.update_policy(harness.db, harness.guild.id, flagged_action=action)
 
 
 async def test_flagged_images_are_blurred_and_audited_outside_age_restricted_channels(harness):
@@ -131,8 +131,7 @@ async def test_the_servers_action_spoiler_or_withhold(harness):
     [entry] = await flag_entries(harness, job.id)
     assert entry.details.endswith("posted behind a spoiler")
 
-    async with harness.db.session() as session, session.begin():
-        (await session.get(GuildPolicy, harness.guild.id)).flagged_action = "withhold"
+    await set_action(harness, "withhold")
     result = await alice.slash(harness.channel, "imagine", prompt="a masked ball", count=2, seed=5)
     job = await harness.wait_for_job((await harness.latest_job(alice.id)).id)
     message = harness.message(result.response.id)

@@ -14,7 +14,8 @@ from typing import TYPE_CHECKING
 
 import discord
 
-from db.models import AuditEntry, GuildPolicy, Job, JobStatus
+from bot.policy import store
+from db.models import AuditEntry, Job, JobStatus
 
 if TYPE_CHECKING:
     from bot.client import SDBot
@@ -61,8 +62,7 @@ async def record(
             details=details,
         )
         session.add(entry)
-        policy = await session.get(GuildPolicy, guild_id) if guild_id is not None else None
-        log_channel_id = policy.log_channel_id if policy is not None else None
+    log_channel_id = (await store.policy_of(bot.queue.db, bot.settings, guild_id)).log_channel_id
     if log_channel_id is not None:
         task = asyncio.create_task(_mirror(bot, log_channel_id, entry))
         _mirrors.add(task)
