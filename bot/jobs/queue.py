@@ -21,6 +21,7 @@ from typing import Any
 from sqlalchemy import func, select, update
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import aliased, selectinload
+from sqlalchemy.orm.attributes import set_committed_value
 
 from bot.config import QueueSettings
 from bot.errors import JobNotFound, QueueFull
@@ -168,13 +169,13 @@ class JobQueue:
         """
         now = utcnow()
         async with self.db.session() as session, session.begin():
-            first = await self._claim_fairest(session, now)
+            first, others_wait = await self._claim_fairest(session, now)
             if first is None:
                 return []
             batch = [first]
             key = batch_key(generate_request(first))
             room = max_images - first.count
-            if key is None or room <= 0:
+            if key is None or room <= 0 or not others_wait:
                 return batch
             # Ordered on two columns, loaded whole one by one: with hundreds of compatible jobs
             # waiting, loading them all would stall the event loop for each batch.
@@ -204,40 +205,46 @@ class JobQueue:
                 if job is None or batch_key(generate_request(job)) != key:
                     continue
                 # A microsecond apart, in claim order: "started first" stays the fair order.
-                if await self._claim(session, job.id, now + timedelta(microseconds=len(batch))):
-                    batch.append(await session.get(Job, job.id, populate_existing=True))
-                    room -= job.count
+                if (claimed := await self._claim(session, job.id, now + timedelta(microseconds=len(batch)))) is not None:
+                    batch.append(claimed)
+                    room -= claimed.count
                     if room <= 0:
                         break
         return batch
 
-    async def _claim_fairest(self, session, now: datetime) -> Job | None:  # type: ignore[no-untyped-def]
+    async def _claim_fairest(self, session, now: datetime) -> tuple[Job | None, bool]:  # type: ignore[no-untyped-def]
+        """The fairest pending job, claimed, and whether another one waits: when none does,
+        the search for jobs to share its pass is skipped (the common case of an idle bot)."""
         last_started = (
             select(func.max(Job.started_at))
             .where(Job.user_id == _PendingJob.user_id)
             .scalar_subquery()
         )
         for _ in range(3):  # another claimant may win a row; try the next one
-            job_id = await session.scalar(
-                select(_PendingJob.id)
-                .where(_PendingJob.status == JobStatus.PENDING)
-                .order_by(last_started.asc().nulls_first(), _PendingJob.id)
-                .limit(1)
-            )
-            if job_id is None:
-                return None
-            if await self._claim(session, job_id, now):
-                return await session.get(Job, job_id, populate_existing=True)
-        return None
+            job_ids = (
+                await session.scalars(
+                    select(_PendingJob.id)
+                    .where(_PendingJob.status == JobStatus.PENDING)
+                    .order_by(last_started.asc().nulls_first(), _PendingJob.id)
+                    .limit(2)
+                )
+            ).all()
+            if not job_ids:
+                return None, False
+            if (job := await self._claim(session, job_ids[0], now)) is not None:
+                return job, len(job_ids) > 1
+        return None, False
 
     @staticmethod
-    async def _claim(session, job_id: int, now: datetime) -> bool:  # type: ignore[no-untyped-def]
-        claimed = await session.execute(
+    async def _claim(session, job_id: int, now: datetime) -> Job | None:  # type: ignore[no-untyped-def]
+        """The job, running from now, or None when it was no longer pending (a cancel won)."""
+        return await session.scalar(
             update(Job)
             .where(Job.id == job_id, Job.status == JobStatus.PENDING)
             .values(status=JobStatus.RUNNING, started_at=now, attempts=Job.attempts + 1)
+            .returning(Job),
+            execution_options={"populate_existing": True},
         )
-        return claimed.rowcount == 1
 
     @staticmethod
     async def _last_started(session, user_ids=None) -> dict[int, datetime]:  # type: ignore[no-untyped-def]
@@ -266,6 +273,8 @@ class JobQueue:
                     select(*_SCHEDULE_COLUMNS).where(Job.status.in_(ACTIVE_STATUSES)).order_by(Job.id)
                 )
             ).all()
+            if waiting_only and not any(row.status == JobStatus.PENDING for row in rows):
+                return []  # the dispatcher's question after each claim, when nothing else waits
             last_started = await self._last_started(session)
             seconds_per_unit = await self._seconds_per_unit(session)
             chosen = [
@@ -299,11 +308,11 @@ class JobQueue:
             job = await session.get(Job, job_id)
             if job is None or not job.is_active:
                 return None
-            running = (await session.execute(select(*_SCHEDULE_COLUMNS).where(Job.status == JobStatus.RUNNING))).all()
             seconds_per_unit = await self._seconds_per_unit(session)
+            if job.status == JobStatus.RUNNING:  # a new job on an idle bot: claimed already
+                return QueueEntry(job, 0, _remaining_seconds(job, seconds_per_unit))
+            running = (await session.execute(select(*_SCHEDULE_COLUMNS).where(Job.status == JobStatus.RUNNING))).all()
             remaining = [_remaining_seconds(row, seconds_per_unit) for row in running]
-            if job.status == JobStatus.RUNNING:
-                return QueueEntry(job, 0, next((r for row, r in zip(running, remaining) if row.id == job.id), 0.0))
             units = Job.count * Job.width * Job.height * Job.steps
             waiting = (
                 await session.execute(
@@ -363,15 +372,18 @@ class JobQueue:
     async def complete(self, result: JobCompleted) -> Job | None:
         """Record a finished job and its images; None when the job was canceled meanwhile."""
         async with self.db.session() as session, session.begin():
-            job = await session.get(Job, result.job_id, options=[selectinload(Job.images)])
-            if job is None or job.status != JobStatus.RUNNING:
+            # One guarded UPDATE: a cancel that committed first wins, and nothing is read first.
+            job = await session.scalar(
+                update(Job)
+                .where(Job.id == result.job_id, Job.status == JobStatus.RUNNING)
+                .values(status=JobStatus.COMPLETED, finished_at=utcnow(), seconds=result.seconds, grid_path=result.grid_path)
+                .returning(Job)
+            )
+            if job is None:
                 return None
-            job.status = JobStatus.COMPLETED
-            job.finished_at = utcnow()
-            job.seconds = result.seconds
-            job.grid_path = result.grid_path
-            job.images = [
+            images = [
                 Image(
+                    job_id=job.id,
                     index=image.index,
                     seed=image.seed,
                     subseed=image.subseed,
@@ -383,6 +395,9 @@ class JobQueue:
                 )
                 for image in result.images
             ]
+            session.add_all(images)
+            # A running job has no images yet: the list is complete without reading it.
+            set_committed_value(job, "images", images)
         return job
 
     async def fail(self, job_id: int, message: str) -> Job | None:
