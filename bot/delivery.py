@@ -78,6 +78,8 @@ class DiscordDelivery:
         now = time.perf_counter()
         if state.finished or state.editing or now - state.last_edit < interval:
             return  # drop the frame: a newer one, or the result, follows
+        if progress.step >= progress.total_steps and not progress.preview_jpeg:
+            return  # a pass's last step, nothing new to show: the result or the next pass follows
         state.editing, state.last_edit = True, now
         self._spawn(self._show_progress(job, progress, state))
 

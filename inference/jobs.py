@@ -58,8 +58,9 @@ MAX_FAILURE_MESSAGE = 300
 class ProgressReporter:
     """Turns generate()'s on_step calls into JobProgress events, throttled.
 
-    At most one event per ``interval_s`` (each with a preview), so previews cost little and the
-    bot never has more to show than Discord's edit rate allows; the final step is always sent.
+    At most one event per ``interval_s`` (each with a preview), the first one ``interval_s``
+    into each pass, so previews cost little and the bot never has more to show than Discord's
+    edit rate allows; the final step is always sent.
     Previews are made by ``previewer`` (the worker's preview_method; "approx" without one),
     and what they cost is measured: ``preview_seconds``, logged per pass when over 2%.
     """
@@ -87,6 +88,10 @@ class ProgressReporter:
         now = time.monotonic()
         if self._pass_started is None:
             self._pass_started = now
+            # The first steps' latents are noise: the first preview comes interval_s into the
+            # pass, so a job shorter than that sends none (only its final step), and the bot
+            # uploads nothing while it runs.
+            self._last_sent = now
         due = self.interval_s <= 0 or now - self._last_sent >= self.interval_s
         if step >= total_steps:
             self._log_preview_cost(now)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 from PIL import Image
 
@@ -145,6 +147,31 @@ async def test_progress_is_shown_while_running(harness):
     assert edits, "no progress edit was made"
     assert any("attachment://preview.jpg" in str(request.json) for request in edits)
     assert harness.message(result.response.id).embeds[0].title == "a slow sunrise"
+
+
+async def test_a_job_shorter_than_the_preview_interval_goes_from_generating_to_its_result(settings):
+    """The worker's first preview comes an interval into sampling, and the last step's frame
+    without a preview is not shown: a short job's message is edited twice, to "Generating"
+    and to the result, and the bot uploads nothing while it runs."""
+    from tests.harness import BotHarness
+
+    harness = BotHarness(dataclasses.replace(settings, worker=dataclasses.replace(settings.worker, preview_interval_s=3600)))
+    await harness.start()
+    try:
+        alice = harness.member("alice")
+        result = await alice.slash(harness.channel, "imagine", prompt="a quick sketch", count=1)
+        job = await harness.wait_for_job((await harness.latest_job()).id)
+        assert job.status == JobStatus.COMPLETED
+        await harness.settle()
+        edits = [
+            request.json["embeds"][0]["title"] for request in harness.env.http_requests
+            if request.method == "PATCH" and request.json and request.json.get("embeds")
+            and f"Job #{job.id} ·" in str(request.json)
+        ]
+        assert edits == ["Generating", "a quick sketch"]
+        assert harness.message(result.response.id).attachments
+    finally:
+        await harness.stop()
 
 
 async def test_what_queues_jobs_is_acknowledged_before_its_checks(harness, monkeypatch):

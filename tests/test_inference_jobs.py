@@ -18,7 +18,7 @@ def runner(tiny_model_spec, tiny_pipe, tmp_path) -> JobRunner:
         models=(tiny_model_spec,),
         default_model=tiny_model_spec.name,
         outputs_dir=str(tmp_path),
-        preview_interval_s=3600,  # so only the first and the final step are reported
+        preview_interval_s=3600,  # so only the final step is reported
     )
     return runner_for(tiny_pipe, config)
 
@@ -28,10 +28,8 @@ def test_progress_is_throttled_but_the_final_step_always_sent(runner):
     runner.run(tiny_request(job_id=7, steps=4), is_cancelled=lambda: False, send=sent.append)
     assert sent[0] == JobStarted(7)
     progress = [event for event in sent if isinstance(event, JobProgress)]
-    assert [(event.step, event.preview_jpeg is not None) for event in progress] == [
-        (1, True),
-        (4, False),
-    ]
+    # The first preview would come an hour into the pass: a short job sends only its end.
+    assert [(event.step, event.preview_jpeg is not None) for event in progress] == [(4, False)]
     assert isinstance(sent[-1], JobCompleted)
 
 
@@ -77,6 +75,24 @@ def test_progress_reporter_sends_every_step_with_zero_interval():
         (2, True),
         (3, True),
     ]
+
+
+def test_the_first_preview_comes_an_interval_into_each_pass(monkeypatch):
+    clock = [100.0]
+    monkeypatch.setattr(jobs.time, "monotonic", lambda: clock[0])
+    sent = []
+    reporter = ProgressReporter(1, sent.append, interval_s=1.5, preview_max_side=64)
+    latents = torch.zeros(1, 4, 8, 8)
+    for second, step in ((0.0, 1), (0.5, 2), (1.4, 3), (1.6, 4), (2.0, 5), (3.2, 6), (3.3, 7)):
+        clock[0] = 100.0 + second
+        reporter(step, 7, latents)
+    assert [(event.step, event.preview_jpeg is not None) for event in sent] == [(4, True), (6, True), (7, False)]
+    # A second pass (a hires fix, a loopback) starts its own wait.
+    sent.clear()
+    for second, step in ((3.4, 1), (4.0, 2), (5.0, 3)):
+        clock[0] = 100.0 + second
+        reporter(step, 3, latents)
+    assert [(event.step, event.preview_jpeg is not None) for event in sent] == [(3, True)]
 
 
 def test_cancel_book_remembers_early_cancels_within_capacity():
