@@ -38,8 +38,12 @@ def fit_image_bytes(data: bytes, limit: int, stem: str) -> tuple[bytes, str]:
 
 
 async def image_file(path: str | Path, limit: int | None, stem: str) -> discord.File:
-    data = await asyncio.to_thread(Path(path).read_bytes)
-    return await bytes_file(data, limit, stem)
+    # Read and fitted in one trip to a thread: each trip is a wake-up of the loop.
+    def read_and_fit() -> tuple[bytes, str]:
+        return fit_image_bytes(Path(path).read_bytes(), limit or DEFAULT_LIMIT, stem)
+
+    fitted, filename = await asyncio.to_thread(read_and_fit)
+    return discord.File(io.BytesIO(fitted), filename=filename)
 
 
 async def bytes_file(data: bytes, limit: int | None, stem: str) -> discord.File:
