@@ -16,7 +16,8 @@ resolved for the device by ``Acceleration.for_device``):
 - channels_last memory layout for the UNet and the VAE (CUDA): faster convolutions.
 - torch.compile of the UNet and the VAE decoder (CUDA, off by default): modules are compiled
   in place (``Module.compile``), so they stay what diffusers and peft expect; each new shape
-  (size, image count) compiles once, and ``warm_up_models`` pays the default one at start-up.
+  (size, image count) compiles once, and ``warm_up_models`` pays the default one at start-up,
+  and with batching on the largest batch too, after which any batch size runs compiled.
 - Low-memory mode: "slicing" turns on VAE slicing (one image of a batch decoded at a time),
   VAE tiling of images with a side over VAE_TILE_SIDE px (smaller images are decoded whole,
   so they do not change), and attention slicing except on CUDA, where SDPA's memory-efficient
@@ -298,16 +299,27 @@ def warm_up(pipe: DiffusionPipeline, width: int, height: int, count: int, runs: 
     return seconds
 
 
-def warm_up_models(cache, names: Iterable[str], plan: Acceleration, shape: tuple[int, int, int]) -> dict[str, float]:
+def warm_up_models(
+    cache, names: Iterable[str], plan: Acceleration, shape: tuple[int, int, int], batch_images: int = 1
+) -> dict[str, float]:
     """Warm up each preloaded model (when the plan says so) and return the start-up timings
-    WorkerReady reports: "load:<model>", "warmup:<model>", "compile:<model>" in seconds."""
+    WorkerReady reports: "load:<model>", "warmup:<model>", "compile:<model>" and
+    "compile_batches:<model>" in seconds.
+
+    With torch.compile and cross-user batching (``batch_images``, the largest pass, above the
+    shape's count), a second image count is warmed up too: the largest batch. A second shape
+    makes dynamo recompile with the batch dimension dynamic (its automatic dynamic shapes), so
+    that one graph then serves every pass from 2 images to the largest, and no member's batch
+    waits for a compile. Sizes other than the default still compile on first use.
+    """
     timings = {f"load:{record.name}": round(record.seconds, 3) for record in cache.loads}
     if not plan.warmup:
         return timings
     width, height, count = shape
+    compiling = plan.compile_mode != "off"
     for name in names:
         pipe = cache.get(name)
-        runs = warm_up(pipe, width, height, count, runs=2 if plan.compile_mode != "off" else 1)
+        runs = warm_up(pipe, width, height, count, runs=2 if compiling else 1)
         timings[f"warmup:{name}"] = round(runs[0], 3)
         message = "warmed up model %r at %dx%d x%d in %.1f s"
         arguments: list = [name, width, height, count, runs[0]]
@@ -315,6 +327,11 @@ def warm_up_models(cache, names: Iterable[str], plan: Acceleration, shape: tuple
             timings[f"compile:{name}"] = round(max(0.0, runs[0] - runs[1]), 3)
             message += " (compile about %.1f s; a warm run takes %.2f s)"
             arguments += [runs[0] - runs[1], runs[1]]
+        if compiling and batch_images > count:
+            [batches] = warm_up(pipe, width, height, batch_images)
+            timings[f"compile_batches:{name}"] = round(batches, 3)
+            message += "; batches of up to %d images compiled in %.1f s"
+            arguments += [batch_images, batches]
         log.info(message, *arguments)
     return timings
 

@@ -173,7 +173,7 @@ class JobRunner:
         )
         for name in preload:
             cache.get(name)
-        timings = acceleration.warm_up_models(cache, preload, plan, config.warmup_shape)
+        timings = acceleration.warm_up_models(cache, preload, plan, config.warmup_shape, config.max_batch_images)
         upscalers = upscale.Upscalers(
             config.upscaler_dirs, device, dtype, config.upscale_tile, config.upscale_tile_overlap
         )

@@ -197,7 +197,8 @@ class WorkerConfig:
     # changes them still applies (the processor falls back to the separate projections).
     fuse_qkv: bool = True
     # torch.compile of the UNet and the VAE decoder on a CUDA GPU: one of COMPILE_MODES. Each
-    # new size or image count compiles once (the warm-up pays the default one).
+    # new size compiles once (the warm-up pays the default one, and with max_batch_images
+    # above 1 the batch sizes too).
     torch_compile: str = "off"
     # One generation per preloaded model at start-up on a GPU, at warmup_shape, so cuDNN
     # autotuning and compilation are paid before the first user.
@@ -299,7 +300,8 @@ class WorkerReady:
     versions: dict[str, str] = field(default_factory=dict)
     # Start-up seconds, for the logs and the benchmarks: "load:<model>" (reading and placing
     # it), "warmup:<model>" (the first run) and "compile:<model>" (first run minus the second,
-    # when torch_compile is on).
+    # when torch_compile is on), "compile_batches:<model>" (the largest batch's run, which
+    # compiles the graph every batch size shares, when batching is on too).
     timings: dict[str, float] = field(default_factory=dict)
 
 

@@ -209,3 +209,42 @@ def test_the_worker_checks_its_settings_too(tiny_model_spec, tmp_path, change, m
     config = WorkerConfig(models=(tiny_model_spec,), default_model="tiny", outputs_dir=str(tmp_path), **change)
     with pytest.raises(ValueError, match=message):
         Acceleration.for_device(config, CPU)
+
+
+def test_with_batching_the_warm_up_compiles_every_batch_size_once(tiny_model_spec):
+    """torch.compile with cross-user batching: after the warm-up no pass of 1 to
+    max_batch_images images compiles again. A counting backend stands in for inductor (the
+    same dynamo graphs and guards, without generating kernels), so this runs on the CPU."""
+    import torch._dynamo
+
+    from inference.models import PipelineCache
+
+    compiled: list[tuple] = []
+
+    def counting_backend(graph, example_inputs):  # type: ignore[no-untyped-def]
+        compiled.append(tuple(getattr(value, "shape", ()) for value in example_inputs))
+        return graph.forward
+
+    torch._dynamo.reset()
+    cache = PipelineCache([tiny_model_spec], CPU, torch.float32)
+    pipe = cache.get("tiny")
+    try:
+        pipe.unet.compile(backend=counting_backend)
+        pipe.vae.decoder.compile(backend=counting_backend)
+        plan = Acceleration(compile_mode="max-autotune-no-cudagraphs", warmup=True)
+        timings = acceleration.warm_up_models(cache, ["tiny"], plan, (64, 64, 1), batch_images=4)
+        assert {"warmup:tiny", "compile:tiny", "compile_batches:tiny"} <= set(timings)
+        assert compiled, "the warm-up compiled"
+        after_warm_up = len(compiled)
+        for count in (2, 3, 4, 1):
+            generate(pipe, tiny_request(seeds=tuple(range(count)), steps=2))
+        assert len(compiled) == after_warm_up, "a pass of 1 to 4 images compiled after the warm-up"
+        # Without the batch warm-up, the first batch of another size would have compiled.
+        torch._dynamo.reset()
+        compiled.clear()
+        acceleration.warm_up_models(cache, ["tiny"], plan, (64, 64, 1), batch_images=1)
+        after_warm_up = len(compiled)
+        generate(pipe, tiny_request(seeds=(1, 2, 3), steps=2))
+        assert len(compiled) > after_warm_up
+    finally:
+        torch._dynamo.reset()
