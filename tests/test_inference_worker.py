@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import multiprocessing
+import os
 from pathlib import Path
 
 import pytest
@@ -23,7 +24,7 @@ from inference.protocol import (
     WorkerReady,
     WorkerStartupFailed,
 )
-from inference.worker import run_worker
+from inference.worker import WORKER_NICENESS, run_worker
 from tests.inference_fixtures import tiny_request
 
 # Generous limits that only stop a broken test from hanging; nothing here measures time.
@@ -85,6 +86,9 @@ def test_worker_serves_jobs_cancels_and_failures(worker_config):
         assert ready.device == "cpu" and ready.dtype == "float32"
         assert ready.models == ("tiny",)
         assert {"torch", "diffusers"} <= set(ready.versions)
+        # It runs below the bot's priority, so the bot's loop gets a core first.
+        ours = os.getpriority(os.PRIO_PROCESS, 0)
+        assert os.getpriority(os.PRIO_PROCESS, worker.process.pid) == min(19, ours + WORKER_NICENESS)
 
         # A two-image job: started, a progress event per step with a preview, then the files.
         worker.commands.send(RunJob(tiny_request(job_id=1, seeds=(11, 12), steps=3)))
