@@ -30,9 +30,9 @@ from bot.policy.rules import Term, TermKind, TermScope
 from db.models import Ban, BlockedTerm, GuildPolicy, RoleLimit
 
 if TYPE_CHECKING:
-    from bot.config import Settings
     from sqlalchemy.ext.asyncio import AsyncSession
 
+    from bot.config import Settings
     from db.session import Database
 
 IdList = Literal["channel_ids", "user_role_ids", "costly_role_ids"]
