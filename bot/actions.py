@@ -212,10 +212,10 @@ async def _queue_and_announce(interaction: discord.Interaction, params: JobParam
     private = await answers_privately(interaction, params.parent_job_id)
     job = await bot.queue.enqueue(params, requester(interaction, private=private))
     async with bot.delivery.announcing(job.id):  # taken before any await: see announcing
-        # The worker may start now: the job's updates wait for its status message (announcing).
-        bot.dispatcher.wake()
         if not as_followup:
             bot.delivery.track(job.id, interaction)
+        # The worker may start now: the job's updates wait for its status message (announcing).
+        await bot.dispatcher.wake_and_wait()
         entry = await bot.queue.entry(job.id)
         position, eta = (entry.position, entry.eta_seconds) if entry else (1, 0.0)
         embed, view = embeds.queued_embed(job, position, eta), buttons.status_view(job.id)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 
 import pytest
@@ -210,3 +211,37 @@ async def test_a_result_larger_than_the_upload_limit_is_sent_smaller(harness):
     assert png_size > LIMIT, "the test needs a grid larger than the limit"
     assert sent.filename.endswith((".jpg", ".webp")) and sent.size <= LIMIT
     assert (await attachment_image(harness.message(result.response.id))).size == (256, 256)
+
+
+async def test_a_new_job_on_an_idle_bot_is_claimed_before_its_place_is_read(harness, monkeypatch):
+    """The answer waits for the dispatcher to look for work (Dispatcher.wake_and_wait), so the
+    claim does not race the place-in-line reads for the database, and they find it running."""
+    seen: list[JobStatus] = []
+    entry = harness.bot.queue.entry
+
+    async def entry_seeing_the_row(job_id: int):  # type: ignore[no-untyped-def]
+        seen.append((await harness.bot.queue.get(job_id)).status)
+        return await entry(job_id)
+
+    monkeypatch.setattr(harness.bot.queue, "entry", entry_seeing_the_row)
+    alice = harness.member("alice")
+    for prompt in ("a first one", "a second one"):
+        await alice.slash(harness.channel, "imagine", prompt=prompt, count=1)
+        await harness.wait_for_job((await harness.latest_job()).id)
+    assert seen == [JobStatus.RUNNING, JobStatus.RUNNING]
+
+
+async def test_waking_a_busy_dispatcher_waits_no_longer_than_its_limit(harness, monkeypatch):
+    dispatcher = harness.dispatcher
+    released = asyncio.Event()
+
+    async def stuck() -> None:  # as while a dead worker's replacement starts
+        await released.wait()
+
+    monkeypatch.setattr(dispatcher, "_dispatch_if_idle", stuck)
+    dispatcher.wake()  # the dispatcher takes it and is then stuck looking for work
+    await asyncio.sleep(0.05)
+    started = asyncio.get_running_loop().time()
+    await dispatcher.wake_and_wait(limit_s=0.2)
+    assert 0.15 <= asyncio.get_running_loop().time() - started < 5
+    released.set()

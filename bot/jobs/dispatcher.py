@@ -49,6 +49,8 @@ T = TypeVar("T")
 # Waiting jobs whose status messages are refreshed when the queue moves: every one of them
 # would cost an edit per job started, which Discord's rate limits do not allow at scale.
 REFRESHED_POSITIONS = 5
+# The longest a new job's answer waits for the dispatcher's claim (wake_and_wait).
+WAKE_WAIT_S = 0.5
 RESTART_REASON = "The bot restarted while your job was running."
 CRASH_REASON = "The image worker stopped unexpectedly while running your job."
 
@@ -75,7 +77,7 @@ class WorkerStartError(Exception):
 
 @dataclass(frozen=True, slots=True)
 class _Wake:
-    pass
+    looked: asyncio.Future[None] | None = None  # done once the dispatcher has looked for work
 
 
 async def _plain_wait(awaitable: Awaitable[T], *, reason: str) -> T:
@@ -100,6 +102,7 @@ class Dispatcher:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._task: asyncio.Task[None] | None = None
         self._restart_delay = 1.0
+        self._wakes_handled: list[asyncio.Future[None]] = []
 
     # --- lifecycle -------------------------------------------------------------------------
 
@@ -146,6 +149,21 @@ class Dispatcher:
     def wake(self) -> None:
         self._inbox.put_nowait(_Wake())
 
+    async def wake_and_wait(self, limit_s: float = WAKE_WAIT_S) -> None:
+        """Wake the dispatcher and wait (at most ``limit_s``) until it has looked for work:
+        claimed jobs for an idle worker, or found it busy. A new job's place in line is then
+        read once, without racing the claim for the database, and the claim goes first."""
+        if self._task is None or self._task.done():
+            self.wake()
+            return
+        looked = asyncio.get_running_loop().create_future()
+        self._inbox.put_nowait(_Wake(looked))
+        try:
+            # The dispatcher may be busy for longer (a worker restarting): the answer does not wait.
+            await asyncio.wait_for(asyncio.shield(looked), limit_s)
+        except TimeoutError:
+            pass
+
     async def cancel(self, job_id: int) -> tuple[Job, CancelOutcome]:
         """Cancel a job wherever it is; the caller has checked the user may."""
         job, outcome = await self.queue.request_cancel(job_id)
@@ -166,9 +184,18 @@ class Dispatcher:
     async def _run(self) -> None:
         await self._recover_interrupted()
         while True:
-            await self._dispatch_if_idle()
+            try:
+                await self._dispatch_if_idle()
+            finally:
+                self._answer_wakes()
             item = await self.external_wait(self._inbox.get(), reason="waiting for jobs and worker events")
             await self._handle(item)
+
+    def _answer_wakes(self) -> None:
+        wakes, self._wakes_handled = self._wakes_handled, []
+        for looked in wakes:
+            if not looked.done():
+                looked.set_result(None)
 
     async def _recover_interrupted(self) -> None:
         """Rows left running belong to a bot that died: their worker died with it."""
@@ -200,7 +227,9 @@ class Dispatcher:
 
     async def _handle(self, item: Event | WorkerExited | _Wake) -> None:
         match item:
-            case _Wake():
+            case _Wake(looked=looked):
+                if looked is not None:
+                    self._wakes_handled.append(looked)
                 return
             case WorkerReady():
                 self.ready = item
