@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import io
+from collections.abc import Callable
 from pathlib import Path
 
 import discord
@@ -38,17 +39,20 @@ def fit_image_bytes(data: bytes, limit: int, stem: str) -> tuple[bytes, str]:
 
 
 async def image_file(path: str | Path, limit: int | None, stem: str) -> discord.File:
-    # Read and fitted in one trip to a thread: each trip is a wake-up of the loop.
-    def read_and_fit() -> tuple[bytes, str]:
-        return fit_image_bytes(Path(path).read_bytes(), limit or DEFAULT_LIMIT, stem)
-
-    fitted, filename = await asyncio.to_thread(read_and_fit)
-    return discord.File(io.BytesIO(fitted), filename=filename)
+    return await _fitted_file(Path(path).read_bytes, limit, stem)
 
 
 async def bytes_file(data: bytes, limit: int | None, stem: str) -> discord.File:
     """An image already in memory (a blurred copy, bot.safety), fitted like image_file's."""
-    fitted, filename = await asyncio.to_thread(fit_image_bytes, data, limit or DEFAULT_LIMIT, stem)
+    return await _fitted_file(lambda: data, limit, stem)
+
+
+async def _fitted_file(read: Callable[[], bytes], limit: int | None, stem: str) -> discord.File:
+    # Read and fitted in one trip to a thread: each trip is a wake-up of the loop.
+    def read_and_fit() -> tuple[bytes, str]:
+        return fit_image_bytes(read(), limit or DEFAULT_LIMIT, stem)
+
+    fitted, filename = await asyncio.to_thread(read_and_fit)
     return discord.File(io.BytesIO(fitted), filename=filename)
 
 
