@@ -17,6 +17,7 @@ after executing, even for server-side cursors).
 from __future__ import annotations
 
 import sqlite3
+from collections import deque
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from functools import partial
 from typing import Any
@@ -36,13 +37,13 @@ class PrefetchedCursor:
         self.description: tuple | None = None
         self.rowcount = -1
         self.lastrowid: int | None = None
-        self._rows: list[Any] = []
+        self._rows: deque[Any] = deque()  # taken from the front, one or a few at a time
 
     async def __aenter__(self) -> PrefetchedCursor:
         return self
 
     async def __aexit__(self, *_exc: object) -> None:
-        self._rows = []
+        self._rows.clear()
 
     def __await__(self):  # type: ignore[no-untyped-def]
         # aiosqlite's cursor() is awaitable as well as an async context manager.
@@ -60,22 +61,23 @@ class PrefetchedCursor:
         return self
 
     def _take(self, outcome: tuple[tuple | None, int, int | None, list[Any]]) -> None:
-        self.description, self.rowcount, self.lastrowid, self._rows = outcome
+        self.description, self.rowcount, self.lastrowid, rows = outcome
+        self._rows = deque(rows)
 
     async def fetchone(self) -> Any:
-        return self._rows.pop(0) if self._rows else None
+        return self._rows.popleft() if self._rows else None
 
     async def fetchmany(self, size: int | None = None) -> list[Any]:
-        count = self.arraysize if size is None else size
-        taken, self._rows = self._rows[:count], self._rows[count:]
-        return taken
+        count = min(len(self._rows), self.arraysize if size is None else size)
+        return [self._rows.popleft() for _ in range(count)]
 
     async def fetchall(self) -> list[Any]:
-        taken, self._rows = self._rows, []
+        taken = list(self._rows)
+        self._rows.clear()
         return taken
 
     async def close(self) -> None:
-        self._rows = []  # the sqlite3 cursor was closed on the thread
+        self._rows.clear()  # the sqlite3 cursor was closed on the thread
 
 
 def _run_statement(
