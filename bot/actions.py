@@ -218,7 +218,12 @@ async def _queue_and_announce(interaction: discord.Interaction, params: JobParam
         await bot.dispatcher.wake_and_wait()
         entry = await bot.queue.entry(job.id)
         position, eta = (entry.position, entry.eta_seconds) if entry else (1, 0.0)
-        embed, view = embeds.queued_embed(job, position, eta), buttons.status_view(job.id)
+        if position == 0:  # claimed already: say so, rather than "Queued" and an edit after it
+            embed = embeds.started_embed(job, eta)
+            bot.delivery.answered_running(job.id)
+        else:
+            embed = embeds.queued_embed(job, position, eta)
+        view = buttons.status_view(job.id)
         if as_followup:
             message = await interaction.followup.send(embed=embed, view=view, wait=True, ephemeral=private)
             if not private:

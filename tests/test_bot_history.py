@@ -68,7 +68,7 @@ async def test_history_pages_and_rerun_with_the_same_seed(harness):
     await alice.click(shown.response, label="Next")
     rerun = await alice.select(shown.response, ["1"])
     assert rerun.acknowledged and not rerun.ephemeral
-    assert harness.first_response()["embeds"][0]["title"] == "Queued"
+    assert harness.first_response()["embeds"][0]["title"] == "Generating"  # the idle worker took it
     again = await harness.wait_for_job((await harness.latest_job(alice.id)).id)
     assert again.status == JobStatus.COMPLETED and again.parent_job_id == original.id
     assert again.id != original.id and [image.seed for image in again.images] == [77]

@@ -16,10 +16,12 @@ async def test_imagine_to_a_finished_grid(harness):
     alice = harness.member("alice")
     result = await alice.slash(harness.channel, "imagine", prompt="a lighthouse at dusk", seed=1234, count=4)
 
-    # Answered at once, publicly, with the job queued (the row exists) and a cancel button.
+    # Answered at once, publicly, with a cancel button. The worker is idle, so the job (its
+    # row exists) was claimed before the answer, which says so with its ETA rather than "Queued".
     assert result.acknowledged and not result.ephemeral
     answer = harness.first_response()
-    assert answer["embeds"][0]["title"] == "Queued"
+    assert answer["embeds"][0]["title"] == "Generating"
+    assert [field["name"] for field in answer["embeds"][0]["fields"]] == ["ETA", "Tokens"]
     assert "a lighthouse at dusk" in answer["embeds"][0]["description"]
     assert [c["label"] for row in answer["components"] for c in row["components"]] == ["Cancel"]
     queued = result.response
@@ -73,7 +75,7 @@ async def test_reroll_gives_new_seeds(harness):
     result = await alice.slash(harness.channel, "imagine", prompt="a castle", count=2, seed=100)
     first = await harness.wait_for_job((await harness.latest_job()).id)
     reroll = await alice.click(harness.message(result.response.id), label="Reroll")
-    assert reroll.acknowledged and harness.first_response()["embeds"][0]["title"] == "Queued"
+    assert reroll.acknowledged and harness.first_response()["embeds"][0]["title"] == "Generating"
     second = await harness.wait_for_job((await harness.latest_job()).id)
     assert second.id != first.id and second.parent_job_id == first.id
     assert second.status == JobStatus.COMPLETED
@@ -107,7 +109,7 @@ async def test_variation_buttons_keep_the_seed_and_vary_the_image(harness):
     result = await alice.slash(harness.channel, "imagine", prompt="a lighthouse", count=2, seed=9)
     parent = await harness.wait_for_job((await harness.latest_job()).id)
     varied = await alice.click(harness.message(result.response.id), label="V2")
-    assert varied.acknowledged and harness.first_response()["embeds"][0]["title"] == "Queued"
+    assert varied.acknowledged and harness.first_response()["embeds"][0]["title"] == "Generating"
     job = await harness.wait_for_job((await harness.latest_job()).id)
     assert job.status == JobStatus.COMPLETED
     assert job.kind == "variation" and job.parent_job_id == parent.id and job.parent_image_index == 1
@@ -149,10 +151,11 @@ async def test_progress_is_shown_while_running(harness):
     assert harness.message(result.response.id).embeds[0].title == "a slow sunrise"
 
 
-async def test_a_job_shorter_than_the_preview_interval_goes_from_generating_to_its_result(settings):
-    """The worker's first preview comes an interval into sampling, and the last step's frame
-    without a preview is not shown: a short job's message is edited twice, to "Generating"
-    and to the result, and the bot uploads nothing while it runs."""
+async def test_a_short_job_on_an_idle_bot_is_answered_generating_and_edited_once_to_its_result(settings):
+    """The answer of a job the idle worker claimed says "Generating", so its start needs no
+    edit; the worker's first preview comes an interval into sampling, and the last step's frame
+    without a preview is not shown: a short job's message is edited once, to its result, and
+    the bot uploads nothing while it runs."""
     from tests.harness import BotHarness
 
     harness = BotHarness(dataclasses.replace(settings, worker=dataclasses.replace(settings.worker, preview_interval_s=3600)))
@@ -168,7 +171,8 @@ async def test_a_job_shorter_than_the_preview_interval_goes_from_generating_to_i
             if request.method == "PATCH" and request.json and request.json.get("embeds")
             and f"Job #{job.id} ·" in str(request.json)
         ]
-        assert edits == ["Generating", "a quick sketch"]
+        assert harness.first_response()["embeds"][0]["title"] == "Generating"
+        assert edits == ["a quick sketch"]
         assert harness.message(result.response.id).attachments
     finally:
         await harness.stop()
@@ -199,7 +203,7 @@ async def test_what_queues_jobs_is_acknowledged_before_its_checks(harness, monke
 
     await alice.click(harness.message(job.message_id), label="Vary (subtle)")
     assert answered_before_check[-1] == (f"sd:v:{job.id}:0:subtle", True)
-    assert harness.first_response()["embeds"][0]["title"] == "Queued"
+    assert harness.first_response()["embeds"][0]["title"] == "Generating"
 
     await alice.slash(harness.channel, "queue")
     assert answered_before_check[-1] == ("queue", False)

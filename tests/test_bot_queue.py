@@ -157,8 +157,35 @@ async def test_a_killed_worker_requeues_its_job_tells_the_user_and_serves_the_ne
     assert retried.status == JobStatus.COMPLETED and retried.attempts == 2
     told = [r for r in harness.env.http_requests if r.json and "Re-queued" in str(r.json)]
     assert told and "stopped unexpectedly" in str(told[0].json)
+    # Its answer said "Generating" (an idle worker took it); its second start is shown anew.
+    assert status_titles(harness, job.id)[-3:] == ["Re-queued", "Generating", "doomed once"]
     following = await harness.wait_for_job((await harness.latest_job()).id)
     assert following.status == JobStatus.COMPLETED
+
+
+def status_titles(harness, job_id: int) -> list[str]:
+    """The titles of the status edits of one job, in order, progress frames left out."""
+    return [
+        request.json["embeds"][0]["title"] for request in harness.env.http_requests
+        if request.method == "PATCH" and request.json and request.json.get("embeds")
+        and f"Job #{job_id} ·" in str(request.json) and "· step" not in request.json["embeds"][0]["title"]
+    ]
+
+
+async def test_a_requeue_before_the_start_arrived_still_shows_the_next_start(harness):
+    """The answer of a job the idle worker claimed says "Generating", so the worker's
+    JobStarted edits nothing. A crash before that JobStarted arrived re-queues the job: its
+    next start must be shown, or the message would say "Re-queued" while it runs."""
+    alice = harness.member("alice")
+    await alice.slash(harness.channel, "imagine", prompt="a second attempt", **SLOW)
+    job = await wait_running(harness, (await harness.latest_job()).id)
+    await harness.settle()
+    delivery = harness.bot.delivery
+    delivery.answered_running(job.id)  # the answer showed it; its JobStarted has not come yet
+    delivery.job_requeued(job, "The image worker stopped.")
+    delivery.job_started(job)  # the second attempt
+    await delivery.drain()
+    assert status_titles(harness, job.id)[-2:] == ["Re-queued", "Generating"]
 
 
 @pytest.mark.allow_error_logs

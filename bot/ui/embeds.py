@@ -90,6 +90,16 @@ def _with_negative_prompt(embed: discord.Embed, job: Job) -> discord.Embed:
 def queued_embed(job: Job, position: int, eta_seconds: float) -> discord.Embed:
     embed = _with_prompt(discord.Embed(title="Queued", colour=QUEUED_COLOUR), job)
     embed.add_field(name="Position", value="next" if position <= 1 else f"{position} in line")
+    return _with_answer_fields(embed, job, eta_seconds)
+
+
+def started_embed(job: Job, eta_seconds: float) -> discord.Embed:
+    """The command's answer for a job the worker claimed before it was sent (an idle bot)."""
+    return _with_answer_fields(running_embed(job), job, eta_seconds)
+
+
+def _with_answer_fields(embed: discord.Embed, job: Job, eta_seconds: float) -> discord.Embed:
+    """What a new job's answer tells besides its state: when it ends, how its prompt was read."""
     embed.add_field(name="ETA", value=f"about {format_duration(eta_seconds)}")
     tokens = token_summary(job)
     if tokens:
