@@ -159,7 +159,11 @@ def machine_info(device: str) -> dict[str, Any]:
 
 
 def git_commit() -> str | None:
-    """HEAD's commit, with "-dirty" when the working tree has changes (read-only git calls)."""
+    """HEAD's commit, with "-dirty" when the working tree has changes (read-only git calls).
+
+    SDBOT_COMMIT names it where the tree is a copy without .git (the GPU machine's)."""
+    if os.environ.get("SDBOT_COMMIT"):
+        return os.environ["SDBOT_COMMIT"]
     try:
         commit = subprocess.run(
             ["git", "rev-parse", "HEAD"], cwd=REPO_ROOT, capture_output=True, text=True, check=True

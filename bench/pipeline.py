@@ -15,8 +15,15 @@ Per batch size: seconds per call, seconds per image, images per second, and peak
 peak allocation on a GPU, the process's peak RSS on the CPU). The repeats interleave the paths,
 so machine noise hits them alike. Batch 1 also checks that worker and plain made the same image.
 
+``--compile MODE`` turns on the worker's torch.compile of the UNet and VAE decoder (CUDA only;
+the worker ignores it elsewhere) and ``--low-memory MODE`` its low-memory mode; the results
+then go to ``pipeline_compile-<device>.json`` or ``pipeline_low_memory-<device>.json``, beside
+the default run's. The worker warms up at the benchmark's size and largest batch, so
+``startup_seconds`` holds what compiling cost (``compile:``, ``compile_batches:``).
+
     python -m bench.pipeline                       # CPU: the "small" model, 128 px, 8 steps
     python -m bench.pipeline --device cuda         # SD 1.5 architecture, 512 px, 20 steps, fp16
+    python -m bench.pipeline --device cuda --compile max-autotune-no-cudagraphs
 """
 
 from __future__ import annotations
@@ -28,6 +35,7 @@ from typing import Any
 
 from bench import common
 from bench.models import DEFAULT_SIZE, DEFAULT_STEPS, MODEL_KINDS, cached_model
+from inference.protocol import COMPILE_MODES, LOW_MEMORY_MODES
 
 PROMPT = "a lighthouse on a cliff at dusk, oil painting, dramatic sky"
 NEGATIVE_PROMPT = "blurry, low quality"
@@ -46,6 +54,8 @@ def parse_args(argv: list[str] | None):
     parser.add_argument("--batches", default="1,4,8", help="comma-separated batch sizes (default %(default)s)")
     parser.add_argument("--repeats", type=int, help="timed calls per path and batch (default 5 on cuda, 2 on cpu)")
     parser.add_argument("--model-cache", type=Path, help="where built models are kept (default: a temp folder)")
+    parser.add_argument("--compile", default="off", choices=COMPILE_MODES, help="the worker's torch_compile (default off)")
+    parser.add_argument("--low-memory", default="off", choices=LOW_MEMORY_MODES, help="the worker's low_memory (default off)")
     args = parser.parse_args(argv)
     cuda = args.device.startswith("cuda")
     args.model = args.model or ("sd15" if cuda else "small")
@@ -55,6 +65,13 @@ def parse_args(argv: list[str] | None):
     args.repeats = args.repeats or (5 if cuda else 2)
     args.batches = [int(b) for b in args.batches.split(",") if b.strip()]
     return args
+
+
+def result_name(args) -> str:  # type: ignore[no-untyped-def]
+    """The JSON's name: the default run's, or the variant's, so one never overwrites the other."""
+    if args.compile != "off":
+        return "pipeline_compile"
+    return "pipeline_low_memory" if args.low_memory != "off" else "pipeline"
 
 
 class _Memory:
@@ -122,6 +139,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         outputs_dir=outputs.name,
         device=args.device,
         dtype=args.dtype,
+        torch_compile=args.compile,
+        low_memory=args.low_memory,
+        # The warm-up (on a GPU) at this run's size and largest batch: with compile on, the
+        # compiles happen there and are reported, not inside the timed calls.
+        warmup_shape=(args.size, args.size, 1),
+        max_batch_images=max(args.batches),
     )
     load_worker, runner = common.timed(lambda: JobRunner.start(config))
     load_plain, plain = common.timed(lambda: plain_pipeline(folder, device, dtype, args.sampler))
@@ -180,6 +203,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
     results: dict[str, Any] = {
         "load_seconds": {"worker": round(load_worker, 3), "plain": round(load_plain, 3)},
+        # The worker's own start-up: load, warm-up and (with --compile) compile seconds.
+        "startup_seconds": dict(runner.startup_timings),
         "memory_kind": "cuda_max_allocated" if device.type == "cuda" else "process_peak_rss",
         "batches": {},
     }
@@ -211,8 +236,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "sampler": args.sampler, "cfg": args.cfg, "dtype": str(dtype).removeprefix("torch."),
         "batches": args.batches, "repeats": args.repeats, "warm_batches": warm_batches,
         "preview_interval_s": config.preview_interval_s, "png_compress_level": config.png_compress_level,
+        "torch_compile": args.compile, "low_memory": args.low_memory,
     }
-    path = common.write_result("pipeline", args.device, settings, results, args.output_dir)
+    path = common.write_result(result_name(args), args.device, settings, results, args.output_dir)
     common.print_table(
         f"pipeline: {args.model} {args.size}x{args.size}, {args.steps} steps, {args.sampler}, CFG {args.cfg:g}, "
         f"{settings['dtype']} on {args.device} (median of {args.repeats})",
@@ -225,6 +251,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             f"batch {batch}: worker_generate {entry['worker_generate_speedup_vs_plain']}x plain, "
             f"worker_job {entry['worker_job_speedup_vs_plain']}x plain"
         )
+    if results["startup_seconds"]:
+        print("worker start-up (s): " + ", ".join(f"{k} {v}" for k, v in results["startup_seconds"].items()))
     if "batch1_max_pixel_difference" in results:
         print(f"batch 1, worker vs plain image: max pixel difference {results['batch1_max_pixel_difference']}")
     print(f"written to {path}")

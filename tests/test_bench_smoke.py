@@ -30,6 +30,23 @@ def test_pipeline_benchmark_runs_and_writes_its_json(tmp_path):
         assert entry["worker_generate_speedup_vs_plain"] > 0
     # The worker's generate() and the plain call made the same image from the same seed.
     assert document["results"]["batch1_max_pixel_difference"] <= 2
+    assert "load:tiny" in document["results"]["startup_seconds"]
+
+
+def test_a_variant_run_is_written_beside_the_default_one(tmp_path):
+    """--compile and --low-memory reach the worker's settings and get a JSON of their own, so
+    the GPU's default and compiled figures can both be committed. (On the CPU the worker
+    ignores torch_compile; low-memory slicing runs here and gives the same image.)"""
+    results = pipeline.main([
+        "--model", "tiny", "--steps", "1", "--batches", "1", "--repeats", "1", "--low-memory", "slicing",
+        "--model-cache", str(tmp_path / "models"), "--output-dir", str(tmp_path / "results"),
+    ])
+    assert [p.name for p in (tmp_path / "results").iterdir()] == ["pipeline_low_memory-cpu.json"]
+    document = json.loads((tmp_path / "results" / "pipeline_low_memory-cpu.json").read_text())
+    assert document["settings"]["low_memory"] == "slicing" and document["settings"]["torch_compile"] == "off"
+    assert results["batch1_max_pixel_difference"] <= 2
+    args = pipeline.parse_args(["--compile", "default", "--low-memory", "slicing"])
+    assert pipeline.result_name(args) == "pipeline_compile"
 
 
 def test_percentiles_interpolate_between_ranks():

@@ -1,0 +1,50 @@
+#!/usr/bin/env bash
+# The GPU benchmarks, for one call of the device tool each (a call may run 10 minutes):
+#
+#   bash bench/device/wheels.sh                          # here, once: the wheels into .whl/
+#   run(command="SDBOT_COMMIT=<git rev-parse HEAD> bash bench/device/run.sh fast", carry=[".whl"], timeout_s=600)
+#   run(command="SDBOT_COMMIT=<...> bash bench/device/run.sh compile", carry=[".whl"], timeout_s=600)
+#
+# (The tree travels without .git: SDBOT_COMMIT is the commit the JSON records.)
+# "fast": bench.pipeline on SD 1.5's architecture (512 px, 20 steps, Euler a, CFG 7, fp16;
+# the worker's fast path against the plain call, batches 1, 4, 8) and bench.upscale (512 ->
+# 2048 px, untiled and 256 px tiles). "compile [MODE]": bench.pipeline at batches 1 and 8 with
+# the worker's torch.compile in MODE (default max-autotune-no-cudagraphs, the README's). Each
+# benchmark has its own time limit, so one that hangs leaves the others their time; the JSON
+# and logs land in $OUT, whence they are copied into bench/results and committed.
+#
+# Rehearsed here on the CPU, tiny model (the wheels installed over this venv's same versions):
+#   OUT=$(mktemp -d) PYTHON=.venv/bin/python DEVICE=cpu MODEL=tiny UPSCALE_SIZE=32 bash bench/device/run.sh fast
+set -uo pipefail
+stage=${1:-fast}
+out=${OUT:?run this through the device tool, which sets OUT}
+python=${PYTHON:-python3} device=${DEVICE:-cuda} model=${MODEL:-sd15} upscale_size=${UPSCALE_SIZE:-512}
+"$python" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl || exit 1
+export PYTHONPATH=/tmp/site PYTHONUNBUFFERED=1
+if command -v nvidia-smi >/dev/null; then
+    nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.max.sm --format=csv | tee "$out/gpu-$stage.txt"
+fi
+models=/tmp/sdbot-bench-models  # built once per machine, shared by the runs of one call
+
+bench() {  # bench SECONDS NAME ARGS...: one benchmark, its log beside its JSON
+    local limit=$1 name=$2
+    shift 2
+    echo "== $name: python -m $*"
+    timeout --kill-after=10 "$limit" "$python" -m "$@" --output-dir "$out" 2>&1 | tee "$out/$name.log"
+    echo "== $name: exit ${PIPESTATUS[0]}"
+}
+
+case $stage in
+    fast)
+        bench 330 pipeline bench.pipeline --device "$device" --model "$model" --model-cache "$models"
+        bench 180 upscale bench.upscale --device "$device" --size "$upscale_size" --tile 256 --overlap 32
+        ;;
+    compile)
+        bench 540 pipeline_compile bench.pipeline --device "$device" --model "$model" --model-cache "$models" \
+            --compile "${2:-max-autotune-no-cudagraphs}" --batches 1,8 --repeats 3
+        ;;
+    *)
+        echo "usage: bench/device/run.sh fast|compile" >&2
+        exit 2
+        ;;
+esac
