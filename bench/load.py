@@ -8,6 +8,8 @@ follows ``--gap`` seconds later. Measured with perf_counter:
 
 - acknowledgement: from an interaction's arrival to its callback reaching Discord (p50, p99,
   max); Discord's limit is 3 s, the issue's target a p99 under 100 ms.
+- answer: from its arrival to the status message (the followup that replaces "thinking…"
+  and tells the job's place in line), which waits on the database.
 - the event loop's stalls: a task sleeps 5 ms over and over and records how late it wakes; a
   watchdog thread samples the loop thread's stack whenever it is stuck past ``--stall-ms``, so
   the summary says where the stalls come from.
@@ -234,8 +236,9 @@ async def run(args) -> dict[str, Any]:
         await harness.stop()
         work.cleanup()
 
-    acked = clock.acknowledgements()
+    acked, answered = clock.acknowledgements(), clock.answers()
     ack_seconds = [acked[i] - arrived for i, (arrived, _) in sent.items() if i in acked]
+    answer_seconds = [answered[i] - arrived for i, (arrived, _) in sent.items() if i in answered]
     stall = common.summary(monitor.samples)
     return {
         "interactions_sent": sent_count,
@@ -244,6 +247,7 @@ async def run(args) -> dict[str, Any]:
         "jobs_by_status": final_counts,
         "jobs_finished": final_counts.get("completed", 0) + final_counts.get("failed", 0),
         "acknowledgement_ms": common.scaled(common.summary(ack_seconds), 1000, 2),
+        "answer_ms": common.scaled(common.summary(answer_seconds), 1000, 2),
         "loop_lateness_ms": common.scaled(stall, 1000, 2),
         "loop_stalls_over_50ms": monitor.stalls_over(0.05),
         "loop_stalls_over_100ms": monitor.stalls_over(0.1),
@@ -320,7 +324,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     }
     name = "load_freeze_simulation" if args.freeze_simulation else "load"
     path = common.write_result(name, args.device, settings, results, args.output_dir)
-    ack, late = results["acknowledgement_ms"], results["loop_lateness_ms"]
+    ack, answer, late = results["acknowledgement_ms"], results["answer_ms"], results["loop_lateness_ms"]
     print(
         f"\nload: {results['interactions_sent']} interactions from {args.users} members in bursts of {args.burst} "
         f"(sent in {results['submitted_in_seconds']} s), run for {results['elapsed_seconds']} s"
@@ -328,6 +332,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     common.print_table(
         "figures (ms)", ["what", "p50", "p99", "max"],
         [["acknowledgement", ack.get("p50"), ack.get("p99"), ack.get("max")],
+         ["answer", answer.get("p50"), answer.get("p99"), answer.get("max")],
          ["loop lateness", late.get("p50"), late.get("p99"), late.get("max")]],
     )
     print(f"loop stalls over 50 ms: {results['loop_stalls_over_50ms']}, over 100 ms: {results['loop_stalls_over_100ms']}")

@@ -23,7 +23,8 @@ from pathlib import Path
 
 from bench.models import cached_model
 
-_CALLBACK = re.compile(r"/interactions/(\d+)/[^/]+/callback$")
+_CALLBACK = re.compile(r"/interactions/(\d+)/([^/]+)/callback$")
+_FOLLOWUP = re.compile(r"^/webhooks/\d+/([^/]+)$")
 
 
 def tiny_settings(
@@ -80,17 +81,32 @@ class RequestClock:
         # The router appends every request to backend.http_requests; env.http_requests reads it.
         env.backend.http_requests = self.log
         self._acked: dict[int, float] = {}
+        self._answered: dict[int, float] = {}
+        self._tokens: dict[str, int] = {}  # interaction token -> id
         self._scanned = 0
 
     def acknowledgements(self) -> dict[int, float]:
         """Interaction id -> when its first callback (the acknowledgement) arrived."""
+        self._scan()
+        return self._acked
+
+    def answers(self) -> dict[int, float]:
+        """Interaction id -> when its first followup arrived: for a command acknowledged with
+        "thinking…", its real answer (a job's status message, or a refusal)."""
+        self._scan()
+        return self._answered
+
+    def _scan(self) -> None:
         for index in range(self._scanned, len(self.log)):
             entry = self.log[index]
-            found = _CALLBACK.search(entry.path) if entry.method == "POST" else None
-            if found:
+            if entry.method != "POST":
+                continue
+            if found := _CALLBACK.search(entry.path):
                 self._acked.setdefault(int(found.group(1)), self.times[index])
+                self._tokens.setdefault(found.group(2), int(found.group(1)))
+            elif (found := _FOLLOWUP.match(entry.path)) and found.group(1) in self._tokens:
+                self._answered.setdefault(self._tokens[found.group(1)], self.times[index])
         self._scanned = len(self.log)
-        return self._acked
 
     def last_since(self, since: float, method: str, path_part: str) -> float | None:
         """The arrival time of the last request of this kind after ``since``."""
