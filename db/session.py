@@ -11,6 +11,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from db import sqlite_driver
 
 POOL_SIZE = 64  # SQLite connections kept open: more than a burst of 50 commands used at once
+BUSY_TIMEOUT_S = 5.0  # how long a write waits for another writer before "database is locked"
 
 
 def create_engine(url: str) -> AsyncEngine:
@@ -27,9 +28,10 @@ def create_engine(url: str) -> AsyncEngine:
     pooled = is_sqlite and parsed.database not in (None, "", ":memory:")
     options: dict = {"pool_size": POOL_SIZE, "max_overflow": POOL_SIZE} if pooled else {}
     if pooled and parsed.get_driver_name() == "aiosqlite" and sqlite_driver.supported():
-        # One trip to the connection's thread per statement instead of four (db/sqlite_driver.py).
+        # One trip to the connection's thread per statement instead of four, and writers that
+        # take turns rather than sleep in SQLite's busy handler (db/sqlite_driver.py).
         args, kwargs = parsed.get_dialect()().create_connect_args(parsed)
-        options["async_creator"] = sqlite_driver.connector(*args, **kwargs)
+        options["async_creator"] = sqlite_driver.connector(*args, write_timeout_s=BUSY_TIMEOUT_S, **kwargs)
     engine = create_async_engine(url, **options)
     if is_sqlite:
 
@@ -40,7 +42,7 @@ def create_engine(url: str) -> AsyncEngine:
             # off by default in SQLite; busy_timeout rides out a concurrent writer.
             cursor.execute("PRAGMA journal_mode=WAL")
             cursor.execute("PRAGMA foreign_keys=ON")
-            cursor.execute("PRAGMA busy_timeout=5000")
+            cursor.execute(f"PRAGMA busy_timeout={int(BUSY_TIMEOUT_S * 1000)}")
             cursor.close()
 
     return engine

@@ -12,11 +12,19 @@ The engine takes these connections through SQLAlchemy's public ``async_creator``
 dialect, the pool and every query are unchanged; only what crosses to the thread is batched.
 Rows are always read whole, which is what the dialect did anyway (it fetches everything right
 after executing, even for server-side cursors).
+
+The pool's connections also take turns to write (``WriterTurns``): SQLite lets one connection
+write at a time, and one that finds the database locked sleeps in its busy handler (1, 2, 5,
+10 ... up to 100 ms a time) however soon the lock is free again. Under a burst of commands,
+each writing a few transactions, those sleeps more than doubled the time the writes took. Here a write
+first waits on a lock the pool's connections share, which the writer before it hands over the
+moment its transaction ends; SQLite's busy handler is left for writers in other processes.
 """
 
 from __future__ import annotations
 
 import sqlite3
+import threading
 from collections import deque
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from functools import partial
@@ -51,12 +59,13 @@ class PrefetchedCursor:
         return self
 
     async def execute(self, sql: str, parameters: Sequence[Any] | dict[str, Any] | None = None) -> PrefetchedCursor:
-        run = partial(_run_statement, sql, () if parameters is None else parameters, many=False)
+        turn = self._connection.turn
+        run = partial(_run_statement, sql, () if parameters is None else parameters, many=False, turn=turn)
         self._take(await self._connection.on_thread(run))
         return self
 
     async def executemany(self, sql: str, parameters: Iterable[Any]) -> PrefetchedCursor:
-        run = partial(_run_statement, sql, list(parameters), many=True)
+        run = partial(_run_statement, sql, list(parameters), many=True, turn=self._connection.turn)
         self._take(await self._connection.on_thread(run))
         return self
 
@@ -81,9 +90,11 @@ class PrefetchedCursor:
 
 
 def _run_statement(
-    sql: str, parameters: Any, connection: sqlite3.Connection, *, many: bool
+    sql: str, parameters: Any, connection: sqlite3.Connection, *, many: bool, turn: WriterTurn | None = None
 ) -> tuple[tuple | None, int, int | None, list[Any]]:
     """On the connection's thread: the whole life of one cursor."""
+    if turn is not None:
+        turn.before(sql)
     cursor = connection.cursor()
     try:
         if many:
@@ -95,13 +106,70 @@ def _run_statement(
         return cursor.description, cursor.rowcount, cursor.lastrowid, rows
     finally:
         cursor.close()
+        if turn is not None:
+            turn.after(connection)
+
+
+# Statements that never begin a transaction in Python's sqlite3 (it opens one before INSERT,
+# UPDATE, DELETE and REPLACE only). Anything else takes the writer's turn: a SAVEPOINT, a
+# BEGIN, DDL, or a WITH that may end in a write. Taking it for a read only costs a wait.
+_READS = ("SELECT", "PRAGMA", "EXPLAIN")
+
+
+class WriterTurns:
+    """The lock a pool's connections share to write one at a time (see the module's doc)."""
+
+    def __init__(self, timeout_s: float) -> None:
+        self.lock = threading.Lock()
+        self.timeout_s = timeout_s  # as long as SQLite's own busy_timeout would have waited
+
+    def for_connection(self) -> WriterTurn:
+        return WriterTurn(self)
+
+
+class WriterTurn:
+    """One connection's side of WriterTurns, used on that connection's thread: the turn is
+    taken before the statement that opens a transaction and given back once none is open."""
+
+    def __init__(self, turns: WriterTurns) -> None:
+        self.turns = turns
+        self.held = False
+
+    def before(self, sql: str) -> None:
+        if self.held or sql.lstrip()[:7].upper().startswith(_READS):
+            return
+        if not self.turns.lock.acquire(timeout=self.turns.timeout_s):
+            # What SQLite says when its busy_timeout runs out, so callers see the same error.
+            raise sqlite3.OperationalError("database is locked")
+        self.held = True
+
+    def after(self, connection: sqlite3.Connection | None) -> None:
+        if self.held and (connection is None or not connection.in_transaction):
+            self.held = False
+            self.turns.lock.release()
 
 
 class OneTripConnection(aiosqlite.Connection):
-    """An aiosqlite connection whose cursors are PrefetchedCursors."""
+    """An aiosqlite connection whose cursors are PrefetchedCursors, and whose writes wait
+    for their turn (``turn``, None: SQLite's busy handler alone)."""
+
+    turn: WriterTurn | None = None
 
     def cursor(self) -> PrefetchedCursor:  # type: ignore[override]
         return PrefetchedCursor(self)
+
+    async def commit(self) -> None:
+        await self.on_thread(partial(_end_transaction, "commit", turn=self.turn))
+
+    async def rollback(self) -> None:
+        await self.on_thread(partial(_end_transaction, "rollback", turn=self.turn))
+
+    async def close(self) -> None:
+        try:
+            await super().close()
+        finally:
+            if self.turn is not None:
+                self.turn.after(None)  # closed: whatever was open is rolled back
 
     async def on_thread(self, function: Callable[[sqlite3.Connection], Any]) -> Any:
         """Run ``function(sqlite3_connection)`` on the connection's thread."""
@@ -119,10 +187,25 @@ def supported() -> bool:
     )
 
 
-def connector(path: str, **kwargs: Any) -> Callable[[], Awaitable[OneTripConnection]]:
-    """SQLAlchemy's ``async_creator`` for a SQLite file, with the dialect's connect arguments."""
+def _end_transaction(method: str, connection: sqlite3.Connection, *, turn: WriterTurn | None) -> None:
+    try:
+        getattr(connection, method)()
+    finally:
+        if turn is not None:
+            turn.after(connection)
+
+
+def connector(
+    path: str, *, write_timeout_s: float = 5.0, **kwargs: Any
+) -> Callable[[], Awaitable[OneTripConnection]]:
+    """SQLAlchemy's ``async_creator`` for a SQLite file, with the dialect's connect arguments.
+    The connections it makes take turns to write (WriterTurns), waiting at most
+    ``write_timeout_s`` for one, as long as the engine's busy_timeout (db/session.py)."""
+    turns = WriterTurns(write_timeout_s)
 
     async def connect() -> OneTripConnection:
-        return await OneTripConnection(partial(sqlite3.connect, path, **kwargs), iter_chunk_size=64)
+        connection = await OneTripConnection(partial(sqlite3.connect, path, **kwargs), iter_chunk_size=64)
+        connection.turn = turns.for_connection()
+        return connection
 
     return connect

@@ -3,6 +3,9 @@ their thread, and every query still behaves as it does on aiosqlite's own connec
 
 from __future__ import annotations
 
+import asyncio
+import sqlite3
+
 import aiosqlite
 import pytest
 from sqlalchemy import func, insert, select, text, update
@@ -107,3 +110,110 @@ async def test_without_the_internals_the_engine_keeps_aiosqlite_connections(tmp_
             assert (await connection.execute(text("SELECT 41 + 1"))).scalar() == 42
     finally:
         await db.close()
+
+
+# --- writers take turns -----------------------------------------------------------------------
+
+
+@pytest.fixture
+async def quick_database(tmp_path, monkeypatch):
+    """A migrated database whose writers give up after 0.3 s (instead of 5), and whose
+    connections SQLite itself never lets wait: a second writer gets "database is locked" at
+    once from SQLite, so only the driver's turns can make it wait."""
+    from db import session as db_session
+    from db.migrate import upgrade_database
+
+    monkeypatch.setattr(db_session, "BUSY_TIMEOUT_S", 0.3)
+    db = Database(f"sqlite+aiosqlite:///{tmp_path / 'turns.sqlite3'}")
+    await upgrade_database(db.engine)
+    yield db
+    await db.close()
+
+
+async def no_busy_wait(session) -> None:  # type: ignore[no-untyped-def]
+    await session.execute(text("PRAGMA busy_timeout=0"))
+
+
+async def test_a_second_writer_waits_for_its_turn_instead_of_finding_the_database_locked(quick_database):
+    first = quick_database.session()
+    async with first, first.begin():
+        await no_busy_wait(first)
+        first.add(User(id=1, name="alice"))
+        await first.flush()  # the INSERT ran: this transaction holds SQLite's write lock
+
+        async def second_writer() -> None:
+            async with quick_database.session() as session, session.begin():
+                await no_busy_wait(session)
+                session.add(User(id=2, name="bob"))
+
+        waiting = asyncio.create_task(second_writer())
+        await asyncio.sleep(0.05)
+        assert not waiting.done()  # neither written nor failed: waiting for the turn
+    await waiting  # the first committed, and handed the turn over
+    async with quick_database.session() as session:
+        assert (await session.execute(select(User.name).order_by(User.id))).scalars().all() == ["alice", "bob"]
+
+
+async def test_reads_do_not_wait_for_a_writer(quick_database):
+    async with quick_database.session() as session, session.begin():
+        session.add(User(id=1, name="alice"))
+    writer = quick_database.session()
+    async with writer, writer.begin():
+        writer.add(User(id=2, name="bob"))
+        await writer.flush()
+        async with quick_database.session() as reader:  # WAL: the last commit, at once
+            assert (await reader.execute(select(User.name))).scalars().all() == ["alice"]
+
+
+async def test_a_rolled_back_failed_or_closed_write_gives_its_turn_back(tmp_path):
+    """On the driver's own connections, which share one set of turns: each way a write
+    transaction ends hands the turn on, so the next writer (on another connection, which
+    SQLite does not let wait) writes at once."""
+    connect = sqlite_driver.connector(str(tmp_path / "ends.sqlite3"), write_timeout_s=0.3)
+    first, second = await connect(), await connect()
+    try:
+        async def write(connection, sql: str) -> None:  # type: ignore[no-untyped-def]
+            async with connection.cursor() as cursor:
+                await cursor.execute(sql)
+
+        await write(first, "PRAGMA journal_mode=WAL")
+        await write(first, "CREATE TABLE t (id INTEGER PRIMARY KEY)")
+        for connection in (first, second):
+            await write(connection, "PRAGMA busy_timeout=0")
+
+        await write(first, "INSERT INTO t VALUES (1)")
+        await first.rollback()  # ended by a rollback
+        await write(second, "INSERT INTO t VALUES (2)")
+        await second.commit()
+
+        await write(first, "INSERT INTO t VALUES (3)")
+        with pytest.raises(sqlite3.IntegrityError):  # fails inside its transaction...
+            await write(first, "INSERT INTO t VALUES (2)")
+        await first.rollback()  # ...which the caller rolls back
+        await write(second, "INSERT INTO t VALUES (4)")
+        await second.commit()
+
+        await write(first, "INSERT INTO t VALUES (5)")
+        await first.close()  # closed with its transaction open
+        await write(second, "INSERT INTO t VALUES (6)")
+        await second.commit()
+        async with second.cursor() as cursor:
+            await cursor.execute("SELECT id FROM t ORDER BY id")
+            assert await cursor.fetchall() == [(2,), (4,), (6,)]
+    finally:
+        await first.close()
+        await second.close()
+
+
+async def test_a_writer_kept_waiting_too_long_is_told_the_database_is_locked(quick_database):
+    holder = quick_database.session()
+    async with holder, holder.begin():
+        holder.add(User(id=1, name="alice"))
+        await holder.flush()
+        with pytest.raises(OperationalError, match="database is locked"):
+            async with quick_database.session() as session, session.begin():
+                session.add(User(id=2, name="bob"))
+    async with quick_database.session() as session, session.begin():  # the turn came back
+        session.add(User(id=3, name="carol"))
+    async with quick_database.session() as session:
+        assert (await session.execute(select(User.id).order_by(User.id))).scalars().all() == [1, 3]
