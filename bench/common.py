@@ -146,6 +146,7 @@ def machine_info(device: str) -> dict[str, Any]:
         "cpus_usable": usable,
         "ram_gib": round((_total_ram_bytes() or 0) / 2**30, 1),
         "load_average": [round(x, 2) for x in os.getloadavg()] if hasattr(os, "getloadavg") else None,
+        "python_reference_ms": python_reference_ms(),
     }
     if device.startswith("cuda"):
         import torch
@@ -156,6 +157,20 @@ def machine_info(device: str) -> dict[str, Any]:
         info["gpu_memory_gib"] = round(properties.total_memory / 2**30, 1)
         info["cuda"] = torch.version.cuda
     return info
+
+
+def python_reference_ms() -> float:
+    """Milliseconds for a fixed pure-Python loop (best of 5): how fast this machine ran Python
+    when the figures were written. A shared machine's speed drifts by half and more over an
+    hour; two runs' figures compare only as far as their references do."""
+    best = math.inf
+    for _ in range(5):
+        started = time.perf_counter()
+        total = 0
+        for number in range(200_000):
+            total += number * number % 7
+        best = min(best, time.perf_counter() - started)
+    return round(best * 1000, 2)
 
 
 def git_commit() -> str | None:

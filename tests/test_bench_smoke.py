@@ -20,6 +20,7 @@ def test_pipeline_benchmark_runs_and_writes_its_json(tmp_path):
     document = json.loads((tmp_path / "results" / "pipeline-cpu.json").read_text())
     assert document["benchmark"] == "pipeline" and document["device"] == "cpu"
     assert {"cpu", "cpus_usable", "ram_gib"} <= set(document["machine"])
+    assert document["machine"]["python_reference_ms"] > 0
     assert {"python", "torch", "diffusers", "discord.py", "sdbot"} <= set(document["versions"])
     assert document["settings"]["model"] == "tiny" and document["settings"]["batches"] == [1]
     assert document["results"] == json.loads(json.dumps(results))
