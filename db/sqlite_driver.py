@@ -16,9 +16,10 @@ after executing, even for server-side cursors).
 The pool's connections also take turns to write (``WriterTurns``): SQLite lets one connection
 write at a time, and one that finds the database locked sleeps in its busy handler (1, 2, 5,
 10 ... up to 100 ms a time) however soon the lock is free again. Under a burst of commands,
-each writing a few transactions, those sleeps more than doubled the time the writes took. Here a write
-first waits on a lock the pool's connections share, which the writer before it hands over the
-moment its transaction ends; SQLite's busy handler is left for writers in other processes.
+each writing a few transactions, those sleeps more than doubled the time the writes took.
+Here a write first waits on a lock the pool's connections share, which the writer before it
+hands over the moment its transaction ends; SQLite's busy handler is left for writers in
+other processes.
 """
 
 from __future__ import annotations
@@ -59,8 +60,8 @@ class PrefetchedCursor:
         return self
 
     async def execute(self, sql: str, parameters: Sequence[Any] | dict[str, Any] | None = None) -> PrefetchedCursor:
-        turn = self._connection.turn
-        run = partial(_run_statement, sql, () if parameters is None else parameters, many=False, turn=turn)
+        parameters = () if parameters is None else parameters
+        run = partial(_run_statement, sql, parameters, many=False, turn=self._connection.turn)
         self._take(await self._connection.on_thread(run))
         return self
 
