@@ -124,9 +124,6 @@ class WriterTurns:
         self.lock = threading.Lock()
         self.timeout_s = timeout_s  # as long as SQLite's own busy_timeout would have waited
 
-    def for_connection(self) -> WriterTurn:
-        return WriterTurn(self)
-
 
 class WriterTurn:
     """One connection's side of WriterTurns, used on that connection's thread: the turn is
@@ -206,7 +203,7 @@ def connector(
 
     async def connect() -> OneTripConnection:
         connection = await OneTripConnection(partial(sqlite3.connect, path, **kwargs), iter_chunk_size=64)
-        connection.turn = turns.for_connection()
+        connection.turn = WriterTurn(turns)
         return connection
 
     return connect
