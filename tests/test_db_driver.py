@@ -217,3 +217,22 @@ async def test_a_writer_kept_waiting_too_long_is_told_the_database_is_locked(qui
         session.add(User(id=3, name="carol"))
     async with quick_database.session() as session:
         assert (await session.execute(select(User.id).order_by(User.id))).scalars().all() == [1, 3]
+
+
+async def test_a_line_of_quick_writers_longer_than_the_timeout_all_write(quick_database):
+    """The timeout is for one writer keeping the turn (see the previous test), not for the
+    wait in line: eight writers each holding the turn a third of the timeout, all asking at
+    once, leave the last one waiting over twice the timeout, and every one of them writes."""
+    hold_s = 0.1  # quick_database's writers give up after 0.3 s
+
+    async def writer(user_id: int) -> None:
+        async with quick_database.session() as session, session.begin():
+            await no_busy_wait(session)
+            session.add(User(id=user_id, name=f"member{user_id}"))
+            await session.flush()  # the turn is taken here...
+            await asyncio.sleep(hold_s)  # ...and held until the commit
+
+    await asyncio.gather(*(writer(user_id) for user_id in range(1, 9)))
+    async with quick_database.session() as session:
+        assert (await session.execute(select(func.count(User.id)))).scalar() == 8
+
