@@ -172,6 +172,19 @@ def prompt_schedules(
     else:
         int_offset, float_offset = steps, 1.0
         steps = hires_steps
+    if "[" not in prompt:
+        # Editing and alternation both open with "[": without one the grammar gives the
+        # prompt back whole (or refuses it, which also means the prompt as it is). The bot
+        # counts every new job's tokens on its event loop, and the Earley parse of a plain
+        # prompt was 6% of the loop's work under a burst (bench/load.py).
+        return [(steps, prompt)]
+    return _parsed_schedules(prompt, steps, int_offset, float_offset, use_old_scheduling)
+
+
+def _parsed_schedules(
+    prompt: str, steps: int, int_offset: int, float_offset: float, use_old_scheduling: bool
+) -> list[tuple[int, str]]:
+    """prompt_schedules by A1111's grammar, for ``steps`` already those of the pass."""
     try:
         tree = _schedule_parser().parse(prompt)
     except lark.exceptions.LarkError:

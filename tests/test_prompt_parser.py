@@ -11,6 +11,7 @@ import sys
 
 import pytest
 
+from inference import prompt_parser
 from inference.prompt_chunks import (
     CHUNK_LENGTH,
     Chunk,
@@ -213,6 +214,21 @@ def test_old_scheduling_rule():
 def test_no_syntax_is_one_entry():
     prompt = "a (very:1.2) [long] prompt, with commas BREAK and more \\(escaped\\)"
     assert prompt_schedules(prompt, 30) == [(30, prompt)]
+
+
+@pytest.mark.parametrize(
+    "prompt",
+    [
+        "", "a cat", "a (very:1.2) cat, (b) ((c)) BREAK d", "a: b", "(a:b:c)", "a|b", "((a)", "a)) b",
+        "\\(a\\) \\", "a \\", ":1.2)", "<lora:x:0.8> a, b\n c", "é (ü:0.5)", "(a|b:2)", "a : ) ( :",
+    ],
+)
+def test_a_prompt_without_square_brackets_skips_the_grammar_and_means_what_it_says(prompt):
+    """Editing and alternation need "[": for any other prompt prompt_schedules answers
+    without the (slow) Earley parse, and the grammar gives the very same answer, whether it
+    reads the prompt or refuses it."""
+    assert prompt_schedules(prompt, 20) == [(20, prompt)]
+    assert prompt_parser._parsed_schedules(prompt, 20, 0, 0.0, False) == [(20, prompt)]
 
 
 # --- chunks --------------------------------------------------------------------------------
