@@ -180,10 +180,22 @@ class OneTripConnection(aiosqlite.Connection):
         return PrefetchedCursor(self)
 
     async def commit(self) -> None:
+        if self._nothing_to_end():
+            return
         await self.on_thread(partial(_end_transaction, "commit", turn=self.turn))
 
     async def rollback(self) -> None:
+        if self._nothing_to_end():
+            return
         await self.on_thread(partial(_end_transaction, "rollback", turn=self.turn))
+
+    def _nothing_to_end(self) -> bool:
+        """No transaction is open, so sqlite3's commit or rollback would do nothing: no trip.
+        Python's sqlite3 opens one only before a write, so every read-only session, which
+        SQLAlchemy ends with a rollback, ends here (three trips a job). No statement is on
+        the thread meanwhile: SQLAlchemy awaits each one before it ends the transaction.
+        The turn is never held without a transaction (WriterTurn.after)."""
+        return not self._conn.in_transaction
 
     async def close(self) -> None:
         try:

@@ -57,6 +57,21 @@ async def test_a_statement_is_one_trip(database, trips):
         assert len(trips) == 2
 
 
+async def test_a_read_session_ends_without_a_trip_and_a_write_with_one(database, trips):
+    async with database.session() as session:
+        await session.execute(text("SELECT 1"))  # the pool's own ping and setup, once
+    trips.clear()
+    async with database.session() as session:
+        assert (await session.execute(select(func.count(User.id)))).scalar() == 0
+    assert len(trips) == 1  # the SELECT; its session's rollback had nothing to end
+    trips.clear()
+    async with database.session() as session, session.begin():
+        session.add(User(id=1, name="alice"))
+    assert len(trips) == 2  # the INSERT and its COMMIT
+    async with database.session() as session:
+        assert (await session.execute(select(User.name))).scalars().all() == ["alice"]
+
+
 async def test_rows_counts_ids_and_returning_are_those_of_sqlite(database):
     async with database.session() as session, session.begin():
         session.add(User(id=1, name="alice"))
