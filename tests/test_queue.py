@@ -72,6 +72,24 @@ async def test_positions_follow_the_order_jobs_will_run_in(queue):
     assert [e.job.prompt for e in await queue.active_entries(user_id=BOB.user_id)] == ["b0"]
 
 
+async def test_etas_follow_each_completed_job(queue):
+    """The pace ETAs use is kept between asks, and every completion renews it: a waiting job
+    of the usual size, with nothing ahead, is due in the average seconds of the jobs so far."""
+    async def eta_of_a_waiting_job() -> float:
+        waiting = await queue.enqueue(params("waiting"), BOB)
+        entry = await queue.entry(waiting.id)
+        await queue.request_cancel(waiting.id)
+        return entry.eta_seconds
+
+    units = 64 * 64 / 512**2 * 4 / 20  # of a params() job
+    assert await eta_of_a_waiting_job() == pytest.approx(units * queue.settings.initial_seconds_per_unit)
+    for seconds, average in ((1.0, 1.0), (100.0, 50.5)):
+        await queue.enqueue(params(), ALICE)
+        await queue.complete(JobCompleted((await queue.claim_next()).id, (), None, seconds))
+        assert await eta_of_a_waiting_job() == pytest.approx(average)
+        assert await eta_of_a_waiting_job() == pytest.approx(average)  # asked again: the same
+
+
 async def test_pending_cap_per_user(database):
     queue = JobQueue(database, QueueSettings(max_pending_per_user=2))
     await queue.enqueue(params(), ALICE)
