@@ -19,7 +19,7 @@ from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import func, select, update
+from sqlalchemy import case, func, select, update
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import aliased, selectinload
 from sqlalchemy.orm.attributes import set_committed_value
@@ -50,6 +50,11 @@ def _member_row(user_id: int, name: str, **columns: Any):  # type: ignore[no-unt
 
 # claim_next correlates a subquery on jobs with the outer jobs row.
 _PendingJob = aliased(Job)
+# entry() asks, per member waiting, when their last job started.
+_StartedJob = aliased(Job)
+_member_last_started = (
+    select(func.max(_StartedJob.started_at)).where(_StartedJob.user_id == Job.user_id).scalar_subquery()
+)
 
 
 def job_units(job: Job) -> float:
@@ -252,10 +257,8 @@ class JobQueue:
         )
 
     @staticmethod
-    async def _last_started(session, user_ids=None) -> dict[int, datetime]:  # type: ignore[no-untyped-def]
+    async def _last_started(session) -> dict[int, datetime]:  # type: ignore[no-untyped-def]
         query = select(Job.user_id, func.max(Job.started_at)).where(Job.started_at.is_not(None))
-        if user_ids is not None:
-            query = query.where(Job.user_id.in_(user_ids))
         return dict((await session.execute(query.group_by(Job.user_id))).all())
 
     async def active_entries(
@@ -318,31 +321,31 @@ class JobQueue:
                 return QueueEntry(job, 0, _remaining_seconds(job, seconds_per_unit))
             running = (await session.execute(select(*_SCHEDULE_COLUMNS).where(Job.status == JobStatus.RUNNING))).all()
             remaining = [_remaining_seconds(row, seconds_per_unit) for row in running]
+            # Per waiting member: their count, first job, work, how many of their jobs wait
+            # before this one (this member's "turn") and when their last job started.
             units = Job.count * Job.width * Job.height * Job.steps
             waiting = (
                 await session.execute(
-                    select(Job.user_id, func.count(Job.id), func.min(Job.id), func.sum(units))
+                    select(
+                        Job.user_id, func.count(Job.id), func.min(Job.id), func.sum(units),
+                        func.count(case((Job.id < job.id, 1))), _member_last_started,
+                    )
                     .where(Job.status == JobStatus.PENDING)
                     .group_by(Job.user_id)
                 )
             ).all()
-            turn = await session.scalar(
-                select(func.count(Job.id)).where(
-                    Job.user_id == job.user_id, Job.status == JobStatus.PENDING, Job.id < job.id
-                )
-            ) or 0
-            last_started = await self._last_started(session, [row[0] for row in waiting])
-        def turn_key(user_id: int, first_id: int) -> tuple[float, int]:
-            started = last_started.get(user_id)
+
+        def turn_key(started: datetime | None, first_id: int) -> tuple[float, int]:
             return (started.timestamp() if started else float("-inf"), first_id)
 
         mine = next((row for row in waiting if row[0] == job.user_id), None)
         if mine is None:
             return _CLAIMED_MEANWHILE
+        turn, my_turn = mine[4], turn_key(mine[5], mine[2])
         position, ahead_units = 0, 0.0
-        for user_id, count, first_id, total_units in waiting:
+        for user_id, count, first_id, total_units, _, started in waiting:
             ahead = min(count, turn)
-            if user_id == job.user_id or (count > turn and turn_key(user_id, first_id) < turn_key(mine[0], mine[2])):
+            if user_id == job.user_id or (count > turn and turn_key(started, first_id) < my_turn):
                 ahead += 1
             position += ahead
             ahead_units += ahead * (total_units / count) / (_UNIT_PIXELS * _UNIT_STEPS)
