@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING
 import discord
 
 from bot.policy import store
+from db.base import utcnow
 from db.models import AuditEntry, Job, JobStatus
 
 if TYPE_CHECKING:
@@ -51,17 +52,18 @@ async def record(
 ) -> AuditEntry:
     """Write one entry, then mirror it to the server's log channel when it has one."""
     details = details if len(details) <= DETAILS_LIMIT else details[: DETAILS_LIMIT - 1] + "…"
-    async with bot.queue.db.session() as session, session.begin():
-        entry = AuditEntry(
-            guild_id=guild_id,
-            channel_id=channel_id,
-            actor_id=actor_id,
-            action=str(action),
-            target_user_id=target_user_id,
-            job_id=job_id,
-            details=details,
-        )
-        session.add(entry)
+    entry = AuditEntry(
+        guild_id=guild_id,
+        channel_id=channel_id,
+        actor_id=actor_id,
+        action=str(action),
+        target_user_id=target_user_id,
+        job_id=job_id,
+        details=details,
+        created_at=utcnow(),  # when it happened, not when its group was committed
+    )
+    # Committed with the entries that come meanwhile (a burst's jobs): db/grouped.py.
+    await bot.queue.db.inserts.add(entry)
     log_channel_id = (await store.policy_of(bot.queue.db, bot.settings, guild_id)).log_channel_id
     if log_channel_id is not None:
         task = asyncio.create_task(_mirror(bot, log_channel_id, entry))
