@@ -4,7 +4,10 @@ The bot is tests/harness.py's (simulated Discord, real queue, database, worker p
 jobs are as small as a job can be (tiny model, 64 px, 1 step, 1 image), so the worker turns
 them over fast and the bot's side is what is measured. ``--burst`` interactions arrive at once
 (they are all delivered before the bot runs any, as a busy gateway would), then the next burst
-follows ``--gap`` seconds later. Measured with perf_counter:
+follows ``--gap`` seconds after the last one settled: a closed loop, in which a bot that
+settles sooner is sent its commands sooner. ``--every`` makes it an open loop, a burst every
+so many seconds whatever the bot's state, so two versions of the bot meet the same load.
+Measured with perf_counter:
 
 - acknowledgement: from an interaction's arrival to its callback reaching Discord (p50, p99,
   max); Discord's limit is 3 s, the issue's target a p99 under 100 ms.
@@ -53,6 +56,11 @@ def parse_args(argv: list[str] | None):
     parser.add_argument("--jobs", type=int, default=1000, help="jobs in all (default %(default)s)")
     parser.add_argument("--burst", type=int, default=50, help="interactions arriving at once (default %(default)s)")
     parser.add_argument("--gap", type=float, default=0.25, help="seconds between bursts (default %(default)s)")
+    parser.add_argument(
+        "--every", type=float, default=0.0,
+        help="open loop: start a burst every this many seconds, whether the last one settled or not "
+        "(default: closed loop, each burst settles, then --gap)",
+    )
     parser.add_argument("--max-seconds", type=float, default=240.0, help="stop after this long (default %(default)s)")
     parser.add_argument("--stall-ms", type=float, default=50.0, help="stacks are sampled past this (default %(default)s)")
     parser.add_argument("--model-cache", type=Path, help="where built models are kept (default: a temp folder)")
@@ -204,7 +212,7 @@ async def run(args) -> dict[str, Any]:
     results = []
     first_burst = time.perf_counter()
     deadline = first_burst + args.max_seconds
-    sent_count = 0
+    sent_count = bursts = 0
     try:
         while sent_count < args.jobs and time.perf_counter() < deadline:
             with harness.arriving_together():  # a burst
@@ -218,10 +226,14 @@ async def run(args) -> dict[str, Any]:
                     sent[simulated.interaction_id(result)] = (arrived, index)
                     results.append(result)
                     sent_count += 1
-            await harness.settle()
+            if args.every:  # open loop: the next burst comes on time, settled or not
+                bursts += 1
+                await asyncio.sleep(max(0.0, first_burst + bursts * args.every - time.perf_counter()))
+            else:
+                await harness.settle()
+                await asyncio.sleep(args.gap)
             if args.freeze_simulation:
                 gc.freeze()
-            await asyncio.sleep(args.gap)
         submitted_in = time.perf_counter() - first_burst
 
         async def counts() -> dict[str, int]:
@@ -325,13 +337,14 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     args = parse_args(argv)
     results = asyncio.run(run(args))
     settings = {
-        "users": args.users, "jobs": args.jobs, "burst": args.burst, "gap_s": args.gap,
+        "users": args.users, "jobs": args.jobs, "burst": args.burst, "gap_s": args.gap, "every_s": args.every or None,
         "max_seconds": args.max_seconds, "job": "tiny model, 64x64, 1 step, 1 image, Euler a",
         "max_pending_per_user": args.jobs, "worker_preview_interval_s": 1.5,
         "discord": "simcord (in-process simulation)", "stall_sample_ms": args.stall_ms,
         "freeze_simulation": args.freeze_simulation,
     }
     name = "load_freeze_simulation" if args.freeze_simulation else "load"
+    name += "_open_loop" if args.every else ""
     path = common.write_result(name, args.device, settings, results, args.output_dir)
     ack, answer, late = results["acknowledgement_ms"], results["answer_ms"], results["loop_lateness_ms"]
     print(
