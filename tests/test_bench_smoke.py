@@ -1,4 +1,4 @@
-"""The benchmark suite still runs: bench.pipeline's cheapest configuration, and its JSON.
+"""The benchmark suite still runs: bench.pipeline's and bench.load's cheapest configurations, and their JSON.
 
 Benchmarks are not tests (their figures are never asserted); this only keeps bench/ from
 rotting when the inference code it drives changes.
@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 
-from bench import common, pipeline
+from bench import common, load, pipeline
 
 
 def test_pipeline_benchmark_runs_and_writes_its_json(tmp_path):
@@ -48,6 +48,21 @@ def test_a_variant_run_is_written_beside_the_default_one(tmp_path):
     assert results["batch1_max_pixel_difference"] <= 2
     args = pipeline.parse_args(["--compile", "default", "--low-memory", "slicing"])
     assert pipeline.result_name(args) == "pipeline_compile"
+
+
+def test_the_open_loop_load_benchmark_runs_and_loses_nothing(tmp_path):
+    """bench.load's open loop (--every): bursts on a clock, not after each one settles; the
+    bot still answers every interaction and delivers every job, in each member's order."""
+    results = load.main([
+        "--users", "3", "--jobs", "8", "--burst", "4", "--every", "0.5", "--max-seconds", "120",
+        "--model-cache", str(tmp_path / "models"), "--output-dir", str(tmp_path / "results"),
+    ])
+    assert [p.name for p in (tmp_path / "results").iterdir()] == ["load_open_loop-cpu.json"]
+    document = json.loads((tmp_path / "results" / "load_open_loop-cpu.json").read_text())
+    assert document["settings"]["every_s"] == 0.5 and document["results"] == json.loads(json.dumps(results))
+    assert results["interactions_sent"] == 8 and results["jobs_by_status"] == {"completed": 8}
+    assert results["acknowledgement_ms"]["n"] == 8 and results["answer_ms"]["n"] == 8
+    assert results["lost"]["none_lost"], results["lost"]
 
 
 def test_percentiles_interpolate_between_ranks():
