@@ -182,31 +182,24 @@ async def run(args) -> dict[str, Any]:
     env.settle_timeout = args.max_seconds
     users = [harness.member(f"member{i:03d}") for i in range(args.users)]
 
-    monitor = simulated.LoopMonitor()
     sampler = StallSampler(args.stall_ms / 1000, threading.get_ident())
+    monitor = simulated.LoopMonitor(on_tick=sampler.tick)
     # The peak from the kernel (VmHWM), not sampled here: reading /proc every 5 ms on the
     # loop was 9% of the loop's work, load that the bot itself does not have.
     common.reset_peak_rss()
     rss_before = common.rss_bytes()
-
-    async def watch() -> None:
-        while not monitor._stop:
-            sampler.tick()
-            await asyncio.sleep(0.005)
 
     collector = CollectorPauses()
 
     async def stop_measuring() -> None:
         if collector in gc.callbacks:
             await monitor.stop()
-            await watcher
             sampler.stop()
             collector.stop()
 
     monitor.start()
     sampler.start()
     collector.start()
-    watcher = asyncio.get_running_loop().create_task(watch())
 
     sent: dict[int, tuple[float, int]] = {}  # interaction id -> (arrival, user index)
     results = []

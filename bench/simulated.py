@@ -18,6 +18,7 @@ import logging
 import re
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -132,7 +133,7 @@ class LoopMonitor:
 
     interval_s: float = 0.005
     samples: list[float] = field(default_factory=list)
-    worst_at: float = 0.0
+    on_tick: Callable[[], None] | None = None  # called at each wake (bench.load's watchdog)
     _task: asyncio.Task | None = None
     _stop: bool = False
 
@@ -143,10 +144,9 @@ class LoopMonitor:
         while not self._stop:
             before = time.perf_counter()
             await asyncio.sleep(self.interval_s)
-            late = time.perf_counter() - before - self.interval_s
-            if not self.samples or late > max(self.samples):
-                self.worst_at = before
-            self.samples.append(late)
+            self.samples.append(time.perf_counter() - before - self.interval_s)
+            if self.on_tick is not None:
+                self.on_tick()
 
     async def stop(self) -> None:
         self._stop = True
