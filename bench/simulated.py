@@ -6,7 +6,10 @@ worker process; only Discord is simulated) and adds what a benchmark needs:
 - ``RequestClock``: the real time (perf_counter) at which each HTTP request the bot made
   reached the simulated Discord, so an interaction's acknowledgement time is measured where
   Discord would measure it: when its callback arrives.
-- ``LoopMonitor``: the event loop's stalls, as the lateness of a short sleep, sampled all along.
+- ``LoopMonitor``: the event loop's lateness, as that of a short sleep, sampled all along.
+- ``CallbackTimer``: the event loop's stalls proper, each callback's own run time.
+- ``SimulationTime``: how much of the loop's time the simulated Discord took, to tell the
+  bot's own latency from the harness's.
 
 simcord keeps a virtual clock for the bot's own timers; everything here reads perf_counter.
 """
@@ -61,41 +64,119 @@ def tiny_settings(
     )
 
 
-class _TimedLog(list):
-    """simcord's request log, with the real arrival time of each entry."""
+class SimulationTime:
+    """The seconds the simulated Discord has run on the bot's event loop: its handling of the
+    bot's requests (simcord's router, called inside the bot's HTTP calls where real Discord
+    would be a network away) and the simulated members' sending (``begin``/``end`` around
+    each), less discord.py's parsing of the events it delivers, which is the bot's own work
+    with a real Discord too. ``bot_clock()`` is perf_counter less those seconds: the clock of
+    a bot whose Discord took none of its loop's time. simcord's settling and its wrappers
+    around the bot's callbacks are not counted, so the bot's figures stay on the high side.
+    """
 
-    def __init__(self, entries, times: list[float]):
+    def __init__(self) -> None:
+        self.total = 0.0
+        self._depth = 0
+        self._since = 0.0
+        self._undo: list[Callable[[], None]] = []
+
+    def begin(self) -> None:
+        if self._depth == 0:
+            self._since = time.perf_counter()
+        self._depth += 1
+
+    def end(self) -> None:
+        self._depth -= 1
+        if self._depth == 0:
+            self.total += time.perf_counter() - self._since
+
+    def bot_clock(self) -> float:
+        now = time.perf_counter()
+        return now - self.total - (now - self._since if self._depth else 0.0)
+
+    def install(self, harness) -> None:  # type: ignore[no-untyped-def]
+        from simcord.http import router
+
+        dispatch = router.dispatch
+
+        def timed_dispatch(*args, **kwargs):  # type: ignore[no-untyped-def]
+            self.begin()
+            try:
+                return dispatch(*args, **kwargs)
+            finally:
+                self.end()
+
+        router.dispatch = timed_dispatch  # simcord's HTTP client calls router.dispatch(...)
+        self._undo.append(lambda: setattr(router, "dispatch", dispatch))
+        parsers = harness.bot._connection.parsers
+        originals = dict(parsers)
+        parsers.update({event: self._bots_own(parse) for event, parse in originals.items()})
+        self._undo.append(lambda: parsers.update(originals))
+
+    def uninstall(self) -> None:
+        while self._undo:
+            self._undo.pop()()
+
+    def _bots_own(self, parse: Callable[[dict], None]) -> Callable[[dict], None]:
+        def timed_parse(data: dict) -> None:
+            depth = self._depth
+            if depth:  # inside the simulation: this part is the bot's
+                self.total += time.perf_counter() - self._since
+                self._depth = 0
+            try:
+                parse(data)
+            finally:
+                if depth:
+                    self._since = time.perf_counter()
+                    self._depth = depth
+
+        return timed_parse
+
+
+class _TimedLog(list):
+    """simcord's request log, with the real arrival time of each entry (and on the bot's
+    clock, when a SimulationTime is given)."""
+
+    def __init__(self, entries, times: list[float], bot_times: list[float], simulation: SimulationTime | None):
         super().__init__(entries)
         self.times = times
+        self.bot_times = bot_times
+        self.simulation = simulation
 
     def append(self, entry) -> None:  # type: ignore[no-untyped-def]
         self.times.append(time.perf_counter())
+        self.bot_times.append(self.simulation.bot_clock() if self.simulation else float("nan"))
         super().append(entry)
 
 
 class RequestClock:
     """Real arrival times of the bot's HTTP requests at the simulated Discord."""
 
-    def __init__(self, env) -> None:  # type: ignore[no-untyped-def]
+    def __init__(self, env, simulation: SimulationTime | None = None) -> None:  # type: ignore[no-untyped-def]
         self.times: list[float] = [float("nan")] * len(env.backend.http_requests)
-        self.log = _TimedLog(env.backend.http_requests, self.times)
+        self.bot_times: list[float] = list(self.times)
+        self.log = _TimedLog(env.backend.http_requests, self.times, self.bot_times, simulation)
         # The router appends every request to backend.http_requests; env.http_requests reads it.
         env.backend.http_requests = self.log
-        self._acked: dict[int, float] = {}
-        self._answered: dict[int, float] = {}
+        self._acked: dict[int, int] = {}  # interaction id -> index in the log
+        self._answered: dict[int, int] = {}
         self._tokens: dict[str, int] = {}  # interaction token -> id
         self._scanned = 0
 
-    def acknowledgements(self) -> dict[int, float]:
+    def acknowledgements(self, *, bot_clock: bool = False) -> dict[int, float]:
         """Interaction id -> when its first callback (the acknowledgement) arrived."""
         self._scan()
-        return self._acked
+        return self._at(self._acked, bot_clock)
 
-    def answers(self) -> dict[int, float]:
+    def answers(self, *, bot_clock: bool = False) -> dict[int, float]:
         """Interaction id -> when its first followup arrived: for a command acknowledged with
         "thinking…", its real answer (a job's status message, or a refusal)."""
         self._scan()
-        return self._answered
+        return self._at(self._answered, bot_clock)
+
+    def _at(self, indexes: dict[int, int], bot_clock: bool) -> dict[int, float]:
+        times = self.bot_times if bot_clock else self.times
+        return {interaction: times[index] for interaction, index in indexes.items()}
 
     def _scan(self) -> None:
         for index in range(self._scanned, len(self.log)):
@@ -103,10 +184,10 @@ class RequestClock:
             if entry.method != "POST":
                 continue
             if found := _CALLBACK.search(entry.path):
-                self._acked.setdefault(int(found.group(1)), self.times[index])
+                self._acked.setdefault(int(found.group(1)), index)
                 self._tokens.setdefault(found.group(2), int(found.group(1)))
             elif (found := _FOLLOWUP.match(entry.path)) and found.group(1) in self._tokens:
-                self._answered.setdefault(self._tokens[found.group(1)], self.times[index])
+                self._answered.setdefault(self._tokens[found.group(1)], index)
         self._scanned = len(self.log)
 
     def last_since(self, since: float, method: str, path_part: str) -> float | None:
@@ -155,6 +236,91 @@ class LoopMonitor:
 
     def stalls_over(self, seconds: float) -> int:
         return sum(1 for late in self.samples if late > seconds)
+
+
+class CallbackTimer:
+    """Times every callback the event loop runs (a task's step from one await to the next, a
+    timer, a reader): the longest is the longest the loop was blocked, which is what asyncio's
+    debug mode calls a slow callback. The LoopMonitor's lateness adds to that the time waiting
+    behind the other callbacks ready at once (a burst of interactions): the same loop seen as
+    a queue. Debug mode itself is not used: it takes a stack at every call_soon.
+
+    Wraps asyncio.Handle._run while installed (Python-level Handle: every task step goes
+    through one); the cost is two clock reads per callback."""
+
+    def __init__(self, slow_s: float = 0.05) -> None:
+        self.slow_s = slow_s
+        self.callbacks = 0
+        self.longest_s = 0.0
+        self.slow: list[tuple[float, str]] = []  # (seconds, what) of each callback past slow_s
+        self.over_100ms = 0
+        self._original: Callable | None = None
+
+    def install(self) -> None:
+        original = self._original = asyncio.events.Handle._run
+        clock, timer = time.perf_counter, self
+
+        def timed_run(handle: asyncio.Handle) -> None:
+            started = clock()
+            try:
+                original(handle)
+            finally:
+                took = clock() - started
+                timer.callbacks += 1
+                if took > timer.longest_s:
+                    timer.longest_s = took
+                if took > timer.slow_s:
+                    timer._record(handle, took)
+
+        asyncio.events.Handle._run = timed_run  # type: ignore[method-assign]
+
+    def uninstall(self) -> None:
+        if self._original is not None:
+            asyncio.events.Handle._run = self._original  # type: ignore[method-assign]
+            self._original = None
+
+    def _record(self, handle: asyncio.Handle, took: float) -> None:
+        if took > 0.1:
+            self.over_100ms += 1
+        self.slow.append((took, _callback_name(handle)))
+
+    def report(self, top: int = 8) -> dict[str, object]:
+        by_name: dict[str, list[float]] = {}
+        for took, name in self.slow:
+            by_name.setdefault(name, []).append(took)
+        worst = sorted(by_name.items(), key=lambda item: -max(item[1]))[:top]
+        return {
+            "callbacks": self.callbacks,
+            "longest_ms": round(self.longest_s * 1000, 1),
+            f"over_{round(self.slow_s * 1000)}ms": len(self.slow),
+            "over_100ms": self.over_100ms,
+            "slowest": [
+                {"callback": name, "count": len(took), "longest_ms": round(max(took) * 1000, 1)} for name, took in worst
+            ],
+        }
+
+
+def _callback_name(handle: asyncio.Handle) -> str:
+    """A task step by its task's coroutine and where the step ended (the innermost await of the
+    project's own code), anything else by its function."""
+    callback = handle._callback  # type: ignore[attr-defined]
+    # simcord wraps the bot's callbacks to know when it has settled.
+    callback = getattr(callback, "__simcord_original_callback__", callback)
+    task = getattr(callback, "__self__", None)
+    if not isinstance(task, asyncio.Task):
+        return getattr(callback, "__qualname__", repr(callback))
+    coro = task.get_coro()
+    name = getattr(getattr(coro, "cr_code", None), "co_qualname", repr(coro))
+    where, awaited = None, coro
+    while awaited is not None and getattr(awaited, "cr_frame", None) is not None:
+        frame = awaited.cr_frame
+        if where is None or any(part in frame.f_code.co_filename for part in OWN_CODE):
+            where = f"{Path(frame.f_code.co_filename).name}:{frame.f_lineno}"
+        awaited = getattr(awaited, "cr_await", None)
+    return f"task {name}" + (f", paused at {where}" if where else ", done")
+
+
+OWN_CODE = ("/bot/", "/db/", "/inference/")
 
 
 async def started_harness(settings):  # type: ignore[no-untyped-def]

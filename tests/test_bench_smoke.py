@@ -6,9 +6,10 @@ rotting when the inference code it drives changes.
 
 from __future__ import annotations
 
+import asyncio
 import json
 
-from bench import common, load, pipeline
+from bench import common, load, pipeline, simulated
 
 
 def test_pipeline_benchmark_runs_and_writes_its_json(tmp_path):
@@ -63,6 +64,13 @@ def test_the_open_loop_load_benchmark_runs_and_loses_nothing(tmp_path):
     assert results["interactions_sent"] == 8 and results["jobs_by_status"] == {"completed": 8}
     assert results["acknowledgement_ms"]["n"] == 8 and results["answer_ms"]["n"] == 8
     assert results["lost"]["none_lost"], results["lost"]
+    # What the loop ran, and how much of it was the simulated Discord's.
+    assert results["loop_stalls"]["callbacks"] > 0 and results["loop_stalls"]["longest_ms"] > 0
+    assert 0 < results["simulation_seconds"] < results["elapsed_seconds"]
+    assert results["acknowledgement_less_simulation_ms"]["n"] == 8
+    assert results["acknowledgement_less_simulation_ms"]["max"] <= results["acknowledgement_ms"]["max"]
+    assert list(results["acknowledgement_p50_ms_by_place_in_burst"]) == ["1-10"]
+    assert len(results["acknowledgement_max_ms_by_burst"]) == 2
 
 
 def test_percentiles_interpolate_between_ranks():
@@ -71,3 +79,44 @@ def test_percentiles_interpolate_between_ranks():
     stats = common.summary([0.010, 0.020, 0.030])
     assert (stats["n"], stats["min"], stats["p50"], stats["max"]) == (3, 0.010, 0.020, 0.030)
     assert common.scaled(stats, 1000)["p50"] == 20.0
+
+
+async def test_the_callback_timer_names_what_blocked_the_loop():
+    """A step that blocks the loop 60 ms is one slow callback, named by its coroutine; the
+    short ones around it only count."""
+    import time
+
+    timer = simulated.CallbackTimer(slow_s=0.05)
+
+    async def blocks() -> None:
+        await asyncio.sleep(0)
+        time.sleep(0.06)
+
+    timer.install()
+    try:
+        await asyncio.gather(blocks(), asyncio.sleep(0.01))
+    finally:
+        timer.uninstall()
+    report = timer.report()
+    assert report["callbacks"] >= 3 and report["over_50ms"] == 1 and 60 <= report["longest_ms"] < 1000
+    assert report["slowest"][0]["callback"].startswith("task test_the_callback_timer_names_what_blocked_the_loop.<locals>.blocks")
+    assert asyncio.events.Handle._run.__name__ == "_run"  # uninstalled
+
+
+def test_simulation_time_leaves_the_bots_own_parsing_on_the_bots_clock():
+    """Seconds inside the simulation are taken off the bot's clock, except discord.py's parse
+    of what it delivers, which a real Discord's events cost the bot too."""
+    import time
+
+    simulation = simulated.SimulationTime()
+    parse = simulation._bots_own(lambda data: time.sleep(0.03))
+    started = simulation.bot_clock()
+    simulation.begin()
+    time.sleep(0.02)
+    parse({})
+    simulation.begin()  # nested: counted once
+    time.sleep(0.02)
+    simulation.end()
+    simulation.end()
+    assert 0.04 <= simulation.total < 0.055
+    assert 0.03 <= simulation.bot_clock() - started < 0.045
