@@ -50,6 +50,8 @@ class SDBot(commands.Bot):
         # the event loop in the middle of the first member's command.
         await asyncio.to_thread(clip_tokens.tokenizer)
         await self.queue.db.open_pool()
+        # Read before the first acknowledgement needs it, not during the first burst of commands.
+        await self.queue.privacy.load()
         for extension in EXTENSIONS:
             await self.load_extension(extension)
         # Buttons are matched by custom_id template, so those under messages posted before a

@@ -79,3 +79,39 @@ async def test_member_commands_work_in_a_dm_and_deliver_there(harness):
     history = await alice.user.slash("history")
     assert history.ephemeral and f"**#{job.id}**" in history.response.embeds[0].description
     assert harness.expect_user_errors() == []
+
+
+async def test_private_results_hold_at_the_first_command_after_a_restart(settings):
+    """The privacy index is read from the rows at start-up, before any acknowledgement needs
+    it: the first burst after a restart does not wait on that read, and still answers
+    privately where the member chose it."""
+    from tests.harness import BotHarness
+
+    first = BotHarness(settings)
+    await first.start()
+    try:
+        alice = first.member("alice")
+        await first.bot.queue.update_user(alice.id, "alice", private_results=True)
+    finally:
+        await first.stop()
+
+    again = BotHarness(settings)
+    await again.start()
+    try:
+        assert again.bot.queue.privacy.loaded
+        alice = again.member("alice")
+        assert alice.id == await _only_user_id(again)
+        result = await alice.slash(again.channel, "imagine", prompt="a secret garden")
+        assert result.ephemeral
+    finally:
+        await again.stop()
+
+
+async def _only_user_id(harness) -> int:
+    from sqlalchemy import select
+
+    from db.models import User
+
+    async with harness.db.session() as session:
+        (user_id,) = list(await session.scalars(select(User.id)))
+    return user_id

@@ -225,6 +225,23 @@ async def test_privacy_is_read_from_the_rows_once_and_kept_with_them(database, q
     assert not await JobQueue(database, QueueSettings()).privacy.answers_privately(ALICE.user_id, None)
 
 
+async def test_privacy_once_loaded_needs_no_database(database, queue, monkeypatch):
+    """The bot loads the index at start-up (setup_hook); after that an acknowledgement asks
+    the database nothing, however many commands come at once."""
+    await queue.update_user(ALICE.user_id, "alice", private_results=True)
+    fresh = JobQueue(database, QueueSettings())
+    assert not fresh.privacy.loaded
+    await fresh.privacy.load()
+    assert fresh.privacy.loaded
+
+    def no_database():  # type: ignore[no-untyped-def]
+        raise AssertionError("the database was read")
+
+    monkeypatch.setattr(database, "session", no_database)
+    assert await fresh.privacy.answers_privately(ALICE.user_id, None)
+    assert not await fresh.privacy.answers_privately(BOB.user_id, None)
+
+
 async def test_a_new_members_first_jobs_at_once_both_queue(queue):
     """Both find no users row; one statement writes it (an upsert), so neither fails on
     the row the other just inserted."""

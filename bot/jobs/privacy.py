@@ -7,7 +7,9 @@ read there, under a burst of commands, held acknowledgements back by 100 ms and 
 (bench/load.py: aiosqlite runs each statement on its connection's thread, and every hop waits its
 turn), against a few milliseconds without it.
 
-The database stays the truth. The index is read from it once, on first use, and only its owner
+The database stays the truth. The index is read from it once, at start-up (bot.client: otherwise
+the first burst after a restart waits on that read before its first acknowledgement; on first use
+where nothing loaded it), and only its owner
 (bot.jobs.queue.JobQueue) changes it, after writing the rows: a private job when it is queued,
 a member's setting when it is saved. Private jobs are a few integers each; a server would have
 made terabytes of private images before their ids weighed on memory.
@@ -33,11 +35,16 @@ class PrivacyIndex:
     async def answers_privately(self, user_id: int, parent_job_id: int | None) -> bool:
         """The member turned private results on, or the work is made from a private job."""
         if self._members is None:
-            await self._load()
+            await self.load()
         assert self._members is not None
         return user_id in self._members or (parent_job_id is not None and parent_job_id in self._jobs)
 
-    async def _load(self) -> None:
+    @property
+    def loaded(self) -> bool:
+        return self._members is not None
+
+    async def load(self) -> None:
+        """Read the index from the rows, once."""
         async with self._loading:
             if self._members is not None:
                 return
