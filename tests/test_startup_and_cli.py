@@ -94,3 +94,23 @@ def test_the_bot_never_imports_torch():
     for path in (ROOT / "inference").rglob("*.py"):
         text = path.read_text(encoding="utf-8")
         assert "import discord" not in text and "from discord" not in text, path
+
+
+def test_the_bot_collects_its_youngest_objects_less_often_on_older_pythons():
+    """setup_hook raises the young generation's threshold to what CPython 3.13 made the
+    default (2,000), never lowers one set higher, and leaves newer collectors alone."""
+    import gc
+
+    from bot.client import YOUNG_THRESHOLD, collect_young_less_often
+
+    saved = gc.get_threshold()
+    try:
+        gc.set_threshold(700, 10, 10)
+        collect_young_less_often()
+        expected = (YOUNG_THRESHOLD, 10, 10) if sys.version_info < (3, 13) else (700, 10, 10)
+        assert gc.get_threshold() == expected
+        gc.set_threshold(5000, 10, 10)
+        collect_young_less_often()
+        assert gc.get_threshold() == (5000, 10, 10)
+    finally:
+        gc.set_threshold(*saved)
