@@ -12,6 +12,11 @@ so both see the same machine load. For each job:
 - ``total``: to the upload's end (the bot's delivery drained), minus the bare call.
 - ``bot_side``: to the upload, minus the seconds the worker reports for the job
   (generation and PNGs): queue, database, dispatch, pipes, encoding, Discord edits.
+- ``bot_side_less_simulation``: the same less the time the simulated Discord ran on the
+  loop before the job started and after it finished (simulated.SimulationTime: its handling
+  of the bot's requests, which real Discord does a network away, and the member's sending).
+  What it ran while the worker generated (the "running" edit, previews) overlaps the
+  worker's seconds, already taken off, so it stays in.
 - ``worker_side``: the worker's seconds minus the bare call: its own work around generate()
   (infotext, PNG writing, previews).
 - ``acknowledged``: from the slash command to its answer.
@@ -79,35 +84,51 @@ async def run(args) -> dict[str, Any]:
     work = simulated.workdir("sdbot-bench-overhead-")
     settings = simulated.tiny_settings(Path(work.name), model_cache=args.model_cache)
     harness = await simulated.started_harness(settings)
-    clock = simulated.RequestClock(harness.env)
+    simulation = simulated.SimulationTime()
+    simulation.install(harness)
+    clock = simulated.RequestClock(harness.env, simulation)
     member = harness.member("alice")
 
     finished = asyncio.Event()
-    report_finished = harness.bot.delivery.job_finished
+    report_started, report_finished = harness.bot.delivery.job_started, harness.bot.delivery.job_finished
+    simulated_while_running = [0.0, 0.0]  # the simulation's total when the job started, finished
+
+    def job_started(job) -> None:  # type: ignore[no-untyped-def]
+        simulated_while_running[0] = simulation.total
+        report_started(job)
 
     def job_finished(job) -> None:  # type: ignore[no-untyped-def]
+        simulated_while_running[1] = simulation.total
         report_finished(job)
         finished.set()
 
-    # The dispatcher calls this when the job's row is final; the upload follows in a task.
+    # The dispatcher calls these when the job's row is running, then final; the upload follows in a task.
+    harness.bot.delivery.job_started = job_started  # type: ignore[method-assign]
     harness.bot.delivery.job_finished = job_finished  # type: ignore[method-assign]
 
-    rows: dict[str, list[float]] = {k: [] for k in ("bare", "worker", "acknowledged", "to_upload", "total")}
+    rows: dict[str, list[float]] = {
+        k: [] for k in ("bare", "worker", "acknowledged", "to_upload", "to_upload_less_simulation", "total")
+    }
     try:
         for index in range(args.warmup + args.repeats):
             bare_seconds = bare()
             finished.clear()
-            started = time.perf_counter()
-            result = await member.slash(
-                harness.channel, "imagine", prompt=PROMPT, width=args.size, height=args.size,
-                steps=args.steps, cfg=args.cfg, sampler=args.sampler, seed=SEED, count=1,
-            )
+            started, started_bot = time.perf_counter(), simulation.bot_clock()
+            simulation.begin()  # the member's side of the simulation
+            try:
+                result = await member.slash(
+                    harness.channel, "imagine", prompt=PROMPT, width=args.size, height=args.size,
+                    steps=args.steps, cfg=args.cfg, sampler=args.sampler, seed=SEED, count=1,
+                )
+            finally:
+                simulation.end()
             acknowledged = clock.acknowledgements()[simulated.interaction_id(result)]
             await finished.wait()
             await harness.bot.delivery.drain()
             done = time.perf_counter()
             # The result is the edit of the status message that carries the image.
             uploaded = clock.last_since(started, "PATCH", "/messages/@original")
+            uploaded_bot = clock.last_since(started, "PATCH", "/messages/@original", bot_clock=True)
             await harness.settle()
             job = await harness.latest_job(member.id)
             if job.status != "completed" or uploaded is None:
@@ -118,8 +139,11 @@ async def run(args) -> dict[str, Any]:
             rows["worker"].append(job.seconds)
             rows["acknowledged"].append(acknowledged - started)
             rows["to_upload"].append(uploaded - started)
+            during = simulated_while_running[1] - simulated_while_running[0]
+            rows["to_upload_less_simulation"].append(uploaded_bot - started_bot + during)
             rows["total"].append(done - started)
     finally:
+        simulation.uninstall()
         await harness.stop()
         work.cleanup()
 
@@ -127,6 +151,7 @@ async def run(args) -> dict[str, Any]:
         "to_upload": [t - b for t, b in zip(rows["to_upload"], rows["bare"])],
         "total": [t - b for t, b in zip(rows["total"], rows["bare"])],
         "bot_side": [t - w for t, w in zip(rows["to_upload"], rows["worker"])],
+        "bot_side_less_simulation": [t - w for t, w in zip(rows["to_upload_less_simulation"], rows["worker"])],
         "worker_side": [w - b for w, b in zip(rows["worker"], rows["bare"])],
     }
     return {

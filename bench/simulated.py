@@ -199,14 +199,14 @@ class RequestClock:
                 self._answered.setdefault(self._tokens[found.group(1)], index)
         self._scanned = len(self.log)
 
-    def last_since(self, since: float, method: str, path_part: str) -> float | None:
-        """The arrival time of the last request of this kind after ``since``."""
+    def last_since(self, since: float, method: str, path_part: str, *, bot_clock: bool = False) -> float | None:
+        """The arrival time of the last request of this kind after ``since`` (perf_counter)."""
         for index in range(len(self.log) - 1, -1, -1):
             if self.times[index] < since:
                 return None
             entry = self.log[index]
             if entry.method == method and path_part in entry.path:
-                return self.times[index]
+                return (self.bot_times if bot_clock else self.times)[index]
         return None
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import json
 
-from bench import common, load, pipeline, simulated
+from bench import bot_overhead, common, load, pipeline, simulated
 
 
 def test_pipeline_benchmark_runs_and_writes_its_json(tmp_path):
@@ -71,6 +71,19 @@ def test_the_open_loop_load_benchmark_runs_and_loses_nothing(tmp_path):
     assert results["acknowledgement_less_simulation_ms"]["max"] <= results["acknowledgement_ms"]["max"]
     assert list(results["acknowledgement_p50_ms_by_place_in_burst"]) == ["1-10"]
     assert len(results["acknowledgement_max_ms_by_burst"]) == 2
+
+
+def test_the_bot_overhead_benchmark_runs_and_takes_the_simulation_off(tmp_path):
+    results = bot_overhead.main([
+        "--repeats", "2", "--warmup", "0", "--steps", "1",
+        "--model-cache", str(tmp_path / "models"), "--output-dir", str(tmp_path / "results"),
+    ])
+    assert [p.name for p in (tmp_path / "results").iterdir()] == ["bot_overhead-cpu.json"]
+    measured, overhead = results["measured_ms"], results["overhead_ms"]
+    assert measured["to_upload"]["n"] == 2 and measured["to_upload"]["min"] > 0
+    # The simulated Discord's time comes off, and only that: less, never more, never negative.
+    assert 0 < measured["to_upload_less_simulation"]["max"] <= measured["to_upload"]["max"]
+    assert overhead["bot_side_less_simulation"]["p50"] <= overhead["bot_side"]["p50"]
 
 
 def test_percentiles_interpolate_between_ranks():
