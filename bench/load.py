@@ -24,11 +24,12 @@ Measured with perf_counter:
   samples the loop thread's stack whenever it is late past ``--stall-ms``, so the summary says
   where the lateness comes from.
 - the garbage collector's pauses by generation: a full collection scans every tracked object
-  the process holds, and here that includes the simulated Discord's whole history (every
-  message and request it kept), which a real bot's process does not hold. With
-  ``--freeze-simulation`` what is alive after each burst is frozen out of the collector's way
-  (gc.freeze), so the pauses left are those of the bot's own objects; its memory is still
-  reported, so a leak would show there.
+  the process holds, and here that includes the simulated Discord's history (every message
+  and interaction it kept; its transcript and the payloads of its request log are dropped as
+  the run goes), which a real bot's process does not hold. With ``--freeze-simulation`` what
+  is alive after each burst, and every half second after the last, is frozen out of the
+  collector's way (gc.freeze): no full collection runs then, and the stalls left are the bot's
+  code's; its memory is still reported, so a leak would show there.
 - the bot process's resident memory (it holds the simulated Discord too).
 - lost jobs: every interaction answered, one row per queued job, every row final or still
   pending/running (at most one batch running), each member's jobs run in the order they were
@@ -290,14 +291,14 @@ async def run(args) -> dict[str, Any]:
 
     acked, answered = clock.acknowledgements(), clock.answers()
     acked_bot, answered_bot = clock.acknowledgements(bot_clock=True), clock.answers(bot_clock=True)
-    ack_seconds = [acked[i] - one.arrived for i, one in sent.items() if i in acked]
+    ack_seconds_of = {i: acked[i] - one.arrived for i, one in sent.items() if i in acked}
+    ack_seconds = list(ack_seconds_of.values())
     answer_seconds = [answered[i] - one.arrived for i, one in sent.items() if i in answered]
     by_place: dict[int, list[float]] = {}
     by_burst: dict[int, list[float]] = {}
-    for i, one in sent.items():
-        if i in acked:
-            by_place.setdefault(one.place // 10, []).append(acked[i] - one.arrived)
-            by_burst.setdefault(one.burst, []).append(acked[i] - one.arrived)
+    for i, seconds in ack_seconds_of.items():
+        by_place.setdefault(sent[i].place // 10, []).append(seconds)
+        by_burst.setdefault(sent[i].burst, []).append(seconds)
     stall = common.summary(monitor.samples)
     return {
         "interactions_sent": sent_count,

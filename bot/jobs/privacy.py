@@ -34,7 +34,7 @@ class PrivacyIndex:
 
     async def answers_privately(self, user_id: int, parent_job_id: int | None) -> bool:
         """The member turned private results on, or the work is made from a private job."""
-        if self._members is None:
+        if not self.loaded:
             await self.load()
         assert self._members is not None
         return user_id in self._members or (parent_job_id is not None and parent_job_id in self._jobs)
