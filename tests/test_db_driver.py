@@ -44,6 +44,15 @@ async def test_the_engine_uses_one_trip_connections(database):
         assert isinstance(raw.driver_connection, sqlite_driver.OneTripConnection)
 
 
+async def test_connections_use_the_write_ahead_log_synced_at_checkpoints(database):
+    """WAL, so reads go on beside a writer, and synchronous NORMAL (1), which in WAL mode syncs
+    at checkpoints rather than at each commit; foreign keys on."""
+    async with database.session() as session:
+        assert (await session.execute(text("PRAGMA journal_mode"))).scalar() == "wal"
+        assert (await session.execute(text("PRAGMA synchronous"))).scalar() == 1
+        assert (await session.execute(text("PRAGMA foreign_keys"))).scalar() == 1
+
+
 async def test_a_statement_is_one_trip(database, trips):
     async with database.session() as session, session.begin():
         session.add(User(id=1, name="alice"))
