@@ -116,20 +116,29 @@ async def test_the_callback_timer_names_what_blocked_the_loop():
     assert asyncio.events.Handle._run.__name__ == "_run"  # uninstalled
 
 
-def test_simulation_time_leaves_the_bots_own_parsing_on_the_bots_clock():
+def test_simulation_time_leaves_the_bots_own_parsing_on_the_bots_clock(monkeypatch):
     """Seconds inside the simulation are taken off the bot's clock, except discord.py's parse
-    of what it delivers, which a real Discord's events cost the bot too."""
-    import time
+    of what it delivers, which a real Discord's events cost the bot too. (A clock that moves
+    only when told, so the arithmetic is exact.)"""
+    now = [100.0]
+    monkeypatch.setattr(simulated.time, "perf_counter", lambda: now[0])
+
+    def parse_taking(seconds: float):  # type: ignore[no-untyped-def]
+        def parse(data: dict) -> None:
+            now[0] += seconds
+        return parse
 
     simulation = simulated.SimulationTime()
-    parse = simulation._bots_own(lambda data: time.sleep(0.03))
     started = simulation.bot_clock()
+    now[0] += 1.0  # the bot's own work
     simulation.begin()
-    time.sleep(0.02)
-    parse({})
+    now[0] += 2.0  # the simulation's
+    simulation._bots_own(parse_taking(4.0))({})  # the bot's, inside the simulation
     simulation.begin()  # nested: counted once
-    time.sleep(0.02)
+    now[0] += 8.0
+    assert simulation.bot_clock() - started == 5.0  # mid-way, the running part is off too
     simulation.end()
     simulation.end()
-    assert 0.04 <= simulation.total < 0.055
-    assert 0.03 <= simulation.bot_clock() - started < 0.045
+    now[0] += 16.0  # the bot's again
+    assert simulation.total == 10.0
+    assert simulation.bot_clock() - started == 21.0
