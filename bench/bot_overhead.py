@@ -114,14 +114,10 @@ async def run(args) -> dict[str, Any]:
             bare_seconds = bare()
             finished.clear()
             started, started_bot = time.perf_counter(), simulation.bot_clock()
-            simulation.begin()  # the member's side of the simulation
-            try:
-                result = await member.slash(
-                    harness.channel, "imagine", prompt=PROMPT, width=args.size, height=args.size,
-                    steps=args.steps, cfg=args.cfg, sampler=args.sampler, seed=SEED, count=1,
-                )
-            finally:
-                simulation.end()
+            result = await simulation.members_side(member.slash(
+                harness.channel, "imagine", prompt=PROMPT, width=args.size, height=args.size,
+                steps=args.steps, cfg=args.cfg, sampler=args.sampler, seed=SEED, count=1,
+            ))
             acknowledged = clock.acknowledgements()[simulated.interaction_id(result)]
             await finished.wait()
             await harness.bot.delivery.drain()

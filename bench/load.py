@@ -241,14 +241,10 @@ async def run(args) -> dict[str, Any]:
                 for position in range(min(args.burst, args.jobs - sent_count)):
                     index = sent_count % args.users
                     arrived, arrived_bot = time.perf_counter(), simulation.bot_clock()
-                    simulation.begin()  # the member's side of the simulation
-                    try:
-                        result = await users[index].slash(
-                            harness.channel, "imagine", prompt=f"{PROMPT} {sent_count}", width=64, height=64,
-                            steps=1, count=1, seed=sent_count,
-                        )
-                    finally:
-                        simulation.end()
+                    result = await simulation.members_side(users[index].slash(
+                        harness.channel, "imagine", prompt=f"{PROMPT} {sent_count}", width=64, height=64,
+                        steps=1, count=1, seed=sent_count,
+                    ))
                     sent[simulated.interaction_id(result)] = Sent(arrived, arrived_bot, index, position, len(delivering))
                     results.append(result)
                     sent_count += 1

@@ -21,12 +21,14 @@ import logging
 import re
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import NamedTuple
+from typing import NamedTuple, TypeVar
 
 from bench.models import cached_model
+
+T = TypeVar("T")
 
 _CALLBACK = re.compile(r"/interactions/(\d+)/([^/]+)/callback$")
 _FOLLOWUP = re.compile(r"^/webhooks/\d+/([^/]+)$")
@@ -68,11 +70,11 @@ def tiny_settings(
 class SimulationTime:
     """The seconds the simulated Discord has run on the bot's event loop: its handling of the
     bot's requests (simcord's router, called inside the bot's HTTP calls where real Discord
-    would be a network away) and the simulated members' sending (``begin``/``end`` around
-    each), less discord.py's parsing of the events it delivers, which is the bot's own work
-    with a real Discord too. ``bot_clock()`` is perf_counter less those seconds: the clock of
-    a bot whose Discord took none of its loop's time. simcord's settling and its wrappers
-    around the bot's callbacks are not counted, so the bot's figures stay on the high side.
+    would be a network away) and the simulated members' sending (``members_side``), less
+    discord.py's parsing of the events it delivers, which is the bot's own work with a real
+    Discord too. ``bot_clock()`` is perf_counter less those seconds: the clock of a bot whose
+    Discord took none of its loop's time. simcord's settling and its wrappers around the
+    bot's callbacks are not counted, so the bot's figures stay on the high side.
     """
 
     def __init__(self) -> None:
@@ -90,6 +92,15 @@ class SimulationTime:
         self._depth -= 1
         if self._depth == 0:
             self.total += time.perf_counter() - self._since
+
+    async def members_side(self, sending: Awaitable[T]) -> T:
+        """Await a simulated member's sending (a slash command, a click), counted as the
+        simulation's time."""
+        self.begin()
+        try:
+            return await sending
+        finally:
+            self.end()
 
     def bot_clock(self) -> float:
         now = time.perf_counter()
