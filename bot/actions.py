@@ -76,6 +76,11 @@ async def acknowledge(interaction: discord.Interaction, parent_job_id: int | Non
     await interaction.response.defer(thinking=True, ephemeral=private)
     interaction.extras[_PRIVATE_KEY] = private
     interaction.extras[_PUBLIC_THINKING_KEY] = not private
+    # The checks and the queue row wait until the commands that came before this one have had
+    # their "thinking…" too (bot/answers_first.py).
+    answers_first = bot_of(interaction).answers_first
+    answers_first.answered()
+    await answers_first.wait_for_earlier()
 
 
 async def withdraw_thinking(interaction: discord.Interaction, content: str) -> None:

@@ -6,12 +6,14 @@ import asyncio
 import gc
 import logging
 import sys
+from typing import Any
 
 import discord
 from discord import app_commands
 from discord.ext import commands
 
 from bot.actions import APOLOGY, send_private
+from bot.answers_first import AnswersFirst
 from bot.config import Settings
 from bot.delivery import DiscordDelivery
 from bot.errors import UserError
@@ -57,9 +59,17 @@ class SDBot(commands.Bot):
         self.queue = queue
         self.dispatcher = dispatcher
         self.delivery = DiscordDelivery(self)
+        self.answers_first = AnswersFirst()
         self.tree.on_error = self.on_app_command_error
         # Every slash command passes the server's policy first (channels, roles, bans).
         self.tree.interaction_check = gate.tree_check  # type: ignore[method-assign]
+
+    def dispatch(self, event_name: str, /, *args: Any, **kwargs: Any) -> None:
+        # discord.py dispatches "interaction" as it parses one, after creating its handlers'
+        # tasks and before any of them runs: the moment it starts waiting for an answer.
+        if event_name == "interaction":
+            self.answers_first.arrived(args[0])
+        super().dispatch(event_name, *args, **kwargs)
 
     async def setup_hook(self) -> None:
         # The CLIP vocabulary (token counts in every status embed) loads in a thread now, not on
