@@ -270,15 +270,9 @@ class DiscordDelivery:
         return self._messages.setdefault(job_id, _JobMessage())
 
     def _spawn(self, work: Coroutine[Any, Any, None]) -> None:
-        task = asyncio.create_task(self._after_answers(work))
+        task = asyncio.create_task(work)
         self._tasks.add(task)
         task.add_done_callback(self._finished)
-
-    async def _after_answers(self, work: Coroutine[Any, Any, None]) -> None:
-        # Commands that reached the bot are answered before results and status edits go out
-        # (bot/answers_first.py): those can wait a few milliseconds, a "thinking…" cannot.
-        await self.bot.answers_first.wait_for_earlier()
-        await work
 
     def _finished(self, task: asyncio.Task[None]) -> None:
         self._tasks.discard(task)
