@@ -7,7 +7,7 @@ still to come, so the last command of a burst waited on the work of the forty-ni
 (bench/load.py: about a millisecond and a half per place in the burst). Discord gives a bot
 three seconds to answer and the member is watching; the queue row can wait a few milliseconds.
 
-So an acknowledged interaction, and a result about to be delivered, first wait here until every
+So an acknowledged interaction first waits here, before its checks and its queue row, until every
 interaction that reached the bot before that moment has had its first answer. Those that come
 later do not hold it back, so a steady stream of commands cannot starve anyone, and the wait
 never passes MOST_WAIT_S: an interaction that is never answered (a bug, a lost request) delays
@@ -57,7 +57,7 @@ class AnswersFirst:
     async def wait_for_earlier(self) -> None:
         """Return once every interaction that arrived before now has been answered (at most
         MOST_WAIT_S), and after those who called before: work keeps the order it was started in
-        (a job's "Generating" is not shown after its result)."""
+        (two updates of one message never swap)."""
         self._forget_answered()
         if not self._unanswered and not self._waiters:
             return
