@@ -4,7 +4,7 @@ A burst of commands reaches the bot at once: fifty interactions, each a task. Ea
 ("thinking…", bot.actions.acknowledge) and then goes on to its checks, its queue row and its
 status message, and the event loop runs those continuations in turn with the acknowledgements
 still to come, so the last command of a burst waited on the work of the forty-nine before it
-(bench/load.py: about a millisecond and a half per place in the burst). Discord gives a bot
+(bench/load.py: over a millisecond per place in the burst). Discord gives a bot
 three seconds to answer and the member is watching; the queue row can wait a few milliseconds.
 
 So an acknowledged interaction first waits here, before its checks and its queue row, until every
@@ -57,7 +57,7 @@ class AnswersFirst:
     async def wait_for_earlier(self) -> None:
         """Return once every interaction that arrived before now has been answered (at most
         MOST_WAIT_S), and after those who called before: work keeps the order it was started in
-        (two updates of one message never swap)."""
+        (commands reach the queue in the order they came)."""
         self._forget_answered()
         if not self._unanswered and not self._waiters:
             return
