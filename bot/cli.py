@@ -103,7 +103,12 @@ async def _start(settings: Settings) -> tuple[Database, JobQueue, Dispatcher] | 
     db = Database(settings.database_url)
     await upgrade_database(db.engine)
     queue = JobQueue(db, settings.queue)
-    dispatcher = Dispatcher(queue, settings.worker_config(), startup_timeout_s=settings.worker.startup_timeout_s)
+    dispatcher = Dispatcher(
+        queue,
+        settings.worker_config(),
+        startup_timeout_s=settings.worker.startup_timeout_s,
+        start_method=settings.worker.start_method,
+    )
     try:
         await dispatcher.start_worker()
     except WorkerStartError as error:

@@ -9,6 +9,7 @@ The token is never printed: it is excluded from the dataclass repr.
 
 from __future__ import annotations
 
+import multiprocessing
 import os
 import tomllib
 from collections.abc import Mapping
@@ -16,6 +17,7 @@ from dataclasses import dataclass, field, fields, is_dataclass
 from pathlib import Path
 from typing import Any, get_type_hints
 
+from bot.jobs.worker_process import START_METHODS
 from inference.protocol import COMPILE_MODES, LANCZOS, LOW_MEMORY_MODES, PREVIEW_METHODS, ModelSpec, WorkerConfig
 from inference.upscaler_files import upscaler_files
 from inference.samplers import SAMPLERS
@@ -171,17 +173,23 @@ class WorkerSettings:
     low_memory: str = "off"
     # Models kept loaded while their parameters fit in this many MB; 0: one at a time.
     model_memory_budget_mb: int = 0
+    # How the worker's process starts (bot/jobs/worker_process.py): "spawn", or "forkserver"
+    # (Linux, macOS), whose restarts skip the imports at the cost of a process holding them.
+    start_method: str = "spawn"
 
     def __post_init__(self) -> None:
         for name, choices in (
             ("torch_compile", COMPILE_MODES),
             ("preview_method", PREVIEW_METHODS),
             ("low_memory", LOW_MEMORY_MODES),
+            ("start_method", START_METHODS),
         ):
             if getattr(self, name) not in choices:
                 raise ConfigError(f"worker.{name} must be one of {', '.join(choices)}, got {getattr(self, name)!r}")
         if self.preview_method == "taesd" and not self.taesd_source:
             raise ConfigError('worker.preview_method = "taesd" needs worker.taesd_source (a hub id or a folder)')
+        if self.start_method not in multiprocessing.get_all_start_methods():
+            raise ConfigError(f'worker.start_method = "{self.start_method}" is not available on this system: use "spawn"')
         if self.model_memory_budget_mb < 0:
             raise ConfigError(f"worker.model_memory_budget_mb must be at least 0, got {self.model_memory_budget_mb}")
 

@@ -87,8 +87,17 @@ class UnknownModelError(KeyError):
 
 def resolve_device(device: str) -> torch.device:
     """"auto" is the first CUDA GPU when there is one, else the CPU; other values are checked."""
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    resolved = torch.device("cuda" if torch.cuda.is_available() else "cpu") if device == "auto" else _checked(device)
+    if resolved.type == "cuda" and torch.cuda._is_in_bad_fork():
+        # Forked (worker.start_method = "forkserver") from a process that had initialised CUDA.
+        raise ValueError(
+            "CUDA cannot start in this worker: the process it was forked from had initialised CUDA. "
+            'Set worker.start_method = "spawn".'
+        )
+    return resolved
+
+
+def _checked(device: str) -> torch.device:
     try:
         resolved = torch.device(device)
     except (RuntimeError, ValueError) as exc:

@@ -34,7 +34,12 @@ def settings(tmp_path, tiny_model_dir) -> Settings:
         queue=QueueSettings(max_pending_per_user=5),
         # One job per pass, so tests of the queue see jobs wait their turn; the batching tests
         # (tests/test_bot_batching.py) turn batching back on.
-        worker=WorkerSettings(device="cpu", preview_interval_s=0.0, startup_timeout_s=180.0, max_batch_images=1),
+        # Workers forked from one server that imported torch once: each test's worker starts
+        # without 12 s of imports. bench/ (tests/test_bench_smoke.py) keeps the default, spawn.
+        worker=WorkerSettings(
+            device="cpu", preview_interval_s=0.0, startup_timeout_s=180.0, max_batch_images=1,
+            start_method="forkserver",
+        ),
         images=ImageSettings(upscaler_dirs=(str(tmp_path / "upscalers"),)),
         prompts=PromptSettings(embedding_dirs=(str(tmp_path / "embeddings"),), lora_dirs=(str(tmp_path / "loras"),)),
     )

@@ -75,7 +75,10 @@ class BotHarness:
 
     async def _started_dispatcher(self) -> Dispatcher:
         dispatcher = Dispatcher(
-            self.queue, self.settings.worker_config(), startup_timeout_s=self.settings.worker.startup_timeout_s
+            self.queue,
+            self.settings.worker_config(),
+            startup_timeout_s=self.settings.worker.startup_timeout_s,
+            start_method=self.settings.worker.start_method,
         )
         await dispatcher.start_worker()
         return dispatcher

@@ -45,6 +45,7 @@ def test_files_and_environment_override(tmp_path):
         ('default_model = "nope"\n', "default_model 'nope' is not one of the models"),
         ("[limits]\nmin_size = 100\n", "limits.min_size must be a multiple of 8"),
         ("this is not toml", "is not valid TOML"),
+        ('[worker]\nstart_method = "fork"\n', "worker.start_method must be one of spawn, forkserver, got 'fork'"),
     ],
 )
 def test_bad_settings_are_named(tmp_path, text, message):

@@ -156,6 +156,14 @@ def test_device_and_dtype_resolution():
             resolve_device("cuda:1")
 
 
+def test_a_worker_forked_after_cuda_started_says_to_spawn(monkeypatch):
+    # What torch reports in a process forked from one that had initialised CUDA.
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "_is_in_bad_fork", lambda: True)
+    with pytest.raises(ValueError, match='start_method = "spawn"'):
+        resolve_device("auto")
+
+
 def recording_cache(specs, max_loaded=2) -> tuple[PipelineCache, list[str]]:
     """A cache whose loader makes placeholders and records each source it loads."""
     loads = []

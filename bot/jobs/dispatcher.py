@@ -85,10 +85,18 @@ async def _plain_wait(awaitable: Awaitable[T], *, reason: str) -> T:
 
 
 class Dispatcher:
-    def __init__(self, queue: JobQueue, worker_config: WorkerConfig, *, startup_timeout_s: float = 600.0) -> None:
+    def __init__(
+        self,
+        queue: JobQueue,
+        worker_config: WorkerConfig,
+        *,
+        startup_timeout_s: float = 600.0,
+        start_method: str = "spawn",
+    ) -> None:
         self.queue = queue
         self.worker_config = worker_config
         self.startup_timeout_s = startup_timeout_s
+        self.start_method = start_method  # worker_process.START_METHODS
         self.events: JobEvents | None = None
         # How the dispatcher waits for input from outside the event loop (the worker, new jobs).
         # A test harness that must know about such waits (simcord) replaces it.
@@ -298,7 +306,9 @@ class Dispatcher:
             if not loop.is_closed():
                 loop.call_soon_threadsafe(self._inbox.put_nowait, item)
 
-        self._worker = WorkerProcess(self.worker_config, deliver, generation=self._generation)
+        self._worker = WorkerProcess(
+            self.worker_config, deliver, generation=self._generation, start_method=self.start_method
+        )
         self._worker.start()
 
     async def _stop_worker(self) -> None:

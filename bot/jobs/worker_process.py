@@ -20,6 +20,14 @@ from inference.worker import run_worker  # torch is imported inside run_worker, 
 
 log = logging.getLogger(__name__)
 
+# How the worker's process is started (Settings.worker.start_method). "spawn": a fresh
+# interpreter each time, which imports torch and the rest anew. "forkserver": a server process
+# imports them once (inference/worker_imports.py) and every worker is forked from it, so a
+# restart skips the imports. Neither inherits the bot's event loop, threads or sockets the way
+# a plain fork would, and neither can inherit an initialised CUDA.
+START_METHODS = ("spawn", "forkserver")
+FORKSERVER_PRELOAD = ["inference.worker_imports"]
+
 
 @dataclass(frozen=True, slots=True)
 class WorkerExited:
@@ -29,9 +37,16 @@ class WorkerExited:
 
 class WorkerProcess:
     def __init__(
-        self, config: WorkerConfig, on_event: Callable[[Event | WorkerExited], None], generation: int = 0
+        self,
+        config: WorkerConfig,
+        on_event: Callable[[Event | WorkerExited], None],
+        generation: int = 0,
+        start_method: str = "spawn",
     ) -> None:
+        if start_method not in START_METHODS:
+            raise ValueError(f"unknown start method {start_method!r}: use {' or '.join(START_METHODS)}")
         self.config = config
+        self.start_method = start_method
         self.generation = generation
         self._on_event = on_event
         self._process: multiprocessing.process.BaseProcess | None = None
@@ -47,9 +62,11 @@ class WorkerProcess:
         return self._process is not None and self._process.is_alive()
 
     def start(self) -> None:
-        # spawn, not fork: a forked child would inherit the bot's event loop and threads, and
-        # CUDA cannot be initialised in a forked process.
-        context = multiprocessing.get_context("spawn")
+        # Never a plain fork: the child would inherit the bot's event loop and threads.
+        context = multiprocessing.get_context(self.start_method)
+        if self.start_method == "forkserver":
+            # Read when the server starts (the first worker's start): later calls change nothing.
+            context.set_forkserver_preload(FORKSERVER_PRELOAD)
         command_recv, command_send = context.Pipe(duplex=False)
         event_recv, event_send = context.Pipe(duplex=False)
         self._process = context.Process(
