@@ -45,6 +45,7 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import statistics
 import sys
 import threading
 import time
@@ -59,8 +60,8 @@ from bench import common, simulated
 PROMPT = "a tiny test image"
 
 
-def parse_args(argv: list[str] | None):
-    parser = common.base_parser("load", __doc__.splitlines()[0])
+def parse_args(argv: list[str] | None, name: str = "load", description: str = __doc__.splitlines()[0]):
+    parser = common.base_parser(name, description)
     parser.add_argument("--users", type=int, default=100)
     parser.add_argument("--jobs", type=int, default=1000, help="jobs in all (default %(default)s)")
     parser.add_argument("--burst", type=int, default=50, help="interactions arriving at once (default %(default)s)")
@@ -130,17 +131,23 @@ class StallSampler:
 
 
 class CollectorPauses:
-    """How long each garbage collection held the loop, by generation (gc.callbacks)."""
+    """How long each garbage collection held the loop, by generation (gc.callbacks), and what
+    each full one freed: a pause spent freeing garbage is the bot's allocations, one spent
+    scanning what is alive is mostly the simulated Discord's history."""
 
     def __init__(self) -> None:
         self.pauses: dict[int, list[float]] = {0: [], 1: [], 2: []}
+        self.full_collections: list[dict[str, float]] = []
         self._started = 0.0
 
     def __call__(self, phase: str, info: dict[str, int]) -> None:
         if phase == "start":
             self._started = time.perf_counter()
         else:
-            self.pauses[info["generation"]].append(time.perf_counter() - self._started)
+            pause = time.perf_counter() - self._started
+            self.pauses[info["generation"]].append(pause)
+            if info["generation"] == 2:
+                self.full_collections.append({"ms": round(pause * 1000, 1), "freed_objects": info["collected"]})
 
     def start(self) -> None:
         gc.callbacks.append(self)
@@ -157,7 +164,11 @@ class CollectorPauses:
                 "total_ms": round(sum(pauses) * 1000),
             }
             for generation, pauses in self.pauses.items()
-        } | {"tracked_objects_at_end": len(gc.get_objects()), "frozen_objects": gc.get_freeze_count()}
+        } | {
+            "full_collections": self.full_collections,
+            "tracked_objects_at_end": len(gc.get_objects()),
+            "frozen_objects": gc.get_freeze_count(),
+        }
 
 
 def forget_transcript(harness) -> None:  # type: ignore[no-untyped-def]
@@ -279,6 +290,7 @@ async def run(args) -> dict[str, Any]:
         rss_peak, rss_after = common.peak_rss_bytes(), common.rss_bytes()
         await stop_measuring()  # the checks below read the whole history: not the bot's work
         checks = await _lost_checks(harness, clock, sent, results)
+        full_collections = _full_collection_without_history(harness, results)
     finally:
         await stop_measuring()
         simulation.uninstall()
@@ -322,7 +334,7 @@ async def run(args) -> dict[str, Any]:
         "loop_late_over_50ms": monitor.stalls_over(0.05),
         "loop_late_over_100ms": monitor.stalls_over(0.1),
         "lateness_sources": sampler.report(),
-        "garbage_collector": collector.report(),
+        "garbage_collector": collector.report() | {"full_collection_at_end": full_collections},
         "bot_process_rss_mib": {
             "before": common.mib(rss_before),
             "max": common.mib(rss_peak),
@@ -330,6 +342,35 @@ async def run(args) -> dict[str, Any]:
         },
         "lost": checks,
     }
+
+
+def _full_collection_without_history(harness, results) -> dict[str, Any]:  # type: ignore[no-untyped-def]
+    """What a full collection costs at the end of the run, with the simulated Discord's history
+    and without it: the second is the bot's own heap after its 1,000 jobs, what a full
+    collection scans in a bot whose Discord keeps its messages and interactions on its own
+    side. Run after the checks (which read that history), and the history is gone after it."""
+
+    def timed_full_collection(repeats: int = 5) -> dict[str, float]:
+        gc.collect()  # the garbage first: what is timed is the scan of what is alive
+        times = []
+        for _ in range(repeats):  # one collection is noisy: the median of five, and the fastest
+            started = time.perf_counter()
+            gc.collect()
+            times.append((time.perf_counter() - started) * 1000)
+        return {
+            "ms": round(statistics.median(times), 1),
+            "min_ms": round(min(times), 1),
+            "tracked_objects": len(gc.get_objects()),
+        }
+
+    with_history = timed_full_collection()
+    backend = harness.env.backend
+    for messages in backend.messages.values():
+        messages.clear()
+    backend.interactions.clear()
+    backend.interaction_tokens.clear()
+    results.clear()  # simcord's InteractionResults, the benchmark's own
+    return {"with_simulation_history": with_history, "bot_alone": timed_full_collection()}
 
 
 async def _lost_checks(harness, clock, sent, results) -> dict[str, Any]:  # type: ignore[no-untyped-def]
@@ -382,16 +423,21 @@ async def _lost_checks(harness, clock, sent, results) -> dict[str, Any]:  # type
     }
 
 
-def main(argv: list[str] | None = None) -> dict[str, Any]:
-    args = parse_args(argv)
-    results = asyncio.run(run(args))
-    settings = {
+def settings_of(args) -> dict[str, Any]:  # type: ignore[no-untyped-def]
+    """The run's settings as its JSON records them (bench.garbage runs the same load)."""
+    return {
         "users": args.users, "jobs": args.jobs, "burst": args.burst, "gap_s": args.gap, "every_s": args.every or None,
         "max_seconds": args.max_seconds, "job": "tiny model, 64x64, 1 step, 1 image, Euler a",
         "max_pending_per_user": args.jobs, "worker_preview_interval_s": 1.5,
         "discord": "simcord (in-process simulation)", "stall_sample_ms": args.stall_ms,
         "freeze_simulation": args.freeze_simulation,
     }
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    args = parse_args(argv)
+    results = asyncio.run(run(args))
+    settings = settings_of(args)
     name = "load_freeze_simulation" if args.freeze_simulation else "load"
     name += "_open_loop" if args.every else ""
     path = common.write_result(name, args.device, settings, results, args.output_dir)

@@ -7,9 +7,11 @@ rotting when the inference code it drives changes.
 from __future__ import annotations
 
 import asyncio
+import gc
 import json
 
-from bench import bot_overhead, common, load, pipeline, simulated
+from bench import bot_overhead, common, garbage, load, pipeline, simulated
+from bot.policy.store import Limits
 
 
 def test_pipeline_benchmark_runs_and_writes_its_json(tmp_path):
@@ -71,6 +73,10 @@ def test_the_open_loop_load_benchmark_runs_and_loses_nothing(tmp_path):
     assert results["acknowledgement_less_simulation_ms"]["max"] <= results["acknowledgement_ms"]["max"]
     assert list(results["acknowledgement_p50_ms_by_place_in_burst"]) == ["1-10"]
     assert len(results["acknowledgement_max_ms_by_burst"]) == 2
+    # A full collection at the end, timed with the simulated Discord's history and without it.
+    at_end = results["garbage_collector"]["full_collection_at_end"]
+    assert at_end["bot_alone"]["tracked_objects"] < at_end["with_simulation_history"]["tracked_objects"]
+    assert at_end["bot_alone"]["ms"] > 0
 
 
 def test_the_bot_overhead_benchmark_runs_and_takes_the_simulation_off(tmp_path):
@@ -142,3 +148,39 @@ def test_simulation_time_leaves_the_bots_own_parsing_on_the_bots_clock(monkeypat
     now[0] += 16.0  # the bot's again
     assert simulation.total == 10.0
     assert simulation.bot_clock() - started == 21.0
+
+
+def test_the_garbage_benchmark_keeps_what_a_full_collection_frees_and_names_its_owner():
+    """bench.garbage's collector hook: a cycle made on purpose is kept, once, and owned by
+    "other"; an object of the bot's tied into it makes the component the bot's."""
+    class Node:
+        pass
+
+    saved = garbage.SavedGarbage()
+    gc.collect()
+    gc.callbacks.append(saved)
+    try:
+        first, second = Node(), Node()
+        first.other, second.other = second, first  # a cycle only the collector frees
+        del first, second
+        gc.collect()
+        gc.collect()  # finds the kept cycle again: counted once
+    finally:
+        gc.callbacks.remove(saved)
+        gc.set_debug(0)
+    nodes = [o for o in saved.objects if isinstance(o, Node)]
+    assert len(nodes) == 2 and saved.freed_by_collection[1] == 0
+    assert [garbage.owner_of(c) for c in garbage.components(nodes)] == ["other"]
+    assert garbage.owner_of([*nodes, Limits.__new__(Limits)]) == "the bot"
+
+
+def test_the_garbage_benchmark_runs_the_load_and_attributes_everything_it_freed(tmp_path):
+    results = garbage.main([
+        "--users", "2", "--jobs", "4", "--burst", "2", "--max-seconds", "120",
+        "--model-cache", str(tmp_path / "models"), "--output-dir", str(tmp_path / "results"),
+    ])
+    document = json.loads((tmp_path / "results" / "garbage-cpu.json").read_text())
+    assert document["results"] == json.loads(json.dumps(results))
+    assert results["jobs_by_status"] == {"completed": 4} and results["none_lost"]
+    assert sum(entry["objects"] for entry in results["by_owner"].values()) == results["freed_objects"]
+    assert sum(results["full_collections_freed_objects"]) + results["freed_after_the_run"] == results["freed_objects"]
