@@ -116,6 +116,35 @@ def mib(value: float) -> float:
     return round(value / 2**20, 1)
 
 
+class PeakMemory:
+    """Peak memory around one call: CUDA's allocator peak on a GPU, the process's RSS peak on
+    the CPU. torch is imported only here, when a benchmark that runs a model asks for one."""
+
+    def __init__(self, device) -> None:  # type: ignore[no-untyped-def]
+        import torch
+
+        self.torch, self.device, self.cuda = torch, device, device.type == "cuda"
+
+    @property
+    def kind(self) -> str:
+        return "cuda_max_allocated" if self.cuda else "process_peak_rss"
+
+    def start(self) -> int:
+        """Start a new peak; the memory in use now."""
+        if self.cuda:
+            self.torch.cuda.synchronize(self.device)
+            self.torch.cuda.reset_peak_memory_stats(self.device)
+            return self.torch.cuda.memory_allocated(self.device)
+        reset_peak_rss()
+        return rss_bytes()
+
+    def peak(self) -> int:
+        if self.cuda:
+            self.torch.cuda.synchronize(self.device)
+            return self.torch.cuda.max_memory_allocated(self.device)
+        return peak_rss_bytes()
+
+
 # --- where it ran ------------------------------------------------------------------------
 
 

@@ -74,29 +74,33 @@ def result_name(args) -> str:  # type: ignore[no-untyped-def]
     return "pipeline_low_memory" if args.low_memory != "off" else "pipeline"
 
 
-class _Memory:
-    """Peak memory around one call: CUDA's allocator peak, or the process's RSS peak."""
+def worker_config(args, folder: Path, outputs_dir: str, max_batch_images: int, **options):  # type: ignore[no-untyped-def]
+    """The worker's settings for a benchmark of generation: this run's model, device and dtype,
+    warmed up (on a GPU) at this run's size, so that one-time costs stay out of the timings."""
+    from inference.protocol import ModelSpec, WorkerConfig
 
-    def __init__(self, device):
-        import torch
+    return WorkerConfig(
+        models=(ModelSpec(args.model, str(folder)),), default_model=args.model, outputs_dir=outputs_dir,
+        device=args.device, dtype=args.dtype, warmup_shape=(args.size, args.size, 1),
+        max_batch_images=max_batch_images, **options,
+    )
 
-        self.torch = torch
-        self.cuda = device.type == "cuda"
-        self.device = device
 
-    def start(self) -> int:
-        if self.cuda:
-            self.torch.cuda.synchronize(self.device)
-            self.torch.cuda.reset_peak_memory_stats(self.device)
-            return self.torch.cuda.memory_allocated(self.device)
-        common.reset_peak_rss()
-        return common.rss_bytes()
+def generation_settings(args, folder: Path, config, dtype) -> dict[str, Any]:  # type: ignore[no-untyped-def]
+    """The settings a generation benchmark's JSON records, whatever else it adds; ``dtype`` is
+    the one the worker resolved (float16 asked for on a CPU runs as float32)."""
+    return {
+        "model": args.model, "model_folder": str(folder), "size": args.size, "steps": args.steps,
+        "sampler": args.sampler, "cfg": args.cfg, "dtype": str(dtype).removeprefix("torch."), "repeats": args.repeats,
+        "preview_interval_s": config.preview_interval_s, "png_compress_level": config.png_compress_level,
+    }
 
-    def peak(self) -> int:
-        if self.cuda:
-            self.torch.cuda.synchronize(self.device)
-            return self.torch.cuda.max_memory_allocated(self.device)
-        return common.peak_rss_bytes()
+
+def generation_title(name: str, args, settings: dict[str, Any]) -> str:  # type: ignore[no-untyped-def]
+    return (
+        f"{name}: {args.model} {args.size}x{args.size}, {args.steps} steps, {args.sampler}, "
+        f"CFG {args.cfg:g}, {settings['dtype']} on {args.device} (median of {args.repeats})"
+    )
 
 
 def plain_pipeline(folder: Path, device, dtype, sampler: str):
@@ -125,7 +129,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     from inference.generate import generate
     from inference.jobs import JobRunner, ProgressReporter
     from inference.models import resolve_device, resolve_dtype
-    from inference.protocol import GenerateRequest, JobCompleted, JobKind, ModelSpec, WorkerConfig
+    from inference.protocol import GenerateRequest, JobCompleted, JobKind
 
     device = resolve_device(args.device)
     dtype = resolve_dtype(args.dtype, device)
@@ -133,23 +137,15 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     print(f"model {args.model} at {folder} ({started:.1f} s to find or build)")
 
     outputs = tempfile.TemporaryDirectory(prefix="sdbot-bench-outputs-")
-    config = WorkerConfig(
-        models=(ModelSpec(args.model, str(folder)),),
-        default_model=args.model,
-        outputs_dir=outputs.name,
-        device=args.device,
-        dtype=args.dtype,
-        torch_compile=args.compile,
-        low_memory=args.low_memory,
-        # The warm-up (on a GPU) at this run's size and largest batch: with compile on, the
-        # compiles happen there and are reported, not inside the timed calls.
-        warmup_shape=(args.size, args.size, 1),
-        max_batch_images=max(args.batches),
+    # The warm-up (on a GPU) at this run's size and largest batch: with compile on, the
+    # compiles happen there and are reported, not inside the timed calls.
+    config = worker_config(
+        args, folder, outputs.name, max(args.batches), torch_compile=args.compile, low_memory=args.low_memory
     )
     load_worker, runner = common.timed(lambda: JobRunner.start(config))
     load_plain, plain = common.timed(lambda: plain_pipeline(folder, device, dtype, args.sampler))
     worker_pipe = runner.cache.get(args.model)
-    memory = _Memory(device)
+    memory = common.PeakMemory(device)
 
     def request(batch: int, job_id: int) -> GenerateRequest:
         return GenerateRequest(
@@ -205,7 +201,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "load_seconds": {"worker": round(load_worker, 3), "plain": round(load_plain, 3)},
         # The worker's own start-up: load, warm-up and (with --compile) compile seconds.
         "startup_seconds": dict(runner.startup_timings),
-        "memory_kind": "cuda_max_allocated" if device.type == "cuda" else "process_peak_rss",
+        "memory_kind": memory.kind,
         "batches": {},
     }
     rows = []
@@ -232,16 +228,13 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         results["batch1_max_pixel_difference"] = int(np.abs(a - b).max())
 
     settings = {
-        "model": args.model, "model_folder": str(folder), "size": args.size, "steps": args.steps,
-        "sampler": args.sampler, "cfg": args.cfg, "dtype": str(dtype).removeprefix("torch."),
-        "batches": args.batches, "repeats": args.repeats, "warm_batches": warm_batches,
-        "preview_interval_s": config.preview_interval_s, "png_compress_level": config.png_compress_level,
+        **generation_settings(args, folder, config, dtype),
+        "batches": args.batches, "warm_batches": warm_batches,
         "torch_compile": args.compile, "low_memory": args.low_memory,
     }
     path = common.write_result(result_name(args), args.device, settings, results, args.output_dir)
     common.print_table(
-        f"pipeline: {args.model} {args.size}x{args.size}, {args.steps} steps, {args.sampler}, CFG {args.cfg:g}, "
-        f"{settings['dtype']} on {args.device} (median of {args.repeats})",
+        generation_title("pipeline", args, settings),
         ["batch", "path", "s/call", "s/image", "images/s", f"peak MiB ({results['memory_kind']})"],
         rows,
     )

@@ -79,26 +79,6 @@ def rrdbnet_x4plus_state(features: int = 64, blocks: int = 23, grow: int = 32, s
     return state
 
 
-class _Memory:
-    def __init__(self, device) -> None:  # type: ignore[no-untyped-def]
-        import torch
-
-        self.torch, self.device, self.cuda = torch, device, device.type == "cuda"
-
-    def start(self) -> None:
-        if self.cuda:
-            self.torch.cuda.synchronize(self.device)
-            self.torch.cuda.reset_peak_memory_stats(self.device)
-        else:
-            common.reset_peak_rss()
-
-    def peak(self) -> int:
-        if self.cuda:
-            self.torch.cuda.synchronize(self.device)
-            return self.torch.cuda.max_memory_allocated(self.device)
-        return common.peak_rss_bytes()
-
-
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     args = parse_args(argv)
     import numpy as np
@@ -120,7 +100,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     source = Image.fromarray(np.random.default_rng(0).integers(0, 256, (args.size, args.size, 3), dtype=np.uint8))
     target = args.size * 4
     pixels = torch.from_numpy(np.asarray(source, dtype=np.float32) / 255.0).permute(2, 0, 1).unsqueeze(0)
-    memory = _Memory(device)
+    memory = common.PeakMemory(device)
 
     @torch.inference_mode()
     def bare() -> Any:
@@ -160,7 +140,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         for path in ("worker_untiled", "worker_tiled")
     }
     results: dict[str, Any] = {
-        "memory_kind": "cuda_max_allocated" if device.type == "cuda" else "process_peak_rss",
+        "memory_kind": memory.kind,
         "max_pixel_difference_vs_bare": difference,
     }
     bare_median = common.percentile(timings["bare"], 0.5)
