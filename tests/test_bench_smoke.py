@@ -10,7 +10,7 @@ import asyncio
 import gc
 import json
 
-from bench import bot_overhead, common, garbage, load, pipeline, simulated
+from bench import batching, bot_overhead, common, garbage, load, pipeline, simulated
 from bot.policy.store import Limits
 
 
@@ -51,6 +51,36 @@ def test_a_variant_run_is_written_beside_the_default_one(tmp_path):
     assert results["batch1_max_pixel_difference"] <= 2
     args = pipeline.parse_args(["--compile", "default", "--low-memory", "slicing"])
     assert pipeline.result_name(args) == "pipeline_compile"
+
+
+def test_the_batching_benchmark_runs_each_members_job_both_ways_and_writes_its_json(tmp_path):
+    """bench.batching: three members' jobs (two images each) one by one and as one pass, each
+    job keeping its own images; the figures are not asserted, only that both paths ran."""
+    results = batching.main([
+        "--model", "tiny", "--steps", "1", "--jobs", "3", "--images-per-job", "2", "--repeats", "1",
+        "--model-cache", str(tmp_path / "models"), "--output-dir", str(tmp_path / "results"),
+    ])
+    document = json.loads((tmp_path / "results" / "batching-cpu.json").read_text())
+    assert document["benchmark"] == "batching" and document["results"] == json.loads(json.dumps(results))
+    assert document["settings"]["max_batch_images"] == 6
+    entry = results["jobs"]["3"]
+    assert entry["images"] == 6
+    for path in batching.PATHS:
+        assert entry[path]["seconds"]["n"] == 1 and entry[path]["images_per_second"] > 0
+    assert entry["batched_speedup"] > 0
+    # Batched or alone, each job's images are its own (within float rounding).
+    assert entry["max_pixel_difference"] <= 2
+
+
+def test_the_batching_benchmarks_members_differ_but_may_share_a_pass():
+    from inference.batching import batch_key
+
+    args = batching.parse_args(["--model", "tiny", "--images-per-job", "2"])
+    requests = batching.requests_for(args, 8, first_job_id=10)
+    assert [r.job_id for r in requests] == list(range(10, 18))
+    assert len({r.prompt for r in requests}) == 8
+    assert len({seed for r in requests for seed in r.seeds}) == 16
+    assert len({batch_key(r) for r in requests}) == 1 and batch_key(requests[0]) is not None
 
 
 def test_the_open_loop_load_benchmark_runs_and_loses_nothing(tmp_path):

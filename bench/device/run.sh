@@ -4,12 +4,14 @@
 #   bash bench/device/wheels.sh                          # here, once: the wheels into .whl/
 #   run(command="SDBOT_COMMIT=<git rev-parse HEAD> bash bench/device/run.sh fast", carry=[".whl"], timeout_s=600)
 #   run(command="SDBOT_COMMIT=<...> bash bench/device/run.sh compile", carry=[".whl"], timeout_s=600)
+#   run(command="SDBOT_COMMIT=<...> bash bench/device/run.sh batching", carry=[".whl"], timeout_s=600)
 #
 # (The tree travels without .git: SDBOT_COMMIT is the commit the JSON records.)
 # "fast": bench.pipeline on SD 1.5's architecture (512 px, 20 steps, Euler a, CFG 7, fp16;
 # the worker's fast path against the plain call, batches 1, 4, 8) and bench.upscale (512 ->
 # 2048 px, untiled and 256 px tiles). "compile [MODE]": bench.pipeline at batches 1 and 8 with
-# the worker's torch.compile in MODE (default max-autotune-no-cudagraphs, the README's). Each
+# the worker's torch.compile in MODE (default max-autotune-no-cudagraphs, the README's).
+# "batching": bench.batching, 2, 4 and 8 members' jobs one by one and as one pass. Each
 # benchmark has its own time limit, so one that hangs leaves the others their time; the JSON
 # and logs land in $OUT, whence they are copied into bench/results and committed.
 #
@@ -43,8 +45,11 @@ case $stage in
         bench 540 pipeline_compile bench.pipeline --device "$device" --model "$model" --model-cache "$models" \
             --compile "${2:-max-autotune-no-cudagraphs}" --batches 1,8 --repeats 3
         ;;
+    batching)
+        bench 540 batching bench.batching --device "$device" --model "$model" --model-cache "$models"
+        ;;
     *)
-        echo "usage: bench/device/run.sh fast|compile" >&2
+        echo "usage: bench/device/run.sh fast|compile|batching" >&2
         exit 2
         ;;
 esac
