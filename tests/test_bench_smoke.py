@@ -152,6 +152,54 @@ async def test_the_callback_timer_names_what_blocked_the_loop():
     assert asyncio.events.Handle._run.__name__ == "_run"  # uninstalled
 
 
+async def test_the_callback_timer_takes_off_the_garbage_collections_inside_a_callback():
+    """A callback blocked 60 ms by a collection is slow, but not the bot's own stall; one that
+    blocks 60 ms by itself is both. The collector here is any object summing its pauses in
+    ``seconds``, as load.CollectorPauses does (its real pauses are a few ms, too short to test)."""
+    import time
+
+    class Collector:
+        seconds = 0.0
+
+    collector = Collector()
+    timer = simulated.CallbackTimer(slow_s=0.05, collector=collector)
+
+    async def collected() -> None:
+        await asyncio.sleep(0)
+        started = time.perf_counter()
+        time.sleep(0.06)  # as a full collection would, inside this step
+        collector.seconds += time.perf_counter() - started
+
+    async def blocks_by_itself() -> None:
+        await asyncio.sleep(0)
+        time.sleep(0.06)
+
+    timer.install()
+    try:
+        await asyncio.gather(collected(), blocks_by_itself())
+    finally:
+        timer.uninstall()
+    report = timer.report()
+    assert report["over_50ms"] == 2 and report["over_50ms_less_collections"] == 1
+    assert 60 <= report["longest_less_collections_ms"] < report["longest_ms"] + 1
+    by_name = {entry["callback"].split(".<locals>.")[-1].split(",")[0]: entry for entry in report["slowest"]}
+    assert by_name["collected"]["of_it_in_collections_ms"] >= 60
+    assert by_name["blocks_by_itself"]["of_it_in_collections_ms"] == 0
+
+
+def test_the_collector_pauses_sum_what_the_timer_takes_off():
+    pauses = load.CollectorPauses()
+    pauses.start()
+    try:
+        gc.collect()
+        gc.collect(0)
+    finally:
+        pauses.stop()
+    every = [pause for generation in pauses.pauses.values() for pause in generation]
+    assert len(every) >= 2 and pauses.seconds == sum(every) > 0
+    assert len(pauses.full_collections) >= 1
+
+
 def test_simulation_time_leaves_the_bots_own_parsing_on_the_bots_clock(monkeypatch):
     """Seconds inside the simulation are taken off the bot's clock, except discord.py's parse
     of what it delivers, which a real Discord's events cost the bot too. (A clock that moves
