@@ -5,13 +5,16 @@
 #   run(command="SDBOT_COMMIT=<git rev-parse HEAD> bash bench/device/run.sh fast", carry=[".whl"], timeout_s=600)
 #   run(command="SDBOT_COMMIT=<...> bash bench/device/run.sh compile", carry=[".whl"], timeout_s=600)
 #   run(command="SDBOT_COMMIT=<...> bash bench/device/run.sh batching", carry=[".whl"], timeout_s=600)
+#   run(command="SDBOT_COMMIT=<...> BUDGET=540 bash bench/device/run.sh all", carry=[".whl"], timeout_s=600)
 #
 # (The tree travels without .git: SDBOT_COMMIT is the commit the JSON records.)
 # "fast": bench.pipeline on SD 1.5's architecture (512 px, 20 steps, Euler a, CFG 7, fp16;
 # the worker's fast path against the plain call, batches 1, 4, 8) and bench.upscale (512 ->
 # 2048 px, untiled and 256 px tiles). "compile [MODE]": bench.pipeline at batches 1 and 8 with
 # the worker's torch.compile in MODE (default max-autotune-no-cudagraphs, the README's).
-# "batching": bench.batching, 2, 4 and 8 members' jobs one by one and as one pass. Each
+# "batching": bench.batching, 2, 4 and 8 members' jobs one by one and as one pass. "all": for
+# a session lent one machine for one call: pipeline, batching at 8 jobs, upscale, then the
+# compiled pipeline at batch 1 in what is left of BUDGET seconds, most important first. Each
 # benchmark has its own time limit, so one that hangs leaves the others their time; the JSON
 # and logs land in $OUT, whence they are copied into bench/results and committed.
 #
@@ -31,9 +34,13 @@ models=/tmp/sdbot-bench-models  # built once per machine, shared by the runs of 
 bench() {  # bench SECONDS NAME ARGS...: one benchmark, its log beside its JSON
     local limit=$1 name=$2
     shift 2
-    echo "== $name: python -m $*"
-    timeout --kill-after=10 "$limit" "$python" -m "$@" --output-dir "$out" 2>&1 | tee "$out/$name.log"
-    echo "== $name: exit ${PIPESTATUS[0]}"
+    echo "== $name: python -m $* (at most $limit s)" | tee -a "$out/$stage.log"
+    timeout --kill-after=10 "$limit" "$python" -m "$@" --output-dir "$out" 2>&1 | tee -a "$out/$stage.log"
+    echo "== $name: exit ${PIPESTATUS[0]} after $SECONDS s" | tee -a "$out/$stage.log"
+}
+left() {  # left CAP: the seconds left of BUDGET, at most CAP
+    local rest=$(( ${BUDGET:-540} - SECONDS ))
+    echo $(( rest < $1 ? rest : $1 ))
 }
 
 case $stage in
@@ -48,8 +55,16 @@ case $stage in
     batching)
         bench 540 batching bench.batching --device "$device" --model "$model" --model-cache "$models"
         ;;
+    all)
+        bench "$(left 210)" pipeline bench.pipeline --device "$device" --model "$model" --model-cache "$models" --repeats 3
+        bench "$(left 120)" batching bench.batching --device "$device" --model "$model" --model-cache "$models" \
+            --jobs 8 --repeats 3
+        bench "$(left 90)" upscale bench.upscale --device "$device" --size "$upscale_size" --tile 256 --overlap 32
+        bench "$(left 600)" pipeline_compile bench.pipeline --device "$device" --model "$model" --model-cache "$models" \
+            --compile "${2:-default}" --batches 1 --repeats 3
+        ;;
     *)
-        echo "usage: bench/device/run.sh fast|compile|batching" >&2
+        echo "usage: bench/device/run.sh fast|compile|batching|all" >&2
         exit 2
         ;;
 esac
