@@ -10,7 +10,10 @@ from __future__ import annotations
 
 import datetime as dt
 import math
+import os
+import threading
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from PIL import Image
@@ -47,6 +50,36 @@ def save_png(image: Image.Image, path: str | Path, infotext: str, compress_level
     image.save(partial, format="PNG", pnginfo=png_info, compress_level=compress_level)
     partial.replace(path)
     return path
+
+
+# Threads that write a job's PNGs side by side: zlib and PNG filtering run without the GIL, so
+# a batch's files take about the time of one per core. Written one after the other, saving a
+# batch of 8 at 512 px on an H200 machine took 0.77 s, with the GPU idle meanwhile, against
+# 1.26 s of generating (bench.pipeline: worker_job against worker_generate).
+PNG_WRITERS = min(8, os.cpu_count() or 1)
+_writers: ThreadPoolExecutor | None = None
+_writers_lock = threading.Lock()
+
+
+def save_pngs(files: Sequence[tuple[Image.Image, str | Path, str]], compress_level: int = 1) -> None:
+    """save_png for each (image, path, infotext), side by side; returns when all are written.
+
+    The first error is raised once every write has ended, so no file is still being written
+    when the job's failure is reported.
+    """
+    global _writers
+    if len(files) <= 1:
+        for image, path, text in files:
+            save_png(image, path, text, compress_level)
+        return
+    with _writers_lock:
+        if _writers is None:
+            _writers = ThreadPoolExecutor(PNG_WRITERS, thread_name_prefix="png")
+    futures = [_writers.submit(save_png, image, path, text, compress_level) for image, path, text in files]
+    errors = [future.exception() for future in futures]
+    for error in errors:
+        if error is not None:
+            raise error
 
 
 def read_infotext(path: str | Path) -> str | None:

@@ -274,6 +274,7 @@ class JobRunner:
         cells = plots.cell_requests(request) if request.plot is not None else None
         flags = self._safety_flags(request, made)
         results = []
+        files = []  # (image, path, infotext), written side by side below
         for index, image in enumerate(made):
             seed = request.seeds[index]
             if upscaling:
@@ -284,7 +285,7 @@ class JobRunner:
             else:
                 text = infotext.request_infotext(request, index, model_hash=model_hash)
             path = images.image_path(outputs_dir, request.job_id, index, seed, day)
-            images.save_png(image, path, text, compress_level=level)
+            files.append((image, path, text))
             subseed = request.subseeds[index] if request.subseeds else None
             results.append(
                 ImageResult(index, seed, subseed, str(path), text, image.width, image.height, flagged=flags[index])
@@ -294,13 +295,14 @@ class JobRunner:
             # The plot's labelled grid is its result, even for a single cell.
             grid_file = images.grid_path(outputs_dir, request.job_id, day)
             grid_image = plots.labelled_grid(made, request.plot)
-            images.save_png(grid_image, grid_file, results[0].infotext, level)
+            files.append((grid_image, grid_file, results[0].infotext))
             grid = str(grid_file)
         elif len(made) > 1:
             grid_file = images.grid_path(outputs_dir, request.job_id, day)
             # A1111 gives a grid the first image's infotext.
-            images.save_png(images.make_grid(made), grid_file, results[0].infotext, level)
+            files.append((images.make_grid(made), grid_file, results[0].infotext))
             grid = str(grid_file)
+        images.save_pngs(files, compress_level=level)
         return tuple(results), grid
 
     def _safety_flags(self, request: GenerateRequest, made: list) -> list[bool]:

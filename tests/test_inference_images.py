@@ -16,6 +16,7 @@ from inference.images import (
     make_grid,
     read_infotext,
     save_png,
+    save_pngs,
 )
 from inference.previews import latents_to_rgb, make_preview
 
@@ -29,6 +30,35 @@ def test_png_carries_parameters_chunk(tmp_path):
         assert saved.size == (64, 48)
         assert saved.text["parameters"] == text
     assert not list(path.parent.glob("*.partial"))
+
+
+def test_a_jobs_pngs_are_written_side_by_side_each_with_its_own_infotext(tmp_path):
+    colours = ["red", "green", "blue", "white", "black"]
+    files = [
+        (Image.new("RGB", (32 + 8 * i, 32), colour), tmp_path / "day" / f"{i}.png", f"image {i}: {colour}")
+        for i, colour in enumerate(colours)
+    ]
+    save_pngs(files, compress_level=1)
+    for image, path, text in files:
+        assert read_infotext(path) == text
+        with Image.open(path) as saved:
+            assert saved.size == image.size and saved.getpixel((0, 0)) == image.getpixel((0, 0))
+    assert sorted(p.name for p in (tmp_path / "day").iterdir()) == [f"{i}.png" for i in range(5)]
+
+
+def test_a_failed_png_write_is_raised_after_the_others_end(tmp_path):
+    (tmp_path / "not-a-folder").write_text("a file where a folder should be")
+    files = [
+        (Image.new("RGB", (16, 16)), tmp_path / "ok" / "0.png", "fine"),
+        (Image.new("RGB", (16, 16)), tmp_path / "not-a-folder" / "1.png", "cannot be written"),
+        (Image.new("RGB", (16, 16)), tmp_path / "ok" / "2.png", "fine too"),
+    ]
+    with pytest.raises(OSError):
+        save_pngs(files)
+    # The others were written whole; nothing is left half-written.
+    assert read_infotext(tmp_path / "ok" / "0.png") == "fine"
+    assert read_infotext(tmp_path / "ok" / "2.png") == "fine too"
+    assert not list(tmp_path.rglob("*.partial"))
 
 
 def test_non_latin_prompt_survives(tmp_path):
