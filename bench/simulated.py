@@ -301,13 +301,13 @@ class CallbackTimer:
                 timer.callbacks += 1
                 if took > timer.longest_s:
                     timer.longest_s = took
-                if took > timer.slow_s:
+                # Only a callback longer than the longest so far can set a new longest less
+                # its collections; reading the collector for the others would be wasted.
+                if took > timer.slow_s or took > timer.longest_less_collections_s:
                     in_collections = collector.seconds - collected_before
-                    timer._record(handle, took, in_collections)
-                    # Only a callback past slow_s can be past it less its collections.
                     timer.longest_less_collections_s = max(timer.longest_less_collections_s, took - in_collections)
-                elif took > timer.longest_less_collections_s:
-                    timer.longest_less_collections_s = took - (collector.seconds - collected_before)
+                    if took > timer.slow_s:
+                        timer._record(handle, took, in_collections)
 
         asyncio.events.Handle._run = timed_run  # type: ignore[method-assign]
 

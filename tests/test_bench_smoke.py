@@ -187,6 +187,39 @@ async def test_the_callback_timer_takes_off_the_garbage_collections_inside_a_cal
     assert by_name["blocks_by_itself"]["of_it_in_collections_ms"] == 0
 
 
+async def test_a_short_callback_mostly_collecting_does_not_lower_the_longest_stall():
+    """The longest less collections is a maximum: a 10 ms stall of the bot's own stays the
+    longest when a later 40 ms callback spent 35 ms of it collecting."""
+    import time
+
+    class Collector:
+        seconds = 0.0
+
+    collector = Collector()
+    timer = simulated.CallbackTimer(slow_s=0.05, collector=collector)
+
+    async def own_stall() -> None:
+        await asyncio.sleep(0)
+        time.sleep(0.01)
+
+    async def mostly_collected() -> None:
+        await asyncio.sleep(0)
+        time.sleep(0.005)
+        started = time.perf_counter()
+        time.sleep(0.035)
+        collector.seconds += time.perf_counter() - started
+
+    timer.install()
+    try:
+        await asyncio.create_task(own_stall())
+        await asyncio.create_task(mostly_collected())
+    finally:
+        timer.uninstall()
+    report = timer.report()
+    assert report["over_50ms"] == 0 and report["longest_ms"] >= 40
+    assert 10 <= report["longest_less_collections_ms"] < 35
+
+
 def test_the_collector_pauses_sum_what_the_timer_takes_off():
     pauses = load.CollectorPauses()
     pauses.start()
