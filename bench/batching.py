@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import sys
 import tempfile
-from pathlib import Path
 from typing import Any
 
 from bench import common, pipeline
@@ -48,26 +47,11 @@ FIRST_SEED = 4321
 
 
 def parse_args(argv: list[str] | None):
-    parser = common.base_parser("batching", __doc__.splitlines()[0])
-    parser.add_argument("--model", help="default: sd15 on cuda, small on cpu")
-    parser.add_argument("--size", type=int, help="width and height (default: the model's, 512 for sd15)")
-    parser.add_argument("--steps", type=int, help="default: 20 for sd15, 8 for small, 4 for tiny")
-    parser.add_argument("--sampler", default="Euler a")
-    parser.add_argument("--cfg", type=float, default=7.0)
-    parser.add_argument("--dtype", help="float16, bfloat16 or float32 (default: float16 on cuda, float32 on cpu)")
+    # The same options and defaults by device as bench.pipeline, so the two benchmarks' figures compare.
+    parser = pipeline.generation_parser("batching", __doc__.splitlines()[0], "timed sets per path")
     parser.add_argument("--jobs", default="2,4,8", help="members' jobs per pass, comma-separated (default %(default)s)")
     parser.add_argument("--images-per-job", type=int, default=1, help="each job's image count (default 1)")
-    parser.add_argument("--repeats", type=int, help="timed sets per path (default 5 on cuda, 2 on cpu)")
-    parser.add_argument("--model-cache", type=Path, help="where built models are kept (default: a temp folder)")
-    args = parser.parse_args(argv)
-    # The same defaults by device as bench.pipeline, so the two benchmarks' figures compare.
-    shared = pipeline.parse_args([
-        "--device", args.device, *(["--model", args.model] if args.model else []),
-        *(["--size", str(args.size)] if args.size else []), *(["--steps", str(args.steps)] if args.steps else []),
-        *(["--dtype", args.dtype] if args.dtype else []), *(["--repeats", str(args.repeats)] if args.repeats else []),
-    ])
-    for name in ("model", "size", "steps", "dtype", "repeats"):
-        setattr(args, name, getattr(shared, name))
+    args = pipeline.finish_generation_args(parser.parse_args(argv))
     args.jobs = [int(n) for n in args.jobs.split(",") if n.strip()]
     return args
 

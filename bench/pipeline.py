@@ -43,26 +43,37 @@ PATHS = ("plain", "worker_generate", "worker_job")
 FIRST_SEED = 1234
 
 
-def parse_args(argv: list[str] | None):
-    parser = common.base_parser("pipeline", __doc__.splitlines()[0])
+def generation_parser(name: str, description: str, repeats_help: str):  # type: ignore[no-untyped-def]
+    """The options every generation benchmark shares (model, size, steps, sampler, CFG, dtype,
+    repeats, model cache); finish_generation_args fills in their defaults by device."""
+    parser = common.base_parser(name, description)
     parser.add_argument("--model", choices=MODEL_KINDS, help="default: sd15 on cuda, small on cpu")
     parser.add_argument("--size", type=int, help="width and height (default: the model's, 512 for sd15)")
     parser.add_argument("--steps", type=int, help="default: 20 for sd15, 8 for small, 4 for tiny")
     parser.add_argument("--sampler", default="Euler a")
     parser.add_argument("--cfg", type=float, default=7.0)
     parser.add_argument("--dtype", help="float16, bfloat16 or float32 (default: float16 on cuda, float32 on cpu)")
-    parser.add_argument("--batches", default="1,4,8", help="comma-separated batch sizes (default %(default)s)")
-    parser.add_argument("--repeats", type=int, help="timed calls per path and batch (default 5 on cuda, 2 on cpu)")
+    parser.add_argument("--repeats", type=int, help=f"{repeats_help} (default 5 on cuda, 2 on cpu)")
     parser.add_argument("--model-cache", type=Path, help="where built models are kept (default: a temp folder)")
-    parser.add_argument("--compile", default="off", choices=COMPILE_MODES, help="the worker's torch_compile (default off)")
-    parser.add_argument("--low-memory", default="off", choices=LOW_MEMORY_MODES, help="the worker's low_memory (default off)")
-    args = parser.parse_args(argv)
+    return parser
+
+
+def finish_generation_args(args):  # type: ignore[no-untyped-def]
     cuda = args.device.startswith("cuda")
     args.model = args.model or ("sd15" if cuda else "small")
     args.size = args.size or DEFAULT_SIZE[args.model]
     args.steps = args.steps or DEFAULT_STEPS[args.model]
     args.dtype = args.dtype or ("float16" if cuda else "float32")
     args.repeats = args.repeats or (5 if cuda else 2)
+    return args
+
+
+def parse_args(argv: list[str] | None):
+    parser = generation_parser("pipeline", __doc__.splitlines()[0], "timed calls per path and batch")
+    parser.add_argument("--batches", default="1,4,8", help="comma-separated batch sizes (default %(default)s)")
+    parser.add_argument("--compile", default="off", choices=COMPILE_MODES, help="the worker's torch_compile (default off)")
+    parser.add_argument("--low-memory", default="off", choices=LOW_MEMORY_MODES, help="the worker's low_memory (default off)")
+    args = finish_generation_args(parser.parse_args(argv))
     args.batches = [int(b) for b in args.batches.split(",") if b.strip()]
     return args
 
