@@ -300,10 +300,7 @@ def _run_model(
         # on an H200 machine: bench.upscale, worker_untiled against bare).
         if is_cancelled():
             raise JobCancelledError
-        result = model(pixels.unsqueeze(0).to(model.device, model.dtype))[0]
-        expected = (3, height * scale, width * scale)
-        if tuple(result.shape) != expected:
-            raise RuntimeError(f"upscaler returned {tuple(result.shape)}, expected {expected}")
+        result = _model_tile(model, pixels)
         tile_done()
         return _to_image(result.float())
     row_weights = _axis_weights(rows, tile_height, height, scale, overlap)
@@ -314,12 +311,7 @@ def _run_model(
             if is_cancelled():
                 raise JobCancelledError
             piece = pixels[:, top : top + tile_height, left : left + tile_width]
-            result = model(piece.unsqueeze(0).to(model.device, model.dtype))[0].float().cpu()
-            expected = (3, tile_height * scale, tile_width * scale)
-            if tuple(result.shape) != expected:
-                raise RuntimeError(
-                    f"upscaler returned {tuple(result.shape)} for a tile, expected {expected}"
-                )
+            result = _model_tile(model, piece).float().cpu()
             weight = row_weight[:, None] * column_weight[None, :]
             output[
                 :,
@@ -328,6 +320,15 @@ def _run_model(
             ] += result * weight
             tile_done()
     return _to_image(output)
+
+
+def _model_tile(model: spandrel.ImageModelDescriptor, piece: torch.Tensor) -> torch.Tensor:
+    """The model's (3, H*scale, W*scale) result for a (3, H, W) piece, on the model's device."""
+    result = model(piece.unsqueeze(0).to(model.device, model.dtype))[0]
+    expected = (3, piece.shape[1] * model.scale, piece.shape[2] * model.scale)
+    if tuple(result.shape) != expected:
+        raise RuntimeError(f"upscaler returned {tuple(result.shape)} for a tile, expected {expected}")
+    return result
 
 
 def _to_image(pixels: torch.Tensor) -> Image.Image:
