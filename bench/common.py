@@ -235,6 +235,16 @@ def versions() -> dict[str, str | None]:
 # --- command line and output -------------------------------------------------------------
 
 
+def log_worker_start_up() -> None:
+    """Show the worker's start-up lines (model loads, warm-up runs, compiles) as they happen:
+    a compile can take minutes, and a device call's log should say where they went."""
+    import logging
+
+    logging.basicConfig(level=logging.WARNING, stream=sys.stderr, format="%(asctime)s %(name)s: %(message)s")
+    for name in ("inference.acceleration", "inference.models"):
+        logging.getLogger(name).setLevel(logging.INFO)
+
+
 def base_parser(name: str, description: str, *, default_device: str = "cpu") -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog=f"python -m bench.{name}", description=description)
     parser.add_argument("--device", default=default_device, help="cpu, cuda or cuda:N (default %(default)s)")

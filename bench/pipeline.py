@@ -19,7 +19,8 @@ so machine noise hits them alike. Batch 1 also checks that worker and plain made
 the worker ignores it elsewhere) and ``--low-memory MODE`` its low-memory mode; the results
 then go to ``pipeline_compile-<device>.json`` or ``pipeline_low_memory-<device>.json``, beside
 the default run's. The worker warms up at the benchmark's size and largest batch, so
-``startup_seconds`` holds what compiling cost (``compile:``, ``compile_batches:``).
+``startup_seconds`` holds what compiling cost (``compile:``, ``compile_batches:``), or loading
+it from ``--compile-cache`` when bench.compile_cache has filled that folder.
 
     python -m bench.pipeline                       # CPU: the "small" model, 128 px, 8 steps
     python -m bench.pipeline --device cuda         # SD 1.5 architecture, 512 px, 20 steps, fp16
@@ -72,6 +73,9 @@ def parse_args(argv: list[str] | None):
     parser = generation_parser("pipeline", __doc__.splitlines()[0], "timed calls per path and batch")
     parser.add_argument("--batches", default="1,4,8", help="comma-separated batch sizes (default %(default)s)")
     parser.add_argument("--compile", default="off", choices=COMPILE_MODES, help="the worker's torch_compile (default off)")
+    parser.add_argument(
+        "--compile-cache", default="", help="the worker's compile_cache_dir (default: torch's own folder)"
+    )
     parser.add_argument("--low-memory", default="off", choices=LOW_MEMORY_MODES, help="the worker's low_memory (default off)")
     args = finish_generation_args(parser.parse_args(argv))
     args.batches = [int(b) for b in args.batches.split(",") if b.strip()]
@@ -134,6 +138,7 @@ def plain_pipeline(folder: Path, device, dtype, sampler: str):
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     args = parse_args(argv)
+    common.log_worker_start_up()
     import numpy as np
     import torch
 
@@ -151,7 +156,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     # The warm-up (on a GPU) at this run's size and largest batch: with compile on, the
     # compiles happen there and are reported, not inside the timed calls.
     config = worker_config(
-        args, folder, outputs.name, max(args.batches), torch_compile=args.compile, low_memory=args.low_memory
+        args, folder, outputs.name, max(args.batches), torch_compile=args.compile, low_memory=args.low_memory,
+        compile_cache_dir=args.compile_cache,
     )
     load_worker, runner = common.timed(lambda: JobRunner.start(config))
     load_plain, plain = common.timed(lambda: plain_pipeline(folder, device, dtype, args.sampler))
@@ -241,7 +247,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     settings = {
         **generation_settings(args, folder, config, dtype),
         "batches": args.batches, "warm_batches": warm_batches,
-        "torch_compile": args.compile, "low_memory": args.low_memory,
+        "torch_compile": args.compile, "compile_cache_dir": args.compile_cache, "low_memory": args.low_memory,
     }
     path = common.write_result(result_name(args), args.device, settings, results, args.output_dir)
     common.print_table(

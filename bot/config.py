@@ -164,6 +164,8 @@ class WorkerSettings:
     fuse_qkv: bool = True
     # "off" or a torch.compile mode (protocol.COMPILE_MODES): every new size compiles once.
     torch_compile: str = "off"
+    # What torch.compile made, kept across restarts (a folder; "" leaves torch's, under /tmp).
+    compile_cache_dir: str = "cache/torch-compile"
     # One run per preloaded model at start-up on a GPU, so the first user waits for nothing.
     warmup: bool = True
     # "approx" (A1111's Approx cheap) or "taesd" (needs taesd_source: hub id or folder).
@@ -285,6 +287,7 @@ class Settings:
             channels_last=self.worker.channels_last,
             fuse_qkv=self.worker.fuse_qkv,
             torch_compile=self.worker.torch_compile,
+            compile_cache_dir=str(Path(self.worker.compile_cache_dir).resolve()) if self.worker.compile_cache_dir else "",
             warmup=self.worker.warmup,
             # What /imagine makes when given nothing: the default model's square, default count.
             warmup_shape=(self.model(self.default_model).base_size,) * 2 + (self.limits.default_count,),

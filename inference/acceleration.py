@@ -18,6 +18,10 @@ resolved for the device by ``Acceleration.for_device``):
   in place (``Module.compile``), so they stay what diffusers and peft expect; each new shape
   (size, image count) compiles once, and ``warm_up_models`` pays the default one at start-up,
   and with batching on the largest batch too, after which any batch size runs compiled.
+  What is compiled is kept in ``compile_cache_dir`` (inductor's FX graph and kernel caches,
+  Triton's binaries, autotuning results), so a restart loads it instead of compiling again.
+  Coordinate-descent tuning of each kernel, which costs minutes of compile time, is left to
+  the max-autotune modes: the modes that ask to spend compile time for speed.
 - Low-memory mode: "slicing" turns on VAE slicing (one image of a batch decoded at a time),
   VAE tiling of images with a side over VAE_TILE_SIDE px (smaller images are decoded whole,
   so they do not change), and attention slicing except on CUDA, where SDPA's memory-efficient
@@ -33,9 +37,11 @@ from __future__ import annotations
 
 import importlib.util
 import logging
+import os
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 from diffusers import DiffusionPipeline
@@ -69,6 +75,7 @@ class Acceleration:
     low_memory: str = "off"  # protocol.LOW_MEMORY_MODES
     vae_tile_side: int = VAE_TILE_SIDE
     warmup: bool = False
+    compile_cache_dir: str = ""  # "": torch's own (TORCHINDUCTOR_CACHE_DIR, else under /tmp)
 
     def __post_init__(self) -> None:
         if self.compile_mode not in COMPILE_MODES:
@@ -103,6 +110,7 @@ class Acceleration:
             compile_mode=compile_mode,
             low_memory=low_memory,
             warmup=config.warmup and cuda,
+            compile_cache_dir=config.compile_cache_dir if compile_mode != "off" else "",
         )
 
 
@@ -152,7 +160,7 @@ def place_pipeline(
     else:
         pipe.to(device)
     if plan.compile_mode != "off":
-        compile_models(pipe, plan.compile_mode)
+        compile_models(pipe, plan.compile_mode, plan.compile_cache_dir)
     return pipe
 
 
@@ -243,17 +251,22 @@ def save_memory(pipe: DiffusionPipeline, device: torch.device, tile_side: int = 
         unet.set_attention_slice("auto")
 
 
-def compile_models(pipe: DiffusionPipeline, mode: str) -> None:
+def compile_models(pipe: DiffusionPipeline, mode: str, cache_dir: str = "") -> None:
     """Compile the UNet and the VAE decoder in place; the compilation itself happens at the
-    first run of each shape (see warm_up_models)."""
+    first run of each shape (see warm_up_models), and is kept in ``cache_dir``."""
     import torch._dynamo.config
     import torch._inductor.config as inductor
 
+    use_compile_cache(cache_dir)
     # The settings PyTorch's and diffusers' guides use for diffusion UNets.
     inductor.conv_1x1_as_mm = True
-    inductor.coordinate_descent_tuning = True
     inductor.epilogue_fusion = False
-    inductor.coordinate_descent_check_all_directions = True
+    # Coordinate descent benchmarks variants of every generated kernel: minutes more of
+    # compile for a few percent. The guides pair it with max-autotune, which asks for that
+    # trade; "default" and "reduce-overhead" are chosen for a compile that ends soon.
+    tuning = mode.startswith("max-autotune")
+    inductor.coordinate_descent_tuning = tuning
+    inductor.coordinate_descent_check_all_directions = tuning
     for name in ("recompile_limit", "cache_size_limit"):
         if hasattr(torch._dynamo.config, name):
             setattr(torch._dynamo.config, name, max(getattr(torch._dynamo.config, name), COMPILE_RECOMPILE_LIMIT))
@@ -261,7 +274,24 @@ def compile_models(pipe: DiffusionPipeline, mode: str) -> None:
     decoder = getattr(pipe.vae, "decoder", None)
     if decoder is not None:
         decoder.compile(mode=mode)
-    log.info("compiling the UNet and the VAE decoder (%s) at their first run", mode)
+    log.info("compiling the UNet and the VAE decoder (%s) at their first run; cache in %s",
+             mode, os.environ.get("TORCHINDUCTOR_CACHE_DIR", "torch's default folder"))
+
+
+def use_compile_cache(folder: str) -> None:
+    """Keep torch.compile's on-disk caches in ``folder`` ("": leave torch's choice).
+
+    Torch's default is a folder under /tmp, which a reboot or a new container empties: then
+    every start compiles again. With the cache kept, a restart traces the model and loads the
+    compiled code (the tiny model on the CPU: 53 s to compile, 4.2 s from the cache; README
+    "Performance"). Triton's cache follows, unless TRITON_CACHE_DIR is set.
+    """
+    if not folder:
+        return
+    path = Path(folder).expanduser().resolve()
+    path.mkdir(parents=True, exist_ok=True)
+    # Read by inductor each time it looks for its cache, and passed on to its compile workers.
+    os.environ["TORCHINDUCTOR_CACHE_DIR"] = str(path)
 
 
 # --- warm-up -------------------------------------------------------------------------------
@@ -296,6 +326,8 @@ def warm_up(pipe: DiffusionPipeline, width: int, height: int, count: int, runs: 
         generate(pipe, request)
         _synchronize()
         seconds.append(time.perf_counter() - started)
+        # As it happens: a first run that compiles can take minutes, and the log shows why.
+        log.info("warm-up run %d of %d at %dx%d x%d: %.1f s", len(seconds), runs, width, height, count, seconds[-1])
     return seconds
 
 

@@ -200,6 +200,9 @@ class WorkerConfig:
     # new size compiles once (the warm-up pays the default one, and with max_batch_images
     # above 1 the batch sizes too).
     torch_compile: str = "off"
+    # Where torch.compile keeps what it compiled, so that a restart does not compile again;
+    # "": torch's own folder (TORCHINDUCTOR_CACHE_DIR, else one under /tmp).
+    compile_cache_dir: str = ""
     # One generation per preloaded model at start-up on a GPU, at warmup_shape, so cuDNN
     # autotuning and compilation are paid before the first user.
     warmup: bool = True

@@ -10,7 +10,7 @@ import asyncio
 import gc
 import json
 
-from bench import batching, bot_overhead, common, garbage, load, pipeline, simulated
+from bench import batching, bot_overhead, common, compile_cache, garbage, load, pipeline, simulated
 from bot.policy.store import Limits
 
 
@@ -51,6 +51,17 @@ def test_a_variant_run_is_written_beside_the_default_one(tmp_path):
     assert results["batch1_max_pixel_difference"] <= 2
     args = pipeline.parse_args(["--compile", "default", "--low-memory", "slicing"])
     assert pipeline.result_name(args) == "pipeline_compile"
+
+
+def test_the_compile_cache_benchmark_times_a_start_in_a_process_of_its_own(tmp_path):
+    """One start, the uncompiled one (compiling the model for real takes a minute here):
+    the child process warms the model up and the parent reads back what it measured."""
+    args = compile_cache.parse_args(["--model-cache", str(tmp_path / "models")])
+    assert (args.model, args.size, args.dtype, args.mode) == ("tiny", 64, "float32", "default")
+    measured = compile_cache.start(args, "uncompiled", tmp_path / "cache")
+    assert measured["first_run_seconds"] > 0 and measured["run_seconds"] > 0
+    assert measured["compile_seconds"] is None and measured["process_seconds"] > measured["first_run_seconds"]
+    assert not (tmp_path / "cache").exists()  # nothing compiled, nothing cached
 
 
 def test_the_batching_benchmark_runs_each_members_job_both_ways_and_writes_its_json(tmp_path):

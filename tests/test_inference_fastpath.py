@@ -9,6 +9,8 @@ off on the CPU by Acceleration.for_device, and torch.compile is off by default.
 from __future__ import annotations
 
 import logging
+import os
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -156,6 +158,81 @@ def test_warm_up_runs_each_preloaded_model_and_times_it(tiny_model_spec, tmp_pat
     assert acceleration.warm_up_models(cache, ["tiny"], Acceleration(), (64, 64, 2)).keys() == {"load:tiny"}
 
 
+def test_compile_keeps_its_cache_by_default_and_an_empty_folder_leaves_torchs(tmp_path):
+    assert Path(load_settings(None, environ={}).worker_config().compile_cache_dir).is_absolute()
+    assert WorkerSettings().compile_cache_dir == "cache/torch-compile"
+    config = tmp_path / "config.toml"
+    config.write_text('[worker]\ncompile_cache_dir = ""\n', encoding="utf-8")
+    assert load_settings(config, environ={}).worker_config().compile_cache_dir == ""
+
+
+def test_on_a_gpu_the_plan_compiles_into_the_cache_folder(tiny_model_spec, tmp_path):
+    """Acceleration.for_device reads only the device's type, so a CUDA plan is checked here."""
+    cuda = torch.device("cuda")
+    settings = dict(models=(tiny_model_spec,), default_model="tiny", outputs_dir=str(tmp_path))
+    folder = str(tmp_path / "compiled")
+    plan = Acceleration.for_device(WorkerConfig(**settings, torch_compile="default", compile_cache_dir=folder), cuda)
+    assert (plan.compile_mode, plan.compile_cache_dir) == ("default", folder)
+    assert plan.channels_last and plan.fuse_qkv and plan.warmup
+    # Nothing compiles, so nothing is cached: the folder is not even made.
+    plan = Acceleration.for_device(WorkerConfig(**settings, compile_cache_dir=folder), cuda)
+    assert (plan.compile_mode, plan.compile_cache_dir) == ("off", "")
+
+
+@pytest.mark.parametrize(("mode", "tuning"), [("default", False), ("reduce-overhead", False), ("max-autotune", True)])
+def test_only_the_max_autotune_modes_pay_for_coordinate_descent_tuning(tiny_model_dir, tmp_path, monkeypatch, mode, tuning):
+    """Tuning every kernel's variants costs minutes of compile on SD 1.5 (the H200 run's
+    compile did not end in 6 minutes): only a mode that asks for it gets it."""
+    import torch._dynamo
+    import torch._inductor.config as inductor
+
+    # Put back after the test (monkeypatch deletes a config module's attribute on undo).
+    before = inductor.save_config()
+    monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", os.environ.get("TORCHINDUCTOR_CACHE_DIR", str(tmp_path / "before")))
+    pipe = own_pipe(tiny_model_dir)
+    try:
+        acceleration.compile_models(pipe, mode, str(tmp_path / "compiled"))  # wraps; compiles at the first run
+        assert inductor.coordinate_descent_tuning is tuning
+        assert inductor.coordinate_descent_check_all_directions is tuning
+        assert inductor.conv_1x1_as_mm  # the guides' other settings, in every mode
+        assert os.environ["TORCHINDUCTOR_CACHE_DIR"] == str((tmp_path / "compiled").resolve())
+    finally:
+        inductor.load_config(before)
+        torch._dynamo.reset()
+
+
+def test_a_restart_loads_what_was_compiled_from_the_cache_folder(tmp_path, monkeypatch):
+    """inductor on the CPU, for real, on a small module: the first compile writes its graph
+    into the folder; after dynamo forgets everything (as a new process would), the same
+    module compiles from the cache (bench.compile_cache measures it on the model)."""
+    import torch._dynamo
+    from torch._dynamo.utils import counters
+
+    monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", str(tmp_path / "torchs-own"))
+    folder = tmp_path / "compiled"
+    acceleration.use_compile_cache(str(folder))
+
+    def compiled_run() -> torch.Tensor:
+        torch.manual_seed(0)
+        block = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.SiLU())
+        block.compile()
+        return block(torch.ones(1, 3, 8, 8))
+
+    torch._dynamo.reset()
+    counters.clear()
+    try:
+        first = compiled_run()
+        assert counters["inductor"]["fxgraph_cache_miss"] == 1 and not counters["inductor"]["fxgraph_cache_hit"]
+        assert (folder / "fxgraph").is_dir() and not (tmp_path / "torchs-own").exists()
+        torch._dynamo.reset()
+        again = compiled_run()
+        assert counters["inductor"]["fxgraph_cache_hit"] == 1
+        torch.testing.assert_close(again, first)
+    finally:
+        torch._dynamo.reset()
+        counters.clear()
+
+
 @pytest.mark.parametrize(
     ("text", "message"),
     [
@@ -183,10 +260,12 @@ def test_good_worker_settings_reach_the_worker(tmp_path):
     config.write_text(
         '[worker]\ntorch_compile = "reduce-overhead"\npreview_method = "taesd"\n'
         'taesd_source = "madebyollin/taesd"\nlow_memory = "offload"\nmodel_memory_budget_mb = 6000\n'
-        "fuse_qkv = false\n[limits]\ndefault_count = 2\n",
+        'fuse_qkv = false\ncompile_cache_dir = "state/compiled"\n[limits]\ndefault_count = 2\n',
         encoding="utf-8",
     )
     worker = load_settings(config, environ={}).worker_config()
+    # A folder resolved as the outputs folder is, so the worker finds it whatever its cwd.
+    assert worker.compile_cache_dir == str(Path("state/compiled").resolve())
     assert (worker.torch_compile, worker.preview_method, worker.taesd_source) == (
         "reduce-overhead", "taesd", "madebyollin/taesd",
     )
