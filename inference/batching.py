@@ -171,6 +171,7 @@ def run_batch(
         raise JobCancelledError
     seconds = time.monotonic() - started
     total_images = sum(len(r.seeds) for r in requests)
+    runner.saver.wait()  # the pass before has saved (one pass's images at a time); these side by side
     for index, request in enumerate(requests):
         # A cancel that came during the last step or the decode still drops the job's images.
         if made[index] is None or jobs.is_cancelled(index):

@@ -7,10 +7,13 @@ GenerateRequest. It imports torch, so worker.py imports it only inside its entry
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import logging
 import platform
 import time
 from collections.abc import Callable
+from concurrent import futures
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
 import torch
@@ -40,6 +43,7 @@ from inference.protocol import (
     JobKind,
     JobFailed,
     JobProgress,
+    JobSaving,
     JobStarted,
     WorkerConfig,
     WorkerReady,
@@ -124,6 +128,50 @@ class ProgressReporter:
         self._pass_started, self._pass_preview_seconds = None, 0.0
 
 
+class Saver:
+    """Where a job's saving (its PNGs, then its final event) runs once its images are made.
+
+    Inline by default: ``submit`` returns when the job has sent JobCompleted. With
+    ``background`` (the worker's loop) it runs on a thread, after a JobSaving that frees the
+    bot to send the next job, whose GPU work then overlaps these PNGs' compression (on the
+    H200, 0.43 s at batch 8 against 1.3 s of sampling). One pass saves at a time: a job alone
+    waits for the saves before it (memory stays bounded); a batch's jobs wait once, in
+    run_batch, then save side by side. An error of ``send`` itself (the bot is gone) comes
+    out of the next ``wait``.
+    """
+
+    def __init__(self, background: bool = False, threads: int = 4):
+        self._executor = ThreadPoolExecutor(threads, thread_name_prefix="saver") if background else None
+        self._saving: list[Future[None]] = []
+
+    @property
+    def background(self) -> bool:
+        return self._executor is not None
+
+    def submit(self, job_id: int, save: Callable[[], None], send: Send, after_earlier: bool = True) -> None:
+        if self._executor is None:
+            save()
+            return
+        if after_earlier:
+            self.wait()
+        send(JobSaving(job_id))
+        self._saving.append(self._executor.submit(save))
+
+    def wait(self) -> None:
+        """Return once every job handed over has sent its final event."""
+        saving, self._saving = self._saving, []
+        futures.wait(saving)
+        for future in saving:
+            future.result()  # the first error, once all have ended
+
+    def close(self) -> None:
+        try:
+            self.wait()
+        finally:
+            if self._executor is not None:
+                self._executor.shutdown(wait=True)
+
+
 class JobRunner:
     """The worker's state once started: the loaded models, and how to run a job with them."""
 
@@ -134,8 +182,10 @@ class JobRunner:
         upscalers: upscale.Upscalers,
         extra_networks: networks.ExtraNetworks | None = None,
         safety_checker: SafetyChecker | None = None,
+        saver: Saver | None = None,
     ):
         self.config = config
+        self.saver = saver or Saver()
         self.cache = cache
         self.upscalers = upscalers
         self.safety_checker = safety_checker
@@ -151,7 +201,7 @@ class JobRunner:
         self.startup_timings: dict[str, float] = {}
 
     @classmethod
-    def start(cls, config: WorkerConfig) -> JobRunner:
+    def start(cls, config: WorkerConfig, saver: Saver | None = None) -> JobRunner:
         """Check the config and the model sources, pick the device, preload models.
 
         Raises an exception whose message says what to fix; the worker sends it to the bot as
@@ -177,7 +227,7 @@ class JobRunner:
         upscalers = upscale.Upscalers(
             config.upscaler_dirs, device, dtype, config.upscale_tile, config.upscale_tile_overlap
         )
-        runner = cls(config, cache, upscalers, safety_checker=checker)
+        runner = cls(config, cache, upscalers, safety_checker=checker, saver=saver)
         runner.startup_timings = timings
         return runner
 
@@ -210,37 +260,43 @@ class JobRunner:
 
         Every other failure becomes JobFailed, so one bad job never stops the worker. ``made``:
         the job's images from a batch pass (inference.batching), which announced the job and
-        took ``batch_seconds`` for its share; they are only saved and reported here.
+        took ``batch_seconds`` for its share; they are only saved and reported here. The
+        images are checked here (the safety classifier uses the device) and saved through
+        ``self.saver``: with a background saver, this returns while they are written.
         """
-        if made is None:
+        from_pass = made is not None
+        if not from_pass:
             send(JobStarted(request.job_id))
+        started = time.monotonic()
         try:
-            started = time.monotonic()
             reporter = ProgressReporter(
                 request.job_id, send, self.config.preview_interval_s, self.config.preview_max_side,
                 self.previewer,
             )
             if made is None:
                 made = self._make(request, reporter, is_cancelled)
-            results, grid = self._save(request, made)
-            seconds = batch_seconds + time.monotonic() - started
+            flags = self._safety_flags(request, made)
         except JobCancelledError:
             raise
-        except torch.cuda.OutOfMemoryError:
-            log.warning("job %s: out of GPU memory", request.job_id, exc_info=True)
-            free_accelerator_memory()
-            send(JobFailed(request.job_id, _out_of_memory_message(request)))
-            return
-        except (UnknownModelError, InvalidRequestError) as exc:  # the user's to fix
-            log.warning("job %s: rejected: %s", request.job_id, exc)
-            send(JobFailed(request.job_id, _shorten(str(exc))))
-            return
         except Exception as exc:
-            log.exception("job %s failed", request.job_id)
-            message = f"Generation failed ({type(exc).__name__}: {exc})."
-            send(JobFailed(request.job_id, _shorten(message)))
+            _report_failure(request, exc, send)
             return
-        log.info("job %s: %d image(s) in %.1f s", request.job_id, len(results), seconds)
+        seconds = batch_seconds + time.monotonic() - started
+        save = functools.partial(self._save_and_report, request, made, flags, seconds, send)
+        # A batch's jobs (made by the pass) waited once for the pass before, in run_batch.
+        self.saver.submit(request.job_id, save, send, after_earlier=not from_pass)
+
+    def _save_and_report(
+        self, request: GenerateRequest, made: list, flags: list[bool], seconds: float, send: Send
+    ) -> None:
+        started = time.monotonic()
+        try:
+            results, grid = self._save(request, made, flags)
+        except Exception as exc:  # a full disk, a folder that cannot be made: the job fails
+            _report_failure(request, exc, send)
+            return
+        log.info("job %s: %d image(s) in %.1f s, saved in %.2f s", request.job_id, len(results), seconds,
+                 time.monotonic() - started)
         send(JobCompleted(request.job_id, results, grid, seconds))
 
     def _make(self, request: GenerateRequest, on_step: OnStep, is_cancelled: IsCancelled) -> list:
@@ -261,7 +317,7 @@ class JobRunner:
             return workflows.run_workflow(self.cache, self.upscalers, request, on_step, is_cancelled)
 
     def _save(
-        self, request: GenerateRequest, made: list
+        self, request: GenerateRequest, made: list, flags: list[bool]
     ) -> tuple[tuple[ImageResult, ...], str | None]:
         outputs_dir = self.config.outputs_dir
         level = self.config.png_compress_level
@@ -272,7 +328,6 @@ class JobRunner:
         # A plot's cells are jobs of their own (prompt, steps, model... differ): each image
         # gets its cell's infotext, so A1111's PNG Info remakes that cell alone.
         cells = plots.cell_requests(request) if request.plot is not None else None
-        flags = self._safety_flags(request, made)
         results = []
         files = []  # (image, path, infotext), written side by side below
         for index, image in enumerate(made):
@@ -321,6 +376,20 @@ class JobRunner:
         if name not in self._model_hashes:
             self._model_hashes[name] = model_file_hash(self.cache.spec(name).source)
         return self._model_hashes[name]
+
+
+def _report_failure(request: GenerateRequest, exc: Exception, send: Send) -> None:
+    """The job's JobFailed, with a message for the user: theirs to fix, or what broke."""
+    if isinstance(exc, torch.cuda.OutOfMemoryError):
+        log.warning("job %s: out of GPU memory", request.job_id, exc_info=True)
+        free_accelerator_memory()
+        send(JobFailed(request.job_id, _out_of_memory_message(request)))
+    elif isinstance(exc, (UnknownModelError, InvalidRequestError)):
+        log.warning("job %s: rejected: %s", request.job_id, exc)
+        send(JobFailed(request.job_id, _shorten(str(exc))))
+    else:
+        log.exception("job %s failed", request.job_id, exc_info=exc)
+        send(JobFailed(request.job_id, _shorten(f"Generation failed ({type(exc).__name__}: {exc}).")))
 
 
 def _out_of_memory_message(request: GenerateRequest) -> str:

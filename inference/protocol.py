@@ -219,6 +219,9 @@ class WorkerConfig:
     # Models kept loaded, least recently used evicted, while the sum of their parameters' MB
     # stays within this; 0: one model at a time (each inpainting variant counts as a model).
     model_memory_budget_mb: int = 0
+    # Write a job's PNGs on a thread while the next job generates (JobSaving says when the GPU
+    # is free). False writes them before the next job starts: for side-by-side benchmarks.
+    background_saving: bool = True
 
 
 @dataclass(frozen=True, slots=True)
@@ -329,6 +332,15 @@ class JobProgress:
 
 
 @dataclass(frozen=True, slots=True)
+class JobSaving:
+    """The job's images are made and are being written (a thread of the worker's): the GPU is
+    free, so the bot may send the next job, which then runs while these PNGs are compressed.
+    Its final event (JobCompleted, or JobFailed when a write fails) follows."""
+
+    job_id: int
+
+
+@dataclass(frozen=True, slots=True)
 class ImageResult:
     index: int
     seed: int
@@ -345,7 +357,7 @@ class JobCompleted:
     job_id: int
     images: tuple[ImageResult, ...]
     grid_path: str | None  # a 2x2 (or 1x2...) grid when the job made more than one image
-    seconds: float  # time spent generating, for queue ETAs
+    seconds: float  # time spent generating (saving overlaps the next job), for queue ETAs
 
 
 @dataclass(frozen=True, slots=True)
@@ -364,6 +376,7 @@ Event = (
     | WorkerStartupFailed
     | JobStarted
     | JobProgress
+    | JobSaving
     | JobCompleted
     | JobFailed
     | JobCanceled

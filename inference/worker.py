@@ -6,9 +6,11 @@
     ctx.Process(target=run_worker, args=(config, commands_recv, events_send)).start()
 
 A listener thread reads commands so that a CancelJob is seen while a job runs; the main
-thread runs jobs one at a time and is the only one that sends events (a Connection is not
-safe to send on from two threads). This module imports no torch at module level: the bot
-imports it only to name the process target, and must not pay for torch in its own process.
+thread runs jobs one at a time; a saver thread writes a job's PNGs and sends its final event
+while the next job runs (inference.jobs.Saver). Both send events, through one lock (a
+Connection is not safe to send on from two threads at once). This module imports no torch at
+module level: the bot imports it only to name the process target, and must not pay for torch
+in its own process.
 """
 
 from __future__ import annotations
@@ -19,7 +21,9 @@ import queue
 import sys
 import threading
 from collections import OrderedDict
+from collections.abc import Callable
 from multiprocessing.connection import Connection
+from typing import TYPE_CHECKING
 
 from inference.protocol import (
     CancelJob,
@@ -33,6 +37,9 @@ from inference.protocol import (
     WorkerStartupFailed,
 )
 from inference.sources import check_worker_config
+
+if TYPE_CHECKING:  # it imports torch
+    from inference.jobs import JobRunner
 
 log = logging.getLogger(__name__)
 
@@ -138,16 +145,13 @@ def _serve(config: WorkerConfig, commands: Connection, events: Connection) -> No
         # The cheap checks first: a config mistake is reported before seconds of imports.
         check_worker_config(config)
         # Heavy imports here, not at module level (see the module docstring).
-        from inference.jobs import JobRunner
+        from inference.jobs import JobRunner, Saver
 
-        runner = JobRunner.start(config)
+        runner = JobRunner.start(config, saver=Saver(background=config.background_saving))
     except Exception as exc:
         log.exception("worker start-up failed")
         _send(events, WorkerStartupFailed(_startup_message(exc)))
         return
-    from inference.batching import run_batch
-    from inference.generate import JobCancelledError
-
     ready = runner.ready_event()
     log.info("worker ready on %s (%s) with models %s", ready.device, ready.dtype, ready.models)
     _send(events, ready)
@@ -160,8 +164,29 @@ def _serve(config: WorkerConfig, commands: Connection, events: Connection) -> No
     )
     listener.start()
 
+    sending = threading.Lock()
+
     def send(event: Event) -> None:
-        _send(events, event)
+        with sending:
+            _send(events, event)
+
+    try:
+        _serve_jobs(runner, pending, cancels, stopping, send)
+    finally:
+        # The last job's PNGs and final event; on shutdown too (they take a moment, and the
+        # bot, if still there, records the job as done instead of running it again).
+        runner.saver.close()
+
+
+def _serve_jobs(
+    runner: JobRunner,
+    pending: queue.Queue[GenerateRequest | RunBatch | None],
+    cancels: CancelBook,
+    stopping: threading.Event,
+    send: Callable[[Event], None],
+) -> None:
+    from inference.batching import run_batch
+    from inference.generate import JobCancelledError
 
     while (request := pending.get()) is not None:
         if stopping.is_set():

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import multiprocessing
 import os
+import threading
 from pathlib import Path
 
 import pytest
@@ -16,6 +17,7 @@ from inference.protocol import (
     JobCompleted,
     JobFailed,
     JobProgress,
+    JobSaving,
     JobStarted,
     ModelSpec,
     RunJob,
@@ -166,3 +168,114 @@ def test_startup_fails_naming_the_missing_models(tmp_path, monkeypatch, tiny_mod
         assert worker.process.exitcode == 0
     finally:
         worker.stop()
+
+
+class GatedWrites:
+    """inference.images.save_pngs that holds each job's writes until the test lets them go,
+    so the test knows, not guesses, what the worker did meanwhile. The writes themselves are
+    the real ones."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch, fail_job: int | None = None):
+        from inference import images
+
+        self.write = images.save_pngs
+        self.gates: dict[int, threading.Event] = {}
+        self.fail_job = fail_job
+        monkeypatch.setattr(images, "save_pngs", self)
+
+    def release(self, job_id: int) -> None:
+        self.gates.setdefault(job_id, threading.Event()).set()
+
+    def __call__(self, files, compress_level: int = 1) -> None:  # type: ignore[no-untyped-def]
+        job_id = int(Path(files[0][1]).name.split("-")[0])
+        assert self.gates.setdefault(job_id, threading.Event()).wait(EVENT_LIMIT_S), "never released"
+        if job_id == self.fail_job:
+            raise OSError(28, "No space left on device")
+        self.write(files, compress_level)
+
+
+class InProcessWorker:
+    """inference.worker's _serve on a thread of this process (run_worker's body without the
+    logging set-up and the lower priority, which would reach the test process)."""
+
+    def __init__(self, config: WorkerConfig):
+        from inference.worker import _serve
+
+        commands_recv, self.commands = multiprocessing.Pipe(duplex=False)
+        self.events, events_send = multiprocessing.Pipe(duplex=False)
+        self.thread = threading.Thread(target=_serve, args=(config, commands_recv, events_send), daemon=True)
+        self.thread.start()
+        assert isinstance(self.next_event(STARTUP_LIMIT_S), WorkerReady)
+
+    def next_event(self, limit_s: float = EVENT_LIMIT_S):  # type: ignore[no-untyped-def]
+        assert self.events.poll(limit_s), "the worker sent nothing"
+        return self.events.recv()
+
+    def events_until(self, wanted) -> list:  # type: ignore[no-untyped-def]
+        received = [self.next_event()]
+        while received[-1] != wanted and not (isinstance(wanted, type) and isinstance(received[-1], wanted)):
+            received.append(self.next_event())
+        return received
+
+    def stop(self) -> None:
+        self.commands.send(Shutdown())
+        self.thread.join(EVENT_LIMIT_S)
+        assert not self.thread.is_alive()
+
+
+def test_a_jobs_pngs_are_written_while_the_next_job_generates(worker_config, monkeypatch):
+    writes = GatedWrites(monkeypatch)
+    worker = InProcessWorker(worker_config)
+    try:
+        worker.commands.send(RunJob(tiny_request(job_id=1, seeds=(1, 2), steps=2)))
+        assert worker.events_until(JobSaving(1))[0] == JobStarted(1)
+        # The GPU is free: the bot sends the next job, which runs to its last step while
+        # job 1's PNGs are still held; it is not handed to the saver before they are done.
+        worker.commands.send(RunJob(tiny_request(job_id=2, seeds=(3, 4), steps=2)))
+        events = worker.events_until(JobStarted(2))
+        while not (isinstance(events[-1], JobProgress) and events[-1].job_id == 2 and events[-1].step == 2):
+            events.append(worker.next_event())
+        assert not any(isinstance(event, JobCompleted) for event in events)
+        assert not worker.events.poll(0.5), "nothing more comes while job 1 saves"
+        writes.release(1)
+        completed = worker.next_event()
+        assert isinstance(completed, JobCompleted) and completed.job_id == 1
+        assert all(Path(image.path).is_file() for image in completed.images)
+        assert worker.next_event() == JobSaving(2)
+        writes.release(2)
+        completed = worker.next_event()
+        assert isinstance(completed, JobCompleted) and completed.job_id == 2
+    finally:
+        for job_id in (1, 2):
+            writes.release(job_id)
+        worker.stop()
+
+
+def test_a_write_that_fails_fails_its_job_and_the_worker_goes_on(worker_config, monkeypatch):
+    writes = GatedWrites(monkeypatch, fail_job=1)
+    worker = InProcessWorker(worker_config)
+    try:
+        worker.commands.send(RunJob(tiny_request(job_id=1, seeds=(1, 2), steps=1)))
+        worker.events_until(JobSaving(1))
+        writes.release(1)
+        failed = worker.next_event()
+        assert isinstance(failed, JobFailed) and failed.job_id == 1 and "No space left" in failed.message
+        writes.release(2)
+        worker.commands.send(RunJob(tiny_request(job_id=2, steps=1)))
+        assert isinstance(worker.events_until(JobCompleted)[-1], JobCompleted)
+    finally:
+        worker.stop()
+
+
+def test_on_shutdown_the_job_being_saved_still_completes(worker_config, monkeypatch):
+    """The bot, if it is still there, records the job as done rather than running it again."""
+    writes = GatedWrites(monkeypatch)
+    worker = InProcessWorker(worker_config)
+    worker.commands.send(RunJob(tiny_request(job_id=1, seeds=(1, 2), steps=1)))
+    worker.events_until(JobSaving(1))
+    worker.commands.send(Shutdown())
+    writes.release(1)
+    completed = worker.next_event()
+    assert isinstance(completed, JobCompleted) and completed.job_id == 1
+    worker.thread.join(EVENT_LIMIT_S)
+    assert not worker.thread.is_alive()

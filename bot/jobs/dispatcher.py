@@ -13,6 +13,10 @@ held is re-queued once or failed with a message, and a new worker is started.
 Batching (inference/batching.py): when the worker is free the queue claims the fairest job and
 the waiting jobs that may share its pass, up to ``WorkerConfig.max_batch_images`` images; they
 go out as one RunBatch. Events stay per job, so each job of ``running`` ends on its own.
+
+The worker is free once every job it holds is ``saving`` (JobSaving: its images are made and
+being written on a thread): the next job's GPU work then overlaps those PNGs. A saving job
+stays in ``running`` until its final event, so a crash still re-queues it.
 """
 
 from __future__ import annotations
@@ -35,6 +39,7 @@ from inference.protocol import (
     JobCompleted,
     JobFailed,
     JobProgress,
+    JobSaving,
     JobStarted,
     RunBatch,
     RunJob,
@@ -104,6 +109,8 @@ class Dispatcher:
         self.ready: WorkerReady | None = None
         # The jobs the worker holds (one RunJob, or the jobs of a RunBatch), by id, in order.
         self.running: dict[int, Job] = {}
+        # Those of them whose images are made and being written (JobSaving): not the GPU's.
+        self.saving: set[int] = set()
         self._inbox: asyncio.Queue[Event | WorkerExited | _Wake] = asyncio.Queue()
         self._worker: WorkerProcess | None = None
         self._generation = 0
@@ -152,6 +159,7 @@ class Dispatcher:
         for job_id in list(self.running):
             await self.queue.return_to_queue(job_id)
         self.running.clear()
+        self.saving.clear()
         await self._stop_worker()
 
     def wake(self) -> None:
@@ -213,22 +221,22 @@ class Dispatcher:
 
     @property
     def current(self) -> Job | None:
-        """The job the worker runs (the first of its batch); None when it is idle."""
-        return next(iter(self.running.values()), None)
+        """The job the worker generates (the first of its batch); None when it is idle."""
+        return next((job for job_id, job in self.running.items() if job_id not in self.saving), None)
 
     async def _dispatch_if_idle(self) -> None:
-        if self.ready is None or self.running:
+        if self.ready is None or self.current is not None:
             return
         jobs = await self.queue.claim_batch(max(1, self.worker_config.max_batch_images))
         if not jobs:
             return
-        self.running = {job.id: job for job in jobs}
+        self.running.update((job.id, job) for job in jobs)
         assert self._worker is not None
         requests = tuple(generate_request(job) for job in jobs)
         # A worker that died a moment ago will not take them; its exit event re-queues them.
         self._worker.send(RunJob(requests[0]) if len(requests) == 1 else RunBatch(requests))
         if len(jobs) > 1:
-            log.info("running jobs %s as one batch", list(self.running))
+            log.info("running jobs %s as one batch", [job.id for job in jobs])
         if self.events is not None:
             waiting = await self.queue.active_entries(waiting_only=True, first=REFRESHED_POSITIONS)
             self.events.queue_moved(waiting)
@@ -254,8 +262,10 @@ class Dispatcher:
             case JobProgress(job_id=job_id) if job_id in self.running:
                 assert self.events is not None
                 self.events.job_progress(self.running[job_id], item)
+            case JobSaving(job_id=job_id) if job_id in self.running:
+                self.saving.add(job_id)  # the loop then sends the next job, if one waits
             case JobCompleted(job_id=job_id) if job_id in self.running:
-                del self.running[job_id]
+                self._release(job_id)
                 completed = await self.queue.complete(item)
                 if completed is None:  # canceled while the last step ran: drop its files
                     _remove_files([image.path for image in item.images] + [item.grid_path])
@@ -263,14 +273,18 @@ class Dispatcher:
                 elif self.events is not None:
                     self.events.job_finished(completed)  # complete() returns it with its images
             case JobFailed(job_id=job_id, message=message) if job_id in self.running:
-                del self.running[job_id]
+                self._release(job_id)
                 await self.queue.fail(job_id, message)
                 await self._report_final(job_id)
             case JobCanceled(job_id=job_id) if job_id in self.running:
-                del self.running[job_id]
+                self._release(job_id)
                 await self._report_final(job_id)
             case _:
                 log.debug("ignoring %r: not about a running job", item)
+
+    def _release(self, job_id: int) -> None:
+        del self.running[job_id]
+        self.saving.discard(job_id)
 
     async def _report_final(self, job_id: int) -> None:
         job = await self.queue.get(job_id)
@@ -281,6 +295,7 @@ class Dispatcher:
         self.ready = None
         log.error("worker process exited (code %s); starting a new one", exited.exitcode)
         held, self.running = list(self.running), {}
+        self.saving.clear()
         for job_id in held:
             job, recovery = await self.queue.release_interrupted(job_id, CRASH_REASON)
             self._report_recovery(job, recovery, CRASH_REASON)
