@@ -10,7 +10,7 @@ import asyncio
 import gc
 import json
 
-from bench import batching, bot_overhead, common, compile_cache, garbage, load, pipeline, simulated
+from bench import batching, bot_overhead, common, compile_cache, garbage, load, pipeline, simulated, worker_stream
 from bot.policy.store import Limits
 
 
@@ -62,6 +62,20 @@ def test_the_compile_cache_benchmark_times_a_start_in_a_process_of_its_own(tmp_p
     assert measured["first_run_seconds"] > 0 and measured["run_seconds"] > 0
     assert measured["compile_seconds"] is None and measured["process_seconds"] > measured["first_run_seconds"]
     assert not (tmp_path / "cache").exists()  # nothing compiled, nothing cached
+
+
+def test_the_worker_stream_benchmark_feeds_both_workers_and_writes_its_json(tmp_path):
+    results = worker_stream.main([
+        "--model", "tiny", "--steps", "1", "--jobs", "2", "--images-per-job", "2", "--repeats", "1",
+        "--model-cache", str(tmp_path / "models"), "--output-dir", str(tmp_path / "results"),
+    ])
+    document = json.loads((tmp_path / "results" / "worker_stream-cpu.json").read_text())
+    assert document["results"] == json.loads(json.dumps(results))
+    for mode in worker_stream.MODES:
+        figures = results["modes"][mode]
+        assert figures["images_per_second"]["n"] == 1 and figures["images_per_second"]["p50"] > 0
+        assert figures["last_step_to_free_ms"]["n"] == 2  # one per job of the stream
+    assert results["background_speedup"] > 0
 
 
 def test_the_batching_benchmark_runs_each_members_job_both_ways_and_writes_its_json(tmp_path):

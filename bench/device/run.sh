@@ -5,6 +5,7 @@
 #   run(command="SDBOT_COMMIT=<git rev-parse HEAD> bash bench/device/run.sh fast", carry=[".whl"], timeout_s=600)
 #   run(command="SDBOT_COMMIT=<...> bash bench/device/run.sh compile [MODE]", carry=[".whl"], timeout_s=600)
 #   run(command="SDBOT_COMMIT=<...> bash bench/device/run.sh batching", carry=[".whl"], timeout_s=600)
+#   run(command="SDBOT_COMMIT=<...> bash bench/device/run.sh saving", carry=[".whl"], timeout_s=600)
 #   run(command="SDBOT_COMMIT=<...> BUDGET=540 bash bench/device/run.sh all", carry=[".whl"], timeout_s=600)
 #
 # (The tree travels without .git: SDBOT_COMMIT is the commit the JSON records.)
@@ -14,9 +15,11 @@
 # costs, then what a restart pays with the cache folder filled), then bench.pipeline at batch 1
 # with the worker's torch.compile in MODE (default reduce-overhead: CUDA graphs, for the launch
 # overhead that bounds batch 1) on that same folder, so its warm-up loads instead of compiling.
-# "batching": bench.batching, 2, 4 and 8 members' jobs one by one and as one pass. "all": for
-# a session lent one machine for one call: pipeline, batching at 8 jobs, upscale, then the
-# compiled pipeline at batch 1 in what is left of BUDGET seconds, most important first. Each
+# "batching": bench.batching, 2, 4 and 8 members' jobs one by one and as one pass. "saving":
+# bench.worker_stream, jobs of 8 images back to back with their PNGs written while the next
+# generates and before it. "all": for a session lent one machine for one call: pipeline,
+# batching at 8 jobs, upscale, worker_stream, then the compiled pipeline at batch 1 in what is
+# left of BUDGET seconds, most important first. Each
 # benchmark has its own time limit, so one that hangs leaves the others their time; the JSON
 # and logs land in $OUT, whence they are copied into bench/results and committed.
 #
@@ -61,16 +64,21 @@ case $stage in
     batching)
         bench 540 batching bench.batching --device "$device" --model "$model" --model-cache "$models"
         ;;
+    saving)
+        bench 540 worker_stream bench.worker_stream --device "$device" --model "$model" --model-cache "$models"
+        ;;
     all)
         bench "$(left 210)" pipeline bench.pipeline --device "$device" --model "$model" --model-cache "$models" --repeats 3
         bench "$(left 120)" batching bench.batching --device "$device" --model "$model" --model-cache "$models" \
             --jobs 8 --repeats 3
         bench "$(left 90)" upscale bench.upscale --device "$device" --size "$upscale_size" --tile 256 --overlap 32
+        bench "$(left 150)" worker_stream bench.worker_stream --device "$device" --model "$model" \
+            --model-cache "$models" --repeats 3
         bench "$(left 600)" pipeline_compile bench.pipeline --device "$device" --model "$model" --model-cache "$models" \
             --compile "${2:-reduce-overhead}" --batches 1 --repeats 3
         ;;
     *)
-        echo "usage: bench/device/run.sh fast|compile|batching|all" >&2
+        echo "usage: bench/device/run.sh fast|compile [MODE]|batching|saving|all" >&2
         exit 2
         ;;
 esac
