@@ -173,8 +173,9 @@ def _serve(config: WorkerConfig, commands: Connection, events: Connection) -> No
     try:
         _serve_jobs(runner, pending, cancels, stopping, send)
     finally:
-        # The last job's PNGs and final event; on shutdown too (they take a moment, and the
-        # bot, if still there, records the job as done instead of running it again).
+        # The last job's PNGs and final event, on shutdown too: no file is left half-written.
+        # (A stopping bot has put that job back in its queue: it runs again, to the same paths,
+        # and is delivered then; a row marked done while the bot closes would never be.)
         runner.saver.close()
 
 

@@ -147,3 +147,13 @@ async def test_a_crash_while_a_job_saves_requeues_it_with_the_job_after_it(runni
     await until(lambda: len(WorkerTransport.started) == 2 and run_jobs(WorkerTransport.started[-1]), "resent")
     assert not dispatcher.saving
     assert {(await queue.get(job.id)).status for job in (first, second)} <= {JobStatus.PENDING, JobStatus.RUNNING}
+
+
+async def test_a_stop_puts_the_job_being_saved_back_in_the_queue(running):
+    """Its final event would come after the dispatcher stopped listening, and a row marked
+    done while the bot closes would never be delivered: it runs again after the restart."""
+    queue, dispatcher, recorded = running
+    first, second = await first_saving_and_second_sent(queue, dispatcher, WorkerTransport.started[-1])
+    await dispatcher.stop()
+    assert [(await queue.get(job.id)).status for job in (first, second)] == [JobStatus.PENDING] * 2
+    assert not dispatcher.running and not dispatcher.saving

@@ -268,7 +268,7 @@ def test_a_write_that_fails_fails_its_job_and_the_worker_goes_on(worker_config, 
 
 
 def test_on_shutdown_the_job_being_saved_still_completes(worker_config, monkeypatch):
-    """The bot, if it is still there, records the job as done rather than running it again."""
+    """The worker exits with its files whole, never a PNG half-written."""
     writes = GatedWrites(monkeypatch)
     worker = InProcessWorker(worker_config)
     worker.commands.send(RunJob(tiny_request(job_id=1, seeds=(1, 2), steps=1)))
@@ -277,5 +277,7 @@ def test_on_shutdown_the_job_being_saved_still_completes(worker_config, monkeypa
     writes.release(1)
     completed = worker.next_event()
     assert isinstance(completed, JobCompleted) and completed.job_id == 1
+    assert all(Path(image.path).is_file() for image in completed.images)
+    assert not list(Path(worker_config.outputs_dir).rglob("*.partial"))
     worker.thread.join(EVENT_LIMIT_S)
     assert not worker.thread.is_alive()
