@@ -144,10 +144,6 @@ class Saver:
         self._executor = ThreadPoolExecutor(threads, thread_name_prefix="saver") if background else None
         self._saving: list[Future[None]] = []
 
-    @property
-    def background(self) -> bool:
-        return self._executor is not None
-
     def submit(self, job_id: int, save: Callable[[], None], send: Send, after_earlier: bool = True) -> None:
         if self._executor is None:
             save()
@@ -289,11 +285,12 @@ class JobRunner:
     def _save_and_report(
         self, request: GenerateRequest, made: list, flags: list[bool], seconds: float, send: Send
     ) -> None:
+        """Write the job's files and send its JobCompleted (on the saver's thread, if any)."""
         started = time.monotonic()
         try:
             results, grid = self._save(request, made, flags)
         except Exception as exc:  # a full disk, a folder that cannot be made: the job fails
-            _report_failure(request, exc, send)
+            _report_failure(request, exc, send, doing="Saving the images")
             return
         log.info("job %s: %d image(s) in %.1f s, saved in %.2f s", request.job_id, len(results), seconds,
                  time.monotonic() - started)
@@ -378,7 +375,7 @@ class JobRunner:
         return self._model_hashes[name]
 
 
-def _report_failure(request: GenerateRequest, exc: Exception, send: Send) -> None:
+def _report_failure(request: GenerateRequest, exc: Exception, send: Send, doing: str = "Generation") -> None:
     """The job's JobFailed, with a message for the user: theirs to fix, or what broke."""
     if isinstance(exc, torch.cuda.OutOfMemoryError):
         log.warning("job %s: out of GPU memory", request.job_id, exc_info=True)
@@ -389,7 +386,7 @@ def _report_failure(request: GenerateRequest, exc: Exception, send: Send) -> Non
         send(JobFailed(request.job_id, _shorten(str(exc))))
     else:
         log.exception("job %s failed", request.job_id, exc_info=exc)
-        send(JobFailed(request.job_id, _shorten(f"Generation failed ({type(exc).__name__}: {exc}).")))
+        send(JobFailed(request.job_id, _shorten(f"{doing} failed ({type(exc).__name__}: {exc}).")))
 
 
 def _out_of_memory_message(request: GenerateRequest) -> str:
