@@ -2,7 +2,8 @@
 
 Both run in this process on the same model folder, size, steps, sampler, CFG and dtype, each
 on its own copy of the model (so that whatever the worker does to its pipeline at load time,
-attention processors, channels_last, compile, does not reach the plain one). Three paths:
+attention processors, channels_last, compile, does not reach the plain one). Three paths,
+and a fourth on request:
 
 - ``plain``: ``StableDiffusionPipeline.from_pretrained(...)(prompt, ...)`` with the sampler's
   scheduler and one CPU generator per image, as a diffusers user would write it.
@@ -10,6 +11,9 @@ attention processors, channels_last, compile, does not reach the plain one). Thr
   ``JobRunner`` loaded, with the worker's progress reporter (previews at its interval).
 - ``worker_job``: ``JobRunner.run``, everything the worker does for a job: generate, then the
   PNGs with their infotext and the grid.
+- ``worker_generate_unaccelerated`` (with ``--ablate``): ``generate`` on a third copy placed
+  with no fast-path option (SDPA only: no channels_last, fused QKV or compile), to tell what
+  those options do apart from what generate() itself costs against the plain call.
 
 Per batch size: seconds per call, seconds per image, images per second, and peak memory (CUDA's
 peak allocation on a GPU, the process's peak RSS on the CPU). The repeats interleave the paths,
@@ -41,6 +45,7 @@ from inference.protocol import COMPILE_MODES, LOW_MEMORY_MODES
 PROMPT = "a lighthouse on a cliff at dusk, oil painting, dramatic sky"
 NEGATIVE_PROMPT = "blurry, low quality"
 PATHS = ("plain", "worker_generate", "worker_job")
+ABLATION_PATH = "worker_generate_unaccelerated"
 FIRST_SEED = 1234
 
 
@@ -76,6 +81,7 @@ def parse_args(argv: list[str] | None):
     parser.add_argument(
         "--compile-cache", default="", help="the worker's compile_cache_dir (default: torch's own folder)"
     )
+    parser.add_argument("--ablate", action="store_true", help=f"add the {ABLATION_PATH} path")
     parser.add_argument("--low-memory", default="off", choices=LOW_MEMORY_MODES, help="the worker's low_memory (default off)")
     args = finish_generation_args(parser.parse_args(argv))
     args.batches = [int(b) for b in args.batches.split(",") if b.strip()]
@@ -136,6 +142,15 @@ def plain_pipeline(folder: Path, device, dtype, sampler: str):
     return pipe
 
 
+def unaccelerated_pipeline(args, folder: Path, device, dtype):  # type: ignore[no-untyped-def]
+    """The model as the worker loads it, with the sampler's settings but no fast-path option."""
+    from inference.acceleration import Acceleration
+    from inference.models import load_pipeline
+    from inference.protocol import ModelSpec
+
+    return load_pipeline(ModelSpec(args.model, str(folder)), device, dtype, Acceleration())
+
+
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     args = parse_args(argv)
     common.log_worker_start_up()
@@ -162,6 +177,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     load_worker, runner = common.timed(lambda: JobRunner.start(config))
     load_plain, plain = common.timed(lambda: plain_pipeline(folder, device, dtype, args.sampler))
     worker_pipe = runner.cache.get(args.model)
+    paths = PATHS + ((ABLATION_PATH,) if args.ablate else ())
+    unaccelerated = unaccelerated_pipeline(args, folder, device, dtype) if args.ablate else None
     memory = common.PeakMemory(device)
 
     def request(batch: int, job_id: int) -> GenerateRequest:
@@ -182,9 +199,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                 generator=generators,
             ).images
         job = request(batch, next(job_ids))
-        if path == "worker_generate":
+        if path in ("worker_generate", ABLATION_PATH):
             reporter = ProgressReporter(job.job_id, lambda event: None, config.preview_interval_s, config.preview_max_side)
-            return generate(worker_pipe, job, on_step=reporter)
+            return generate(worker_pipe if path == "worker_generate" else unaccelerated, job, on_step=reporter)
         events: list = []
         runner.run(job, is_cancelled=lambda: False, send=events.append)
         completed = [event for event in events if isinstance(event, JobCompleted)]
@@ -196,16 +213,16 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     # shape when the worker turns it on), which the timed calls must not include.
     warm_batches = args.batches if device.type == "cuda" else args.batches[:1]
     for batch in warm_batches:
-        for path in PATHS:
+        for path in paths:
             run(path, batch)
 
-    timings: dict[int, dict[str, list[float]]] = {b: {p: [] for p in PATHS} for b in args.batches}
-    peaks: dict[int, dict[str, int]] = {b: {p: 0 for p in PATHS} for b in args.batches}
-    bases: dict[int, dict[str, int]] = {b: {p: 0 for p in PATHS} for b in args.batches}
+    timings: dict[int, dict[str, list[float]]] = {b: {p: [] for p in paths} for b in args.batches}
+    peaks: dict[int, dict[str, int]] = {b: {p: 0 for p in paths} for b in args.batches}
+    bases: dict[int, dict[str, int]] = {b: {p: 0 for p in paths} for b in args.batches}
     batch1_images: dict[str, list] = {}
     for _ in range(args.repeats):
         for batch in args.batches:
-            for path in PATHS:
+            for path in paths:
                 base = memory.start()
                 seconds, images = common.timed(lambda: run(path, batch))
                 timings[batch][path].append(seconds)
@@ -224,7 +241,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     rows = []
     for batch in args.batches:
         entry: dict[str, Any] = {}
-        for path in PATHS:
+        for path in paths:
             stats = common.summary(timings[batch][path])
             median = stats["p50"]
             entry[path] = {
@@ -237,17 +254,22 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             }
             rows.append([batch, path, median, median / batch, batch / median, common.mib(peaks[batch][path])])
         plain_median = entry["plain"]["seconds"]["p50"]
-        for path in PATHS[1:]:
+        for path in paths[1:]:
             entry[f"{path}_speedup_vs_plain"] = round(plain_median / entry[path]["seconds"]["p50"], 3)
         results["batches"][str(batch)] = entry
-    if len(batch1_images) == 2:
-        a, b = (np.asarray(batch1_images[p][0], dtype=np.int16) for p in ("plain", "worker_generate"))
-        results["batch1_max_pixel_difference"] = int(np.abs(a - b).max())
+    if {"plain", "worker_generate"} <= batch1_images.keys():
+        plain_image = np.asarray(batch1_images["plain"][0], dtype=np.int16)
+        for path, key in (("worker_generate", "batch1_max_pixel_difference"),
+                          (ABLATION_PATH, f"batch1_max_pixel_difference_{ABLATION_PATH}")):
+            if path in batch1_images:
+                image = np.asarray(batch1_images[path][0], dtype=np.int16)
+                results[key] = int(np.abs(plain_image - image).max())
 
     settings = {
         **generation_settings(args, folder, config, dtype),
         "batches": args.batches, "warm_batches": warm_batches,
         "torch_compile": args.compile, "compile_cache_dir": args.compile_cache, "low_memory": args.low_memory,
+        "paths": list(paths),
     }
     path = common.write_result(result_name(args), args.device, settings, results, args.output_dir)
     common.print_table(
@@ -258,8 +280,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     for batch in args.batches:
         entry = results["batches"][str(batch)]
         print(
-            f"batch {batch}: worker_generate {entry['worker_generate_speedup_vs_plain']}x plain, "
-            f"worker_job {entry['worker_job_speedup_vs_plain']}x plain"
+            f"batch {batch}: " + ", ".join(f"{path} {entry[f'{path}_speedup_vs_plain']}x plain" for path in paths[1:])
         )
     if results["startup_seconds"]:
         print("worker start-up (s): " + ", ".join(f"{k} {v}" for k, v in results["startup_seconds"].items()))

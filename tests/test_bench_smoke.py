@@ -16,11 +16,12 @@ from bot.policy.store import Limits
 
 def test_pipeline_benchmark_runs_and_writes_its_json(tmp_path):
     results = pipeline.main([
-        "--model", "tiny", "--steps", "1", "--batches", "1", "--repeats", "1",
+        "--model", "tiny", "--steps", "1", "--batches", "1", "--repeats", "1", "--ablate",
         "--model-cache", str(tmp_path / "models"), "--output-dir", str(tmp_path / "results"),
     ])
 
     document = json.loads((tmp_path / "results" / "pipeline-cpu.json").read_text())
+    assert document["settings"]["paths"] == [*pipeline.PATHS, pipeline.ABLATION_PATH]
     assert document["benchmark"] == "pipeline" and document["device"] == "cpu"
     assert {"cpu", "cpus_usable", "ram_gib"} <= set(document["machine"])
     assert document["machine"]["python_reference_ms"] > 0
@@ -28,12 +29,14 @@ def test_pipeline_benchmark_runs_and_writes_its_json(tmp_path):
     assert document["settings"]["model"] == "tiny" and document["settings"]["batches"] == [1]
     assert document["results"] == json.loads(json.dumps(results))
     for entry in document["results"]["batches"].values():
-        for path in pipeline.PATHS:
+        for path in document["settings"]["paths"]:
             assert entry[path]["seconds"]["n"] == 1
             assert entry[path]["images_per_second"] > 0 and entry[path]["peak_memory_mib"] > 0
         assert entry["worker_generate_speedup_vs_plain"] > 0
     # The worker's generate() and the plain call made the same image from the same seed.
     assert document["results"]["batch1_max_pixel_difference"] <= 2
+    # On the CPU no fast-path option applies, so the unaccelerated copy makes that image too.
+    assert document["results"][f"batch1_max_pixel_difference_{pipeline.ABLATION_PATH}"] <= 2
     assert "load:tiny" in document["results"]["startup_seconds"]
 
 

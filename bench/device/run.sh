@@ -10,7 +10,8 @@
 #
 # (The tree travels without .git: SDBOT_COMMIT is the commit the JSON records.)
 # "fast": bench.pipeline on SD 1.5's architecture (512 px, 20 steps, Euler a, CFG 7, fp16;
-# the worker's fast path against the plain call, batches 1, 4, 8) and bench.upscale (512 ->
+# the worker's fast path against the plain call, batches 1, 4, 8, and --ablate: generate()
+# without the fast-path options) and bench.upscale (512 ->
 # 2048 px, untiled and 256 px tiles). "compile [MODE]": bench.compile_cache (what compiling
 # costs, then what a restart pays with the cache folder filled), then bench.pipeline at batch 1
 # with the worker's torch.compile in MODE (default reduce-overhead: CUDA graphs, for the launch
@@ -50,7 +51,7 @@ left() {  # left CAP: the seconds left of BUDGET, at most CAP
 
 case $stage in
     fast)
-        bench 330 pipeline bench.pipeline --device "$device" --model "$model" --model-cache "$models"
+        bench 330 pipeline bench.pipeline --device "$device" --model "$model" --model-cache "$models" --ablate
         bench 180 upscale bench.upscale --device "$device" --size "$upscale_size" --tile 256 --overlap 32
         ;;
     compile)
@@ -78,7 +79,8 @@ case $stage in
         bench "$(left 90)" upscale bench.upscale --device "$device" --size "$upscale_size" --tile 256 --overlap 32
         bench "$(left 120)" batching bench.batching --device "$device" --model "$model" --model-cache "$models" \
             --jobs 8 --repeats 3
-        bench "$(left 210)" pipeline bench.pipeline --device "$device" --model "$model" --model-cache "$models" --repeats 3
+        bench "$(left 210)" pipeline bench.pipeline --device "$device" --model "$model" --model-cache "$models" \
+            --repeats 3 --ablate
         ;;
     *)
         echo "usage: bench/device/run.sh fast|compile [MODE]|batching|saving|all" >&2
