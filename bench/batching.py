@@ -11,6 +11,9 @@ worker's own code on the pipeline ``JobRunner`` loaded, both with PNGs, infotext
 - ``batched``: ``inference.batching.run_batch`` on all of them, as the worker runs a
   ``RunBatch``: one pipeline call, then each job's images saved and reported on their own.
 
+Both save through the worker's background saver, as the worker does: a job's PNGs are written
+while the next job generates; a set's time ends when its last file is written.
+
 Per number of jobs: seconds for the set, images per second, the batched path's speed-up, peak
 memory, and the largest pixel difference between a job's image batched and alone (batched
 matrix products round differently: a level or two of 8-bit colour). The repeats interleave the
@@ -97,7 +100,7 @@ def max_pixel_difference(one: list[str], other: list[str]) -> int:
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     args = parse_args(argv)
     from inference.batching import run_batch
-    from inference.jobs import JobRunner
+    from inference.jobs import JobRunner, Saver
     from inference.models import resolve_device, resolve_dtype
 
     device = resolve_device(args.device)
@@ -106,7 +109,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     outputs = tempfile.TemporaryDirectory(prefix="sdbot-bench-outputs-")
     largest = max(args.jobs) * args.images_per_job
     config = pipeline.worker_config(args, folder, outputs.name, largest)
-    load_worker, runner = common.timed(lambda: JobRunner.start(config))
+    saver = Saver(background=config.background_saving)
+    load_worker, runner = common.timed(lambda: JobRunner.start(config, saver=saver))
     memory = common.PeakMemory(device)
     job_ids = iter(range(1, 1_000_000, 1000))
 
@@ -118,6 +122,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                 runner.run(request, is_cancelled=lambda: False, send=events.append)
         else:
             run_batch(runner, requests, stopping=lambda: False, cancelled=lambda job_id: False, send=events.append)
+        saver.wait()
         return requests, completed_paths(events, requests)
 
     # First calls pay one-time costs (kernel selection, allocator growth), which the timed sets
@@ -180,6 +185,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             f"max pixel difference batched vs alone {entry['max_pixel_difference']}"
         )
     print(f"written to {written}")
+    saver.close()
     outputs.cleanup()
     return results
 
