@@ -11,6 +11,11 @@ jobs.py runs every diffusion job (not upscales; a plot's cells one by one) insid
   the tokens they were loaded under. The caller saves the original request's prompts in the
   infotext, so the tags and names stay there, as A1111 writes them.
 
+With torch.compile on, a job with LoRA runs the UNet eagerly where it would recompile: each
+new adapter (and the first change of an adapter's weight) would otherwise compile the UNet
+again, a minute or more on a GPU with every member's job waiting behind it; jobs without
+LoRA keep their compiled graph (inference/acceleration.py).
+
 Embeddings stay loaded (they only add tokens: prompts without them are unchanged). Each one is
 registered under a token of its own, ``<name>`` in lower case, and the prompts yielded have the
 name replaced by that token wherever it stands as a whole word, in any case. So the name never
@@ -219,7 +224,8 @@ class ExtraNetworks:
             ]
             pipe.enable_lora()
             pipe.set_adapters(adapters, adapter_weights=weights)
-            yield
+            with _eager_on_recompile():
+                yield
         finally:
             # Disabled LoRA layers call the original layer alone, so the next job is exactly
             # as without LoRA; the adapters stay loaded for the next job that names them.
@@ -424,3 +430,17 @@ def _delete_partial_adapter(pipe: DiffusionPipeline, adapter: str) -> None:
 def _first_line(exc: BaseException) -> str:
     text = str(exc).strip().splitlines()
     return text[0][:120] if text else ""
+
+
+@contextmanager
+def _eager_on_recompile() -> Iterator[None]:
+    """Compiled modules run eagerly where their graphs do not fit (see the module docstring).
+
+    Nothing changes where nothing is compiled; torch before 2.6 has no stances: it recompiles.
+    """
+    set_stance = getattr(torch.compiler, "set_stance", None)
+    if set_stance is None:
+        yield
+        return
+    with set_stance("eager_on_recompile"):
+        yield

@@ -233,6 +233,45 @@ def test_a_restart_loads_what_was_compiled_from_the_cache_folder(tmp_path, monke
         counters.clear()
 
 
+def test_with_compile_a_lora_job_runs_eagerly_instead_of_compiling_again(tiny_model_dir, tmp_path):
+    """Each new LoRA, and the first change of a LoRA's weight, would recompile the UNet: a
+    minute or more on a GPU with the whole queue waiting. A job without LoRA compiles once more
+    after the first LoRA is loaded (peft has wrapped the layers), then never again. A counting
+    backend stands in for inductor, as above."""
+    import torch._dynamo
+
+    compiled: list[int] = []
+
+    def counting_backend(graph, example_inputs):  # type: ignore[no-untyped-def]
+        compiled.append(len(graph.graph.nodes))
+        return graph.forward
+
+    pipe = own_pipe(tiny_model_dir, Acceleration(fuse_qkv=True))
+    loras = tmp_path / "loras"
+    write_kohya_lora(pipe, loras / "Ink.safetensors", seed=1)
+    write_kohya_lora(pipe, loras / "Chalk.safetensors", seed=2)
+    runner = make_runner(pipe, tmp_path, lora_dirs=(str(loras),))
+    torch._dynamo.reset()
+    try:
+        pipe.unet.compile(backend=counting_backend)
+
+        def compiles(prompt: str) -> int:
+            before = len(compiled)
+            sent: list = []
+            runner.run(tiny_request(prompt=prompt, steps=2), lambda: False, sent.append)
+            assert isinstance(sent[-1], JobCompleted), sent[-1]
+            return len(compiled) - before
+
+        assert compiles("a cat") == 1
+        for prompt in ("a cat <lora:Ink:0.8>", "a cat <lora:Ink:0.5>", "a cat <lora:Chalk:1>"):
+            assert compiles(prompt) == 0, prompt
+        assert compiles("a cat") == 1  # the layers peft wrapped
+        for prompt in ("a cat <lora:Ink:0.8> <lora:Chalk:0.4>", "a cat", "a cat <lora:Chalk:0.7>", "a cat"):
+            assert compiles(prompt) == 0, prompt
+    finally:
+        torch._dynamo.reset()
+
+
 @pytest.mark.parametrize(
     ("text", "message"),
     [
