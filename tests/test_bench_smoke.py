@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import gc
 import json
+import time
 
 from bench import batching, bot_overhead, common, compile_cache, garbage, load, pipeline, simulated, worker_stream
 from bot.policy.store import Limits
@@ -161,8 +162,6 @@ def test_percentiles_interpolate_between_ranks():
 async def test_the_callback_timer_names_what_blocked_the_loop():
     """A step that blocks the loop 60 ms is one slow callback, named by its coroutine; the
     short ones around it only count."""
-    import time
-
     timer = simulated.CallbackTimer(slow_s=0.05)
 
     async def blocks() -> None:
@@ -180,34 +179,44 @@ async def test_the_callback_timer_names_what_blocked_the_loop():
     assert asyncio.events.Handle._run.__name__ == "_run"  # uninstalled
 
 
+class SleepingCollector:
+    """Stands in for load.CollectorPauses, whose real pauses are a few ms, too short to test:
+    ``seconds`` sums its pauses, and ``collect`` blocks the way a full collection would."""
+
+    def __init__(self) -> None:
+        self.seconds = 0.0
+
+    def collect(self, seconds: float) -> None:
+        started = time.perf_counter()
+        time.sleep(seconds)
+        self.seconds += time.perf_counter() - started
+
+
+async def callback_report(collector: SleepingCollector, *steps) -> dict:  # type: ignore[no-untyped-def]
+    """CallbackTimer's report of running ``steps`` (coroutine functions), scheduled in order."""
+    timer = simulated.CallbackTimer(slow_s=0.05, collector=collector)
+    timer.install()
+    try:
+        await asyncio.gather(*(step() for step in steps))
+    finally:
+        timer.uninstall()
+    return timer.report()
+
+
 async def test_the_callback_timer_takes_off_the_garbage_collections_inside_a_callback():
     """A callback blocked 60 ms by a collection is slow, but not the bot's own stall; one that
-    blocks 60 ms by itself is both. The collector here is any object summing its pauses in
-    ``seconds``, as load.CollectorPauses does (its real pauses are a few ms, too short to test)."""
-    import time
-
-    class Collector:
-        seconds = 0.0
-
-    collector = Collector()
-    timer = simulated.CallbackTimer(slow_s=0.05, collector=collector)
+    blocks 60 ms by itself is both."""
+    collector = SleepingCollector()
 
     async def collected() -> None:
         await asyncio.sleep(0)
-        started = time.perf_counter()
-        time.sleep(0.06)  # as a full collection would, inside this step
-        collector.seconds += time.perf_counter() - started
+        collector.collect(0.06)  # as a full collection would, inside this step
 
     async def blocks_by_itself() -> None:
         await asyncio.sleep(0)
         time.sleep(0.06)
 
-    timer.install()
-    try:
-        await asyncio.gather(collected(), blocks_by_itself())
-    finally:
-        timer.uninstall()
-    report = timer.report()
+    report = await callback_report(collector, collected, blocks_by_itself)
     assert report["over_50ms"] == 2 and report["over_50ms_less_collections"] == 1
     assert 60 <= report["longest_less_collections_ms"] < report["longest_ms"] + 1
     by_name = {entry["callback"].split(".<locals>.")[-1].split(",")[0]: entry for entry in report["slowest"]}
@@ -218,13 +227,7 @@ async def test_the_callback_timer_takes_off_the_garbage_collections_inside_a_cal
 async def test_a_short_callback_mostly_collecting_does_not_lower_the_longest_stall():
     """The longest less collections is a maximum: a 10 ms stall of the bot's own stays the
     longest when a later 40 ms callback spent 35 ms of it collecting."""
-    import time
-
-    class Collector:
-        seconds = 0.0
-
-    collector = Collector()
-    timer = simulated.CallbackTimer(slow_s=0.05, collector=collector)
+    collector = SleepingCollector()
 
     async def own_stall() -> None:
         await asyncio.sleep(0)
@@ -233,17 +236,9 @@ async def test_a_short_callback_mostly_collecting_does_not_lower_the_longest_sta
     async def mostly_collected() -> None:
         await asyncio.sleep(0)
         time.sleep(0.005)
-        started = time.perf_counter()
-        time.sleep(0.035)
-        collector.seconds += time.perf_counter() - started
+        collector.collect(0.035)
 
-    timer.install()
-    try:
-        await asyncio.create_task(own_stall())
-        await asyncio.create_task(mostly_collected())
-    finally:
-        timer.uninstall()
-    report = timer.report()
+    report = await callback_report(collector, own_stall, mostly_collected)
     assert report["over_50ms"] == 0 and report["longest_ms"] >= 40
     assert 10 <= report["longest_less_collections_ms"] < 35
 
