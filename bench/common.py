@@ -145,6 +145,14 @@ class PeakMemory:
         return peak_rss_bytes()
 
 
+def max_pixel_difference(one: Any, other: Any) -> int:
+    """The largest difference, in 8-bit levels, between two images (PIL images or uint8
+    arrays of the same shape)."""
+    import numpy as np
+
+    return int(np.abs(np.asarray(one, dtype=np.int16) - np.asarray(other, dtype=np.int16)).max())
+
+
 # --- where it ran ------------------------------------------------------------------------
 
 

@@ -154,7 +154,6 @@ def unaccelerated_pipeline(args, folder: Path, device, dtype):  # type: ignore[n
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     args = parse_args(argv)
     common.log_worker_start_up()
-    import numpy as np
     import torch
 
     from inference.generate import generate
@@ -258,12 +257,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             entry[f"{path}_speedup_vs_plain"] = round(plain_median / entry[path]["seconds"]["p50"], 3)
         results["batches"][str(batch)] = entry
     if {"plain", "worker_generate"} <= batch1_images.keys():
-        plain_image = np.asarray(batch1_images["plain"][0], dtype=np.int16)
         for path, key in (("worker_generate", "batch1_max_pixel_difference"),
                           (ABLATION_PATH, f"batch1_max_pixel_difference_{ABLATION_PATH}")):
             if path in batch1_images:
-                image = np.asarray(batch1_images[path][0], dtype=np.int16)
-                results[key] = int(np.abs(plain_image - image).max())
+                results[key] = common.max_pixel_difference(batch1_images["plain"][0], batch1_images[path][0])
 
     settings = {
         **generation_settings(args, folder, config, dtype),

@@ -136,7 +136,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
     bare_image = (outputs["bare"][0].float().clamp(0, 1) * 255).round().byte().permute(1, 2, 0).cpu().numpy()
     difference = {
-        path: int(np.abs(np.asarray(outputs[path], dtype=np.int16) - bare_image.astype(np.int16)).max())
+        path: common.max_pixel_difference(outputs[path], bare_image)
         for path in ("worker_untiled", "worker_tiled")
     }
     results: dict[str, Any] = {

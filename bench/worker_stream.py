@@ -80,12 +80,12 @@ class Worker:
 
 def stream(worker: Worker, requests: list) -> dict[str, Any]:
     """Run the jobs one after another as the dispatcher would; the stream's figures."""
-    from inference.protocol import JobCompleted, JobFailed, JobProgress, JobSaving
+    from inference.protocol import JobCompleted, JobFailed, JobProgress, JobSaving, RunJob
 
     started = time.perf_counter()
     waits: list[float] = []
     done = 0
-    worker.commands.send(_run(requests[0]))
+    worker.commands.send(RunJob(requests[0]))
     sent = 1
     last_step_at = None
     while done < len(requests):
@@ -103,17 +103,11 @@ def stream(worker: Worker, requests: list) -> dict[str, Any]:
                 waits.append(time.perf_counter() - last_step_at)
                 last_step_at = None
                 if sent < len(requests):
-                    worker.commands.send(_run(requests[sent]))
+                    worker.commands.send(RunJob(requests[sent]))
                     sent += 1
     seconds = time.perf_counter() - started
     images = sum(len(request.seeds) for request in requests)
     return {"seconds": seconds, "images_per_second": images / seconds, "waits": waits}
-
-
-def _run(request):  # type: ignore[no-untyped-def]
-    from inference.protocol import RunJob
-
-    return RunJob(request)
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
