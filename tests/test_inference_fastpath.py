@@ -33,6 +33,19 @@ CPU = torch.device("cpu")
 TOLERANCE = 2.0  # mean absolute difference, in 0..255 pixel values
 
 
+class CountingBackend:
+    """A torch.compile backend that stands in for inductor, so compile tests run on the CPU:
+    the same dynamo graphs and guards, run as traced, without generating kernels. ``compiled``
+    holds each graph's input shapes, one entry per compile."""
+
+    def __init__(self) -> None:
+        self.compiled: list[tuple] = []
+
+    def __call__(self, graph, example_inputs):  # type: ignore[no-untyped-def]
+        self.compiled.append(tuple(getattr(value, "shape", ()) for value in example_inputs))
+        return graph.forward
+
+
 def own_pipe(tiny_model_dir, plan: Acceleration = Acceleration()):
     return load_pipeline(ModelSpec("tiny", str(tiny_model_dir)), CPU, torch.float32, plan)
 
@@ -236,16 +249,11 @@ def test_a_restart_loads_what_was_compiled_from_the_cache_folder(tmp_path, monke
 def test_with_compile_a_lora_job_runs_eagerly_instead_of_compiling_again(tiny_model_dir, tmp_path):
     """Each new LoRA, and the first change of a LoRA's weight, would recompile the UNet: a
     minute or more on a GPU with the whole queue waiting. A job without LoRA compiles once more
-    after the first LoRA is loaded (peft has wrapped the layers), then never again. A counting
-    backend stands in for inductor, as above."""
+    after the first LoRA is loaded (peft has wrapped the layers), then never again."""
     import torch._dynamo
 
-    compiled: list[int] = []
-
-    def counting_backend(graph, example_inputs):  # type: ignore[no-untyped-def]
-        compiled.append(len(graph.graph.nodes))
-        return graph.forward
-
+    counting_backend = CountingBackend()
+    compiled = counting_backend.compiled
     pipe = own_pipe(tiny_model_dir, Acceleration(fuse_qkv=True))
     loras = tmp_path / "loras"
     write_kohya_lora(pipe, loras / "Ink.safetensors", seed=1)
@@ -337,12 +345,8 @@ def test_with_batching_the_warm_up_compiles_every_batch_size_once(tiny_model_spe
 
     from inference.models import PipelineCache
 
-    compiled: list[tuple] = []
-
-    def counting_backend(graph, example_inputs):  # type: ignore[no-untyped-def]
-        compiled.append(tuple(getattr(value, "shape", ()) for value in example_inputs))
-        return graph.forward
-
+    counting_backend = CountingBackend()
+    compiled = counting_backend.compiled
     torch._dynamo.reset()
     cache = PipelineCache([tiny_model_spec], CPU, torch.float32)
     pipe = cache.get("tiny")
