@@ -18,6 +18,7 @@ resolved for the device by ``Acceleration.for_device``):
   in place (``Module.compile``), so they stay what diffusers and peft expect; each new shape
   (size, image count) compiles once, and ``warm_up_models`` pays the default one at start-up,
   and with batching on the largest batch too, after which any batch size runs compiled.
+  The decoder is compiled without CUDA graphs (see ``decoder_compile_mode``).
   What is compiled is kept in ``compile_cache_dir`` (inductor's FX graph and kernel caches,
   Triton's binaries, autotuning results), so a restart loads it instead of compiling again.
   Coordinate-descent tuning of each kernel, which costs minutes of compile time, is left to
@@ -273,9 +274,23 @@ def compile_models(pipe: DiffusionPipeline, mode: str, cache_dir: str = "") -> N
     pipe.unet.compile(mode=mode, fullgraph=False)
     decoder = getattr(pipe.vae, "decoder", None)
     if decoder is not None:
-        decoder.compile(mode=mode)
-    log.info("compiling the UNet and the VAE decoder (%s) at their first run; cache in %s",
-             mode, os.environ.get("TORCHINDUCTOR_CACHE_DIR", "torch's default folder"))
+        decoder.compile(mode=decoder_compile_mode(mode))
+    cache = os.environ.get("TORCHINDUCTOR_CACHE_DIR", "torch's default folder")
+    log.info("compiling the UNet (%s) and the VAE decoder (%s) at their first run; cache in %s",
+             mode, decoder_compile_mode(mode), cache)
+
+
+def decoder_compile_mode(mode: str) -> str:
+    """The VAE decoder's compile mode: ``mode`` without CUDA graphs.
+
+    A CUDA graph's outputs are overwritten by its next replay. Low-memory mode decodes a batch
+    one image at a time and a large image in tiles, keeping each output until all are stitched:
+    under a graph those would fail ("accessing tensor output of CUDAGraphs that has been
+    overwritten"). And the graph would save little: the decoder runs once a job and its kernels
+    are large, while the UNet runs 20 times a job with small kernels at batch 1, where CUDA graphs
+    take away the host's launch time.
+    """
+    return {"reduce-overhead": "default", "max-autotune": "max-autotune-no-cudagraphs"}.get(mode, mode)
 
 
 def use_compile_cache(folder: str) -> None:

@@ -192,10 +192,20 @@ def test_on_a_gpu_the_plan_compiles_into_the_cache_folder(tiny_model_spec, tmp_p
     assert (plan.compile_mode, plan.compile_cache_dir) == ("off", "")
 
 
-@pytest.mark.parametrize(("mode", "tuning"), [("default", False), ("reduce-overhead", False), ("max-autotune", True)])
-def test_only_the_max_autotune_modes_pay_for_coordinate_descent_tuning(tiny_model_dir, tmp_path, monkeypatch, mode, tuning):
+@pytest.mark.parametrize(
+    ("mode", "tuning", "decoder_mode"),
+    [
+        ("default", False, "default"),
+        ("reduce-overhead", False, "default"),
+        ("max-autotune-no-cudagraphs", True, "max-autotune-no-cudagraphs"),
+        ("max-autotune", True, "max-autotune-no-cudagraphs"),
+    ],
+)
+def test_compile_settings_by_mode(tiny_model_dir, tmp_path, monkeypatch, mode, tuning, decoder_mode):
     """Tuning every kernel's variants costs minutes of compile on SD 1.5 (the H200 run's
-    compile did not end in 6 minutes): only a mode that asks for it gets it."""
+    compile did not end in 6 minutes): only a mode that asks for it gets it. The UNet gets
+    the mode as asked; the VAE decoder the same without CUDA graphs, whose replays would
+    overwrite the slices and tiles low-memory mode decodes one after the other."""
     import torch._dynamo
     import torch._inductor.config as inductor
 
@@ -203,8 +213,20 @@ def test_only_the_max_autotune_modes_pay_for_coordinate_descent_tuning(tiny_mode
     before = inductor.save_config()
     monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", os.environ.get("TORCHINDUCTOR_CACHE_DIR", str(tmp_path / "before")))
     pipe = own_pipe(tiny_model_dir)
+    modes = {}
+
+    def recording(name, compile_module):  # type: ignore[no-untyped-def]
+        def compile_and_record(**options) -> None:  # type: ignore[no-untyped-def]
+            modes[name] = options["mode"]
+            compile_module(**options)
+
+        return compile_and_record
+
+    for name, module in (("unet", pipe.unet), ("decoder", pipe.vae.decoder)):
+        monkeypatch.setattr(module, "compile", recording(name, module.compile))
     try:
         acceleration.compile_models(pipe, mode, str(tmp_path / "compiled"))  # wraps; compiles at the first run
+        assert modes == {"unet": mode, "decoder": decoder_mode}
         assert inductor.coordinate_descent_tuning is tuning
         assert inductor.coordinate_descent_check_all_directions is tuning
         assert inductor.conv_1x1_as_mm  # the guides' other settings, in every mode
