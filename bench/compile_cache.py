@@ -88,6 +88,8 @@ def child(args) -> dict[str, Any]:  # type: ignore[no-untyped-def]
         "first_run_seconds": round(first, 3),
         "run_seconds": round(second, 4),
         "compile_seconds": round(max(0.0, first - second), 3) if compiling else None,
+        # 0 where compiling failed: then the worker runs uncompiled (dynamo's error is in the log).
+        "graphs": counters["stats"]["unique_graphs"],
         "inductor_counters": dict(counters["inductor"]),
         "dtype": str(dtype).removeprefix("torch."),
         "torch": torch.__version__,
@@ -149,9 +151,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     common.print_table(
         f"compile_cache: {args.model} {args.size}x{args.size} x{args.images}, torch.compile {args.mode!r}, "
         f"{cold['dtype']} on {args.device}",
-        ["start", "first run s", "compile s", "run s", "process s"],
+        ["start", "first run s", "compile s", "run s", "process s", "graphs"],
         [[w, starts[w]["first_run_seconds"], starts[w]["compile_seconds"], starts[w]["run_seconds"],
-          starts[w]["process_seconds"]] for w in STARTS],
+          starts[w]["process_seconds"], starts[w]["graphs"]] for w in STARTS],
     )
     print(
         f"first run from the cache {results['cache_speedup_of_first_run']}x faster than compiling; "

@@ -271,6 +271,10 @@ def compile_models(pipe: DiffusionPipeline, mode: str, cache_dir: str = "") -> N
     for name in ("recompile_limit", "cache_size_limit"):
         if hasattr(torch._dynamo.config, name):
             setattr(torch._dynamo.config, name, max(getattr(torch._dynamo.config, name), COMPILE_RECOMPILE_LIMIT))
+    # A compile that fails (Triton finding no C compiler, an inductor bug at a new size) runs
+    # that code uncompiled, dynamo's warning and traceback in the log, instead of failing the
+    # member's job and every later one at that size. warm_up_models says when nothing compiled.
+    torch._dynamo.config.suppress_errors = True
     pipe.unet.compile(mode=mode, fullgraph=False)
     decoder = getattr(pipe.vae, "decoder", None)
     if decoder is not None:
@@ -351,7 +355,8 @@ def warm_up_models(
 ) -> dict[str, float]:
     """Warm up each preloaded model (when the plan says so) and return the start-up timings
     WorkerReady reports: "load:<model>", "warmup:<model>", "compile:<model>" and
-    "compile_batches:<model>" in seconds.
+    "compile_batches:<model>" in seconds, and with compile on "graphs:<model>", the graphs
+    dynamo made at the first run (0: compiling failed, and the model runs uncompiled).
 
     With torch.compile and cross-user batching (``batch_images``, the largest pass, above the
     shape's count), a second image count is warmed up too: the largest batch. A second shape
@@ -366,8 +371,14 @@ def warm_up_models(
     compiling = plan.compile_mode != "off"
     for name in names:
         pipe = cache.get(name)
+        graphs_before = _compiled_graphs()
         runs = warm_up(pipe, width, height, count, runs=2 if compiling else 1)
         timings[f"warmup:{name}"] = round(runs[0], 3)
+        if compiling:
+            timings[f"graphs:{name}"] = graphs = _compiled_graphs() - graphs_before
+            if not graphs:
+                log.warning("torch_compile = %r compiled nothing for model %r (the error is logged above): "
+                            "it runs uncompiled", plan.compile_mode, name)
         message = "warmed up model %r at %dx%d x%d in %.1f s"
         arguments: list = [name, width, height, count, runs[0]]
         if len(runs) > 1:
@@ -381,6 +392,13 @@ def warm_up_models(
             arguments += [batch_images, batches]
         log.info(message, *arguments)
     return timings
+
+
+def _compiled_graphs() -> int:
+    """The graphs a torch.compile backend has compiled in this process (cache hits included)."""
+    from torch._dynamo.utils import counters
+
+    return counters["stats"]["unique_graphs"]
 
 
 def _synchronize() -> None:

@@ -359,6 +359,43 @@ def test_the_worker_checks_its_settings_too(tiny_model_spec, tmp_path, change, m
         Acceleration.for_device(config, CPU)
 
 
+def test_a_compile_that_fails_runs_the_model_uncompiled_and_says_so(tiny_model_spec, tmp_path, monkeypatch, caplog):
+    """Inductor raising (here as Triton does on a machine without a C compiler) must not fail
+    start-up or a member's job: the warm-up reports that nothing compiled, and jobs run."""
+    import torch._dynamo
+    import torch._inductor.compile_fx
+    import torch._inductor.config as inductor
+
+    from inference.models import PipelineCache
+
+    def no_compiler(*args, **kwargs):  # type: ignore[no-untyped-def]
+        raise RuntimeError("Failed to find C compiler. Please specify via CC environment variable.")
+
+    # What compile_models sets, put back after (load_config of all of dynamo's would also set
+    # its deprecated options, each with a warning).
+    dynamo_before = {name: getattr(torch._dynamo.config, name) for name in ("suppress_errors", "recompile_limit")}
+    inductor_before = inductor.save_config()
+    monkeypatch.setattr(torch._inductor.compile_fx, "compile_fx", no_compiler)
+    monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", os.environ.get("TORCHINDUCTOR_CACHE_DIR", str(tmp_path / "before")))
+    torch._dynamo.reset()
+    cache = PipelineCache([tiny_model_spec], CPU, torch.float32)
+    pipe = cache.get("tiny")
+    try:
+        acceleration.compile_models(pipe, "default", str(tmp_path / "compiled"))
+        plan = Acceleration(compile_mode="default", warmup=True)
+        with caplog.at_level(logging.WARNING, logger="inference.acceleration"):
+            timings = acceleration.warm_up_models(cache, ["tiny"], plan, (64, 64, 1))
+        assert timings["graphs:tiny"] == 0
+        assert "compiled nothing for model 'tiny'" in caplog.text and "runs uncompiled" in caplog.text
+        images = generate(pipe, tiny_request(width=96, steps=2))  # a new size: compiles again, fails again
+        assert [image.size for image in images] == [(96, 64)]
+    finally:
+        for name, value in dynamo_before.items():
+            setattr(torch._dynamo.config, name, value)
+        inductor.load_config(inductor_before)
+        torch._dynamo.reset()
+
+
 def test_with_batching_the_warm_up_compiles_every_batch_size_once(tiny_model_spec):
     """torch.compile with cross-user batching: after the warm-up no pass of 1 to
     max_batch_images images compiles again. A counting backend stands in for inductor (the
@@ -379,6 +416,7 @@ def test_with_batching_the_warm_up_compiles_every_batch_size_once(tiny_model_spe
         timings = acceleration.warm_up_models(cache, ["tiny"], plan, (64, 64, 1), batch_images=4)
         assert {"warmup:tiny", "compile:tiny", "compile_batches:tiny"} <= set(timings)
         assert compiled, "the warm-up compiled"
+        assert timings["graphs:tiny"] == 2  # the UNet's and the decoder's, at the first run
         after_warm_up = len(compiled)
         for count in (2, 3, 4, 1):
             generate(pipe, tiny_request(seeds=tuple(range(count)), steps=2))
