@@ -276,12 +276,12 @@ def compile_models(pipe: DiffusionPipeline, mode: str, cache_dir: str = "") -> N
     # member's job and every later one at that size. warm_up_models says when nothing compiled.
     torch._dynamo.config.suppress_errors = True
     pipe.unet.compile(mode=mode, fullgraph=False)
-    decoder = getattr(pipe.vae, "decoder", None)
+    decoder, decoder_mode = getattr(pipe.vae, "decoder", None), decoder_compile_mode(mode)
     if decoder is not None:
-        decoder.compile(mode=decoder_compile_mode(mode))
+        decoder.compile(mode=decoder_mode)
     cache = os.environ.get("TORCHINDUCTOR_CACHE_DIR", "torch's default folder")
     log.info("compiling the UNet (%s) and the VAE decoder (%s) at their first run; cache in %s",
-             mode, decoder_compile_mode(mode), cache)
+             mode, decoder_mode, cache)
 
 
 def decoder_compile_mode(mode: str) -> str:
@@ -374,14 +374,13 @@ def warm_up_models(
         graphs_before = _compiled_graphs()
         runs = warm_up(pipe, width, height, count, runs=2 if compiling else 1)
         timings[f"warmup:{name}"] = round(runs[0], 3)
+        message = "warmed up model %r at %dx%d x%d in %.1f s"
+        arguments: list = [name, width, height, count, runs[0]]
         if compiling:
             timings[f"graphs:{name}"] = graphs = _compiled_graphs() - graphs_before
             if not graphs:
                 log.warning("torch_compile = %r compiled nothing for model %r (the error is logged above): "
                             "it runs uncompiled", plan.compile_mode, name)
-        message = "warmed up model %r at %dx%d x%d in %.1f s"
-        arguments: list = [name, width, height, count, runs[0]]
-        if len(runs) > 1:
             timings[f"compile:{name}"] = round(max(0.0, runs[0] - runs[1]), 3)
             message += " (compile about %.1f s; a warm run takes %.2f s)"
             arguments += [runs[0] - runs[1], runs[1]]
