@@ -129,7 +129,7 @@ def run_batch(
     JobCancelledError is raised and no event is sent (the bot runs the jobs again later).
     """
     from inference.generate import JobCancelledError
-    from inference.jobs import ProgressReporter
+    from inference.jobs import PREVIEW_BUDGET, ProgressReporter
     from inference.models import free_accelerator_memory
 
     try:
@@ -142,9 +142,12 @@ def run_batch(
     for request in requests:
         send(JobStarted(request.job_id))
     jobs = _BatchJobs(requests, stopping, cancelled, send)
+    # Each job previews its own images: together they keep the one pass's preview budget.
+    total_images = sum(len(r.seeds) for r in requests)
     reporters = [
         ProgressReporter(
-            r.job_id, send, runner.config.preview_interval_s, runner.config.preview_max_side, runner.previewer
+            r.job_id, send, runner.config.preview_interval_s, runner.config.preview_max_side, runner.previewer,
+            budget=PREVIEW_BUDGET * len(r.seeds) / total_images,
         )
         for r in requests
     ]
@@ -170,7 +173,6 @@ def run_batch(
     if stopping():
         raise JobCancelledError
     seconds = time.monotonic() - started
-    total_images = sum(len(r.seeds) for r in requests)
     runner.saver.wait()  # the pass before has saved (one pass's images at a time); these side by side
     for index, request in enumerate(requests):
         # A cancel that came during the last step or the decode still drops the job's images.

@@ -57,16 +57,22 @@ Send = Callable[[Event], None]
 
 # Discord shows messages of up to 2000 characters; a failure message is one line of a reply.
 MAX_FAILURE_MESSAGE = 300
+# Live previews may take at most this share of sampling time (ProgressReporter).
+PREVIEW_BUDGET = 0.02
 
 
 class ProgressReporter:
     """Turns generate()'s on_step calls into JobProgress events, throttled.
 
-    At most one event per ``interval_s`` (each with a preview), the first one ``interval_s``
-    into each pass, so previews cost little and the bot never has more to show than Discord's
-    edit rate allows; the final step is always sent.
+    At most one event per interval (each with a preview), the first one an interval into
+    each pass, so previews cost little and the bot never has more to show than Discord's edit
+    rate allows; the final step is always sent. The interval is ``interval_s``, or longer
+    where a preview costs more than PREVIEW_BUDGET of it (TAESD on a CPU, say): previews stay
+    under that share of sampling, and the message still moves with each one. ``interval_s``
+    0 asks for every step, whatever it costs (tests, benchmarks). In a cross-user batch each
+    job's reporter previews its own images during one pass: ``budget`` is then its share.
     Previews are made by ``previewer`` (the worker's preview_method; "approx" without one),
-    and what they cost is measured: ``preview_seconds``, logged per pass when over 2%.
+    and what they cost is measured: ``preview_seconds``, logged per pass when over budget.
     """
 
     def __init__(
@@ -76,10 +82,12 @@ class ProgressReporter:
         interval_s: float,
         preview_max_side: int,
         previewer: previews.Previewer | None = None,
+        budget: float = PREVIEW_BUDGET,
     ):
         self.job_id = job_id
         self.send = send
         self.interval_s = interval_s
+        self.budget = budget
         self.preview_max_side = preview_max_side
         self.previewer = previewer or previews.Previewer(max_side=preview_max_side)
         self._last_sent = float("-inf")
@@ -92,18 +100,24 @@ class ProgressReporter:
         now = time.monotonic()
         if self._pass_started is None:
             self._pass_started = now
-            # The first steps' latents are noise: the first preview comes interval_s into the
+            # The first steps' latents are noise: the first preview comes an interval into the
             # pass, so a job shorter than that sends none (only its final step), and the bot
             # uploads nothing while it runs.
             self._last_sent = now
-        due = self.interval_s <= 0 or now - self._last_sent >= self.interval_s
+        due = self.interval_s <= 0 or now - self._last_sent >= self.interval(latents)
         if step >= total_steps:
-            self._log_preview_cost(now)
+            self._log_preview_cost(now, latents)
         if not due and step < total_steps:
             return
         preview = self._preview(latents) if due and latents is not None else None
         self._last_sent = now
         self.send(JobProgress(self.job_id, step, total_steps, preview))
+
+    def interval(self, latents: torch.Tensor | None) -> float:
+        """Seconds between two events: ``interval_s``, or what keeps a preview of these
+        latents, at what the last one cost, within ``budget`` of sampling time."""
+        expected = 0.0 if latents is None else self.previewer.seconds_per_value * latents.numel()
+        return max(self.interval_s, expected / self.budget)
 
     def _preview(self, latents: torch.Tensor) -> bytes | None:
         started = time.perf_counter()
@@ -117,14 +131,20 @@ class ProgressReporter:
             self.preview_seconds += spent
             self._pass_preview_seconds += spent
             self.previews_made += 1
+            # Kept by the worker's previewer, so the next job's first preview is spaced too.
+            self.previewer.seconds_per_value = spent / max(1, latents.numel())
 
-    def _log_preview_cost(self, now: float) -> None:
-        """Previews must stay far under 2% of sampling time; say so when they do not."""
+    def _log_preview_cost(self, now: float, latents: torch.Tensor | None) -> None:
+        """Say when previews took more than their budget, and when they were spaced out."""
         elapsed = now - (self._pass_started or now)
         share = self._pass_preview_seconds / elapsed if elapsed > 0 else 0.0
-        level = logging.WARNING if share > 0.02 and elapsed > 1.0 else logging.DEBUG
-        log.log(level, "job %s: previews took %.1f ms, %.2f%% of %.2f s of sampling",
-                self.job_id, self._pass_preview_seconds * 1000, share * 100, elapsed)
+        interval = self.interval(latents)
+        level = logging.WARNING if share > self.budget and elapsed > 1.0 else logging.DEBUG
+        if self.interval_s > 0 and interval > self.interval_s:
+            level = max(level, logging.INFO)
+        log.log(level, "job %s: previews took %.1f ms, %.2f%% of %.2f s of sampling (one every %.1f s)",
+                self.job_id, self._pass_preview_seconds * 1000, share * 100, elapsed,
+                interval if self.interval_s > 0 else 0.0)
         self._pass_started, self._pass_preview_seconds = None, 0.0
 
 

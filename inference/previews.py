@@ -6,8 +6,9 @@ Two methods, as A1111 has them ([worker] preview_method):
 - "taesd": TAESD (diffusers' AutoencoderTiny), a distilled decoder of about a million
   parameters that gives a recognisable image for a few milliseconds on a GPU.
 The full VAE is never used: its decode costs about as much as a denoising step, at every
-preview. Either way a preview costs far under 2% of sampling time at one per 1.5 s;
-ProgressReporter (inference/jobs.py) measures and logs what they actually cost.
+preview. On a GPU either costs far under 2% of sampling time at one per 1.5 s; where one
+costs more (TAESD on a CPU), ProgressReporter (inference/jobs.py), which times every preview,
+spaces them out to stay within that budget (bench.previews measures both).
 
 SD 1.x/2.x and SDXL latents both have 4 channels but different colours, so the map is chosen
 by the model family (``latent_family``), not by the channel count.
@@ -72,7 +73,7 @@ def latents_to_rgb(latents: torch.Tensor, family: str = SD1) -> torch.Tensor | N
     weights = torch.tensor(coefficients, dtype=torch.float32, device=latents.device)
     rgb = torch.einsum("bchw,cr->bhwr", latents.float(), weights)
     # The map lands roughly in [-1, 1], like the VAE's output.
-    return _to_uint8(rgb)
+    return to_uint8(rgb)
 
 
 def taesd_to_rgb(taesd: torch.nn.Module, latents: torch.Tensor) -> torch.Tensor:
@@ -84,10 +85,11 @@ def taesd_to_rgb(taesd: torch.nn.Module, latents: torch.Tensor) -> torch.Tensor:
     parameter = next(taesd.parameters())
     with torch.inference_mode():
         images = taesd.decode(latents.to(parameter.device, parameter.dtype)).sample
-    return _to_uint8(images.float().permute(0, 2, 3, 1))
+    return to_uint8(images.float().permute(0, 2, 3, 1))
 
 
-def _to_uint8(rgb: torch.Tensor) -> torch.Tensor:
+def to_uint8(rgb: torch.Tensor) -> torch.Tensor:
+    """(..., 3) values in [-1, 1], as the VAE and the maps give them -> uint8 on the CPU."""
     rgb = ((rgb + 1.0) / 2.0).clamp(0.0, 1.0)
     return (rgb * 255).round().to(torch.uint8).cpu()
 
@@ -137,6 +139,9 @@ class Previewer:
         self.max_side = max_side
         self.taesd = taesd
         self._family = family or (lambda: SD1)
+        # What the last preview cost per latent value: ProgressReporter (inference/jobs.py)
+        # times each preview, and spaces the next so previews stay within their budget.
+        self.seconds_per_value = 0.0
 
     def make(self, latents: torch.Tensor) -> bytes | None:
         """A JPEG of the batch (a grid when there are several images), or None when these
@@ -144,9 +149,9 @@ class Previewer:
         latents = latents.detach()
         if self.method == TAESD and latents.ndim == 4 and latents.shape[1] == 4:
             # Full-size pixels: only ever scaled down.
-            return _jpeg_sheet(taesd_to_rgb(self.taesd, latents), self.max_side, max_scale=1.0)
+            return jpeg_sheet(taesd_to_rgb(self.taesd, latents), self.max_side, max_scale=1.0)
         pixels = latents_to_rgb(latents, self._family())
-        return None if pixels is None else _jpeg_sheet(pixels, self.max_side)
+        return None if pixels is None else jpeg_sheet(pixels, self.max_side)
 
 
 def make_preview(latents: torch.Tensor, max_side: int = 256, family: str = SD1) -> bytes | None:
@@ -157,10 +162,11 @@ def make_preview(latents: torch.Tensor, max_side: int = 256, family: str = SD1) 
     if max_side < 8:
         raise ValueError(f"max_side must be at least 8 px, got {max_side}")
     pixels = latents_to_rgb(latents.detach(), family)
-    return None if pixels is None else _jpeg_sheet(pixels, max_side)
+    return None if pixels is None else jpeg_sheet(pixels, max_side)
 
 
-def _jpeg_sheet(pixels: torch.Tensor, max_side: int, max_scale: float = 8.0) -> bytes:
+def jpeg_sheet(pixels: torch.Tensor, max_side: int, max_scale: float = 8.0) -> bytes:
+    """(B, h, w, 3) uint8 pixels -> one JPEG of them side by side, at most max_side px."""
     sheet = make_grid([Image.fromarray(tile.numpy(), "RGB") for tile in pixels])
     # Approx pixels are 1/8 of the image's side: scale up towards the image's own size
     # (max_scale) but never past max_side, keeping the aspect ratio.

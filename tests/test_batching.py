@@ -16,6 +16,7 @@ from db.models import JobStatus
 from inference.batching import BatchConditioning, batch_key, generate_batch, run_batch
 from inference.conditioning import encode_for_pass
 from inference.generate import JobCancelledError, generate, use_sampler
+from inference import jobs
 from inference.jobs import JobRunner
 from inference.protocol import (
     HiresFix,
@@ -196,6 +197,22 @@ def test_every_job_of_a_batch_gets_its_own_events_and_images(runner, tiny_pipe):
         saved = [pixels(Image.open(image.path).convert("RGB")) for image in completed.images]
         alone = generate(tiny_pipe, request)
         assert all(np.abs(one - pixels(other)).max() <= 2 for one, other in zip(saved, alone))
+
+
+def test_the_jobs_of_a_batch_share_one_pass_s_preview_budget(runner, monkeypatch):
+    """Each job previews its own images during the one pass: together, not each, they keep
+    the 2% budget, in proportion to their images (2, 1 and 3 of 6)."""
+    budgets: dict[int, float] = {}
+
+    class Recording(jobs.ProgressReporter):
+        def __call__(self, step, total_steps, latents):  # type: ignore[no-untyped-def]
+            budgets[self.job_id] = self.budget
+            super().__call__(step, total_steps, latents)
+
+    monkeypatch.setattr(jobs, "ProgressReporter", Recording)
+    run_batch(runner, THREE_JOBS, lambda: False, lambda job_id: False, [].append)
+    share = jobs.PREVIEW_BUDGET / 6
+    assert budgets == pytest.approx({1: 2 * share, 2: share, 3: 3 * share})
 
 
 def test_a_job_cancelled_mid_batch_is_dropped_and_the_others_finish(runner, tmp_path):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from inference import jobs
+from inference import jobs, previews
 from inference.jobs import JobRunner, ProgressReporter
 from inference.protocol import JobCompleted, JobFailed, JobProgress, JobStarted, WorkerConfig
 from inference.worker import CancelBook
@@ -80,6 +80,7 @@ def test_progress_reporter_sends_every_step_with_zero_interval():
 def test_the_first_preview_comes_an_interval_into_each_pass(monkeypatch):
     clock = [100.0]
     monkeypatch.setattr(jobs.time, "monotonic", lambda: clock[0])
+    monkeypatch.setattr(jobs.time, "perf_counter", lambda: clock[0])  # previews cost nothing here
     sent = []
     reporter = ProgressReporter(1, sent.append, interval_s=1.5, preview_max_side=64)
     latents = torch.zeros(1, 4, 8, 8)
@@ -93,6 +94,59 @@ def test_the_first_preview_comes_an_interval_into_each_pass(monkeypatch):
         clock[0] = 100.0 + second
         reporter(step, 3, latents)
     assert [(event.step, event.preview_jpeg is not None) for event in sent] == [(3, True)]
+
+
+class SlowPreviewer(previews.Previewer):
+    """Real approx previews that each take ``cost`` seconds of the test's clock."""
+
+    def __init__(self, clock: list[float], cost: float):
+        super().__init__(max_side=64)
+        self.clock, self.cost = clock, cost
+
+    def make(self, latents):
+        self.clock[0] += self.cost
+        return super().make(latents)
+
+
+def previews_sent(reporter: ProgressReporter, clock: list[float], seconds_per_step: float, steps: int) -> list:
+    """Run one pass of ``steps`` steps through the reporter; (step, with a preview) for each event."""
+    sent: list = []
+    reporter.send = sent.append
+    start = clock[0]
+    for step in range(1, steps + 1):
+        clock[0] = start + step * seconds_per_step
+        reporter(step, steps, torch.zeros(1, 4, 8, 8))
+    return [(event.step, event.preview_jpeg is not None) for event in sent]
+
+
+def test_previews_that_cost_more_than_their_budget_are_spaced_out(monkeypatch):
+    """A preview of 95 ms (TAESD on a CPU, say) at one per 1.5 s would be 6.3% of sampling:
+    once its cost is known, the next comes 0.095 / 2% = 4.75 s later, and so does the next
+    job's first, since the worker's previewer remembers what a preview costs."""
+    clock = [100.0]
+    monkeypatch.setattr(jobs.time, "monotonic", lambda: clock[0])
+    monkeypatch.setattr(jobs.time, "perf_counter", lambda: clock[0])
+    slow = SlowPreviewer(clock, cost=0.095)
+
+    first_job = ProgressReporter(1, None, interval_s=1.5, preview_max_side=64, previewer=slow)
+    # Steps of 0.5 s: the first preview 1.5 s into the pass (its cost unknown), then 4.75 s apart.
+    assert previews_sent(first_job, clock, 0.5, 40) == [(4, True), (14, True), (24, True), (34, True), (40, False)]
+    assert first_job.interval(torch.zeros(1, 4, 8, 8)) == pytest.approx(4.75)
+
+    next_job = ProgressReporter(2, None, interval_s=1.5, preview_max_side=64, previewer=slow)
+    assert previews_sent(next_job, clock, 0.5, 12) == [(11, True), (12, False)]
+    # Four images' latents cost four times one image's: their previews come 19 s apart.
+    assert next_job.interval(torch.zeros(4, 4, 8, 8)) == pytest.approx(19.0)
+    # A job of a cross-user batch keeps its share of the pass's budget: half, twice the wait.
+    half = ProgressReporter(3, None, interval_s=1.5, preview_max_side=64, previewer=slow, budget=jobs.PREVIEW_BUDGET / 2)
+    assert half.interval(torch.zeros(1, 4, 8, 8)) == pytest.approx(9.5)
+    # A cheap preview (1 ms) leaves the configured interval alone.
+    cheap = SlowPreviewer(clock, cost=0.001)
+    assert previews_sent(ProgressReporter(4, None, 1.5, 64, cheap), clock, 0.5, 8) == [(4, True), (7, True), (8, False)]
+    assert cheap.seconds_per_value > 0
+    # Every step asked for (interval 0) is every step, whatever a preview costs.
+    every = ProgressReporter(5, None, interval_s=0, preview_max_side=64, previewer=slow)
+    assert previews_sent(every, clock, 0.5, 3) == [(1, True), (2, True), (3, True)]
 
 
 def test_cancel_book_remembers_early_cancels_within_capacity():

@@ -138,7 +138,7 @@ def test_preview_settings_are_checked(taesd_dir, tmp_path):
 
 @pytest.mark.allow_error_logs
 def test_a_failing_preview_never_fails_the_job_and_its_cost_is_measured(caplog):
-    class Broken:
+    class Broken(previews.Previewer):
         def make(self, latents):
             raise RuntimeError("no preview today")
 
