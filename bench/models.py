@@ -12,7 +12,9 @@ SD 1.5 structure are enough:
   about 1.07 B parameters: meant for ``--device cuda``.
 
 Built folders are kept under the system's temp directory and reused (building sd15 takes a
-while); ``python -m bench.models KIND FOLDER`` writes one where you want it.
+while); ``python -m bench.models KIND FOLDER`` writes one where you want it. The preview
+benchmark also builds TAESD (``cached_taesd``), and the model-switch one a second folder of a
+model (``cached_second_model``).
 """
 
 from __future__ import annotations
@@ -160,14 +162,52 @@ def build_model(kind: str, folder: str | Path) -> Path:
     raise ValueError(f"unknown model kind {kind!r}; known: {', '.join(MODEL_KINDS)}")
 
 
+def build_taesd(kind: str, folder: str | Path) -> Path:
+    """TAESD in random weights for previews of ``kind``'s latents: the real architecture
+    (AutoencoderTiny's defaults are madebyollin/taesd's config, about 2.4 M parameters),
+    or inference/tiny.py's few-channel one for the tiny model."""
+    if kind == "tiny":
+        from inference.tiny import build_tiny_taesd
+
+        return build_tiny_taesd(folder)
+    import torch
+    from diffusers import AutoencoderTiny
+
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        taesd = AutoencoderTiny()
+    taesd.save_pretrained(folder, safe_serialization=True)
+    return Path(folder)
+
+
 def cached_model(kind: str, cache_dir: str | Path | None = None) -> Path:
     """The model's folder, built on first use and reused afterwards."""
+    return _cached(f"{kind}-v{_BUILD_VERSION}", lambda folder: build_model(kind, folder), cache_dir)
+
+
+def cached_second_model(kind: str, cache_dir: str | Path | None = None) -> Path:
+    """Another folder of the same model, for switching between two: a copy of its files (a
+    model switch reads, places and accelerates a folder whatever its weights hold)."""
+    first = cached_model(kind, cache_dir)
+    return _cached(f"{first.name}-second", lambda folder: shutil.copytree(first, folder), cache_dir)
+
+
+def cached_taesd(kind: str, cache_dir: str | Path | None = None) -> Path:
+    """A TAESD folder (``build_taesd``) for the previews of ``kind``, built once and reused."""
+    name = "taesd-tiny" if kind == "tiny" else "taesd"
+    return _cached(f"{name}-v{_BUILD_VERSION}", lambda folder: build_taesd(kind, folder), cache_dir)
+
+
+def _cached(name: str, build, cache_dir: str | Path | None) -> Path:  # type: ignore[no-untyped-def]
+    """The folder ``name`` in the cache, made by ``build(folder)`` where missing: built under
+    a temporary name and renamed, so an interrupted build is never taken for a finished one."""
     root = Path(cache_dir) if cache_dir else Path(tempfile.gettempdir()) / "sdbot-bench-models"
-    folder = root / f"{kind}-v{_BUILD_VERSION}"
-    if not (folder / "model_index.json").is_file():
+    folder = root / name
+    if not (folder / "config.json").is_file() and not (folder / "model_index.json").is_file():
         partial = folder.with_name(folder.name + ".partial")
         shutil.rmtree(partial, ignore_errors=True)
-        build_model(kind, partial)
+        partial.parent.mkdir(parents=True, exist_ok=True)
+        build(partial)
         shutil.rmtree(folder, ignore_errors=True)
         partial.rename(folder)
     return folder

@@ -11,7 +11,10 @@ import gc
 import json
 import time
 
-from bench import batching, bot_overhead, common, compile_cache, garbage, load, pipeline, simulated, worker_stream
+from bench import (
+    batching, bot_overhead, common, compile_cache, garbage, load, model_switch, pipeline, previews, simulated,
+    worker_stream,
+)
 from bot.policy.store import Limits
 
 
@@ -99,6 +102,47 @@ def test_the_batching_benchmark_runs_each_members_job_both_ways_and_writes_its_j
     assert entry["batched_speedup"] > 0
     # Batched or alone, each job's images are its own (within float rounding).
     assert entry["max_pixel_difference"] <= 2
+
+
+def test_the_previews_benchmark_times_each_method_against_no_preview(tmp_path):
+    """bench.previews: a preview at every step with each method against none, TAESD loaded
+    from the folder the benchmark built, and the full VAE timed alone for contrast."""
+    results = previews.main([
+        "--model", "tiny", "--steps", "2", "--images", "2", "--repeats", "1", "--alone", "2",
+        "--model-cache", str(tmp_path / "models"), "--output-dir", str(tmp_path / "results"),
+    ])
+    document = json.loads((tmp_path / "results" / "previews-cpu.json").read_text())
+    assert document["benchmark"] == "previews" and document["results"] == json.loads(json.dumps(results))
+    assert (tmp_path / "models" / "taesd-tiny-v1" / "config.json").is_file()
+    assert results["step_seconds"] > 0 and results["sampling_seconds"]["n"] == 1
+    assert set(results["methods"]) == {*previews.METHODS, "full_vae"}
+    for method in previews.METHODS:
+        entry = results["methods"][method]
+        assert entry["call_seconds"]["n"] == 1 and entry["measured_in_run_ms"] > 0
+    for entry in results["methods"].values():
+        assert entry["alone_ms"]["n"] == 2 and entry["alone_ms"]["p50"] > 0
+        # As the worker spaces them, no preview takes over its budget of sampling.
+        assert entry["worker_interval_s"] >= results["preview_interval_s"]
+        assert entry["share_as_the_worker_runs"] <= results["budget_share"] + 1e-9
+
+
+def test_the_model_switch_benchmark_switches_both_ways_under_both_policies(tmp_path):
+    """bench.model_switch: with one model at a time every switch loads a model again; with a
+    budget that holds both, only the second model's first use does."""
+    results = model_switch.main([
+        "--model", "tiny", "--steps", "1", "--repeats", "2",
+        "--model-cache", str(tmp_path / "models"), "--output-dir", str(tmp_path / "results"),
+    ])
+    document = json.loads((tmp_path / "results" / "model_switch-cpu.json").read_text())
+    assert document["benchmark"] == "model_switch" and document["results"] == json.loads(json.dumps(results))
+    one, kept = results["modes"]["one_at_a_time"], results["modes"]["budget"]
+    assert one["switch"]["n"] == kept["switch"]["n"] == 4 and one["job_after_switch"]["n"] == 4
+    # The preload, the second model's first load, the first model back, then two per round.
+    assert [load["model"] for load in one["loads"]] == ["first", "second", "first"] + ["second", "first"] * 2
+    assert one["loads"][1]["evicted"] == ["first"] and one["loaded_at_end"] == ["first"]
+    assert [load["model"] for load in kept["loads"]] == ["first", "second"]
+    assert kept["loaded_at_end"] == ["second", "first"] and kept["loaded_mib"] > one["loaded_mib"]
+    assert kept["loaded_mib"] <= results["budget_mb"]
 
 
 def test_the_batching_benchmarks_members_differ_but_may_share_a_pass():
