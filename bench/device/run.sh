@@ -6,6 +6,7 @@
 #   run(command="SDBOT_COMMIT=<...> bash bench/device/run.sh compile [MODE]", carry=[".whl"], timeout_s=600)
 #   run(command="SDBOT_COMMIT=<...> bash bench/device/run.sh batching", carry=[".whl"], timeout_s=600)
 #   run(command="SDBOT_COMMIT=<...> bash bench/device/run.sh saving", carry=[".whl"], timeout_s=600)
+#   run(command="SDBOT_COMMIT=<...> bash bench/device/run.sh previews", carry=[".whl"], timeout_s=600)
 #   run(command="SDBOT_COMMIT=<...> BUDGET=540 bash bench/device/run.sh all", carry=[".whl"], timeout_s=600)
 #
 # (The tree travels without .git: SDBOT_COMMIT is the commit the JSON records.)
@@ -18,9 +19,11 @@
 # overhead that bounds batch 1) on that same folder, so its warm-up loads instead of compiling.
 # "batching": bench.batching, 2, 4 and 8 members' jobs one by one and as one pass. "saving":
 # bench.worker_stream, jobs of 8 images back to back with their PNGs written while the next
-# generates and before it. "all": for a session lent one machine for one call, most important
-# first, each in what is left of BUDGET seconds: the compiled pipeline at batch 1 (MODE, default
-# reduce-overhead), worker_stream, upscale, batching at 8 jobs, the uncompiled pipeline. Each
+# generates and before it. "previews": bench.previews (approx and TAESD at every step against
+# none, 4 images) and bench.model_switch (two SD 1.5 folders, one at a time against a budget).
+# "all": for a session lent one machine for one call, most important first, each in what is
+# left of BUDGET seconds: the compiled pipeline at batch 1 (MODE, default reduce-overhead),
+# worker_stream, previews, model_switch, upscale, batching at 8 jobs, the uncompiled pipeline. Each
 # benchmark has its own time limit, so one that hangs leaves the others their time; the JSON
 # and logs land in $OUT, whence they are copied into bench/results and committed.
 #
@@ -68,6 +71,10 @@ case $stage in
     saving)
         bench 540 worker_stream bench.worker_stream --device "$device" --model "$model" --model-cache "$models"
         ;;
+    previews)
+        bench 240 previews bench.previews --device "$device" --model "$model" --model-cache "$models"
+        bench "$(left 300)" model_switch bench.model_switch --device "$device" --model "$model" --model-cache "$models"
+        ;;
     all)
         # What this suite has not measured on a GPU first: the compiled call against the plain one,
         # then background saving; then what was measured once already, to see it at this commit.
@@ -76,6 +83,10 @@ case $stage in
             --compile "${2:-reduce-overhead}" --compile-cache "$cache" --batches 1 --repeats 3
         bench "$(left 150)" worker_stream bench.worker_stream --device "$device" --model "$model" \
             --model-cache "$models" --repeats 3
+        bench "$(left 60)" previews bench.previews --device "$device" --model "$model" --model-cache "$models" \
+            --repeats 3 --alone 10
+        bench "$(left 90)" model_switch bench.model_switch --device "$device" --model "$model" \
+            --model-cache "$models" --repeats 3
         bench "$(left 90)" upscale bench.upscale --device "$device" --size "$upscale_size" --tile 256 --overlap 32
         bench "$(left 120)" batching bench.batching --device "$device" --model "$model" --model-cache "$models" \
             --jobs 8 --repeats 3
@@ -83,7 +94,7 @@ case $stage in
             --repeats 3 --ablate
         ;;
     *)
-        echo "usage: bench/device/run.sh fast|compile [MODE]|batching|saving|all" >&2
+        echo "usage: bench/device/run.sh fast|compile [MODE]|batching|saving|previews|all" >&2
         exit 2
         ;;
 esac
