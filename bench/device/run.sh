@@ -35,8 +35,10 @@ out=${OUT:?run this through the device tool, which sets OUT}
 python=${PYTHON:-python3} device=${DEVICE:-cuda} model=${MODEL:-sd15} upscale_size=${UPSCALE_SIZE:-512}
 "$python" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl || exit 1
 export PYTHONPATH=/tmp/site PYTHONUNBUFFERED=1
+# The GPU's description heads the log: the device tool brings back at most 8 files, and
+# "all" writes 7 JSON files and its log.
 if command -v nvidia-smi >/dev/null; then
-    nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.max.sm --format=csv | tee "$out/gpu-$stage.txt"
+    nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.max.sm --format=csv | tee -a "$out/$stage.log"
 fi
 models=/tmp/sdbot-bench-models  # built once per machine, shared by the runs of one call
 
