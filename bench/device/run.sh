@@ -6,7 +6,7 @@
 #   run(command="SDBOT_COMMIT=<...> bash bench/device/run.sh compile [MODE]", carry=[".whl"], timeout_s=600)
 #   run(command="SDBOT_COMMIT=<...> bash bench/device/run.sh batching", carry=[".whl"], timeout_s=600)
 #   run(command="SDBOT_COMMIT=<...> bash bench/device/run.sh saving", carry=[".whl"], timeout_s=600)
-#   run(command="SDBOT_COMMIT=<...> bash bench/device/run.sh previews", carry=[".whl"], timeout_s=600)
+#   run(command="SDBOT_COMMIT=<...> bash bench/device/run.sh extras", carry=[".whl"], timeout_s=600)
 #   run(command="SDBOT_COMMIT=<...> BUDGET=540 bash bench/device/run.sh all", carry=[".whl"], timeout_s=600)
 #
 # (The tree travels without .git: SDBOT_COMMIT is the commit the JSON records.)
@@ -19,8 +19,9 @@
 # overhead that bounds batch 1) on that same folder, so its warm-up loads instead of compiling.
 # "batching": bench.batching, 2, 4 and 8 members' jobs one by one and as one pass. "saving":
 # bench.worker_stream, jobs of 8 images back to back with their PNGs written while the next
-# generates and before it. "previews": bench.previews (approx and TAESD at every step against
-# none, 4 images) and bench.model_switch (two SD 1.5 folders, one at a time against a budget).
+# generates and before it. "extras": bench.previews (approx and TAESD at every step against
+# none, 4 images), bench.model_switch (two SD 1.5 folders, one at a time against a budget) and
+# bench.pipeline with low_memory = "slicing" beside an unaccelerated copy (peak memory).
 # "all": for a session lent one machine for one call, most important first, each in what is
 # left of BUDGET seconds: the compiled pipeline at batch 1 (MODE, default reduce-overhead),
 # worker_stream, previews, model_switch, upscale, batching at 8 jobs, the uncompiled pipeline. Each
@@ -73,9 +74,11 @@ case $stage in
     saving)
         bench 540 worker_stream bench.worker_stream --device "$device" --model "$model" --model-cache "$models"
         ;;
-    previews)
-        bench 240 previews bench.previews --device "$device" --model "$model" --model-cache "$models"
-        bench "$(left 300)" model_switch bench.model_switch --device "$device" --model "$model" --model-cache "$models"
+    extras)
+        bench 150 previews bench.previews --device "$device" --model "$model" --model-cache "$models"
+        bench "$(left 200)" model_switch bench.model_switch --device "$device" --model "$model" --model-cache "$models"
+        bench "$(left 540)" pipeline_low_memory bench.pipeline --device "$device" --model "$model" \
+            --model-cache "$models" --low-memory slicing --ablate --repeats 3
         ;;
     all)
         # What this suite has not measured on a GPU first: the compiled call against the plain one,
@@ -96,7 +99,7 @@ case $stage in
             --repeats 3 --ablate
         ;;
     *)
-        echo "usage: bench/device/run.sh fast|compile [MODE]|batching|saving|previews|all" >&2
+        echo "usage: bench/device/run.sh fast|compile [MODE]|batching|saving|extras|all" >&2
         exit 2
         ;;
 esac
