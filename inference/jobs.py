@@ -95,6 +95,8 @@ class ProgressReporter:
         self.previews_made = 0
         self._pass_started: float | None = None
         self._pass_preview_seconds = 0.0
+        self._pass_previews = 0
+        self._pass_held_back = False  # an event was due by interval_s but the budget held it
 
     def __call__(self, step: int, total_steps: int, latents: torch.Tensor | None) -> None:
         now = time.monotonic()
@@ -104,9 +106,12 @@ class ProgressReporter:
             # pass, so a job shorter than that sends none (only its final step), and the bot
             # uploads nothing while it runs.
             self._last_sent = now
-        due = self.interval_s <= 0 or now - self._last_sent >= self.interval(latents)
+        waited = now - self._last_sent
+        due = self.interval_s <= 0 or waited >= self.interval(latents)
+        if not due and waited >= self.interval_s:
+            self._pass_held_back = True
         if step >= total_steps:
-            self._log_preview_cost(now, latents)
+            self._end_pass(now, latents)
         if not due and step < total_steps:
             return
         preview = self._preview(latents) if due and latents is not None else None
@@ -130,9 +135,17 @@ class ProgressReporter:
             spent = time.perf_counter() - started
             self.preview_seconds += spent
             self._pass_preview_seconds += spent
+            self._pass_previews += 1
             self.previews_made += 1
             # Kept by the worker's previewer, so the next job's first preview is spaced too.
-            self.previewer.seconds_per_value = spent / max(1, latents.numel())
+            self.previewer.record_cost(spent, latents)
+
+    def _end_pass(self, now: float, latents: torch.Tensor | None) -> None:
+        """Log what previews cost; tell the previewer when its cost kept a pass from any."""
+        if self._pass_held_back and not self._pass_previews:
+            self.previewer.held_back()
+        self._log_preview_cost(now, latents)
+        self._pass_previews, self._pass_held_back = 0, False
 
     def _log_preview_cost(self, now: float, latents: torch.Tensor | None) -> None:
         """Say when previews took more than their budget, and when they were spaced out."""

@@ -139,9 +139,26 @@ class Previewer:
         self.max_side = max_side
         self.taesd = taesd
         self._family = family or (lambda: SD1)
-        # What the last preview cost per latent value: ProgressReporter (inference/jobs.py)
-        # times each preview, and spaces the next so previews stay within their budget.
+        # What a preview costs per latent value, as ProgressReporter (inference/jobs.py) last
+        # timed one: it spaces previews to keep them within their budget (see record_cost).
         self.seconds_per_value = 0.0
+        self._shapes_timed: set[tuple[int, ...]] = set()
+
+    def record_cost(self, seconds: float, latents: torch.Tensor) -> None:
+        """Keep what a preview of ``latents`` took. The first at each shape is not kept: it
+        pays one-time costs (cuDNN's algorithm search, the allocator's growth), and a cost
+        taken too high would space previews out past the jobs that could measure it again."""
+        shape = tuple(latents.shape)
+        if shape in self._shapes_timed:
+            self.seconds_per_value = seconds / max(1, latents.numel())
+        elif len(self._shapes_timed) < 1000:
+            self._shapes_timed.add(shape)
+
+    def held_back(self) -> None:
+        """A pass made no preview because of the cost kept: halve it, so a cost measured
+        too high (a preview that met a garbage collection) is measured again within a few
+        jobs instead of keeping previews away for good."""
+        self.seconds_per_value /= 2
 
     def make(self, latents: torch.Tensor) -> bytes | None:
         """A JPEG of the batch (a grid when there are several images), or None when these

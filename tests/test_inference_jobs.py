@@ -97,14 +97,15 @@ def test_the_first_preview_comes_an_interval_into_each_pass(monkeypatch):
 
 
 class SlowPreviewer(previews.Previewer):
-    """Real approx previews that each take ``cost`` seconds of the test's clock."""
+    """Real approx previews that each take ``cost`` seconds of the test's clock (or, given
+    several, the next of ``costs`` each time, the last one ever after)."""
 
-    def __init__(self, clock: list[float], cost: float):
+    def __init__(self, clock: list[float], cost: float = 0.0, costs: tuple[float, ...] = ()):
         super().__init__(max_side=64)
-        self.clock, self.cost = clock, cost
+        self.clock, self.costs = clock, list(costs or (cost,))
 
     def make(self, latents):
-        self.clock[0] += self.cost
+        self.clock[0] += self.costs.pop(0) if len(self.costs) > 1 else self.costs[0]
         return super().make(latents)
 
 
@@ -119,18 +120,26 @@ def previews_sent(reporter: ProgressReporter, clock: list[float], seconds_per_st
     return [(event.step, event.preview_jpeg is not None) for event in sent]
 
 
-def test_previews_that_cost_more_than_their_budget_are_spaced_out(monkeypatch):
-    """A preview of 95 ms (TAESD on a CPU, say) at one per 1.5 s would be 6.3% of sampling:
-    once its cost is known, the next comes 0.095 / 2% = 4.75 s later, and so does the next
-    job's first, since the worker's previewer remembers what a preview costs."""
+@pytest.fixture
+def clock(monkeypatch) -> list[float]:
     clock = [100.0]
     monkeypatch.setattr(jobs.time, "monotonic", lambda: clock[0])
     monkeypatch.setattr(jobs.time, "perf_counter", lambda: clock[0])
+    return clock
+
+
+def test_previews_that_cost_more_than_their_budget_are_spaced_out(clock):
+    """A preview of 95 ms (TAESD on a CPU, say) at one per 1.5 s would be 6.3% of sampling:
+    once its cost is known, the next comes 0.095 / 2% = 4.75 s later, and so does the next
+    job's first, since the worker's previewer remembers what a preview costs."""
     slow = SlowPreviewer(clock, cost=0.095)
 
     first_job = ProgressReporter(1, None, interval_s=1.5, preview_max_side=64, previewer=slow)
-    # Steps of 0.5 s: the first preview 1.5 s into the pass (its cost unknown), then 4.75 s apart.
-    assert previews_sent(first_job, clock, 0.5, 40) == [(4, True), (14, True), (24, True), (34, True), (40, False)]
+    # Steps of 0.5 s: the first preview 1.5 s into the pass, and the second 1.5 s later, since
+    # the first at a shape pays one-time costs and is not taken as the cost; then 4.75 s apart.
+    assert previews_sent(first_job, clock, 0.5, 40) == [
+        (4, True), (7, True), (17, True), (27, True), (37, True), (40, False)
+    ]
     assert first_job.interval(torch.zeros(1, 4, 8, 8)) == pytest.approx(4.75)
 
     next_job = ProgressReporter(2, None, interval_s=1.5, preview_max_side=64, previewer=slow)
@@ -147,6 +156,25 @@ def test_previews_that_cost_more_than_their_budget_are_spaced_out(monkeypatch):
     # Every step asked for (interval 0) is every step, whatever a preview costs.
     every = ProgressReporter(5, None, interval_s=0, preview_max_side=64, previewer=slow)
     assert previews_sent(every, clock, 0.5, 3) == [(1, True), (2, True), (3, True)]
+
+
+def test_a_preview_slowed_once_does_not_keep_previews_away(clock):
+    """One preview of 0.4 s among 1 ms ones (it met a garbage collection) spaces previews 20 s
+    apart, longer than the 4 s jobs that could measure them again: each job the budget kept
+    from previewing halves the cost kept, until one previews, and the interval is 1.5 s again."""
+    previewer = SlowPreviewer(clock, costs=(0.001, 0.4, 0.001))
+
+    def job() -> list:
+        return previews_sent(ProgressReporter(1, None, 1.5, 64, previewer), clock, 0.5, 8)
+
+    assert job() == [(4, True), (7, True), (8, False)]  # the second preview took 0.4 s
+    assert ProgressReporter(2, None, 1.5, 64, previewer).interval(torch.zeros(1, 4, 8, 8)) == pytest.approx(20.0)
+    held_back = 0
+    while job() == [(8, False)]:
+        held_back += 1
+        assert held_back < 5, "previews never came back"
+    assert held_back == 3  # 20 s, 10 s and 5 s were each longer than a job's 3.5 s of sampling
+    assert ProgressReporter(3, None, 1.5, 64, previewer).interval(torch.zeros(1, 4, 8, 8)) == 1.5
 
 
 def test_cancel_book_remembers_early_cancels_within_capacity():
