@@ -95,6 +95,11 @@ async def test_bad_plots_are_refused_privately_and_queue_nothing(harness):
          "5 x 5 values make 25 images; this server allows at most 16 per plot."),
         ("xyplot", {"x_type": "Sampler", "x_values": "Euler a, Euler z"}, "Unknown sampler `Euler z`."),
         ("xyplot", {"x_type": "Prompt S/R", "x_values": "dog, cat"}, "Prompt S/R: `dog` is not in the prompt"),
+        # A cell's prompt is checked as /imagine's is: it queued, and failed in the worker.
+        ("xyplot", {"x_type": "Prompt S/R", "x_values": "cat, <lora:missing:0.8>"},
+         "Prompt S/R: Unknown LoRA `missing`"),
+        ("xyplot", {"x_type": "Prompt S/R", "x_values": "cat, [" + "(a:1.2) " * 12 + ":b:0.5]"},
+         "Prompt S/R: Prompt editing and alternation can't be read"),
         ("xyplot", {"x_type": "Steps", "x_values": "2-"}, "Steps value `2-` is not a whole number or a range"),
         ("xyplot", {"x_type": "Steps", "x_values": "5-1 (+1)"}, "Steps range `5-1 (+1)` never gets from 5 to 1."),
         ("xyplot", {"x_type": "Steps", "x_values": "2, 99"}, "Steps values must be between 1 and 60, got 99."),

@@ -6,6 +6,7 @@ as they are; the rest pin A1111's behaviour on the edges users hit.
 
 from __future__ import annotations
 
+import random
 import subprocess
 import sys
 
@@ -228,7 +229,7 @@ def test_a_prompt_without_square_brackets_skips_the_grammar_and_means_what_it_sa
     without the (slow) Earley parse, and the grammar gives the very same answer, whether it
     reads the prompt or refuses it."""
     assert prompt_schedules(prompt, 20) == [(20, prompt)]
-    assert prompt_parser._parsed_schedules(prompt, 20, 0, 0.0, False) == [(20, prompt)]
+    assert prompt_parser._parsed_schedules(prompt, 20, 0, 0.0, False) in ([(20, prompt)], None)
 
 
 # --- chunks --------------------------------------------------------------------------------
@@ -348,3 +349,67 @@ def test_parser_and_chunks_do_not_import_torch():
         "sys.exit('torch' in sys.modules)"
     )
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+# --- prompt_schedules: read group by group, bounded ----------------------------------------
+
+
+def whole_prompt_schedules(prompt: str, steps: int, **options) -> list[tuple[int, str]]:
+    """A1111's way, the reference: the grammar reads the whole prompt (or refuses it, and the
+    prompt is used as it is)."""
+    hires = options.get("hires_steps")
+    offsets = (0, 0.0) if hires is None else (steps, 1.0)
+    parsed = prompt_parser._parsed_schedules(prompt, hires or steps, *offsets, False)
+    return [(hires or steps, prompt)] if parsed is None else parsed
+
+
+TRICKY_PROMPTS = [
+    "a [b:c:0.5] (d:1.2) [e|f] [[g]] \\[h] [i:j:3] [k::0.2] [l:4] [m|n|] [(o):p:0.5]",
+    "[[q:r:0.3]:s:0.7] (t [u:v:0.5] w:1.1)", "a [b:c:0.5] | d", "[a|b:c]", "[a:b:c]", "[a:b:c:0.5]",
+    "[a: 0.5 ]", "[:b:0.5]", "[]", "[a\\]b:c:0.5]", "[a (b] c) [x:y:0.5]", "[a [b:c:0.5]", "a ]] [b|c]",
+    "[a:b:0.5]\\", "[a|[b:c:2]|d]", "[a:b:-3]", "[a:b:+2e0]", "[a:b:.5]", "[a:b:5.]", "[a:b:1e400]",
+    "[(a):b:1e400]", "[a:b:-1e400]", "((a [b:c:0.5]) d:1.3)", "[a:b:0.5] [a:b:0.5]", "[x|y] and [p|q|r]",
+    "[a\nb:c:0.5]", "[a:b\n:0.5]", "[a:b:0.5\n]", "[ (a:1.1) | b ]",
+]
+
+
+@pytest.mark.parametrize("prompt", TRICKY_PROMPTS)
+@pytest.mark.parametrize("steps", [10, 7])
+def test_reading_groups_alone_gives_what_the_whole_prompt_gives(prompt, steps):
+    """Each "[...]" group is read alone, simple ones without the grammar: the schedule is
+    A1111's, stray brackets, escapes, refusals and all."""
+    assert prompt_schedules(prompt, steps) == whole_prompt_schedules(prompt, steps)
+    assert prompt_schedules(prompt, steps, hires_steps=5) == whole_prompt_schedules(prompt, steps, hires_steps=5)
+
+
+def test_reading_groups_alone_agrees_with_the_whole_prompt_on_random_prompts():
+    generator = random.Random(20261206)
+    alphabet = ["a", "b", " ", "[", "]", "(", ")", ":", "|", "\\", "0.5", "2", ":1.2)"]
+    for _ in range(400):
+        prompt = "".join(generator.choice(alphabet) for _ in range(generator.randint(1, 12)))
+        assert prompt_schedules(prompt, 6) == whole_prompt_schedules(prompt, 6), prompt
+
+
+def test_a_when_past_any_number_is_past_the_last_step():
+    """"1e400" is infinity to float(): before this, int() of it failed the member's job."""
+    assert prompt_schedules("a [cat:dog:1e400]", 10) == [(10, "a cat")]
+    assert prompt_schedules("a [cat:dog:-1e400]", 10) == [(10, "a dog")]
+    assert prompt_schedules("a [(cat):dog:1e400]", 10) == [(10, "a (cat)")]  # through the grammar
+
+
+def test_a_prompt_past_the_grammar_s_bound_is_used_as_it_is_and_says_why():
+    """The Earley parse grows with the brackets, parentheses and colons of the groups it reads:
+    one group of 130 "(word:1.2)" took 12.7 s on this machine. Past MAX_PARSED_SPECIALS the prompt is not
+    parsed (the bot refuses it with schedule_problem's words); simple groups never count."""
+    heavy = "[" + "(word:1.2) " * 130 + ":b:0.5]"
+    assert prompt_schedules(heavy, 20) == [(20, heavy)]
+    assert "at most 32" in prompt_parser.schedule_problem(heavy)
+    nested = "[" * 700 + "a:b:0.5" + "]" * 700  # lark recursed past Python's limit on this
+    assert prompt_schedules(nested, 20) == [(20, nested)] and prompt_parser.schedule_problem(nested)
+    light = "[a] " * 300 + "[a|b] " * 50 + "[x:y:0.5] " * 50 + "[[deep (and) emphasised]] " * 20
+    assert prompt_parser.schedule_problem(light) is None
+    assert len(prompt_schedules(light, 20)) == 20  # the alternations switch at every step
+    within = "[(a):b:0.5] " * 5  # 30 of 32
+    assert prompt_parser.schedule_problem(within) is None
+    assert prompt_schedules(within, 10) == [(5, "(a) " * 5), (10, "b " * 5)]
+    assert prompt_parser.schedule_problem(within + "[(c):d:0.5]")  # 36

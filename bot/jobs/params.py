@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import random
 import re
+import unicodedata
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, fields, replace
 from typing import TYPE_CHECKING, TypeVar
@@ -117,13 +118,19 @@ def random_seed() -> int:
     return random.randint(0, MAX_SEED)
 
 
+def _visible(char: str) -> bool:
+    """A character that shows: not a space, a control or a format character (zero-width
+    spaces and joiners, which str.split() keeps, make a prompt that looks empty)."""
+    return unicodedata.category(char)[0] not in "ZC"
+
+
 def resolve_parameters(
     options: GenerationOptions, settings: Settings, user: User | None = None
 ) -> JobParameters:
     limits = settings.limits
     defaults = member_defaults(user, settings)
     prompt = " ".join(options.prompt.split()) if options.prompt else ""
-    if not prompt:
+    if not any(_visible(char) for char in prompt):
         raise InvalidOption("The prompt is empty: describe the image you want.")
     if len(prompt) > limits.max_prompt_length:
         raise InvalidOption(

@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING
 from bot.errors import InvalidOption
 from bot.jobs.params import MAX_SEED, GenerationOptions, JobParameters, plot_json, random_seed, resolve_parameters
 from bot.jobs.workflows import hires_parameters
+from bot.prompts.checks import check_prompt_texts
 from inference.protocol import JobKind, PlotCell, PlotOptions
 from inference.samplers import SAMPLER_NAMES, find_sampler
 
@@ -299,6 +300,13 @@ def _cell(params: JobParameters, settings: Settings, overrides: dict) -> PlotCel
                     f"Prompt S/R makes a prompt of {len(overrides[field])} characters; "
                     f"the limit is {settings.limits.max_prompt_length}."
                 )
+    if "prompt" in overrides or "negative_prompt" in overrides:
+        # Prompt S/R's values are text the prompt checks never saw: a LoRA this server lacks,
+        # prompt editing past what is read.
+        try:
+            check_prompt_texts(settings, overrides.get("prompt"), overrides.get("negative_prompt"))
+        except InvalidOption as problem:
+            raise InvalidOption(f"Prompt S/R: {problem}") from None
     return PlotCell(**overrides)
 
 

@@ -7,7 +7,8 @@ In this order, as Midjourney and A1111 do it:
 3. `--no` joins the negative prompt (the option, else the member's default negative prompt);
 4. styles apply to both prompts (A1111's rules, bot.prompts.styles): the style option, else
    the member's default style (/settings); a default style since deleted is skipped;
-5. LoRA tags and embeddings are checked against the files this server has.
+5. LoRA tags and embeddings are checked against the files this server has, and prompt
+   editing against what is read (bot.prompts.checks).
 A prompt left empty once its parameters are taken out is refused. Permutations without a
 seed of their own share one random seed, so the images differ only by what the prompt changes.
 """
@@ -22,7 +23,7 @@ from bot.errors import InvalidOption
 from bot.jobs.params import GenerationOptions, member_defaults, random_seed
 from bot.prompts import style_store
 from bot.prompts.inline import apply_inline, parse_inline, with_negative
-from bot.prompts.networks import check_networks
+from bot.prompts.checks import check_prompt_texts
 from bot.prompts.permutations import expand_permutations
 from bot.prompts.styles import StyleText, apply_styles
 
@@ -89,7 +90,7 @@ def expand(
             raise InvalidOption("The prompt is empty once its parameters are taken out: describe the image you want.")
         merged = apply_inline(options, inline, override=override)
         prompt, negative_prompt = apply_styles(inline.prompt, with_negative(negative, inline.no), styles)
-        check_networks(settings, prompt, negative_prompt)
+        check_prompt_texts(settings, prompt, negative_prompt)
         prepared.append(replace(merged, prompt=prompt, negative_prompt=negative_prompt))
     if len(prepared) > 1:
         seed = random_seed()
