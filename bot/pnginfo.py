@@ -112,7 +112,8 @@ async def read_attachment(attachment: discord.Attachment, settings: Settings) ->
             "or EXIF UserComment. Apps and sites that re-save images often remove them; the original file "
             "(a PNG from A1111 or from this bot) keeps them."
         )
-    return parse_infotext(text)
+    # Off the event loop too: A1111's parameter regex is slow on long lines (infotext.py).
+    return await asyncio.to_thread(parse_infotext, text)
 
 
 @dataclass

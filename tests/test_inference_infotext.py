@@ -7,6 +7,7 @@ import sys
 
 import pytest
 
+from inference import infotext
 from inference.infotext import build_infotext, parse_infotext, quote, request_infotext
 from inference.protocol import (
     LANCZOS,
@@ -258,3 +259,18 @@ def test_bot_side_modules_do_not_import_torch():
         "assert not heavy, heavy\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_a_last_line_too_long_for_parameters_stays_prompt_text():
+    """A1111's parameter regex backtracks over long runs (30,000 "a"s took 5 s on the bot's
+    event loop): past MAX_PARAMETERS_LINE the last line is prompt text, unread. A real line,
+    three ControlNet units and all, is well within it."""
+    flood = "a" * (infotext.MAX_PARAMETERS_LINE + 1)
+    assert parse_infotext("a cat\n" + flood) == {"Prompt": "a cat\n" + flood, "Negative prompt": ""}
+    units = ", ".join(
+        f'ControlNet {i}: "Module: canny, Model: control_v11p_sd15_canny, Weight: 1, Resize Mode: Crop and Resize, '
+        'Processor Res: 512, Threshold A: 100, Threshold B: 200, Guidance Start: 0, Guidance End: 1"'
+        for i in range(3)
+    )
+    read = parse_infotext(f"a cat\nSteps: 20, Sampler: Euler a, CFG scale: 7, Seed: 5, Size: 512x512, {units}")
+    assert read["Steps"] == "20" and read["ControlNet 2"].startswith("Module: canny")
