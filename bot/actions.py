@@ -471,6 +471,9 @@ async def reroll(interaction: discord.Interaction, job_id: int) -> None:
     job = await bot.queue.require(job_id)
     check_not_removed(job)
     _check_model_still_there(bot, job)
+    for path, what in ((job.init_image_path, "source image"), (job.mask_path, "mask")):
+        if path is not None and not Path(path).is_file():
+            raise ImageUnavailable(f"The {what} of job #{job.id} is no longer on disk, so it can't be rerolled.")
     await submit(interaction, reroll_of(job))
 
 

@@ -176,3 +176,27 @@ async def test_bad_uploads_and_options_are_refused_privately(harness):
     harness.bot.settings = harness.settings
 
     assert await harness.job_count() == 0
+
+
+async def test_reroll_of_an_img2img_result_works_on_the_same_source(harness):
+    """Reroll is the same parameters with new seeds: under an img2img result that is img2img of
+    the same upload (it was txt2img, the source left unused in its row); with the source gone it
+    is refused privately, nothing queued."""
+    alice = harness.member("alice")
+    answer, job, message = await run_command(
+        harness, alice, "img2img", image=("photo.png", noise_png(64, 64)), prompt="a watercolour", strength=0.5,
+        seed=5, count=1, steps=2,
+    )
+    await alice.click(message, label="Reroll")
+    rerolled = await harness.wait_for_job((await harness.latest_job()).id)
+    assert rerolled.id != job.id and rerolled.status == JobStatus.COMPLETED, rerolled.error
+    assert (rerolled.kind, rerolled.init_image_path, rerolled.denoising_strength) == (
+        JobKind.IMG2IMG, job.init_image_path, 0.5
+    )
+    assert rerolled.seed != job.seed and rerolled.parent_job_id == job.id
+
+    Path(job.init_image_path).unlink()
+    refused = await alice.click(message, label="Reroll")
+    assert "The source image of job #1 is no longer on disk" in private_answer(refused)
+    harness.expect_user_errors()
+    assert await harness.job_count() == 2

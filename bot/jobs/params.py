@@ -474,11 +474,12 @@ def job_columns(params: JobParameters) -> dict[str, object]:
 
 
 def reroll_of(job: Job) -> JobParameters:
-    """Same parameters, new seeds (and no variation): Midjourney's 🔄. A plot stays a plot
-    (its cells keep what they set, a Seed axis's seeds included)."""
+    """Same parameters, new seeds (and no variation): Midjourney's 🔄. The workflow stays: an
+    img2img, inpaint or outpaint reroll works on the same source image and mask, a plot stays a
+    plot (its cells keep what they set, a Seed axis's seeds included); a variation is txt2img."""
     return replace(
         parameters_of(job),
-        kind=JobKind.PLOT if job.kind == JobKind.PLOT else JobKind.TXT2IMG,
+        kind=JobKind.TXT2IMG if job.kind == JobKind.VARIATION else JobKind(job.kind),
         seed=random_seed(),
         subseed=None,
         subseed_strength=0.0,
