@@ -165,8 +165,7 @@ def build_model(kind: str, folder: str | Path) -> Path:
 def build_taesd(kind: str, folder: str | Path) -> Path:
     """TAESD in random weights for previews of ``kind``'s latents: the real architecture
     (AutoencoderTiny's defaults are madebyollin/taesd's config: 2.4 M parameters, half of
-    them the decoder previews run),
-    or inference/tiny.py's few-channel one for the tiny model."""
+    them the decoder previews run), or inference/tiny.py's few-channel one for the tiny model."""
     if kind == "tiny":
         from inference.tiny import build_tiny_taesd
 

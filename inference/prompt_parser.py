@@ -259,17 +259,14 @@ def bracket_groups(prompt: str) -> list[tuple[bool, str]]:
             closing[opened.pop()] = index
         index += 1
     pieces: list[tuple[bool, str]] = []
-    start = index = 0
-    while index < len(prompt):
-        if prompt[index] == "\\":
-            index += 2
-        elif index in closing:
-            if start < index:
-                pieces.append((False, prompt[start:index]))
-            pieces.append((True, prompt[index:closing[index] + 1]))
-            start = index = closing[index] + 1
-        else:
-            index += 1
+    start = 0
+    for opening in sorted(closing):
+        if opening < start:
+            continue  # nested in the group before
+        if start < opening:
+            pieces.append((False, prompt[start:opening]))
+        pieces.append((True, prompt[opening:closing[opening] + 1]))
+        start = closing[opening] + 1
     if start < len(prompt):
         pieces.append((False, prompt[start:]))
     return pieces
@@ -282,10 +279,8 @@ def _simple_group_schedule(
     grammar: "[a|b]" alternates, "[from:to:when]" and "[to:when]" edit, "[word]" stays text.
     A group without ":", "|" or an escape stays text too, whatever it nests. None for any
     other group: the grammar decides those."""
-    if not _needs_grammar(group) and not _SIMPLE_GROUP.fullmatch(group):
-        return [(steps, group)]
     if not _SIMPLE_GROUP.fullmatch(group):
-        return None
+        return None if _needs_grammar(group) else [(steps, group)]
     inside = group[1:-1]
     if "|" in inside:
         if ":" in inside:
