@@ -88,6 +88,12 @@ async def test_old_jobs_images_expire_their_rows_stay_and_their_buttons_say_so(h
     assert (report.expired.jobs, report.expired.files) == (1, 2)
     assert not source.exists() and not any(path.exists() for path in files_of(upscale))
     assert (await run_retention_pass(harness.bot)).expired.jobs == 0
+    # /history re-runs a job from its parameters, but not one made from an image that expired.
+    listed = await alice.slash(harness.channel, "history")
+    rerun = private_answer(await alice.select(listed.response, [str(upscale.id)]))
+    assert f"The images of job #{upscale.id} expired after {KEEP_DAYS} days" in rerun and "cannot run again" in rerun
+    harness.expect_user_errors()
+    assert (await harness.job_count()) == 2
 
     entries = await audit_entries(harness, Action.IMAGES_EXPIRED)
     assert [entry.details for entry in entries] == [
