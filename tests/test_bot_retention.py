@@ -137,3 +137,34 @@ async def test_policy_show_tells_disk_usage_and_retention(harness):
     shown = private_text(await mod.slash(harness.channel, "admin policy show"))
     assert f"**Storage** (the whole bot): 3 files, {size / 1024 ** 2:.1f} MB in the outputs folder; database " in shown
     assert f"**Kept** (the bot's settings): images {KEEP_DAYS} days, audit log 90 days" in shown
+
+
+async def add_old_audit_entries(harness, count: int) -> None:
+    async with harness.db.session() as session, session.begin():
+        session.add_all(
+            AuditEntry(actor_id=1, action="job.queued", details="old", created_at=utcnow() - timedelta(days=100))
+            for _ in range(count)
+        )
+
+
+async def old_entries_left(harness) -> int:
+    async with harness.db.session() as session:
+        return await session.scalar(select(func.count()).select_from(AuditEntry).where(AuditEntry.details == "old"))
+
+
+async def test_the_bot_runs_the_pass_once_connected_and_then_every_day(harness):
+    await add_old_audit_entries(harness, 3)
+    await harness.restart()  # a bot starting on a database with a backlog
+
+    async def pruned() -> bool:
+        return await old_entries_left(harness) == 0
+
+    await harness.wait_for(pruned, "the retention pass after start-up")
+    await add_old_audit_entries(harness, 2)
+    await harness.env.advance_time(23 * 3600)
+    assert await old_entries_left(harness) == 2  # not before the day is over
+    await harness.env.advance_time(3600)
+    await harness.wait_for(pruned, "the next day's retention pass")
+    assert [entry.details for entry in await audit_entries(harness, Action.AUDIT_PRUNED)] == [
+        "3 audit entries older than 90 days deleted", "2 audit entries older than 90 days deleted",
+    ]
