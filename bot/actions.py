@@ -32,6 +32,7 @@ from bot.jobs.workflows import (
     without_workflow,
 )
 from bot.jobs.queue import CancelOutcome, Requester
+from bot.jobs.retention import expired_message
 from bot.policy import audit, gate
 from bot.prompts.prepare import prepare
 from bot.ui import buttons, confirm, embeds
@@ -192,6 +193,12 @@ def check_not_removed(job: Job) -> None:
         raise ImageUnavailable(f"The result of job #{job.id} was removed.")
 
 
+def check_files_kept(bot: SDBot, job: Job) -> None:
+    """A result whose images expired ([images] keep_days): every button says so."""
+    if job.files_expired_at is not None:
+        raise ImageUnavailable(expired_message(job, bot.settings.images.keep_days))
+
+
 async def submit(
     interaction: discord.Interaction, params: JobParameters, *, as_followup: bool = False, checked: bool = False
 ) -> Job:
@@ -287,6 +294,7 @@ async def cancel(interaction: discord.Interaction, job_id: int, *, by_moderator:
 async def _finished_image(bot: SDBot, job_id: int, index: int) -> tuple[Job, Image]:
     job = await bot.queue.require(job_id)
     check_not_removed(job)
+    check_files_kept(bot, job)
     if job.status != JobStatus.COMPLETED:
         raise ImageUnavailable(f"Job #{job.id} has not finished, so it has no images yet.")
     image = next((image for image in job.images if image.index == index), None)
@@ -399,6 +407,7 @@ async def remix(interaction: discord.Interaction, job_id: int, prompt: str, nega
     bot = bot_of(interaction)
     job = await bot.queue.require(job_id)
     check_not_removed(job)
+    check_files_kept(bot, job)
     _check_model_still_there(bot, job)
     user = await bot.queue.user(interaction.user.id)
     earlier = GenerationOptions(
@@ -470,6 +479,7 @@ async def reroll(interaction: discord.Interaction, job_id: int) -> None:
     bot = bot_of(interaction)
     job = await bot.queue.require(job_id)
     check_not_removed(job)
+    check_files_kept(bot, job)
     _check_model_still_there(bot, job)
     for path, what in ((job.init_image_path, "source image"), (job.mask_path, "mask")):
         if path is not None and not Path(path).is_file():

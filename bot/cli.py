@@ -2,6 +2,7 @@
 
     sdbot run                     migrate the database, start the worker, connect to Discord
     sdbot migrate                 bring the database schema up to date
+    sdbot backup PATH [--force]   a consistent copy of the database, safe while the bot runs
     sdbot generate "a prompt"     one job through the same queue and worker, no Discord
     sdbot make-tiny-model DIR     a tiny random-weight model folder, for smoke tests
 """
@@ -20,6 +21,7 @@ from bot.errors import UserError
 from bot.jobs.dispatcher import Dispatcher, WorkerStartError
 from bot.jobs.params import ASPECT_RATIOS, GenerationOptions, resolve_parameters
 from bot.jobs.queue import JobQueue, QueueEntry, Requester
+from db.backup import BackupError, backup_database
 from db.migrate import upgrade_database
 from db.models import Job, JobStatus
 from db.session import Database
@@ -60,6 +62,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         asyncio.run(_migrate(settings))
         print(f"Database at {settings.database_url} is up to date.")
         return 0
+    if args.command == "backup":
+        try:
+            written = backup_database(settings.database_url, args.path, force=args.force)
+        except BackupError as error:
+            print(f"Backup failed: {error}", file=sys.stderr)
+            return 2
+        print(f"Database backed up to {written}.")
+        return 0
     if args.command == "run":
         if not settings.discord.token:
             print(NO_TOKEN_HELP, file=sys.stderr)
@@ -74,6 +84,9 @@ def _parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True)
     commands.add_parser("run", help="migrate the database, start the worker and connect to Discord")
     commands.add_parser("migrate", help="bring the database schema up to date")
+    backup = commands.add_parser("backup", help="copy the database consistently, even while the bot runs (SQLite)")
+    backup.add_argument("path", help="the backup file to write")
+    backup.add_argument("--force", action="store_true", help="overwrite PATH if it exists")
     generate = commands.add_parser("generate", help="generate images locally, through the queue and worker")
     generate.add_argument("prompt")
     generate.add_argument("--negative-prompt")

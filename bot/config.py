@@ -88,6 +88,9 @@ class ImageSettings:
     # Zoom out and pan: the most pixels a pan adds, as a fraction of the image's side.
     pan_fraction: float = 0.5
     max_loopback: int = 8
+    # Image files of jobs finished more than this many days ago are deleted, once a day (their
+    # uploads too, where no newer job uses them); the rows stay. 0: kept forever.
+    keep_days: int = 0
 
 
 @dataclass(frozen=True)
@@ -144,6 +147,12 @@ class PolicySettings:
     # blurred), "spoiler" (posted behind a spoiler) or "withhold" (not posted). Flagged images
     # are logged for moderators in every case.
     flagged_action: str = "blur"
+    # Audit log entries older than this many days are deleted, once a day; 0: kept forever.
+    audit_retention_days: int = 365
+
+
+# The longest retention a setting accepts (100 years): more is a typo, not a policy.
+MAX_RETENTION_DAYS = 36500
 
 
 @dataclass(frozen=True)
@@ -262,6 +271,9 @@ class Settings:
         for name in ("max_upload_bytes", "max_upload_pixels", "max_upscaled_side", "max_hires_side", "max_loopback"):
             if getattr(images, name) < 1:
                 raise ConfigError(f"images.{name} must be at least 1, got {getattr(images, name)}")
+        for name, days in (("images.keep_days", images.keep_days), ("policy.audit_retention_days", self.policy.audit_retention_days)):
+            if not 0 <= days <= MAX_RETENTION_DAYS:
+                raise ConfigError(f"{name} must be a number of days from 0 (keep forever) to {MAX_RETENTION_DAYS}, got {days}")
 
     def model(self, name: str) -> ModelSettings | None:
         return next((model for model in self.models if model.name == name), None)

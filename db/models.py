@@ -62,6 +62,8 @@ class Job(Base):
         # The scheduler's hot queries: a status's jobs in order, and a user's jobs by status.
         Index("ix_jobs_status_id", "status", "id"),
         Index("ix_jobs_user_id_status", "user_id", "status"),
+        # The daily image-retention pass finds old jobs by when they finished (bot/retention.py).
+        Index("ix_jobs_finished_at", "finished_at"),
     )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
@@ -119,6 +121,9 @@ class Job(Base):
     # The result was removed by its owner or a moderator (the message, optionally the files).
     removed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     removed_by: Mapped[int | None] = mapped_column(BigInteger)
+    # Its image files (and uploads no other job uses) were deleted by [images] keep_days; the
+    # row stays for /history, the audit log and quotas.
+    files_expired_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
 
     # Derived work (reroll, variation, upscale, inpaint...) points at the job and image it came from.
     parent_job_id: Mapped[int | None] = mapped_column(ForeignKey("jobs.id", ondelete="SET NULL"))
@@ -276,6 +281,7 @@ class AuditEntry(Base):
     __table_args__ = (
         Index("ix_audit_log_guild_id_created_at", "guild_id", "created_at"),
         Index("ix_audit_log_guild_id_target_user_id", "guild_id", "target_user_id"),
+        Index("ix_audit_log_created_at", "created_at"),  # the daily prune (audit_retention_days)
     )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)

@@ -46,6 +46,9 @@ def test_files_and_environment_override(tmp_path):
         ("[limits]\nmin_size = 100\n", "limits.min_size must be a multiple of 8"),
         ("this is not toml", "is not valid TOML"),
         ('[worker]\nstart_method = "fork"\n', "worker.start_method must be one of spawn, forkserver, got 'fork'"),
+        ("[images]\nkeep_days = -1\n", "images.keep_days must be a number of days from 0 (keep forever) to 36500, got -1"),
+        ("[images]\nkeep_days = 100000\n", "images.keep_days must be a number of days from 0 (keep forever) to 36500"),
+        ("[policy]\naudit_retention_days = -30\n", "policy.audit_retention_days must be a number of days from 0"),
     ],
 )
 def test_bad_settings_are_named(tmp_path, text, message):

@@ -9,6 +9,7 @@ audited (bot.policy.audit), and mirrored to the server's log channel when it has
 
 from __future__ import annotations
 
+import asyncio
 import math
 from datetime import timedelta
 from typing import TYPE_CHECKING, Literal
@@ -20,7 +21,7 @@ from sqlalchemy import func, or_, select
 
 from bot import actions
 from bot.errors import InvalidOption, JobNotFound, NothingToDo
-from bot.jobs import removal
+from bot.jobs import removal, retention
 from bot.policy import audit, gate, rules, store
 from bot.ui.embeds import clip
 from db.base import utcnow
@@ -28,6 +29,7 @@ from db.models import AuditEntry
 
 if TYPE_CHECKING:
     from bot.client import SDBot
+    from bot.config import Settings
 
 REASON_LIMIT = 300  # characters of a ban reason kept
 AUDIT_PAGE_SIZE = 10
@@ -385,6 +387,10 @@ class Admin(commands.Cog):
             f"**Banned members**: {len(banned)} (/admin bans)",
             f"**Direct messages**: {'allowed' if self.bot.settings.policy.allow_dms else 'not allowed'} (the bot's setting)",
         ]
+        # Walking a large outputs folder can outlast Discord's 3 seconds: answer "thinking…" first.
+        await interaction.response.defer(ephemeral=True, thinking=True)
+        usage = await asyncio.to_thread(retention.disk_usage, self.bot.settings)
+        lines += _storage_lines(self.bot.settings, usage)
         await _send_embed(interaction, "This server's policy", lines)
 
 
@@ -401,6 +407,20 @@ def _roles_lines(policy: store.Policy) -> str:
     return f"**May use the bot**: {listed(policy.user_role_ids)}\n**May use costly features**: {listed(policy.costly_role_ids)}"
 
 
+def _storage_lines(settings: Settings, usage: retention.DiskUsage) -> list[str]:
+    database = "" if usage.database_bytes is None else f"; database {_megabytes(usage.database_bytes)}"
+    images_days, audit_days = settings.images.keep_days, settings.policy.audit_retention_days
+    return [
+        f"**Storage** (the whole bot): {usage.output_files} files, {_megabytes(usage.output_bytes)} in the outputs folder{database}",
+        f"**Kept** (the bot's settings): images {f'{images_days} days' if images_days else 'forever'}, "
+        f"audit log {f'{audit_days} days' if audit_days else 'forever'}",
+    ]
+
+
+def _megabytes(size: int) -> str:
+    return f"{size / 1024 ** 2:.1f} MB"
+
+
 def _limits_line(limits: store.Limits | store.RoleLimits) -> str:
     return (
         f"images per day {_show_limit(limits.images_per_day)}, cooldown {_show_limit(limits.cooldown_s, ' s')}, "
@@ -412,7 +432,8 @@ async def _send_embed(interaction: discord.Interaction, title: str, lines: list[
     embed = discord.Embed(title=title, description=clip("\n".join(lines), EMBED_LIMIT), colour=discord.Colour.dark_gold())
     if footer:
         embed.set_footer(text=footer)
-    await interaction.response.send_message(embed=embed, ephemeral=True, allowed_mentions=discord.AllowedMentions.none())
+    send = interaction.followup.send if interaction.response.is_done() else interaction.response.send_message
+    await send(embed=embed, ephemeral=True, allowed_mentions=discord.AllowedMentions.none())
 
 
 async def setup(bot: SDBot) -> None:

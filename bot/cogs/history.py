@@ -12,6 +12,7 @@ from discord.ext import commands
 from bot import safety
 from bot.actions import is_age_restricted
 from bot.errors import ImageUnavailable, JobNotFound, NotAllowed, NothingToDo
+from bot.jobs.retention import expired_message
 from bot.ui import buttons, embeds
 from bot.ui.history import HISTORY_ITEMS, history_message
 from db.models import Job, JobStatus
@@ -47,6 +48,8 @@ class History(commands.Cog):
                 f"The result of job #{found.id} was removed{files}, so it cannot be shown. "
                 "Its parameters are kept: pick it in /history to run it again."
             )
+        if found.files_expired_at is not None:
+            raise ImageUnavailable(expired_message(found, self.bot.settings.images.keep_days))
         if path is None or not Path(path).is_file():
             raise ImageUnavailable(
                 f"The images of job #{found.id} are no longer on disk, so it cannot be shown. "

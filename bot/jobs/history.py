@@ -15,6 +15,7 @@ from sqlalchemy import func, select
 
 from bot.errors import ImageUnavailable, InvalidOption
 from bot.jobs.params import JobParameters, parameters_of
+from bot.jobs.retention import expired_message
 from db.models import Job
 from inference.protocol import JobKind
 
@@ -93,5 +94,8 @@ def check_rerun(job: Job, settings: Settings) -> None:
         if not sizes_ok or job.width * job.height > limits.max_pixels:
             raise InvalidOption(f"Job #{job.id} is {job.width}x{job.height}, beyond this server's size limits now.")
     for path in (job.init_image_path, job.mask_path):
+        if path is not None and job.files_expired_at is not None:
+            made_from = expired_message(job, settings.images.keep_days, rerun_hint=False)
+            raise ImageUnavailable(f"{made_from} It was made from an image, which went with them, so it cannot run again.")
         if path is not None and not Path(path).is_file():
             raise ImageUnavailable(f"The input image of job #{job.id} is no longer on disk, so it cannot run again.")

@@ -40,7 +40,7 @@ async def remove_result(bot: SDBot, job_id: int, *, actor_id: int, remove_files:
     files_removed = 0
     if remove_files:
         paths = [image.path for image in job.images] + ([job.grid_path] if job.grid_path else [])
-        files_removed = await asyncio.to_thread(_unlink_all, paths)
+        files_removed = await asyncio.to_thread(unlink_all, paths)
     async with bot.queue.db.session() as session, session.begin():
         row = await session.get(Job, job.id)
         assert row is not None
@@ -68,7 +68,7 @@ async def delete_message(bot: SDBot, channel_id: int, message_id: int) -> bool:
         return False
 
 
-def _unlink_all(paths: list[str]) -> int:
+def unlink_all(paths: list[str]) -> int:
     removed = 0
     for path in paths:
         file = Path(path)

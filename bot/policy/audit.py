@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from datetime import datetime
 from enum import StrEnum
 from typing import TYPE_CHECKING
 
 import discord
+from sqlalchemy import delete, select
 
 from bot.policy import store
 from db.base import utcnow
@@ -20,6 +22,7 @@ from db.models import AuditEntry, Job, JobStatus
 
 if TYPE_CHECKING:
     from bot.client import SDBot
+    from db.session import Database
 
 log = logging.getLogger(__name__)
 DETAILS_LIMIT = 1000  # characters of details kept per entry (prompts can be 4000)
@@ -37,6 +40,8 @@ class Action(StrEnum):
     UNBANNED = "mod.unban"
     CANCELED_BY_MODERATOR = "mod.cancel"
     POLICY_CHANGED = "mod.policy"  # any /admin setting, term or role limit
+    AUDIT_PRUNED = "retention.audit"  # entries past [policy] audit_retention_days deleted
+    IMAGES_EXPIRED = "retention.images"  # image files past [images] keep_days deleted
 
 
 async def record(
@@ -79,6 +84,25 @@ async def drain_mirrors() -> None:
     """Wait for the log-channel messages in flight (shutdown, tests)."""
     while _mirrors:
         await asyncio.gather(*list(_mirrors), return_exceptions=True)
+
+
+PRUNE_BATCH = 5000  # rows per transaction: SQLite's one writer is never held for long
+
+
+async def prune_audit(db: Database, older_than: datetime, batch: int = PRUNE_BATCH) -> int:
+    """Delete the entries written before `older_than`, oldest first, `batch` rows per
+    transaction, so jobs and commands get the writer between batches; the count deleted."""
+    deleted = 0
+    while True:
+        oldest = select(AuditEntry.id).where(AuditEntry.created_at < older_than).order_by(AuditEntry.created_at).limit(batch)
+        async with db.session() as session, session.begin():
+            result = await session.execute(
+                delete(AuditEntry).where(AuditEntry.id.in_(oldest.scalar_subquery())),
+                execution_options={"synchronize_session": False},
+            )
+        deleted += result.rowcount
+        if result.rowcount < batch:
+            return deleted
 
 
 def job_summary(job: Job) -> str:

@@ -36,6 +36,8 @@ def history_line(job: Job) -> str:
     when = f"<t:{int(job.created_at.timestamp())}:R>"
     prompt = clip(" ".join(job.prompt.split()), PROMPT_CHARS) or "(no prompt)"
     state = f"{job.status}, result removed" if job.removed_at is not None else job.status
+    if job.files_expired_at is not None:
+        state = f"{state}, images expired"
     line = f"**#{job.id}** · {state} · {when}\n{prompt} · seed {job.seed} · {job.model}"
     # A removed result's message is gone, and a private one (no message id) has no link.
     link = job_link(job) if job.removed_at is None else None

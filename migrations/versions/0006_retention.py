@@ -1,0 +1,31 @@
+"""retention: when a job's image files expired, and indexes for the daily retention passes
+
+Revision ID: 0006
+Revises: 0004
+Create Date: 2026-12-06
+"""
+
+from collections.abc import Sequence
+
+import sqlalchemy as sa
+from alembic import op
+
+revision: str = "0006"
+down_revision: str | None = "0004"
+branch_labels: str | Sequence[str] | None = None
+depends_on: str | Sequence[str] | None = None
+
+
+def upgrade() -> None:
+    with op.batch_alter_table("jobs") as batch:
+        batch.add_column(sa.Column("files_expired_at", sa.DateTime(), nullable=True))
+    # The daily passes read old rows by age: without these, each would scan the whole table.
+    op.create_index("ix_jobs_finished_at", "jobs", ["finished_at"])
+    op.create_index("ix_audit_log_created_at", "audit_log", ["created_at"])
+
+
+def downgrade() -> None:
+    op.drop_index("ix_audit_log_created_at", table_name="audit_log")
+    op.drop_index("ix_jobs_finished_at", table_name="jobs")
+    with op.batch_alter_table("jobs") as batch:
+        batch.drop_column("files_expired_at")
