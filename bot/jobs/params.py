@@ -15,7 +15,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, fields, replace
 from typing import TYPE_CHECKING, TypeVar
 
-from bot.errors import InvalidOption
+from bot.errors import InvalidOption, echo, listed
 from inference.protocol import (
     LANCZOS,
     LATENT,
@@ -178,15 +178,14 @@ def resolve_parameters(
 def check_model(settings: Settings, name: str) -> ModelSettings:
     model = settings.model(name)
     if model is None:
-        known = ", ".join(m.name for m in settings.models)
-        raise InvalidOption(f"Unknown model `{name}`. Available models: {known}.")
+        raise InvalidOption(f"Unknown model `{echo(name)}`. Available models: {listed(m.name for m in settings.models)}.")
     return model
 
 
 def check_sampler(name: str) -> str:
     sampler = find_sampler(name)
     if sampler is None:
-        raise InvalidOption(f"Unknown sampler `{name}`. Samplers: {', '.join(SAMPLER_NAMES)}.")
+        raise InvalidOption(f"Unknown sampler `{echo(name)}`. Samplers: {', '.join(SAMPLER_NAMES)}.")
     return sampler
 
 
@@ -245,7 +244,7 @@ def check_upscaler_name(settings: Settings, name: str) -> str:
     known = [LANCZOS, *upscaler_files(settings.images.upscaler_dirs)]
     match = next((k for k in known if k.casefold() == name.casefold()), None)
     if match is None:
-        raise InvalidOption(f"Unknown upscaler `{name}`. Available: {', '.join(known)}.")
+        raise InvalidOption(f"Unknown upscaler `{echo(name)}`. Available: {listed(known)}.")
     return match
 
 
@@ -349,7 +348,7 @@ def parse_aspect(aspect: str) -> tuple[int, int]:
     match = re.fullmatch(r"\s*(\d{1,5})\s*:\s*(\d{1,5})\s*", aspect)
     if match is None or 0 in (int(match[1]), int(match[2])):
         raise InvalidOption(
-            f"Unknown aspect ratio `{aspect}`: give it as width:height, for example "
+            f"Unknown aspect ratio `{echo(aspect)}`: give it as width:height, for example "
             f"{', '.join(ASPECT_RATIOS)}."
         )
     return int(match[1]), int(match[2])

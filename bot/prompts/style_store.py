@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 from sqlalchemy import or_, select
 
-from bot.errors import InvalidOption, NothingToDo
+from bot.errors import InvalidOption, NothingToDo, echo
 from db.models import Style
 from db.session import Database
 
@@ -44,7 +44,7 @@ def clean_name(name: str) -> str:
     if len(name) > MAX_NAME_LENGTH:
         raise InvalidOption(f"A style name may be {MAX_NAME_LENGTH} characters long, got {len(name)}.")
     if "," in name:
-        raise InvalidOption(f"A style name cannot hold a comma (several styles are given comma-separated): `{name}`.")
+        raise InvalidOption(f"A style name cannot hold a comma (several styles are given comma-separated): `{echo(name)}`.")
     return name
 
 
@@ -79,7 +79,7 @@ async def find_styles(db: Database, names: list[str], user_id: int, guild_id: in
         style = next((s for s in styles if s.name.casefold() == name.casefold()), None)
         if style is None:
             where = " or on this server" if guild_id is not None else ""
-            raise InvalidOption(f"You have no style named `{name}`{where}. See /style list.")
+            raise InvalidOption(f"You have no style named `{echo(name)}`{where}. See /style list.")
         found.append(style)
     return found
 
@@ -116,7 +116,7 @@ async def delete_style(db: Database, scope: Scope, name: str) -> str:
         rows = await session.scalars(select(Style).where(_where(scope)))
         style = next((s for s in rows if s.name.casefold() == wanted), None)
         if style is None:
-            raise NothingToDo(f"There is no {scope.label} named `{name}`. See /style list.")
+            raise NothingToDo(f"There is no {scope.label} named `{echo(name)}`. See /style list.")
         await session.delete(style)
         return style.name
 
