@@ -11,6 +11,8 @@ from collections.abc import Iterable
 
 from discord import app_commands
 
+from bot.prompts.cleaning import clean_prompt_text
+
 # How much of what a member typed a refusal repeats, and how many names it lists: Discord
 # refuses a message over 2,000 characters, and the member then gets no answer at all.
 ECHO_LIMIT = 100
@@ -20,8 +22,9 @@ LISTED_NAME_LIMIT = 40
 
 def echo(text: object, limit: int = ECHO_LIMIT) -> str:
     """What a member typed, fit to quote between backticks in a reply: on one line, cut to
-    ``limit`` characters, unable to end the quote (no backtick) or to ping (@everyone, <@id>)."""
-    one_line = " ".join(str(text).split()).replace("`", "'").replace("@", "@\u200b")
+    ``limit`` characters, unable to end the quote (no backtick) or to ping (@everyone, <@id>),
+    and without the control characters that would garble the answer (bot.prompts.cleaning)."""
+    one_line = " ".join(clean_prompt_text(str(text)).split()).replace("`", "'").replace("@", "@\u200b")
     return one_line if len(one_line) <= limit else one_line[: limit - 1] + "…"
 
 

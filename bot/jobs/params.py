@@ -16,6 +16,7 @@ from dataclasses import asdict, dataclass, field, fields, replace
 from typing import TYPE_CHECKING, TypeVar
 
 from bot.errors import InvalidOption, echo, listed
+from bot.prompts.cleaning import clean_prompt_text
 from inference.protocol import (
     LANCZOS,
     LATENT,
@@ -53,7 +54,8 @@ ASPECT_RATIOS: dict[str, tuple[int, int]] = {
 
 @dataclass(frozen=True)
 class GenerationOptions:
-    """The options of /imagine as typed; None means "not given"."""
+    """The options of /imagine as typed; None means "not given". Every command, form and
+    /pnginfo's Re-run builds these: the prompts are cleaned here, once (bot.prompts.cleaning)."""
 
     prompt: str
     negative_prompt: str | None = None
@@ -67,6 +69,11 @@ class GenerationOptions:
     count: int | None = None
     model: str | None = None
     tiling: bool | None = None  # seamless tiling (--tile in the prompt)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "prompt", clean_prompt_text(self.prompt or ""))
+        if self.negative_prompt is not None:
+            object.__setattr__(self, "negative_prompt", clean_prompt_text(self.negative_prompt))
 
 
 @dataclass(frozen=True)
@@ -203,6 +210,7 @@ def check_cfg(cfg_scale: float, limits: LimitSettings) -> float:
 
 
 def check_negative_prompt(negative: str, limits: LimitSettings) -> str:
+    negative = clean_prompt_text(negative)
     if len(negative) > limits.max_prompt_length:
         raise InvalidOption(
             f"The negative prompt is {len(negative)} characters long; the limit is {limits.max_prompt_length}."

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from sqlalchemy import or_, select
 
 from bot.errors import InvalidOption, NothingToDo, echo
+from bot.prompts.cleaning import clean_prompt_text
 from db.models import Style
 from db.session import Database
 
@@ -94,15 +95,15 @@ async def add_style(db: Database, scope: Scope, name: str, prompt: str, negative
                 f"There is already a {scope.label} named `{name}`: delete it first, or pick another name."
             )
         style = Style(
-            user_id=scope.user_id, guild_id=scope.guild_id, name=name, prompt=prompt.strip(),
-            negative_prompt=negative_prompt.strip(), created_by=created_by,
+            user_id=scope.user_id, guild_id=scope.guild_id, name=name, prompt=clean_prompt_text(prompt).strip(),
+            negative_prompt=clean_prompt_text(negative_prompt).strip(), created_by=created_by,
         )
         session.add(style)
     return style
 
 
 def _check_texts(prompt: str, negative_prompt: str) -> None:
-    if not prompt.strip() and not negative_prompt.strip():
+    if not clean_prompt_text(prompt).strip() and not negative_prompt.strip():
         raise InvalidOption("A style needs a prompt or a negative prompt.")
     for what, text in (("prompt", prompt), ("negative prompt", negative_prompt)):
         if len(text) > MAX_STYLE_TEXT:
@@ -158,7 +159,8 @@ def parse_styles_csv(data: bytes) -> tuple[list[tuple[str, str, str]], list[str]
             except InvalidOption as error:
                 skipped.append(f"row {number}: {error.message}")
                 continue
-            rows.append((name, row.get("prompt", "").strip(), row.get("negative_prompt", "").strip()))
+            prompt, negative = (clean_prompt_text(row.get(key, "")).strip() for key in ("prompt", "negative_prompt"))
+            rows.append((name, prompt, negative))
     except csv.Error as error:
         raise InvalidOption(f"The file is not valid CSV ({error}).") from None
     return rows, skipped
