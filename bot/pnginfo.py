@@ -5,8 +5,9 @@ JPEG's or WebP's EXIF UserComment (tag 0x9286), which A1111 writes through piexi
 b"UNICODE\\0" and UTF-16 big-endian. Other tools write it little-endian, or with the "ASCII\\0\\0\\0"
 prefix, or none: all are read; a comment that does not decode is refused, not guessed at. A PNG
 with several "parameters" chunks is read as PIL (and so A1111) reads it: the last one, and the
-answer says so. The text is cleaned as every prompt is (bot.prompts.cleaning). The upload is opened with bot.inputs' checks (size before the
-download, decompression bombs) and never decoded beyond what reading its metadata needs.
+answer says so. The text is cleaned as every prompt is (bot.prompts.cleaning). The upload is
+opened with bot.inputs' checks (size before the download, decompression bombs) and never decoded
+beyond what reading its metadata needs.
 
 Torch-free: the bot uses it; the parsing itself is inference.infotext's, as the worker writes it.
 """

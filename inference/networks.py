@@ -308,7 +308,8 @@ def read_state_dict(path: Path, what: str) -> dict[str, torch.Tensor]:
         ) from None
     except Exception as exc:
         log.warning("%s (%s) cannot be read", what, path, exc_info=True)
-        raise InvalidRequestError(f"{what} cannot be read", detail=f"{type(exc).__name__}: {_first_line(exc)}") from None
+        detail = f"{type(exc).__name__}: {_first_line(exc)}"
+        raise InvalidRequestError(f"{what} cannot be read", detail=detail) from None
     if isinstance(data, Mapping) and isinstance(data.get("state_dict"), Mapping):
         data = data["state_dict"]  # some trainers wrap the weights
     if isinstance(data, torch.Tensor):

@@ -97,8 +97,8 @@ def jpeg_with_comment(comment: bytes) -> bytes:
 async def test_control_and_bidi_characters_never_reach_a_jobs_prompt(harness):
     alice = harness.member("alice")
     result = await alice.slash(
-        harness.channel, "imagine", prompt="a red\x00 fox\u202e xof\u202c\nin snow\x1b[31m", negative_prompt="blur\u2066ry\u2069",
-        count=1,
+        harness.channel, "imagine", prompt="a red\x00 fox\u202e xof\u202c\nin snow\x1b[31m",
+        negative_prompt="blur\u2066ry\u2069", count=1,
     )
     job = await harness.wait_for_job((await harness.latest_job()).id)
     assert (job.prompt, job.negative_prompt) == ("a red fox xof in snow[31m", "blurry")

@@ -185,7 +185,8 @@ def resolve_parameters(
 def check_model(settings: Settings, name: str) -> ModelSettings:
     model = settings.model(name)
     if model is None:
-        raise InvalidOption(f"Unknown model `{echo(name)}`. Available models: {listed(m.name for m in settings.models)}.")
+        known = listed(m.name for m in settings.models)
+        raise InvalidOption(f"Unknown model `{echo(name)}`. Available models: {known}.")
     return model
 
 

@@ -45,7 +45,9 @@ def clean_name(name: str) -> str:
     if len(name) > MAX_NAME_LENGTH:
         raise InvalidOption(f"A style name may be {MAX_NAME_LENGTH} characters long, got {len(name)}.")
     if "," in name:
-        raise InvalidOption(f"A style name cannot hold a comma (several styles are given comma-separated): `{echo(name)}`.")
+        raise InvalidOption(
+            f"A style name cannot hold a comma (several styles are given comma-separated): `{echo(name)}`."
+        )
     return name
 
 
