@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 import discord
 
 from bot import inputs, safety
-from bot.errors import ImageUnavailable, InvalidOption, NotAllowed, UserError
+from bot.errors import ImageUnavailable, InvalidOption, NotAllowed, UserError, echo
 from bot.jobs.params import (
     GenerationOptions,
     JobParameters,
@@ -103,6 +103,9 @@ async def replace_thinking(interaction: discord.Interaction, **fields: Any) -> d
 
 
 async def send_private(interaction: discord.Interaction, text: str) -> None:
+    """Every private answer (refusals, the error handlers' replies) goes out here: cut to what
+    Discord takes, since a message it refuses as too long leaves the member with no answer."""
+    text = embeds.clip(text, confirm.MESSAGE_LIMIT)
     if interaction.response.is_done():
         await withdraw_thinking(interaction, "Not queued.")
         await interaction.followup.send(text, ephemeral=True)
@@ -460,7 +463,7 @@ def parse_strength(text: str) -> float:
     try:
         value = float(text.strip().replace(",", "."))
     except ValueError:
-        raise InvalidOption(f"The denoising strength must be a number between 0 and 1, got `{text}`.") from None
+        raise InvalidOption(f"The denoising strength must be a number between 0 and 1, got `{echo(text)}`.") from None
     if not 0.0 <= value <= 1.0:
         raise InvalidOption(f"The denoising strength must be between 0 and 1, got {value:g}.")
     return value

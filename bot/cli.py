@@ -16,7 +16,7 @@ import subprocess
 import sys
 from collections.abc import Sequence
 
-from bot.config import ConfigError, Settings, load_settings
+from bot.config import ConfigError, Settings, load_settings, without_password
 from bot.errors import UserError
 from bot.jobs.dispatcher import Dispatcher, WorkerStartError
 from bot.jobs.params import ASPECT_RATIOS, GenerationOptions, resolve_parameters
@@ -60,7 +60,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     if args.command == "migrate":
         asyncio.run(_migrate(settings))
-        print(f"Database at {settings.database_url} is up to date.")
+        print(f"Database at {without_password(settings.database_url)} is up to date.")
         return 0
     if args.command == "backup":
         try:

@@ -4,13 +4,15 @@ Order of precedence, lowest first: the defaults below (which `config.example.tom
 one for one; a test keeps the two in step), then `config.toml`, then environment variables:
 `SDBOT__SECTION__KEY=value` (or `SDBOT__KEY` for top-level keys; values are read as TOML
 literals when they parse as one, else as strings), and `DISCORD_TOKEN` for the token.
-The token is never printed: it is excluded from the dataclass repr.
+The token is never printed: it is excluded from the dataclass repr, and a configuration error
+names a secret setting without its value (SECRET_SETTINGS, without_password).
 """
 
 from __future__ import annotations
 
 import multiprocessing
 import os
+import re
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields, is_dataclass
@@ -23,6 +25,11 @@ from inference.upscaler_files import upscaler_files
 from inference.samplers import SAMPLERS
 
 ENV_PREFIX = "SDBOT__"
+# Settings whose value no message shows, even a wrong one: an error names the setting and the
+# type it was given, since a mistyped secret is still most of the secret.
+SECRET_SETTINGS = frozenset({"discord.token"})
+# The password of a URL (postgresql://user:password@host/db), up to the last "@" before the host.
+_URL_PASSWORD = re.compile(r"(://[^:/@\s]*:)[^\s]*@")
 
 
 class ConfigError(Exception):
@@ -375,12 +382,24 @@ def _check_type(key: str, value: Any, hint: Any) -> Any:
         item = hint.__args__[0]
         if isinstance(value, list) and all(isinstance(v, item) for v in value):
             return tuple(value)
-        raise ConfigError(f"{key} must be an array of {item.__name__}, got {value!r}")
+        raise ConfigError(f"{key} must be an array of {item.__name__}, got {_shown(key, value)}")
     allowed = getattr(hint, "__args__", (hint,))
     if float in allowed and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
     if any(t is not type(None) and isinstance(value, t) and not (t is int and isinstance(value, bool)) for t in allowed):
         return value
     names = " or ".join(getattr(t, "__name__", str(t)) for t in allowed if t is not type(None))
-    raise ConfigError(f"{key} must be {names}, got {value!r}")
+    raise ConfigError(f"{key} must be {names}, got {_shown(key, value)}")
+
+
+def without_password(text: str) -> str:
+    """Text with the password of every URL in it replaced by ***: a database URL may hold one,
+    and the URL is printed (the CLI) or echoed by a configuration error."""
+    return _URL_PASSWORD.sub(r"\1***@", text)
+
+
+def _shown(key: str, value: Any) -> str:
+    if key in SECRET_SETTINGS:
+        return f"a {type(value).__name__} (not shown: it is a secret)"
+    return without_password(repr(value))
 

@@ -7,7 +7,33 @@ user gets a short apology. The console CLI prints the same messages.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 from discord import app_commands
+
+from bot.prompts.cleaning import clean_prompt_text
+
+# How much of what a member typed a refusal repeats, and how many names it lists: Discord
+# refuses a message over 2,000 characters, and the member then gets no answer at all.
+ECHO_LIMIT = 100
+LISTED_NAMES = 10
+LISTED_NAME_LIMIT = 40
+
+
+def echo(text: object, limit: int = ECHO_LIMIT) -> str:
+    """What a member typed, fit to quote between backticks in a reply: on one line, cut to
+    ``limit`` characters, unable to end the quote (no backtick) or to ping (@everyone, <@id>),
+    and without the control characters that would garble the answer (bot.prompts.cleaning)."""
+    one_line = " ".join(clean_prompt_text(str(text)).split()).replace("`", "'").replace("@", "@\u200b")
+    return one_line if len(one_line) <= limit else one_line[: limit - 1] + "…"
+
+
+def listed(names: Iterable[str], limit: int = LISTED_NAMES) -> str:
+    """Names for a refusal's "Available: ..." list: the first few, each clipped, and how many
+    more there are (a server may have hundreds of LoRAs or upscalers)."""
+    names = list(names)
+    shown = ", ".join(echo(name, LISTED_NAME_LIMIT) for name in names[:limit])
+    return f"{shown} and {len(names) - limit} more" if len(names) > limit else shown
 
 
 class UserError(app_commands.AppCommandError):

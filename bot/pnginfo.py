@@ -3,8 +3,11 @@
 Where A1111 (and the bot) write it: a PNG's "parameters" text chunk (tEXt, iTXt or zTXt); a
 JPEG's or WebP's EXIF UserComment (tag 0x9286), which A1111 writes through piexif as
 b"UNICODE\\0" and UTF-16 big-endian. Other tools write it little-endian, or with the "ASCII\\0\\0\\0"
-prefix, or none: all are read. The upload is opened with bot.inputs' checks (size before the
-download, decompression bombs) and never decoded beyond what reading its metadata needs.
+prefix, or none: all are read; a comment that does not decode is refused, not guessed at. A PNG
+with several "parameters" chunks is read as PIL (and so A1111) reads it: the last one, and the
+answer says so. The text is cleaned as every prompt is (bot.prompts.cleaning). The upload is
+opened with bot.inputs' checks (size before the download, decompression bombs) and never decoded
+beyond what reading its metadata needs.
 
 Torch-free: the bot uses it; the parsing itself is inference.infotext's, as the worker writes it.
 """
@@ -13,13 +16,15 @@ from __future__ import annotations
 
 import asyncio
 import secrets
+import struct
 import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from bot.errors import InvalidOption
+from bot.errors import InvalidOption, echo
 from bot.inputs import DECODE_ERRORS, download, open_image
 from bot.jobs.params import GenerationOptions
+from bot.prompts.cleaning import clean_prompt_text
 from inference.infotext import NEGATIVE_PROMPT_KEY, PROMPT_KEY, parse_infotext
 from inference.protocol import LATENT
 from inference.samplers import find_sampler
@@ -36,6 +41,8 @@ USER_COMMENT = 0x9286
 UNICODE_PREFIX = b"UNICODE\0"
 ASCII_PREFIX = b"ASCII\0\0\0"
 UNDEFINED_PREFIX = b"\0" * 8
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+TEXT_CHUNK_TYPES = (b"tEXt", b"zTXt", b"iTXt")
 # How long parsed parameters are kept for a "Re-run here" button (bot.cogs.pnginfo).
 KEEP_S = 15 * 60
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".webp", ".gif", ".bmp", ".tif", ".tiff")
@@ -45,12 +52,20 @@ class NoInfotext(Exception):
     """The image has no generation parameters; the message says so to the user."""
 
 
-def read_infotext_bytes(data: bytes, max_pixels: int, label: str) -> str | None:
-    """The infotext in an image file, or None; InvalidOption when it is not an image."""
+def read_infotext_bytes(data: bytes, max_pixels: int, label: str, notes: list[str] | None = None) -> str | None:
+    """The infotext in an image file, or None; InvalidOption when it is not an image, or when
+    its EXIF comment does not decode. ``notes``: what the member should know about the read."""
     image = open_image(data, max_pixels, label)
+    chunks = parameters_chunk_count(data)
+    if chunks > 1 and notes is not None:
+        notes.append(
+            f"This image has {chunks} \"{INFOTEXT_CHUNK}\" text chunks; the last one was read, as A1111 reads it."
+        )
     with image:
         text = image.info.get(INFOTEXT_CHUNK)
-        if not isinstance(text, str):
+        # Chunks after the pixels replace those before once the pixels are read: several
+        # chunks are read to the end, so that the last one wins whichever side it is on.
+        if not isinstance(text, str) or chunks > 1:
             try:
                 # Text chunks after the pixels are read only once the pixels are: the size was
                 # checked, so decoding is safe; a damaged image may still have its metadata.
@@ -60,7 +75,26 @@ def read_infotext_bytes(data: bytes, max_pixels: int, label: str) -> str | None:
             text = image.info.get(INFOTEXT_CHUNK)
         if not isinstance(text, str) or not text.strip():
             text = _exif_comment(image)
+    text = clean_prompt_text(text) if text else None
     return text.strip() if text and text.strip() else None
+
+
+def parameters_chunk_count(data: bytes) -> int:
+    """How many "parameters" text chunks (tEXt, zTXt, iTXt) a PNG file holds; 0 for other
+    files. Only the chunk headers are read, never the compressed data."""
+    if not data.startswith(PNG_SIGNATURE):
+        return 0
+    keyword = INFOTEXT_CHUNK.encode() + b"\0"
+    count, position = 0, len(PNG_SIGNATURE)
+    while position + 8 <= len(data):
+        length, kind = struct.unpack_from(">I4s", data, position)
+        start = position + 8
+        if kind in TEXT_CHUNK_TYPES and length >= len(keyword) and data.startswith(keyword, start):
+            count += 1
+        if kind == b"IEND":
+            break
+        position = start + length + 4  # the data, then its CRC
+    return count
 
 
 def _exif_comment(image) -> str | None:  # type: ignore[no-untyped-def]
@@ -77,20 +111,35 @@ def _exif_comment(image) -> str | None:  # type: ignore[no-untyped-def]
 
 
 def decode_user_comment(value: bytes) -> str | None:
-    """An EXIF UserComment's text: UTF-16 (either byte order) after "UNICODE\\0", else UTF-8."""
+    """An EXIF UserComment's text: UTF-16 (either byte order) after "UNICODE\\0", else UTF-8.
+
+    InvalidOption when it does not decode (a character code we do not read, such as JIS, or
+    broken UTF-16/UTF-8): a prompt made of replacement characters would be queued as garbage."""
     prefix, body = value[:8], value[8:]
-    if prefix == UNICODE_PREFIX:
-        if body[:2] in (b"\xfe\xff", b"\xff\xfe"):
-            text = body.decode("utf-16", errors="replace")
+    try:
+        if prefix == UNICODE_PREFIX:
+            if body[:2] in (b"\xfe\xff", b"\xff\xfe"):
+                text = body.decode("utf-16")
+            else:
+                # No byte-order mark: piexif (A1111) writes big-endian; some tools little-endian.
+                # ASCII text has its zero bytes first in big-endian, second in little-endian.
+                even, odd = body[0::2].count(0), body[1::2].count(0)
+                text = body.decode("utf-16-le" if odd > even else "utf-16-be")
+        elif prefix in (ASCII_PREFIX, UNDEFINED_PREFIX):
+            text = body.decode("utf-8")
+        elif b"\0" in prefix:  # a character-code prefix, but not one of the above
+            code = echo(prefix.rstrip(b"\0").decode("ascii", "replace"))
+            raise InvalidOption(
+                f"This image's EXIF comment is in a character code I can't read (`{code}`), "
+                "so its parameters were not used. Save it again from A1111, or use the original PNG."
+            )
         else:
-            # No byte-order mark: piexif (A1111) writes big-endian; some tools little-endian.
-            # ASCII text has its zero bytes first in big-endian, second in little-endian.
-            even, odd = body[0::2].count(0), body[1::2].count(0)
-            text = body.decode("utf-16-le" if odd > even else "utf-16-be", errors="replace")
-    elif prefix in (ASCII_PREFIX, UNDEFINED_PREFIX):
-        text = body.decode("utf-8", errors="replace")
-    else:
-        text = value.decode("utf-8", errors="replace")
+            text = value.decode("utf-8")
+    except UnicodeDecodeError:
+        raise InvalidOption(
+            "This image's EXIF comment is not text that decodes (broken UTF-16 or UTF-8), so its parameters "
+            "were not used. Save it again from A1111, or use the original PNG."
+        ) from None
     text = text.rstrip("\0").strip()
     return text or None
 
@@ -100,12 +149,15 @@ def is_image(attachment: discord.Attachment) -> bool:
     return content_type.startswith("image/") or attachment.filename.lower().endswith(IMAGE_EXTENSIONS)
 
 
-async def read_attachment(attachment: discord.Attachment, settings: Settings) -> dict[str, str]:
+async def read_attachment(
+    attachment: discord.Attachment, settings: Settings, notes: list[str] | None = None
+) -> dict[str, str]:
     """The parsed infotext of an uploaded image: {"Prompt": ..., "Steps": "20", ...}.
 
-    InvalidOption when it is too large or not an image; NoInfotext when it has none."""
+    InvalidOption when it is too large or not an image; NoInfotext when it has none. ``notes``
+    gets what the member should know about the read (which of several chunks)."""
     data, label = await download(attachment, settings)
-    text = await asyncio.to_thread(read_infotext_bytes, data, settings.images.max_upload_pixels, label)
+    text = await asyncio.to_thread(read_infotext_bytes, data, settings.images.max_upload_pixels, label, notes)
     if text is None:
         raise NoInfotext(
             f"No generation parameters found in this image: the {label} has no A1111 \"parameters\" text chunk "

@@ -25,6 +25,10 @@ class JobStatus(StrEnum):
 
 ACTIVE_STATUSES = (JobStatus.PENDING, JobStatus.RUNNING)
 FINAL_STATUSES = (JobStatus.COMPLETED, JobStatus.FAILED, JobStatus.CANCELED)
+# Job.error: the sentence members are shown, then after this mark what broke (an exception's
+# text, paths) for the log and the audit entry moderators read; in one column, so old rows
+# (a sentence alone) read the same.
+ERROR_DETAIL_MARK = "\nFor moderators: "
 
 
 class User(Base):
@@ -153,6 +157,11 @@ class Job(Base):
     @property
     def is_active(self) -> bool:
         return self.status in ACTIVE_STATUSES
+
+    @property
+    def member_error(self) -> str | None:
+        """The error as members see it: without what only moderators read (ERROR_DETAIL_MARK)."""
+        return None if self.error is None else self.error.partition(ERROR_DETAIL_MARK)[0]
 
 
 class Image(Base):

@@ -42,7 +42,14 @@ class JobCancelledError(Exception):
 
 
 class InvalidRequestError(ValueError):
-    """A request parameter is out of range; the message names it and is fit for the user."""
+    """A request parameter is out of range; the message names it and is fit for the user.
+
+    ``detail``: what broke underneath (a library's exception), for the log and the server's
+    moderators only: it may hold paths and class names members have no use for."""
+
+    def __init__(self, message: str, detail: str = "") -> None:
+        super().__init__(message)
+        self.detail = detail
 
 
 def validate_request(request: GenerateRequest) -> None:

@@ -153,8 +153,8 @@ def load_image(
             image.load()
             return convert(image)
     except (OSError, ValueError, Image.DecompressionBombError) as exc:
-        message = f"the {what} could not be read ({type(exc).__name__}); send it again"
-        raise InvalidRequestError(message) from exc
+        message = f"the {what} could not be read; send it again"
+        raise InvalidRequestError(message, detail=f"{type(exc).__name__}: {exc}") from exc
 
 
 @torch.no_grad()

@@ -415,11 +415,15 @@ def _report_failure(request: GenerateRequest, exc: Exception, send: Send, doing:
         free_accelerator_memory()
         send(JobFailed(request.job_id, _out_of_memory_message(request)))
     elif isinstance(exc, (UnknownModelError, InvalidRequestError)):
-        log.warning("job %s: rejected: %s", request.job_id, exc)
-        send(JobFailed(request.job_id, _shorten(str(exc))))
+        detail = getattr(exc, "detail", "")
+        log.warning("job %s: rejected: %s%s", request.job_id, exc, f" ({detail})" if detail else "")
+        send(JobFailed(request.job_id, _shorten(str(exc)), _shorten(detail)))
     else:
+        # The channel sees a sentence; the exception (paths, Errno, class names) is the log's
+        # and the moderators' (bot.policy.audit), through JobFailed.detail.
         log.exception("job %s failed", request.job_id, exc_info=exc)
-        send(JobFailed(request.job_id, _shorten(f"{doing} failed ({type(exc).__name__}: {exc}).")))
+        message = f"{doing} failed. The error was logged for the server's moderators."
+        send(JobFailed(request.job_id, message, _shorten(f"{type(exc).__name__}: {exc}")))
 
 
 def _out_of_memory_message(request: GenerateRequest) -> str:

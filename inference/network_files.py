@@ -28,8 +28,10 @@ EMBEDDING_SUFFIXES = (".safetensors", ".pt", ".bin")
 # A1111's Lora folder takes the same three kinds; diffusers converts kohya/A1111 key names from
 # a state dict whatever file it came from, so the worker reads .pt/.ckpt safely itself.
 LORA_SUFFIXES = (".safetensors", ".pt", ".ckpt")
-# How many names an "unknown LoRA" message lists; Discord replies are short.
-MAX_LISTED_NAMES = 25
+# How many names an "unknown LoRA" message lists, and how much of each it shows: Discord
+# refuses a reply over 2,000 characters, and the member then hears nothing.
+MAX_LISTED_NAMES = 10
+LISTED_NAME_LIMIT = 40
 
 # The tag types we read. Other <word:...> tags are left in the prompt as text: they are not ours.
 _LORA_TYPES = ("lora", "lyco")
@@ -101,10 +103,10 @@ def unknown_lora_message(name: str, known: Iterable[str]) -> str:
     """The user-facing refusal of a LoRA name: the bot and the worker say the same."""
     names = sorted(known, key=str.casefold)
     if not names:
-        return f"Unknown LoRA `{name}`: this server has no LoRAs installed."
-    listed = ", ".join(names[:MAX_LISTED_NAMES])
+        return f"Unknown LoRA `{_excerpt(name)}`: this server has no LoRAs installed."
+    listed = ", ".join(_excerpt(known_name, LISTED_NAME_LIMIT) for known_name in names[:MAX_LISTED_NAMES])
     more = f" and {len(names) - MAX_LISTED_NAMES} more" if len(names) > MAX_LISTED_NAMES else ""
-    return f"Unknown LoRA `{name}`. Available: {listed}{more}."
+    return f"Unknown LoRA `{_excerpt(name)}`. Available: {listed}{more}."
 
 
 def _find_files(dirs: Iterable[str | Path], suffixes: tuple[str, ...]) -> dict[str, Path]:
@@ -233,5 +235,7 @@ def _weight(tag: str, text: str) -> float:
 
 
 def _excerpt(text: str, limit: int = 80) -> str:
-    text = " ".join(text.split()).replace("`", "'")
+    """Text from a prompt, quoted in a message between backticks: one line, short, no backtick
+    to end the quote, no mention (@everyone) that pings."""
+    text = " ".join(text.split()).replace("`", "'").replace("@", "@\u200b")
     return text if len(text) <= limit else text[: limit - 1] + "…"

@@ -264,7 +264,8 @@ class ExtraNetworks:
             _delete_partial_adapter(pipe, adapter)
             raise InvalidRequestError(
                 f"LoRA `{lora.path.stem}` cannot be used with model `{model}` (a format or base "
-                f"model diffusers cannot load: {type(exc).__name__}: {_first_line(exc)})"
+                "model diffusers cannot load)",
+                detail=f"{type(exc).__name__}: {_first_line(exc)}",
             ) from exc
         if not any(adapter in names for names in pipe.get_list_adapters().values()):
             raise InvalidRequestError(f"LoRA `{lora.path.stem}` has no weights model `{model}` can use")
@@ -307,7 +308,8 @@ def read_state_dict(path: Path, what: str) -> dict[str, torch.Tensor]:
         ) from None
     except Exception as exc:
         log.warning("%s (%s) cannot be read", what, path, exc_info=True)
-        raise InvalidRequestError(f"{what} cannot be read ({type(exc).__name__})") from None
+        detail = f"{type(exc).__name__}: {_first_line(exc)}"
+        raise InvalidRequestError(f"{what} cannot be read", detail=detail) from None
     if isinstance(data, Mapping) and isinstance(data.get("state_dict"), Mapping):
         data = data["state_dict"]  # some trainers wrap the weights
     if isinstance(data, torch.Tensor):

@@ -364,6 +364,9 @@ class JobCompleted:
 class JobFailed:
     job_id: int
     message: str  # shown to the user as it is: say what went wrong and what to do
+    # What broke (exception class and text, paths), for the log and moderators, never shown
+    # in the channel: "" when the message says it all.
+    detail: str = ""
 
 
 @dataclass(frozen=True, slots=True)

@@ -55,8 +55,8 @@ def test_unexpected_errors_fail_the_job_with_a_short_message(runner, monkeypatch
     runner.run(tiny_request(job_id=9), lambda: False, sent.append)
     failed = sent[-1]
     assert isinstance(failed, JobFailed)
-    assert failed.message.startswith("Generation failed (RuntimeError: boom")
-    assert len(failed.message) <= jobs.MAX_FAILURE_MESSAGE
+    assert failed.message == "Generation failed. The error was logged for the server's moderators."
+    assert failed.detail.startswith("RuntimeError: boom") and len(failed.detail) <= jobs.MAX_FAILURE_MESSAGE
 
 
 def test_invalid_request_fails_naming_the_value(runner):

@@ -260,7 +260,7 @@ def test_a_write_that_fails_fails_its_job_and_the_worker_goes_on(worker_config, 
         writes.release(1)
         failed = worker.next_event()
         assert isinstance(failed, JobFailed) and failed.job_id == 1
-        assert failed.message.startswith("Saving the images failed") and "No space left" in failed.message
+        assert failed.message.startswith("Saving the images failed") and "No space left" in failed.detail
         writes.release(2)
         worker.commands.send(RunJob(tiny_request(job_id=2, steps=1)))
         assert isinstance(worker.events_until(JobCompleted)[-1], JobCompleted)

@@ -50,6 +50,19 @@ def test_run_without_a_token_explains_where_to_get_one(tmp_path, capsys, monkeyp
     assert "No Discord bot token" in err and "discord.com/developers" in err and "DISCORD_TOKEN" in err
 
 
+def test_a_wrong_secret_setting_is_named_but_never_printed(tmp_path, capsys, monkeypatch, settings):
+    config = write_config(tmp_path / "config.toml", settings)
+    monkeypatch.setenv("SDBOT__DISCORD__TOKEN", "1234567890")
+    assert cli.main(["--config", str(config), "migrate"]) == 2
+    err = capsys.readouterr().err
+    assert "discord.token must be str" in err and "1234567890" not in err
+    monkeypatch.delenv("SDBOT__DISCORD__TOKEN")
+    monkeypatch.setenv("SDBOT__DATABASE_URL", '["postgresql://sdbot:hunter2@db.example/sdbot"]')
+    assert cli.main(["--config", str(config), "migrate"]) == 2
+    err = capsys.readouterr().err
+    assert "postgresql://sdbot:***@db.example/sdbot" in err and "hunter2" not in err
+
+
 def test_generate_runs_a_job_through_the_queue_and_worker(tmp_path, capsys, settings):
     config = write_config(tmp_path / "config.toml", settings)
     code = cli.main(["--config", str(config), "generate", "a lighthouse", "--count", "2", "--seed", "5"])

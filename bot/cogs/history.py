@@ -79,7 +79,7 @@ class History(commands.Cog):
         if job.status == JobStatus.RUNNING:
             return f"Job #{job.id} is running now; it has no result to show yet."
         if job.status == JobStatus.FAILED:
-            return f"Job #{job.id} failed, so there is nothing to show: {job.error or 'no reason was recorded.'}"
+            return f"Job #{job.id} failed, so there is nothing to show: {job.member_error or 'no reason was recorded.'}"
         return f"Job #{job.id} was canceled, so there is nothing to show."
 
 

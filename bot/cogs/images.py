@@ -22,7 +22,7 @@ from discord.ext import commands
 from bot import actions, inputs
 from bot.cogs.imagine import matching_choices
 from bot.cogs.styles import style_autocomplete
-from bot.errors import InvalidOption
+from bot.errors import InvalidOption, echo
 from bot.jobs.params import MAX_SEED, GenerationOptions
 from bot.jobs.workflows import (
     MASKED_CONTENT,
@@ -219,7 +219,7 @@ class Images(commands.Cog):
         style: str | None = None,
     ) -> None:
         if direction not in SIDES:  # a choice in Discord; a stale client could send anything
-            raise InvalidOption(f"Unknown direction `{direction}`. Choose one of: {', '.join(SIDES)}.")
+            raise InvalidOption(f"Unknown direction `{echo(direction)}`. Choose one of: {', '.join(SIDES)}.")
         options = GenerationOptions(
             prompt=prompt, negative_prompt=negative_prompt, steps=steps, cfg_scale=cfg, sampler=sampler,
             seed=seed, model=model,

@@ -9,7 +9,7 @@ from discord import app_commands
 from discord.ext import commands
 
 from bot import actions
-from bot.errors import InvalidOption
+from bot.errors import InvalidOption, echo, listed
 from bot.prompts.networks import embedding_names, lora_names
 from bot.cogs.styles import style_autocomplete
 from bot.jobs.params import ASPECT_RATIOS, MAX_SEED, GenerationOptions, resolve_parameters
@@ -82,7 +82,7 @@ class Imagine(commands.Cog):
         # Discord's ranges above are wide on purpose: the server's own limits (config) are
         # checked here, with a message that says what this server allows.
         if embedding is not None and embedding not in (known := embedding_names(self.bot.settings)):
-            raise InvalidOption(f"Unknown embedding `{embedding}`. Available: {', '.join(known) or 'none'}.")
+            raise InvalidOption(f"Unknown embedding `{echo(embedding)}`. Available: {listed(known) or 'none'}.")
         options = GenerationOptions(
             prompt=with_networks(prompt, lora, lora_weight, embedding),
             negative_prompt=negative_prompt,

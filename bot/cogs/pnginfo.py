@@ -149,15 +149,15 @@ async def _answer(
 ) -> None:
     bot = actions.bot_of(interaction)
     await interaction.response.defer(ephemeral=True, thinking=True)
+    notes = [note] if note else []
     try:
-        params = await pnginfo.read_attachment(attachment, bot.settings)
+        params = await pnginfo.read_attachment(attachment, bot.settings, notes)
     except pnginfo.NoInfotext as error:
         await interaction.followup.send(str(error), ephemeral=True)
         return
     key = pnginfo.keep(params)
     view = discord.ui.View(timeout=None)  # a dynamic item: it never times out
     view.add_item(RerunButton(key, source))
-    notes = [note] if note else []
     if source is None:
         notes.append("Re-run here works for 15 minutes (the parameters of an upload are kept that long).")
     filename = attachment.filename.replace("`", "'")[:100]

@@ -272,9 +272,9 @@ class Dispatcher:
                     await self._report_final(job_id)
                 elif self.events is not None:
                     self.events.job_finished(completed)  # complete() returns it with its images
-            case JobFailed(job_id=job_id, message=message) if job_id in self.running:
+            case JobFailed(job_id=job_id, message=message, detail=detail) if job_id in self.running:
                 self._release(job_id)
-                await self.queue.fail(job_id, message)
+                await self.queue.fail(job_id, message, detail)
                 await self._report_final(job_id)
             case JobCanceled(job_id=job_id) if job_id in self.running:
                 self._release(job_id)

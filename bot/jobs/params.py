@@ -15,7 +15,8 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, fields, replace
 from typing import TYPE_CHECKING, TypeVar
 
-from bot.errors import InvalidOption
+from bot.errors import InvalidOption, echo, listed
+from bot.prompts.cleaning import clean_prompt_text
 from inference.protocol import (
     LANCZOS,
     LATENT,
@@ -53,7 +54,8 @@ ASPECT_RATIOS: dict[str, tuple[int, int]] = {
 
 @dataclass(frozen=True)
 class GenerationOptions:
-    """The options of /imagine as typed; None means "not given"."""
+    """The options of /imagine as typed; None means "not given". Every command, form and
+    /pnginfo's Re-run builds these: the prompts are cleaned here, once (bot.prompts.cleaning)."""
 
     prompt: str
     negative_prompt: str | None = None
@@ -67,6 +69,11 @@ class GenerationOptions:
     count: int | None = None
     model: str | None = None
     tiling: bool | None = None  # seamless tiling (--tile in the prompt)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "prompt", clean_prompt_text(self.prompt or ""))
+        if self.negative_prompt is not None:
+            object.__setattr__(self, "negative_prompt", clean_prompt_text(self.negative_prompt))
 
 
 @dataclass(frozen=True)
@@ -178,15 +185,15 @@ def resolve_parameters(
 def check_model(settings: Settings, name: str) -> ModelSettings:
     model = settings.model(name)
     if model is None:
-        known = ", ".join(m.name for m in settings.models)
-        raise InvalidOption(f"Unknown model `{name}`. Available models: {known}.")
+        known = listed(m.name for m in settings.models)
+        raise InvalidOption(f"Unknown model `{echo(name)}`. Available models: {known}.")
     return model
 
 
 def check_sampler(name: str) -> str:
     sampler = find_sampler(name)
     if sampler is None:
-        raise InvalidOption(f"Unknown sampler `{name}`. Samplers: {', '.join(SAMPLER_NAMES)}.")
+        raise InvalidOption(f"Unknown sampler `{echo(name)}`. Samplers: {', '.join(SAMPLER_NAMES)}.")
     return sampler
 
 
@@ -204,6 +211,7 @@ def check_cfg(cfg_scale: float, limits: LimitSettings) -> float:
 
 
 def check_negative_prompt(negative: str, limits: LimitSettings) -> str:
+    negative = clean_prompt_text(negative)
     if len(negative) > limits.max_prompt_length:
         raise InvalidOption(
             f"The negative prompt is {len(negative)} characters long; the limit is {limits.max_prompt_length}."
@@ -245,7 +253,7 @@ def check_upscaler_name(settings: Settings, name: str) -> str:
     known = [LANCZOS, *upscaler_files(settings.images.upscaler_dirs)]
     match = next((k for k in known if k.casefold() == name.casefold()), None)
     if match is None:
-        raise InvalidOption(f"Unknown upscaler `{name}`. Available: {', '.join(known)}.")
+        raise InvalidOption(f"Unknown upscaler `{echo(name)}`. Available: {listed(known)}.")
     return match
 
 
@@ -349,7 +357,7 @@ def parse_aspect(aspect: str) -> tuple[int, int]:
     match = re.fullmatch(r"\s*(\d{1,5})\s*:\s*(\d{1,5})\s*", aspect)
     if match is None or 0 in (int(match[1]), int(match[2])):
         raise InvalidOption(
-            f"Unknown aspect ratio `{aspect}`: give it as width:height, for example "
+            f"Unknown aspect ratio `{echo(aspect)}`: give it as width:height, for example "
             f"{', '.join(ASPECT_RATIOS)}."
         )
     return int(match[1]), int(match[2])

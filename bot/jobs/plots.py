@@ -26,7 +26,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
-from bot.errors import InvalidOption
+from bot.errors import InvalidOption, echo, listed
 from bot.jobs.params import MAX_SEED, GenerationOptions, JobParameters, plot_json, random_seed, resolve_parameters
 from bot.jobs.workflows import hires_parameters
 from bot.prompts.checks import check_prompt_texts
@@ -133,7 +133,7 @@ def split_values(text: str) -> list[str]:
     try:
         rows = list(csv.reader(io.StringIO(text.strip()), skipinitialspace=True))
     except csv.Error as error:
-        raise InvalidOption(f"Could not read the values `{text}`: {error}.") from None
+        raise InvalidOption(f"Could not read the values `{echo(text)}`: {error}.") from None
     return [value.strip() for row in rows for value in row if value.strip()]
 
 
@@ -142,7 +142,7 @@ def _number(text: str, kind: type, axis: str) -> float | int:
         return kind(text.replace(" ", ""))
     except ValueError:
         what = "a whole number" if kind is int else "a number"
-        raise InvalidOption(f"{axis} value `{text}` is not {what} or a range such as `1-5`, `1-5 (+2)`, `1-9 [3]`.") from None
+        raise InvalidOption(f"{axis} value `{echo(text)}` is not {what} or a range such as `1-5`, `1-5 (+2)`, `1-9 [3]`.") from None
 
 
 def expand_numbers(values: list[str], kind: type, axis: str, limit: int) -> list[float | int]:
@@ -156,7 +156,7 @@ def expand_numbers(values: list[str], kind: type, axis: str, limit: int) -> list
             start, end = (_number(match[i], kind, axis) for i in (1, 2))
             step = _number(match[3], kind, axis) if match[3] else 1
             if step == 0 or (end - start) * step < 0:
-                raise InvalidOption(f"{axis} range `{value}` never gets from {start:g} to {end:g}.")
+                raise InvalidOption(f"{axis} range `{echo(value)}` never gets from {start:g} to {end:g}.")
             # Both ends included, as A1111 (a float step that overshoots the end stops before it).
             length = int((end - start) / step + 1e-9) + 1
             _check_count(len(expanded) + length, axis, limit)
@@ -165,7 +165,7 @@ def expand_numbers(values: list[str], kind: type, axis: str, limit: int) -> list
             start, end = (_number(match[i], kind, axis) for i in (1, 2))
             length = int(match[3])
             if length < 1:
-                raise InvalidOption(f"{axis} range `{value}` asks for no values.")
+                raise InvalidOption(f"{axis} range `{echo(value)}` asks for no values.")
             _check_count(len(expanded) + length, axis, limit)
             # numpy.linspace's values, as A1111; ints truncated as A1111's int() does.
             found = [start if length == 1 else start + (end - start) * i / (length - 1) for i in range(length)]
@@ -257,14 +257,14 @@ def parse_axis(
         for value in raw:
             sampler = find_sampler(value)
             if sampler is None:
-                raise InvalidOption(f"Unknown sampler `{value}`. Samplers: {', '.join(SAMPLER_NAMES)}.")
+                raise InvalidOption(f"Unknown sampler `{echo(value)}`. Samplers: {', '.join(SAMPLER_NAMES)}.")
             values.append(sampler)
     elif name == MODEL:
         known = {model.name.casefold(): model.name for model in settings.models}
         values = []
         for value in raw:
             if value.casefold() not in known:
-                raise InvalidOption(f"Unknown model `{value}`. Available models: {', '.join(known.values())}.")
+                raise InvalidOption(f"Unknown model `{echo(value)}`. Available models: {listed(known.values())}.")
             values.append(known[value.casefold()])
     else:
         values = raw
@@ -278,7 +278,7 @@ def _search_replace(search: str, params: JobParameters) -> Callable[[dict, objec
     and each value in turn replaces it (the first so leaves the prompt as it is)."""
     if search not in params.prompt and search not in params.negative_prompt:
         raise InvalidOption(
-            f"Prompt S/R: `{search}` is not in the prompt or the negative prompt. The first value is the text "
+            f"Prompt S/R: `{echo(search)}` is not in the prompt or the negative prompt. The first value is the text "
             "to replace, and each value (the first too) replaces it in turn."
         )
 

@@ -29,7 +29,7 @@ from bot.errors import JobNotFound, QueueFull
 from bot.jobs.params import JobParameters, generate_request, job_columns
 from bot.jobs.privacy import PrivacyIndex
 from db.base import utcnow
-from db.models import ACTIVE_STATUSES, Image, Job, JobStatus, User
+from db.models import ACTIVE_STATUSES, ERROR_DETAIL_MARK, Image, Job, JobStatus, User
 from db.session import Database
 from inference.batching import BATCHABLE_KINDS, batch_key
 from inference.protocol import JobCompleted
@@ -424,14 +424,15 @@ class JobQueue:
         self._completions += 1  # this job's seconds count in the next ETAs
         return job
 
-    async def fail(self, job_id: int, message: str) -> Job | None:
-        """Record the worker's failure; None when the job was canceled meanwhile."""
+    async def fail(self, job_id: int, message: str, detail: str = "") -> Job | None:
+        """Record the worker's failure; None when the job was canceled meanwhile. ``detail``
+        (what broke, for moderators) is kept after the member's message: Job.member_error."""
         async with self.db.session() as session, session.begin():
             job = await session.get(Job, job_id)
             if job is None or job.status != JobStatus.RUNNING:
                 return None
             job.status = JobStatus.FAILED
-            job.error = message
+            job.error = f"{message}{ERROR_DETAIL_MARK}{detail}" if detail else message
             job.finished_at = utcnow()
         return job
 

@@ -16,7 +16,7 @@ import math
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
-from bot.errors import InvalidOption
+from bot.errors import InvalidOption, echo, listed
 from bot.jobs.params import GenerationOptions, JobParameters, random_seed, resolve_parameters
 from inference.protocol import LANCZOS, LATENT, JobKind, MaskedContent, ResizeMode
 from inference.upscaler_files import upscaler_files
@@ -118,7 +118,7 @@ def img2img_parameters(
     strength = _check_strength(images.default_denoising_strength if strength is None else strength)
     mode = resize_mode or ResizeMode.JUST_RESIZE.value
     if mode not in RESIZE_MODES:
-        raise InvalidOption(f"Unknown resize mode `{mode}`. Choose one of: {', '.join(RESIZE_MODES)}.")
+        raise InvalidOption(f"Unknown resize mode `{echo(mode)}`. Choose one of: {', '.join(RESIZE_MODES)}.")
     loops = 1 if loopback is None else loopback
     if not 1 <= loops <= images.max_loopback:
         raise InvalidOption(f"loopback must be between 1 and {images.max_loopback}, got {loops}.")
@@ -154,7 +154,7 @@ def inpaint_parameters(
     strength = _check_strength(settings.images.default_denoising_strength if strength is None else strength)
     content = masked_content or MaskedContent.ORIGINAL.value
     if content not in MASKED_CONTENT:
-        raise InvalidOption(f"Unknown masked content `{content}`. Choose one of: {', '.join(MASKED_CONTENT)}.")
+        raise InvalidOption(f"Unknown masked content `{echo(content)}`. Choose one of: {', '.join(MASKED_CONTENT)}.")
     blur = 4 if mask_blur is None else mask_blur
     if not 0 <= blur <= MAX_MASK_BLUR:
         raise InvalidOption(f"mask_blur must be between 0 and {MAX_MASK_BLUR}, got {blur}.")
@@ -246,7 +246,7 @@ def check_upscaler(settings: Settings, name: str, *, allow_latent: bool = False)
         known = [LATENT, *known]
     match = next((k for k in known if k.casefold() == name.casefold()), None)
     if match is None:
-        raise InvalidOption(f"Unknown upscaler `{name}`. Available: {', '.join(known)}.")
+        raise InvalidOption(f"Unknown upscaler `{echo(name)}`. Available: {listed(known)}.")
     return match
 
 

@@ -14,7 +14,7 @@ import math
 import re
 from dataclasses import dataclass, replace
 
-from bot.errors import InvalidOption
+from bot.errors import InvalidOption, echo
 from bot.jobs.params import GenerationOptions, parse_aspect
 from inference.samplers import find_sampler
 
@@ -67,7 +67,7 @@ def parse_inline(text: str) -> InlineParameters:
         field = PARAMETERS.get(name)
         if field is None:
             known = ", ".join(f"--{p}" for p in PARAMETERS)
-            raise InvalidOption(f"Unknown parameter `--{match[2]}` in the prompt. Parameters: {known}.")
+            raise InvalidOption(f"Unknown parameter `--{echo(match[2])}` in the prompt. Parameters: {known}.")
         if field == "no":
             if not value:
                 raise InvalidOption("`--no` needs what to keep out of the image, e.g. `--no text, watermark`.")
@@ -82,13 +82,13 @@ def parse_inline(text: str) -> InlineParameters:
 def _value(name: str, field: str, value: str) -> object:
     if field == "tiling":
         if value:
-            raise InvalidOption(f"`--{name}` takes no value, got `{value}`. {AT_THE_END}")
+            raise InvalidOption(f"`--{name}` takes no value, got `{echo(value)}`. {AT_THE_END}")
         return True
     if not value:
         raise InvalidOption(f"`--{name}` needs a value. {AT_THE_END}")
     if field in ("seed", "steps"):
         if not _WHOLE_NUMBER.fullmatch(value):
-            raise InvalidOption(f"`--{name}` takes a whole number, got `{value}`. {AT_THE_END}")
+            raise InvalidOption(f"`--{name}` takes a whole number, got `{echo(value)}`. {AT_THE_END}")
         return int(value)
     if field == "cfg_scale":
         try:
@@ -96,13 +96,13 @@ def _value(name: str, field: str, value: str) -> object:
         except ValueError:
             number = math.nan
         if not math.isfinite(number):
-            raise InvalidOption(f"`--{name}` takes a number such as 7 or 5.5, got `{value}`. {AT_THE_END}")
+            raise InvalidOption(f"`--{name}` takes a number such as 7 or 5.5, got `{echo(value)}`. {AT_THE_END}")
         return number
     if field == "aspect":
         try:
             width, height = parse_aspect(value)
         except InvalidOption:
-            raise InvalidOption(f"`--{name}` takes a ratio such as 3:2 or 16:9, got `{value}`. {AT_THE_END}") from None
+            raise InvalidOption(f"`--{name}` takes a ratio such as 3:2 or 16:9, got `{echo(value)}`. {AT_THE_END}") from None
         return f"{width}:{height}"
     return value  # sampler and model names: checked against what exists by resolve_parameters
 
@@ -124,7 +124,7 @@ def apply_inline(options: GenerationOptions, inline: InlineParameters, *, overri
         if given is not None and not override and not _same(field, given, value):
             name = next(p for p, f in PARAMETERS.items() if f == field)
             raise InvalidOption(
-                f"The prompt says `--{name} {value}` but the {OPTION_NAMES[field]} option is `{given}`: "
+                f"The prompt says `--{name} {echo(value)}` but the {OPTION_NAMES[field]} option is `{echo(given)}`: "
                 "give it one way only."
             )
         changes[field] = value

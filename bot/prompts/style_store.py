@@ -16,7 +16,8 @@ from dataclasses import dataclass
 
 from sqlalchemy import or_, select
 
-from bot.errors import InvalidOption, NothingToDo
+from bot.errors import InvalidOption, NothingToDo, echo
+from bot.prompts.cleaning import clean_prompt_text
 from db.models import Style
 from db.session import Database
 
@@ -44,7 +45,9 @@ def clean_name(name: str) -> str:
     if len(name) > MAX_NAME_LENGTH:
         raise InvalidOption(f"A style name may be {MAX_NAME_LENGTH} characters long, got {len(name)}.")
     if "," in name:
-        raise InvalidOption(f"A style name cannot hold a comma (several styles are given comma-separated): `{name}`.")
+        raise InvalidOption(
+            f"A style name cannot hold a comma (several styles are given comma-separated): `{echo(name)}`."
+        )
     return name
 
 
@@ -79,7 +82,7 @@ async def find_styles(db: Database, names: list[str], user_id: int, guild_id: in
         style = next((s for s in styles if s.name.casefold() == name.casefold()), None)
         if style is None:
             where = " or on this server" if guild_id is not None else ""
-            raise InvalidOption(f"You have no style named `{name}`{where}. See /style list.")
+            raise InvalidOption(f"You have no style named `{echo(name)}`{where}. See /style list.")
         found.append(style)
     return found
 
@@ -94,15 +97,15 @@ async def add_style(db: Database, scope: Scope, name: str, prompt: str, negative
                 f"There is already a {scope.label} named `{name}`: delete it first, or pick another name."
             )
         style = Style(
-            user_id=scope.user_id, guild_id=scope.guild_id, name=name, prompt=prompt.strip(),
-            negative_prompt=negative_prompt.strip(), created_by=created_by,
+            user_id=scope.user_id, guild_id=scope.guild_id, name=name, prompt=clean_prompt_text(prompt).strip(),
+            negative_prompt=clean_prompt_text(negative_prompt).strip(), created_by=created_by,
         )
         session.add(style)
     return style
 
 
 def _check_texts(prompt: str, negative_prompt: str) -> None:
-    if not prompt.strip() and not negative_prompt.strip():
+    if not clean_prompt_text(prompt).strip() and not negative_prompt.strip():
         raise InvalidOption("A style needs a prompt or a negative prompt.")
     for what, text in (("prompt", prompt), ("negative prompt", negative_prompt)):
         if len(text) > MAX_STYLE_TEXT:
@@ -116,7 +119,7 @@ async def delete_style(db: Database, scope: Scope, name: str) -> str:
         rows = await session.scalars(select(Style).where(_where(scope)))
         style = next((s for s in rows if s.name.casefold() == wanted), None)
         if style is None:
-            raise NothingToDo(f"There is no {scope.label} named `{name}`. See /style list.")
+            raise NothingToDo(f"There is no {scope.label} named `{echo(name)}`. See /style list.")
         await session.delete(style)
         return style.name
 
@@ -158,7 +161,8 @@ def parse_styles_csv(data: bytes) -> tuple[list[tuple[str, str, str]], list[str]
             except InvalidOption as error:
                 skipped.append(f"row {number}: {error.message}")
                 continue
-            rows.append((name, row.get("prompt", "").strip(), row.get("negative_prompt", "").strip()))
+            prompt, negative = (clean_prompt_text(row.get(key, "")).strip() for key in ("prompt", "negative_prompt"))
+            rows.append((name, prompt, negative))
     except csv.Error as error:
         raise InvalidOption(f"The file is not valid CSV ({error}).") from None
     return rows, skipped

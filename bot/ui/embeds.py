@@ -164,7 +164,7 @@ def result_embed(job: Job, filename: str, image_index: int | None = None) -> dis
 
 def failed_embed(job: Job) -> discord.Embed:
     embed = _with_prompt(discord.Embed(title="Failed", colour=FAILED_COLOUR), job)
-    embed.add_field(name="What happened", value=clip(job.error or "The job failed.", 1000), inline=False)
+    embed.add_field(name="What happened", value=clip(job.member_error or "The job failed.", 1000), inline=False)
     embed.set_footer(text=f"Job #{job.id} · {_parameters_line(job)}")
     return embed
 

@@ -24,7 +24,7 @@ from discord import ui
 from discord.ui import Button, DynamicItem, Select
 
 from bot import actions
-from bot.errors import InvalidOption, NotAllowed
+from bot.errors import InvalidOption, NotAllowed, echo
 from bot.jobs.params import (
     ASPECT_RATIOS,
     check_aspect,
@@ -350,7 +350,7 @@ def form_columns(settings: Settings, steps: str, cfg: str, size: str, negative: 
     if size.strip():
         match = re.fullmatch(r"\s*(\d{1,5})\s*[xX×]\s*(\d{1,5})\s*", size)
         if match is None:
-            raise InvalidOption(f"Give the size as width x height, for example 512x768, got `{size.strip()}`.")
+            raise InvalidOption(f"Give the size as width x height, for example 512x768, got `{echo(size)}`.")
         width, height = check_size(int(match[1]), int(match[2]), limits)
         # A size replaces an aspect ratio.
         columns.update(default_width=width, default_height=height, default_aspect=None)
@@ -364,7 +364,7 @@ def _number(text: str, name: str, kind: type) -> Any:
         return kind(text.strip().replace(",", ".") if kind is float else text.strip())
     except ValueError:
         what = "a whole number" if kind is int else "a number"
-        raise InvalidOption(f"{name} must be {what}, got `{text.strip()}`.") from None
+        raise InvalidOption(f"{name} must be {what}, got `{echo(text)}`.") from None
 
 
 SETTINGS_ITEMS = (SettingSelect, SettingsButton)
