@@ -136,3 +136,20 @@ async def test_pnginfo_refuses_an_exif_comment_that_does_not_decode(harness, com
     assert "This image's EXIF comment" in private_answer(answer)
     harness.expect_user_errors()
     assert await harness.job_count() == 0
+
+
+async def test_a_prompt_hitting_many_blocked_terms_is_refused_in_one_message(harness):
+    from tests.test_bot_policy import admin_member
+
+    mod = admin_member(harness, "mod")
+    words = [f"word{n}" for n in range(40)]
+    for word in words:
+        await mod.slash(harness.channel, "admin terms add", scope="banned", kind="word", pattern=word)
+    await mod.slash(harness.channel, "admin terms add", scope="banned", kind="regex", pattern=r"z+")
+    alice = harness.member("alice")
+    result = await alice.slash(harness.channel, "imagine", prompt=" ".join(words) + " " + "z" * 1000, count=1)
+    answer = private_answer(result)
+    assert "the word `word0`" in answer and "more, which this server allows at all" in answer, answer
+    assert len(answer) <= 400 and "z" * 100 not in answer
+    harness.expect_user_errors()
+    assert await harness.job_count() == 0

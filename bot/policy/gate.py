@@ -236,8 +236,14 @@ async def _blocked_terms(interaction: discord.Interaction, bot: SDBot, params: l
     return None
 
 
+SHOWN_HITS = 3
+
+
 def terms_refusal(hits: list[rules.Hit], prompt: str) -> Refusal:
-    found = "; ".join(hit.describe() for hit in hits)
+    # A few hits are enough to say why; a prompt may match a term list dozens of times.
+    found = "; ".join(hit.describe() for hit in hits[:SHOWN_HITS])
+    if len(hits) > SHOWN_HITS:
+        found += f" and {len(hits) - SHOWN_HITS} more"
     nsfw_only = all(hit.term.scope == rules.TermScope.NSFW for hit in hits)
     where = "only in age-restricted channels" if nsfw_only else "at all"
     message = f"Not queued: the prompt contains {found}, which this server allows {where}."

@@ -64,7 +64,10 @@ class Hit:
     def describe(self) -> str:
         if self.timed_out:
             return f"the pattern `{self.term.pattern}` took too long to check (a moderator should simplify it)"
-        shown = f"`{self.matched}`" if self.matched.casefold() != self.term.pattern.casefold() else ""
+        # A pattern can match a long run of the prompt: quote the start of it.
+        matched = self.matched.replace("`", "'")
+        matched = matched if len(matched) <= 60 else matched[:59] + "…"
+        shown = f"`{matched}`" if self.matched.casefold() != self.term.pattern.casefold() else ""
         what = "word" if self.term.kind == TermKind.WORD else "pattern"
         return f"the {what} `{self.term.pattern}`" + (f" (matched {shown})" if shown else "")
 
