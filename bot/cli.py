@@ -20,6 +20,7 @@ from bot.errors import UserError
 from bot.jobs.dispatcher import Dispatcher, WorkerStartError
 from bot.jobs.params import ASPECT_RATIOS, GenerationOptions, resolve_parameters
 from bot.jobs.queue import JobQueue, QueueEntry, Requester
+from bot.service import AlreadyRunning, InstanceLock, StopSignals
 from db.migrate import upgrade_database
 from db.models import Job, JobStatus
 from db.session import Database
@@ -56,14 +57,24 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as error:
         print(f"Configuration error: {error}", file=sys.stderr)
         return 2
+    if args.command == "run" and not settings.discord.token:
+        print(NO_TOKEN_HELP, file=sys.stderr)
+        return 2
+    try:
+        with InstanceLock(settings.database_url):
+            return _locked_command(settings, args)
+    except AlreadyRunning as error:
+        print(error, file=sys.stderr)
+        return 1
+
+
+def _locked_command(settings: Settings, args: argparse.Namespace) -> int:
+    """The commands that write to the database, one process at a time."""
     if args.command == "migrate":
         asyncio.run(_migrate(settings))
         print(f"Database at {settings.database_url} is up to date.")
         return 0
     if args.command == "run":
-        if not settings.discord.token:
-            print(NO_TOKEN_HELP, file=sys.stderr)
-            return 2
         return asyncio.run(_run_bot(settings))
     return asyncio.run(_generate(settings, args))
 
@@ -99,9 +110,15 @@ async def _migrate(settings: Settings) -> None:
         await db.close()
 
 
-async def _start(settings: Settings) -> tuple[Database, JobQueue, Dispatcher] | None:
+async def _start(settings: Settings, stop: StopSignals | None = None) -> tuple[Database, JobQueue, Dispatcher] | None:
+    """The database migrated and the worker ready; None when either failed (said why) or a
+    stop was requested in the meantime."""
     db = Database(settings.database_url)
+    # A signal does not interrupt the migration (one transaction): it is checked after it.
     await upgrade_database(db.engine)
+    if stop is not None and stop.requested.is_set():
+        await db.close()
+        return None
     queue = JobQueue(db, settings.queue)
     dispatcher = Dispatcher(
         queue,
@@ -110,7 +127,11 @@ async def _start(settings: Settings) -> tuple[Database, JobQueue, Dispatcher] | 
         start_method=settings.worker.start_method,
     )
     try:
-        await dispatcher.start_worker()
+        if stop is None:
+            await dispatcher.start_worker()
+        elif await stop.unless_stopped(dispatcher.start_worker()) is None:
+            await db.close()  # start_worker stopped the half-started worker as it was cancelled
+            return None
     except WorkerStartError as error:
         print(f"Cannot start the image worker: {error}", file=sys.stderr)
         await db.close()
@@ -123,20 +144,29 @@ async def _run_bot(settings: Settings) -> int:
 
     from bot.client import SDBot
 
-    started = await _start(settings)
-    if started is None:
-        return 1
-    db, queue, dispatcher = started
-    bot = SDBot(settings, queue, dispatcher)
-    try:
-        async with bot:
-            await bot.start(settings.discord.token or "")
-    except discord.LoginFailure:
-        print("Discord refused the token: check DISCORD_TOKEN or [discord] token.", file=sys.stderr)
-        return 2
-    finally:
-        await dispatcher.stop()
-        await db.close()
+    with StopSignals() as stop:
+        started = await _start(settings, stop)
+        if started is None:
+            return 0 if stop.requested.is_set() else 1
+        db, queue, dispatcher = started
+        bot = SDBot(settings, queue, dispatcher)
+        try:
+            async with bot:
+                serving = asyncio.create_task(bot.start(settings.discord.token or ""), name="sdbot-discord")
+                await stop.unless_stopped(asyncio.shield(serving))
+                if not serving.done():
+                    await bot.shut_down(settings.worker.shutdown_grace_s)
+                    # Closed mid-login, start() may end in an error about its closed session.
+                    await asyncio.gather(serving, return_exceptions=True)
+                else:
+                    await serving
+        except discord.LoginFailure:
+            print("Discord refused the token: check DISCORD_TOKEN or [discord] token.", file=sys.stderr)
+            return 2
+        finally:
+            await dispatcher.stop()
+            await db.close()
+        log.info("stopped")
     return 0
 
 

@@ -60,6 +60,8 @@ class SDBot(commands.Bot):
         self.dispatcher = dispatcher
         self.delivery = DiscordDelivery(self)
         self.answers_first = AnswersFirst()
+        # Set by shut_down: every command and button is then answered "restarting" privately.
+        self.stopping = False
         self.tree.on_error = self.on_app_command_error
         # Every slash command passes the server's policy first (channels, roles, bans).
         self.tree.interaction_check = gate.tree_check  # type: ignore[method-assign]
@@ -114,6 +116,13 @@ class SDBot(commands.Bot):
         command = interaction.command.qualified_name if interaction.command else "?"
         log.error("command /%s failed", command, exc_info=original)
         await send_private(interaction, APOLOGY)
+
+    async def shut_down(self, grace_s: float) -> None:
+        """The orderly stop (SIGTERM, SIGINT): take nothing new, let the running job finish
+        and be delivered within ``grace_s`` (else it goes back to the queue), then close."""
+        self.stopping = True
+        await self.dispatcher.stop(grace_s)
+        await self.close()
 
     async def close(self) -> None:
         await self.dispatcher.stop()
