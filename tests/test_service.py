@@ -22,11 +22,14 @@ from pathlib import Path
 import pytest
 from aiohttp import WSMsgType, web
 
+from bot.actions import RESTARTING
+from bot.errors import Restarting
 from bot.jobs.params import GenerationOptions, resolve_parameters
 from bot.jobs.queue import JobQueue, Requester
 from db.migrate import upgrade_database
 from db.models import Job, JobStatus
 from db.session import Database
+from tests.harness import private_answer
 from tests.test_startup_and_cli import write_config
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -178,3 +181,24 @@ async def test_sigterm_lets_the_running_job_finish_within_the_grace(tmp_path, se
     job = await job_row(settings, job_id)
     assert job.status == JobStatus.COMPLETED and job.attempts == 1, output
     assert job.images and all(Path(image.path).is_file() for image in job.images)
+
+
+async def test_a_stopping_bot_answers_restarting_privately_and_queues_nothing(harness):
+    """Through the bot: between the signal and the exit, a command and a button get the
+    private "restarting" answer and change nothing, while the running job still finishes."""
+    alice, bob = harness.member("alice"), harness.member("bob")
+    started = await alice.slash(harness.channel, "imagine", prompt="a long night", steps=30, count=1)
+    job = await harness.wait_for_job((await harness.latest_job()).id, statuses=(JobStatus.RUNNING,))
+
+    stopping = asyncio.create_task(harness.bot.shut_down(grace_s=600))
+    await harness.wait_for(lambda: asyncio.sleep(0, harness.bot.stopping), "the bot to begin stopping")
+    clicked = await alice.click(harness.message(started.response.id), label="Cancel")
+    assert private_answer(clicked) == RESTARTING
+    refused = await bob.slash(harness.channel, "imagine", prompt="one more")
+    assert private_answer(refused) == RESTARTING
+    assert [type(error) for error in harness.expect_user_errors()] == [Restarting]
+    assert await harness.job_count() == 1
+
+    await stopping
+    finished = await harness.queue.get(job.id)
+    assert finished is not None and finished.status == JobStatus.COMPLETED

@@ -162,7 +162,7 @@ class Dispatcher:
             self._nothing_running.clear()
             try:
                 async with asyncio.timeout(grace_s):
-                    await self.external_wait(self._nothing_running.wait(), reason="running jobs before stopping")
+                    await self._nothing_running.wait()
             except TimeoutError:
                 log.info("jobs %s did not finish within %g s; they go back to the queue", list(self.running), grace_s)
         if self._task is not None:
