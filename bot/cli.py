@@ -2,6 +2,7 @@
 
     sdbot run                     migrate the database, start the worker, connect to Discord
     sdbot migrate                 bring the database schema up to date
+    sdbot check [--no-worker]     is everything ready to run? (exit status 0 or 1)
     sdbot generate "a prompt"     one job through the same queue and worker, no Discord
     sdbot make-tiny-model DIR     a tiny random-weight model folder, for smoke tests
 """
@@ -17,6 +18,7 @@ from collections.abc import Sequence
 
 from bot.config import ConfigError, Settings, load_settings
 from bot.errors import UserError
+from bot.health import run_checks
 from bot.jobs.dispatcher import Dispatcher, WorkerStartError
 from bot.jobs.params import ASPECT_RATIOS, GenerationOptions, resolve_parameters
 from bot.jobs.queue import JobQueue, QueueEntry, Requester
@@ -55,8 +57,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         settings = load_settings(args.config)
     except ConfigError as error:
+        if args.command == "check":
+            print(f"FAIL  config: {error}")
+            return 1
         print(f"Configuration error: {error}", file=sys.stderr)
         return 2
+    if args.command == "check":
+        passed = asyncio.run(run_checks(settings, args.config, with_worker=not args.no_worker, report=print))
+        return 0 if passed else 1
     if args.command == "run" and not settings.discord.token:
         print(NO_TOKEN_HELP, file=sys.stderr)
         return 2
@@ -85,6 +93,8 @@ def _parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True)
     commands.add_parser("run", help="migrate the database, start the worker and connect to Discord")
     commands.add_parser("migrate", help="bring the database schema up to date")
+    check = commands.add_parser("check", help="check config, database, models and worker; exit status 0 when all pass")
+    check.add_argument("--no-worker", action="store_true", help="skip starting the worker (health checks beside a running bot)")
     generate = commands.add_parser("generate", help="generate images locally, through the queue and worker")
     generate.add_argument("prompt")
     generate.add_argument("--negative-prompt")

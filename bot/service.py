@@ -74,13 +74,18 @@ class AlreadyRunning(Exception):
     """Another sdbot process holds this database."""
 
 
-def lock_path(database_url: str) -> Path | None:
-    """The lock file beside a SQLite database file; None for other databases (and memory)."""
+def sqlite_file(database_url: str) -> Path | None:
+    """The file of a SQLite database; None for other databases (and an in-memory one)."""
     url = make_url(database_url)
     if url.get_backend_name() != "sqlite" or url.database in (None, "", ":memory:"):
         return None
-    database = Path(url.database)
-    return database.with_name(database.name + ".lock")
+    return Path(url.database)
+
+
+def lock_path(database_url: str) -> Path | None:
+    """The lock file beside a SQLite database file; None for other databases."""
+    database = sqlite_file(database_url)
+    return None if database is None else database.with_name(database.name + ".lock")
 
 
 class InstanceLock:
