@@ -141,44 +141,46 @@ async def discord_address():
     await runner.cleanup()
 
 
+async def sigterm_while_running(tmp_path: Path, settings, address: str, options: GenerationOptions, *,
+                                grace_s: float, meanwhile=None) -> tuple[Job, int, str]:  # type: ignore[no-untyped-def]
+    """Start `sdbot run` with one job queued and SIGTERM it once the job runs (after
+    `meanwhile(config, bot)`); the job's row after the exit, the exit status, the output."""
+    job_id = await queue_job(settings, options)
+    config = service_config(tmp_path, settings, grace_s=grace_s)
+    log = tmp_path / "bot.log"
+    bot = await start_bot(config, address, log)
+    try:
+        await wait_until_running(settings, job_id, bot, log)
+        if meanwhile is not None:
+            await meanwhile(config, bot)
+        code, output = await stop_with_sigterm(bot, log)
+    finally:
+        if bot.returncode is None:
+            bot.kill()
+    return await job_row(settings, job_id), code, output
+
+
 async def test_sigterm_hands_the_running_job_back_without_counting_an_attempt(tmp_path, settings, discord_address):
     """The grace is too short for the job: it goes back to the queue as it was (attempts 0),
     the process exits 0; a second `sdbot run` on the same database meanwhile is refused."""
-    job_id = await queue_job(settings, SLOW_JOB)
-    config = service_config(tmp_path, settings, grace_s=0.1)
-    log = tmp_path / "bot.log"
-    bot = await start_bot(config, discord_address, log)
-    try:
-        await wait_until_running(settings, job_id, bot, log)
 
+    async def start_a_second_bot(config: Path, bot: asyncio.subprocess.Process) -> None:
         second_log = tmp_path / "second.log"
         second = await start_bot(config, discord_address, second_log)
         assert await asyncio.wait_for(second.wait(), START_TIMEOUT_S) == 1
         assert f"Another sdbot process (pid {bot.pid})" in second_log.read_text()
 
-        code, output = await stop_with_sigterm(bot, log)
-    finally:
-        if bot.returncode is None:
-            bot.kill()
+    job, code, output = await sigterm_while_running(
+        tmp_path, settings, discord_address, SLOW_JOB, grace_s=0.1, meanwhile=start_a_second_bot
+    )
     assert code == 0, output
     assert "SIGTERM received: stopping" in output
-    job = await job_row(settings, job_id)
     assert job.status == JobStatus.PENDING and job.attempts == 0, output
 
 
 async def test_sigterm_lets_the_running_job_finish_within_the_grace(tmp_path, settings, discord_address):
-    job_id = await queue_job(settings, SHORT_JOB)
-    config = service_config(tmp_path, settings, grace_s=600)
-    log = tmp_path / "bot.log"
-    bot = await start_bot(config, discord_address, log)
-    try:
-        await wait_until_running(settings, job_id, bot, log)
-        code, output = await stop_with_sigterm(bot, log)
-    finally:
-        if bot.returncode is None:
-            bot.kill()
+    job, code, output = await sigterm_while_running(tmp_path, settings, discord_address, SHORT_JOB, grace_s=600)
     assert code == 0, output
-    job = await job_row(settings, job_id)
     assert job.status == JobStatus.COMPLETED and job.attempts == 1, output
     assert job.images and all(Path(image.path).is_file() for image in job.images)
 
