@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import os
 import signal
 import subprocess
@@ -22,11 +23,12 @@ from pathlib import Path
 import pytest
 from aiohttp import WSMsgType, web
 
+from bot import cli
 from bot.actions import RESTARTING
 from bot.errors import Restarting
 from bot.jobs.params import GenerationOptions, resolve_parameters
 from bot.jobs.queue import JobQueue, Requester
-from db.migrate import upgrade_database
+from db.migrate import schema_revisions, upgrade_database
 from db.models import Job, JobStatus
 from db.session import Database
 from tests.harness import private_answer
@@ -204,3 +206,30 @@ async def test_a_stopping_bot_answers_restarting_privately_and_queues_nothing(ha
     await stopping
     finished = await harness.queue.get(job.id)
     assert finished is not None and finished.status == JobStatus.COMPLETED
+
+
+def test_sigterm_during_the_migration_lets_it_finish_and_exits_before_the_worker(tmp_path, settings, monkeypatch, caplog):
+    """A migration is one transaction: the signal is taken once it is committed, and the bot
+    then exits 0 without starting its worker. (In-process: the signal must land exactly
+    during the migration, which the wrapper below makes certain.)"""
+
+    async def migrate_while_signalled(engine):  # type: ignore[no-untyped-def]
+        os.kill(os.getpid(), signal.SIGTERM)  # caught by `sdbot run`'s handler, installed by now
+        await upgrade_database(engine)
+
+    monkeypatch.setattr(cli, "upgrade_database", migrate_while_signalled)
+    monkeypatch.setenv("DISCORD_TOKEN", "not-a-real-token")
+    config = service_config(tmp_path, settings, grace_s=30)
+    caplog.set_level(logging.INFO)
+    assert cli.main(["--config", str(config), "run"]) == 0
+    assert "SIGTERM received: stopping" in caplog.text and "worker process" not in caplog.text
+
+    async def revisions() -> tuple[str | None, str | None]:
+        db = Database(settings.database_url)
+        try:
+            return await schema_revisions(db.engine)
+        finally:
+            await db.close()
+
+    current, head = asyncio.run(revisions())
+    assert current == head
