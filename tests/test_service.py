@@ -233,3 +233,23 @@ def test_sigterm_during_the_migration_lets_it_finish_and_exits_before_the_worker
 
     current, head = asyncio.run(revisions())
     assert current == head
+
+
+async def test_sigterm_while_the_worker_loads_its_models_exits_0_and_leaves_no_worker(tmp_path, settings, discord_address):
+    config = service_config(tmp_path, settings, grace_s=30)
+    log = tmp_path / "bot.log"
+    bot = await start_bot(config, discord_address, log)
+    try:
+        deadline = time.monotonic() + START_TIMEOUT_S
+        while "worker process 1 started (pid" not in log.read_text():
+            assert bot.returncode is None and time.monotonic() < deadline, log.read_text()
+            await asyncio.sleep(0.1)
+        worker_pid = int(log.read_text().split("worker process 1 started (pid ")[1].split(")")[0])
+        code, output = await stop_with_sigterm(bot, log)
+    finally:
+        if bot.returncode is None:
+            bot.kill()
+    assert code == 0, output
+    assert "worker ready" not in output  # stopped while starting, not after
+    with pytest.raises(ProcessLookupError):
+        os.kill(worker_pid, 0)
