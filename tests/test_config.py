@@ -46,6 +46,7 @@ def test_files_and_environment_override(tmp_path):
         ("[limits]\nmin_size = 100\n", "limits.min_size must be a multiple of 8"),
         ("this is not toml", "is not valid TOML"),
         ('[worker]\nstart_method = "fork"\n', "worker.start_method must be one of spawn, forkserver, got 'fork'"),
+        ("[worker]\nshutdown_grace_s = -1\n", "worker.shutdown_grace_s must be at least 0, got -1"),
     ],
 )
 def test_bad_settings_are_named(tmp_path, text, message):
