@@ -45,7 +45,7 @@ USER 10001:10001
 VOLUME ["/data", "/outputs", "/models"]
 
 # The bot stops in order on SIGTERM within [worker] shutdown_grace_s (30 s by default):
-# give `docker stop` more than that (--stop-timeout 45, compose's stop_grace_period).
+# give `docker stop` the grace plus 30 s (--stop-timeout 60, compose's stop_grace_period).
 STOPSIGNAL SIGTERM
 # Beside a running bot: no second worker on its GPU (--no-worker).
 HEALTHCHECK --interval=1m --timeout=30s --start-period=2m \

@@ -43,6 +43,9 @@ def collect_young_less_often() -> None:
 
 
 YOUNG_THRESHOLD = 2000
+# How long close() waits for the last deliveries: with [worker] shutdown_grace_s, what a
+# service manager's stop timeout must cover (deploy/).
+LAST_MESSAGES_LIMIT_S = 10.0
 
 
 class SDBot(commands.Bot):
@@ -126,6 +129,12 @@ class SDBot(commands.Bot):
 
     async def close(self) -> None:
         await self.dispatcher.stop()
-        await self.delivery.drain()
-        await audit.drain_mirrors()
+        try:
+            # Results and audit lines in flight go out first, but a Discord that does not take
+            # them must not hold the exit: a service manager kills a bot that does not stop.
+            async with asyncio.timeout(LAST_MESSAGES_LIMIT_S):
+                await self.delivery.drain()
+                await audit.drain_mirrors()
+        except TimeoutError:
+            log.warning("Discord did not take the last messages within %g s; closing without them", LAST_MESSAGES_LIMIT_S)
         await super().close()
