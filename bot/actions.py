@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 import discord
 
 from bot import inputs, safety
-from bot.errors import ImageUnavailable, InvalidOption, NotAllowed, UserError, echo
+from bot.errors import ImageUnavailable, InvalidOption, NotAllowed, Restarting, UserError, echo
 from bot.jobs.params import (
     GenerationOptions,
     JobParameters,
@@ -44,6 +44,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 APOLOGY = "Something went wrong on our side. The error was logged; please try again in a moment."
+RESTARTING = "The bot is restarting; try again in a minute."
 
 
 def bot_of(interaction: discord.Interaction) -> SDBot:
@@ -53,6 +54,13 @@ def bot_of(interaction: discord.Interaction) -> SDBot:
 # Commands whose app_commands extras carry this are acknowledged before anything else
 # (gate.tree_check): they queue jobs, and their checks read the database.
 QUEUES_JOBS = {"queues_jobs": True}
+
+
+def check_not_stopping(interaction: discord.Interaction) -> None:
+    """A bot that is shutting down takes nothing new: what it would queue or change now could
+    be cut off half-way, and the member would not know whether it happened."""
+    if bot_of(interaction).stopping:
+        raise Restarting(RESTARTING)
 
 
 def is_job_command(command: Any) -> bool:
@@ -123,6 +131,7 @@ async def run_for_user(
     """Run a button's or form's action; the user hears privately about anything that goes
     wrong. queues_jobs: acknowledge first (see acknowledge), for work made from parent_job_id."""
     try:
+        check_not_stopping(interaction)
         if queues_jobs:
             await acknowledge(interaction, parent_job_id)
         await gate.check_access(interaction)  # the server's channels, roles and bans

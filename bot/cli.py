@@ -3,6 +3,7 @@
     sdbot run                     migrate the database, start the worker, connect to Discord
     sdbot migrate                 bring the database schema up to date
     sdbot backup PATH [--force]   a consistent copy of the database, safe while the bot runs
+    sdbot check [--no-worker]     is everything ready to run? (exit status 0 or 1)
     sdbot generate "a prompt"     one job through the same queue and worker, no Discord
     sdbot make-tiny-model DIR     a tiny random-weight model folder, for smoke tests
 """
@@ -18,10 +19,12 @@ from collections.abc import Sequence
 
 from bot.config import ConfigError, Settings, load_settings, without_password
 from bot.errors import UserError
+from bot.health import run_checks
 from bot.jobs.dispatcher import Dispatcher, WorkerStartError
 from bot.jobs.params import ASPECT_RATIOS, GenerationOptions, resolve_parameters
 from bot.jobs.queue import JobQueue, QueueEntry, Requester
 from db.backup import BackupError, backup_database
+from bot.service import AlreadyRunning, InstanceLock, StopSignals
 from db.migrate import upgrade_database
 from db.models import Job, JobStatus
 from db.session import Database
@@ -56,24 +59,44 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         settings = load_settings(args.config)
     except ConfigError as error:
+        if args.command == "check":
+            print(f"FAIL  config: {error}")
+            return 1
         print(f"Configuration error: {error}", file=sys.stderr)
         return 2
+    if args.command == "check":
+        passed = asyncio.run(run_checks(settings, args.config, with_worker=not args.no_worker, report=print))
+        return 0 if passed else 1
+    if args.command == "backup":  # a reader: it runs beside the bot, outside the lock below
+        return _backup(settings, args)
+    if args.command == "run" and not settings.discord.token:
+        print(NO_TOKEN_HELP, file=sys.stderr)
+        return 2
+    try:
+        with InstanceLock(settings.database_url):
+            return _locked_command(settings, args)
+    except AlreadyRunning as error:
+        print(error, file=sys.stderr)
+        return 1
+
+
+def _backup(settings: Settings, args: argparse.Namespace) -> int:
+    try:
+        written = backup_database(settings.database_url, args.path, force=args.force)
+    except BackupError as error:
+        print(f"Backup failed: {error}", file=sys.stderr)
+        return 2
+    print(f"Database backed up to {written}.")
+    return 0
+
+
+def _locked_command(settings: Settings, args: argparse.Namespace) -> int:
+    """The commands that write to the database, one process at a time."""
     if args.command == "migrate":
         asyncio.run(_migrate(settings))
         print(f"Database at {without_password(settings.database_url)} is up to date.")
         return 0
-    if args.command == "backup":
-        try:
-            written = backup_database(settings.database_url, args.path, force=args.force)
-        except BackupError as error:
-            print(f"Backup failed: {error}", file=sys.stderr)
-            return 2
-        print(f"Database backed up to {written}.")
-        return 0
     if args.command == "run":
-        if not settings.discord.token:
-            print(NO_TOKEN_HELP, file=sys.stderr)
-            return 2
         return asyncio.run(_run_bot(settings))
     return asyncio.run(_generate(settings, args))
 
@@ -87,6 +110,8 @@ def _parser() -> argparse.ArgumentParser:
     backup = commands.add_parser("backup", help="copy the database consistently, even while the bot runs (SQLite)")
     backup.add_argument("path", help="the backup file to write")
     backup.add_argument("--force", action="store_true", help="overwrite PATH if it exists")
+    check = commands.add_parser("check", help="check config, database, models and worker; exit status 0 when all pass")
+    check.add_argument("--no-worker", action="store_true", help="skip starting the worker (health checks beside a running bot)")
     generate = commands.add_parser("generate", help="generate images locally, through the queue and worker")
     generate.add_argument("prompt")
     generate.add_argument("--negative-prompt")
@@ -112,9 +137,15 @@ async def _migrate(settings: Settings) -> None:
         await db.close()
 
 
-async def _start(settings: Settings) -> tuple[Database, JobQueue, Dispatcher] | None:
+async def _start(settings: Settings, stop: StopSignals | None = None) -> tuple[Database, JobQueue, Dispatcher] | None:
+    """The database migrated and the worker ready; None when either failed (said why) or a
+    stop was requested in the meantime."""
     db = Database(settings.database_url)
+    # A signal does not interrupt the migration (one transaction): it is checked after it.
     await upgrade_database(db.engine)
+    if stop is not None and stop.requested.is_set():
+        await db.close()
+        return None
     queue = JobQueue(db, settings.queue)
     dispatcher = Dispatcher(
         queue,
@@ -123,7 +154,11 @@ async def _start(settings: Settings) -> tuple[Database, JobQueue, Dispatcher] | 
         start_method=settings.worker.start_method,
     )
     try:
-        await dispatcher.start_worker()
+        if stop is None:
+            await dispatcher.start_worker()
+        elif await stop.unless_stopped(dispatcher.start_worker()) is None:
+            await db.close()  # start_worker stopped the half-started worker as it was cancelled
+            return None
     except WorkerStartError as error:
         print(f"Cannot start the image worker: {error}", file=sys.stderr)
         await db.close()
@@ -136,20 +171,29 @@ async def _run_bot(settings: Settings) -> int:
 
     from bot.client import SDBot
 
-    started = await _start(settings)
-    if started is None:
-        return 1
-    db, queue, dispatcher = started
-    bot = SDBot(settings, queue, dispatcher)
-    try:
-        async with bot:
-            await bot.start(settings.discord.token or "")
-    except discord.LoginFailure:
-        print("Discord refused the token: check DISCORD_TOKEN or [discord] token.", file=sys.stderr)
-        return 2
-    finally:
-        await dispatcher.stop()
-        await db.close()
+    with StopSignals() as stop:
+        started = await _start(settings, stop)
+        if started is None:
+            return 0 if stop.requested.is_set() else 1
+        db, queue, dispatcher = started
+        bot = SDBot(settings, queue, dispatcher)
+        try:
+            async with bot:
+                serving = asyncio.create_task(bot.start(settings.discord.token or ""), name="sdbot-discord")
+                await stop.unless_stopped(asyncio.shield(serving))
+                if not serving.done():
+                    await bot.shut_down(settings.worker.shutdown_grace_s)
+                    # Closed mid-login, start() may end in an error about its closed session.
+                    await asyncio.gather(serving, return_exceptions=True)
+                else:
+                    await serving
+        except discord.LoginFailure:
+            print("Discord refused the token: check DISCORD_TOKEN or [discord] token.", file=sys.stderr)
+            return 2
+        finally:
+            await dispatcher.stop()
+            await db.close()
+        log.info("stopped")
     return 0
 
 

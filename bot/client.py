@@ -43,6 +43,9 @@ def collect_young_less_often() -> None:
 
 
 YOUNG_THRESHOLD = 2000
+# How long close() waits for the last deliveries: with [worker] shutdown_grace_s, what a
+# service manager's stop timeout must cover (deploy/).
+LAST_MESSAGES_LIMIT_S = 10.0
 
 
 class SDBot(commands.Bot):
@@ -60,6 +63,8 @@ class SDBot(commands.Bot):
         self.dispatcher = dispatcher
         self.delivery = DiscordDelivery(self)
         self.answers_first = AnswersFirst()
+        # Set by shut_down: every command and button is then answered "restarting" privately.
+        self.stopping = False
         self.tree.on_error = self.on_app_command_error
         # Every slash command passes the server's policy first (channels, roles, bans).
         self.tree.interaction_check = gate.tree_check  # type: ignore[method-assign]
@@ -115,8 +120,21 @@ class SDBot(commands.Bot):
         log.error("command /%s failed", command, exc_info=original)
         await send_private(interaction, APOLOGY)
 
+    async def shut_down(self, grace_s: float) -> None:
+        """The orderly stop (SIGTERM, SIGINT): take nothing new, let the running job finish
+        and be delivered within ``grace_s`` (else it goes back to the queue), then close."""
+        self.stopping = True
+        await self.dispatcher.stop(grace_s)
+        await self.close()
+
     async def close(self) -> None:
         await self.dispatcher.stop()
-        await self.delivery.drain()
-        await audit.drain_mirrors()
+        try:
+            # Results and audit lines in flight go out first, but a Discord that does not take
+            # them must not hold the exit: a service manager kills a bot that does not stop.
+            async with asyncio.timeout(LAST_MESSAGES_LIMIT_S):
+                await self.delivery.drain()
+                await audit.drain_mirrors()
+        except TimeoutError:
+            log.warning("Discord did not take the last messages within %g s; closing without them", LAST_MESSAGES_LIMIT_S)
         await super().close()

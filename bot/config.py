@@ -171,6 +171,9 @@ class WorkerSettings:
     png_compress_level: int = 1
     # Seconds to wait for the worker to load its models at start-up.
     startup_timeout_s: float = 600.0
+    # On SIGTERM or SIGINT, seconds the running job may take to finish before it goes back to
+    # the queue (no attempt counted) and the bot exits.
+    shutdown_grace_s: float = 30.0
     # Compatible jobs of several users run as one pass of at most this many images (the sum of
     # their counts): more images per second on a GPU. 1 runs every job alone.
     max_batch_images: int = 8
@@ -208,6 +211,8 @@ class WorkerSettings:
             raise ConfigError('worker.preview_method = "taesd" needs worker.taesd_source (a hub id or a folder)')
         if self.start_method not in multiprocessing.get_all_start_methods():
             raise ConfigError(f'worker.start_method = "{self.start_method}" is not available on this system: use "spawn"')
+        if self.shutdown_grace_s < 0:
+            raise ConfigError(f"worker.shutdown_grace_s must be at least 0, got {self.shutdown_grace_s}")
         if self.model_memory_budget_mb < 0:
             raise ConfigError(f"worker.model_memory_budget_mb must be at least 0, got {self.model_memory_budget_mb}")
 

@@ -71,3 +71,7 @@ class ImageUnavailable(UserError):
 class Refused(UserError):
     """The server's policy refuses this (channel, role, ban, blocked term, quota, cooldown);
     bot.policy.gate has audited it, and the message says why and when to try again."""
+
+
+class Restarting(UserError):
+    """The bot is shutting down (a restart, an update): it takes nothing new until it is back."""

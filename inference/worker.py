@@ -18,6 +18,7 @@ from __future__ import annotations
 import logging
 import os
 import queue
+import signal
 import sys
 import threading
 from collections import OrderedDict
@@ -132,6 +133,9 @@ def run_worker(config: WorkerConfig, commands: Connection, events: Connection) -
     """
     _configure_logging()
     _lower_priority()
+    # Ctrl-C in a terminal signals the whole process group: the bot stops in order and tells
+    # the worker when (Shutdown); a worker killed by the same keypress would lose its job.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     try:
         _serve(config, commands, events)
     except _BotGone:

@@ -12,6 +12,7 @@ import pytest
 from alembic.script import ScriptDirectory
 
 from bot import cli
+from bot.service import InstanceLock
 from db.migrate import alembic_config
 
 
@@ -63,7 +64,8 @@ def test_a_backup_taken_while_a_writer_writes_is_whole_and_current(migrated, tmp
     backup = tmp_path / "backups" / "sdbot.sqlite3"
     backup.parent.mkdir()
     try:
-        assert cli.main(["--config", str(config), "backup", str(backup)]) == 0
+        with InstanceLock(f"sqlite+aiosqlite:///{database}"):  # held by the running bot
+            assert cli.main(["--config", str(config), "backup", str(backup)]) == 0
         after_backup = writer.committed
         writer.some_written.clear()
         while writer.committed < after_backup + 20 and writer.is_alive():  # it was never stopped by it

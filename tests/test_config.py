@@ -49,6 +49,7 @@ def test_files_and_environment_override(tmp_path):
         ("[images]\nkeep_days = -1\n", "images.keep_days must be a number of days from 0 (keep forever) to 36500, got -1"),
         ("[images]\nkeep_days = 100000\n", "images.keep_days must be a number of days from 0 (keep forever) to 36500"),
         ("[policy]\naudit_retention_days = -30\n", "policy.audit_retention_days must be a number of days from 0"),
+        ("[worker]\nshutdown_grace_s = -1\n", "worker.shutdown_grace_s must be at least 0, got -1"),
     ],
 )
 def test_bad_settings_are_named(tmp_path, text, message):

@@ -118,6 +118,9 @@ class Dispatcher:
         self._task: asyncio.Task[None] | None = None
         self._restart_delay = 1.0
         self._wakes_handled: list[asyncio.Future[None]] = []
+        # Set by stop(): no job is claimed any more, and the running ones are waited for.
+        self._stopping = False
+        self._nothing_running = asyncio.Event()
 
     # --- lifecycle -------------------------------------------------------------------------
 
@@ -150,8 +153,18 @@ class Dispatcher:
         self._task = asyncio.create_task(self._run(), name="sdbot-dispatcher")
         return self._task
 
-    async def stop(self) -> None:
-        """Stop dispatching and the worker. A job it was running goes back to the queue."""
+    async def stop(self, grace_s: float = 0.0) -> None:
+        """Stop dispatching and the worker. The jobs the worker holds may finish (and their
+        PNGs be written) within ``grace_s``; those still running then go back to the queue,
+        without counting an attempt: a restart is not the job's fault."""
+        self._stopping = True
+        if grace_s > 0 and self.running and self._task is not None:
+            self._nothing_running.clear()
+            try:
+                async with asyncio.timeout(grace_s):
+                    await self._nothing_running.wait()
+            except TimeoutError:
+                log.info("jobs %s did not finish within %g s; they go back to the queue", list(self.running), grace_s)
         if self._task is not None:
             self._task.cancel()
             await asyncio.gather(self._task, return_exceptions=True)
@@ -206,6 +219,8 @@ class Dispatcher:
                 self._answer_wakes()
             item = await self.external_wait(self._inbox.get(), reason="waiting for jobs and worker events")
             await self._handle(item)
+            if not self.running:  # each finished job's row is written by now
+                self._nothing_running.set()
 
     def _answer_wakes(self) -> None:
         wakes, self._wakes_handled = self._wakes_handled, []
@@ -225,7 +240,7 @@ class Dispatcher:
         return next((job for job_id, job in self.running.items() if job_id not in self.saving), None)
 
     async def _dispatch_if_idle(self) -> None:
-        if self.ready is None or self.current is not None:
+        if self.ready is None or self.current is not None or self._stopping:
             return
         jobs = await self.queue.claim_batch(max(1, self.worker_config.max_batch_images))
         if not jobs:
@@ -299,6 +314,8 @@ class Dispatcher:
         for job_id in held:
             job, recovery = await self.queue.release_interrupted(job_id, CRASH_REASON)
             self._report_recovery(job, recovery, CRASH_REASON)
+        if self._stopping:
+            return  # stop() is waiting for nothing now: no new worker for a bot going away
         await asyncio.sleep(self._restart_delay)
         # Back off when the new worker keeps dying too, instead of spinning.
         self._restart_delay = min(self._restart_delay * 2, 60.0)

@@ -72,6 +72,7 @@ async def tree_check(interaction: discord.Interaction) -> bool:
     only suggests names, and a refusal cannot be shown there, so it is let through. A command
     that queues jobs is acknowledged before this check (actions.acknowledge)."""
     if interaction.type != discord.InteractionType.autocomplete:
+        actions.check_not_stopping(interaction)
         if actions.is_job_command(interaction.command):
             await actions.acknowledge(interaction)
         await check_access(interaction)
