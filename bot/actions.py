@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
+import weakref
 from collections.abc import Awaitable, Callable
 from dataclasses import replace
 from pathlib import Path
@@ -316,9 +318,16 @@ async def _finished_image(interaction: discord.Interaction, job_id: int, index: 
     return job, image
 
 
+# One turn per image at a time: of simultaneous U clicks on the same image, the first posts it
+# and records the post; the others then find that record and link to it.
+_single_image_turns: weakref.WeakValueDictionary[tuple[int, int], asyncio.Lock] = weakref.WeakValueDictionary()
+
+
 async def post_single_image(interaction: discord.Interaction, job_id: int, index: int) -> None:
     """A U button: the image alone, full size. The button acknowledged the click (run_for_user),
-    so the post replaces its "thinking…"."""
+    so the post replaces its "thinking…". A public post is made once per image: while it
+    exists, another U (anyone's, now or later) is answered privately with a link to it, so
+    clicks cannot flood the channel (U makes no job: no cap or cooldown applies to it)."""
     bot = bot_of(interaction)
     job, image = await _finished_image(interaction, job_id, index)
     if not Path(image.path).is_file():
@@ -328,15 +337,46 @@ async def post_single_image(interaction: discord.Interaction, job_id: int, index
     )
     safety.refuse_withheld_image(shown)
     private = await answers_privately(interaction, job.id)  # as the U button acknowledged it
+    if private:  # seen by this member alone: nothing to flood
+        await _send_single_image(interaction, job, index, shown, ephemeral=True)
+        return
+    turn = _single_image_turns.setdefault((job.id, index), asyncio.Lock())
+    async with turn:
+        existing = await _existing_post(bot, job.id, index)
+        if existing is not None:
+            await send_private(interaction, f"Image {index + 1} of job #{job.id} is already posted: {existing.jump_url}")
+            return
+        message = await _send_single_image(interaction, job, index, shown, ephemeral=False)
+        await bot.queue.set_image_post(job.id, index, message.channel.id, message.id)
+
+
+async def _send_single_image(
+    interaction: discord.Interaction, job: Job, index: int, shown: safety.Verdict, *, ephemeral: bool
+) -> discord.WebhookMessage:
+    image = next(image for image in job.images if image.index == index)
     posting = await shown.posting(image.path, interaction.filesize_limit, f"job{job.id}-{index + 1}")
-    await replace_thinking(
+    return await replace_thinking(
         interaction,
-        ephemeral=private,
+        ephemeral=ephemeral,
         content=f"Image {index + 1} of job #{job.id}, for {interaction.user.mention}",
         embed=posting.dress(embeds.result_embed(job, posting.filename, image_index=index)),
         **posting.file_kwargs(),
         view=buttons.single_image_view(job.id, index),
     )
+
+
+async def _existing_post(bot: SDBot, job_id: int, index: int) -> discord.Message | None:
+    """The image's earlier public post alone, if it is still there (a deleted one is posted again)."""
+    recorded = await bot.queue.image_post(job_id, index)
+    if recorded is None:
+        return None
+    channel_id, message_id = recorded
+    try:
+        # The cached channel, when there is one, gives the message its server for the link.
+        channel = bot.get_channel(channel_id) or bot.get_partial_messageable(channel_id)
+        return await channel.fetch_message(message_id)  # type: ignore[union-attr]
+    except discord.NotFound:
+        return None
 
 
 async def vary(interaction: discord.Interaction, job_id: int, index: int, strength: str) -> None:
