@@ -375,7 +375,7 @@ async def _existing_post(bot: SDBot, job_id: int, index: int) -> discord.Message
         # The cached channel, when there is one, gives the message its server for the link.
         channel = bot.get_channel(channel_id) or bot.get_partial_messageable(channel_id)
         return await channel.fetch_message(message_id)  # type: ignore[union-attr]
-    except discord.NotFound:
+    except (discord.NotFound, discord.Forbidden):  # deleted, or its channel gone from the bot's sight
         return None
 
 
