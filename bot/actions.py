@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
+import weakref
 from collections.abc import Awaitable, Callable
 from dataclasses import replace
 from pathlib import Path
@@ -12,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 import discord
 
 from bot import inputs, safety
-from bot.errors import ImageUnavailable, InvalidOption, NotAllowed, Restarting, UserError, echo
+from bot.errors import ImageUnavailable, InvalidOption, JobNotFound, NotAllowed, Restarting, UserError, echo
 from bot.jobs.params import (
     GenerationOptions,
     JobParameters,
@@ -199,6 +201,27 @@ async def answers_privately(interaction: discord.Interaction, parent_job_id: int
     return await bot_of(interaction).queue.privacy.answers_privately(interaction.user.id, parent_job_id)
 
 
+def may_use(interaction: discord.Interaction, job: Job) -> bool:
+    """Whether this member, here, may see and act on the job: its owner anywhere (a private
+    result reaches them by DM, with its buttons); anyone else only in the job's own server,
+    and a private job only as a moderator (Manage Messages in this channel)."""
+    if interaction.user.id == job.user_id:
+        return True
+    if interaction.guild_id is None or job.guild_id != interaction.guild_id:
+        return False
+    return not job.private or interaction.permissions.manage_messages
+
+
+async def job_for_interaction(interaction: discord.Interaction, job_id: int) -> Job:
+    """The job a command, button or form names, if this member may use it here (may_use).
+    Job numbers count up, so the refusal is word for word the one for a job that never
+    existed: it must not tell a member that a job they may not see is there."""
+    job = await bot_of(interaction).queue.get(job_id)
+    if job is None or not may_use(interaction, job):
+        raise JobNotFound(f"Job #{job_id} does not exist, or you cannot see it here.")
+    return job
+
+
 def check_not_removed(job: Job) -> None:
     """A removed result's buttons (anyone's, its owner's too) do nothing new with it."""
     if job.removed_at is not None:
@@ -286,7 +309,7 @@ class FollowupStatus:
 async def cancel(interaction: discord.Interaction, job_id: int, *, by_moderator: bool = False) -> None:
     """by_moderator: /admin cancel, whose caller has checked Manage Server."""
     bot = bot_of(interaction)
-    job = await bot.queue.require(job_id)
+    job = await (bot.queue.require(job_id) if by_moderator else job_for_interaction(interaction, job_id))
     if not by_moderator and not may_manage(interaction, job):
         raise NotAllowed(f"Only the person who started job #{job.id}, or a moderator, can cancel it.")
     job, outcome = await bot.dispatcher.cancel(job_id)
@@ -303,10 +326,10 @@ async def cancel(interaction: discord.Interaction, job_id: int, *, by_moderator:
     await send_private(interaction, text)
 
 
-async def _finished_image(bot: SDBot, job_id: int, index: int) -> tuple[Job, Image]:
-    job = await bot.queue.require(job_id)
+async def _finished_image(interaction: discord.Interaction, job_id: int, index: int) -> tuple[Job, Image]:
+    job = await job_for_interaction(interaction, job_id)
     check_not_removed(job)
-    check_files_kept(bot, job)
+    check_files_kept(bot_of(interaction), job)
     if job.status != JobStatus.COMPLETED:
         raise ImageUnavailable(f"Job #{job.id} has not finished, so it has no images yet.")
     image = next((image for image in job.images if image.index == index), None)
@@ -315,11 +338,18 @@ async def _finished_image(bot: SDBot, job_id: int, index: int) -> tuple[Job, Ima
     return job, image
 
 
+# One turn per image at a time: of simultaneous U clicks on the same image, the first posts it
+# and records the post; the others then find that record and link to it.
+_single_image_turns: weakref.WeakValueDictionary[tuple[int, int], asyncio.Lock] = weakref.WeakValueDictionary()
+
+
 async def post_single_image(interaction: discord.Interaction, job_id: int, index: int) -> None:
     """A U button: the image alone, full size. The button acknowledged the click (run_for_user),
-    so the post replaces its "thinking…"."""
+    so the post replaces its "thinking…". A public post is made once per image: while it
+    exists, another U (anyone's, now or later) is answered privately with a link to it, so
+    clicks cannot flood the channel (U makes no job: no cap or cooldown applies to it)."""
     bot = bot_of(interaction)
-    job, image = await _finished_image(bot, job_id, index)
+    job, image = await _finished_image(interaction, job_id, index)
     if not Path(image.path).is_file():
         raise ImageUnavailable(f"Image {index + 1} of job #{job.id} is no longer on disk.")
     shown = await safety.verdict(
@@ -327,10 +357,27 @@ async def post_single_image(interaction: discord.Interaction, job_id: int, index
     )
     safety.refuse_withheld_image(shown)
     private = await answers_privately(interaction, job.id)  # as the U button acknowledged it
+    if private:  # seen by this member alone: nothing to flood
+        await _send_single_image(interaction, job, index, shown, ephemeral=True)
+        return
+    turn = _single_image_turns.setdefault((job.id, index), asyncio.Lock())
+    async with turn:
+        existing = await _existing_post(bot, job.id, index)
+        if existing is not None:
+            await send_private(interaction, f"Image {index + 1} of job #{job.id} is already posted: {existing.jump_url}")
+            return
+        message = await _send_single_image(interaction, job, index, shown, ephemeral=False)
+        await bot.queue.set_image_post(job.id, index, message.channel.id, message.id)
+
+
+async def _send_single_image(
+    interaction: discord.Interaction, job: Job, index: int, shown: safety.Verdict, *, ephemeral: bool
+) -> discord.WebhookMessage:
+    image = next(image for image in job.images if image.index == index)
     posting = await shown.posting(image.path, interaction.filesize_limit, f"job{job.id}-{index + 1}")
-    await replace_thinking(
+    return await replace_thinking(
         interaction,
-        ephemeral=private,
+        ephemeral=ephemeral,
         content=f"Image {index + 1} of job #{job.id}, for {interaction.user.mention}",
         embed=posting.dress(embeds.result_embed(job, posting.filename, image_index=index)),
         **posting.file_kwargs(),
@@ -338,11 +385,25 @@ async def post_single_image(interaction: discord.Interaction, job_id: int, index
     )
 
 
+async def _existing_post(bot: SDBot, job_id: int, index: int) -> discord.Message | None:
+    """The image's earlier public post alone, if it is still there (a deleted one is posted again)."""
+    recorded = await bot.queue.image_post(job_id, index)
+    if recorded is None:
+        return None
+    channel_id, message_id = recorded
+    try:
+        # The cached channel, when there is one, gives the message its server for the link.
+        channel = bot.get_channel(channel_id) or bot.get_partial_messageable(channel_id)
+        return await channel.fetch_message(message_id)  # type: ignore[union-attr]
+    except (discord.NotFound, discord.Forbidden):  # deleted, or its channel gone from the bot's sight
+        return None
+
+
 async def vary(interaction: discord.Interaction, job_id: int, index: int, strength: str) -> None:
     """A1111 variations of a txt2img image; an image made from another image (img2img,
     inpaint, outpaint) has no noise of its own to vary, so it gets img2img of itself."""
     bot = bot_of(interaction)
-    job, image = await _finished_image(bot, job_id, index)
+    job, image = await _finished_image(interaction, job_id, index)
     _check_model_still_there(bot, job)
     count = min(4, bot.settings.limits.max_count)
     if job.kind in (JobKind.TXT2IMG, JobKind.VARIATION):
@@ -382,7 +443,7 @@ def _source_of(job: Job, image: Image) -> SourceImage:
 
 async def upscale(interaction: discord.Interaction, job_id: int, index: int, scale: float) -> None:
     bot = bot_of(interaction)
-    job, image = await _finished_image(bot, job_id, index)
+    job, image = await _finished_image(interaction, job_id, index)
     base = without_workflow(parameters_of(job))
     upscaler = member_defaults(await bot.queue.user(interaction.user.id), bot.settings).upscaler
     params = upscale_parameters(bot.settings, _source_of(job, image), scale=scale, upscaler=upscaler, base=base)
@@ -392,7 +453,7 @@ async def upscale(interaction: discord.Interaction, job_id: int, index: int, sca
 async def outpaint(interaction: discord.Interaction, job_id: int, index: int, direction: str) -> None:
     """Zoom out ("zoom1.5", "zoom2") or pan ("left", "right", "up", "down") one image."""
     bot = bot_of(interaction)
-    job, image = await _finished_image(bot, job_id, index)
+    job, image = await _finished_image(interaction, job_id, index)
     _check_model_still_there(bot, job)
     source = _source_of(job, image)
     pads = outpaint_pixels(direction, image.width, image.height, bot.settings.images.pan_fraction)
@@ -417,7 +478,7 @@ async def remix(interaction: discord.Interaction, job_id: int, prompt: str, nega
     inline parameters in the new prompt change (`--seed 5`, `--ar 3:2`...); permutations in
     it make one job each."""
     bot = bot_of(interaction)
-    job = await bot.queue.require(job_id)
+    job = await job_for_interaction(interaction, job_id)
     check_not_removed(job)
     check_files_kept(bot, job)
     _check_model_still_there(bot, job)
@@ -449,7 +510,7 @@ async def inpaint(
     if mask is None:
         raise InvalidOption("Upload a mask: white where the image should change, black elsewhere.")
     value = parse_strength(strength)
-    job, image = await _finished_image(bot, job_id, index)
+    job, image = await _finished_image(interaction, job_id, index)
     _check_model_still_there(bot, job)
     source = _source_of(job, image)
     user = await bot.queue.user(interaction.user.id)
@@ -481,7 +542,7 @@ def parse_strength(text: str) -> float:
 async def finished_image(interaction: discord.Interaction, job_id: int, index: int) -> tuple[Job, Image]:
     """A finished job's image, checked to be usable for new work (file on disk, model there)."""
     bot = bot_of(interaction)
-    job, image = await _finished_image(bot, job_id, index)
+    job, image = await _finished_image(interaction, job_id, index)
     _check_model_still_there(bot, job)
     _source_of(job, image)
     return job, image
@@ -489,7 +550,7 @@ async def finished_image(interaction: discord.Interaction, job_id: int, index: i
 
 async def reroll(interaction: discord.Interaction, job_id: int) -> None:
     bot = bot_of(interaction)
-    job = await bot.queue.require(job_id)
+    job = await job_for_interaction(interaction, job_id)
     check_not_removed(job)
     check_files_kept(bot, job)
     _check_model_still_there(bot, job)

@@ -179,6 +179,10 @@ class Image(Base):
     infotext: Mapped[str] = mapped_column(Text)
     # The safety classifier flagged it: posted blurred, spoilered or not at all (server policy).
     flagged: Mapped[bool] = mapped_column(Boolean, default=False, server_default="0")
+    # Its public post alone (a U button): while that message exists, another U links to it
+    # instead of posting the image again (bot.actions.post_single_image).
+    posted_channel_id: Mapped[int | None] = mapped_column(BigInteger)
+    posted_message_id: Mapped[int | None] = mapped_column(BigInteger)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
     job: Mapped[Job] = relationship(back_populates="images")

@@ -136,10 +136,10 @@ async def test_show_of_jobs_without_a_result_is_answered_privately(harness):
     await refused(await bob.slash(harness.channel, "show", job=running.id), f"Job #{running.id} is running now")
     await refused(await bob.slash(harness.channel, "show", job=waiting.id), "still waiting in the queue (#1 in line)")
     await refused(await bob.slash(harness.channel, "show", job=failed), "failed, so there is nothing to show: Out of memory")
-    await refused(await bob.slash(harness.channel, "show", job=999), "Job #999 does not exist")
-    await refused(await alice.slash(harness.channel, "show", job=elsewhere), "made outside this server")
-    # In direct messages: one's own jobs only.
-    await refused(await bob.user.slash("show", job=failed), "only your own jobs")
+    await refused(await bob.slash(harness.channel, "show", job=999), "Job #999 does not exist, or you cannot see it here.")
+    # Another server's job, and in direct messages another member's, read as if they did not exist.
+    await refused(await bob.slash(harness.channel, "show", job=elsewhere), f"Job #{elsewhere} does not exist, or you")
+    await refused(await bob.user.slash("show", job=failed), f"Job #{failed} does not exist, or you cannot see it here.")
 
     await alice.slash(harness.channel, "cancel", job=waiting.id)
     await refused(await bob.slash(harness.channel, "show", job=waiting.id), "was canceled")

@@ -10,8 +10,8 @@ from discord import app_commands
 from discord.ext import commands
 
 from bot import safety
-from bot.actions import is_age_restricted
-from bot.errors import ImageUnavailable, JobNotFound, NotAllowed, NothingToDo
+from bot.actions import is_age_restricted, job_for_interaction
+from bot.errors import ImageUnavailable, NothingToDo
 from bot.jobs.retention import expired_message
 from bot.ui import buttons, embeds
 from bot.ui.history import HISTORY_ITEMS, history_message
@@ -34,10 +34,7 @@ class History(commands.Cog):
     @app_commands.command(name="show", description="Post a finished job's result again, with its buttons.")
     @app_commands.describe(job="The job number (see /history)")
     async def show(self, interaction: discord.Interaction, job: app_commands.Range[int, 1]) -> None:
-        found = await self.bot.queue.get(job)
-        if found is None:
-            raise JobNotFound(f"Job #{job} does not exist.")
-        _check_may_show(interaction, found)
+        found = await job_for_interaction(interaction, job)
         if found.status != JobStatus.COMPLETED:
             raise NothingToDo(await self._state_of(found))
         path = found.grid_path or (found.images[0].path if found.images else None)
@@ -58,7 +55,9 @@ class History(commands.Cog):
         here_age_restricted = is_age_restricted(interaction)
         safety.check_shown_where_allowed(self.bot, found, here_age_restricted=here_age_restricted)
         shown = await safety.verdict(self.bot, found, guild_id=interaction.guild_id, age_restricted=here_age_restricted)
-        await interaction.response.defer(thinking=True)
+        # A private job reaches only its owner or a moderator (job_for_interaction): privately.
+        private = found.private and interaction.guild_id is not None
+        await interaction.response.defer(thinking=True, ephemeral=private)
         posting = await shown.posting(path, interaction.filesize_limit, f"job{found.id}")
         extra: dict[str, Any] = posting.file_kwargs()
         view = buttons.result_view(found)
@@ -68,6 +67,7 @@ class History(commands.Cog):
             content=f"Job #{found.id} by <@{found.user_id}>, shown by {interaction.user.mention}",
             embed=posting.dress(embeds.result_embed(found, posting.filename)),
             allowed_mentions=discord.AllowedMentions.none(),
+            ephemeral=private,
             **extra,
         )
 
@@ -81,18 +81,6 @@ class History(commands.Cog):
         if job.status == JobStatus.FAILED:
             return f"Job #{job.id} failed, so there is nothing to show: {job.member_error or 'no reason was recorded.'}"
         return f"Job #{job.id} was canceled, so there is nothing to show."
-
-
-def _check_may_show(interaction: discord.Interaction, job: Job) -> None:
-    """Results are public in their server: anyone there may show them; never across servers,
-    and in direct messages only one's own jobs."""
-    own = job.user_id == interaction.user.id
-    if interaction.guild_id is None:
-        if not own:
-            raise NotAllowed(f"In direct messages you can show only your own jobs; job #{job.id} is someone else's.")
-        return
-    if job.guild_id != interaction.guild_id and not (own and job.guild_id is None):
-        raise NotAllowed(f"Job #{job.id} was made outside this server, so it cannot be shown here.")
 
 
 async def setup(bot: SDBot) -> None:

@@ -160,6 +160,21 @@ class JobQueue:
                 update(Job).where(Job.id == job_id).values(channel_id=channel_id, message_id=message_id)
             )
 
+    async def image_post(self, job_id: int, index: int) -> tuple[int, int] | None:
+        """Where a U button posted this image alone (channel id, message id), if it did."""
+        async with self.db.session() as session:
+            row = (await session.execute(
+                select(Image.posted_channel_id, Image.posted_message_id).where(Image.job_id == job_id, Image.index == index)
+            )).one_or_none()
+        return (row[0], row[1]) if row is not None and row[1] is not None else None
+
+    async def set_image_post(self, job_id: int, index: int, channel_id: int, message_id: int) -> None:
+        async with self.db.session() as session, session.begin():
+            await session.execute(
+                update(Image).where(Image.job_id == job_id, Image.index == index)
+                .values(posted_channel_id=channel_id, posted_message_id=message_id)
+            )
+
     # --- the scheduler ---------------------------------------------------------------------
 
     async def claim_next(self) -> Job | None:

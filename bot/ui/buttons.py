@@ -176,10 +176,10 @@ class RemixButton(DynamicItem[Button], template=r"sd:remix:(?P<job>\d+)"):
 
     async def callback(self, interaction: discord.Interaction) -> None:
         async def open_form() -> None:
-            job = await actions.bot_of(interaction).queue.require(self.job_id)
+            job = await actions.job_for_interaction(interaction, self.job_id)
             actions.check_not_removed(job)
             actions.check_files_kept(actions.bot_of(interaction), job)
-            await interaction.response.send_modal(modals.RemixModal(job))
+            await interaction.response.send_modal(modals.RemixModal(job, viewer_id=interaction.user.id))
 
         await _guarded(interaction, open_form)
 

@@ -38,9 +38,12 @@ def _prompt_input(prompt: str) -> ui.TextInput:
 
 
 class RemixModal(ui.Modal):
-    """Edit the prompts; the job runs again with the same seeds and parameters."""
+    """Edit the prompts; the job runs again with the same seeds and parameters.
 
-    def __init__(self, job: Job) -> None:
+    A private job's negative prompt is its owner's alone: a moderator remixing it starts
+    from an empty one (the result's embed never showed it to them)."""
+
+    def __init__(self, job: Job, *, viewer_id: int) -> None:
         super().__init__(title=_title(f"Remix job #{job.id}"), custom_id=f"sd:modal:remix:{job.id}")
         self.job_id = job.id
         self.prompt = _prompt_input(job.prompt)
@@ -48,7 +51,7 @@ class RemixModal(ui.Modal):
             custom_id="negative_prompt",
             label="Negative prompt",
             style=discord.TextStyle.paragraph,
-            default=job.negative_prompt or None,
+            default=(job.negative_prompt or None) if not job.private or viewer_id == job.user_id else None,
             required=False,
             max_length=TEXT_INPUT_LIMIT,
         )

@@ -52,7 +52,7 @@ class RemoveButton(DynamicItem[Button], template=r"sd:rm:(?P<job>\d+)"):
         await actions.run_for_user(interaction, lambda: self._ask(interaction))
 
     async def _ask(self, interaction: discord.Interaction) -> None:
-        job = await actions.bot_of(interaction).queue.require(self.job_id)
+        job = await actions.job_for_interaction(interaction, self.job_id)
         _check_may_remove(interaction, job)
         origin = interaction.message
         # An ephemeral message (a private result) cannot be deleted with the bot's token: 0.
@@ -93,16 +93,35 @@ class RemoveChoiceButton(
 
     async def _remove(self, interaction: discord.Interaction) -> None:
         bot = actions.bot_of(interaction)
-        job = await bot.queue.require(self.job_id)
+        job = await actions.job_for_interaction(interaction, self.job_id)
         _check_may_remove(interaction, job)
         status_message = (job.channel_id, job.message_id)
+        other_post = bool(self.message_id) and (self.channel_id, self.message_id) != status_message
+        if other_post and not await _is_post_of(bot, job.id, self.channel_id, self.message_id):
+            raise NotAllowed(f"That message is not a post of job #{job.id}, so this button cannot remove it.")
         if job.removed_at is None or self.files:
             job = await removal.remove_result(bot, job.id, actor_id=interaction.user.id, remove_files=self.files)
         # The post the 🗑️ was on, when it is not the status message remove_result deleted.
-        if self.message_id and (self.channel_id, self.message_id) != status_message:
+        if other_post:
             await removal.delete_message(bot, self.channel_id, self.message_id)
         done = "its message and image files were removed" if self.files else "its message was removed"
         await interaction.response.edit_message(content=f"Job #{job.id}: {done}.", view=None)
+
+
+async def _is_post_of(bot: Any, job_id: int, channel_id: int, message_id: int) -> bool:
+    """The choice's custom_id names the message to delete: it must be one of the bot's posts
+    of this job (it carries this job's 🗑️), or a forged id could delete any of its messages.
+    One already gone passes: deleting it again does nothing."""
+    try:
+        message = await bot.get_partial_messageable(channel_id).fetch_message(message_id)
+    except discord.NotFound:
+        return True
+    removes_this_job = RemoveButton(job_id).custom_id
+    return message.author.id == bot.user.id and any(
+        getattr(child, "custom_id", None) == removes_this_job
+        for row in message.components
+        for child in getattr(row, "children", [])
+    )
 
 
 REMOVAL_ITEMS = (RemoveButton, RemoveChoiceButton)
