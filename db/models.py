@@ -62,6 +62,9 @@ class Job(Base):
         # The scheduler's hot queries: a status's jobs in order, and a user's jobs by status.
         Index("ix_jobs_status_id", "status", "id"),
         Index("ix_jobs_user_id_status", "user_id", "status"),
+        # A member's recent GPU use (the sum of cost since a moment), read for each member
+        # waiting at every claim: the cost is in the index, so no row is read.
+        Index("ix_jobs_user_id_started_at_cost", "user_id", "started_at", "cost"),
     )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
@@ -135,6 +138,8 @@ class Job(Base):
     error: Mapped[str | None] = mapped_column(Text)
     grid_path: Mapped[str | None] = mapped_column(Text)
     seconds: Mapped[float | None] = mapped_column(Float)  # generation time, for ETAs
+    # GPU time in units (bot.jobs.cost), known before it runs: turns, caps and ETAs use it.
+    cost: Mapped[float] = mapped_column(Float, default=0.0, server_default="0")
 
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     started_at: Mapped[datetime | None] = mapped_column(UTCDateTime)

@@ -25,7 +25,8 @@ from sqlalchemy.orm import aliased, selectinload
 from sqlalchemy.orm.attributes import set_committed_value
 
 from bot.config import QueueSettings
-from bot.errors import JobNotFound, QueueFull
+from bot.errors import JobNotFound, QueueFull, TooCostly
+from bot.jobs.cost import cost_refusal, job_cost
 from bot.jobs.params import JobParameters, generate_request, job_columns
 from bot.jobs.privacy import PrivacyIndex
 from db.base import utcnow
@@ -35,9 +36,6 @@ from inference.batching import BATCHABLE_KINDS, batch_key
 from inference.protocol import JobCompleted
 
 _CLAIMED_MEANWHILE = object()  # entry(): the job left the waiting list between two reads
-# Work of one job in "units": 20 steps of one 512x512 image. ETAs scale by it.
-_UNIT_PIXELS = 512 * 512
-_UNIT_STEPS = 20
 _PACE_EXPIRY_S = 60.0
 
 
@@ -55,10 +53,6 @@ _StartedJob = aliased(Job)
 _member_last_started = (
     select(func.max(_StartedJob.started_at)).where(_StartedJob.user_id == Job.user_id).scalar_subquery()
 )
-
-
-def job_units(job: Job) -> float:
-    return job.count * (job.width * job.height / _UNIT_PIXELS) * (job.steps / _UNIT_STEPS)
 
 
 @dataclass(frozen=True)
@@ -107,7 +101,9 @@ class JobQueue:
     # --- creating and reading jobs ---------------------------------------------------------
 
     async def enqueue(self, params: JobParameters, requester: Requester) -> Job:
-        """Write a new pending job, refusing it when the user has too many waiting."""
+        """Write a new pending job, refusing it when the user has too many waiting, or when it
+        costs too much alone or with their waiting jobs ([queue] max_job_cost...)."""
+        cost = job_cost(params)
         async with self.db.session() as session, session.begin():
             pending = await _pending_count(session, requester.user_id)
             cap = self.settings.max_pending_per_user
@@ -116,6 +112,9 @@ class JobQueue:
                     f"You already have {pending} jobs waiting (the limit is {cap}). "
                     "Wait for one to start, or cancel one with /cancel."
                 )
+            refusal = cost_refusal([cost], await _pending_cost(session, requester.user_id), self.settings)
+            if refusal is not None:
+                raise TooCostly(refusal)
             await session.execute(_member_row(requester.user_id, requester.user_name))
             job = Job(
                 user_id=requester.user_id,
@@ -125,6 +124,7 @@ class JobQueue:
                 upload_limit_bytes=requester.upload_limit_bytes,
                 safety_check=requester.safety_check,
                 private=requester.private,
+                cost=cost,
                 **job_columns(params),
             )
             session.add(job)
@@ -321,13 +321,12 @@ class JobQueue:
                 return QueueEntry(job, 0, _remaining_seconds(job, seconds_per_unit))
             running = (await session.execute(select(*_SCHEDULE_COLUMNS).where(Job.status == JobStatus.RUNNING))).all()
             remaining = [_remaining_seconds(row, seconds_per_unit) for row in running]
-            # Per waiting member: their count, first job, work, how many of their jobs wait
+            # Per waiting member: their count, first job, cost, how many of their jobs wait
             # before this one (this member's "turn") and when their last job started.
-            units = Job.count * Job.width * Job.height * Job.steps
             waiting = (
                 await session.execute(
                     select(
-                        Job.user_id, func.count(Job.id), func.min(Job.id), func.sum(units),
+                        Job.user_id, func.count(Job.id), func.min(Job.id), func.sum(Job.cost),
                         func.count(case((Job.id < job.id, 1))), _member_last_started,
                     )
                     .where(Job.status == JobStatus.PENDING)
@@ -343,12 +342,12 @@ class JobQueue:
             return _CLAIMED_MEANWHILE
         turn, my_turn = mine[4], turn_key(mine[5], mine[2])
         position, ahead_units = 0, 0.0
-        for user_id, count, first_id, total_units, _, started in waiting:
+        for user_id, count, first_id, total_cost, _, started in waiting:
             ahead = min(count, turn)
             if user_id == job.user_id or (count > turn and turn_key(started, first_id) < my_turn):
                 ahead += 1
             position += ahead
-            ahead_units += ahead * (total_units / count) / (_UNIT_PIXELS * _UNIT_STEPS)
+            ahead_units += ahead * (total_cost / count)
         eta = max(remaining, default=0.0) + ahead_units * seconds_per_unit
         return QueueEntry(job, position, eta)
 
@@ -356,6 +355,11 @@ class JobQueue:
         """The user's jobs waiting to run, in every server: what [queue] max_pending_per_user caps."""
         async with self.db.session() as session:
             return await _pending_count(session, user_id)
+
+    async def pending_cost(self, user_id: int) -> float:
+        """What the user's waiting jobs cost, in every server: what [queue] max_waiting_cost_per_member caps."""
+        async with self.db.session() as session:
+            return await _pending_cost(session, user_id)
 
     async def waiting_count(self) -> int:
         async with self.db.session() as session:
@@ -379,13 +383,13 @@ class JobQueue:
     async def _measured_seconds_per_unit(self, session) -> float:  # type: ignore[no-untyped-def]
         recent = (
             await session.execute(
-                select(Job.seconds, Job.count, Job.width, Job.height, Job.steps)
-                .where(Job.status == JobStatus.COMPLETED, Job.seconds.is_not(None))
+                select(Job.seconds, Job.cost)
+                .where(Job.status == JobStatus.COMPLETED, Job.seconds.is_not(None), Job.cost > 0)
                 .order_by(Job.id.desc())
                 .limit(20)
             )
         ).all()
-        units = sum(r.count * r.width * r.height / _UNIT_PIXELS * r.steps / _UNIT_STEPS for r in recent)
+        units = sum(r.cost for r in recent)
         if not recent or units <= 0:
             return self.settings.initial_seconds_per_unit
         return sum(r.seconds for r in recent) / units
@@ -481,8 +485,14 @@ async def _pending_count(session, user_id: int) -> int:  # type: ignore[no-untyp
     ) or 0
 
 
+async def _pending_cost(session, user_id: int) -> float:  # type: ignore[no-untyped-def]
+    return await session.scalar(
+        select(func.sum(Job.cost)).where(Job.user_id == user_id, Job.status == JobStatus.PENDING)
+    ) or 0.0
+
+
 # What the schedule needs of each active job (see active_entries).
-_SCHEDULE_COLUMNS = (Job.id, Job.user_id, Job.status, Job.count, Job.width, Job.height, Job.steps, Job.started_at)
+_SCHEDULE_COLUMNS = (Job.id, Job.user_id, Job.status, Job.cost, Job.started_at)
 
 
 def _schedule(rows, last_started: dict[int, datetime], seconds_per_unit: float):  # type: ignore[no-untyped-def]
@@ -496,13 +506,13 @@ def _schedule(rows, last_started: dict[int, datetime], seconds_per_unit: float):
         elapsed_ahead = max(elapsed_ahead, remaining)
         yield row, 0, remaining
     for position, row in enumerate(pending, start=1):
-        elapsed_ahead += job_units(row) * seconds_per_unit
+        elapsed_ahead += row.cost * seconds_per_unit
         yield row, position, elapsed_ahead
 
 
 def _remaining_seconds(row, seconds_per_unit: float) -> float:  # type: ignore[no-untyped-def]
     started = row.started_at or utcnow()
-    return max(0.0, job_units(row) * seconds_per_unit - (utcnow() - started).total_seconds())
+    return max(0.0, row.cost * seconds_per_unit - (utcnow() - started).total_seconds())
 
 
 def fair_order(pending: list[Job], last_started: dict[int, datetime]) -> list[Job]:
