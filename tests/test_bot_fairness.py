@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import replace
 
+from sqlalchemy import select
+
 from db.models import Job, JobStatus
 from tests.harness import private_answer
 
@@ -19,6 +21,12 @@ def set_queue_settings(harness, **changes) -> None:
 
 async def wait_running(harness, job_id: int) -> Job:
     return await harness.wait_for_job(job_id, statuses=(JobStatus.RUNNING,))
+
+
+async def started_prompts(harness) -> list[str]:
+    async with harness.db.session() as session:
+        jobs = await session.scalars(select(Job).where(Job.started_at.is_not(None)).order_by(Job.started_at))
+        return [job.prompt for job in jobs]
 
 
 async def test_a_plot_over_the_cost_cap_is_refused_with_its_cost_and_the_cap(harness):
@@ -50,6 +58,26 @@ async def test_a_members_waiting_cost_is_capped(harness):
     await alice.slash(harness.channel, "imagine", prompt="a small one", count=1)
     assert await harness.job_count() == 3
     harness.expect_user_errors()
+
+
+async def test_a_member_who_used_the_gpu_a_lot_waits_behind_small_jobs(harness):
+    alice, bob, carol = harness.member("alice"), harness.member("bob"), harness.member("carol")
+    # Alice's earlier job cost 4 x 1/64 x 10/20 = 1/32 unit; each of Bob's 3/1280.
+    await alice.slash(harness.channel, "imagine", prompt="alice big", count=4, steps=10)
+    await harness.wait_for_job((await harness.latest_job()).id)
+    await carol.slash(harness.channel, "imagine", prompt="carol running", **SLOW)
+    running = await wait_running(harness, (await harness.latest_job()).id)
+    await alice.slash(harness.channel, "imagine", prompt="alice small", count=1)
+    for i in range(3):
+        await bob.slash(harness.channel, "imagine", prompt=f"bob {i}", count=1)
+    await carol.slash(harness.channel, "cancel", job=running.id)  # the waiting jobs' turns come now
+    await harness.wait_for_job((await harness.latest_job(alice.id)).id)
+    await harness.wait_for_job((await harness.latest_job(bob.id)).id)
+    # Turns by count would give Alice the second turn; by GPU time, Bob's three small jobs
+    # together cost less than Alice's earlier one, so they all run first.
+    assert await started_prompts(harness) == [
+        "alice big", "carol running", "bob 0", "bob 1", "bob 2", "alice small",
+    ]
 
 
 async def test_the_eta_counts_the_hires_pass(harness):
