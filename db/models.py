@@ -9,7 +9,7 @@ from __future__ import annotations
 from datetime import datetime
 from enum import StrEnum
 
-from sqlalchemy import BigInteger, Boolean, Float, ForeignKey, Index, Integer, String, Text, UniqueConstraint
+from sqlalchemy import BigInteger, Boolean, Float, ForeignKey, Index, Integer, String, Text, UniqueConstraint, text
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from db.base import Base, UTCDateTime, utcnow
@@ -65,6 +65,11 @@ class Job(Base):
         # A member's recent GPU use (the sum of cost since a moment), read for each member
         # waiting at every claim: the cost is in the index, so no row is read.
         Index("ix_jobs_user_id_started_at_cost", "user_id", "started_at", "cost"),
+        # /history pages a member's jobs newest first: SQLite ends every index with the row id,
+        # so this one holds them in that order and a page is read without sorting them all.
+        Index("ix_jobs_user_id", "user_id"),
+        # Start-up reads the private jobs (bot.jobs.privacy), a few among a million.
+        Index("ix_jobs_private_id", "id", sqlite_where=text("private = 1")),
     )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
@@ -281,6 +286,9 @@ class AuditEntry(Base):
     __table_args__ = (
         Index("ix_audit_log_guild_id_created_at", "guild_id", "created_at"),
         Index("ix_audit_log_guild_id_target_user_id", "guild_id", "target_user_id"),
+        # /admin audit's "by or about this member" is counted from this index alone (SQLite
+        # does not split the OR across two indexes there), not from the table's rows.
+        Index("ix_audit_log_guild_id_actor_id_target_user_id", "guild_id", "actor_id", "target_user_id"),
     )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)

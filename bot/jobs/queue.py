@@ -284,11 +284,12 @@ class JobQueue:
         thousand ORM objects on the event loop stalled it for most of a second (bench/load.py).
         """
         async with self.db.session() as session:
-            rows = (
-                await session.execute(
-                    select(*_SCHEDULE_COLUMNS).where(Job.status.in_(ACTIVE_STATUSES)).order_by(Job.id)
-                )
-            ).all()
+            # Sorted here: ORDER BY id made SQLite walk the whole table in id order rather than
+            # sort the few active rows it finds by status (0.8 s at a million jobs).
+            rows = sorted(
+                (await session.execute(select(*_SCHEDULE_COLUMNS).where(Job.status.in_(ACTIVE_STATUSES)))).all(),
+                key=lambda row: row.id,
+            )
             if waiting_only and not any(row.status == JobStatus.PENDING for row in rows):
                 return []  # the dispatcher's question after each claim, when nothing else waits
             usage = await self._recent_usage(session, utcnow())
