@@ -127,6 +127,14 @@ class QueueSettings:
     max_attempts: int = 2
     # Seconds per "unit" (20 steps of one 512x512 image) assumed before any job has finished.
     initial_seconds_per_unit: float = 5.0
+    # What one job may cost, and what one member's waiting jobs may cost together, in units of
+    # GPU time (bot.jobs.cost: 1 unit = 20 steps of one 512x512 image; a default job is 5);
+    # more is refused with the cost and the cap. 0: no cap.
+    max_job_cost: float = 200.0
+    max_waiting_cost_per_member: float = 400.0
+    # Turns go to the member who used the least GPU time (the cost of their jobs started) in
+    # this many hours, so a member with huge jobs gets their share of the GPU, not everyone's.
+    usage_window_hours: float = 6.0
 
 
 FLAGGED_ACTIONS = ("blur", "spoiler", "withhold")

@@ -52,6 +52,10 @@ class QueueFull(UserError):
     """The user already has as many jobs waiting as the server allows."""
 
 
+class TooCostly(UserError):
+    """A job costs more GPU time than the server allows, alone or with the member's waiting jobs."""
+
+
 class JobNotFound(UserError):
     """The job a button or command names no longer exists (deleted, or never existed)."""
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 from datetime import datetime
 from enum import StrEnum
 
-from sqlalchemy import BigInteger, Boolean, Float, ForeignKey, Index, Integer, String, Text, UniqueConstraint
+from sqlalchemy import BigInteger, Boolean, Float, ForeignKey, Index, Integer, String, Text, UniqueConstraint, text
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from db.base import Base, UTCDateTime, utcnow
@@ -66,6 +66,14 @@ class Job(Base):
         # The scheduler's hot queries: a status's jobs in order, and a user's jobs by status.
         Index("ix_jobs_status_id", "status", "id"),
         Index("ix_jobs_user_id_status", "user_id", "status"),
+        # A member's recent GPU use (the sum of cost since a moment), read for each member
+        # waiting at every claim: the cost is in the index, so no row is read.
+        Index("ix_jobs_user_id_started_at_cost", "user_id", "started_at", "cost"),
+        # /history pages a member's jobs newest first: SQLite ends every index with the row id,
+        # so this one holds them in that order and a page is read without sorting them all.
+        Index("ix_jobs_user_id", "user_id"),
+        # Start-up reads the private jobs (bot.jobs.privacy), a few among a million.
+        Index("ix_jobs_private_id", "id", sqlite_where=text("private = 1")),
         # The daily image-retention pass finds old jobs by when they finished (bot/retention.py).
         Index("ix_jobs_finished_at", "finished_at"),
     )
@@ -144,6 +152,8 @@ class Job(Base):
     error: Mapped[str | None] = mapped_column(Text)
     grid_path: Mapped[str | None] = mapped_column(Text)
     seconds: Mapped[float | None] = mapped_column(Float)  # generation time, for ETAs
+    # GPU time in units (bot.jobs.cost), known before it runs: turns, caps and ETAs use it.
+    cost: Mapped[float] = mapped_column(Float, default=0.0, server_default="0")
 
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     started_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
@@ -294,6 +304,9 @@ class AuditEntry(Base):
     __table_args__ = (
         Index("ix_audit_log_guild_id_created_at", "guild_id", "created_at"),
         Index("ix_audit_log_guild_id_target_user_id", "guild_id", "target_user_id"),
+        # /admin audit's "by or about this member" is counted from this index alone (SQLite
+        # does not split the OR across two indexes there), not from the table's rows.
+        Index("ix_audit_log_guild_id_actor_id_target_user_id", "guild_id", "actor_id", "target_user_id"),
         Index("ix_audit_log_created_at", "created_at"),  # the daily prune (audit_retention_days)
     )
 

@@ -12,7 +12,7 @@ import json
 import time
 
 from bench import (
-    batching, bot_overhead, common, compile_cache, garbage, load, model_switch, pipeline, previews, simulated,
+    batching, big_database, bot_overhead, common, compile_cache, garbage, load, model_switch, pipeline, previews, simulated,
     worker_stream,
 )
 from bot.policy.store import Limits
@@ -362,3 +362,15 @@ def test_the_garbage_benchmark_runs_the_load_and_attributes_everything_it_freed(
     assert results["jobs_by_status"] == {"completed": 4} and results["none_lost"]
     assert sum(entry["objects"] for entry in results["by_owner"].values()) == results["freed_objects"]
     assert sum(results["full_collections_freed_objects"]) + results["freed_after_the_run"] == results["freed_objects"]
+
+
+def test_the_big_database_benchmark_runs_at_a_tiny_size(tmp_path):
+    results = big_database.main([
+        "--jobs", "300", "--members", "20", "--pending", "10", "--repeats", "2",
+        "--output-dir", str(tmp_path / "results"),
+    ])
+    document = json.loads((tmp_path / "results" / "big_database-cpu.json").read_text())
+    assert document["results"]["filled"]["jobs"] == 300 and document["results"]["filled"]["images"] > 0
+    for run in ("before", "after"):
+        assert {"claim_ms", "entry_ms", "queue_ms", "history_first_ms", "history_last_ms", "show_ms", "audit_ms"} <= set(results[run])
+        assert results[run]["claim_ms"]["n"] >= 2 and results[run]["startup_seconds"]["n"] == 3

@@ -5,27 +5,31 @@ a job is written here before its user is told it is queued, a worker gets a job 
 claiming its row (an UPDATE that succeeds for one claimant only), and a cancel that lands
 between a claim and the run wins because the claim re-checks the status.
 
-Fairness is round-robin across users: the next job belongs to the user whose last job
-started longest ago (users who never ran first), and is that user's oldest pending job. One
-user's twenty jobs therefore interleave with everyone else's instead of starving them.
+Fairness is by GPU time (each job's cost, bot.jobs.cost): the next job belongs to the member
+who used the least of it recently (the cost of their jobs started in the last [queue]
+usage_window_hours, the running ones included), and is that member's oldest pending job; ties
+go to the oldest job. One member's twenty jobs therefore interleave with everyone else's, and
+a member with huge jobs gets their share of the GPU rather than a turn as long as anyone's.
+Seen ahead, a waiting job runs in the order of its "start tag": its member's recent use plus
+the cost of their jobs waiting before it (fair_order; start-time fair queuing).
 """
 
 from __future__ import annotations
 
 import time
-from collections import defaultdict
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import case, func, select, update
+from sqlalchemy import func, select, update
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import aliased, selectinload
 from sqlalchemy.orm.attributes import set_committed_value
 
 from bot.config import QueueSettings
-from bot.errors import JobNotFound, QueueFull
+from bot.errors import JobNotFound, QueueFull, TooCostly
+from bot.jobs.cost import cost_refusal, job_cost
 from bot.jobs.params import JobParameters, generate_request, job_columns
 from bot.jobs.privacy import PrivacyIndex
 from db.base import utcnow
@@ -35,9 +39,6 @@ from inference.batching import BATCHABLE_KINDS, batch_key
 from inference.protocol import JobCompleted
 
 _CLAIMED_MEANWHILE = object()  # entry(): the job left the waiting list between two reads
-# Work of one job in "units": 20 steps of one 512x512 image. ETAs scale by it.
-_UNIT_PIXELS = 512 * 512
-_UNIT_STEPS = 20
 _PACE_EXPIRY_S = 60.0
 
 
@@ -48,17 +49,9 @@ def _member_row(user_id: int, name: str, **columns: Any):  # type: ignore[no-unt
     return sqlite_insert(User).values(id=user_id, **values).on_conflict_do_update(index_elements=[User.id], set_=values)
 
 
-# claim_next correlates a subquery on jobs with the outer jobs row.
-_PendingJob = aliased(Job)
-# entry() asks, per member waiting, when their last job started.
-_StartedJob = aliased(Job)
-_member_last_started = (
-    select(func.max(_StartedJob.started_at)).where(_StartedJob.user_id == Job.user_id).scalar_subquery()
-)
-
-
-def job_units(job: Job) -> float:
-    return job.count * (job.width * job.height / _UNIT_PIXELS) * (job.steps / _UNIT_STEPS)
+_pending_members = select(Job.user_id).where(Job.status == JobStatus.PENDING)
+# claim_next correlates the sum of a member's recent costs with the outer jobs row.
+_Used = aliased(Job)
 
 
 @dataclass(frozen=True)
@@ -107,7 +100,9 @@ class JobQueue:
     # --- creating and reading jobs ---------------------------------------------------------
 
     async def enqueue(self, params: JobParameters, requester: Requester) -> Job:
-        """Write a new pending job, refusing it when the user has too many waiting."""
+        """Write a new pending job, refusing it when the user has too many waiting, or when it
+        costs too much alone or with their waiting jobs ([queue] max_job_cost...)."""
+        cost = job_cost(params)
         async with self.db.session() as session, session.begin():
             pending = await _pending_count(session, requester.user_id)
             cap = self.settings.max_pending_per_user
@@ -116,6 +111,9 @@ class JobQueue:
                     f"You already have {pending} jobs waiting (the limit is {cap}). "
                     "Wait for one to start, or cancel one with /cancel."
                 )
+            refusal = cost_refusal([cost], await _pending_cost(session, requester.user_id), self.settings)
+            if refusal is not None:
+                raise TooCostly(refusal)
             await session.execute(_member_row(requester.user_id, requester.user_name))
             job = Job(
                 user_id=requester.user_id,
@@ -125,6 +123,7 @@ class JobQueue:
                 upload_limit_bytes=requester.upload_limit_bytes,
                 safety_check=requester.safety_check,
                 private=requester.private,
+                cost=cost,
                 **job_columns(params),
             )
             session.add(job)
@@ -206,7 +205,7 @@ class JobQueue:
             # waiting, loading them all would stall the event loop for each batch.
             candidates = (
                 await session.execute(
-                    select(Job.id, Job.user_id, Job.count).where(
+                    select(Job.id, Job.user_id, Job.count, Job.cost).where(
                         Job.status == JobStatus.PENDING,
                         Job.kind.in_([str(kind) for kind in BATCHABLE_KINDS]),
                         Job.model == first.model,
@@ -222,8 +221,9 @@ class JobQueue:
             ).all()
             if not candidates:
                 return batch
-            last_started = await self._last_started(session)
-            for candidate in fair_order(candidates, last_started):
+            # Read after the first claim, so its cost counts: its member has just had a turn.
+            usage = await self._recent_usage(session, now)
+            for candidate in fair_order(candidates, usage):
                 if candidate.count > room:
                     continue
                 job = await session.get(Job, candidate.id)
@@ -240,18 +240,17 @@ class JobQueue:
     async def _claim_fairest(self, session, now: datetime) -> tuple[Job | None, bool]:  # type: ignore[no-untyped-def]
         """The fairest pending job, claimed, and whether another one waits: when none does,
         the search for jobs to share its pass is skipped (the common case of an idle bot)."""
-        last_started = (
-            select(func.max(Job.started_at))
-            .where(Job.user_id == _PendingJob.user_id)
+        # Each waiting job by its member's recent use, summed from the index on (user_id,
+        # started_at, cost); a member's oldest job comes first among theirs.
+        used = (
+            select(func.coalesce(func.sum(_Used.cost), 0.0))
+            .where(_Used.user_id == Job.user_id, _Used.started_at >= self._usage_since(now))
             .scalar_subquery()
         )
         for _ in range(3):  # another claimant may win a row; try the next one
             job_ids = (
                 await session.scalars(
-                    select(_PendingJob.id)
-                    .where(_PendingJob.status == JobStatus.PENDING)
-                    .order_by(last_started.asc().nulls_first(), _PendingJob.id)
-                    .limit(2)
+                    select(Job.id).where(Job.status == JobStatus.PENDING).order_by(used, Job.id).limit(2)
                 )
             ).all()
             if not job_ids:
@@ -259,6 +258,9 @@ class JobQueue:
             if (job := await self._claim(session, job_ids[0], now)) is not None:
                 return job, len(job_ids) > 1
         return None, False
+
+    def _usage_since(self, now: datetime) -> datetime:
+        return now - timedelta(hours=self.settings.usage_window_hours)
 
     @staticmethod
     async def _claim(session, job_id: int, now: datetime) -> Job | None:  # type: ignore[no-untyped-def]
@@ -271,10 +273,15 @@ class JobQueue:
             execution_options={"populate_existing": True},
         )
 
-    @staticmethod
-    async def _last_started(session) -> dict[int, datetime]:  # type: ignore[no-untyped-def]
-        query = select(Job.user_id, func.max(Job.started_at)).where(Job.started_at.is_not(None))
-        return dict((await session.execute(query.group_by(Job.user_id))).all())
+    async def _recent_usage(self, session, now: datetime) -> dict[int, float]:  # type: ignore[no-untyped-def]
+        """Each waiting member's GPU time (cost) of the usage window; a member absent used none.
+        Only waiting members are read: the scheduler never needs anyone else's history."""
+        query = (
+            select(Job.user_id, func.sum(Job.cost))
+            .where(Job.user_id.in_(_pending_members), Job.started_at >= self._usage_since(now))
+            .group_by(Job.user_id)
+        )
+        return dict((await session.execute(query)).all())
 
     async def active_entries(
         self,
@@ -291,18 +298,19 @@ class JobQueue:
         thousand ORM objects on the event loop stalled it for most of a second (bench/load.py).
         """
         async with self.db.session() as session:
-            rows = (
-                await session.execute(
-                    select(*_SCHEDULE_COLUMNS).where(Job.status.in_(ACTIVE_STATUSES)).order_by(Job.id)
-                )
-            ).all()
+            # Sorted here: ORDER BY id made SQLite walk the whole table in id order rather than
+            # sort the few active rows it finds by status (0.8 s at a million jobs).
+            rows = sorted(
+                (await session.execute(select(*_SCHEDULE_COLUMNS).where(Job.status.in_(ACTIVE_STATUSES)))).all(),
+                key=lambda row: row.id,
+            )
             if waiting_only and not any(row.status == JobStatus.PENDING for row in rows):
                 return []  # the dispatcher's question after each claim, when nothing else waits
-            last_started = await self._last_started(session)
+            usage = await self._recent_usage(session, utcnow())
             seconds_per_unit = await self._seconds_per_unit(session)
             chosen = [
                 (row, position, eta)
-                for row, position, eta in _schedule(rows, last_started, seconds_per_unit)
+                for row, position, eta in _schedule(rows, usage, seconds_per_unit)
                 if (user_id is None or row.user_id == user_id) and (not waiting_only or position > 0)
             ][:first]
             ids = [row.id for row, _, _ in chosen]
@@ -311,13 +319,9 @@ class JobQueue:
         return [QueueEntry(jobs[row.id], position, eta) for row, position, eta in chosen if row.id in jobs]
 
     async def entry(self, job_id: int) -> QueueEntry | None:
-        """One job's place in line, from per-user counts rather than the whole queue: every
-        new job's answer waits on this, so it must stay cheap with thousands waiting.
-
-        The same place active_entries gives (fair_order's round-robin): a job that is its
-        member's t-th waiting one runs after every other member's first t jobs, plus the
-        (t+1)-th of each member whose turn comes before its member's. The ETA counts each
-        member's jobs ahead at that member's average size."""
+        """One job's place in line and its ETA, the same as active_entries gives (fair_order),
+        from three columns of the waiting jobs: every new job's answer waits on this, so it
+        loads no job but this one."""
         # The worker may claim the job between this method's reads (each SELECT sees the
         # latest commit); reading again then finds it running or finished.
         for _ in range(3):
@@ -336,34 +340,15 @@ class JobQueue:
                 return QueueEntry(job, 0, _remaining_seconds(job, seconds_per_unit))
             running = (await session.execute(select(*_SCHEDULE_COLUMNS).where(Job.status == JobStatus.RUNNING))).all()
             remaining = [_remaining_seconds(row, seconds_per_unit) for row in running]
-            # Per waiting member: their count, first job, work, how many of their jobs wait
-            # before this one (this member's "turn") and when their last job started.
-            units = Job.count * Job.width * Job.height * Job.steps
             waiting = (
-                await session.execute(
-                    select(
-                        Job.user_id, func.count(Job.id), func.min(Job.id), func.sum(units),
-                        func.count(case((Job.id < job.id, 1))), _member_last_started,
-                    )
-                    .where(Job.status == JobStatus.PENDING)
-                    .group_by(Job.user_id)
-                )
+                await session.execute(select(Job.id, Job.user_id, Job.cost).where(Job.status == JobStatus.PENDING))
             ).all()
-
-        def turn_key(started: datetime | None, first_id: int) -> tuple[float, int]:
-            return (started.timestamp() if started else float("-inf"), first_id)
-
-        mine = next((row for row in waiting if row[0] == job.user_id), None)
-        if mine is None:
+            usage = await self._recent_usage(session, utcnow())
+        order = fair_order(waiting, usage)
+        position = next((number for number, row in enumerate(order, start=1) if row.id == job.id), None)
+        if position is None:
             return _CLAIMED_MEANWHILE
-        turn, my_turn = mine[4], turn_key(mine[5], mine[2])
-        position, ahead_units = 0, 0.0
-        for user_id, count, first_id, total_units, _, started in waiting:
-            ahead = min(count, turn)
-            if user_id == job.user_id or (count > turn and turn_key(started, first_id) < my_turn):
-                ahead += 1
-            position += ahead
-            ahead_units += ahead * (total_units / count) / (_UNIT_PIXELS * _UNIT_STEPS)
+        ahead_units = sum(row.cost for row in order[:position])
         eta = max(remaining, default=0.0) + ahead_units * seconds_per_unit
         return QueueEntry(job, position, eta)
 
@@ -371,6 +356,11 @@ class JobQueue:
         """The user's jobs waiting to run, in every server: what [queue] max_pending_per_user caps."""
         async with self.db.session() as session:
             return await _pending_count(session, user_id)
+
+    async def pending_cost(self, user_id: int) -> float:
+        """What the user's waiting jobs cost, in every server: what [queue] max_waiting_cost_per_member caps."""
+        async with self.db.session() as session:
+            return await _pending_cost(session, user_id)
 
     async def waiting_count(self) -> int:
         async with self.db.session() as session:
@@ -394,13 +384,13 @@ class JobQueue:
     async def _measured_seconds_per_unit(self, session) -> float:  # type: ignore[no-untyped-def]
         recent = (
             await session.execute(
-                select(Job.seconds, Job.count, Job.width, Job.height, Job.steps)
-                .where(Job.status == JobStatus.COMPLETED, Job.seconds.is_not(None))
+                select(Job.seconds, Job.cost)
+                .where(Job.status == JobStatus.COMPLETED, Job.seconds.is_not(None), Job.cost > 0)
                 .order_by(Job.id.desc())
                 .limit(20)
             )
         ).all()
-        units = sum(r.count * r.width * r.height / _UNIT_PIXELS * r.steps / _UNIT_STEPS for r in recent)
+        units = sum(r.cost for r in recent)
         if not recent or units <= 0:
             return self.settings.initial_seconds_per_unit
         return sum(r.seconds for r in recent) / units
@@ -497,48 +487,48 @@ async def _pending_count(session, user_id: int) -> int:  # type: ignore[no-untyp
     ) or 0
 
 
+async def _pending_cost(session, user_id: int) -> float:  # type: ignore[no-untyped-def]
+    return await session.scalar(
+        select(func.sum(Job.cost)).where(Job.user_id == user_id, Job.status == JobStatus.PENDING)
+    ) or 0.0
+
+
 # What the schedule needs of each active job (see active_entries).
-_SCHEDULE_COLUMNS = (Job.id, Job.user_id, Job.status, Job.count, Job.width, Job.height, Job.steps, Job.started_at)
+_SCHEDULE_COLUMNS = (Job.id, Job.user_id, Job.status, Job.cost, Job.started_at)
 
 
-def _schedule(rows, last_started: dict[int, datetime], seconds_per_unit: float):  # type: ignore[no-untyped-def]
+def _schedule(rows, usage: dict[int, float], seconds_per_unit: float):  # type: ignore[no-untyped-def]
     """(row, position, eta) for the active jobs: running ones first (position 0), then the
     waiting ones in fair order, each ETA the time until it finishes."""
     running = [row for row in rows if row.status == JobStatus.RUNNING]
-    pending = fair_order([row for row in rows if row.status == JobStatus.PENDING], last_started)
+    pending = fair_order([row for row in rows if row.status == JobStatus.PENDING], usage)
     elapsed_ahead = 0.0
     for row in running:
         remaining = _remaining_seconds(row, seconds_per_unit)
         elapsed_ahead = max(elapsed_ahead, remaining)
         yield row, 0, remaining
     for position, row in enumerate(pending, start=1):
-        elapsed_ahead += job_units(row) * seconds_per_unit
+        elapsed_ahead += row.cost * seconds_per_unit
         yield row, position, elapsed_ahead
 
 
 def _remaining_seconds(row, seconds_per_unit: float) -> float:  # type: ignore[no-untyped-def]
     started = row.started_at or utcnow()
-    return max(0.0, job_units(row) * seconds_per_unit - (utcnow() - started).total_seconds())
+    return max(0.0, row.cost * seconds_per_unit - (utcnow() - started).total_seconds())
 
 
-def fair_order(pending: list[Job], last_started: dict[int, datetime]) -> list[Job]:
+def fair_order(pending: list[Job], usage: dict[int, float]) -> list[Job]:
     """The order claim_next will pick these jobs in, if nothing else arrives.
 
-    Users take turns, starting with the one whose last job started longest ago; each turn
-    runs that user's oldest job. Mirrors the ORDER BY of claim_next.
+    Each claim takes the oldest job of the member who used the least GPU time, and adds its
+    cost to their use; so a job runs in the order of its start tag, its member's use (from
+    ``usage``, the window's) plus the cost of their jobs waiting before it, ties to the oldest.
+    Mirrors the ORDER BY of claim_next.
     """
-    by_user: dict[int, list[Job]] = defaultdict(list)
+    used = dict(usage)
+    tagged = []
     for job in sorted(pending, key=lambda j: j.id):
-        by_user[job.user_id].append(job)
-    def turn_order(user_id: int) -> tuple[float, int]:
-        started = last_started.get(user_id)
-        return (started.timestamp() if started else float("-inf"), by_user[user_id][0].id)
-
-    users = sorted(by_user, key=turn_order)
-    ordered: list[Job] = []
-    for turn in range(max((len(jobs) for jobs in by_user.values()), default=0)):
-        ordered.extend(by_user[user][turn] for user in users if turn < len(by_user[user]))
-    return ordered
-
-
-
+        start = used.get(job.user_id, 0.0)
+        tagged.append((start, job.id, job))
+        used[job.user_id] = start + job.cost
+    return [job for _, _, job in sorted(tagged, key=lambda tag: tag[:2])]

@@ -19,6 +19,9 @@ from (a direct message counts the member's DM jobs):
 - waiting jobs, where the server (or a role) set a limit: the member's pending jobs here, plus
   those being asked for. [queue] max_pending_per_user, the default, is a ceiling over all
   servers that bot.jobs.queue (and bot.ui.confirm, for batches) enforces itself.
+- GPU time ([queue] max_job_cost, max_waiting_cost_per_member): each job's cost (bot.jobs.cost),
+  and the member's waiting jobs' in every server plus those being asked for. The queue checks
+  them again as it writes each row; here a batch is refused whole, before any of it is queued.
 """
 
 from __future__ import annotations
@@ -36,6 +39,7 @@ from sqlalchemy import and_, func, not_, or_, select
 
 from bot import actions
 from bot.errors import Refused
+from bot.jobs.cost import cost_refusal, job_cost
 from bot.jobs.params import plot_options
 from bot.policy import audit, rules, store
 from db.base import utcnow
@@ -194,6 +198,11 @@ async def _jobs_refusal(interaction: discord.Interaction, params: list[JobParame
     refusal = await _blocked_terms(interaction, bot, params)
     if refusal is not None:
         return refusal
+    too_costly = cost_refusal(
+        [job_cost(p) for p in params], await bot.queue.pending_cost(interaction.user.id), bot.settings.queue
+    )
+    if too_costly is not None:
+        return Refusal("cost", too_costly)
     overrides = await store.role_limits(db, guild_id) if guild_id is not None else []
     limits = store.effective_limits(policy.limits, overrides, roles)
     if "max_pending" not in policy.custom_limits and not any(o.max_pending is not None and o.role_id in roles for o in overrides):

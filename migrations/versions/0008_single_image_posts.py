@@ -1,7 +1,7 @@
 """single image posts: where a U button posted an image alone, so it is posted once
 
-Revision ID: 0007
-Revises: 0004
+Revision ID: 0008
+Revises: 0007
 Create Date: 2026-12-06
 """
 
@@ -10,8 +10,8 @@ from collections.abc import Sequence
 import sqlalchemy as sa
 from alembic import op
 
-revision: str = "0007"
-down_revision: str | None = "0006"
+revision: str = "0008"
+down_revision: str | None = "0007"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 

@@ -1,0 +1,96 @@
+"""GPU time through the bot: each job's cost, the caps on it, turns by recent use, ETAs by cost."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+from sqlalchemy import select
+
+from db.models import Job, JobStatus
+from tests.harness import private_answer
+
+SLOW = {"steps": 60, "count": 4, "width": 128, "height": 128}  # 0.75 units, long enough to act while it runs
+
+
+def set_queue_settings(harness, **changes) -> None:
+    """The same [queue] settings for the policy gate (the bot's) and the queue's own check."""
+    queue_settings = replace(harness.bot.settings.queue, **changes)
+    harness.bot.settings = replace(harness.bot.settings, queue=queue_settings)
+    harness.queue.settings = queue_settings
+
+
+async def wait_running(harness, job_id: int) -> Job:
+    return await harness.wait_for_job(job_id, statuses=(JobStatus.RUNNING,))
+
+
+async def started_prompts(harness) -> list[str]:
+    async with harness.db.session() as session:
+        jobs = await session.scalars(select(Job).where(Job.started_at.is_not(None)).order_by(Job.started_at))
+        return [job.prompt for job in jobs]
+
+
+async def test_a_plot_over_the_cost_cap_is_refused_with_its_cost_and_the_cap(harness):
+    set_queue_settings(harness, max_job_cost=2.0)
+    alice = harness.member("alice")
+    # 16 cells of 128x128 (1/16 of a unit's pixels) at 60 steps (3 units' steps): 3 units.
+    result = await alice.slash(
+        harness.channel, "xyplot", prompt="a lighthouse", x_type="CFG Scale", x_values="1-16",
+        width=128, height=128, steps=60,
+    )
+    text = private_answer(result)
+    assert "This job costs 3 units of GPU time" in text and "at most 2 per job" in text, text
+    assert await harness.job_count() == 0
+    harness.expect_user_errors()
+
+
+async def test_a_members_waiting_cost_is_capped(harness):
+    set_queue_settings(harness, max_waiting_cost_per_member=1.0)
+    alice, bob = harness.member("alice"), harness.member("bob")
+    await bob.slash(harness.channel, "imagine", prompt="running", **SLOW)
+    await wait_running(harness, (await harness.latest_job()).id)
+    await alice.slash(harness.channel, "imagine", prompt="waiting", **SLOW)
+    refused = await alice.slash(harness.channel, "imagine", prompt="one too many", **SLOW)
+    text = private_answer(refused)
+    assert "Your waiting jobs cost 0.75 units" in text and "asks for 0.75 more" in text, text
+    assert "allows 1 waiting per member" in text, text
+    assert await harness.job_count() == 2
+    # Small jobs still fit beside the waiting one.
+    await alice.slash(harness.channel, "imagine", prompt="a small one", count=1)
+    assert await harness.job_count() == 3
+    harness.expect_user_errors()
+
+
+async def test_a_member_who_used_the_gpu_a_lot_waits_behind_small_jobs(harness):
+    alice, bob, carol = harness.member("alice"), harness.member("bob"), harness.member("carol")
+    # Alice's earlier job cost 4 x 1/64 x 10/20 = 1/32 unit; each of Bob's 3/1280.
+    await alice.slash(harness.channel, "imagine", prompt="alice big", count=4, steps=10)
+    await harness.wait_for_job((await harness.latest_job()).id)
+    await carol.slash(harness.channel, "imagine", prompt="carol running", **SLOW)
+    running = await wait_running(harness, (await harness.latest_job()).id)
+    await alice.slash(harness.channel, "imagine", prompt="alice small", count=1)
+    for i in range(3):
+        await bob.slash(harness.channel, "imagine", prompt=f"bob {i}", count=1)
+    await carol.slash(harness.channel, "cancel", job=running.id)  # the waiting jobs' turns come now
+    await harness.wait_for_job((await harness.latest_job(alice.id)).id)
+    await harness.wait_for_job((await harness.latest_job(bob.id)).id)
+    # Turns by count would give Alice the second turn; by GPU time, Bob's three small jobs
+    # together cost less than Alice's earlier one, so they all run first.
+    assert await started_prompts(harness) == [
+        "alice big", "carol running", "bob 0", "bob 1", "bob 2", "alice small",
+    ]
+
+
+async def test_the_eta_counts_the_hires_pass(harness):
+    # Seconds per unit large enough that the ETA is the job's cost, whatever the machine.
+    set_queue_settings(harness, initial_seconds_per_unit=76_800.0)
+    alice = harness.member("alice")
+    # 20 steps at 64x64 (1/64 unit), then 20 steps at 128x128 (1/16): 5/64 units, 6,000 s.
+    await alice.slash(
+        harness.channel, "imagine", prompt="a harbour", count=1, steps=20, hires_scale=2, hires_steps=20,
+    )
+    answer = harness.first_response()
+    eta = {field["name"]: field["value"] for field in answer["embeds"][0]["fields"]}["ETA"]
+    # Without the hires pass it would be 1,200 s: "about 20 min".
+    assert eta.endswith(" h"), eta
+    job = await harness.latest_job()
+    assert job.cost == 5 / 64
