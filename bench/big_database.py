@@ -13,7 +13,10 @@ times the real code, ``--repeats`` times each (p50/p99 in ms):
 - show: JobQueue.get, /show's read of one job and its images;
 - audit: /admin audit's query for one member in one server (as bot.cogs.admin runs it);
 - startup: opening the database, the migrations' check, the privacy index and the recovery
-  of rows left running (Dispatcher's), in seconds.
+  of rows left running (Dispatcher's), in seconds;
+- retention: the daily audit prune (bot.policy.audit.prune_audit) of the entries older than
+  ``--keep-audit-days``, its batches, and the claim timed over and over while it runs (the
+  prune must never hold the writer for long). It deletes those entries from the file.
 
 Each is measured with the indexes of migrations 0005/0006 and again with them dropped
 ("before"), and the previous scheduler's queries (every member's max(started_at)) are timed
@@ -41,6 +44,7 @@ from bot.config import QueueSettings
 from bot.jobs.history import user_jobs_page
 from bot.jobs.privacy import PrivacyIndex
 from bot.jobs.queue import JobQueue
+from bot.policy.audit import PRUNE_BATCH, prune_audit
 from db.migrate import upgrade_database
 from db.models import AuditEntry, Job, JobStatus
 from db.session import Database
@@ -77,6 +81,9 @@ def parse_args(argv: list[str] | None):  # type: ignore[no-untyped-def]
         help="the SQLite file (default: a temp file, removed after); one already filled is measured again",
     )
     parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument(
+        "--keep-audit-days", type=int, default=335, help="the retention the prune applies (default %(default)s)"
+    )
     return parser.parse_args(argv)
 
 
@@ -271,6 +278,34 @@ async def measure(path: Path, repeats: int, seed: int) -> dict[str, Any]:
     return results
 
 
+async def measure_retention(path: Path, keep_days: int) -> dict[str, Any]:
+    """The daily audit prune on the full log, with claims running beside it all the while."""
+    db = Database(f"sqlite+aiosqlite:///{path}")
+    queue = JobQueue(db, QueueSettings(max_pending_per_user=10**6))
+    try:
+        async with db.session() as session:
+            newest = await session.scalar(select(func.max(AuditEntry.created_at)))
+        started = time.perf_counter()
+        pruning = asyncio.create_task(prune_audit(db, newest - timedelta(days=keep_days)))
+        claims = []
+        while not pruning.done():
+            claimed_at = time.perf_counter()
+            job = await queue.claim_next()
+            if job is not None:
+                await queue.return_to_queue(job.id)
+            claims.append(time.perf_counter() - claimed_at)
+        deleted = await pruning
+        seconds = time.perf_counter() - started
+    finally:
+        await db.close()
+    batches = max(1, -(-deleted // PRUNE_BATCH))
+    return {
+        "deleted": deleted, "batches": batches, "seconds": round(seconds, 2),
+        "ms_per_batch": round(seconds * 1000 / batches, 1),
+        "claim_during_prune_ms": common.scaled(common.summary(claims), 1000),
+    }
+
+
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     args = parse_args(argv)
     folder = None
@@ -291,6 +326,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         results["before"] = asyncio.run(measure(args.database, max(5, args.repeats // 10), args.seed))
         set_new_indexes(args.database, present=True)
         results["after"] = asyncio.run(measure(args.database, args.repeats, args.seed))
+        results["retention"] = asyncio.run(measure_retention(args.database, args.keep_audit_days))
     finally:
         if folder is not None:
             folder.cleanup()
@@ -305,6 +341,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             if isinstance(stats, dict)
         ],
     )
+    print(f"audit prune: {results['retention']}")
     print(f"written to {path}")
     return results
 

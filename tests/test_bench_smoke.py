@@ -374,3 +374,6 @@ def test_the_big_database_benchmark_runs_at_a_tiny_size(tmp_path):
     for run in ("before", "after"):
         assert {"claim_ms", "entry_ms", "queue_ms", "history_first_ms", "history_last_ms", "show_ms", "audit_ms"} <= set(results[run])
         assert results[run]["claim_ms"]["n"] >= 2 and results[run]["startup_seconds"]["n"] == 3
+    # A year of entries, kept for 335 days: the prune deletes about a month's, with claims beside it.
+    pruned = results["retention"]
+    assert 0 < pruned["deleted"] < document["results"]["filled"]["audit"] and pruned["claim_during_prune_ms"]["n"] >= 1
