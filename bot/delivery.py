@@ -231,7 +231,8 @@ class DiscordDelivery:
     async def _send_to_channel(self, job: Job, content: str, **fields: Any) -> discord.Message | None:
         if job.channel_id is None:
             return None
-        channel = self.bot.get_partial_messageable(job.channel_id)
+        # With its server, or the message's jump link would read discord.com/channels/@me/….
+        channel = self.bot.get_partial_messageable(job.channel_id, guild_id=job.guild_id)
         try:
             return await channel.send(
                 content, allowed_mentions=discord.AllowedMentions(users=True, roles=False, everyone=False), **fields
