@@ -253,7 +253,13 @@ class DiscordDelivery:
         try:
             channel = await self.bot.create_dm(discord.Object(job.user_id))
             return await channel.send(content, **fields)
-        except discord.HTTPException as error:  # DMs closed (50007): /history still has the job
+        except discord.Forbidden as error:
+            # DMs closed (50007): the member would hear nothing, so the channel tells them where
+            # the result is, without a word of it (its prompt, its image): those stay private.
+            log.info("could not send job %s to its owner by DM: %s", job.id, error)
+            await self._send_to_channel(job, dms_closed_notice(job))
+            return None
+        except discord.HTTPException as error:
             log.warning("could not send job %s to its owner by DM: %s", job.id, error)
             return None
 
@@ -284,3 +290,11 @@ class DiscordDelivery:
         """Wait for the messages already being sent (shutdown, tests)."""
         while self._tasks:
             await asyncio.gather(*list(self._tasks), return_exceptions=True)
+
+
+def dms_closed_notice(job: Job) -> str:
+    """The channel's word to a member with private results whose DMs are closed."""
+    return (
+        f"<@{job.user_id}> your private job #{job.id} has finished, but your DMs are closed, so it could not "
+        f"be sent to you. See it with /history or `/show job:{job.id}` (only you will see it)."
+    )
