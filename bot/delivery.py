@@ -237,6 +237,10 @@ class DiscordDelivery:
             return await channel.send(
                 content, allowed_mentions=discord.AllowedMentions(users=True, roles=False, everyone=False), **fields
             )
+        except discord.NotFound as error:
+            # The channel (or the server) is gone: expected, and its jobs are canceled (bot.cogs.lifecycle).
+            log.warning("could not post job %s to channel %s, which is gone: %s", job.id, job.channel_id, error)
+            return None
         except discord.HTTPException as error:
             log.error("could not post job %s to channel %s: %s", job.id, job.channel_id, error)
             return None
