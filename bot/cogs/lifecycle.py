@@ -76,6 +76,8 @@ class Lifecycle(commands.Cog):
     async def _target_gone(self, job: Job) -> str | None:
         if job.guild_id is None or job.channel_id is None:
             return None  # a DM, or the console: the bot can always answer there
+        # At start-up the dispatcher claims jobs before Discord has sent the bot its servers.
+        await self.bot.wait_until_ready()
         guild = self.bot.get_guild(job.guild_id)
         if guild is None:
             return SERVER_LEFT
