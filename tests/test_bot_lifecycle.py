@@ -10,6 +10,7 @@ from bot.cogs import lifecycle
 from bot.policy.audit import Action
 from db.models import JobStatus
 from tests.test_bot_admin import admin_member, audit_entries
+from tests.test_bot_dms import late_harness  # noqa: F401 (a fixture)
 from tests.test_bot_queue import SLOW, wait_running
 
 
@@ -76,4 +77,18 @@ async def test_jobs_of_an_owner_who_left_or_lost_the_required_role_are_canceled_
         (left.id, f"canceled: {lifecycle.OWNER_LEFT}"),
         (demoted.id, f"canceled: {lifecycle.ROLE_LOST}"),
     ]
+    assert harness.expect_user_errors() == []
+
+
+async def test_a_late_result_whose_channel_is_gone_is_dropped_without_an_error(late_harness):
+    """Discord's 404 (10003 Unknown Channel) is expected when a channel goes between the check
+    and the result: a warning, not an ERROR (which the test run fails on)."""
+    harness = late_harness
+    alice = harness.member("alice")
+    harness.env.inject_error(
+        "POST", f"/channels/{harness.channel.id}/messages", status=404, code=10003, message="Unknown Channel", times=None
+    )
+    await alice.slash(harness.channel, "imagine", prompt="a message in a bottle", count=1)
+    job = await harness.wait_for_job((await harness.latest_job(alice.id)).id)
+    assert job.status == JobStatus.COMPLETED
     assert harness.expect_user_errors() == []
