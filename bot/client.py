@@ -26,8 +26,10 @@ from inference import clip_tokens
 
 log = logging.getLogger(__name__)
 
-EXTENSIONS = ("bot.cogs.imagine", "bot.cogs.images", "bot.cogs.plots", "bot.cogs.queue", "bot.cogs.styles", "bot.cogs.history",
-              "bot.cogs.pnginfo", "bot.cogs.admin", "bot.cogs.settings", "bot.cogs.retention")
+EXTENSIONS = (
+    "bot.cogs.imagine", "bot.cogs.images", "bot.cogs.plots", "bot.cogs.queue", "bot.cogs.styles", "bot.cogs.history",
+    "bot.cogs.pnginfo", "bot.cogs.admin", "bot.cogs.settings", "bot.cogs.retention", "bot.cogs.lifecycle",
+)
 
 
 def collect_young_less_often() -> None:

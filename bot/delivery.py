@@ -231,11 +231,16 @@ class DiscordDelivery:
     async def _send_to_channel(self, job: Job, content: str, **fields: Any) -> discord.Message | None:
         if job.channel_id is None:
             return None
-        channel = self.bot.get_partial_messageable(job.channel_id)
+        # With its server, or the message's jump link would read discord.com/channels/@me/….
+        channel = self.bot.get_partial_messageable(job.channel_id, guild_id=job.guild_id)
         try:
             return await channel.send(
                 content, allowed_mentions=discord.AllowedMentions(users=True, roles=False, everyone=False), **fields
             )
+        except discord.NotFound as error:
+            # The channel (or the server) is gone: expected, and its jobs are canceled (bot.cogs.lifecycle).
+            log.warning("could not post job %s to channel %s, which is gone: %s", job.id, job.channel_id, error)
+            return None
         except discord.HTTPException as error:
             log.error("could not post job %s to channel %s: %s", job.id, job.channel_id, error)
             return None
@@ -252,7 +257,13 @@ class DiscordDelivery:
         try:
             channel = await self.bot.create_dm(discord.Object(job.user_id))
             return await channel.send(content, **fields)
-        except discord.HTTPException as error:  # DMs closed (50007): /history still has the job
+        except discord.Forbidden as error:
+            # DMs closed (50007): the member would hear nothing, so the channel tells them where
+            # the result is, without a word of it (its prompt, its image): those stay private.
+            log.info("could not send job %s to its owner by DM: %s", job.id, error)
+            await self._send_to_channel(job, dms_closed_notice(job))
+            return None
+        except discord.HTTPException as error:
             log.warning("could not send job %s to its owner by DM: %s", job.id, error)
             return None
 
@@ -283,3 +294,11 @@ class DiscordDelivery:
         """Wait for the messages already being sent (shutdown, tests)."""
         while self._tasks:
             await asyncio.gather(*list(self._tasks), return_exceptions=True)
+
+
+def dms_closed_notice(job: Job) -> str:
+    """The channel's word to a member with private results whose DMs are closed."""
+    return (
+        f"<@{job.user_id}> your private job #{job.id} has finished, but your DMs are closed, so it could not "
+        f"be sent to you. See it with /history or `/show job:{job.id}` (only you will see it)."
+    )

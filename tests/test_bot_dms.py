@@ -4,6 +4,10 @@ status message while the interaction token lives, then a DM."""
 
 from __future__ import annotations
 
+from dataclasses import replace
+
+import pytest
+
 from db.models import JobStatus
 from tests.harness import button_labels
 from tests.test_bot_queue import SLOW, wait_running
@@ -56,6 +60,61 @@ async def test_private_results_are_ephemeral_then_sent_by_dm(harness):
     assert sent.id not in {m.id for m in dm.history()}
     assert (await harness.queue.get(job.id)).removed_by == alice.id
     assert harness.expect_user_errors() == []
+
+
+@pytest.fixture
+async def late_harness(settings):
+    """The bot, every interaction token taken as expired at once: each result is late."""
+    from tests.harness import BotHarness
+
+    expired = replace(settings, discord=replace(settings.discord, interaction_token_lifetime_s=0))
+    harness = BotHarness(expired)
+    await harness.start()
+    try:
+        yield harness
+    finally:
+        await harness.stop()
+
+
+async def finished_with_dms_closed(harness, alice, prompt: str):  # type: ignore[no-untyped-def]
+    """A late private result of alice's, her DMs closed."""
+    await harness.bot.queue.update_user(alice.id, "alice", private_results=True)
+    # Discord answers 403 50007 to a DM the member does not accept; simcord, only for bots.
+    harness.env.inject_error(
+        "POST", f"/channels/{alice.user.dm_channel.id}/messages", status=403, code=50007,
+        message="Cannot send messages to this user", times=None,
+    )
+    answer = await alice.slash(harness.channel, "imagine", prompt=prompt, count=1)
+    assert answer.ephemeral
+    job = await harness.wait_for_job((await harness.latest_job(alice.id)).id)
+    assert job.status == JobStatus.COMPLETED
+    return job
+
+
+async def test_a_private_result_with_dms_closed_is_announced_in_the_channel_without_itself(late_harness):
+    harness = late_harness
+    alice = harness.member("alice")
+    job = await finished_with_dms_closed(harness, alice, "a sealed letter")
+    assert bot_messages(alice.user.dm_channel) == []
+    [notice] = [m for m in bot_messages(harness.channel) if f"job #{job.id}" in m.content]
+    # It names the member and where to look, and nothing of the job itself.
+    assert notice.content.startswith(f"<@{alice.id}>") and "DMs are closed" in notice.content
+    assert "/history" in notice.content and f"/show job:{job.id}" in notice.content
+    assert "sealed letter" not in notice.content and not notice.attachments and not notice.embeds
+    assert not notice.components
+    history = await alice.slash(harness.channel, "history")
+    assert history.ephemeral and f"**#{job.id}**" in history.response.embeds[0].description
+    assert harness.expect_user_errors() == []
+
+
+async def test_the_owner_shows_a_private_result_their_dms_refused_privately(late_harness):
+    harness = late_harness
+    alice = harness.member("alice")
+    job = await finished_with_dms_closed(harness, alice, "a sealed letter")
+    shown = await alice.slash(harness.channel, "show", job=job.id)
+    assert shown.ephemeral
+    assert (shown.followups or [shown.response])[-1].attachments
+    assert not [m for m in bot_messages(harness.channel) if m.attachments and "sealed letter" in str(m.embeds[0].title)]
 
 
 async def test_member_commands_work_in_a_dm_and_deliver_there(harness):

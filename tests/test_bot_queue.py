@@ -219,7 +219,9 @@ async def test_a_result_after_the_interaction_token_expired_arrives_as_a_new_mes
     posted = harness.message(job.message_id)
     assert posted.content == f"<@{alice.id}> job #{job.id} is done." and posted.attachments
     assert button_labels(posted) == [*SINGLE_IMAGE_BUTTONS[:3], "Remix", "Reroll", *SINGLE_IMAGE_BUTTONS[3:]]
-    assert "is done" in harness.message(result.response.id).content
+    # The old status message links to the result in this server's channel, not to a DM's.
+    link = f"https://discord.com/channels/{harness.guild.id}/{harness.channel.id}/{job.message_id}"
+    assert harness.message(result.response.id).content == f"Job #{job.id} is done: {link}"
 
 
 async def test_a_result_larger_than_the_upload_limit_is_sent_smaller(harness):

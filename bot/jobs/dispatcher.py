@@ -76,6 +76,11 @@ class JobEvents(Protocol):
         """The first waiting jobs, with their new positions, after a job started."""
 
 
+# Asked about each claimed job before the worker gets it: why it should not run (its server,
+# channel or owner is gone; the bot side reads Discord and audits it), or None to run it.
+TargetCheck = Callable[[Job], Awaitable[str | None]]
+
+
 class WorkerStartError(Exception):
     """The worker could not start: a model cannot be loaded, or the process died."""
 
@@ -106,6 +111,7 @@ class Dispatcher:
         # How the dispatcher waits for input from outside the event loop (the worker, new jobs).
         # A test harness that must know about such waits (simcord) replaces it.
         self.external_wait: Callable[..., Awaitable[Any]] = _plain_wait
+        self.target_check: TargetCheck | None = None
         self.ready: WorkerReady | None = None
         # The jobs the worker holds (one RunJob, or the jobs of a RunBatch), by id, in order.
         self.running: dict[int, Job] = {}
@@ -242,9 +248,12 @@ class Dispatcher:
     async def _dispatch_if_idle(self) -> None:
         if self.ready is None or self.current is not None or self._stopping:
             return
-        jobs = await self.queue.claim_batch(max(1, self.worker_config.max_batch_images))
-        if not jobs:
-            return
+        jobs: list[Job] = []
+        while not jobs:  # each pass claims at least one job, or returns
+            claimed = await self.queue.claim_batch(max(1, self.worker_config.max_batch_images))
+            if not claimed:
+                return
+            jobs = await self._still_deliverable(claimed)
         self.running.update((job.id, job) for job in jobs)
         assert self._worker is not None
         requests = tuple(generate_request(job) for job in jobs)
@@ -255,6 +264,26 @@ class Dispatcher:
         if self.events is not None:
             waiting = await self.queue.active_entries(waiting_only=True, first=REFRESHED_POSITIONS)
             self.events.queue_moved(waiting)
+
+    async def _still_deliverable(self, jobs: list[Job]) -> list[Job]:
+        """The claimed jobs whose result still has somewhere to go; the others are canceled
+        before they cost the GPU anything (Discord may not have told the bot yet, or may never:
+        a member's leaving or lost role is seen only here)."""
+        if self.target_check is None:
+            return jobs
+        reasons = await asyncio.gather(*(self.target_check(job) for job in jobs), return_exceptions=True)
+        kept = []
+        for job, reason in zip(jobs, reasons, strict=True):
+            if isinstance(reason, Exception):  # a broken check must not stop the queue: run it
+                log.error("checking where job %s goes failed", job.id, exc_info=reason)
+            if not isinstance(reason, str):
+                kept.append(job)
+                continue
+            log.info("job %s canceled as it was claimed: %s", job.id, reason)
+            canceled = await self.queue.cancel_claimed(job.id)
+            if canceled is not None and self.events is not None:
+                self.events.job_finished(canceled)
+        return kept
 
     async def _handle(self, item: Event | WorkerExited | _Wake) -> None:
         match item:

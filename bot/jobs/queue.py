@@ -17,6 +17,7 @@ the cost of their jobs waiting before it (fair_order; start-time fair queuing).
 from __future__ import annotations
 
 import time
+from collections.abc import Collection
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from enum import StrEnum
@@ -452,6 +453,26 @@ class JobQueue:
             job.status = JobStatus.CANCELED
             job.finished_at = utcnow()
         return job, outcome
+
+    async def cancel_claimed(self, job_id: int) -> Job | None:
+        """A job just claimed that will not run after all (its server, channel or owner is gone):
+        canceled as if before it started, so it costs its owner no turn and no quota. None when
+        a cancel won already."""
+        async with self.db.session() as session, session.begin():
+            return await session.scalar(
+                update(Job)
+                .where(Job.id == job_id, Job.status == JobStatus.RUNNING)
+                .values(status=JobStatus.CANCELED, finished_at=utcnow(), started_at=None, attempts=Job.attempts - 1)
+                .returning(Job)
+            )
+
+    async def active_job_ids(self, guild_id: int, channel_ids: Collection[int] | None = None) -> list[int]:
+        """The waiting and running jobs asked for in a server, or in some of its channels."""
+        query = select(Job.id).where(Job.status.in_(ACTIVE_STATUSES), Job.guild_id == guild_id)
+        if channel_ids is not None:
+            query = query.where(Job.channel_id.in_(list(channel_ids)))
+        async with self.db.session() as session:
+            return list(await session.scalars(query.order_by(Job.id)))
 
     async def release_interrupted(self, job_id: int, reason: str) -> tuple[Job | None, Recovery]:
         """A job was running when its worker (or the bot) died: run it again once, then fail it."""

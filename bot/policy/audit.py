@@ -33,6 +33,7 @@ class Action(StrEnum):
     JOB_COMPLETED = "job.completed"
     JOB_FAILED = "job.failed"
     JOB_CANCELED = "job.canceled"
+    TARGET_GONE = "job.target_gone"  # its server, channel or thread, or its owner's access, is gone (details: which)
     IMAGE_FLAGGED = "image.flagged"  # the safety classifier flagged an image
     REFUSED = "policy.refused"  # a rule stopped a command or a job (details: which and why)
     RESULT_REMOVED = "result.removed"  # by its owner or a moderator

@@ -111,7 +111,13 @@ async def _access_refusal(interaction: discord.Interaction) -> Refusal | None:
     if policy.channel_ids and not _channel_ids(interaction) & set(policy.channel_ids):
         where = ", ".join(f"<#{channel_id}>" for channel_id in policy.channel_ids)
         return Refusal("channel", f"The bot does not work in this channel. Use it in {where}.")
-    if policy.user_role_ids and not member_role_ids(interaction) & set(policy.user_role_ids):
+    return role_refusal(policy, member_role_ids(interaction))
+
+
+def role_refusal(policy: store.Policy, role_ids: set[int]) -> Refusal | None:
+    """The role rule, for a member who is no moderator: at commands, and again when a job of
+    theirs is claimed (bot.cogs.lifecycle), since a role taken away meanwhile ends their access."""
+    if policy.user_role_ids and not role_ids & set(policy.user_role_ids):
         roles = ", ".join(f"<@&{role_id}>" for role_id in policy.user_role_ids)
         return Refusal("role", f"On this server the bot is for members with one of these roles: {roles}.")
     return None
