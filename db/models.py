@@ -243,6 +243,9 @@ class GuildPolicy(Base):
     images_per_day: Mapped[int | None] = mapped_column(Integer)
     cooldown_s: Mapped[int | None] = mapped_column(Integer)
     max_pending: Mapped[int | None] = mapped_column(Integer)
+    # GPU time in units (bot.jobs.cost), at most the bot's own [queue] caps.
+    max_job_cost: Mapped[int | None] = mapped_column(Integer)
+    max_waiting_cost: Mapped[int | None] = mapped_column(Integer)
     # What happens to an image the safety classifier flags: "blur", "spoiler" or "withhold".
     flagged_action: Mapped[str | None] = mapped_column(String(20))
     # Where jobs and moderation actions are mirrored (None: nowhere).
@@ -262,6 +265,8 @@ class RoleLimit(Base):
     images_per_day: Mapped[int | None] = mapped_column(Integer)  # 0: no limit
     cooldown_s: Mapped[int | None] = mapped_column(Integer)
     max_pending: Mapped[int | None] = mapped_column(Integer)
+    max_job_cost: Mapped[int | None] = mapped_column(Integer)
+    max_waiting_cost: Mapped[int | None] = mapped_column(Integer)
 
 
 class BlockedTerm(Base):

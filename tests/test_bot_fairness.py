@@ -94,3 +94,35 @@ async def test_the_eta_counts_the_hires_pass(harness):
     assert eta.endswith(" h"), eta
     job = await harness.latest_job()
     assert job.cost == 5 / 64
+
+
+async def test_a_server_sets_its_own_cost_caps_within_the_bots(harness):
+    from tests.test_bot_admin import admin_member
+
+    mod = admin_member(harness, "mod")
+    patrons = harness.guild.create_role("Patrons")
+    patron = harness.guild.add_member(harness.env.create_user("pat"), roles=[patrons])
+    alice = harness.member("alice")
+    plot = {"prompt": "a lighthouse", "x_type": "CFG Scale", "x_values": "1-16", "width": 128, "height": 128, "steps": 60}
+
+    looser = await mod.slash(harness.channel, "admin limits set", max_job_cost=500)
+    assert "max_job_cost can be at most 200: the bot's own limit" in private_answer(looser)
+    await mod.slash(harness.channel, "admin limits set", max_job_cost=2, max_waiting_cost=50)
+    await mod.slash(harness.channel, "admin limits set", max_job_cost=0, role=patrons)  # no cap of the server's
+    shown = private_answer(await mod.slash(harness.channel, "admin limits show"))
+    assert "job cost 2 units, waiting cost 50 units" in shown and "job cost no limit" in shown, shown
+
+    text = private_answer(await alice.slash(harness.channel, "xyplot", **plot))
+    assert "This job costs 3 units of GPU time" in text and "at most 2 per job" in text, text
+    assert await harness.job_count() == 0
+    # A patron's own limit lifts the server's cap, not the bot's (200): the plot is queued.
+    await patron.slash(harness.channel, "xyplot", **plot)
+    queued = await harness.latest_job(patron.id)
+    assert queued is not None and queued.cost == 3
+    await patron.slash(harness.channel, "cancel", job=queued.id)
+
+    await mod.slash(harness.channel, "admin limits reset")
+    await alice.slash(harness.channel, "xyplot", **plot)
+    assert (await harness.latest_job(alice.id)).cost == 3
+    await alice.slash(harness.channel, "cancel", job=(await harness.latest_job(alice.id)).id)
+    harness.expect_user_errors()

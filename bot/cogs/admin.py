@@ -44,10 +44,10 @@ def _limit_option(value: int | None, name: str) -> int | None:
     return value
 
 
-def _show_limit(value: int | None, unit: str = "") -> str:
+def _show_limit(value: float | None, unit: str = "") -> str:
     if value is None:
         return "—"
-    return "no limit" if value == 0 else f"{value}{unit}"
+    return "no limit" if value == 0 else f"{value:g}{unit}"
 
 
 class Admin(commands.Cog):
@@ -202,6 +202,8 @@ class Admin(commands.Cog):
         images_per_day="Images per member in a rolling 24 hours",
         cooldown_s="Seconds between two jobs of a member",
         max_pending="Jobs a member may have waiting",
+        max_job_cost="GPU time one job may take, in units (1 unit = 20 steps of one 512x512 image)",
+        max_waiting_cost="GPU time a member's waiting jobs may take together, in units",
         role="Set this role's own limits instead (a member gets the most generous of their roles')",
     )
     async def limits_set(
@@ -210,19 +212,26 @@ class Admin(commands.Cog):
         images_per_day: int | None = None,
         cooldown_s: int | None = None,
         max_pending: int | None = None,
+        max_job_cost: int | None = None,
+        max_waiting_cost: int | None = None,
         role: discord.Role | None = None,
     ) -> None:
-        values = {
-            "images_per_day": _limit_option(images_per_day, "images_per_day"),
-            "cooldown_s": _limit_option(cooldown_s, "cooldown_s"),
-            "max_pending": _limit_option(max_pending, "max_pending"),
+        given = {
+            "images_per_day": images_per_day, "cooldown_s": cooldown_s, "max_pending": max_pending,
+            "max_job_cost": max_job_cost, "max_waiting_cost": max_waiting_cost,
         }
-        values = {name: value for name, value in values.items() if value is not None}
+        values = {name: _limit_option(value, name) for name, value in given.items() if value is not None}
         if not values:
-            raise InvalidOption("Give at least one of images_per_day, cooldown_s and max_pending.")
-        ceiling = self.bot.settings.queue.max_pending_per_user
-        if values.get("max_pending") not in (None, 0) and values["max_pending"] > ceiling:
-            raise InvalidOption(f"max_pending can be at most {ceiling}: the bot's own limit for every member.")
+            raise InvalidOption(f"Give at least one of {', '.join(store.LIMIT_FIELDS)}.")
+        queue = self.bot.settings.queue
+        ceilings = {
+            "max_pending": queue.max_pending_per_user,
+            "max_job_cost": queue.max_job_cost,
+            "max_waiting_cost": queue.max_waiting_cost_per_member,
+        }
+        for name, ceiling in ceilings.items():
+            if ceiling and values.get(name) not in (None, 0) and values[name] > ceiling:
+                raise InvalidOption(f"{name} can be at most {ceiling:g}: the bot's own limit for every member.")
         guild_id = self._guild_id(interaction)
         if role is not None:
             await store.set_role_limits(self.db, guild_id, role.id, **values)
@@ -240,7 +249,7 @@ class Admin(commands.Cog):
             if not await store.clear_role_limits(self.db, guild_id, role.id):
                 raise NothingToDo(f"{role.mention} has no limits of its own.")
         else:
-            await store.update_policy(self.db, guild_id, images_per_day=None, cooldown_s=None, max_pending=None)
+            await store.update_policy(self.db, guild_id, **dict.fromkeys(store.LIMIT_FIELDS))
         target = f"role <@&{role.id}>" if role is not None else "server"
         await self._changed(interaction, f"limits ({target}): reset")
         await actions.send_private(interaction, f"Limits reset for the {target}.\n{await self._limits_text(guild_id)}")
@@ -424,7 +433,8 @@ def _megabytes(size: int) -> str:
 def _limits_line(limits: store.Limits | store.RoleLimits) -> str:
     return (
         f"images per day {_show_limit(limits.images_per_day)}, cooldown {_show_limit(limits.cooldown_s, ' s')}, "
-        f"waiting jobs {_show_limit(limits.max_pending)}"
+        f"waiting jobs {_show_limit(limits.max_pending)}, job cost {_show_limit(limits.max_job_cost, ' units')}, "
+        f"waiting cost {_show_limit(limits.max_waiting_cost, ' units')}"
     )
 
 

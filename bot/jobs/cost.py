@@ -16,7 +16,6 @@ from bot.jobs.params import plot_options
 from inference.protocol import JobKind
 
 if TYPE_CHECKING:
-    from bot.config import QueueSettings
     from bot.jobs.params import JobParameters
     from db.models import Job
 
@@ -82,19 +81,20 @@ def format_units(units: float) -> str:
     return f"{units:,.0f}" if units >= 10 else f"{units:.2g}"
 
 
-def cost_refusal(costs: list[float], waiting_cost: float, settings: QueueSettings) -> str | None:
-    """Why these jobs may not be queued for a member whose waiting jobs cost ``waiting_cost``
-    ([queue] max_job_cost, max_waiting_cost_per_member), or None; 0 is no cap."""
+def cost_refusal(costs: list[float], waiting_cost: float, max_job_cost: float, max_waiting_cost: float) -> str | None:
+    """Why these jobs may not be queued for a member whose waiting jobs cost ``waiting_cost``,
+    under these caps (the bot's [queue] max_job_cost and max_waiting_cost_per_member, or a
+    server's own from /admin limits), or None; 0 is no cap."""
     worst = max(costs, default=0.0)
-    if settings.max_job_cost and worst > settings.max_job_cost:
+    if max_job_cost and worst > max_job_cost:
         what = "This job costs" if len(costs) == 1 else "One of these jobs costs"
         return (
             f"{what} {format_units(worst)} units of GPU time ({UNIT_MEANING}); this server allows at "
-            f"most {format_units(settings.max_job_cost)} per job. Use fewer images or plot cells, a smaller "
+            f"most {format_units(max_job_cost)} per job. Use fewer images or plot cells, a smaller "
             "size, fewer steps or a smaller hires fix."
         )
     asked = sum(costs)
-    cap = settings.max_waiting_cost_per_member
+    cap = max_waiting_cost
     if cap and waiting_cost + asked > cap:
         return (
             f"Your waiting jobs cost {format_units(waiting_cost)} units of GPU time and this asks for "

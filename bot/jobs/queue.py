@@ -112,7 +112,9 @@ class JobQueue:
                     f"You already have {pending} jobs waiting (the limit is {cap}). "
                     "Wait for one to start, or cancel one with /cancel."
                 )
-            refusal = cost_refusal([cost], await _pending_cost(session, requester.user_id), self.settings)
+            waiting_cost = await _pending_cost(session, requester.user_id)
+            caps = self.settings.max_job_cost, self.settings.max_waiting_cost_per_member
+            refusal = cost_refusal([cost], waiting_cost, *caps)
             if refusal is not None:
                 raise TooCostly(refusal)
             await session.execute(_member_row(requester.user_id, requester.user_name))

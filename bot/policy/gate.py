@@ -204,17 +204,27 @@ async def _jobs_refusal(interaction: discord.Interaction, params: list[JobParame
     refusal = await _blocked_terms(interaction, bot, params)
     if refusal is not None:
         return refusal
+    overrides = await store.role_limits(db, guild_id) if guild_id is not None else []
+    limits = store.effective_limits(policy.limits, overrides, roles)
+    # A server's (or role's) caps on GPU time can be stricter than the bot's, never looser: the
+    # queue enforces the bot's own over every server.
+    queue_settings = bot.settings.queue
     too_costly = cost_refusal(
-        [job_cost(p) for p in params], await bot.queue.pending_cost(interaction.user.id), bot.settings.queue
+        [job_cost(p) for p in params], await bot.queue.pending_cost(interaction.user.id),
+        _tighter(limits.max_job_cost, queue_settings.max_job_cost),
+        _tighter(limits.max_waiting_cost, queue_settings.max_waiting_cost_per_member),
     )
     if too_costly is not None:
         return Refusal("cost", too_costly)
-    overrides = await store.role_limits(db, guild_id) if guild_id is not None else []
-    limits = store.effective_limits(policy.limits, overrides, roles)
     if "max_pending" not in policy.custom_limits and not any(o.max_pending is not None and o.role_id in roles for o in overrides):
         # The bot's own cap, which the queue (and confirm, for batches) enforces over all servers.
         limits = replace(limits, max_pending=0)
     return await _limits_refusal(bot, interaction.user.id, guild_id, limits, params)
+
+
+def _tighter(cap: float, ceiling: float) -> float:
+    """The stricter of two caps, where 0 is no cap."""
+    return min(cap, ceiling) if cap and ceiling else cap or ceiling
 
 
 def costly_feature(params: JobParameters, settings: Settings) -> str | None:

@@ -36,7 +36,7 @@ if TYPE_CHECKING:
     from db.session import Database
 
 IdList = Literal["channel_ids", "user_role_ids", "costly_role_ids"]
-LIMIT_FIELDS = ("images_per_day", "cooldown_s", "max_pending")
+LIMIT_FIELDS = ("images_per_day", "cooldown_s", "max_pending", "max_job_cost", "max_waiting_cost")
 CACHED_SECONDS = 60.0
 
 
@@ -47,6 +47,9 @@ class Limits:
     images_per_day: int
     cooldown_s: int
     max_pending: int
+    # GPU time in units (bot.jobs.cost): one job's, and a member's waiting jobs' together.
+    max_job_cost: float = 0
+    max_waiting_cost: float = 0
 
 
 @dataclass(frozen=True)
@@ -55,6 +58,8 @@ class RoleLimits:
     images_per_day: int | None  # None: the role does not change this limit
     cooldown_s: int | None
     max_pending: int | None
+    max_job_cost: int | None = None
+    max_waiting_cost: int | None = None
 
 
 @dataclass(frozen=True)
@@ -86,7 +91,11 @@ class BanInfo:
 
 
 def default_limits(settings: Settings) -> Limits:
-    return Limits(settings.policy.images_per_day, settings.policy.cooldown_s, settings.queue.max_pending_per_user)
+    queue = settings.queue
+    return Limits(
+        settings.policy.images_per_day, settings.policy.cooldown_s, queue.max_pending_per_user,
+        queue.max_job_cost, queue.max_waiting_cost_per_member,
+    )
 
 
 async def policy_of(db: Database, settings: Settings, guild_id: int | None) -> Policy:
@@ -161,7 +170,7 @@ async def set_role_limits(db: Database, guild_id: int, role_id: int, **values: i
             else:
                 session.expunge(row)
             return None
-        return RoleLimits(role_id, row.images_per_day, row.cooldown_s, row.max_pending)
+        return _role_limits(row)
 
 
 async def clear_role_limits(db: Database, guild_id: int, role_id: int) -> bool:
@@ -170,6 +179,10 @@ async def clear_role_limits(db: Database, guild_id: int, role_id: int) -> bool:
             delete(RoleLimit).where(RoleLimit.guild_id == guild_id, RoleLimit.role_id == role_id)
         )
         return result.rowcount > 0
+
+
+def _role_limits(row: RoleLimit) -> RoleLimits:
+    return RoleLimits(row.role_id, **{name: getattr(row, name) for name in LIMIT_FIELDS})
 
 
 def effective_limits(base: Limits, overrides: list[RoleLimits], member_role_ids: set[int]) -> Limits:
@@ -289,7 +302,7 @@ async def _guild_rows(db: Database, guild_id: int) -> _GuildRows:
     async with db.session() as session:
         policy = await session.get(GuildPolicy, guild_id)
         limits = await session.scalars(select(RoleLimit).where(RoleLimit.guild_id == guild_id).order_by(RoleLimit.id))
-        limits_read = tuple(RoleLimits(r.role_id, r.images_per_day, r.cooldown_s, r.max_pending) for r in limits)
+        limits_read = tuple(_role_limits(row) for row in limits)
         terms = await session.scalars(select(BlockedTerm).where(BlockedTerm.guild_id == guild_id).order_by(BlockedTerm.id))
         terms_read = tuple(StoredTerm(r.id, Term(TermScope(r.scope), TermKind(r.kind), r.pattern), r.created_by) for r in terms)
         banned = await session.scalars(select(Ban).where(Ban.guild_id == guild_id).order_by(Ban.created_at.desc()))
