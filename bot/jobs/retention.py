@@ -34,7 +34,9 @@ if TYPE_CHECKING:
     from bot.config import Settings
     from db.session import Database
 
-EXPIRE_BATCH = 1000  # jobs per transaction (and per query of the paths still in use)
+# Jobs per transaction (and per query of the paths still in use): each batch's jobs and images
+# are loaded on the event loop, and a thousand ORM rows there stall it for a good part of a second.
+EXPIRE_BATCH = 200
 
 
 @dataclass(frozen=True)
