@@ -152,6 +152,20 @@ async def test_a_graceful_stop_does_not_use_up_an_attempt(queue):
     assert returned.status == JobStatus.PENDING and returned.attempts == 0
 
 
+@pytest.mark.parametrize("put_back", ["graceful stop", "crash"])
+async def test_a_job_put_back_keeps_its_place_and_its_try_is_not_counted_as_use(queue, put_back):
+    job = await queue.enqueue(params("a0"), ALICE)
+    await queue.claim_next()
+    if put_back == "crash":
+        await queue.release_interrupted(job.id, "The worker died.")
+    else:
+        await queue.return_to_queue(job.id)
+    assert (await queue.get(job.id)).started_at is None
+    await queue.enqueue(params("b0"), BOB)
+    # Neither member has started anything now: the job that waited longest goes first.
+    assert await run_order(queue) == ["a0", "b0"]
+
+
 async def test_completion_records_images(queue):
     job = await queue.enqueue(params(count=2, seed=5), ALICE)
     await queue.claim_next()

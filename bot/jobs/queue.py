@@ -483,7 +483,9 @@ class JobQueue:
             if job is None or job.status != JobStatus.RUNNING:
                 return job, Recovery.UNCHANGED
             if job.attempts < self.settings.max_attempts:
-                job.status = JobStatus.PENDING
+                # Waiting again, not started: a started_at kept would count its cost against
+                # its member's recent use (the turns) while it waits.
+                job.status, job.started_at = JobStatus.PENDING, None
                 return job, Recovery.REQUEUED
             job.status = JobStatus.FAILED
             job.finished_at = utcnow()
@@ -496,7 +498,7 @@ class JobQueue:
             await session.execute(
                 update(Job)
                 .where(Job.id == job_id, Job.status == JobStatus.RUNNING)
-                .values(status=JobStatus.PENDING, attempts=Job.attempts - 1)
+                .values(status=JobStatus.PENDING, started_at=None, attempts=Job.attempts - 1)
             )
 
     async def running_job_ids(self) -> list[int]:
