@@ -19,9 +19,10 @@ from (a direct message counts the member's DM jobs):
 - waiting jobs, where the server (or a role) set a limit: the member's pending jobs here, plus
   those being asked for. [queue] max_pending_per_user, the default, is a ceiling over all
   servers that bot.jobs.queue (and bot.ui.confirm, for batches) enforces itself.
-- GPU time ([queue] max_job_cost, max_waiting_cost_per_member): each job's cost (bot.jobs.cost),
-  and the member's waiting jobs' in every server plus those being asked for. The queue checks
-  them again as it writes each row; here a batch is refused whole, before any of it is queued.
+- GPU time: each job's cost (bot.jobs.cost), and the member's waiting jobs' in every server
+  plus those being asked for, against the server's (or a role's) caps where it set stricter
+  ones, else [queue] max_job_cost and max_waiting_cost_per_member. The queue checks the bot's
+  caps again as it writes each row; here a batch is refused whole, before any of it is queued.
 """
 
 from __future__ import annotations
