@@ -61,7 +61,7 @@ def parse_args(argv: list[str] | None):
 
 def requests_for(args, count: int, first_job_id: int) -> list:  # type: ignore[no-untyped-def]
     """``count`` members' jobs that may share one pass: same model, size, steps, sampler, CFG."""
-    from inference.protocol import GenerateRequest, JobKind
+    from inference.common.protocol import GenerateRequest, JobKind
 
     return [
         GenerateRequest(
@@ -76,7 +76,7 @@ def requests_for(args, count: int, first_job_id: int) -> list:  # type: ignore[n
 
 def completed_paths(events: list, requests: list) -> dict[int, list[str]]:
     """Each job's PNG paths; a job without its JobCompleted is a failed run, not a figure."""
-    from inference.protocol import JobCompleted
+    from inference.common.protocol import JobCompleted
 
     done = {event.job_id: [image.path for image in event.images] for event in events if isinstance(event, JobCompleted)}
     missing = [r.job_id for r in requests if r.job_id not in done]

@@ -42,7 +42,7 @@ from sqlalchemy import func, or_, select, text
 
 from bench import common
 from bot.config import QueueSettings
-from bot.jobs.history import user_jobs_page
+from bot.jobs.past_jobs import user_jobs_page
 from bot.jobs.privacy import PrivacyIndex
 from bot.jobs.queue import JobQueue
 from bot.policy.audit import PRUNE_BATCH, prune_audit

@@ -32,7 +32,7 @@ from typing import Any
 
 from bench import common
 from bench.models import DEFAULT_SIZE, MODEL_KINDS, cached_model
-from inference.protocol import COMPILE_MODES
+from inference.common.protocol import COMPILE_MODES
 
 STARTS = ("uncompiled", "cold", "warm")
 # The child prints its result on one line starting with this, among library noise.

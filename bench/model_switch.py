@@ -49,7 +49,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     common.log_worker_start_up()
     from inference.jobs import JobRunner
     from inference.models import pipeline_bytes
-    from inference.protocol import GenerateRequest, JobCompleted, JobKind, ModelSpec, WorkerConfig
+    from inference.common.protocol import GenerateRequest, JobCompleted, JobKind, ModelSpec, WorkerConfig
 
     folders = {FIRST: cached_model(args.model, args.model_cache), SECOND: cached_second_model(args.model, args.model_cache)}
     outputs = tempfile.TemporaryDirectory(prefix="sdbot-bench-outputs-")

@@ -40,7 +40,7 @@ from typing import Any
 
 from bench import common
 from bench.models import DEFAULT_SIZE, DEFAULT_STEPS, MODEL_KINDS, cached_model
-from inference.protocol import COMPILE_MODES, LOW_MEMORY_MODES
+from inference.common.protocol import COMPILE_MODES, LOW_MEMORY_MODES
 
 PROMPT = "a lighthouse on a cliff at dusk, oil painting, dramatic sky"
 NEGATIVE_PROMPT = "blurry, low quality"
@@ -98,7 +98,7 @@ def result_name(args) -> str:  # type: ignore[no-untyped-def]
 def worker_config(args, folder: Path, outputs_dir: str, max_batch_images: int, **options):  # type: ignore[no-untyped-def]
     """The worker's settings for a benchmark of generation: this run's model, device and dtype,
     warmed up (on a GPU) at this run's size, so that one-time costs stay out of the timings."""
-    from inference.protocol import ModelSpec, WorkerConfig
+    from inference.common.protocol import ModelSpec, WorkerConfig
 
     return WorkerConfig(
         models=(ModelSpec(args.model, str(folder)),), default_model=args.model, outputs_dir=outputs_dir,
@@ -130,7 +130,7 @@ def plain_pipeline(folder: Path, device, dtype, sampler: str):
     from diffusers import StableDiffusionPipeline
 
     from inference.models import _dtype_keyword  # torch_dtype or dtype, by diffusers version
-    from inference.samplers import SAMPLERS
+    from inference.common.samplers import SAMPLERS
 
     pipe = StableDiffusionPipeline.from_pretrained(
         folder, **{_dtype_keyword(): dtype}, safety_checker=None, requires_safety_checker=False
@@ -146,7 +146,7 @@ def unaccelerated_pipeline(args, folder: Path, device, dtype):  # type: ignore[n
     """The model as the worker loads it, with the sampler's settings but no fast-path option."""
     from inference.acceleration import Acceleration
     from inference.models import load_pipeline
-    from inference.protocol import ModelSpec
+    from inference.common.protocol import ModelSpec
 
     return load_pipeline(ModelSpec(args.model, str(folder)), device, dtype, Acceleration())
 
@@ -159,7 +159,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     from inference.generate import generate
     from inference.jobs import JobRunner, ProgressReporter
     from inference.models import resolve_device, resolve_dtype
-    from inference.protocol import GenerateRequest, JobCompleted, JobKind
+    from inference.common.protocol import GenerateRequest, JobCompleted, JobKind
 
     device = resolve_device(args.device)
     dtype = resolve_dtype(args.dtype, device)

@@ -55,7 +55,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     from inference.generate import generate
     from inference.jobs import PREVIEW_BUDGET, JobRunner, ProgressReporter
     from inference.models import resolve_device, resolve_dtype
-    from inference.protocol import GenerateRequest, JobKind
+    from inference.common.protocol import GenerateRequest, JobKind
 
     device = resolve_device(args.device)
     dtype = resolve_dtype(args.dtype, device)

@@ -70,7 +70,7 @@ class Worker:
         return self.events.recv()
 
     def stop(self) -> None:
-        from inference.protocol import Shutdown
+        from inference.common.protocol import Shutdown
 
         self.commands.send(Shutdown())
         self.process.join(60)
@@ -80,7 +80,7 @@ class Worker:
 
 def stream(worker: Worker, requests: list) -> dict[str, Any]:
     """Run the jobs one after another as the dispatcher would; the stream's figures."""
-    from inference.protocol import JobCompleted, JobFailed, JobProgress, JobSaving, RunJob
+    from inference.common.protocol import JobCompleted, JobFailed, JobProgress, JobSaving, RunJob
 
     started = time.perf_counter()
     waits: list[float] = []
@@ -114,7 +114,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     args = parse_args(argv)
     common.log_worker_start_up()
     from inference.models import resolve_device, resolve_dtype
-    from inference.protocol import GenerateRequest, JobKind
+    from inference.common.protocol import GenerateRequest, JobKind
 
     dtype = resolve_dtype(args.dtype, resolve_device(args.device))
     folder = cached_model(args.model, args.model_cache)

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 import discord
 
-from bot import inputs, safety
+from bot import flagged_results, inputs
 from bot.errors import ImageUnavailable, InvalidOption, JobNotFound, NotAllowed, Restarting, UserError, echo
 from bot.jobs.params import (
     GenerationOptions,
@@ -25,7 +25,7 @@ from bot.jobs.params import (
     resolve_parameters,
     variation_of,
 )
-from bot.jobs.workflows import (
+from bot.jobs.workflow_params import (
     SourceImage,
     img2img_parameters,
     inpaint_parameters,
@@ -39,7 +39,7 @@ from bot.policy import audit, gate
 from bot.prompts.prepare import prepare
 from bot.ui import buttons, confirm, embeds
 from db.models import Image, Job, JobStatus, User
-from inference.protocol import JobKind
+from inference.common.protocol import JobKind
 
 if TYPE_CHECKING:
     from bot.client import SDBot
@@ -352,10 +352,10 @@ async def post_single_image(interaction: discord.Interaction, job_id: int, index
     job, image = await _finished_image(interaction, job_id, index)
     if not Path(image.path).is_file():
         raise ImageUnavailable(f"Image {index + 1} of job #{job.id} is no longer on disk.")
-    shown = await safety.verdict(
+    shown = await flagged_results.verdict(
         bot, job, guild_id=interaction.guild_id, age_restricted=is_age_restricted(interaction), image_index=index
     )
-    safety.refuse_withheld_image(shown)
+    flagged_results.refuse_withheld_image(shown)
     private = await answers_privately(interaction, job.id)  # as the U button acknowledged it
     if private:  # seen by this member alone: nothing to flood
         await _send_single_image(interaction, job, index, shown, ephemeral=True)
@@ -371,7 +371,7 @@ async def post_single_image(interaction: discord.Interaction, job_id: int, index
 
 
 async def _send_single_image(
-    interaction: discord.Interaction, job: Job, index: int, shown: safety.Verdict, *, ephemeral: bool
+    interaction: discord.Interaction, job: Job, index: int, shown: flagged_results.Verdict, *, ephemeral: bool
 ) -> discord.WebhookMessage:
     image = next(image for image in job.images if image.index == index)
     posting = await shown.posting(image.path, interaction.filesize_limit, f"job{job.id}-{index + 1}")

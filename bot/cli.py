@@ -28,7 +28,7 @@ from bot.service import AlreadyRunning, InstanceLock, StopSignals
 from db.migrate import upgrade_database
 from db.models import Job, JobStatus
 from db.session import Database
-from inference.protocol import JobProgress
+from inference.common.protocol import JobProgress
 
 log = logging.getLogger("sdbot")
 

@@ -21,8 +21,8 @@ from bot.jobs.dispatcher import Dispatcher
 from bot.jobs.queue import JobQueue
 from bot.policy import audit, gate
 from bot.ui.buttons import DYNAMIC_ITEMS
-from bot.ui.removal import REMOVAL_ITEMS
-from inference import clip_tokens
+from bot.ui.remove_button import REMOVAL_ITEMS
+from inference.common import clip_tokens
 
 log = logging.getLogger(__name__)
 

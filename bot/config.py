@@ -20,9 +20,9 @@ from pathlib import Path
 from typing import Any, get_type_hints
 
 from bot.jobs.worker_process import START_METHODS
-from inference.protocol import COMPILE_MODES, LANCZOS, LOW_MEMORY_MODES, PREVIEW_METHODS, ModelSpec, WorkerConfig
-from inference.upscaler_files import upscaler_files
-from inference.samplers import SAMPLERS
+from inference.common.protocol import COMPILE_MODES, LANCZOS, LOW_MEMORY_MODES, PREVIEW_METHODS, ModelSpec, WorkerConfig
+from inference.common.upscaler_files import upscaler_files
+from inference.common.samplers import SAMPLERS
 
 ENV_PREFIX = "SDBOT__"
 # Settings whose value no message shows, even a wrong one: an error names the setting and the

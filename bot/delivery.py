@@ -25,12 +25,12 @@ from typing import TYPE_CHECKING, Any
 
 import discord
 
-from bot import safety, uploads
+from bot import flagged_results, uploads
 from bot.jobs.queue import QueueEntry
 from bot.policy import audit
 from bot.ui import buttons, embeds
 from db.models import Job, JobStatus
-from inference.protocol import JobProgress
+from inference.common.protocol import JobProgress
 
 if TYPE_CHECKING:
     from collections.abc import Coroutine
@@ -158,8 +158,8 @@ class DiscordDelivery:
         path = job.grid_path or job.images[0].path
         stem = f"job{job.id}"
         # Only jobs from outside age-restricted channels were checked, so any flag applies here.
-        shown = await safety.verdict(self.bot, job, guild_id=job.guild_id, age_restricted=False)
-        await safety.audit_flagged(self.bot, job, shown)
+        shown = await flagged_results.verdict(self.bot, job, guild_id=job.guild_id, age_restricted=False)
+        await flagged_results.audit_flagged(self.bot, job, shown)
         interaction = self._fresh_interaction(job.id)
         if interaction is not None:
             posting = await shown.posting(path, job.upload_limit_bytes, stem)

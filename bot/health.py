@@ -21,7 +21,7 @@ from bot.jobs.queue import JobQueue
 from bot.service import sqlite_file
 from db.migrate import schema_revisions
 from db.session import Database
-from inference.sources import SourceKind, classify_source, find_source_problem
+from inference.common.sources import SourceKind, classify_source, find_source_problem
 
 MIGRATE_HINT = "run `sdbot migrate` (or `sdbot run`, which migrates first)"
 

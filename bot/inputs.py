@@ -26,7 +26,7 @@ import discord
 from PIL import Image, ImageOps
 
 from bot.errors import InvalidOption
-from bot.jobs.workflows import SourceImage
+from bot.jobs.workflow_params import SourceImage
 
 if TYPE_CHECKING:
     from bot.config import Settings

@@ -43,7 +43,7 @@ async def image_file(path: str | Path, limit: int | None, stem: str) -> discord.
 
 
 async def bytes_file(data: bytes, limit: int | None, stem: str) -> discord.File:
-    """An image already in memory (a blurred copy, bot.safety), fitted like image_file's."""
+    """An image already in memory (a blurred copy, bot.flagged_results), fitted like image_file's."""
     return await _fitted_file(lambda: data, limit, stem)
 
 

@@ -80,7 +80,7 @@ class Job(Base):
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     user_id: Mapped[int] = mapped_column(ForeignKey("users.id"))
-    kind: Mapped[str] = mapped_column(String(20))  # inference.protocol.JobKind
+    kind: Mapped[str] = mapped_column(String(20))  # inference.common.protocol.JobKind
     status: Mapped[str] = mapped_column(String(20), default=JobStatus.PENDING)
 
     prompt: Mapped[str] = mapped_column(Text)
@@ -97,7 +97,7 @@ class Job(Base):
     subseed: Mapped[int | None] = mapped_column(BigInteger)
     subseed_strength: Mapped[float] = mapped_column(Float, default=0.0)
 
-    # Image workflows (see inference.protocol: ImageInput, InpaintOptions...); None where the
+    # Image workflows (see inference.common.protocol: ImageInput, InpaintOptions...); None where the
     # job's kind has no use for them.
     init_image_path: Mapped[str | None] = mapped_column(Text)
     denoising_strength: Mapped[float | None] = mapped_column(Float)
@@ -120,7 +120,7 @@ class Job(Base):
     upscale_factor: Mapped[float | None] = mapped_column(Float)
     upscaler: Mapped[str | None] = mapped_column(String(100))
     # Seamless tiling (--tile), and an X/Y plot's or prompt matrix's cells and labels as the JSON
-    # of inference.protocol.PlotOptions (see bot.jobs.plots).
+    # of inference.common.protocol.PlotOptions (see bot.jobs.plot_params).
     tiling: Mapped[bool] = mapped_column(Boolean, default=False, server_default="0")
     plot_json: Mapped[str | None] = mapped_column(Text)
 

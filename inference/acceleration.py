@@ -52,7 +52,7 @@ from diffusers.models.attention_processor import (
     FusedAttnProcessor2_0,
 )
 
-from inference.protocol import COMPILE_MODES, LOW_MEMORY_MODES, PREVIEW_METHODS, WorkerConfig
+from inference.common.protocol import COMPILE_MODES, LOW_MEMORY_MODES, PREVIEW_METHODS, WorkerConfig
 
 log = logging.getLogger(__name__)
 
@@ -323,7 +323,7 @@ def warm_up(pipe: DiffusionPipeline, width: int, height: int, count: int, runs: 
     one shows what is left (so compile time is the difference).
     """
     from inference.generate import generate
-    from inference.protocol import GenerateRequest, JobKind
+    from inference.common.protocol import GenerateRequest, JobKind
 
     request = GenerateRequest(
         job_id=0,

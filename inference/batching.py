@@ -29,8 +29,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from inference.network_files import MalformedNetworkError, find_loras
-from inference.protocol import GenerateRequest, JobCanceled, JobKind, JobStarted
+from inference.common.network_files import MalformedNetworkError, find_loras
+from inference.common.protocol import GenerateRequest, JobCanceled, JobKind, JobStarted
 
 if TYPE_CHECKING:
     import torch

@@ -4,10 +4,10 @@ diffusers encodes a prompt as one 77-token window, cut at 75 tokens, with every 
 weight 1. A1111 (modules/sd_hijack_clip.py FrozenCLIPEmbedderWithCustomWords, and
 prompt_parser.get_learned_conditioning) instead:
 
-1. schedules the prompt (prompt editing, alternation: inference.prompt_parser) and encodes
+1. schedules the prompt (prompt editing, alternation: inference.common.prompt_parser) and encodes
    every text of the schedule together, as one batch;
 2. parses attention weights, tokenizes each run, and cuts the tokens into 75-token chunks
-   (inference.prompt_chunks), padding the batch's shorter texts with empty chunks;
+   (inference.common.prompt_chunks), padding the batch's shorter texts with empty chunks;
 3. encodes each chunk through CLIP (the last hidden state), multiplies every token's vector by
    its weight, then rescales the batch so its mean is what it was before weighting
    (``z * (original_mean / new_mean)``, the mean over the whole batch tensor);
@@ -32,9 +32,9 @@ from dataclasses import dataclass
 import torch
 from diffusers import DiffusionPipeline
 
-from inference.prompt_chunks import Chunk, chunk_tokens, empty_chunk, weighted_tokens
-from inference.prompt_parser import prompt_schedules
-from inference.protocol import GenerateRequest
+from inference.common.prompt_chunks import Chunk, chunk_tokens, empty_chunk, weighted_tokens
+from inference.common.prompt_parser import prompt_schedules
+from inference.common.protocol import GenerateRequest
 
 log = logging.getLogger(__name__)
 

@@ -21,8 +21,8 @@ from diffusers.utils.torch_utils import randn_tensor
 from PIL import Image
 
 from inference.conditioning import Conditioning, encode_for_pass
-from inference.protocol import GenerateRequest
-from inference.samplers import SAMPLERS
+from inference.common.protocol import GenerateRequest
+from inference.common.samplers import SAMPLERS
 from inference.tiling import seamless_tiling
 
 # The smallest size that means something for SD and the largest a single job may ask for;

@@ -35,7 +35,7 @@ from inference.generate import (
     use_sampler,
 )
 from inference.masks import flatten, resize_image
-from inference.protocol import GenerateRequest, ImageInput
+from inference.common.protocol import GenerateRequest, ImageInput
 from inference.tiling import seamless_tiling
 
 # --- pipelines built from a loaded one -----------------------------------------------------

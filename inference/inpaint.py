@@ -46,7 +46,7 @@ from inference.masks import (
     resize_image,
 )
 from inference.models import PipelineCache
-from inference.protocol import GenerateRequest, MaskedContent, ResizeMode
+from inference.common.protocol import GenerateRequest, MaskedContent, ResizeMode
 from inference.tiling import seamless_tiling
 
 # The inpainting checkpoints' UNet input: 4 latent channels, 1 mask, 4 masked-image latents.

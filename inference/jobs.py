@@ -18,7 +18,8 @@ from pathlib import Path
 
 import torch
 
-from inference import acceleration, images, infotext, networks, plots, previews, upscale, workflows
+from inference import acceleration, images, networks, plot_runner, previews, upscale, workflows
+from inference.common import infotext
 from inference.generate import (
     InvalidRequestError,
     IsCancelled,
@@ -35,7 +36,7 @@ from inference.models import (
     resolve_device,
     resolve_dtype,
 )
-from inference.protocol import (
+from inference.common.protocol import (
     Event,
     GenerateRequest,
     ImageResult,
@@ -48,8 +49,8 @@ from inference.protocol import (
     WorkerConfig,
     WorkerReady,
 )
-from inference.safety import SafetyChecker, load_safety_checker
-from inference.sources import check_worker_config
+from inference.safety_checker import SafetyChecker, load_safety_checker
+from inference.common.sources import check_worker_config
 
 log = logging.getLogger(__name__)
 
@@ -330,14 +331,14 @@ class JobRunner:
         send(JobCompleted(request.job_id, results, grid, seconds))
 
     def _make(self, request: GenerateRequest, on_step: OnStep, is_cancelled: IsCancelled) -> list:
-        """The job's images, by kind: see inference.workflows, inference.upscale, inference.plots.
+        """The job's images, by kind: see inference.workflows, inference.upscale, inference.plot_runner.
 
         A plot makes each of its cells through here again, as a job of its own kind. LoRAs
         named in the prompt (<lora:name:weight>) are applied for this job only, and the request
         passed on has them taken out of its prompts (inference.networks).
         """
         if request.kind == JobKind.PLOT:
-            return plots.run_plot(request, self._make, on_step, is_cancelled)
+            return plot_runner.run_plot(request, self._make, on_step, is_cancelled)
         if request.kind == JobKind.UPSCALE:
             return upscale.run_upscale(self.upscalers, request, on_step, is_cancelled)
         with self.networks.applied(self.cache, request) as request:
@@ -357,7 +358,7 @@ class JobRunner:
         model_hash = None if upscaling else self._model_hash(request.model)
         # A plot's cells are jobs of their own (prompt, steps, model... differ): each image
         # gets its cell's infotext, so A1111's PNG Info remakes that cell alone.
-        cells = plots.cell_requests(request) if request.plot is not None else None
+        cells = plot_runner.cell_requests(request) if request.plot is not None else None
         results = []
         files = []  # (image, path, infotext), written side by side below
         for index, image in enumerate(made):
@@ -379,7 +380,7 @@ class JobRunner:
         if request.plot is not None:
             # The plot's labelled grid is its result, even for a single cell.
             grid_file = images.grid_path(outputs_dir, request.job_id, day)
-            grid_image = plots.labelled_grid(made, request.plot)
+            grid_image = plot_runner.labelled_grid(made, request.plot)
             files.append((grid_image, grid_file, results[0].infotext))
             grid = str(grid_file)
         elif len(made) > 1:

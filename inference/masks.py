@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image, ImageFilter, ImageOps
 
-from inference.protocol import OutpaintOptions, ResizeMode
+from inference.common.protocol import OutpaintOptions, ResizeMode
 
 # Where a source image has transparency, A1111 flattens it onto this colour
 # (opts.img2img_background_color).

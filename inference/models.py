@@ -35,8 +35,8 @@ from diffusers import (
 from inference import previews
 from inference.acceleration import Acceleration, place_pipeline
 from inference.conditioning import limit_prompt_chunks
-from inference.protocol import ModelSpec
-from inference.sources import (
+from inference.common.protocol import ModelSpec
+from inference.common.sources import (
     INPAINT_PIPELINES,
     MODEL_INDEX,
     SUPPORTED_PIPELINES,

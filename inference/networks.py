@@ -4,7 +4,7 @@ jobs.py runs every diffusion job (not upscales; a plot's cells one by one) insid
 ``ExtraNetworks.applied(cache, request)``, which
 - refuses malformed <lora:...> tags and unknown LoRA names with a message for the user;
 - loads, into the pipeline the job will run, each embedding whose name the prompts use as a
-  word, and each LoRA they name (files are found as inference/network_files.py finds them);
+  word, and each LoRA they name (files are found as inference/common/network_files.py finds them);
 - turns those LoRAs on at the tags' weights for the job, and off again afterwards, whatever
   happens: a job without LoRA gives exactly the image it gave before any LoRA was loaded;
 - yields the request with the tags taken out of its prompts and the embedding names written as
@@ -52,7 +52,7 @@ from diffusers import DiffusionPipeline
 
 from inference.generate import InvalidRequestError
 from inference.models import PipelineCache
-from inference.network_files import (
+from inference.common.network_files import (
     LoraUse,
     MalformedNetworkError,
     embedding_files,
@@ -62,7 +62,7 @@ from inference.network_files import (
     strip_loras,
     unknown_lora_message,
 )
-from inference.protocol import GenerateRequest, JobKind
+from inference.common.protocol import GenerateRequest, JobKind
 
 log = logging.getLogger(__name__)
 

@@ -17,11 +17,12 @@ import spandrel
 import torch
 from PIL import Image
 
-from inference import images, infotext
+from inference import images
+from inference.common import infotext
 from inference.generate import InvalidRequestError, IsCancelled, JobCancelledError, OnStep
 from inference.models import free_accelerator_memory
-from inference.protocol import LANCZOS, GenerateRequest
-from inference.upscaler_files import upscaler_files
+from inference.common.protocol import LANCZOS, GenerateRequest
+from inference.common.upscaler_files import upscaler_files
 
 log = logging.getLogger(__name__)
 

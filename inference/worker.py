@@ -26,7 +26,7 @@ from collections.abc import Callable
 from multiprocessing.connection import Connection
 from typing import TYPE_CHECKING
 
-from inference.protocol import (
+from inference.common.protocol import (
     CancelJob,
     Event,
     GenerateRequest,
@@ -37,7 +37,7 @@ from inference.protocol import (
     WorkerConfig,
     WorkerStartupFailed,
 )
-from inference.sources import check_worker_config
+from inference.common.sources import check_worker_config
 
 if TYPE_CHECKING:  # it imports torch
     from inference.jobs import JobRunner

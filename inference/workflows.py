@@ -37,7 +37,7 @@ from inference.img2img import (
 )
 from inference.inpaint import run_inpaint, run_outpaint
 from inference.models import PipelineCache
-from inference.protocol import (
+from inference.common.protocol import (
     LANCZOS,
     LATENT,
     GenerateRequest,

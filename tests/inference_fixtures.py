@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from inference.protocol import GenerateRequest, JobKind, ModelSpec, WorkerConfig
+from inference.common.protocol import GenerateRequest, JobKind, ModelSpec, WorkerConfig
 
 TINY_MODEL_NAME = "tiny"
 

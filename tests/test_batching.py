@@ -18,7 +18,7 @@ from inference.conditioning import encode_for_pass
 from inference.generate import JobCancelledError, generate, use_sampler
 from inference import jobs
 from inference.jobs import JobRunner
-from inference.protocol import (
+from inference.common.protocol import (
     HiresFix,
     ImageInput,
     JobCanceled,

@@ -10,7 +10,7 @@ from __future__ import annotations
 import discord
 
 from bot.ui import buttons
-from bot.ui.removal import RemoveChoiceButton
+from bot.ui.remove_button import RemoveChoiceButton
 from db.models import JobStatus
 from tests.harness import private_answer
 from tests.test_bot_settings import line

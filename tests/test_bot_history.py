@@ -8,7 +8,7 @@ from pathlib import Path
 import discord
 
 from bot.jobs.params import parameters_of
-from bot.ui.history import HistoryPageButton, RerunSelect
+from bot.ui.history_page import HistoryPageButton, RerunSelect
 from db.models import Job, JobStatus, User
 from tests.harness import attachment_image, button_labels, private_answer
 from tests.test_bot_queue import SLOW, wait_running

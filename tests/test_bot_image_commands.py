@@ -11,7 +11,7 @@ import numpy as np
 from PIL import Image
 
 from db.models import JobStatus
-from inference.protocol import JobKind
+from inference.common.protocol import JobKind
 from tests.harness import attachment_image, private_answer
 from tests.test_bot_inputs import animated, bomb_png, mask_png, noise_png
 from tests.test_bot_workflows import pixels

@@ -8,7 +8,7 @@ import numpy as np
 from PIL import Image
 
 from db.models import JobStatus
-from inference.infotext import parse_infotext
+from inference.common.infotext import parse_infotext
 from tests.harness import DEFERRED_WITH_MESSAGE, SINGLE_IMAGE_BUTTONS, attachment_image, button_labels
 
 

@@ -16,7 +16,7 @@ from PIL import Image, ImageFile
 from bot.config import ImageSettings, Settings
 from bot.errors import InvalidOption
 from bot.inputs import read_image_upload, read_mask_upload
-from bot.jobs.workflows import SourceImage
+from bot.jobs.workflow_params import SourceImage
 
 
 class FakeAttachment:

@@ -7,8 +7,8 @@ from PIL import Image
 
 from bot.jobs.params import plot_options
 from db.models import JobStatus
-from inference.infotext import parse_infotext
-from inference.protocol import JobKind
+from inference.common.infotext import parse_infotext
+from inference.common.protocol import JobKind
 from tests.harness import attachment_image, button_labels, private_answer
 
 CELL = 64  # the tiny model's images

@@ -9,10 +9,10 @@ import io
 from PIL import Image
 from PIL.PngImagePlugin import PngInfo
 
-from bot import pnginfo as pnginfo_store
-from bot.pnginfo import decode_user_comment
+from bot import image_infotext as pnginfo_store
+from bot.image_infotext import decode_user_comment
 from db.models import JobStatus
-from inference.protocol import JobKind
+from inference.common.protocol import JobKind
 from tests.harness import private_answer
 from tests.test_bot_inputs import noise_png
 

@@ -12,7 +12,7 @@ import pytest
 from PIL import Image
 from sqlalchemy import select
 
-from bot import safety
+from bot import flagged_results
 from bot.policy import store
 from db.models import AuditEntry, Image as ImageRow, Job, JobStatus
 from inference.images import make_grid
@@ -163,7 +163,7 @@ def a_grid_job(tmp_path: Path, flagged: list[bool], kind: str = "txt2img") -> Jo
 @pytest.mark.parametrize("action", ["blur", "withhold"])
 async def test_only_the_flagged_cells_of_a_grid_are_censored(action, tmp_path):
     job = a_grid_job(tmp_path, [False, True, False, True])
-    verdict = safety.Verdict(job, None, (1, 3), action)
+    verdict = flagged_results.Verdict(job, None, (1, 3), action)
     posting = await verdict.posting(job.grid_path, None, "job1")
     posted = pixels(Image.open(posting.files[0].fp))
     original = on_disk(job.grid_path)
@@ -173,12 +173,12 @@ async def test_only_the_flagged_cells_of_a_grid_are_censored(action, tmp_path):
     for index in (1, 3):
         censored = posted[cells[index]]
         if action == "withhold":
-            assert (censored == safety.WITHHELD_FILL).all()
+            assert (censored == flagged_results.WITHHELD_FILL).all()
         else:
             assert roughness(censored) < roughness(original[cells[index]]) / 3
     assert posting.in_embed and "Images 2 and 4 of this grid were flagged" in posting.note
     # A plot's labelled grid has no fixed cells: it is censored whole.
     plot = a_grid_job(tmp_path, [False, True, False, True], kind="plot")
-    whole = await safety.Verdict(plot, None, (1, 3), "blur").posting(plot.grid_path, None, "job1")
+    whole = await flagged_results.Verdict(plot, None, (1, 3), "blur").posting(plot.grid_path, None, "job1")
     assert roughness(pixels(Image.open(whole.files[0].fp))) < roughness(original) / 3
     assert "whole grid is blurred" in whole.note

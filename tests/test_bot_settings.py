@@ -10,9 +10,9 @@ import discord
 import pytest
 import torch
 
-from bot.ui.settings import SettingsButton
+from bot.ui.settings_panel import SettingsButton
 from db.models import JobStatus, User
-from inference.protocol import JobKind
+from inference.common.protocol import JobKind
 from tests.harness import BotHarness, private_answer
 from tests.test_inference_upscale import MODEL, official_rrdbnet
 

@@ -9,8 +9,8 @@ import numpy as np
 from PIL import Image
 
 from db.models import JobStatus
-from inference.infotext import parse_infotext
-from inference.protocol import JobKind
+from inference.common.infotext import parse_infotext
+from inference.common.protocol import JobKind
 from tests.harness import attachment_image, button_labels, private_answer
 
 

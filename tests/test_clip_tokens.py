@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from inference.clip_tokens import ASSETS, ClipTokenizer, count_prompt_tokens, words_past_first_chunk
+from inference.common.clip_tokens import ASSETS, ClipTokenizer, count_prompt_tokens, words_past_first_chunk
 
 CORPUS = [
     "a lighthouse at dusk",

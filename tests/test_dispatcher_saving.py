@@ -20,7 +20,7 @@ from bot.jobs.dispatcher import Dispatcher
 from bot.jobs.queue import JobQueue
 from bot.jobs.worker_process import WorkerExited
 from db.models import Job, JobStatus
-from inference.protocol import (
+from inference.common.protocol import (
     ImageResult,
     JobCompleted,
     JobSaving,

@@ -31,7 +31,7 @@ from inference.img2img import (
     run_img2img,
 )
 from inference.models import load_pipeline
-from inference.protocol import LATENT, HiresFix, ImageInput, JobKind, ModelSpec
+from inference.common.protocol import LATENT, HiresFix, ImageInput, JobKind, ModelSpec
 from inference.tiling import seamless_tiling
 from inference.workflows import run_hires
 from tests.inference_fixtures import TINY_MODEL_NAME, tiny_request
@@ -370,7 +370,7 @@ def test_a_model_without_long_prompts_is_cut_to_one_chunk(tiny_model_dir):
     from inference.conditioning import encode_for_pass, prompt_chunk_limit
     from inference.generate import scheduler_for
     from inference.models import PipelineCache
-    from inference.protocol import ModelSpec
+    from inference.common.protocol import ModelSpec
 
     cache = PipelineCache([ModelSpec("short", str(tiny_model_dir), long_prompts=False)], torch.device("cpu"), torch.float32)
     pipe = cache.get("short")

@@ -24,7 +24,7 @@ from inference.acceleration import Acceleration, attention_processors, place_pip
 from inference.generate import generate
 from inference.jobs import JobRunner
 from inference.models import load_pipeline, read_pipeline
-from inference.protocol import JobCompleted, ModelSpec, WorkerConfig
+from inference.common.protocol import JobCompleted, ModelSpec, WorkerConfig
 from tests.inference_fixtures import tiny_request
 from tests.test_inference_networks import image, make_runner, write_kohya_lora
 

@@ -9,8 +9,8 @@ import pytest
 import torch
 
 from inference.generate import JobCancelledError, generate, scheduler_for, slerp
-from inference.protocol import JobKind
-from inference.samplers import SAMPLERS
+from inference.common.protocol import JobKind
+from inference.common.samplers import SAMPLERS
 from tests.inference_fixtures import tiny_request
 
 

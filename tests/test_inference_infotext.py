@@ -7,9 +7,9 @@ import sys
 
 import pytest
 
-from inference import infotext
-from inference.infotext import build_infotext, parse_infotext, quote, request_infotext
-from inference.protocol import (
+from inference.common import infotext
+from inference.common.infotext import build_infotext, parse_infotext, quote, request_infotext
+from inference.common.protocol import (
     LANCZOS,
     HiresFix,
     ImageInput,
@@ -252,8 +252,8 @@ def test_workflow_infotext_round_trips():
 def test_bot_side_modules_do_not_import_torch():
     code = (
         "import sys\n"
-        "import inference.protocol, inference.samplers, inference.infotext, inference.worker\n"
-        "import inference.sources, inference.images\n"
+        "import inference.common.protocol, inference.common.samplers, inference.common.infotext, inference.worker\n"
+        "import inference.common.sources, inference.images\n"
         "heavy = ('torch', 'diffusers', 'transformers', 'discord')\n"
         "heavy = [name for name in heavy if name in sys.modules]\n"
         "assert not heavy, heavy\n"

@@ -7,7 +7,7 @@ import torch
 
 from inference import jobs, previews
 from inference.jobs import JobRunner, ProgressReporter
-from inference.protocol import JobCompleted, JobFailed, JobProgress, JobStarted, WorkerConfig
+from inference.common.protocol import JobCompleted, JobFailed, JobProgress, JobStarted, WorkerConfig
 from inference.worker import CancelBook
 from tests.inference_fixtures import runner_for, tiny_request
 

@@ -16,7 +16,7 @@ import torch
 from inference.generate import generate
 from inference.img2img import derived_pipeline
 from inference.models import PipelineCache, pipeline_bytes
-from inference.protocol import ModelSpec
+from inference.common.protocol import ModelSpec
 from tests.inference_fixtures import tiny_request
 
 CPU = torch.device("cpu")

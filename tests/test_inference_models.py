@@ -18,8 +18,8 @@ from inference.models import (
     resolve_device,
     resolve_dtype,
 )
-from inference.protocol import ModelSpec, WorkerConfig
-from inference.sources import SourceKind, check_worker_config, classify_source, model_file_hash
+from inference.common.protocol import ModelSpec, WorkerConfig
+from inference.common.sources import SourceKind, check_worker_config, classify_source, model_file_hash
 
 HUB_ID = "someone/some-model"
 

@@ -22,7 +22,7 @@ from safetensors.torch import save_file
 from inference import networks, upscale
 from inference.jobs import JobRunner
 from inference.models import PipelineCache, load_pipeline
-from inference.network_files import (
+from inference.common.network_files import (
     LoraUse,
     MalformedNetworkError,
     embedding_files,
@@ -31,7 +31,7 @@ from inference.network_files import (
     lora_files,
     strip_loras,
 )
-from inference.protocol import JobCompleted, JobFailed, JobKind, ModelSpec, WorkerConfig
+from inference.common.protocol import JobCompleted, JobFailed, JobKind, ModelSpec, WorkerConfig
 from tests.inference_fixtures import tiny_request
 
 CPU = torch.device("cpu")

@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from inference import plots
+from inference import plot_runner as plots
 from inference.generate import InvalidRequestError, JobCancelledError, generate
-from inference.protocol import HiresFix, JobKind, PlotCell, PlotOptions
+from inference.common.protocol import HiresFix, JobKind, PlotCell, PlotOptions
 from tests.inference_fixtures import runner_for, tiny_request
 
 
@@ -222,8 +222,8 @@ def test_cells_of_another_size_are_fitted_into_the_first_ones():
 
 def test_the_worker_saves_each_cells_infotext_and_the_labelled_grid(tiny_model_spec, tiny_pipe, tmp_path):
     from inference import images
-    from inference.infotext import parse_infotext
-    from inference.protocol import JobCompleted, JobProgress, WorkerConfig
+    from inference.common.infotext import parse_infotext
+    from inference.common.protocol import JobCompleted, JobProgress, WorkerConfig
 
     config = WorkerConfig(models=(tiny_model_spec,), default_model="tiny", outputs_dir=str(tmp_path), preview_interval_s=0)
     runner = runner_for(tiny_pipe, config)

@@ -12,8 +12,8 @@ import torch
 from PIL import Image
 
 from inference.jobs import JobRunner
-from inference.protocol import JobCompleted, WorkerConfig, WorkerStartupFailed
-from inference.safety import SafetyCheckerError, load_safety_checker
+from inference.common.protocol import JobCompleted, WorkerConfig, WorkerStartupFailed
+from inference.safety_checker import SafetyCheckerError, load_safety_checker
 from inference.tiny import build_tiny_safety_checker
 from inference.worker import run_worker
 from tests.inference_fixtures import runner_for, tiny_request

@@ -16,7 +16,7 @@ from inference import images, upscale
 from inference.generate import InvalidRequestError, JobCancelledError
 from inference.jobs import JobRunner
 from inference.models import PipelineCache
-from inference.protocol import (
+from inference.common.protocol import (
     LANCZOS,
     ImageInput,
     JobCompleted,
@@ -26,7 +26,7 @@ from inference.protocol import (
     WorkerConfig,
 )
 from inference.upscale import Upscalers, UpscalerLoadError, run_upscale, upscale_infotext
-from inference.upscaler_files import upscaler_files
+from inference.common.upscaler_files import upscaler_files
 from tests.inference_fixtures import tiny_request
 
 MODEL = "RealESRGAN_x4plus"

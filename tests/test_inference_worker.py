@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 
 from inference.images import read_infotext
-from inference.infotext import parse_infotext
-from inference.protocol import (
+from inference.common.infotext import parse_infotext
+from inference.common.protocol import (
     CancelJob,
     JobCanceled,
     JobCompleted,

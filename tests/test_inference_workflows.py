@@ -18,8 +18,8 @@ from inference import img2img, masks, workflows
 from inference.generate import InvalidRequestError, JobCancelledError, generate
 from inference.img2img import decode, encode, exact_steps_schedule, img2img_schedule
 from inference.models import PipelineCache
-from inference.samplers import SAMPLERS
-from inference.protocol import (
+from inference.common.samplers import SAMPLERS
+from inference.common.protocol import (
     LANCZOS,
     LATENT,
     HiresFix,

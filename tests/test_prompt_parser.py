@@ -12,8 +12,8 @@ import sys
 
 import pytest
 
-from inference import prompt_parser
-from inference.prompt_chunks import (
+from inference.common import prompt_parser
+from inference.common.prompt_chunks import (
     CHUNK_LENGTH,
     Chunk,
     chunk_tokens,
@@ -21,7 +21,7 @@ from inference.prompt_chunks import (
     empty_chunk,
     weighted_tokens,
 )
-from inference.prompt_parser import is_break, parse_prompt_attention, prompt_schedules
+from inference.common.prompt_parser import is_break, parse_prompt_attention, prompt_schedules
 
 # --- parse_prompt_attention: A1111's doctests ----------------------------------------------
 
@@ -344,8 +344,8 @@ def test_comma_as_the_76th_token_opens_the_next_chunk():
 
 def test_parser_and_chunks_do_not_import_torch():
     code = (
-        "import sys, inference.prompt_parser, inference.prompt_chunks;"
-        "inference.prompt_parser.prompt_schedules('[a:b:2]', 4);"
+        "import sys, inference.common.prompt_parser, inference.common.prompt_chunks;"
+        "inference.common.prompt_parser.prompt_schedules('[a:b:2]', 4);"
         "sys.exit('torch' in sys.modules)"
     )
     subprocess.run([sys.executable, "-c", code], check=True)

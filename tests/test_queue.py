@@ -9,7 +9,7 @@ from bot.errors import JobNotFound, QueueFull
 from bot.jobs.params import JobParameters
 from bot.jobs.queue import CancelOutcome, JobQueue, Recovery, Requester
 from db.models import JobStatus
-from inference.protocol import ImageResult, JobCompleted, JobKind
+from inference.common.protocol import ImageResult, JobCompleted, JobKind
 
 ALICE = Requester(user_id=1, user_name="alice", channel_id=10)
 BOB = Requester(user_id=2, user_name="bob", channel_id=10)

@@ -92,10 +92,10 @@ def test_migrate_and_make_tiny_model(tmp_path, settings, capsys):
 def test_the_bot_never_imports_torch():
     code = (
         "import sys, bot.cli, bot.client, bot.cogs.imagine, bot.cogs.queue, bot.cogs.images, bot.delivery,"
-        " bot.inputs, bot.jobs.dispatcher, bot.jobs.workflows, bot.ui.modals, bot.cogs.styles, bot.ui.confirm,"
-        " bot.prompts.prepare, bot.prompts.tokens, bot.prompts.style_store, inference.clip_tokens,"
-        " bot.pnginfo, bot.cogs.pnginfo,"
-        " bot.cogs.history, bot.ui.history, bot.jobs.history;"
+        " bot.inputs, bot.jobs.dispatcher, bot.jobs.workflow_params, bot.ui.modals, bot.cogs.styles, bot.ui.confirm,"
+        " bot.prompts.prepare, bot.prompts.tokens, bot.prompts.style_store, inference.common.clip_tokens,"
+        " bot.image_infotext, bot.cogs.pnginfo,"
+        " bot.cogs.history, bot.ui.history_page, bot.jobs.past_jobs;"
         "heavy = [m for m in ('torch', 'diffusers', 'transformers') if m in sys.modules];"
         "print(heavy); sys.exit(1 if heavy else 0)"
     )

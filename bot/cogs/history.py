@@ -9,12 +9,12 @@ import discord
 from discord import app_commands
 from discord.ext import commands
 
-from bot import safety
+from bot import flagged_results
 from bot.actions import is_age_restricted, job_for_interaction
 from bot.errors import ImageUnavailable, NothingToDo
 from bot.jobs.retention import expired_message
 from bot.ui import buttons, embeds
-from bot.ui.history import HISTORY_ITEMS, history_message
+from bot.ui.history_page import HISTORY_ITEMS, history_message
 from db.models import Job, JobStatus
 
 if TYPE_CHECKING:
@@ -53,8 +53,8 @@ class History(commands.Cog):
                 "Its parameters are kept: pick it in /history to run it again."
             )
         here_age_restricted = is_age_restricted(interaction)
-        safety.check_shown_where_allowed(self.bot, found, here_age_restricted=here_age_restricted)
-        shown = await safety.verdict(self.bot, found, guild_id=interaction.guild_id, age_restricted=here_age_restricted)
+        flagged_results.check_shown_where_allowed(self.bot, found, here_age_restricted=here_age_restricted)
+        shown = await flagged_results.verdict(self.bot, found, guild_id=interaction.guild_id, age_restricted=here_age_restricted)
         # A private job reaches only its owner or a moderator (job_for_interaction): privately.
         private = found.private and interaction.guild_id is not None
         await interaction.response.defer(thinking=True, ephemeral=private)

@@ -1,7 +1,7 @@
 """/img2img, /inpaint, /outpaint and /upscale: the image workflows on an uploaded image.
 
 Each command reads its upload(s) through bot.inputs (checked, normalized, saved) and hands the
-options to the builders in bot.jobs.workflows, which the buttons use too, so both refuse the
+options to the builders in bot.jobs.workflow_params, which the buttons use too, so both refuse the
 same things with the same words. Like every command that queues jobs they are acknowledged
 first (actions.acknowledge: reading a large upload can pass Discord's 3 seconds), and a refusal
 still reaches only its author. The prompt itself (inline parameters, styles, permutations:
@@ -24,7 +24,7 @@ from bot.cogs.imagine import matching_choices
 from bot.cogs.styles import style_autocomplete
 from bot.errors import InvalidOption, echo
 from bot.jobs.params import MAX_SEED, GenerationOptions
-from bot.jobs.workflows import (
+from bot.jobs.workflow_params import (
     MASKED_CONTENT,
     OUTPAINT_DIRECTIONS,
     RESIZE_MODES,
@@ -35,7 +35,7 @@ from bot.jobs.workflows import (
     upscaler_names,
 )
 from bot.ui import confirm
-from inference.samplers import SAMPLER_NAMES
+from inference.common.samplers import SAMPLER_NAMES
 
 if TYPE_CHECKING:
     from bot.client import SDBot

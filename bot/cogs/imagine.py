@@ -13,10 +13,10 @@ from bot.errors import InvalidOption, echo, listed
 from bot.prompts.networks import embedding_names, lora_names
 from bot.cogs.styles import style_autocomplete
 from bot.jobs.params import ASPECT_RATIOS, MAX_SEED, GenerationOptions, resolve_parameters
-from bot.jobs.workflows import hires_parameters, upscaler_names
+from bot.jobs.workflow_params import hires_parameters, upscaler_names
 from bot.ui import confirm
-from inference.protocol import LATENT
-from inference.samplers import SAMPLER_NAMES
+from inference.common.protocol import LATENT
+from inference.common.samplers import SAMPLER_NAMES
 
 if TYPE_CHECKING:
     from bot.client import SDBot

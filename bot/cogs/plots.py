@@ -1,6 +1,6 @@
 """/xyplot and /promptmatrix: A1111's X/Y plot and prompt matrix scripts, one grid each.
 
-The builders in bot.jobs.plots check everything (and say what this server allows); the job is
+The builders in bot.jobs.plot_params check everything (and say what this server allows); the job is
 queued like any other, and its result, the labelled grid, is posted by the usual delivery.
 """
 
@@ -19,9 +19,9 @@ from bot.cogs.imagine import matching_choices
 # server's limits and say what it allows), and their autocompletes.
 from bot.cogs.images import Cfg, NegativePrompt, Prompt, Seed, Size, Steps, _models, _samplers
 from bot.jobs.params import GenerationOptions
-from bot.jobs.plots import AXIS_TYPES, prompt_matrix_parameters, xy_plot_parameters
-from bot.jobs.workflows import upscaler_names
-from inference.protocol import LATENT
+from bot.jobs.plot_params import AXIS_TYPES, prompt_matrix_parameters, xy_plot_parameters
+from bot.jobs.workflow_params import upscaler_names
+from inference.common.protocol import LATENT
 
 if TYPE_CHECKING:
     from bot.client import SDBot

@@ -3,7 +3,7 @@
 
 The answer is private (ephemeral). The button must work after a restart, but a custom_id holds
 100 characters, not a prompt: the parsed parameters are kept in memory under a short key for
-bot.pnginfo.KEEP_S (15 minutes), and a button under a message's image also carries the
+bot.image_infotext.KEEP_S (15 minutes), and a button under a message's image also carries the
 message's channel, id and attachment index, so once the key is gone (expired, restarted) the
 click reads the image again (the bot's own results always; another member's image where Discord
 still shows the bot its attachments). An upload to /pnginfo has no message to go back to: after
@@ -20,13 +20,13 @@ from discord import app_commands
 from discord.ext import commands
 from discord.ui import Button, DynamicItem
 
-from bot import actions, pnginfo
+from bot import actions, image_infotext
 from bot.errors import InvalidOption
 from bot.jobs.params import resolve_parameters
-from bot.jobs.workflows import hires_parameters, upscaler_names
+from bot.jobs.workflow_params import hires_parameters, upscaler_names
 from bot.ui import confirm
 from bot.ui.embeds import clip
-from inference.infotext import NEGATIVE_PROMPT_KEY, PROMPT_KEY
+from inference.common.infotext import NEGATIVE_PROMPT_KEY, PROMPT_KEY
 
 if TYPE_CHECKING:
     from bot.client import SDBot
@@ -92,7 +92,7 @@ class RerunButton(
         await actions.run_for_user(interaction, lambda: self._rerun(interaction), queues_jobs=True)
 
     async def _rerun(self, interaction: discord.Interaction) -> None:
-        params = pnginfo.kept(self.key)
+        params = image_infotext.kept(self.key)
         if params is not None:
             await rerun(interaction, params)
             return
@@ -118,15 +118,15 @@ async def _reread(interaction: discord.Interaction, channel_id: int, message_id:
     if index >= len(message.attachments):
         raise InvalidOption(gone)
     try:
-        return await pnginfo.read_attachment(message.attachments[index], bot.settings)
-    except pnginfo.NoInfotext as error:
+        return await image_infotext.read_attachment(message.attachments[index], bot.settings)
+    except image_infotext.NoInfotext as error:
         raise InvalidOption(str(error)) from error
 
 
 async def rerun(interaction: discord.Interaction, params: dict[str, str]) -> None:
     """Queue the parameters as /imagine would, checked by the same checks."""
     bot = actions.bot_of(interaction)
-    plan = pnginfo.rerun_options(params, bot.settings, upscaler_names(bot.settings))
+    plan = image_infotext.rerun_options(params, bot.settings, upscaler_names(bot.settings))
     user = await bot.queue.user(interaction.user.id)
     # The infotext's prompt already carries its styles: no default style on top.
     prepared = await actions.prepare_for(interaction, plan.options, user, style_names="")
@@ -151,11 +151,11 @@ async def _answer(
     await interaction.response.defer(ephemeral=True, thinking=True)
     notes = [note] if note else []
     try:
-        params = await pnginfo.read_attachment(attachment, bot.settings, notes)
-    except pnginfo.NoInfotext as error:
+        params = await image_infotext.read_attachment(attachment, bot.settings, notes)
+    except image_infotext.NoInfotext as error:
         await interaction.followup.send(str(error), ephemeral=True)
         return
-    key = pnginfo.keep(params)
+    key = image_infotext.keep(params)
     view = discord.ui.View(timeout=None)  # a dynamic item: it never times out
     view.add_item(RerunButton(key, source))
     if source is None:
@@ -178,7 +178,7 @@ class PngInfo(commands.Cog):
 
 @app_commands.context_menu(name=MENU_NAME)
 async def png_info_menu(interaction: discord.Interaction, message: discord.Message) -> None:
-    images = [(index, a) for index, a in enumerate(message.attachments) if pnginfo.is_image(a)]
+    images = [(index, a) for index, a in enumerate(message.attachments) if image_infotext.is_image(a)]
     if not images:
         raise InvalidOption("This message has no image attached.")
     index, attachment = images[0]

@@ -1,5 +1,5 @@
 """/settings: the member's defaults, shown privately with the controls that change them
-(bot.ui.settings). They apply to every new job of theirs (bot.jobs.params, bot.prompts.prepare)."""
+(bot.ui.settings_panel). They apply to every new job of theirs (bot.jobs.params, bot.prompts.prepare)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import discord
 from discord import app_commands
 from discord.ext import commands
 
-from bot.ui.settings import SETTINGS_ITEMS, settings_message
+from bot.ui.settings_panel import SETTINGS_ITEMS, settings_message
 
 if TYPE_CHECKING:
     from bot.client import SDBot

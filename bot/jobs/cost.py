@@ -13,7 +13,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from bot.jobs.params import plot_options
-from inference.protocol import JobKind
+from inference.common.protocol import JobKind
 
 if TYPE_CHECKING:
     from bot.jobs.params import JobParameters

@@ -32,7 +32,7 @@ from bot.jobs.params import generate_request
 from bot.jobs.queue import CancelOutcome, JobQueue, QueueEntry, Recovery
 from bot.jobs.worker_process import WorkerExited, WorkerProcess
 from db.models import Job
-from inference.protocol import (
+from inference.common.protocol import (
     CancelJob,
     Event,
     JobCanceled,

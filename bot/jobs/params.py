@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, TypeVar
 
 from bot.errors import InvalidOption, echo, listed
 from bot.prompts.cleaning import clean_prompt_text
-from inference.protocol import (
+from inference.common.protocol import (
     LANCZOS,
     LATENT,
     GenerateRequest,
@@ -32,8 +32,8 @@ from inference.protocol import (
     ResizeMode,
     UpscaleOptions,
 )
-from inference.samplers import SAMPLER_NAMES, find_sampler
-from inference.upscaler_files import upscaler_files
+from inference.common.samplers import SAMPLER_NAMES, find_sampler
+from inference.common.upscaler_files import upscaler_files
 
 if TYPE_CHECKING:
     from bot.config import LimitSettings, ModelSettings, Settings
@@ -118,7 +118,7 @@ class JobParameters:
     upscale_factor: float | None = None
     upscaler: str | None = None
     tiling: bool = False
-    plot_json: str | None = None  # PlotOptions as JSON, for JobKind.PLOT (bot.jobs.plots)
+    plot_json: str | None = None  # PlotOptions as JSON, for JobKind.PLOT (bot.jobs.plot_params)
 
 
 def random_seed() -> int:
@@ -248,7 +248,7 @@ def check_aspect(aspect: str, base_size: int, limits: LimitSettings) -> tuple[in
 
 
 def check_upscaler_name(settings: Settings, name: str) -> str:
-    """An upscaler of the Upscale buttons and /upscale (bot.jobs.workflows.check_upscaler
+    """An upscaler of the Upscale buttons and /upscale (bot.jobs.workflow_params.check_upscaler
     says the same; this one is here so that params needs no workflows)."""
     known = [LANCZOS, *upscaler_files(settings.images.upscaler_dirs)]
     match = next((k for k in known if k.casefold() == name.casefold()), None)

@@ -37,7 +37,7 @@ from db.base import utcnow
 from db.models import ACTIVE_STATUSES, ERROR_DETAIL_MARK, Image, Job, JobStatus, User
 from db.session import Database
 from inference.batching import BATCHABLE_KINDS, batch_key
-from inference.protocol import JobCompleted
+from inference.common.protocol import JobCompleted
 
 _CLAIMED_MEANWHILE = object()  # entry(): the job left the waiting list between two reads
 _PACE_EXPIRY_S = 60.0

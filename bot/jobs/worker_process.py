@@ -15,7 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from multiprocessing.connection import Connection
 
-from inference.protocol import Command, Event, Shutdown, WorkerConfig
+from inference.common.protocol import Command, Event, Shutdown, WorkerConfig
 from inference.worker import run_worker  # torch is imported inside run_worker, in the child
 
 log = logging.getLogger(__name__)

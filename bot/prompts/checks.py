@@ -1,7 +1,7 @@
 """What every prompt a job will run is checked for before its row is written.
 
 Its LoRA tags against this server's files (bot.prompts.networks), and its prompt editing and
-alternation within what is read (inference.prompt_parser.schedule_problem: past that bound a
+alternation within what is read (inference.common.prompt_parser.schedule_problem: past that bound a
 prompt would be used as it is, its [from:to:when] left as text). /imagine's prompts, with
 their styles and inline parameters applied, and each X/Y plot cell's (Prompt S/R makes new
 ones) go through here.
@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 
 from bot.errors import InvalidOption
 from bot.prompts.networks import check_networks
-from inference.prompt_parser import schedule_problem
+from inference.common.prompt_parser import schedule_problem
 
 if TYPE_CHECKING:
     from bot.config import PromptSettings, Settings

@@ -16,7 +16,7 @@ from dataclasses import dataclass, replace
 
 from bot.errors import InvalidOption, echo
 from bot.jobs.params import GenerationOptions, parse_aspect
-from inference.samplers import find_sampler
+from inference.common.samplers import find_sampler
 
 # Parameter name -> GenerationOptions field (or "no" for the negative prompt).
 PARAMETERS = {

@@ -1,6 +1,6 @@
 """Embeddings and LoRAs on the bot's side: names for autocomplete, and tags checked before queueing.
 
-The files are found by inference.network_files, the same torch-free lookup the worker loads
+The files are found by inference.common.network_files, the same torch-free lookup the worker loads
 them with, in the same folders (the worker gets them from Settings.worker_config), so a name
 the bot accepts is one the worker finds. The worker checks again anyway: a file may be removed
 while the job waits.
@@ -11,7 +11,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from bot.errors import InvalidOption
-from inference.network_files import (
+from inference.common.network_files import (
     MalformedNetworkError,
     embedding_files,
     find_lora,

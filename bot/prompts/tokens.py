@@ -1,16 +1,16 @@
 """Prompt token counts for the user: the queued message's "Tokens" field, and a private
 warning when a model that reads only one 75-token chunk is given a longer prompt.
 
-Counting uses the pure-Python CLIP tokenizer (inference.clip_tokens), never transformers.
+Counting uses the pure-Python CLIP tokenizer (inference.common.clip_tokens), never transformers.
 """
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from inference.clip_tokens import count_prompt_tokens, words_past_first_chunk
-from inference.prompt_chunks import CHUNK_LENGTH
-from inference.protocol import JobKind
+from inference.common.clip_tokens import count_prompt_tokens, words_past_first_chunk
+from inference.common.prompt_chunks import CHUNK_LENGTH
+from inference.common.protocol import JobKind
 
 if TYPE_CHECKING:
     from bot.config import Settings

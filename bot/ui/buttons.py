@@ -16,8 +16,8 @@ from discord.ui import Button, DynamicItem
 
 from bot import actions
 from bot.ui import modals
-from bot.ui.removal import RemoveButton
-from inference.protocol import JobKind
+from bot.ui.remove_button import RemoveButton
+from inference.common.protocol import JobKind
 
 if TYPE_CHECKING:
     from bot.config import DiscordSettings
@@ -238,7 +238,7 @@ def _rows(*rows: list[discord.ui.Item[Any]]) -> discord.ui.View:
 
 def result_view(job: Job) -> discord.ui.View | None:
     """Under a finished job: U/V per image for a grid, the image workflows for a single image;
-    🗑️ Remove under every result (bot.ui.removal).
+    🗑️ Remove under every result (bot.ui.remove_button).
 
     An upscale has only Remove: every workflow on a 2048 px image would pass the server's limits.
     """

@@ -5,10 +5,10 @@ from __future__ import annotations
 import discord
 
 from bot.jobs.params import image_seeds, plot_options
-from bot.jobs.plots import plot_summary
+from bot.jobs.plot_params import plot_summary
 from bot.prompts.tokens import token_summary
 from db.models import Job
-from inference.protocol import JobKind
+from inference.common.protocol import JobKind
 
 QUEUED_COLOUR = discord.Colour.blurple()
 RUNNING_COLOUR = discord.Colour.gold()

@@ -13,7 +13,7 @@ import discord
 from discord import ui
 
 from bot import actions
-from inference.protocol import MaskedContent
+from inference.common.protocol import MaskedContent
 
 if TYPE_CHECKING:
     from db.models import Job

@@ -18,8 +18,8 @@ import re
 from collections.abc import Mapping
 from importlib import metadata
 
-from inference.protocol import GenerateRequest, JobKind
-from inference.samplers import split_schedule_type
+from inference.common.protocol import GenerateRequest, JobKind
+from inference.common.samplers import split_schedule_type
 
 NEGATIVE_PROMPT_PREFIX = "Negative prompt:"
 PROMPT_KEY = "Prompt"

@@ -15,7 +15,7 @@ from discord.ui import Button, DynamicItem, Select
 
 from bot import actions
 from bot.errors import JobNotFound, NotAllowed
-from bot.jobs.history import HistoryPage, check_rerun, rerun_of, user_jobs_page
+from bot.jobs.past_jobs import HistoryPage, check_rerun, rerun_of, user_jobs_page
 from bot.ui import confirm
 from bot.ui.embeds import clip
 

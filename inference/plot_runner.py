@@ -8,7 +8,7 @@ draw_grid_annotations draws it: column labels above, row labels on the left.
 
 Label lines written ``~~like this~~`` (Discord's strikethrough) are drawn as A1111 draws an
 inactive annotation, grey and struck through: the prompt matrix marks the parts a column or
-row leaves out that way (bot.jobs.plots).
+row leaves out that way (bot.jobs.plot_params).
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from PIL import Image, ImageDraw, ImageFont, ImageOps
 
 from inference.generate import InvalidRequestError, IsCancelled, JobCancelledError, OnStep
 from inference.img2img import exact_steps_schedule
-from inference.protocol import GenerateRequest, JobKind, PlotOptions
+from inference.common.protocol import GenerateRequest, JobKind, PlotOptions
 
 # make(request, on_step, is_cancelled) -> images: the worker's way of running any one job.
 Make = Callable[[GenerateRequest, OnStep, IsCancelled], list]

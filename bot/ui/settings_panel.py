@@ -37,11 +37,11 @@ from bot.jobs.params import (
     check_upscaler_name,
     member_defaults,
 )
-from bot.jobs.workflows import upscaler_names
+from bot.jobs.workflow_params import upscaler_names
 from bot.prompts import style_store
 from bot.ui.embeds import clip
 from db.models import User
-from inference.samplers import SAMPLER_NAMES
+from inference.common.samplers import SAMPLER_NAMES
 
 if TYPE_CHECKING:
     from bot.client import SDBot

@@ -28,7 +28,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from inference.prompt_parser import is_break, parse_prompt_attention
+from inference.common.prompt_parser import is_break, parse_prompt_attention
 
 CHUNK_LENGTH = 75  # prompt tokens per chunk; CLIP's 77 minus start and end
 COMMA_PADDING_BACKTRACK = 20  # A1111's default for opts.comma_padding_backtrack

@@ -18,7 +18,7 @@ What CLIPTokenizer does, step by step (tokenizers' normalizer, pre-tokenizer and
 count_prompt_tokens follows A1111's token counter (modules/ui.py update_token_counter): LoRA
 and other <name:...> tags are taken out, every text of the prompt's [from:to:when] and [a|b]
 schedules is counted, and the largest count wins, chunked 75 tokens at a time with BREAK and
-comma backtracking (inference.prompt_chunks). AND is not split off: the worker encodes it as
+comma backtracking (inference.common.prompt_chunks). AND is not split off: the worker encodes it as
 text, so it is counted as text.
 """
 
@@ -31,10 +31,10 @@ import unicodedata
 from functools import cache, lru_cache
 from pathlib import Path
 
-from inference.prompt_chunks import CHUNK_LENGTH, chunk_tokens, count_tokens, weighted_tokens
-from inference.prompt_parser import prompt_schedules
+from inference.common.prompt_chunks import CHUNK_LENGTH, chunk_tokens, count_tokens, weighted_tokens
+from inference.common.prompt_parser import prompt_schedules
 
-ASSETS = Path(__file__).resolve().parent / "assets" / "clip_tokenizer"
+ASSETS = Path(__file__).resolve().parent.parent / "assets" / "clip_tokenizer"
 BOS, EOS = "<|startoftext|>", "<|endoftext|>"
 # A1111's extra-network tags (<lora:name:1>, <hypernet:...>), which are not encoded as text.
 _EXTRA_NETWORK = re.compile(r"<(\w+):([^>]+)>")

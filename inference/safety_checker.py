@@ -4,12 +4,12 @@ It is loaded once at worker start-up from ``WorkerConfig.safety_checker``: a hub
 "CompVis/stable-diffusion-safety-checker" (config.json and preprocessor_config.json at the
 top), or a local folder laid out the same way, or a Stable Diffusion model folder (or hub id)
 holding ``safety_checker/`` and ``feature_extractor/``. Hub ids follow huggingface_hub's cache
-and HF_HUB_OFFLINE, as models do (inference.sources).
+and HF_HUB_OFFLINE, as models do (inference.common.sources).
 
 The verdict is computed here from the checker's own weights and thresholds, the way its
 ``forward`` does, but without ``forward``: that one replaces flagged images with black ones.
 The worker only says which images are flagged; what is posted is the bot's decision (blurred,
-spoilered or withheld, per server: bot.safety).
+spoilered or withheld, per server: bot.flagged_results).
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from pathlib import Path
 import torch
 from PIL import Image
 
-from inference.sources import SourceKind, classify_source
+from inference.common.sources import SourceKind, classify_source
 
 log = logging.getLogger(__name__)
 

@@ -17,7 +17,7 @@ from bot.errors import ImageUnavailable, InvalidOption
 from bot.jobs.params import JobParameters, parameters_of
 from bot.jobs.retention import expired_message
 from db.models import Job
-from inference.protocol import JobKind
+from inference.common.protocol import JobKind
 
 if TYPE_CHECKING:
     from bot.config import Settings

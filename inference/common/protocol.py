@@ -243,7 +243,7 @@ class GenerateRequest:
     height: int
     steps: int
     cfg_scale: float
-    sampler: str  # an A1111 sampler name, a key of inference.samplers.SAMPLERS
+    sampler: str  # an A1111 sampler name, a key of inference.common.samplers.SAMPLERS
     seeds: tuple[int, ...]  # one per image: image i is reproduced alone by seeds[i]
     # A1111 variations: each image's noise is slerped towards the noise of its subseed.
     subseeds: tuple[int, ...] = ()

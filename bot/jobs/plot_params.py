@@ -2,14 +2,14 @@
 
 Both build one JobKind.PLOT job whose PlotOptions (stored as plot_json) list the cells in
 row-major order, what each changes, and the labels of the grid; the worker makes every cell
-and draws the labelled grid (inference.plots). Values are written as in A1111's UI, and every
+and draws the labelled grid (inference.plot_runner). Values are written as in A1111's UI, and every
 bad one is refused by name before anything is queued.
 
 Prompt matrix (A1111's scripts/prompt_matrix.py, its defaults): ``a cat|red|wearing a hat``
 makes one image per combination of the parts after the first, each appended to the first
 with ", "; every image has the same seed. The first half of the optional parts vary along the
 columns, the rest along the rows, and a label lists its axis's parts with those left out
-struck through (``~~red~~``: see inference.plots).
+struck through (``~~red~~``: see inference.plot_runner).
 
 X/Y plot (A1111's scripts/xyz_grid.py): values are comma-separated, CSV-quoted when they hold
 commas; numbers also take A1111's ranges: ``1-5`` (every step), ``1-5 (+2)`` (by 2),
@@ -28,10 +28,10 @@ from typing import TYPE_CHECKING
 
 from bot.errors import InvalidOption, echo, listed
 from bot.jobs.params import MAX_SEED, GenerationOptions, JobParameters, plot_json, random_seed, resolve_parameters
-from bot.jobs.workflows import hires_parameters
+from bot.jobs.workflow_params import hires_parameters
 from bot.prompts.checks import check_prompt_texts
-from inference.protocol import JobKind, PlotCell, PlotOptions
-from inference.samplers import SAMPLER_NAMES, find_sampler
+from inference.common.protocol import JobKind, PlotCell, PlotOptions
+from inference.common.samplers import SAMPLER_NAMES, find_sampler
 
 if TYPE_CHECKING:
     from bot.config import Settings
@@ -43,7 +43,7 @@ SEED, STEPS, CFG, SAMPLER, PROMPT_SR, MODEL, DENOISING = (
 )
 AXIS_TYPES = (SEED, STEPS, CFG, SAMPLER, PROMPT_SR, MODEL, DENOISING)
 MATRIX_JOINER = ", "  # A1111's default "comma" joining
-STRIKE = "~~"  # an inactive label line (inference.plots draws it grey and struck through)
+STRIKE = "~~"  # an inactive label line (inference.plot_runner draws it grey and struck through)
 # Where the "|" of a prompt matrix does not split: inside A1111's [a|b] alternation, and inside
 # {a|b} (the variants syntax of dynamic prompts), both of which the prompt itself means.
 _OPENING, _CLOSING = "[{", "]}"

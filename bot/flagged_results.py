@@ -1,6 +1,6 @@
 """What is posted of a result the safety classifier flagged, per the server's policy.
 
-The worker only flags images (inference.safety; Image.flagged); here the bot decides what to
+The worker only flags images (inference.safety_checker; Image.flagged); here the bot decides what to
 post, wherever a result image is posted (the result delivery, the U buttons, /show):
 
 - "blur": a strong Gaussian blur. In a plain grid only the flagged cells are blurred, so the
@@ -33,7 +33,7 @@ from bot.errors import ImageUnavailable, NotAllowed
 from bot.policy import store
 from bot.policy.audit import Action, record
 from db.models import Job
-from inference.protocol import JobKind
+from inference.common.protocol import JobKind
 
 if TYPE_CHECKING:
     from bot.client import SDBot

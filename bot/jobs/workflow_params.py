@@ -7,7 +7,7 @@ so both refuse the same things with the same words.
 
 Sizes: a source image keeps its own size, scaled down (keeping its shape) to fit the server's
 limits and rounded to multiples of 8, which SD needs. The worker fits the source to the job's
-size (see inference.protocol.GenerateRequest).
+size (see inference.common.protocol.GenerateRequest).
 """
 
 from __future__ import annotations
@@ -18,8 +18,8 @@ from typing import TYPE_CHECKING
 
 from bot.errors import InvalidOption, echo, listed
 from bot.jobs.params import GenerationOptions, JobParameters, random_seed, resolve_parameters
-from inference.protocol import LANCZOS, LATENT, JobKind, MaskedContent, ResizeMode
-from inference.upscaler_files import upscaler_files
+from inference.common.protocol import LANCZOS, LATENT, JobKind, MaskedContent, ResizeMode
+from inference.common.upscaler_files import upscaler_files
 
 if TYPE_CHECKING:
     from bot.config import LimitSettings, Settings

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
 
-from inference.protocol import ModelSpec, WorkerConfig
+from inference.common.protocol import ModelSpec, WorkerConfig
 
 MODEL_INDEX = "model_index.json"
 

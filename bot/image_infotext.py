@@ -9,7 +9,7 @@ answer says so. The text is cleaned as every prompt is (bot.prompts.cleaning). T
 opened with bot.inputs' checks (size before the download, decompression bombs) and never decoded
 beyond what reading its metadata needs.
 
-Torch-free: the bot uses it; the parsing itself is inference.infotext's, as the worker writes it.
+Torch-free: the bot uses it; the parsing itself is inference.common.infotext's, as the worker writes it.
 """
 
 from __future__ import annotations
@@ -25,9 +25,9 @@ from bot.errors import InvalidOption, echo
 from bot.inputs import DECODE_ERRORS, download, open_image
 from bot.jobs.params import GenerationOptions
 from bot.prompts.cleaning import clean_prompt_text
-from inference.infotext import NEGATIVE_PROMPT_KEY, PROMPT_KEY, parse_infotext
-from inference.protocol import LATENT
-from inference.samplers import find_sampler
+from inference.common.infotext import NEGATIVE_PROMPT_KEY, PROMPT_KEY, parse_infotext
+from inference.common.protocol import LATENT
+from inference.common.samplers import find_sampler
 
 if TYPE_CHECKING:
     import discord
