@@ -4,9 +4,10 @@ aiosqlite runs every call on the connection's own thread, and SQLAlchemy's aiosq
 makes four such calls per statement: open a cursor, execute, fetch the rows, close the cursor.
 Each trip is a queue hand-off to the thread and a wake-up of the event loop back, and under
 load each one waits for the GIL besides: a read of one row cost six trips with the session's
-rollback, about 1 ms, and a job passes some twenty statements before it reaches the worker
-(bench/bot_overhead.py). Here the cursor is opened, executed, read and closed in one trip,
-and the rows wait in memory for SQLAlchemy's fetch, which then needs no trip at all.
+rollback, and a job passes some twenty statements before it reaches the worker
+(bench/bot_overhead.py measures that path). Here the cursor is opened, executed, read and
+closed in one trip, and the rows wait in memory for SQLAlchemy's fetch, which then needs no
+trip at all.
 
 The engine takes these connections through SQLAlchemy's public ``async_creator`` hook, so the
 dialect, the pool and every query are unchanged; only what crosses to the thread is batched.
@@ -16,7 +17,7 @@ after executing, even for server-side cursors).
 The pool's connections also take turns to write (``WriterTurns``): SQLite lets one connection
 write at a time, and one that finds the database locked sleeps in its busy handler (1, 2, 5,
 10 ... up to 100 ms a time) however soon the lock is free again. Under a burst of commands,
-each writing a few transactions, those sleeps more than doubled the time the writes took.
+each writing a few transactions, those sleeps, not the writes, set how long the writes took.
 Here a write first waits on a lock the pool's connections share, which the writer before it
 hands over the moment its transaction ends; SQLite's busy handler is left for writers in
 other processes.
@@ -123,9 +124,9 @@ class WriterTurns:
 
     A writer gives up ("database is locked") only when the turn has stayed with one writer
     for ``timeout_s``, as SQLite's busy_timeout waits for one writer: not when it has waited
-    that long in a line of writers who each finished. Under a burst on a slow machine, 64
-    connections' writes queued behind each other for over 5 s while every one of them was
-    quick, and commands failed for it (bench/load.py, run under a profiler).
+    that long in a line of writers who each finished. Under a burst on a slow machine, many
+    connections' writes could queue behind each other past the timeout while every one of them
+    was quick, and commands would fail for it (bench/load.py drives such bursts).
     """
 
     def __init__(self, timeout_s: float) -> None:

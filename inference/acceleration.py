@@ -302,8 +302,8 @@ def use_compile_cache(folder: str) -> None:
 
     Torch's default is a folder under /tmp, which a reboot or a new container empties: then
     every start compiles again. With the cache kept, a restart traces the model and loads the
-    compiled code (SD 1.5's block layout on a CPU: 59-70 s to compile, 5.1-5.8 s from the
-    cache; bench.compile_cache). Triton's cache follows, unless TRITON_CACHE_DIR is set.
+    compiled code instead of compiling it (bench.compile_cache measures both). Triton's cache
+    follows, unless TRITON_CACHE_DIR is set.
     """
     if not folder:
         return

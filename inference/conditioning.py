@@ -290,7 +290,7 @@ def _weighted_batch(
 def _execution_device(pipe: DiffusionPipeline) -> torch.device:
     """Where the text encoder runs: ``pipe._execution_device`` without its search of every
     module of every component for group-offloading hooks, which the worker never installs
-    (some 4 ms a call even on the tiny test model, more on SD 1.5, twice per job). Under model
+    (a walk over every module, twice per job, whatever the model's size). Under model
     CPU offload the encoder carries accelerate's hook, and diffusers' answer is asked."""
     encoder = pipe.text_encoder
     return pipe._execution_device if hasattr(encoder, "_hf_hook") else encoder.device

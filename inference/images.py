@@ -53,9 +53,9 @@ def save_png(image: Image.Image, path: str | Path, infotext: str, compress_level
 
 
 # Threads that write a job's PNGs side by side: zlib and PNG filtering run without the GIL, so
-# a batch's files take about the time of one per core. Written one after the other, saving a
-# batch of 8 at 512 px on an H200 machine took 0.77 s, with the GPU idle meanwhile, against
-# 1.26 s of generating (bench.pipeline: worker_job against worker_generate).
+# a batch's files take about the time of one per core. Written one after the other, a batch's
+# PNGs leave the GPU idle for a sizeable share of the job (bench.pipeline: worker_job against
+# worker_generate; figures in docs/performance.md).
 PNG_WRITERS = min(8, os.cpu_count() or 1)
 _writers: ThreadPoolExecutor | None = None
 _writers_lock = threading.Lock()

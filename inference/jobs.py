@@ -167,8 +167,8 @@ class Saver:
 
     Inline by default: ``submit`` returns when the job has sent JobCompleted. With
     ``background`` (the worker's loop) it runs on a thread, after a JobSaving that frees the
-    bot to send the next job, whose GPU work then overlaps these PNGs' compression (on the
-    H200, 0.43 s at batch 8 against 1.3 s of sampling). One pass saves at a time: a job alone
+    bot to send the next job, whose GPU work then overlaps these PNGs' compression
+    (bench.worker_stream measures both ways). One pass saves at a time: a job alone
     waits for the saves before it (memory stays bounded); a batch's jobs wait once, in
     run_batch, then save side by side. An error of ``send`` itself (the bot is gone) comes
     out of the next ``wait``.

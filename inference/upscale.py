@@ -296,9 +296,9 @@ def _run_model(
     columns = _axis_tiles(width, tile, overlap)
     if len(rows) == len(columns) == 1:
         # One tile: its weight is 1 everywhere, so the blend buffer would only copy it. Made
-        # into bytes where the model ran, a quarter of the float32 result crosses to the CPU
-        # (at 2048 px the CPU-side float work had cost the worker 1.4x the model's own call
-        # on an H200 machine: bench.upscale, worker_untiled against bare).
+        # into bytes where the model ran, a quarter of the float32 result crosses to the CPU,
+        # and the CPU does no float work on a large result (bench.upscale: worker_untiled
+        # against bare).
         if is_cancelled():
             raise JobCancelledError
         result = _model_tile(model, pixels)

@@ -3,9 +3,9 @@
 
 multiprocessing's fork server is a process that imports this module and then forks one child
 per worker start: every worker after the first begins with torch, diffusers and transformers
-already imported (12-14 s on a 2-core CPU) instead of importing them again. Nothing here runs
-a tensor operation (OpenMP's threads would not survive the fork) or initialises CUDA (a
-process forked after that cannot use CUDA: torch calls it a "bad fork").
+already imported instead of importing them again (seconds of start-up on a small CPU).
+Nothing here runs a tensor operation (OpenMP's threads would not survive the fork) or
+initialises CUDA (a process forked after that cannot use CUDA: torch calls it a "bad fork").
 
 diffusers asks whether CUDA is available as it is imported, and torch's usual answer
 (cudaGetDeviceCount) initialises CUDA's driver. NVML's answer does not: it is asked for while

@@ -2,10 +2,10 @@
 
 Every command and button that queues jobs answers "thinking…" before anything else
 (bot.actions.acknowledge), and that answer must already be public or private: private when the
-member turned private results on, or when the work is made from a private job. One database
-read there, under a burst of commands, held acknowledgements back by 100 ms and more
-(bench/load.py: aiosqlite runs each statement on its connection's thread, and every hop waits its
-turn), against a few milliseconds without it.
+member turned private results on, or when the work is made from a private job. A database
+read there would hold every acknowledgement of a burst of commands back behind the others'
+reads (aiosqlite runs each statement on its connection's thread, and every hop waits its turn;
+bench/load.py measures the acknowledgements).
 
 The database stays the truth. The index is read from it once, at start-up (bot.client: otherwise
 the first burst after a restart waits on that read before its first acknowledgement; on first use
