@@ -159,7 +159,10 @@ def slerp(strength: float, low: torch.Tensor, high: torch.Tensor) -> torch.Tenso
     column) vector along the height is interpolated on its own, as in A1111. When the
     vectors are nearly parallel on average, A1111 interpolates linearly with the weights
     the other way round (``low`` gets ``strength``); that is kept, since variation seeds
-    must give A1111's image in that case too.
+    must give A1111's image in that case too. A1111's NaNs are kept as well: where the noise
+    is one latent pixel high (a "Resize seed from" height of 8 to 15 pixels with a variation
+    seed), each vector is one number, parallel to the other noise's wherever their signs
+    agree, and 0 / sin(0) is NaN there.
     """
     low_norm = low / torch.norm(low, dim=1, keepdim=True)
     high_norm = high / torch.norm(high, dim=1, keepdim=True)

@@ -238,3 +238,10 @@ def test_no_global_random_state_is_touched():
         noise = ImageNoise(SHAPE, [1, 2], source=source, subseeds=[3, 4], subseed_strength=0.5, eta_noise_seed_delta=9)
         noise.next(), noise.next()
     assert torch.equal(before, torch.random.get_rng_state())
+
+
+def test_slerp_keeps_a1111s_nan_where_one_pixel_high_noise_agrees_in_sign():
+    low = torch.tensor([[[1.0, -2.0, 3.0]]])
+    high = torch.tensor([[[2.0, 1.0, -1.0]]])
+    mixed = slerp(0.5, low, high)
+    assert mixed[0, 0, 0].isnan() and not mixed[0, 0, 1:].isnan().any()
