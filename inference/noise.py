@@ -6,16 +6,18 @@ says with what:
 
 - ``GPU`` (A1111's default): ``torch.randn`` on the device with a generator seeded like
   ``torch.manual_seed``. On a machine without CUDA the device is the CPU, so it is the CPU
-  generator; on CUDA it depends on the card's CUDA build, as in A1111.
+  generator; on CUDA it is torch's CUDA generator, whose large draws can differ from one
+  card to another (its launch size depends on the card), as in A1111.
 - ``CPU``: torch's CPU generator (Mersenne Twister), moved to the device afterwards.
 - ``NV``: A1111's numpy reimplementation of what CUDA's Philox 4x32-10 and Box-Muller give
   ``torch.randn``, so a seed's noise is the same on any machine (see PhiloxNormalGenerator).
 
 :class:`ImageNoise` follows A1111's ``ImageRNG``: ``first()`` is the initial noise (the
 variation seed mixed in by slerp, the "Resize seed from" noise pasted into the centre), and
-every later ``next()`` is the noise an ancestral or SDE sampler draws during sampling (A1111
+every later ``next()`` is the noise an ancestral sampler draws during sampling (A1111
 routes k-diffusion's ``torch.randn_like`` there), from the same per-image generators, or
-from generators seeded with seed + ENSD when an eta noise seed delta is set.
+from generators seeded with seed + ENSD when an eta noise seed delta is set. The DPM++ SDE
+samplers' Brownian tree draws through ``randn_local`` instead.
 
 Nothing here touches torch's global random state: where A1111 reseeds the global generator
 (``torch.manual_seed``) and draws once, a fresh generator with that seed gives the same
