@@ -217,6 +217,8 @@ SAMPLERS: MappingProxyType[str, SamplerInfo] = MappingProxyType(
                 second_order=True,
                 eta=True,
             ),
+            # DPM fast and adaptive take only the ends of the range and a step count, so their
+            # schedule type matters only in img2img, where the ends come from the schedule.
             _k_diffusion("DPM fast", "sample_dpm_fast", ("k_dpm_fast",), uses_ensd=True, eta=True),
             _k_diffusion("DPM adaptive", "sample_dpm_adaptive", ("k_dpm_ad",), uses_ensd=True, eta=True),
             _k_diffusion(
@@ -330,20 +332,25 @@ def split_combined_name(
 ) -> tuple[str, str]:
     """(sampler, schedule type) from a name such as "DPM++ 2M Karras", as A1111 reads it.
 
-    A1111's get_sampler_and_scheduler: each schedule type in order strips its label, internal
-    name or alias from the end of the name; the last one stripped wins over ``schedule_type``.
-    With ``convert_automatic`` a schedule type equal to the sampler's default becomes
-    Automatic, as A1111 shows it. Unlike A1111, which falls back to its default sampler, an
-    unknown sampler or schedule type raises, with the closest names suggested.
+    As A1111's get_sampler_and_scheduler: a schedule type's label, internal name or alias at
+    the end of the name is stripped and wins over ``schedule_type``; with
+    ``convert_automatic`` a schedule type equal to the sampler's default becomes Automatic,
+    as A1111 shows it. Unlike A1111, the longest such ending is stripped (A1111 tries
+    "Uniform" before "SGM Uniform" and so misreads "Euler SGM Uniform"), case is ignored,
+    and an unknown sampler or schedule type raises with the closest names suggested instead
+    of falling back to the default sampler.
     """
     found_schedule = AUTOMATIC if schedule_type is None else schedule_type_named(schedule_type).label
     remaining = " ".join(name.split())
-    for schedule in SCHEDULE_TYPES.values():
-        for spelling in (schedule.label, schedule.name, *schedule.aliases):
-            if remaining.lower().endswith(" " + spelling.lower()):
-                found_schedule = schedule.label
-                remaining = remaining[: -(len(spelling) + 1)]
-                break
+    suffixes = [
+        (spelling, schedule.label)
+        for schedule in SCHEDULE_TYPES.values()
+        for spelling in (schedule.label, schedule.name, *schedule.aliases)
+        if remaining.lower().endswith(" " + spelling.lower())
+    ]
+    if suffixes:
+        spelling, found_schedule = max(suffixes, key=lambda suffix: len(suffix[0]))
+        remaining = remaining[: -(len(spelling) + 1)]
     sampler = sampler_named(remaining)
     if convert_automatic and sampler.automatic_schedule == found_schedule:
         found_schedule = AUTOMATIC
