@@ -336,10 +336,10 @@ def img2img_steps(
     return Img2ImgSteps(steps, int(min(strength, 0.999) * steps))
 
 
-def hires_steps(steps: int, hires_steps_: int, denoising_strength: float) -> Img2ImgSteps:
+def hires_steps(steps: int, second_pass_steps: int, denoising_strength: float) -> Img2ImgSteps:
     """The hires fix's second pass: its own step count (0: the first pass's) run exactly, so
     20 steps with hires steps 10 at denoise 0.55 schedule 18 and run 10."""
-    return img2img_steps(steps, denoising_strength, requested_steps=hires_steps_ or steps)
+    return img2img_steps(steps, denoising_strength, requested_steps=second_pass_steps or steps)
 
 
 def img2img_sigmas(sigmas: torch.Tensor, counts: Img2ImgSteps) -> torch.Tensor:
