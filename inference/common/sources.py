@@ -54,12 +54,12 @@ class SourceProblem:
 
 def classify_source(source: str) -> SourceKind:
     """A folder when the path exists or clearly is a path; otherwise a hub id."""
-    if Path(source).expanduser().exists() or _looks_like_path(source):
+    if Path(source).expanduser().exists() or looks_like_path(source):
         return SourceKind.LOCAL_FOLDER
     return SourceKind.HUB_ID
 
 
-def _looks_like_path(source: str) -> bool:
+def looks_like_path(source: str) -> bool:
     # A hub id is "name" or "owner/name"; anything else with a separator is a path the admin
     # meant, and reporting it as a missing folder is more helpful than as a bad hub id.
     return (
