@@ -4,7 +4,9 @@ folder, `--config` after the command, no network, and the tiny model's settings.
 from __future__ import annotations
 
 import asyncio
+import logging
 import socket
+import sys
 from pathlib import Path
 
 import discord
@@ -63,6 +65,8 @@ def test_a_placeholder_token_is_refused_before_any_model_loads(tmp_path, capsys,
     err = capsys.readouterr().err
     assert "discord.com/developers" in err and "Traceback" not in err
     assert not (tmp_path / "sdbot.sqlite3").exists()  # not even migrated
+    # Nor warned about voice packages: the bot has no voice commands.
+    assert not discord.VoiceClient.warn_nacl and not discord.VoiceClient.warn_dave
 
 
 def test_the_placeholder_message_says_what_it_is():
@@ -70,6 +74,7 @@ def test_the_placeholder_message_says_what_it_is():
     assert "empty" in placeholder_problem("")
     assert "Bot " in placeholder_problem("Bot abc.def.ghi")
     assert placeholder_problem(WELL_FORMED_TOKEN) is None
+    assert placeholder_problem("simcord.fake.token") is None  # the token simcord logs in with
 
 
 @pytest.mark.parametrize(
@@ -193,3 +198,26 @@ def test_a_hub_id_that_does_not_exist_is_named():
     Exception.__init__(error, "404 Client Error: Repository Not Found")
     message = explain_hub_failure(spec, spec.source, error)
     assert "the Hugging Face hub has no model by this id" in message
+
+
+def test_log_lines_during_a_download_do_not_stick_to_its_progress_bar(capsys):
+    """A download's progress bar leaves its line unfinished; a log line written meanwhile
+    (huggingface_hub's retry warnings) starts on a line of its own."""
+    from tqdm import tqdm
+
+    from inference.worker import logging_beside_progress_bars
+
+    logger = logging.getLogger("tests.download")
+    handler = logging.StreamHandler(sys.stderr)
+    logging.getLogger().addHandler(handler)
+    try:
+        with logging_beside_progress_bars():
+            bar = tqdm(total=3, desc="Fetching 3 files", file=sys.stderr)
+            bar.update(1)
+            logger.warning("Retrying in 1s [Retry 1/5].")
+            bar.close()
+    finally:
+        logging.getLogger().removeHandler(handler)
+    err = capsys.readouterr().err
+    before = err.split("Retrying in 1s")[0]
+    assert before.endswith(("\r", "\n")), repr(err)
