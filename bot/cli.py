@@ -1,11 +1,14 @@
 """The command line: run the bot, migrate, generate locally, build a tiny test model.
 
-    sdbot run                     migrate the database, start the worker, connect to Discord
+    sdbot run                     check the token, migrate, start the worker, connect to Discord
     sdbot migrate                 bring the database schema up to date
     sdbot backup PATH [--force]   a consistent copy of the database, safe while the bot runs
     sdbot check [--no-worker]     is everything ready to run? (exit status 0 or 1)
     sdbot generate "a prompt"     one job through the same queue and worker, no Discord
     sdbot make-tiny-model DIR     a tiny random-weight model folder, for smoke tests
+
+`--config FILE` goes before or after the command; `--debug` logs the tracebacks behind the
+one-sentence start-up errors.
 """
 
 from __future__ import annotations
