@@ -1,11 +1,14 @@
 """The command line: run the bot, migrate, generate locally, build a tiny test model.
 
-    sdbot run                     migrate the database, start the worker, connect to Discord
+    sdbot run                     check the token, migrate, start the worker, connect to Discord
     sdbot migrate                 bring the database schema up to date
     sdbot backup PATH [--force]   a consistent copy of the database, safe while the bot runs
     sdbot check [--no-worker]     is everything ready to run? (exit status 0 or 1)
     sdbot generate "a prompt"     one job through the same queue and worker, no Discord
     sdbot make-tiny-model DIR     a tiny random-weight model folder, for smoke tests
+
+`--config FILE` goes before or after the command; `--debug` logs the tracebacks behind the
+one-sentence start-up errors.
 """
 
 from __future__ import annotations
@@ -13,15 +16,17 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import os
 import subprocess
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
-from bot.config import ConfigError, Settings, load_settings, without_password
+from bot.config import ConfigError, LimitSettings, Settings, load_settings, without_password
 from bot.errors import UserError
 from bot.health import run_checks
 from bot.jobs.dispatcher import Dispatcher, WorkerStartError
-from bot.jobs.params import ASPECT_RATIOS, GenerationOptions, resolve_parameters
+from bot.jobs.params import ASPECT_RATIOS, MAX_SEED, GenerationOptions, resolve_parameters
 from bot.jobs.queue import JobQueue, QueueEntry, Requester
 from db.backup import BackupError, backup_database
 from bot.service import AlreadyRunning, InstanceLock, StopSignals
@@ -29,6 +34,7 @@ from db.migrate import upgrade_database
 from db.models import Job, JobStatus
 from db.session import Database
 from inference.common.protocol import JobProgress
+from inference.worker import LOG_LEVEL_VARIABLE
 
 log = logging.getLogger("sdbot")
 
@@ -52,10 +58,17 @@ CONSOLE_USER = Requester(user_id=0, user_name="console")
 def main(argv: Sequence[str] | None = None) -> int:
     parser = _parser()
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if args.debug:
+        os.environ[LOG_LEVEL_VARIABLE] = "DEBUG"  # the worker process inherits it
+    logging.basicConfig(
+        level=os.environ.get(LOG_LEVEL_VARIABLE, "INFO").upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
     if args.command == "make-tiny-model":
         # The model is built by inference/ in its own process: bot/ never imports torch.
-        return subprocess.call([sys.executable, "-m", "inference.tiny", args.folder])
+        code = subprocess.call([sys.executable, "-m", "inference.tiny", args.folder])
+        if code == 0:
+            print(tiny_model_usage(Path(args.folder).resolve()))
+        return code
     try:
         settings = load_settings(args.config)
     except ConfigError as error:
@@ -80,6 +93,33 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
 
 
+def tiny_model_usage(folder: Path) -> str:
+    """How to try the tiny model: at its own small size and a few steps it makes an image in
+    seconds on a CPU; at the defaults (512 px, 25 steps, 4 images) it takes minutes."""
+    return f"""
+Wrote a tiny random-weight model to {folder}.
+Its images are noise: it checks that the install works, quickly only at its own small size.
+Save these lines as smoke.toml (relative paths are read from the file's folder):
+
+default_model = "tiny"
+database_url = "sqlite+aiosqlite:///smoke/sdbot.sqlite3"
+outputs_dir = "smoke/outputs"
+
+[[models]]
+name = "tiny"
+source = "{folder.as_posix()}"
+base_size = 64
+
+[limits]
+min_size = 64
+default_steps = 4
+default_count = 1
+
+then run:
+    sdbot --config smoke.toml generate "a lighthouse"
+"""
+
+
 def _backup(settings: Settings, args: argparse.Namespace) -> int:
     try:
         written = backup_database(settings.database_url, args.path, force=args.force)
@@ -101,32 +141,98 @@ def _locked_command(settings: Settings, args: argparse.Namespace) -> int:
     return asyncio.run(_generate(settings, args))
 
 
+CONFIG_HELP = (
+    "the TOML settings file (default: config.toml in the current directory; missing: the defaults "
+    "and environment); relative paths in it are read from its folder"
+)
+RUN_DESCRIPTION = """\
+Migrate the database, check the Discord token (one request to Discord, before any model
+loads), start the image worker, load the default model, sync the slash commands and connect.
+The token comes from DISCORD_TOKEN or [discord] token. Stops in order on Ctrl-C or SIGTERM.
+Exit status: 0 stopped, 1 the worker or Discord failed, 2 no token, a refused token or a bad
+configuration."""
+GENERATE_DESCRIPTION = """\
+Run one /imagine job on this machine, through the same queue and worker as the bot, without
+Discord, and print where its images were written (outputs_dir). An option left out takes the
+configured default ([limits] in config.toml); values past the [limits] are refused, as the
+bot refuses them. For a quick smoke test use a tiny model (sdbot make-tiny-model)."""
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="sdbot", description="A Stable Diffusion bot for Discord communities.")
-    parser.add_argument("--config", default="config.toml", help="TOML settings file (default: config.toml)")
+    parser.add_argument("--config", default="config.toml", help=CONFIG_HELP)
+    parser.add_argument(
+        "--debug", action="store_true",
+        help=f"log at debug level, with the tracebacks behind start-up errors (or set {LOG_LEVEL_VARIABLE}=DEBUG)",
+    )
+    # --config is also accepted after the command (sdbot generate --config x.toml); SUPPRESS keeps
+    # the one given before it when none is given after.
+    config_after = argparse.ArgumentParser(add_help=False)
+    config_after.add_argument("--config", default=argparse.SUPPRESS, help=CONFIG_HELP)
     commands = parser.add_subparsers(dest="command", required=True)
-    commands.add_parser("run", help="migrate the database, start the worker and connect to Discord")
-    commands.add_parser("migrate", help="bring the database schema up to date")
-    backup = commands.add_parser("backup", help="copy the database consistently, even while the bot runs (SQLite)")
+    commands.add_parser(
+        "run", parents=[config_after], help="migrate the database, start the worker and connect to Discord",
+        description=RUN_DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    commands.add_parser("migrate", parents=[config_after], help="bring the database schema up to date")
+    backup = commands.add_parser(
+        "backup", parents=[config_after], help="copy the database consistently, even while the bot runs (SQLite)"
+    )
     backup.add_argument("path", help="the backup file to write")
     backup.add_argument("--force", action="store_true", help="overwrite PATH if it exists")
-    check = commands.add_parser("check", help="check config, database, models and worker; exit status 0 when all pass")
+    check = commands.add_parser(
+        "check", parents=[config_after], help="check config, database, models and worker; exit status 0 when all pass"
+    )
     check.add_argument("--no-worker", action="store_true", help="skip starting the worker (health checks beside a running bot)")
-    generate = commands.add_parser("generate", help="generate images locally, through the queue and worker")
-    generate.add_argument("prompt")
-    generate.add_argument("--negative-prompt")
-    generate.add_argument("--aspect", choices=list(ASPECT_RATIOS))
-    generate.add_argument("--width", type=int)
-    generate.add_argument("--height", type=int)
-    generate.add_argument("--steps", type=int)
-    generate.add_argument("--cfg", type=float)
-    generate.add_argument("--sampler")
-    generate.add_argument("--seed", type=int)
-    generate.add_argument("--count", type=int)
-    generate.add_argument("--model")
-    tiny = commands.add_parser("make-tiny-model", help="write a tiny random-weight model folder (tests, smoke runs)")
-    tiny.add_argument("folder")
+    generate = commands.add_parser(
+        "generate", parents=[config_after], help="generate images locally, through the queue and worker",
+        description=GENERATE_DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    _add_generate_options(generate)
+    tiny = commands.add_parser(
+        "make-tiny-model", help="write a tiny random-weight model folder (tests, smoke runs)",
+        description="Write a tiny random-weight SD-1.5-shaped model (a few MB; its images are noise) and "
+        "print the settings to try it with.",
+    )
+    tiny.add_argument("folder", help="the folder to write (created; replaced if it exists)")
     return parser
+
+
+def _add_generate_options(generate: argparse.ArgumentParser) -> None:
+    limits = LimitSettings()  # the built-in defaults, which [limits] in config.toml may change
+    generate.add_argument("prompt", help=f"what to draw (A1111 prompt syntax; at most [limits] max_prompt_length, {limits.max_prompt_length} characters)")
+    generate.add_argument("--negative-prompt", metavar="TEXT", help="what to keep out of the image (default: none)")
+    generate.add_argument(
+        "--aspect", choices=list(ASPECT_RATIOS),
+        help="aspect ratio, its short side the model's base_size; not with --width/--height (default: a base_size square)",
+    )
+    for side in ("width", "height"):
+        generate.add_argument(
+            f"--{side}", type=int, metavar="PX",
+            help=f"{side} in pixels, a multiple of 8 from [limits] min_size to max_size ({limits.min_size} to "
+            f"{limits.max_size} by default; width x height at most max_pixels, {limits.max_pixels:,}); "
+            "default: the model's base_size",
+        )
+    generate.add_argument(
+        "--steps", type=int, metavar="N",
+        help=f"sampling steps, 1 to [limits] max_steps ({limits.max_steps}); default: [limits] default_steps ({limits.default_steps})",
+    )
+    generate.add_argument(
+        "--cfg", type=float, metavar="SCALE",
+        help=f"CFG scale, 1 to [limits] max_cfg_scale ({limits.max_cfg_scale:g}); default: [limits] default_cfg_scale ({limits.default_cfg_scale:g})",
+    )
+    generate.add_argument(
+        "--sampler", metavar="NAME",
+        help=f'an A1111 sampler name, such as "Euler a" or "DPM++ 2M Karras"; default: [limits] default_sampler ("{limits.default_sampler}")',
+    )
+    generate.add_argument(
+        "--seed", type=int, metavar="N", help=f"0 to {MAX_SEED}, or -1 for a random one (the default); image i uses seed + i",
+    )
+    generate.add_argument(
+        "--count", type=int, metavar="N",
+        help=f"images, 1 to [limits] max_count ({limits.max_count}); default: [limits] default_count ({limits.default_count})",
+    )
+    generate.add_argument("--model", metavar="NAME", help="one of the [[models]] names; default: default_model")
 
 
 async def _migrate(settings: Settings) -> None:
@@ -167,11 +273,25 @@ async def _start(settings: Settings, stop: StopSignals | None = None) -> tuple[D
 
 
 async def _run_bot(settings: Settings) -> int:
+    import aiohttp
     import discord
 
     from bot.client import SDBot
+    from bot.discord_token import TokenProblem, check_token
 
+    # The bot has no voice commands: discord.py's warnings about voice packages only mislead.
+    discord.VoiceClient.warn_nacl = False
+    discord.VoiceClient.warn_dave = False
     with StopSignals() as stop:
+        # Before the worker loads models (minutes for a model downloaded on first use).
+        try:
+            account = await stop.unless_stopped(check_token(settings.discord.token))
+        except TokenProblem as problem:
+            print(problem, file=sys.stderr)
+            return 2 if problem.refused else 1
+        if account is None:
+            return 0
+        log.info("Discord accepted the token of the bot account %s", account)
         started = await _start(settings, stop)
         if started is None:
             return 0 if stop.requested.is_set() else 1
@@ -190,6 +310,14 @@ async def _run_bot(settings: Settings) -> int:
         except discord.LoginFailure:
             print("Discord refused the token: check DISCORD_TOKEN or [discord] token.", file=sys.stderr)
             return 2
+        except (aiohttp.ClientError, OSError, discord.GatewayNotFound, discord.ConnectionClosed) as error:
+            log.debug("the connection to Discord failed", exc_info=error)
+            print(
+                f"Lost the connection to Discord ({error or type(error).__name__}): check this machine's network, "
+                "DNS and firewall, then start the bot again (`sdbot --debug run` logs the details).",
+                file=sys.stderr,
+            )
+            return 1
         finally:
             await dispatcher.stop()
             await db.close()

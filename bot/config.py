@@ -19,6 +19,7 @@ from dataclasses import dataclass, field, fields, is_dataclass
 from pathlib import Path
 from typing import Any, get_type_hints
 
+from bot.config_paths import FOLDER_SETTINGS, resolve_against_folder
 from bot.jobs.worker_process import START_METHODS
 from inference.common.protocol import COMPILE_MODES, LANCZOS, LOW_MEMORY_MODES, PREVIEW_METHODS, ModelSpec, WorkerConfig
 from inference.common.upscaler_files import upscaler_files
@@ -333,7 +334,11 @@ class Settings:
 def load_settings(
     path: str | Path | None = "config.toml", environ: Mapping[str, str] | None = None
 ) -> Settings:
-    """Defaults, then the TOML file at `path` when it exists, then the environment."""
+    """Defaults, then the TOML file at `path` when it exists, then the environment.
+
+    Relative paths in the file, and the relative defaults it leaves out, are read from the
+    file's folder (bot.config_paths); those in the environment from the current directory.
+    """
     environ = os.environ if environ is None else environ
     data: dict[str, Any] = {}
     if path is not None and Path(path).is_file():
@@ -341,6 +346,7 @@ def load_settings(
             data = tomllib.loads(Path(path).read_text(encoding="utf-8"))
         except tomllib.TOMLDecodeError as error:
             raise ConfigError(f"{path} is not valid TOML: {error}") from error
+        resolve_against_folder(data, Path(path).parent, _relative_path_defaults())
     for key, raw in environ.items():
         if key.startswith(ENV_PREFIX):
             parts = key.removeprefix(ENV_PREFIX).lower().split("__")
@@ -348,6 +354,15 @@ def load_settings(
     if environ.get("DISCORD_TOKEN") and not data.get("discord", {}).get("token"):
         _set_nested(data, ["discord", "token"], environ["DISCORD_TOKEN"])
     return _build(Settings, data, "")
+
+
+def _relative_path_defaults() -> dict[tuple[str, str], Any]:
+    """The defaults of the path settings (bot.config_paths.FOLDER_SETTINGS and the database)."""
+    tables: dict[str, type] = {"": Settings, "images": ImageSettings, "prompts": PromptSettings, "worker": WorkerSettings}
+    return {
+        (table, key): getattr(tables[table], key)
+        for table, key in (*FOLDER_SETTINGS, ("", "database_url"))
+    }
 
 
 def _parse_env_value(raw: str) -> Any:

@@ -42,6 +42,7 @@ from inference.common.sources import (
     SUPPORTED_PIPELINES,
     ModelSourceError,
     check_model_sources,
+    explain_hub_failure,
     model_file_hash,
 )
 
@@ -162,7 +163,13 @@ def load_pipeline(
 
 def read_pipeline(spec: ModelSpec, dtype: torch.dtype) -> DiffusionPipeline:
     """One model in CPU memory, in ``dtype``, ready to be measured and placed."""
-    class_name = DiffusionPipeline.load_config(spec.source).get("_class_name")
+    try:
+        class_name = DiffusionPipeline.load_config(spec.source).get("_class_name")
+    except OSError as exc:  # diffusers words a network failure as a missing file: say which
+        explanation = explain_hub_failure(spec, spec.source, exc)
+        if explanation is None:
+            raise
+        raise ModelSourceError(explanation) from exc
     loader = PIPELINE_LOADERS.get(class_name)
     if loader is None:
         raise ModelSourceError(

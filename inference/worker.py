@@ -15,14 +15,16 @@ in its own process.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import queue
 import signal
 import sys
 import threading
+import warnings
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from multiprocessing.connection import Connection
 from typing import TYPE_CHECKING
 
@@ -43,6 +45,11 @@ if TYPE_CHECKING:  # it imports torch
     from inference.jobs import JobRunner
 
 log = logging.getLogger(__name__)
+
+# The log level of the bot and its worker ("DEBUG" shows the tracebacks behind start-up errors).
+LOG_LEVEL_VARIABLE = "SDBOT_LOG_LEVEL"
+# Libraries that give their own logger a handler (see _one_handler_for_library_logs).
+LIBRARY_LOGGERS = ("huggingface_hub", "diffusers", "transformers")
 
 # The worker runs this much "nicer" than the bot: where they share the CPU's cores (a small
 # machine, a CPU-only server, the VAE decode and PNG writing on any machine), the bot's event
@@ -151,9 +158,15 @@ def _serve(config: WorkerConfig, commands: Connection, events: Connection) -> No
         # Heavy imports here, not at module level (see the module docstring).
         from inference.jobs import JobRunner, Saver
 
-        runner = JobRunner.start(config, saver=Saver(background=config.background_saving))
+        _one_handler_for_library_logs()
+        with logging_beside_progress_bars():
+            runner = JobRunner.start(config, saver=Saver(background=config.background_saving))
     except Exception as exc:
-        log.exception("worker start-up failed")
+        if isinstance(exc, ValueError):
+            # Written for the admin, who reads it where the bot prints it; the how at debug level.
+            log.debug("worker start-up failed", exc_info=exc)
+        else:
+            log.exception("worker start-up failed")
         _send(events, WorkerStartupFailed(_startup_message(exc)))
         return
     ready = runner.ready_event()
@@ -245,11 +258,38 @@ def _lower_priority() -> None:
 
 
 def _configure_logging() -> None:
-    """A spawned process starts with no logging set up; log to stderr, tagged as the worker."""
+    """A spawned process starts with no logging set up; log to stderr, tagged as the worker, at
+    the bot's level (LOG_LEVEL_VARIABLE, which `sdbot --debug` sets)."""
     root = logging.getLogger()
     if not root.handlers:
         logging.basicConfig(
-            level=logging.INFO,
+            level=os.environ.get(LOG_LEVEL_VARIABLE, "INFO").upper(),
             stream=sys.stderr,
             format="%(asctime)s %(levelname)s worker[%(process)d] %(name)s: %(message)s",
         )
+    # diffusers passes an argument huggingface_hub deprecated: a warning no admin can act on.
+    warnings.filterwarnings("ignore", message="The `local_dir_use_symlinks` argument is deprecated")
+
+
+def _one_handler_for_library_logs() -> None:
+    """huggingface_hub, diffusers and transformers each give their logger a handler of its own
+    that prints the bare message, and let it propagate to ours too: every retry warning came out
+    twice. Only the root's handler is kept, so their lines look like the others."""
+    if not logging.getLogger().handlers:
+        return
+    for library in LIBRARY_LOGGERS:
+        logger = logging.getLogger(library)
+        for handler in list(logger.handlers):
+            if type(handler) is logging.StreamHandler:
+                logger.removeHandler(handler)
+        logger.propagate = True
+
+
+@contextlib.contextmanager
+def logging_beside_progress_bars() -> Iterator[None]:
+    """Log lines written while a download's progress bar is on screen start on a line of their
+    own (the bar is redrawn below them), instead of being glued to the unfinished bar's line."""
+    from tqdm.contrib.logging import logging_redirect_tqdm
+
+    with logging_redirect_tqdm():
+        yield

@@ -333,8 +333,9 @@ def test_good_worker_settings_reach_the_worker(tmp_path):
         encoding="utf-8",
     )
     worker = load_settings(config, environ={}).worker_config()
-    # A folder resolved as the outputs folder is, so the worker finds it whatever its cwd.
-    assert worker.compile_cache_dir == str(Path("state/compiled").resolve())
+    # A folder read from the config file's folder, as the outputs folder is, so the worker
+    # finds it whatever its cwd.
+    assert worker.compile_cache_dir == str((tmp_path / "state/compiled").resolve())
     assert (worker.torch_compile, worker.preview_method, worker.taesd_source) == (
         "reduce-overhead", "taesd", "madebyollin/taesd",
     )

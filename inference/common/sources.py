@@ -54,12 +54,12 @@ class SourceProblem:
 
 def classify_source(source: str) -> SourceKind:
     """A folder when the path exists or clearly is a path; otherwise a hub id."""
-    if Path(source).expanduser().exists() or _looks_like_path(source):
+    if Path(source).expanduser().exists() or looks_like_path(source):
         return SourceKind.LOCAL_FOLDER
     return SourceKind.HUB_ID
 
 
-def _looks_like_path(source: str) -> bool:
+def looks_like_path(source: str) -> bool:
     # A hub id is "name" or "owner/name"; anything else with a separator is a path the admin
     # meant, and reporting it as a missing folder is more helpful than as a bad hub id.
     return (
@@ -115,6 +115,76 @@ def _hub_id_problem(
             "HF_HUB_OFFLINE"
         )
     return None  # online: downloaded on first load
+
+
+# Exceptions, by class name, that mean the hub could not be reached at all: requests', httpx's
+# and urllib3's connection errors and timeouts (named, so that none of them is imported here).
+_UNREACHABLE_ERRORS = frozenset({
+    "ConnectError", "ConnectTimeout", "ConnectionError", "ProxyError", "ReadTimeout", "Timeout",
+    "NameResolutionError", "NewConnectionError", "MaxRetryError", "gaierror", "OfflineModeIsEnabled",
+})
+
+
+def explain_hub_failure(spec: ModelSpec, source: str, error: BaseException) -> str | None:
+    """What to do when loading the hub id `source` failed with `error`; None when the failure is
+    not about the hub (a corrupt file, a bug), whose own message is then the best one.
+
+    diffusers words every failure to fetch model_index.json the same way ("does not appear to
+    have a file named model_index.json"), the same when the network is down; the exceptions it
+    was raised from say which it was.
+    """
+    if classify_source(source) is not SourceKind.HUB_ID:
+        return None
+    from huggingface_hub.errors import (
+        EntryNotFoundError,
+        GatedRepoError,
+        LocalEntryNotFoundError,
+        RepositoryNotFoundError,
+    )
+
+    where = f"model {spec.name!r} ({source})"
+    chain = _exception_chain(error)
+    unreachable = next((e for e in chain if type(e).__name__ in _UNREACHABLE_ERRORS), None)
+    if unreachable is not None or any(isinstance(e, LocalEntryNotFoundError) for e in chain):
+        reason = f" ({_innermost_reason(unreachable)})" if unreachable is not None else ""
+        return (
+            f"{where}: cannot reach the Hugging Face hub to download it{reason}, and it is not in the "
+            "local cache. Connect this machine to the internet (or set HTTPS_PROXY) and start again, "
+            "or download the model where there is a network and give its folder as the source."
+        )
+    if any(isinstance(e, GatedRepoError) for e in chain):
+        return (
+            f"{where}: this model is gated. Accept its conditions on https://huggingface.co/{source} and "
+            "log in on this machine with `hf auth login`."
+        )
+    if any(isinstance(e, RepositoryNotFoundError) for e in chain):
+        return (
+            f"{where}: the Hugging Face hub has no model by this id. Check the spelling against "
+            f"https://huggingface.co/{source} (a private model needs `hf auth login`), or give a local "
+            "folder's path."
+        )
+    if any(isinstance(e, EntryNotFoundError) for e in chain):
+        return (
+            f"{where}: the hub repository has no {MODEL_INDEX}, so it is not a diffusers model "
+            "(single-file checkpoints are not supported yet)."
+        )
+    return None
+
+
+def _exception_chain(error: BaseException) -> list[BaseException]:
+    chain: list[BaseException] = []
+    current: BaseException | None = error
+    while current is not None and current not in chain:
+        chain.append(current)
+        current = current.__cause__ or current.__context__
+    return chain
+
+
+def _innermost_reason(error: BaseException) -> str:
+    innermost = _exception_chain(error)[-1]
+    if isinstance(innermost, OSError) and innermost.strerror:
+        return innermost.strerror  # "Name or service not known", without "[Errno -2]"
+    return str(innermost) or type(innermost).__name__
 
 
 def _pipeline_class_problem(index: Path, classes: tuple[str, ...]) -> str | None:
