@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import os
 import random
-import subprocess
 import sys
 import time
 import types
@@ -64,18 +63,6 @@ def make_prompts(count: int, seed: int = 26) -> list[str]:
             tags.insert(rng.randrange(len(tags) + 1), rng.choice(("BREAK", "AND")))
         prompts.append(", ".join(tags))
     return prompts
-
-
-def old_module() -> types.ModuleType:
-    """The pure-Python tokenizer module as it was at BASE_COMMIT."""
-    source = subprocess.run(
-        ["git", "show", f"{BASE_COMMIT}:{_OLD_PATH}"], cwd=common.REPO_ROOT, capture_output=True, text=True,
-        check=True,
-    ).stdout
-    module = types.ModuleType("old_clip_tokens")
-    module.__file__ = str(common.REPO_ROOT / _OLD_PATH)  # its ASSETS path is relative to the file
-    exec(compile(source, module.__file__, "exec"), module.__dict__)
-    return module
 
 
 def _best_seconds(function: Callable[[], Any], repeats: int) -> float:
@@ -140,7 +127,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     args = parser.parse_args(argv)
     load_average = [round(value, 2) for value in os.getloadavg()]
     prompts = make_prompts(args.prompts)
-    old = old_module()
+    old = common.module_at_commit(_OLD_PATH, BASE_COMMIT, "old_clip_tokens")
     results: dict[str, Any] = {"agreement": compare_ids(old, prompts)}
     results["pure_python"] = measure(old, prompts, args.repeats)
     results["tokenizers"] = measure(clip_tokens, prompts, args.repeats)
