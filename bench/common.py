@@ -24,6 +24,7 @@ import resource
 import subprocess
 import sys
 import time
+import types
 from collections.abc import Callable, Iterable, Sequence
 from importlib import metadata
 from pathlib import Path
@@ -227,6 +228,19 @@ def git_commit() -> str | None:
     except (OSError, subprocess.CalledProcessError):
         return None
     return f"{commit}-dirty" if changed else commit
+
+
+def module_at_commit(path: str, commit: str, name: str) -> types.ModuleType:
+    """The module at ``path`` as it was at ``commit``, loaded under ``name``: the code a
+    before/after benchmark compares against, read from git rather than kept as a copy."""
+    source = subprocess.run(
+        ["git", "show", f"{commit}:{path}"], cwd=REPO_ROOT, capture_output=True, text=True, check=True
+    ).stdout
+    module = types.ModuleType(name)
+    module.__file__ = str(REPO_ROOT / path)  # paths the module derives from its file still resolve
+    sys.modules[name] = module  # dataclasses look their module up there
+    exec(compile(source, module.__file__, "exec"), module.__dict__)
+    return module
 
 
 def versions() -> dict[str, str | None]:

@@ -38,7 +38,7 @@ from bot.jobs.retention import expired_message
 from bot.policy import audit, gate
 from bot.prompts.prepare import prepare
 from bot.ui import buttons, confirm, embeds
-from db.models import Image, Job, JobStatus, User
+from db.models import AuditEntry, Image, Job, JobStatus, User
 from inference.common.protocol import JobKind
 
 if TYPE_CHECKING:
@@ -257,7 +257,13 @@ async def _queue_and_announce(interaction: discord.Interaction, params: JobParam
     # A private result's status message is ephemeral: only the interaction can edit it, so the
     # row keeps no message id, and once the token expires the delivery sends the result by DM.
     private = await answers_privately(interaction, params.parent_job_id)
-    job = await bot.queue.enqueue(params, requester(interaction, private=private))
+    queued: list[AuditEntry] = []  # the job's "job queued" entry, written with the job
+
+    def queued_entry(job: Job) -> AuditEntry:
+        queued.append(audit.queued_entry(interaction.user.id, job))
+        return queued[-1]
+
+    job = await bot.queue.enqueue(params, requester(interaction, private=private), with_row=queued_entry)
     async with bot.delivery.announcing(job.id):  # taken before any await: see announcing
         if not as_followup:
             bot.delivery.track(job.id, interaction)
@@ -287,10 +293,7 @@ async def _queue_and_announce(interaction: discord.Interaction, params: JobParam
             if not private and isinstance(response.resource, discord.InteractionMessage):
                 await bot.queue.set_message(job.id, response.resource.channel.id, response.resource.id)
     # After the answer: the member waits on nothing that is not theirs.
-    await audit.record(
-        bot, audit.Action.JOB_QUEUED, actor_id=interaction.user.id, guild_id=job.guild_id, channel_id=job.channel_id,
-        target_user_id=job.user_id, job_id=job.id, details=audit.job_summary(job),
-    )
+    await audit.send_to_log_channel(bot, queued[0])
     return job
 
 

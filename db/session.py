@@ -9,7 +9,6 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 
 from db import sqlite_driver
-from db.grouped import GroupedInserts
 
 POOL_SIZE = 64  # SQLite connections kept open: more than a burst of 50 commands used at once
 BUSY_TIMEOUT_S = 5.0  # how long a write waits for another writer before "database is locked"
@@ -63,8 +62,6 @@ class Database:
         self.session: async_sessionmaker[AsyncSession] = async_sessionmaker(
             self.engine, expire_on_commit=False
         )
-        # Rows that only need inserting (the audit log), committed in groups.
-        self.inserts = GroupedInserts(self.session)
 
     async def open_pool(self) -> None:
         """Open the pool's connections now, at start-up, rather than in the first bursts."""
@@ -74,5 +71,4 @@ class Database:
             await connection.close()  # back to the pool, which keeps it open
 
     async def close(self) -> None:
-        await self.inserts.drain()
         await self.engine.dispose()

@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+from numpy.lib.stride_tricks import sliding_window_view
 from PIL import Image, ImageFilter, ImageOps
 
 from inference.common.protocol import OutpaintOptions, ResizeMode
@@ -82,7 +83,9 @@ def blur_mask(mask: Image.Image, radius: int) -> Image.Image:
     """A1111's mask blur: cv2.GaussianBlur with sigma ``radius``, once across, once down.
 
     Same kernel size (2 * int(2.5 * sigma + 0.5) + 1) and border (reflected without repeating
-    the edge, cv2's default) as A1111's OpenCV calls, computed in float and rounded.
+    the edge, cv2's default) as A1111's OpenCV calls, computed in float and rounded. Each pass
+    is one product of the kernel with every window of the padded rows (or columns): a view,
+    so nothing the size of image x kernel is copied.
     """
     if radius <= 0:
         return mask.copy()
@@ -95,11 +98,7 @@ def blur_mask(mask: Image.Image, radius: int) -> Image.Image:
         padding = [(0, 0), (0, 0)]
         padding[axis] = (half, half)
         padded = np.pad(pixels, padding, mode="reflect")
-        length = pixels.shape[axis]
-        pixels = sum(
-            weight * padded.take(range(index, index + length), axis=axis)
-            for index, weight in enumerate(kernel)
-        )
+        pixels = sliding_window_view(padded, kernel.size, axis=axis) @ kernel
     return Image.fromarray(np.clip(np.rint(pixels), 0, 255).astype(np.uint8), mode="L")
 
 

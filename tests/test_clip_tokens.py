@@ -1,4 +1,4 @@
-"""The bot's pure-Python CLIP tokenizer against transformers' CLIPTokenizer, and A1111's
+"""The bot's CLIP tokenizer (built with `tokenizers`) against transformers' CLIPTokenizer, and A1111's
 token count built on it."""
 
 from __future__ import annotations

@@ -279,6 +279,36 @@ def test_mask_blur_is_a1111s_gaussian():
     assert masks.blur_mask(mask, 0).tobytes() == mask.tobytes()
 
 
+def _blur_tap_by_tap(mask: Image.Image, radius: int) -> np.ndarray:
+    """The mask blur as first written, one shifted copy per kernel tap: slow, plainly right."""
+    half = int(2.5 * radius + 0.5)
+    offsets = np.arange(-half, half + 1, dtype=np.float64)
+    kernel = np.exp(-(offsets**2) / (2.0 * radius * radius))
+    kernel /= kernel.sum()
+    pixels = np.asarray(mask, dtype=np.float64)
+    for axis in (1, 0):
+        padding = [(0, 0), (0, 0)]
+        padding[axis] = (half, half)
+        padded = np.pad(pixels, padding, mode="reflect")
+        length = pixels.shape[axis]
+        pixels = sum(
+            weight * padded.take(range(index, index + length), axis=axis)
+            for index, weight in enumerate(kernel)
+        )
+    return np.clip(np.rint(pixels), 0, 255).astype(np.uint8)
+
+
+@pytest.mark.parametrize("radius", [1, 2, 4, 7, 16, 64])
+def test_mask_blur_matches_the_tap_by_tap_blur(radius):
+    rng = np.random.default_rng(radius)
+    hard = np.where(rng.random((150, 200)) > 0.7, 255, 0).astype(np.uint8)  # scattered pixels
+    soft = rng.integers(0, 256, (61, 37), dtype=np.uint8)  # grey levels, taller than wide
+    tiny = rng.integers(0, 256, (3, 5), dtype=np.uint8)  # the border reflects more than once
+    for pixels in (hard, soft, tiny):
+        mask = Image.fromarray(pixels, mode="L")
+        assert (np.asarray(masks.blur_mask(mask, radius)) == _blur_tap_by_tap(mask, radius)).all()
+
+
 def test_inpainting_model_runs_when_the_model_has_one(cache, upscalers, files):
     seen = {}
 

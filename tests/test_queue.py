@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import pytest
+from sqlalchemy import event, select
 
 from bot.config import QueueSettings
 from bot.errors import JobNotFound, QueueFull
 from bot.jobs.params import JobParameters
 from bot.jobs.queue import CancelOutcome, JobQueue, Recovery, Requester
-from db.models import JobStatus
+from db.models import AuditEntry, JobStatus
 from inference.common.protocol import ImageResult, JobCompleted, JobKind
 
 ALICE = Requester(user_id=1, user_name="alice", channel_id=10)
@@ -267,3 +268,18 @@ async def test_a_new_members_first_jobs_at_once_both_queue(queue):
     await queue.update_user(ALICE.user_id, "alice2", private_results=True)
     user = await queue.user(ALICE.user_id)
     assert user is not None and user.name == "alice2" and user.private_results
+
+
+async def test_a_row_made_from_the_job_is_written_in_the_jobs_own_transaction(database):
+    """enqueue's with_row (the "job queued" audit entry): made once the job has its id, and
+    committed with it, so a burst's jobs add no transactions for their entries."""
+    commits: list[int] = []
+    event.listen(database.engine.sync_engine, "commit", lambda connection: commits.append(1))
+    queue = JobQueue(database, QueueSettings(max_pending_per_user=20, max_attempts=2))
+    job = await queue.enqueue(
+        params(), ALICE, with_row=lambda job: AuditEntry(actor_id=job.user_id, action="job.queued", job_id=job.id)
+    )
+    assert len(commits) == 1
+    async with database.session() as session:
+        entry = await session.scalar(select(AuditEntry))
+    assert (entry.job_id, entry.actor_id, entry.action) == (job.id, ALICE.user_id, "job.queued")

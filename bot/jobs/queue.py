@@ -17,7 +17,7 @@ the cost of their jobs waiting before it (fair_order; start-time fair queuing).
 from __future__ import annotations
 
 import time
-from collections.abc import Collection
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from enum import StrEnum
@@ -33,7 +33,7 @@ from bot.errors import JobNotFound, QueueFull, TooCostly
 from bot.jobs.cost import cost_refusal, job_cost
 from bot.jobs.params import JobParameters, generate_request, job_columns
 from bot.jobs.privacy import PrivacyIndex
-from db.base import utcnow
+from db.base import Base, utcnow
 from db.models import ACTIVE_STATUSES, ERROR_DETAIL_MARK, Image, Job, JobStatus, User
 from db.session import Database
 from inference.batching import BATCHABLE_KINDS, batch_key
@@ -100,9 +100,14 @@ class JobQueue:
 
     # --- creating and reading jobs ---------------------------------------------------------
 
-    async def enqueue(self, params: JobParameters, requester: Requester) -> Job:
+    async def enqueue(
+        self, params: JobParameters, requester: Requester, *, with_row: Callable[[Job], Base] | None = None
+    ) -> Job:
         """Write a new pending job, refusing it when the user has too many waiting, or when it
-        costs too much alone or with their waiting jobs ([queue] max_job_cost...)."""
+        costs too much alone or with their waiting jobs ([queue] max_job_cost...).
+
+        with_row: a row made from the job once it has its id (its "job queued" audit entry),
+        written in the job's own transaction."""
         cost = job_cost(params)
         async with self.db.session() as session, session.begin():
             pending = await _pending_count(session, requester.user_id)
@@ -130,6 +135,9 @@ class JobQueue:
                 **job_columns(params),
             )
             session.add(job)
+            if with_row is not None:
+                await session.flush()  # the job's id and defaults, for the row
+                session.add(with_row(job))
         self.privacy.job_queued(job)
         return job
 

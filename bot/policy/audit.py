@@ -11,7 +11,7 @@ import asyncio
 import logging
 from datetime import datetime
 from enum import StrEnum
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import discord
 from sqlalchemy import delete, select
@@ -45,8 +45,7 @@ class Action(StrEnum):
     IMAGES_EXPIRED = "retention.images"  # image files past [images] keep_days deleted
 
 
-async def record(
-    bot: SDBot,
+def new_entry(
     action: Action,
     *,
     actor_id: int,
@@ -56,9 +55,9 @@ async def record(
     job_id: int | None = None,
     details: str = "",
 ) -> AuditEntry:
-    """Write one entry, then mirror it to the server's log channel when it has one."""
+    """One entry, not yet written: record writes it, or a caller adds it to its own transaction."""
     details = details if len(details) <= DETAILS_LIMIT else details[: DETAILS_LIMIT - 1] + "…"
-    entry = AuditEntry(
+    return AuditEntry(
         guild_id=guild_id,
         channel_id=channel_id,
         actor_id=actor_id,
@@ -66,16 +65,35 @@ async def record(
         target_user_id=target_user_id,
         job_id=job_id,
         details=details,
-        created_at=utcnow(),  # when it happened, not when its group was committed
+        created_at=utcnow(),
     )
-    # Committed with the entries that come meanwhile (a burst's jobs): db/grouped.py.
-    await bot.queue.db.inserts.add(entry)
-    log_channel_id = (await store.policy_of(bot.queue.db, bot.settings, guild_id)).log_channel_id
+
+
+def queued_entry(actor_id: int, job: Job) -> AuditEntry:
+    """A job's JOB_QUEUED entry, written in the job's own transaction (JobQueue.enqueue's
+    with_row): no transaction of its own for each job of a burst."""
+    return new_entry(
+        Action.JOB_QUEUED, actor_id=actor_id, guild_id=job.guild_id, channel_id=job.channel_id,
+        target_user_id=job.user_id, job_id=job.id, details=job_summary(job),
+    )
+
+
+async def record(bot: SDBot, action: Action, **fields: Any) -> AuditEntry:
+    """Write one entry (new_entry's fields), then mirror it to the server's log channel."""
+    entry = new_entry(action, **fields)
+    async with bot.queue.db.session() as session, session.begin():
+        session.add(entry)
+    await send_to_log_channel(bot, entry)
+    return entry
+
+
+async def send_to_log_channel(bot: SDBot, entry: AuditEntry) -> None:
+    """Send a written entry to the server's log channel when it has one, without waiting."""
+    log_channel_id = (await store.policy_of(bot.queue.db, bot.settings, entry.guild_id)).log_channel_id
     if log_channel_id is not None:
         task = asyncio.create_task(_mirror(bot, log_channel_id, entry))
         _mirrors.add(task)
         task.add_done_callback(_mirrors.discard)
-    return entry
 
 
 _mirrors: set[asyncio.Task[None]] = set()

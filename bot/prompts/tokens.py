@@ -1,7 +1,7 @@
 """Prompt token counts for the user: the queued message's "Tokens" field, and a private
 warning when a model that reads only one 75-token chunk is given a longer prompt.
 
-Counting uses the pure-Python CLIP tokenizer (inference.common.clip_tokens), never transformers.
+Counting uses the bundled CLIP tokenizer on `tokenizers` (inference.common.clip_tokens), never transformers.
 """
 
 from __future__ import annotations
