@@ -130,6 +130,133 @@ def test_tokens_count_the_longest_part():
     assert longest_and_part("a cat :0.5", 20) == "a cat :0.5"  # no AND: counted as today
 
 
+# --- the worker: A1111's combine_denoised on the tiny model ----------------------------------
+
+
+def clip(pipe, text: str):
+    """CLIP's last hidden state for ``text`` as one 77-token window, as diffusers pads it."""
+    import torch
+
+    ids = pipe.tokenizer(text, padding="max_length", max_length=77, truncation=True, return_tensors="pt").input_ids
+    with torch.no_grad():
+        return pipe.text_encoder(ids)[0]
+
+
+def a1111_latents(pipe, request, parts: list[tuple[str, float]]):
+    """An independent run of A1111's composable diffusion over the same UNet and sampler:
+    each step's prediction is uncond + cfg * sum_i w_i (cond_i - uncond) (Euler, no noise)."""
+    import torch
+
+    from inference.generate import initial_noise, scheduler_for
+
+    scheduler = scheduler_for(pipe, request.sampler)
+    scheduler.set_timesteps(request.steps)
+    images = len(request.seeds)
+    noise, _ = initial_noise(request, (1, 4, request.height // 8, request.width // 8), torch.float32)
+    latents = noise * scheduler.init_noise_sigma
+    uncond = clip(pipe, request.negative_prompt)
+    conds = [(clip(pipe, text), weight) for text, weight in parts]
+    with torch.no_grad():
+        for timestep in scheduler.timesteps:
+            model_input = scheduler.scale_model_input(latents, timestep)
+
+            def predict(embeds):
+                return pipe.unet(model_input, timestep, encoder_hidden_states=embeds.expand(images, -1, -1)).sample
+
+            predicted_uncond = predict(uncond)
+            guidance = sum(weight * (predict(cond) - predicted_uncond) for cond, weight in conds)
+            latents = scheduler.step(predicted_uncond + request.cfg_scale * guidance, timestep, latents).prev_sample
+    return latents
+
+
+@pytest.mark.parametrize("cfg", [7.0, 1.0])  # 1: diffusers runs no uncond half; A1111 still does
+def test_and_combines_noise_predictions_as_a1111(tiny_pipe, cfg):
+    from inference.generate import generate_latents
+    from tests.inference_fixtures import tiny_request
+
+    request = tiny_request(prompt="a cat AND a dog :0.5", sampler="Euler", steps=2, cfg_scale=cfg, seeds=(1234, 99))
+    ours = generate_latents(tiny_pipe, request)
+    expected = a1111_latents(tiny_pipe, request, [("a cat", 1.0), (" a dog", 0.5)])
+    assert (ours - expected).abs().max() < 1e-4
+    assert "forward" not in vars(tiny_pipe.unet)  # the wrapper is gone after the call
+    plain = generate_latents(tiny_pipe, tiny_request(prompt="a cat", sampler="Euler", steps=2, cfg_scale=cfg, seeds=(1234, 99)))
+    assert (plain - expected).abs().max() > 1e-3  # the dog made a difference
+
+
+def test_a_weighted_prompt_scales_its_guidance(tiny_pipe):
+    # uncond + 7 * 0.5 (cond - uncond) is the plain prompt at CFG 3.5.
+    from inference.generate import generate_latents
+    from tests.inference_fixtures import tiny_request
+
+    weighted = generate_latents(tiny_pipe, tiny_request(prompt="a cat :0.5", sampler="Euler", steps=2, cfg_scale=7.0))
+    plain = generate_latents(tiny_pipe, tiny_request(prompt="a cat", sampler="Euler", steps=2, cfg_scale=3.5))
+    assert (weighted - plain).abs().max() < 1e-4
+
+
+def test_a_prompt_without_and_takes_todays_path(tiny_pipe):
+    # No wrapper: the UNet sees 77 tokens in two halves of one row each, as without AND.
+    from inference.generate import generate_latents
+    from tests.inference_fixtures import tiny_request
+
+    seen = []
+
+    def record(module, args, kwargs):
+        seen.append((tuple(kwargs["encoder_hidden_states"].shape), "forward" in vars(module)))
+
+    hook = tiny_pipe.unet.register_forward_pre_hook(record, with_kwargs=True)
+    try:
+        generate_latents(tiny_pipe, tiny_request(prompt="a cat, [day:night:0.5] and a dog", sampler="Euler", steps=2))
+    finally:
+        hook.remove()
+    assert [shape[:2] for shape, _ in seen] == [(2, 77)] * 2 and not any(wrapped for _, wrapped in seen)
+
+
+def test_and_parts_have_their_own_schedules_and_pad_with_their_last_vector(tiny_pipe):
+    import torch
+
+    from inference.conditioning import encode_conditioning
+
+    long_part = ", ".join(["a very detailed castle on a hill"] * 12)  # two chunks
+    conditioning = encode_conditioning(tiny_pipe, f"[cat:dog:2] AND {long_part} :0.5", "", 4)
+    assert conditioning.weights == (1.0, 0.5) and conditioning.composable
+    assert [end for end, _ in conditioning.cond] == [2, 4]
+    early, late = conditioning.cond[0][1], conditioning.cond[1][1]
+    assert early.shape[:2] == (2, 154) and torch.equal(early[1], late[1])
+    assert torch.equal(early[0, :77], clip(tiny_pipe, "cat")[0]) and torch.equal(late[0, :77], clip(tiny_pipe, "dog")[0])
+    assert torch.equal(early[0, 77:], early[0, 76:77].expand(77, -1))  # A1111's last-vector padding
+    [(_, uncond)] = conditioning.uncond
+    assert torch.equal(uncond[0, 77:], clip(tiny_pipe, "")[0])  # the uncond: empty chunks
+    packed, negative = conditioning.pipeline_embeds(0)
+    assert packed is negative and packed.shape[:2] == (1, 3 * 154)
+
+
+def test_and_in_img2img_equals_the_weighted_guidance(tiny_pipe):
+    # Through the img2img pipeline too: "a cat :0.5" at CFG 7 is "a cat" at CFG 3.5.
+    from PIL import Image
+
+    from inference.img2img import Progress, encode, img2img_pass, img2img_schedule
+    from tests.inference_fixtures import tiny_request
+
+    latents = encode(tiny_pipe, [Image.new("RGB", (64, 64), (30, 140, 220))])
+    schedule = img2img_schedule(4, 0.75)
+    images = {}
+    for prompt, cfg in (("a cat :0.5", 7.0), ("a cat", 3.5)):
+        request = tiny_request(prompt=prompt, sampler="Euler", steps=4, cfg_scale=cfg)
+        progress = Progress(lambda *args: None, schedule.steps)
+        [images[cfg]] = img2img_pass(tiny_pipe, request, latents, request.seeds, schedule, progress, lambda: False)
+    import numpy as np
+
+    assert np.abs(np.asarray(images[7.0], np.int16) - np.asarray(images[3.5], np.int16)).max() <= 1
+
+
+def test_and_jobs_are_not_batched():
+    from inference.batching import batch_key
+    from tests.inference_fixtures import tiny_request
+
+    assert batch_key(tiny_request(prompt="a cat")) is not None
+    assert batch_key(tiny_request(prompt="a cat AND a dog")) is None
+
+
 # --- through the bot -------------------------------------------------------------------------
 
 
