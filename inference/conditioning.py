@@ -150,10 +150,10 @@ def and_prompts_unet(pipe: DiffusionPipeline, conditioning: object) -> Iterator[
     Conditioning (for anything else, a plain prompt or a batch, nothing changes).
 
     Each call of the UNet gets the packed embeddings of Conditioning.pipeline_embeds (in both
-    halves under guidance). The conditional half is run once per part and once for the uncond,
-    as one batch, and comes back as ``uncond + sum_i w_i (cond_i - uncond)``, the unconditional
-    half as the uncond's prediction; diffusers' ``uncond + cfg * (cond - uncond)`` then gives
-    A1111's combine_denoised (that is linear, so it holds for noise as for denoised
+    halves under guidance). The conditional half is run once for the uncond and once per part
+    (two of them a call), and comes back as ``uncond + sum_i w_i (cond_i - uncond)``, the
+    unconditional half as the uncond's prediction; diffusers' ``uncond + cfg * (cond - uncond)``
+    then gives A1111's combine_denoised (that is linear, so it holds for noise as for denoised
     predictions). Without guidance (cfg 1 or less) the combination itself is the prediction:
     A1111's at cfg 1. The module's ``forward`` is wrapped for the call only (the pipeline's
     components stay as they are, so offload hooks and compiled code see the same UNet).
@@ -173,18 +173,32 @@ def and_prompts_unet(pipe: DiffusionPipeline, conditioning: object) -> Iterator[
         images = rows // 2 if guided else rows
         segments = 1 + parts  # the uncond, then each part
 
-        def repeated(value):
+        def segment_rows(value, first: int, last: int):
+            # A per-row input of the conditional half, repeated for segments first..last - 1.
+            if isinstance(value, dict):
+                return {key: segment_rows(item, first, last) for key, item in value.items()}
             if isinstance(value, torch.Tensor) and value.ndim and value.shape[0] == rows:
-                return value[rows - images :].repeat(segments, *[1] * (value.ndim - 1))
+                return value[rows - images :].repeat(last - first, *[1] * (value.ndim - 1))
             return value
 
         packed = encoder_hidden_states[rows - images :]
         embeds = packed.reshape(images, segments, -1, packed.shape[-1]).transpose(0, 1).flatten(0, 1)
-        kwargs = {
-            name: {key: repeated(item) for key, item in value.items()} if isinstance(value, dict) else repeated(value)
-            for name, value in kwargs.items()
-        }
-        out = forward(repeated(sample), repeated(timestep), embeds, *args, return_dict=False, **kwargs)[0]
+        outs = []
+        # Two segments a call: a plain run's batch, so any number of parts fits in its memory
+        # (and a compiled UNet meets the batch size it knows).
+        for first in range(0, segments, 2):
+            last = min(segments, first + 2)
+            outs.append(
+                forward(
+                    segment_rows(sample, first, last),
+                    segment_rows(timestep, first, last),
+                    embeds[first * images : last * images],
+                    *args,
+                    return_dict=False,
+                    **{name: segment_rows(value, first, last) for name, value in kwargs.items()},
+                )[0]
+            )
+        out = torch.cat(outs)
         out = out.unflatten(0, (segments, images))
         uncond = out[0]
         part_weights = weights.to(out.device, out.dtype).view(parts, *[1] * uncond.ndim)

@@ -18,6 +18,7 @@ from bot.prompts.checks import check_prompt_texts
 from bot.prompts.tokens import longest_and_part
 from inference.common.prompt_parser import and_weight_problem, composable_prompts, is_composable
 from tests.test_bot_prompt_tools import fields_of, refused
+from tests.test_inference_conditioning import clip
 
 # A1111 1.10 modules/prompt_parser.py, verbatim: the reference the parser is checked against.
 A1111_RE_AND = re.compile(r"\bAND\b")
@@ -131,15 +132,6 @@ def test_tokens_count_the_longest_part():
 
 
 # --- the worker: A1111's combine_denoised on the tiny model ----------------------------------
-
-
-def clip(pipe, text: str):
-    """CLIP's last hidden state for ``text`` as one 77-token window, as diffusers pads it."""
-    import torch
-
-    ids = pipe.tokenizer(text, padding="max_length", max_length=77, truncation=True, return_tensors="pt").input_ids
-    with torch.no_grad():
-        return pipe.text_encoder(ids)[0]
 
 
 def a1111_latents(pipe, request, parts: list[tuple[str, float]]):

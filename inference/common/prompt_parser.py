@@ -189,7 +189,10 @@ def and_weight_problem(prompt: str) -> str | None:
         # "a dog :high" and "a dog: 0.5.5" meant a weight; "a dog, style: watercolor" is text.
         meant_weight = not after[:1].isspace() or any(char.isdigit() for char in word)
         if meant_weight and _RE_WORD_AFTER_COLON.fullmatch(word):
-            problem = f"`{part}` ends in `:` and no weight" if not word else f"the weight `{word}` of `{part}` is not a number"
+            if word:
+                problem = f"the weight `{word}` of `{part}` is not a number"
+            else:
+                problem = f"`{part}` ends in `:` and no weight"
             return f"{problem}; after AND, each part of the prompt may end in a weight such as `:0.5`"
     return None
 
