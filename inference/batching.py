@@ -30,6 +30,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from inference.common.network_files import MalformedNetworkError, find_loras
+from inference.common.prompt_parser import is_composable
 from inference.common.protocol import GenerateRequest, JobCanceled, JobKind, JobStarted
 
 if TYPE_CHECKING:
@@ -68,9 +69,9 @@ def batch_key(request: GenerateRequest) -> BatchKey | None:
     """The key a job shares with the jobs it may run with in one pass; None: it runs alone.
 
     Batchable: txt2img and variations without hires fix, source images or plot, and whose LoRA
-    tags can be read (a malformed one fails the job alone, with its message).
+    tags can be read (a malformed one fails the job alone, with its message), without AND.
     """
-    if request.kind not in BATCHABLE_KINDS:
+    if request.kind not in BATCHABLE_KINDS or is_composable(request.prompt):
         return None
     if any(
         option is not None

@@ -19,21 +19,31 @@ A plain prompt (weights 1, one chunk) comes out exactly as diffusers' own encodi
 
 The pipelines get the step-0 embeddings as ``prompt_embeds``/``negative_prompt_embeds`` and the
 step callback swaps them when the schedule moves on (``Conditioning.callback_embeds``).
+
+AND (composable diffusion, A1111's MulticondLearnedConditioning): each part of the positive
+prompt has its own schedule and chunks, shorter parts are padded with their last token vector
+(A1111's reconstruct_multicond_batch), and the noise predictions combine as A1111's
+combine_denoised, ``uncond + cfg * sum_i w_i (cond_i - uncond)``: the pipeline gets the uncond
+and every part packed into one long embedding, and ``and_prompts_unet`` runs the UNet once per
+part and hands diffusers ``uncond + sum_i w_i (cond_i - uncond)`` as the conditional
+prediction, which its guidance turns into A1111's. A prompt without AND takes none of this.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import weakref
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
 import torch
 from diffusers import DiffusionPipeline
+from diffusers.models.unets.unet_2d_condition import UNet2DConditionOutput
 
 from inference.common.prompt_chunks import Chunk, chunk_tokens, empty_chunk, weighted_tokens
-from inference.common.prompt_parser import prompt_schedules
+from inference.common.prompt_parser import composable_prompts, prompt_schedules
 from inference.common.protocol import GenerateRequest
 
 log = logging.getLogger(__name__)
@@ -60,25 +70,45 @@ def prompt_chunk_limit(pipe: DiffusionPipeline) -> int | None:
 
 @dataclass(frozen=True)
 class Conditioning:
-    """A pass's cond and uncond schedules: (last step, embeddings (1, 77 * chunks, dim)).
+    """A pass's cond and uncond schedules: (last step, embeddings (rows, 77 * chunks, dim)).
 
-    Every tensor has the same shape, so any cond pairs with any uncond. Steps are A1111's:
-    model evaluations of the pass, from 0 (see encode_for_pass). ``cut_prompt`` and
-    ``cut_negative_prompt`` are the text a chunk limit dropped ("" when nothing was).
+    The uncond has one row; the cond one per AND part, each weighing ``weights[row]`` (one row
+    at weight 1: a plain prompt). Every tensor has the same token length, so any cond pairs
+    with any uncond. Steps are A1111's: model evaluations of the pass, from 0 (see
+    encode_for_pass). ``cut_prompt`` and ``cut_negative_prompt`` are the text a chunk limit
+    dropped ("" when nothing was).
     """
 
     cond: tuple[tuple[int, torch.Tensor], ...]
     uncond: tuple[tuple[int, torch.Tensor], ...]
     cut_prompt: str = ""
     cut_negative_prompt: str = ""
+    weights: tuple[float, ...] = (1.0,)
+
+    @property
+    def composable(self) -> bool:
+        """Whether the pipeline must run under and_prompts_unet (AND, or a weighted prompt)."""
+        return self.weights != (1.0,)
 
     def at_step(self, step: int) -> tuple[torch.Tensor, torch.Tensor]:
         """(cond, uncond) in force at ``step``: A1111's reconstruct_cond_batch."""
         return _entry_at(self.cond, step)[1], _entry_at(self.uncond, step)[1]
 
+    def pipeline_embeds(self, step: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """The pipeline's (prompt_embeds, negative_prompt_embeds) for one image at ``step``.
+
+        Composable: both are the uncond followed by every part along the tokens,
+        (1, (1 + parts) * tokens, dim), which and_prompts_unet unpacks.
+        """
+        cond, uncond = self.at_step(step)
+        if not self.composable:
+            return cond, uncond
+        packed = torch.cat([uncond, cond.reshape(1, -1, cond.shape[-1])], dim=1)
+        return packed, packed
+
     def pipeline_kwargs(self) -> dict:
         """What a pipeline call takes instead of prompt strings: the step-0 embeddings."""
-        cond, uncond = self.at_step(0)
+        cond, uncond = self.pipeline_embeds(0)
         return {"prompt_embeds": cond, "negative_prompt_embeds": uncond}
 
     def callback_embeds(self, step: int, tensors: dict) -> torch.Tensor | None:
@@ -95,7 +125,7 @@ class Conditioning:
             return None
         current = tensors["prompt_embeds"]
         images = tensors["latents"].shape[0]
-        cond, uncond = self.at_step(step)
+        cond, uncond = self.pipeline_embeds(step)
         parts = [cond.expand(images, -1, -1)]
         if current.shape[0] == 2 * images:
             parts.insert(0, uncond.expand(images, -1, -1))
@@ -109,6 +139,83 @@ def _entry_at(schedule: Sequence[tuple[int, torch.Tensor]], step: int):
         if step <= entry[0]:
             return entry
     return schedule[-1]
+
+
+# --- AND: the UNet call ----------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def and_prompts_unet(pipe: DiffusionPipeline, conditioning: object) -> Iterator[None]:
+    """Around a pipeline call: its UNet combines AND parts as A1111 does, for a composable
+    Conditioning (for anything else, a plain prompt or a batch, nothing changes).
+
+    Each call of the UNet gets the packed embeddings of Conditioning.pipeline_embeds (in both
+    halves under guidance). The conditional half is run once for the uncond and once per part
+    (two of them a call), and comes back as ``uncond + sum_i w_i (cond_i - uncond)``, the
+    unconditional half as the uncond's prediction; diffusers' ``uncond + cfg * (cond - uncond)``
+    then gives A1111's combine_denoised (that is linear, so it holds for noise as for denoised
+    predictions). Without guidance (cfg 1 or less) the combination itself is the prediction:
+    A1111's at cfg 1. The module's ``forward`` is wrapped for the call only (the pipeline's
+    components stay as they are, so offload hooks and compiled code see the same UNet).
+    """
+    if not isinstance(conditioning, Conditioning) or not conditioning.composable:
+        yield
+        return
+    unet = pipe.unet
+    parts = len(conditioning.weights)
+    weights = torch.tensor(conditioning.weights, dtype=torch.float32)
+    forward = unet.forward
+    had_own_forward = "forward" in vars(unet)  # accelerate's hooks set one on the instance
+
+    def combined_forward(sample, timestep, encoder_hidden_states, *args, return_dict=True, **kwargs):
+        rows = sample.shape[0]
+        guided = pipe.do_classifier_free_guidance
+        images = rows // 2 if guided else rows
+        segments = 1 + parts  # the uncond, then each part
+
+        def segment_rows(value, first: int, last: int):
+            # A per-row input of the conditional half, repeated for segments first..last - 1.
+            if isinstance(value, dict):
+                return {key: segment_rows(item, first, last) for key, item in value.items()}
+            if isinstance(value, torch.Tensor) and value.ndim and value.shape[0] == rows:
+                return value[rows - images :].repeat(last - first, *[1] * (value.ndim - 1))
+            return value
+
+        packed = encoder_hidden_states[rows - images :]
+        embeds = packed.reshape(images, segments, -1, packed.shape[-1]).transpose(0, 1).flatten(0, 1)
+        outs = []
+        # Two segments a call: a plain run's batch, so any number of parts fits in its memory
+        # (and a compiled UNet meets the batch size it knows).
+        for first in range(0, segments, 2):
+            last = min(segments, first + 2)
+            outs.append(
+                forward(
+                    segment_rows(sample, first, last),
+                    segment_rows(timestep, first, last),
+                    embeds[first * images : last * images],
+                    *args,
+                    return_dict=False,
+                    **{name: segment_rows(value, first, last) for name, value in kwargs.items()},
+                )[0]
+            )
+        out = torch.cat(outs)
+        out = out.unflatten(0, (segments, images))
+        uncond = out[0]
+        part_weights = weights.to(out.device, out.dtype).view(parts, *[1] * uncond.ndim)
+        combined = uncond + (part_weights * (out[1:] - uncond)).sum(0)
+        result = torch.cat([uncond, combined]) if guided else combined
+        return UNet2DConditionOutput(sample=result) if return_dict else (result,)
+
+    unet.forward = combined_forward
+    try:
+        yield
+    finally:
+        # Offload's end-of-call hook reset may already have put another forward in place.
+        if vars(unet).get("forward") is combined_forward:
+            if had_own_forward:
+                unet.forward = forward
+            else:
+                del unet.forward
 
 
 # --- encoding ------------------------------------------------------------------------------
@@ -169,17 +276,46 @@ def encode_conditioning(
     ``steps`` and ``hires_steps`` are evaluations, as prompt_schedules takes them;
     ``max_chunks`` None leaves prompts whole.
     """
-    cond, cut_prompt = _encode_schedule(
-        pipe, prompt_schedules(prompt, steps, hires_steps), max_chunks
-    )
+    parts = composable_prompts(prompt)
+    if len(parts) == 1 and parts[0][1] == 1.0 and parts[0][0] == prompt.rstrip():
+        parts = [(prompt, 1.0)]  # no AND, no weight: the prompt exactly as written
+    encoded = [
+        _encode_schedule(pipe, prompt_schedules(text, steps, hires_steps), max_chunks) for text, _ in parts
+    ]
+    cond = encoded[0][0] if len(encoded) == 1 else _stack_parts([schedule for schedule, _ in encoded])
+    cut_prompt = next((cut for _, cut in encoded if cut), "")
     uncond, cut_negative = _encode_schedule(
         pipe, prompt_schedules(negative_prompt, steps, hires_steps), max_chunks
     )
-    if cond[0][1].shape != uncond[0][1].shape:
+    if cond[0][1].shape[1] != uncond[0][1].shape[1]:
         length = max(cond[0][1].shape[1], uncond[0][1].shape[1])
         empty = _encode_rows(pipe, [_empty(pipe)])  # A1111's cond_stage_model_empty_prompt
         cond, uncond = _pad_schedule(cond, length, empty), _pad_schedule(uncond, length, empty)
-    return Conditioning(tuple(cond), tuple(uncond), cut_prompt, cut_negative)
+    weights = tuple(weight for _, weight in parts)
+    return Conditioning(tuple(cond), tuple(uncond), cut_prompt, cut_negative, weights)
+
+
+def _stack_parts(schedules: list[list[tuple[int, torch.Tensor]]]) -> list[tuple[int, torch.Tensor]]:
+    """AND parts' schedules as one: at each step, every part's tensor in force, one row each.
+
+    Parts shorter than the longest are padded with their last token vector, as A1111's
+    reconstruct_multicond_batch pads them. Steps where no part changes share one tensor.
+    """
+    length = max(schedule[0][1].shape[1] for schedule in schedules)
+
+    def padded(tensor: torch.Tensor) -> torch.Tensor:
+        missing = length - tensor.shape[1]
+        return torch.cat([tensor, tensor[:, -1:].repeat(1, missing, 1)], dim=1) if missing else tensor
+
+    stacked: dict[tuple[int, ...], torch.Tensor] = {}
+    result = []
+    for end in sorted({end for schedule in schedules for end, _ in schedule}):
+        tensors = [_entry_at(schedule, end)[1] for schedule in schedules]
+        key = tuple(id(tensor) for tensor in tensors)
+        if key not in stacked:
+            stacked[key] = torch.cat([padded(tensor) for tensor in tensors])
+        result.append((end, stacked[key]))
+    return result
 
 
 def encode_prompt(
@@ -191,7 +327,8 @@ def encode_prompt(
 
 
 def _pad_schedule(schedule, length: int, empty: torch.Tensor):
-    """Each entry padded with empty-prompt chunks to ``length`` tokens (A1111's pad_cond).
+    """Each entry padded with empty-prompt chunks to ``length`` tokens (A1111's pad_cond),
+    every row of it (an AND prompt's parts).
 
     The entries of one schedule already share a length (_encode_schedule pads its batch).
     """
@@ -199,7 +336,7 @@ def _pad_schedule(schedule, length: int, empty: torch.Tensor):
     for end, tensor in schedule:
         missing = (length - tensor.shape[1]) // empty.shape[1]
         if missing:
-            tensor = torch.cat([tensor, empty.repeat(1, missing, 1)], dim=1)
+            tensor = torch.cat([tensor, empty.repeat(tensor.shape[0], missing, 1)], dim=1)
         padded.append((end, tensor))
     return tuple(padded)
 

@@ -20,7 +20,7 @@ from diffusers import DiffusionPipeline
 from diffusers.utils.torch_utils import randn_tensor
 from PIL import Image
 
-from inference.conditioning import Conditioning, encode_for_pass
+from inference.conditioning import Conditioning, and_prompts_unet, encode_for_pass
 from inference.common.protocol import GenerateRequest
 from inference.common.samplers import SAMPLERS
 from inference.tiling import seamless_tiling
@@ -311,8 +311,9 @@ def sample(
 ):
     """The pipeline call of a txt2img pass, generate()'s and a cross-user batch's
     (inference.batching): the request gives size, steps, CFG and tiling; the starting noise,
-    one generator per image and the step callback come ready."""
-    with seamless_tiling(pipe, request.tiling):
+    one generator per image and the step callback come ready; an AND prompt's parts combine
+    in the UNet call (and_prompts_unet)."""
+    with seamless_tiling(pipe, request.tiling), and_prompts_unet(pipe, conditioning):
         return pipe(
             **conditioning.pipeline_kwargs(),
             width=request.width,

@@ -24,7 +24,7 @@ import torch
 from diffusers import DiffusionPipeline, StableDiffusionImg2ImgPipeline
 from PIL import Image
 
-from inference.conditioning import Conditioning, encode_for_pass
+from inference.conditioning import Conditioning, and_prompts_unet, encode_for_pass
 from inference.generate import (
     CALLBACK_TENSORS,
     InvalidRequestError,
@@ -233,7 +233,8 @@ def img2img_pass(
     use_sampler(pipe, request.sampler, seeds, base=base)
     conditioning = encode_for_pass(pipe, request, request.steps, hires_steps)
     arguments = pipeline_arguments(conditioning, request, seeds, schedule, progress, is_cancelled)
-    return list(pipe(image=latents, output_type="pil", **arguments).images)
+    with and_prompts_unet(pipe, conditioning):
+        return list(pipe(image=latents, output_type="pil", **arguments).images)
 
 
 # --- the img2img workflow ------------------------------------------------------------------

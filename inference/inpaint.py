@@ -22,7 +22,7 @@ from diffusers import DiffusionPipeline, StableDiffusionInpaintPipeline
 from diffusers.utils.torch_utils import randn_tensor
 from PIL import Image
 
-from inference.conditioning import encode_for_pass
+from inference.conditioning import and_prompts_unet, encode_for_pass
 from inference.generate import InvalidRequestError, IsCancelled, OnStep, use_sampler
 from inference.img2img import (
     Progress,
@@ -100,15 +100,16 @@ def inpaint_pass(
         use_sampler(pipe, request.sampler, seeds, base=base)
         conditioning = encode_for_pass(pipe, request, request.steps)
         progress = Progress(on_step, schedule.steps)
-        result = pipe(
-            image=latents,  # 4 channels: taken as the starting latents, not encoded again
-            mask_image=mask,
-            masked_image_latents=masked_latents,
-            height=request.height,
-            width=request.width,
-            output_type="pil",
-            **pipeline_arguments(conditioning, request, seeds, schedule, progress, is_cancelled),
-        )
+        with and_prompts_unet(pipe, conditioning):
+            result = pipe(
+                image=latents,  # 4 channels: taken as the starting latents, not encoded again
+                mask_image=mask,
+                masked_image_latents=masked_latents,
+                height=request.height,
+                width=request.width,
+                output_type="pil",
+                **pipeline_arguments(conditioning, request, seeds, schedule, progress, is_cancelled),
+            )
         return list(result.images)
 
 

@@ -1,7 +1,9 @@
 """Prompt token counts for the user: the queued message's "Tokens" field, and a private
 warning when a model that reads only one 75-token chunk is given a longer prompt.
 
-Counting uses the bundled CLIP tokenizer on `tokenizers` (inference.common.clip_tokens), never transformers.
+Counting uses the bundled CLIP tokenizer on `tokenizers` (inference.common.clip_tokens), never
+transformers. A positive prompt split by AND is counted as A1111 counts it: its longest part (each part is
+encoded, and cut, on its own).
 """
 
 from __future__ import annotations
@@ -9,7 +11,9 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from inference.common.clip_tokens import count_prompt_tokens, words_past_first_chunk
+from inference.common.network_files import strip_loras
 from inference.common.prompt_chunks import CHUNK_LENGTH
+from inference.common.prompt_parser import composable_prompts
 from inference.common.protocol import JobKind
 
 if TYPE_CHECKING:
@@ -24,12 +28,21 @@ def _counted(tokens: int, chunks: int) -> str:
     return f"{tokens} ({chunks} chunk{'s' if chunks != 1 else ''})"
 
 
+def longest_and_part(prompt: str, steps: int) -> str:
+    """The part of a positive prompt split by AND with the most tokens (LoRA tags removed
+    first, as A1111 does); a prompt without AND as it is."""
+    parts = composable_prompts(strip_loras(prompt))
+    if len(parts) == 1:
+        return prompt
+    return max((text for text, _ in parts), key=lambda text: count_prompt_tokens(text, steps)[0])
+
+
 def token_summary(job: Job | JobParameters) -> str | None:
     """"83 (2 chunks)", with the negative prompt's count after it when there is one; None for
     jobs that encode no prompt (upscales)."""
     if job.kind == JobKind.UPSCALE or not job.prompt:
         return None
-    summary = _counted(*count_prompt_tokens(job.prompt, job.steps))
+    summary = _counted(*count_prompt_tokens(longest_and_part(job.prompt, job.steps), job.steps))
     if job.negative_prompt:
         summary += f" · negative {_counted(*count_prompt_tokens(job.negative_prompt, job.steps))}"
     return summary
@@ -41,7 +54,8 @@ def cut_warning(settings: Settings, params: JobParameters) -> str | None:
     if model is None or model.long_prompts or params.kind == JobKind.UPSCALE:
         return None
     parts = []
-    for name, text in (("prompt", params.prompt), ("negative prompt", params.negative_prompt)):
+    prompt = longest_and_part(params.prompt, params.steps) if params.prompt else params.prompt
+    for name, text in (("prompt", prompt), ("negative prompt", params.negative_prompt)):
         tokens, _ = count_prompt_tokens(text, params.steps) if text else (0, 1)
         if tokens > CHUNK_LENGTH:
             cut = words_past_first_chunk(text, params.steps)

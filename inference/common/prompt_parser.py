@@ -8,6 +8,9 @@ from A1111 or Civitai means the same here:
   ends a 75-token chunk.
 - ``prompt_schedules``: prompt editing ``[from:to:when]``, ``[to:when]``, ``[from::when]`` and
   alternation ``[a|b]``: which text is in force at which sampling step.
+- ``composable_prompts``: composable diffusion, ``a cat AND a dog :0.5``: sub-prompts with the
+  weight of their noise prediction (the positive prompt only; each sub-prompt then has its own
+  schedule and its own chunks).
 
 The bot imports this module to count tokens, so it must never import torch. The schedule
 grammar is A1111's own lark grammar (Earley, as A1111 runs it): ambiguous and broken prompts
@@ -116,6 +119,82 @@ def parse_prompt_attention(text: str) -> list[tuple[str, float]]:
         else:
             index += 1
     return [(text, weight) for text, weight in runs]
+
+
+# --- AND (composable diffusion) -----------------------------------------------------------
+
+# A1111's re_AND: uppercase, a whole word ("and", "ANDROID" and "BANDAGE" stay text).
+_RE_AND = re.compile(r"\bAND\b")
+# The number of A1111's re_weight, ``^((?:\s|.)*?)(?:\s*:\s*(NUMBER))?\s*$``: no exponent, no
+# second dot. composable_prompts reads the regex's meaning without running it, as the lazy
+# group backtracks over every whitespace run (cubic in a run's length, on the bot's loop).
+_RE_AND_WEIGHT = re.compile(r"[-+]?(?:\d+\.?|\d*\.\d+)")
+# What after AND looks like a weight but is not a number: a ":" and one word with no bracket
+# or tag in it (so "(cat:1.2)", "[a:b:0.5]" and "<lora:x:0.5>" are not weights), written
+# against the ":" or with a digit.
+_RE_WORD_AFTER_COLON = re.compile(r"[^\s:()\[\]<>]*")
+
+
+def _split_and_weight(subprompt: str) -> tuple[str, float | None]:
+    """A1111's re_weight on one sub-prompt: (text, weight written after its last ":") or
+    (text, None); the text loses its trailing whitespace and the weight."""
+    body = subprompt.rstrip()  # re's \s and str.isspace are the same characters
+    colon = body.rfind(":")  # a weight holds no ":", so only the last one can open it
+    if colon >= 0 and _RE_AND_WEIGHT.fullmatch(body[colon + 1 :].lstrip()):
+        return body[:colon].rstrip(), float(body[colon + 1 :])
+    return body, None
+
+
+def composable_prompts(prompt: str) -> list[tuple[str, float]]:
+    """The prompt's sub-prompts and their weights: A1111's get_multicond_prompt_list.
+
+    >>> composable_prompts("a cat AND a dog :0.5")
+    [('a cat', 1.0), (' a dog', 0.5)]
+
+    Split at each uppercase whole word AND; a sub-prompt ending in ":number" has that weight,
+    others 1. A prompt without AND is one sub-prompt, and it too loses a final ":number" (A1111
+    then weighs its whole guidance by it). Text that is not a number after the ":" stays text,
+    as in A1111 (the bot refuses it: and_weight_problem).
+    """
+    parts = []
+    for subprompt in _RE_AND.split(prompt):
+        text, weight = _split_and_weight(subprompt)
+        parts.append((text, 1.0 if weight is None else weight))
+    return parts
+
+
+def is_composable(prompt: str) -> bool:
+    """Whether the prompt needs composable diffusion: AND, or a weight on the whole prompt.
+    Otherwise it is encoded as one prompt, as it always was."""
+    parts = composable_prompts(prompt)
+    return len(parts) > 1 or parts[0][1] != 1.0
+
+
+def and_weight_problem(prompt: str) -> str | None:
+    """What is wrong with a weight after AND, in words fit for a member; None when nothing is.
+
+    A1111 keeps ``a AND b :high`` as the text "b :high" at weight 1, silently; a member who
+    wrote it meant a weight, so the bot refuses it and names the word.
+    """
+    subprompts = _RE_AND.split(prompt)
+    if len(subprompts) < 2:
+        return None
+    for subprompt in subprompts:
+        text, weight = _split_and_weight(subprompt)
+        colon = text.rfind(":")
+        if weight is not None or colon < 0:
+            continue
+        after = text[colon + 1 :]
+        word, part = after.strip(), text.strip()
+        # "a dog :high" and "a dog: 0.5.5" meant a weight; "a dog, style: watercolor" is text.
+        meant_weight = not after[:1].isspace() or any(char.isdigit() for char in word)
+        if meant_weight and _RE_WORD_AFTER_COLON.fullmatch(word):
+            if word:
+                problem = f"the weight `{word}` of `{part}` is not a number"
+            else:
+                problem = f"`{part}` ends in `:` and no weight"
+            return f"{problem}; after AND, each part of the prompt may end in a weight such as `:0.5`"
+    return None
 
 
 # --- prompt editing ------------------------------------------------------------------------
