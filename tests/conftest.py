@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import shutil
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -16,6 +17,12 @@ from db.migrate import upgrade_database
 from db.session import Database
 
 pytest_plugins = ["tests.inference_fixtures"]
+
+# One CPU thread per torch process (set before anything imports torch; the worker processes and
+# the bots test_service starts inherit it). The tiny model's operations are too small to gain
+# from a second thread, and with the bot's process and its worker sharing the cores, OpenMP's
+# threads waiting on each other cost far more than they save. An explicit setting wins.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 
 DATABASE_FILE = "sdbot.sqlite3"  # in the test's tmp_path, where the settings fixture points
