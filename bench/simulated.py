@@ -381,11 +381,30 @@ async def started_harness(settings):  # type: ignore[no-untyped-def]
     return harness
 
 
+QUIETED_LOGGERS = ("bot", "discord", "inference", "alembic", "sqlalchemy")
+
+
 def quiet_logs() -> None:
-    """The bot logs each job at INFO; at benchmark rates that is noise (warnings still show)."""
+    """The bot logs each job at INFO; at benchmark rates that is noise (warnings still show).
+
+    Called from a benchmark's ``run`` coroutine, the loggers get their levels back when the
+    task running it ends: a benchmark run inside another program (the smoke tests) leaves
+    that program's logging as it found it."""
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    for name in ("bot", "discord", "inference", "alembic", "sqlalchemy"):
-        logging.getLogger(name).setLevel(logging.WARNING)
+    loggers = [logging.getLogger(name) for name in QUIETED_LOGGERS]
+    levels = [logger.level for logger in loggers]
+    for logger in loggers:
+        logger.setLevel(logging.WARNING)
+    try:
+        task = asyncio.current_task()
+    except RuntimeError:  # no running event loop: quiet for the rest of the process
+        task = None
+    if task is not None:
+        def restore_levels(_task: asyncio.Task) -> None:
+            for logger, level in zip(loggers, levels):
+                logger.setLevel(level)
+
+        task.add_done_callback(restore_levels)
 
 
 def workdir(prefix: str) -> tempfile.TemporaryDirectory:

@@ -3,7 +3,12 @@ running against simcord with the real worker process (see tests/harness.py)."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import os
+import shutil
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import pytest
 
@@ -13,11 +18,48 @@ from db.session import Database
 
 pytest_plugins = ["tests.inference_fixtures"]
 
+# One CPU thread per torch process (set before anything imports torch; the worker processes and
+# the bots test_service starts inherit it). The tiny model's operations are too small to gain
+# from a second thread, and with the bot's process and its worker sharing the cores, OpenMP's
+# threads waiting on each other cost far more than they save. An explicit setting wins.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+
+DATABASE_FILE = "sdbot.sqlite3"  # in the test's tmp_path, where the settings fixture points
+
+
+@pytest.fixture(scope="session")
+def migrated_database_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A database the migrations brought to head once per session: each test's database starts
+    as a copy of it instead of running every migration again (tests/test_migrations.py runs
+    them on an empty database)."""
+    path = tmp_path_factory.getbasetemp() / "migrated-template.sqlite3"
+
+    async def migrate() -> None:
+        db = Database(f"sqlite+aiosqlite:///{path}")
+        await upgrade_database(db.engine)
+        await db.close()
+
+    # In a thread of its own: a test's event loop may already be set on this one.
+    with ThreadPoolExecutor(1) as thread:
+        thread.submit(asyncio.run, migrate()).result()
+    # Closing the last connection checkpoints the write-ahead log into the file itself.
+    assert not path.with_name(path.name + "-wal").exists(), "the template's WAL was not checkpointed"
+    return path
+
+
+def copy_migrated_database(template: Path, folder: Path) -> Path:
+    """The migrated template copied to ``folder``'s database file (left alone if one is there)."""
+    path = folder / DATABASE_FILE
+    if not path.exists():
+        shutil.copyfile(template, path)
+    return path
+
 
 @pytest.fixture
-async def database(tmp_path):
-    db = Database(f"sqlite+aiosqlite:///{tmp_path / 'sdbot.sqlite3'}")
-    await upgrade_database(db.engine)
+async def database(tmp_path, migrated_database_file):
+    db = Database(f"sqlite+aiosqlite:///{copy_migrated_database(migrated_database_file, tmp_path)}")
+    await upgrade_database(db.engine)  # at head already: checks the copy, as a bot's start does
     yield db
     await db.close()
 
@@ -26,7 +68,7 @@ async def database(tmp_path):
 def settings(tmp_path, tiny_model_dir) -> Settings:
     """Settings for the tiny random-weight model: 64 px images, a few steps."""
     return Settings(
-        database_url=f"sqlite+aiosqlite:///{tmp_path / 'sdbot.sqlite3'}",
+        database_url=f"sqlite+aiosqlite:///{tmp_path / DATABASE_FILE}",
         outputs_dir=str(tmp_path / "outputs"),
         default_model="tiny",
         models=(ModelSettings(name="tiny", source=str(tiny_model_dir), description="tiny test model", base_size=64),),
@@ -75,9 +117,10 @@ def pytest_configure(config):
 
 
 @pytest.fixture
-async def harness(settings):
+async def harness(settings, tmp_path, migrated_database_file):
     from tests.harness import BotHarness
 
+    copy_migrated_database(migrated_database_file, tmp_path)  # the harness's start migrates no further
     bot = BotHarness(settings)
     await bot.start()
     try:

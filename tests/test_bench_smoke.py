@@ -9,7 +9,10 @@ from __future__ import annotations
 import asyncio
 import gc
 import json
+import logging
 import time
+
+import pytest
 
 from bench import (
     batching, big_database, bot_overhead, common, compile_cache, garbage, load, model_switch, pipeline, previews, simulated,
@@ -18,10 +21,17 @@ from bench import (
 from bot.policy.store import Limits
 
 
-def test_pipeline_benchmark_runs_and_writes_its_json(tmp_path):
+@pytest.fixture(scope="module")
+def bench_model_cache(tmp_path_factory):
+    """One --model-cache folder for the module: the first benchmark builds each model into it
+    (bench.models' cache), the others reuse it, as repeated benchmark runs do."""
+    return tmp_path_factory.mktemp("bench-models")
+
+
+def test_pipeline_benchmark_runs_and_writes_its_json(tmp_path, bench_model_cache):
     results = pipeline.main([
         "--model", "tiny", "--steps", "1", "--batches", "1", "--repeats", "1", "--ablate",
-        "--model-cache", str(tmp_path / "models"), "--output-dir", str(tmp_path / "results"),
+        "--model-cache", str(bench_model_cache), "--output-dir", str(tmp_path / "results"),
     ])
 
     document = json.loads((tmp_path / "results" / "pipeline-cpu.json").read_text())
@@ -44,13 +54,13 @@ def test_pipeline_benchmark_runs_and_writes_its_json(tmp_path):
     assert "load:tiny" in document["results"]["startup_seconds"]
 
 
-def test_a_variant_run_is_written_beside_the_default_one(tmp_path):
+def test_a_variant_run_is_written_beside_the_default_one(tmp_path, bench_model_cache):
     """--compile and --low-memory reach the worker's settings and get a JSON of their own, so
     the GPU's default and compiled figures can both be committed. (On the CPU the worker
     ignores torch_compile; low-memory slicing runs here and gives the same image.)"""
     results = pipeline.main([
         "--model", "tiny", "--steps", "1", "--batches", "1", "--repeats", "1", "--low-memory", "slicing",
-        "--model-cache", str(tmp_path / "models"), "--output-dir", str(tmp_path / "results"),
+        "--model-cache", str(bench_model_cache), "--output-dir", str(tmp_path / "results"),
     ])
     assert [p.name for p in (tmp_path / "results").iterdir()] == ["pipeline_low_memory-cpu.json"]
     document = json.loads((tmp_path / "results" / "pipeline_low_memory-cpu.json").read_text())
@@ -60,10 +70,10 @@ def test_a_variant_run_is_written_beside_the_default_one(tmp_path):
     assert pipeline.result_name(args) == "pipeline_compile"
 
 
-def test_the_compile_cache_benchmark_times_a_start_in_a_process_of_its_own(tmp_path):
+def test_the_compile_cache_benchmark_times_a_start_in_a_process_of_its_own(tmp_path, bench_model_cache):
     """One start, the uncompiled one (compiling the model for real takes a minute here):
     the child process warms the model up and the parent reads back what it measured."""
-    args = compile_cache.parse_args(["--model-cache", str(tmp_path / "models")])
+    args = compile_cache.parse_args(["--model-cache", str(bench_model_cache)])
     assert (args.model, args.size, args.dtype, args.mode) == ("tiny", 64, "float32", "default")
     measured = compile_cache.start(args, "uncompiled", tmp_path / "cache")
     assert measured["first_run_seconds"] > 0 and measured["run_seconds"] > 0
@@ -71,10 +81,10 @@ def test_the_compile_cache_benchmark_times_a_start_in_a_process_of_its_own(tmp_p
     assert not (tmp_path / "cache").exists()  # nothing compiled, nothing cached
 
 
-def test_the_worker_stream_benchmark_feeds_both_workers_and_writes_its_json(tmp_path):
+def test_the_worker_stream_benchmark_feeds_both_workers_and_writes_its_json(tmp_path, bench_model_cache):
     results = worker_stream.main([
         "--model", "tiny", "--steps", "1", "--jobs", "2", "--images-per-job", "2", "--repeats", "1",
-        "--model-cache", str(tmp_path / "models"), "--output-dir", str(tmp_path / "results"),
+        "--model-cache", str(bench_model_cache), "--output-dir", str(tmp_path / "results"),
     ])
     document = json.loads((tmp_path / "results" / "worker_stream-cpu.json").read_text())
     assert document["results"] == json.loads(json.dumps(results))
@@ -85,12 +95,12 @@ def test_the_worker_stream_benchmark_feeds_both_workers_and_writes_its_json(tmp_
     assert results["background_speedup"] > 0
 
 
-def test_the_batching_benchmark_runs_each_members_job_both_ways_and_writes_its_json(tmp_path):
+def test_the_batching_benchmark_runs_each_members_job_both_ways_and_writes_its_json(tmp_path, bench_model_cache):
     """bench.batching: three members' jobs (two images each) one by one and as one pass, each
     job keeping its own images; the figures are not asserted, only that both paths ran."""
     results = batching.main([
         "--model", "tiny", "--steps", "1", "--jobs", "3", "--images-per-job", "2", "--repeats", "1",
-        "--model-cache", str(tmp_path / "models"), "--output-dir", str(tmp_path / "results"),
+        "--model-cache", str(bench_model_cache), "--output-dir", str(tmp_path / "results"),
     ])
     document = json.loads((tmp_path / "results" / "batching-cpu.json").read_text())
     assert document["benchmark"] == "batching" and document["results"] == json.loads(json.dumps(results))
@@ -104,16 +114,16 @@ def test_the_batching_benchmark_runs_each_members_job_both_ways_and_writes_its_j
     assert entry["max_pixel_difference"] <= 2
 
 
-def test_the_previews_benchmark_times_each_method_against_no_preview(tmp_path):
+def test_the_previews_benchmark_times_each_method_against_no_preview(tmp_path, bench_model_cache):
     """bench.previews: a preview at every step with each method against none, TAESD loaded
     from the folder the benchmark built, and the full VAE timed alone for contrast."""
     results = previews.main([
         "--model", "tiny", "--steps", "2", "--images", "2", "--repeats", "1", "--alone", "2",
-        "--model-cache", str(tmp_path / "models"), "--output-dir", str(tmp_path / "results"),
+        "--model-cache", str(bench_model_cache), "--output-dir", str(tmp_path / "results"),
     ])
     document = json.loads((tmp_path / "results" / "previews-cpu.json").read_text())
     assert document["benchmark"] == "previews" and document["results"] == json.loads(json.dumps(results))
-    assert (tmp_path / "models" / "taesd-tiny-v1" / "config.json").is_file()
+    assert (bench_model_cache / "taesd-tiny-v1" / "config.json").is_file()
     assert results["step_seconds"] > 0 and results["sampling_seconds"]["n"] == 1
     assert set(results["methods"]) == {*previews.METHODS, "full_vae"}
     for method in previews.METHODS:
@@ -126,12 +136,12 @@ def test_the_previews_benchmark_times_each_method_against_no_preview(tmp_path):
         assert entry["share_as_the_worker_runs"] <= results["budget_share"] + 1e-9
 
 
-def test_the_model_switch_benchmark_switches_both_ways_under_both_policies(tmp_path):
+def test_the_model_switch_benchmark_switches_both_ways_under_both_policies(tmp_path, bench_model_cache):
     """bench.model_switch: with one model at a time every switch loads a model again; with a
     budget that holds both, only the second model's first use does."""
     results = model_switch.main([
         "--model", "tiny", "--steps", "1", "--repeats", "2",
-        "--model-cache", str(tmp_path / "models"), "--output-dir", str(tmp_path / "results"),
+        "--model-cache", str(bench_model_cache), "--output-dir", str(tmp_path / "results"),
     ])
     document = json.loads((tmp_path / "results" / "model_switch-cpu.json").read_text())
     assert document["benchmark"] == "model_switch" and document["results"] == json.loads(json.dumps(results))
@@ -156,12 +166,12 @@ def test_the_batching_benchmarks_members_differ_but_may_share_a_pass():
     assert len({batch_key(r) for r in requests}) == 1 and batch_key(requests[0]) is not None
 
 
-def test_the_open_loop_load_benchmark_runs_and_loses_nothing(tmp_path):
+def test_the_open_loop_load_benchmark_runs_and_loses_nothing(tmp_path, bench_model_cache):
     """bench.load's open loop (--every): bursts on a clock, not after each one settles; the
     bot still answers every interaction and delivers every job, in each member's order."""
     results = load.main([
         "--users", "3", "--jobs", "8", "--burst", "4", "--every", "0.5", "--max-seconds", "120",
-        "--model-cache", str(tmp_path / "models"), "--output-dir", str(tmp_path / "results"),
+        "--model-cache", str(bench_model_cache), "--output-dir", str(tmp_path / "results"),
     ])
     assert [p.name for p in (tmp_path / "results").iterdir()] == ["load_open_loop-cpu.json"]
     document = json.loads((tmp_path / "results" / "load_open_loop-cpu.json").read_text())
@@ -182,10 +192,10 @@ def test_the_open_loop_load_benchmark_runs_and_loses_nothing(tmp_path):
     assert at_end["bot_alone"]["ms"] > 0
 
 
-def test_the_bot_overhead_benchmark_runs_and_takes_the_simulation_off(tmp_path):
+def test_the_bot_overhead_benchmark_runs_and_takes_the_simulation_off(tmp_path, bench_model_cache):
     results = bot_overhead.main([
         "--repeats", "2", "--warmup", "0", "--steps", "1",
-        "--model-cache", str(tmp_path / "models"), "--output-dir", str(tmp_path / "results"),
+        "--model-cache", str(bench_model_cache), "--output-dir", str(tmp_path / "results"),
     ])
     assert [p.name for p in (tmp_path / "results").iterdir()] == ["bot_overhead-cpu.json"]
     measured, overhead = results["measured_ms"], results["overhead_ms"]
@@ -193,6 +203,20 @@ def test_the_bot_overhead_benchmark_runs_and_takes_the_simulation_off(tmp_path):
     # The simulated Discord's time comes off, and only that: less, never more, never negative.
     assert 0 < measured["to_upload_less_simulation"]["max"] <= measured["to_upload"]["max"]
     assert overhead["bot_side_less_simulation"]["p50"] <= overhead["bot_side"]["p50"]
+
+
+def test_a_benchmarks_quiet_logs_last_only_as_long_as_its_run():
+    """A benchmark run inside the test session must not leave the bot's loggers at WARNING
+    for the tests after it (their INFO records would vanish)."""
+    loggers = [logging.getLogger(name) for name in simulated.QUIETED_LOGGERS]
+    levels = [logger.level for logger in loggers]
+
+    async def run() -> None:
+        simulated.quiet_logs()
+        assert all(logger.level == logging.WARNING for logger in loggers)
+
+    asyncio.run(run())
+    assert [logger.level for logger in loggers] == levels
 
 
 def test_percentiles_interpolate_between_ranks():
@@ -352,10 +376,10 @@ def test_the_garbage_benchmark_keeps_what_a_full_collection_frees_and_names_its_
     assert garbage.owner_of([*nodes, Limits.__new__(Limits)]) == "the bot"
 
 
-def test_the_garbage_benchmark_runs_the_load_and_attributes_everything_it_freed(tmp_path):
+def test_the_garbage_benchmark_runs_the_load_and_attributes_everything_it_freed(tmp_path, bench_model_cache):
     results = garbage.main([
         "--users", "2", "--jobs", "4", "--burst", "2", "--max-seconds", "120",
-        "--model-cache", str(tmp_path / "models"), "--output-dir", str(tmp_path / "results"),
+        "--model-cache", str(bench_model_cache), "--output-dir", str(tmp_path / "results"),
     ])
     document = json.loads((tmp_path / "results" / "garbage-cpu.json").read_text())
     assert document["results"] == json.loads(json.dumps(results))

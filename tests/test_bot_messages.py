@@ -7,7 +7,6 @@ import datetime as dt
 import io
 from pathlib import Path
 
-import pytest
 from PIL import Image
 from PIL.PngImagePlugin import PngInfo
 from sqlalchemy import select
@@ -19,25 +18,26 @@ from tests.harness import private_answer
 LONG = "a" * 2500
 
 
-@pytest.mark.parametrize(
-    "options",
-    [
-        {"sampler": LONG},
-        {"model": LONG},
-        {"embedding": LONG},
-        {"hires_scale": 1.5, "hires_upscaler": LONG},
-        {"style": LONG},
-        {"lora": LONG},
-        {"prompt": "a cat --" + LONG},
-    ],
-)
-async def test_a_refusal_quoting_a_huge_option_fits_in_one_message(harness, options):
-    alice = harness.member("alice")
-    result = await alice.slash(harness.channel, "imagine", **{"prompt": "a cat", **options})
-    answer = private_answer(result)
-    assert len(answer) <= 400 and "a" * 120 not in answer, answer
-    harness.expect_user_errors()
-    assert await harness.job_count() == 0
+HUGE_OPTIONS = [
+    {"sampler": LONG},
+    {"model": LONG},
+    {"embedding": LONG},
+    {"hires_scale": 1.5, "hires_upscaler": LONG},
+    {"style": LONG},
+    {"lora": LONG},
+    {"prompt": "a cat --" + LONG},
+]
+
+
+async def test_a_refusal_quoting_a_huge_option_fits_in_one_message(harness):
+    # One bot for every option (a refusal changes nothing), each sent by a member of its own.
+    for number, options in enumerate(HUGE_OPTIONS):
+        member = harness.member(f"alice{number}")
+        result = await member.slash(harness.channel, "imagine", **{"prompt": "a cat", **options})
+        answer = private_answer(result)
+        assert len(answer) <= 400 and "a" * 120 not in answer, (list(options), answer)
+        harness.expect_user_errors()
+        assert await harness.job_count() == 0, list(options)
 
 
 async def test_an_unknown_lora_among_many_is_refused_in_a_short_message(harness):
@@ -121,21 +121,22 @@ async def test_pnginfo_says_which_parameters_chunk_it_read_and_cleans_it(harness
     assert (job.prompt, job.negative_prompt, job.seed) == ("a red fox", "blurry", 5)
 
 
-@pytest.mark.parametrize(
-    "comment",
-    [
-        b"UNICODE\0" + "a cat\nSteps: 2".encode("utf-16-be")[:-1],  # cut in the middle of a character
-        b"UNICODE\0\xd8\x00\x00a",  # a lone surrogate
-        b"JIS\0\0\0\0\0" + "a cat\nSteps: 2".encode("shift_jis"),
-        b"ASCII\0\0\0a cat \xff\xfe\nSteps: 2",
-    ],
-)
-async def test_pnginfo_refuses_an_exif_comment_that_does_not_decode(harness, comment):
-    alice = harness.member("alice")
-    answer = await alice.slash(harness.channel, "pnginfo", image=("photo.jpg", jpeg_with_comment(comment)))
-    assert "This image's EXIF comment" in private_answer(answer)
-    harness.expect_user_errors()
-    assert await harness.job_count() == 0
+UNDECODABLE_COMMENTS = [
+    b"UNICODE\0" + "a cat\nSteps: 2".encode("utf-16-be")[:-1],  # cut in the middle of a character
+    b"UNICODE\0\xd8\x00\x00a",  # a lone surrogate
+    b"JIS\0\0\0\0\0" + "a cat\nSteps: 2".encode("shift_jis"),
+    b"ASCII\0\0\0a cat \xff\xfe\nSteps: 2",
+]
+
+
+async def test_pnginfo_refuses_an_exif_comment_that_does_not_decode(harness):
+    # One bot for every comment (a refusal changes nothing), each sent by a member of its own.
+    for number, comment in enumerate(UNDECODABLE_COMMENTS):
+        member = harness.member(f"alice{number}")
+        answer = await member.slash(harness.channel, "pnginfo", image=("photo.jpg", jpeg_with_comment(comment)))
+        assert "This image's EXIF comment" in private_answer(answer), comment
+        harness.expect_user_errors()
+        assert await harness.job_count() == 0, comment
 
 
 async def test_a_prompt_hitting_many_blocked_terms_is_refused_in_one_message(harness):
