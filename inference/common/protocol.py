@@ -97,8 +97,8 @@ class HiresFix:
     """A1111's hires fix: txt2img at width x height, upscale, then img2img at the larger size."""
 
     scale: float  # the second pass is (width*scale, height*scale), rounded to multiples of 8
-    steps: int  # steps of the second pass; 0 means the same as the first
-    denoising_strength: float
+    steps: int = 0  # steps of the second pass; 0 means the same as the first
+    denoising_strength: float = 0.7  # A1111's default
     upscaler: str = LATENT  # LATENT, LANCZOS, or the name of an upscaler model file
 
 
@@ -131,7 +131,7 @@ class PlotOptions:
 
 @dataclass(frozen=True, slots=True)
 class UpscaleOptions:
-    scale: float  # the output is the source times this (2 or 4 from the buttons)
+    scale: float = 2.0  # the output is the source times this (2 or 4 from the buttons)
     upscaler: str = LANCZOS  # LANCZOS or the name of an upscaler model file (stem, no suffix)
 
 
