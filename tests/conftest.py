@@ -78,9 +78,5 @@ def pytest_configure(config):
 async def harness(settings):
     from tests.harness import BotHarness
 
-    bot = BotHarness(settings)
-    await bot.start()
-    try:
+    async with BotHarness(settings) as bot:
         yield bot
-    finally:
-        await bot.stop()

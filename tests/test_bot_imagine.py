@@ -158,9 +158,7 @@ async def test_a_short_job_on_an_idle_bot_is_answered_generating_and_edited_once
     the bot uploads nothing while it runs."""
     from tests.harness import BotHarness
 
-    harness = BotHarness(dataclasses.replace(settings, worker=dataclasses.replace(settings.worker, preview_interval_s=3600)))
-    await harness.start()
-    try:
+    async with BotHarness(dataclasses.replace(settings, worker=dataclasses.replace(settings.worker, preview_interval_s=3600))) as harness:
         alice = harness.member("alice")
         result = await alice.slash(harness.channel, "imagine", prompt="a quick sketch", count=1)
         job = await harness.wait_for_job((await harness.latest_job()).id)
@@ -174,8 +172,6 @@ async def test_a_short_job_on_an_idle_bot_is_answered_generating_and_edited_once
         assert harness.first_response()["embeds"][0]["title"] == "Generating"
         assert edits == ["a quick sketch"]
         assert harness.message(result.response.id).attachments
-    finally:
-        await harness.stop()
 
 
 async def test_what_queues_jobs_is_acknowledged_before_its_checks(harness, monkeypatch):
