@@ -17,9 +17,9 @@ from __future__ import annotations
 
 import functools
 import inspect
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Optional, TypeVar
+from typing import TYPE_CHECKING, Any, Optional
 
 import discord
 from discord import app_commands
@@ -39,7 +39,6 @@ if TYPE_CHECKING:
 else:
     Interaction = discord.Interaction
 
-CogT = TypeVar("CogT")
 MAX_CHOICES = 25  # Discord shows at most 25 autocomplete choices
 Choices = list[app_commands.Choice[str]]
 
@@ -231,22 +230,25 @@ class CommandOptions:
         )
 
 
-CommandCallback = Callable[[CogT, Interaction, CommandOptions], Awaitable[None]]
+CommandCallback = Callable[..., Awaitable[None]]
 
 
-def generation_command(*names: str, **descriptions: str) -> Callable[[CommandCallback[CogT]], Callable[..., Awaitable[None]]]:
-    """Declares a command's options (``names``, in the order members see them; the required
-    first, as Discord lists them) from OPTIONS; ``descriptions`` replaces an option's
-    description for this command. Goes below ``@app_commands.command``."""
-    unknown = (set(names) | set(descriptions)) - set(OPTIONS)
+def declared_options(
+    table: Mapping[str, Option], *names: str, **descriptions: str
+) -> Callable[[CommandCallback], CommandCallback]:
+    """Declares a command's options from ``table``: ``names``, in the order members see them
+    (the required first, as Discord lists them); ``descriptions`` replaces an option's
+    description for this command. The callback receives them as keyword arguments. Goes below
+    ``@app_commands.command``."""
+    unknown = (set(names) | set(descriptions)) - set(table)
     if unknown or set(descriptions) - set(names):
         raise TypeError(f"options not declared or not taken: {sorted(unknown or set(descriptions) - set(names))}")
-    taken = {name: OPTIONS[name] for name in names}
+    taken = {name: table[name] for name in names}
 
-    def decorate(callback: CommandCallback[CogT]) -> Callable[..., Awaitable[None]]:
+    def decorate(callback: CommandCallback) -> CommandCallback:
         @functools.wraps(callback)
-        async def with_options(cog: CogT, interaction: Interaction, **given: Any) -> None:
-            await callback(cog, interaction, CommandOptions(**given))
+        async def with_options(cog: Any, interaction: Interaction, **given: Any) -> None:
+            await callback(cog, interaction, **given)
 
         plain = inspect.Parameter.POSITIONAL_OR_KEYWORD
         with_options.__signature__ = inspect.Signature(  # type: ignore[attr-defined]
@@ -260,5 +262,18 @@ def generation_command(*names: str, **descriptions: str) -> Callable[[CommandCal
         if completions := {name: o.autocomplete for name, o in taken.items() if o.autocomplete}:
             decorated = app_commands.autocomplete(**completions)(decorated)
         return decorated
+
+    return decorate
+
+
+def generation_command(*names: str, **descriptions: str) -> Callable[[CommandCallback], CommandCallback]:
+    """declared_options from OPTIONS, the callback receiving them as one CommandOptions."""
+
+    def decorate(callback: CommandCallback) -> CommandCallback:
+        @functools.wraps(callback)
+        async def with_command_options(cog: Any, interaction: Interaction, **given: Any) -> None:
+            await callback(cog, interaction, CommandOptions(**given))
+
+        return declared_options(OPTIONS, *names, **descriptions)(with_command_options)
 
     return decorate
