@@ -6,7 +6,8 @@ A command lists the options it takes, in the order members see them, with
 ``@generation_command("prompt", "negative_prompt", ..., prompt="what this command's prompt is")``
 (keyword arguments: a description that says what the option means for that command), and its
 callback receives them as one ``CommandOptions``. discord.py reads a command's options from its
-callback's signature, so the decorator writes that signature from the declarations below.
+callback's signature, so the decorator writes that signature from the declarations below;
+``declared_options`` does the same from another command's own table (/admin limits set).
 
 Discord's ranges are wide on purpose: the builders (bot.jobs.params, workflow_params,
 plot_params) check the server's own limits and say what it allows, in the same words for the
