@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Collection
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Any
@@ -69,6 +69,12 @@ class Requester:
     # Shown to the member alone (Job.private).
     private: bool = False
 
+    def job_columns(self) -> dict[str, Any]:
+        """The jobs-table columns it fills: all but the name, which the users table keeps."""
+        columns = asdict(self)
+        del columns["user_name"]
+        return columns
+
 
 class CancelOutcome(StrEnum):
     CANCELED = "canceled"  # it was waiting; it will never run
@@ -118,17 +124,7 @@ class JobQueue:
             if refusal is not None:
                 raise TooCostly(refusal)
             await session.execute(_member_row(requester.user_id, requester.user_name))
-            job = Job(
-                user_id=requester.user_id,
-                status=JobStatus.PENDING,
-                guild_id=requester.guild_id,
-                channel_id=requester.channel_id,
-                upload_limit_bytes=requester.upload_limit_bytes,
-                safety_check=requester.safety_check,
-                private=requester.private,
-                cost=cost,
-                **job_columns(params),
-            )
+            job = Job(status=JobStatus.PENDING, cost=cost, **requester.job_columns(), **job_columns(params))
             session.add(job)
         self.privacy.job_queued(job)
         return job
