@@ -367,4 +367,3 @@ async def _migrate(database: Database) -> None:
 
 if __name__ == "__main__":
     main(sys.argv[1:])
-    sys.exit(0)

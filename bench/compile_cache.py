@@ -173,4 +173,3 @@ def _warm_up_steps() -> int:
 
 if __name__ == "__main__":
     main(sys.argv[1:])
-    sys.exit(0)

@@ -134,4 +134,3 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
 if __name__ == "__main__":
     main(sys.argv[1:])
-    sys.exit(0)

@@ -190,4 +190,3 @@ def _synchronize(torch, device) -> None:  # type: ignore[no-untyped-def]
 
 if __name__ == "__main__":
     main(sys.argv[1:])
-    sys.exit(0)

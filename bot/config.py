@@ -21,7 +21,15 @@ from typing import Any, get_type_hints
 
 from bot.config_paths import FOLDER_SETTINGS, resolve_against_folder
 from bot.jobs.worker_process import START_METHODS
-from inference.common.protocol import COMPILE_MODES, LANCZOS, LOW_MEMORY_MODES, PREVIEW_METHODS, ModelSpec, WorkerConfig
+from inference.common.protocol import (
+    COMPILE_MODES,
+    LANCZOS,
+    LOW_MEMORY_MODES,
+    PREVIEW_METHODS,
+    ModelSpec,
+    WorkerConfig,
+    WorkerOptions,
+)
 from inference.common.upscaler_files import upscaler_files
 from inference.common.samplers import SAMPLERS
 
@@ -172,37 +180,17 @@ MAX_RETENTION_DAYS = 36500
 
 
 @dataclass(frozen=True)
-class WorkerSettings:
-    device: str = "auto"
-    dtype: str = "auto"
-    preview_interval_s: float = 1.5
-    preview_max_side: int = 256
-    png_compress_level: int = 1
+class WorkerSettings(WorkerOptions):
+    """[worker]: the worker's own options (inference.common.protocol.WorkerOptions, which
+    WorkerConfig carries to it as they are) and how the bot runs its process."""
+
+    # Kept across restarts by default (WorkerOptions' "" leaves torch's folder, under /tmp).
+    compile_cache_dir: str = "cache/torch-compile"
     # Seconds to wait for the worker to load its models at start-up.
     startup_timeout_s: float = 600.0
     # On SIGTERM or SIGINT, seconds the running job may take to finish before it goes back to
     # the queue (no attempt counted) and the bot exits.
     shutdown_grace_s: float = 30.0
-    # Compatible jobs of several users run as one pass of at most this many images (the sum of
-    # their counts): more images per second on a GPU. 1 runs every job alone.
-    max_batch_images: int = 8
-    # Speed and memory (inference/acceleration.py, README "Performance"); CUDA-only ones are
-    # ignored elsewhere. channels_last and fuse_qkv: faster UNet and VAE on a GPU.
-    channels_last: bool = True
-    fuse_qkv: bool = True
-    # "off" or a torch.compile mode (protocol.COMPILE_MODES): every new size compiles once.
-    torch_compile: str = "off"
-    # What torch.compile made, kept across restarts (a folder; "" leaves torch's, under /tmp).
-    compile_cache_dir: str = "cache/torch-compile"
-    # One run per preloaded model at start-up on a GPU, so the first user waits for nothing.
-    warmup: bool = True
-    # "approx" (A1111's Approx cheap) or "taesd" (needs taesd_source: hub id or folder).
-    preview_method: str = "approx"
-    taesd_source: str = ""
-    # "off", "slicing" or "offload" (CUDA): less GPU memory for less speed.
-    low_memory: str = "off"
-    # Models kept loaded while their parameters fit in this many MB; 0: one at a time.
-    model_memory_budget_mb: int = 0
     # How the worker's process starts (bot/jobs/worker_process.py): "spawn", or "forkserver"
     # (Linux, macOS), whose restarts skip the imports at the cost of a process holding them.
     start_method: str = "spawn"
@@ -300,36 +288,25 @@ class Settings:
         return next((model for model in self.models if model.name == name), None)
 
     def worker_config(self) -> WorkerConfig:
+        tuned = {option.name: getattr(self.worker, option.name) for option in fields(WorkerOptions)}
         return WorkerConfig(
             models=tuple(ModelSpec(m.name, m.source, m.description, m.inpaint_source, m.long_prompts) for m in self.models),
             default_model=self.default_model,
             outputs_dir=str(Path(self.outputs_dir).resolve()),
-            device=self.worker.device,
-            dtype=self.worker.dtype,
-            preview_interval_s=self.worker.preview_interval_s,
-            preview_max_side=self.worker.preview_max_side,
             preload=(self.default_model,),
-            png_compress_level=self.worker.png_compress_level,
             upscaler_dirs=tuple(str(Path(d).resolve()) for d in self.images.upscaler_dirs),
             upscale_tile=self.images.upscale_tile,
             upscale_tile_overlap=self.images.upscale_tile_overlap,
             embedding_dirs=tuple(str(Path(d).resolve()) for d in self.prompts.embedding_dirs),
             lora_dirs=tuple(str(Path(d).resolve()) for d in self.prompts.lora_dirs),
             safety_checker=self.policy.safety_checker,
-            max_batch_images=self.worker.max_batch_images,
-            channels_last=self.worker.channels_last,
-            fuse_qkv=self.worker.fuse_qkv,
-            torch_compile=self.worker.torch_compile,
-            compile_cache_dir=str(Path(self.worker.compile_cache_dir).resolve()) if self.worker.compile_cache_dir else "",
-            warmup=self.worker.warmup,
             # What /imagine makes when given nothing: the default model's square, default count.
             warmup_shape=(self.model(self.default_model).base_size,) * 2 + (self.limits.default_count,),
-            preview_method=self.worker.preview_method,
-            taesd_source=self.worker.taesd_source,
-            low_memory=self.worker.low_memory,
-            model_memory_budget_mb=self.worker.model_memory_budget_mb,
+            **{
+                **tuned,
+                "compile_cache_dir": str(Path(self.worker.compile_cache_dir).resolve()) if self.worker.compile_cache_dir else "",
+            },
         )
-
 
 def load_settings(
     path: str | Path | None = "config.toml", environ: Mapping[str, str] | None = None

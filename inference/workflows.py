@@ -42,6 +42,7 @@ from inference.common.protocol import (
     LATENT,
     GenerateRequest,
     JobKind,
+    MAX_MASK_BLUR,
     MaskedContent,
     ResizeMode,
 )
@@ -50,7 +51,6 @@ from inference.upscale import Upscalers
 
 # Sanity bounds for what the bot's own settings should already have limited.
 MAX_LOOPBACK = 100
-MAX_MASK_BLUR = 256
 MAX_PADDING = 2048
 MAX_HIRES_SIDE = 4096  # the hires result; the first pass stays within generate's MAX_SIDE
 MIN_SOURCE_SIDE = 8  # what an outpaint must leave of the source on its canvas

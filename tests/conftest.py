@@ -121,9 +121,5 @@ async def harness(settings, tmp_path, migrated_database_file):
     from tests.harness import BotHarness
 
     copy_migrated_database(migrated_database_file, tmp_path)  # the harness's start migrates no further
-    bot = BotHarness(settings)
-    await bot.start()
-    try:
+    async with BotHarness(settings) as bot:
         yield bot
-    finally:
-        await bot.stop()

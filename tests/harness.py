@@ -127,6 +127,13 @@ class BotHarness:
         dispatcher.kill_worker()
         await dispatcher.stop()
 
+    async def __aenter__(self) -> BotHarness:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.stop()
+
     async def stop(self) -> None:
         await self.dispatcher.stop()
         await self.bot.delivery.drain()

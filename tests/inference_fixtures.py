@@ -61,6 +61,11 @@ def tiny_pipe(tiny_model_dir: Path):
     return _load_tiny_pipe(str(tiny_model_dir))
 
 
+def tiny_worker_config(spec: ModelSpec, outputs_dir: Path | str, **options) -> WorkerConfig:  # type: ignore[no-untyped-def]
+    """A worker's configuration that serves one model, ``spec`` (the tiny one, in the tests)."""
+    return WorkerConfig(models=(spec,), default_model=spec.name, outputs_dir=str(outputs_dir), **options)
+
+
 def runner_for(pipe, config: WorkerConfig, **runner_options):  # type: ignore[no-untyped-def]
     """A JobRunner on the CPU whose every model is ``pipe`` (nothing loaded), without
     upscaler models; ``runner_options`` go to JobRunner (a safety checker...)."""

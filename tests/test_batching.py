@@ -29,9 +29,8 @@ from inference.common.protocol import (
     JobStarted,
     PlotCell,
     PlotOptions,
-    WorkerConfig,
 )
-from tests.inference_fixtures import runner_for, tiny_request
+from tests.inference_fixtures import runner_for, tiny_request, tiny_worker_config
 
 # Three users' jobs that may share a pass: different prompts (attention weights, prompt editing,
 # negative prompts), seeds, counts, and one A1111 variation.
@@ -170,12 +169,7 @@ def test_prompts_of_different_lengths_run_as_consecutive_passes(tiny_pipe):
 
 @pytest.fixture
 def runner(tiny_model_spec, tiny_pipe, tmp_path) -> JobRunner:
-    config = WorkerConfig(
-        models=(tiny_model_spec,),
-        default_model=tiny_model_spec.name,
-        outputs_dir=str(tmp_path),
-        preview_interval_s=0,
-    )
+    config = tiny_worker_config(tiny_model_spec, tmp_path, preview_interval_s=0)
     return runner_for(tiny_pipe, config)
 
 

@@ -68,12 +68,8 @@ async def late_harness(settings):
     from tests.harness import BotHarness
 
     expired = replace(settings, discord=replace(settings.discord, interaction_token_lifetime_s=0))
-    harness = BotHarness(expired)
-    await harness.start()
-    try:
+    async with BotHarness(expired) as harness:
         yield harness
-    finally:
-        await harness.stop()
 
 
 async def finished_with_dms_closed(harness, alice, prompt: str):  # type: ignore[no-untyped-def]
@@ -146,24 +142,16 @@ async def test_private_results_hold_at_the_first_command_after_a_restart(setting
     privately where the member chose it."""
     from tests.harness import BotHarness
 
-    first = BotHarness(settings)
-    await first.start()
-    try:
+    async with BotHarness(settings) as first:
         alice = first.member("alice")
         await first.bot.queue.update_user(alice.id, "alice", private_results=True)
-    finally:
-        await first.stop()
 
-    again = BotHarness(settings)
-    await again.start()
-    try:
+    async with BotHarness(settings) as again:
         assert again.bot.queue.privacy.loaded
         alice = again.member("alice")
         assert alice.id == await _only_user_id(again)
         result = await alice.slash(again.channel, "imagine", prompt="a secret garden")
         assert result.ephemeral
-    finally:
-        await again.stop()
 
 
 async def _only_user_id(harness) -> int:

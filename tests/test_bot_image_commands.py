@@ -8,8 +8,13 @@ from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
+import pytest
 from PIL import Image
+from simcord import OptionError
 
+from bot.errors import InvalidOption
+from bot.jobs.params import GenerationOptions
+from bot.jobs.workflow_params import SourceImage, inpaint_parameters
 from db.models import JobStatus
 from inference.common.protocol import JobKind
 from tests.harness import attachment_image, private_answer
@@ -150,7 +155,6 @@ async def test_bad_uploads_and_options_are_refused_privately(harness):
         ("inpaint", {"mask": ("mask.png", mask_png(64, 32, (0, 0, 8, 8)))}, "is 64x32 but the image is 64x64"),
         ("inpaint", {"mask": ("mask.png", mask_png(64, 64))}, "The mask `mask.png` is all black"),
         ("inpaint", {"mask": ("mask.txt", b"white on the left")}, "The mask `mask.txt` is not an image"),
-        ("inpaint", {"mask_blur": 100}, "mask_blur must be between 0 and 64, got 100."),
         ("outpaint", {"direction": "left", "pixels": 1, "image": ("tiny.png", noise_png(16, 16))}, "at least 64 px"),
         ("upscale", {"upscaler": "4x-UltraSharp"}, "Unknown upscaler `4x-UltraSharp`. Available: Lanczos."),
         ("upscale", {"scale": 1.0}, "scale must be above 1 and at most 8, got 1."),
@@ -167,6 +171,14 @@ async def test_bad_uploads_and_options_are_refused_privately(harness):
         assert expected in private_answer(answer), (command, options, private_answer(answer))
         [error] = harness.expect_user_errors()
         assert expected in error.message
+
+    # The mask blur's range is Discord's too (A1111's 0-64, protocol.MAX_MASK_BLUR); a client
+    # that sends more anyway gets the bot's own refusal.
+    with pytest.raises(OptionError, match="mask_blur"):
+        await alice.slash(harness.channel, "inpaint", **required["inpaint"], mask_blur=65)
+    source = SourceImage(path="photo.png", width=64, height=64)
+    with pytest.raises(InvalidOption, match=r"^mask_blur must be between 0 and 64, got 100\.$"):
+        inpaint_parameters(GenerationOptions(prompt="a cat"), harness.settings, None, source, "mask.png", mask_blur=100)
 
     # A server with a small upload limit refuses from the size Discord states.
     harness.bot.settings = replace(harness.settings, images=replace(harness.settings.images, max_upload_bytes=4096))

@@ -70,13 +70,18 @@ async def test_counts_one_to_three(harness):
             assert button_labels(message)[:count] == [f"U{i + 1}" for i in range(count)]
 
 
-async def test_reroll_gives_new_seeds(harness):
-    alice = harness.member("alice")
-    result = await alice.slash(harness.channel, "imagine", prompt="a castle", count=2, seed=100)
+async def imagine_then_click(harness, member, label, **options):
+    """/imagine of two images, then a click on its `label` button: the job, and the job the
+    click queued once both have finished (the click is acknowledged with "Generating")."""
+    result = await member.slash(harness.channel, "imagine", count=2, **options)
     first = await harness.wait_for_job((await harness.latest_job()).id)
-    reroll = await alice.click(harness.message(result.response.id), label="Reroll")
-    assert reroll.acknowledged and harness.first_response()["embeds"][0]["title"] == "Generating"
-    second = await harness.wait_for_job((await harness.latest_job()).id)
+    clicked = await member.click(harness.message(result.response.id), label=label)
+    assert clicked.acknowledged and harness.first_response()["embeds"][0]["title"] == "Generating"
+    return first, await harness.wait_for_job((await harness.latest_job()).id)
+
+
+async def test_reroll_gives_new_seeds(harness):
+    first, second = await imagine_then_click(harness, harness.member("alice"), "Reroll", prompt="a castle", seed=100)
     assert second.id != first.id and second.parent_job_id == first.id
     assert second.status == JobStatus.COMPLETED
     assert (second.prompt, second.steps, second.sampler, second.count) == (first.prompt, first.steps, first.sampler, 2)
@@ -105,12 +110,7 @@ async def test_u2_posts_image_two_and_its_seed_reproduces_it(harness):
 
 
 async def test_variation_buttons_keep_the_seed_and_vary_the_image(harness):
-    alice = harness.member("alice")
-    result = await alice.slash(harness.channel, "imagine", prompt="a lighthouse", count=2, seed=9)
-    parent = await harness.wait_for_job((await harness.latest_job()).id)
-    varied = await alice.click(harness.message(result.response.id), label="V2")
-    assert varied.acknowledged and harness.first_response()["embeds"][0]["title"] == "Generating"
-    job = await harness.wait_for_job((await harness.latest_job()).id)
+    parent, job = await imagine_then_click(harness, harness.member("alice"), "V2", prompt="a lighthouse", seed=9)
     assert job.status == JobStatus.COMPLETED
     assert job.kind == "variation" and job.parent_job_id == parent.id and job.parent_image_index == 1
     assert job.count == 4 and job.subseed_strength == harness.settings.discord.variation_strong
@@ -158,9 +158,7 @@ async def test_a_short_job_on_an_idle_bot_is_answered_generating_and_edited_once
     the bot uploads nothing while it runs."""
     from tests.harness import BotHarness
 
-    harness = BotHarness(dataclasses.replace(settings, worker=dataclasses.replace(settings.worker, preview_interval_s=3600)))
-    await harness.start()
-    try:
+    async with BotHarness(dataclasses.replace(settings, worker=dataclasses.replace(settings.worker, preview_interval_s=3600))) as harness:
         alice = harness.member("alice")
         result = await alice.slash(harness.channel, "imagine", prompt="a quick sketch", count=1)
         job = await harness.wait_for_job((await harness.latest_job()).id)
@@ -174,8 +172,6 @@ async def test_a_short_job_on_an_idle_bot_is_answered_generating_and_edited_once
         assert harness.first_response()["embeds"][0]["title"] == "Generating"
         assert edits == ["a quick sketch"]
         assert harness.message(result.response.id).attachments
-    finally:
-        await harness.stop()
 
 
 async def test_what_queues_jobs_is_acknowledged_before_its_checks(harness, monkeypatch):

@@ -63,12 +63,8 @@ def settings_with_choices(settings, tmp_path, tiny_model_dir):
 
 
 async def test_settings_apply_to_new_jobs_and_survive_a_restart(settings_with_choices, tmp_path):
-    harness = BotHarness(settings_with_choices)
-    await harness.start()
-    try:
+    async with BotHarness(settings_with_choices) as harness:
         await _settings_flow(harness, tmp_path)
-    finally:
-        await harness.stop()
 
 
 async def _settings_flow(harness, tmp_path):

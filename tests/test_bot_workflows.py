@@ -248,9 +248,7 @@ async def test_upscale_button_with_a_real_esrgan_model_as_the_server_default(set
     images = dataclasses.replace(
         settings.images, upscaler_dirs=(str(folder),), default_upscaler=MODEL, upscale_tile=32, upscale_tile_overlap=16
     )
-    harness = BotHarness(dataclasses.replace(settings, images=images))
-    await harness.start()
-    try:
+    async with BotHarness(dataclasses.replace(settings, images=images)) as harness:
         alice = harness.member("alice")
         parent, message = await single_image(harness, alice)
         job, posted = await click_and_finish(harness, alice, message, "Upscale 4x")
@@ -260,5 +258,3 @@ async def test_upscale_button_with_a_real_esrgan_model_as_the_server_default(set
         assert not np.array_equal(pixels(job.images[0].path), np.asarray(lanczos, dtype=np.int16))
         info = parse_infotext(Image.open(job.images[0].path).info["parameters"])
         assert info["Postprocess upscaler"] == MODEL and info["Postprocess upscale by"] == "4"
-    finally:
-        await harness.stop()

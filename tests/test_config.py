@@ -50,6 +50,16 @@ def test_files_and_environment_override(tmp_path):
         ("[images]\nkeep_days = 100000\n", "images.keep_days must be a number of days from 0 (keep forever) to 36500"),
         ("[policy]\naudit_retention_days = -30\n", "policy.audit_retention_days must be a number of days from 0"),
         ("[worker]\nshutdown_grace_s = -1\n", "worker.shutdown_grace_s must be at least 0, got -1"),
+        ('[worker]\ntorch_compile = "fast"\n', "worker.torch_compile must be one of off, default, reduce-overhead"),
+        ('[worker]\npreview_method = "full"\n', "worker.preview_method must be one of approx, taesd"),
+        ('[worker]\npreview_method = "taesd"\n', "needs worker.taesd_source"),
+        ('[worker]\nlow_memory = "max"\n', "worker.low_memory must be one of off, slicing, offload"),
+        ("[worker]\nmodel_memory_budget_mb = -1\n", "worker.model_memory_budget_mb must be at least 0"),
+        ("[worker]\nmodel_memory_budget_mb = 1.5\n", "worker.model_memory_budget_mb must be int"),
+        ('[worker]\nchannels_last = "yes"\n', "worker.channels_last must be bool"),
+        ("[worker]\nfuse_qkv = 1\n", "worker.fuse_qkv must be bool"),
+        ('[worker]\nwarmup = "no"\n', "worker.warmup must be bool"),
+        ("[worker]\ntaesd_source = 3\n", "worker.taesd_source must be str"),
     ],
 )
 def test_bad_settings_are_named(tmp_path, text, message):

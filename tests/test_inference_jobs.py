@@ -7,19 +7,15 @@ import torch
 
 from inference import jobs, previews
 from inference.jobs import JobRunner, ProgressReporter
-from inference.common.protocol import JobCompleted, JobFailed, JobProgress, JobStarted, WorkerConfig
+from inference.common.protocol import JobCompleted, JobFailed, JobProgress, JobStarted
 from inference.worker import CancelBook
-from tests.inference_fixtures import runner_for, tiny_request
+from tests.inference_fixtures import runner_for, tiny_request, tiny_worker_config
 
 
 @pytest.fixture
 def runner(tiny_model_spec, tiny_pipe, tmp_path) -> JobRunner:
-    config = WorkerConfig(
-        models=(tiny_model_spec,),
-        default_model=tiny_model_spec.name,
-        outputs_dir=str(tmp_path),
-        preview_interval_s=3600,  # so only the final step is reported
-    )
+    # Previews an hour apart, so only the final step is reported.
+    config = tiny_worker_config(tiny_model_spec, tmp_path, preview_interval_s=3600)
     return runner_for(tiny_pipe, config)
 
 

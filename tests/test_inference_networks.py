@@ -22,17 +22,10 @@ from safetensors.torch import save_file
 from inference import networks, upscale
 from inference.jobs import JobRunner
 from inference.models import PipelineCache, load_pipeline
-from inference.common.network_files import (
-    LoraUse,
-    MalformedNetworkError,
-    embedding_files,
-    find_lora,
-    find_loras,
-    lora_files,
-    strip_loras,
-)
-from inference.common.protocol import JobCompleted, JobFailed, JobKind, ModelSpec, WorkerConfig
-from tests.inference_fixtures import tiny_request
+from inference.common import network_files
+from inference.common.network_files import LoraUse
+from inference.common.protocol import JobCompleted, JobFailed, JobKind, ModelSpec
+from tests.inference_fixtures import tiny_request, tiny_worker_config
 
 CPU = torch.device("cpu")
 
@@ -56,19 +49,19 @@ def test_files_are_found_recursively_first_folder_first(tmp_path):
         path.write_bytes(b"x")
     (first / "loop").symlink_to(first)  # followed like A1111, but not around the loop
     dirs = (first, str(second), tmp_path / "missing")
-    assert embedding_files(dirs) == {
+    assert network_files.embedding_files(dirs) == {
         "EasyNegative": first / "EasyNegative.safetensors",
         "old": second / "old.bin",
         "watercolor": first / "styles" / "deep" / "watercolor.pt",
     }
-    assert lora_files(dirs) == {
+    assert network_files.lora_files(dirs) == {
         "EasyNegative": first / "EasyNegative.safetensors",
         "Lora1": second / "Lora1.ckpt",
         "watercolor": first / "styles" / "deep" / "watercolor.pt",
     }
-    files = lora_files(dirs)
-    assert find_lora("lora1", files) == second / "Lora1.ckpt"  # case differs only
-    assert find_lora("nope", files) is None
+    files = network_files.lora_files(dirs)
+    assert network_files.find_lora("lora1", files) == second / "Lora1.ckpt"  # case differs only
+    assert network_files.find_lora("nope", files) is None
 
 
 @pytest.mark.parametrize(
@@ -82,7 +75,7 @@ def test_files_are_found_recursively_first_folder_first(tmp_path):
     ],
 )
 def test_lora_tags_are_read_as_a1111_writes_them(prompt, uses):
-    assert find_loras(prompt) == uses
+    assert network_files.find_loras(prompt) == uses
 
 
 def test_one_weight_is_both_weights_as_in_a1111():
@@ -91,7 +84,7 @@ def test_one_weight_is_both_weights_as_in_a1111():
 
 
 def test_strip_loras_takes_out_only_the_tags():
-    assert strip_loras("a cat, <lora:style:0.5>, <lyco:x>BREAK <b:c>") == "a cat, , BREAK <b:c>"
+    assert network_files.strip_loras("a cat, <lora:style:0.5>, <lyco:x>BREAK <b:c>") == "a cat, , BREAK <b:c>"
 
 
 @pytest.mark.parametrize(
@@ -110,8 +103,8 @@ def test_strip_loras_takes_out_only_the_tags():
     ],
 )
 def test_malformed_tags_say_what_is_wrong(prompt, message):
-    with pytest.raises(MalformedNetworkError) as caught:
-        find_loras(prompt)
+    with pytest.raises(network_files.MalformedNetworkError) as caught:
+        network_files.find_loras(prompt)
     assert isinstance(caught.value, ValueError)
     assert message in str(caught.value)
 
@@ -126,13 +119,7 @@ def own_pipe(tiny_model_dir):
 
 
 def make_runner(pipe, tmp_path, extra_networks=None, **config) -> JobRunner:
-    config = WorkerConfig(
-        models=(ModelSpec("tiny", "unused"),),
-        default_model="tiny",
-        outputs_dir=str(tmp_path / "outputs"),
-        preview_interval_s=3600,
-        **config,
-    )
+    config = tiny_worker_config(ModelSpec("tiny", "unused"), tmp_path / "outputs", preview_interval_s=3600, **config)
     cache = PipelineCache(config.models, CPU, torch.float32, loader=lambda *args: pipe)
     upscalers = upscale.Upscalers((), CPU, torch.float32)
     return JobRunner(config, cache, upscalers, extra_networks)

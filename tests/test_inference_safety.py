@@ -16,7 +16,7 @@ from inference.common.protocol import JobCompleted, WorkerConfig, WorkerStartupF
 from inference.safety_checker import SafetyCheckerError, load_safety_checker
 from inference.tiny import build_tiny_safety_checker
 from inference.worker import run_worker
-from tests.inference_fixtures import runner_for, tiny_request
+from tests.inference_fixtures import runner_for, tiny_request, tiny_worker_config
 
 CPU = torch.device("cpu")
 
@@ -88,13 +88,7 @@ def test_verdicts_are_those_of_diffusers_without_blacking_anything_out(flag_none
 
 @pytest.fixture
 def config(tiny_model_spec, tmp_path) -> WorkerConfig:
-    return WorkerConfig(
-        models=(tiny_model_spec,),
-        default_model=tiny_model_spec.name,
-        outputs_dir=str(tmp_path / "outputs"),
-        preview_interval_s=3600,
-        device="cpu",
-    )
+    return tiny_worker_config(tiny_model_spec, tmp_path / "outputs", preview_interval_s=3600, device="cpu")
 
 
 def runner_with(config, tiny_pipe, checker_folder: str) -> JobRunner:

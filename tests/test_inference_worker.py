@@ -27,7 +27,7 @@ from inference.common.protocol import (
     WorkerStartupFailed,
 )
 from inference.worker import WORKER_NICENESS, run_worker
-from tests.inference_fixtures import tiny_request
+from tests.inference_fixtures import tiny_request, tiny_worker_config
 
 # Generous limits that only stop a broken test from hanging; nothing here measures time.
 STARTUP_LIMIT_S = 240
@@ -71,13 +71,8 @@ class WorkerHandle:
 
 @pytest.fixture
 def worker_config(tiny_model_spec, tmp_path) -> WorkerConfig:
-    return WorkerConfig(
-        models=(tiny_model_spec,),
-        default_model=tiny_model_spec.name,
-        outputs_dir=str(tmp_path / "outputs"),
-        preview_interval_s=0,  # a preview with every step, so the test sees them all
-        preview_max_side=64,
-    )
+    # A preview with every step, so the test sees them all.
+    return tiny_worker_config(tiny_model_spec, tmp_path / "outputs", preview_interval_s=0, preview_max_side=64)
 
 
 def test_worker_serves_jobs_cancels_and_failures(worker_config):

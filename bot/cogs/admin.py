@@ -20,6 +20,7 @@ from discord.ext import commands
 from sqlalchemy import func, or_, select
 
 from bot import actions
+from bot.cogs.generation_options import Option, declared_options
 from bot.errors import InvalidOption, JobNotFound, NothingToDo
 from bot.jobs import removal, retention
 from bot.policy import audit, gate, rules, store
@@ -36,6 +37,18 @@ AUDIT_PAGE_SIZE = 10
 EMBED_LIMIT = 4000  # an embed description holds 4096 characters
 ID_LISTS: dict[str, store.IdList] = {"use": "user_role_ids", "costly": "costly_role_ids"}
 ROLE_LIST_NAMES = {"use": "may use the bot", "costly": "may use costly features"}
+# /admin limits set: the limits (store.LIMIT_FIELDS, in its order), then whose they are.
+LIMIT_DESCRIPTIONS = (
+    "Images per member in a rolling 24 hours",
+    "Seconds between two jobs of a member",
+    "Jobs a member may have waiting",
+    "GPU time one job may take, in units (1 unit = 20 steps of one 512x512 image)",
+    "GPU time a member's waiting jobs may take together, in units",
+)
+LIMIT_OPTIONS = {
+    **{name: Option(int, description) for name, description in zip(store.LIMIT_FIELDS, LIMIT_DESCRIPTIONS, strict=True)},
+    "role": Option(discord.Role, "Set this role's own limits instead (a member gets the most generous of their roles')"),
+}
 
 
 def _limit_option(value: int | None, name: str) -> int | None:
@@ -198,28 +211,10 @@ class Admin(commands.Cog):
     # --- limits -------------------------------------------------------------------------------
 
     @limits.command(name="set", description="Per-member limits for the server, or a role's own (0: no limit)")
-    @app_commands.describe(
-        images_per_day="Images per member in a rolling 24 hours",
-        cooldown_s="Seconds between two jobs of a member",
-        max_pending="Jobs a member may have waiting",
-        max_job_cost="GPU time one job may take, in units (1 unit = 20 steps of one 512x512 image)",
-        max_waiting_cost="GPU time a member's waiting jobs may take together, in units",
-        role="Set this role's own limits instead (a member gets the most generous of their roles')",
-    )
+    @declared_options(LIMIT_OPTIONS, *LIMIT_OPTIONS)
     async def limits_set(
-        self,
-        interaction: discord.Interaction,
-        images_per_day: int | None = None,
-        cooldown_s: int | None = None,
-        max_pending: int | None = None,
-        max_job_cost: int | None = None,
-        max_waiting_cost: int | None = None,
-        role: discord.Role | None = None,
+        self, interaction: discord.Interaction, role: discord.Role | None = None, **given: int | None
     ) -> None:
-        given = {
-            "images_per_day": images_per_day, "cooldown_s": cooldown_s, "max_pending": max_pending,
-            "max_job_cost": max_job_cost, "max_waiting_cost": max_waiting_cost,
-        }
         values = {name: _limit_option(value, name) for name, value in given.items() if value is not None}
         if not values:
             raise InvalidOption(f"Give at least one of {', '.join(store.LIMIT_FIELDS)}.")

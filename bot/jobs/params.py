@@ -13,23 +13,21 @@ import re
 import unicodedata
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, fields, replace
+from enum import Enum
 from typing import TYPE_CHECKING, TypeVar
 
 from bot.errors import InvalidOption, echo, listed
 from bot.prompts.cleaning import clean_prompt_text
 from inference.common.protocol import (
     LANCZOS,
-    LATENT,
     GenerateRequest,
     HiresFix,
     ImageInput,
     InpaintOptions,
     JobKind,
-    MaskedContent,
     OutpaintOptions,
     PlotCell,
     PlotOptions,
-    ResizeMode,
     UpscaleOptions,
 )
 from inference.common.samplers import SAMPLER_NAMES, find_sampler
@@ -395,64 +393,61 @@ def image_seeds(job: Job | JobParameters) -> tuple[tuple[int, ...], tuple[int, .
     return tuple(job.seed + i for i in range(job.count)), ()
 
 
+# The protocol's workflow groups, and the job columns named otherwise than the group's fields
+# they fill; a field without a column (outpaint's blend) keeps the group's default.
+_WORKFLOW_GROUPS: dict[str, tuple[type, dict[str, str]]] = dict(
+    image=(ImageInput, {"path": "init_image_path"}),
+    inpaint=(InpaintOptions, {"only_masked": "inpaint_only_masked", "only_masked_padding": "inpaint_padding"}),
+    outpaint=(OutpaintOptions, {side: f"outpaint_{side}" for side in ("left", "right", "top", "bottom")}),
+    hires=(HiresFix, {"scale": "hires_scale", "steps": "hires_steps", "denoising_strength": "hires_denoising", "upscaler": "hires_upscaler"}),
+    upscale=(UpscaleOptions, {"scale": "upscale_factor"}),
+)
+_JOB_COLUMNS = frozenset(f.name for f in fields(JobParameters))
+# The request's fields that are a job's columns under the same name.
+_SAME_NAMED = tuple(f.name for f in fields(GenerateRequest) if f.name in _JOB_COLUMNS)
+
+
+def _workflow_group(job: Job, group: type, renamed: dict[str, str]) -> object:
+    """One of the protocol's workflow groups from a job's columns; an empty column (None, "")
+    leaves the group's default."""
+    values = {}
+    for option in fields(group):
+        column = renamed.get(option.name, option.name)
+        value = getattr(job, column) if column in _JOB_COLUMNS else None
+        if value is None or value == "":
+            continue
+        # A closed set (ResizeMode, MaskedContent) is stored as its value.
+        values[option.name] = type(option.default)(value) if isinstance(option.default, Enum) else value
+    return group(**values)
+
+
 def generate_request(job: Job) -> GenerateRequest:
+    """The worker's request for a job row: its own columns, its seeds per image, and its
+    workflow's options grouped as the protocol declares them."""
     seeds, subseeds = image_seeds(job)
-    image = inpaint = outpaint = hires = upscale = None
-    if job.init_image_path is not None:
-        image = ImageInput(
-            path=job.init_image_path,
-            denoising_strength=_or(job.denoising_strength, 0.75),
-            resize_mode=ResizeMode(job.resize_mode or ResizeMode.JUST_RESIZE),
-            loopback_count=_or(job.loopback_count, 1),
-            loopback_final_strength=job.loopback_final_strength,
-        )
-    if job.mask_path is not None:
-        inpaint = InpaintOptions(
-            mask_path=job.mask_path,
-            mask_blur=_or(job.mask_blur, 4),
-            masked_content=MaskedContent(job.masked_content or MaskedContent.ORIGINAL),
-            only_masked=bool(job.inpaint_only_masked),
-            only_masked_padding=_or(job.inpaint_padding, 32),
-        )
-    if job.kind == JobKind.OUTPAINT:
-        outpaint = OutpaintOptions(
-            left=job.outpaint_left or 0,
-            right=job.outpaint_right or 0,
-            top=job.outpaint_top or 0,
-            bottom=job.outpaint_bottom or 0,
-        )
-    if job.hires_scale is not None and job.hires_scale > 1:
-        hires = HiresFix(
-            scale=job.hires_scale,
-            steps=job.hires_steps or 0,
-            denoising_strength=_or(job.hires_denoising, 0.7),
-            upscaler=job.hires_upscaler or LATENT,
-        )
-    if job.kind == JobKind.UPSCALE:
-        upscale = UpscaleOptions(scale=_or(job.upscale_factor, 2.0), upscaler=job.upscaler or LANCZOS)
-    return GenerateRequest(
-        job_id=job.id,
-        kind=JobKind(job.kind),
-        model=job.model,
-        prompt=job.prompt,
-        negative_prompt=job.negative_prompt,
-        width=job.width,
-        height=job.height,
-        steps=job.steps,
-        cfg_scale=job.cfg_scale,
-        sampler=job.sampler,
-        seeds=seeds,
-        subseeds=subseeds,
-        subseed_strength=job.subseed_strength if subseeds else 0.0,
-        image=image,
-        inpaint=inpaint,
-        outpaint=outpaint,
-        hires=hires,
-        upscale=upscale,
-        plot=plot_options(job.plot_json) if job.plot_json else None,
-        tiling=bool(job.tiling),
-        safety_check=bool(job.safety_check),
+    has_group = dict(
+        image=job.init_image_path is not None,
+        inpaint=job.mask_path is not None,
+        outpaint=job.kind == JobKind.OUTPAINT,
+        hires=job.hires_scale is not None and job.hires_scale > 1,
+        upscale=job.kind == JobKind.UPSCALE,
     )
+    groups = {
+        name: _workflow_group(job, group, renamed) if has_group[name] else None
+        for name, (group, renamed) in _WORKFLOW_GROUPS.items()
+    }
+    return GenerateRequest(**{
+        **{name: getattr(job, name) for name in _SAME_NAMED},
+        **groups,
+        "job_id": job.id,
+        "kind": JobKind(job.kind),
+        "seeds": seeds,
+        "subseeds": subseeds,
+        "subseed_strength": job.subseed_strength if subseeds else 0.0,
+        "plot": plot_options(job.plot_json) if job.plot_json else None,
+        "tiling": bool(job.tiling),
+        "safety_check": bool(job.safety_check),
+    })
 
 
 def plot_options(text: str) -> PlotOptions:
@@ -464,10 +459,6 @@ def plot_options(text: str) -> PlotOptions:
 
 def plot_json(plot: PlotOptions) -> str:
     return json.dumps(asdict(plot))
-
-
-def _or(value: T | None, default: T) -> T:
-    return default if value is None else value
 
 
 def parameters_of(job: Job) -> JobParameters:
@@ -496,25 +487,17 @@ def reroll_of(job: Job) -> JobParameters:
     )
 
 
+# What Remix takes from the edited parameters: all that the prompts and their inline parameters
+# set. The workflow (source image, mask...), the count and the kind stay the job's.
+REMIXED = ("prompt", "negative_prompt", "model", "width", "height", "steps", "cfg_scale", "sampler", "seed", "tiling")
+
+
 def remix_of(job: Job, edited: JobParameters) -> JobParameters:
     """The same job with what the user edited in Remix (the prompts, and any inline parameters
     they wrote, resolved and checked as `edited`): the same seeds unless they gave one, the
     same workflow. Midjourney's remix."""
-    return replace(
-        parameters_of(job),
-        prompt=edited.prompt,
-        negative_prompt=edited.negative_prompt,
-        model=edited.model,
-        width=edited.width,
-        height=edited.height,
-        steps=edited.steps,
-        cfg_scale=edited.cfg_scale,
-        sampler=edited.sampler,
-        seed=edited.seed,
-        tiling=edited.tiling,
-        parent_job_id=job.id,
-        parent_image_index=None,
-    )
+    remixed = {name: getattr(edited, name) for name in REMIXED}
+    return replace(parameters_of(job), **remixed, parent_job_id=job.id, parent_image_index=None)
 
 
 def variation_of(job: Job, image_index: int, seed: int, strength: float, count: int) -> JobParameters:

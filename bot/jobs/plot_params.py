@@ -22,9 +22,9 @@ import csv
 import io
 import math
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from bot.errors import InvalidOption, echo, listed
 from bot.jobs.params import MAX_SEED, GenerationOptions, JobParameters, plot_json, random_seed, resolve_parameters
@@ -319,17 +319,13 @@ def xy_plot_parameters(
     y_type: str | None = None,
     y_values: str | None = None,
     *,
-    hires_scale: float | None = None,
-    hires_steps: int | None = None,
-    hires_denoising: float | None = None,
-    hires_upscaler: str | None = None,
+    hires: Mapping[str, Any] | None = None,
 ) -> JobParameters:
     """One image per X value (columns) and Y value (rows), the job's seed in every cell unless
-    the Seed axis sets it; the hires options are /imagine's, needed by the Denoising axis."""
+    the Seed axis sets it; ``hires``: /imagine's hires fix, as hires_parameters takes it (the
+    Denoising axis needs it)."""
     params = resolve_parameters(replace(options, count=1), settings, user)
-    params = hires_parameters(
-        params, settings, scale=hires_scale, steps=hires_steps, denoising=hires_denoising, upscaler=hires_upscaler
-    )
+    params = hires_parameters(params, settings, **(hires or {}))
     if (y_type is None) != (y_values is None):
         raise InvalidOption("Give y_type and y_values together, or neither for a single row.")
     limit = settings.prompts.max_plot_cells

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Collection
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Any
@@ -68,6 +68,12 @@ class Requester:
     safety_check: bool = False
     # Shown to the member alone (Job.private).
     private: bool = False
+
+    def job_columns(self) -> dict[str, Any]:
+        """The jobs-table columns it fills: all but the name, which the users table keeps."""
+        columns = asdict(self)
+        del columns["user_name"]
+        return columns
 
 
 class CancelOutcome(StrEnum):
@@ -123,17 +129,7 @@ class JobQueue:
             if refusal is not None:
                 raise TooCostly(refusal)
             await session.execute(_member_row(requester.user_id, requester.user_name))
-            job = Job(
-                user_id=requester.user_id,
-                status=JobStatus.PENDING,
-                guild_id=requester.guild_id,
-                channel_id=requester.channel_id,
-                upload_limit_bytes=requester.upload_limit_bytes,
-                safety_check=requester.safety_check,
-                private=requester.private,
-                cost=cost,
-                **job_columns(params),
-            )
+            job = Job(status=JobStatus.PENDING, cost=cost, **requester.job_columns(), **job_columns(params))
             session.add(job)
             if with_row is not None:
                 await session.flush()  # the job's id and defaults, for the row

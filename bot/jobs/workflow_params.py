@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING
 
 from bot.errors import InvalidOption, echo, listed
 from bot.jobs.params import GenerationOptions, JobParameters, random_seed, resolve_parameters
-from inference.common.protocol import LANCZOS, LATENT, JobKind, MaskedContent, ResizeMode
+from inference.common.protocol import LANCZOS, LATENT, MAX_MASK_BLUR, JobKind, MaskedContent, ResizeMode
 from inference.common.upscaler_files import upscaler_files
 
 if TYPE_CHECKING:
@@ -31,7 +31,6 @@ OUTPAINT_DIRECTIONS = ("left", "right", "up", "down", "all")
 # Outpainting repaints new canvas from almost nothing: A1111's outpainting scripts advise a
 # denoising strength near 1. The seam band is blended back into the original anyway.
 OUTPAINT_STRENGTH = 0.9
-MAX_MASK_BLUR = 64
 MAX_INPAINT_PADDING = 256
 MAX_UPSCALE = 8.0
 
@@ -332,7 +331,7 @@ def hires_parameters(
     params: JobParameters,
     settings: Settings,
     *,
-    scale: float | None,
+    scale: float | None = None,
     steps: int | None = None,
     denoising: float | None = None,
     upscaler: str | None = None,

@@ -64,6 +64,11 @@ class ImageInput:
     loopback_final_strength: float | None = None
 
 
+# The mask blur's one limit, in pixels: the range of A1111's slider. The command's option, the
+# bot's checks and the worker's all use it.
+MAX_MASK_BLUR = 64
+
+
 @dataclass(frozen=True, slots=True)
 class InpaintOptions:
     mask_path: str  # a PNG of the image's size; white is repainted, black is kept
@@ -92,8 +97,8 @@ class HiresFix:
     """A1111's hires fix: txt2img at width x height, upscale, then img2img at the larger size."""
 
     scale: float  # the second pass is (width*scale, height*scale), rounded to multiples of 8
-    steps: int  # steps of the second pass; 0 means the same as the first
-    denoising_strength: float
+    steps: int = 0  # steps of the second pass; 0 means the same as the first
+    denoising_strength: float = 0.7  # A1111's default
     upscaler: str = LATENT  # LATENT, LANCZOS, or the name of an upscaler model file
 
 
@@ -126,7 +131,7 @@ class PlotOptions:
 
 @dataclass(frozen=True, slots=True)
 class UpscaleOptions:
-    scale: float  # the output is the source times this (2 or 4 from the buttons)
+    scale: float = 2.0  # the output is the source times this (2 or 4 from the buttons)
     upscaler: str = LANCZOS  # LANCZOS or the name of an upscaler model file (stem, no suffix)
 
 
@@ -147,46 +152,26 @@ class ModelSpec:
     long_prompts: bool = True
 
 
-# The choices of WorkerConfig's torch_compile, preview_method and low_memory. "off" or a
+# The choices of WorkerOptions' torch_compile, preview_method and low_memory. "off" or a
 # torch.compile mode; "max-autotune-no-cudagraphs" is the usual best for diffusion models.
 COMPILE_MODES = ("off", "default", "reduce-overhead", "max-autotune-no-cudagraphs", "max-autotune")
 PREVIEW_METHODS = ("approx", "taesd")
 LOW_MEMORY_MODES = ("off", "slicing", "offload")
 
 
-@dataclass(frozen=True, slots=True)
-class WorkerConfig:
-    """Everything the worker process needs to start; built by the bot from its settings."""
+@dataclass(frozen=True, slots=True, kw_only=True)
+class WorkerOptions:
+    """What an admin tunes about the worker: the bot's [worker] settings load into these
+    fields (bot.config.WorkerSettings adds the bot's own), and WorkerConfig carries them."""
 
-    models: tuple[ModelSpec, ...]
-    default_model: str
-    outputs_dir: str
     device: str = "auto"  # "auto" picks cuda when present, else cpu; or "cpu", "cuda", "cuda:1"
     dtype: str = "auto"  # "auto" is float16 on cuda and float32 on cpu; or float16/bfloat16/float32
     # The worker sends at most one preview per interval, so previews cost little and the bot
     # never has more to show than Discord's edit rate allows.
     preview_interval_s: float = 1.5
     preview_max_side: int = 256
-    # Models loaded at start-up, so the first user does not pay the load.
-    preload: tuple[str, ...] = ()
-    # Folders searched for upscaler models (.pth / .safetensors, loaded through spandrel); a
-    # model's name is its file name without the suffix. A1111 keeps them in models/ESRGAN and
-    # models/RealESRGAN.
-    upscaler_dirs: tuple[str, ...] = ()
-    # Upscalers run on tiles of this many pixels (0: whole image at once), overlapping by
-    # tile_overlap, so a 4x of a large image fits a small GPU and the CPU's memory.
-    upscale_tile: int = 256
-    upscale_tile_overlap: int = 32
-    # Textual-inversion embeddings (.safetensors, .pt, .bin; A1111: embeddings/), used by writing
-    # their name (the file name without suffix) in a prompt, and LoRA files (A1111: models/Lora),
-    # used as <lora:name:weight>.
-    embedding_dirs: tuple[str, ...] = ()
-    lora_dirs: tuple[str, ...] = ()
     # PNG zlib level for saved images: 1 is several times faster than 9 for ~10% more bytes.
     png_compress_level: int = 1
-    # A safety classifier (diffusers' StableDiffusionSafetyChecker layout: a hub id or a local
-    # folder with its CLIP image processor), run on requests with ``safety_check``; "": none.
-    safety_checker: str = ""
     # The most images of one RunBatch (the sum of its jobs' counts); the bot's queue batches
     # compatible jobs up to it (inference/batching.py). 1: every job runs alone.
     max_batch_images: int = 8
@@ -206,9 +191,6 @@ class WorkerConfig:
     # One generation per preloaded model at start-up on a GPU, at warmup_shape, so cuDNN
     # autotuning and compilation are paid before the first user.
     warmup: bool = True
-    # (width, height, images) of the warm-up: the bot fills in its default model's base size
-    # and /imagine's default count.
-    warmup_shape: tuple[int, int, int] = (512, 512, 1)
     # One of PREVIEW_METHODS: "approx" (A1111's Approx cheap, a linear latent->RGB map) or
     # "taesd" (the tiny autoencoder at taesd_source: a hub id or a folder). Never the full VAE.
     preview_method: str = "approx"
@@ -219,6 +201,36 @@ class WorkerConfig:
     # Models kept loaded, least recently used evicted, while the sum of their parameters' MB
     # stays within this; 0: one model at a time (each inpainting variant counts as a model).
     model_memory_budget_mb: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class WorkerConfig(WorkerOptions):
+    """Everything the worker process needs to start; built by the bot from its settings."""
+
+    models: tuple[ModelSpec, ...]
+    default_model: str
+    outputs_dir: str
+    # Models loaded at start-up, so the first user does not pay the load.
+    preload: tuple[str, ...] = ()
+    # Folders searched for upscaler models (.pth / .safetensors, loaded through spandrel); a
+    # model's name is its file name without the suffix. A1111 keeps them in models/ESRGAN and
+    # models/RealESRGAN.
+    upscaler_dirs: tuple[str, ...] = ()
+    # Upscalers run on tiles of this many pixels (0: whole image at once), overlapping by
+    # tile_overlap, so a 4x of a large image fits a small GPU and the CPU's memory.
+    upscale_tile: int = 256
+    upscale_tile_overlap: int = 32
+    # Textual-inversion embeddings (.safetensors, .pt, .bin; A1111: embeddings/), used by writing
+    # their name (the file name without suffix) in a prompt, and LoRA files (A1111: models/Lora),
+    # used as <lora:name:weight>.
+    embedding_dirs: tuple[str, ...] = ()
+    lora_dirs: tuple[str, ...] = ()
+    # A safety classifier (diffusers' StableDiffusionSafetyChecker layout: a hub id or a local
+    # folder with its CLIP image processor), run on requests with ``safety_check``; "": none.
+    safety_checker: str = ""
+    # (width, height, images) of the warm-up: the bot fills in its default model's base size
+    # and /imagine's default count.
+    warmup_shape: tuple[int, int, int] = (512, 512, 1)
     # Write a job's PNGs on a thread while the next job generates (JobSaving says when the GPU
     # is free). False writes them before the next job starts: for side-by-side benchmarks.
     background_saving: bool = True

@@ -1,21 +1,11 @@
-"""initial schema
-
-Revision ID: 0001
-Revises: 
-Create Date: 2026-11-22 04:42:57.304892
-
-"""
-from typing import Sequence, Union
+"""initial schema"""
 
 from alembic import op
 import sqlalchemy as sa
 
 
-# revision identifiers, used by Alembic.
-revision: str = '0001'
-down_revision: Union[str, Sequence[str], None] = None
-branch_labels: Union[str, Sequence[str], None] = None
-depends_on: Union[str, Sequence[str], None] = None
+revision = "0001"
+down_revision = None
 
 
 def upgrade() -> None:
@@ -89,8 +79,6 @@ def upgrade() -> None:
     )
     with op.batch_alter_table('images', schema=None) as batch_op:
         batch_op.create_index(batch_op.f('ix_images_job_id'), ['job_id'], unique=False)
-
-
 
 
 def downgrade() -> None:

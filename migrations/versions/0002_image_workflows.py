@@ -1,21 +1,13 @@
 """image workflows: img2img, inpaint, outpaint, hires fix and upscale parameters on jobs
 
-Revision ID: 0002
-Revises: 0001
-Create Date: 2026-11-23
-
 All columns are nullable: jobs of earlier versions had none of these workflows.
 """
-
-from collections.abc import Sequence
 
 import sqlalchemy as sa
 from alembic import op
 
-revision: str = "0002"
-down_revision: str | None = "0001"
-branch_labels: str | Sequence[str] | None = None
-depends_on: str | Sequence[str] | None = None
+revision = "0002"
+down_revision = "0001"
 
 COLUMNS = (
     ("init_image_path", sa.Text()),

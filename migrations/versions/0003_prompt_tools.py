@@ -1,19 +1,10 @@
-"""prompt tools: seamless tiling and X/Y plots on jobs, and the styles table
-
-Revision ID: 0003
-Revises: 0002
-Create Date: 2026-11-23
-"""
-
-from collections.abc import Sequence
+"""prompt tools: seamless tiling and X/Y plots on jobs, and the styles table"""
 
 import sqlalchemy as sa
 from alembic import op
 
-revision: str = "0003"
-down_revision: str | None = "0002"
-branch_labels: str | Sequence[str] | None = None
-depends_on: str | Sequence[str] | None = None
+revision = "0003"
+down_revision = "0002"
 
 
 def upgrade() -> None:

@@ -1,19 +1,10 @@
-"""job cost: each job's GPU time in units (bot.jobs.cost), and the index that sums it per member
-
-Revision ID: 0005
-Revises: 0004
-Create Date: 2026-12-06
-"""
-
-from collections.abc import Sequence
+"""job cost: each job's GPU time in units (bot.jobs.cost), and the index that sums it per member"""
 
 import sqlalchemy as sa
 from alembic import op
 
-revision: str = "0005"
-down_revision: str | None = "0004"
-branch_labels: str | Sequence[str] | None = None
-depends_on: str | Sequence[str] | None = None
+revision = "0005"
+down_revision = "0004"
 
 # bot.jobs.cost.job_cost in SQL, for the rows that predate the column: every image at the
 # job's own steps (a plot's per-cell steps are not read here), img2img at the steps its

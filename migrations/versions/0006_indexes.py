@@ -1,21 +1,13 @@
 """indexes for a large database: /history's pages, start-up's private jobs, /admin audit by member
 
-Revision ID: 0006
-Revises: 0005
-Create Date: 2026-12-06
-
 Measured by bench/big_database.py (1,000,000 jobs): see bench/results/big_database-cpu.json.
 """
-
-from collections.abc import Sequence
 
 import sqlalchemy as sa
 from alembic import op
 
-revision: str = "0006"
-down_revision: str | None = "0005"
-branch_labels: str | Sequence[str] | None = None
-depends_on: str | Sequence[str] | None = None
+revision = "0006"
+down_revision = "0005"
 
 
 def upgrade() -> None:

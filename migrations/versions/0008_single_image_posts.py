@@ -1,19 +1,10 @@
-"""single image posts: where a U button posted an image alone, so it is posted once
-
-Revision ID: 0008
-Revises: 0007
-Create Date: 2026-12-06
-"""
-
-from collections.abc import Sequence
+"""single image posts: where a U button posted an image alone, so it is posted once"""
 
 import sqlalchemy as sa
 from alembic import op
 
-revision: str = "0008"
-down_revision: str | None = "0007"
-branch_labels: str | Sequence[str] | None = None
-depends_on: str | Sequence[str] | None = None
+revision = "0008"
+down_revision = "0007"
 
 
 def upgrade() -> None:

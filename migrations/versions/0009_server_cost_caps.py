@@ -1,19 +1,10 @@
-"""server cost caps: a server's own caps on one job's GPU time and a member's waiting jobs'
-
-Revision ID: 0009
-Revises: 0008
-Create Date: 2026-12-07
-"""
-
-from collections.abc import Sequence
+"""server cost caps: a server's own caps on one job's GPU time and a member's waiting jobs'"""
 
 import sqlalchemy as sa
 from alembic import op
 
-revision: str = "0009"
-down_revision: str | None = "0008"
-branch_labels: str | Sequence[str] | None = None
-depends_on: str | Sequence[str] | None = None
+revision = "0009"
+down_revision = "0008"
 
 TABLES = ("guild_policies", "role_limits")
 
