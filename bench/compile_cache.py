@@ -64,13 +64,14 @@ def child(args) -> dict[str, Any]:  # type: ignore[no-untyped-def]
     from diffusers import StableDiffusionPipeline
 
     from inference.acceleration import Acceleration, place_pipeline, warm_up
-    from inference.models import _dtype_keyword, resolve_device, resolve_dtype
+    from inference.diffusers_versions import dtype_keyword
+    from inference.models import resolve_device, resolve_dtype
 
     device = resolve_device(args.device)
     dtype = resolve_dtype(args.dtype, device)
     folder = cached_model(args.model, args.model_cache)
     load_seconds, pipe = common.timed(
-        lambda: StableDiffusionPipeline.from_pretrained(folder, **{_dtype_keyword(): dtype}, safety_checker=None)
+        lambda: StableDiffusionPipeline.from_pretrained(folder, **{dtype_keyword(): dtype}, safety_checker=None)
     )
     pipe.set_progress_bar_config(disable=True)
     compiling = args.child != "uncompiled"

@@ -129,11 +129,11 @@ def plain_pipeline(folder: Path, device, dtype, sampler: str):
     import diffusers
     from diffusers import StableDiffusionPipeline
 
-    from inference.models import _dtype_keyword  # torch_dtype or dtype, by diffusers version
     from inference.common.samplers import SAMPLERS
+    from inference.diffusers_versions import dtype_keyword  # torch_dtype or dtype, by diffusers version
 
     pipe = StableDiffusionPipeline.from_pretrained(
-        folder, **{_dtype_keyword(): dtype}, safety_checker=None, requires_safety_checker=False
+        folder, **{dtype_keyword(): dtype}, safety_checker=None, requires_safety_checker=False
     )
     pipe = pipe.to(device)
     pipe.set_progress_bar_config(disable=True)

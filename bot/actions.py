@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import weakref
 from collections.abc import Awaitable, Callable
@@ -15,6 +14,7 @@ import discord
 
 from bot import flagged_results, inputs
 from bot.errors import ImageUnavailable, InvalidOption, JobNotFound, NotAllowed, Restarting, UserError, echo
+from bot.interactions import acknowledge, answers_privately, is_age_restricted, replace_thinking, send_private
 from bot.jobs.params import (
     GenerationOptions,
     JobParameters,
@@ -37,94 +37,38 @@ from bot.jobs.queue import CancelOutcome, Requester
 from bot.jobs.retention import expired_message
 from bot.policy import audit, gate
 from bot.prompts.prepare import prepare
-from bot.ui import buttons, confirm, embeds
+from bot.ui import embeds
 from db.models import AuditEntry, Image, Job, JobStatus, User
 from inference.common.protocol import JobKind
 
 if TYPE_CHECKING:
     from bot.client import SDBot
+    from bot.config import DiscordSettings
 
 log = logging.getLogger(__name__)
 APOLOGY = "Something went wrong on our side. The error was logged; please try again in a moment."
 RESTARTING = "The bot is restarting; try again in a minute."
 
 
-def bot_of(interaction: discord.Interaction) -> SDBot:
-    return interaction.client  # type: ignore[return-value]
-
-
 # Commands whose app_commands extras carry this are acknowledged before anything else
-# (gate.tree_check): they queue jobs, and their checks read the database.
+# (bot.client.CommandTree.interaction_check): they queue jobs, and their checks read the database.
 QUEUES_JOBS = {"queues_jobs": True}
 
 
-def check_not_stopping(interaction: discord.Interaction) -> None:
+def check_not_stopping(interaction: discord.Interaction[SDBot]) -> None:
     """A bot that is shutting down takes nothing new: what it would queue or change now could
     be cut off half-way, and the member would not know whether it happened."""
-    if bot_of(interaction).stopping:
+    if interaction.client.stopping:
         raise Restarting(RESTARTING)
 
 
 def is_job_command(command: Any) -> bool:
     """A command marked with QUEUES_JOBS (None, an autocomplete's or a menu's: False)."""
     return bool(getattr(command, "extras", {}).get("queues_jobs"))
-# interaction.extras keys: the privacy chosen at acknowledgement, and a public "thinking…"
-# that no status message has replaced yet.
-_PRIVATE_KEY = "sdbot.private"
-_PUBLIC_THINKING_KEY = "sdbot.public_thinking"
-
-
-async def acknowledge(interaction: discord.Interaction, parent_job_id: int | None = None) -> None:
-    """Answer Discord at once with "thinking…", before the checks and the queue, whatever the
-    load: the 3-second limit and the member's patience both count from the click.
-
-    It is private when the job's result will be (answers_privately). The first status message
-    replaces it (submit); a refusal or a private question withdraws it (withdraw_thinking), so
-    only the private explanation remains."""
-    if interaction.response.is_done():
-        return
-    private = await answers_privately(interaction, parent_job_id)
-    await interaction.response.defer(thinking=True, ephemeral=private)
-    interaction.extras[_PRIVATE_KEY] = private
-    interaction.extras[_PUBLIC_THINKING_KEY] = not private
-    # The checks and the queue row wait until the commands that came before this one have had
-    # their "thinking…" too (bot/answers_first.py).
-    answers_first = bot_of(interaction).answers_first
-    answers_first.answered()
-    await answers_first.wait_for_earlier()
-
-
-async def withdraw_thinking(interaction: discord.Interaction, content: str) -> None:
-    """Finish and delete a public "thinking…" that will not become a status message."""
-    if not interaction.extras.pop(_PUBLIC_THINKING_KEY, False):
-        return
-    with contextlib.suppress(discord.HTTPException):
-        # A still-loading response must be finished before it is deleted, or Discord takes the
-        # next followup (the private explanation) for its content and fails.
-        await interaction.edit_original_response(content=content)
-        await interaction.delete_original_response()
-
-
-async def replace_thinking(interaction: discord.Interaction, **fields: Any) -> discord.WebhookMessage:
-    """The answer to an acknowledged interaction: its first followup replaces "thinking…"."""
-    message = await interaction.followup.send(wait=True, **fields)
-    interaction.extras.pop(_PUBLIC_THINKING_KEY, None)
-    return message
-
-
-async def send_private(interaction: discord.Interaction, text: str) -> None:
-    """Every private answer (refusals, the error handlers' replies) goes out here: cut to what
-    Discord takes, since a message it refuses as too long leaves the member with no answer."""
-    text = embeds.clip(text, confirm.MESSAGE_LIMIT)
-    if interaction.response.is_done():
-        await withdraw_thinking(interaction, "Not queued.")
-        await interaction.followup.send(text, ephemeral=True)
-    else:
-        await interaction.response.send_message(text, ephemeral=True)
 
 
 async def run_for_user(
-    interaction: discord.Interaction,
+    interaction: discord.Interaction[SDBot],
     action: Callable[[], Awaitable[Any]],
     *,
     queues_jobs: bool = False,
@@ -146,7 +90,7 @@ async def run_for_user(
 
 
 async def prepare_for(
-    interaction: discord.Interaction,
+    interaction: discord.Interaction[SDBot],
     options: GenerationOptions,
     user: User | None,
     *,
@@ -155,15 +99,15 @@ async def prepare_for(
 ) -> list[GenerationOptions]:
     """bot.prompts.prepare for this member here: permutations, inline parameters, styles
     (theirs and this server's), LoRA and embedding checks; one GenerationOptions per job."""
-    bot = bot_of(interaction)
+    bot = interaction.client
     return await prepare(
         bot.queue.db, options, bot.settings, user, user_id=interaction.user.id, guild_id=interaction.guild_id,
         style_names=style_names, override=override,
     )
 
 
-def requester(interaction: discord.Interaction, *, private: bool = False) -> Requester:
-    settings = bot_of(interaction).settings
+def requester(interaction: discord.Interaction[SDBot], *, private: bool = False) -> Requester:
+    settings = interaction.client.settings
     return Requester(
         private=private,
         user_id=interaction.user.id,
@@ -175,33 +119,12 @@ def requester(interaction: discord.Interaction, *, private: bool = False) -> Req
     )
 
 
-def is_age_restricted(interaction: discord.Interaction) -> bool:
-    """The channel is one Discord marks age-restricted (a thread follows its parent). A DM
-    never is: NSFW is allowed only where a server's moderators said so."""
-    channel = interaction.channel
-    is_nsfw = getattr(channel, "is_nsfw", None)
-    return interaction.guild_id is not None and callable(is_nsfw) and bool(is_nsfw())
-
-
-def may_manage(interaction: discord.Interaction, job: Job) -> bool:
+def may_manage(interaction: discord.Interaction[SDBot], job: Job) -> bool:
     """The job's owner, or a moderator (Manage Messages in this channel)."""
     return interaction.user.id == job.user_id or interaction.permissions.manage_messages
 
 
-async def answers_privately(interaction: discord.Interaction, parent_job_id: int | None = None) -> bool:
-    """Whether what this interaction makes is shown to its member alone (ephemeral): they
-    turned private results on in /settings, or it is made from a private job (the buttons of
-    a private result). Other ephemeral messages (/history, /pnginfo, a permutation question)
-    do not make their jobs private. A DM is private already: nothing there is ephemeral, so
-    results stay in the conversation."""
-    if interaction.guild_id is None:
-        return False
-    if (chosen := interaction.extras.get(_PRIVATE_KEY)) is not None:
-        return chosen  # what the member was shown at acknowledgement is what their jobs are
-    return await bot_of(interaction).queue.privacy.answers_privately(interaction.user.id, parent_job_id)
-
-
-def may_use(interaction: discord.Interaction, job: Job) -> bool:
+def may_use(interaction: discord.Interaction[SDBot], job: Job) -> bool:
     """Whether this member, here, may see and act on the job: its owner anywhere (a private
     result reaches them by DM, with its buttons); anyone else only in the job's own server,
     and a private job only as a moderator (Manage Messages in this channel)."""
@@ -212,11 +135,11 @@ def may_use(interaction: discord.Interaction, job: Job) -> bool:
     return not job.private or interaction.permissions.manage_messages
 
 
-async def job_for_interaction(interaction: discord.Interaction, job_id: int) -> Job:
+async def job_for_interaction(interaction: discord.Interaction[SDBot], job_id: int) -> Job:
     """The job a command, button or form names, if this member may use it here (may_use).
     Job numbers count up, so the refusal is word for word the one for a job that never
     existed: it must not tell a member that a job they may not see is there."""
-    job = await bot_of(interaction).queue.get(job_id)
+    job = await interaction.client.queue.get(job_id)
     if job is None or not may_use(interaction, job):
         raise JobNotFound(f"Job #{job_id} does not exist, or you cannot see it here.")
     return job
@@ -235,7 +158,7 @@ def check_files_kept(bot: SDBot, job: Job) -> None:
 
 
 async def submit(
-    interaction: discord.Interaction, params: JobParameters, *, as_followup: bool = False, checked: bool = False
+    interaction: discord.Interaction[SDBot], params: JobParameters, *, as_followup: bool = False, checked: bool = False
 ) -> Job:
     """Queue a job and answer with its status message: the row exists before the answer.
 
@@ -252,8 +175,8 @@ async def submit(
         return await _queue_and_announce(interaction, params, as_followup)
 
 
-async def _queue_and_announce(interaction: discord.Interaction, params: JobParameters, as_followup: bool) -> Job:
-    bot = bot_of(interaction)
+async def _queue_and_announce(interaction: discord.Interaction[SDBot], params: JobParameters, as_followup: bool) -> Job:
+    bot = interaction.client
     # A private result's status message is ephemeral: only the interaction can edit it, so the
     # row keeps no message id, and once the token expires the delivery sends the result by DM.
     private = await answers_privately(interaction, params.parent_job_id)
@@ -276,7 +199,7 @@ async def _queue_and_announce(interaction: discord.Interaction, params: JobParam
             bot.delivery.answered_running(job.id)
         else:
             embed = embeds.queued_embed(job, position, eta)
-        view = buttons.status_view(job.id)
+        view = bot.job_views.status(job.id)
         if as_followup:
             message = await interaction.followup.send(embed=embed, view=view, wait=True, ephemeral=private)
             if not private:
@@ -301,7 +224,7 @@ class FollowupStatus:
     """A followup status message, shown to the delivery as the interaction it tracks: the
     delivery edits "the original response", which for this job is this followup."""
 
-    def __init__(self, interaction: discord.Interaction, message_id: int) -> None:
+    def __init__(self, interaction: discord.Interaction[SDBot], message_id: int) -> None:
         self.interaction, self.message_id = interaction, message_id
         self.created_at = interaction.created_at  # the webhook token's age, as the interaction's
 
@@ -309,9 +232,9 @@ class FollowupStatus:
         return await self.interaction.followup.edit_message(self.message_id, **fields)
 
 
-async def cancel(interaction: discord.Interaction, job_id: int, *, by_moderator: bool = False) -> None:
+async def cancel(interaction: discord.Interaction[SDBot], job_id: int, *, by_moderator: bool = False) -> None:
     """by_moderator: /admin cancel, whose caller has checked Manage Server."""
-    bot = bot_of(interaction)
+    bot = interaction.client
     job = await (bot.queue.require(job_id) if by_moderator else job_for_interaction(interaction, job_id))
     if not by_moderator and not may_manage(interaction, job):
         raise NotAllowed(f"Only the person who started job #{job.id}, or a moderator, can cancel it.")
@@ -329,10 +252,10 @@ async def cancel(interaction: discord.Interaction, job_id: int, *, by_moderator:
     await send_private(interaction, text)
 
 
-async def _finished_image(interaction: discord.Interaction, job_id: int, index: int) -> tuple[Job, Image]:
+async def _finished_image(interaction: discord.Interaction[SDBot], job_id: int, index: int) -> tuple[Job, Image]:
     job = await job_for_interaction(interaction, job_id)
     check_not_removed(job)
-    check_files_kept(bot_of(interaction), job)
+    check_files_kept(interaction.client, job)
     if job.status != JobStatus.COMPLETED:
         raise ImageUnavailable(f"Job #{job.id} has not finished, so it has no images yet.")
     image = next((image for image in job.images if image.index == index), None)
@@ -346,12 +269,12 @@ async def _finished_image(interaction: discord.Interaction, job_id: int, index: 
 _single_image_turns: weakref.WeakValueDictionary[tuple[int, int], asyncio.Lock] = weakref.WeakValueDictionary()
 
 
-async def post_single_image(interaction: discord.Interaction, job_id: int, index: int) -> None:
+async def post_single_image(interaction: discord.Interaction[SDBot], job_id: int, index: int) -> None:
     """A U button: the image alone, full size. The button acknowledged the click (run_for_user),
     so the post replaces its "thinking…". A public post is made once per image: while it
     exists, another U (anyone's, now or later) is answered privately with a link to it, so
     clicks cannot flood the channel (U makes no job: no cap or cooldown applies to it)."""
-    bot = bot_of(interaction)
+    bot = interaction.client
     job, image = await _finished_image(interaction, job_id, index)
     if not Path(image.path).is_file():
         raise ImageUnavailable(f"Image {index + 1} of job #{job.id} is no longer on disk.")
@@ -374,7 +297,7 @@ async def post_single_image(interaction: discord.Interaction, job_id: int, index
 
 
 async def _send_single_image(
-    interaction: discord.Interaction, job: Job, index: int, shown: flagged_results.Verdict, *, ephemeral: bool
+    interaction: discord.Interaction[SDBot], job: Job, index: int, shown: flagged_results.Verdict, *, ephemeral: bool
 ) -> discord.WebhookMessage:
     image = next(image for image in job.images if image.index == index)
     posting = await shown.posting(image.path, interaction.filesize_limit, f"job{job.id}-{index + 1}")
@@ -384,7 +307,7 @@ async def _send_single_image(
         content=f"Image {index + 1} of job #{job.id}, for {interaction.user.mention}",
         embed=posting.dress(embeds.result_embed(job, posting.filename, image_index=index)),
         **posting.file_kwargs(),
-        view=buttons.single_image_view(job.id, index),
+        view=interaction.client.job_views.single_image(job.id, index),
     )
 
 
@@ -402,15 +325,15 @@ async def _existing_post(bot: SDBot, job_id: int, index: int) -> discord.Message
         return None
 
 
-async def vary(interaction: discord.Interaction, job_id: int, index: int, strength: str) -> None:
+async def vary(interaction: discord.Interaction[SDBot], job_id: int, index: int, strength: str) -> None:
     """A1111 variations of a txt2img image; an image made from another image (img2img,
     inpaint, outpaint) has no noise of its own to vary, so it gets img2img of itself."""
-    bot = bot_of(interaction)
+    bot = interaction.client
     job, image = await _finished_image(interaction, job_id, index)
     _check_model_still_there(bot, job)
     count = min(4, bot.settings.limits.max_count)
     if job.kind in (JobKind.TXT2IMG, JobKind.VARIATION):
-        amount = buttons.variation_strength(bot.settings.discord, strength)
+        amount = variation_strength(bot.settings.discord, strength)
         await submit(interaction, variation_of(job, index, image.seed, amount, count))
         return
     source = _source_of(job, image)
@@ -418,6 +341,11 @@ async def vary(interaction: discord.Interaction, job_id: int, index: int, streng
     options = replace(options_from(job), count=count)
     params = img2img_parameters(options, bot.settings, user, source, strength=IMG2IMG_VARY_STRENGTH[strength])
     await submit(interaction, params)
+
+
+def variation_strength(settings: DiscordSettings, strength: str) -> float:
+    """How far "Vary (subtle)" / "Vary (strong)" moves a txt2img image's variation seed."""
+    return settings.variation_subtle if strength == "subtle" else settings.variation_strong
 
 
 # Denoising strengths of "Vary" on an image made from another image: img2img needs more
@@ -444,8 +372,8 @@ def _source_of(job: Job, image: Image) -> SourceImage:
     return SourceImage(image.path, image.width, image.height, image.seed, job.id, image.index)
 
 
-async def upscale(interaction: discord.Interaction, job_id: int, index: int, scale: float) -> None:
-    bot = bot_of(interaction)
+async def upscale(interaction: discord.Interaction[SDBot], job_id: int, index: int, scale: float) -> None:
+    bot = interaction.client
     job, image = await _finished_image(interaction, job_id, index)
     base = without_workflow(parameters_of(job))
     upscaler = member_defaults(await bot.queue.user(interaction.user.id), bot.settings).upscaler
@@ -453,9 +381,9 @@ async def upscale(interaction: discord.Interaction, job_id: int, index: int, sca
     await submit(interaction, params)
 
 
-async def outpaint(interaction: discord.Interaction, job_id: int, index: int, direction: str) -> None:
+async def outpaint(interaction: discord.Interaction[SDBot], job_id: int, index: int, direction: str) -> None:
     """Zoom out ("zoom1.5", "zoom2") or pan ("left", "right", "up", "down") one image."""
-    bot = bot_of(interaction)
+    bot = interaction.client
     job, image = await _finished_image(interaction, job_id, index)
     _check_model_still_there(bot, job)
     source = _source_of(job, image)
@@ -476,11 +404,13 @@ def outpaint_pixels(direction: str, width: int, height: int, pan_fraction: float
     return {side: round(along * pan_fraction)}
 
 
-async def remix(interaction: discord.Interaction, job_id: int, prompt: str, negative_prompt: str) -> None:
-    """Re-run a job with an edited prompt: same seeds, same everything else, except what
+async def remix_jobs(
+    interaction: discord.Interaction[SDBot], job_id: int, prompt: str, negative_prompt: str
+) -> list[JobParameters]:
+    """A job again with an edited prompt: same seeds, same everything else, except what
     inline parameters in the new prompt change (`--seed 5`, `--ar 3:2`...); permutations in
-    it make one job each."""
-    bot = bot_of(interaction)
+    it make one job each. The Remix form queues them (bot.ui.confirm.submit_jobs)."""
+    bot = interaction.client
     job = await job_for_interaction(interaction, job_id)
     check_not_removed(job)
     check_files_kept(bot, job)
@@ -492,12 +422,11 @@ async def remix(interaction: discord.Interaction, job_id: int, prompt: str, nega
         tiling=job.tiling,
     )
     prepared = await prepare_for(interaction, earlier, user, override=True)
-    params = [remix_of(job, resolve_parameters(options, bot.settings, user)) for options in prepared]
-    await confirm.submit_jobs(interaction, params)
+    return [remix_of(job, resolve_parameters(options, bot.settings, user)) for options in prepared]
 
 
-async def inpaint(
-    interaction: discord.Interaction,
+async def inpaint_jobs(
+    interaction: discord.Interaction[SDBot],
     job_id: int,
     index: int,
     *,
@@ -506,10 +435,12 @@ async def inpaint(
     mask: discord.Attachment | None,
     masked_content: str | None,
     only_masked: bool,
-) -> None:
-    """Inpaint one image with the mask the user uploaded in the inpaint modal. The prompt may
-    carry inline parameters and permutations, as in any prompt field; its own win (as in Remix)."""
-    bot = bot_of(interaction)
+) -> tuple[list[JobParameters], str | None]:
+    """The jobs that inpaint one image with the mask the user uploaded in the inpaint form,
+    and a note about the mask for them, if any; the form queues them (bot.ui.confirm.submit_jobs).
+    The prompt may carry inline parameters and permutations, as in any prompt field; its own
+    win (as in Remix)."""
+    bot = interaction.client
     if mask is None:
         raise InvalidOption("Upload a mask: white where the image should change, black elsewhere.")
     value = parse_strength(strength)
@@ -527,9 +458,7 @@ async def inpaint(
         )
         for each in prepared
     ]
-    await confirm.submit_jobs(interaction, params)
-    if note:
-        await interaction.followup.send(note, ephemeral=True)
+    return params, note
 
 
 def parse_strength(text: str) -> float:
@@ -542,17 +471,17 @@ def parse_strength(text: str) -> float:
     return value
 
 
-async def finished_image(interaction: discord.Interaction, job_id: int, index: int) -> tuple[Job, Image]:
+async def finished_image(interaction: discord.Interaction[SDBot], job_id: int, index: int) -> tuple[Job, Image]:
     """A finished job's image, checked to be usable for new work (file on disk, model there)."""
-    bot = bot_of(interaction)
+    bot = interaction.client
     job, image = await _finished_image(interaction, job_id, index)
     _check_model_still_there(bot, job)
     _source_of(job, image)
     return job, image
 
 
-async def reroll(interaction: discord.Interaction, job_id: int) -> None:
-    bot = bot_of(interaction)
+async def reroll(interaction: discord.Interaction[SDBot], job_id: int) -> None:
+    bot = interaction.client
     job = await job_for_interaction(interaction, job_id)
     check_not_removed(job)
     check_files_kept(bot, job)

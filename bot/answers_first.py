@@ -1,7 +1,7 @@
 """Interactions still waiting for their first answer go before the work that follows answers.
 
 A burst of commands reaches the bot at once: fifty interactions, each a task. Each acknowledges
-("thinking…", bot.actions.acknowledge) and then goes on to its checks, its queue row and its
+("thinking…", bot.interactions.acknowledge) and then goes on to its checks, its queue row and its
 status message, and the event loop runs those continuations in turn with the acknowledgements
 still to come, so the last command of a burst waited on the work of the forty-nine before it
 (bench/load.py: over a millisecond per place in the burst). Discord gives a bot

@@ -33,8 +33,7 @@ from bot.service import AlreadyRunning, InstanceLock, StopSignals
 from db.migrate import upgrade_database
 from db.models import Job, JobStatus
 from db.session import Database
-from inference.common.protocol import JobProgress
-from inference.worker import LOG_LEVEL_VARIABLE
+from inference.common.protocol import LOG_LEVEL_VARIABLE, JobProgress
 
 log = logging.getLogger("sdbot")
 

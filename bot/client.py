@@ -12,15 +12,16 @@ import discord
 from discord import app_commands
 from discord.ext import commands
 
-from bot.actions import APOLOGY, send_private
+from bot.actions import APOLOGY, check_not_stopping, is_job_command
 from bot.answers_first import AnswersFirst
 from bot.config import Settings
 from bot.delivery import DiscordDelivery
 from bot.errors import UserError
+from bot.interactions import acknowledge, send_private
 from bot.jobs.dispatcher import Dispatcher
 from bot.jobs.queue import JobQueue
 from bot.policy import audit, gate
-from bot.ui.buttons import DYNAMIC_ITEMS
+from bot.ui.buttons import DYNAMIC_ITEMS, JobViews
 from bot.ui.remove_button import REMOVAL_ITEMS
 from inference.common import clip_tokens
 
@@ -50,6 +51,34 @@ YOUNG_THRESHOLD = 2000
 LAST_MESSAGES_LIMIT_S = 10.0
 
 
+class CommandTree(app_commands.CommandTree["SDBot"]):
+    """The slash commands: every one passes the server's policy first (channels, roles, bans),
+    and what they raise is answered privately."""
+
+    async def interaction_check(self, interaction: discord.Interaction[SDBot]) -> bool:
+        """Slash commands and context menus. Autocomplete only suggests names, and a refusal
+        cannot be shown there, so it is let through. A command that queues jobs is acknowledged
+        before this check (bot.interactions.acknowledge)."""
+        if interaction.type != discord.InteractionType.autocomplete:
+            check_not_stopping(interaction)
+            if is_job_command(interaction.command):
+                await acknowledge(interaction)
+            await gate.check_access(interaction)
+        return True
+
+    async def on_error(self, interaction: discord.Interaction[SDBot], error: app_commands.AppCommandError) -> None:
+        original = error.original if isinstance(error, app_commands.CommandInvokeError) else error
+        if isinstance(original, UserError):
+            await send_private(interaction, original.message)
+            return
+        if isinstance(original, app_commands.CheckFailure):
+            await send_private(interaction, "You are not allowed to use this command here.")
+            return
+        command = interaction.command.qualified_name if interaction.command else "?"
+        log.error("command /%s failed", command, exc_info=original)
+        await send_private(interaction, APOLOGY)
+
+
 class SDBot(commands.Bot):
     def __init__(self, settings: Settings, queue: JobQueue, dispatcher: Dispatcher) -> None:
         # Slash commands and buttons only: no privileged intents, no message content.
@@ -58,18 +87,17 @@ class SDBot(commands.Bot):
         # garbage collection to scan on the event loop (bench/load.py).
         super().__init__(
             command_prefix=commands.when_mentioned, intents=discord.Intents.default(), help_command=None,
-            max_messages=None,
+            max_messages=None, tree_cls=CommandTree,
         )
         self.settings = settings
         self.queue = queue
         self.dispatcher = dispatcher
+        # The buttons under a job's messages, for the modules below bot.ui that post them.
+        self.job_views = JobViews()
         self.delivery = DiscordDelivery(self)
         self.answers_first = AnswersFirst()
         # Set by shut_down: every command and button is then answered "restarting" privately.
         self.stopping = False
-        self.tree.on_error = self.on_app_command_error
-        # Every slash command passes the server's policy first (channels, roles, bans).
-        self.tree.interaction_check = gate.tree_check  # type: ignore[method-assign]
 
     def dispatch(self, event_name: str, /, *args: Any, **kwargs: Any) -> None:
         # discord.py dispatches "interaction" as it parses one, after creating its handlers'
@@ -109,18 +137,6 @@ class SDBot(commands.Bot):
         self.tree.copy_global_to(guild=guild)
         synced = await self.tree.sync(guild=guild)
         log.info("synced %d commands to the development guild %s", len(synced), guild_id)
-
-    async def on_app_command_error(self, interaction: discord.Interaction, error: app_commands.AppCommandError) -> None:
-        original = error.original if isinstance(error, app_commands.CommandInvokeError) else error
-        if isinstance(original, UserError):
-            await send_private(interaction, original.message)
-            return
-        if isinstance(original, app_commands.CheckFailure):
-            await send_private(interaction, "You are not allowed to use this command here.")
-            return
-        command = interaction.command.qualified_name if interaction.command else "?"
-        log.error("command /%s failed", command, exc_info=original)
-        await send_private(interaction, APOLOGY)
 
     async def shut_down(self, grace_s: float) -> None:
         """The orderly stop (SIGTERM, SIGINT): take nothing new, let the running job finish

@@ -28,7 +28,7 @@ import discord
 from bot import flagged_results, uploads
 from bot.jobs.queue import QueueEntry
 from bot.policy import audit
-from bot.ui import buttons, embeds
+from bot.ui import embeds
 from db.models import Job, JobStatus
 from inference.common.protocol import JobProgress
 
@@ -54,11 +54,11 @@ class _JobMessage:
 class DiscordDelivery:
     def __init__(self, bot: SDBot) -> None:
         self.bot = bot
-        self._interactions: dict[int, discord.Interaction] = {}
+        self._interactions: dict[int, discord.Interaction[SDBot]] = {}
         self._messages: dict[int, _JobMessage] = {}
         self._tasks: set[asyncio.Task[None]] = set()
 
-    def track(self, job_id: int, interaction: discord.Interaction) -> None:
+    def track(self, job_id: int, interaction: discord.Interaction[SDBot]) -> None:
         """Remember the interaction that created a job, to edit its response while it may."""
         self._interactions[job_id] = interaction
 
@@ -101,14 +101,16 @@ class DiscordDelivery:
         # Its next start is a new attempt, whatever the answer showed for the first.
         self._message(job.id).answered_running = False
         self._spawn(
-            self._show(job, embed=embeds.requeued_embed(job, reason), view=buttons.status_view(job.id), attachments=[])
+            self._show(
+                job, embed=embeds.requeued_embed(job, reason), view=self.bot.job_views.status(job.id), attachments=[]
+            )
         )
 
     def queue_moved(self, waiting: list[QueueEntry]) -> None:
         for entry in waiting:
             if not self._message(entry.job.id).finished:
                 embed = embeds.queued_embed(entry.job, entry.position, entry.eta_seconds)
-                self._spawn(self._show(entry.job, embed=embed, view=buttons.status_view(entry.job.id)))
+                self._spawn(self._show(entry.job, embed=embed, view=self.bot.job_views.status(entry.job.id)))
 
     # --- the work ------------------------------------------------------------------------------
 
@@ -122,14 +124,14 @@ class DiscordDelivery:
             if state.answered_running:
                 state.answered_running = False
                 return
-            await self._edit_status(job, embed=embeds.running_embed(job), view=buttons.status_view(job.id))
+            await self._edit_status(job, embed=embeds.running_embed(job), view=self.bot.job_views.status(job.id))
 
     async def _show_progress(self, job: Job, progress: JobProgress, state: _JobMessage) -> None:
         try:
             async with state.lock:
                 if state.finished:
                     return
-                fields: dict[str, Any] = {"view": buttons.status_view(job.id)}
+                fields: dict[str, Any] = {"view": self.bot.job_views.status(job.id)}
                 if progress.preview_jpeg:
                     preview = uploads.preview_file(progress.preview_jpeg)
                     fields["attachments"] = [preview]
@@ -168,7 +170,7 @@ class DiscordDelivery:
                     content=None,
                     embed=posting.dress(embeds.result_embed(job, posting.filename)),
                     attachments=posting.files,
-                    view=buttons.result_view(job),
+                    view=self.bot.job_views.result(job),
                 )
                 return
             except discord.NotFound:
@@ -182,7 +184,7 @@ class DiscordDelivery:
             f"<@{job.user_id}> job #{job.id} is done.",
             embed=posting.dress(embeds.result_embed(job, posting.filename)),
             **posting.file_kwargs(),
-            view=buttons.result_view(job),
+            view=self.bot.job_views.result(job),
         )
         if message is not None and private:
             # The row keeps its status message, if any (a public one, from before the member
@@ -267,7 +269,7 @@ class DiscordDelivery:
             log.warning("could not send job %s to its owner by DM: %s", job.id, error)
             return None
 
-    def _fresh_interaction(self, job_id: int) -> discord.Interaction | None:
+    def _fresh_interaction(self, job_id: int) -> discord.Interaction[SDBot] | None:
         interaction = self._interactions.get(job_id)
         if interaction is None:
             return None

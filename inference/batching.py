@@ -2,7 +2,7 @@
 
 A GPU turns out many more images per second at batch 8 than at batch 1, and most jobs of a busy
 server share their model, size, steps, sampler and CFG. The bot's queue claims such jobs
-together (``batch_key`` says which may share a pass; bot.jobs.queue.JobQueue.claim_batch) and
+together (inference.common.batch_keys says which may share a pass; bot.jobs.queue.JobQueue.claim_batch) and
 sends them as one ``RunBatch``; the worker runs them here as one pipeline call: one row of
 prompt embeddings and one generator per image, so each image gets exactly the noise and
 conditioning it gets when its job runs alone (generate.initial_noise per job, A1111 variation
@@ -17,8 +17,6 @@ and cancel stay per job: every job gets its own JobStarted, JobProgress and fina
   of its own, with the message it would get alone.
 - Prompts longer than one 75-token chunk are encoded to longer embeddings, and padding them
   would change the images; jobs whose embeddings differ in length run as consecutive passes.
-
-This module imports no torch at module level: the bot imports ``batch_key``.
 """
 
 from __future__ import annotations
@@ -29,9 +27,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from inference.common.network_files import MalformedNetworkError, find_loras
-from inference.common.prompt_parser import is_composable
-from inference.common.protocol import GenerateRequest, JobCanceled, JobKind, JobStarted
+from inference.common.batch_keys import batch_key
+from inference.common.protocol import GenerateRequest, JobCanceled, JobStarted
 
 if TYPE_CHECKING:
     import torch
@@ -42,63 +39,6 @@ if TYPE_CHECKING:
     from inference.jobs import JobRunner, Send
 
 log = logging.getLogger(__name__)
-
-BATCHABLE_KINDS = (JobKind.TXT2IMG, JobKind.VARIATION)
-
-
-@dataclass(frozen=True, slots=True)
-class BatchKey:
-    """What every job of one pass must share: it is one pipeline call with one set of weights.
-
-    Prompts, negative prompts, embeddings, seeds, subseeds and variation strength are per image
-    and may differ; so may the image count and the safety check.
-    """
-
-    model: str
-    width: int
-    height: int
-    steps: int
-    sampler: str
-    cfg_scale: float
-    tiling: bool
-    # <lora:name:weight> tags of both prompts, sorted: a LoRA changes the weights for the pass.
-    loras: tuple[tuple[str, float, float | None], ...]
-
-
-def batch_key(request: GenerateRequest) -> BatchKey | None:
-    """The key a job shares with the jobs it may run with in one pass; None: it runs alone.
-
-    Batchable: txt2img and variations without hires fix, source images or plot, and whose LoRA
-    tags can be read (a malformed one fails the job alone, with its message), without AND.
-    """
-    if request.kind not in BATCHABLE_KINDS or is_composable(request.prompt):
-        return None
-    if any(
-        option is not None
-        for option in (
-            request.hires, request.image, request.inpaint, request.outpaint, request.upscale, request.plot
-        )
-    ):
-        return None
-    try:
-        loras = sorted(
-            (use.name, use.weight, use.unet_weight)
-            for prompt in (request.prompt, request.negative_prompt)
-            for use in find_loras(prompt)
-        )
-    except MalformedNetworkError:
-        return None
-    return BatchKey(
-        model=request.model,
-        width=request.width,
-        height=request.height,
-        steps=request.steps,
-        sampler=request.sampler,
-        cfg_scale=request.cfg_scale,
-        tiling=request.tiling,
-        loras=tuple(loras),
-    )
-
 
 def check_batch(requests: Sequence[GenerateRequest]) -> None:
     """Raise ValueError unless the requests may run as one pass (a bot bug if they may not)."""

@@ -35,6 +35,7 @@ from diffusers import (
 from inference import previews
 from inference.acceleration import Acceleration, place_pipeline
 from inference.conditioning import limit_prompt_chunks
+from inference.diffusers_versions import dtype_keyword
 from inference.common.protocol import ModelSpec
 from inference.common.sources import (
     INPAINT_PIPELINES,
@@ -178,19 +179,11 @@ def read_pipeline(spec: ModelSpec, dtype: torch.dtype) -> DiffusionPipeline:
         )
     log.info("loading model %r from %s as %s", spec.name, spec.source, dtype)
     pipe = loader.pipeline_class.from_pretrained(
-        spec.source, **{_dtype_keyword(): dtype}, **loader.extra_kwargs
+        spec.source, **{dtype_keyword(): dtype}, **loader.extra_kwargs
     )
     # The worker reports progress through events; diffusers' own tqdm bar would only spam logs.
     pipe.set_progress_bar_config(disable=True)
     return pipe
-
-
-def _dtype_keyword() -> str:
-    # Recent diffusers renamed from_pretrained's torch_dtype to dtype and warn on the old name;
-    # the versions pyproject allows that predate the rename only know torch_dtype.
-    from diffusers.pipelines import pipeline_utils
-
-    return "dtype" if hasattr(pipeline_utils, "_resolve_dtype") else "torch_dtype"
 
 
 # Reads a model into CPU memory (PipelineCache passes the CPU as the device); the cache

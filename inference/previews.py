@@ -24,6 +24,7 @@ from pathlib import Path
 import torch
 from PIL import Image
 
+from inference.diffusers_versions import dtype_keyword
 from inference.images import make_grid
 
 log = logging.getLogger(__name__)
@@ -104,11 +105,9 @@ def load_taesd(source: str, device: torch.device, dtype: torch.dtype) -> torch.n
     path = Path(source).expanduser()
     if path.exists() and not (path / "config.json").is_file():
         raise ValueError(f"taesd_source {source!r} is a path but holds no config.json")
-    from inference.models import _dtype_keyword
-
     try:
         taesd = AutoencoderTiny.from_pretrained(
-            str(path) if path.exists() else source, **{_dtype_keyword(): dtype}
+            str(path) if path.exists() else source, **{dtype_keyword(): dtype}
         )
     except (OSError, ValueError) as exc:
         raise ValueError(f"taesd_source {source!r} cannot be loaded: {exc}") from exc

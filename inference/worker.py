@@ -33,6 +33,7 @@ from inference.common.protocol import (
     Event,
     GenerateRequest,
     JobCanceled,
+    LOG_LEVEL_VARIABLE,
     RunBatch,
     RunJob,
     Shutdown,
@@ -46,8 +47,6 @@ if TYPE_CHECKING:  # it imports torch
 
 log = logging.getLogger(__name__)
 
-# The log level of the bot and its worker ("DEBUG" shows the tracebacks behind start-up errors).
-LOG_LEVEL_VARIABLE = "SDBOT_LOG_LEVEL"
 # Libraries that give their own logger a handler (see _one_handler_for_library_logs).
 LIBRARY_LOGGERS = ("huggingface_hub", "diffusers", "transformers")
 

@@ -177,7 +177,7 @@ async def test_a_short_job_on_an_idle_bot_is_answered_generating_and_edited_once
 async def test_what_queues_jobs_is_acknowledged_before_its_checks(harness, monkeypatch):
     """Discord's 3 seconds and the member's wait both count from the click: a command or a
     button that queues jobs answers "thinking…" before it reads the server's policy or touches
-    the queue (bot.actions.acknowledge); other commands answer with their content directly."""
+    the queue (bot.interactions.acknowledge); other commands answer with their content directly."""
     from bot.policy import gate
 
     answered_before_check: list[tuple[str, bool]] = []

@@ -22,6 +22,7 @@ from sqlalchemy import func, or_, select
 from bot import actions
 from bot.cogs.generation_options import Option, declared_options
 from bot.errors import InvalidOption, JobNotFound, NothingToDo
+from bot.interactions import is_age_restricted, send_private
 from bot.jobs import removal, retention
 from bot.policy import audit, gate, rules, store
 from bot.ui.embeds import clip
@@ -84,7 +85,7 @@ class Admin(commands.Cog):
     def db(self):  # type: ignore[no-untyped-def]
         return self.bot.queue.db
 
-    async def interaction_check(self, interaction: discord.Interaction, /) -> bool:  # type: ignore[override]
+    async def interaction_check(self, interaction: discord.Interaction[SDBot], /) -> bool:  # type: ignore[override]
         """Manage Server, checked here whatever Discord's command permissions say."""
         if not gate.is_moderator(interaction):
             command = interaction.command.qualified_name if interaction.command else "admin"
@@ -94,64 +95,64 @@ class Admin(commands.Cog):
             )
         return True
 
-    async def _changed(self, interaction: discord.Interaction, details: str, action: audit.Action = audit.Action.POLICY_CHANGED, **fields: int) -> None:
+    async def _changed(self, interaction: discord.Interaction[SDBot], details: str, action: audit.Action = audit.Action.POLICY_CHANGED, **fields: int) -> None:
         await audit.record(
             self.bot, action, actor_id=interaction.user.id, guild_id=interaction.guild_id,
             channel_id=interaction.channel_id, details=details, **fields,
         )
 
-    def _guild_id(self, interaction: discord.Interaction) -> int:
+    def _guild_id(self, interaction: discord.Interaction[SDBot]) -> int:
         assert interaction.guild_id is not None  # the group is guild-only
         return interaction.guild_id
 
     # --- channels -----------------------------------------------------------------------------
 
     @channels.command(name="add", description="Let the bot answer in this channel (and its threads)")
-    async def channels_add(self, interaction: discord.Interaction, channel: discord.TextChannel) -> None:
+    async def channels_add(self, interaction: discord.Interaction[SDBot], channel: discord.TextChannel) -> None:
         await self._change_channel(interaction, channel, add=True)
 
     @channels.command(name="remove", description="Stop answering in this channel")
-    async def channels_remove(self, interaction: discord.Interaction, channel: discord.TextChannel) -> None:
+    async def channels_remove(self, interaction: discord.Interaction[SDBot], channel: discord.TextChannel) -> None:
         await self._change_channel(interaction, channel, add=False)
 
-    async def _change_channel(self, interaction: discord.Interaction, channel: discord.TextChannel, *, add: bool) -> None:
+    async def _change_channel(self, interaction: discord.Interaction[SDBot], channel: discord.TextChannel, *, add: bool) -> None:
         changed = await store.change_id_list(self.db, self._guild_id(interaction), "channel_ids", channel.id, add=add)
         if not changed:
             raise NothingToDo(f"{channel.mention} was {'already' if add else 'not'} in the list.")
         await self._changed(interaction, f"channels: {'added' if add else 'removed'} <#{channel.id}>")
         policy = await store.policy_of(self.db, self.bot.settings, self._guild_id(interaction))
-        await actions.send_private(interaction, f"{'Added' if add else 'Removed'} {channel.mention}. {_channels_line(policy)}")
+        await send_private(interaction, f"{'Added' if add else 'Removed'} {channel.mention}. {_channels_line(policy)}")
 
     @channels.command(name="list", description="The channels the bot answers in")
-    async def channels_list(self, interaction: discord.Interaction) -> None:
+    async def channels_list(self, interaction: discord.Interaction[SDBot]) -> None:
         policy = await store.policy_of(self.db, self.bot.settings, self._guild_id(interaction))
-        await actions.send_private(interaction, _channels_line(policy))
+        await send_private(interaction, _channels_line(policy))
 
     # --- roles --------------------------------------------------------------------------------
 
     @roles.command(name="add", description="Add a role to those that may use the bot, or its costly features")
     @app_commands.rename(which="list")
     @app_commands.describe(which="use: may use the bot at all; costly: may use upscale 4x, hires fix, large sizes, count 4")
-    async def roles_add(self, interaction: discord.Interaction, which: Literal["use", "costly"], role: discord.Role) -> None:
+    async def roles_add(self, interaction: discord.Interaction[SDBot], which: Literal["use", "costly"], role: discord.Role) -> None:
         await self._change_role(interaction, which, role, add=True)
 
     @roles.command(name="remove", description="Remove a role from one of the lists")
     @app_commands.rename(which="list")
-    async def roles_remove(self, interaction: discord.Interaction, which: Literal["use", "costly"], role: discord.Role) -> None:
+    async def roles_remove(self, interaction: discord.Interaction[SDBot], which: Literal["use", "costly"], role: discord.Role) -> None:
         await self._change_role(interaction, which, role, add=False)
 
-    async def _change_role(self, interaction: discord.Interaction, which: str, role: discord.Role, *, add: bool) -> None:
+    async def _change_role(self, interaction: discord.Interaction[SDBot], which: str, role: discord.Role, *, add: bool) -> None:
         changed = await store.change_id_list(self.db, self._guild_id(interaction), ID_LISTS[which], role.id, add=add)
         if not changed:
             raise NothingToDo(f"{role.mention} was {'already' if add else 'not'} among the roles that {ROLE_LIST_NAMES[which]}.")
         await self._changed(interaction, f"roles ({which}): {'added' if add else 'removed'} <@&{role.id}>")
         policy = await store.policy_of(self.db, self.bot.settings, self._guild_id(interaction))
-        await actions.send_private(interaction, f"{'Added' if add else 'Removed'} {role.mention}.\n{_roles_lines(policy)}")
+        await send_private(interaction, f"{'Added' if add else 'Removed'} {role.mention}.\n{_roles_lines(policy)}")
 
     @roles.command(name="list", description="The roles that may use the bot, and its costly features")
-    async def roles_list(self, interaction: discord.Interaction) -> None:
+    async def roles_list(self, interaction: discord.Interaction[SDBot]) -> None:
         policy = await store.policy_of(self.db, self.bot.settings, self._guild_id(interaction))
-        await actions.send_private(interaction, _roles_lines(policy))
+        await send_private(interaction, _roles_lines(policy))
 
     # --- blocked terms ------------------------------------------------------------------------
 
@@ -162,7 +163,7 @@ class Admin(commands.Cog):
         pattern=f"The word, phrase or expression (at most {rules.MAX_PATTERN_LENGTH} characters)",
     )
     async def terms_add(
-        self, interaction: discord.Interaction, scope: Literal["banned", "nsfw"], kind: Literal["word", "regex"], pattern: str
+        self, interaction: discord.Interaction[SDBot], scope: Literal["banned", "nsfw"], kind: Literal["word", "regex"], pattern: str
     ) -> None:
         pattern = pattern.strip()
         if len(pattern) > rules.MAX_PATTERN_LENGTH:
@@ -179,26 +180,26 @@ class Admin(commands.Cog):
         if not await store.add_term(self.db, self._guild_id(interaction), term, interaction.user.id):
             raise NothingToDo(f"That {kind} is already in the {scope} list.")
         await self._changed(interaction, f"terms: added {scope} {kind} `{pattern}`")
-        await actions.send_private(interaction, f"Added the {scope} {kind} `{pattern}`. Try it with /admin terms test.")
+        await send_private(interaction, f"Added the {scope} {kind} `{pattern}`. Try it with /admin terms test.")
 
     @terms.command(name="remove", description="Remove a blocked term by its number (see /admin terms list)")
-    async def terms_remove(self, interaction: discord.Interaction, number: int) -> None:
+    async def terms_remove(self, interaction: discord.Interaction[SDBot], number: int) -> None:
         term = await store.remove_term(self.db, self._guild_id(interaction), number)
         if term is None:
             raise NothingToDo(f"There is no term #{number} on this server: see /admin terms list.")
         await self._changed(interaction, f"terms: removed {term.scope} {term.kind} `{term.pattern}`")
-        await actions.send_private(interaction, f"Removed the {term.scope} {term.kind} `{term.pattern}`.")
+        await send_private(interaction, f"Removed the {term.scope} {term.kind} `{term.pattern}`.")
 
     @terms.command(name="list", description="This server's banned words and expressions")
-    async def terms_list(self, interaction: discord.Interaction) -> None:
+    async def terms_list(self, interaction: discord.Interaction[SDBot]) -> None:
         stored = await store.terms(self.db, self._guild_id(interaction))
         lines = [f"**#{s.id}** {s.term.scope} {s.term.kind}: `{s.term.pattern}`" for s in stored]
         await _send_embed(interaction, "Blocked terms", lines or ["none: /admin terms add"])
 
     @terms.command(name="test", description="What a prompt would trigger, here and outside age-restricted channels")
-    async def terms_test(self, interaction: discord.Interaction, prompt: app_commands.Range[str, 1, 4000]) -> None:
+    async def terms_test(self, interaction: discord.Interaction[SDBot], prompt: app_commands.Range[str, 1, 4000]) -> None:
         stored = [s.term for s in await store.terms(self.db, self._guild_id(interaction))]
-        here = actions.is_age_restricted(interaction)
+        here = is_age_restricted(interaction)
         lines = []
         for label, age_restricted in (("Here" + (" (age-restricted)" if here else ""), here), ("In other channels", False)):
             hits = rules.find_hits(prompt, stored, age_restricted=age_restricted)
@@ -206,14 +207,14 @@ class Admin(commands.Cog):
             lines.append(f"**{label}**: {found}")
             if not here:
                 break  # "here" is already a channel that is not age-restricted
-        await actions.send_private(interaction, clip("\n".join(lines), 2000))
+        await send_private(interaction, clip("\n".join(lines), 2000))
 
     # --- limits -------------------------------------------------------------------------------
 
     @limits.command(name="set", description="Per-member limits for the server, or a role's own (0: no limit)")
     @declared_options(LIMIT_OPTIONS, *LIMIT_OPTIONS)
     async def limits_set(
-        self, interaction: discord.Interaction, role: discord.Role | None = None, **given: int | None
+        self, interaction: discord.Interaction[SDBot], role: discord.Role | None = None, **given: int | None
     ) -> None:
         values = {name: _limit_option(value, name) for name, value in given.items() if value is not None}
         if not values:
@@ -235,10 +236,10 @@ class Admin(commands.Cog):
         changes = ", ".join(f"{name} {value}" for name, value in values.items())
         target = f"role <@&{role.id}>" if role is not None else "server"
         await self._changed(interaction, f"limits ({target}): {changes}")
-        await actions.send_private(interaction, f"Limits set for the {target}: {changes}.\n{await self._limits_text(guild_id)}")
+        await send_private(interaction, f"Limits set for the {target}: {changes}.\n{await self._limits_text(guild_id)}")
 
     @limits.command(name="reset", description="Back to the bot's default limits, or remove a role's own limits")
-    async def limits_reset(self, interaction: discord.Interaction, role: discord.Role | None = None) -> None:
+    async def limits_reset(self, interaction: discord.Interaction[SDBot], role: discord.Role | None = None) -> None:
         guild_id = self._guild_id(interaction)
         if role is not None:
             if not await store.clear_role_limits(self.db, guild_id, role.id):
@@ -247,11 +248,11 @@ class Admin(commands.Cog):
             await store.update_policy(self.db, guild_id, **dict.fromkeys(store.LIMIT_FIELDS))
         target = f"role <@&{role.id}>" if role is not None else "server"
         await self._changed(interaction, f"limits ({target}): reset")
-        await actions.send_private(interaction, f"Limits reset for the {target}.\n{await self._limits_text(guild_id)}")
+        await send_private(interaction, f"Limits reset for the {target}.\n{await self._limits_text(guild_id)}")
 
     @limits.command(name="show", description="The server's limits and the roles' own")
-    async def limits_show(self, interaction: discord.Interaction) -> None:
-        await actions.send_private(interaction, await self._limits_text(self._guild_id(interaction)))
+    async def limits_show(self, interaction: discord.Interaction[SDBot]) -> None:
+        await send_private(interaction, await self._limits_text(self._guild_id(interaction)))
 
     async def _limits_text(self, guild_id: int) -> str:
         policy = await store.policy_of(self.db, self.bot.settings, guild_id)
@@ -263,30 +264,30 @@ class Admin(commands.Cog):
     # --- safety, log channel ------------------------------------------------------------------
 
     @admin.command(name="flagged", description="What happens to images the safety classifier flags")
-    async def flagged(self, interaction: discord.Interaction, action: Literal["blur", "spoiler", "withhold"]) -> None:
+    async def flagged(self, interaction: discord.Interaction[SDBot], action: Literal["blur", "spoiler", "withhold"]) -> None:
         await store.update_policy(self.db, self._guild_id(interaction), flagged_action=action)
         await self._changed(interaction, f"flagged images: {action}")
         note = "" if self.bot.settings.policy.safety_checker else " (no safety classifier is configured on this bot yet)"
-        await actions.send_private(interaction, f"Flagged images will be: {action}.{note}")
+        await send_private(interaction, f"Flagged images will be: {action}.{note}")
 
     @log.command(name="set", description="Mirror the audit log to this channel")
-    async def log_set(self, interaction: discord.Interaction, channel: discord.TextChannel) -> None:
+    async def log_set(self, interaction: discord.Interaction[SDBot], channel: discord.TextChannel) -> None:
         await store.update_policy(self.db, self._guild_id(interaction), log_channel_id=channel.id)
         await self._changed(interaction, f"log channel: <#{channel.id}>")
-        await actions.send_private(interaction, f"The audit log is now mirrored to {channel.mention}.")
+        await send_private(interaction, f"The audit log is now mirrored to {channel.mention}.")
 
     @log.command(name="clear", description="Stop mirroring the audit log")
-    async def log_clear(self, interaction: discord.Interaction) -> None:
+    async def log_clear(self, interaction: discord.Interaction[SDBot]) -> None:
         guild_id = self._guild_id(interaction)
         # Audited first, so the old log channel hears that it is no longer the log.
         await self._changed(interaction, "log channel: none")
         await store.update_policy(self.db, guild_id, log_channel_id=None)
-        await actions.send_private(interaction, "The audit log is no longer mirrored (it is still kept: /admin audit).")
+        await send_private(interaction, "The audit log is no longer mirrored (it is still kept: /admin audit).")
 
     # --- bans ---------------------------------------------------------------------------------
 
     @admin.command(name="ban", description="Ban a member from using the bot on this server (and in DMs)")
-    async def ban(self, interaction: discord.Interaction, user: discord.User, reason: str = "") -> None:
+    async def ban(self, interaction: discord.Interaction[SDBot], user: discord.User, reason: str = "") -> None:
         if user.id == interaction.user.id:
             raise InvalidOption("You cannot ban yourself.")
         note = ""
@@ -303,17 +304,17 @@ class Admin(commands.Cog):
         said = "is now banned" if new else "was already banned (reason updated)"
         if stopped:
             note = f"\n{stopped} of their jobs waiting or running here were canceled.{note}"
-        await actions.send_private(interaction, f"{user.mention} {said} from the bot on this server.{note}")
+        await send_private(interaction, f"{user.mention} {said} from the bot on this server.{note}")
 
     @admin.command(name="unban", description="Let a banned member use the bot again")
-    async def unban(self, interaction: discord.Interaction, user: discord.User) -> None:
+    async def unban(self, interaction: discord.Interaction[SDBot], user: discord.User) -> None:
         if not await store.unban(self.db, self._guild_id(interaction), user.id):
             raise NothingToDo(f"{user.mention} is not banned here.")
         await self._changed(interaction, "", audit.Action.UNBANNED, target_user_id=user.id)
-        await actions.send_private(interaction, f"{user.mention} may use the bot again.")
+        await send_private(interaction, f"{user.mention} may use the bot again.")
 
     @admin.command(name="bans", description="The members banned from the bot here")
-    async def bans(self, interaction: discord.Interaction) -> None:
+    async def bans(self, interaction: discord.Interaction[SDBot]) -> None:
         banned = await store.bans(self.db, self._guild_id(interaction))
         lines = [
             f"<@{b.user_id}> by <@{b.banned_by}> <t:{b.created_at_unix}:R>" + (f": {b.reason}" if b.reason else "")
@@ -323,20 +324,20 @@ class Admin(commands.Cog):
 
     # --- jobs ---------------------------------------------------------------------------------
 
-    async def _job_here(self, interaction: discord.Interaction, job_id: int):  # type: ignore[no-untyped-def]
+    async def _job_here(self, interaction: discord.Interaction[SDBot], job_id: int):  # type: ignore[no-untyped-def]
         job = await self.bot.queue.get(job_id)
         if job is None or job.guild_id != interaction.guild_id:
             raise JobNotFound(f"There is no job #{job_id} on this server.")
         return job
 
     @admin.command(name="cancel", description="Cancel anyone's job on this server")
-    async def cancel(self, interaction: discord.Interaction, job: int) -> None:
+    async def cancel(self, interaction: discord.Interaction[SDBot], job: int) -> None:
         await self._job_here(interaction, job)
         await actions.cancel(interaction, job, by_moderator=True)
 
     @admin.command(name="remove", description="Remove any result: its message, and its files if asked")
     @app_commands.describe(files="Also delete its image files from the bot's disk")
-    async def remove(self, interaction: discord.Interaction, job: int, files: bool = False) -> None:
+    async def remove(self, interaction: discord.Interaction[SDBot], job: int, files: bool = False) -> None:
         await self._job_here(interaction, job)
         await interaction.response.defer(ephemeral=True, thinking=True)
         removed = await removal.remove_result(self.bot, job, actor_id=interaction.user.id, remove_files=files)
@@ -349,7 +350,7 @@ class Admin(commands.Cog):
     @app_commands.describe(user="Only entries by or about this member", hours="Only the last this many hours", page="Page (10 a page)")
     async def audit_log(
         self,
-        interaction: discord.Interaction,
+        interaction: discord.Interaction[SDBot],
         user: discord.User | None = None,
         hours: app_commands.Range[int, 1, 24 * 366] | None = None,
         page: app_commands.Range[int, 1] = 1,
@@ -375,7 +376,7 @@ class Admin(commands.Cog):
         await _send_embed(interaction, "Audit log", lines or ["no entries"], footer=footer)
 
     @policy.command(name="show", description="Everything this server has set")
-    async def policy_show(self, interaction: discord.Interaction) -> None:
+    async def policy_show(self, interaction: discord.Interaction[SDBot]) -> None:
         guild_id = self._guild_id(interaction)
         policy = await store.policy_of(self.db, self.bot.settings, guild_id)
         stored = await store.terms(self.db, guild_id)
@@ -433,7 +434,7 @@ def _limits_line(limits: store.Limits | store.RoleLimits) -> str:
     )
 
 
-async def _send_embed(interaction: discord.Interaction, title: str, lines: list[str], footer: str | None = None) -> None:
+async def _send_embed(interaction: discord.Interaction[SDBot], title: str, lines: list[str], footer: str | None = None) -> None:
     embed = discord.Embed(title=title, description=clip("\n".join(lines), EMBED_LIMIT), colour=discord.Colour.dark_gold())
     if footer:
         embed.set_footer(text=footer)

@@ -10,7 +10,8 @@ from discord import app_commands
 from discord.ext import commands
 
 from bot import flagged_results
-from bot.actions import is_age_restricted, job_for_interaction
+from bot.actions import job_for_interaction
+from bot.interactions import is_age_restricted
 from bot.errors import ImageUnavailable, NothingToDo
 from bot.jobs.retention import expired_message
 from bot.ui import buttons, embeds
@@ -27,13 +28,13 @@ class History(commands.Cog):
 
     @app_commands.command(name="history", description="Your recent jobs, newest first (only you see them).")
     @app_commands.describe(page="The page to show (10 jobs a page); 1 is the newest")
-    async def history(self, interaction: discord.Interaction, page: app_commands.Range[int, 1] = 1) -> None:
+    async def history(self, interaction: discord.Interaction[SDBot], page: app_commands.Range[int, 1] = 1) -> None:
         shown = await history_message(interaction, interaction.user.id, page - 1)
         await interaction.response.send_message(**shown, ephemeral=True)
 
     @app_commands.command(name="show", description="Post a finished job's result again, with its buttons.")
     @app_commands.describe(job="The job number (see /history)")
-    async def show(self, interaction: discord.Interaction, job: app_commands.Range[int, 1]) -> None:
+    async def show(self, interaction: discord.Interaction[SDBot], job: app_commands.Range[int, 1]) -> None:
         found = await job_for_interaction(interaction, job)
         if found.status != JobStatus.COMPLETED:
             raise NothingToDo(await self._state_of(found))

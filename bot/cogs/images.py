@@ -3,7 +3,7 @@
 Each command reads its upload(s) through bot.inputs (checked, normalized, saved) and hands the
 options to the builders in bot.jobs.workflow_params, which the buttons use too, so both refuse the
 same things with the same words. Like every command that queues jobs they are acknowledged
-first (actions.acknowledge: reading a large upload can pass Discord's 3 seconds), and a refusal
+first (bot.interactions.acknowledge: reading a large upload can pass Discord's 3 seconds), and a refusal
 still reaches only its author. The prompt itself (inline parameters, styles, permutations:
 bot.prompts.prepare) is checked before the upload is read.
 

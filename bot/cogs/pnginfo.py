@@ -22,6 +22,7 @@ from discord.ui import Button, DynamicItem
 
 from bot import actions, image_infotext
 from bot.errors import InvalidOption
+from bot.interactions import send_private
 from bot.jobs.params import resolve_parameters
 from bot.jobs.workflow_params import hires_parameters, upscaler_names
 from bot.ui import confirm
@@ -82,22 +83,22 @@ class RerunButton(
         self.key, self.source = key, source
 
     @classmethod
-    async def from_custom_id(cls, interaction: discord.Interaction, item: Button, match: re.Match[str]) -> Any:
+    async def from_custom_id(cls, interaction: discord.Interaction[SDBot], item: Button, match: re.Match[str]) -> Any:
         source = None
         if match["channel"]:
             source = (int(match["channel"]), int(match["message"]), int(match["index"]))
         return cls(match["key"], source)
 
-    async def callback(self, interaction: discord.Interaction) -> None:
+    async def callback(self, interaction: discord.Interaction[SDBot]) -> None:
         await actions.run_for_user(interaction, lambda: self._rerun(interaction), queues_jobs=True)
 
-    async def _rerun(self, interaction: discord.Interaction) -> None:
+    async def _rerun(self, interaction: discord.Interaction[SDBot]) -> None:
         params = image_infotext.kept(self.key)
         if params is not None:
             await rerun(interaction, params)
             return
         if self.source is None:
-            await actions.send_private(
+            await send_private(
                 interaction,
                 "These parameters have expired: an uploaded image's are kept for 15 minutes, and not across a "
                 "restart of the bot. Run /pnginfo on the image again.",
@@ -107,8 +108,10 @@ class RerunButton(
         await rerun(interaction, params)
 
 
-async def _reread(interaction: discord.Interaction, channel_id: int, message_id: int, index: int) -> dict[str, str]:
-    bot = actions.bot_of(interaction)
+async def _reread(
+    interaction: discord.Interaction[SDBot], channel_id: int, message_id: int, index: int
+) -> dict[str, str]:
+    bot = interaction.client
     gone = "The image's message is gone or I can no longer read it; use PNG info on an image again."
     try:
         channel = bot.get_channel(channel_id) or await bot.fetch_channel(channel_id)
@@ -123,9 +126,9 @@ async def _reread(interaction: discord.Interaction, channel_id: int, message_id:
         raise InvalidOption(str(error)) from error
 
 
-async def rerun(interaction: discord.Interaction, params: dict[str, str]) -> None:
+async def rerun(interaction: discord.Interaction[SDBot], params: dict[str, str]) -> None:
     """Queue the parameters as /imagine would, checked by the same checks."""
-    bot = actions.bot_of(interaction)
+    bot = interaction.client
     plan = image_infotext.rerun_options(params, bot.settings, upscaler_names(bot.settings))
     user = await bot.queue.user(interaction.user.id)
     # The infotext's prompt already carries its styles: no default style on top.
@@ -142,12 +145,12 @@ async def rerun(interaction: discord.Interaction, params: dict[str, str]) -> Non
 
 
 async def _answer(
-    interaction: discord.Interaction,
+    interaction: discord.Interaction[SDBot],
     attachment: discord.Attachment,
     source: tuple[int, int, int] | None,
     note: str | None = None,
 ) -> None:
-    bot = actions.bot_of(interaction)
+    bot = interaction.client
     await interaction.response.defer(ephemeral=True, thinking=True)
     notes = [note] if note else []
     try:
@@ -172,12 +175,12 @@ class PngInfo(commands.Cog):
 
     @app_commands.command(name="pnginfo", description="Show the generation parameters (A1111 infotext) in an image.")
     @app_commands.describe(image="A PNG, JPEG or WebP made by A1111 or by this bot")
-    async def pnginfo_command(self, interaction: discord.Interaction, image: discord.Attachment) -> None:
+    async def pnginfo_command(self, interaction: discord.Interaction[SDBot], image: discord.Attachment) -> None:
         await _answer(interaction, image, None)
 
 
 @app_commands.context_menu(name=MENU_NAME)
-async def png_info_menu(interaction: discord.Interaction, message: discord.Message) -> None:
+async def png_info_menu(interaction: discord.Interaction[SDBot], message: discord.Message) -> None:
     images = [(index, a) for index, a in enumerate(message.attachments) if image_infotext.is_image(a)]
     if not images:
         raise InvalidOption("This message has no image attached.")

@@ -10,6 +10,7 @@ from discord.ext import commands
 
 from bot import actions
 from bot.errors import NothingToDo
+from bot.interactions import send_private
 from bot.ui.embeds import clip, format_duration
 from db.models import JobStatus
 
@@ -22,11 +23,11 @@ class Queue(commands.Cog):
         self.bot = bot
 
     @app_commands.command(name="queue", description="Your jobs waiting or running, with their place in line.")
-    async def queue(self, interaction: discord.Interaction) -> None:
+    async def queue(self, interaction: discord.Interaction[SDBot]) -> None:
         mine = await self.bot.queue.active_entries(interaction.user.id)
         waiting = await self.bot.queue.waiting_count()
         if not mine:
-            await actions.send_private(interaction, f"You have no jobs waiting or running. {waiting} jobs are in the queue.")
+            await send_private(interaction, f"You have no jobs waiting or running. {waiting} jobs are in the queue.")
             return
         lines = []
         for entry in mine:
@@ -41,7 +42,7 @@ class Queue(commands.Cog):
 
     @app_commands.command(name="cancel", description="Cancel one of your jobs (moderators: anyone's).")
     @app_commands.describe(job="The job number; empty for your running job, or else your latest waiting one")
-    async def cancel(self, interaction: discord.Interaction, job: int | None = None) -> None:
+    async def cancel(self, interaction: discord.Interaction[SDBot], job: int | None = None) -> None:
         if job is None:
             mine = [entry.job for entry in await self.bot.queue.active_entries(interaction.user.id)]
             running = [j for j in mine if j.status == JobStatus.RUNNING]
@@ -51,7 +52,7 @@ class Queue(commands.Cog):
         await actions.cancel(interaction, job)
 
     @cancel.autocomplete("job")
-    async def job_autocomplete(self, interaction: discord.Interaction, current: str) -> list[app_commands.Choice[int]]:
+    async def job_autocomplete(self, interaction: discord.Interaction[SDBot], current: str) -> list[app_commands.Choice[int]]:
         entries = await self.bot.queue.active_entries(interaction.user.id)
         return [
             app_commands.Choice(name=clip(f"#{e.job.id} · {e.job.prompt}", 100), value=e.job.id)

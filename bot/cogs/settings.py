@@ -20,7 +20,7 @@ class MemberSettings(commands.Cog):
         self.bot = bot
 
     @app_commands.command(name="settings", description="Your defaults for new jobs, and private results (only you see them).")
-    async def settings(self, interaction: discord.Interaction) -> None:
+    async def settings(self, interaction: discord.Interaction[SDBot]) -> None:
         await interaction.response.send_message(**await settings_message(interaction, interaction.user.id), ephemeral=True)
 
 

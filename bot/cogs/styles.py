@@ -15,8 +15,8 @@ import discord
 from discord import app_commands
 from discord.ext import commands
 
-from bot import actions
 from bot.errors import InvalidOption, NotAllowed
+from bot.interactions import send_private
 from bot.policy import gate
 from bot.prompts import style_store
 from bot.prompts.style_store import Scope
@@ -32,7 +32,7 @@ MAX_IMPORT_BYTES = 1024 * 1024
 LIST_LIMIT = 4000  # an embed description holds 4096 characters
 
 
-def _scope(interaction: discord.Interaction, server: bool) -> Scope:
+def _scope(interaction: discord.Interaction[SDBot], server: bool) -> Scope:
     """The member's own styles, or this server's for a member who may manage it."""
     if not server:
         return Scope(user_id=interaction.user.id)
@@ -43,11 +43,11 @@ def _scope(interaction: discord.Interaction, server: bool) -> Scope:
     return Scope(guild_id=interaction.guild_id)
 
 
-async def style_autocomplete(interaction: discord.Interaction, current: str) -> list[app_commands.Choice[str]]:
+async def style_autocomplete(interaction: discord.Interaction[SDBot], current: str) -> list[app_commands.Choice[str]]:
     """The member's and the server's styles; after a comma, the next style of several."""
     done, _, typing = current.rpartition(",")
     styles = await style_store.visible_styles(
-        actions.bot_of(interaction).queue.db, interaction.user.id, interaction.guild_id
+        interaction.client.queue.db, interaction.user.id, interaction.guild_id
     )
     spelled = {s.name.casefold(): s.name for s in reversed(styles)}  # the member's own first
     chosen = [spelled.get(name.casefold(), name) for name in style_store.split_names(done)]
@@ -80,7 +80,7 @@ class Styles(commands.GroupCog, group_name="style", group_description="Saved pro
     )
     async def add(
         self,
-        interaction: discord.Interaction,
+        interaction: discord.Interaction[SDBot],
         name: app_commands.Range[str, 1, 100],
         prompt: app_commands.Range[str, 1, 4000],
         negative_prompt: app_commands.Range[str, 0, 4000] | None = None,
@@ -91,20 +91,20 @@ class Styles(commands.GroupCog, group_name="style", group_description="Saved pro
         style = await style_store.add_style(
             self.bot.queue.db, scope, name, prompt, negative_prompt or "", created_by=interaction.user.id
         )
-        await actions.send_private(interaction, f"Saved {scope.label} {_line(style)}\nUse it with the `style` option.")
+        await send_private(interaction, f"Saved {scope.label} {_line(style)}\nUse it with the `style` option.")
 
     @app_commands.command(name="delete", description="Delete a style")
     @app_commands.describe(name="The style to delete", server="A server style (needs Manage Server)")
     @app_commands.autocomplete(name=style_autocomplete)
     async def delete(
-        self, interaction: discord.Interaction, name: app_commands.Range[str, 1, 100], server: bool = False
+        self, interaction: discord.Interaction[SDBot], name: app_commands.Range[str, 1, 100], server: bool = False
     ) -> None:
         scope = _scope(interaction, server)
         deleted = await style_store.delete_style(self.bot.queue.db, scope, name)
-        await actions.send_private(interaction, f"Deleted {scope.label} `{deleted}`.")
+        await send_private(interaction, f"Deleted {scope.label} `{deleted}`.")
 
     @app_commands.command(name="list", description="Your styles and this server's")
-    async def list_styles(self, interaction: discord.Interaction) -> None:
+    async def list_styles(self, interaction: discord.Interaction[SDBot]) -> None:
         styles = await style_store.visible_styles(self.bot.queue.db, interaction.user.id, interaction.guild_id)
         own = [_line(s) for s in styles if s.guild_id is None]
         shared = [_line(s) for s in styles if s.guild_id is not None]
@@ -118,7 +118,7 @@ class Styles(commands.GroupCog, group_name="style", group_description="Saved pro
 
     @app_commands.command(name="import", description="Import A1111's styles.csv as server styles (Manage Server)")
     @app_commands.describe(file="styles.csv: a header row, then name, prompt, negative_prompt")
-    async def import_styles(self, interaction: discord.Interaction, file: discord.Attachment) -> None:
+    async def import_styles(self, interaction: discord.Interaction[SDBot], file: discord.Attachment) -> None:
         scope = _scope(interaction, server=True)
         if file.size > MAX_IMPORT_BYTES:
             raise InvalidOption(f"The file is {file.size:,} bytes; a styles.csv may be {MAX_IMPORT_BYTES:,} at most.")

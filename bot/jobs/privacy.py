@@ -1,7 +1,7 @@
 """Who and what answers privately, kept in memory: read before every acknowledgement.
 
 Every command and button that queues jobs answers "thinking…" before anything else
-(bot.actions.acknowledge), and that answer must already be public or private: private when the
+(bot.interactions.acknowledge), and that answer must already be public or private: private when the
 member turned private results on, or when the work is made from a private job. A database
 read there would hold every acknowledgement of a burst of commands back behind the others'
 reads (aiosqlite runs each statement on its connection's thread, and every hop waits its turn;

@@ -36,7 +36,7 @@ from bot.jobs.privacy import PrivacyIndex
 from db.base import Base, utcnow
 from db.models import ACTIVE_STATUSES, ERROR_DETAIL_MARK, Image, Job, JobStatus, User
 from db.session import Database
-from inference.batching import BATCHABLE_KINDS, batch_key
+from inference.common.batch_keys import BATCHABLE_KINDS, batch_key
 from inference.common.protocol import JobCompleted
 
 _CLAIMED_MEANWHILE = object()  # entry(): the job left the waiting list between two reads
@@ -190,7 +190,7 @@ class JobQueue:
 
     async def claim_batch(self, max_images: int) -> list[Job]:
         """Mark running, and return, the fairest pending job and the waiting jobs that may
-        share its pass (inference.batching.batch_key), up to ``max_images`` images in all;
+        share its pass (inference.common.batch_keys.batch_key), up to ``max_images`` images in all;
         [] when nothing waits.
 
         The riders are taken in fair order too, as if each were claimed next: the first job's

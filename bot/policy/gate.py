@@ -1,6 +1,6 @@
 """The server's policy, applied: who may use the bot where, and which jobs it takes.
 
-`check_access` runs before every slash command (the tree's interaction_check) and every button
+`check_access` runs before every slash command (bot.client.CommandTree.interaction_check) and every button
 or form (bot.actions.run_for_user); `check_jobs` runs once for all the jobs of one command
 before any is queued (bot.ui.confirm.submit_jobs), and for each job a button queues
 (bot.actions.submit). Each refusal raises `Refused` with a message saying why (and, for quotas
@@ -38,8 +38,8 @@ from typing import TYPE_CHECKING
 import discord
 from sqlalchemy import and_, func, not_, or_, select
 
-from bot import actions
 from bot.errors import Refused
+from bot.interactions import is_age_restricted
 from bot.jobs.cost import cost_refusal, job_cost
 from bot.jobs.params import plot_options
 from bot.policy import audit, rules, store
@@ -62,37 +62,25 @@ class Refusal:
     details: str = ""  # more for moderators (the matched term, the prompt)
 
 
-def is_moderator(interaction: discord.Interaction) -> bool:
+def is_moderator(interaction: discord.Interaction[SDBot]) -> bool:
     """Manage Server or Administrator in this server (never in a DM)."""
     permissions = interaction.permissions
     return interaction.guild_id is not None and (permissions.manage_guild or permissions.administrator)
 
 
-def member_role_ids(interaction: discord.Interaction) -> set[int]:
+def member_role_ids(interaction: discord.Interaction[SDBot]) -> set[int]:
     return {role.id for role in getattr(interaction.user, "roles", ())}
 
 
-async def tree_check(interaction: discord.Interaction) -> bool:
-    """The app command tree's interaction_check: slash commands and context menus. Autocomplete
-    only suggests names, and a refusal cannot be shown there, so it is let through. A command
-    that queues jobs is acknowledged before this check (actions.acknowledge)."""
-    if interaction.type != discord.InteractionType.autocomplete:
-        actions.check_not_stopping(interaction)
-        if actions.is_job_command(interaction.command):
-            await actions.acknowledge(interaction)
-        await check_access(interaction)
-    return True
-
-
-async def check_access(interaction: discord.Interaction) -> None:
+async def check_access(interaction: discord.Interaction[SDBot]) -> None:
     """May this member use the bot here at all? Raises Refused (audited) when not."""
     refusal = await _access_refusal(interaction)
     if refusal is not None:
         await refuse(interaction, refusal)
 
 
-async def _access_refusal(interaction: discord.Interaction) -> Refusal | None:
-    bot = actions.bot_of(interaction)
+async def _access_refusal(interaction: discord.Interaction[SDBot]) -> Refusal | None:
+    bot = interaction.client
     db, user_id = bot.queue.db, interaction.user.id
     if interaction.guild_id is None:
         if not bot.settings.policy.allow_dms:
@@ -124,12 +112,12 @@ def role_refusal(policy: store.Policy, role_ids: set[int]) -> Refusal | None:
     return None
 
 
-async def policy_here(interaction: discord.Interaction) -> store.Policy:
+async def policy_here(interaction: discord.Interaction[SDBot]) -> store.Policy:
     """The server's policy, read once per interaction: a command's access check and its job
     check (both on the way to its answer) need the same row."""
     policy = interaction.extras.get(_POLICY_KEY)
     if policy is None:
-        bot = actions.bot_of(interaction)
+        bot = interaction.client
         policy = interaction.extras[_POLICY_KEY] = await store.policy_of(bot.queue.db, bot.settings, interaction.guild_id)
     return policy
 
@@ -137,25 +125,25 @@ async def policy_here(interaction: discord.Interaction) -> store.Policy:
 _POLICY_KEY = "sdbot.policy"
 
 
-def _is_admin_command(interaction: discord.Interaction) -> bool:
+def _is_admin_command(interaction: discord.Interaction[SDBot]) -> bool:
     if interaction.type != discord.InteractionType.application_command:
         return False
     data = interaction.data or {}
     return data.get("name") == ADMIN_COMMAND and data.get("type", 1) == 1
 
 
-def _channel_ids(interaction: discord.Interaction) -> set[int]:
+def _channel_ids(interaction: discord.Interaction[SDBot]) -> set[int]:
     """The channel, and a thread's parent: allowing a channel allows its threads."""
     ids = {interaction.channel_id} if interaction.channel_id is not None else set()
     parent_id = getattr(interaction.channel, "parent_id", None)
     return ids | ({parent_id} if parent_id is not None else set())
 
 
-async def refuse(interaction: discord.Interaction, refusal: Refusal) -> None:
+async def refuse(interaction: discord.Interaction[SDBot], refusal: Refusal) -> None:
     """Audit the refusal, then raise it for the error handlers to answer privately."""
     details = f"{refusal.rule}: {refusal.details or refusal.message}"
     await audit.record(
-        actions.bot_of(interaction), audit.Action.REFUSED, actor_id=interaction.user.id,
+        interaction.client, audit.Action.REFUSED, actor_id=interaction.user.id,
         guild_id=interaction.guild_id, channel_id=interaction.channel_id,
         target_user_id=interaction.user.id, details=details,
     )
@@ -185,15 +173,15 @@ async def member_turn(user_id: int) -> AsyncIterator[None]:
             del _in_line[user_id], _turns[user_id]
 
 
-async def check_jobs(interaction: discord.Interaction, params: list[JobParameters]) -> None:
+async def check_jobs(interaction: discord.Interaction[SDBot], params: list[JobParameters]) -> None:
     """May these jobs (one command's, or one button's) be queued? Raises Refused when not."""
     refusal = await _jobs_refusal(interaction, params)
     if refusal is not None:
         await refuse(interaction, refusal)
 
 
-async def _jobs_refusal(interaction: discord.Interaction, params: list[JobParameters]) -> Refusal | None:
-    bot = actions.bot_of(interaction)
+async def _jobs_refusal(interaction: discord.Interaction[SDBot], params: list[JobParameters]) -> Refusal | None:
+    bot = interaction.client
     db, guild_id = bot.queue.db, interaction.guild_id
     policy = await policy_here(interaction)
     roles = member_role_ids(interaction)
@@ -251,11 +239,13 @@ def prompt_texts(params: JobParameters) -> list[str]:
     return [text for text in texts if text]
 
 
-async def _blocked_terms(interaction: discord.Interaction, bot: SDBot, params: list[JobParameters]) -> Refusal | None:
+async def _blocked_terms(
+    interaction: discord.Interaction[SDBot], bot: SDBot, params: list[JobParameters]
+) -> Refusal | None:
     stored = await store.terms(bot.queue.db, interaction.guild_id)
     if not stored:
         return None
-    age_restricted = actions.is_age_restricted(interaction)
+    age_restricted = is_age_restricted(interaction)
     for job_params in params:
         hits = rules.find_hits(prompt_texts(job_params), [s.term for s in stored], age_restricted=age_restricted)
         if hits:
@@ -349,11 +339,11 @@ def _when(moment: datetime) -> str:
 # --- styles ----------------------------------------------------------------------------------
 
 
-async def _banned_in_style(interaction: discord.Interaction) -> Callable[..., str | None]:
+async def _banned_in_style(interaction: discord.Interaction[SDBot]) -> Callable[..., str | None]:
     """The terms this server bans outright that a style's texts contain, described, or None.
     A style's NSFW terms are checked where it is used, since the same style may serve an
     age-restricted channel."""
-    bot = actions.bot_of(interaction)
+    bot = interaction.client
     stored = [s.term for s in await store.terms(bot.queue.db, interaction.guild_id) if s.term.scope == rules.TermScope.BANNED]
 
     def found(*texts: str) -> str | None:
@@ -363,7 +353,7 @@ async def _banned_in_style(interaction: discord.Interaction) -> Callable[..., st
     return found
 
 
-async def style_refuser(interaction: discord.Interaction) -> Callable[[str, str], str | None]:
+async def style_refuser(interaction: discord.Interaction[SDBot]) -> Callable[[str, str], str | None]:
     """For imports of many styles: why one may not be stored here (check_style_text's rule), or None."""
     found_in = await _banned_in_style(interaction)
 
@@ -374,7 +364,7 @@ async def style_refuser(interaction: discord.Interaction) -> Callable[[str, str]
     return refuse
 
 
-async def check_style_text(interaction: discord.Interaction, *texts: str) -> None:
+async def check_style_text(interaction: discord.Interaction[SDBot], *texts: str) -> None:
     """A style saved here must not carry a term this server bans outright."""
     found = (await _banned_in_style(interaction))(*texts)
     if found:

@@ -20,18 +20,18 @@ from bot.ui.remove_button import RemoveButton
 from inference.common.protocol import JobKind
 
 if TYPE_CHECKING:
-    from bot.config import DiscordSettings
+    from bot.client import SDBot
     from db.models import Job
 
 Strength = str  # "subtle" | "strong"
 
 
-async def _guarded(interaction: discord.Interaction, action: Callable[[], Awaitable[Any]]) -> None:
+async def _guarded(interaction: discord.Interaction[SDBot], action: Callable[[], Awaitable[Any]]) -> None:
     # discord.py only logs what a dynamic item's callback raises; reply to the user first.
     await actions.run_for_user(interaction, action)
 
 
-async def _queuing(interaction: discord.Interaction, job_id: int, action: Callable[[], Awaitable[Any]]) -> None:
+async def _queuing(interaction: discord.Interaction[SDBot], job_id: int, action: Callable[[], Awaitable[Any]]) -> None:
     """A button that makes new work from job_id: acknowledged before its checks."""
     await actions.run_for_user(interaction, action, queues_jobs=True, parent_job_id=job_id)
 
@@ -46,10 +46,12 @@ class UpscaleButton(DynamicItem[Button], template=r"sd:u:(?P<job>\d+):(?P<index>
         self.job_id, self.index = job_id, index
 
     @classmethod
-    async def from_custom_id(cls, interaction: discord.Interaction, item: Button, match: re.Match[str]) -> UpscaleButton:
+    async def from_custom_id(
+        cls, interaction: discord.Interaction[SDBot], item: Button, match: re.Match[str]
+    ) -> UpscaleButton:
         return cls(job_id=int(match["job"]), index=int(match["index"]))
 
-    async def callback(self, interaction: discord.Interaction) -> None:
+    async def callback(self, interaction: discord.Interaction[SDBot]) -> None:
         await _queuing(interaction, self.job_id, lambda: actions.post_single_image(interaction, self.job_id, self.index))
 
 
@@ -68,11 +70,11 @@ class VariationButton(DynamicItem[Button], template=r"sd:v:(?P<job>\d+):(?P<inde
 
     @classmethod
     async def from_custom_id(
-        cls, interaction: discord.Interaction, item: Button, match: re.Match[str]
+        cls, interaction: discord.Interaction[SDBot], item: Button, match: re.Match[str]
     ) -> VariationButton:
         return cls(job_id=int(match["job"]), index=int(match["index"]), strength=match["strength"], label=item.label)
 
-    async def callback(self, interaction: discord.Interaction) -> None:
+    async def callback(self, interaction: discord.Interaction[SDBot]) -> None:
         await _queuing(interaction, self.job_id, lambda: actions.vary(interaction, self.job_id, self.index, self.strength))
 
 
@@ -86,10 +88,12 @@ class RerollButton(DynamicItem[Button], template=r"sd:reroll:(?P<job>\d+)"):
         self.job_id = job_id
 
     @classmethod
-    async def from_custom_id(cls, interaction: discord.Interaction, item: Button, match: re.Match[str]) -> RerollButton:
+    async def from_custom_id(
+        cls, interaction: discord.Interaction[SDBot], item: Button, match: re.Match[str]
+    ) -> RerollButton:
         return cls(job_id=int(match["job"]))
 
-    async def callback(self, interaction: discord.Interaction) -> None:
+    async def callback(self, interaction: discord.Interaction[SDBot]) -> None:
         await _queuing(interaction, self.job_id, lambda: actions.reroll(interaction, self.job_id))
 
 
@@ -101,10 +105,12 @@ class CancelButton(DynamicItem[Button], template=r"sd:cancel:(?P<job>\d+)"):
         self.job_id = job_id
 
     @classmethod
-    async def from_custom_id(cls, interaction: discord.Interaction, item: Button, match: re.Match[str]) -> CancelButton:
+    async def from_custom_id(
+        cls, interaction: discord.Interaction[SDBot], item: Button, match: re.Match[str]
+    ) -> CancelButton:
         return cls(job_id=int(match["job"]))
 
-    async def callback(self, interaction: discord.Interaction) -> None:
+    async def callback(self, interaction: discord.Interaction[SDBot]) -> None:
         await _guarded(interaction, lambda: actions.cancel(interaction, self.job_id))
 
 
@@ -119,11 +125,11 @@ class UpscaleImageButton(DynamicItem[Button], template=r"sd:up:(?P<job>\d+):(?P<
 
     @classmethod
     async def from_custom_id(
-        cls, interaction: discord.Interaction, item: Button, match: re.Match[str]
+        cls, interaction: discord.Interaction[SDBot], item: Button, match: re.Match[str]
     ) -> UpscaleImageButton:
         return cls(job_id=int(match["job"]), index=int(match["index"]), scale=int(match["scale"]))
 
-    async def callback(self, interaction: discord.Interaction) -> None:
+    async def callback(self, interaction: discord.Interaction[SDBot]) -> None:
         await _queuing(interaction, self.job_id, lambda: actions.upscale(interaction, self.job_id, self.index, float(self.scale)))
 
 
@@ -154,10 +160,12 @@ class OutpaintButton(
         self.job_id, self.index, self.direction = job_id, index, direction
 
     @classmethod
-    async def from_custom_id(cls, interaction: discord.Interaction, item: Button, match: re.Match[str]) -> OutpaintButton:
+    async def from_custom_id(
+        cls, interaction: discord.Interaction[SDBot], item: Button, match: re.Match[str]
+    ) -> OutpaintButton:
         return cls(job_id=int(match["job"]), index=int(match["index"]), direction=match["direction"])
 
-    async def callback(self, interaction: discord.Interaction) -> None:
+    async def callback(self, interaction: discord.Interaction[SDBot]) -> None:
         await _queuing(interaction, self.job_id, lambda: actions.outpaint(interaction, self.job_id, self.index, self.direction))
 
 
@@ -171,14 +179,16 @@ class RemixButton(DynamicItem[Button], template=r"sd:remix:(?P<job>\d+)"):
         self.job_id = job_id
 
     @classmethod
-    async def from_custom_id(cls, interaction: discord.Interaction, item: Button, match: re.Match[str]) -> RemixButton:
+    async def from_custom_id(
+        cls, interaction: discord.Interaction[SDBot], item: Button, match: re.Match[str]
+    ) -> RemixButton:
         return cls(job_id=int(match["job"]))
 
-    async def callback(self, interaction: discord.Interaction) -> None:
+    async def callback(self, interaction: discord.Interaction[SDBot]) -> None:
         async def open_form() -> None:
             job = await actions.job_for_interaction(interaction, self.job_id)
             actions.check_not_removed(job)
-            actions.check_files_kept(actions.bot_of(interaction), job)
+            actions.check_files_kept(interaction.client, job)
             await interaction.response.send_modal(modals.RemixModal(job, viewer_id=interaction.user.id))
 
         await _guarded(interaction, open_form)
@@ -194,13 +204,15 @@ class InpaintButton(DynamicItem[Button], template=r"sd:inpaint:(?P<job>\d+):(?P<
         self.job_id, self.index = job_id, index
 
     @classmethod
-    async def from_custom_id(cls, interaction: discord.Interaction, item: Button, match: re.Match[str]) -> InpaintButton:
+    async def from_custom_id(
+        cls, interaction: discord.Interaction[SDBot], item: Button, match: re.Match[str]
+    ) -> InpaintButton:
         return cls(job_id=int(match["job"]), index=int(match["index"]))
 
-    async def callback(self, interaction: discord.Interaction) -> None:
+    async def callback(self, interaction: discord.Interaction[SDBot]) -> None:
         async def open_form() -> None:
             job, _ = await actions.finished_image(interaction, self.job_id, self.index)
-            strength = actions.bot_of(interaction).settings.images.default_denoising_strength
+            strength = interaction.client.settings.images.default_denoising_strength
             await interaction.response.send_modal(modals.InpaintModal(job, self.index, strength))
 
         await _guarded(interaction, open_form)
@@ -279,5 +291,12 @@ def single_image_view(job_id: int, index: int, *, with_reroll: bool = False) -> 
     )
 
 
-def variation_strength(settings: DiscordSettings, strength: Strength) -> float:
-    return settings.variation_subtle if strength == "subtle" else settings.variation_strong
+class JobViews:
+    """The buttons under a job's messages, as the bot hands them to the modules that post
+    those messages (bot.actions, bot.delivery): the buttons' callbacks call those modules, so
+    those modules reach the buttons through the bot (bot.client.SDBot.job_views) rather than
+    by importing this one."""
+
+    status = staticmethod(status_view)
+    result = staticmethod(result_view)
+    single_image = staticmethod(single_image_view)

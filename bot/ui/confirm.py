@@ -27,6 +27,7 @@ from discord.ui import Button, DynamicItem
 
 from bot import actions
 from bot.errors import QueueFull
+from bot.interactions import MESSAGE_LIMIT, send_private, withdraw_thinking
 from bot.policy import gate
 from bot.prompts.tokens import cut_warning
 from bot.ui.embeds import clip
@@ -36,7 +37,6 @@ if TYPE_CHECKING:
     from bot.jobs.params import JobParameters
 
 PENDING_LIFETIME_S = 15 * 60
-MESSAGE_LIMIT = 2000  # Discord's longest message
 PROMPT_PREVIEW = 100  # characters of each prompt listed in the question
 
 
@@ -50,9 +50,9 @@ class _Pending:
 _pending: dict[str, _Pending] = {}
 
 
-async def submit_jobs(interaction: discord.Interaction, params: list[JobParameters]) -> None:
+async def submit_jobs(interaction: discord.Interaction[SDBot], params: list[JobParameters]) -> None:
     """Queue the jobs of one command, asking first when there are many (see module doc)."""
-    bot = actions.bot_of(interaction)
+    bot = interaction.client
     async with gate.member_turn(interaction.user.id):
         if len(params) > 1:
             await _check_room(bot, interaction.user.id, len(params))
@@ -63,10 +63,10 @@ async def submit_jobs(interaction: discord.Interaction, params: list[JobParamete
         await _queue_all(interaction, params, answered=False)
 
 
-async def _queue_all(interaction: discord.Interaction, params: list[JobParameters], *, answered: bool) -> None:
+async def _queue_all(interaction: discord.Interaction[SDBot], params: list[JobParameters], *, answered: bool) -> None:
     for number, job_params in enumerate(params):
         await actions.submit(interaction, job_params, as_followup=answered or number > 0, checked=True)
-    settings = actions.bot_of(interaction).settings
+    settings = interaction.client.settings
     warnings = list(dict.fromkeys(w for p in params if (w := cut_warning(settings, p))))
     if warnings:
         await interaction.followup.send(clip("\n".join(warnings), MESSAGE_LIMIT), ephemeral=True)
@@ -82,7 +82,7 @@ async def _check_room(bot: SDBot, user_id: int, count: int) -> None:
         )
 
 
-async def _ask(interaction: discord.Interaction, params: list[JobParameters]) -> None:
+async def _ask(interaction: discord.Interaction[SDBot], params: list[JobParameters]) -> None:
     now = time.monotonic()
     for key in [key for key, pending in _pending.items() if pending.expires_at <= now]:
         del _pending[key]
@@ -96,7 +96,7 @@ async def _ask(interaction: discord.Interaction, params: list[JobParameters]) ->
     view.add_item(ConfirmButton(key, "no"))
     if interaction.response.is_done():
         # A public "thinking…" would make the question public: it goes first.
-        await actions.withdraw_thinking(interaction, "Waiting for your confirmation.")
+        await withdraw_thinking(interaction, "Waiting for your confirmation.")
         await interaction.followup.send(text, view=view, ephemeral=True)
     else:
         await interaction.response.send_message(text, view=view, ephemeral=True)
@@ -112,16 +112,16 @@ class ConfirmButton(DynamicItem[Button], template=r"sd:perm:(?P<key>[0-9a-f]{8})
         self.key, self.answer = key, answer
 
     @classmethod
-    async def from_custom_id(cls, interaction: discord.Interaction, item: Button, match: re.Match[str]) -> Any:
+    async def from_custom_id(cls, interaction: discord.Interaction[SDBot], item: Button, match: re.Match[str]) -> Any:
         return cls(match["key"], match["answer"])
 
-    async def callback(self, interaction: discord.Interaction) -> None:
+    async def callback(self, interaction: discord.Interaction[SDBot]) -> None:
         await actions.run_for_user(interaction, lambda: self._answer(interaction))
 
-    async def _answer(self, interaction: discord.Interaction) -> None:
+    async def _answer(self, interaction: discord.Interaction[SDBot]) -> None:
         pending = _pending.get(self.key)
         if pending is not None and pending.user_id != interaction.user.id:
-            await actions.send_private(interaction, "Only the member who asked can answer this.")
+            await send_private(interaction, "Only the member who asked can answer this.")
             return
         if pending is None or pending.expires_at <= time.monotonic():
             _pending.pop(self.key, None)
@@ -138,7 +138,7 @@ class ConfirmButton(DynamicItem[Button], template=r"sd:perm:(?P<key>[0-9a-f]{8})
         count = len(pending.params)
         async with gate.member_turn(interaction.user.id):
             # Checked again (jobs may have been queued meanwhile); refused, the question stays.
-            await _check_room(actions.bot_of(interaction), interaction.user.id, count)
+            await _check_room(interaction.client, interaction.user.id, count)
             await gate.check_jobs(interaction, pending.params)
             del _pending[self.key]
             await interaction.response.edit_message(content=f"Queuing {count} jobs.", view=None)

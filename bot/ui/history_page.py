@@ -20,6 +20,7 @@ from bot.ui import confirm
 from bot.ui.embeds import clip
 
 if TYPE_CHECKING:
+    from bot.client import SDBot
     from db.models import Job
 
 PROMPT_CHARS = 60
@@ -63,8 +64,8 @@ def history_view(user_id: int, page: HistoryPage) -> discord.ui.View:
     return view
 
 
-async def history_message(interaction: discord.Interaction, user_id: int, page: int) -> dict[str, Any]:
-    shown = await user_jobs_page(actions.bot_of(interaction).queue.db, user_id, page)
+async def history_message(interaction: discord.Interaction[SDBot], user_id: int, page: int) -> dict[str, Any]:
+    shown = await user_jobs_page(interaction.client.queue.db, user_id, page)
     return {"embed": history_embed(shown), "view": history_view(user_id, shown)}
 
 
@@ -84,10 +85,10 @@ class HistoryPageButton(DynamicItem[Button], template=r"sd:hist:(?P<user>\d+):(?
         self.user_id, self.page, self.direction = user_id, page, direction
 
     @classmethod
-    async def from_custom_id(cls, interaction: discord.Interaction, item: Button, match: re.Match[str]) -> Any:
+    async def from_custom_id(cls, interaction: discord.Interaction[SDBot], item: Button, match: re.Match[str]) -> Any:
         return cls(int(match["user"]), int(match["page"]), match["dir"])
 
-    async def callback(self, interaction: discord.Interaction) -> None:
+    async def callback(self, interaction: discord.Interaction[SDBot]) -> None:
         async def turn() -> None:
             if interaction.user.id != self.user_id:
                 raise NotAllowed(NOT_YOURS)
@@ -119,10 +120,10 @@ class RerunSelect(DynamicItem[Select], template=r"sd:rerun:(?P<user>\d+):(?P<pag
         self.user_id, self.page = user_id, page
 
     @classmethod
-    async def from_custom_id(cls, interaction: discord.Interaction, item: Select, match: re.Match[str]) -> Any:
+    async def from_custom_id(cls, interaction: discord.Interaction[SDBot], item: Select, match: re.Match[str]) -> Any:
         return cls(int(match["user"]), int(match["page"]))
 
-    async def callback(self, interaction: discord.Interaction) -> None:
+    async def callback(self, interaction: discord.Interaction[SDBot]) -> None:
         values = (interaction.data or {}).get("values") or []  # type: ignore[union-attr]
 
         async def rerun() -> None:
@@ -134,8 +135,8 @@ class RerunSelect(DynamicItem[Select], template=r"sd:rerun:(?P<user>\d+):(?P<pag
         await actions.run_for_user(interaction, rerun, queues_jobs=True, parent_job_id=parent_job_id)
 
 
-async def rerun_job(interaction: discord.Interaction, job_id: int) -> None:
-    bot = actions.bot_of(interaction)
+async def rerun_job(interaction: discord.Interaction[SDBot], job_id: int) -> None:
+    bot = interaction.client
     job = await bot.queue.get(job_id)
     if job is None:
         raise JobNotFound(f"Job #{job_id} no longer exists.")

@@ -13,9 +13,11 @@ import discord
 from discord import ui
 
 from bot import actions
+from bot.ui import confirm
 from inference.common.protocol import MaskedContent
 
 if TYPE_CHECKING:
+    from bot.client import SDBot
     from db.models import Job
 
 TEXT_INPUT_LIMIT = 4000  # Discord's longest text input
@@ -58,13 +60,13 @@ class RemixModal(ui.Modal):
         self.add_item(self.prompt)
         self.add_item(self.negative_prompt)
 
-    async def on_submit(self, interaction: discord.Interaction) -> None:
-        await actions.run_for_user(
-            interaction,
-            lambda: actions.remix(interaction, self.job_id, self.prompt.value, self.negative_prompt.value or ""),
-            queues_jobs=True,
-            parent_job_id=self.job_id,
-        )
+    async def on_submit(self, interaction: discord.Interaction[SDBot]) -> None:
+        async def run() -> None:
+            negative_prompt = self.negative_prompt.value or ""
+            params = await actions.remix_jobs(interaction, self.job_id, self.prompt.value, negative_prompt)
+            await confirm.submit_jobs(interaction, params)
+
+        await actions.run_for_user(interaction, run, queues_jobs=True, parent_job_id=self.job_id)
 
 
 class InpaintModal(ui.Modal):
@@ -112,9 +114,9 @@ class InpaintModal(ui.Modal):
         self.add_item(ui.Label(text="Masked content (what the area starts from)", component=self.masked_content))
         self.add_item(ui.Label(text="Inpaint area", component=self.area))
 
-    async def on_submit(self, interaction: discord.Interaction) -> None:
+    async def on_submit(self, interaction: discord.Interaction[SDBot]) -> None:
         async def run() -> None:
-            await actions.inpaint(
+            params, note = await actions.inpaint_jobs(
                 interaction,
                 self.job_id,
                 self.index,
@@ -124,5 +126,8 @@ class InpaintModal(ui.Modal):
                 masked_content=self.masked_content.values[0] if self.masked_content.values else None,
                 only_masked=bool(self.area.values) and self.area.values[0] == ONLY_MASKED,
             )
+            await confirm.submit_jobs(interaction, params)
+            if note:
+                await interaction.followup.send(note, ephemeral=True)
 
         await actions.run_for_user(interaction, run, queues_jobs=True, parent_job_id=self.job_id)

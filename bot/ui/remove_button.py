@@ -14,7 +14,7 @@ the choice's too.
 from __future__ import annotations
 
 import re
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import discord
 from discord.ui import Button, DynamicItem
@@ -23,10 +23,13 @@ from bot import actions
 from bot.errors import NotAllowed, NothingToDo
 from bot.jobs import removal
 
+if TYPE_CHECKING:
+    from bot.client import SDBot
+
 FILES_LABEL = "Remove message and image files"
 
 
-def _check_may_remove(interaction: discord.Interaction, job: Any) -> None:
+def _check_may_remove(interaction: discord.Interaction[SDBot], job: Any) -> None:
     if not actions.may_manage(interaction, job):
         raise NotAllowed(f"Only the person who made job #{job.id}, or a moderator, can remove its result.")
     if job.is_active:
@@ -45,13 +48,13 @@ class RemoveButton(DynamicItem[Button], template=r"sd:rm:(?P<job>\d+)"):
         self.job_id = job_id
 
     @classmethod
-    async def from_custom_id(cls, interaction: discord.Interaction, item: Button, match: re.Match[str]) -> Any:
+    async def from_custom_id(cls, interaction: discord.Interaction[SDBot], item: Button, match: re.Match[str]) -> Any:
         return cls(int(match["job"]))
 
-    async def callback(self, interaction: discord.Interaction) -> None:
+    async def callback(self, interaction: discord.Interaction[SDBot]) -> None:
         await actions.run_for_user(interaction, lambda: self._ask(interaction))
 
-    async def _ask(self, interaction: discord.Interaction) -> None:
+    async def _ask(self, interaction: discord.Interaction[SDBot]) -> None:
         job = await actions.job_for_interaction(interaction, self.job_id)
         _check_may_remove(interaction, job)
         origin = interaction.message
@@ -85,14 +88,14 @@ class RemoveChoiceButton(
         self.job_id, self.channel_id, self.message_id, self.files = job_id, channel_id, message_id, files
 
     @classmethod
-    async def from_custom_id(cls, interaction: discord.Interaction, item: Button, match: re.Match[str]) -> Any:
+    async def from_custom_id(cls, interaction: discord.Interaction[SDBot], item: Button, match: re.Match[str]) -> Any:
         return cls(int(match["job"]), int(match["channel"]), int(match["message"]), files=match["files"] == "1")
 
-    async def callback(self, interaction: discord.Interaction) -> None:
+    async def callback(self, interaction: discord.Interaction[SDBot]) -> None:
         await actions.run_for_user(interaction, lambda: self._remove(interaction))
 
-    async def _remove(self, interaction: discord.Interaction) -> None:
-        bot = actions.bot_of(interaction)
+    async def _remove(self, interaction: discord.Interaction[SDBot]) -> None:
+        bot = interaction.client
         job = await actions.job_for_interaction(interaction, self.job_id)
         _check_may_remove(interaction, job)
         status_message = (job.channel_id, job.message_id)

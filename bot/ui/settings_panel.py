@@ -73,9 +73,9 @@ async def save(bot: SDBot, member: discord.abc.User, **columns: Any) -> None:
 # --- the message ------------------------------------------------------------------------------
 
 
-async def settings_message(interaction: discord.Interaction, user_id: int) -> dict[str, Any]:
+async def settings_message(interaction: discord.Interaction[SDBot], user_id: int) -> dict[str, Any]:
     """The message's fields (a LayoutView), read from the database now."""
-    bot = actions.bot_of(interaction)
+    bot = interaction.client
     user = await _user(bot, user_id)
     styles = await style_store.visible_styles(bot.queue.db, user_id, interaction.guild_id)
     view = ui.LayoutView(timeout=None)
@@ -209,21 +209,21 @@ class SettingSelect(DynamicItem[Select], template=r"sd:set:(?P<user>\d+):(?P<wha
         self.user_id, self.what = user_id, what
 
     @classmethod
-    async def from_custom_id(cls, interaction: discord.Interaction, item: Select, match: re.Match[str]) -> Any:
+    async def from_custom_id(cls, interaction: discord.Interaction[SDBot], item: Select, match: re.Match[str]) -> Any:
         return cls(int(match["user"]), match["what"])
 
-    async def callback(self, interaction: discord.Interaction) -> None:
+    async def callback(self, interaction: discord.Interaction[SDBot]) -> None:
         values = list((interaction.data or {}).get("values") or [])  # type: ignore[union-attr]
 
         async def choose() -> None:
             _check_owner(interaction, self.user_id)
-            await save(actions.bot_of(interaction), interaction.user, **await self._columns(interaction, values))
+            await save(interaction.client, interaction.user, **await self._columns(interaction, values))
             await interaction.response.edit_message(**await settings_message(interaction, self.user_id))
 
         await actions.run_for_user(interaction, choose)
 
-    async def _columns(self, interaction: discord.Interaction, values: list[str]) -> dict[str, Any]:
-        bot = actions.bot_of(interaction)
+    async def _columns(self, interaction: discord.Interaction[SDBot], values: list[str]) -> dict[str, Any]:
+        bot = interaction.client
         settings = bot.settings
         if self.what == "style":
             if not values:
@@ -269,15 +269,15 @@ class SettingsButton(DynamicItem[Button], template=r"sd:setb:(?P<user>\d+):(?P<w
         self.user_id, self.what = user_id, what
 
     @classmethod
-    async def from_custom_id(cls, interaction: discord.Interaction, item: Button, match: re.Match[str]) -> Any:
+    async def from_custom_id(cls, interaction: discord.Interaction[SDBot], item: Button, match: re.Match[str]) -> Any:
         return cls(int(match["user"]), match["what"])
 
-    async def callback(self, interaction: discord.Interaction) -> None:
+    async def callback(self, interaction: discord.Interaction[SDBot]) -> None:
         await actions.run_for_user(interaction, lambda: self._press(interaction))
 
-    async def _press(self, interaction: discord.Interaction) -> None:
+    async def _press(self, interaction: discord.Interaction[SDBot]) -> None:
         _check_owner(interaction, self.user_id)
-        bot = actions.bot_of(interaction)
+        bot = interaction.client
         user = await _user(bot, self.user_id)
         if self.what == "form":
             await interaction.response.send_modal(SettingsModal(bot.settings, self.user_id, user))
@@ -289,7 +289,7 @@ class SettingsButton(DynamicItem[Button], template=r"sd:setb:(?P<user>\d+):(?P<w
         await interaction.response.edit_message(**await settings_message(interaction, self.user_id))
 
 
-def _check_owner(interaction: discord.Interaction, user_id: int) -> None:
+def _check_owner(interaction: discord.Interaction[SDBot], user_id: int) -> None:
     if interaction.user.id != user_id:
         raise NotAllowed(NOT_YOURS)
 
@@ -318,10 +318,10 @@ class SettingsModal(ui.Modal):
         for item in (self.steps, self.cfg, self.size, self.negative):
             self.add_item(item)
 
-    async def on_submit(self, interaction: discord.Interaction) -> None:
+    async def on_submit(self, interaction: discord.Interaction[SDBot]) -> None:
         async def apply() -> None:
             _check_owner(interaction, self.user_id)
-            bot = actions.bot_of(interaction)
+            bot = interaction.client
             columns = form_columns(
                 bot.settings, self.steps.value, self.cfg.value, self.size.value, self.negative.value
             )

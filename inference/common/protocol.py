@@ -154,6 +154,10 @@ class ModelSpec:
 
 # The choices of WorkerOptions' torch_compile, preview_method and low_memory. "off" or a
 # torch.compile mode; "max-autotune-no-cudagraphs" is the usual best for diffusion models.
+# The environment variable with the log level of the bot and its worker, which inherits it
+# ("DEBUG" shows the tracebacks behind start-up errors; `sdbot --debug` sets it).
+LOG_LEVEL_VARIABLE = "SDBOT_LOG_LEVEL"
+
 COMPILE_MODES = ("off", "default", "reduce-overhead", "max-autotune-no-cudagraphs", "max-autotune")
 PREVIEW_METHODS = ("approx", "taesd")
 LOW_MEMORY_MODES = ("off", "slicing", "offload")

@@ -1,0 +1,95 @@
+"""Small helpers every command, button and form uses on its Discord interaction: the first
+"thinking…" (acknowledge), private answers (send_private), where the member is (an
+age-restricted channel) and whether what they make is private.
+
+They sit below what the commands do (bot.actions, bot.policy.gate, bot.ui) and above the
+Discord-free core, so any of those can use them without importing each other.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from typing import TYPE_CHECKING, Any
+
+import discord
+
+from bot.ui.embeds import clip
+
+if TYPE_CHECKING:
+    from bot.client import SDBot
+
+MESSAGE_LIMIT = 2000  # Discord's longest message
+# interaction.extras keys: the privacy chosen at acknowledgement, and a public "thinking…"
+# that no status message has replaced yet.
+_PRIVATE_KEY = "sdbot.private"
+_PUBLIC_THINKING_KEY = "sdbot.public_thinking"
+
+
+async def acknowledge(interaction: discord.Interaction[SDBot], parent_job_id: int | None = None) -> None:
+    """Answer Discord at once with "thinking…", before the checks and the queue, whatever the
+    load: the 3-second limit and the member's patience both count from the click.
+
+    It is private when the job's result will be (answers_privately). The first status message
+    replaces it (bot.actions.submit); a refusal or a private question withdraws it
+    (withdraw_thinking), so only the private explanation remains."""
+    if interaction.response.is_done():
+        return
+    private = await answers_privately(interaction, parent_job_id)
+    await interaction.response.defer(thinking=True, ephemeral=private)
+    interaction.extras[_PRIVATE_KEY] = private
+    interaction.extras[_PUBLIC_THINKING_KEY] = not private
+    # The checks and the queue row wait until the commands that came before this one have had
+    # their "thinking…" too (bot/answers_first.py).
+    answers_first = interaction.client.answers_first
+    answers_first.answered()
+    await answers_first.wait_for_earlier()
+
+
+async def withdraw_thinking(interaction: discord.Interaction[SDBot], content: str) -> None:
+    """Finish and delete a public "thinking…" that will not become a status message."""
+    if not interaction.extras.pop(_PUBLIC_THINKING_KEY, False):
+        return
+    with contextlib.suppress(discord.HTTPException):
+        # A still-loading response must be finished before it is deleted, or Discord takes the
+        # next followup (the private explanation) for its content and fails.
+        await interaction.edit_original_response(content=content)
+        await interaction.delete_original_response()
+
+
+async def replace_thinking(interaction: discord.Interaction[SDBot], **fields: Any) -> discord.WebhookMessage:
+    """The answer to an acknowledged interaction: its first followup replaces "thinking…"."""
+    message = await interaction.followup.send(wait=True, **fields)
+    interaction.extras.pop(_PUBLIC_THINKING_KEY, None)
+    return message
+
+
+async def send_private(interaction: discord.Interaction[SDBot], text: str) -> None:
+    """Every private answer (refusals, the error handlers' replies) goes out here: cut to what
+    Discord takes, since a message it refuses as too long leaves the member with no answer."""
+    text = clip(text, MESSAGE_LIMIT)
+    if interaction.response.is_done():
+        await withdraw_thinking(interaction, "Not queued.")
+        await interaction.followup.send(text, ephemeral=True)
+    else:
+        await interaction.response.send_message(text, ephemeral=True)
+
+
+def is_age_restricted(interaction: discord.Interaction[SDBot]) -> bool:
+    """The channel is one Discord marks age-restricted (a thread follows its parent). A DM
+    never is: NSFW is allowed only where a server's moderators said so."""
+    channel = interaction.channel
+    is_nsfw = getattr(channel, "is_nsfw", None)
+    return interaction.guild_id is not None and callable(is_nsfw) and bool(is_nsfw())
+
+
+async def answers_privately(interaction: discord.Interaction[SDBot], parent_job_id: int | None = None) -> bool:
+    """Whether what this interaction makes is shown to its member alone (ephemeral): they
+    turned private results on in /settings, or it is made from a private job (the buttons of
+    a private result). Other ephemeral messages (/history, /pnginfo, a permutation question)
+    do not make their jobs private. A DM is private already: nothing there is ephemeral, so
+    results stay in the conversation."""
+    if interaction.guild_id is None:
+        return False
+    if (chosen := interaction.extras.get(_PRIVATE_KEY)) is not None:
+        return chosen  # what the member was shown at acknowledgement is what their jobs are
+    return await interaction.client.queue.privacy.answers_privately(interaction.user.id, parent_job_id)
