@@ -121,7 +121,7 @@ class SDBot(commands.Bot):
         self.dispatcher.run(self.delivery)
         # What is loaded by now (modules, the CLIP vocabulary, commands) lives as long as the
         # bot: frozen out of the cyclic collector's way, whose full passes scan every tracked
-        # object on the event loop (bench/load.py measured them stalling it for 100-300 ms).
+        # object on the event loop (bench/load.py saw them stall it for a noticeable pause).
         gc.collect()
         gc.freeze()
         collect_young_less_often()

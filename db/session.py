@@ -20,7 +20,7 @@ def create_engine(url: str) -> AsyncEngine:
     if is_sqlite and parsed.database and parsed.database != ":memory:":
         Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
     # Every aiosqlite connection is a thread, started on the event loop when the pool opens it
-    # (Thread.start waits for the thread: under load, 100 ms and more). The default pool (5
+    # (Thread.start waits for the thread, which under load takes long). The default pool (5
     # kept, 10 more opened and closed per burst) started threads for every burst of commands
     # and stalled the loop (bench/load.py). So a pool big enough for a burst, opened at
     # start-up (open_pool); the overflow is for rarer peaks, and keeps a session opened inside
@@ -42,8 +42,7 @@ def create_engine(url: str) -> AsyncEngine:
             # off by default in SQLite; busy_timeout rides out a concurrent writer.
             cursor.execute("PRAGMA journal_mode=WAL")
             # In WAL mode NORMAL syncs the log at checkpoints, not at every commit: the bot
-            # commits five or six times a job, and a sync is 0.3 ms on this machine's virtual
-            # disk, more on many others. It cannot corrupt the database; a power cut (not a crash
+            # commits five or six times a job, and every sync waits on the disk. It cannot corrupt the database; a power cut (not a crash
             # of the bot, whose commits are already with the OS) may lose the last commits.
             cursor.execute("PRAGMA synchronous=NORMAL")
             cursor.execute("PRAGMA foreign_keys=ON")

@@ -6,8 +6,8 @@ Two methods, as A1111 has them ([worker] preview_method):
 - "taesd": TAESD (diffusers' AutoencoderTiny), a distilled decoder of about a million
   parameters that gives a recognisable image for a few milliseconds on a GPU.
 The full VAE is never used: its decode costs about as much as a denoising step, at every
-preview. On a GPU either costs far under 2% of sampling time at one per 1.5 s; where one
-costs more (TAESD on a CPU), ProgressReporter (inference/jobs.py), which times every preview,
+preview. Either is meant to cost a small fraction of sampling time; where one costs more
+(TAESD on a CPU), ProgressReporter (inference/jobs.py), which times every preview,
 spaces them out to stay within that budget (bench.previews measures both).
 
 SD 1.x/2.x and SDXL latents both have 4 channels but different colours, so the map is chosen

@@ -306,7 +306,7 @@ class JobQueue:
         """
         async with self.db.session() as session:
             # Sorted here: ORDER BY id made SQLite walk the whole table in id order rather than
-            # sort the few active rows it finds by status (0.8 s at a million jobs).
+            # sort the few active rows it finds by status (slow at a million jobs: bench/big_database.py).
             rows = sorted(
                 (await session.execute(select(*_SCHEDULE_COLUMNS).where(Job.status.in_(ACTIVE_STATUSES)))).all(),
                 key=lambda row: row.id,

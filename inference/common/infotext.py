@@ -32,9 +32,9 @@ _KEY = re.compile(r"\w[\w \-/]+")
 # A1111 treats the last line as parameters only when it holds at least this many pairs, so a
 # prompt line such as "style: anime" stays part of the prompt.
 _MIN_PARAMS_ON_LAST_LINE = 3
-# _PARAM backtracks over a long run of key characters: 8,000 "a"s took 0.5 s, 30,000 five, and
-# a PNG text chunk may hold a megabyte. A real parameters line, three ControlNet units and all,
-# is under 900 characters (0.1 ms); a longer last line is read as text of the prompt.
+# _PARAM backtracks over a long run of key characters (its time grows faster than the line),
+# and a PNG text chunk may hold a megabyte. A real parameters line, three ControlNet units and
+# all, is under 900 characters; a longer last line is read as text of the prompt.
 MAX_PARAMETERS_LINE = 4000
 
 

@@ -254,8 +254,8 @@ def prompt_schedules(
     if "[" not in prompt:
         # Editing and alternation both open with "[": without one the grammar gives the
         # prompt back whole (or refuses it, which also means the prompt as it is). The bot
-        # counts every new job's tokens on its event loop, and the Earley parse of a plain
-        # prompt was 6% of the loop's work under a burst (bench/load.py).
+        # counts every new job's tokens on its event loop, where an Earley parse of every
+        # plain prompt showed in bench/load.py's profile.
         return [(steps, prompt)]
     pieces = bracket_groups(prompt)
     if schedule_problem(prompt, pieces):
@@ -278,8 +278,7 @@ def prompt_schedules(
 
 
 # The grammar's work on one prompt grows with the brackets, parentheses, colons and bars in
-# the groups it reads (on a slow 2-core machine 28 took some 32 ms, 40 took 57 ms and 52 took
-# 101 ms, and lark recurses once per nested bracket); the bot reads a prompt and its negative
+# the groups it reads, faster than linearly (and lark recurses once per nested bracket); the bot reads a prompt and its negative
 # on its event loop. Simple groups, and groups without ":", "|" or an escape (no editing or
 # alternation can hide in them), are read without it and not counted.
 MAX_PARSED_SPECIALS = 32
@@ -321,7 +320,8 @@ def bracket_groups(prompt: str) -> list[tuple[bool, str]]:
     reads it inside the prompt; the text between, a "[" that never closes and a stray "]"
     included, it gives back as it is (or refuses, see _TOP_LEVEL_TEXT). So each group is read
     alone: the Earley parse of a whole prompt grows with every bracket, parenthesis and colon
-    in it (1,450 characters of "(word:1.2)" with one edit took 12.7 s), a group's with its own.
+    in it (a long prompt of weighted words with one edit stalls for seconds), a group's with
+    its own.
     A backslash escapes the next character, as in the grammar's plain text.
     """
     closing: dict[int, int] = {}

@@ -174,7 +174,7 @@ class WorkerOptions:
     # never has more to show than Discord's edit rate allows.
     preview_interval_s: float = 1.5
     preview_max_side: int = 256
-    # PNG zlib level for saved images: 1 is several times faster than 9 for ~10% more bytes.
+    # PNG zlib level for saved images: 1 is much faster than 9 for slightly bigger files.
     png_compress_level: int = 1
     # The most images of one RunBatch (the sum of its jobs' counts); the bot's queue batches
     # compatible jobs up to it (inference/batching.py). 1: every job runs alone.
