@@ -25,15 +25,13 @@ import sys
 import tempfile
 from pathlib import Path
 
+# SD 1.5's text encoder ids (openai/clip-vit-large-patch14's text tower), and its folder
+# layout (scheduler, bundled tokenizer): the tiny model's own.
+from inference.tiny import BOS_TOKEN_ID, CLIP_VOCAB_SIZE, CONTEXT_LENGTH, EOS_TOKEN_ID, save_sd15_pipeline
+
 MODEL_KINDS = ("tiny", "small", "sd15")
 # Bump when a builder changes, so an old cached folder is not reused.
 _BUILD_VERSION = 1
-
-# SD 1.5's text encoder (openai/clip-vit-large-patch14's text tower).
-_CLIP_VOCAB_SIZE = 49408
-_BOS_TOKEN_ID = 49406
-_EOS_TOKEN_ID = 49407
-_CONTEXT_LENGTH = 77
 
 # stable-diffusion-v1-5/unet/config.json, the values that shape the network.
 SD15_UNET = dict(
@@ -71,17 +69,17 @@ SD15_VAE = dict(
 )
 # stable-diffusion-v1-5/text_encoder/config.json
 SD15_TEXT_ENCODER = dict(
-    vocab_size=_CLIP_VOCAB_SIZE,
+    vocab_size=CLIP_VOCAB_SIZE,
     hidden_size=768,
     intermediate_size=3072,
     projection_dim=768,
     num_hidden_layers=12,
     num_attention_heads=12,
-    max_position_embeddings=_CONTEXT_LENGTH,
+    max_position_embeddings=CONTEXT_LENGTH,
     hidden_act="quick_gelu",
     layer_norm_eps=1e-5,
-    bos_token_id=_BOS_TOKEN_ID,
-    eos_token_id=_EOS_TOKEN_ID,
+    bos_token_id=BOS_TOKEN_ID,
+    eos_token_id=EOS_TOKEN_ID,
     pad_token_id=1,
 )
 
@@ -119,35 +117,15 @@ def build_small(folder: str | Path, seed: int = 0) -> Path:
 
 def _build(folder, unet_config: dict, vae_config: dict, text_config: dict, seed: int, half: bool) -> Path:
     import torch
-    from diffusers import AutoencoderKL, PNDMScheduler, StableDiffusionPipeline, UNet2DConditionModel
-    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
+    from diffusers import AutoencoderKL, UNet2DConditionModel
+    from transformers import CLIPTextConfig, CLIPTextModel
 
-    # The scheduler and tokenizer the tiny model ships are SD 1.5's own.
-    from inference.tiny import _SD15_SCHEDULER_CONFIG, TOKENIZER_DIR
-
-    folder = Path(folder)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         unet = UNet2DConditionModel(**unet_config)
         vae = AutoencoderKL(**vae_config)
         text_encoder = CLIPTextModel(CLIPTextConfig(**text_config))
-    pipe = StableDiffusionPipeline(
-        vae=vae,
-        text_encoder=text_encoder,
-        tokenizer=CLIPTokenizer.from_pretrained(TOKENIZER_DIR),
-        unet=unet,
-        scheduler=PNDMScheduler.from_config(_SD15_SCHEDULER_CONFIG),
-        safety_checker=None,
-        feature_extractor=None,
-        requires_safety_checker=False,
-    )
-    if half:
-        pipe.to(torch.float16)  # half the disk and load time; the loader casts to what it wants
-    pipe.save_pretrained(folder, safe_serialization=True)
-    # As inference/tiny.py does: both tokenizer formats, for transformers 4 and 5.
-    for name in ("vocab.json", "merges.txt"):
-        shutil.copyfile(TOKENIZER_DIR / name, folder / "tokenizer" / name)
-    return folder
+    return save_sd15_pipeline(folder, unet, vae, text_encoder, half=half)
 
 
 def build_model(kind: str, folder: str | Path) -> Path:

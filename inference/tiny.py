@@ -18,14 +18,14 @@ from pathlib import Path
 TOKENIZER_DIR = Path(__file__).parent / "assets" / "clip_tokenizer"
 
 # SD 1.5's text encoder ids; a real vocabulary so the bundled tokenizer's ids are all valid.
-_CLIP_VOCAB_SIZE = 49408
-_BOS_TOKEN_ID = 49406
-_EOS_TOKEN_ID = 49407
-_CONTEXT_LENGTH = 77
+CLIP_VOCAB_SIZE = 49408
+BOS_TOKEN_ID = 49406
+EOS_TOKEN_ID = 49407
+CONTEXT_LENGTH = 77
 _CROSS_ATTENTION_DIM = 32
 
 # SD 1.5's scheduler_config.json, so the default sampler behaves as it does on the real model.
-_SD15_SCHEDULER_CONFIG = {
+SD15_SCHEDULER_CONFIG = {
     "beta_start": 0.00085,
     "beta_end": 0.012,
     "beta_schedule": "scaled_linear",
@@ -46,14 +46,8 @@ def build_tiny_model(folder: str | Path, seed: int = 0, inpainting: bool = False
     StableDiffusionInpaintPipeline whose UNet takes 9 channels (latents, mask, masked image).
     """
     import torch
-    from diffusers import (
-        AutoencoderKL,
-        PNDMScheduler,
-        StableDiffusionInpaintPipeline,
-        StableDiffusionPipeline,
-        UNet2DConditionModel,
-    )
-    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
+    from diffusers import AutoencoderKL, UNet2DConditionModel
+    from transformers import CLIPTextConfig, CLIPTextModel
 
     if not isinstance(seed, int) or seed < 0:
         raise ValueError(f"seed must be a non-negative int, got {seed!r}")
@@ -90,31 +84,45 @@ def build_tiny_model(folder: str | Path, seed: int = 0, inpainting: bool = False
         )
         text_encoder = CLIPTextModel(
             CLIPTextConfig(
-                vocab_size=_CLIP_VOCAB_SIZE,
+                vocab_size=CLIP_VOCAB_SIZE,
                 hidden_size=_CROSS_ATTENTION_DIM,
                 intermediate_size=64,
                 num_hidden_layers=2,
                 num_attention_heads=4,
-                max_position_embeddings=_CONTEXT_LENGTH,
+                max_position_embeddings=CONTEXT_LENGTH,
                 hidden_act="quick_gelu",
-                bos_token_id=_BOS_TOKEN_ID,
-                eos_token_id=_EOS_TOKEN_ID,
-                pad_token_id=_EOS_TOKEN_ID,
+                bos_token_id=BOS_TOKEN_ID,
+                eos_token_id=EOS_TOKEN_ID,
+                pad_token_id=EOS_TOKEN_ID,
             )
         )
-    tokenizer = CLIPTokenizer.from_pretrained(TOKENIZER_DIR)
-    scheduler = PNDMScheduler.from_config(_SD15_SCHEDULER_CONFIG)
+    return save_sd15_pipeline(folder, unet, vae, text_encoder, inpainting=inpainting)
+
+
+def save_sd15_pipeline(
+    folder: str | Path, unet, vae, text_encoder, *, inpainting: bool = False, half: bool = False
+) -> Path:
+    """Save the three networks as a diffusers SD 1.5 folder, with SD 1.5's scheduler and the
+    bundled CLIP tokenizer, and return its path. ``half`` saves float16 weights (half the disk
+    and load time; the loader casts to what it wants); ``inpainting`` an inpainting pipeline."""
+    import torch
+    from diffusers import PNDMScheduler, StableDiffusionInpaintPipeline, StableDiffusionPipeline
+    from transformers import CLIPTokenizer
+
     pipeline_class = StableDiffusionInpaintPipeline if inpainting else StableDiffusionPipeline
     pipe = pipeline_class(
         vae=vae,
         text_encoder=text_encoder,
-        tokenizer=tokenizer,
+        tokenizer=CLIPTokenizer.from_pretrained(TOKENIZER_DIR),
         unet=unet,
-        scheduler=scheduler,
+        scheduler=PNDMScheduler.from_config(SD15_SCHEDULER_CONFIG),
         safety_checker=None,
         feature_extractor=None,
         requires_safety_checker=False,
     )
+    if half:
+        pipe.to(torch.float16)
+    folder = Path(folder)
     pipe.save_pretrained(folder, safe_serialization=True)
     # transformers 5 saves only tokenizer.json; transformers 4's CLIPTokenizer (the slow one)
     # needs vocab.json and merges.txt, so ship both and the folder loads with either.
@@ -138,7 +146,7 @@ def build_tiny_safety_checker(folder: str | Path, flag_all: bool, seed: int = 0)
     side = 32
     config = CLIPConfig(
         text_config={
-            "vocab_size": _CLIP_VOCAB_SIZE,
+            "vocab_size": CLIP_VOCAB_SIZE,
             "hidden_size": 16,
             "intermediate_size": 32,
             "num_hidden_layers": 1,
