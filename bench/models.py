@@ -25,63 +25,13 @@ import sys
 import tempfile
 from pathlib import Path
 
-# SD 1.5's text encoder ids (openai/clip-vit-large-patch14's text tower), and its folder
-# layout (scheduler, bundled tokenizer): the tiny model's own.
-from inference.tiny import BOS_TOKEN_ID, CLIP_VOCAB_SIZE, CONTEXT_LENGTH, EOS_TOKEN_ID, save_sd15_pipeline
+# SD 1.5's published configs and folder layout (scheduler, bundled tokenizer), which the tiny
+# model shrinks too.
+from inference.tiny import SD15_TEXT_ENCODER, SD15_UNET, SD15_VAE, save_sd15_pipeline
 
 MODEL_KINDS = ("tiny", "small", "sd15")
 # Bump when a builder changes, so an old cached folder is not reused.
 _BUILD_VERSION = 1
-
-# stable-diffusion-v1-5/unet/config.json, the values that shape the network.
-SD15_UNET = dict(
-    sample_size=64,
-    in_channels=4,
-    out_channels=4,
-    center_input_sample=False,
-    flip_sin_to_cos=True,
-    freq_shift=0,
-    down_block_types=("CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "DownBlock2D"),
-    up_block_types=("UpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D"),
-    block_out_channels=(320, 640, 1280, 1280),
-    layers_per_block=2,
-    downsample_padding=1,
-    mid_block_scale_factor=1,
-    act_fn="silu",
-    norm_num_groups=32,
-    norm_eps=1e-5,
-    cross_attention_dim=768,
-    attention_head_dim=8,
-)
-# stable-diffusion-v1-5/vae/config.json
-SD15_VAE = dict(
-    in_channels=3,
-    out_channels=3,
-    down_block_types=("DownEncoderBlock2D",) * 4,
-    up_block_types=("UpDecoderBlock2D",) * 4,
-    block_out_channels=(128, 256, 512, 512),
-    layers_per_block=2,
-    act_fn="silu",
-    latent_channels=4,
-    norm_num_groups=32,
-    sample_size=512,
-    scaling_factor=0.18215,
-)
-# stable-diffusion-v1-5/text_encoder/config.json
-SD15_TEXT_ENCODER = dict(
-    vocab_size=CLIP_VOCAB_SIZE,
-    hidden_size=768,
-    intermediate_size=3072,
-    projection_dim=768,
-    num_hidden_layers=12,
-    num_attention_heads=12,
-    max_position_embeddings=CONTEXT_LENGTH,
-    hidden_act="quick_gelu",
-    layer_norm_eps=1e-5,
-    bos_token_id=BOS_TOKEN_ID,
-    eos_token_id=EOS_TOKEN_ID,
-    pad_token_id=1,
-)
 
 # SD 1.5's layout (three cross-attention levels, one plain, the same VAE depth) at small widths.
 SMALL_UNET = dict(
