@@ -15,7 +15,6 @@ on each alike.
 from __future__ import annotations
 
 import asyncio
-import os
 import sys
 import tempfile
 import time
@@ -111,7 +110,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--burst", type=int, default=50, help="members submitting at once (default %(default)s)")
     parser.add_argument("--bursts", type=int, default=10, help="timed bursts per mode (default %(default)s)")
     args = parser.parse_args(argv)
-    load_average = [round(value, 2) for value in os.getloadavg()]
+    load_average = common.load_average()
     results = asyncio.run(run(args.burst, args.bursts))
     settings = {
         "burst": args.burst, "bursts": args.bursts, "unit": "ms",

@@ -14,7 +14,6 @@ The pure-Python tokenizer is read from git at BASE_COMMIT, the last commit that 
 
 from __future__ import annotations
 
-import os
 import random
 import sys
 import time
@@ -125,7 +124,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--prompts", type=int, default=500, help="how many prompts (default %(default)s)")
     parser.add_argument("--repeats", type=int, default=5, help="best of how many runs (default %(default)s)")
     args = parser.parse_args(argv)
-    load_average = [round(value, 2) for value in os.getloadavg()]
+    load_average = common.load_average()
     prompts = make_prompts(args.prompts)
     old = common.module_at_commit(_OLD_PATH, BASE_COMMIT, "old_clip_tokens")
     results: dict[str, Any] = {"agreement": compare_ids(old, prompts)}

@@ -174,6 +174,12 @@ def _total_ram_bytes() -> int | None:
         return None
 
 
+def load_average() -> list[float] | None:
+    """The 1, 5 and 15 minute load averages (None where the OS has none): other processes on
+    the machine slow what a benchmark measures."""
+    return [round(x, 2) for x in os.getloadavg()] if hasattr(os, "getloadavg") else None
+
+
 def machine_info(device: str) -> dict[str, Any]:
     """CPU, cores usable by this process, RAM, and the GPU when the benchmark used one."""
     usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
@@ -183,7 +189,7 @@ def machine_info(device: str) -> dict[str, Any]:
         "cpu_count": os.cpu_count(),
         "cpus_usable": usable,
         "ram_gib": round((_total_ram_bytes() or 0) / 2**30, 1),
-        "load_average": [round(x, 2) for x in os.getloadavg()] if hasattr(os, "getloadavg") else None,
+        "load_average": load_average(),
         "python_reference_ms": python_reference_ms(),
     }
     if device.startswith("cuda"):

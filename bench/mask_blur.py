@@ -9,7 +9,6 @@ The tap-by-tap blur is read from git at BASE_COMMIT, the last commit that had it
 
 from __future__ import annotations
 
-import os
 import sys
 import time
 from collections.abc import Callable
@@ -49,7 +48,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--radii", type=int, nargs="+", default=[4, 16, 64], help="blur radii (default 4 16 64)")
     parser.add_argument("--repeats", type=int, default=3, help="best of how many runs (default %(default)s)")
     args = parser.parse_args(argv)
-    load_average = [round(value, 2) for value in os.getloadavg()]
+    load_average = common.load_average()
     old = common.module_at_commit(_OLD_PATH, BASE_COMMIT, "old_masks")
     mask = painted_mask(args.size)
     results: dict[str, Any] = {}

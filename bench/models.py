@@ -25,65 +25,13 @@ import sys
 import tempfile
 from pathlib import Path
 
+# SD 1.5's published configs and folder layout (scheduler, bundled tokenizer), which the tiny
+# model shrinks too.
+from inference.tiny import SD15_TEXT_ENCODER, SD15_UNET, SD15_VAE, save_sd15_pipeline
+
 MODEL_KINDS = ("tiny", "small", "sd15")
 # Bump when a builder changes, so an old cached folder is not reused.
 _BUILD_VERSION = 1
-
-# SD 1.5's text encoder (openai/clip-vit-large-patch14's text tower).
-_CLIP_VOCAB_SIZE = 49408
-_BOS_TOKEN_ID = 49406
-_EOS_TOKEN_ID = 49407
-_CONTEXT_LENGTH = 77
-
-# stable-diffusion-v1-5/unet/config.json, the values that shape the network.
-SD15_UNET = dict(
-    sample_size=64,
-    in_channels=4,
-    out_channels=4,
-    center_input_sample=False,
-    flip_sin_to_cos=True,
-    freq_shift=0,
-    down_block_types=("CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "DownBlock2D"),
-    up_block_types=("UpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D"),
-    block_out_channels=(320, 640, 1280, 1280),
-    layers_per_block=2,
-    downsample_padding=1,
-    mid_block_scale_factor=1,
-    act_fn="silu",
-    norm_num_groups=32,
-    norm_eps=1e-5,
-    cross_attention_dim=768,
-    attention_head_dim=8,
-)
-# stable-diffusion-v1-5/vae/config.json
-SD15_VAE = dict(
-    in_channels=3,
-    out_channels=3,
-    down_block_types=("DownEncoderBlock2D",) * 4,
-    up_block_types=("UpDecoderBlock2D",) * 4,
-    block_out_channels=(128, 256, 512, 512),
-    layers_per_block=2,
-    act_fn="silu",
-    latent_channels=4,
-    norm_num_groups=32,
-    sample_size=512,
-    scaling_factor=0.18215,
-)
-# stable-diffusion-v1-5/text_encoder/config.json
-SD15_TEXT_ENCODER = dict(
-    vocab_size=_CLIP_VOCAB_SIZE,
-    hidden_size=768,
-    intermediate_size=3072,
-    projection_dim=768,
-    num_hidden_layers=12,
-    num_attention_heads=12,
-    max_position_embeddings=_CONTEXT_LENGTH,
-    hidden_act="quick_gelu",
-    layer_norm_eps=1e-5,
-    bos_token_id=_BOS_TOKEN_ID,
-    eos_token_id=_EOS_TOKEN_ID,
-    pad_token_id=1,
-)
 
 # SD 1.5's layout (three cross-attention levels, one plain, the same VAE depth) at small widths.
 SMALL_UNET = dict(
@@ -119,35 +67,15 @@ def build_small(folder: str | Path, seed: int = 0) -> Path:
 
 def _build(folder, unet_config: dict, vae_config: dict, text_config: dict, seed: int, half: bool) -> Path:
     import torch
-    from diffusers import AutoencoderKL, PNDMScheduler, StableDiffusionPipeline, UNet2DConditionModel
-    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
+    from diffusers import AutoencoderKL, UNet2DConditionModel
+    from transformers import CLIPTextConfig, CLIPTextModel
 
-    # The scheduler and tokenizer the tiny model ships are SD 1.5's own.
-    from inference.tiny import _SD15_SCHEDULER_CONFIG, TOKENIZER_DIR
-
-    folder = Path(folder)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         unet = UNet2DConditionModel(**unet_config)
         vae = AutoencoderKL(**vae_config)
         text_encoder = CLIPTextModel(CLIPTextConfig(**text_config))
-    pipe = StableDiffusionPipeline(
-        vae=vae,
-        text_encoder=text_encoder,
-        tokenizer=CLIPTokenizer.from_pretrained(TOKENIZER_DIR),
-        unet=unet,
-        scheduler=PNDMScheduler.from_config(_SD15_SCHEDULER_CONFIG),
-        safety_checker=None,
-        feature_extractor=None,
-        requires_safety_checker=False,
-    )
-    if half:
-        pipe.to(torch.float16)  # half the disk and load time; the loader casts to what it wants
-    pipe.save_pretrained(folder, safe_serialization=True)
-    # As inference/tiny.py does: both tokenizer formats, for transformers 4 and 5.
-    for name in ("vocab.json", "merges.txt"):
-        shutil.copyfile(TOKENIZER_DIR / name, folder / "tokenizer" / name)
-    return folder
+    return save_sd15_pipeline(folder, unet, vae, text_encoder, half=half)
 
 
 def build_model(kind: str, folder: str | Path) -> Path:

@@ -18,14 +18,86 @@ from pathlib import Path
 TOKENIZER_DIR = Path(__file__).parent / "assets" / "clip_tokenizer"
 
 # SD 1.5's text encoder ids; a real vocabulary so the bundled tokenizer's ids are all valid.
-_CLIP_VOCAB_SIZE = 49408
-_BOS_TOKEN_ID = 49406
-_EOS_TOKEN_ID = 49407
-_CONTEXT_LENGTH = 77
+CLIP_VOCAB_SIZE = 49408
+BOS_TOKEN_ID = 49406
+EOS_TOKEN_ID = 49407
+CONTEXT_LENGTH = 77
 _CROSS_ATTENTION_DIM = 32
 
+# stable-diffusion-v1-5/unet/config.json, the values that shape the network.
+SD15_UNET = dict(
+    sample_size=64,
+    in_channels=4,
+    out_channels=4,
+    center_input_sample=False,
+    flip_sin_to_cos=True,
+    freq_shift=0,
+    down_block_types=("CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "DownBlock2D"),
+    up_block_types=("UpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D"),
+    block_out_channels=(320, 640, 1280, 1280),
+    layers_per_block=2,
+    downsample_padding=1,
+    mid_block_scale_factor=1,
+    act_fn="silu",
+    norm_num_groups=32,
+    norm_eps=1e-5,
+    cross_attention_dim=768,
+    attention_head_dim=8,
+)
+# stable-diffusion-v1-5/vae/config.json
+SD15_VAE = dict(
+    in_channels=3,
+    out_channels=3,
+    down_block_types=("DownEncoderBlock2D",) * 4,
+    up_block_types=("UpDecoderBlock2D",) * 4,
+    block_out_channels=(128, 256, 512, 512),
+    layers_per_block=2,
+    act_fn="silu",
+    latent_channels=4,
+    norm_num_groups=32,
+    sample_size=512,
+    scaling_factor=0.18215,
+)
+# stable-diffusion-v1-5/text_encoder/config.json
+SD15_TEXT_ENCODER = dict(
+    vocab_size=CLIP_VOCAB_SIZE,
+    hidden_size=768,
+    intermediate_size=3072,
+    projection_dim=768,
+    num_hidden_layers=12,
+    num_attention_heads=12,
+    max_position_embeddings=CONTEXT_LENGTH,
+    hidden_act="quick_gelu",
+    layer_norm_eps=1e-5,
+    bos_token_id=BOS_TOKEN_ID,
+    eos_token_id=EOS_TOKEN_ID,
+    pad_token_id=1,
+)
+
+# SD 1.5's structure at a few megabytes: a two-level UNet (cross-attention at the high
+# resolution, none at the lowest), a VAE with SD 1.5's four blocks (so the real
+# vae_scale_factor of 8) at 32 channels, a two-layer text encoder.
+TINY_UNET = dict(
+    SD15_UNET,
+    sample_size=8,  # latent side for the default 64 px image
+    block_out_channels=(32, 64),
+    down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"),
+    up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"),
+    cross_attention_dim=_CROSS_ATTENTION_DIM,
+)
+TINY_VAE = dict(SD15_VAE, block_out_channels=(32, 32, 32, 32), layers_per_block=1, sample_size=64)
+TINY_TEXT_ENCODER = dict(
+    SD15_TEXT_ENCODER,
+    hidden_size=_CROSS_ATTENTION_DIM,
+    intermediate_size=64,
+    num_hidden_layers=2,
+    num_attention_heads=4,
+    projection_dim=512,  # unused (CLIPTextModel has no projection): transformers' default, as ever
+    pad_token_id=EOS_TOKEN_ID,
+)
+
 # SD 1.5's scheduler_config.json, so the default sampler behaves as it does on the real model.
-_SD15_SCHEDULER_CONFIG = {
+SD15_SCHEDULER_CONFIG = {
     "beta_start": 0.00085,
     "beta_end": 0.012,
     "beta_schedule": "scaled_linear",
@@ -46,14 +118,8 @@ def build_tiny_model(folder: str | Path, seed: int = 0, inpainting: bool = False
     StableDiffusionInpaintPipeline whose UNet takes 9 channels (latents, mask, masked image).
     """
     import torch
-    from diffusers import (
-        AutoencoderKL,
-        PNDMScheduler,
-        StableDiffusionInpaintPipeline,
-        StableDiffusionPipeline,
-        UNet2DConditionModel,
-    )
-    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
+    from diffusers import AutoencoderKL, UNet2DConditionModel
+    from transformers import CLIPTextConfig, CLIPTextModel
 
     if not isinstance(seed, int) or seed < 0:
         raise ValueError(f"seed must be a non-negative int, got {seed!r}")
@@ -62,59 +128,36 @@ def build_tiny_model(folder: str | Path, seed: int = 0, inpainting: bool = False
     # fork_rng keeps the caller's global RNG untouched while we seed the weight init.
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        unet = UNet2DConditionModel(
-            sample_size=8,  # latent side for the default 64 px image
-            in_channels=9 if inpainting else 4,
-            out_channels=4,
-            block_out_channels=(32, 64),
-            layers_per_block=2,
-            # SD 1.5 pattern: cross-attention at the high resolutions, none at the lowest.
-            down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"),
-            up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"),
-            cross_attention_dim=_CROSS_ATTENTION_DIM,
-            attention_head_dim=8,
-            norm_num_groups=32,
-        )
-        # Four blocks give the real vae_scale_factor of 8 (2 ** (blocks - 1)).
-        vae = AutoencoderKL(
-            in_channels=3,
-            out_channels=3,
-            down_block_types=("DownEncoderBlock2D",) * 4,
-            up_block_types=("UpDecoderBlock2D",) * 4,
-            block_out_channels=(32, 32, 32, 32),
-            layers_per_block=1,
-            latent_channels=4,
-            norm_num_groups=32,
-            sample_size=64,
-            scaling_factor=0.18215,
-        )
-        text_encoder = CLIPTextModel(
-            CLIPTextConfig(
-                vocab_size=_CLIP_VOCAB_SIZE,
-                hidden_size=_CROSS_ATTENTION_DIM,
-                intermediate_size=64,
-                num_hidden_layers=2,
-                num_attention_heads=4,
-                max_position_embeddings=_CONTEXT_LENGTH,
-                hidden_act="quick_gelu",
-                bos_token_id=_BOS_TOKEN_ID,
-                eos_token_id=_EOS_TOKEN_ID,
-                pad_token_id=_EOS_TOKEN_ID,
-            )
-        )
-    tokenizer = CLIPTokenizer.from_pretrained(TOKENIZER_DIR)
-    scheduler = PNDMScheduler.from_config(_SD15_SCHEDULER_CONFIG)
+        unet = UNet2DConditionModel(**dict(TINY_UNET, in_channels=9 if inpainting else 4))
+        vae = AutoencoderKL(**TINY_VAE)
+        text_encoder = CLIPTextModel(CLIPTextConfig(**TINY_TEXT_ENCODER))
+    return save_sd15_pipeline(folder, unet, vae, text_encoder, inpainting=inpainting)
+
+
+def save_sd15_pipeline(
+    folder: str | Path, unet, vae, text_encoder, *, inpainting: bool = False, half: bool = False
+) -> Path:
+    """Save the three networks as a diffusers SD 1.5 folder, with SD 1.5's scheduler and the
+    bundled CLIP tokenizer, and return its path. ``half`` saves float16 weights (half the disk
+    and load time; the loader casts to what it wants); ``inpainting`` an inpainting pipeline."""
+    import torch
+    from diffusers import PNDMScheduler, StableDiffusionInpaintPipeline, StableDiffusionPipeline
+    from transformers import CLIPTokenizer
+
     pipeline_class = StableDiffusionInpaintPipeline if inpainting else StableDiffusionPipeline
     pipe = pipeline_class(
         vae=vae,
         text_encoder=text_encoder,
-        tokenizer=tokenizer,
+        tokenizer=CLIPTokenizer.from_pretrained(TOKENIZER_DIR),
         unet=unet,
-        scheduler=scheduler,
+        scheduler=PNDMScheduler.from_config(SD15_SCHEDULER_CONFIG),
         safety_checker=None,
         feature_extractor=None,
         requires_safety_checker=False,
     )
+    if half:
+        pipe.to(torch.float16)
+    folder = Path(folder)
     pipe.save_pretrained(folder, safe_serialization=True)
     # transformers 5 saves only tokenizer.json; transformers 4's CLIPTokenizer (the slow one)
     # needs vocab.json and merges.txt, so ship both and the folder loads with either.
@@ -138,7 +181,7 @@ def build_tiny_safety_checker(folder: str | Path, flag_all: bool, seed: int = 0)
     side = 32
     config = CLIPConfig(
         text_config={
-            "vocab_size": _CLIP_VOCAB_SIZE,
+            "vocab_size": CLIP_VOCAB_SIZE,
             "hidden_size": 16,
             "intermediate_size": 32,
             "num_hidden_layers": 1,
