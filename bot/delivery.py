@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any
 import discord
 
 from bot import flagged_results, uploads
+from bot.bot_messages import edit_message
 from bot.jobs.queue import QueueEntry
 from bot.policy import audit
 from bot.ui import embeds
@@ -190,16 +191,16 @@ class DiscordDelivery:
             # The row keeps its status message, if any (a public one, from before the member
             # turned private results on): the DM is theirs, and 🗑️ under it deletes it.
             if job.message_id is not None:
-                await self._edit_message(
-                    job.channel_id, job.message_id, content=f"Job #{job.id} is done: sent to its owner privately.",
+                await edit_message(
+                    self.bot, job.channel_id, job.message_id, content=f"Job #{job.id} is done: sent to its owner privately.",
                     embed=None, view=None,
                 )
         elif message is not None:
             old_message_id = job.message_id
             await self.bot.queue.set_message(job.id, message.channel.id, message.id)
             if old_message_id is not None:
-                await self._edit_message(
-                    job.channel_id, old_message_id, content=f"Job #{job.id} is done: {message.jump_url}", embed=None, view=None
+                await edit_message(
+                    self.bot, job.channel_id, old_message_id, content=f"Job #{job.id} is done: {message.jump_url}", embed=None, view=None
                 )
 
     async def _edit_status(self, job: Job, **fields: Any) -> bool:
@@ -215,20 +216,7 @@ class DiscordDelivery:
                 return False
         if job.message_id is None:
             return False
-        return await self._edit_message(job.channel_id, job.message_id, **fields)
-
-    async def _edit_message(self, channel_id: int | None, message_id: int, **fields: Any) -> bool:
-        if channel_id is None:
-            return False
-        message = self.bot.get_partial_messageable(channel_id).get_partial_message(message_id)
-        try:
-            await message.edit(**fields)
-            return True
-        except discord.NotFound:
-            return False
-        except discord.HTTPException as error:
-            log.warning("could not edit message %s in channel %s: %s", message_id, channel_id, error)
-            return False
+        return await edit_message(self.bot, job.channel_id, job.message_id, **fields)
 
     async def _send_to_channel(self, job: Job, content: str, **fields: Any) -> discord.Message | None:
         if job.channel_id is None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import math
+from collections.abc import Callable
 from datetime import timedelta
 from typing import TYPE_CHECKING, Literal
 
@@ -116,12 +117,11 @@ class Admin(commands.Cog):
         await self._change_channel(interaction, channel, add=False)
 
     async def _change_channel(self, interaction: discord.Interaction[SDBot], channel: discord.TextChannel, *, add: bool) -> None:
-        changed = await store.change_id_list(self.db, self._guild_id(interaction), "channel_ids", channel.id, add=add)
-        if not changed:
-            raise NothingToDo(f"{channel.mention} was {'already' if add else 'not'} in the list.")
-        await self._changed(interaction, f"channels: {'added' if add else 'removed'} <#{channel.id}>")
-        policy = await store.policy_of(self.db, self.bot.settings, self._guild_id(interaction))
-        await send_private(interaction, f"{'Added' if add else 'Removed'} {channel.mention}. {_channels_line(policy)}")
+        await self._change_id_list(
+            interaction, "channel_ids", channel.id, channel.mention, add=add, where="in the list",
+            audited=f"channels: {'added' if add else 'removed'} <#{channel.id}>",
+            shown=lambda policy: f" {_channels_line(policy)}",
+        )
 
     @channels.command(name="list", description="The channels the bot answers in")
     async def channels_list(self, interaction: discord.Interaction[SDBot]) -> None:
@@ -142,12 +142,33 @@ class Admin(commands.Cog):
         await self._change_role(interaction, which, role, add=False)
 
     async def _change_role(self, interaction: discord.Interaction[SDBot], which: str, role: discord.Role, *, add: bool) -> None:
-        changed = await store.change_id_list(self.db, self._guild_id(interaction), ID_LISTS[which], role.id, add=add)
+        await self._change_id_list(
+            interaction, ID_LISTS[which], role.id, role.mention, add=add,
+            where=f"among the roles that {ROLE_LIST_NAMES[which]}",
+            audited=f"roles ({which}): {'added' if add else 'removed'} <@&{role.id}>",
+            shown=lambda policy: f"\n{_roles_lines(policy)}",
+        )
+
+    async def _change_id_list(
+        self,
+        interaction: discord.Interaction[SDBot],
+        id_list: store.IdList,
+        listed_id: int,
+        mention: str,
+        *,
+        add: bool,
+        where: str,
+        audited: str,
+        shown: Callable[[store.Policy], str],
+    ) -> None:
+        """Add an id to one of the server's lists (channels, roles) or remove it, audit the
+        change and show the list as it is now; a change that changes nothing is refused."""
+        changed = await store.change_id_list(self.db, self._guild_id(interaction), id_list, listed_id, add=add)
         if not changed:
-            raise NothingToDo(f"{role.mention} was {'already' if add else 'not'} among the roles that {ROLE_LIST_NAMES[which]}.")
-        await self._changed(interaction, f"roles ({which}): {'added' if add else 'removed'} <@&{role.id}>")
+            raise NothingToDo(f"{mention} was {'already' if add else 'not'} {where}.")
+        await self._changed(interaction, audited)
         policy = await store.policy_of(self.db, self.bot.settings, self._guild_id(interaction))
-        await send_private(interaction, f"{'Added' if add else 'Removed'} {role.mention}.\n{_roles_lines(policy)}")
+        await send_private(interaction, f"{'Added' if add else 'Removed'} {mention}.{shown(policy)}")
 
     @roles.command(name="list", description="The roles that may use the bot, and its costly features")
     async def roles_list(self, interaction: discord.Interaction[SDBot]) -> None:

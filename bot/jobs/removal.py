@@ -9,12 +9,10 @@ source of other members' jobs.
 from __future__ import annotations
 
 import asyncio
-import logging
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-import discord
-
+from bot.bot_messages import delete_message
 from bot.errors import NothingToDo
 from bot.policy import audit
 from db.base import utcnow
@@ -22,8 +20,6 @@ from db.models import Job
 
 if TYPE_CHECKING:
     from bot.client import SDBot
-
-log = logging.getLogger(__name__)
 
 
 async def remove_result(bot: SDBot, job_id: int, *, actor_id: int, remove_files: bool) -> Job:
@@ -54,18 +50,6 @@ async def remove_result(bot: SDBot, job_id: int, *, actor_id: int, remove_files:
     )
     return job
 
-
-async def delete_message(bot: SDBot, channel_id: int, message_id: int) -> bool:
-    """Delete one of the bot's messages; False when it was already gone or cannot be deleted."""
-    message = bot.get_partial_messageable(channel_id).get_partial_message(message_id)
-    try:
-        await message.delete()
-        return True
-    except discord.NotFound:
-        return False
-    except discord.HTTPException as error:
-        log.warning("could not delete message %s in channel %s: %s", message_id, channel_id, error)
-        return False
 
 
 def unlink_all(paths: list[str]) -> int:

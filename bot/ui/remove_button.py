@@ -20,6 +20,7 @@ import discord
 from discord.ui import Button, DynamicItem
 
 from bot import actions
+from bot.bot_messages import delete_message
 from bot.errors import NotAllowed, NothingToDo
 from bot.jobs import removal
 
@@ -106,7 +107,7 @@ class RemoveChoiceButton(
             job = await removal.remove_result(bot, job.id, actor_id=interaction.user.id, remove_files=self.files)
         # The post the 🗑️ was on, when it is not the status message remove_result deleted.
         if other_post:
-            await removal.delete_message(bot, self.channel_id, self.message_id)
+            await delete_message(bot, self.channel_id, self.message_id)
         done = "its message and image files were removed" if self.files else "its message was removed"
         await interaction.response.edit_message(content=f"Job #{job.id}: {done}.", view=None)
 
