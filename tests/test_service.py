@@ -217,7 +217,11 @@ def test_sigterm_during_the_migration_lets_it_finish_and_exits_before_the_worker
         os.kill(os.getpid(), signal.SIGTERM)  # caught by `sdbot run`'s handler, installed by now
         await upgrade_database(engine)
 
+    async def token_accepted(token):  # type: ignore[no-untyped-def]
+        return "sdbot#0001"  # Discord's answer to the token check, which comes before the migration
+
     monkeypatch.setattr(cli, "upgrade_database", migrate_while_signalled)
+    monkeypatch.setattr("bot.discord_token.check_token", token_accepted)
     monkeypatch.setenv("DISCORD_TOKEN", "not-a-real-token")
     config = service_config(tmp_path, settings, grace_s=30)
     # On the logger itself: a benchmark's smoke test earlier in the run may have quietened "bot".
