@@ -97,9 +97,9 @@ async def queue_job(settings, options: GenerationOptions) -> int:
         await db.close()
 
 
-async def start_bot(config: Path, address: str, log: Path) -> asyncio.subprocess.Process:
+async def start_bot(config: Path, address: str, log: Path, **extra_env: str) -> asyncio.subprocess.Process:
     env = dict(os.environ, DISCORD_TOKEN="not-a-real-token", SDBOT_TEST_DISCORD_URL=address,
-               PYTHONPATH=os.pathsep.join([str(DISCORD_ADDRESS_DIR), str(ROOT)]))
+               PYTHONPATH=os.pathsep.join([str(DISCORD_ADDRESS_DIR), str(ROOT)]), **extra_env)
     with log.open("wb") as output:
         return await asyncio.create_subprocess_exec(
             sys.executable, "-m", "bot", "--config", str(config), "run",
@@ -243,7 +243,8 @@ def test_sigterm_during_the_migration_lets_it_finish_and_exits_before_the_worker
 async def test_sigterm_while_the_worker_loads_its_models_exits_0_and_leaves_no_worker(tmp_path, settings, discord_address):
     config = service_config(tmp_path, settings, grace_s=30)
     log = tmp_path / "bot.log"
-    bot = await start_bot(config, discord_address, log)
+    # The tiny model loads fast: the worker's loading is made slow enough for SIGTERM to land in it.
+    bot = await start_bot(config, discord_address, log, SDBOT_TEST_SLOW_WORKER_START_S="60")
     try:
         deadline = time.monotonic() + START_TIMEOUT_S
         while "worker process 1 started (pid" not in log.read_text():
