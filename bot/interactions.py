@@ -19,6 +19,7 @@ if TYPE_CHECKING:
     from bot.client import SDBot
 
 MESSAGE_LIMIT = 2000  # Discord's longest message
+MAX_CHOICES = 25  # Discord shows at most 25 autocomplete choices
 # interaction.extras keys: the privacy chosen at acknowledgement, and a public "thinking…"
 # that no status message has replaced yet.
 _PRIVATE_KEY = "sdbot.private"

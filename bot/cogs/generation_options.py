@@ -26,6 +26,7 @@ import discord
 from discord import app_commands
 
 from bot.cogs.styles import style_autocomplete
+from bot.interactions import MAX_CHOICES
 from bot.jobs.params import ASPECT_RATIOS, MAX_SEED, GenerationOptions
 from bot.jobs.plot_params import AXIS_TYPES
 from bot.jobs.workflow_params import MASKED_CONTENT, OUTPAINT_DIRECTIONS, RESIZE_MODES, upscaler_names
@@ -40,7 +41,6 @@ if TYPE_CHECKING:
 else:
     Interaction = discord.Interaction
 
-MAX_CHOICES = 25  # Discord shows at most 25 autocomplete choices
 Choices = list[app_commands.Choice[str]]
 
 

@@ -10,7 +10,7 @@ from discord.ext import commands
 
 from bot import actions
 from bot.errors import NothingToDo
-from bot.interactions import send_private
+from bot.interactions import MAX_CHOICES, send_private
 from bot.ui.embeds import clip, format_duration
 from db.models import JobStatus
 
@@ -58,7 +58,7 @@ class Queue(commands.Cog):
             app_commands.Choice(name=clip(f"#{e.job.id} · {e.job.prompt}", 100), value=e.job.id)
             for e in entries
             if current in str(e.job.id)
-        ][:25]
+        ][:MAX_CHOICES]
 
 
 async def setup(bot: SDBot) -> None:

@@ -16,7 +16,7 @@ from discord import app_commands
 from discord.ext import commands
 
 from bot.errors import InvalidOption, NotAllowed
-from bot.interactions import send_private
+from bot.interactions import MAX_CHOICES, send_private
 from bot.policy import gate
 from bot.prompts import style_store
 from bot.prompts.style_store import Scope
@@ -26,7 +26,6 @@ if TYPE_CHECKING:
     from bot.client import SDBot
     from db.models import Style
 
-MAX_CHOICES = 25  # Discord shows at most 25 autocomplete choices
 CHOICE_LIMIT = 100  # a choice's name and value: at most 100 characters
 MAX_IMPORT_BYTES = 1024 * 1024
 LIST_LIMIT = 4000  # an embed description holds 4096 characters
