@@ -150,6 +150,25 @@ class ModelSpec:
     # False: prompts are cut to one 75-token chunk (a model not trained on chunked prompts);
     # the bot warns the user what was cut.
     long_prompts: bool = True
+    # What a single-file checkpoint is (inference.common.checkpoints.Family values: "sd1",
+    # "sd2", "sdxl", "sdxl-refiner"); "" detects it from the file. Folders and hub ids say it
+    # in their model_index.json.
+    family: str = ""
+    # "epsilon" or "v_prediction"; "" takes the file's metadata or the family's default.
+    prediction_type: str = ""
+    # An A1111 .yaml config for a single file (A1111 reads "<name>.yaml" beside it); "" none.
+    original_config: str = ""
+    # The VAE used when a member picks "Automatic": "" is the baked-in one (or a VAE file
+    # named after the checkpoint, as in A1111); else a VAE's name.
+    vae: str = ""
+    # A1111's clip skip (1-12) for this model's jobs that set none; 0 means the family's default.
+    clip_skip: int = 0
+    # The side a job of this model gets when it asks for no size (512 SD 1.x, 1024 SDXL); 0
+    # is the family's.
+    default_size: int = 0
+    # The file's sha256 as hex when already known (hashed by the bot, cached in the database),
+    # so the worker never hashes a 7 GB file on a job's path; "" when not known yet.
+    sha256: str = ""
 
 
 # The choices of WorkerOptions' torch_compile, preview_method and low_memory. "off" or a
