@@ -180,7 +180,7 @@ def _parser() -> argparse.ArgumentParser:
     backup.add_argument("path", help="the backup file to write")
     backup.add_argument("--force", action="store_true", help="overwrite PATH if it exists")
     check = commands.add_parser(
-        "check", parents=[config_after], help="check config, database, models and worker; exit status 0 when all pass"
+        "check", parents=[config_after], help="check config, Discord token, database, models and worker; exit status 0 when all pass"
     )
     check.add_argument("--no-worker", action="store_true", help="skip starting the worker (health checks beside a running bot)")
     generate = commands.add_parser(

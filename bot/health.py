@@ -1,8 +1,9 @@
 """`sdbot check`: is this installation ready to run? One line per check and an exit status
 (0: all passed, 1: not), for the admin after a change and for health checks.
 
-It changes nothing: the database is inspected, never migrated (and never created), models are
-looked for on disk and in the Hugging Face cache, never downloaded. The worker check starts a
+It changes nothing: the Discord token is tried with the one cheap request `sdbot run` makes
+before anything else (bot.discord_token), the database is inspected, never migrated (and never
+created), models are looked for on disk and in the Hugging Face cache, never downloaded. The worker check starts a
 worker and loads the default model, as `sdbot run` would; `--no-worker` skips it, which a
 health check beside a running bot wants (a second worker would share its GPU).
 """
@@ -16,6 +17,7 @@ from pathlib import Path
 from sqlalchemy.exc import SQLAlchemyError
 
 from bot.config import Settings
+from bot.discord_token import TokenProblem, check_token
 from bot.jobs.dispatcher import Dispatcher, WorkerStartError
 from bot.jobs.queue import JobQueue
 from bot.service import sqlite_file
@@ -41,7 +43,7 @@ async def run_checks(settings: Settings, config_path: str, *, with_worker: bool,
     config_note = "" if Path(config_path).is_file() else f" ({config_path} not found: defaults and environment)"
     outcomes = [Outcome("config", True, f"{len(settings.models)} model(s), default {settings.default_model!r}{config_note}")]
     report(outcomes[0].line())
-    for check in (check_database(settings), check_models(settings)):
+    for check in (check_discord_token(settings), check_database(settings), check_models(settings)):
         outcome = await check
         outcomes.append(outcome)
         report(outcome.line())
@@ -53,6 +55,14 @@ async def run_checks(settings: Settings, config_path: str, *, with_worker: bool,
         outcomes.append(outcome)
         report(outcome.line())
     return all(outcome.passed for outcome in outcomes)
+
+
+async def check_discord_token(settings: Settings) -> Outcome:
+    try:
+        account = await check_token(settings.discord.token)
+    except TokenProblem as problem:
+        return Outcome("discord token", False, str(problem))
+    return Outcome("discord token", True, f"Discord accepts it: the bot logs in as {account}")
 
 
 async def check_database(settings: Settings) -> Outcome:
