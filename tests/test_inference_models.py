@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import socket
 
 import pytest
 import torch
@@ -103,6 +104,24 @@ def test_inpaint_source_is_checked_at_start_up(tmp_path, tiny_model_dir, tiny_in
 
 def test_uncached_hub_id_is_fine_online(tmp_path, monkeypatch):
     monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+    monkeypatch.setattr(socket, "getaddrinfo", lambda host, port: [(socket.AF_INET, socket.SOCK_STREAM, 6, "", ("192.0.2.1", port))])
+    check_model_sources([ModelSpec("later", HUB_ID)], cache_dir=str(tmp_path))
+
+
+def test_uncached_hub_id_without_a_network_fails_at_once_naming_the_hub(tmp_path, monkeypatch):
+    """No half minute of download retries: the hub's name does not resolve (as on this
+    sandbox, where nothing outside can be reached), so the model is refused at start-up."""
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+    for name in ("HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy"):
+        monkeypatch.delenv(name, raising=False)
+
+    def no_dns(host, port):
+        raise socket.gaierror(-2, "Name or service not known")
+
+    monkeypatch.setattr(socket, "getaddrinfo", no_dns)
+    with pytest.raises(ModelSourceError, match=r"cannot be reached to download it \(huggingface.co: Name or service not known\)"):
+        check_model_sources([ModelSpec("later", HUB_ID)], cache_dir=str(tmp_path))
+    monkeypatch.setenv("HTTPS_PROXY", "http://proxy.example:3128")  # the proxy may resolve it
     check_model_sources([ModelSpec("later", HUB_ID)], cache_dir=str(tmp_path))
 
 

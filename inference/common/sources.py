@@ -11,10 +11,13 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
+import socket
 from collections.abc import Iterable
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from inference.common.protocol import ModelSpec, WorkerConfig
 
@@ -114,7 +117,30 @@ def _hub_id_problem(
             f"({cache_dir}) while HF_HUB_OFFLINE is set; download it once online or unset "
             "HF_HUB_OFFLINE"
         )
-    return None  # online: downloaded on first load
+    return _hub_unreachable_problem()  # online: downloaded on first load
+
+
+def _hub_unreachable_problem() -> str | None:
+    """Why the hub cannot be reached, when its name does not even resolve; else None.
+
+    Without this, a machine with no network spends half a minute in huggingface_hub's retries
+    before the first download fails. Behind a proxy the name may only resolve there, so the
+    download is left to try.
+    """
+    from huggingface_hub import constants
+
+    if any(os.environ.get(name) for name in ("HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy")):
+        return None
+    host = urlsplit(constants.ENDPOINT).hostname or "huggingface.co"
+    try:
+        socket.getaddrinfo(host, 443)
+    except OSError as exc:
+        return (
+            f"not in the local cache, and the Hugging Face hub cannot be reached to download it ({host}: "
+            f"{exc.strerror or exc}). Connect this machine to the internet (or set HTTPS_PROXY), or download "
+            "the model where there is a network and give its folder as the source"
+        )
+    return None
 
 
 # Exceptions, by class name, that mean the hub could not be reached at all: requests', httpx's
