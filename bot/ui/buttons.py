@@ -37,10 +37,10 @@ async def _queuing(interaction: discord.Interaction[SDBot], job_id: int, action:
 
 
 class _JobButton:
-    """What every button here shares, placed before DynamicItem in its bases: the job (and the
-    image index) it acts on, and from_custom_id, which rebuilds the button from its template's
-    named parts: ``job`` and ``index`` as numbers, a subclass's other parts by its own
-    custom_id_arguments."""
+    """What every button here shares, placed before DynamicItem in its bases: the job and the
+    image index it acts on (0 for a button on the whole job), and from_custom_id, which
+    rebuilds the button from its template's named parts: ``job`` and ``index`` as numbers, a
+    subclass's other parts by its own custom_id_arguments."""
 
     def __init__(self, job_id: int, index: int, button: Button) -> None:
         super().__init__(button)  # DynamicItem's
