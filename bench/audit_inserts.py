@@ -116,14 +116,13 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "burst": args.burst, "bursts": args.bursts, "unit": "ms",
         "load_average_at_start": load_average,  # other processes on the machine slow both modes
     }
-    path = common.write_result("audit_inserts", args.device, settings, results, args.output_dir)
+    common.write_result("audit_inserts", args.device, settings, results, args.output_dir)
     common.print_table(
         f"audit entries under a burst of {args.burst} (ms, {args.bursts} bursts per mode)",
         ["mode", "job_row p50", "job_row p99", "all_writes p50", "all_writes p99", "burst p50", "burst cpu p50", "commits"],
         [[mode, r["job_row"]["p50"], r["job_row"]["p99"], r["all_writes"]["p50"], r["all_writes"]["p99"], r["burst"]["p50"],
           r["burst_cpu"]["p50"], r["commits_per_burst"]] for mode, r in results.items()],
     )
-    print(f"wrote {path}")
     return results
 
 

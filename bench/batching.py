@@ -171,7 +171,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         **pipeline.generation_settings(args, folder, config, resolve_dtype(args.dtype, device)),
         "jobs": args.jobs, "images_per_job": args.images_per_job, "max_batch_images": largest,
     }
-    written = common.write_result("batching", args.device, settings, results, args.output_dir)
+    common.write_result("batching", args.device, settings, results, args.output_dir)
     common.print_table(
         pipeline.generation_title("batching", args, settings) + f", {args.images_per_job} image(s) a job",
         ["jobs", "images", "path", "s/set", "images/s", f"peak MiB ({results['memory_kind']})"],
@@ -183,7 +183,6 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             f"{count} jobs: batched {entry['batched_speedup']}x one by one; "
             f"max pixel difference batched vs alone {entry['max_pixel_difference']}"
         )
-    print(f"written to {written}")
     saver.close()
     outputs.cleanup()
     return results

@@ -335,7 +335,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             folder.cleanup()
     settings = {key: (str(value) if isinstance(value, Path) else value) for key, value in vars(args).items()}
     settings.pop("output_dir")
-    path = common.write_result("big_database", args.device, settings, results, args.output_dir)
+    common.write_result("big_database", args.device, settings, results, args.output_dir)
     common.print_table(
         "p50 / p99 ms (startup: s)", ["query", "before p50", "before p99", "after p50", "after p99"],
         [
@@ -345,7 +345,6 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         ],
     )
     print(f"audit prune: {results['retention']}")
-    print(f"written to {path}")
     return results
 
 

@@ -164,12 +164,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "count": 1, "repeats": args.repeats, "warmup": args.warmup,
         "discord": "simcord (in-process simulation)", "worker_preview_interval_s": 1.5,
     }
-    path = common.write_result("bot_overhead", args.device, settings, results, args.output_dir)
+    common.write_result("bot_overhead", args.device, settings, results, args.output_dir)
     rows = [[name, s["p50"], s["p95"], s["max"]] for name, s in results["measured_ms"].items()]
     common.print_table(f"bot_overhead: measured (ms, {args.repeats} jobs)", ["what", "p50", "p95", "max"], rows)
     rows = [[name, s["p50"], s["p95"], s["max"]] for name, s in results["overhead_ms"].items()]
     common.print_table("bot_overhead: overhead per job (ms)", ["overhead", "p50", "p95", "max"], rows)
-    print(f"written to {path}")
     return results
 
 

@@ -138,13 +138,13 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "prompts": args.prompts, "repeats": args.repeats, "seed": 26, "old_from_commit": BASE_COMMIT,
         "load_average_at_start": load_average,  # other processes on the machine slow both sides
     }
-    path = common.write_result("clip_tokens", args.device, settings, results, args.output_dir)
+    common.write_result("clip_tokens", args.device, settings, results, args.output_dir)
     common.print_table(
         f"CLIP token counting, {args.prompts} prompts (seconds, best of {args.repeats})",
         ["implementation", *results["tokenizers"]],
         [[name, *results[name].values()] for name in ("pure_python", "tokenizers")],
     )
-    print(f"agreement: {results['agreement']}\nspeedup: {results['speedup']}\nwrote {path}")
+    print(f"agreement: {results['agreement']}\nspeedup: {results['speedup']}")
     return results
 
 

@@ -294,7 +294,7 @@ def write_result(
     results: dict[str, Any],
     output_dir: Path = RESULTS_DIR,
 ) -> Path:
-    """Write the benchmark's JSON (see the module docstring) and return its path."""
+    """Write the benchmark's JSON (see the module docstring), say where, and return its path."""
     output_dir = Path(output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
     path = output_dir / f"{benchmark}-{device_label(device)}.json"
@@ -308,6 +308,7 @@ def write_result(
         "results": results,
     }
     path.write_text(json.dumps(document, indent=2, sort_keys=False, default=str) + "\n")
+    print(f"written to {path}")
     return path
 
 

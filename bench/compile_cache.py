@@ -148,7 +148,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "model": args.model, "size": args.size, "images": args.images, "dtype": cold["dtype"],
         "mode": args.mode, "warm_up_steps": _warm_up_steps(),
     }
-    path = common.write_result("compile_cache", args.device, settings, results, args.output_dir)
+    common.write_result("compile_cache", args.device, settings, results, args.output_dir)
     common.print_table(
         f"compile_cache: {args.model} {args.size}x{args.size} x{args.images}, torch.compile {args.mode!r}, "
         f"{cold['dtype']} on {args.device}",
@@ -160,7 +160,6 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         f"first run from the cache {results['cache_speedup_of_first_run']}x faster than compiling; "
         f"compiled run {results['compiled_run_speedup']}x the uncompiled; cache {results['cache_mib']} MiB"
     )
-    print(f"written to {path}")
     if temporary is not None:
         temporary.cleanup()
     return results

@@ -121,14 +121,13 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "by_owner": attribution(saved.objects),
     }
     saved.objects.clear()
-    path = common.write_result("garbage", args.device, load.settings_of(args), results, args.output_dir)
+    common.write_result("garbage", args.device, load.settings_of(args), results, args.output_dir)
     print(f"\ngarbage: {results['freed_objects']} objects freed by full collections "
           f"({results['freed_objects_per_job']} per job); in-run collections freed {in_run}")
     common.print_table(
         "whose cycles", ["owner", "objects", "share", "components"],
         [[owner, e["objects"], e["share"], e["components"]] for owner, e in results["by_owner"].items()],
     )
-    print(f"written to {path}")
     return results
 
 

@@ -442,7 +442,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     settings = settings_of(args)
     name = "load_freeze_simulation" if args.freeze_simulation else "load"
     name += "_open_loop" if args.every else ""
-    path = common.write_result(name, args.device, settings, results, args.output_dir)
+    common.write_result(name, args.device, settings, results, args.output_dir)
     ack, answer, late = results["acknowledgement_ms"], results["answer_ms"], results["loop_lateness_ms"]
     ack_bot, answer_bot = results["acknowledgement_less_simulation_ms"], results["answer_less_simulation_ms"]
     print(
@@ -479,7 +479,6 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     for source in results["lateness_sources"][:5]:
         print(f"\nlate {source['stalls']} time(s), at most {source['longest_ms']} ms, at:")
         print("    " + "\n    ".join(source["stack"]))
-    print(f"written to {path}")
     return results
 
 

@@ -64,13 +64,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "size": args.size, "radii": args.radii, "repeats": args.repeats, "old_from_commit": BASE_COMMIT,
         "load_average_at_start": load_average,  # other processes on the machine slow both sides
     }
-    path = common.write_result("mask_blur", args.device, settings, results, args.output_dir)
+    common.write_result("mask_blur", args.device, settings, results, args.output_dir)
     common.print_table(
         f"mask blur, {args.size}x{args.size} (seconds, best of {args.repeats})",
         ["radius", "tap_by_tap_s", "sliding_window_s", "speedup", "same_pixels"],
         [[radius, *entry.values()] for radius, entry in results.items()],
     )
-    print(f"wrote {path}")
     return results
 
 

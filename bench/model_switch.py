@@ -128,14 +128,13 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         **generation_settings(args, folders[FIRST], config(0), runners["budget"].cache.dtype),
         "images": args.images, "second_model_folder": str(folders[SECOND]), "modes": list(MODES),
     }
-    path = common.write_result("model_switch", args.device, settings, results, args.output_dir)
+    common.write_result("model_switch", args.device, settings, results, args.output_dir)
     common.print_table(
         generation_title("model_switch", args, settings) + f", model {model_mib:.0f} MiB, budget {budget_mb} MB",
         ["mode", "switch s (p50)", "switch s (p95)", "job after switch s", "job without switch s", "loads",
          "loaded MiB"],
         rows,
     )
-    print(f"written to {path}")
     outputs.cleanup()
     return results
 

@@ -268,7 +268,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "torch_compile": args.compile, "compile_cache_dir": args.compile_cache, "low_memory": args.low_memory,
         "paths": list(paths),
     }
-    path = common.write_result(result_name(args), args.device, settings, results, args.output_dir)
+    common.write_result(result_name(args), args.device, settings, results, args.output_dir)
     common.print_table(
         generation_title("pipeline", args, settings),
         ["batch", "path", "s/call", "s/image", "images/s", f"peak MiB ({results['memory_kind']})"],
@@ -283,7 +283,6 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         print("worker start-up (s): " + ", ".join(f"{k} {v}" for k, v in results["startup_seconds"].items()))
     if "batch1_max_pixel_difference" in results:
         print(f"batch 1, worker vs plain image: max pixel difference {results['batch1_max_pixel_difference']}")
-    print(f"written to {path}")
     outputs.cleanup()
     return results
 

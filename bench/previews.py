@@ -160,14 +160,14 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "alone_repeats": args.alone, "taesd_folder": str(taesd_folder), "paths": list(PATHS),
         "preview_max_side": config.preview_max_side,
     }
-    path = common.write_result("previews", args.device, settings, results, args.output_dir)
+    common.write_result("previews", args.device, settings, results, args.output_dir)
     common.print_table(
         generation_title("previews", args, settings) + f", {args.images} images; a step {step_seconds * 1000:.1f} ms",
         ["method", "ms/preview", "ms alone", "% of a step", f"% at {interval:g} s", "spaced to s",
          "% spaced"],
         rows,
     )
-    print(f"(full_vae: what the worker never runs for a preview, spaced as the others would be); written to {path}")
+    print("(full_vae: what the worker never runs for a preview, spaced as the others would be)")
     outputs.cleanup()
     return results
 

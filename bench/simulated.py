@@ -42,29 +42,18 @@ def tiny_settings(
     max_pending_per_user: int = 5,
     preview_interval_s: float = 1.5,
 ):
-    """The tests' settings for the tiny model (tests/conftest.py), with the worker's production
+    """The tests' settings for the tiny model (tests/tiny_settings.py), with the worker's production
     defaults for previews and PNG compression, and the queue limit the benchmark needs."""
-    from bot.config import (
-        ImageSettings,
-        LimitSettings,
-        ModelSettings,
-        PromptSettings,
-        QueueSettings,
-        Settings,
-        WorkerSettings,
-    )
+    from bot.config import WorkerSettings
+    from tests.tiny_settings import tiny_settings as test_settings
 
-    folder = cached_model("tiny", model_cache)
-    return Settings(
-        database_url=f"sqlite+aiosqlite:///{workdir / 'sdbot.sqlite3'}",
-        outputs_dir=str(workdir / "outputs"),
-        default_model="tiny",
-        models=(ModelSettings(name="tiny", source=str(folder), description="tiny benchmark model", base_size=64),),
-        limits=LimitSettings(min_size=64, max_size=512, max_pixels=512 * 512, default_steps=3, max_steps=60),
-        queue=QueueSettings(max_pending_per_user=max_pending_per_user),
+    return test_settings(
+        workdir,
+        cached_model("tiny", model_cache),
+        description="tiny benchmark model",
+        max_size=512,
+        max_pending_per_user=max_pending_per_user,
         worker=WorkerSettings(device="cpu", preview_interval_s=preview_interval_s, startup_timeout_s=300.0),
-        images=ImageSettings(upscaler_dirs=(str(workdir / "upscalers"),)),
-        prompts=PromptSettings(embedding_dirs=(str(workdir / "embeddings"),), lora_dirs=(str(workdir / "loras"),)),
     )
 
 

@@ -159,7 +159,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "input": f"{args.size}x{args.size}", "output": f"{target}x{target}", "tile": args.tile,
         "overlap": args.overlap, "dtype": str(bare_model.dtype).removeprefix("torch."), "repeats": args.repeats,
     }
-    path = common.write_result("upscale", args.device, settings, results, args.output_dir)
+    common.write_result("upscale", args.device, settings, results, args.output_dir)
     common.print_table(
         f"upscale: {args.size} -> {target} px, {settings['dtype']} on {args.device} (median of {args.repeats}; "
         f"tiles {args.tile}/{args.overlap})",
@@ -167,7 +167,6 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         rows,
     )
     print(f"max pixel difference against the bare call: {difference}")
-    print(f"written to {path}")
     folder.cleanup()
     return results
 

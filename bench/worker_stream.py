@@ -163,14 +163,13 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     settings = {
         **generation_settings(args, folder, base, dtype), "jobs": args.jobs, "images_per_job": args.images_per_job,
     }
-    path = common.write_result("worker_stream", args.device, settings, results, args.output_dir)
+    common.write_result("worker_stream", args.device, settings, results, args.output_dir)
     common.print_table(
         generation_title("worker_stream", args, settings) + f", {args.jobs} jobs of {args.images_per_job}",
         ["saving", "images/s", "last step to free p50 ms", "p95 ms"],
         rows,
     )
     print(f"background saving {results['background_speedup']}x the images per second of inline")
-    print(f"written to {path}")
     return results
 
 

@@ -12,9 +12,10 @@ from pathlib import Path
 
 import pytest
 
-from bot.config import ImageSettings, LimitSettings, PromptSettings, ModelSettings, QueueSettings, Settings, WorkerSettings
+from bot.config import Settings, WorkerSettings
 from db.migrate import upgrade_database
 from db.session import Database
+from tests.tiny_settings import DATABASE_FILE, tiny_settings
 
 pytest_plugins = ["tests.inference_fixtures"]
 
@@ -23,9 +24,6 @@ pytest_plugins = ["tests.inference_fixtures"]
 # from a second thread, and with the bot's process and its worker sharing the cores, OpenMP's
 # threads waiting on each other cost far more than they save. An explicit setting wins.
 os.environ.setdefault("OMP_NUM_THREADS", "1")
-
-
-DATABASE_FILE = "sdbot.sqlite3"  # in the test's tmp_path, where the settings fixture points
 
 
 @pytest.fixture(scope="session")
@@ -67,13 +65,9 @@ async def database(tmp_path, migrated_database_file):
 @pytest.fixture
 def settings(tmp_path, tiny_model_dir) -> Settings:
     """Settings for the tiny random-weight model: 64 px images, a few steps."""
-    return Settings(
-        database_url=f"sqlite+aiosqlite:///{tmp_path / DATABASE_FILE}",
-        outputs_dir=str(tmp_path / "outputs"),
-        default_model="tiny",
-        models=(ModelSettings(name="tiny", source=str(tiny_model_dir), description="tiny test model", base_size=64),),
-        limits=LimitSettings(min_size=64, max_size=128, max_pixels=128 * 128, default_steps=3, max_steps=60),
-        queue=QueueSettings(max_pending_per_user=5),
+    return tiny_settings(
+        tmp_path,
+        tiny_model_dir,
         # One job per pass, so tests of the queue see jobs wait their turn; the batching tests
         # (tests/test_bot_batching.py) turn batching back on.
         # Workers forked from one server that imported torch once: each test's worker starts
@@ -82,8 +76,6 @@ def settings(tmp_path, tiny_model_dir) -> Settings:
             device="cpu", preview_interval_s=0.0, startup_timeout_s=180.0, max_batch_images=1,
             start_method="forkserver",
         ),
-        images=ImageSettings(upscaler_dirs=(str(tmp_path / "upscalers"),)),
-        prompts=PromptSettings(embedding_dirs=(str(tmp_path / "embeddings"),), lora_dirs=(str(tmp_path / "loras"),)),
     )
 
 

@@ -12,19 +12,8 @@ import pytest
 from inference.images import read_infotext
 from inference.common.infotext import parse_infotext
 from inference.common.protocol import (
-    CancelJob,
-    JobCanceled,
-    JobCompleted,
-    JobFailed,
-    JobProgress,
-    JobSaving,
-    JobStarted,
-    ModelSpec,
-    RunJob,
-    Shutdown,
-    WorkerConfig,
-    WorkerReady,
-    WorkerStartupFailed,
+    CancelJob, JobCanceled, JobCompleted, JobFailed, JobProgress, JobSaving, JobStarted, ModelSpec, RunJob, Shutdown,
+    WorkerConfig, WorkerReady, WorkerStartupFailed,
 )
 from inference.worker import WORKER_NICENESS, run_worker
 from tests.inference_fixtures import tiny_request, tiny_worker_config

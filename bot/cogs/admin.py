@@ -17,10 +17,10 @@ from typing import TYPE_CHECKING, Literal
 
 import discord
 from discord import app_commands
-from discord.ext import commands
 from sqlalchemy import func, or_, select
 
 from bot import actions
+from bot.cogs.base import BotCog
 from bot.cogs.generation_options import Option, declared_options
 from bot.errors import InvalidOption, JobNotFound, NothingToDo
 from bot.interactions import is_age_restricted, send_private
@@ -65,7 +65,7 @@ def _show_limit(value: float | None, unit: str = "") -> str:
     return "no limit" if value == 0 else f"{value:g}{unit}"
 
 
-class Admin(commands.Cog):
+class Admin(BotCog):
     admin = app_commands.Group(
         name="admin",
         description="Moderate the bot on this server (Manage Server)",
@@ -78,9 +78,6 @@ class Admin(commands.Cog):
     limits = app_commands.Group(name="limits", description="Images per day, cooldown, waiting jobs", parent=admin)
     log = app_commands.Group(name="log", description="The channel the audit log is mirrored to", parent=admin)
     policy = app_commands.Group(name="policy", description="This server's policy", parent=admin)
-
-    def __init__(self, bot: SDBot) -> None:
-        self.bot = bot
 
     @property
     def db(self):  # type: ignore[no-untyped-def]

@@ -7,10 +7,10 @@ from typing import TYPE_CHECKING, Any
 
 import discord
 from discord import app_commands
-from discord.ext import commands
 
 from bot import flagged_results
 from bot.actions import job_for_interaction
+from bot.cogs.base import BotCog
 from bot.interactions import is_age_restricted
 from bot.errors import ImageUnavailable, NothingToDo
 from bot.jobs.retention import expired_message
@@ -22,10 +22,7 @@ if TYPE_CHECKING:
     from bot.client import SDBot
 
 
-class History(commands.Cog):
-    def __init__(self, bot: SDBot) -> None:
-        self.bot = bot
-
+class History(BotCog):
     @app_commands.command(name="history", description="Your recent jobs, newest first (only you see them).")
     @app_commands.describe(page="The page to show (10 jobs a page); 1 is the newest")
     async def history(self, interaction: discord.Interaction[SDBot], page: app_commands.Range[int, 1] = 1) -> None:

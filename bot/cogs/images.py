@@ -17,9 +17,9 @@ from typing import TYPE_CHECKING
 
 import discord
 from discord import app_commands
-from discord.ext import commands
 
 from bot import actions, inputs
+from bot.cogs.base import BotCog
 from bot.cogs.generation_options import CommandOptions, generation_command, upscalers
 from bot.errors import InvalidOption, echo
 from bot.jobs.workflow_params import (
@@ -46,10 +46,7 @@ SIDES = {
 }
 
 
-class Images(commands.Cog):
-    def __init__(self, bot: SDBot) -> None:
-        self.bot = bot
-
+class Images(BotCog):
     @app_commands.command(name="img2img", description="Make new images from an image you upload and a prompt.", extras=actions.QUEUES_JOBS)
     @generation_command(
         "image", "prompt", "strength", "resize_mode", "negative_prompt", "width", "height", "steps", "cfg",

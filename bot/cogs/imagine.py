@@ -5,9 +5,9 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from discord import app_commands
-from discord.ext import commands
 
 from bot import actions
+from bot.cogs.base import BotCog
 from bot.cogs.generation_options import CommandOptions, generation_command
 from bot.errors import InvalidOption, echo, listed
 from bot.jobs.params import resolve_parameters
@@ -21,10 +21,7 @@ if TYPE_CHECKING:
     from bot.client import SDBot
 
 
-class Imagine(commands.Cog):
-    def __init__(self, bot: SDBot) -> None:
-        self.bot = bot
-
+class Imagine(BotCog):
     @app_commands.command(name="imagine", description="Generate images from a text prompt.", extras=actions.QUEUES_JOBS)
     @generation_command(
         "prompt", "negative_prompt", "aspect", "width", "height", "steps", "cfg", "sampler", "seed", "count",

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING
 import discord
 from discord.ext import commands
 
+from bot.cogs.base import BotCog
 from bot.jobs.queue import CancelOutcome
 from bot.policy import audit, gate, store
 from db.base import utcnow
@@ -41,10 +42,7 @@ ROLE_LOST = "its owner no longer has a role this server requires"
 MEMBER_SEEN_RECENTLY = timedelta(seconds=60)
 
 
-class Lifecycle(commands.Cog):
-    def __init__(self, bot: SDBot) -> None:
-        self.bot = bot
-
+class Lifecycle(BotCog):
     async def cog_load(self) -> None:
         self.bot.dispatcher.target_check = self.reason_to_drop
 

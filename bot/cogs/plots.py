@@ -9,9 +9,9 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from discord import app_commands
-from discord.ext import commands
 
 from bot import actions
+from bot.cogs.base import BotCog
 from bot.cogs.generation_options import CommandOptions, generation_command
 from bot.jobs.plot_params import prompt_matrix_parameters, xy_plot_parameters
 from bot.ui import confirm
@@ -33,10 +33,7 @@ GRID_DESCRIPTIONS = dict(
 )
 
 
-class Plots(commands.Cog):
-    def __init__(self, bot: SDBot) -> None:
-        self.bot = bot
-
+class Plots(BotCog):
     @app_commands.command(name="xyplot", description="A grid of one prompt with one or two settings varied (A1111's X/Y plot).", extras=actions.QUEUES_JOBS)
     @generation_command(
         "prompt", "x_type", "x_values", "y_type", "y_values", *GRID_OPTIONS,

@@ -17,10 +17,10 @@ from typing import TYPE_CHECKING, Any
 
 import discord
 from discord import app_commands
-from discord.ext import commands
 from discord.ui import Button, DynamicItem
 
 from bot import actions, image_infotext
+from bot.cogs.base import BotCog
 from bot.errors import InvalidOption
 from bot.interactions import send_private
 from bot.jobs.params import resolve_parameters
@@ -169,10 +169,7 @@ async def _answer(
     )
 
 
-class PngInfo(commands.Cog):
-    def __init__(self, bot: SDBot) -> None:
-        self.bot = bot
-
+class PngInfo(BotCog):
     @app_commands.command(name="pnginfo", description="Show the generation parameters (A1111 infotext) in an image.")
     @app_commands.describe(image="A PNG, JPEG or WebP made by A1111 or by this bot")
     async def pnginfo_command(self, interaction: discord.Interaction[SDBot], image: discord.Attachment) -> None:

@@ -6,9 +6,9 @@ from typing import TYPE_CHECKING
 
 import discord
 from discord import app_commands
-from discord.ext import commands
 
 from bot import actions
+from bot.cogs.base import BotCog
 from bot.errors import NothingToDo
 from bot.interactions import MAX_CHOICES, send_private
 from bot.ui.embeds import clip, format_duration
@@ -18,10 +18,7 @@ if TYPE_CHECKING:
     from bot.client import SDBot
 
 
-class Queue(commands.Cog):
-    def __init__(self, bot: SDBot) -> None:
-        self.bot = bot
-
+class Queue(BotCog):
     @app_commands.command(name="queue", description="Your jobs waiting or running, with their place in line.")
     async def queue(self, interaction: discord.Interaction[SDBot]) -> None:
         mine = await self.bot.queue.active_entries(interaction.user.id)

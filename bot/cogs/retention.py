@@ -6,8 +6,9 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING
 
-from discord.ext import commands, tasks
+from discord.ext import tasks
 
+from bot.cogs.base import BotCog
 from bot.jobs.retention import run_retention_pass
 
 if TYPE_CHECKING:
@@ -16,10 +17,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 
-class Retention(commands.Cog):
-    def __init__(self, bot: SDBot) -> None:
-        self.bot = bot
-
+class Retention(BotCog):
     async def cog_load(self) -> None:
         self.daily.start()
 

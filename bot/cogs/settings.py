@@ -7,18 +7,15 @@ from typing import TYPE_CHECKING
 
 import discord
 from discord import app_commands
-from discord.ext import commands
 
+from bot.cogs.base import BotCog
 from bot.ui.settings_panel import SETTINGS_ITEMS, settings_message
 
 if TYPE_CHECKING:
     from bot.client import SDBot
 
 
-class MemberSettings(commands.Cog):
-    def __init__(self, bot: SDBot) -> None:
-        self.bot = bot
-
+class MemberSettings(BotCog):
     @app_commands.command(name="settings", description="Your defaults for new jobs, and private results (only you see them).")
     async def settings(self, interaction: discord.Interaction[SDBot]) -> None:
         await interaction.response.send_message(**await settings_message(interaction, interaction.user.id), ephemeral=True)

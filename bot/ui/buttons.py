@@ -36,98 +36,89 @@ async def _queuing(interaction: discord.Interaction[SDBot], job_id: int, action:
     await actions.run_for_user(interaction, action, queues_jobs=True, parent_job_id=job_id)
 
 
-class UpscaleButton(DynamicItem[Button], template=r"sd:u:(?P<job>\d+):(?P<index>\d+)"):
-    """U1..U4: post that image alone, full size, with its own buttons."""
+class _JobButton:
+    """What every button here shares, placed before DynamicItem in its bases: the job and the
+    image index it acts on (0 for a button on the whole job), and from_custom_id, which
+    rebuilds the button from its template's named parts: ``job`` and ``index`` as numbers, a
+    subclass's other parts by its own custom_id_arguments."""
 
-    def __init__(self, job_id: int, index: int) -> None:
-        super().__init__(
-            Button(label=f"U{index + 1}", style=discord.ButtonStyle.secondary, custom_id=f"sd:u:{job_id}:{index}")
-        )
+    def __init__(self, job_id: int, index: int, button: Button) -> None:
+        super().__init__(button)  # DynamicItem's
         self.job_id, self.index = job_id, index
 
     @classmethod
-    async def from_custom_id(
-        cls, interaction: discord.Interaction[SDBot], item: Button, match: re.Match[str]
-    ) -> UpscaleButton:
-        return cls(job_id=int(match["job"]), index=int(match["index"]))
+    def custom_id_arguments(cls, match: re.Match[str], item: Button) -> dict[str, Any]:
+        arguments = {"job_id": int(match["job"])}
+        if "index" in match.re.groupindex:
+            arguments["index"] = int(match["index"])
+        return arguments
+
+    @classmethod
+    async def from_custom_id(cls, interaction: discord.Interaction[SDBot], item: Button, match: re.Match[str]) -> Any:
+        return cls(**cls.custom_id_arguments(match, item))
+
+
+def _secondary(custom_id: str, label: str, emoji: str | None = None) -> Button:
+    return Button(emoji=emoji, label=label, style=discord.ButtonStyle.secondary, custom_id=custom_id)
+
+
+class UpscaleButton(_JobButton, DynamicItem[Button], template=r"sd:u:(?P<job>\d+):(?P<index>\d+)"):
+    """U1..U4: post that image alone, full size, with its own buttons."""
+
+    def __init__(self, job_id: int, index: int) -> None:
+        super().__init__(job_id, index, _secondary(f"sd:u:{job_id}:{index}", f"U{index + 1}"))
 
     async def callback(self, interaction: discord.Interaction[SDBot]) -> None:
         await _queuing(interaction, self.job_id, lambda: actions.post_single_image(interaction, self.job_id, self.index))
 
 
-class VariationButton(DynamicItem[Button], template=r"sd:v:(?P<job>\d+):(?P<index>\d+):(?P<strength>subtle|strong)"):
+class VariationButton(
+    _JobButton, DynamicItem[Button], template=r"sd:v:(?P<job>\d+):(?P<index>\d+):(?P<strength>subtle|strong)"
+):
     """V1..V4 under a grid, "Vary (subtle)" / "Vary (strong)" under one image."""
 
     def __init__(self, job_id: int, index: int, strength: Strength, label: str | None = None) -> None:
-        super().__init__(
-            Button(
-                label=label or f"V{index + 1}",
-                style=discord.ButtonStyle.secondary,
-                custom_id=f"sd:v:{job_id}:{index}:{strength}",
-            )
-        )
-        self.job_id, self.index, self.strength = job_id, index, strength
+        super().__init__(job_id, index, _secondary(f"sd:v:{job_id}:{index}:{strength}", label or f"V{index + 1}"))
+        self.strength = strength
 
     @classmethod
-    async def from_custom_id(
-        cls, interaction: discord.Interaction[SDBot], item: Button, match: re.Match[str]
-    ) -> VariationButton:
-        return cls(job_id=int(match["job"]), index=int(match["index"]), strength=match["strength"], label=item.label)
+    def custom_id_arguments(cls, match: re.Match[str], item: Button) -> dict[str, Any]:
+        return {**super().custom_id_arguments(match, item), "strength": match["strength"], "label": item.label}
 
     async def callback(self, interaction: discord.Interaction[SDBot]) -> None:
         await _queuing(interaction, self.job_id, lambda: actions.vary(interaction, self.job_id, self.index, self.strength))
 
 
-class RerollButton(DynamicItem[Button], template=r"sd:reroll:(?P<job>\d+)"):
+class RerollButton(_JobButton, DynamicItem[Button], template=r"sd:reroll:(?P<job>\d+)"):
     """Same parameters, new seeds."""
 
     def __init__(self, job_id: int) -> None:
-        super().__init__(
-            Button(emoji="🔄", label="Reroll", style=discord.ButtonStyle.secondary, custom_id=f"sd:reroll:{job_id}")
-        )
-        self.job_id = job_id
-
-    @classmethod
-    async def from_custom_id(
-        cls, interaction: discord.Interaction[SDBot], item: Button, match: re.Match[str]
-    ) -> RerollButton:
-        return cls(job_id=int(match["job"]))
+        super().__init__(job_id, 0, _secondary(f"sd:reroll:{job_id}", "Reroll", emoji="🔄"))
 
     async def callback(self, interaction: discord.Interaction[SDBot]) -> None:
         await _queuing(interaction, self.job_id, lambda: actions.reroll(interaction, self.job_id))
 
 
-class CancelButton(DynamicItem[Button], template=r"sd:cancel:(?P<job>\d+)"):
+class CancelButton(_JobButton, DynamicItem[Button], template=r"sd:cancel:(?P<job>\d+)"):
     """Shown while a job waits or runs; its owner or a moderator may press it."""
 
     def __init__(self, job_id: int) -> None:
-        super().__init__(Button(label="Cancel", style=discord.ButtonStyle.danger, custom_id=f"sd:cancel:{job_id}"))
-        self.job_id = job_id
-
-    @classmethod
-    async def from_custom_id(
-        cls, interaction: discord.Interaction[SDBot], item: Button, match: re.Match[str]
-    ) -> CancelButton:
-        return cls(job_id=int(match["job"]))
+        super().__init__(job_id, 0, Button(label="Cancel", style=discord.ButtonStyle.danger, custom_id=f"sd:cancel:{job_id}"))
 
     async def callback(self, interaction: discord.Interaction[SDBot]) -> None:
         await _guarded(interaction, lambda: actions.cancel(interaction, self.job_id))
 
 
-class UpscaleImageButton(DynamicItem[Button], template=r"sd:up:(?P<job>\d+):(?P<index>\d+):(?P<scale>[24])"):
+class UpscaleImageButton(_JobButton, DynamicItem[Button], template=r"sd:up:(?P<job>\d+):(?P<index>\d+):(?P<scale>[24])"):
     """Upscale 2x / 4x under one image, with the server's default upscaler."""
 
     def __init__(self, job_id: int, index: int, scale: int) -> None:
-        super().__init__(
-            Button(label=f"Upscale {scale}x", style=discord.ButtonStyle.secondary, custom_id=f"sd:up:{job_id}:{index}:{scale}")
-        )
-        self.job_id, self.index, self.scale = job_id, index, scale
+        super().__init__(job_id, index, _secondary(f"sd:up:{job_id}:{index}:{scale}", f"Upscale {scale}x"))
+        self.scale = scale
 
     @classmethod
-    async def from_custom_id(
-        cls, interaction: discord.Interaction[SDBot], item: Button, match: re.Match[str]
-    ) -> UpscaleImageButton:
-        return cls(job_id=int(match["job"]), index=int(match["index"]), scale=int(match["scale"]))
+    def custom_id_arguments(cls, match: re.Match[str], item: Button) -> dict[str, Any]:
+        return {**super().custom_id_arguments(match, item), "scale": int(match["scale"])}
 
     async def callback(self, interaction: discord.Interaction[SDBot]) -> None:
         await _queuing(interaction, self.job_id, lambda: actions.upscale(interaction, self.job_id, self.index, float(self.scale)))
@@ -145,44 +136,29 @@ OUTPAINT_LABELS = {
 
 
 class OutpaintButton(
-    DynamicItem[Button], template=r"sd:out:(?P<job>\d+):(?P<index>\d+):(?P<direction>zoom1\.5|zoom2|left|right|up|down)"
+    _JobButton,
+    DynamicItem[Button],
+    template=r"sd:out:(?P<job>\d+):(?P<index>\d+):(?P<direction>zoom1\.5|zoom2|left|right|up|down)",
 ):
     """Zoom out and pan: outpaint the image on every side or on one."""
 
     def __init__(self, job_id: int, index: int, direction: str) -> None:
-        super().__init__(
-            Button(
-                label=OUTPAINT_LABELS[direction],
-                style=discord.ButtonStyle.secondary,
-                custom_id=f"sd:out:{job_id}:{index}:{direction}",
-            )
-        )
-        self.job_id, self.index, self.direction = job_id, index, direction
+        super().__init__(job_id, index, _secondary(f"sd:out:{job_id}:{index}:{direction}", OUTPAINT_LABELS[direction]))
+        self.direction = direction
 
     @classmethod
-    async def from_custom_id(
-        cls, interaction: discord.Interaction[SDBot], item: Button, match: re.Match[str]
-    ) -> OutpaintButton:
-        return cls(job_id=int(match["job"]), index=int(match["index"]), direction=match["direction"])
+    def custom_id_arguments(cls, match: re.Match[str], item: Button) -> dict[str, Any]:
+        return {**super().custom_id_arguments(match, item), "direction": match["direction"]}
 
     async def callback(self, interaction: discord.Interaction[SDBot]) -> None:
         await _queuing(interaction, self.job_id, lambda: actions.outpaint(interaction, self.job_id, self.index, self.direction))
 
 
-class RemixButton(DynamicItem[Button], template=r"sd:remix:(?P<job>\d+)"):
+class RemixButton(_JobButton, DynamicItem[Button], template=r"sd:remix:(?P<job>\d+)"):
     """Edit the prompt in a form and run the job again with the same seeds."""
 
     def __init__(self, job_id: int) -> None:
-        super().__init__(
-            Button(emoji="🎛️", label="Remix", style=discord.ButtonStyle.secondary, custom_id=f"sd:remix:{job_id}")
-        )
-        self.job_id = job_id
-
-    @classmethod
-    async def from_custom_id(
-        cls, interaction: discord.Interaction[SDBot], item: Button, match: re.Match[str]
-    ) -> RemixButton:
-        return cls(job_id=int(match["job"]))
+        super().__init__(job_id, 0, _secondary(f"sd:remix:{job_id}", "Remix", emoji="🎛️"))
 
     async def callback(self, interaction: discord.Interaction[SDBot]) -> None:
         async def open_form() -> None:
@@ -194,20 +170,11 @@ class RemixButton(DynamicItem[Button], template=r"sd:remix:(?P<job>\d+)"):
         await _guarded(interaction, open_form)
 
 
-class InpaintButton(DynamicItem[Button], template=r"sd:inpaint:(?P<job>\d+):(?P<index>\d+)"):
+class InpaintButton(_JobButton, DynamicItem[Button], template=r"sd:inpaint:(?P<job>\d+):(?P<index>\d+)"):
     """Open the inpaint form (prompt, mask upload, strength) for one image."""
 
     def __init__(self, job_id: int, index: int) -> None:
-        super().__init__(
-            Button(emoji="🖌️", label="Inpaint", style=discord.ButtonStyle.secondary, custom_id=f"sd:inpaint:{job_id}:{index}")
-        )
-        self.job_id, self.index = job_id, index
-
-    @classmethod
-    async def from_custom_id(
-        cls, interaction: discord.Interaction[SDBot], item: Button, match: re.Match[str]
-    ) -> InpaintButton:
-        return cls(job_id=int(match["job"]), index=int(match["index"]))
+        super().__init__(job_id, index, _secondary(f"sd:inpaint:{job_id}:{index}", "Inpaint", emoji="🖌️"))
 
     async def callback(self, interaction: discord.Interaction[SDBot]) -> None:
         async def open_form() -> None:
