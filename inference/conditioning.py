@@ -472,7 +472,8 @@ def _encode_rows(pipe: DiffusionPipeline, rows: list[Chunk], clip_skip: int = 1)
         mask = (torch.arange(ids.shape[1], device=device)[None] <= ends[:, None]).long()
     if clip_skip > 1:
         hidden = encoder(ids, attention_mask=mask, output_hidden_states=True).hidden_states
-        z = encoder.text_model.final_layer_norm(hidden[-clip_skip])
+        # transformers 5 keeps the layers on the model itself, 4.x under .text_model.
+        z = getattr(encoder, "text_model", encoder).final_layer_norm(hidden[-clip_skip])
     else:
         z = encoder(ids, attention_mask=mask)[0]
     index = {row: position for position, row in enumerate(unique)}
