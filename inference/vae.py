@@ -45,6 +45,12 @@ _IGNORED_PREFIXES = ("loss", "model_ema.")
 
 _Stamp = tuple[str, int, int]  # (path, mtime in ns, size): a file replaced is read again
 
+# Per AutoencoderKL, whoever loads into it: its checkpoint's own weights (CPU copies, kept once
+# a file is loaded into it) and the file it holds now (None: its own). Kept with the module,
+# not with a VaeFiles, so that what a module holds is known whatever loaded it.
+_baked: weakref.WeakKeyDictionary[torch.nn.Module, dict[str, torch.Tensor]] = weakref.WeakKeyDictionary()
+_holds: weakref.WeakKeyDictionary[torch.nn.Module, _Stamp] = weakref.WeakKeyDictionary()
+
 
 class VaeFiles:
     """The worker's VAE files (in ``vae_dirs``, and "<checkpoint>.vae.*" beside the
@@ -54,10 +60,6 @@ class VaeFiles:
         self.vae_dirs = tuple(vae_dirs)
         self.checkpoint_sources = tuple(checkpoint_sources)
         self._converted: OrderedDict[_Stamp, dict[str, torch.Tensor]] = OrderedDict()
-        # Per AutoencoderKL: its checkpoint's own weights (CPU copies, kept once a file is
-        # loaded into it) and the file it holds now (None: its own).
-        self._baked: weakref.WeakKeyDictionary[torch.nn.Module, dict[str, torch.Tensor]] = weakref.WeakKeyDictionary()
-        self._holds: weakref.WeakKeyDictionary[torch.nn.Module, _Stamp | None] = weakref.WeakKeyDictionary()
 
     def path(self, name: str) -> Path:
         """The file of a VAE name; InvalidRequestError (listing the VAEs) for an unknown one.
@@ -83,19 +85,19 @@ class VaeFiles:
             return
         if request.vae:
             self._load_file(vae, self.path(request.vae), request.vae, request.model)
-        elif self._holds.get(vae) is not None:
-            _copy_into(vae, self._baked[vae])
-            self._holds[vae] = None
+        elif vae in _holds:
+            _copy_into(vae, _baked[vae])
+            del _holds[vae]
             log.info("VAE of model %r: its own again", request.model)
         yield
 
     def _load_file(self, vae: torch.nn.Module, path: Path, name: str, model: str) -> None:
         stamp = _stamp(path)
-        if self._holds.get(vae) == stamp:
+        if _holds.get(vae) == stamp:
             return
         state = self._read(path, stamp, name, dict(vae.config))
-        if vae not in self._baked:
-            self._baked[vae] = {key: value.detach().to("cpu", copy=True) for key, value in vae.state_dict().items()}
+        if vae not in _baked:
+            _baked[vae] = {key: value.detach().to("cpu", copy=True) for key, value in vae.state_dict().items()}
         own = vae.state_dict()
         missing = sorted(set(own) - set(state))
         misfit = [key for key in own if key in state and state[key].shape != own[key].shape]
@@ -108,7 +110,7 @@ class VaeFiles:
                 detail=f"{len(missing)} weights missing, {len(misfit)} of another shape",
             )
         _copy_into(vae, state)
-        self._holds[vae] = stamp
+        _holds[vae] = stamp
         log.info("VAE of model %r: %s", model, name)
 
     def _read(self, path: Path, stamp: _Stamp, name: str, config: dict) -> dict[str, torch.Tensor]:

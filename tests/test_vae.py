@@ -188,3 +188,17 @@ def test_an_unknown_vae_is_refused_with_the_list(tmp_path):
     assert str(refused.value) == "Unknown VAE `b`. Choose Automatic, None or one of: a.safetensors."
     with pytest.raises(UnknownVaeError, match="this server has no VAE files"):
         resolve_vae(AUTOMATIC, "model", "missing.pt", {})
+
+
+def test_plot_cells_each_run_with_their_vae_and_clip_skip(runner):
+    from inference.common.protocol import PlotCell, PlotOptions
+
+    cells = (PlotCell(vae=""), PlotCell(vae="other-vae.safetensors"), PlotCell(clip_skip=2))
+    plot = PlotOptions(cells=cells, columns=3, x_labels=("None", "other-vae.safetensors", "2"), x_title="VAE")
+    done = _run(runner, job_id=11, kind=JobKind.PLOT, plot=plot, seeds=(5, 5, 5))
+    assert isinstance(done, JobCompleted), done
+    params = [parse_infotext(image.infotext) for image in done.images]
+    assert [p.get("VAE") for p in params] == [None, "other-vae.safetensors", None]
+    assert [p.get("Clip skip") for p in params] == [None, None, "2"]
+    pixels = [np.asarray(Image.open(image.path), dtype=np.int16) for image in done.images]
+    assert np.abs(pixels[0] - pixels[1]).max() > 10 and np.abs(pixels[0] - pixels[2]).max() > 0

@@ -110,3 +110,22 @@ def test_a_model_s_vae_and_clip_skip_are_its_jobs_defaults_and_checked_at_start(
         dataclasses.replace(settings, models=(dataclasses.replace(model, vae="missing.pt"),))
     with pytest.raises(ConfigError, match="model 'tiny': clip_skip must be from 1 to 12"):
         dataclasses.replace(settings, models=(dataclasses.replace(model, clip_skip=13),))
+
+
+def test_the_xy_plot_has_vae_and_clip_skip_axes(settings, tiny_model_dir):
+    from bot.errors import InvalidOption
+    from bot.jobs.params import GenerationOptions, plot_options
+    from bot.jobs.plot_params import xy_plot_parameters
+
+    options = GenerationOptions(prompt="a fox")
+    params = xy_plot_parameters(options, settings, None, "VAE", "None, other-vae, Automatic", "Clip skip", "1-2")
+    plot = plot_options(params.plot_json or "")
+    automatic = f"{tiny_model_dir.name}.vae.safetensors"
+    assert plot.x_labels == ("None", OTHER, automatic) and plot.y_labels == ("1", "2")
+    assert [(cell.vae, cell.clip_skip) for cell in plot.cells] == [
+        ("", 1), (OTHER, 1), (automatic, 1), ("", 2), (OTHER, 2), (automatic, 2),
+    ]
+    with pytest.raises(InvalidOption, match="Unknown VAE `nope`"):
+        xy_plot_parameters(options, settings, None, "VAE", "nope")
+    with pytest.raises(InvalidOption, match="Clip skip values must be between 1 and 12, got 13"):
+        xy_plot_parameters(options, settings, None, "Clip skip", "2, 13")

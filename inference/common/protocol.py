@@ -116,6 +116,8 @@ class PlotCell:
     sampler: str | None = None
     model: str | None = None
     denoising_strength: float | None = None  # for hires fix or img2img requests
+    vae: str | None = None  # a VAE file's name; "": the model's own
+    clip_skip: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
