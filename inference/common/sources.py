@@ -9,13 +9,13 @@ the worker.
 
 from __future__ import annotations
 
-import hashlib
 import json
 from collections.abc import Iterable
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
 
+from inference.common.file_hashes import MODEL_HASH_LENGTH, file_hash
 from inference.common.protocol import ModelSpec, WorkerConfig
 
 MODEL_INDEX = "model_index.json"
@@ -269,8 +269,4 @@ def model_file_hash(source: str) -> str | None:
     path = Path(source).expanduser()
     if not path.is_file():
         return None
-    digest = hashlib.sha256()
-    with path.open("rb") as file:
-        for block in iter(lambda: file.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()[:10]
+    return file_hash(path)[:MODEL_HASH_LENGTH]
