@@ -101,3 +101,25 @@ def test_a_clip_skip_out_of_range_fails_the_job_by_name(tiny_pipe, tmp_path):
     runner = make_runner(tiny_pipe, tmp_path)
     failed = run(runner, clip_skip=13)
     assert isinstance(failed, JobFailed) and "clip skip must be between 1 and 12, got 13" in failed.message
+
+
+def test_file_hash_is_a1111_s_and_follows_a_replaced_file(tmp_path):
+    import os
+
+    from inference.common.file_hashes import file_hash
+
+    path = tmp_path / "net.safetensors"
+    save_file({"w": torch.ones(2)}, path, metadata={"ss_note": "a"})
+    data = path.read_bytes()
+    tensors = data[8 + int.from_bytes(data[:8], "little") :]
+    assert file_hash(path) == hashlib.sha256(data).hexdigest()
+    assert file_hash(path, addnet=True) == hashlib.sha256(tensors).hexdigest()
+    # Metadata edited: the addnet hash stays, the file's changes (a new size and mtime).
+    save_file({"w": torch.ones(2)}, path, metadata={"ss_note": "a longer note"})
+    os.utime(path, ns=(1, 1))
+    assert file_hash(path, addnet=True) == hashlib.sha256(tensors).hexdigest()
+    assert file_hash(path) == hashlib.sha256(path.read_bytes()).hexdigest() != hashlib.sha256(data).hexdigest()
+    # Any other file's addnet hash is its whole sha256, as A1111's.
+    pickle = tmp_path / "net.pt"
+    pickle.write_bytes(b"weights")
+    assert file_hash(pickle, addnet=True) == hashlib.sha256(b"weights").hexdigest()
