@@ -129,3 +129,13 @@ def test_the_xy_plot_has_vae_and_clip_skip_axes(settings, tiny_model_dir):
         xy_plot_parameters(options, settings, None, "VAE", "nope")
     with pytest.raises(InvalidOption, match="Clip skip values must be between 1 and 12, got 13"):
         xy_plot_parameters(options, settings, None, "Clip skip", "2, 13")
+
+
+def test_pnginfo_rerun_takes_the_vae_and_clip_skip_of_the_infotext(settings):
+    from bot.image_infotext import rerun_options
+
+    params = {"Prompt": "a fox", "Negative prompt": "", "VAE": OTHER, "Clip skip": "2"}
+    rerun = rerun_options(params, settings, [])
+    assert (rerun.options.vae, rerun.options.clip_skip, rerun.notes) == (OTHER, 2, [])
+    rerun = rerun_options({**params, "VAE": "kl-f8-anime2.ckpt"}, settings, [])
+    assert (rerun.options.vae, rerun.notes) == ("None", ["VAE `kl-f8-anime2.ckpt` is not on this server; the model's own was used."])
