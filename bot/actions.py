@@ -40,6 +40,7 @@ from bot.prompts.prepare import prepare
 from bot.ui import embeds
 from db.models import AuditEntry, Image, Job, JobStatus, User
 from inference.common.protocol import JobKind
+from inference.common.vae_files import NONE
 
 if TYPE_CHECKING:
     from bot.client import SDBot
@@ -363,6 +364,8 @@ def options_from(job: Job, prompt: str | None = None, negative_prompt: str | Non
         cfg_scale=job.cfg_scale,
         sampler=job.sampler,
         model=job.model,
+        vae=job.vae or NONE,  # "" is the model's own VAE
+        clip_skip=job.clip_skip,
     )
 
 
@@ -419,7 +422,7 @@ async def remix_jobs(
     earlier = GenerationOptions(
         prompt=prompt, negative_prompt=negative_prompt, width=job.width, height=job.height, steps=job.steps,
         cfg_scale=job.cfg_scale, sampler=job.sampler, seed=job.seed, count=job.count, model=job.model,
-        tiling=job.tiling,
+        tiling=job.tiling, vae=job.vae or NONE, clip_skip=job.clip_skip,
     )
     prepared = await prepare_for(interaction, earlier, user, override=True)
     return [remix_of(job, resolve_parameters(options, bot.settings, user)) for options in prepared]

@@ -232,6 +232,10 @@ def _add_generate_options(generate: argparse.ArgumentParser) -> None:
         help=f"images, 1 to [limits] max_count ({limits.max_count}); default: [limits] default_count ({limits.default_count})",
     )
     generate.add_argument("--model", metavar="NAME", help="one of the [[models]] names; default: default_model")
+    generate.add_argument(
+        "--vae", metavar="NAME", help='"Automatic" (the default), "None" (the model\'s own) or a VAE file in vae_dirs'
+    )
+    generate.add_argument("--clip-skip", type=int, metavar="N", help="A1111's clip skip, 1 (none) to 12")
 
 
 async def _migrate(settings: Settings) -> None:
@@ -361,6 +365,8 @@ async def _generate(settings: Settings, args: argparse.Namespace) -> int:
         seed=args.seed,
         count=args.count,
         model=args.model,
+        vae=args.vae,
+        clip_skip=args.clip_skip,
     )
     try:
         params = resolve_parameters(options, settings)

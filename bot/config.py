@@ -25,12 +25,14 @@ from inference.common.protocol import (
     COMPILE_MODES,
     LANCZOS,
     LOW_MEMORY_MODES,
+    MAX_CLIP_SKIP,
     PREVIEW_METHODS,
     ModelSpec,
     WorkerConfig,
     WorkerOptions,
 )
 from inference.common.upscaler_files import upscaler_files
+from inference.common.vae_files import AUTOMATIC, UnknownVaeError, resolve_vae, vae_files
 from inference.common.samplers import SAMPLERS
 
 ENV_PREFIX = "SDBOT__"
@@ -59,6 +61,11 @@ class ModelSettings:
     # Prompts longer than 75 tokens are encoded in chunks, as A1111 does. A model that was not
     # trained for that may be given one chunk only: longer prompts are cut, with a warning.
     long_prompts: bool = True
+    # The VAE of "Automatic" for this model: a VAE file's name (in vae_dirs), "None" for the
+    # baked-in one; "" is A1111's rule (a VAE named after the checkpoint, else the baked one).
+    vae: str = ""
+    # A1111's clip skip (1-12) for this model's jobs when the member sets none; 0: 1 (no skip).
+    clip_skip: int = 0
 
 
 @dataclass(frozen=True)
@@ -243,6 +250,9 @@ def _default_models() -> tuple[ModelSettings, ...]:
 class Settings:
     database_url: str = "sqlite+aiosqlite:///data/sdbot.sqlite3"
     outputs_dir: str = "outputs"
+    # VAE files (.safetensors, .pt, .ckpt), walked recursively; a VAE's name is its file name.
+    # A1111 keeps them in models/VAE.
+    vae_dirs: tuple[str, ...] = ("models/VAE",)
     default_model: str = "sd15"
     models: tuple[ModelSettings, ...] = field(default_factory=_default_models)
     limits: LimitSettings = field(default_factory=LimitSettings)
@@ -267,6 +277,7 @@ class Settings:
             if value % 8:
                 raise ConfigError(f"{name} must be a multiple of 8, got {value}")
 
+        self._check_model_vaes_and_clip_skips()
         images = self.images
         if images.default_upscaler != LANCZOS and images.default_upscaler not in upscaler_files(images.upscaler_dirs):
             raise ConfigError(
@@ -284,13 +295,31 @@ class Settings:
             if not 0 <= days <= MAX_RETENTION_DAYS:
                 raise ConfigError(f"{name} must be a number of days from 0 (keep forever) to {MAX_RETENTION_DAYS}, got {days}")
 
+    def _check_model_vaes_and_clip_skips(self) -> None:
+        files = vae_files(self.vae_dirs, [m.source for m in self.models])
+        for model in self.models:
+            if not 0 <= model.clip_skip <= MAX_CLIP_SKIP:
+                raise ConfigError(
+                    f"model {model.name!r}: clip_skip must be from 1 to {MAX_CLIP_SKIP} (0: no skip), got {model.clip_skip}"
+                )
+            try:
+                resolve_vae(AUTOMATIC, model.source, model.vae, files)
+            except UnknownVaeError as error:
+                raise ConfigError(
+                    f"model {model.name!r}: vae {model.vae!r} is not a file in vae_dirs {list(self.vae_dirs)} "
+                    f'(write "None" for the VAE baked into the model). {error}'
+                ) from None
+
     def model(self, name: str) -> ModelSettings | None:
         return next((model for model in self.models if model.name == name), None)
 
     def worker_config(self) -> WorkerConfig:
         tuned = {option.name: getattr(self.worker, option.name) for option in fields(WorkerOptions)}
         return WorkerConfig(
-            models=tuple(ModelSpec(m.name, m.source, m.description, m.inpaint_source, m.long_prompts) for m in self.models),
+            models=tuple(
+                ModelSpec(m.name, m.source, m.description, m.inpaint_source, m.long_prompts, vae=m.vae, clip_skip=m.clip_skip)
+                for m in self.models
+            ),
             default_model=self.default_model,
             outputs_dir=str(Path(self.outputs_dir).resolve()),
             preload=(self.default_model,),
@@ -299,6 +328,7 @@ class Settings:
             upscale_tile_overlap=self.images.upscale_tile_overlap,
             embedding_dirs=tuple(str(Path(d).resolve()) for d in self.prompts.embedding_dirs),
             lora_dirs=tuple(str(Path(d).resolve()) for d in self.prompts.lora_dirs),
+            vae_dirs=tuple(str(Path(d).resolve()) for d in self.vae_dirs),
             safety_checker=self.policy.safety_checker,
             # What /imagine makes when given nothing: the default model's square, default count.
             warmup_shape=(self.model(self.default_model).base_size,) * 2 + (self.limits.default_count,),

@@ -25,6 +25,7 @@ from inference.common.sources import looks_like_path
 # (table, key) of the settings holding one folder ("" when top-level) or a list of folders.
 FOLDER_SETTINGS = (
     ("", "outputs_dir"),
+    ("", "vae_dirs"),
     ("images", "upscaler_dirs"),
     ("prompts", "embedding_dirs"),
     ("prompts", "lora_dirs"),

@@ -23,11 +23,12 @@ from typing import TYPE_CHECKING
 
 from bot.errors import InvalidOption, echo
 from bot.inputs import DECODE_ERRORS, download, open_image
-from bot.jobs.params import GenerationOptions
+from bot.jobs.params import GenerationOptions, settings_vae_files
 from bot.prompts.cleaning import clean_prompt_text
 from inference.common.infotext import NEGATIVE_PROMPT_KEY, PROMPT_KEY, parse_infotext
 from inference.common.protocol import LATENT
 from inference.common.samplers import find_sampler
+from inference.common.vae_files import NONE, find_vae
 
 if TYPE_CHECKING:
     import discord
@@ -209,6 +210,13 @@ def rerun_options(params: dict[str, str], settings: Settings, upscalers: list[st
             notes.append(f"Model `{name[:100]}` is not on this server; its default model `{settings.default_model}` was used.")
     sampler = _sampler(params, notes)
     seed = _number(params, "Seed", int, notes)
+    vae = None
+    if name := params.get("VAE"):
+        vae = find_vae(name, settings_vae_files(settings))
+        if vae is None:
+            notes.append(f"VAE `{name[:100]}` is not on this server; the model's own was used.")
+            vae = NONE
+    clip_skip = _number(params, "Clip skip", int, notes)
     options = GenerationOptions(
         prompt=prompt,
         negative_prompt=params.get(NEGATIVE_PROMPT_KEY, ""),
@@ -221,6 +229,8 @@ def rerun_options(params: dict[str, str], settings: Settings, upscalers: list[st
         count=1,
         model=model,
         tiling=True if params.get("Tiling", "").casefold() == "true" else None,
+        vae=vae,
+        clip_skip=clip_skip,  # type: ignore[arg-type]
     )
     hires: dict[str, object] = {}
     if (scale := _number(params, "Hires upscale", float, notes)) is not None and scale != 1:

@@ -53,6 +53,9 @@ class User(Base):
     default_style: Mapped[str | None] = mapped_column(String(200))
     # The upscaler of the Upscale buttons and /upscale (None: the server's default).
     default_upscaler: Mapped[str | None] = mapped_column(String(100))
+    # "Automatic", "None" or a VAE's name (bot.jobs.params.check_vae), and A1111's clip skip.
+    default_vae: Mapped[str | None] = mapped_column(String(255))
+    default_clip_skip: Mapped[int | None] = mapped_column(Integer)
     # Results shown only to their owner (an ephemeral status message, then a DM once the
     # interaction token has expired) instead of in the channel.
     private_results: Mapped[bool] = mapped_column(Boolean, default=False, server_default="0")
@@ -122,6 +125,10 @@ class Job(Base):
     # Seamless tiling (--tile), and an X/Y plot's or prompt matrix's cells and labels as the JSON
     # of inference.common.protocol.PlotOptions (see bot.jobs.plot_params).
     tiling: Mapped[bool] = mapped_column(Boolean, default=False, server_default="0")
+    # The VAE file it ran with ("": the model's own), "Automatic" resolved when it was queued,
+    # and A1111's clip skip (1: none).
+    vae: Mapped[str] = mapped_column(String(255), default="", server_default="")
+    clip_skip: Mapped[int] = mapped_column(Integer, default=1, server_default="1")
     plot_json: Mapped[str | None] = mapped_column(Text)
 
     # Checked by the worker's safety classifier (set when the job was queued outside an

@@ -184,6 +184,7 @@ def _make_batch(
     with ExitStack() as stack:
         runs = [stack.enter_context(runner.networks.applied(runner.cache, r)) for r in requests]
         pipe = runner.cache.get(requests[0].model)
+        stack.enter_context(runner.vaes.applied(pipe, requests[0]))  # one VAE: batch_key
         return generate_batch(pipe, runs, on_step, is_cancelled)
 
 

@@ -44,7 +44,7 @@ from diffusers.models.unets.unet_2d_condition import UNet2DConditionOutput
 
 from inference.common.prompt_chunks import Chunk, chunk_tokens, empty_chunk, weighted_tokens
 from inference.common.prompt_parser import composable_prompts, prompt_schedules
-from inference.common.protocol import GenerateRequest
+from inference.common.protocol import MAX_CLIP_SKIP, GenerateRequest
 
 log = logging.getLogger(__name__)
 
@@ -220,6 +220,21 @@ def and_prompts_unet(pipe: DiffusionPipeline, conditioning: object) -> Iterator[
 
 # --- encoding ------------------------------------------------------------------------------
 
+def effective_clip_skip(pipe: DiffusionPipeline, clip_skip: int) -> int:
+    """The clip skip this pipeline's encoder is read with, as A1111 treats each family.
+
+    SD 1.x (OpenAI's CLIP ViT-L, "quick_gelu") takes it as asked. SD 2.x (OpenCLIP ViT-H,
+    "gelu") ignores it: A1111's FrozenOpenCLIPEmbedder always reads the penultimate layer,
+    which diffusers' SD 2 text encoder already ends with. SDXL reads fixed layers too
+    (its conditioning passes 1 here). Beyond the encoder's layers, its first layer is read.
+    """
+    if not 1 <= clip_skip <= MAX_CLIP_SKIP:
+        raise ValueError(f"clip_skip must be between 1 and {MAX_CLIP_SKIP}, got {clip_skip}")
+    config = pipe.text_encoder.config
+    if getattr(config, "hidden_act", "quick_gelu") != "quick_gelu":
+        return 1
+    return min(clip_skip, config.num_hidden_layers)
+
 
 def evaluations_per_step(pipe: DiffusionPipeline) -> int:
     """Model evaluations per sampling step of the pipeline's scheduler (Heun, DPM2: 2).
@@ -254,6 +269,7 @@ def encode_for_pass(
         steps * order,
         hires_steps=None if hires_steps is None else hires_steps * order,
         max_chunks=prompt_chunk_limit(pipe),
+        clip_skip=effective_clip_skip(pipe, request.clip_skip),
     )
     cuts = {"prompt": conditioning.cut_prompt, "negative prompt": conditioning.cut_negative_prompt}
     for what, text in cuts.items():
@@ -269,27 +285,30 @@ def encode_conditioning(
     steps: int,
     hires_steps: int | None = None,
     max_chunks: int | None = None,
+    clip_skip: int = 1,
 ) -> Conditioning:
     """Both prompts' schedules, padded to one chunk count: A1111's get_learned_conditioning
     for the cond and the uncond, then pad_cond_uncond.
 
     ``steps`` and ``hires_steps`` are evaluations, as prompt_schedules takes them;
-    ``max_chunks`` None leaves prompts whole.
+    ``max_chunks`` None leaves prompts whole; ``clip_skip`` is the CLIP layer read, counted
+    from the end (see _encode_rows; effective_clip_skip says what a model takes).
     """
     parts = composable_prompts(prompt)
     if len(parts) == 1 and parts[0][1] == 1.0 and parts[0][0] == prompt.rstrip():
         parts = [(prompt, 1.0)]  # no AND, no weight: the prompt exactly as written
     encoded = [
-        _encode_schedule(pipe, prompt_schedules(text, steps, hires_steps), max_chunks) for text, _ in parts
+        _encode_schedule(pipe, prompt_schedules(text, steps, hires_steps), max_chunks, clip_skip)
+        for text, _ in parts
     ]
     cond = encoded[0][0] if len(encoded) == 1 else _stack_parts([schedule for schedule, _ in encoded])
     cut_prompt = next((cut for _, cut in encoded if cut), "")
     uncond, cut_negative = _encode_schedule(
-        pipe, prompt_schedules(negative_prompt, steps, hires_steps), max_chunks
+        pipe, prompt_schedules(negative_prompt, steps, hires_steps), max_chunks, clip_skip
     )
     if cond[0][1].shape[1] != uncond[0][1].shape[1]:
         length = max(cond[0][1].shape[1], uncond[0][1].shape[1])
-        empty = _encode_rows(pipe, [_empty(pipe)])  # A1111's cond_stage_model_empty_prompt
+        empty = _encode_rows(pipe, [_empty(pipe)], clip_skip)  # A1111's cond_stage_model_empty_prompt
         cond, uncond = _pad_schedule(cond, length, empty), _pad_schedule(uncond, length, empty)
     weights = tuple(weight for _, weight in parts)
     return Conditioning(tuple(cond), tuple(uncond), cut_prompt, cut_negative, weights)
@@ -319,10 +338,10 @@ def _stack_parts(schedules: list[list[tuple[int, torch.Tensor]]]) -> list[tuple[
 
 
 def encode_prompt(
-    pipe: DiffusionPipeline, text: str, max_chunks: int | None = None
+    pipe: DiffusionPipeline, text: str, max_chunks: int | None = None, clip_skip: int = 1
 ) -> tuple[torch.Tensor, str]:
     """One text (no scheduling) as (embeddings (1, 77 * chunks, dim), the text cut off)."""
-    [(_, embeds)], cut = _encode_schedule(pipe, [(1, text)], max_chunks)
+    [(_, embeds)], cut = _encode_schedule(pipe, [(1, text)], max_chunks, clip_skip)
     return embeds, cut
 
 
@@ -371,7 +390,7 @@ def _chunks(pipe: DiffusionPipeline, text: str) -> list[Chunk]:
 
 
 def _encode_schedule(
-    pipe: DiffusionPipeline, schedule: list[tuple[int, str]], max_chunks: int | None
+    pipe: DiffusionPipeline, schedule: list[tuple[int, str]], max_chunks: int | None, clip_skip: int = 1
 ) -> tuple[list[tuple[int, torch.Tensor]], str]:
     """Every text of one prompt's schedule, encoded as A1111 encodes them: as one batch.
 
@@ -394,7 +413,7 @@ def _encode_schedule(
     per_text: dict[str, list[torch.Tensor]] = {text: [] for text in texts}
     for index in range(chunk_count):
         rows = [chunked[t][index] if index < len(chunked[t]) else empty for t in texts]
-        weighted = _weighted_batch(pipe, rows, [counts[t] for t in texts])
+        weighted = _weighted_batch(pipe, rows, [counts[t] for t in texts], clip_skip)
         for text, z in zip(texts, weighted):
             per_text[text].append(z)
     encoded = {text: torch.cat(parts, dim=1) for text, parts in per_text.items()}
@@ -402,7 +421,7 @@ def _encode_schedule(
 
 
 def _weighted_batch(
-    pipe: DiffusionPipeline, rows: list[Chunk], counts: list[int]
+    pipe: DiffusionPipeline, rows: list[Chunk], counts: list[int], clip_skip: int = 1
 ) -> list[torch.Tensor]:
     """A1111's EmphasisOriginal on one chunk position of a batch: each row's token vectors
     times their weights, then the batch rescaled to its unweighted mean.
@@ -412,7 +431,7 @@ def _weighted_batch(
     weights); the result has the text encoder's dtype. With all weights 1 A1111's rescale is
     by exactly 1, so it is skipped and z comes back as CLIP gave it.
     """
-    z = _encode_rows(pipe, rows).float()
+    z = _encode_rows(pipe, rows, clip_skip).float()
     weights = torch.tensor([row.weights for row in rows], dtype=torch.float32, device=z.device)
     weighted = z * weights.unsqueeze(-1)
     if any(weight != 1.0 for row in rows for weight in row.weights):
@@ -434,8 +453,10 @@ def _execution_device(pipe: DiffusionPipeline) -> torch.device:
 
 
 @torch.no_grad()
-def _encode_rows(pipe: DiffusionPipeline, rows: list[Chunk]) -> torch.Tensor:
-    """CLIP's last hidden state for each chunk, exactly as diffusers' encode_prompt calls it.
+def _encode_rows(pipe: DiffusionPipeline, rows: list[Chunk], clip_skip: int = 1) -> torch.Tensor:
+    """CLIP's last hidden state for each chunk, exactly as diffusers' encode_prompt calls it;
+    with ``clip_skip`` above 1, A1111's encode_with_transformers for SD 1.x: the hidden state
+    ``clip_skip`` layers from the end, through CLIP's final layer norm.
 
     Identical rows are encoded once.
     """
@@ -449,6 +470,11 @@ def _encode_rows(pipe: DiffusionPipeline, rows: list[Chunk]) -> torch.Tensor:
         eos = pipe.tokenizer.eos_token_id
         ends = torch.tensor([row.index(eos) for row in unique], device=device)
         mask = (torch.arange(ids.shape[1], device=device)[None] <= ends[:, None]).long()
-    z = encoder(ids, attention_mask=mask)[0]
+    if clip_skip > 1:
+        hidden = encoder(ids, attention_mask=mask, output_hidden_states=True).hidden_states
+        # transformers 5 keeps the layers on the model itself, 4.x under .text_model.
+        z = getattr(encoder, "text_model", encoder).final_layer_norm(hidden[-clip_skip])
+    else:
+        z = encoder(ids, attention_mask=mask)[0]
     index = {row: position for position, row in enumerate(unique)}
     return z[[index[row.ids] for row in rows]]

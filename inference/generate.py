@@ -21,7 +21,7 @@ from diffusers.utils.torch_utils import randn_tensor
 from PIL import Image
 
 from inference.conditioning import Conditioning, and_prompts_unet, encode_for_pass
-from inference.common.protocol import GenerateRequest
+from inference.common.protocol import MAX_CLIP_SKIP, GenerateRequest
 from inference.common.samplers import SAMPLERS
 from inference.tiling import seamless_tiling
 
@@ -91,6 +91,8 @@ def validate_request(request: GenerateRequest) -> None:
         raise InvalidRequestError(f"subseed_strength must be between 0 and 1, got {strength!r}")
     if strength > 0 and not request.subseeds:
         raise InvalidRequestError(f"subseed_strength is {strength} but no subseeds were given")
+    if not isinstance(request.clip_skip, int) or not 1 <= request.clip_skip <= MAX_CLIP_SKIP:
+        raise InvalidRequestError(f"clip skip must be between 1 and {MAX_CLIP_SKIP}, got {request.clip_skip!r}")
 
 
 # --- schedulers ----------------------------------------------------------------------------

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import torch
 
-from inference import acceleration, images, networks, plot_runner, previews, upscale, workflows
+from inference import acceleration, images, networks, plot_runner, previews, upscale, vae, workflows
 from inference.common import infotext
 from inference.generate import (
     InvalidRequestError,
@@ -220,6 +220,7 @@ class JobRunner:
         self.upscalers = upscalers
         self.safety_checker = safety_checker
         self.networks = extra_networks or networks.ExtraNetworks(config.embedding_dirs, config.lora_dirs)
+        self.vaes = vae.VaeFiles(config.vae_dirs, [spec.source for spec in config.models])
         self._model_hashes: dict[str, str | None] = {}
         taesd = None
         if config.preview_method == previews.TAESD:
@@ -341,7 +342,9 @@ class JobRunner:
             return plot_runner.run_plot(request, self._make, on_step, is_cancelled)
         if request.kind == JobKind.UPSCALE:
             return upscale.run_upscale(self.upscalers, request, on_step, is_cancelled)
-        with self.networks.applied(self.cache, request) as request:
+        with self.networks.applied(self.cache, request) as request, self.vaes.applied(
+            networks.job_pipeline(self.cache, request), request
+        ):
             if request.kind in (JobKind.TXT2IMG, JobKind.VARIATION) and request.hires is None:
                 pipe = self.cache.get(request.model)
                 return generate(pipe, request, on_step=on_step, is_cancelled=is_cancelled)
@@ -356,6 +359,7 @@ class JobRunner:
         # An upscale's infotext is its source's (no checkpoint ran, so no model hash either).
         upscaling = request.kind == JobKind.UPSCALE
         model_hash = None if upscaling else self._model_hash(request.model)
+        hashes = {} if upscaling else self._file_hashes(request)
         # A plot's cells are jobs of their own (prompt, steps, model... differ): each image
         # gets its cell's infotext, so A1111's PNG Info remakes that cell alone.
         cells = plot_runner.cell_requests(request) if request.plot is not None else None
@@ -367,9 +371,11 @@ class JobRunner:
                 text = upscale.upscale_infotext(request)
             elif cells is not None:
                 cell = cells[index]
-                text = infotext.request_infotext(cell, 0, model_hash=self._model_hash(cell.model))
+                text = infotext.request_infotext(
+                    cell, 0, model_hash=self._model_hash(cell.model), **self._file_hashes(cell)
+                )
             else:
-                text = infotext.request_infotext(request, index, model_hash=model_hash)
+                text = infotext.request_infotext(request, index, model_hash=model_hash, **hashes)
             path = images.image_path(outputs_dir, request.job_id, index, seed, day)
             files.append((image, path, text))
             subseed = request.subseeds[index] if request.subseeds else None
@@ -401,6 +407,15 @@ class JobRunner:
             log.info("job %s: the safety checker flagged image(s) %s", request.job_id,
                      [index for index, flagged in enumerate(flags) if flagged])
         return flags
+
+    def _file_hashes(self, request: GenerateRequest) -> dict:
+        """request_infotext's "VAE hash" and network hashes (inference.common.file_hashes
+        computes each file's once); a VAE removed since the job ran gets none."""
+        try:
+            vae_hash = self.vaes.short_hash(request.vae)
+        except (OSError, networks.InvalidRequestError):
+            vae_hash = None
+        return {"vae_hash": vae_hash, "network_hashes": self.networks.infotext_hashes(request)}
 
     def _model_hash(self, name: str) -> str | None:
         # Hashing a multi-GB checkpoint takes seconds: once per model per worker.

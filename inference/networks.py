@@ -62,6 +62,8 @@ from inference.common.network_files import (
     strip_loras,
     unknown_lora_message,
 )
+from inference.common.file_hashes import NETWORK_HASH_LENGTH, file_hash
+from inference.common.infotext import network_hashes_entries
 from inference.common.protocol import GenerateRequest, JobKind
 
 log = logging.getLogger(__name__)
@@ -133,6 +135,30 @@ class ExtraNetworks:
             prompts = tuple(_write_tokens(prompt, tokens) for prompt in prompts)
         with self._loras_on(pipe, request.model, loras):
             yield _with_prompts(request, prompts)
+
+    def infotext_hashes(self, request: GenerateRequest) -> dict[str, str]:
+        """A1111's "Lora hashes" and "TI hashes" for the request's prompts (as written, tags
+        and names in them): each LoRA by the name its tag gives and its addnet hash, each
+        embedding by its name and its file's sha256, NETWORK_HASH_LENGTH digits. A file
+        that cannot be read is left out: a hash never fails a job that ran."""
+        prompts = (request.prompt, request.negative_prompt)
+        loras: dict[str, str] = {}
+        try:
+            uses = [use for prompt in prompts for use in find_loras(prompt)]
+        except MalformedNetworkError:
+            uses = []
+        files = lora_files(self.lora_dirs) if uses else {}
+        for use in uses:
+            path = find_lora(use.name, files)
+            if path is not None and (short := _short_hash(path, addnet=True)):
+                loras.setdefault(use.name, short)
+        embeddings: dict[str, str] = {}
+        available = self._embedding_names()
+        if available:
+            for name in _used_embeddings(tuple(strip_loras(p) for p in prompts), tuple(available)):
+                if short := _short_hash(available[name], addnet=False):
+                    embeddings[available[name].stem] = short
+        return network_hashes_entries(loras, embeddings)
 
     # --- embeddings ------------------------------------------------------------------------
 
@@ -360,6 +386,14 @@ def _with_prompts(request: GenerateRequest, prompts: tuple[str, str]) -> Generat
     if (prompt, negative_prompt) == (request.prompt, request.negative_prompt):
         return request
     return replace(request, prompt=prompt, negative_prompt=negative_prompt)
+
+
+def _short_hash(path: Path, *, addnet: bool) -> str | None:
+    try:
+        return file_hash(path, addnet=addnet)[:NETWORK_HASH_LENGTH]
+    except (OSError, ValueError):
+        log.warning("cannot hash %s for the infotext", path, exc_info=True)
+        return None
 
 
 def _stamp(path: Path) -> _Stamp:

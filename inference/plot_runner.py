@@ -86,7 +86,7 @@ def cell_requests(request: GenerateRequest) -> list[GenerateRequest]:
             hires = replace(hires, denoising_strength=cell.denoising_strength)
         overrides = {
             name: value
-            for name in ("prompt", "negative_prompt", "steps", "cfg_scale", "sampler", "model")
+            for name in ("prompt", "negative_prompt", "steps", "cfg_scale", "sampler", "model", "vae", "clip_skip")
             if (value := getattr(cell, name)) is not None
         }
         requests.append(

@@ -83,7 +83,7 @@ async def _settings_flow(harness, tmp_path):
     await select(alice, message, "size", ["3:2"])
     await select(alice, message, "upscaler", [MODEL])
     await select(alice, message, "style", ["Ink"])
-    form = await alice.click(message, label="Steps, CFG, size, negative prompt…")
+    form = await alice.click(message, label="Steps, CFG, size, clip skip, negative prompt…")
     assert form.modal is not None
     await alice.submit_modal(form, {"steps": "7", "cfg": "4,5", "size": "", "negative_prompt": "blurry"})
     assert line(message, "Model") == "**Model**: **tiny-wide** · server: tiny"
@@ -93,13 +93,13 @@ async def _settings_flow(harness, tmp_path):
     assert line(message, "Styles") == "**Styles**: **Ink** · server: none"
 
     # Values past the server's limits are refused in the commands' words; nothing is saved.
-    form = await alice.click(message, label="Steps, CFG, size, negative prompt…")
+    form = await alice.click(message, label="Steps, CFG, size, clip skip, negative prompt…")
     refused(await alice.submit_modal(form, {"steps": "99"}), "steps must be between 1 and 60, got 99.")
-    form = await alice.click(message, label="Steps, CFG, size, negative prompt…")
+    form = await alice.click(message, label="Steps, CFG, size, clip skip, negative prompt…")
     refused(await alice.submit_modal(form, {"cfg": "31"}), "cfg must be between 1 and 30, got 31.")
-    form = await alice.click(message, label="Steps, CFG, size, negative prompt…")
+    form = await alice.click(message, label="Steps, CFG, size, clip skip, negative prompt…")
     refused(await alice.submit_modal(form, {"size": "100x100"}), "width must be a multiple of 8, got 100.")
-    form = await alice.click(message, label="Steps, CFG, size, negative prompt…")
+    form = await alice.click(message, label="Steps, CFG, size, clip skip, negative prompt…")
     refused(await alice.submit_modal(form, {"steps": "many"}), "steps must be a whole number, got `many`.")
     assert line(message, "Steps") == "**Steps**: **7** · server: 3"
     harness.expect_user_errors()

@@ -27,11 +27,12 @@ from discord import app_commands
 
 from bot.cogs.styles import style_autocomplete
 from bot.interactions import MAX_CHOICES
-from bot.jobs.params import ASPECT_RATIOS, MAX_SEED, GenerationOptions
+from bot.jobs.params import ASPECT_RATIOS, MAX_SEED, GenerationOptions, settings_vae_files
 from bot.jobs.plot_params import AXIS_TYPES
 from bot.jobs.workflow_params import MASKED_CONTENT, OUTPAINT_DIRECTIONS, RESIZE_MODES, upscaler_names
 from bot.prompts.networks import embedding_names, lora_names
-from inference.common.protocol import LATENT, MAX_MASK_BLUR
+from inference.common.protocol import LATENT, MAX_CLIP_SKIP, MAX_MASK_BLUR
+from inference.common.vae_files import vae_choices
 from inference.common.samplers import SAMPLER_NAMES
 
 if TYPE_CHECKING:
@@ -63,6 +64,10 @@ async def upscalers(interaction: Interaction, current: str) -> Choices:
 
 async def hires_upscalers(interaction: Interaction, current: str) -> Choices:
     return matching_choices([LATENT, *upscaler_names(interaction.client.settings)], current)
+
+
+async def vaes(interaction: Interaction, current: str) -> Choices:
+    return matching_choices(vae_choices(settings_vae_files(interaction.client.settings)), current)
 
 
 async def loras(interaction: Interaction, current: str) -> Choices:
@@ -119,6 +124,10 @@ OPTIONS: dict[str, Option] = dict(
     ),
     count=Option(app_commands.Range[int, 1, 10], "How many images (1-4)"),
     model=Option(str, "Which model to use", autocomplete=models),
+    vae=Option(str, "VAE: Automatic (the model's), None (baked in) or a VAE file", autocomplete=vaes),
+    clip_skip=Option(
+        app_commands.Range[int, 1, MAX_CLIP_SKIP], "Clip skip: read the prompt from an earlier CLIP layer (1: none, 2: anime models)"
+    ),
     style=Option(
         str, "Saved style(s) to apply, comma-separated (see /style list)", autocomplete=style_autocomplete
     ),
@@ -183,6 +192,8 @@ class CommandOptions:
     seed: int | None = None
     count: int | None = None
     model: str | None = None
+    vae: str | None = None
+    clip_skip: int | None = None
     style: str | None = None
     lora: str | None = None
     lora_weight: float | None = None
@@ -221,6 +232,8 @@ class CommandOptions:
             seed=self.seed,
             count=self.count,
             model=self.model,
+            vae=self.vae,
+            clip_skip=self.clip_skip,
         )
 
     def hires(self) -> dict[str, Any]:

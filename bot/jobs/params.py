@@ -14,12 +14,14 @@ import unicodedata
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, fields, replace
 from enum import Enum
+from pathlib import Path
 from typing import TYPE_CHECKING, TypeVar
 
 from bot.errors import InvalidOption, echo, listed
 from bot.prompts.cleaning import clean_prompt_text
 from inference.common.protocol import (
     LANCZOS,
+    MAX_CLIP_SKIP,
     GenerateRequest,
     HiresFix,
     ImageInput,
@@ -32,6 +34,15 @@ from inference.common.protocol import (
 )
 from inference.common.samplers import SAMPLER_NAMES, find_sampler
 from inference.common.upscaler_files import upscaler_files
+from inference.common.vae_files import (
+    AUTOMATIC,
+    NONE,
+    UnknownVaeError,
+    find_vae,
+    resolve_vae,
+    unknown_vae_message,
+    vae_files,
+)
 
 if TYPE_CHECKING:
     from bot.config import LimitSettings, ModelSettings, Settings
@@ -67,6 +78,8 @@ class GenerationOptions:
     count: int | None = None
     model: str | None = None
     tiling: bool | None = None  # seamless tiling (--tile in the prompt)
+    vae: str | None = None  # "Automatic", "None" or a VAE's name (--vae in the prompt)
+    clip_skip: int | None = None  # A1111's 1-12 (--clipskip in the prompt)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "prompt", clean_prompt_text(self.prompt or ""))
@@ -116,6 +129,9 @@ class JobParameters:
     upscale_factor: float | None = None
     upscaler: str | None = None
     tiling: bool = False
+    # The VAE file's name ("": the model's own), "Automatic" already resolved, and clip skip.
+    vae: str = ""
+    clip_skip: int = 1
     plot_json: str | None = None  # PlotOptions as JSON, for JobKind.PLOT (bot.jobs.plot_params)
 
 
@@ -151,6 +167,8 @@ def resolve_parameters(
     steps = check_steps(_pick(options.steps, defaults.steps, limits.default_steps), limits)
     cfg_scale = check_cfg(_pick(options.cfg_scale, defaults.cfg_scale, limits.default_cfg_scale), limits)
     sampler = check_sampler(options.sampler or defaults.sampler or limits.default_sampler)
+    vae = check_vae(settings, model, options.vae or defaults.vae or AUTOMATIC)
+    clip_skip = check_clip_skip(_pick(options.clip_skip, defaults.clip_skip, model.clip_skip or 1))
 
     count = options.count if options.count is not None else limits.default_count
     if not 1 <= count <= limits.max_count:
@@ -174,6 +192,8 @@ def resolve_parameters(
         count=count,
         seed=seed,
         tiling=bool(options.tiling),
+        vae=vae,
+        clip_skip=clip_skip,
     )
 
 
@@ -186,6 +206,38 @@ def check_model(settings: Settings, name: str) -> ModelSettings:
         known = listed(m.name for m in settings.models)
         raise InvalidOption(f"Unknown model `{echo(name)}`. Available models: {known}.")
     return model
+
+
+def check_vae(settings: Settings, model: ModelSettings, choice: str) -> str:
+    """The VAE file a job of ``model`` runs with for a member's choice ("Automatic", "None" or
+    a VAE's name): its name, or "" for the model's own (inference.common.vae_files)."""
+    try:
+        return resolve_vae(choice, model.source, model.vae, settings_vae_files(settings))
+    except UnknownVaeError as error:
+        raise InvalidOption(str(error)) from None
+
+
+def check_vae_choice(settings: Settings, choice: str) -> str:
+    """A member's VAE choice as stored: "Automatic", "None" or a VAE file's name."""
+    for fixed in (AUTOMATIC, NONE):
+        if choice.strip().casefold() == fixed.casefold():
+            return fixed
+    files = settings_vae_files(settings)
+    found = find_vae(choice, files)
+    if found is None:
+        raise InvalidOption(unknown_vae_message(choice, files))
+    return found
+
+
+def settings_vae_files(settings: Settings) -> dict[str, Path]:
+    """The VAE files the worker finds: the VAE folders', and those beside the checkpoints."""
+    return vae_files(settings.vae_dirs, [model.source for model in settings.models])
+
+
+def check_clip_skip(clip_skip: int) -> int:
+    if not 1 <= clip_skip <= MAX_CLIP_SKIP:
+        raise InvalidOption(f"clip skip must be between 1 and {MAX_CLIP_SKIP} (1: no skip), got {clip_skip}.")
+    return clip_skip
 
 
 def check_sampler(name: str) -> str:
@@ -275,6 +327,8 @@ class MemberDefaults:
     aspect: str | None = None
     negative_prompt: str | None = None
     upscaler: str | None = None
+    vae: str | None = None
+    clip_skip: int | None = None
     unavailable: dict[str, str] = field(default_factory=dict)  # setting -> why
 
 
@@ -302,6 +356,8 @@ def member_defaults(user: User | None, settings: Settings) -> MemberDefaults:
     keep("negative_prompt", user.default_negative_prompt,
          lambda: check_negative_prompt(user.default_negative_prompt or "", limits))
     keep("upscaler", user.default_upscaler, lambda: check_upscaler_name(settings, user.default_upscaler or ""))
+    keep("vae", user.default_vae, lambda: check_vae_choice(settings, user.default_vae or ""))
+    keep("clip_skip", user.default_clip_skip, lambda: check_clip_skip(user.default_clip_skip or 0))
     # Sizes follow the model: checked for the member's model (else the server's).
     base = check_model(settings, str(values.get("model", settings.default_model))).base_size
     if user.default_aspect is not None:
@@ -489,7 +545,10 @@ def reroll_of(job: Job) -> JobParameters:
 
 # What Remix takes from the edited parameters: all that the prompts and their inline parameters
 # set. The workflow (source image, mask...), the count and the kind stay the job's.
-REMIXED = ("prompt", "negative_prompt", "model", "width", "height", "steps", "cfg_scale", "sampler", "seed", "tiling")
+REMIXED = (
+    "prompt", "negative_prompt", "model", "width", "height", "steps", "cfg_scale", "sampler", "seed", "tiling", "vae",
+    "clip_skip",
+)
 
 
 def remix_of(job: Job, edited: JobParameters) -> JobParameters:

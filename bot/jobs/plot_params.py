@@ -27,21 +27,31 @@ from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
 from bot.errors import InvalidOption, echo, listed
-from bot.jobs.params import MAX_SEED, GenerationOptions, JobParameters, plot_json, random_seed, resolve_parameters
+from bot.jobs.params import (
+    MAX_SEED,
+    GenerationOptions,
+    JobParameters,
+    check_model,
+    check_vae,
+    plot_json,
+    random_seed,
+    resolve_parameters,
+)
 from bot.jobs.workflow_params import hires_parameters
 from bot.prompts.checks import check_prompt_texts
-from inference.common.protocol import JobKind, PlotCell, PlotOptions
+from inference.common.protocol import MAX_CLIP_SKIP, JobKind, PlotCell, PlotOptions
 from inference.common.samplers import SAMPLER_NAMES, find_sampler
+from inference.common.vae_files import NONE
 
 if TYPE_CHECKING:
     from bot.config import Settings
     from db.models import User
 
 # A1111's axis names, as /xyplot offers them.
-SEED, STEPS, CFG, SAMPLER, PROMPT_SR, MODEL, DENOISING = (
-    "Seed", "Steps", "CFG Scale", "Sampler", "Prompt S/R", "Model", "Denoising",
+SEED, STEPS, CFG, SAMPLER, PROMPT_SR, MODEL, DENOISING, VAE, CLIP_SKIP = (
+    "Seed", "Steps", "CFG Scale", "Sampler", "Prompt S/R", "Model", "Denoising", "VAE", "Clip skip",
 )
-AXIS_TYPES = (SEED, STEPS, CFG, SAMPLER, PROMPT_SR, MODEL, DENOISING)
+AXIS_TYPES = (SEED, STEPS, CFG, SAMPLER, PROMPT_SR, MODEL, DENOISING, VAE, CLIP_SKIP)
 MATRIX_JOINER = ", "  # A1111's default "comma" joining
 STRIKE = "~~"  # an inactive label line (inference.plot_runner draws it grey and struck through)
 # Where the "|" of a prompt matrix does not split: inside A1111's [a|b] alternation, and inside
@@ -207,6 +217,7 @@ class Axis:
 # The PlotCell field each axis sets (Prompt S/R sets the prompts: _search_replace).
 _CELL_FIELDS = {
     SEED: "seed", STEPS: "steps", CFG: "cfg_scale", SAMPLER: "sampler", MODEL: "model", DENOISING: "denoising_strength",
+    VAE: "vae", CLIP_SKIP: "clip_skip",
 }
 
 
@@ -234,6 +245,7 @@ def parse_axis(
         raise InvalidOption(f"Give the {name} values, separated by commas.")
     limits = settings.limits
     values: list
+    labels: list[str] | None = None
     if name == SEED:
         values = expand_numbers(raw, int, name, limit)
         # A1111's fix_axis_seeds: -1 is a random seed, fixed now so the grid can be remade.
@@ -259,6 +271,15 @@ def parse_axis(
             if sampler is None:
                 raise InvalidOption(f"Unknown sampler `{echo(value)}`. Samplers: {', '.join(SAMPLER_NAMES)}.")
             values.append(sampler)
+    elif name == CLIP_SKIP:
+        values = expand_numbers(raw, int, name, limit)
+        _in_range(values, "Clip skip", 1, MAX_CLIP_SKIP)
+    elif name == VAE:
+        # Each value as the job's model resolves it ("Automatic" too); the label is the
+        # file's name, or "None" for the model's own VAE.
+        model = check_model(settings, params.model)
+        values = [check_vae(settings, model, value) for value in raw]
+        labels = [value or NONE for value in values]
     elif name == MODEL:
         known = {model.name.casefold(): model.name for model in settings.models}
         values = []
@@ -270,7 +291,7 @@ def parse_axis(
         values = raw
     apply = _search_replace(raw[0], params) if name == PROMPT_SR else _setter(_CELL_FIELDS[name])
     _check_count(len(values), name, limit)
-    return Axis(name, tuple(values), tuple(_label(value) for value in values), apply)
+    return Axis(name, tuple(values), tuple(labels or [_label(value) for value in values]), apply)
 
 
 def _search_replace(search: str, params: JobParameters) -> Callable[[dict, object], None]:

@@ -222,6 +222,7 @@ class JobQueue:
                         Job.sampler == first.sampler,
                         Job.cfg_scale == first.cfg_scale,
                         Job.tiling == first.tiling,
+                        Job.vae == first.vae,
                         Job.count <= room,
                     )
                 )

@@ -29,10 +29,15 @@ PARAMETERS = {
     "sampler": "sampler",
     "tile": "tiling",
     "model": "model",
+    "vae": "vae",
+    "clipskip": "clip_skip",
+    "clip-skip": "clip_skip",
+    "clip_skip": "clip_skip",
 }
 # How each field is named in messages: the slash-command option it fills.
 OPTION_NAMES = {
     "aspect": "aspect", "seed": "seed", "steps": "steps", "cfg_scale": "cfg", "sampler": "sampler", "model": "model",
+    "vae": "vae", "clip_skip": "clip_skip",
 }
 _START = re.compile(r"(?:^|(?<=\s))(--|—|–)([A-Za-z][\w-]*)(?=\s|$)")
 _WHOLE_NUMBER = re.compile(r"-?\d{1,20}")
@@ -52,6 +57,8 @@ class InlineParameters:
     sampler: str | None = None
     tiling: bool | None = None
     model: str | None = None
+    vae: str | None = None
+    clip_skip: int | None = None
 
 
 def parse_inline(text: str) -> InlineParameters:
@@ -86,7 +93,7 @@ def _value(name: str, field: str, value: str) -> object:
         return True
     if not value:
         raise InvalidOption(f"`--{name}` needs a value. {AT_THE_END}")
-    if field in ("seed", "steps"):
+    if field in ("seed", "steps", "clip_skip"):
         if not _WHOLE_NUMBER.fullmatch(value):
             raise InvalidOption(f"`--{name}` takes a whole number, got `{echo(value)}`. {AT_THE_END}")
         return int(value)
@@ -104,7 +111,7 @@ def _value(name: str, field: str, value: str) -> object:
         except InvalidOption:
             raise InvalidOption(f"`--{name}` takes a ratio such as 3:2 or 16:9, got `{echo(value)}`. {AT_THE_END}") from None
         return f"{width}:{height}"
-    return value  # sampler and model names: checked against what exists by resolve_parameters
+    return value  # sampler, model and VAE names: checked against what exists by resolve_parameters
 
 
 def apply_inline(options: GenerationOptions, inline: InlineParameters, *, override: bool = False) -> GenerationOptions:
@@ -116,7 +123,7 @@ def apply_inline(options: GenerationOptions, inline: InlineParameters, *, overri
     and an aspect ratio replaces the earlier job's width and height.
     """
     changes: dict[str, object] = {"prompt": inline.prompt}
-    for field in ("aspect", "seed", "steps", "cfg_scale", "sampler", "tiling", "model"):
+    for field in ("aspect", "seed", "steps", "cfg_scale", "sampler", "tiling", "model", "vae", "clip_skip"):
         value = getattr(inline, field)
         if value is None:
             continue
@@ -140,6 +147,8 @@ def _same(field: str, given: object, value: object) -> bool:
     if field == "aspect":  # 3:2 and 6:4 are the same shape
         (w1, h1), (w2, h2) = parse_aspect(str(given)), parse_aspect(str(value))
         return w1 * h2 == w2 * h1
+    if field == "vae":
+        return str(given).casefold() == str(value).casefold()
     if field == "cfg_scale":
         return math.isclose(float(given), float(value))  # type: ignore[arg-type]
     return given == value

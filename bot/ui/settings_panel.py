@@ -1,8 +1,8 @@
 """/settings: one private message with the member's defaults next to the server's, and the
 controls that change them.
 
-Five selects (model, sampler, aspect, upscaler, styles) and a row of buttons (a form for steps,
-CFG, size and negative prompt; private results on/off; reset all) pass Discord's 5 action rows
+Six selects (model, sampler, aspect, upscaler, VAE, styles) and a row of buttons (a form for
+steps, CFG, size, clip skip and negative prompt; private results on/off; reset all) pass Discord's 5 action rows
 of a classic message, so the message uses Components V2 (a LayoutView: text and rows, up to 40
 components). Every control is a DynamicItem whose custom_id carries the member's id and what it
 changes: it works after a restart, a press by anyone else is refused, and each answer edits
@@ -29,19 +29,24 @@ from bot.jobs.params import (
     ASPECT_RATIOS,
     check_aspect,
     check_cfg,
+    check_clip_skip,
     check_model,
     check_negative_prompt,
     check_sampler,
     check_size,
     check_steps,
     check_upscaler_name,
+    check_vae_choice,
     member_defaults,
+    settings_vae_files,
 )
 from bot.jobs.workflow_params import upscaler_names
 from bot.prompts import style_store
 from bot.ui.embeds import clip
 from db.models import User
+from inference.common.protocol import MAX_CLIP_SKIP
 from inference.common.samplers import SAMPLER_NAMES
+from inference.common.vae_files import AUTOMATIC, vae_choices
 
 if TYPE_CHECKING:
     from bot.client import SDBot
@@ -54,7 +59,8 @@ NOT_YOURS = "These are someone else's settings: use /settings to see your own."
 # Every column /settings changes, for "Reset all".
 DEFAULT_COLUMNS = (
     "default_model", "default_sampler", "default_steps", "default_cfg_scale", "default_width", "default_height",
-    "default_negative_prompt", "default_aspect", "default_style", "default_upscaler",
+    "default_negative_prompt", "default_aspect", "default_style", "default_upscaler", "default_vae",
+    "default_clip_skip",
 )
 
 
@@ -80,7 +86,7 @@ async def settings_message(interaction: discord.Interaction[SDBot], user_id: int
     styles = await style_store.visible_styles(bot.queue.db, user_id, interaction.guild_id)
     view = ui.LayoutView(timeout=None)
     view.add_item(ui.TextDisplay(_summary(bot.settings, user, styles)))
-    for what in ("model", "sampler", "size", "upscaler", "style"):
+    for what in ("model", "sampler", "size", "upscaler", "vae", "style"):
         row: ui.ActionRow[Any] = ui.ActionRow()
         row.add_item(SettingSelect(user_id, what, _options(bot.settings, user, styles, what)))
         view.add_item(row)
@@ -142,6 +148,8 @@ def _summary(settings: Settings, user: User | None, styles: list[Any]) -> str:
         line("Negative prompt", "negative_prompt", clip(negative, 200) if negative else None, "none"),
         style_line,
         line("Upscaler", "upscaler", u.default_upscaler, settings.images.default_upscaler),
+        line("VAE", "vae", u.default_vae, AUTOMATIC),
+        line("Clip skip", "clip_skip", u.default_clip_skip, "the model's"),
         f"**Private results**: **{'on' if u.private_results else 'off'}** · server: off",
     ]
     return "\n".join(lines)
@@ -171,6 +179,9 @@ def _options(settings: Settings, user: User | None, styles: list[Any], what: str
     elif what == "size":
         base = check_model(settings, settings.default_model).base_size
         server, values, current = f"{base}x{base}", list(ASPECT_RATIOS), u.default_aspect
+    elif what == "vae":
+        # The server default is Automatic, so the list offers None and the files.
+        server, values, current = AUTOMATIC, vae_choices(settings_vae_files(settings))[1:], u.default_vae
     else:
         server, values, current = settings.images.default_upscaler, upscaler_names(settings), u.default_upscaler
     options = [discord.SelectOption(label=f"Server default ({server})", value=SERVER_DEFAULT, default=current is None)]
@@ -186,12 +197,13 @@ PLACEHOLDERS = {
     "sampler": "Sampler…",
     "size": "Aspect ratio (a size: in the form)…",
     "upscaler": "Upscaler of Upscale 2x/4x and /upscale…",
+    "vae": "VAE (Automatic: the model's own or one named after it)…",
     "style": "Styles applied when a command names none…",
 }
 
 
-class SettingSelect(DynamicItem[Select], template=r"sd:set:(?P<user>\d+):(?P<what>model|sampler|size|upscaler|style)"):
-    """One of the five selects; choosing edits the settings message in place."""
+class SettingSelect(DynamicItem[Select], template=r"sd:set:(?P<user>\d+):(?P<what>model|sampler|size|upscaler|vae|style)"):
+    """One of the six selects; choosing edits the settings message in place."""
 
     def __init__(self, user_id: int, what: str, options: list[discord.SelectOption] | None = None) -> None:
         options = options or []
@@ -248,11 +260,12 @@ class SettingSelect(DynamicItem[Select], template=r"sd:set:(?P<user>\d+):(?P<wha
             "model": lambda: check_model(settings, value).name,
             "sampler": lambda: check_sampler(value),
             "upscaler": lambda: check_upscaler_name(settings, value),
+            "vae": lambda: check_vae_choice(settings, value),
         }[self.what]
         return {column: check()}
 
 
-BUTTON_LABELS = {"form": "Steps, CFG, size, negative prompt…", "reset": "Reset all"}
+BUTTON_LABELS = {"form": "Steps, CFG, size, clip skip, negative prompt…", "reset": "Reset all"}
 
 
 class SettingsButton(DynamicItem[Button], template=r"sd:setb:(?P<user>\d+):(?P<what>form|private|reset)"):
@@ -295,7 +308,8 @@ def _check_owner(interaction: discord.Interaction[SDBot], user_id: int) -> None:
 
 
 class SettingsModal(ui.Modal):
-    """Steps, CFG, a size and the negative prompt; an emptied field means the server's default.
+    """Steps, CFG, a size, clip skip and the negative prompt; an emptied field means the
+    server's default (the model's, for clip skip).
 
     A modal lives as long as the form is open, so it need not survive a restart."""
 
@@ -311,11 +325,13 @@ class SettingsModal(ui.Modal):
                           None if u.default_cfg_scale is None else f"{u.default_cfg_scale:g}", 6)
         self.size = _field("size", "Size (width x height, instead of an aspect)",
                            f"e.g. {limits.min_size}x{limits.min_size}; empty: the model's size", size, 11)
+        self.clip_skip = _field("clip_skip", "Clip skip", f"1 (none) to {MAX_CLIP_SKIP}; empty: the model's",
+                                None if u.default_clip_skip is None else str(u.default_clip_skip), 2)
         self.negative = ui.TextInput(
             custom_id="negative_prompt", label="Negative prompt", style=discord.TextStyle.paragraph, required=False,
             default=u.default_negative_prompt or None, max_length=min(4000, limits.max_prompt_length),
         )
-        for item in (self.steps, self.cfg, self.size, self.negative):
+        for item in (self.steps, self.cfg, self.size, self.clip_skip, self.negative):
             self.add_item(item)
 
     async def on_submit(self, interaction: discord.Interaction[SDBot]) -> None:
@@ -323,7 +339,8 @@ class SettingsModal(ui.Modal):
             _check_owner(interaction, self.user_id)
             bot = interaction.client
             columns = form_columns(
-                bot.settings, self.steps.value, self.cfg.value, self.size.value, self.negative.value
+                bot.settings, self.steps.value, self.cfg.value, self.size.value, self.negative.value,
+                self.clip_skip.value,
             )
             await save(bot, interaction.user, **columns)
             await interaction.response.edit_message(**await settings_message(interaction, self.user_id))
@@ -338,7 +355,7 @@ def _field(custom_id: str, label: str, placeholder: str, default: str | None, ma
     )
 
 
-def form_columns(settings: Settings, steps: str, cfg: str, size: str, negative: str) -> dict[str, Any]:
+def form_columns(settings: Settings, steps: str, cfg: str, size: str, negative: str, clip_skip: str) -> dict[str, Any]:
     """The form's fields as columns, each checked as the commands check it; nothing is saved
     unless all are valid."""
     limits = settings.limits
@@ -346,6 +363,7 @@ def form_columns(settings: Settings, steps: str, cfg: str, size: str, negative: 
         "default_steps": check_steps(_number(steps, "steps", int), limits) if steps.strip() else None,
         "default_cfg_scale": check_cfg(_number(cfg, "cfg", float), limits) if cfg.strip() else None,
         "default_negative_prompt": check_negative_prompt(negative.strip(), limits) or None,
+        "default_clip_skip": check_clip_skip(_number(clip_skip, "clip skip", int)) if clip_skip.strip() else None,
     }
     if size.strip():
         match = re.fullmatch(r"\s*(\d{1,5})\s*[xX×]\s*(\d{1,5})\s*", size)

@@ -30,6 +30,7 @@ class BatchKey:
     sampler: str
     cfg_scale: float
     tiling: bool
+    vae: str  # the VAE decodes the whole pass (clip skip is per job: its prompts' encoding)
     # <lora:name:weight> tags of both prompts, sorted: a LoRA changes the weights for the pass.
     loras: tuple[tuple[str, float, float | None], ...]
 
@@ -66,5 +67,6 @@ def batch_key(request: GenerateRequest) -> BatchKey | None:
         sampler=request.sampler,
         cfg_scale=request.cfg_scale,
         tiling=request.tiling,
+        vae=request.vae,
         loras=tuple(loras),
     )

@@ -84,6 +84,8 @@ def build_infotext(
     height: int,
     model: str,
     model_hash: str | None = None,
+    vae: str | None = None,
+    vae_hash: str | None = None,
     subseed: int | None = None,
     subseed_strength: float = 0.0,
     extra: Mapping[str, object] | None = None,
@@ -91,9 +93,10 @@ def build_infotext(
 ) -> str:
     """One image's infotext in A1111's layout and key order.
 
-    "Negative prompt" is left out when empty, "Model hash" when None, the variation keys when
-    the strength is 0 (as A1111 does); ``extra`` pairs (e.g. future "Denoising strength") go
-    after them and before "Version". Pass version=None to leave "Version" out.
+    "Negative prompt" is left out when empty, "Model hash", "VAE" and "VAE hash" when None, the
+    variation keys when the strength is 0 (as A1111 does); ``extra`` pairs ("Denoising
+    strength", "Clip skip"...) go after them and before "Version". Pass version=None to leave
+    "Version" out.
     """
     sampler_name, schedule_type = split_schedule_type(sampler)
     params: dict[str, object | None] = {
@@ -105,6 +108,8 @@ def build_infotext(
         "Size": f"{width}x{height}",
         "Model hash": model_hash,
         "Model": model,
+        "VAE hash": vae_hash,
+        "VAE": vae,
         "Variation seed": subseed if subseed_strength else None,
         "Variation seed strength": format_number(subseed_strength) if subseed_strength else None,
     }
@@ -127,9 +132,14 @@ def request_infotext(
     index: int,
     *,
     model_hash: str | None = None,
+    vae_hash: str | None = None,
+    network_hashes: Mapping[str, str] | None = None,
     version: str | None = DEFAULT_VERSION,
 ) -> str:
     """The infotext of image ``index`` of a job: its own seed (and subseed), shared rest.
+
+    ``vae_hash`` is the request's VAE file's (file_hashes.MODEL_HASH_LENGTH digits);
+    ``network_hashes`` the "Lora hashes" and "TI hashes" entries (network_hashes_entries).
 
     "Size" is the request's width x height, which is what A1111 writes too: for the hires fix
     the first pass's size (with "Hires upscale" beside it), for "inpaint only masked" the size
@@ -148,11 +158,37 @@ def request_infotext(
         height=request.height,
         model=request.model,
         model_hash=model_hash,
+        vae=request.vae or None,
+        vae_hash=vae_hash if request.vae else None,
         subseed=request.subseeds[index] if request.subseeds else None,
         subseed_strength=request.subseed_strength,
-        extra=workflow_parameters(request),
+        extra=_generation_extras(request, network_hashes or {}),
         version=version,
     )
+
+
+def _generation_extras(request: GenerateRequest, network_hashes: Mapping[str, str]) -> dict[str, object]:
+    """The keys after "Variation seed strength", in A1111's order: "Denoising strength",
+    "Clip skip" (only above 1, as A1111), the workflow's other keys, then the network hashes."""
+    params = workflow_parameters(request)
+    extras: dict[str, object] = {}
+    if "Denoising strength" in params:
+        extras["Denoising strength"] = params.pop("Denoising strength")
+    if request.clip_skip > 1:
+        extras["Clip skip"] = request.clip_skip
+    return {**extras, **params, **network_hashes}
+
+
+def network_hashes_entries(loras: Mapping[str, str], embeddings: Mapping[str, str]) -> dict[str, str]:
+    """A1111's "Lora hashes" and "TI hashes" values from name -> short hash, each only when
+    some were used: ``name: hash`` pairs joined by ", ", with ':' and ',' taken out of names
+    (extensions-builtin/Lora/extra_networks_lora.py)."""
+
+    def joined(hashes: Mapping[str, str]) -> str:
+        return ", ".join(f"{name.replace(':', '').replace(',', '')}: {short}" for name, short in hashes.items())
+
+    entries = {"Lora hashes": joined(loras), "TI hashes": joined(embeddings)}
+    return {key: value for key, value in entries.items() if value}
 
 
 def workflow_parameters(request: GenerateRequest) -> dict[str, object]:

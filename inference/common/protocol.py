@@ -67,6 +67,8 @@ class ImageInput:
 # The mask blur's one limit, in pixels: the range of A1111's slider. The command's option, the
 # bot's checks and the worker's all use it.
 MAX_MASK_BLUR = 64
+# A1111's clip skip range (its "Clip skip" slider): 1 reads CLIP's last layer, 2 the one before.
+MAX_CLIP_SKIP = 12
 
 
 @dataclass(frozen=True, slots=True)
@@ -114,6 +116,8 @@ class PlotCell:
     sampler: str | None = None
     model: str | None = None
     denoising_strength: float | None = None  # for hires fix or img2img requests
+    vae: str | None = None  # a VAE file's name; "": the model's own
+    clip_skip: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -248,6 +252,9 @@ class WorkerConfig(WorkerOptions):
     # used as <lora:name:weight>.
     embedding_dirs: tuple[str, ...] = ()
     lora_dirs: tuple[str, ...] = ()
+    # VAE files (.safetensors, .pt, .ckpt; A1111: models/VAE), used by their file name
+    # (inference.common.vae_files); a "<checkpoint>.vae.*" beside a single-file checkpoint too.
+    vae_dirs: tuple[str, ...] = ()
     # A safety classifier (diffusers' StableDiffusionSafetyChecker layout: a hub id or a local
     # folder with its CLIP image processor), run on requests with ``safety_check``; "": none.
     safety_checker: str = ""
@@ -295,6 +302,14 @@ class GenerateRequest:
     # Run the safety classifier on the images (the job was queued outside an age-restricted
     # channel); each ImageResult says whether it was flagged. Ignored without a classifier.
     safety_check: bool = False
+    # The VAE file the images are decoded (and sources encoded) with, by its A1111 name (the
+    # file name, inference.common.vae_files); "": the model's own (baked-in) VAE. The bot
+    # resolves "Automatic" before queuing, so the worker decides nothing.
+    vae: str = ""
+    # A1111's clip skip, 1-12: the prompt is read from CLIP's hidden layer -clip_skip (1: the
+    # last layer, no skip). SD 2.x and SDXL encode as A1111 does whatever it says
+    # (inference.conditioning.effective_clip_skip); the infotext still records it.
+    clip_skip: int = 1
 
 
 # --- bot -> worker -------------------------------------------------------------------------

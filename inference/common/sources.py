@@ -9,7 +9,6 @@ the worker.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import socket
@@ -19,6 +18,7 @@ from enum import StrEnum
 from pathlib import Path
 from urllib.parse import urlsplit
 
+from inference.common.file_hashes import MODEL_HASH_LENGTH, file_hash
 from inference.common.protocol import ModelSpec, WorkerConfig
 
 MODEL_INDEX = "model_index.json"
@@ -295,8 +295,4 @@ def model_file_hash(source: str) -> str | None:
     path = Path(source).expanduser()
     if not path.is_file():
         return None
-    digest = hashlib.sha256()
-    with path.open("rb") as file:
-        for block in iter(lambda: file.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()[:10]
+    return file_hash(path)[:MODEL_HASH_LENGTH]
