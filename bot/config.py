@@ -14,12 +14,13 @@ import multiprocessing
 import os
 import re
 import tomllib
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, fields, is_dataclass
 from pathlib import Path
 from typing import Any, get_type_hints
 
 from bot.config_paths import FOLDER_SETTINGS, resolve_against_folder
+from bot.discovered_models import merged_model_entries
 from bot.jobs.worker_process import START_METHODS
 from inference.common.protocol import (
     COMPILE_MODES,
@@ -30,10 +31,14 @@ from inference.common.protocol import (
     WorkerConfig,
     WorkerOptions,
 )
+from inference.common.model_folders import CheckpointInspector, CheckpointScan, SkippedFile, scan_checkpoints
 from inference.common.upscaler_files import upscaler_files
 from inference.common.samplers import SAMPLERS
 
 ENV_PREFIX = "SDBOT__"
+# Checkpoint headers already read, by path, size and mtime: a reload or rescan of the [a1111]
+# folders reads only the files that changed.
+SHARED_INSPECTOR = CheckpointInspector()
 # Settings whose value no message shows, even a wrong one: an error names the setting and the
 # type it was given, since a mistyped secret is still most of the secret.
 SECRET_SETTINGS = frozenset({"discord.token"})
@@ -59,6 +64,27 @@ class ModelSettings:
     # Prompts longer than 75 tokens are encoded in chunks, as A1111 does. A model that was not
     # trained for that may be given one chunk only: longer prompts are cut, with a warning.
     long_prompts: bool = True
+    # What a single-file checkpoint is ("sd1", "sd2", "sdxl", "sdxl-refiner"); filled in for
+    # the checkpoints found under [a1111]; "" lets the worker tell it from the file.
+    family: str = ""
+    # "epsilon" or "v_prediction"; "" takes the file's metadata or the family's default.
+    prediction_type: str = ""
+    # An A1111 .yaml config for a single file; found beside the file under [a1111].
+    original_config: str = ""
+    # The VAE used when a member picks "Automatic" ("" the baked-in one) and the clip skip of
+    # jobs that set none (0: the family's default).
+    vae: str = ""
+    clip_skip: int = 0
+    # Left out of the model lists and autocomplete (still usable by name, and by /pnginfo).
+    hidden: bool = False
+
+    def spec(self, sha256: str = "") -> ModelSpec:
+        """What the worker is told of this model; ``sha256`` its file's hash when known."""
+        return ModelSpec(
+            self.name, self.source, self.description, self.inpaint_source, self.long_prompts,
+            family=self.family, prediction_type=self.prediction_type, original_config=self.original_config,
+            vae=self.vae, clip_skip=self.clip_skip, default_size=self.base_size, sha256=sha256,
+        )
 
 
 @dataclass(frozen=True)
@@ -229,6 +255,33 @@ class DiscordSettings:
     variation_strong: float = 0.6
 
 
+@dataclass(frozen=True)
+class A1111Settings:
+    """[a1111]: serve an AUTOMATIC1111 (or Forge, SD.Next) install's models folder as it is.
+
+    With ``root`` set, every checkpoint under ``checkpoint_dirs`` becomes a model named as
+    A1111 names it, and the other folders are searched beside the [prompts] and [images] ones.
+    The folders are relative to ``root`` (absolute paths are taken as they are).
+    """
+
+    root: str = ""
+    checkpoint_dirs: tuple[str, ...] = ("models/Stable-diffusion",)
+    vae_dirs: tuple[str, ...] = ("models/VAE",)
+    lora_dirs: tuple[str, ...] = ("models/Lora", "models/LyCORIS")
+    embedding_dirs: tuple[str, ...] = ("embeddings",)
+    upscaler_dirs: tuple[str, ...] = ("models/ESRGAN", "models/RealESRGAN", "models/SwinIR", "models/DAT")
+    # Minutes between two looks for new, changed and removed checkpoints (only their sizes and
+    # times are read, and the headers of the files that changed); 0: only /admin models refresh.
+    rescan_minutes: float = 5.0
+
+    def folders(self, kind: str) -> tuple[str, ...]:
+        """The folders of one kind ("lora_dirs"...), resolved against root; none without root."""
+        if not self.root:
+            return ()
+        root = Path(self.root).expanduser()
+        return tuple(str(root / folder) for folder in getattr(self, kind))
+
+
 def _default_models() -> tuple[ModelSettings, ...]:
     return (
         ModelSettings(
@@ -252,11 +305,15 @@ class Settings:
     policy: PolicySettings = field(default_factory=PolicySettings)
     worker: WorkerSettings = field(default_factory=WorkerSettings)
     discord: DiscordSettings = field(default_factory=DiscordSettings)
+    a1111: A1111Settings = field(default_factory=A1111Settings)
+    # The [[models]] tables as written (internal, not a setting): a rescan of the [a1111]
+    # folders merges them with the checkpoints found again (bot.model_catalog).
+    model_entries: tuple[dict[str, Any], ...] = field(default=(), compare=False, repr=False, metadata={"internal": True})
 
     def __post_init__(self) -> None:
         names = [model.name for model in self.models]
         if not names:
-            raise ConfigError("no models configured: add at least one [[models]] entry")
+            raise ConfigError("no models configured: add at least one [[models]] entry, or set [a1111] root")
         if len(set(names)) != len(names):
             raise ConfigError(f"model names must be unique, got {names}")
         if self.default_model not in names:
@@ -287,10 +344,13 @@ class Settings:
     def model(self, name: str) -> ModelSettings | None:
         return next((model for model in self.models if model.name == name), None)
 
-    def worker_config(self) -> WorkerConfig:
+    def worker_config(self, hashes: Mapping[str, str] | None = None) -> WorkerConfig:
+        """The worker's start-up config; ``hashes`` are the sha256 of model files already
+        known, by path (bot.model_catalog), so the worker never hashes them itself."""
         tuned = {option.name: getattr(self.worker, option.name) for option in fields(WorkerOptions)}
+        hashes = hashes or {}
         return WorkerConfig(
-            models=tuple(ModelSpec(m.name, m.source, m.description, m.inpaint_source, m.long_prompts) for m in self.models),
+            models=tuple(m.spec(hashes.get(m.source, "")) for m in self.models),
             default_model=self.default_model,
             outputs_dir=str(Path(self.outputs_dir).resolve()),
             preload=(self.default_model,),
@@ -330,12 +390,60 @@ def load_settings(
             _set_nested(data, parts, _parse_env_value(raw))
     if environ.get("DISCORD_TOKEN") and not data.get("discord", {}).get("token"):
         _set_nested(data, ["discord", "token"], environ["DISCORD_TOKEN"])
+    a1111 = _build(A1111Settings, data.get("a1111", {}), "a1111.")
+    if a1111.root:
+        _add_a1111_models(data, a1111)
     return _build(Settings, data, "")
+
+
+def discover(entries: Sequence[Any], a1111: A1111Settings) -> tuple[list[dict[str, Any]], CheckpointScan, list[SkippedFile]]:
+    """The [[models]] tables merged with the checkpoints under [a1111]'s folders, the scan, and
+    every file skipped with its reason. Only headers of new or changed files are read."""
+    scan = scan_checkpoints(a1111.folders("checkpoint_dirs"), SHARED_INSPECTOR)
+    tables, left_out = merged_model_entries(entries, scan)
+    return tables, scan, [*scan.skipped, *left_out]
+
+
+def _add_a1111_models(data: dict[str, Any], a1111: A1111Settings) -> None:
+    """Discovered checkpoints as [[models]], A1111's folders before the configured LoRA,
+    embedding and upscaler folders, and its first checkpoint as default model when none is set."""
+    root = Path(a1111.root).expanduser()
+    if not root.is_dir():
+        raise ConfigError(f"a1111.root {a1111.root!r} is not a folder: give the stable-diffusion-webui folder")
+    entries = data.get("models", [])
+    if not isinstance(entries, list):
+        raise ConfigError("models must be an array of [[models]] tables")
+    tables, _scan, skipped = discover(entries, a1111)
+    if not tables:
+        reasons = "".join(f"\n  - {file.path}: {file.reason}" for file in skipped[:5])
+        raise ConfigError(
+            f"no models: [a1111] found no checkpoint it can serve in {', '.join(a1111.folders('checkpoint_dirs'))}"
+            f" and no [[models]] are configured{reasons}"
+        )
+    data["model_entries"] = entries
+    data["models"] = tables
+    if "default_model" not in data:
+        data["default_model"] = next((t["name"] for t in tables if not t.get("hidden")), tables[0]["name"])
+    for table, key, kind in (
+        ("prompts", "lora_dirs", "lora_dirs"),
+        ("prompts", "embedding_dirs", "embedding_dirs"),
+        ("images", "upscaler_dirs", "upscaler_dirs"),
+    ):
+        section = data.setdefault(table, {})
+        if isinstance(section, dict):
+            configured = section.get(key, getattr(_SECTIONS[table], key))
+            if isinstance(configured, list | tuple):
+                section[key] = [*a1111.folders(kind), *(d for d in configured if d not in a1111.folders(kind))]
+
+
+_SECTIONS: dict[str, type] = {
+    "": Settings, "images": ImageSettings, "prompts": PromptSettings, "worker": WorkerSettings, "a1111": A1111Settings,
+}
 
 
 def _relative_path_defaults() -> dict[tuple[str, str], Any]:
     """The defaults of the path settings (bot.config_paths.FOLDER_SETTINGS and the database)."""
-    tables: dict[str, type] = {"": Settings, "images": ImageSettings, "prompts": PromptSettings, "worker": WorkerSettings}
+    tables = _SECTIONS
     return {
         (table, key): getattr(tables[table], key)
         for table, key in (*FOLDER_SETTINGS, ("", "database_url"))
@@ -360,7 +468,9 @@ def _build(cls: type, data: Mapping[str, Any], where: str) -> Any:
     if not isinstance(data, Mapping):
         raise ConfigError(f"{where or 'config'} must be a table")
     hints = get_type_hints(cls)
-    known = {f.name for f in fields(cls)}
+    known = {f.name for f in fields(cls) if not f.metadata.get("internal")}
+    if cls is Settings and "model_entries" in data:  # put there by load_settings, never by a file
+        known.add("model_entries")
     unknown = sorted(set(data) - known)
     if unknown:
         raise ConfigError(f"unknown setting(s) {', '.join(where + k for k in unknown)}")
@@ -372,6 +482,8 @@ def _build(cls: type, data: Mapping[str, Any], where: str) -> Any:
             if not isinstance(value, list) or not value:
                 raise ConfigError("models must be a non-empty array of [[models]] tables")
             values[name] = tuple(_build(ModelSettings, item, f"models[{i}].") for i, item in enumerate(value))
+        elif name == "model_entries":
+            values[name] = tuple(dict(item) for item in value if isinstance(item, Mapping))
         elif isinstance(hint, type) and is_dataclass(hint):
             values[name] = _build(hint, value, f"{key}.")
         else:
