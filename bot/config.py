@@ -15,7 +15,7 @@ import os
 import re
 import tomllib
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field, fields, is_dataclass
+from dataclasses import dataclass, field, fields, is_dataclass, replace
 from pathlib import Path
 from typing import Any, get_type_hints
 
@@ -278,7 +278,7 @@ class A1111Settings:
         """The folders of one kind ("lora_dirs"...), resolved against root; none without root."""
         if not self.root:
             return ()
-        root = Path(self.root).expanduser()
+        root = Path(self.root).expanduser().resolve()  # hashes are kept by absolute path
         return tuple(str(root / folder) for folder in getattr(self, kind))
 
 
@@ -340,6 +340,12 @@ class Settings:
         for name, days in (("images.keep_days", images.keep_days), ("policy.audit_retention_days", self.policy.audit_retention_days)):
             if not 0 <= days <= MAX_RETENTION_DAYS:
                 raise ConfigError(f"{name} must be a number of days from 0 (keep forever) to {MAX_RETENTION_DAYS}, got {days}")
+
+    def with_models(self, tables: Sequence[Mapping[str, Any]]) -> Settings:
+        """These settings serving the models of ``tables`` ([[models]] tables, as a rescan of
+        the [a1111] folders merges them); ConfigError when one is wrong or the default is gone."""
+        models = tuple(_build(ModelSettings, table, f"models[{i}].") for i, table in enumerate(tables))
+        return replace(self, models=models)
 
     def model(self, name: str) -> ModelSettings | None:
         return next((model for model in self.models if model.name == name), None)

@@ -84,7 +84,10 @@ class UnknownModelError(KeyError):
         super().__init__(name)
 
     def __str__(self) -> str:
-        return f"unknown model {self.name!r}; available: {', '.join(self.known) or 'none'}"
+        return (
+            f"The model {self.name!r} is not on this server any more (its file was removed or renamed): "
+            f"pick another one. Available: {', '.join(self.known) or 'none'}"
+        )
 
 
 def resolve_device(device: str) -> torch.device:
@@ -262,6 +265,25 @@ class PipelineCache:
         """The latent space of the pipeline handed out last: the one a job is running on."""
         return previews.latent_family(self._last_used)
 
+    def replace_specs(self, specs: Iterable[ModelSpec]) -> list[str]:
+        """Serve these models from now on; the loaded pipelines of models removed, or whose
+        files changed, are unloaded (between jobs: none is in use). Returns those unloaded."""
+        new = {spec.name: spec for spec in specs}
+        stale = [
+            key for key in self._loaded
+            if key[0] not in new or _files_of(new[key[0]]) != _files_of(self.specs[key[0]])
+        ]
+        self.specs = new
+        for key in stale:
+            pipe = self._loaded.pop(key)
+            if pipe is self._last_used:
+                self._last_used = None
+            log.info("unloading model %r: it was removed or its files changed", _display_name(key))
+            del pipe
+        if stale:
+            free_accelerator_memory()
+        return [_display_name(key) for key in stale]
+
     def spec(self, name: str) -> ModelSpec:
         try:
             return self.specs[name]
@@ -344,6 +366,11 @@ class PipelineCache:
         if evicted:
             free_accelerator_memory()
         return evicted
+
+
+def _files_of(spec: ModelSpec) -> tuple[str, ...]:
+    """What a loaded pipeline was read from: reloading is needed when any of it changes."""
+    return (spec.source, spec.inpaint_source, spec.family, spec.prediction_type, spec.original_config, spec.vae)
 
 
 def pipeline_bytes(pipe: object) -> int:

@@ -127,9 +127,13 @@ def request_infotext(
     index: int,
     *,
     model_hash: str | None = None,
+    model_name: str | None = None,
     version: str | None = DEFAULT_VERSION,
 ) -> str:
     """The infotext of image ``index`` of a job: its own seed (and subseed), shared rest.
+
+    ``model_name`` is A1111's "Model" when it differs from the job's model name: a single
+    file's name without suffix, as A1111 writes it for a checkpoint in a subfolder.
 
     "Size" is the request's width x height, which is what A1111 writes too: for the hires fix
     the first pass's size (with "Hires upscale" beside it), for "inpaint only masked" the size
@@ -146,7 +150,7 @@ def request_infotext(
         seed=request.seeds[index],
         width=request.width,
         height=request.height,
-        model=request.model,
+        model=model_name or request.model,
         model_hash=model_hash,
         subseed=request.subseeds[index] if request.subseeds else None,
         subseed_strength=request.subseed_strength,

@@ -269,8 +269,13 @@ def model_file_hash(source: str) -> str | None:
     path = Path(source).expanduser()
     if not path.is_file():
         return None
+    return file_sha256(path)[:10]
+
+
+def file_sha256(path: Path) -> str:
+    """The whole file's sha256 as hex, read in 1 MB blocks (what A1111 stores per model)."""
     digest = hashlib.sha256()
-    with path.open("rb") as file:
+    with Path(path).open("rb") as file:
         for block in iter(lambda: file.read(1 << 20), b""):
             digest.update(block)
-    return digest.hexdigest()[:10]
+    return digest.hexdigest()
