@@ -207,11 +207,8 @@ _ALLOWED_CALLS = {
 
 @dataclass(frozen=True, slots=True)
 class _Storage:
-    dtype: str
+    """A storage type (torch.HalfStorage) and the storages of that type: only the dtype counts."""
 
-
-@dataclass(frozen=True, slots=True)
-class _StorageType:
     dtype: str
 
 
@@ -225,16 +222,16 @@ class _ShapeUnpickler(pickle.Unpickler):
 
     def find_class(self, module: str, name: str) -> object:
         if module == "torch" and name in _STORAGE_DTYPES:
-            return _StorageType(_STORAGE_DTYPES[name])
+            return _Storage(_STORAGE_DTYPES[name])
         if module == "torch" and isinstance(name, str) and name.endswith("Storage"):
-            return _StorageType(name.removesuffix("Storage").upper())
+            return _Storage(name.removesuffix("Storage").upper())
         if (module, name) not in _ALLOWED_CALLS:
             raise _UnsafePickle(f"{module}.{name}")
         return _STAND_INS.get((module, name), _anything)
 
     def persistent_load(self, pid: object) -> object:
-        if isinstance(pid, tuple) and pid and pid[0] == "storage" and isinstance(pid[1], _StorageType):
-            return _Storage(pid[1].dtype)
+        if isinstance(pid, tuple) and len(pid) > 1 and pid[0] == "storage" and isinstance(pid[1], _Storage):
+            return pid[1]
         raise _UnsafePickle(f"persistent id {pid!r:.60}")
 
 
