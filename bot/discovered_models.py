@@ -21,6 +21,8 @@ from inference.common.model_folders import CheckpointScan, FoundCheckpoint, Skip
 
 __all__ = ["family_base_size", "merged_model_entries"]
 
+# The longest model name: Discord's limit on an autocomplete choice, and the jobs table's column.
+MAX_MODEL_NAME_LENGTH = 100
 # The short side a family was trained at: what an image of a discovered model is by default.
 _BASE_SIZES = {"sd1": 512, "sd2": 512, "sdxl": 1024, "sdxl-refiner": 1024}
 
@@ -62,6 +64,13 @@ def merged_model_entries(
             continue
         if found.name in taken:
             skipped.append(SkippedFile(found.path, f"a [[models]] entry already has the name {found.name!r}"))
+            continue
+        if len(found.name) > MAX_MODEL_NAME_LENGTH:
+            skipped.append(SkippedFile(
+                found.path,
+                f"its name is {len(found.name)} characters long, over Discord's {MAX_MODEL_NAME_LENGTH}: "
+                "rename it, move it up a folder, or give it a short name in a [[models]] entry",
+            ))
             continue
         merged.append(_table_of(found))
         if found.inpaint_path:

@@ -122,6 +122,11 @@ class ModelCatalog:
         """The background task of a running bot: hash what needs it, then rescan every
         [a1111] rescan_minutes (and hash what the rescan found). Never raises but cancellation."""
         interval = self.settings.a1111.rescan_minutes * 60
+        if self.settings.a1111.root:
+            try:
+                await self.refresh()  # files changed since the settings were read; the skipped ones listed
+            except Exception:
+                log.exception("rescanning the model folders failed")
         while True:
             try:
                 await self.hash_files()

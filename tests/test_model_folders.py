@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from bot.config import ConfigError, load_settings
+from bot.config import ConfigError, discover, load_settings
 from inference.common.model_folders import CheckpointInspector, inspect_ckpt, scan_checkpoints
 from inference.common.checkpoints import CheckpointError
 from tests.webui_folders import family_tensors, make_webui, write_checkpoint
@@ -184,3 +184,18 @@ def test_a1111_root_with_nothing_servable_says_why(tmp_path):
         load_settings(_config(tmp_path, f'[a1111]\nroot = "{root.as_posix()}"\n'), environ={})
     with pytest.raises(ConfigError, match="a1111.root .* is not a folder"):
         load_settings(_config(tmp_path, '[a1111]\nroot = "nowhere"\n'), environ={})
+
+
+def test_a_name_too_long_for_discord_is_skipped_unless_renamed(tmp_path):
+    root = tmp_path / "webui"
+    deep = "/".join(["a-very-long-folder-name"] * 5)
+    path = write_checkpoint(root / STABLE_DIFFUSION / deep / "model.safetensors")
+    write_checkpoint(root / STABLE_DIFFUSION / "short.safetensors")
+    config = _config(tmp_path, f'[a1111]\nroot = "{root.as_posix()}"\n')
+    settings = load_settings(config, environ={})
+    assert [m.name for m in settings.models] == ["short"]
+    skipped = discover(settings.model_entries, settings.a1111)[2]
+    assert [(f.path, f.reason[:40]) for f in skipped] == [(path, "its name is 125 characters long, over Di")]
+    # A [[models]] entry gives it a short name.
+    config.write_text(config.read_text() + f'[[models]]\nname = "deep"\nsource = "{deep}/model"\n')
+    assert [m.name for m in load_settings(config, environ={}).models] == ["deep", "short"]
