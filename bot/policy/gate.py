@@ -190,7 +190,8 @@ async def _model_refusal(interaction: discord.Interaction[SDBot], params: list[J
     rules keep from this member here."""
     bot = interaction.client
     rules = await model_rules.rules_of(bot.queue.db, interaction.guild_id)
-    for name in dict.fromkeys(p.model for p in params):
+    cells = (cell.model for p in params if p.plot_json for cell in plot_options(p.plot_json).cells if cell.model)
+    for name in dict.fromkeys([*(p.model for p in params), *cells]):
         if bot.settings.model(name) is None:
             return Refusal("model", f"The model `{name}` is not on this server any more: pick another one.", name)
         if (why := model_rules.refusal(rules.get(name), model_place(interaction))) is not None:
