@@ -31,11 +31,14 @@ from inference.common.protocol import (
     WorkerConfig,
     WorkerOptions,
 )
+from inference.common.checkpoints import Family
 from inference.common.model_folders import CheckpointInspector, CheckpointScan, SkippedFile, scan_checkpoints
 from inference.common.upscaler_files import upscaler_files
 from inference.common.samplers import SAMPLERS
 
 ENV_PREFIX = "SDBOT__"
+PREDICTION_TYPES = ("epsilon", "v_prediction")
+MAX_CLIP_SKIP = 12  # A1111's slider
 # Checkpoint headers already read, by path, size and mtime: a reload or rescan of the [a1111]
 # folders reads only the files that changed.
 SHARED_INSPECTOR = CheckpointInspector()
@@ -77,6 +80,17 @@ class ModelSettings:
     clip_skip: int = 0
     # Left out of the model lists and autocomplete (still usable by name, and by /pnginfo).
     hidden: bool = False
+
+    def __post_init__(self) -> None:
+        where = f"models {self.name!r}"
+        if self.family not in ("", *(str(f) for f in Family)):
+            raise ConfigError(f"{where}: family must be one of {', '.join(Family)} (or left out), got {self.family!r}")
+        if self.prediction_type not in ("", *PREDICTION_TYPES):
+            raise ConfigError(f"{where}: prediction_type must be {' or '.join(PREDICTION_TYPES)}, got {self.prediction_type!r}")
+        if not 0 <= self.clip_skip <= MAX_CLIP_SKIP:
+            raise ConfigError(f"{where}: clip_skip must be 1 to {MAX_CLIP_SKIP} (0: the family's default), got {self.clip_skip}")
+        if self.base_size < 64 or self.base_size % 8:
+            raise ConfigError(f"{where}: base_size must be a multiple of 8 of at least 64, got {self.base_size}")
 
     def spec(self, sha256: str = "") -> ModelSpec:
         """What the worker is told of this model; ``sha256`` its file's hash when known."""

@@ -4,6 +4,7 @@ the [a1111] settings that serve it beside configured models."""
 from __future__ import annotations
 
 import os
+import re
 import pickle
 from pathlib import Path
 
@@ -199,3 +200,18 @@ def test_a_name_too_long_for_discord_is_skipped_unless_renamed(tmp_path):
     # A [[models]] entry gives it a short name.
     config.write_text(config.read_text() + f'[[models]]\nname = "deep"\nsource = "{deep}/model"\n')
     assert [m.name for m in load_settings(config, environ={}).models] == ["deep", "short"]
+
+
+@pytest.mark.parametrize(
+    ("table", "message"),
+    [
+        ('family = "sd3"', "models 'x': family must be one of sd1, sd2, sdxl, sdxl-refiner (or left out), got 'sd3'"),
+        ('prediction_type = "v"', "models 'x': prediction_type must be epsilon or v_prediction, got 'v'"),
+        ("clip_skip = 13", "models 'x': clip_skip must be 1 to 12 (0: the family's default), got 13"),
+        ("base_size = 500", "models 'x': base_size must be a multiple of 8 of at least 64, got 500"),
+    ],
+)
+def test_bad_model_settings_are_named(tmp_path, table, message):
+    config = _config(tmp_path, f'default_model = "x"\n[[models]]\nname = "x"\nsource = "a/b"\n{table}\n')
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        load_settings(config, environ={})
