@@ -36,6 +36,7 @@ from inference.models import (
     resolve_device,
     resolve_dtype,
 )
+from inference.common.network_hashes import NetworkHashes
 from inference.common.protocol import (
     Event,
     GenerateRequest,
@@ -222,6 +223,7 @@ class JobRunner:
         self.safety_checker = safety_checker
         self.networks = extra_networks or networks.ExtraNetworks(config.embedding_dirs, config.lora_dirs)
         self._model_hashes: dict[str, str | None] = {}
+        self.network_hashes = NetworkHashes()
         taesd = None
         if config.preview_method == previews.TAESD:
             taesd = previews.load_taesd(config.taesd_source, cache.device, cache.dtype)
@@ -357,6 +359,7 @@ class JobRunner:
         # An upscale's infotext is its source's (no checkpoint ran, so no model hash either).
         upscaling = request.kind == JobKind.UPSCALE
         model_hash = None if upscaling else self._model_hash(request.model)
+        hashes = None if upscaling else self._network_hashes(request)
         # A plot's cells are jobs of their own (prompt, steps, model... differ): each image
         # gets its cell's infotext, so A1111's PNG Info remakes that cell alone.
         cells = plot_runner.cell_requests(request) if request.plot is not None else None
@@ -369,11 +372,13 @@ class JobRunner:
             elif cells is not None:
                 cell = cells[index]
                 text = infotext.request_infotext(
-                    cell, 0, model_hash=self._model_hash(cell.model), model_name=self._infotext_model(cell.model)
+                    cell, 0, model_hash=self._model_hash(cell.model), model_name=self._infotext_model(cell.model),
+                    network_hashes=self._network_hashes(cell),
                 )
             else:
                 text = infotext.request_infotext(
-                    request, index, model_hash=model_hash, model_name=self._infotext_model(request.model)
+                    request, index, model_hash=model_hash, model_name=self._infotext_model(request.model),
+                    network_hashes=hashes,
                 )
             path = images.image_path(outputs_dir, request.job_id, index, seed, day)
             files.append((image, path, text))
@@ -421,6 +426,11 @@ class JobRunner:
         if name not in self._model_hashes:
             self._model_hashes[name] = model_file_hash(spec.source)
         return self._model_hashes[name]
+
+    def _network_hashes(self, request: GenerateRequest) -> dict[str, str]:
+        """A1111's "Lora hashes" and "TI hashes" of the files the job used (hashed on the
+        saving thread the first time a file is used, then remembered)."""
+        return self.network_hashes.infotext_pairs(*self.networks.used_files(request))
 
     def _infotext_model(self, name: str) -> str:
         """A1111's "Model": a single file's name without suffix (its name_for_extra), else ours."""

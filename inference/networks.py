@@ -134,6 +134,20 @@ class ExtraNetworks:
         with self._loras_on(pipe, request.model, loras):
             yield _with_prompts(request, prompts)
 
+    def used_files(self, request: GenerateRequest) -> tuple[dict[str, Path], dict[str, Path]]:
+        """The LoRA and embedding files a request uses, by the names its prompts give them:
+        what the infotext's "Lora hashes" and "TI hashes" list."""
+        prompts = (request.prompt, request.negative_prompt)
+        try:
+            uses = [use for prompt in prompts for use in find_loras(prompt)]
+        except MalformedNetworkError:
+            uses = []  # such a job failed before it made anything
+        files = lora_files(self.lora_dirs) if uses else {}
+        loras = {use.name: path for use in uses if (path := find_lora(use.name, files)) is not None}
+        available = self._embedding_names()
+        used = _used_embeddings(tuple(strip_loras(p) for p in prompts), tuple(available)) if available else []
+        return loras, {available[name].stem: available[name] for name in used}
+
     # --- embeddings ------------------------------------------------------------------------
 
     def _embedding_names(self) -> dict[str, Path]:

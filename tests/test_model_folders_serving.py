@@ -16,6 +16,7 @@ from bot.model_hashes import FileHashes
 from inference.common.infotext import parse_infotext
 from inference.common.protocol import JobCompleted, JobFailed, ModelSpec
 from tests.inference_fixtures import TINY_MODEL_NAME, runner_for, tiny_request, tiny_worker_config
+from tests.test_inference_networks import make_runner, run, vectors, write_a1111_pt, write_kohya_lora
 from tests.webui_folders import make_webui, write_checkpoint
 
 CHECKPOINTS = Path("models") / "Stable-diffusion"
@@ -131,3 +132,29 @@ def test_the_worker_serves_the_new_list_and_writes_a1111s_model_and_hash(tiny_mo
     assert isinstance(completed, JobCompleted), sent
     params = parse_infotext(completed.images[0].infotext)
     assert (params["Model"], params["Model hash"]) == ("pony", "0123456789")
+
+
+@pytest.fixture
+def own_pipe(tiny_model_dir):
+    """A tiny pipeline of the test's own: loading LoRAs and embeddings changes it."""
+    import torch
+
+    from inference.models import load_pipeline
+
+    return load_pipeline(ModelSpec("tiny", str(tiny_model_dir)), torch.device("cpu"), torch.float32)
+
+
+def test_infotext_lists_the_loras_and_embeddings_a_job_used_with_a1111s_hashes(own_pipe, tmp_path):
+    lora = write_kohya_lora(own_pipe, tmp_path / "loras" / "Style.safetensors", seed=1)
+    embedding = write_a1111_pt(tmp_path / "embeddings" / "badhands.pt", vectors(own_pipe, 1, seed=2))
+    runner = make_runner(own_pipe, tmp_path, lora_dirs=(str(tmp_path / "loras"),), embedding_dirs=(str(tmp_path / "embeddings"),))
+    completed = run(runner, prompt="a cat <lora:style:0.7>", negative_prompt="badhands")
+    assert isinstance(completed, JobCompleted), completed
+    runner.saver.wait()
+    params = parse_infotext(completed.images[0].infotext)
+    # A LoRA's is the "addnet" hash (its tensor bytes, after the header); an embedding's the file's.
+    data = lora.read_bytes()
+    addnet = hashlib.sha256(data[8 + int.from_bytes(data[:8], "little"):]).hexdigest()[:12]
+    assert params["Lora hashes"] == f"style: {addnet}"
+    assert params["TI hashes"] == f"badhands: {_sha256(embedding)[:12]}"
+    assert "Lora hashes" not in run(runner, prompt="a cat").images[0].infotext

@@ -128,12 +128,14 @@ def request_infotext(
     *,
     model_hash: str | None = None,
     model_name: str | None = None,
+    network_hashes: Mapping[str, str] | None = None,
     version: str | None = DEFAULT_VERSION,
 ) -> str:
     """The infotext of image ``index`` of a job: its own seed (and subseed), shared rest.
 
     ``model_name`` is A1111's "Model" when it differs from the job's model name: a single
     file's name without suffix, as A1111 writes it for a checkpoint in a subfolder.
+    ``network_hashes``: "Lora hashes" and "TI hashes" (inference.common.network_hashes).
 
     "Size" is the request's width x height, which is what A1111 writes too: for the hires fix
     the first pass's size (with "Hires upscale" beside it), for "inpaint only masked" the size
@@ -154,7 +156,7 @@ def request_infotext(
         model_hash=model_hash,
         subseed=request.subseeds[index] if request.subseeds else None,
         subseed_strength=request.subseed_strength,
-        extra=workflow_parameters(request),
+        extra={**workflow_parameters(request), **(network_hashes or {})},
         version=version,
     )
 
