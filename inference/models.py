@@ -269,10 +269,7 @@ class PipelineCache:
         """Serve these models from now on; the loaded pipelines of models removed, or whose
         files changed, are unloaded (between jobs: none is in use). Returns those unloaded."""
         new = {spec.name: spec for spec in specs}
-        stale = [
-            key for key in self._loaded
-            if key[0] not in new or _files_of(new[key[0]]) != _files_of(self.specs[key[0]])
-        ]
+        stale = [key for key in self._loaded if key[0] not in new or _changed(self.specs[key[0]], new[key[0]])]
         self.specs = new
         for key in stale:
             pipe = self._loaded.pop(key)
@@ -368,9 +365,14 @@ class PipelineCache:
         return evicted
 
 
-def _files_of(spec: ModelSpec) -> tuple[str, ...]:
-    """What a loaded pipeline was read from: reloading is needed when any of it changes."""
-    return (spec.source, spec.inpaint_source, spec.family, spec.prediction_type, spec.original_config, spec.vae)
+def _changed(old: ModelSpec, new: ModelSpec) -> bool:
+    """Whether a loaded pipeline of ``old`` must be read again to serve ``new``: another file
+    or way of reading it, or the same file with new contents (a file replaced in place gets a
+    new hash; a hash only now known changes nothing)."""
+    read_from = ("source", "inpaint_source", "family", "prediction_type", "original_config", "vae")
+    if any(getattr(old, name) != getattr(new, name) for name in read_from):
+        return True
+    return bool(old.sha256 and new.sha256 and old.sha256 != new.sha256)
 
 
 def pipeline_bytes(pipe: object) -> int:

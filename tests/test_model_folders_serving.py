@@ -158,3 +158,28 @@ def test_infotext_lists_the_loras_and_embeddings_a_job_used_with_a1111s_hashes(o
     assert params["Lora hashes"] == f"style: {addnet}"
     assert params["TI hashes"] == f"badhands: {_sha256(embedding)[:12]}"
     assert "Lora hashes" not in run(runner, prompt="a cat").images[0].infotext
+
+
+def test_new_specs_unload_only_removed_and_changed_models():
+    import torch
+
+    from inference.models import PipelineCache
+
+    loads = []
+
+    def loader(spec, device, dtype):
+        loads.append(spec.name)
+        return object()
+
+    a, b, c = ModelSpec("a", "/m/a.safetensors"), ModelSpec("b", "/m/b.safetensors"), ModelSpec("c", "/m/c.safetensors")
+    cache = PipelineCache((a, b, c), torch.device("cpu"), torch.float32, max_loaded=3, loader=loader)
+    for name in "abc":
+        cache.get(name)
+    # a removed; b's hash only now known (same file: kept); c's file moved (read again).
+    moved = ModelSpec("c", "/m/sub/c.safetensors")
+    assert cache.replace_specs((ModelSpec("b", b.source, sha256="1" * 64), moved)) == ["a", "c"]
+    assert cache.loaded_names == ("b",)
+    # b replaced in place: a new hash, so its loaded weights are stale.
+    assert cache.replace_specs((ModelSpec("b", b.source, sha256="2" * 64), moved)) == ["b"]
+    cache.get("c")
+    assert loads == ["a", "b", "c", "c"]
