@@ -183,3 +183,25 @@ def test_new_specs_unload_only_removed_and_changed_models():
     assert cache.replace_specs((ModelSpec("b", b.source, sha256="2" * 64), moved)) == ["b"]
     cache.get("c")
     assert loads == ["a", "b", "c", "c"]
+
+
+async def test_the_periodic_rescan_finds_new_files_and_hashes_them(database, tmp_path, webui):
+    import asyncio
+    from dataclasses import replace
+
+    settings = _settings(tmp_path, webui)
+    settings = replace(settings, a1111=replace(settings.a1111, rescan_minutes=0.001))  # every 60 ms
+    catalog = ModelCatalog(settings, FileHashes(database))
+    told: list[tuple[ModelSpec, ...]] = []
+    catalog.listen(told.append)
+    running = asyncio.create_task(catalog.keep_current())
+    try:
+        added = write_checkpoint(webui / CHECKPOINTS / "later.safetensors", "sd1")
+        async with asyncio.timeout(30):
+            while not any(spec.name == "later" and spec.sha256 for spec in (told[-1] if told else ())):
+                await asyncio.sleep(0.05)
+    finally:
+        running.cancel()
+        await asyncio.gather(running, return_exceptions=True)
+    assert catalog.settings.model("later") is not None
+    assert next(spec for spec in told[-1] if spec.name == "later").sha256 == _sha256(added)
