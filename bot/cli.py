@@ -4,6 +4,7 @@
     sdbot migrate                 bring the database schema up to date
     sdbot backup PATH [--force]   a consistent copy of the database, safe while the bot runs
     sdbot check [--no-worker]     is everything ready to run? (exit status 0 or 1)
+    sdbot models [--hash]         the models found and configured, and the files skipped and why
     sdbot generate "a prompt"     one job through the same queue and worker, no Discord
     sdbot make-tiny-model DIR     a tiny random-weight model folder, for smoke tests
 
@@ -19,20 +20,25 @@ import logging
 import os
 import subprocess
 import sys
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-from bot.config import ConfigError, LimitSettings, Settings, load_settings, without_password
+from sqlalchemy.exc import SQLAlchemyError
+
+from bot.config import ConfigError, LimitSettings, Settings, discover, load_settings, without_password
 from bot.errors import UserError
 from bot.health import run_checks
 from bot.jobs.dispatcher import Dispatcher, WorkerStartError
 from bot.jobs.params import ASPECT_RATIOS, MAX_SEED, GenerationOptions, resolve_parameters
 from bot.jobs.queue import JobQueue, QueueEntry, Requester
+from bot.model_catalog import ModelCatalog, model_files
+from bot.model_hashes import FileHashes
 from db.backup import BackupError, backup_database
 from bot.service import AlreadyRunning, InstanceLock, StopSignals
 from db.migrate import upgrade_database
 from db.models import Job, JobStatus
 from db.session import Database
+from inference.common.model_folders import SkippedFile
 from inference.common.protocol import LOG_LEVEL_VARIABLE, JobProgress
 
 log = logging.getLogger("sdbot")
@@ -81,6 +87,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0 if passed else 1
     if args.command == "backup":  # a reader: it runs beside the bot, outside the lock below
         return _backup(settings, args)
+    if args.command == "models" and not args.hash:  # a reader too
+        return asyncio.run(_list_models(settings, compute_hashes=False))
     if args.command == "run" and not settings.discord.token:
         print(NO_TOKEN_HELP, file=sys.stderr)
         return 2
@@ -137,9 +145,16 @@ def _locked_command(settings: Settings, args: argparse.Namespace) -> int:
         return 0
     if args.command == "run":
         return asyncio.run(_run_bot(settings))
+    if args.command == "models":
+        return asyncio.run(_list_models(settings, compute_hashes=True))
     return asyncio.run(_generate(settings, args))
 
 
+MODELS_DESCRIPTION = """\
+List every model members can pick: its name, family, file size, A1111's short hash (once
+computed: the bot hashes files in the background, or run with --hash) and where it is read
+from; then every file of the [a1111] checkpoint folders that was skipped, and why. Needs
+neither Discord nor the worker."""
 CONFIG_HELP = (
     "the TOML settings file (default: config.toml in the current directory; missing: the defaults "
     "and environment); relative paths in it are read from its folder"
@@ -183,6 +198,11 @@ def _parser() -> argparse.ArgumentParser:
         "check", parents=[config_after], help="check config, Discord token, database, models and worker; exit status 0 when all pass"
     )
     check.add_argument("--no-worker", action="store_true", help="skip starting the worker (health checks beside a running bot)")
+    models = commands.add_parser(
+        "models", parents=[config_after], help="list the models (with [a1111], those found) and every file skipped and why",
+        description=MODELS_DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    models.add_argument("--hash", action="store_true", help="compute the missing sha256 hashes now (minutes for big files)")
     generate = commands.add_parser(
         "generate", parents=[config_after], help="generate images locally, through the queue and worker",
         description=GENERATE_DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -238,6 +258,46 @@ def _add_generate_options(generate: argparse.ArgumentParser) -> None:
     generate.add_argument("--clip-skip", type=int, metavar="N", help="A1111's clip skip, 1 (none) to 12")
 
 
+async def _list_models(settings: Settings, *, compute_hashes: bool) -> int:
+    db = Database(settings.database_url)
+    hashes = FileHashes(db)
+    catalog = ModelCatalog(settings, hashes)
+    try:
+        if compute_hashes:
+            await upgrade_database(db.engine)
+            await catalog.hash_files()
+        else:
+            await hashes.load()
+    except SQLAlchemyError as error:  # no database yet, or not migrated: the hashes are unknown
+        log.debug("stored hashes not read", exc_info=error)
+    finally:
+        await db.close()
+    skipped = discover(settings.model_entries, settings.a1111)[2] if settings.a1111.root else []
+    print(models_report(settings, catalog.known_hashes(), skipped))
+    return 0
+
+
+def models_report(settings: Settings, hashes: Mapping[str, str], skipped: Sequence[SkippedFile]) -> str:
+    """`sdbot models`: one line per model, then the skipped files with their reasons."""
+    rows = [("NAME", "FAMILY", "SIZE", "HASH", "WHERE")]
+    for model in settings.models:
+        path = Path(model.source)
+        size = f"{path.stat().st_size / 1e9:.2f} GB" if path.is_file() else "-"
+        family = model.family or ("diffusers" if path.is_dir() else "hub")
+        marks = " (default)" if model.name == settings.default_model else ""
+        marks += " (hidden)" if model.hidden else ""
+        inpaint = f" + inpainting {model.inpaint_source}" if model.inpaint_source else ""
+        short = hashes.get(model.source, "")[:10] or "-"
+        rows.append((model.name + marks, family, size, short, model.source + inpaint))
+    widths = [max(len(row[i]) for row in rows) for i in range(4)]
+    lines = [f"{len(settings.models)} model(s):"]
+    lines += ["  " + "  ".join(cell.ljust(width) for cell, width in zip(row, widths)) + "  " + row[4] for row in rows]
+    if settings.a1111.root:
+        lines.append(f"{len(skipped)} file(s) skipped in {', '.join(settings.a1111.folders('checkpoint_dirs'))}:")
+        lines += [f"  {file.path}: {file.reason}" for file in skipped] or ["  (none)"]
+    return "\n".join(lines)
+
+
 async def _migrate(settings: Settings) -> None:
     db = Database(settings.database_url)
     try:
@@ -256,9 +316,11 @@ async def _start(settings: Settings, stop: StopSignals | None = None) -> tuple[D
         await db.close()
         return None
     queue = JobQueue(db, settings.queue)
+    hashes = FileHashes(db)
+    await hashes.load()  # the worker is told the hashes known, and hashes no file twice
     dispatcher = Dispatcher(
         queue,
-        settings.worker_config(),
+        settings.worker_config(hashes.known(model_files(settings))),
         startup_timeout_s=settings.worker.startup_timeout_s,
         start_method=settings.worker.start_method,
     )

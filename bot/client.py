@@ -20,6 +20,8 @@ from bot.errors import UserError
 from bot.interactions import acknowledge, send_private
 from bot.jobs.dispatcher import Dispatcher
 from bot.jobs.queue import JobQueue
+from bot.model_catalog import ModelCatalog
+from bot.model_hashes import FileHashes
 from bot.policy import audit, gate
 from bot.ui.buttons import DYNAMIC_ITEMS, JobViews
 from bot.ui.remove_button import REMOVAL_ITEMS
@@ -89,7 +91,10 @@ class SDBot(commands.Bot):
             command_prefix=commands.when_mentioned, intents=discord.Intents.default(), help_command=None,
             max_messages=None, tree_cls=CommandTree,
         )
-        self.settings = settings
+        # The live model list (configured and found under [a1111]); settings is read from it.
+        self.models = ModelCatalog(settings, FileHashes(queue.db))
+        self.models.listen(dispatcher.update_models)
+        self._keeping_models_current: asyncio.Task[None] | None = None
         self.queue = queue
         self.dispatcher = dispatcher
         # The buttons under a job's messages, for the modules below bot.ui that post them.
@@ -98,6 +103,15 @@ class SDBot(commands.Bot):
         self.answers_first = AnswersFirst()
         # Set by shut_down: every command and button is then answered "restarting" privately.
         self.stopping = False
+
+    @property
+    def settings(self) -> Settings:
+        """The bot's settings, with the models as the last refresh found them."""
+        return self.models.settings
+
+    @settings.setter
+    def settings(self, settings: Settings) -> None:
+        self.models.settings = settings
 
     def dispatch(self, event_name: str, /, *args: Any, **kwargs: Any) -> None:
         # discord.py dispatches "interaction" as it parses one, after creating its handlers'
@@ -119,6 +133,8 @@ class SDBot(commands.Bot):
         # restart (or months ago) still work.
         self.add_dynamic_items(*DYNAMIC_ITEMS, *REMOVAL_ITEMS)
         self.dispatcher.run(self.delivery)
+        # Model files hashed and [a1111] folders rescanned in the background, never on a job's path.
+        self._keeping_models_current = asyncio.create_task(self.models.keep_current(), name="sdbot-models")
         # What is loaded by now (modules, the CLIP vocabulary, commands) lives as long as the
         # bot: frozen out of the cyclic collector's way, whose full passes scan every tracked
         # object on the event loop (bench/load.py saw them stall it for a noticeable pause).
@@ -146,6 +162,9 @@ class SDBot(commands.Bot):
         await self.close()
 
     async def close(self) -> None:
+        if self._keeping_models_current is not None:
+            self._keeping_models_current.cancel()
+            await asyncio.gather(self._keeping_models_current, return_exceptions=True)
         await self.dispatcher.stop()
         try:
             # Results and audit lines in flight go out first, but a Discord that does not take

@@ -14,12 +14,13 @@ import multiprocessing
 import os
 import re
 import tomllib
-from collections.abc import Mapping
-from dataclasses import dataclass, field, fields, is_dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, fields, is_dataclass, replace
 from pathlib import Path
 from typing import Any, get_type_hints
 
 from bot.config_paths import FOLDER_SETTINGS, resolve_against_folder
+from bot.discovered_models import merged_model_entries
 from bot.jobs.worker_process import START_METHODS
 from inference.common.protocol import (
     COMPILE_MODES,
@@ -31,11 +32,17 @@ from inference.common.protocol import (
     WorkerConfig,
     WorkerOptions,
 )
+from inference.common.checkpoints import Family
+from inference.common.model_folders import CheckpointInspector, CheckpointScan, SkippedFile, scan_checkpoints
 from inference.common.upscaler_files import upscaler_files
 from inference.common.vae_files import AUTOMATIC, UnknownVaeError, resolve_vae, vae_files
 from inference.common.samplers import SAMPLERS
 
 ENV_PREFIX = "SDBOT__"
+PREDICTION_TYPES = ("epsilon", "v_prediction")
+# Checkpoint headers already read, by path, size and mtime: a reload or rescan of the [a1111]
+# folders reads only the files that changed.
+SHARED_INSPECTOR = CheckpointInspector()
 # Settings whose value no message shows, even a wrong one: an error names the setting and the
 # type it was given, since a mistyped secret is still most of the secret.
 SECRET_SETTINGS = frozenset({"discord.token"})
@@ -61,11 +68,38 @@ class ModelSettings:
     # Prompts longer than 75 tokens are encoded in chunks, as A1111 does. A model that was not
     # trained for that may be given one chunk only: longer prompts are cut, with a warning.
     long_prompts: bool = True
-    # The VAE of "Automatic" for this model: a VAE file's name (in vae_dirs), "None" for the
-    # baked-in one; "" is A1111's rule (a VAE named after the checkpoint, else the baked one).
+    # What a single-file checkpoint is ("sd1", "sd2", "sdxl", "sdxl-refiner"); filled in for
+    # the checkpoints found under [a1111]; "" lets the worker tell it from the file.
+    family: str = ""
+    # "epsilon" or "v_prediction"; "" takes the file's metadata or the family's default.
+    prediction_type: str = ""
+    # An A1111 .yaml config for a single file; found beside the file under [a1111].
+    original_config: str = ""
+    # The VAE used when a member picks "Automatic" ("" the baked-in one) and the clip skip of
+    # jobs that set none (0: the family's default).
     vae: str = ""
-    # A1111's clip skip (1-12) for this model's jobs when the member sets none; 0: 1 (no skip).
     clip_skip: int = 0
+    # Left out of the model lists and autocomplete (still usable by name, and by /pnginfo).
+    hidden: bool = False
+
+    def __post_init__(self) -> None:
+        where = f"models {self.name!r}"
+        if self.family not in ("", *(str(f) for f in Family)):
+            raise ConfigError(f"{where}: family must be one of {', '.join(Family)} (or left out), got {self.family!r}")
+        if self.prediction_type not in ("", *PREDICTION_TYPES):
+            raise ConfigError(f"{where}: prediction_type must be {' or '.join(PREDICTION_TYPES)}, got {self.prediction_type!r}")
+        if not 0 <= self.clip_skip <= MAX_CLIP_SKIP:
+            raise ConfigError(f"{where}: clip_skip must be 1 to {MAX_CLIP_SKIP} (0: the family's default), got {self.clip_skip}")
+        if self.base_size < 64 or self.base_size % 8:
+            raise ConfigError(f"{where}: base_size must be a multiple of 8 of at least 64, got {self.base_size}")
+
+    def spec(self, sha256: str = "") -> ModelSpec:
+        """What the worker is told of this model; ``sha256`` its file's hash when known."""
+        return ModelSpec(
+            self.name, self.source, self.description, self.inpaint_source, self.long_prompts,
+            family=self.family, prediction_type=self.prediction_type, original_config=self.original_config,
+            vae=self.vae, clip_skip=self.clip_skip, default_size=self.base_size, sha256=sha256,
+        )
 
 
 @dataclass(frozen=True)
@@ -236,6 +270,33 @@ class DiscordSettings:
     variation_strong: float = 0.6
 
 
+@dataclass(frozen=True)
+class A1111Settings:
+    """[a1111]: serve an AUTOMATIC1111 (or Forge, SD.Next) install's models folder as it is.
+
+    With ``root`` set, every checkpoint under ``checkpoint_dirs`` becomes a model named as
+    A1111 names it, and the other folders are searched beside the [prompts] and [images] ones.
+    The folders are relative to ``root`` (absolute paths are taken as they are).
+    """
+
+    root: str = ""
+    checkpoint_dirs: tuple[str, ...] = ("models/Stable-diffusion",)
+    vae_dirs: tuple[str, ...] = ("models/VAE",)
+    lora_dirs: tuple[str, ...] = ("models/Lora", "models/LyCORIS")
+    embedding_dirs: tuple[str, ...] = ("embeddings",)
+    upscaler_dirs: tuple[str, ...] = ("models/ESRGAN", "models/RealESRGAN", "models/SwinIR", "models/DAT")
+    # Minutes between two looks for new, changed and removed checkpoints (only their sizes and
+    # times are read, and the headers of the files that changed); 0: only /admin models refresh.
+    rescan_minutes: float = 5.0
+
+    def folders(self, kind: str) -> tuple[str, ...]:
+        """The folders of one kind ("lora_dirs"...), resolved against root; none without root."""
+        if not self.root:
+            return ()
+        root = Path(self.root).expanduser().resolve()  # hashes are kept by absolute path
+        return tuple(str(root / folder) for folder in getattr(self, kind))
+
+
 def _default_models() -> tuple[ModelSettings, ...]:
     return (
         ModelSettings(
@@ -262,11 +323,15 @@ class Settings:
     policy: PolicySettings = field(default_factory=PolicySettings)
     worker: WorkerSettings = field(default_factory=WorkerSettings)
     discord: DiscordSettings = field(default_factory=DiscordSettings)
+    a1111: A1111Settings = field(default_factory=A1111Settings)
+    # The [[models]] tables as written (internal, not a setting): a rescan of the [a1111]
+    # folders merges them with the checkpoints found again (bot.model_catalog).
+    model_entries: tuple[dict[str, Any], ...] = field(default=(), compare=False, repr=False, metadata={"internal": True})
 
     def __post_init__(self) -> None:
         names = [model.name for model in self.models]
         if not names:
-            raise ConfigError("no models configured: add at least one [[models]] entry")
+            raise ConfigError("no models configured: add at least one [[models]] entry, or set [a1111] root")
         if len(set(names)) != len(names):
             raise ConfigError(f"model names must be unique, got {names}")
         if self.default_model not in names:
@@ -277,7 +342,7 @@ class Settings:
             if value % 8:
                 raise ConfigError(f"{name} must be a multiple of 8, got {value}")
 
-        self._check_model_vaes_and_clip_skips()
+        self._check_model_vaes()
         images = self.images
         if images.default_upscaler != LANCZOS and images.default_upscaler not in upscaler_files(images.upscaler_dirs):
             raise ConfigError(
@@ -295,13 +360,9 @@ class Settings:
             if not 0 <= days <= MAX_RETENTION_DAYS:
                 raise ConfigError(f"{name} must be a number of days from 0 (keep forever) to {MAX_RETENTION_DAYS}, got {days}")
 
-    def _check_model_vaes_and_clip_skips(self) -> None:
+    def _check_model_vaes(self) -> None:
         files = vae_files(self.vae_dirs, [m.source for m in self.models])
         for model in self.models:
-            if not 0 <= model.clip_skip <= MAX_CLIP_SKIP:
-                raise ConfigError(
-                    f"model {model.name!r}: clip_skip must be from 1 to {MAX_CLIP_SKIP} (0: no skip), got {model.clip_skip}"
-                )
             try:
                 resolve_vae(AUTOMATIC, model.source, model.vae, files)
             except UnknownVaeError as error:
@@ -310,16 +371,22 @@ class Settings:
                     f'(write "None" for the VAE baked into the model). {error}'
                 ) from None
 
+    def with_models(self, tables: Sequence[Mapping[str, Any]]) -> Settings:
+        """These settings serving the models of ``tables`` ([[models]] tables, as a rescan of
+        the [a1111] folders merges them); ConfigError when one is wrong or the default is gone."""
+        models = tuple(_build(ModelSettings, table, f"models[{i}].") for i, table in enumerate(tables))
+        return replace(self, models=models)
+
     def model(self, name: str) -> ModelSettings | None:
         return next((model for model in self.models if model.name == name), None)
 
-    def worker_config(self) -> WorkerConfig:
+    def worker_config(self, hashes: Mapping[str, str] | None = None) -> WorkerConfig:
+        """The worker's start-up config; ``hashes`` are the sha256 of model files already
+        known, by path (bot.model_catalog), so the worker never hashes them itself."""
         tuned = {option.name: getattr(self.worker, option.name) for option in fields(WorkerOptions)}
+        hashes = hashes or {}
         return WorkerConfig(
-            models=tuple(
-                ModelSpec(m.name, m.source, m.description, m.inpaint_source, m.long_prompts, vae=m.vae, clip_skip=m.clip_skip)
-                for m in self.models
-            ),
+            models=tuple(m.spec(hashes.get(m.source, "")) for m in self.models),
             default_model=self.default_model,
             outputs_dir=str(Path(self.outputs_dir).resolve()),
             preload=(self.default_model,),
@@ -360,12 +427,63 @@ def load_settings(
             _set_nested(data, parts, _parse_env_value(raw))
     if environ.get("DISCORD_TOKEN") and not data.get("discord", {}).get("token"):
         _set_nested(data, ["discord", "token"], environ["DISCORD_TOKEN"])
+    a1111 = _build(A1111Settings, data.get("a1111", {}), "a1111.")
+    if a1111.root:
+        _add_a1111_models(data, a1111)
     return _build(Settings, data, "")
+
+
+def discover(entries: Sequence[Any], a1111: A1111Settings) -> tuple[list[dict[str, Any]], CheckpointScan, list[SkippedFile]]:
+    """The [[models]] tables merged with the checkpoints under [a1111]'s folders, the scan, and
+    every file skipped with its reason. Only headers of new or changed files are read."""
+    scan = scan_checkpoints(a1111.folders("checkpoint_dirs"), SHARED_INSPECTOR)
+    tables, left_out = merged_model_entries(entries, scan)
+    return tables, scan, [*scan.skipped, *left_out]
+
+
+def _add_a1111_models(data: dict[str, Any], a1111: A1111Settings) -> None:
+    """Discovered checkpoints as [[models]], A1111's folders before the configured LoRA,
+    embedding and upscaler folders, and its first checkpoint as default model when none is set."""
+    root = Path(a1111.root).expanduser()
+    if not root.is_dir():
+        raise ConfigError(f"a1111.root {a1111.root!r} is not a folder: give the stable-diffusion-webui folder")
+    entries = data.get("models", [])
+    if not isinstance(entries, list):
+        raise ConfigError("models must be an array of [[models]] tables")
+    tables, _scan, skipped = discover(entries, a1111)
+    if not tables:
+        reasons = "".join(f"\n  - {file.path}: {file.reason}" for file in skipped[:5])
+        raise ConfigError(
+            f"no models: [a1111] found no checkpoint it can serve in {', '.join(a1111.folders('checkpoint_dirs'))}"
+            f" and no [[models]] are configured{reasons}"
+        )
+    data["model_entries"] = entries
+    data["models"] = tables
+    if "default_model" not in data:
+        data["default_model"] = next((t["name"] for t in tables if not t.get("hidden")), tables[0]["name"])
+    for table, key, kind in (
+        ("prompts", "lora_dirs", "lora_dirs"),
+        ("prompts", "embedding_dirs", "embedding_dirs"),
+        ("images", "upscaler_dirs", "upscaler_dirs"),
+    ):
+        section = data.setdefault(table, {})
+        if isinstance(section, dict):
+            configured = section.get(key, getattr(_SECTIONS[table], key))
+            if isinstance(configured, list | tuple):
+                section[key] = [*a1111.folders(kind), *(d for d in configured if d not in a1111.folders(kind))]
+    configured = data.get("vae_dirs", Settings.vae_dirs)  # a top-level setting, not a section's
+    if isinstance(configured, list | tuple):
+        data["vae_dirs"] = [*a1111.folders("vae_dirs"), *(d for d in configured if d not in a1111.folders("vae_dirs"))]
+
+
+_SECTIONS: dict[str, type] = {
+    "": Settings, "images": ImageSettings, "prompts": PromptSettings, "worker": WorkerSettings, "a1111": A1111Settings,
+}
 
 
 def _relative_path_defaults() -> dict[tuple[str, str], Any]:
     """The defaults of the path settings (bot.config_paths.FOLDER_SETTINGS and the database)."""
-    tables: dict[str, type] = {"": Settings, "images": ImageSettings, "prompts": PromptSettings, "worker": WorkerSettings}
+    tables = _SECTIONS
     return {
         (table, key): getattr(tables[table], key)
         for table, key in (*FOLDER_SETTINGS, ("", "database_url"))
@@ -390,7 +508,9 @@ def _build(cls: type, data: Mapping[str, Any], where: str) -> Any:
     if not isinstance(data, Mapping):
         raise ConfigError(f"{where or 'config'} must be a table")
     hints = get_type_hints(cls)
-    known = {f.name for f in fields(cls)}
+    known = {f.name for f in fields(cls) if not f.metadata.get("internal")}
+    if cls is Settings and "model_entries" in data:  # put there by load_settings, never by a file
+        known.add("model_entries")
     unknown = sorted(set(data) - known)
     if unknown:
         raise ConfigError(f"unknown setting(s) {', '.join(where + k for k in unknown)}")
@@ -402,6 +522,8 @@ def _build(cls: type, data: Mapping[str, Any], where: str) -> Any:
             if not isinstance(value, list) or not value:
                 raise ConfigError("models must be a non-empty array of [[models]] tables")
             values[name] = tuple(_build(ModelSettings, item, f"models[{i}].") for i, item in enumerate(value))
+        elif name == "model_entries":
+            values[name] = tuple(dict(item) for item in value if isinstance(item, Mapping))
         elif isinstance(hint, type) and is_dataclass(hint):
             values[name] = _build(hint, value, f"{key}.")
         else:

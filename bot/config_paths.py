@@ -30,6 +30,7 @@ FOLDER_SETTINGS = (
     ("prompts", "embedding_dirs"),
     ("prompts", "lora_dirs"),
     ("worker", "compile_cache_dir"),
+    ("a1111", "root"),
 )
 # (table, key) of the settings holding a hub id or a folder; models' sources are handled apart.
 SOURCE_SETTINGS = (("policy", "safety_checker"), ("worker", "taesd_source"))

@@ -18,7 +18,9 @@ import asyncio
 import secrets
 import struct
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import PurePath
 from typing import TYPE_CHECKING
 
 from bot.errors import InvalidOption, echo
@@ -28,6 +30,7 @@ from bot.prompts.cleaning import clean_prompt_text
 from inference.common.infotext import NEGATIVE_PROMPT_KEY, PROMPT_KEY, parse_infotext
 from inference.common.protocol import LATENT
 from inference.common.samplers import find_sampler
+from inference.common.sources import SINGLE_FILE_SUFFIXES
 from inference.common.vae_files import NONE, find_vae
 
 if TYPE_CHECKING:
@@ -189,10 +192,15 @@ def _number(params: dict[str, str], key: str, kind: type, notes: list[str]) -> o
         return None
 
 
-def rerun_options(params: dict[str, str], settings: Settings, upscalers: list[str]) -> Rerun:
+def rerun_options(
+    params: dict[str, str], settings: Settings, upscalers: list[str],
+    model_by_hash: Callable[[str], str | None] = lambda short_hash: None,
+) -> Rerun:
     """A1111's keys as /imagine's options. Values are checked later by the same checks as
     /imagine's; what this server does not have (a model, a sampler) falls back to its default,
-    with a note."""
+    with a note. The model is found by its name, else by "Model hash" (``model_by_hash``: a
+    checkpoint saved under another name, as Civitai finds it), else by its file's name (A1111
+    writes "Model" without the subfolder a checkpoint is in here)."""
     notes: list[str] = []
     prompt = params.get(PROMPT_KEY, "")
     if not prompt.strip():
@@ -206,6 +214,10 @@ def rerun_options(params: dict[str, str], settings: Settings, upscalers: list[st
     model = None
     if name := params.get("Model"):
         model = next((m.name for m in settings.models if m.name.casefold() == name.casefold()), None)
+        if model is None and (short_hash := params.get("Model hash")):
+            model = model_by_hash(short_hash)
+        if model is None:
+            model = next((m.name for m in settings.models if _file_stem(m.source) == name.casefold()), None)
         if model is None:
             notes.append(f"Model `{name[:100]}` is not on this server; its default model `{settings.default_model}` was used.")
     sampler = _sampler(params, notes)
@@ -247,6 +259,12 @@ def rerun_options(params: dict[str, str], settings: Settings, upscalers: list[st
     if params.get("Variation seed strength"):
         notes.append("The variation seed was left out: the job uses the seed alone.")
     return Rerun(options, hires, notes)
+
+
+def _file_stem(source: str) -> str | None:
+    """A single-file checkpoint's name without suffix, casefolded; None for other sources."""
+    path = PurePath(source)
+    return path.stem.casefold() if path.suffix.lower() in SINGLE_FILE_SUFFIXES else None
 
 
 def _sampler(params: dict[str, str], notes: list[str]) -> str | None:

@@ -331,3 +331,36 @@ class AuditEntry(Base):
     job_id: Mapped[int | None] = mapped_column(Integer)
     details: Mapped[str] = mapped_column(Text, default="")
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class ModelRule(Base):
+    """Who sees and uses one model in one server, set by its moderators with /admin models.
+    No row: everyone, everywhere. `model` is the model's name (A1111's, for a discovered one)."""
+
+    __tablename__ = "model_rules"
+
+    guild_id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
+    model: Mapped[str] = mapped_column(String(300), primary_key=True)
+    # Left out of this server's lists and autocomplete, and refused when named.
+    hidden: Mapped[bool] = mapped_column(Boolean, default=False, server_default="0")
+    # Used only in age-restricted channels (and left out of the lists elsewhere).
+    age_restricted: Mapped[bool] = mapped_column(Boolean, default=False, server_default="0")
+    # Roles that may use it, a JSON array of Discord ids (empty: everyone).
+    role_ids: Mapped[str] = mapped_column(Text, default="[]", server_default="[]")
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
+
+
+# --- model files ---------------------------------------------------------------------------
+
+
+class FileHash(Base):
+    """A model file's sha256 (A1111's "Model hash" is its first 10 hex digits), computed once
+    in the background: valid while the file keeps this size and modification time."""
+
+    __tablename__ = "file_hashes"
+
+    path: Mapped[str] = mapped_column(String(1024), primary_key=True)
+    size: Mapped[int] = mapped_column(BigInteger)
+    mtime_ns: Mapped[int] = mapped_column(BigInteger)
+    sha256: Mapped[str] = mapped_column(String(64), index=True)
+    computed_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)

@@ -46,11 +46,12 @@ from inference.common.protocol import (
     JobProgress,
     JobSaving,
     JobStarted,
+    ModelSpec,
     WorkerConfig,
     WorkerReady,
 )
 from inference.safety_checker import SafetyChecker, load_safety_checker
-from inference.common.sources import check_worker_config
+from inference.common.sources import SINGLE_FILE_SUFFIXES, check_worker_config
 
 log = logging.getLogger(__name__)
 
@@ -372,10 +373,13 @@ class JobRunner:
             elif cells is not None:
                 cell = cells[index]
                 text = infotext.request_infotext(
-                    cell, 0, model_hash=self._model_hash(cell.model), **self._file_hashes(cell)
+                    cell, 0, model_hash=self._model_hash(cell.model), model_name=self._infotext_model(cell.model),
+                    **self._file_hashes(cell),
                 )
             else:
-                text = infotext.request_infotext(request, index, model_hash=model_hash, **hashes)
+                text = infotext.request_infotext(
+                    request, index, model_hash=model_hash, model_name=self._infotext_model(request.model), **hashes
+                )
             path = images.image_path(outputs_dir, request.job_id, index, seed, day)
             files.append((image, path, text))
             subseed = request.subseeds[index] if request.subseeds else None
@@ -417,11 +421,25 @@ class JobRunner:
             vae_hash = None
         return {"vae_hash": vae_hash, "network_hashes": self.networks.infotext_hashes(request)}
 
+    def update_models(self, specs: tuple[ModelSpec, ...]) -> None:
+        """The bot's new list of models (UpdateModels): removed and changed ones unloaded."""
+        unloaded = self.cache.replace_specs(specs)
+        self._model_hashes.clear()
+        log.info("models updated: %d served%s", len(specs), f"; unloaded {', '.join(unloaded)}" if unloaded else "")
+
     def _model_hash(self, name: str) -> str | None:
-        # Hashing a multi-GB checkpoint takes seconds: once per model per worker.
+        spec = self.cache.spec(name)
+        if spec.sha256:  # hashed by the bot in the background, cached in its database
+            return spec.sha256[:10]
+        # Not known yet: hashing a multi-GB checkpoint takes seconds, once per model per worker.
         if name not in self._model_hashes:
-            self._model_hashes[name] = model_file_hash(self.cache.spec(name).source)
+            self._model_hashes[name] = model_file_hash(spec.source)
         return self._model_hashes[name]
+
+    def _infotext_model(self, name: str) -> str:
+        """A1111's "Model": a single file's name without suffix (its name_for_extra), else ours."""
+        source = Path(self.cache.spec(name).source)
+        return source.stem if source.suffix.lower() in SINGLE_FILE_SUFFIXES else name
 
 
 def _report_failure(request: GenerateRequest, exc: Exception, send: Send, doing: str = "Generation") -> None:

@@ -84,7 +84,10 @@ class UnknownModelError(KeyError):
         super().__init__(name)
 
     def __str__(self) -> str:
-        return f"unknown model {self.name!r}; available: {', '.join(self.known) or 'none'}"
+        return (
+            f"The model {self.name!r} is not on this server any more (its file was removed or renamed): "
+            f"pick another one. Available: {', '.join(self.known) or 'none'}"
+        )
 
 
 def resolve_device(device: str) -> torch.device:
@@ -262,6 +265,22 @@ class PipelineCache:
         """The latent space of the pipeline handed out last: the one a job is running on."""
         return previews.latent_family(self._last_used)
 
+    def replace_specs(self, specs: Iterable[ModelSpec]) -> list[str]:
+        """Serve these models from now on; the loaded pipelines of models removed, or whose
+        files changed, are unloaded (between jobs: none is in use). Returns those unloaded."""
+        new = {spec.name: spec for spec in specs}
+        stale = [key for key in self._loaded if key[0] not in new or _changed(self.specs[key[0]], new[key[0]])]
+        self.specs = new
+        for key in stale:
+            pipe = self._loaded.pop(key)
+            if pipe is self._last_used:
+                self._last_used = None
+            log.info("unloading model %r: it was removed or its files changed", _display_name(key))
+            del pipe
+        if stale:
+            free_accelerator_memory()
+        return [_display_name(key) for key in stale]
+
     def spec(self, name: str) -> ModelSpec:
         try:
             return self.specs[name]
@@ -344,6 +363,16 @@ class PipelineCache:
         if evicted:
             free_accelerator_memory()
         return evicted
+
+
+def _changed(old: ModelSpec, new: ModelSpec) -> bool:
+    """Whether a loaded pipeline of ``old`` must be read again to serve ``new``: another file
+    or way of reading it, or the same file with new contents (a file replaced in place gets a
+    new hash; a hash only now known changes nothing)."""
+    read_from = ("source", "inpaint_source", "family", "prediction_type", "original_config", "vae")
+    if any(getattr(old, name) != getattr(new, name) for name in read_from):
+        return True
+    return bool(old.sha256 and new.sha256 and old.sha256 != new.sha256)
 
 
 def pipeline_bytes(pipe: object) -> int:

@@ -37,6 +37,7 @@ from inference.common.protocol import (
     RunBatch,
     RunJob,
     Shutdown,
+    UpdateModels,
     WorkerConfig,
     WorkerStartupFailed,
 )
@@ -98,7 +99,7 @@ def _send(events: Connection, event: Event) -> None:
 
 def _listen(
     commands: Connection,
-    pending: queue.Queue[GenerateRequest | RunBatch | None],
+    pending: queue.Queue[GenerateRequest | RunBatch | UpdateModels | None],
     cancels: CancelBook,
     stopping: threading.Event,
 ) -> None:
@@ -116,7 +117,7 @@ def _listen(
             match command:
                 case RunJob(request=request):
                     pending.put(request)
-                case RunBatch():
+                case RunBatch() | UpdateModels():
                     pending.put(command)
                 case CancelJob(job_id=job_id):
                     cancels.cancel(job_id)
@@ -172,7 +173,7 @@ def _serve(config: WorkerConfig, commands: Connection, events: Connection) -> No
     log.info("worker ready on %s (%s) with models %s", ready.device, ready.dtype, ready.models)
     _send(events, ready)
 
-    pending: queue.Queue[GenerateRequest | RunBatch | None] = queue.Queue()
+    pending: queue.Queue[GenerateRequest | RunBatch | UpdateModels | None] = queue.Queue()
     cancels = CancelBook()
     stopping = threading.Event()
     listener = threading.Thread(
@@ -197,7 +198,7 @@ def _serve(config: WorkerConfig, commands: Connection, events: Connection) -> No
 
 def _serve_jobs(
     runner: JobRunner,
-    pending: queue.Queue[GenerateRequest | RunBatch | None],
+    pending: queue.Queue[GenerateRequest | RunBatch | UpdateModels | None],
     cancels: CancelBook,
     stopping: threading.Event,
     send: Callable[[Event], None],
@@ -208,6 +209,9 @@ def _serve_jobs(
     while (request := pending.get()) is not None:
         if stopping.is_set():
             break
+        if isinstance(request, UpdateModels):
+            runner.update_models(request.models)
+            continue
         if isinstance(request, RunBatch):
             try:
                 run_batch(runner, request.requests, stopping.is_set, cancels.is_cancelled, send)

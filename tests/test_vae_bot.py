@@ -108,7 +108,7 @@ def test_a_model_s_vae_and_clip_skip_are_its_jobs_defaults_and_checked_at_start(
     assert (params.vae, params.clip_skip) == ("", 2)
     with pytest.raises(ConfigError, match="model 'tiny': vae 'missing.pt' is not a file in vae_dirs"):
         dataclasses.replace(settings, models=(dataclasses.replace(model, vae="missing.pt"),))
-    with pytest.raises(ConfigError, match="model 'tiny': clip_skip must be from 1 to 12"):
+    with pytest.raises(ConfigError, match="models 'tiny': clip_skip must be 1 to 12"):
         dataclasses.replace(settings, models=(dataclasses.replace(model, clip_skip=13),))
 
 

@@ -21,11 +21,11 @@ from sqlalchemy import func, or_, select
 
 from bot import actions
 from bot.cogs.base import BotCog
-from bot.cogs.generation_options import Option, declared_options
+from bot.cogs.generation_options import Option, declared_options, matching_choices
 from bot.errors import InvalidOption, JobNotFound, NothingToDo
 from bot.interactions import is_age_restricted, send_private
 from bot.jobs import removal, retention
-from bot.policy import audit, gate, rules, store
+from bot.policy import audit, gate, model_rules, rules, store
 from bot.ui.embeds import clip
 from db.base import utcnow
 from db.models import AuditEntry
@@ -65,6 +65,11 @@ def _show_limit(value: float | None, unit: str = "") -> str:
     return "no limit" if value == 0 else f"{value:g}{unit}"
 
 
+async def _all_models(interaction: discord.Interaction[SDBot], current: str) -> list[app_commands.Choice[str]]:
+    """Every model, hidden ones too: moderators set rules on any of them."""
+    return matching_choices([m.name for m in interaction.client.settings.models], current)
+
+
 class Admin(BotCog):
     admin = app_commands.Group(
         name="admin",
@@ -78,6 +83,7 @@ class Admin(BotCog):
     limits = app_commands.Group(name="limits", description="Images per day, cooldown, waiting jobs", parent=admin)
     log = app_commands.Group(name="log", description="The channel the audit log is mirrored to", parent=admin)
     policy = app_commands.Group(name="policy", description="This server's policy", parent=admin)
+    models = app_commands.Group(name="models", description="Which models are offered, where and to whom", parent=admin)
 
     @property
     def db(self):  # type: ignore[no-untyped-def]
@@ -171,6 +177,50 @@ class Admin(BotCog):
     async def roles_list(self, interaction: discord.Interaction[SDBot]) -> None:
         policy = await store.policy_of(self.db, self.bot.settings, self._guild_id(interaction))
         await send_private(interaction, _roles_lines(policy))
+
+    # --- models -------------------------------------------------------------------------------
+
+    @models.command(name="refresh", description="Look for new, changed and removed model files now")
+    async def models_refresh(self, interaction: discord.Interaction[SDBot]) -> None:
+        await interaction.response.defer(ephemeral=True, thinking=True)  # a big folder takes seconds
+        change = await self.bot.models.refresh()
+        await self._changed(interaction, f"models refreshed: {change.summary()}")
+        await interaction.followup.send(clip(change.summary(), EMBED_LIMIT), ephemeral=True)
+
+    @models.command(name="list", description="The models and this server's rules for them")
+    async def models_list(self, interaction: discord.Interaction[SDBot]) -> None:
+        settings = self.bot.settings
+        rules = await model_rules.rules_of(self.db, self._guild_id(interaction))
+        lines = [
+            f"`{m.name}`{' (default)' if m.name == settings.default_model else ''}"
+            f"{' (hidden by the bot config)' if m.hidden else ''}: {rules[m.name].describe() if m.name in rules else 'everyone'}"
+            for m in settings.models
+        ]
+        skipped = len(self.bot.models.skipped)
+        footer = f"{skipped} model file(s) skipped: the bot's admin sees why with `sdbot models`." if skipped else None
+        await _send_embed(interaction, f"Models ({len(settings.models)})", lines, footer)
+
+    @models.command(name="rule", description="Hide a model here, keep it to age-restricted channels, or to some roles")
+    @app_commands.describe(
+        model="The model", hidden="Left out of this server's lists and refused when named",
+        age_restricted="Only in age-restricted channels", add_role="Allow this role (once a role is set, only those roles)",
+        remove_role="Stop allowing this role",
+    )
+    @app_commands.autocomplete(model=_all_models)
+    async def models_rule(
+        self, interaction: discord.Interaction[SDBot], model: str, hidden: bool | None = None,
+        age_restricted: bool | None = None, add_role: discord.Role | None = None, remove_role: discord.Role | None = None,
+    ) -> None:
+        if self.bot.settings.model(model) is None:
+            raise InvalidOption(f"There is no model `{clip(model, 100)}`: pick one from the list.")
+        if hidden is None and age_restricted is None and add_role is None and remove_role is None:
+            raise NothingToDo("Give hidden, age_restricted, add_role or remove_role to change the model's rule.")
+        rule = await model_rules.change_rule(
+            self.db, self._guild_id(interaction), model, hidden=hidden, age_restricted=age_restricted,
+            add_role=add_role.id if add_role else None, remove_role=remove_role.id if remove_role else None,
+        )
+        await self._changed(interaction, f"model {model}: {rule.describe()}")
+        await send_private(interaction, f"`{model}` here: {rule.describe()}.")
 
     # --- blocked terms ------------------------------------------------------------------------
 

@@ -30,6 +30,7 @@ from bot.interactions import MAX_CHOICES
 from bot.jobs.params import ASPECT_RATIOS, MAX_SEED, GenerationOptions, settings_vae_files
 from bot.jobs.plot_params import AXIS_TYPES
 from bot.jobs.workflow_params import MASKED_CONTENT, OUTPAINT_DIRECTIONS, RESIZE_MODES, upscaler_names
+from bot.policy import gate, model_rules
 from bot.prompts.networks import embedding_names, lora_names
 from inference.common.protocol import LATENT, MAX_CLIP_SKIP, MAX_MASK_BLUR
 from inference.common.vae_files import vae_choices
@@ -55,7 +56,10 @@ async def samplers(interaction: Interaction, current: str) -> Choices:
 
 
 async def models(interaction: Interaction, current: str) -> Choices:
-    return matching_choices([m.name for m in interaction.client.settings.models], current)
+    """The models this member may use here (the server's /admin models rules)."""
+    bot = interaction.client
+    rules = await model_rules.rules_of(bot.queue.db, interaction.guild_id)
+    return matching_choices(model_rules.listed_models(bot.settings.models, rules, gate.model_place(interaction)), current)
 
 
 async def upscalers(interaction: Interaction, current: str) -> Choices:

@@ -129,7 +129,7 @@ async def _reread(
 async def rerun(interaction: discord.Interaction[SDBot], params: dict[str, str]) -> None:
     """Queue the parameters as /imagine would, checked by the same checks."""
     bot = interaction.client
-    plan = image_infotext.rerun_options(params, bot.settings, upscaler_names(bot.settings))
+    plan = image_infotext.rerun_options(params, bot.settings, upscaler_names(bot.settings), bot.models.model_by_hash)
     user = await bot.queue.user(interaction.user.id)
     # The infotext's prompt already carries its styles: no default style on top.
     prepared = await actions.prepare_for(interaction, plan.options, user, style_names="")

@@ -24,7 +24,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
@@ -41,8 +41,10 @@ from inference.common.protocol import (
     JobProgress,
     JobSaving,
     JobStarted,
+    ModelSpec,
     RunBatch,
     RunJob,
+    UpdateModels,
     WorkerConfig,
     WorkerReady,
     WorkerStartupFailed,
@@ -208,6 +210,13 @@ class Dispatcher:
         elif outcome is CancelOutcome.CANCELED and self.events is not None:
             self.events.job_finished(job)
         return job, outcome
+
+    def update_models(self, models: tuple[ModelSpec, ...]) -> None:
+        """Serve these models from now on (bot.model_catalog): the worker is told between two
+        jobs, and a restarted worker starts with them."""
+        self.worker_config = replace(self.worker_config, models=models)
+        if self._worker is not None:
+            self._worker.send(UpdateModels(models))
 
     def kill_worker(self) -> None:
         """Kill the worker process as a crash would (for tests and the admin's last resort)."""

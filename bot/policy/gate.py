@@ -42,7 +42,7 @@ from bot.errors import Refused
 from bot.interactions import is_age_restricted
 from bot.jobs.cost import cost_refusal, job_cost
 from bot.jobs.params import plot_options
-from bot.policy import audit, rules, store
+from bot.policy import audit, model_rules, rules, store
 from db.base import utcnow
 from db.models import Job, JobStatus
 
@@ -180,9 +180,30 @@ async def check_jobs(interaction: discord.Interaction[SDBot], params: list[JobPa
         await refuse(interaction, refusal)
 
 
+def model_place(interaction: discord.Interaction[SDBot]) -> model_rules.Place:
+    """Where a member asks from, for the server's model rules."""
+    return model_rules.Place(is_age_restricted(interaction), frozenset(member_role_ids(interaction)), is_moderator(interaction))
+
+
+async def _model_refusal(interaction: discord.Interaction[SDBot], params: list[JobParameters]) -> Refusal | None:
+    """A model gone since the job was described (a rescan removed it), or one the server's
+    rules keep from this member here."""
+    bot = interaction.client
+    rules = await model_rules.rules_of(bot.queue.db, interaction.guild_id)
+    cells = (cell.model for p in params if p.plot_json for cell in plot_options(p.plot_json).cells if cell.model)
+    for name in dict.fromkeys([*(p.model for p in params), *cells]):
+        if bot.settings.model(name) is None:
+            return Refusal("model", f"The model `{name}` is not on this server any more: pick another one.", name)
+        if (why := model_rules.refusal(rules.get(name), model_place(interaction))) is not None:
+            return Refusal("model", why, name)
+    return None
+
+
 async def _jobs_refusal(interaction: discord.Interaction[SDBot], params: list[JobParameters]) -> Refusal | None:
     bot = interaction.client
     db, guild_id = bot.queue.db, interaction.guild_id
+    if (refusal := await _model_refusal(interaction, params)) is not None:
+        return refusal
     policy = await policy_here(interaction)
     roles = member_role_ids(interaction)
     if policy.costly_role_ids and not is_moderator(interaction) and not roles & set(policy.costly_role_ids):

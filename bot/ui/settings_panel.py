@@ -173,7 +173,7 @@ def _options(settings: Settings, user: User | None, styles: list[Any], what: str
         ]
     current: str | None
     if what == "model":
-        server, values, current = settings.default_model, [m.name for m in settings.models], u.default_model
+        server, values, current = settings.default_model, [m.name for m in settings.models if not m.hidden], u.default_model
     elif what == "sampler":
         server, values, current = settings.limits.default_sampler, list(SAMPLER_NAMES), u.default_sampler
     elif what == "size":

@@ -133,6 +133,7 @@ def request_infotext(
     *,
     model_hash: str | None = None,
     vae_hash: str | None = None,
+    model_name: str | None = None,
     network_hashes: Mapping[str, str] | None = None,
     version: str | None = DEFAULT_VERSION,
 ) -> str:
@@ -140,6 +141,8 @@ def request_infotext(
 
     ``vae_hash`` is the request's VAE file's (file_hashes.MODEL_HASH_LENGTH digits);
     ``network_hashes`` the "Lora hashes" and "TI hashes" entries (network_hashes_entries).
+    ``model_name`` is A1111's "Model" when it differs from the job's model name: a single
+    file's name without suffix, as A1111 writes it for a checkpoint in a subfolder.
 
     "Size" is the request's width x height, which is what A1111 writes too: for the hires fix
     the first pass's size (with "Hires upscale" beside it), for "inpaint only masked" the size
@@ -156,7 +159,7 @@ def request_infotext(
         seed=request.seeds[index],
         width=request.width,
         height=request.height,
-        model=request.model,
+        model=model_name or request.model,
         model_hash=model_hash,
         vae=request.vae or None,
         vae_hash=vae_hash if request.vae else None,

@@ -115,7 +115,7 @@ def _find_files(dirs: Iterable[str | Path], suffixes: tuple[str, ...]) -> dict[s
         folder = Path(folder).expanduser()
         if not folder.is_dir():
             continue  # a missing folder means "none there": the defaults name A1111's folders
-        files = [path for path in _walk(folder) if path.suffix.lower() in suffixes]
+        files = [path for path in walk_files(folder) if path.suffix.lower() in suffixes]
         # Shallower first, then by name, then by suffix preference: the same on every system.
         files.sort(
             key=lambda path: (
@@ -130,7 +130,7 @@ def _find_files(dirs: Iterable[str | Path], suffixes: tuple[str, ...]) -> dict[s
     return dict(sorted(found.items()))
 
 
-def _walk(folder: Path) -> Iterable[Path]:
+def walk_files(folder: Path) -> Iterable[Path]:
     """Files under ``folder``, following links (A1111 does) but never around a link loop.
 
     Hidden files and folders (a leading dot: .git, .cache, editors' temporaries) are skipped.

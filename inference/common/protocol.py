@@ -338,11 +338,20 @@ class CancelJob:
 
 
 @dataclass(frozen=True, slots=True)
+class UpdateModels:
+    """The models the worker serves from now on (a rescan of the model folders found files
+    added, changed or removed, or hashes became known): applied between two jobs, in order
+    with them. Loaded models that were removed or whose files changed are unloaded."""
+
+    models: tuple[ModelSpec, ...]
+
+
+@dataclass(frozen=True, slots=True)
 class Shutdown:
     pass
 
 
-Command = RunJob | RunBatch | CancelJob | Shutdown
+Command = RunJob | RunBatch | CancelJob | UpdateModels | Shutdown
 
 
 # --- worker -> bot -------------------------------------------------------------------------
