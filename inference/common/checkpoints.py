@@ -63,6 +63,9 @@ class CheckpointInfo:
     prediction_type: str = ""
     # safetensors' own "__metadata__" (trainer settings, model-spec), as strings.
     metadata: dict[str, str] = field(default_factory=dict)
+    # The ``ztsnr`` marker key: trained with zero terminal SNR, so its scheduler's betas are
+    # rescaled to it (as Forge and ComfyUI do for such v-prediction SDXL finetunes).
+    zero_terminal_snr: bool = False
 
 
 def read_safetensors_header(path: Path) -> tuple[dict[str, TensorHeader], dict[str, str]]:
@@ -172,10 +175,15 @@ def inspect_checkpoint(path: Path) -> CheckpointInfo:
     """The family of a single-file checkpoint; CheckpointError saying why it cannot be served."""
     path = Path(path)
     if path.suffix.lower() != ".safetensors":
-        raise CheckpointError(f"{path.name}: only .safetensors files are inspected here")
+        raise CheckpointError(
+            f"{path.name}: only .safetensors checkpoints are loaded (a .ckpt is a pickle that can run "
+            "code; save it as .safetensors, e.g. with A1111's checkpoint merger)"
+        )
     tensors, metadata = read_safetensors_header(path)
     info = family_of(tensors, path.name)
-    return CheckpointInfo(info.family, info.inpainting, _prediction_type(tensors, metadata), metadata)
+    return CheckpointInfo(
+        info.family, info.inpainting, _prediction_type(tensors, metadata), metadata, "ztsnr" in tensors
+    )
 
 
 def _prediction_type(tensors: dict[str, TensorHeader], metadata: dict[str, str]) -> str:

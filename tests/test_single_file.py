@@ -1,0 +1,264 @@
+"""Single-file checkpoints (A1111's ``.safetensors``): every family loads offline with the file's
+weights, the prediction type is found as A1111 finds it, an A1111 .yaml beside the file is
+honoured, SD 1.x generates through the real worker, and bad files are refused at start-up
+with a message naming them."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+import shutil
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+import torch
+from diffusers import (
+    StableDiffusionInpaintPipeline,
+    StableDiffusionPipeline,
+    StableDiffusionXLImg2ImgPipeline,
+    StableDiffusionXLInpaintPipeline,
+    StableDiffusionXLPipeline,
+)
+from safetensors.torch import save_file
+
+from inference.common.checkpoints import Family, TensorHeader, family_of
+from inference.common.infotext import parse_infotext
+from inference.common.protocol import JobCompleted, ModelSpec, RunJob
+from inference.common.sources import ModelSourceError, check_model_sources, model_file_hash
+from inference.models import read_pipeline
+from inference.single_file import MODEL_CONFIGS_DIR, uses_v_prediction
+from inference.single_file_writer import a1111_yaml, original_layout
+from tests.checkpoint_fixtures import tiny_checkpoint
+from tests.inference_fixtures import tiny_request, tiny_worker_config
+from tests.test_inference_worker import InProcessWorker
+
+FAMILIES = [
+    (Family.SD1, False, StableDiffusionPipeline),
+    (Family.SD1, True, StableDiffusionInpaintPipeline),
+    (Family.SD2, False, StableDiffusionPipeline),
+    (Family.SD2, True, StableDiffusionInpaintPipeline),
+    (Family.SDXL, False, StableDiffusionXLPipeline),
+    (Family.SDXL, True, StableDiffusionXLInpaintPipeline),
+    (Family.SDXL_REFINER, False, StableDiffusionXLImg2ImgPipeline),
+]
+
+
+def assert_same_weights(expected, loaded) -> None:
+    """Every network of ``loaded`` holds exactly the tensors of ``expected``'s."""
+    for name in ("unet", "vae", "text_encoder", "text_encoder_2"):
+        want = getattr(expected, name, None)
+        got = getattr(loaded, name, None)
+        assert (want is None) == (got is None), name
+        if want is None:
+            continue
+        want_state, got_state = want.state_dict(), got.state_dict()
+        assert set(want_state) == set(got_state), name
+        for key, tensor in want_state.items():
+            assert torch.equal(tensor, got_state[key]), f"{name}.{key}"
+
+
+@pytest.mark.parametrize("family, inpainting, pipeline_class", FAMILIES, ids=lambda v: str(getattr(v, "__name__", v)))
+def test_every_family_loads_from_its_single_file_with_the_files_weights(
+    checkpoints_dir, family, inpainting, pipeline_class
+):
+    checkpoint = tiny_checkpoint(checkpoints_dir, family, inpainting)
+    if inpainting:  # accepted at start-up as a base model's inpainting partner
+        base = tiny_checkpoint(checkpoints_dir, family)
+        check_model_sources([ModelSpec("m", str(base.path), inpaint_source=str(checkpoint.path))])
+    else:
+        check_model_sources([ModelSpec("m", str(checkpoint.path))])
+    pipe = read_pipeline(checkpoint.spec(), torch.float32)
+    assert type(pipe) is pipeline_class
+    assert_same_weights(checkpoint.pipe, pipe)
+    assert getattr(pipe, "safety_checker", None) is None
+    assert pipe.unet.config.in_channels == (9 if inpainting else 4)
+    if family in (Family.SDXL, Family.SDXL_REFINER):
+        # OpenCLIP pads with "!" (id 0), OpenAI's CLIP with its end token.
+        assert pipe.tokenizer_2.pad_token == "!"
+        assert (pipe.tokenizer is None) == (family is Family.SDXL_REFINER)
+    if pipe.tokenizer is not None:
+        assert pipe.tokenizer("a photo of a cat").input_ids == [49406, 320, 1125, 539, 320, 2368, 49407]
+
+
+def test_the_shipped_configs_have_the_real_models_shapes_and_families():
+    """Each shipped config, built on the meta device and named as A1111 files name their tensors,
+    has the shapes of the real files and is told apart as its family from those shapes."""
+    from accelerate import init_empty_weights
+    from diffusers import AutoencoderKL, UNet2DConditionModel
+    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection
+
+    expected = {
+        "stable-diffusion-v1-5": (Family.SD1, {"model.diffusion_model.input_blocks.1.1.transformer_blocks.0.attn2.to_k.weight": (320, 768)}),
+        "stable-diffusion-inpainting": (Family.SD1, {"model.diffusion_model.input_blocks.0.0.weight": (320, 9, 3, 3)}),
+        "stable-diffusion-2-1-base": (Family.SD2, {"cond_stage_model.model.transformer.resblocks.22.attn.in_proj_weight": (3072, 1024)}),
+        "stable-diffusion-2-1": (Family.SD2, {"model.diffusion_model.input_blocks.1.1.proj_in.weight": (320, 320)}),
+        "stable-diffusion-2-inpainting": (Family.SD2, {"model.diffusion_model.input_blocks.0.0.weight": (320, 9, 3, 3)}),
+        "stable-diffusion-xl-base-1.0": (Family.SDXL, {
+            "model.diffusion_model.input_blocks.4.1.transformer_blocks.1.attn2.to_k.weight": (640, 2048),
+            "model.diffusion_model.label_emb.0.0.weight": (1280, 2816),
+            "model.diffusion_model.output_blocks.2.2.conv.weight": (1280, 1280, 3, 3),
+            "conditioner.embedders.1.model.text_projection": (1280, 1280),
+            "first_stage_model.encoder.mid.attn_1.q.weight": (512, 512, 1, 1),
+        }),
+        "stable-diffusion-xl-refiner-1.0": (Family.SDXL_REFINER, {
+            "model.diffusion_model.label_emb.0.0.weight": (1536, 2560),
+            "model.diffusion_model.input_blocks.4.1.transformer_blocks.3.attn2.to_k.weight": (768, 1280),
+        }),
+        "stable-diffusion-xl-1.0-inpainting-0.1": (Family.SDXL, {"model.diffusion_model.input_blocks.0.0.weight": (320, 9, 3, 3)}),
+    }
+    assert sorted(path.name for path in MODEL_CONFIGS_DIR.iterdir()) == sorted(expected)
+    for name, (family, shapes) in expected.items():
+        folder = MODEL_CONFIGS_DIR / name
+        with init_empty_weights():
+            parts = {
+                "unet": UNet2DConditionModel.from_config(UNet2DConditionModel.load_config(folder / "unet")),
+                "vae": AutoencoderKL.from_config(AutoencoderKL.load_config(folder / "vae")),
+            }
+            for encoder, cls in (("text_encoder", CLIPTextModel), ("text_encoder_2", CLIPTextModelWithProjection)):
+                if (folder / encoder).is_dir():
+                    parts[encoder] = cls(CLIPTextConfig.from_pretrained(folder / encoder))
+        tensors = original_layout(SimpleNamespace(**parts), family)
+        headers = {key: TensorHeader("F16", tuple(tensor.shape)) for key, tensor in tensors.items()}
+        info = family_of(headers, name)
+        assert (info.family, info.inpainting) == (family, "inpainting" in name), name
+        for key, shape in shapes.items():
+            assert headers[key].shape == shape, (name, key)
+
+
+def test_sd2_prediction_is_found_by_running_the_unet_as_a1111_does(checkpoints_dir):
+    checkpoint = tiny_checkpoint(checkpoints_dir, Family.SD2)
+    # The UNet's output is its conv_out bias once the weights are zero: far below the grey
+    # input (-5 - 0.5) reads as v-prediction, near it (0 - 0.5) as epsilon.
+    unet = checkpoint.pipe.unet
+    with torch.no_grad():
+        unet.conv_out.weight.zero_()
+        unet.conv_out.bias.fill_(-5.0)
+        assert uses_v_prediction(unet)
+        unet.conv_out.bias.zero_()
+        assert not uses_v_prediction(unet)
+    assert unet.dtype is torch.float32
+
+    pipe = read_pipeline(checkpoint.spec(), torch.float32)  # the file's random weights
+    detected = "v_prediction" if uses_v_prediction(pipe.unet) else "epsilon"
+    assert pipe.scheduler.config.prediction_type == detected
+    # The configured prediction type wins over the test, and the file's metadata over it.
+    configured = read_pipeline(checkpoint.spec(prediction_type="v_prediction"), torch.float32)
+    assert configured.scheduler.config.prediction_type == "v_prediction"
+    declared = tiny_checkpoint(checkpoints_dir, Family.SD2, metadata=(("modelspec.prediction_type", "epsilon"),))
+    assert read_pipeline(declared.spec(), torch.float32).scheduler.config.prediction_type == "epsilon"
+
+
+def test_sdxl_v_prediction_markers_set_the_scheduler(checkpoints_dir):
+    plain = read_pipeline(tiny_checkpoint(checkpoints_dir, Family.SDXL).spec(), torch.float32)
+    assert plain.scheduler.config.prediction_type == "epsilon"
+    assert not plain.scheduler.config.get("rescale_betas_zero_snr")
+    v_pred = read_pipeline(tiny_checkpoint(checkpoints_dir, Family.SDXL, markers=("v_pred",)).spec(), torch.float32)
+    assert v_pred.scheduler.config.prediction_type == "v_prediction"
+    assert not v_pred.scheduler.config.get("rescale_betas_zero_snr")
+    ztsnr = read_pipeline(tiny_checkpoint(checkpoints_dir, Family.SDXL, markers=("v_pred", "ztsnr")).spec(), torch.float32)
+    assert ztsnr.scheduler.config.prediction_type == "v_prediction"
+    assert ztsnr.scheduler.config.rescale_betas_zero_snr is True
+
+
+def test_an_a1111_yaml_beside_the_checkpoint_shapes_the_unet_and_vae(tmp_path, tiny_sd15_file):
+    # A copy of the file and a config folder whose UNet and VAE shapes are wrong: only the
+    # .yaml beside the file (the same stem, as A1111 reads it) can make the file load.
+    checkpoint = tmp_path / "custom.safetensors"
+    shutil.copyfile(tiny_sd15_file.path, checkpoint)
+    config = shutil.copytree(tiny_sd15_file.config, tmp_path / "config")
+    for part in ("unet", "vae"):
+        settings = json.loads((config / part / "config.json").read_text())
+        settings["block_out_channels"] = [2 * n for n in settings["block_out_channels"]]
+        (config / part / "config.json").write_text(json.dumps(settings))
+    spec = ModelSpec("custom", str(checkpoint), original_config=str(config))
+    with pytest.raises(ModelSourceError, match=r"custom\.safetensors.*custom\.yaml"):
+        read_pipeline(spec, torch.float32)
+
+    source = tiny_sd15_file.pipe
+    checkpoint.with_suffix(".yaml").write_text(a1111_yaml(source.unet.config, source.vae.config, parameterization="v"))
+    with_yaml = read_pipeline(spec, torch.float32)
+    assert_same_weights(source, with_yaml)
+    assert with_yaml.scheduler.config.prediction_type == "v_prediction"  # parameterization: "v"
+
+
+def test_a_single_file_generates_through_the_worker_as_its_folder_does(tmp_path, tiny_model_spec, tiny_sd15_file):
+    """The tiny SD 1.x file holds the tiny folder model's weights: the worker, given both,
+    makes the same image from each, and the file's infotext carries A1111's Model hash."""
+    file_spec = tiny_sd15_file.spec("tiny-file")
+    config = replace(tiny_worker_config(tiny_model_spec, tmp_path / "outputs"), models=(tiny_model_spec, file_spec))
+    worker = InProcessWorker(config)
+    try:
+        images = {}
+        for job_id, model in ((1, "tiny"), (2, "tiny-file")):
+            worker.commands.send(RunJob(tiny_request(job_id=job_id, model=model, seeds=(7,))))
+            done = worker.events_until(JobCompleted)[-1]
+            assert isinstance(done, JobCompleted), done
+            images[model] = done.images[0]
+    finally:
+        worker.stop()
+    from PIL import Image
+
+    with Image.open(images["tiny"].path) as folder_image, Image.open(images["tiny-file"].path) as file_image:
+        assert folder_image.tobytes() == file_image.tobytes()
+    fields = parse_infotext(images["tiny-file"].infotext)
+    assert fields["Model"] == "tiny-file"
+    assert fields["Model hash"] == model_file_hash(str(tiny_sd15_file.path))
+    assert "Model hash" not in parse_infotext(images["tiny"].infotext)
+
+
+def _write(path: Path, tensors: dict[str, torch.Tensor]) -> Path:
+    save_file(tensors, str(path))
+    return path
+
+
+def test_bad_files_are_refused_at_start_up_naming_each(tmp_path, tiny_sd15_file):
+    small = torch.zeros(2, 2)
+    whole = tiny_sd15_file.path.read_bytes()
+    truncated = tmp_path / "truncated.safetensors"
+    truncated.write_bytes(whole[: len(whole) // 2])
+    garbage = tmp_path / "garbage.safetensors"
+    garbage.write_bytes(b"\xff" * 64)
+    files = {
+        "truncated": truncated,
+        "garbage": garbage,
+        "sd3": _write(tmp_path / "sd3.safetensors", {"model.diffusion_model.joint_blocks.0.x": small}),
+        "flux": _write(tmp_path / "flux.safetensors", {"double_blocks.0.img_attn.qkv.weight": small}),
+        "video": _write(tmp_path / "svd.safetensors", {
+            "model.diffusion_model.input_blocks.0.0.weight": torch.zeros(320, 4, 3, 3),
+            "model.diffusion_model.input_blocks.1.0.time_stack.in_layers.0.weight": small,
+        }),
+        "lora": _write(tmp_path / "style-lora.safetensors", {"lora_unet_down_blocks_0_attentions_0_proj_in.lora_down.weight": small}),
+        "vae": _write(tmp_path / "vae-ft-mse.safetensors", {"encoder.down.0.block.0.conv1.weight": small}),
+        "pickle": _write(tmp_path / "old.ckpt", {"x": small}),
+        "missing": tmp_path / "nowhere.safetensors",
+    }
+    inpainting = tiny_checkpoint(str(tmp_path), Family.SD1, inpainting=True)
+    specs = [ModelSpec(name, str(path)) for name, path in files.items()] + [
+        ModelSpec("inpaint-as-base", str(inpainting.path)),
+        ModelSpec("base-as-inpaint", str(tiny_sd15_file.path), inpaint_source=str(tiny_sd15_file.path)),
+        ModelSpec("no-yaml", str(tiny_sd15_file.path), original_config=str(tmp_path / "gone.yaml")),
+    ]
+    with pytest.raises(ModelSourceError) as raised:
+        check_model_sources(specs)
+    lines = {line.split("'")[1]: line for line in str(raised.value).splitlines()[1:]}
+    assert set(lines) == {spec.name for spec in specs}
+    expected = {
+        "truncated": "truncated.safetensors is truncated",
+        "garbage": "garbage.safetensors is not a safetensors file, or it is corrupt",
+        "sd3": "an SD3 / SD3.5 model",
+        "flux": "a Flux model",
+        "video": "a video model",
+        "lora": "a LoRA, not a checkpoint: put it in the LoRA folder",
+        "vae": "a VAE, not a checkpoint: put it in models/VAE",
+        "pickle": "old.ckpt: only .safetensors checkpoints are loaded",
+        "missing": "nowhere.safetensors' does not exist",
+        "inpaint-as-base": "is an inpainting checkpoint (a 9-channel UNet), which only inpaints",
+        "base-as-inpaint": "inpaint_source: sd1.safetensors is not an inpainting checkpoint",
+        "no-yaml": "original_config",
+    }
+    for name, words in expected.items():
+        assert words in lines[name], lines[name]
+    # The worker's loader says the same when a file went bad after start-up.
+    with pytest.raises(ModelSourceError, match="'truncated'.*truncated.safetensors is truncated"):
+        read_pipeline(ModelSpec("truncated", str(truncated)), torch.float32)
