@@ -84,7 +84,6 @@ def test_every_family_loads_from_its_single_file_with_the_files_weights(
 def test_the_shipped_configs_have_the_real_models_shapes_and_families():
     """Each shipped config, built on the meta device and named as A1111 files name their tensors,
     has the shapes of the real files and is told apart as its family from those shapes."""
-    from accelerate import init_empty_weights
     from diffusers import AutoencoderKL, UNet2DConditionModel
     from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection
 
@@ -110,7 +109,7 @@ def test_the_shipped_configs_have_the_real_models_shapes_and_families():
     assert sorted(path.name for path in MODEL_CONFIGS_DIR.iterdir()) == sorted(expected)
     for name, (family, shapes) in expected.items():
         folder = MODEL_CONFIGS_DIR / name
-        with init_empty_weights():
+        with torch.device("meta"):  # shapes without memory
             parts = {
                 "unet": UNet2DConditionModel.from_config(UNet2DConditionModel.load_config(folder / "unet")),
                 "vae": AutoencoderKL.from_config(AutoencoderKL.load_config(folder / "vae")),
@@ -262,3 +261,16 @@ def test_bad_files_are_refused_at_start_up_naming_each(tmp_path, tiny_sd15_file)
     # The worker's loader says the same when a file went bad after start-up.
     with pytest.raises(ModelSourceError, match="'truncated'.*truncated.safetensors is truncated"):
         read_pipeline(ModelSpec("truncated", str(truncated)), torch.float32)
+
+
+def test_the_single_file_load_benchmark_runs_on_the_tiny_sdxl_and_writes_its_json(tmp_path):
+    """bench.single_file_load --tiny (its figures are not asserted, only that each step ran)."""
+    from bench import single_file_load
+
+    results = single_file_load.main([
+        "--tiny", "--repeats", "1", "--model-cache", str(tmp_path / "cache"), "--output-dir", str(tmp_path / "results"),
+    ])
+    document = json.loads((tmp_path / "results" / "single_file_load-tiny-cpu.json").read_text())
+    assert document["benchmark"] == "single_file_load-tiny" and document["results"] == json.loads(json.dumps(results))
+    assert all(results[step]["n"] == 1 for step in ("inspect", "read", "place"))
+    assert results["file_mib"] > 0
