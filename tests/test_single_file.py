@@ -83,8 +83,10 @@ def test_every_family_loads_from_its_single_file_with_the_files_weights(
 
 def test_the_shipped_configs_have_the_real_models_shapes_and_families():
     """Each shipped config, built on the meta device and named as A1111 files name their tensors,
-    has the shapes of the real files and is told apart as its family from those shapes."""
+    has the shapes of the real files, is told apart as its family from those shapes, and
+    diffusers' own conversion of that layout gives back every tensor of the full-size networks."""
     from diffusers import AutoencoderKL, UNet2DConditionModel
+    from diffusers.loaders.single_file_utils import convert_ldm_unet_checkpoint, convert_ldm_vae_checkpoint
     from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection
 
     expected = {
@@ -123,6 +125,11 @@ def test_the_shipped_configs_have_the_real_models_shapes_and_families():
         assert (info.family, info.inpainting) == (family, "inpainting" in name), name
         for key, shape in shapes.items():
             assert headers[key].shape == shape, (name, key)
+        for part, convert in (("unet", convert_ldm_unet_checkpoint), ("vae", convert_ldm_vae_checkpoint)):
+            converted = convert(tensors, dict(parts[part].config))
+            own = parts[part].state_dict()
+            assert set(converted) == set(own), (name, part, set(converted) ^ set(own))
+            assert all(converted[key].shape == own[key].shape for key in own), (name, part)
 
 
 def test_sd2_prediction_is_found_by_running_the_unet_as_a1111_does(checkpoints_dir):
