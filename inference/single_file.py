@@ -55,8 +55,9 @@ log = logging.getLogger(__name__)
 MODEL_CONFIGS_DIR = Path(__file__).parent / "assets" / "model_configs"
 
 # (family, inpainting UNet, v-prediction) -> the shipped config folder of the model it finetunes.
-# Only SD 2.x has two base models told apart by their prediction; an SDXL v-prediction finetune
-# keeps SDXL's shapes and gets its prediction type on the scheduler (see _set_prediction_type).
+# Only SD 2.x has two base models told apart by their prediction; any other v-prediction
+# finetune (SDXL's NoobAI V-Pred, the odd SD 1.x one) keeps its base's shapes and gets its
+# prediction type on the scheduler (see _set_prediction_type).
 _CONFIG_FOLDERS: dict[tuple[Family, bool, bool], str] = {
     (Family.SD1, False, False): "stable-diffusion-v1-5",
     (Family.SD1, True, False): "stable-diffusion-inpainting",
@@ -86,13 +87,12 @@ EPSILON = "epsilon"
 
 def config_folder_name(family: Family, inpainting: bool, v_prediction: bool) -> str:
     """The shipped config folder for a file; ModelSourceError for combinations no real model has."""
-    if family in (Family.SDXL, Family.SDXL_REFINER):
-        v_prediction = False  # same shapes; the prediction type is set on the scheduler
+    v_prediction = v_prediction and family is Family.SD2 and not inpainting
     try:
         return _CONFIG_FOLDERS[(family, inpainting, v_prediction)]
     except KeyError:
-        what = f"{family} {'inpainting ' if inpainting else ''}{'v-prediction ' if v_prediction else ''}".strip()
-        raise ModelSourceError(f"no shipped config for an {what} checkpoint") from None
+        what = f"{family}{' inpainting' if inpainting else ''}"
+        raise ModelSourceError(f"no shipped config for an {what} checkpoint (the SDXL refiner has no inpainting variant)") from None
 
 
 def read_single_file(spec: ModelSpec, dtype: torch.dtype) -> DiffusionPipeline:

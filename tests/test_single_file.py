@@ -27,7 +27,7 @@ from inference.common.infotext import parse_infotext
 from inference.common.protocol import JobCompleted, ModelSpec, RunJob
 from inference.common.sources import ModelSourceError, check_model_sources, model_file_hash
 from inference.models import read_pipeline
-from inference.single_file import MODEL_CONFIGS_DIR, uses_v_prediction
+from inference.single_file import MODEL_CONFIGS_DIR, config_folder_name, uses_v_prediction
 from inference.single_file_writer import a1111_yaml, original_layout
 from tests.checkpoint_fixtures import tiny_checkpoint
 from tests.inference_fixtures import tiny_request, tiny_worker_config
@@ -130,6 +130,17 @@ def test_the_shipped_configs_have_the_real_models_shapes_and_families():
             own = parts[part].state_dict()
             assert set(converted) == set(own), (name, part, set(converted) ^ set(own))
             assert all(converted[key].shape == own[key].shape for key in own), (name, part)
+
+
+def test_the_config_follows_the_family_and_only_sd2_has_a_v_prediction_base():
+    assert config_folder_name(Family.SD2, False, True) == "stable-diffusion-2-1"
+    assert config_folder_name(Family.SD2, False, False) == "stable-diffusion-2-1-base"
+    assert config_folder_name(Family.SD2, True, True) == "stable-diffusion-2-inpainting"
+    # Other v-prediction finetunes keep their base's shapes (the scheduler is set instead).
+    assert config_folder_name(Family.SD1, False, True) == "stable-diffusion-v1-5"
+    assert config_folder_name(Family.SDXL, False, True) == "stable-diffusion-xl-base-1.0"
+    with pytest.raises(ModelSourceError, match="sdxl-refiner inpainting"):
+        config_folder_name(Family.SDXL_REFINER, True, False)
 
 
 def test_sd2_prediction_is_found_by_running_the_unet_as_a1111_does(checkpoints_dir):
