@@ -24,6 +24,7 @@ the ``ztsnr`` marker its betas are rescaled to zero terminal SNR, as Forge and C
 from __future__ import annotations
 
 import logging
+import os
 from pathlib import Path
 from typing import Any
 
@@ -45,6 +46,8 @@ from inference.tiny import TOKENIZER_DIR
 
 __all__ = [
     "MODEL_CONFIGS_DIR",
+    "MODEL_CONFIGS_VARIABLE",
+    "model_configs_dir",
     "config_folder_name",
     "read_single_file",
     "uses_v_prediction",
@@ -53,6 +56,9 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 MODEL_CONFIGS_DIR = Path(__file__).parent / "assets" / "model_configs"
+# An environment variable naming another folder of the same layout (one config folder per
+# name in _CONFIG_FOLDERS) to read instead: the tests' tiny configs, or an admin's own.
+MODEL_CONFIGS_VARIABLE = "SDBOT_MODEL_CONFIGS_DIR"
 
 # (family, inpainting UNet, v-prediction) -> the shipped config folder of the model it finetunes.
 # Only SD 2.x has two base models told apart by their prediction; any other v-prediction
@@ -85,6 +91,11 @@ V_PREDICTION = "v_prediction"
 EPSILON = "epsilon"
 
 
+def model_configs_dir() -> Path:
+    """Where the per-family config folders are read from (read at each load, so a test may set it)."""
+    return Path(os.environ.get(MODEL_CONFIGS_VARIABLE) or MODEL_CONFIGS_DIR)
+
+
 def config_folder_name(family: Family, inpainting: bool, v_prediction: bool) -> str:
     """The shipped config folder for a file; ModelSourceError for combinations no real model has."""
     v_prediction = v_prediction and family is Family.SD2 and not inpainting
@@ -110,7 +121,7 @@ def read_single_file(spec: ModelSpec, dtype: torch.dtype) -> DiffusionPipeline:
     if config_override is not None:
         config_folder = config_override
     else:
-        config_folder = MODEL_CONFIGS_DIR / config_folder_name(family, info.inpainting, prediction == V_PREDICTION)
+        config_folder = model_configs_dir() / config_folder_name(family, info.inpainting, prediction == V_PREDICTION)
     pipeline_class = _pipeline_class(config_folder, where)
     log.info(
         "loading model %r from the single file %s as %s (%s%s, config %s%s)",
@@ -140,7 +151,7 @@ def read_single_file(spec: ModelSpec, dtype: torch.dtype) -> DiffusionPipeline:
         prediction = V_PREDICTION if uses_v_prediction(pipe.unet) else EPSILON
         log.info("model %r predicts %s (found by running its UNet once, as A1111 does)", spec.name, prediction)
         if prediction == V_PREDICTION and config_override is None:
-            pipe.unet.register_to_config(sample_size=96)  # the 768-v model's default size
+            _take_v_model_settings(pipe)
     if prediction:
         _set_prediction_type(pipe, prediction, zero_terminal_snr=info.zero_terminal_snr)
     return pipe
@@ -226,6 +237,16 @@ def uses_v_prediction(unet: torch.nn.Module) -> bool:
         return (output - latent).mean().item() < -1
     finally:
         unet.to(dtype)
+
+
+def _take_v_model_settings(pipe: DiffusionPipeline) -> None:
+    """The 768-v model's scheduler and default size for a file loaded with the 512 base's
+    config (the two share every tensor shape, so the weights stay as they are)."""
+    v_folder = model_configs_dir() / config_folder_name(Family.SD2, False, True)
+    scheduler_class = type(pipe.scheduler)
+    pipe.scheduler = scheduler_class.from_config(scheduler_class.load_config(v_folder / "scheduler"))
+    v_unet = pipe.unet.load_config(v_folder / "unet")
+    pipe.unet.register_to_config(sample_size=v_unet["sample_size"])
 
 
 def _set_prediction_type(pipe: DiffusionPipeline, prediction: str, *, zero_terminal_snr: bool) -> None:

@@ -27,7 +27,7 @@ from inference.common.infotext import parse_infotext
 from inference.common.protocol import JobCompleted, ModelSpec, RunJob
 from inference.common.sources import ModelSourceError, check_model_sources, model_file_hash
 from inference.models import read_pipeline
-from inference.single_file import MODEL_CONFIGS_DIR, config_folder_name, uses_v_prediction
+from inference.single_file import MODEL_CONFIGS_DIR, MODEL_CONFIGS_VARIABLE, config_folder_name, uses_v_prediction
 from inference.single_file_writer import a1111_yaml, original_layout
 from tests.checkpoint_fixtures import tiny_checkpoint
 from tests.inference_fixtures import tiny_request, tiny_worker_config
@@ -143,27 +143,38 @@ def test_the_config_follows_the_family_and_only_sd2_has_a_v_prediction_base():
         config_folder_name(Family.SDXL_REFINER, True, False)
 
 
-def test_sd2_prediction_is_found_by_running_the_unet_as_a1111_does(checkpoints_dir):
-    checkpoint = tiny_checkpoint(checkpoints_dir, Family.SD2)
-    # The UNet's output is its conv_out bias once the weights are zero: far below the grey
-    # input (-5 - 0.5) reads as v-prediction, near it (0 - 0.5) as epsilon.
-    unet = checkpoint.pipe.unet
-    with torch.no_grad():
-        unet.conv_out.weight.zero_()
-        unet.conv_out.bias.fill_(-5.0)
-        assert uses_v_prediction(unet)
-        unet.conv_out.bias.zero_()
-        assert not uses_v_prediction(unet)
-    assert unet.dtype is torch.float32
+def test_sd2_prediction_is_found_by_running_the_unet_as_a1111_does(tmp_path, monkeypatch, tiny_configs_dir):
+    """An SD 2.x file that says nothing of its prediction, configured as a real one is (a bare
+    source, the configs' folder at the tiny shapes): A1111's one-step test decides between the
+    768-v model's config and the 512 base's."""
+    from inference.single_file_writer import build_tiny_pipeline, write_single_file
 
-    pipe = read_pipeline(checkpoint.spec(), torch.float32)  # the file's random weights
-    detected = "v_prediction" if uses_v_prediction(pipe.unet) else "epsilon"
-    assert pipe.scheduler.config.prediction_type == detected
-    # The configured prediction type wins over the test, and the file's metadata over it.
-    configured = read_pipeline(checkpoint.spec(prediction_type="v_prediction"), torch.float32)
+    monkeypatch.setenv(MODEL_CONFIGS_VARIABLE, str(tiny_configs_dir))
+    v_folder = tiny_configs_dir / config_folder_name(Family.SD2, False, True)
+    base_folder = tiny_configs_dir / config_folder_name(Family.SD2, False, False)
+    pipe = build_tiny_pipeline(Family.SD2)
+    # Once its weights are zero the UNet answers its conv_out bias: far below the grey input
+    # (-5 - 0.5) is what a v model answers, near it (0 - 0.5) what an epsilon model does.
+    with torch.no_grad():
+        pipe.unet.conv_out.weight.zero_()
+    for bias, prediction, folder in ((-5.0, "v_prediction", v_folder), (0.0, "epsilon", base_folder)):
+        with torch.no_grad():
+            pipe.unet.conv_out.bias.fill_(bias)
+        assert uses_v_prediction(pipe.unet) is (prediction == "v_prediction")
+        path = write_single_file(pipe, tmp_path / f"sd2-{prediction}.safetensors", Family.SD2)
+        loaded = read_pipeline(ModelSpec("sd2", str(path)), torch.float32)
+        assert loaded.scheduler.config.prediction_type == prediction
+        assert loaded.unet.config.sample_size == json.loads((folder / "unet" / "config.json").read_text())["sample_size"]
+        assert_same_weights(pipe, loaded)
+    assert pipe.unet.dtype is torch.float32  # the test ran in float32 and left the dtype alone
+
+    # The configured prediction type wins over the test, and the file's metadata too.
+    configured = read_pipeline(ModelSpec("sd2", str(path), prediction_type="v_prediction"), torch.float32)
     assert configured.scheduler.config.prediction_type == "v_prediction"
-    declared = tiny_checkpoint(checkpoints_dir, Family.SD2, metadata=(("modelspec.prediction_type", "epsilon"),))
-    assert read_pipeline(declared.spec(), torch.float32).scheduler.config.prediction_type == "epsilon"
+    declared = write_single_file(
+        pipe, tmp_path / "declared.safetensors", Family.SD2, metadata={"modelspec.prediction_type": "v"}
+    )
+    assert read_pipeline(ModelSpec("sd2", str(declared)), torch.float32).scheduler.config.prediction_type == "v_prediction"
 
 
 def test_sdxl_v_prediction_markers_set_the_scheduler(checkpoints_dir):
@@ -199,10 +210,14 @@ def test_an_a1111_yaml_beside_the_checkpoint_shapes_the_unet_and_vae(tmp_path, t
     assert with_yaml.scheduler.config.prediction_type == "v_prediction"  # parameterization: "v"
 
 
-def test_a_single_file_generates_through_the_worker_as_its_folder_does(tmp_path, tiny_model_spec, tiny_sd15_file):
+def test_a_single_file_generates_through_the_worker_as_its_folder_does(
+    tmp_path, monkeypatch, tiny_model_spec, tiny_sd15_file, tiny_configs_dir
+):
     """The tiny SD 1.x file holds the tiny folder model's weights: the worker, given both,
-    makes the same image from each, and the file's infotext carries A1111's Model hash."""
-    file_spec = tiny_sd15_file.spec("tiny-file")
+    makes the same image from each, and the file's infotext carries A1111's Model hash. The
+    file is configured as a real one is, by its path alone (the configs at the tiny shapes)."""
+    monkeypatch.setenv(MODEL_CONFIGS_VARIABLE, str(tiny_configs_dir))
+    file_spec = ModelSpec("tiny-file", str(tiny_sd15_file.path))
     config = replace(tiny_worker_config(tiny_model_spec, tmp_path / "outputs"), models=(tiny_model_spec, file_spec))
     worker = InProcessWorker(config)
     try:
