@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 from dataclasses import replace
 import shutil
+import socket
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -60,9 +61,15 @@ def assert_same_weights(expected, loaded) -> None:
 
 @pytest.mark.parametrize("family, inpainting, pipeline_class", FAMILIES, ids=lambda v: str(getattr(v, "__name__", v)))
 def test_every_family_loads_from_its_single_file_with_the_files_weights(
-    checkpoints_dir, family, inpainting, pipeline_class
+    checkpoints_dir, monkeypatch, family, inpainting, pipeline_class
 ):
     checkpoint = tiny_checkpoint(checkpoints_dir, family, inpainting)
+
+    def no_network(*args, **kwargs):
+        raise AssertionError("loading a single file tried to reach the network")
+
+    monkeypatch.setattr(socket.socket, "connect", no_network)
+    monkeypatch.setattr(socket, "getaddrinfo", no_network)
     if inpainting:  # accepted at start-up as a base model's inpainting partner
         base = tiny_checkpoint(checkpoints_dir, family)
         check_model_sources([ModelSpec("m", str(base.path), inpaint_source=str(checkpoint.path))])
