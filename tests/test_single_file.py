@@ -21,6 +21,7 @@ from diffusers import (
     StableDiffusionXLInpaintPipeline,
     StableDiffusionXLPipeline,
 )
+from PIL import Image
 from safetensors.torch import save_file
 
 from inference.common.checkpoints import Family, TensorHeader, family_of
@@ -314,3 +315,46 @@ def test_the_single_file_load_benchmark_runs_on_the_tiny_sdxl_and_writes_its_jso
     assert document["benchmark"] == "single_file_load-tiny" and document["results"] == json.loads(json.dumps(results))
     assert all(results[step]["n"] == 1 for step in ("inspect", "read", "place"))
     assert results["file_mib"] > 0
+
+
+def test_an_inpainting_single_file_serves_its_base_models_inpaint_jobs(monkeypatch, tmp_path, checkpoints_dir, tiny_configs_dir):
+    """A base file with an inpainting file as its inpaint_source: inpaint jobs run the
+    9-channel UNet read from that file, and the base's own config (here a folder of its
+    4-channel shapes) is not applied to its partner."""
+    import numpy as np
+
+    from inference import workflows
+    from inference.common.protocol import ImageInput, InpaintOptions, JobKind
+    from inference.models import PipelineCache
+    from inference.upscale import Upscalers
+
+    monkeypatch.setenv(MODEL_CONFIGS_VARIABLE, str(tiny_configs_dir))
+    base = tiny_checkpoint(checkpoints_dir, Family.SD1)
+    inpainting = tiny_checkpoint(checkpoints_dir, Family.SD1, inpainting=True)
+    spec = base.spec("painter", inpaint_source=str(inpainting.path), family="sd1")
+    check_model_sources([spec])
+    cache = PipelineCache((spec,), torch.device("cpu"), torch.float32, max_loaded=2)
+    partner = cache.get_inpaint("painter")
+    assert type(partner) is StableDiffusionInpaintPipeline
+    assert_same_weights(inpainting.pipe, partner)
+
+    source = tmp_path / "source.png"
+    Image.fromarray(np.full((64, 64, 3), 200, np.uint8)).save(source)
+    mask = np.zeros((64, 64), np.uint8)
+    mask[16:48, 16:48] = 255
+    Image.fromarray(mask).save(tmp_path / "mask.png")
+    channels = []
+    hook = partner.unet.register_forward_pre_hook(lambda module, args: channels.append(args[0].shape[1]))
+    try:
+        request = tiny_request(
+            kind=JobKind.INPAINT, model="painter", steps=2, image=ImageInput(str(source), 0.75),
+            inpaint=InpaintOptions(str(tmp_path / "mask.png"), mask_blur=0),
+        )
+        [image] = workflows.run_workflow(
+            cache, Upscalers((), torch.device("cpu"), torch.float32, 0, 0), request, lambda *progress: None, lambda: False
+        )
+    finally:
+        hook.remove()
+    assert channels and set(channels) == {9}
+    kept = np.asarray(image)[mask == 0]
+    assert (kept == 200).all()
