@@ -107,14 +107,22 @@ def config_folder_name(family: Family, inpainting: bool, v_prediction: bool) -> 
 
 
 def read_single_file(spec: ModelSpec, dtype: torch.dtype) -> DiffusionPipeline:
-    """The checkpoint file ``spec.source`` as a diffusers pipeline in CPU memory, in ``dtype``."""
-    path = Path(spec.source).expanduser()
+    """The checkpoint file ``spec.source`` as a diffusers pipeline in CPU memory, in ``dtype``;
+    ModelSourceError naming the model and the file when it cannot be."""
     where = f"model {spec.name!r} ({spec.source})"
     try:
-        info = inspect_checkpoint(path)
+        return _read(spec, Path(spec.source).expanduser(), dtype)
     except CheckpointError as exc:
         raise ModelSourceError(f"{where}: {exc}") from exc
-    family = _family(spec, info, where)
+    except ModelSourceError as exc:
+        raise ModelSourceError(f"{where}: {exc}") from exc
+
+
+def _read(spec: ModelSpec, path: Path, dtype: torch.dtype) -> DiffusionPipeline:
+    if spec.prediction_type not in ("", EPSILON, V_PREDICTION):  # before reading gigabytes
+        raise ModelSourceError(f"prediction type {spec.prediction_type!r} is not one of {EPSILON}, {V_PREDICTION}")
+    info = inspect_checkpoint(path)
+    family = _family(spec, info)
     config_override = config_folder_of(spec)
     yaml_config = a1111_config_of(spec)
     prediction = spec.prediction_type or info.prediction_type or _yaml_prediction_type(yaml_config)
@@ -122,7 +130,7 @@ def read_single_file(spec: ModelSpec, dtype: torch.dtype) -> DiffusionPipeline:
         config_folder = config_override
     else:
         config_folder = model_configs_dir() / config_folder_name(family, info.inpainting, prediction == V_PREDICTION)
-    pipeline_class = _pipeline_class(config_folder, where)
+    pipeline_class = _pipeline_class(config_folder)
     log.info(
         "loading model %r from the single file %s as %s (%s%s, config %s%s)",
         spec.name, path, dtype, family, " inpainting" if info.inpainting else "",
@@ -142,7 +150,7 @@ def read_single_file(spec: ModelSpec, dtype: torch.dtype) -> DiffusionPipeline:
         # A tensor of another shape or missing: a finetune whose architecture differs from the
         # model its family names. A1111 takes a .yaml beside the file for such models.
         raise ModelSourceError(
-            f"{where}: its tensors do not fit the {config_folder.name} config ({_first_line(exc)}). "
+            f"its tensors do not fit the {config_folder.name} config ({_first_line(exc)}). "
             f"If it is an unusual architecture, put its A1111 config beside it as "
             f"{path.with_suffix('.yaml').name}, or set original_config"
         ) from exc
@@ -162,27 +170,30 @@ def _first_line(error: BaseException) -> str:
     return text.splitlines()[0][:300]
 
 
-def _family(spec: ModelSpec, info: CheckpointInfo, where: str) -> Family:
+def _family(spec: ModelSpec, info: CheckpointInfo) -> Family:
     if not spec.family:
         return info.family
     try:
         family = Family(spec.family)
     except ValueError:
         known = ", ".join(f.value for f in Family)
-        raise ModelSourceError(f"{where}: family {spec.family!r} is not one of {known}") from None
+        raise ModelSourceError(f"family {spec.family!r} is not one of {known}") from None
     if family is not info.family:
-        log.warning("%s: configured as %s, but its tensors look like %s; loading it as %s", where, family, info.family, family)
+        log.warning(
+            "model %r: configured as %s, but its tensors look like %s; loading it as %s",
+            spec.name, family, info.family, family,
+        )
     return family
 
 
-def _pipeline_class(config_folder: Path, where: str) -> type[DiffusionPipeline]:
+def _pipeline_class(config_folder: Path) -> type[DiffusionPipeline]:
     class_name = DiffusionPipeline.load_config(str(config_folder)).get("_class_name")
     try:
         return _PIPELINE_CLASSES[class_name]
     except KeyError:
         supported = ", ".join(_PIPELINE_CLASSES)
         raise ModelSourceError(
-            f"{where}: config {config_folder} names pipeline class {class_name!r}, which a single file "
+            f"config {config_folder} names pipeline class {class_name!r}, which a single file "
             f"cannot be loaded as (supported: {supported})"
         ) from None
 
@@ -250,8 +261,6 @@ def _take_v_model_settings(pipe: DiffusionPipeline) -> None:
 
 
 def _set_prediction_type(pipe: DiffusionPipeline, prediction: str, *, zero_terminal_snr: bool) -> None:
-    if prediction not in (EPSILON, V_PREDICTION):
-        raise ModelSourceError(f"prediction type {prediction!r} is not one of {EPSILON}, {V_PREDICTION}")
     overrides: dict[str, Any] = {"prediction_type": prediction}
     if zero_terminal_snr and prediction == V_PREDICTION:
         overrides["rescale_betas_zero_snr"] = True

@@ -358,3 +358,10 @@ def test_an_inpainting_single_file_serves_its_base_models_inpaint_jobs(monkeypat
     assert channels and set(channels) == {9}
     kept = np.asarray(image)[mask == 0]
     assert (kept == 200).all()
+
+
+def test_a_bad_family_or_prediction_type_is_refused_naming_the_model(tiny_sd15_file):
+    with pytest.raises(ModelSourceError, match=r"model 'odd' \(.*sd1\.safetensors\): prediction type 'v' is not one of"):
+        read_pipeline(tiny_sd15_file.spec("odd", prediction_type="v"), torch.float32)
+    with pytest.raises(ModelSourceError, match=r"model 'odd' .*family 'sd15' is not one of sd1, sd2, sdxl"):
+        read_pipeline(tiny_sd15_file.spec("odd", family="sd15"), torch.float32)
