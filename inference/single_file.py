@@ -39,7 +39,13 @@ from diffusers import (
     StableDiffusionXLPipeline,
 )
 
-from inference.common.checkpoints import CheckpointError, CheckpointInfo, Family, inspect_checkpoint
+from inference.common.checkpoints import (
+    CheckpointError,
+    CheckpointInfo,
+    Family,
+    inspect_checkpoint,
+    read_safetensors_header,
+)
 from inference.common.protocol import ModelSpec
 from inference.common.sources import ModelSourceError, a1111_config_of, config_folder_of
 from inference.tiny import TOKENIZER_DIR
@@ -145,6 +151,7 @@ def _read(spec: ModelSpec, path: Path, dtype: torch.dtype) -> DiffusionPipeline:
             torch_dtype=dtype,
             **_tokenizers(pipeline_class),
             **_no_safety_checker(pipeline_class),
+            **_unnested_clip_text_encoder(path, config_folder, dtype),
         )
     except (ValueError, KeyError, SingleFileComponentError) as exc:
         # A tensor of another shape or missing: a finetune whose architecture differs from the
@@ -196,6 +203,43 @@ def _pipeline_class(config_folder: Path) -> type[DiffusionPipeline]:
             f"config {config_folder} names pipeline class {class_name!r}, which a single file "
             f"cannot be loaded as (supported: {supported})"
         ) from None
+
+
+# Where OpenAI's CLIP sits in a file (SD 1.x; SDXL's first encoder). Some files keep it one
+# level flatter than the rest ("...transformer.embeddings." without "text_model."), as older
+# transformers and converters saved it; A1111 renames those keys on load
+# (sd_models.checkpoint_dict_replacements), diffusers would not recognise the encoder.
+_CLIP_PREFIXES = ("cond_stage_model.transformer.", "conditioner.embedders.0.transformer.")
+_CLIP_MARKER = "embeddings.position_embedding.weight"
+
+
+def _unnested_clip_text_encoder(path: Path, config_folder: Path, dtype: torch.dtype) -> dict[str, Any]:
+    """``{"text_encoder": model}`` read from a file whose CLIP lacks the "text_model." level;
+    {} for the usual layout, which from_single_file reads itself."""
+    tensors, _ = read_safetensors_header(path)
+    prefix = next((p for p in _CLIP_PREFIXES if p + _CLIP_MARKER in tensors), None)
+    if prefix is None:
+        return {}
+    from safetensors import safe_open
+    from transformers import CLIPTextConfig, CLIPTextModel
+
+    with torch.device("meta"):  # no random initialisation: every weight comes from the file
+        model = CLIPTextModel(CLIPTextConfig.from_pretrained(config_folder / "text_encoder"))
+    nested = next(iter(model.state_dict())).startswith("text_model.")  # transformers 4's layout
+    with safe_open(str(path), framework="pt") as file:
+        state = {
+            ("text_model." if nested else "") + key.removeprefix(prefix): file.get_tensor(key).to(dtype)
+            for key in tensors
+            if key.startswith(prefix) and not key.endswith("position_ids")
+        }
+    missing, unexpected = model.load_state_dict(state, strict=False, assign=True)
+    if missing or unexpected:
+        raise ModelSourceError(
+            f"its CLIP text encoder does not fit the {config_folder.name} config "
+            f"(missing {missing[:3]}, unexpected {unexpected[:3]})"
+        )
+    log.info("%s keeps CLIP without its text_model level; read as A1111 reads it", path.name)
+    return {"text_encoder": model.eval()}
 
 
 def _tokenizers(pipeline_class: type[DiffusionPipeline]) -> dict[str, Any]:

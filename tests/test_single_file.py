@@ -365,3 +365,19 @@ def test_a_bad_family_or_prediction_type_is_refused_naming_the_model(tiny_sd15_f
         read_pipeline(tiny_sd15_file.spec("odd", prediction_type="v"), torch.float32)
     with pytest.raises(ModelSourceError, match=r"model 'odd' .*family 'sd15' is not one of sd1, sd2, sdxl"):
         read_pipeline(tiny_sd15_file.spec("odd", family="sd15"), torch.float32)
+
+
+@pytest.mark.parametrize("family", [Family.SD1, Family.SDXL])
+def test_a_clip_kept_without_its_text_model_level_loads_as_a1111_reads_it(tmp_path, checkpoints_dir, family):
+    """Older converters saved OpenAI's CLIP one level flatter ("...transformer.embeddings.");
+    A1111 renames those keys, and so do we, so the file loads with every weight."""
+    from safetensors.torch import load_file
+
+    checkpoint = tiny_checkpoint(checkpoints_dir, family)
+    tensors = load_file(str(checkpoint.path))
+    flat = {key.replace("transformer.text_model.", "transformer."): value for key, value in tensors.items()}
+    assert flat.keys() != tensors.keys()
+    path = _write(tmp_path / f"flat-{family}.safetensors", flat)
+    check_model_sources([ModelSpec("flat", str(path))])
+    pipe = read_pipeline(ModelSpec("flat", str(path), original_config=str(checkpoint.config)), torch.float32)
+    assert_same_weights(checkpoint.pipe, pipe)

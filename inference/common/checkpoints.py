@@ -135,7 +135,11 @@ _CROSS_ATTENTION_KEY = _UNET + "input_blocks.1.1.transformer_blocks.0.attn2.to_k
 _SDXL_CLIP_G = "conditioner.embedders.1.model.ln_final.weight"
 _REFINER_CLIP_G = "conditioner.embedders.0.model.ln_final.weight"
 _SD2_OPENCLIP = "cond_stage_model.model.ln_final.weight"
-_SD1_CLIP = "cond_stage_model.transformer.text_model.final_layer_norm.weight"
+# OpenAI's CLIP, with or without the "text_model." level (older converters dropped it).
+_SD1_CLIP = (
+    "cond_stage_model.transformer.text_model.final_layer_norm.weight",
+    "cond_stage_model.transformer.final_layer_norm.weight",
+)
 
 
 def family_of(tensors: dict[str, TensorHeader], name: str) -> CheckpointInfo:
@@ -157,7 +161,7 @@ def family_of(tensors: dict[str, TensorHeader], name: str) -> CheckpointInfo:
         family = Family.SDXL_REFINER
     elif _SD2_OPENCLIP in tensors:
         family = Family.SD2
-    elif _SD1_CLIP in tensors:  # OpenAI's CLIP under cond_stage_model: SD 1.x whatever its width
+    elif any(key in tensors for key in _SD1_CLIP):  # OpenAI's CLIP there: SD 1.x whatever its width
         family = Family.SD1
     else:  # no text encoder in the file: the UNet's cross-attention width tells
         context = tensors.get(_CROSS_ATTENTION_KEY)
