@@ -268,6 +268,10 @@ def test_bad_files_are_refused_at_start_up_naming_each(tmp_path, tiny_sd15_file)
             "model.diffusion_model.input_blocks.0.0.weight": torch.zeros(320, 4, 3, 3),
             "model.diffusion_model.input_blocks.1.0.time_stack.in_layers.0.weight": small,
         }),
+        "turbo": _write(tmp_path / "sd_turbo.safetensors", {
+            "model.diffusion_model.input_blocks.0.0.weight": torch.zeros(320, 4, 3, 3),
+            "conditioner.embedders.0.model.ln_final.weight": torch.zeros(1024),
+        }),
         "lora": _write(tmp_path / "style-lora.safetensors", {"lora_unet_down_blocks_0_attentions_0_proj_in.lora_down.weight": small}),
         "vae": _write(tmp_path / "vae-ft-mse.safetensors", {"encoder.down.0.block.0.conv1.weight": small}),
         "pickle": _write(tmp_path / "old.ckpt", {"x": small}),
@@ -289,6 +293,7 @@ def test_bad_files_are_refused_at_start_up_naming_each(tmp_path, tiny_sd15_file)
         "sd3": "an SD3 / SD3.5 model",
         "flux": "a Flux model",
         "video": "a video model",
+        "turbo": "sd_turbo.safetensors is an SD 2.x model in the newer (SD-Turbo) layout",
         "lora": "a LoRA, not a checkpoint: put it in the LoRA folder",
         "vae": "a VAE, not a checkpoint: put it in models/VAE",
         "pickle": "old.ckpt: only .safetensors checkpoints are loaded",
