@@ -158,7 +158,7 @@ def family_of(tensors: dict[str, TensorHeader], name: str) -> CheckpointInfo:
     if _SDXL_CLIP_G in tensors:
         family = Family.SDXL
     elif _REFINER_CLIP_G in tensors:
-        if tensors[_REFINER_CLIP_G].shape != (1280,):  # SD 2.1 Turbo keeps OpenCLIP-H (1024) there
+        if _UNET + "label_emb.0.0.weight" not in tensors:  # no size conditioning: SD 2.1 Turbo
             raise CheckpointError(
                 f"{name} is an SD 2.x model in the newer (SD-Turbo) layout, which is not supported yet"
             )
