@@ -14,7 +14,9 @@ else the file's metadata, else an A1111 ``.yaml`` (``parameterization: "v"``), e
 the UNet once, A1111's test. An A1111 ``.yaml`` beside the checkpoint (same stem) or named by
 ModelSpec.original_config is honoured as A1111 honours it: the UNet and VAE are shaped from it.
 ModelSpec.original_config may also name a diffusers config folder instead of the shipped one,
-for a checkpoint of shapes no shipped config has (the tests' tiny files use that).
+for a checkpoint of shapes no shipped config has; SDBOT_MODEL_CONFIGS_DIR replaces the shipped
+folder as a whole (the tests' tiny configs). A file whose CLIP lacks the "text_model." key level
+is read as A1111 reads it, renaming those keys.
 
 SDXL v-prediction finetunes (NoobAI-XL V-Pred and the like) declare themselves with a ``v_pred``
 marker tensor or model-spec metadata; their scheduler predicts v, and when the file also carries
