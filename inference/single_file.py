@@ -1,4 +1,5 @@
-"""Loading an A1111-style single-file checkpoint (``.safetensors``) with diffusers, offline.
+"""Loading an A1111-style single-file checkpoint (``.safetensors``, or a ``.ckpt`` of plain
+weights) with diffusers, offline.
 
 diffusers' ``from_single_file`` converts the original key layout itself, but it needs the
 diffusers configs of the model the file is a finetune of, and would download them from the hub.
@@ -46,7 +47,7 @@ from inference.common.checkpoints import (
     CheckpointInfo,
     Family,
     inspect_checkpoint,
-    read_safetensors_header,
+    read_tensor_headers,
 )
 from inference.common.protocol import ModelSpec
 from inference.common.sources import ModelSourceError, a1111_config_of, config_folder_of
@@ -218,22 +219,20 @@ _CLIP_MARKER = "embeddings.position_embedding.weight"
 def _unnested_clip_text_encoder(path: Path, config_folder: Path, dtype: torch.dtype) -> dict[str, Any]:
     """``{"text_encoder": model}`` read from a file whose CLIP lacks the "text_model." level;
     {} for the usual layout, which from_single_file reads itself."""
-    tensors, _ = read_safetensors_header(path)
+    tensors, _ = read_tensor_headers(path)
     prefix = next((p for p in _CLIP_PREFIXES if p + _CLIP_MARKER in tensors), None)
     if prefix is None:
         return {}
-    from safetensors import safe_open
     from transformers import CLIPTextConfig, CLIPTextModel
 
     with torch.device("meta"):  # no random initialisation: every weight comes from the file
         model = CLIPTextModel(CLIPTextConfig.from_pretrained(config_folder / "text_encoder"))
     nested = next(iter(model.state_dict())).startswith("text_model.")  # transformers 4's layout
-    with safe_open(str(path), framework="pt") as file:
-        state = {
-            ("text_model." if nested else "") + key.removeprefix(prefix): file.get_tensor(key).to(dtype)
-            for key in tensors
-            if key.startswith(prefix) and not key.endswith("position_ids")
-        }
+    wanted = [key for key in tensors if key.startswith(prefix) and not key.endswith("position_ids")]
+    state = {
+        ("text_model." if nested else "") + key.removeprefix(prefix): tensor.to(dtype)
+        for key, tensor in _read_tensors(path, wanted).items()
+    }
     missing, unexpected = model.load_state_dict(state, strict=False, assign=True)
     if missing or unexpected:
         raise ModelSourceError(
@@ -242,6 +241,20 @@ def _unnested_clip_text_encoder(path: Path, config_folder: Path, dtype: torch.dt
         )
     log.info("%s keeps CLIP without its text_model level; read as A1111 reads it", path.name)
     return {"text_encoder": model.eval()}
+
+
+def _read_tensors(path: Path, keys: list[str]) -> dict[str, torch.Tensor]:
+    """Some tensors of a checkpoint file, the rest left on disk (memory-mapped)."""
+    if path.suffix.lower() == ".safetensors":
+        from safetensors import safe_open
+
+        with safe_open(str(path), framework="pt") as file:
+            return {key: file.get_tensor(key) for key in keys}
+    # A .ckpt whose pickle inspect_checkpoint found to hold only weights, loaded as diffusers does.
+    state = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    while isinstance(state.get("state_dict"), dict):
+        state = state["state_dict"]
+    return {key: state[key] for key in keys}
 
 
 def _tokenizers(pipeline_class: type[DiffusionPipeline]) -> dict[str, Any]:

@@ -296,7 +296,7 @@ def test_bad_files_are_refused_at_start_up_naming_each(tmp_path, tiny_sd15_file)
         "turbo": "sd_turbo.safetensors is an SD 2.x model in the newer (SD-Turbo) layout",
         "lora": "a LoRA, not a checkpoint: put it in the LoRA folder",
         "vae": "a VAE, not a checkpoint: put it in models/VAE",
-        "pickle": "old.ckpt: only .safetensors checkpoints are loaded",
+        "pickle": "old.ckpt is truncated, corrupt, or a .ckpt in torch's old format",
         "missing": "nowhere.safetensors' does not exist",
         "inpaint-as-base": "is an inpainting checkpoint (a 9-channel UNet), which only inpaints",
         "base-as-inpaint": "inpaint_source: sd1.safetensors is not an inpainting checkpoint",
@@ -386,3 +386,31 @@ def test_a_clip_kept_without_its_text_model_level_loads_as_a1111_reads_it(tmp_pa
     check_model_sources([ModelSpec("flat", str(path))])
     pipe = read_pipeline(ModelSpec("flat", str(path), original_config=str(checkpoint.config)), torch.float32)
     assert_same_weights(checkpoint.pipe, pipe)
+
+
+def test_a_ckpt_loads_when_its_pickle_holds_only_weights_and_is_refused_otherwise(tmp_path, checkpoints_dir):
+    """A .ckpt is told apart without torch and without running its pickle: one of plain weights
+    (nested under "state_dict", as training saves it) loads with every weight; one whose pickle
+    names anything else, or that is cut short, is refused naming why."""
+    from safetensors.torch import load_file
+
+    checkpoint = tiny_checkpoint(checkpoints_dir, Family.SD1)
+    weights = load_file(str(checkpoint.path))
+    plain = tmp_path / "plain.ckpt"
+    torch.save({"state_dict": weights, "global_step": 10}, plain)
+    unsafe = tmp_path / "lightning.ckpt"
+    torch.save({"state_dict": weights, "callbacks": {Path("pickled-object"): 1}}, unsafe)
+    cut = tmp_path / "cut.ckpt"
+    cut.write_bytes(plain.read_bytes()[: plain.stat().st_size // 2])
+
+    check_model_sources([ModelSpec("plain", str(plain))])
+    assert_same_weights(checkpoint.pipe, read_pipeline(ModelSpec("plain", str(plain), original_config=str(checkpoint.config)), torch.float32))
+    # An old one keeping CLIP without its text_model level too (the renaming reads the .ckpt).
+    flat = tmp_path / "flat.ckpt"
+    torch.save({key.replace("transformer.text_model.", "transformer."): value for key, value in weights.items()}, flat)
+    assert_same_weights(checkpoint.pipe, read_pipeline(ModelSpec("flat", str(flat), original_config=str(checkpoint.config)), torch.float32))
+    with pytest.raises(ModelSourceError) as raised:
+        check_model_sources([ModelSpec("unsafe", str(unsafe)), ModelSpec("cut", str(cut))])
+    message = str(raised.value)
+    assert "lightning.ckpt needs an unsafe pickle to load (it names pathlib." in message
+    assert "cut.ckpt is truncated, corrupt" in message

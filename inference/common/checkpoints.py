@@ -26,6 +26,7 @@ __all__ = [
     "TensorHeader",
     "inspect_checkpoint",
     "read_safetensors_header",
+    "read_tensor_headers",
 ]
 
 # A header is a JSON table of names and shapes; real ones are well under 10 MB. A bigger
@@ -180,18 +181,26 @@ def family_of(tensors: dict[str, TensorHeader], name: str) -> CheckpointInfo:
 
 
 def inspect_checkpoint(path: Path) -> CheckpointInfo:
-    """The family of a single-file checkpoint; CheckpointError saying why it cannot be served."""
+    """The family of a single-file checkpoint (``.safetensors``, or a ``.ckpt`` whose pickle
+    holds nothing but weights); CheckpointError saying why it cannot be served."""
     path = Path(path)
-    if path.suffix.lower() != ".safetensors":
-        raise CheckpointError(
-            f"{path.name}: only .safetensors checkpoints are loaded (a .ckpt is a pickle that can run "
-            "code; save it as .safetensors, e.g. with A1111's checkpoint merger)"
-        )
-    tensors, metadata = read_safetensors_header(path)
+    tensors, metadata = read_tensor_headers(path)
     info = family_of(tensors, path.name)
     return CheckpointInfo(
         info.family, info.inpainting, _prediction_type(tensors, metadata), metadata, "ztsnr" in tensors
     )
+
+
+def read_tensor_headers(path: Path) -> tuple[dict[str, TensorHeader], dict[str, str]]:
+    """Every tensor's dtype and shape, and the metadata, of a ``.safetensors`` or ``.ckpt``."""
+    suffix = path.suffix.lower()
+    if suffix == ".safetensors":
+        return read_safetensors_header(path)
+    if suffix == ".ckpt":
+        from inference.common.ckpt_header import read_ckpt_header  # it imports this module
+
+        return read_ckpt_header(path), {}
+    raise CheckpointError(f"{path.name}: a checkpoint is a .safetensors or .ckpt file")
 
 
 def _prediction_type(tensors: dict[str, TensorHeader], metadata: dict[str, str]) -> str:

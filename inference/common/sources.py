@@ -30,8 +30,9 @@ SUPPORTED_PIPELINES: tuple[str, ...] = ("StableDiffusionPipeline",)
 # which only the inpaint pipeline can run, so they are refused as a model's main source.
 INPAINT_PIPELINES: tuple[str, ...] = ("StableDiffusionInpaintPipeline",)
 
-# Single-file checkpoints, A1111's usual format (inference.single_file loads them; only
-# .safetensors, whose header is checked here). They are also the only sources A1111 hashes.
+# Single-file checkpoints, A1111's usual format (inference.single_file loads them; their
+# header, or a .ckpt's pickle read without running it, is checked here). They are also the
+# only sources A1111 hashes.
 SINGLE_FILE_SUFFIXES: tuple[str, ...] = (".safetensors", ".ckpt")
 # The A1111 config that may sit beside a checkpoint, under the same stem.
 A1111_CONFIG_SUFFIX = ".yaml"
