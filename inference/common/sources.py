@@ -102,7 +102,7 @@ def _single_file_problem(path: Path, *, inpaint: bool) -> str | None:
     if not path.exists():
         return f"file {str(path)!r} does not exist"
     if path.suffix.lower() not in SINGLE_FILE_SUFFIXES:
-        return f"{str(path)!r} is a file but not a checkpoint (.safetensors) nor a diffusers folder"
+        return f"{str(path)!r} is a file but not a checkpoint (.safetensors, .ckpt) nor a diffusers folder"
     try:
         info = inspect_checkpoint(path)
     except CheckpointError as exc:
