@@ -1,10 +1,11 @@
 """Loading diffusers pipelines on the right device and keeping the recent ones in memory.
 
-How a model is loaded is chosen from the pipeline class its model_index.json names, through
-PIPELINE_LOADERS. Only Stable Diffusion 1.x/2.x (StableDiffusionPipeline) is there today.
-Adding SDXL means one more entry (StableDiffusionXLPipeline, without the safety-checker
-arguments) plus its class name in sources.SUPPORTED_PIPELINES; single-file checkpoints would
-get their own loader calling ``from_single_file``. An explicit table is used rather than
+How a folder or hub model is loaded is chosen from the pipeline class its model_index.json
+names, through PIPELINE_LOADERS. Only Stable Diffusion 1.x/2.x (StableDiffusionPipeline) is
+there today. Adding SDXL means one more entry (StableDiffusionXLPipeline, without the
+safety-checker arguments) plus its class name in sources.SUPPORTED_PIPELINES. Single-file
+checkpoints (A1111's ``.safetensors``) take their own path, inference.single_file, which picks
+the pipeline class from the file's family. An explicit table is used rather than
 AutoPipelineForText2Image because each family also needs its own latent preview and defaults,
 and an unknown family should be refused at start-up instead of half-working.
 
@@ -35,6 +36,7 @@ from diffusers import (
 from inference import previews
 from inference.acceleration import Acceleration, place_pipeline
 from inference.conditioning import limit_prompt_chunks
+from inference.single_file import read_single_file
 from inference.diffusers_versions import dtype_keyword
 from inference.common.protocol import ModelSpec
 from inference.common.sources import (
@@ -44,6 +46,7 @@ from inference.common.sources import (
     ModelSourceError,
     check_model_sources,
     explain_hub_failure,
+    is_single_file,
     model_file_hash,
 )
 
@@ -167,6 +170,10 @@ def load_pipeline(
 
 def read_pipeline(spec: ModelSpec, dtype: torch.dtype) -> DiffusionPipeline:
     """One model in CPU memory, in ``dtype``, ready to be measured and placed."""
+    if is_single_file(spec.source):
+        pipe = read_single_file(spec, dtype)
+        pipe.set_progress_bar_config(disable=True)
+        return pipe
     try:
         class_name = DiffusionPipeline.load_config(spec.source).get("_class_name")
     except OSError as exc:  # diffusers words a network failure as a missing file: say which
@@ -311,7 +318,8 @@ class PipelineCache:
         spec = self.spec(name)
         if not spec.inpaint_source:
             raise ValueError(f"model {name!r} has no inpaint_source")
-        return replace(spec, source=spec.inpaint_source, inpaint_source="")
+        # The base's family and config describe the base's file, not its inpainting partner's.
+        return replace(spec, source=spec.inpaint_source, inpaint_source="", family="", original_config="")
 
     def _get(self, key: tuple[str, bool], spec: ModelSpec) -> DiffusionPipeline:
         if key in self._loaded:

@@ -17,7 +17,7 @@ from db.migrate import upgrade_database
 from db.session import Database
 from tests.tiny_settings import DATABASE_FILE, tiny_settings
 
-pytest_plugins = ["tests.inference_fixtures"]
+pytest_plugins = ["tests.inference_fixtures", "tests.checkpoint_fixtures"]
 
 # One CPU thread per torch process (set before anything imports torch; the worker processes and
 # the bots test_service starts inherit it). The tiny model's operations are too small to gain

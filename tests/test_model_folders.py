@@ -4,16 +4,16 @@ the [a1111] settings that serve it beside configured models."""
 from __future__ import annotations
 
 import os
-import re
 import pickle
+import re
 from pathlib import Path
 
 import pytest
 import torch
 
 from bot.config import ConfigError, discover, load_settings
-from inference.common.model_folders import CheckpointInspector, inspect_ckpt, scan_checkpoints
-from inference.common.checkpoints import CheckpointError
+from inference.common.model_folders import CheckpointInspector, scan_checkpoints
+from inference.common.checkpoints import CheckpointError, inspect_checkpoint
 from tests.webui_folders import family_tensors, make_webui, write_checkpoint
 
 STABLE_DIFFUSION = Path("models") / "Stable-diffusion"
@@ -85,20 +85,20 @@ class _Callback:  # what old trainers pickled beside the weights: code torch's s
 def test_a_ckpt_is_served_only_when_weights_only_would_load_it(tmp_path):
     safe = tmp_path / "safe.ckpt"
     torch.save({"state_dict": _tensor_dict("sdxl"), "global_step": 12}, safe)
-    assert inspect_ckpt(safe).family == "sdxl"
+    assert inspect_checkpoint(safe).family == "sdxl"
     torch.load(safe, weights_only=True)  # the worker's loader agrees
 
     unsafe = tmp_path / "unsafe.ckpt"
     torch.save({"state_dict": _tensor_dict("sd1"), "callbacks": _Callback()}, unsafe)
     with pytest.raises(pickle.UnpicklingError):
         torch.load(unsafe, weights_only=True)
-    with pytest.raises(CheckpointError, match=r"unsafe\.ckpt needs an unsafe pickle to load \(tests\.test_model_folders\._Callback"):
-        inspect_ckpt(unsafe)
+    with pytest.raises(CheckpointError, match=r"unsafe\.ckpt needs an unsafe pickle to load \(it names tests\.test_model_folders\._Callback"):
+        inspect_checkpoint(unsafe)
 
     truncated = tmp_path / "cut.ckpt"
     truncated.write_bytes(safe.read_bytes()[:200])
     with pytest.raises(CheckpointError, match="truncated or corrupt"):
-        inspect_ckpt(truncated)
+        inspect_checkpoint(truncated)
 
     scan = scan_checkpoints([tmp_path])
     assert [m.name for m in scan.models] == ["safe"]

@@ -26,6 +26,7 @@ __all__ = [
     "TensorHeader",
     "inspect_checkpoint",
     "read_safetensors_header",
+    "read_tensor_headers",
 ]
 
 # A header is a JSON table of names and shapes; real ones are well under 10 MB. A bigger
@@ -63,6 +64,9 @@ class CheckpointInfo:
     prediction_type: str = ""
     # safetensors' own "__metadata__" (trainer settings, model-spec), as strings.
     metadata: dict[str, str] = field(default_factory=dict)
+    # The ``ztsnr`` marker key: trained with zero terminal SNR, so its scheduler's betas are
+    # rescaled to it (as Forge and ComfyUI do for such v-prediction SDXL finetunes).
+    zero_terminal_snr: bool = False
 
 
 def read_safetensors_header(path: Path) -> tuple[dict[str, TensorHeader], dict[str, str]]:
@@ -132,6 +136,11 @@ _CROSS_ATTENTION_KEY = _UNET + "input_blocks.1.1.transformer_blocks.0.attn2.to_k
 _SDXL_CLIP_G = "conditioner.embedders.1.model.ln_final.weight"
 _REFINER_CLIP_G = "conditioner.embedders.0.model.ln_final.weight"
 _SD2_OPENCLIP = "cond_stage_model.model.ln_final.weight"
+# OpenAI's CLIP, with or without the "text_model." level (older converters dropped it).
+_SD1_CLIP = (
+    "cond_stage_model.transformer.text_model.final_layer_norm.weight",
+    "cond_stage_model.transformer.final_layer_norm.weight",
+)
 
 
 def family_of(tensors: dict[str, TensorHeader], name: str) -> CheckpointInfo:
@@ -150,10 +159,16 @@ def family_of(tensors: dict[str, TensorHeader], name: str) -> CheckpointInfo:
     if _SDXL_CLIP_G in tensors:
         family = Family.SDXL
     elif _REFINER_CLIP_G in tensors:
+        if _UNET + "label_emb.0.0.weight" not in tensors:  # no size conditioning: SD 2.1 Turbo
+            raise CheckpointError(
+                f"{name} is an SD 2.x model in the newer (SD-Turbo) layout, which is not supported yet"
+            )
         family = Family.SDXL_REFINER
     elif _SD2_OPENCLIP in tensors:
         family = Family.SD2
-    else:
+    elif any(key in tensors for key in _SD1_CLIP):  # OpenAI's CLIP there: SD 1.x whatever its width
+        family = Family.SD1
+    else:  # no text encoder in the file: the UNet's cross-attention width tells
         context = tensors.get(_CROSS_ATTENTION_KEY)
         width = context.shape[-1] if context is not None and context.shape else 0
         if width == 1024:
@@ -166,13 +181,26 @@ def family_of(tensors: dict[str, TensorHeader], name: str) -> CheckpointInfo:
 
 
 def inspect_checkpoint(path: Path) -> CheckpointInfo:
-    """The family of a single-file checkpoint; CheckpointError saying why it cannot be served."""
+    """The family of a single-file checkpoint (``.safetensors``, or a ``.ckpt`` whose pickle
+    holds nothing but weights); CheckpointError saying why it cannot be served."""
     path = Path(path)
-    if path.suffix.lower() != ".safetensors":
-        raise CheckpointError(f"{path.name}: only .safetensors files are inspected here")
-    tensors, metadata = read_safetensors_header(path)
+    tensors, metadata = read_tensor_headers(path)
     info = family_of(tensors, path.name)
-    return CheckpointInfo(info.family, info.inpainting, _prediction_type(tensors, metadata), metadata)
+    return CheckpointInfo(
+        info.family, info.inpainting, _prediction_type(tensors, metadata), metadata, "ztsnr" in tensors
+    )
+
+
+def read_tensor_headers(path: Path) -> tuple[dict[str, TensorHeader], dict[str, str]]:
+    """Every tensor's dtype and shape, and the metadata, of a ``.safetensors`` or ``.ckpt``."""
+    suffix = path.suffix.lower()
+    if suffix == ".safetensors":
+        return read_safetensors_header(path)
+    if suffix == ".ckpt":
+        from inference.common.ckpt_header import read_ckpt_header  # it imports this module
+
+        return read_ckpt_header(path), {}
+    raise CheckpointError(f"{path.name}: a checkpoint is a .safetensors or .ckpt file")
 
 
 def _prediction_type(tensors: dict[str, TensorHeader], metadata: dict[str, str]) -> str:

@@ -10,17 +10,12 @@ A file the bot cannot serve is never an error that stops anything: it is skipped
 reason (truncated, not a checkpoint, a family not supported, a ``.ckpt`` needing an unsafe
 pickle, a name already taken), and ``sdbot models`` lists those reasons for the admin.
 
-``.ckpt`` files are pickles. The worker loads them with ``torch.load(weights_only=True)``,
-which refuses any global outside a small allow-list; the same rule is applied here with a
-restricted ``pickle.Unpickler`` over the archive's ``data.pkl``, which also records every
-tensor's name and shape (through ``persistent_load``, never reading the weights), so the
-family of a ``.ckpt`` is told as a ``.safetensors`` one's is.
+``.ckpt`` files are pickles: only those whose pickle holds nothing but weights are served,
+as torch's weights-only loader decides, told without torch by inference.common.ckpt_header.
 """
 
 from __future__ import annotations
 
-import pickle
-import zipfile
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -28,8 +23,6 @@ from pathlib import Path
 from inference.common.checkpoints import (
     CheckpointError,
     CheckpointInfo,
-    TensorHeader,
-    family_of,
     inspect_checkpoint,
 )
 from inference.common.network_files import walk_files
@@ -41,7 +34,6 @@ __all__ = [
     "CheckpointScan",
     "FoundCheckpoint",
     "SkippedFile",
-    "inspect_ckpt",
     "scan_checkpoints",
 ]
 
@@ -118,7 +110,7 @@ class CheckpointInspector:
             return known[2]
         try:
             result: CheckpointInfo | str = (
-                inspect_ckpt(path) if path.suffix.lower() == ".ckpt" else inspect_checkpoint(path)
+                inspect_checkpoint(path)
             )
         except CheckpointError as exc:
             result = str(exc)
@@ -187,105 +179,3 @@ def _paired(servable: Mapping[str, FoundCheckpoint], skipped: list[SkippedFile])
         models[base] = replace(partner, inpaint_path=str(found.path))
     return CheckpointScan(tuple(sorted(models.values(), key=lambda f: f.name.casefold())), tuple(inpainting), tuple(skipped))
 
-
-# --- .ckpt: what torch.load(weights_only=True) accepts, decided without torch ----------------
-
-# The globals torch's weights-only unpickler allows that a state dict uses: containers, the
-# tensor and parameter rebuilders, and the storage types (their names give the dtype).
-_STORAGE_DTYPES = {
-    "HalfStorage": "F16", "FloatStorage": "F32", "DoubleStorage": "F64", "BFloat16Storage": "BF16",
-    "LongStorage": "I64", "IntStorage": "I32", "ShortStorage": "I16", "CharStorage": "I8",
-    "ByteStorage": "U8", "BoolStorage": "BOOL",
-}
-_ALLOWED_CALLS = {
-    ("collections", "OrderedDict"), ("torch._utils", "_rebuild_tensor_v2"), ("torch._utils", "_rebuild_parameter"),
-    ("torch._utils", "_rebuild_parameter_with_state"), ("torch", "Size"), ("torch.nn.parameter", "Parameter"),
-    ("torch", "device"), ("_codecs", "encode"), ("builtins", "set"), ("builtins", "frozenset"),
-    ("builtins", "bytearray"), ("builtins", "complex"), ("torch.serialization", "_get_layout"),
-}
-
-
-@dataclass(frozen=True, slots=True)
-class _Storage:
-    """A storage type (torch.HalfStorage) and the storages of that type: only the dtype counts."""
-
-    dtype: str
-
-
-class _UnsafePickle(Exception):
-    pass
-
-
-class _ShapeUnpickler(pickle.Unpickler):
-    """Unpickles a torch checkpoint's data.pkl into TensorHeaders; any global the weights-only
-    loader would refuse raises _UnsafePickle naming it."""
-
-    def find_class(self, module: str, name: str) -> object:
-        if module == "torch" and name in _STORAGE_DTYPES:
-            return _Storage(_STORAGE_DTYPES[name])
-        if module == "torch" and isinstance(name, str) and name.endswith("Storage"):
-            return _Storage(name.removesuffix("Storage").upper())
-        if (module, name) not in _ALLOWED_CALLS:
-            raise _UnsafePickle(f"{module}.{name}")
-        return _STAND_INS.get((module, name), _anything)
-
-    def persistent_load(self, pid: object) -> object:
-        if isinstance(pid, tuple) and len(pid) > 1 and pid[0] == "storage" and isinstance(pid[1], _Storage):
-            return pid[1]
-        raise _UnsafePickle(f"persistent id {pid!r:.60}")
-
-
-def _rebuild_tensor(storage: object, _offset: object, size: object, *_rest: object) -> TensorHeader:
-    dtype = storage.dtype if isinstance(storage, _Storage) else "?"
-    return TensorHeader(dtype, tuple(int(n) for n in size) if isinstance(size, tuple | list) else ())
-
-
-def _rebuild_parameter(data: object, *_rest: object) -> object:
-    return data
-
-
-def _anything(*args: object, **_kwargs: object) -> object:
-    """Stand-in for an allowed container or value: a dict when it is one, else its arguments."""
-    if len(args) == 1 and isinstance(args[0], Mapping | list):
-        return dict(args[0]) if isinstance(args[0], Mapping) else args[0]
-    return dict() if not args else args
-
-
-_STAND_INS = {
-    ("torch._utils", "_rebuild_tensor_v2"): _rebuild_tensor,
-    ("torch._utils", "_rebuild_parameter"): _rebuild_parameter,
-    ("torch._utils", "_rebuild_parameter_with_state"): _rebuild_parameter,
-    ("torch", "Size"): lambda sizes=(): tuple(sizes),
-    ("collections", "OrderedDict"): lambda *items: dict(*items),
-}
-
-
-def inspect_ckpt(path: Path) -> CheckpointInfo:
-    """The family of a ``.ckpt`` that torch's weights-only loader accepts; CheckpointError
-    saying why the bot will not load it otherwise."""
-    try:
-        with zipfile.ZipFile(path) as archive:
-            pickled = next((n for n in archive.namelist() if n.endswith("/data.pkl") or n == "data.pkl"), None)
-            if pickled is None:
-                raise CheckpointError(f"{path.name} is not a PyTorch checkpoint (its archive has no data.pkl)")
-            with archive.open(pickled) as stream:
-                loaded = _ShapeUnpickler(stream).load()
-    except zipfile.BadZipFile as exc:
-        raise CheckpointError(
-            f"{path.name} is truncated or corrupt, or in PyTorch's legacy (pre-1.6) format: "
-            "download it again, or convert it to .safetensors"
-        ) from exc
-    except _UnsafePickle as exc:
-        raise CheckpointError(
-            f"{path.name} needs an unsafe pickle to load ({exc}, which could run code): "
-            "convert it to .safetensors, or use a .safetensors download of this model"
-        ) from exc
-    except (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError, IndexError, KeyError) as exc:
-        raise CheckpointError(f"{path.name} is corrupt: its pickle cannot be read ({type(exc).__name__})") from exc
-    except OSError as exc:
-        raise CheckpointError(f"cannot read {path.name}: {exc.strerror or exc}") from exc
-    state = loaded.get("state_dict", loaded) if isinstance(loaded, dict) else None
-    if not isinstance(state, dict):
-        raise CheckpointError(f"{path.name} holds no state dict")
-    tensors = {str(k): v for k, v in state.items() if isinstance(v, TensorHeader)}
-    return family_of(tensors, path.name)

@@ -144,8 +144,9 @@ class ModelSpec:
     """A checkpoint an admin configured, under the name users pick it by."""
 
     name: str
-    # A Hugging Face hub id ("stable-diffusion-v1-5/stable-diffusion-v1-5") or a local
-    # diffusers folder (one holding model_index.json).
+    # A Hugging Face hub id ("stable-diffusion-v1-5/stable-diffusion-v1-5"), a local
+    # diffusers folder (one holding model_index.json) or a single-file checkpoint (an A1111
+    # .safetensors, loaded offline by inference.single_file).
     source: str
     description: str = ""
     # The same kind of source for this model's inpainting variant (a 9-channel UNet), used for
@@ -160,7 +161,9 @@ class ModelSpec:
     family: str = ""
     # "epsilon" or "v_prediction"; "" takes the file's metadata or the family's default.
     prediction_type: str = ""
-    # An A1111 .yaml config for a single file (A1111 reads "<name>.yaml" beside it); "" none.
+    # An A1111 .yaml config for a single file (A1111 reads "<name>.yaml" beside it, and so do
+    # we when this is ""), or a diffusers config folder replacing the shipped one of the
+    # file's family (for a checkpoint of unusual shapes: the tests' tiny files).
     original_config: str = ""
     # The VAE used when a member picks "Automatic": "" is the baked-in one (or a VAE file
     # named after the checkpoint, as in A1111); else a VAE's name.

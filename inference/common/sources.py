@@ -1,7 +1,8 @@
 """Where a configured model's weights come from, checked cheaply and without torch.
 
-A ModelSpec.source is either a local diffusers folder (one holding model_index.json) or a
-Hugging Face hub id. The worker checks every source at start-up so that a typo in the config
+A ModelSpec.source is a local diffusers folder (one holding model_index.json), a single-file
+checkpoint (an A1111 ``.safetensors``, recognised from its header by inference.common.checkpoints)
+or a Hugging Face hub id. The worker checks every source at start-up so that a typo in the config
 fails the bot at once, naming the model, instead of failing the first user who picks it.
 Nothing here imports torch or diffusers, so the bot may run the same check before it spawns
 the worker.
@@ -18,6 +19,7 @@ from enum import StrEnum
 from pathlib import Path
 from urllib.parse import urlsplit
 
+from inference.common.checkpoints import CheckpointError, inspect_checkpoint
 from inference.common.file_hashes import MODEL_HASH_LENGTH, file_hash
 from inference.common.protocol import ModelSpec, WorkerConfig
 
@@ -31,9 +33,12 @@ SUPPORTED_PIPELINES: tuple[str, ...] = ("StableDiffusionPipeline",)
 # which only the inpaint pipeline can run, so they are refused as a model's main source.
 INPAINT_PIPELINES: tuple[str, ...] = ("StableDiffusionInpaintPipeline",)
 
-# Single-file checkpoints (A1111's usual format) are not loadable yet, but they are the only
-# sources A1111 hashes, so model_file_hash already handles them.
+# Single-file checkpoints, A1111's usual format (inference.single_file loads them; their
+# header, or a .ckpt's pickle read without running it, is checked here). They are also the
+# only sources A1111 hashes.
 SINGLE_FILE_SUFFIXES: tuple[str, ...] = (".safetensors", ".ckpt")
+# The A1111 config that may sit beside a checkpoint, under the same stem.
+A1111_CONFIG_SUFFIX = ".yaml"
 
 
 class SourceKind(StrEnum):
@@ -62,6 +67,12 @@ def classify_source(source: str) -> SourceKind:
     return SourceKind.HUB_ID
 
 
+def is_single_file(source: str) -> bool:
+    """A checkpoint file (by its suffix, or a file that exists) rather than a folder or hub id."""
+    path = Path(source).expanduser()
+    return path.suffix.lower() in SINGLE_FILE_SUFFIXES or path.is_file()
+
+
 def looks_like_path(source: str) -> bool:
     # A hub id is "name" or "owner/name"; anything else with a separator is a path the admin
     # meant, and reporting it as a missing folder is more helpful than as a bad hub id.
@@ -82,17 +93,68 @@ def find_source_problem(
     if not source:
         return "the source is empty"
     if classify_source(source) is SourceKind.LOCAL_FOLDER:
-        return _local_folder_problem(Path(source).expanduser(), classes)
+        path = Path(source).expanduser()
+        if is_single_file(source):
+            return _single_file_problem(path, inpaint=inpaint) or _original_config_problem(spec)
+        return _local_folder_problem(path, classes)
     return _hub_id_problem(source, classes, offline=offline, cache_dir=cache_dir)
+
+
+def _single_file_problem(path: Path, *, inpaint: bool) -> str | None:
+    """Why a single-file checkpoint cannot be served (in this role), from its header alone."""
+    if not path.exists():
+        return f"file {str(path)!r} does not exist"
+    if path.suffix.lower() not in SINGLE_FILE_SUFFIXES:
+        return f"{str(path)!r} is a file but not a checkpoint (.safetensors, .ckpt) nor a diffusers folder"
+    try:
+        info = inspect_checkpoint(path)
+    except CheckpointError as exc:
+        return str(exc)
+    if inpaint and not info.inpainting:
+        return f"{path.name} is not an inpainting checkpoint (its UNet takes 4 channels, not 9)"
+    if not inpaint and info.inpainting:
+        return (
+            f"{path.name} is an inpainting checkpoint (a 9-channel UNet), which only inpaints: "
+            "set it as a model's inpaint_source"
+        )
+    return None
+
+
+def a1111_config_of(spec: ModelSpec) -> Path | None:
+    """The A1111 .yaml a single file is loaded with: ModelSpec.original_config when it names one,
+    else the .yaml beside the checkpoint (same stem), as A1111 reads it; None when neither."""
+    if spec.original_config and not Path(spec.original_config).expanduser().is_dir():
+        return Path(spec.original_config).expanduser()
+    beside = Path(spec.source).expanduser().with_suffix(A1111_CONFIG_SUFFIX)
+    return beside if beside.is_file() else None
+
+
+def config_folder_of(spec: ModelSpec) -> Path | None:
+    """The diffusers config folder ModelSpec.original_config names, if it names a folder: it
+    replaces the shipped config of the file's family (a checkpoint of unusual shapes)."""
+    if spec.original_config and Path(spec.original_config).expanduser().is_dir():
+        return Path(spec.original_config).expanduser()
+    return None
+
+
+def _original_config_problem(spec: ModelSpec) -> str | None:
+    if not spec.original_config:
+        return None
+    config = Path(spec.original_config).expanduser()
+    if config.is_dir():
+        if not (config / MODEL_INDEX).is_file():
+            return f"original_config {str(config)!r} is a folder without {MODEL_INDEX}"
+        return None
+    if not config.is_file():
+        return f"original_config {str(config)!r} does not exist"
+    if config.suffix.lower() not in (".yaml", ".yml"):
+        return f"original_config {str(config)!r} is neither an A1111 .yaml nor a diffusers config folder"
+    return None
 
 
 def _local_folder_problem(folder: Path, classes: tuple[str, ...]) -> str | None:
     if not folder.exists():
         return f"folder {str(folder)!r} does not exist"
-    if folder.is_file():
-        if folder.suffix in SINGLE_FILE_SUFFIXES:
-            return "single-file checkpoints are not supported yet; convert to a diffusers folder"
-        return f"{str(folder)!r} is a file, not a diffusers folder"
     index = folder / MODEL_INDEX
     if not index.is_file():
         return f"folder {str(folder)!r} has no {MODEL_INDEX}: it is not a diffusers model folder"
@@ -192,7 +254,7 @@ def explain_hub_failure(spec: ModelSpec, source: str, error: BaseException) -> s
     if any(isinstance(e, EntryNotFoundError) for e in chain):
         return (
             f"{where}: the hub repository has no {MODEL_INDEX}, so it is not a diffusers model "
-            "(single-file checkpoints are not supported yet)."
+            "(a single-file checkpoint is given by its local path)."
         )
     return None
 
