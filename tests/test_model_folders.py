@@ -97,7 +97,7 @@ def test_a_ckpt_is_served_only_when_weights_only_would_load_it(tmp_path):
 
     truncated = tmp_path / "cut.ckpt"
     truncated.write_bytes(safe.read_bytes()[:200])
-    with pytest.raises(CheckpointError, match="truncated or corrupt"):
+    with pytest.raises(CheckpointError, match="truncated, corrupt"):
         inspect_checkpoint(truncated)
 
     scan = scan_checkpoints([tmp_path])

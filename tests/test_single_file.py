@@ -242,7 +242,7 @@ def test_a_single_file_generates_through_the_worker_as_its_folder_does(
     with Image.open(images["tiny"].path) as folder_image, Image.open(images["tiny-file"].path) as file_image:
         assert folder_image.tobytes() == file_image.tobytes()
     fields = parse_infotext(images["tiny-file"].infotext)
-    assert fields["Model"] == "tiny-file"
+    assert fields["Model"] == tiny_sd15_file.path.stem  # A1111's name_for_extra: the file's name, not ours
     assert fields["Model hash"] == model_file_hash(str(tiny_sd15_file.path))
     assert "Model hash" not in parse_infotext(images["tiny"].infotext)
 

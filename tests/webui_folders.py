@@ -29,8 +29,10 @@ def family_tensors(family: str, inpainting: bool = False) -> dict[str, tuple[int
     elif family == "sdxl":
         tensors["conditioner.embedders.0.transformer.text_model.final_layer_norm.weight"] = (4,)
         tensors["conditioner.embedders.1.model.ln_final.weight"] = (4,)
+        tensors[UNET + "label_emb.0.0.weight"] = (4, 2816)  # size conditioning
     elif family == "sdxl-refiner":
         tensors["conditioner.embedders.0.model.ln_final.weight"] = (4,)
+        tensors[UNET + "label_emb.0.0.weight"] = (4, 2560)  # size and aesthetic-score conditioning
     elif family == "flux":
         tensors = {"model.diffusion_model.double_blocks.0.img_attn.qkv.weight": (4, 4)}
     elif family == "lora":
