@@ -313,6 +313,22 @@ class GenerateRequest:
     # last layer, no skip). SD 2.x and SDXL encode as A1111 does whatever it says
     # (inference.conditioning.effective_clip_skip); the infotext still records it.
     clip_skip: int = 1
+    # A1111's schedule type (inference.common.sampler_catalog.SCHEDULE_TYPES: "Automatic",
+    # "Karras", "Exponential"...): "Automatic" is the sampler's own default, as in A1111 1.10.
+    schedule_type: str = "Automatic"
+    # A1111's "Random number generator source": "GPU" (A1111's default: torch's CUDA
+    # generator, or the CPU's where there is no GPU), "CPU", or "NV" (CUDA's Philox on the
+    # CPU, the same noise on any machine); inference.noise.
+    rng: str = "GPU"
+    # ENSD: A1111's eta noise seed delta, added to the seed of the ancestral and SDE samplers'
+    # step noise (0: none).
+    eta_noise_seed_delta: int = 0
+    # Eta of the ancestral samplers and DDIM; None: A1111's default for the sampler (1.0 for
+    # the ancestral ones, 0.0 for DDIM).
+    eta: float | None = None
+    # A1111's "Resize seed from" (width, height): the noise is made at that size and pasted,
+    # centred, into this one, so a seed keeps its composition at another size; None: off.
+    seed_resize_from: tuple[int, int] | None = None
 
 
 # --- bot -> worker -------------------------------------------------------------------------
