@@ -21,6 +21,7 @@ from diffusers.utils.torch_utils import randn_tensor
 from PIL import Image
 
 from inference.conditioning import Conditioning, and_prompts_unet, encode_for_pass
+from inference.conditioning_xl import sdxl_size_kwargs
 from inference.common.protocol import GenerateRequest
 from inference.common.samplers import SAMPLERS
 from inference.tiling import seamless_tiling
@@ -196,8 +197,14 @@ def _model_dtype(pipe: DiffusionPipeline) -> torch.dtype:
 
 
 # What every pipeline call hands its callback: the latents for previews, the prompt
-# embeddings for prompt editing to replace.
+# embeddings for prompt editing to replace (and SDXL's pooled vectors, "add_text_embeds").
 CALLBACK_TENSORS = ["latents", "prompt_embeds"]
+
+
+def callback_tensors(pipe: DiffusionPipeline) -> list[str]:
+    """CALLBACK_TENSORS, plus the pooled vectors where the pipeline has them (SDXL)."""
+    extra = ["add_text_embeds"] if "add_text_embeds" in pipe._callback_tensor_inputs else []
+    return CALLBACK_TENSORS + extra
 
 
 def step_callback(
@@ -214,7 +221,7 @@ def step_callback(
     only called when that number moves. Cancellation is checked on every call, and raising
     leaves the pipeline's loop at once (diffusers' own ``interrupt`` flag would still run the
     VAE decode). The call for evaluation i hands back the embeddings evaluation i + 1 uses
-    (the pipeline's tensor inputs must include CALLBACK_TENSORS).
+    (the pipeline's tensor inputs must be callback_tensors(pipe)).
     """
     reported = 0
 
@@ -236,6 +243,10 @@ def step_callback(
             embeds = conditioning.callback_embeds(step_index + 1, tensors)
             if embeds is not None:
                 tensors["prompt_embeds"] = embeds
+            if "add_text_embeds" in tensors:
+                pooled = conditioning.callback_pooled(step_index + 1, tensors)
+                if pooled is not None:
+                    tensors["add_text_embeds"] = pooled
         return tensors
 
     return callback
@@ -325,5 +336,6 @@ def sample(
             latents=latents,
             output_type=output_type,
             callback_on_step_end=callback,
-            callback_on_step_end_tensor_inputs=CALLBACK_TENSORS,
+            callback_on_step_end_tensor_inputs=callback_tensors(pipe),
+            **sdxl_size_kwargs(pipe, request.width, request.height),
         ).images

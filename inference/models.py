@@ -1,10 +1,8 @@
 """Loading diffusers pipelines on the right device and keeping the recent ones in memory.
 
 How a model is loaded is chosen from the pipeline class its model_index.json names, through
-PIPELINE_LOADERS. Only Stable Diffusion 1.x/2.x (StableDiffusionPipeline) is there today.
-Adding SDXL means one more entry (StableDiffusionXLPipeline, without the safety-checker
-arguments) plus its class name in sources.SUPPORTED_PIPELINES; single-file checkpoints would
-get their own loader calling ``from_single_file``. An explicit table is used rather than
+PIPELINE_LOADERS: Stable Diffusion 1.x/2.x, SDXL and SDXL's refiner, and their inpainting
+variants; each class name also stands in sources.SUPPORTED_PIPELINES or INPAINT_PIPELINES. An explicit table is used rather than
 AutoPipelineForText2Image because each family also needs its own latent preview and defaults,
 and an unknown family should be refused at start-up instead of half-working.
 
@@ -30,6 +28,9 @@ from diffusers import (
     DiffusionPipeline,
     StableDiffusionInpaintPipeline,
     StableDiffusionPipeline,
+    StableDiffusionXLImg2ImgPipeline,
+    StableDiffusionXLInpaintPipeline,
+    StableDiffusionXLPipeline,
 )
 
 from inference import previews
@@ -142,12 +143,18 @@ class _Loader:
 
 # Moderation is the bot's business (channel rules), not a CLIP classifier's.
 _NO_SAFETY_CHECKER = {"safety_checker": None, "requires_safety_checker": False}
+# SDXL pipelines have no safety checker; they would stamp an invisible watermark on every
+# image when the package for it is installed, which A1111 never does.
+_NO_WATERMARK = {"add_watermarker": False}
 
 # model_index.json "_class_name" -> how to load it (see the module docstring). Inpainting
 # checkpoints are only loaded as a ModelSpec's inpaint_source (PipelineCache.get_inpaint).
 PIPELINE_LOADERS: dict[str, _Loader] = {
     "StableDiffusionPipeline": _Loader(StableDiffusionPipeline, _NO_SAFETY_CHECKER),
     "StableDiffusionInpaintPipeline": _Loader(StableDiffusionInpaintPipeline, _NO_SAFETY_CHECKER),
+    "StableDiffusionXLPipeline": _Loader(StableDiffusionXLPipeline, _NO_WATERMARK),
+    "StableDiffusionXLImg2ImgPipeline": _Loader(StableDiffusionXLImg2ImgPipeline, _NO_WATERMARK),
+    "StableDiffusionXLInpaintPipeline": _Loader(StableDiffusionXLInpaintPipeline, _NO_WATERMARK),
 }
 assert set(PIPELINE_LOADERS) == {*SUPPORTED_PIPELINES, *INPAINT_PIPELINES}, "keep sources in step"
 

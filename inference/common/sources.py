@@ -20,13 +20,20 @@ from inference.common.protocol import ModelSpec, WorkerConfig
 
 MODEL_INDEX = "model_index.json"
 
-# Pipeline classes (model_index.json "_class_name") the loader knows how to run. SDXL is the
-# next one to add: it needs its own pipeline class in models.PIPELINE_LOADERS and nothing else
-# here.
-SUPPORTED_PIPELINES: tuple[str, ...] = ("StableDiffusionPipeline",)
+# Pipeline classes (model_index.json "_class_name") the loader knows how to run: SD 1.x/2.x,
+# SDXL, and SDXL's refiner (an img2img-only model, used as a job's refiner; see
+# REFINER_PIPELINES). Each needs its loader in models.PIPELINE_LOADERS.
+SUPPORTED_PIPELINES: tuple[str, ...] = (
+    "StableDiffusionPipeline",
+    "StableDiffusionXLPipeline",
+    "StableDiffusionXLImg2ImgPipeline",
+)
 # The classes a ModelSpec.inpaint_source may name: inpainting checkpoints (a 9-channel UNet),
 # which only the inpaint pipeline can run, so they are refused as a model's main source.
-INPAINT_PIPELINES: tuple[str, ...] = ("StableDiffusionInpaintPipeline",)
+INPAINT_PIPELINES: tuple[str, ...] = ("StableDiffusionInpaintPipeline", "StableDiffusionXLInpaintPipeline")
+# Models that only finish what another began (SDXL's refiner): a job's "Refiner", never a
+# txt2img model of its own.
+REFINER_PIPELINES: tuple[str, ...] = ("StableDiffusionXLImg2ImgPipeline",)
 
 # Single-file checkpoints (A1111's usual format) are not loadable yet, but they are the only
 # sources A1111 hashes, so model_file_hash already handles them.
