@@ -293,9 +293,39 @@ class BatchConditioning:
             unconds.append(uncond.expand(images, -1, -1))
         return torch.cat(conds), torch.cat(unconds)
 
+    def _pooled_rows(self, step: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """SDXL: the pooled vectors' rows, laid out as _rows lays out the embeddings."""
+        import torch
+
+        conds, unconds = [], []
+        for conditioning, images in self.parts:
+            cond, uncond = conditioning.pooled_at_step(step)
+            conds.append(cond.expand(images, -1))
+            unconds.append(uncond.expand(images, -1))
+        return torch.cat(conds), torch.cat(unconds)
+
     def pipeline_kwargs(self) -> dict:
         cond, uncond = self._rows(0)
-        return {"prompt_embeds": cond, "negative_prompt_embeds": uncond}
+        kwargs = {"prompt_embeds": cond, "negative_prompt_embeds": uncond}
+        if self.parts[0][0].cond_pooled:
+            pooled, negative_pooled = self._pooled_rows(0)
+            kwargs.update(pooled_prompt_embeds=pooled, negative_pooled_prompt_embeds=negative_pooled)
+        return kwargs
+
+    def callback_pooled(self, step: int, tensors: dict) -> torch.Tensor | None:
+        """As Conditioning.callback_pooled, for the whole batch (SDXL's add_text_embeds)."""
+        import torch
+
+        if not self.parts[0][0].cond_pooled or step <= 0 or all(
+            now is before
+            for conditioning, _ in self.parts
+            for now, before in zip(conditioning.pooled_at_step(step), conditioning.pooled_at_step(step - 1))
+        ):
+            return None
+        current = tensors["add_text_embeds"]
+        cond, uncond = self._pooled_rows(step)
+        parts = [uncond, cond] if current.shape[0] == 2 * cond.shape[0] else [cond]
+        return torch.cat(parts).to(device=current.device, dtype=current.dtype)
 
     def callback_embeds(self, step: int, tensors: dict) -> torch.Tensor | None:
         """As Conditioning.callback_embeds, for the whole batch: diffusers holds
