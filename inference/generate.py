@@ -271,13 +271,20 @@ def generate_latents(
     request: GenerateRequest,
     on_step: OnStep = lambda step, total, latents: None,
     is_cancelled: IsCancelled = lambda: False,
+    denoising_end: float | None = None,
+    progress_steps: int | None = None,
 ) -> torch.Tensor:
     """generate()'s batch as the final latents (scaled, as the UNet sees them), not decoded.
 
     The hires fix's first pass: the same noise and steps, so decoding these gives generate()'s
-    images.
+    images. ``denoising_end`` (SDXL, a fraction of the noise schedule) stops there, still
+    noisy: the refiner's base pass, whose progress counts ``progress_steps`` (the steps it
+    runs) instead of the request's.
     """
-    return _run(pipe, request, on_step, is_cancelled, output_type="latent")
+    return _run(
+        pipe, request, on_step, is_cancelled, output_type="latent",
+        denoising_end=denoising_end, progress_steps=progress_steps,
+    )
 
 
 def _run(
@@ -286,6 +293,8 @@ def _run(
     on_step: OnStep,
     is_cancelled: IsCancelled,
     output_type: str,
+    denoising_end: float | None = None,
+    progress_steps: int | None = None,
 ):
     validate_request(request)
     scale = pipe.vae_scale_factor
@@ -302,10 +311,10 @@ def _run(
     channels = pipe.unet.config.in_channels
     latent_shape = (1, channels, request.height // scale, request.width // scale)
     noise, generators = initial_noise(request, latent_shape, _model_dtype(pipe))
-    callback = step_callback(request.steps, on_step, is_cancelled, conditioning)
+    callback = step_callback(progress_steps or request.steps, on_step, is_cancelled, conditioning)
     return sample(
         pipe, request, conditioning, noise, generators, callback,
-        images_per_prompt=len(request.seeds), output_type=output_type,
+        images_per_prompt=len(request.seeds), output_type=output_type, denoising_end=denoising_end,
     )
 
 
@@ -319,6 +328,7 @@ def sample(
     *,
     images_per_prompt: int,
     output_type: str,
+    denoising_end: float | None = None,
 ):
     """The pipeline call of a txt2img pass, generate()'s and a cross-user batch's
     (inference.batching): the request gives size, steps, CFG and tiling; the starting noise,
@@ -338,4 +348,5 @@ def sample(
             callback_on_step_end=callback,
             callback_on_step_end_tensor_inputs=callback_tensors(pipe),
             **sdxl_size_kwargs(pipe, request.width, request.height),
+            **({} if denoising_end is None else {"denoising_end": denoising_end}),
         ).images

@@ -342,7 +342,7 @@ class JobRunner:
         if request.kind == JobKind.UPSCALE:
             return upscale.run_upscale(self.upscalers, request, on_step, is_cancelled)
         with self.networks.applied(self.cache, request) as request:
-            if request.kind in (JobKind.TXT2IMG, JobKind.VARIATION) and request.hires is None:
+            if request.kind in (JobKind.TXT2IMG, JobKind.VARIATION) and request.hires is None and not request.refiner:
                 pipe = self.cache.get(request.model)
                 return generate(pipe, request, on_step=on_step, is_cancelled=is_cancelled)
             return workflows.run_workflow(self.cache, self.upscalers, request, on_step, is_cancelled)
@@ -356,6 +356,7 @@ class JobRunner:
         # An upscale's infotext is its source's (no checkpoint ran, so no model hash either).
         upscaling = request.kind == JobKind.UPSCALE
         model_hash = None if upscaling else self._model_hash(request.model)
+        refiner_hash = self._model_hash(request.refiner) if request.refiner else None
         # A plot's cells are jobs of their own (prompt, steps, model... differ): each image
         # gets its cell's infotext, so A1111's PNG Info remakes that cell alone.
         cells = plot_runner.cell_requests(request) if request.plot is not None else None
@@ -369,7 +370,7 @@ class JobRunner:
                 cell = cells[index]
                 text = infotext.request_infotext(cell, 0, model_hash=self._model_hash(cell.model))
             else:
-                text = infotext.request_infotext(request, index, model_hash=model_hash)
+                text = infotext.request_infotext(request, index, model_hash=model_hash, refiner_hash=refiner_hash)
             path = images.image_path(outputs_dir, request.job_id, index, seed, day)
             files.append((image, path, text))
             subseed = request.subseeds[index] if request.subseeds else None

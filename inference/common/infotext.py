@@ -128,6 +128,7 @@ def request_infotext(
     *,
     model_hash: str | None = None,
     version: str | None = DEFAULT_VERSION,
+    refiner_hash: str | None = None,
 ) -> str:
     """The infotext of image ``index`` of a job: its own seed (and subseed), shared rest.
 
@@ -150,9 +151,18 @@ def request_infotext(
         model_hash=model_hash,
         subseed=request.subseeds[index] if request.subseeds else None,
         subseed_strength=request.subseed_strength,
-        extra=workflow_parameters(request),
+        extra={**workflow_parameters(request), **refiner_parameters(request, refiner_hash)},
         version=version,
     )
+
+
+def refiner_parameters(request: GenerateRequest, refiner_hash: str | None = None) -> dict[str, object]:
+    """A1111's refiner keys: "Refiner" as its checkpoint's short title, "name [hash]" (the
+    name alone when the hash is not known), and "Refiner switch at"; {} without a refiner."""
+    if not request.refiner:
+        return {}
+    title = f"{request.refiner} [{refiner_hash}]" if refiner_hash else request.refiner
+    return {"Refiner": title, "Refiner switch at": format_number(request.refiner_switch_at)}
 
 
 def workflow_parameters(request: GenerateRequest) -> dict[str, object]:

@@ -295,6 +295,11 @@ class GenerateRequest:
     # Run the safety classifier on the images (the job was queued outside an age-restricted
     # channel); each ImageResult says whether it was flagged. Ignored without a classifier.
     safety_check: bool = False
+    # A1111's "Refiner" (txt2img and variations without the hires fix): the configured model
+    # (an SDXL refiner) that finishes the images from the base's latents once
+    # ``refiner_switch_at`` of the denoising is done (A1111's "Refiner switch at"); "" none.
+    refiner: str = ""
+    refiner_switch_at: float = 0.8
 
 
 # --- bot -> worker -------------------------------------------------------------------------

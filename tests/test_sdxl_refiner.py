@@ -1,0 +1,67 @@
+"""A1111's refiner on the tiny SDXL: the base stops at the switch, the refiner finishes from its
+latents, the infotext says so; bad combinations are refused with a message."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import numpy as np
+import pytest
+import torch
+
+from inference.common.infotext import parse_infotext, request_infotext
+from inference.common.protocol import GenerateRequest, HiresFix, JobKind, ModelSpec
+from inference.generate import InvalidRequestError, generate
+from inference.models import PipelineCache
+from inference.refiner import base_steps, run_refined
+from inference.workflows import validate_workflow
+
+
+@pytest.fixture(scope="module")
+def cache(tiny_sdxl_dir, tiny_sdxl_refiner_dir, tiny_model_dir):
+    specs = (
+        ModelSpec("tiny-xl", str(tiny_sdxl_dir)),
+        ModelSpec("tiny-refiner", str(tiny_sdxl_refiner_dir)),
+        ModelSpec("tiny", str(tiny_model_dir)),
+    )
+    return PipelineCache(specs, torch.device("cpu"), torch.float32)
+
+
+def request(**changes) -> GenerateRequest:
+    values = dict(
+        job_id=1, kind=JobKind.TXT2IMG, model="tiny-xl", prompt="a cat", negative_prompt="blurry",
+        width=64, height=64, steps=4, cfg_scale=7.0, sampler="Euler", seeds=(3, 4),
+        refiner="tiny-refiner", refiner_switch_at=0.5,
+    )
+    return GenerateRequest(**{**values, **changes})
+
+
+def test_the_refiner_finishes_what_the_base_began(cache):
+    progress = []
+    refined = run_refined(cache, request(), lambda done, total, latents: progress.append((done, total)), lambda: False)
+    assert [image.size for image in refined] == [(64, 64), (64, 64)]
+    # Progress counts the requested steps over both models, to the end.
+    assert progress[-1] == (4, 4) and [done for done, _ in progress] == sorted(done for done, _ in progress)
+    assert base_steps(cache.get("tiny-xl"), 4, 0.5) == 2
+    # Both models stay loaded for the job (the default is one model in memory).
+    assert set(cache.loaded_names) >= {"tiny-xl", "tiny-refiner"}
+    # The refiner changed the images: they are not the base's alone.
+    base_only = generate(cache.get("tiny-xl"), replace(request(), refiner=""))
+    assert np.abs(np.asarray(refined[0], dtype=np.int16) - np.asarray(base_only[0], dtype=np.int16)).max() > 1
+
+
+def test_the_infotext_names_the_refiner_as_a1111_does():
+    info = parse_infotext(request_infotext(request(refiner_switch_at=0.8), 0, refiner_hash="0123456789"))
+    assert info["Refiner"] == "tiny-refiner [0123456789]" and info["Refiner switch at"] == "0.8"
+    assert "Refiner" not in parse_infotext(request_infotext(request(refiner=""), 0))
+
+
+def test_bad_refiner_requests_are_refused(cache):
+    with pytest.raises(InvalidRequestError, match="not an SDXL model and cannot refine"):
+        run_refined(cache, request(refiner="tiny"), lambda *args: None, lambda: False)
+    with pytest.raises(InvalidRequestError, match="works with SDXL models"):
+        run_refined(cache, request(model="tiny"), lambda *args: None, lambda: False)
+    with pytest.raises(InvalidRequestError, match="above 0 and below 1"):
+        run_refined(cache, request(refiner_switch_at=1.0), lambda *args: None, lambda: False)
+    with pytest.raises(InvalidRequestError, match="without the hires fix"):
+        validate_workflow(request(hires=HiresFix(scale=2.0, steps=0, denoising_strength=0.5, upscaler="Latent")))
