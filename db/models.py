@@ -117,6 +117,9 @@ class Job(Base):
     hires_steps: Mapped[int | None] = mapped_column(Integer)
     hires_denoising: Mapped[float | None] = mapped_column(Float)
     hires_upscaler: Mapped[str | None] = mapped_column(String(100))
+    # SDXL's refiner (a configured model's name) and A1111's "Refiner switch at" (0-1).
+    refiner: Mapped[str | None] = mapped_column(String(200))
+    refiner_switch_at: Mapped[float | None] = mapped_column(Float)
     upscale_factor: Mapped[float | None] = mapped_column(Float)
     upscaler: Mapped[str | None] = mapped_column(String(100))
     # Seamless tiling (--tile), and an X/Y plot's or prompt matrix's cells and labels as the JSON

@@ -10,6 +10,7 @@ ancestral and SDE samplers keep drawing each image's later noise from that image
 
 from __future__ import annotations
 
+import inspect
 import math
 import weakref
 from collections.abc import Callable, Sequence
@@ -305,6 +306,12 @@ def _run(
         )
     if is_cancelled():
         raise JobCancelledError
+    if "width" not in inspect.signature(pipe.__call__).parameters:
+        # An SDXL refiner loads as an img2img pipeline: it finishes images, it cannot start one.
+        raise InvalidRequestError(
+            f"`{request.model}` is a refiner: it cannot make an image from a prompt alone; "
+            "pick it as the refiner of an SDXL model"
+        )
 
     use_sampler(pipe, request.sampler, request.seeds)
     conditioning = encode_for_pass(pipe, request, request.steps)

@@ -109,3 +109,40 @@ async def test_image_commands_hires_fix_and_plots_on_sdxl(harness):
     samplers = {infotext(image.path)["Sampler"] for image in job.images}
     assert samplers == {"Euler", "DPM++ 2M"}
     assert all(re.fullmatch(r"\d+x\d+", infotext(image.path)["Size"]) for image in job.images)
+
+
+@pytest.fixture
+def refiner_settings(settings, tiny_sdxl_refiner_dir):
+    refiner = ModelSettings(name="tiny-refiner", source=str(tiny_sdxl_refiner_dir), base_size=64)
+    return replace(settings, models=(*settings.models, refiner))
+
+
+async def test_imagine_with_the_refiner(refiner_settings, tmp_path, migrated_database_file):
+    from tests.conftest import copy_migrated_database
+    from tests.harness import BotHarness, private_answer
+
+    copy_migrated_database(migrated_database_file, tmp_path)
+    async with BotHarness(refiner_settings) as harness:
+        alice = harness.member("alice")
+        await alice.slash(
+            harness.channel, "imagine", prompt="a castle", count=1, seed=5, steps=4,
+            refiner="tiny-refiner", refiner_switch_at=0.5,
+        )
+        job = await harness.wait_for_job((await harness.latest_job()).id)
+        assert job.status == JobStatus.COMPLETED, job.error
+        assert (job.refiner, job.refiner_switch_at) == ("tiny-refiner", 0.5)
+        info = infotext(job.images[0].path)
+        assert info["Refiner"] == "tiny-refiner" and info["Refiner switch at"] == "0.5"
+
+        # Bad combinations are refused privately, and nothing is queued.
+        count = await harness.job_count()
+        for options, expected in (
+            ({"refiner": "nope"}, "Unknown model `nope`"),
+            ({"refiner": "tiny-refiner", "refiner_switch_at": 1.0}, "above 0 and below 1"),
+            ({"refiner_switch_at": 0.5}, "refiner_switch_at needs a refiner"),
+            ({"refiner": "tiny-refiner", "hires_scale": 2.0}, "do not run together"),
+        ):
+            answer = await alice.slash(harness.channel, "imagine", prompt="a castle", **options)
+            assert expected in private_answer(answer), options
+        harness.expect_user_errors()
+        assert await harness.job_count() == count

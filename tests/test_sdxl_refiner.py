@@ -65,3 +65,8 @@ def test_bad_refiner_requests_are_refused(cache):
         run_refined(cache, request(refiner_switch_at=1.0), lambda *args: None, lambda: False)
     with pytest.raises(InvalidRequestError, match="without the hires fix"):
         validate_workflow(request(hires=HiresFix(scale=2.0, steps=0, denoising_strength=0.5, upscaler="Latent")))
+
+
+def test_a_refiner_as_the_model_of_a_txt2img_job_is_refused(cache):
+    with pytest.raises(InvalidRequestError, match="is a refiner: it cannot make an image from a prompt alone"):
+        generate(cache.get("tiny-refiner"), request(model="tiny-refiner", refiner=""))

@@ -39,6 +39,7 @@ if TYPE_CHECKING:
 
 T = TypeVar("T")
 MAX_SEED = 2**32 - 1  # A1111's range: seeds are unsigned 32-bit integers
+DEFAULT_REFINER_SWITCH_AT = 0.8  # A1111's "Refiner switch at" default
 ASPECT_RATIOS: dict[str, tuple[int, int]] = {
     "1:1": (1, 1),
     "2:3": (2, 3),
@@ -113,6 +114,8 @@ class JobParameters:
     hires_steps: int | None = None
     hires_denoising: float | None = None
     hires_upscaler: str | None = None
+    refiner: str | None = None
+    refiner_switch_at: float | None = None
     upscale_factor: float | None = None
     upscaler: str | None = None
     tiling: bool = False
@@ -186,6 +189,25 @@ def check_model(settings: Settings, name: str) -> ModelSettings:
         known = listed(m.name for m in settings.models)
         raise InvalidOption(f"Unknown model `{echo(name)}`. Available models: {known}.")
     return model
+
+
+def with_refiner(
+    params: JobParameters, settings: Settings, refiner: str | None, switch_at: float | None
+) -> JobParameters:
+    """A txt2img job with A1111's refiner options checked and set: ``refiner`` a configured
+    model's name (None or "None": no refiner), ``switch_at`` the fraction of the denoising
+    after which it takes over (default 0.8)."""
+    if refiner is None or refiner.strip().casefold() == "none":
+        if switch_at is not None:
+            raise InvalidOption("refiner_switch_at needs a refiner.")
+        return params
+    model = check_model(settings, refiner.strip())
+    switch = DEFAULT_REFINER_SWITCH_AT if switch_at is None else switch_at
+    if not 0.0 < switch < 1.0:
+        raise InvalidOption(f"refiner_switch_at must be above 0 and below 1, got {switch:g}.")
+    if params.hires_scale is not None:
+        raise InvalidOption("The refiner and the hires fix do not run together yet: leave out one of them.")
+    return replace(params, refiner=model.name, refiner_switch_at=switch)
 
 
 def check_sampler(name: str) -> str:
@@ -447,7 +469,16 @@ def generate_request(job: Job) -> GenerateRequest:
         "plot": plot_options(job.plot_json) if job.plot_json else None,
         "tiling": bool(job.tiling),
         "safety_check": bool(job.safety_check),
+        **_refiner_fields(job, has_group["hires"]),
     })
+
+
+def _refiner_fields(job: Job, hires: bool) -> dict[str, object]:
+    """The refiner finishes txt2img and variations without the hires fix; an image workflow
+    made from a refined job's image (inpaint, zoom out...) runs on its model alone."""
+    if not job.refiner or hires or JobKind(job.kind) not in (JobKind.TXT2IMG, JobKind.VARIATION):
+        return {"refiner": "", "refiner_switch_at": DEFAULT_REFINER_SWITCH_AT}
+    return {"refiner": job.refiner, "refiner_switch_at": job.refiner_switch_at or DEFAULT_REFINER_SWITCH_AT}
 
 
 def plot_options(text: str) -> PlotOptions:

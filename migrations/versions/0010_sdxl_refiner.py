@@ -1,0 +1,19 @@
+"""sdxl refiner: a job's refiner model and the fraction of the denoising after which it takes over"""
+
+import sqlalchemy as sa
+from alembic import op
+
+revision = "0010"
+down_revision = "0009"
+
+
+def upgrade() -> None:
+    with op.batch_alter_table("jobs") as batch:
+        batch.add_column(sa.Column("refiner", sa.String(length=200), nullable=True))
+        batch.add_column(sa.Column("refiner_switch_at", sa.Float(), nullable=True))
+
+
+def downgrade() -> None:
+    with op.batch_alter_table("jobs") as batch:
+        batch.drop_column("refiner_switch_at")
+        batch.drop_column("refiner")
