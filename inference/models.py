@@ -37,6 +37,7 @@ from inference import previews
 from inference.acceleration import Acceleration, place_pipeline
 from inference.conditioning import limit_prompt_chunks
 from inference.diffusers_versions import dtype_keyword
+from inference.vae_precision import guard_vae_precision
 from inference.common.protocol import ModelSpec
 from inference.common.sources import (
     INPAINT_PIPELINES,
@@ -322,6 +323,7 @@ class PipelineCache:
                 )
         if isinstance(pipe, DiffusionPipeline):
             pipe = place_pipeline(pipe, self.device, self.acceleration)
+            guard_vae_precision(pipe)  # half-precision VAE: A1111's retry in float32 on NaNs
         if not spec.long_prompts:
             limit_prompt_chunks(pipe, 1)
         self._loaded[key] = self._last_used = pipe
