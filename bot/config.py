@@ -32,6 +32,7 @@ from inference.common.protocol import (
 )
 from inference.common.upscaler_files import upscaler_files
 from inference.common.samplers import SAMPLERS
+from inference.common.sources import family_base_size
 
 ENV_PREFIX = "SDBOT__"
 # Settings whose value no message shows, even a wrong one: an error names the setting and the
@@ -52,13 +53,18 @@ class ModelSettings:
     source: str
     description: str = ""
     # The short side of an image at aspect ratios: 512 for SD 1.x, 768 for SD 2.x, 1024 for SDXL.
-    base_size: int = 512
+    # 0 (the default): the model's family's, read from its folder (512 when it cannot tell).
+    base_size: int = 0
     # Optional: the same kind of source for this model's inpainting variant (9-channel UNet),
     # used for inpaint, zoom out and pan; without it those use the model itself.
     inpaint_source: str = ""
     # Prompts longer than 75 tokens are encoded in chunks, as A1111 does. A model that was not
     # trained for that may be given one chunk only: longer prompts are cut, with a warning.
     long_prompts: bool = True
+
+    def __post_init__(self) -> None:
+        if not self.base_size:
+            object.__setattr__(self, "base_size", family_base_size(self.source))
 
 
 @dataclass(frozen=True)

@@ -8,6 +8,7 @@ that says so, not a 512 the user did not ask for.
 from __future__ import annotations
 
 import json
+import math
 import random
 import re
 import unicodedata
@@ -383,10 +384,30 @@ def parse_aspect(aspect: str) -> tuple[int, int]:
     return int(match[1]), int(match[2])
 
 
+# SDXL was trained on about one megapixel at these shapes (its paper's aspect buckets): a
+# 1024 model (SDXL's base size) gets them for the ratios they cover, as SDXL front-ends do.
+SDXL_BASE_SIZE = 1024
+SDXL_ASPECT_SIZES: dict[tuple[int, int], tuple[int, int]] = {
+    (1, 1): (1024, 1024),
+    (3, 2): (1216, 832),
+    (2, 3): (832, 1216),
+    (4, 3): (1152, 896),
+    (3, 4): (896, 1152),
+    (16, 9): (1344, 768),
+    (9, 16): (768, 1344),
+}
+
+
 def size_for_aspect(aspect: str, base_size: int, max_size: int) -> tuple[int, int]:
     """The short side is the model's native size and the long side follows the ratio, in
-    multiples of 8; when the long side would pass max_size, both shrink to fit."""
+    multiples of 8; when the long side would pass max_size, both shrink to fit. A model of
+    SDXL's base size gets SDXL's own sizes for the ratios it was trained at."""
     w_ratio, h_ratio = parse_aspect(aspect)
+    divisor = math.gcd(w_ratio, h_ratio)
+    reduced = (w_ratio // divisor, h_ratio // divisor)
+    bucket = SDXL_ASPECT_SIZES.get(reduced) if base_size == SDXL_BASE_SIZE else None
+    if bucket is not None and max(bucket) <= max_size:
+        return bucket
     short_ratio, long_ratio = sorted((w_ratio, h_ratio))
     short_side, long_side = base_size, _multiple_of_8(base_size * long_ratio / short_ratio)
     if long_side > max_size:

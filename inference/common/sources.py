@@ -281,3 +281,46 @@ def model_file_hash(source: str) -> str | None:
         for block in iter(lambda: file.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()[:10]
+
+
+# The square side each family was trained at, what a job of the model gets when it asks for
+# no size (A1111's defaults: 512 for SD 1.x and SD 2.x base, 768 for SD 2.x v-prediction,
+# 1024 for SDXL), and the short side of its aspect-ratio sizes.
+FAMILY_BASE_SIZES: dict[str, int] = {"sd1": 512, "sd2": 512, "sdxl": 1024, "sdxl-refiner": 1024}
+V_PREDICTION_BASE_SIZE = 768  # SD 2.x 768-v
+UNKNOWN_BASE_SIZE = 512
+
+
+def folder_family(source: str) -> str:
+    """A diffusers folder's family ("sd1", "sd2", "sdxl", "sdxl-refiner") from its
+    model_index.json and text encoder config, read without torch; "" when the folder cannot
+    tell (a hub id, a single file: inference.common.checkpoints reads those)."""
+    folder = Path(source).expanduser()
+    try:
+        class_name = json.loads((folder / MODEL_INDEX).read_text()).get("_class_name", "")
+    except (OSError, ValueError, AttributeError):
+        return ""
+    if class_name.startswith("StableDiffusionXL"):
+        config = folder / "text_encoder" / "config.json"
+        return "sdxl" if config.is_file() else "sdxl-refiner"
+    if class_name.startswith("StableDiffusion"):
+        try:
+            hidden = json.loads((folder / "text_encoder" / "config.json").read_text()).get("hidden_size")
+        except (OSError, ValueError, AttributeError):
+            return "sd1"
+        return "sd2" if hidden == 1024 else "sd1"
+    return ""
+
+
+def family_base_size(source: str, family: str = "") -> int:
+    """The default image side of a model (FAMILY_BASE_SIZES), its family given or read from
+    its folder; a v-prediction SD 2.x folder gets 768."""
+    family = family or folder_family(source)
+    if family == "sd2":
+        try:
+            scheduler = json.loads((Path(source).expanduser() / "scheduler" / "scheduler_config.json").read_text())
+        except (OSError, ValueError):
+            scheduler = {}
+        if isinstance(scheduler, dict) and scheduler.get("prediction_type") == "v_prediction":
+            return V_PREDICTION_BASE_SIZE
+    return FAMILY_BASE_SIZES.get(family, UNKNOWN_BASE_SIZE)

@@ -1,0 +1,42 @@
+"""SDXL's sizes on the bot's side, torch-free: a model's base size from its family (1024 for
+SDXL, read from its folder) and SDXL's trained aspect sizes."""
+
+from __future__ import annotations
+
+import json
+
+from bot.config import LimitSettings, ModelSettings
+from bot.jobs.params import check_aspect, size_for_aspect
+from inference.common.sources import family_base_size, folder_family
+
+
+def test_a_models_base_size_comes_from_its_family(tiny_sdxl_dir, tiny_sdxl_refiner_dir, tiny_model_dir, tmp_path):
+    assert (folder_family(str(tiny_sdxl_dir)), folder_family(str(tiny_sdxl_refiner_dir))) == ("sdxl", "sdxl-refiner")
+    assert folder_family(str(tiny_model_dir)) == "sd1"
+    assert ModelSettings(name="xl", source=str(tiny_sdxl_dir)).base_size == 1024
+    assert ModelSettings(name="sd", source=str(tiny_model_dir)).base_size == 512
+    assert ModelSettings(name="xl", source=str(tiny_sdxl_dir), base_size=768).base_size == 768  # set: kept
+    assert ModelSettings(name="hub", source="stable-diffusion-v1-5/stable-diffusion-v1-5").base_size == 512
+    # SD 2.x 768-v: OpenCLIP-H's 1024 hidden size and v-prediction.
+    folder = tmp_path / "sd2"
+    for part, config in (
+        ("", {"_class_name": "StableDiffusionPipeline"}),
+        ("text_encoder", {"hidden_size": 1024}),
+        ("scheduler", {"prediction_type": "v_prediction"}),
+    ):
+        (folder / part).mkdir(parents=True, exist_ok=True)
+        name = {"": "model_index.json", "scheduler": "scheduler_config.json"}.get(part, "config.json")
+        (folder / part / name).write_text(json.dumps(config))
+    assert folder_family(str(folder)) == "sd2" and family_base_size(str(folder)) == 768
+
+
+def test_sdxl_gets_its_trained_aspect_sizes():
+    assert size_for_aspect("16:9", 1024, 2048) == (1344, 768)
+    assert size_for_aspect("2:3", 1024, 2048) == (832, 1216)
+    assert size_for_aspect("6:4", 1024, 2048) == (1216, 832)  # the ratio, however written
+    assert size_for_aspect("1:1", 1024, 2048) == (1024, 1024)
+    # Other ratios, and other models, keep the short side at the base size.
+    assert size_for_aspect("21:9", 1024, 4096) == (2392, 1024)
+    assert size_for_aspect("16:9", 512, 2048) == (912, 512)
+    limits = LimitSettings(max_size=1344, max_pixels=1344 * 1344)
+    assert check_aspect("9:16", 1024, limits) == (768, 1344)
