@@ -221,11 +221,14 @@ class JobRunner:
         self.safety_checker = safety_checker
         self.networks = extra_networks or networks.ExtraNetworks(config.embedding_dirs, config.lora_dirs)
         self._model_hashes: dict[str, str | None] = {}
-        taesd = None
+        taesd = taesd_xl = None
         if config.preview_method == previews.TAESD:
             taesd = previews.load_taesd(config.taesd_source, cache.device, cache.dtype)
+            if config.taesdxl_source:
+                taesd_xl = previews.load_taesd(config.taesdxl_source, cache.device, cache.dtype)
         self.previewer = previews.Previewer(
-            config.preview_method, config.preview_max_side, taesd, family=lambda: cache.latent_family
+            config.preview_method, config.preview_max_side, taesd, family=lambda: cache.latent_family,
+            taesd_xl=taesd_xl,
         )
         # Start-up seconds for WorkerReady.timings (acceleration.warm_up_models).
         self.startup_timings: dict[str, float] = {}

@@ -145,3 +145,25 @@ def test_a_cross_user_batch_on_sdxl_gives_each_job_its_own_images(tiny_sdxl_pipe
         for got, alone in zip(images, generate(tiny_sdxl_pipe, job)):
             assert np.abs(as_array(got) - as_array(alone)).max() <= 1
     assert np.abs(as_array(batched[0][0]) - as_array(batched[1][0])).max() > 1
+
+
+def test_previews_of_sdxl_latents_use_sdxl_colours_and_taesd_xl(tmp_path):
+    from inference import previews
+    from inference.tiny import build_tiny_taesd
+
+    latents = torch.randn(1, 4, 8, 8, generator=torch.Generator().manual_seed(1))
+    sd_rgb, xl_rgb = previews.latents_to_rgb(latents, previews.SD1), previews.latents_to_rgb(latents, previews.SDXL)
+    assert not torch.equal(sd_rgb, xl_rgb)  # A1111's cheap_approximation differs per family
+    taesd = previews.load_taesd(str(build_tiny_taesd(tmp_path / "taesd", seed=0)), torch.device("cpu"), torch.float32)
+    taesd_xl = previews.load_taesd(str(build_tiny_taesd(tmp_path / "taesdxl", seed=1)), torch.device("cpu"), torch.float32)
+    family = previews.SDXL
+    previewer = previews.Previewer("taesd", 64, taesd, family=lambda: family, taesd_xl=taesd_xl)
+    xl_preview = previewer.make(latents)
+    assert xl_preview == previews.jpeg_sheet(previews.taesd_to_rgb(taesd_xl, latents), 64, max_scale=1.0)
+    family = previews.SD1
+    assert previewer.make(latents) == previews.jpeg_sheet(previews.taesd_to_rgb(taesd, latents), 64, max_scale=1.0)
+    # Without a TAESD-XL, SDXL latents get the approx map, never SD's TAESD.
+    family = previews.SDXL
+    assert previews.Previewer("taesd", 64, taesd, family=lambda: family).make(latents) == previews.make_preview(
+        latents, 64, previews.SDXL
+    )

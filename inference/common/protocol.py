@@ -218,6 +218,9 @@ class WorkerOptions:
     # "taesd" (the tiny autoencoder at taesd_source: a hub id or a folder). Never the full VAE.
     preview_method: str = "approx"
     taesd_source: str = ""
+    # TAESD-XL ("madebyollin/taesdxl" or a folder) for SDXL models' "taesd" previews; "":
+    # SDXL models get "approx" previews (SD's TAESD cannot read SDXL latents).
+    taesdxl_source: str = ""
     # One of LOW_MEMORY_MODES: "off"; "slicing" (attention slicing, VAE slicing, VAE tiling of
     # images over 1024 px); "offload" (slicing plus model CPU offload, CUDA only).
     low_memory: str = "off"
