@@ -70,3 +70,19 @@ def test_bad_refiner_requests_are_refused(cache):
 def test_a_refiner_as_the_model_of_a_txt2img_job_is_refused(cache):
     with pytest.raises(InvalidRequestError, match="is a refiner: it cannot make an image from a prompt alone"):
         generate(cache.get("tiny-refiner"), request(model="tiny-refiner", refiner=""))
+
+
+def test_the_memory_budget_counts_both_sdxl_encoders_and_derived_pipelines_once(tiny_sdxl_pipe):
+    from diffusers import StableDiffusionImg2ImgPipeline, StableDiffusionInpaintPipeline, StableDiffusionXLInpaintPipeline
+
+    from inference.img2img import derived_pipeline
+    from inference.models import pipeline_bytes
+
+    modules = (tiny_sdxl_pipe.unet, tiny_sdxl_pipe.vae, tiny_sdxl_pipe.text_encoder, tiny_sdxl_pipe.text_encoder_2)
+    expected = sum(t.numel() * t.element_size() for m in modules for t in [*m.parameters(), *m.buffers()])
+    assert pipeline_bytes(tiny_sdxl_pipe) == expected
+    # The SDXL inpaint and img2img pipelines a model runs its workflows with share its weights.
+    inpaint = derived_pipeline(tiny_sdxl_pipe, StableDiffusionInpaintPipeline)
+    assert isinstance(inpaint, StableDiffusionXLInpaintPipeline)
+    assert inpaint.unet is tiny_sdxl_pipe.unet and inpaint.text_encoder_2 is tiny_sdxl_pipe.text_encoder_2
+    assert derived_pipeline(tiny_sdxl_pipe, StableDiffusionImg2ImgPipeline).vae is tiny_sdxl_pipe.vae
