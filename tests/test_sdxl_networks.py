@@ -60,3 +60,48 @@ def test_an_sdxl_embedding_fills_both_encoders(embeddings, tiny_sdxl_dir, tiny_s
     with pytest.raises(InvalidRequestError, match="made for SD 1.x/2.x .* this model is SDXL"):
         with extra.applied(cache, request("a cat, sd-style")):
             pass
+
+
+def write_sdxl_kohya_lora(pipe, path, seed: int, scale: float = 0.5):
+    """A random SDXL LoRA in kohya's layout: lora_unet_*, lora_te1_* (CLIP-L) and lora_te2_*
+    (OpenCLIP-G), lora_down/lora_up/alpha per attention projection."""
+    generator = torch.Generator().manual_seed(seed)
+    tensors = {}
+
+    def add(key: str, module: torch.nn.Linear, rank: int = 2) -> None:
+        tensors[f"{key}.lora_down.weight"] = torch.randn(rank, module.in_features, generator=generator) * scale
+        tensors[f"{key}.lora_up.weight"] = torch.randn(module.out_features, rank, generator=generator) * scale
+        tensors[f"{key}.alpha"] = torch.tensor(float(rank))
+
+    for name, module in pipe.unet.named_modules():
+        if name.split(".")[-1] in ("to_q", "to_k", "to_v") or name.endswith("to_out.0"):
+            add("lora_unet_" + name.replace(".", "_"), module)
+    for prefix, encoder in (("lora_te1_", pipe.text_encoder), ("lora_te2_", pipe.text_encoder_2)):
+        for name, module in encoder.named_modules():
+            if name.split(".")[-1] in ("q_proj", "k_proj", "v_proj", "out_proj"):
+                add(prefix + "text_model_" + name.removeprefix("text_model.").replace(".", "_"), module)
+    save_file(tensors, path)
+    return path
+
+
+def test_an_sdxl_kohya_lora_changes_the_image_and_goes_away(tmp_path, tiny_sdxl_dir):
+    import numpy as np
+
+    from inference.generate import generate
+
+    cache = PipelineCache((ModelSpec("tiny-xl", str(tiny_sdxl_dir)),), torch.device("cpu"), torch.float32)
+    pipe = cache.get("tiny-xl")
+    lora_dir = tmp_path / "loras"
+    lora_dir.mkdir()
+    write_sdxl_kohya_lora(pipe, lora_dir / "XLStyle.safetensors", seed=1)
+    extra = ExtraNetworks((), (str(lora_dir),))
+
+    def image(prompt: str) -> np.ndarray:
+        with extra.applied(cache, request(prompt)) as run:
+            return np.asarray(generate(pipe, run)[0], dtype=np.int16)
+
+    base = image("a cat")
+    styled = image("a cat <lora:XLStyle:1>")
+    assert np.abs(styled - base).max() > 1
+    assert {"text_encoder", "text_encoder_2", "unet"} <= set(pipe.get_list_adapters())
+    assert np.array_equal(image("a cat"), base)  # off again for a job without it
