@@ -228,11 +228,14 @@ def pipeline_arguments(
     schedule: Schedule,
     progress: Progress,
     is_cancelled: IsCancelled,
+    size: tuple[int, int] | None = None,
 ) -> dict:
-    """The arguments img2img and inpaint pipeline calls share."""
+    """The arguments img2img and inpaint pipeline calls share; ``size`` (width, height) is
+    the pass's, SDXL's size conditioning (the request's when not given)."""
+    width, height = size or (request.width, request.height)
     return dict(
         **conditioning.pipeline_kwargs(),
-        **sdxl_size_kwargs(pipe, request.width, request.height),
+        **sdxl_size_kwargs(pipe, width, height),
         strength=schedule.strength,
         num_inference_steps=schedule.num_inference_steps,
         guidance_scale=request.cfg_scale,
@@ -261,7 +264,10 @@ def img2img_pass(
     pipe = derived_pipeline(base, StableDiffusionImg2ImgPipeline)
     use_sampler(pipe, request.sampler, seeds, base=base)
     conditioning = encode_for_pass(pipe, request, request.steps, hires_steps)
-    arguments = pipeline_arguments(pipe, conditioning, request, seeds, schedule, progress, is_cancelled)
+    # The pass's own size: the hires fix's second pass is conditioned on its larger size, as
+    # A1111 conditions it (calculate_hr_conds).
+    size = (latents.shape[-1] * pipe.vae_scale_factor, latents.shape[-2] * pipe.vae_scale_factor)
+    arguments = pipeline_arguments(pipe, conditioning, request, seeds, schedule, progress, is_cancelled, size)
     with and_prompts_unet(pipe, conditioning):
         return list(pipe(image=latents, output_type="pil", **arguments).images)
 

@@ -167,3 +167,26 @@ def test_previews_of_sdxl_latents_use_sdxl_colours_and_taesd_xl(tmp_path):
     assert previews.Previewer("taesd", 64, taesd, family=lambda: family).make(latents) == previews.make_preview(
         latents, 64, previews.SDXL
     )
+
+
+def test_size_conditioning_is_the_images_size_in_each_pass(tiny_sdxl_pipe):
+    # A1111: original size = target size = the pass's width x height, crop 0,0; the hires
+    # fix's second pass is conditioned on its larger size.
+    from inference import upscale
+    from inference.common.protocol import HiresFix
+    from inference.workflows import run_hires
+
+    seen = []
+
+    def record(module, args, kwargs):  # type: ignore[no-untyped-def]
+        seen.append(tuple(kwargs["added_cond_kwargs"]["time_ids"][0].tolist()))
+
+    hook = tiny_sdxl_pipe.unet.register_forward_pre_hook(record, with_kwargs=True)
+    try:
+        hires = HiresFix(scale=2.0, steps=1, denoising_strength=0.6)
+        upscalers = upscale.Upscalers((), torch.device("cpu"), torch.float32)
+        run_hires(tiny_sdxl_pipe, upscalers, request(width=64, height=96, hires=hires), lambda *a: None, lambda: False)
+    finally:
+        hook.remove()
+    assert seen[0] == (96.0, 64.0, 0.0, 0.0, 96.0, 64.0)  # (height, width) as SDXL reads them
+    assert seen[-1] == (192.0, 128.0, 0.0, 0.0, 192.0, 128.0)
