@@ -141,6 +141,7 @@ async def test_imagine_with_the_refiner(refiner_settings, tmp_path, migrated_dat
             ({"refiner": "tiny-refiner", "refiner_switch_at": 1.0}, "above 0 and below 1"),
             ({"refiner_switch_at": 0.5}, "refiner_switch_at needs a refiner"),
             ({"refiner": "tiny-refiner", "hires_scale": 2.0}, "do not run together"),
+            ({"model": "tiny-refiner"}, "is an SDXL refiner: it finishes images, it cannot start one"),
         ):
             answer = await alice.slash(harness.channel, "imagine", prompt="a castle", **options)
             assert expected in private_answer(answer), options

@@ -40,3 +40,27 @@ def test_sdxl_gets_its_trained_aspect_sizes():
     assert size_for_aspect("16:9", 512, 2048) == (912, 512)
     limits = LimitSettings(max_size=1344, max_pixels=1344 * 1344)
     assert check_aspect("9:16", 1024, limits) == (768, 1344)
+
+
+def test_the_refiner_is_checked_against_the_families_before_queuing(tiny_sdxl_dir, tiny_sdxl_refiner_dir, tiny_model_dir):
+    import pytest
+
+    from bot.config import Settings
+    from bot.errors import InvalidOption
+    from bot.jobs.params import GenerationOptions, resolve_parameters, with_refiner
+
+    models = tuple(
+        ModelSettings(name=name, source=str(source), base_size=64)
+        for name, source in (("xl", tiny_sdxl_dir), ("refiner", tiny_sdxl_refiner_dir), ("sd", tiny_model_dir))
+    )
+    settings = Settings(default_model="xl", models=models, limits=LimitSettings(min_size=64, max_size=128))
+    xl = resolve_parameters(GenerationOptions(prompt="a cat"), settings)
+    assert with_refiner(xl, settings, "refiner", None).refiner_switch_at == 0.8
+    assert with_refiner(xl, settings, "xl", 0.6).refiner == "xl"  # an SDXL base may refine too
+    sd = resolve_parameters(GenerationOptions(prompt="a cat", model="sd"), settings)
+    with pytest.raises(InvalidOption, match="works with SDXL models; `sd` is not one"):
+        with_refiner(sd, settings, "refiner", None)
+    with pytest.raises(InvalidOption, match="`sd` is not an SDXL model and cannot refine"):
+        with_refiner(xl, settings, "sd", None)
+    with pytest.raises(InvalidOption, match="is an SDXL refiner"):
+        resolve_parameters(GenerationOptions(prompt="a cat", model="refiner"), settings)

@@ -32,6 +32,7 @@ from inference.common.protocol import (
     UpscaleOptions,
 )
 from inference.common.samplers import SAMPLER_NAMES, find_sampler
+from inference.common.sources import folder_family
 from inference.common.upscaler_files import upscaler_files
 
 if TYPE_CHECKING:
@@ -151,6 +152,11 @@ def resolve_parameters(
     check_negative_prompt(negative, limits)
 
     model = check_model(settings, options.model or defaults.model or settings.default_model)
+    if folder_family(model.source) == "sdxl-refiner":
+        raise InvalidOption(
+            f"`{echo(model.name)}` is an SDXL refiner: it finishes images, it cannot start one. "
+            "Pick an SDXL model, and this one as its refiner."
+        )
     width, height = _resolve_size(options, settings, model.base_size, defaults)
     steps = check_steps(_pick(options.steps, defaults.steps, limits.default_steps), limits)
     cfg_scale = check_cfg(_pick(options.cfg_scale, defaults.cfg_scale, limits.default_cfg_scale), limits)
@@ -203,6 +209,12 @@ def with_refiner(
             raise InvalidOption("refiner_switch_at needs a refiner.")
         return params
     model = check_model(settings, refiner.strip())
+    base_family, refiner_family = (folder_family(m.source) for m in (check_model(settings, params.model), model))
+    # Families the folders tell (a hub id's or a file's is the worker's to check).
+    if base_family and base_family != "sdxl":
+        raise InvalidOption(f"The refiner works with SDXL models; `{echo(params.model)}` is not one.")
+    if refiner_family and refiner_family not in ("sdxl", "sdxl-refiner"):
+        raise InvalidOption(f"`{echo(model.name)}` is not an SDXL model and cannot refine.")
     switch = DEFAULT_REFINER_SWITCH_AT if switch_at is None else switch_at
     if not 0.0 < switch < 1.0:
         raise InvalidOption(f"refiner_switch_at must be above 0 and below 1, got {switch:g}.")
