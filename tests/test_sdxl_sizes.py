@@ -64,3 +64,23 @@ def test_the_refiner_is_checked_against_the_families_before_queuing(tiny_sdxl_di
         with_refiner(xl, settings, "sd", None)
     with pytest.raises(InvalidOption, match="is an SDXL refiner"):
         resolve_parameters(GenerationOptions(prompt="a cat", model="refiner"), settings)
+
+
+def test_a_rerun_takes_the_refiner_from_a1111s_infotext(tiny_sdxl_dir, tiny_sdxl_refiner_dir):
+    from bot.config import Settings
+    from bot.image_infotext import rerun_options
+    from inference.common.infotext import parse_infotext
+
+    models = (
+        ModelSettings(name="xl", source=str(tiny_sdxl_dir), base_size=64),
+        ModelSettings(name="Refiner-1.0", source=str(tiny_sdxl_refiner_dir), base_size=64),
+    )
+    settings = Settings(default_model="xl", models=models)
+    text = "a cat\nSteps: 4, Sampler: Euler, CFG scale: 7, Seed: 1, Size: 64x64, Model: xl, " \
+        "Refiner: refiner-1.0 [7440042bbd], Refiner switch at: 0.6, Version: v1.10.1"
+    plan = rerun_options(parse_infotext(text), settings, [])
+    assert (plan.refiner, plan.refiner_switch_at, plan.notes) == ("Refiner-1.0", 0.6, [])
+    plan = rerun_options(parse_infotext(text.replace("refiner-1.0", "elsewhere")), settings, [])
+    assert plan.refiner is None and plan.notes == ["Refiner `elsewhere` is not on this server; the job runs without one."]
+    plan = rerun_options(parse_infotext(text.replace("Version", "Hires upscale: 2, Version")), settings, [])
+    assert plan.refiner is None and "refiner was left out" in plan.notes[0]
