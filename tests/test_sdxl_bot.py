@@ -97,6 +97,13 @@ async def test_image_commands_hires_fix_and_plots_on_sdxl(harness):
     assert Image.open(job.images[0].path).size == (128, 128)
     assert (await attachment_image(harness.message(result.response.id))).size == (128, 128)
 
+    # A saved style, applied as A1111 applies it ({prompt} replaced), then run on SDXL.
+    await alice.slash(harness.channel, "style add", name="Noir", prompt="noir {prompt}, film grain", negative_prompt="color")
+    await alice.slash(harness.channel, "imagine", prompt="a street", style="Noir", count=1, steps=2)
+    job = await harness.wait_for_job((await harness.latest_job()).id)
+    assert job.status == JobStatus.COMPLETED, job.error
+    assert (job.prompt, job.negative_prompt) == ("noir a street, film grain", "color")
+
     await alice.slash(harness.channel, "promptmatrix", prompt="a cat|red", seed=42, steps=2)
     job = await harness.wait_for_job((await harness.latest_job()).id)
     assert job.status == JobStatus.COMPLETED and job.kind == JobKind.PLOT and job.count == 2, job.error
