@@ -53,6 +53,8 @@ class User(Base):
     default_style: Mapped[str | None] = mapped_column(String(200))
     # The upscaler of the Upscale buttons and /upscale (None: the server's default).
     default_upscaler: Mapped[str | None] = mapped_column(String(100))
+    # The SDXL refiner this member's SDXL txt2img jobs get when they name none.
+    default_refiner: Mapped[str | None] = mapped_column(String(200))
     # Results shown only to their owner (an ephemeral status message, then a DM once the
     # interaction token has expired) instead of in the channel.
     private_results: Mapped[bool] = mapped_column(Boolean, default=False, server_default="0")

@@ -154,3 +154,14 @@ async def test_imagine_with_the_refiner(refiner_settings, tmp_path, migrated_dat
             assert expected in private_answer(answer), options
         harness.expect_user_errors()
         assert await harness.job_count() == count
+
+        # A member's default refiner (/settings) serves their SDXL jobs that name none;
+        # refiner "None" turns it off for one job.
+        shown = await alice.slash(harness.channel, "settings")
+        chosen = await alice.select(shown.response, ["tiny-refiner"], custom_id=f"sd:set:{alice.id}:refiner")
+        assert chosen.acknowledged and not chosen.ephemeral
+        await alice.slash(harness.channel, "imagine", prompt="a tower", count=1, steps=2)
+        assert (await harness.latest_job(alice.id)).refiner == "tiny-refiner"
+        await alice.slash(harness.channel, "imagine", prompt="a tower", count=1, steps=2, refiner="None")
+        assert (await harness.latest_job(alice.id)).refiner is None
+        await harness.wait_for_job((await harness.latest_job()).id)

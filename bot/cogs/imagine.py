@@ -10,7 +10,7 @@ from discord.ext import commands
 from bot import actions
 from bot.cogs.generation_options import CommandOptions, generation_command
 from bot.errors import InvalidOption, echo, listed
-from bot.jobs.params import resolve_parameters, with_refiner
+from bot.jobs.params import member_defaults, resolve_parameters, with_refiner
 from bot.jobs.workflow_params import hires_parameters
 from bot.prompts.networks import embedding_names
 from bot.ui import confirm
@@ -43,10 +43,11 @@ class Imagine(commands.Cog):
         # Inline parameters, styles and permutations: one GenerationOptions per job.
         prepared = await actions.prepare_for(interaction, options, user, style_names=chosen.style)
         settings = self.bot.settings
+        default_refiner = member_defaults(user, settings).refiner
         params = [
             with_refiner(
                 hires_parameters(resolve_parameters(each, settings, user), settings, **chosen.hires()),
-                settings, chosen.refiner, chosen.refiner_switch_at,
+                settings, chosen.refiner, chosen.refiner_switch_at, default_refiner,
             )
             for each in prepared
         ]

@@ -199,11 +199,20 @@ def check_model(settings: Settings, name: str) -> ModelSettings:
 
 
 def with_refiner(
-    params: JobParameters, settings: Settings, refiner: str | None, switch_at: float | None
+    params: JobParameters,
+    settings: Settings,
+    refiner: str | None,
+    switch_at: float | None,
+    default: str | None = None,
 ) -> JobParameters:
     """A txt2img job with A1111's refiner options checked and set: ``refiner`` a configured
-    model's name (None or "None": no refiner), ``switch_at`` the fraction of the denoising
-    after which it takes over (default 0.8)."""
+    model's name ("None": no refiner), ``switch_at`` the fraction of the denoising after which
+    it takes over (default 0.8). ``default`` (the member's /settings refiner) serves when
+    ``refiner`` is None, on an SDXL model without the hires fix only, so that it never keeps
+    another model's job from running."""
+    if refiner is None and default and params.hires_scale is None:
+        if folder_family(check_model(settings, params.model).source) == "sdxl":
+            refiner = default
     if refiner is None or refiner.strip().casefold() == "none":
         if switch_at is not None:
             raise InvalidOption("refiner_switch_at needs a refiner.")
@@ -310,6 +319,7 @@ class MemberDefaults:
     aspect: str | None = None
     negative_prompt: str | None = None
     upscaler: str | None = None
+    refiner: str | None = None
     unavailable: dict[str, str] = field(default_factory=dict)  # setting -> why
 
 
@@ -337,6 +347,7 @@ def member_defaults(user: User | None, settings: Settings) -> MemberDefaults:
     keep("negative_prompt", user.default_negative_prompt,
          lambda: check_negative_prompt(user.default_negative_prompt or "", limits))
     keep("upscaler", user.default_upscaler, lambda: check_upscaler_name(settings, user.default_upscaler or ""))
+    keep("refiner", user.default_refiner, lambda: check_model(settings, user.default_refiner or "").name)
     # Sizes follow the model: checked for the member's model (else the server's).
     base = check_model(settings, str(values.get("model", settings.default_model))).base_size
     if user.default_aspect is not None:

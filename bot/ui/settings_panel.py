@@ -1,7 +1,7 @@
 """/settings: one private message with the member's defaults next to the server's, and the
 controls that change them.
 
-Five selects (model, sampler, aspect, upscaler, styles) and a row of buttons (a form for steps,
+Six selects (model, sampler, aspect, upscaler, styles, SDXL refiner) and a row of buttons (a form for steps,
 CFG, size and negative prompt; private results on/off; reset all) pass Discord's 5 action rows
 of a classic message, so the message uses Components V2 (a LayoutView: text and rows, up to 40
 components). Every control is a DynamicItem whose custom_id carries the member's id and what it
@@ -42,6 +42,7 @@ from bot.prompts import style_store
 from bot.ui.embeds import clip
 from db.models import User
 from inference.common.samplers import SAMPLER_NAMES
+from inference.common.sources import folder_family
 
 if TYPE_CHECKING:
     from bot.client import SDBot
@@ -54,7 +55,7 @@ NOT_YOURS = "These are someone else's settings: use /settings to see your own."
 # Every column /settings changes, for "Reset all".
 DEFAULT_COLUMNS = (
     "default_model", "default_sampler", "default_steps", "default_cfg_scale", "default_width", "default_height",
-    "default_negative_prompt", "default_aspect", "default_style", "default_upscaler",
+    "default_negative_prompt", "default_aspect", "default_style", "default_upscaler", "default_refiner",
 )
 
 
@@ -80,7 +81,7 @@ async def settings_message(interaction: discord.Interaction[SDBot], user_id: int
     styles = await style_store.visible_styles(bot.queue.db, user_id, interaction.guild_id)
     view = ui.LayoutView(timeout=None)
     view.add_item(ui.TextDisplay(_summary(bot.settings, user, styles)))
-    for what in ("model", "sampler", "size", "upscaler", "style"):
+    for what in ("model", "sampler", "size", "upscaler", "style", "refiner"):
         row: ui.ActionRow[Any] = ui.ActionRow()
         row.add_item(SettingSelect(user_id, what, _options(bot.settings, user, styles, what)))
         view.add_item(row)
@@ -142,6 +143,7 @@ def _summary(settings: Settings, user: User | None, styles: list[Any]) -> str:
         line("Negative prompt", "negative_prompt", clip(negative, 200) if negative else None, "none"),
         style_line,
         line("Upscaler", "upscaler", u.default_upscaler, settings.images.default_upscaler),
+        line("SDXL refiner", "refiner", u.default_refiner, "none"),
         f"**Private results**: **{'on' if u.private_results else 'off'}** · server: off",
     ]
     return "\n".join(lines)
@@ -152,6 +154,15 @@ def _aspect_size(aspect: str, base: int, settings: Settings) -> tuple[int, int]:
         return check_aspect(aspect, base, settings.limits)
     except InvalidOption:
         return base, base
+
+
+def refiner_names(settings: Settings) -> list[str]:
+    """The models that may refine: SDXL refiners first, then SDXL models (and models whose
+    family their folder does not tell)."""
+    families = {m.name: folder_family(m.source) for m in settings.models}
+    return [name for name, family in families.items() if family == "sdxl-refiner"] + [
+        name for name, family in families.items() if family in ("sdxl", "")
+    ]
 
 
 def _options(settings: Settings, user: User | None, styles: list[Any], what: str) -> list[discord.SelectOption]:
@@ -171,6 +182,8 @@ def _options(settings: Settings, user: User | None, styles: list[Any], what: str
     elif what == "size":
         base = check_model(settings, settings.default_model).base_size
         server, values, current = f"{base}x{base}", list(ASPECT_RATIOS), u.default_aspect
+    elif what == "refiner":
+        server, values, current = "none", refiner_names(settings), u.default_refiner
     else:
         server, values, current = settings.images.default_upscaler, upscaler_names(settings), u.default_upscaler
     options = [discord.SelectOption(label=f"Server default ({server})", value=SERVER_DEFAULT, default=current is None)]
@@ -187,11 +200,12 @@ PLACEHOLDERS = {
     "size": "Aspect ratio (a size: in the form)…",
     "upscaler": "Upscaler of Upscale 2x/4x and /upscale…",
     "style": "Styles applied when a command names none…",
+    "refiner": "SDXL refiner of your SDXL jobs…",
 }
 
 
-class SettingSelect(DynamicItem[Select], template=r"sd:set:(?P<user>\d+):(?P<what>model|sampler|size|upscaler|style)"):
-    """One of the five selects; choosing edits the settings message in place."""
+class SettingSelect(DynamicItem[Select], template=r"sd:set:(?P<user>\d+):(?P<what>model|sampler|size|upscaler|style|refiner)"):
+    """One of the six selects; choosing edits the settings message in place."""
 
     def __init__(self, user_id: int, what: str, options: list[discord.SelectOption] | None = None) -> None:
         options = options or []
@@ -248,6 +262,7 @@ class SettingSelect(DynamicItem[Select], template=r"sd:set:(?P<user>\d+):(?P<wha
             "model": lambda: check_model(settings, value).name,
             "sampler": lambda: check_sampler(value),
             "upscaler": lambda: check_upscaler_name(settings, value),
+            "refiner": lambda: check_model(settings, value).name,
         }[self.what]
         return {column: check()}
 
