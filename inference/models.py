@@ -324,6 +324,10 @@ class PipelineCache:
         if isinstance(pipe, DiffusionPipeline):
             pipe = place_pipeline(pipe, self.device, self.acceleration)
             guard_vae_precision(pipe)  # half-precision VAE: A1111's retry in float32 on NaNs
+            if getattr(pipe, "watermark", None) is not None:
+                # However an SDXL pipeline was made (a single file too): A1111 stamps no
+                # invisible watermark, and neither does the bot.
+                pipe.watermark = None
         if not spec.long_prompts:
             limit_prompt_chunks(pipe, 1)
         self._loaded[key] = self._last_used = pipe
