@@ -5,9 +5,12 @@ until the switch point of the denoising and then on the refiner checkpoint, from
 latents, with the prompts encoded again for the refiner (its CLIP-G alone, scored 6.0 / 2.5 for
 aesthetics). diffusers' "ensemble of expert denoisers" is the same cut: the base pipeline runs
 with ``denoising_end=switch_at`` and hands back its still-noisy latents, and the refiner's
-img2img pipeline continues from them with ``denoising_start=switch_at`` adding no noise. Both
-measure the switch on the noise schedule (A1111's default measures it by sigma, diffusers by
-timestep: the same point on a linear-in-timestep schedule), not as a count of steps.
+img2img pipeline continues from them with ``denoising_start=switch_at`` adding no noise. The
+cut is A1111's default one (sd_samplers_common.apply_refiner): A1111 maps the step's sigma to
+its training timestep t and switches once (999 - t) / 1000 reaches the switch, that is at the
+first t below 1000 * (1 - switch); diffusers hands the refiner the timesteps below
+round(1000 * (1 - switch)): the same steps (to the nearest timestep for Karras-style
+schedules, which A1111 rounds and diffusers does not).
 
 Both models stay loaded while the job runs (PipelineCache.using); the progress counts the
 requested steps across both passes.
