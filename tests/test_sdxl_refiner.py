@@ -86,3 +86,17 @@ def test_the_memory_budget_counts_both_sdxl_encoders_and_derived_pipelines_once(
     assert isinstance(inpaint, StableDiffusionXLInpaintPipeline)
     assert inpaint.unet is tiny_sdxl_pipe.unet and inpaint.text_encoder_2 is tiny_sdxl_pipe.text_encoder_2
     assert derived_pipeline(tiny_sdxl_pipe, StableDiffusionImg2ImgPipeline).vae is tiny_sdxl_pipe.vae
+
+
+@pytest.mark.parametrize(("sampler", "steps", "switch_at"), [("Euler", 20, 0.8), ("Euler a", 7, 0.65), ("DPM++ 2M", 30, 0.5)])
+def test_the_switch_falls_where_a1111_switches(cache, sampler, steps, switch_at):
+    # A1111 (apply_refiner): the refiner takes over at the first step whose timestep t has
+    # (999 - t) / 1000 >= switch_at.
+    from inference.generate import use_sampler
+
+    base = cache.get("tiny-xl")
+    use_sampler(base, sampler, [1])
+    base.scheduler.set_timesteps(steps)
+    timesteps = base.scheduler.timesteps.tolist()
+    a1111_base_steps = next(i for i, t in enumerate(timesteps) if (999 - round(t)) / 1000 >= switch_at)
+    assert base_steps(base, steps, switch_at) == a1111_base_steps
