@@ -13,6 +13,7 @@ from inference.conditioning import encode_conditioning
 from inference.generate import InvalidRequestError
 from inference.models import PipelineCache
 from inference.networks import ExtraNetworks
+from tests.test_inference_networks import write_kohya_lora
 
 
 def request(prompt: str, model: str = "tiny-xl") -> GenerateRequest:
@@ -62,28 +63,6 @@ def test_an_sdxl_embedding_fills_both_encoders(embeddings, tiny_sdxl_dir, tiny_s
             pass
 
 
-def write_sdxl_kohya_lora(pipe, path, seed: int, scale: float = 0.5):
-    """A random SDXL LoRA in kohya's layout: lora_unet_*, lora_te1_* (CLIP-L) and lora_te2_*
-    (OpenCLIP-G), lora_down/lora_up/alpha per attention projection."""
-    generator = torch.Generator().manual_seed(seed)
-    tensors = {}
-
-    def add(key: str, module: torch.nn.Linear, rank: int = 2) -> None:
-        tensors[f"{key}.lora_down.weight"] = torch.randn(rank, module.in_features, generator=generator) * scale
-        tensors[f"{key}.lora_up.weight"] = torch.randn(module.out_features, rank, generator=generator) * scale
-        tensors[f"{key}.alpha"] = torch.tensor(float(rank))
-
-    for name, module in pipe.unet.named_modules():
-        if name.split(".")[-1] in ("to_q", "to_k", "to_v") or name.endswith("to_out.0"):
-            add("lora_unet_" + name.replace(".", "_"), module)
-    for prefix, encoder in (("lora_te1_", pipe.text_encoder), ("lora_te2_", pipe.text_encoder_2)):
-        for name, module in encoder.named_modules():
-            if name.split(".")[-1] in ("q_proj", "k_proj", "v_proj", "out_proj"):
-                add(prefix + "text_model_" + name.removeprefix("text_model.").replace(".", "_"), module)
-    save_file(tensors, path)
-    return path
-
-
 def test_an_sdxl_kohya_lora_changes_the_image_and_goes_away(tmp_path, tiny_sdxl_dir):
     import numpy as np
 
@@ -93,7 +72,9 @@ def test_an_sdxl_kohya_lora_changes_the_image_and_goes_away(tmp_path, tiny_sdxl_
     pipe = cache.get("tiny-xl")
     lora_dir = tmp_path / "loras"
     lora_dir.mkdir()
-    write_sdxl_kohya_lora(pipe, lora_dir / "XLStyle.safetensors", seed=1)
+    # kohya's SDXL layout: lora_unet_*, lora_te1_* (CLIP-L) and lora_te2_* (OpenCLIP-G).
+    encoders = (("lora_te1_", "text_encoder"), ("lora_te2_", "text_encoder_2"))
+    write_kohya_lora(pipe, lora_dir / "XLStyle.safetensors", seed=1, encoders=encoders)
     extra = ExtraNetworks((), (str(lora_dir),))
 
     def image(prompt: str) -> np.ndarray:
