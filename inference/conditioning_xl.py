@@ -49,6 +49,9 @@ class EncoderView:
     tokenizer: Any
     text_encoder: torch.nn.Module
     maybe_convert_prompt: Callable[[str, Any], str] | None
+    # Where the encoder runs: its own device, or under model CPU offload (accelerate's hook
+    # on it) the pipeline's execution device, where the hook moves it for the call.
+    device: torch.device
 
 
 def is_sdxl(pipe: object) -> bool:
@@ -60,7 +63,11 @@ def encoder_views(pipe: DiffusionPipeline) -> list[EncoderView]:
     """The pipeline's text encoders in A1111's concatenation order (CLIP-L, then bigG)."""
     convert = getattr(pipe, "maybe_convert_prompt", None)
     pairs = ((pipe.tokenizer, pipe.text_encoder), (pipe.tokenizer_2, pipe.text_encoder_2))
-    return [EncoderView(tok, enc, convert) for tok, enc in pairs if enc is not None]
+    return [
+        EncoderView(tok, enc, convert, pipe._execution_device if hasattr(enc, "_hf_hook") else enc.device)
+        for tok, enc in pairs
+        if enc is not None
+    ]
 
 
 def text_encoder_key(pipe: DiffusionPipeline) -> torch.nn.Module:
@@ -75,8 +82,7 @@ def encode_rows_xl(view: EncoderView, rows: list[Chunk]) -> tuple[torch.Tensor, 
     encoders. Identical rows are encoded once."""
     unique = list(dict.fromkeys(row.ids for row in rows))
     encoder = view.text_encoder
-    device = encoder.device
-    ids = torch.tensor(unique, dtype=torch.long, device=device)
+    ids = torch.tensor(unique, dtype=torch.long, device=view.device)
     out = encoder(ids, output_hidden_states=True)
     order = [dict(zip(unique, range(len(unique))))[row.ids] for row in rows]
     hidden = out.hidden_states[-2][order]
