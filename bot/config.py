@@ -37,6 +37,7 @@ from inference.common.model_folders import CheckpointInspector, CheckpointScan, 
 from inference.common.upscaler_files import upscaler_files
 from inference.common.vae_files import AUTOMATIC, UnknownVaeError, resolve_vae, vae_files
 from inference.common.samplers import SAMPLERS
+from inference.common.sources import family_base_size
 
 ENV_PREFIX = "SDBOT__"
 PREDICTION_TYPES = ("epsilon", "v_prediction")
@@ -61,7 +62,8 @@ class ModelSettings:
     source: str
     description: str = ""
     # The short side of an image at aspect ratios: 512 for SD 1.x, 768 for SD 2.x, 1024 for SDXL.
-    base_size: int = 512
+    # 0 (the default): the model's family's, read from its folder (512 when it cannot tell).
+    base_size: int = 0
     # Optional: the same kind of source for this model's inpainting variant (9-channel UNet),
     # used for inpaint, zoom out and pan; without it those use the model itself.
     inpaint_source: str = ""
@@ -83,6 +85,8 @@ class ModelSettings:
     hidden: bool = False
 
     def __post_init__(self) -> None:
+        if not self.base_size:
+            object.__setattr__(self, "base_size", family_base_size(self.source, self.family, self.prediction_type))
         where = f"models {self.name!r}"
         if self.family not in ("", *(str(f) for f in Family)):
             raise ConfigError(f"{where}: family must be one of {', '.join(Family)} (or left out), got {self.family!r}")

@@ -18,22 +18,12 @@ from pathlib import Path
 from typing import Any
 
 from inference.common.model_folders import CheckpointScan, FoundCheckpoint, SkippedFile
+from inference.common.sources import family_base_size
 
-__all__ = ["family_base_size", "merged_model_entries"]
+__all__ = ["merged_model_entries"]
 
 # The longest model name: Discord's limit on an autocomplete choice, and the jobs table's column.
 MAX_MODEL_NAME_LENGTH = 100
-# The short side a family was trained at: what an image of a discovered model is by default.
-_BASE_SIZES = {"sd1": 512, "sd2": 512, "sdxl": 1024, "sdxl-refiner": 1024}
-
-
-def family_base_size(family: str, prediction_type: str = "") -> int:
-    """512 for SD 1.x and SD 2.x base, 768 for SD 2.x v-prediction (768-v), 1024 for SDXL."""
-    if family == "sd2" and prediction_type == "v_prediction":
-        return 768
-    return _BASE_SIZES.get(family, 512)
-
-
 def merged_model_entries(
     entries: Sequence[Mapping[str, Any]], scan: CheckpointScan
 ) -> tuple[list[dict[str, Any]], list[SkippedFile]]:
@@ -90,7 +80,7 @@ def _table_of(found: FoundCheckpoint) -> dict[str, Any]:
         "name": found.name,
         "source": str(found.path),
         "family": found.family,
-        "base_size": family_base_size(found.family, found.prediction_type),
+        "base_size": family_base_size(str(found.path), found.family, found.prediction_type),
     }
     for key in ("prediction_type", "original_config"):
         if value := getattr(found, key):

@@ -15,6 +15,7 @@ Torch-free: the bot uses it; the parsing itself is inference.common.infotext's, 
 from __future__ import annotations
 
 import asyncio
+import re
 import secrets
 import struct
 import time
@@ -179,6 +180,9 @@ class Rerun:
     options: GenerationOptions
     hires: dict[str, object] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
+    # A1111's "Refiner" (this server's model of that name) and "Refiner switch at".
+    refiner: str | None = None
+    refiner_switch_at: float | None = None
 
 
 def _number(params: dict[str, str], key: str, kind: type, notes: list[str]) -> object | None:
@@ -258,7 +262,24 @@ def rerun_options(
             hires["upscaler"] = known
     if params.get("Variation seed strength"):
         notes.append("The variation seed was left out: the job uses the seed alone.")
-    return Rerun(options, hires, notes)
+    refiner, switch_at = _refiner(params, settings, notes)
+    if refiner is not None and hires:
+        notes.append("The refiner was left out: it does not run with the hires fix here yet.")
+        refiner = switch_at = None
+    return Rerun(options, hires, notes, refiner, switch_at)
+
+
+def _refiner(params: dict[str, str], settings: Settings, notes: list[str]) -> tuple[str | None, float | None]:
+    """A1111's "Refiner: name [hash]" as this server's model of that name, and its switch."""
+    title = params.get("Refiner")
+    if not title:
+        return None, None
+    name = re.sub(r"\s*\[[0-9a-fA-F]+\]$", "", title.strip())
+    found = next((m.name for m in settings.models if m.name.casefold() == name.casefold()), None)
+    if found is None:
+        notes.append(f"Refiner `{name[:100]}` is not on this server; the job runs without one.")
+        return None, None
+    return found, _number(params, "Refiner switch at", float, notes)  # type: ignore[return-value]
 
 
 def _file_stem(source: str) -> str | None:

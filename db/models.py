@@ -56,6 +56,8 @@ class User(Base):
     # "Automatic", "None" or a VAE's name (bot.jobs.params.check_vae), and A1111's clip skip.
     default_vae: Mapped[str | None] = mapped_column(String(255))
     default_clip_skip: Mapped[int | None] = mapped_column(Integer)
+    # The SDXL refiner this member's SDXL txt2img jobs get when they name none.
+    default_refiner: Mapped[str | None] = mapped_column(String(200))
     # Results shown only to their owner (an ephemeral status message, then a DM once the
     # interaction token has expired) instead of in the channel.
     private_results: Mapped[bool] = mapped_column(Boolean, default=False, server_default="0")
@@ -120,6 +122,9 @@ class Job(Base):
     hires_steps: Mapped[int | None] = mapped_column(Integer)
     hires_denoising: Mapped[float | None] = mapped_column(Float)
     hires_upscaler: Mapped[str | None] = mapped_column(String(100))
+    # SDXL's refiner (a configured model's name) and A1111's "Refiner switch at" (0-1).
+    refiner: Mapped[str | None] = mapped_column(String(200))
+    refiner_switch_at: Mapped[float | None] = mapped_column(Float)
     upscale_factor: Mapped[float | None] = mapped_column(Float)
     upscaler: Mapped[str | None] = mapped_column(String(100))
     # Seamless tiling (--tile), and an X/Y plot's or prompt matrix's cells and labels as the JSON

@@ -284,32 +284,48 @@ class BatchConditioning:
 
     parts: tuple[tuple[Conditioning, int], ...]  # (a job's conditioning, its image count)
 
-    def _rows(self, step: int) -> tuple[torch.Tensor, torch.Tensor]:
+    def _rows(self, step: int, pooled: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+        """(cond rows, uncond rows) at ``step``: the embeddings, or SDXL's pooled vectors."""
         import torch
 
         conds, unconds = [], []
         for conditioning, images in self.parts:
-            cond, uncond = conditioning.at_step(step)
-            conds.append(cond.expand(images, -1, -1))
-            unconds.append(uncond.expand(images, -1, -1))
+            cond, uncond = conditioning.pooled_at_step(step) if pooled else conditioning.at_step(step)
+            conds.append(cond.expand(images, *cond.shape[1:]))
+            unconds.append(uncond.expand(images, *uncond.shape[1:]))
         return torch.cat(conds), torch.cat(unconds)
 
     def pipeline_kwargs(self) -> dict:
         cond, uncond = self._rows(0)
-        return {"prompt_embeds": cond, "negative_prompt_embeds": uncond}
+        kwargs = {"prompt_embeds": cond, "negative_prompt_embeds": uncond}
+        if self.parts[0][0].cond_pooled:
+            pooled, negative_pooled = self._rows(0, pooled=True)
+            kwargs.update(pooled_prompt_embeds=pooled, negative_pooled_prompt_embeds=negative_pooled)
+        return kwargs
 
     def callback_embeds(self, step: int, tensors: dict) -> torch.Tensor | None:
         """As Conditioning.callback_embeds, for the whole batch: diffusers holds
         ``cat([uncond rows] + [cond rows])`` under guidance, else the cond rows."""
+        return self._swapped(step, tensors["prompt_embeds"], pooled=False)
+
+    def callback_pooled(self, step: int, tensors: dict) -> torch.Tensor | None:
+        """As Conditioning.callback_pooled, for the whole batch (SDXL's add_text_embeds)."""
+        if not self.parts[0][0].cond_pooled:
+            return None
+        return self._swapped(step, tensors["add_text_embeds"], pooled=True)
+
+    def _swapped(self, step: int, current: torch.Tensor, pooled: bool) -> torch.Tensor | None:
         import torch
+
+        def at(conditioning: Conditioning, when: int) -> tuple[torch.Tensor, torch.Tensor]:
+            return conditioning.pooled_at_step(when) if pooled else conditioning.at_step(when)
 
         if step <= 0 or all(
             now is before
             for conditioning, _ in self.parts
-            for now, before in zip(conditioning.at_step(step), conditioning.at_step(step - 1))
+            for now, before in zip(at(conditioning, step), at(conditioning, step - 1))
         ):
             return None
-        current = tensors["prompt_embeds"]
-        cond, uncond = self._rows(step)
+        cond, uncond = self._rows(step, pooled)
         parts = [uncond, cond] if current.shape[0] == 2 * cond.shape[0] else [cond]
         return torch.cat(parts).to(device=current.device, dtype=current.dtype)

@@ -17,6 +17,10 @@ prompt_parser.get_learned_conditioning) instead:
 
 A plain prompt (weights 1, one chunk) comes out exactly as diffusers' own encoding.
 
+SDXL's two encoders, its pooled vector and its empty negative prompt are
+inference.conditioning_xl's; the Conditioning then carries a pooled schedule beside the
+embeddings, and everything below applies to it alike.
+
 The pipelines get the step-0 embeddings as ``prompt_embeds``/``negative_prompt_embeds`` and the
 step callback swaps them when the schedule moves on (``Conditioning.callback_embeds``).
 
@@ -45,6 +49,7 @@ from diffusers.models.unets.unet_2d_condition import UNet2DConditionOutput
 from inference.common.prompt_chunks import Chunk, chunk_tokens, empty_chunk, weighted_tokens
 from inference.common.prompt_parser import composable_prompts, prompt_schedules
 from inference.common.protocol import MAX_CLIP_SKIP, GenerateRequest
+from inference.conditioning_xl import encode_empty_xl, encode_schedule_xl, is_sdxl, text_encoder_key
 
 log = logging.getLogger(__name__)
 
@@ -57,15 +62,19 @@ _chunk_limits: weakref.WeakKeyDictionary[torch.nn.Module, int] = weakref.WeakKey
 def limit_prompt_chunks(pipe: DiffusionPipeline, max_chunks: int | None) -> None:
     """Cut this model's prompts to ``max_chunks`` chunks of 75 tokens (None: no limit)."""
     if max_chunks is None:
-        _chunk_limits.pop(pipe.text_encoder, None)
+        _chunk_limits.pop(_limit_key(pipe), None)
     elif max_chunks < 1:
         raise ValueError(f"max_chunks must be at least 1, got {max_chunks}")
     else:
-        _chunk_limits[pipe.text_encoder] = max_chunks
+        _chunk_limits[_limit_key(pipe)] = max_chunks
 
 
 def prompt_chunk_limit(pipe: DiffusionPipeline) -> int | None:
-    return _chunk_limits.get(pipe.text_encoder)
+    return _chunk_limits.get(_limit_key(pipe))
+
+
+def _limit_key(pipe: DiffusionPipeline) -> torch.nn.Module:
+    return text_encoder_key(pipe) if is_sdxl(pipe) else pipe.text_encoder
 
 
 @dataclass(frozen=True)
@@ -76,7 +85,9 @@ class Conditioning:
     at weight 1: a plain prompt). Every tensor has the same token length, so any cond pairs
     with any uncond. Steps are A1111's: model evaluations of the pass, from 0 (see
     encode_for_pass). ``cut_prompt`` and ``cut_negative_prompt`` are the text a chunk limit
-    dropped ("" when nothing was).
+    dropped ("" when nothing was). SDXL: ``cond_pooled`` and ``uncond_pooled`` are the pooled
+    vectors' schedules, (rows, dim) each, with the same steps as ``cond`` and ``uncond``;
+    empty for other models.
     """
 
     cond: tuple[tuple[int, torch.Tensor], ...]
@@ -84,6 +95,8 @@ class Conditioning:
     cut_prompt: str = ""
     cut_negative_prompt: str = ""
     weights: tuple[float, ...] = (1.0,)
+    cond_pooled: tuple[tuple[int, torch.Tensor], ...] = ()
+    uncond_pooled: tuple[tuple[int, torch.Tensor], ...] = ()
 
     @property
     def composable(self) -> bool:
@@ -106,10 +119,44 @@ class Conditioning:
         packed = torch.cat([uncond, cond.reshape(1, -1, cond.shape[-1])], dim=1)
         return packed, packed
 
+    def pooled_at_step(self, step: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """SDXL: the (cond, uncond) pooled vectors in force at ``step``."""
+        return _entry_at(self.cond_pooled, step)[1], _entry_at(self.uncond_pooled, step)[1]
+
+    def pipeline_pooled(self, step: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """SDXL: the pipeline's (pooled_prompt_embeds, negative_pooled_prompt_embeds) for one
+        image at ``step``; composable: both the uncond's followed by every part's along the
+        features, (1, (1 + parts) * dim), which and_prompts_unet unpacks."""
+        cond, uncond = self.pooled_at_step(step)
+        if not self.composable:
+            return cond, uncond
+        packed = torch.cat([uncond, cond.reshape(1, -1)], dim=1)
+        return packed, packed
+
     def pipeline_kwargs(self) -> dict:
         """What a pipeline call takes instead of prompt strings: the step-0 embeddings."""
         cond, uncond = self.pipeline_embeds(0)
-        return {"prompt_embeds": cond, "negative_prompt_embeds": uncond}
+        kwargs = {"prompt_embeds": cond, "negative_prompt_embeds": uncond}
+        if self.cond_pooled:
+            pooled, negative_pooled = self.pipeline_pooled(0)
+            kwargs.update(pooled_prompt_embeds=pooled, negative_pooled_prompt_embeds=negative_pooled)
+        return kwargs
+
+    def callback_pooled(self, step: int, tensors: dict) -> torch.Tensor | None:
+        """SDXL: the pipeline's ``add_text_embeds`` for evaluation ``step`` when they change
+        there (laid out as callback_embeds lays out the embeddings); None: they stay."""
+        if not self.cond_pooled or step <= 0 or all(
+            now is before
+            for now, before in zip(self.pooled_at_step(step), self.pooled_at_step(step - 1))
+        ):
+            return None
+        current = tensors["add_text_embeds"]
+        images = tensors["latents"].shape[0]
+        cond, uncond = self.pipeline_pooled(step)
+        parts = [cond.expand(images, -1)]
+        if current.shape[0] == 2 * images:
+            parts.insert(0, uncond.expand(images, -1))
+        return torch.cat(parts).to(device=current.device, dtype=current.dtype)
 
     def callback_embeds(self, step: int, tensors: dict) -> torch.Tensor | None:
         """The pipeline's ``prompt_embeds`` for evaluation ``step`` when they change there.
@@ -183,6 +230,12 @@ def and_prompts_unet(pipe: DiffusionPipeline, conditioning: object) -> Iterator[
 
         packed = encoder_hidden_states[rows - images :]
         embeds = packed.reshape(images, segments, -1, packed.shape[-1]).transpose(0, 1).flatten(0, 1)
+        added = kwargs.pop("added_cond_kwargs", None)
+        if added is not None:
+            # SDXL: the pooled vectors are packed along the features as the embeddings are
+            # along the tokens (Conditioning.pipeline_pooled); the size numbers are per row.
+            text_embeds = added["text_embeds"][rows - images :]
+            pooled = text_embeds.reshape(images, segments, -1).transpose(0, 1).flatten(0, 1)
         outs = []
         # Two segments a call: a plain run's batch, so any number of parts fits in its memory
         # (and a compiled UNet meets the batch size it knows).
@@ -196,6 +249,10 @@ def and_prompts_unet(pipe: DiffusionPipeline, conditioning: object) -> Iterator[
                     *args,
                     return_dict=False,
                     **{name: segment_rows(value, first, last) for name, value in kwargs.items()},
+                    **({} if added is None else {"added_cond_kwargs": {
+                        "text_embeds": pooled[first * images : last * images],
+                        "time_ids": segment_rows(added["time_ids"], first, last),
+                    }}),
                 )[0]
             )
         out = torch.cat(outs)
@@ -230,6 +287,8 @@ def effective_clip_skip(pipe: DiffusionPipeline, clip_skip: int) -> int:
     """
     if not 1 <= clip_skip <= MAX_CLIP_SKIP:
         raise ValueError(f"clip_skip must be between 1 and {MAX_CLIP_SKIP}, got {clip_skip}")
+    if is_sdxl(pipe):
+        return 1
     config = pipe.text_encoder.config
     if getattr(config, "hidden_act", "quick_gelu") != "quick_gelu":
         return 1
@@ -298,20 +357,41 @@ def encode_conditioning(
     if len(parts) == 1 and parts[0][1] == 1.0 and parts[0][0] == prompt.rstrip():
         parts = [(prompt, 1.0)]  # no AND, no weight: the prompt exactly as written
     encoded = [
-        _encode_schedule(pipe, prompt_schedules(text, steps, hires_steps), max_chunks, clip_skip)
+        _encode_any_schedule(pipe, prompt_schedules(text, steps, hires_steps), max_chunks, clip_skip)
         for text, _ in parts
     ]
-    cond = encoded[0][0] if len(encoded) == 1 else _stack_parts([schedule for schedule, _ in encoded])
-    cut_prompt = next((cut for _, cut in encoded if cut), "")
-    uncond, cut_negative = _encode_schedule(
+    if len(encoded) == 1:
+        cond, cond_pooled = encoded[0][0], encoded[0][1]
+    else:
+        cond = _stack_parts([schedule for schedule, _, _ in encoded])
+        cond_pooled = _stack_parts([pooled for _, pooled, _ in encoded]) if encoded[0][1] else []
+    cut_prompt = next((cut for _, _, cut in encoded if cut), "")
+    uncond, uncond_pooled, cut_negative = _encode_any_schedule(
         pipe, prompt_schedules(negative_prompt, steps, hires_steps), max_chunks, clip_skip
     )
     if cond[0][1].shape[1] != uncond[0][1].shape[1]:
         length = max(cond[0][1].shape[1], uncond[0][1].shape[1])
-        empty = _encode_rows(pipe, [_empty(pipe)], clip_skip)  # A1111's cond_stage_model_empty_prompt
+        # A1111's cond_stage_model_empty_prompt
+        empty = encode_empty_xl(pipe, _empty) if is_sdxl(pipe) else _encode_rows(pipe, [_empty(pipe)], clip_skip)
         cond, uncond = _pad_schedule(cond, length, empty), _pad_schedule(uncond, length, empty)
     weights = tuple(weight for _, weight in parts)
-    return Conditioning(tuple(cond), tuple(uncond), cut_prompt, cut_negative, weights)
+    return Conditioning(
+        tuple(cond), tuple(uncond), cut_prompt, cut_negative, weights,
+        tuple(cond_pooled), tuple(uncond_pooled),
+    )
+
+
+def _encode_any_schedule(
+    pipe: DiffusionPipeline, schedule: list[tuple[int, str]], max_chunks: int | None, clip_skip: int = 1
+):
+    """(embeddings schedule, pooled schedule (SDXL; else empty), cut text) of one prompt.
+    SDXL reads its fixed layers, as A1111 does, whatever ``clip_skip`` says."""
+    if is_sdxl(pipe):
+        return encode_schedule_xl(
+            pipe, schedule, max_chunks, chunks=_chunks, empty=_empty, emphasis=_emphasis
+        )
+    encoded, cut = _encode_schedule(pipe, schedule, max_chunks, clip_skip)
+    return encoded, [], cut
 
 
 def _stack_parts(schedules: list[list[tuple[int, torch.Tensor]]]) -> list[tuple[int, torch.Tensor]]:
@@ -341,7 +421,7 @@ def encode_prompt(
     pipe: DiffusionPipeline, text: str, max_chunks: int | None = None, clip_skip: int = 1
 ) -> tuple[torch.Tensor, str]:
     """One text (no scheduling) as (embeddings (1, 77 * chunks, dim), the text cut off)."""
-    [(_, embeds)], cut = _encode_schedule(pipe, [(1, text)], max_chunks, clip_skip)
+    [(_, embeds)], _, cut = _encode_any_schedule(pipe, [(1, text)], max_chunks, clip_skip)
     return embeds, cut
 
 
@@ -431,7 +511,14 @@ def _weighted_batch(
     weights); the result has the text encoder's dtype. With all weights 1 A1111's rescale is
     by exactly 1, so it is skipped and z comes back as CLIP gave it.
     """
-    z = _encode_rows(pipe, rows, clip_skip).float()
+    return _emphasis(_encode_rows(pipe, rows, clip_skip), rows, counts, pipe.text_encoder.dtype)
+
+
+def _emphasis(
+    z: torch.Tensor, rows: list[Chunk], counts: list[int], dtype: torch.dtype
+) -> list[torch.Tensor]:
+    """_weighted_batch's weighting and mean restore on encoded rows ``z``; rows in ``dtype``."""
+    z = z.float()
     weights = torch.tensor([row.weights for row in rows], dtype=torch.float32, device=z.device)
     weighted = z * weights.unsqueeze(-1)
     if any(weight != 1.0 for row in rows for weight in row.weights):
@@ -439,7 +526,6 @@ def _weighted_batch(
         original_mean = (z.mean(dim=(1, 2)) * share).sum()
         new_mean = (weighted.mean(dim=(1, 2)) * share).sum()
         weighted = weighted * (original_mean / new_mean)
-    dtype = pipe.text_encoder.dtype
     return [row.unsqueeze(0).to(dtype) for row in weighted]
 
 

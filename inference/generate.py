@@ -10,6 +10,7 @@ ancestral and SDE samplers keep drawing each image's later noise from that image
 
 from __future__ import annotations
 
+import inspect
 import math
 import weakref
 from collections.abc import Callable, Sequence
@@ -21,6 +22,7 @@ from diffusers.utils.torch_utils import randn_tensor
 from PIL import Image
 
 from inference.conditioning import Conditioning, and_prompts_unet, encode_for_pass
+from inference.conditioning_xl import sdxl_size_kwargs
 from inference.common.protocol import MAX_CLIP_SKIP, GenerateRequest
 from inference.common.samplers import SAMPLERS
 from inference.tiling import seamless_tiling
@@ -198,8 +200,14 @@ def _model_dtype(pipe: DiffusionPipeline) -> torch.dtype:
 
 
 # What every pipeline call hands its callback: the latents for previews, the prompt
-# embeddings for prompt editing to replace.
+# embeddings for prompt editing to replace (and SDXL's pooled vectors, "add_text_embeds").
 CALLBACK_TENSORS = ["latents", "prompt_embeds"]
+
+
+def callback_tensors(pipe: DiffusionPipeline) -> list[str]:
+    """CALLBACK_TENSORS, plus the pooled vectors where the pipeline has them (SDXL)."""
+    extra = ["add_text_embeds"] if "add_text_embeds" in pipe._callback_tensor_inputs else []
+    return CALLBACK_TENSORS + extra
 
 
 def step_callback(
@@ -216,7 +224,7 @@ def step_callback(
     only called when that number moves. Cancellation is checked on every call, and raising
     leaves the pipeline's loop at once (diffusers' own ``interrupt`` flag would still run the
     VAE decode). The call for evaluation i hands back the embeddings evaluation i + 1 uses
-    (the pipeline's tensor inputs must include CALLBACK_TENSORS).
+    (the pipeline's tensor inputs must be callback_tensors(pipe)).
     """
     reported = 0
 
@@ -238,6 +246,10 @@ def step_callback(
             embeds = conditioning.callback_embeds(step_index + 1, tensors)
             if embeds is not None:
                 tensors["prompt_embeds"] = embeds
+            if "add_text_embeds" in tensors:
+                pooled = conditioning.callback_pooled(step_index + 1, tensors)
+                if pooled is not None:
+                    tensors["add_text_embeds"] = pooled
         return tensors
 
     return callback
@@ -262,13 +274,20 @@ def generate_latents(
     request: GenerateRequest,
     on_step: OnStep = lambda step, total, latents: None,
     is_cancelled: IsCancelled = lambda: False,
+    denoising_end: float | None = None,
+    progress_steps: int | None = None,
 ) -> torch.Tensor:
     """generate()'s batch as the final latents (scaled, as the UNet sees them), not decoded.
 
     The hires fix's first pass: the same noise and steps, so decoding these gives generate()'s
-    images.
+    images. ``denoising_end`` (SDXL, a fraction of the noise schedule) stops there, still
+    noisy: the refiner's base pass, whose progress counts ``progress_steps`` (the steps it
+    runs) instead of the request's.
     """
-    return _run(pipe, request, on_step, is_cancelled, output_type="latent")
+    return _run(
+        pipe, request, on_step, is_cancelled, output_type="latent",
+        denoising_end=denoising_end, progress_steps=progress_steps,
+    )
 
 
 def _run(
@@ -277,6 +296,8 @@ def _run(
     on_step: OnStep,
     is_cancelled: IsCancelled,
     output_type: str,
+    denoising_end: float | None = None,
+    progress_steps: int | None = None,
 ):
     validate_request(request)
     scale = pipe.vae_scale_factor
@@ -287,16 +308,22 @@ def _run(
         )
     if is_cancelled():
         raise JobCancelledError
+    if "width" not in inspect.signature(pipe.__call__).parameters:
+        # An SDXL refiner loads as an img2img pipeline: it finishes images, it cannot start one.
+        raise InvalidRequestError(
+            f"`{request.model}` is a refiner: it cannot make an image from a prompt alone; "
+            "pick it as the refiner of an SDXL model"
+        )
 
     use_sampler(pipe, request.sampler, request.seeds)
     conditioning = encode_for_pass(pipe, request, request.steps)
     channels = pipe.unet.config.in_channels
     latent_shape = (1, channels, request.height // scale, request.width // scale)
     noise, generators = initial_noise(request, latent_shape, _model_dtype(pipe))
-    callback = step_callback(request.steps, on_step, is_cancelled, conditioning)
+    callback = step_callback(progress_steps or request.steps, on_step, is_cancelled, conditioning)
     return sample(
         pipe, request, conditioning, noise, generators, callback,
-        images_per_prompt=len(request.seeds), output_type=output_type,
+        images_per_prompt=len(request.seeds), output_type=output_type, denoising_end=denoising_end,
     )
 
 
@@ -310,6 +337,7 @@ def sample(
     *,
     images_per_prompt: int,
     output_type: str,
+    denoising_end: float | None = None,
 ):
     """The pipeline call of a txt2img pass, generate()'s and a cross-user batch's
     (inference.batching): the request gives size, steps, CFG and tiling; the starting noise,
@@ -327,5 +355,7 @@ def sample(
             latents=latents,
             output_type=output_type,
             callback_on_step_end=callback,
-            callback_on_step_end_tensor_inputs=CALLBACK_TENSORS,
+            callback_on_step_end_tensor_inputs=callback_tensors(pipe),
+            **sdxl_size_kwargs(pipe, request.width, request.height),
+            **({} if denoising_end is None else {"denoising_end": denoising_end}),
         ).images

@@ -21,12 +21,19 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import torch
-from diffusers import DiffusionPipeline, StableDiffusionImg2ImgPipeline
+from diffusers import (
+    DiffusionPipeline,
+    StableDiffusionImg2ImgPipeline,
+    StableDiffusionInpaintPipeline,
+    StableDiffusionXLImg2ImgPipeline,
+    StableDiffusionXLInpaintPipeline,
+)
 from PIL import Image
 
 from inference.conditioning import Conditioning, and_prompts_unet, encode_for_pass
+from inference.conditioning_xl import is_sdxl, sdxl_size_kwargs
 from inference.generate import (
-    CALLBACK_TENSORS,
+    callback_tensors,
     InvalidRequestError,
     IsCancelled,
     JobCancelledError,
@@ -47,13 +54,33 @@ _derived: weakref.WeakKeyDictionary[DiffusionPipeline, dict[type, DiffusionPipel
 )
 
 
+# An SD pipeline class asked of an SDXL model: its SDXL counterpart.
+_SDXL_COUNTERPARTS: dict[type, type] = {
+    StableDiffusionImg2ImgPipeline: StableDiffusionXLImg2ImgPipeline,
+    StableDiffusionInpaintPipeline: StableDiffusionXLInpaintPipeline,
+}
+
+
 def derived_pipeline(base: DiffusionPipeline, pipeline_class: type) -> DiffusionPipeline:
-    """``base``'s weights as a ``pipeline_class`` (img2img, inpaint), built once and reused."""
+    """``base``'s weights as a ``pipeline_class`` (img2img, inpaint), built once and reused;
+    for an SDXL model, the SDXL class of that workflow."""
+    if is_sdxl(base):
+        pipeline_class = _SDXL_COUNTERPARTS.get(pipeline_class, pipeline_class)
     if isinstance(base, pipeline_class):
         return base
     by_class = _derived.setdefault(base, {})
     if pipeline_class not in by_class:
-        pipe = pipeline_class(**base.components, requires_safety_checker=False)
+        if is_sdxl(base):
+            # The same modules; no watermark (A1111 stamps none); the aesthetic-score
+            # conditioning only where the model was trained with it (the refiner).
+            pipe = pipeline_class(
+                **base.components,
+                add_watermarker=False,
+                requires_aesthetics_score=getattr(base.config, "requires_aesthetics_score", False),
+                force_zeros_for_empty_prompt=base.config.force_zeros_for_empty_prompt,
+            )
+        else:
+            pipe = pipeline_class(**base.components, requires_safety_checker=False)
         pipe.set_progress_bar_config(disable=True)
         by_class[pipeline_class] = pipe
     return by_class[pipeline_class]
@@ -194,23 +221,28 @@ def pass_seeds(seeds: Sequence[int], offset: int) -> list[int]:
 
 
 def pipeline_arguments(
+    pipe: DiffusionPipeline,
     conditioning: Conditioning,
     request: GenerateRequest,
     seeds: Sequence[int],
     schedule: Schedule,
     progress: Progress,
     is_cancelled: IsCancelled,
+    size: tuple[int, int] | None = None,
 ) -> dict:
-    """The arguments img2img and inpaint pipeline calls share."""
+    """The arguments img2img and inpaint pipeline calls share; ``size`` (width, height) is
+    the pass's, SDXL's size conditioning (the request's when not given)."""
+    width, height = size or (request.width, request.height)
     return dict(
         **conditioning.pipeline_kwargs(),
+        **sdxl_size_kwargs(pipe, width, height),
         strength=schedule.strength,
         num_inference_steps=schedule.num_inference_steps,
         guidance_scale=request.cfg_scale,
         num_images_per_prompt=len(seeds),
         generator=generators(seeds),
         callback_on_step_end=progress.callback(schedule.steps, is_cancelled, conditioning),
-        callback_on_step_end_tensor_inputs=CALLBACK_TENSORS,
+        callback_on_step_end_tensor_inputs=callback_tensors(pipe),
     )
 
 
@@ -232,7 +264,10 @@ def img2img_pass(
     pipe = derived_pipeline(base, StableDiffusionImg2ImgPipeline)
     use_sampler(pipe, request.sampler, seeds, base=base)
     conditioning = encode_for_pass(pipe, request, request.steps, hires_steps)
-    arguments = pipeline_arguments(conditioning, request, seeds, schedule, progress, is_cancelled)
+    # The pass's own size: the hires fix's second pass is conditioned on its larger size, as
+    # A1111 conditions it (calculate_hr_conds).
+    size = (latents.shape[-1] * pipe.vae_scale_factor, latents.shape[-2] * pipe.vae_scale_factor)
+    arguments = pipeline_arguments(pipe, conditioning, request, seeds, schedule, progress, is_cancelled, size)
     with and_prompts_unet(pipe, conditioning):
         return list(pipe(image=latents, output_type="pil", **arguments).images)
 

@@ -108,7 +108,7 @@ def inpaint_pass(
                 height=request.height,
                 width=request.width,
                 output_type="pil",
-                **pipeline_arguments(conditioning, request, seeds, schedule, progress, is_cancelled),
+                **pipeline_arguments(pipe, conditioning, request, seeds, schedule, progress, is_cancelled),
             )
         return list(result.images)
 

@@ -223,11 +223,14 @@ class JobRunner:
         self.networks = extra_networks or networks.ExtraNetworks(config.embedding_dirs, config.lora_dirs)
         self.vaes = vae.VaeFiles(config.vae_dirs, [spec.source for spec in config.models])
         self._model_hashes: dict[str, str | None] = {}
-        taesd = None
+        taesd = taesd_xl = None
         if config.preview_method == previews.TAESD:
             taesd = previews.load_taesd(config.taesd_source, cache.device, cache.dtype)
+            if config.taesdxl_source:
+                taesd_xl = previews.load_taesd(config.taesdxl_source, cache.device, cache.dtype)
         self.previewer = previews.Previewer(
-            config.preview_method, config.preview_max_side, taesd, family=lambda: cache.latent_family
+            config.preview_method, config.preview_max_side, taesd, family=lambda: cache.latent_family,
+            taesd_xl=taesd_xl,
         )
         # Start-up seconds for WorkerReady.timings (acceleration.warm_up_models).
         self.startup_timings: dict[str, float] = {}
@@ -346,7 +349,7 @@ class JobRunner:
         with self.networks.applied(self.cache, request) as request, self.vaes.applied(
             networks.job_pipeline(self.cache, request), request
         ):
-            if request.kind in (JobKind.TXT2IMG, JobKind.VARIATION) and request.hires is None:
+            if request.kind in (JobKind.TXT2IMG, JobKind.VARIATION) and request.hires is None and not request.refiner:
                 pipe = self.cache.get(request.model)
                 return generate(pipe, request, on_step=on_step, is_cancelled=is_cancelled)
             return workflows.run_workflow(self.cache, self.upscalers, request, on_step, is_cancelled)
@@ -361,6 +364,7 @@ class JobRunner:
         upscaling = request.kind == JobKind.UPSCALE
         model_hash = None if upscaling else self._model_hash(request.model)
         hashes = {} if upscaling else self._file_hashes(request)
+        refiner_hash = self._model_hash(request.refiner) if request.refiner else None
         # A plot's cells are jobs of their own (prompt, steps, model... differ): each image
         # gets its cell's infotext, so A1111's PNG Info remakes that cell alone.
         cells = plot_runner.cell_requests(request) if request.plot is not None else None
@@ -378,7 +382,8 @@ class JobRunner:
                 )
             else:
                 text = infotext.request_infotext(
-                    request, index, model_hash=model_hash, model_name=self._infotext_model(request.model), **hashes
+                    request, index, model_hash=model_hash, model_name=self._infotext_model(request.model),
+                    refiner_hash=refiner_hash, **hashes,
                 )
             path = images.image_path(outputs_dir, request.job_id, index, seed, day)
             files.append((image, path, text))

@@ -1,13 +1,13 @@
 """Loading diffusers pipelines on the right device and keeping the recent ones in memory.
 
 How a folder or hub model is loaded is chosen from the pipeline class its model_index.json
-names, through PIPELINE_LOADERS. Only Stable Diffusion 1.x/2.x (StableDiffusionPipeline) is
-there today. Adding SDXL means one more entry (StableDiffusionXLPipeline, without the
-safety-checker arguments) plus its class name in sources.SUPPORTED_PIPELINES. Single-file
-checkpoints (A1111's ``.safetensors``) take their own path, inference.single_file, which picks
-the pipeline class from the file's family. An explicit table is used rather than
-AutoPipelineForText2Image because each family also needs its own latent preview and defaults,
-and an unknown family should be refused at start-up instead of half-working.
+names, through PIPELINE_LOADERS: Stable Diffusion 1.x/2.x, SDXL and SDXL's refiner, and their
+inpainting variants; each class name also stands in sources.SUPPORTED_PIPELINES or
+INPAINT_PIPELINES. Single-file checkpoints (A1111's ``.safetensors``) take their own path,
+inference.single_file, which picks the pipeline class from the file's family. An explicit
+table is used rather than AutoPipelineForText2Image because each family also needs its own
+latent preview and defaults, and an unknown family should be refused at start-up instead of
+half-working.
 
 A model is read into CPU memory (``read_pipeline``), then placed on the device with the
 worker's fast path or low-memory options (inference.acceleration.place_pipeline). The
@@ -31,6 +31,9 @@ from diffusers import (
     DiffusionPipeline,
     StableDiffusionInpaintPipeline,
     StableDiffusionPipeline,
+    StableDiffusionXLImg2ImgPipeline,
+    StableDiffusionXLInpaintPipeline,
+    StableDiffusionXLPipeline,
 )
 
 from inference import previews
@@ -38,6 +41,7 @@ from inference.acceleration import Acceleration, place_pipeline
 from inference.conditioning import limit_prompt_chunks
 from inference.single_file import read_single_file
 from inference.diffusers_versions import dtype_keyword
+from inference.vae_precision import guard_vae_precision
 from inference.common.protocol import ModelSpec
 from inference.common.sources import (
     INPAINT_PIPELINES,
@@ -148,12 +152,18 @@ class _Loader:
 
 # Moderation is the bot's business (channel rules), not a CLIP classifier's.
 _NO_SAFETY_CHECKER = {"safety_checker": None, "requires_safety_checker": False}
+# SDXL pipelines have no safety checker; they would stamp an invisible watermark on every
+# image when the package for it is installed, which A1111 never does.
+_NO_WATERMARK = {"add_watermarker": False}
 
 # model_index.json "_class_name" -> how to load it (see the module docstring). Inpainting
 # checkpoints are only loaded as a ModelSpec's inpaint_source (PipelineCache.get_inpaint).
 PIPELINE_LOADERS: dict[str, _Loader] = {
     "StableDiffusionPipeline": _Loader(StableDiffusionPipeline, _NO_SAFETY_CHECKER),
     "StableDiffusionInpaintPipeline": _Loader(StableDiffusionInpaintPipeline, _NO_SAFETY_CHECKER),
+    "StableDiffusionXLPipeline": _Loader(StableDiffusionXLPipeline, _NO_WATERMARK),
+    "StableDiffusionXLImg2ImgPipeline": _Loader(StableDiffusionXLImg2ImgPipeline, _NO_WATERMARK),
+    "StableDiffusionXLInpaintPipeline": _Loader(StableDiffusionXLInpaintPipeline, _NO_WATERMARK),
 }
 assert set(PIPELINE_LOADERS) == {*SUPPORTED_PIPELINES, *INPAINT_PIPELINES}, "keep sources in step"
 
@@ -342,6 +352,11 @@ class PipelineCache:
                 )
         if isinstance(pipe, DiffusionPipeline):
             pipe = place_pipeline(pipe, self.device, self.acceleration)
+            guard_vae_precision(pipe)  # half-precision VAE: A1111's retry in float32 on NaNs
+            if getattr(pipe, "watermark", None) is not None:
+                # However an SDXL pipeline was made (a single file too): A1111 stamps no
+                # invisible watermark, and neither does the bot.
+                pipe.watermark = None
         if not spec.long_prompts:
             limit_prompt_chunks(pipe, 1)
         self._loaded[key] = self._last_used = pipe

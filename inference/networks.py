@@ -50,6 +50,7 @@ import safetensors.torch
 import torch
 from diffusers import DiffusionPipeline
 
+from inference.conditioning_xl import is_sdxl
 from inference.generate import InvalidRequestError
 from inference.models import PipelineCache
 from inference.common.network_files import (
@@ -179,6 +180,8 @@ class ExtraNetworks:
         Every file is read and checked before the pipeline changes, so a bad one leaves it as
         it was.
         """
+        if is_sdxl(pipe):
+            return self._load_sdxl_embeddings(pipe, model, files)
         loaded = self._embeddings.setdefault(pipe, {})
         width = _embedding_dim(pipe)
         new: dict[str, tuple[Path, _Stamp, torch.Tensor]] = {}
@@ -206,6 +209,50 @@ class ExtraNetworks:
             token = _free_token(pipe, name)
             pipe.load_textual_inversion(vectors.to(dtype), token=token)
             log.info("loaded embedding %r (%d vector(s)) as %s", path.stem, len(vectors), token)
+            loaded[name] = (stamp, token)
+        return {name: loaded[name][1] for name in files}
+
+    def _load_sdxl_embeddings(
+        self, pipe: DiffusionPipeline, model: str, files: Mapping[str, Path]
+    ) -> dict[str, str]:
+        """_load_embeddings for SDXL: a file's "clip_l" vectors go into CLIP-L, its "clip_g"
+        into OpenCLIP-G (the refiner's one encoder), under one token in both tokenizers, as
+        A1111 loads SDXL embeddings into each of its embedders."""
+        loaded = self._embeddings.setdefault(pipe, {})
+        targets = [
+            (key, tokenizer, encoder)
+            for key, tokenizer, encoder in (
+                ("clip_l", pipe.tokenizer, pipe.text_encoder),
+                ("clip_g", pipe.tokenizer_2, pipe.text_encoder_2),
+            )
+            if encoder is not None
+        ]
+        new: dict[str, tuple[Path, _Stamp, dict[str, torch.Tensor]]] = {}
+        for name, path in files.items():
+            stamp = _stamp(path)
+            if name in loaded and loaded[name][0] == stamp:
+                continue
+            parts = read_sdxl_embedding(path)
+            for key, _, encoder in targets:
+                width = int(encoder.get_input_embeddings().weight.shape[-1])
+                if parts[key].shape[-1] != width:
+                    raise InvalidRequestError(
+                        f"embedding `{path.stem}` does not fit model `{model}`: its {key} vectors have "
+                        f"{parts[key].shape[-1]} values and this model's encoder takes {width}"
+                    )
+            new[name] = (path, stamp, parts)
+        if new:
+            for key, tokenizer, encoder in targets:  # room for every new vector at once
+                added = sum(len(parts[key]) for _, _, parts in new.values())
+                encoder.resize_token_embeddings(len(tokenizer) + added, mean_resizing=False)
+        for name, (path, stamp, parts) in new.items():
+            token = _free_token(pipe, name, targets[0][1])
+            for key, tokenizer, encoder in targets:
+                dtype = encoder.get_input_embeddings().weight.dtype
+                pipe.load_textual_inversion(
+                    parts[key].to(dtype), token=token, text_encoder=encoder, tokenizer=tokenizer
+                )
+            log.info("loaded SDXL embedding %r (%d vector(s)) as %s", path.stem, len(parts["clip_g"]), token)
             loaded[name] = (stamp, token)
         return {name: loaded[name][1] for name in files}
 
@@ -378,6 +425,26 @@ def read_embedding(path: Path, expected_dim: int | None = None) -> torch.Tensor:
     return vectors.float()
 
 
+def read_sdxl_embedding(path: Path) -> dict[str, torch.Tensor]:
+    """An SDXL embedding's {"clip_l": (vectors, 768), "clip_g": (vectors, 1280)} as floats; an
+    SD 1.x/2.x embedding is refused, naming the mismatch."""
+    what = f"embedding `{path.stem}`"
+    if path.stat().st_size > MAX_EMBEDDING_BYTES:
+        raise InvalidRequestError(f"{what} is too large to be an embedding (is it a checkpoint?)")
+    data = read_state_dict(path, what)
+    if not isinstance(data.get("clip_l"), torch.Tensor) or not isinstance(data.get("clip_g"), torch.Tensor):
+        raise InvalidRequestError(
+            f"{what} was made for SD 1.x/2.x (it has no clip_l/clip_g vectors); this model is SDXL"
+        )
+    parts = {key: data[key].detach() for key in ("clip_l", "clip_g")}
+    for key, vectors in parts.items():
+        if vectors.ndim != 2 or not vectors.shape[0] or not vectors.is_floating_point():
+            raise InvalidRequestError(f"{what} holds a {tuple(vectors.shape)} {key} tensor, not embedding vectors")
+    if parts["clip_l"].shape[0] != parts["clip_g"].shape[0]:
+        raise InvalidRequestError(f"{what} has {parts['clip_l'].shape[0]} clip_l but {parts['clip_g'].shape[0]} clip_g vectors")
+    return {key: vectors.float() for key, vectors in parts.items()}
+
+
 # --- helpers -------------------------------------------------------------------------------
 
 
@@ -433,11 +500,12 @@ def _write_tokens(prompt: str, tokens: Mapping[str, str]) -> str:
     return pattern.sub(lambda match: tokens[_token_text(match.group(0))], prompt)
 
 
-def _free_token(pipe: DiffusionPipeline, name: str) -> str:
+def _free_token(pipe: DiffusionPipeline, name: str, tokenizer=None) -> str:  # type: ignore[no-untyped-def]
     """``<name>``, or ``<name#2>``... when an older version of the file holds that one (tokens
     cannot be removed cheaply; the old vectors are a few KB). Characters the prompt parser
-    reads as syntax (attention, scheduling, alternation) become "_" in the token."""
-    vocab = pipe.tokenizer.get_vocab()
+    reads as syntax (attention, scheduling, alternation) become "_" in the token.
+    ``tokenizer``: the one to look in (default the pipeline's first)."""
+    vocab = (tokenizer or pipe.tokenizer).get_vocab()
     base = re.sub(r"[][()<>:|\\]", "_", name)
     for version in itertools.count(1):
         token = f"<{base}>" if version == 1 else f"<{base}#{version}>"

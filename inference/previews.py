@@ -10,8 +10,9 @@ preview. Either is meant to cost a small fraction of sampling time; where one co
 (TAESD on a CPU), ProgressReporter (inference/jobs.py), which times every preview,
 spaces them out to stay within that budget (bench.previews measures both).
 
-SD 1.x/2.x and SDXL latents both have 4 channels but different colours, so the map is chosen
-by the model family (``latent_family``), not by the channel count.
+SD 1.x/2.x and SDXL latents both have 4 channels but different colours, so the map, and the
+TAESD (TAESD or TAESD-XL), are chosen by the model family (``latent_family``), not by the
+channel count; an SDXL job without a TAESD-XL gets "approx" previews.
 """
 
 from __future__ import annotations
@@ -127,6 +128,7 @@ class Previewer:
         max_side: int = 256,
         taesd: torch.nn.Module | None = None,
         family: Callable[[], str] | None = None,
+        taesd_xl: torch.nn.Module | None = None,
     ):
         if method not in (APPROX, TAESD):
             raise ValueError(f"preview_method must be {APPROX!r} or {TAESD!r}, got {method!r}")
@@ -137,6 +139,7 @@ class Previewer:
         self.method = method
         self.max_side = max_side
         self.taesd = taesd
+        self.taesd_xl = taesd_xl
         self._family = family or (lambda: SD1)
         # What a preview costs per latent value, as ProgressReporter (inference/jobs.py) last
         # timed one: it spaces previews to keep them within their budget (see record_cost).
@@ -163,10 +166,12 @@ class Previewer:
         """A JPEG of the batch (a grid when there are several images), or None when these
         latents have no preview (a family or channel count without a map)."""
         latents = latents.detach()
-        if self.method == TAESD and latents.ndim == 4 and latents.shape[1] == 4:
+        family = self._family()
+        decoder = self.taesd_xl if family == SDXL else self.taesd
+        if self.method == TAESD and decoder is not None and latents.ndim == 4 and latents.shape[1] == 4:
             # Full-size pixels: only ever scaled down.
-            return jpeg_sheet(taesd_to_rgb(self.taesd, latents), self.max_side, max_scale=1.0)
-        pixels = latents_to_rgb(latents, self._family())
+            return jpeg_sheet(taesd_to_rgb(decoder, latents), self.max_side, max_scale=1.0)
+        pixels = latents_to_rgb(latents, family)
         return None if pixels is None else jpeg_sheet(pixels, self.max_side)
 
 

@@ -1,11 +1,18 @@
-"""A tiny Stable-Diffusion-1.5-shaped model with random weights, for tests and demos.
+"""Tiny Stable Diffusion 1.5- and SDXL-shaped models with random weights, for tests and demos.
 
 It has SD 1.5's structure (UNet with cross-attention, a VAE that downsamples by 8, a CLIP text
 encoder, SD 1.5's scheduler) at a few megabytes, so the whole inference path runs on a laptop
 CPU in seconds and offline: the CLIP tokenizer comes from ``inference/assets``. The images it
 makes are noise, but they are deterministic noise, which is what tests need.
 
-    python -m inference.tiny FOLDER [--seed N] [--inpainting]
+SDXL's tiny twin (``family="sdxl"``) has SDXL's structure: two text encoders (CLIP-L as
+CLIPTextModel, CLIP-G as CLIPTextModelWithProjection whose tokenizer pads with "!"), a UNet
+with ``addition_embed_type="text_time"`` reading both encoders' hidden states side by side and
+the pooled CLIP-G vector beside six size numbers, SDXL's VAE scaling factor, SDXL's Euler
+scheduler. ``family="sdxl-refiner"`` is the refiner: CLIP-G alone, aesthetic-score
+conditioning (five numbers instead of six).
+
+    python -m inference.tiny FOLDER [--seed N] [--inpainting] [--family sd1|sdxl|sdxl-refiner]
 """
 
 from __future__ import annotations
@@ -110,13 +117,20 @@ SD15_SCHEDULER_CONFIG = {
 }
 
 
-def build_tiny_model(folder: str | Path, seed: int = 0, inpainting: bool = False) -> Path:
+def build_tiny_model(
+    folder: str | Path, seed: int = 0, inpainting: bool = False, family: str = "sd1"
+) -> Path:
     """Write a tiny random-weight SD-1.5-shaped diffusers folder and return its path.
 
     The same seed always gives the same weights. The folder is overwritten if it exists.
     ``inpainting`` makes the shape of SD 1.5's inpainting checkpoint instead: a
     StableDiffusionInpaintPipeline whose UNet takes 9 channels (latents, mask, masked image).
+    ``family`` "sdxl" or "sdxl-refiner" builds SDXL's shapes instead (see the module doc).
     """
+    if family in ("sdxl", "sdxl-refiner"):
+        return build_tiny_sdxl(folder, seed, inpainting=inpainting, refiner=family == "sdxl-refiner")
+    if family != "sd1":
+        raise ValueError(f"family must be sd1, sdxl or sdxl-refiner, got {family!r}")
     import torch
     from diffusers import AutoencoderKL, UNet2DConditionModel
     from transformers import CLIPTextConfig, CLIPTextModel
@@ -163,6 +177,111 @@ def save_sd15_pipeline(
     # needs vocab.json and merges.txt, so ship both and the folder loads with either.
     for name in ("vocab.json", "merges.txt"):
         shutil.copyfile(TOKENIZER_DIR / name, folder / "tokenizer" / name)
+    return folder
+
+
+# SDXL's base (stable-diffusion-xl-base-1.0/unet/config.json) at tiny width. The UNet's added
+# embedding reads six size numbers (original size, crop corner, target size) at
+# addition_time_embed_dim each, plus CLIP-G's pooled vector; the refiner reads five (an
+# aesthetic score instead of the target size) and CLIP-G's hidden states alone.
+_TINY_CLIP_L_DIM = 32
+_TINY_CLIP_G_DIM = 32
+_TINY_TIME_EMBED_DIM = 8
+TINY_SDXL_UNET = dict(
+    sample_size=8,
+    in_channels=4,
+    out_channels=4,
+    flip_sin_to_cos=True,
+    freq_shift=0,
+    down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
+    up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
+    block_out_channels=(32, 64),
+    layers_per_block=1,
+    transformer_layers_per_block=(1, 1),
+    attention_head_dim=(2, 4),
+    use_linear_projection=True,
+    norm_num_groups=32,
+    cross_attention_dim=_TINY_CLIP_L_DIM + _TINY_CLIP_G_DIM,
+    addition_embed_type="text_time",
+    addition_time_embed_dim=_TINY_TIME_EMBED_DIM,
+    projection_class_embeddings_input_dim=6 * _TINY_TIME_EMBED_DIM + _TINY_CLIP_G_DIM,
+)
+TINY_SDXL_REFINER_UNET = dict(
+    TINY_SDXL_UNET,
+    cross_attention_dim=_TINY_CLIP_G_DIM,
+    projection_class_embeddings_input_dim=5 * _TINY_TIME_EMBED_DIM + _TINY_CLIP_G_DIM,
+)
+# SDXL's VAE has SD's structure; its latents are scaled differently, and diffusers decodes in
+# float32 unless the VAE says it need not (force_upcast).
+TINY_SDXL_VAE = dict(TINY_VAE, scaling_factor=0.13025, force_upcast=True)
+TINY_SDXL_CLIP_L = dict(TINY_TEXT_ENCODER, hidden_size=_TINY_CLIP_L_DIM)
+# CLIP-G (OpenCLIP ViT-bigG): GELU, a projection of the pooled vector.
+TINY_SDXL_CLIP_G = dict(
+    TINY_TEXT_ENCODER, hidden_size=_TINY_CLIP_G_DIM, projection_dim=_TINY_CLIP_G_DIM, hidden_act="gelu"
+)
+# stable-diffusion-xl-base-1.0/scheduler/scheduler_config.json
+SDXL_SCHEDULER_CONFIG = dict(
+    SD15_SCHEDULER_CONFIG,
+    interpolation_type="linear",
+    prediction_type="epsilon",
+    timestep_spacing="leading",
+    use_karras_sigmas=False,
+)
+
+
+def build_tiny_sdxl(folder: str | Path, seed: int = 0, *, inpainting: bool = False, refiner: bool = False) -> Path:
+    """Write a tiny random-weight SDXL (or SDXL refiner) diffusers folder and return its path.
+
+    ``inpainting``: StableDiffusionXLInpaintPipeline with a 9-channel UNet (SDXL's inpainting
+    checkpoint). ``refiner``: StableDiffusionXLImg2ImgPipeline without CLIP-L, scored by
+    aesthetics, as stable-diffusion-xl-refiner-1.0 is. The same seed gives the same weights.
+    """
+    import torch
+    from diffusers import (
+        AutoencoderKL,
+        EulerDiscreteScheduler,
+        StableDiffusionXLImg2ImgPipeline,
+        StableDiffusionXLInpaintPipeline,
+        StableDiffusionXLPipeline,
+        UNet2DConditionModel,
+    )
+    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection, CLIPTokenizer
+
+    if not isinstance(seed, int) or seed < 0:
+        raise ValueError(f"seed must be a non-negative int, got {seed!r}")
+    if inpainting and refiner:
+        raise ValueError("there is no SDXL refiner inpainting model")
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        unet_config = TINY_SDXL_REFINER_UNET if refiner else TINY_SDXL_UNET
+        unet = UNet2DConditionModel(**dict(unet_config, in_channels=9 if inpainting else 4))
+        vae = AutoencoderKL(**TINY_SDXL_VAE)
+        clip_l = None if refiner else CLIPTextModel(CLIPTextConfig(**TINY_SDXL_CLIP_L))
+        clip_g = CLIPTextModelWithProjection(CLIPTextConfig(**TINY_SDXL_CLIP_G))
+    components = dict(
+        vae=vae,
+        text_encoder=clip_l,
+        text_encoder_2=clip_g,
+        tokenizer=None if refiner else CLIPTokenizer.from_pretrained(TOKENIZER_DIR),
+        # OpenCLIP pads with "!" (id 0), not with the end token.
+        tokenizer_2=CLIPTokenizer.from_pretrained(TOKENIZER_DIR, pad_token="!"),
+        unet=unet,
+        scheduler=EulerDiscreteScheduler.from_config(SDXL_SCHEDULER_CONFIG),
+        add_watermarker=False,
+    )
+    if refiner:
+        pipe = StableDiffusionXLImg2ImgPipeline(
+            **components, requires_aesthetics_score=True, force_zeros_for_empty_prompt=False
+        )
+    elif inpainting:
+        pipe = StableDiffusionXLInpaintPipeline(**components)
+    else:
+        pipe = StableDiffusionXLPipeline(**components)
+    folder = Path(folder)
+    pipe.save_pretrained(folder, safe_serialization=True)
+    for tokenizer in ("tokenizer_2",) if refiner else ("tokenizer", "tokenizer_2"):
+        for name in ("vocab.json", "merges.txt"):  # for transformers 4, as save_sd15_pipeline
+            shutil.copyfile(TOKENIZER_DIR / name, folder / tokenizer / name)
     return folder
 
 
@@ -235,15 +354,18 @@ def build_tiny_taesd(folder: str | Path, seed: int = 0) -> Path:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m inference.tiny",
-        description="Write a tiny random-weight SD-1.5-shaped diffusers model folder.",
+        description="Write a tiny random-weight SD 1.5- or SDXL-shaped diffusers model folder.",
     )
     parser.add_argument("folder", type=Path)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument(
         "--inpainting", action="store_true", help="an inpainting model (9-channel UNet)"
     )
+    parser.add_argument(
+        "--family", choices=("sd1", "sdxl", "sdxl-refiner"), default="sd1", help="the model's shape"
+    )
     args = parser.parse_args(argv)
-    path = build_tiny_model(args.folder, seed=args.seed, inpainting=args.inpainting)
+    path = build_tiny_model(args.folder, seed=args.seed, inpainting=args.inpainting, family=args.family)
     print(path)
     return 0
 

@@ -37,6 +37,7 @@ from inference.img2img import (
 )
 from inference.inpaint import run_inpaint, run_outpaint
 from inference.models import PipelineCache
+from inference.refiner import run_refined
 from inference.common.protocol import (
     LANCZOS,
     LATENT,
@@ -87,6 +88,8 @@ def run_workflow(
         return run_inpaint(cache, request, on_step, is_cancelled)
     if request.kind == JobKind.OUTPAINT:
         return run_outpaint(cache, request, on_step, is_cancelled)
+    if request.refiner:
+        return run_refined(cache, request, on_step, is_cancelled)
     base = cache.get(request.model)
     if request.kind == JobKind.IMG2IMG:
         return run_img2img(base, request, on_step, is_cancelled)
@@ -180,6 +183,8 @@ def validate_workflow(request: GenerateRequest, upscalers: Upscalers | None = No
         raise InvalidRequestError(f"{extra[0]} options do not apply to a {kind} job")
     if request.hires is not None:
         _check_hires(request, upscalers)
+    if request.refiner and (kind not in TXT2IMG_KINDS or request.hires is not None):
+        raise InvalidRequestError("the refiner runs with txt2img and variations, without the hires fix")
     if request.image is not None:
         _check_image(request)
     if request.inpaint is not None:

@@ -97,3 +97,34 @@ def tiny_request(**overrides) -> GenerateRequest:
     )
     fields.update(overrides)
     return GenerateRequest(**fields)
+
+
+@functools.cache
+def _build_tiny_sdxl(folder: str, family: str = "sdxl", inpainting: bool = False) -> Path:
+    from inference.tiny import build_tiny_model
+
+    return build_tiny_model(folder, seed=0, inpainting=inpainting, family=family)
+
+
+@pytest.fixture(scope="session")
+def tiny_sdxl_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny SDXL-shaped diffusers folder (two text encoders, text_time UNet; seed 0)."""
+    return _build_tiny_sdxl(str(tmp_path_factory.getbasetemp() / "tiny-sdxl-model"))
+
+
+@pytest.fixture(scope="session")
+def tiny_sdxl_inpaint_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The tiny SDXL's inpainting shape: StableDiffusionXLInpaintPipeline, 9-channel UNet."""
+    return _build_tiny_sdxl(str(tmp_path_factory.getbasetemp() / "tiny-sdxl-inpaint"), inpainting=True)
+
+
+@pytest.fixture(scope="session")
+def tiny_sdxl_refiner_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny SDXL refiner: CLIP-G only, aesthetic-score conditioning."""
+    return _build_tiny_sdxl(str(tmp_path_factory.getbasetemp() / "tiny-sdxl-refiner"), family="sdxl-refiner")
+
+
+@pytest.fixture(scope="session")
+def tiny_sdxl_pipe(tiny_sdxl_dir: Path):
+    """The tiny SDXL loaded on the CPU in float32, shared by the whole session."""
+    return _load_tiny_pipe(str(tiny_sdxl_dir))

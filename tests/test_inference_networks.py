@@ -251,9 +251,12 @@ def test_an_embedding_for_another_model_is_refused_by_name(own_pipe, tmp_path):
 # --- the worker: LoRA ----------------------------------------------------------------------
 
 
-def write_kohya_lora(pipe, path: Path, seed: int, scale: float = 0.5) -> Path:
+def write_kohya_lora(
+    pipe, path: Path, seed: int, scale: float = 0.5, encoders: tuple[tuple[str, str], ...] = (("lora_te_", "text_encoder"),)
+) -> Path:
     """A random LoRA in kohya's format (what A1111 users download): lora_down/lora_up/alpha per
-    attention projection of the UNet and the text encoder."""
+    attention projection of the UNet and the text encoders, each (key prefix, pipeline
+    attribute) of ``encoders`` (SDXL's: lora_te1_ for text_encoder, lora_te2_ for text_encoder_2)."""
     generator = torch.Generator().manual_seed(seed)
     tensors = {}
 
@@ -265,9 +268,10 @@ def write_kohya_lora(pipe, path: Path, seed: int, scale: float = 0.5) -> Path:
     for name, module in pipe.unet.named_modules():
         if name.split(".")[-1] in ("to_q", "to_k", "to_v") or name.endswith("to_out.0"):
             add("lora_unet_" + name.replace(".", "_"), module)
-    for name, module in pipe.text_encoder.named_modules():
-        if name.split(".")[-1] in ("q_proj", "k_proj", "v_proj", "out_proj"):
-            add("lora_te_text_model_" + name.removeprefix("text_model.").replace(".", "_"), module)
+    for prefix, attribute in encoders:
+        for name, module in getattr(pipe, attribute).named_modules():
+            if name.split(".")[-1] in ("q_proj", "k_proj", "v_proj", "out_proj"):
+                add(prefix + "text_model_" + name.removeprefix("text_model.").replace(".", "_"), module)
     path.parent.mkdir(parents=True, exist_ok=True)
     if path.suffix == ".safetensors":
         save_file(tensors, path)

@@ -150,6 +150,10 @@ OPTIONS: dict[str, Option] = dict(
     hires_steps=Option(app_commands.Range[int, 0, 500], "Hires fix: steps of the second pass (0: same as steps)"),
     hires_denoising=Option(Strength, "Hires fix: how much the second pass may change (0-1)"),
     hires_upscaler=Option(str, "Hires fix: Latent, Lanczos or an upscaler model", autocomplete=hires_upscalers),
+    refiner=Option(str, "SDXL: a refiner model that finishes the images (A1111's Refiner)", autocomplete=models),
+    refiner_switch_at=Option(
+        app_commands.Range[float, 0.0, 1.0], "SDXL refiner: the share of the denoising done before it takes over (0.8)"
+    ),
     strength=Option(Strength, "How far to move from the image: 0 keeps it, 1 ignores it"),
     resize_mode=Option(
         str, "How the image is fitted to width x height when their shapes differ", choices=RESIZE_MODES
@@ -206,6 +210,8 @@ class CommandOptions:
     hires_steps: int | None = None
     hires_denoising: float | None = None
     hires_upscaler: str | None = None
+    refiner: str | None = None
+    refiner_switch_at: float | None = None
     strength: float | None = None
     resize_mode: str | None = None
     loopback: int | None = None

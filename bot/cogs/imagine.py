@@ -10,7 +10,7 @@ from bot import actions
 from bot.cogs.base import BotCog
 from bot.cogs.generation_options import CommandOptions, generation_command
 from bot.errors import InvalidOption, echo, listed
-from bot.jobs.params import resolve_parameters
+from bot.jobs.params import member_defaults, resolve_parameters, with_refiner
 from bot.jobs.workflow_params import hires_parameters
 from bot.prompts.networks import embedding_names
 from bot.ui import confirm
@@ -26,7 +26,7 @@ class Imagine(BotCog):
     @generation_command(
         "prompt", "negative_prompt", "aspect", "width", "height", "steps", "cfg", "sampler", "seed", "count",
         "model", "vae", "clip_skip", "hires_scale", "hires_steps", "hires_denoising", "hires_upscaler", "style", "lora",
-        "lora_weight", "embedding",
+        "lora_weight", "embedding", "refiner", "refiner_switch_at",
         prompt="What to draw; may end with --ar 3:2, --no text, --seed, --steps, --cfg, --sampler, --model, --tile",
     )
     async def imagine(self, interaction: discord.Interaction[SDBot], chosen: CommandOptions) -> None:
@@ -39,8 +39,13 @@ class Imagine(BotCog):
         user = await self.bot.queue.user(interaction.user.id)
         # Inline parameters, styles and permutations: one GenerationOptions per job.
         prepared = await actions.prepare_for(interaction, options, user, style_names=chosen.style)
+        settings = self.bot.settings
+        default_refiner = member_defaults(user, settings).refiner
         params = [
-            hires_parameters(resolve_parameters(each, self.bot.settings, user), self.bot.settings, **chosen.hires())
+            with_refiner(
+                hires_parameters(resolve_parameters(each, settings, user), settings, **chosen.hires()),
+                settings, chosen.refiner, chosen.refiner_switch_at, default_refiner,
+            )
             for each in prepared
         ]
         await confirm.submit_jobs(interaction, params)

@@ -23,7 +23,7 @@ from bot import actions, image_infotext
 from bot.cogs.base import BotCog
 from bot.errors import InvalidOption
 from bot.interactions import send_private
-from bot.jobs.params import resolve_parameters
+from bot.jobs.params import resolve_parameters, with_refiner
 from bot.jobs.workflow_params import hires_parameters, upscaler_names
 from bot.ui import confirm
 from bot.ui.embeds import clip
@@ -134,9 +134,12 @@ async def rerun(interaction: discord.Interaction[SDBot], params: dict[str, str])
     # The infotext's prompt already carries its styles: no default style on top.
     prepared = await actions.prepare_for(interaction, plan.options, user, style_names="")
     jobs = [
-        hires_parameters(resolve_parameters(each, bot.settings, user), bot.settings, **plan.hires)  # type: ignore[arg-type]
-        if plan.hires
-        else resolve_parameters(each, bot.settings, user)
+        with_refiner(
+            hires_parameters(resolve_parameters(each, bot.settings, user), bot.settings, **plan.hires)  # type: ignore[arg-type]
+            if plan.hires
+            else resolve_parameters(each, bot.settings, user),
+            bot.settings, plan.refiner, plan.refiner_switch_at,
+        )
         for each in prepared
     ]
     await confirm.submit_jobs(interaction, jobs)

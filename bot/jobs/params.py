@@ -8,6 +8,7 @@ that says so, not a 512 the user did not ask for.
 from __future__ import annotations
 
 import json
+import math
 import random
 import re
 import unicodedata
@@ -33,6 +34,7 @@ from inference.common.protocol import (
     UpscaleOptions,
 )
 from inference.common.samplers import SAMPLER_NAMES, find_sampler
+from inference.common.sources import folder_family
 from inference.common.upscaler_files import upscaler_files
 from inference.common.vae_files import (
     AUTOMATIC,
@@ -50,6 +52,7 @@ if TYPE_CHECKING:
 
 T = TypeVar("T")
 MAX_SEED = 2**32 - 1  # A1111's range: seeds are unsigned 32-bit integers
+DEFAULT_REFINER_SWITCH_AT = 0.8  # A1111's "Refiner switch at" default
 ASPECT_RATIOS: dict[str, tuple[int, int]] = {
     "1:1": (1, 1),
     "2:3": (2, 3),
@@ -126,6 +129,8 @@ class JobParameters:
     hires_steps: int | None = None
     hires_denoising: float | None = None
     hires_upscaler: str | None = None
+    refiner: str | None = None
+    refiner_switch_at: float | None = None
     upscale_factor: float | None = None
     upscaler: str | None = None
     tiling: bool = False
@@ -163,6 +168,11 @@ def resolve_parameters(
     check_negative_prompt(negative, limits)
 
     model = check_model(settings, options.model or defaults.model or settings.default_model)
+    if model_family(model) == "sdxl-refiner":
+        raise InvalidOption(
+            f"`{echo(model.name)}` is an SDXL refiner: it finishes images, it cannot start one. "
+            "Pick an SDXL model, and this one as its refiner."
+        )
     width, height = _resolve_size(options, settings, model.base_size, defaults)
     steps = check_steps(_pick(options.steps, defaults.steps, limits.default_steps), limits)
     cfg_scale = check_cfg(_pick(options.cfg_scale, defaults.cfg_scale, limits.default_cfg_scale), limits)
@@ -238,6 +248,45 @@ def check_clip_skip(clip_skip: int) -> int:
     if not 1 <= clip_skip <= MAX_CLIP_SKIP:
         raise InvalidOption(f"clip skip must be between 1 and {MAX_CLIP_SKIP} (1: no skip), got {clip_skip}.")
     return clip_skip
+
+def model_family(model: ModelSettings) -> str:
+    """The model's family: as configured or found by the [a1111] scan, else read from its
+    folder or file ("" when a hub id not downloaded cannot tell)."""
+    return model.family or folder_family(model.source)
+
+
+def with_refiner(
+    params: JobParameters,
+    settings: Settings,
+    refiner: str | None,
+    switch_at: float | None,
+    default: str | None = None,
+) -> JobParameters:
+    """A txt2img job with A1111's refiner options checked and set: ``refiner`` a configured
+    model's name ("None": no refiner), ``switch_at`` the fraction of the denoising after which
+    it takes over (default 0.8). ``default`` (the member's /settings refiner) serves when
+    ``refiner`` is None, on an SDXL model without the hires fix only, so that it never keeps
+    another model's job from running."""
+    if refiner is None and default and params.hires_scale is None:
+        if model_family(check_model(settings, params.model)) == "sdxl":
+            refiner = default
+    if refiner is None or refiner.strip().casefold() == "none":
+        if switch_at is not None:
+            raise InvalidOption("refiner_switch_at needs a refiner.")
+        return params
+    model = check_model(settings, refiner.strip())
+    base_family, refiner_family = (model_family(m) for m in (check_model(settings, params.model), model))
+    # Families the folders tell (a hub id's or a file's is the worker's to check).
+    if base_family and base_family != "sdxl":
+        raise InvalidOption(f"The refiner works with SDXL models; `{echo(params.model)}` is not one.")
+    if refiner_family and refiner_family not in ("sdxl", "sdxl-refiner"):
+        raise InvalidOption(f"`{echo(model.name)}` is not an SDXL model and cannot refine.")
+    switch = DEFAULT_REFINER_SWITCH_AT if switch_at is None else switch_at
+    if not 0.0 < switch < 1.0:
+        raise InvalidOption(f"refiner_switch_at must be above 0 and below 1, got {switch:g}.")
+    if params.hires_scale is not None:
+        raise InvalidOption("The refiner and the hires fix do not run together yet: leave out one of them.")
+    return replace(params, refiner=model.name, refiner_switch_at=switch)
 
 
 def check_sampler(name: str) -> str:
@@ -329,6 +378,7 @@ class MemberDefaults:
     upscaler: str | None = None
     vae: str | None = None
     clip_skip: int | None = None
+    refiner: str | None = None
     unavailable: dict[str, str] = field(default_factory=dict)  # setting -> why
 
 
@@ -358,6 +408,7 @@ def member_defaults(user: User | None, settings: Settings) -> MemberDefaults:
     keep("upscaler", user.default_upscaler, lambda: check_upscaler_name(settings, user.default_upscaler or ""))
     keep("vae", user.default_vae, lambda: check_vae_choice(settings, user.default_vae or ""))
     keep("clip_skip", user.default_clip_skip, lambda: check_clip_skip(user.default_clip_skip or 0))
+    keep("refiner", user.default_refiner, lambda: check_model(settings, user.default_refiner or "").name)
     # Sizes follow the model: checked for the member's model (else the server's).
     base = check_model(settings, str(values.get("model", settings.default_model))).base_size
     if user.default_aspect is not None:
@@ -417,10 +468,30 @@ def parse_aspect(aspect: str) -> tuple[int, int]:
     return int(match[1]), int(match[2])
 
 
+# SDXL was trained on about one megapixel at these shapes (its paper's aspect buckets): a
+# 1024 model (SDXL's base size) gets them for the ratios they cover, as SDXL front-ends do.
+SDXL_BASE_SIZE = 1024
+SDXL_ASPECT_SIZES: dict[tuple[int, int], tuple[int, int]] = {
+    (1, 1): (1024, 1024),
+    (3, 2): (1216, 832),
+    (2, 3): (832, 1216),
+    (4, 3): (1152, 896),
+    (3, 4): (896, 1152),
+    (16, 9): (1344, 768),
+    (9, 16): (768, 1344),
+}
+
+
 def size_for_aspect(aspect: str, base_size: int, max_size: int) -> tuple[int, int]:
     """The short side is the model's native size and the long side follows the ratio, in
-    multiples of 8; when the long side would pass max_size, both shrink to fit."""
+    multiples of 8; when the long side would pass max_size, both shrink to fit. A model of
+    SDXL's base size gets SDXL's own sizes for the ratios it was trained at."""
     w_ratio, h_ratio = parse_aspect(aspect)
+    divisor = math.gcd(w_ratio, h_ratio)
+    reduced = (w_ratio // divisor, h_ratio // divisor)
+    bucket = SDXL_ASPECT_SIZES.get(reduced) if base_size == SDXL_BASE_SIZE else None
+    if bucket is not None and max(bucket) <= max_size:
+        return bucket
     short_ratio, long_ratio = sorted((w_ratio, h_ratio))
     short_side, long_side = base_size, _multiple_of_8(base_size * long_ratio / short_ratio)
     if long_side > max_size:
@@ -503,7 +574,16 @@ def generate_request(job: Job) -> GenerateRequest:
         "plot": plot_options(job.plot_json) if job.plot_json else None,
         "tiling": bool(job.tiling),
         "safety_check": bool(job.safety_check),
+        **_refiner_fields(job, has_group["hires"]),
     })
+
+
+def _refiner_fields(job: Job, hires: bool) -> dict[str, object]:
+    """The refiner finishes txt2img and variations without the hires fix; an image workflow
+    made from a refined job's image (inpaint, zoom out...) runs on its model alone."""
+    if not job.refiner or hires or JobKind(job.kind) not in (JobKind.TXT2IMG, JobKind.VARIATION):
+        return {"refiner": "", "refiner_switch_at": DEFAULT_REFINER_SWITCH_AT}
+    return {"refiner": job.refiner, "refiner_switch_at": job.refiner_switch_at or DEFAULT_REFINER_SWITCH_AT}
 
 
 def plot_options(text: str) -> PlotOptions:

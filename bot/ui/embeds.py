@@ -73,6 +73,8 @@ def workflow_summary(job: Job) -> str | None:
         parts.append(
             f"Hires fix {job.hires_scale:g}x ({job.hires_upscaler}, {steps} steps, denoising {job.hires_denoising:g})"
         )
+    if job.refiner and kind in (JobKind.TXT2IMG, JobKind.VARIATION):
+        parts.append(f"Refiner {job.refiner} from {job.refiner_switch_at or 0.8:g}")
     return "; ".join(parts) or None
 
 

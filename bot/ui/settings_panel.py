@@ -1,8 +1,9 @@
 """/settings: one private message with the member's defaults next to the server's, and the
 controls that change them.
 
-Six selects (model, sampler, aspect, upscaler, VAE, styles) and a row of buttons (a form for
-steps, CFG, size, clip skip and negative prompt; private results on/off; reset all) pass Discord's 5 action rows
+Seven selects (model, sampler, aspect, upscaler, VAE, styles, SDXL refiner) and a row of
+buttons (a form for steps, CFG, size, clip skip and negative prompt; private results on/off;
+reset all) pass Discord's 5 action rows
 of a classic message, so the message uses Components V2 (a LayoutView: text and rows, up to 40
 components). Every control is a DynamicItem whose custom_id carries the member's id and what it
 changes: it works after a restart, a press by anyone else is refused, and each answer edits
@@ -38,6 +39,7 @@ from bot.jobs.params import (
     check_upscaler_name,
     check_vae_choice,
     member_defaults,
+    model_family,
     settings_vae_files,
 )
 from bot.jobs.workflow_params import upscaler_names
@@ -60,7 +62,7 @@ NOT_YOURS = "These are someone else's settings: use /settings to see your own."
 DEFAULT_COLUMNS = (
     "default_model", "default_sampler", "default_steps", "default_cfg_scale", "default_width", "default_height",
     "default_negative_prompt", "default_aspect", "default_style", "default_upscaler", "default_vae",
-    "default_clip_skip",
+    "default_clip_skip", "default_refiner",
 )
 
 
@@ -86,7 +88,7 @@ async def settings_message(interaction: discord.Interaction[SDBot], user_id: int
     styles = await style_store.visible_styles(bot.queue.db, user_id, interaction.guild_id)
     view = ui.LayoutView(timeout=None)
     view.add_item(ui.TextDisplay(_summary(bot.settings, user, styles)))
-    for what in ("model", "sampler", "size", "upscaler", "vae", "style"):
+    for what in ("model", "sampler", "size", "upscaler", "vae", "style", "refiner"):
         row: ui.ActionRow[Any] = ui.ActionRow()
         row.add_item(SettingSelect(user_id, what, _options(bot.settings, user, styles, what)))
         view.add_item(row)
@@ -150,6 +152,7 @@ def _summary(settings: Settings, user: User | None, styles: list[Any]) -> str:
         line("Upscaler", "upscaler", u.default_upscaler, settings.images.default_upscaler),
         line("VAE", "vae", u.default_vae, AUTOMATIC),
         line("Clip skip", "clip_skip", u.default_clip_skip, "the model's"),
+        line("SDXL refiner", "refiner", u.default_refiner, "none"),
         f"**Private results**: **{'on' if u.private_results else 'off'}** · server: off",
     ]
     return "\n".join(lines)
@@ -160,6 +163,15 @@ def _aspect_size(aspect: str, base: int, settings: Settings) -> tuple[int, int]:
         return check_aspect(aspect, base, settings.limits)
     except InvalidOption:
         return base, base
+
+
+def refiner_names(settings: Settings) -> list[str]:
+    """The models that may refine: SDXL refiners first, then SDXL models (and models whose
+    family their folder does not tell)."""
+    families = {m.name: model_family(m) for m in settings.models}
+    return [name for name, family in families.items() if family == "sdxl-refiner"] + [
+        name for name, family in families.items() if family in ("sdxl", "")
+    ]
 
 
 def _options(settings: Settings, user: User | None, styles: list[Any], what: str) -> list[discord.SelectOption]:
@@ -182,6 +194,8 @@ def _options(settings: Settings, user: User | None, styles: list[Any], what: str
     elif what == "vae":
         # The server default is Automatic, so the list offers None and the files.
         server, values, current = AUTOMATIC, vae_choices(settings_vae_files(settings))[1:], u.default_vae
+    elif what == "refiner":
+        server, values, current = "none", refiner_names(settings), u.default_refiner
     else:
         server, values, current = settings.images.default_upscaler, upscaler_names(settings), u.default_upscaler
     options = [discord.SelectOption(label=f"Server default ({server})", value=SERVER_DEFAULT, default=current is None)]
@@ -199,10 +213,13 @@ PLACEHOLDERS = {
     "upscaler": "Upscaler of Upscale 2x/4x and /upscale…",
     "vae": "VAE (Automatic: the model's own or one named after it)…",
     "style": "Styles applied when a command names none…",
+    "refiner": "SDXL refiner of your SDXL jobs…",
 }
 
 
-class SettingSelect(DynamicItem[Select], template=r"sd:set:(?P<user>\d+):(?P<what>model|sampler|size|upscaler|vae|style)"):
+class SettingSelect(
+    DynamicItem[Select], template=r"sd:set:(?P<user>\d+):(?P<what>model|sampler|size|upscaler|vae|style|refiner)"
+):
     """One of the six selects; choosing edits the settings message in place."""
 
     def __init__(self, user_id: int, what: str, options: list[discord.SelectOption] | None = None) -> None:
@@ -261,6 +278,7 @@ class SettingSelect(DynamicItem[Select], template=r"sd:set:(?P<user>\d+):(?P<wha
             "sampler": lambda: check_sampler(value),
             "upscaler": lambda: check_upscaler_name(settings, value),
             "vae": lambda: check_vae_choice(settings, value),
+            "refiner": lambda: check_model(settings, value).name,
         }[self.what]
         return {column: check()}
 

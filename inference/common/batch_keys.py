@@ -42,7 +42,7 @@ def batch_key(request: GenerateRequest) -> BatchKey | None:
     tags can be read (a malformed one fails the job alone, with its message), without AND
     (composable prompts run the UNet once per part: inference/conditioning.py).
     """
-    if request.kind not in BATCHABLE_KINDS or is_composable(request.prompt):
+    if request.kind not in BATCHABLE_KINDS or is_composable(request.prompt) or request.refiner:
         return None
     if any(
         option is not None

@@ -136,6 +136,7 @@ def request_infotext(
     model_name: str | None = None,
     network_hashes: Mapping[str, str] | None = None,
     version: str | None = DEFAULT_VERSION,
+    refiner_hash: str | None = None,
 ) -> str:
     """The infotext of image ``index`` of a job: its own seed (and subseed), shared rest.
 
@@ -165,21 +166,24 @@ def request_infotext(
         vae_hash=vae_hash if request.vae else None,
         subseed=request.subseeds[index] if request.subseeds else None,
         subseed_strength=request.subseed_strength,
-        extra=_generation_extras(request, network_hashes or {}),
+        extra=_generation_extras(request, network_hashes or {}, refiner_hash),
         version=version,
     )
 
 
-def _generation_extras(request: GenerateRequest, network_hashes: Mapping[str, str]) -> dict[str, object]:
+def _generation_extras(
+    request: GenerateRequest, network_hashes: Mapping[str, str], refiner_hash: str | None
+) -> dict[str, object]:
     """The keys after "Variation seed strength", in A1111's order: "Denoising strength",
-    "Clip skip" (only above 1, as A1111), the workflow's other keys, then the network hashes."""
+    "Clip skip" (only above 1, as A1111), the workflow's other keys, the refiner's, then the
+    network hashes."""
     params = workflow_parameters(request)
     extras: dict[str, object] = {}
     if "Denoising strength" in params:
         extras["Denoising strength"] = params.pop("Denoising strength")
     if request.clip_skip > 1:
         extras["Clip skip"] = request.clip_skip
-    return {**extras, **params, **network_hashes}
+    return {**extras, **params, **refiner_parameters(request, refiner_hash), **network_hashes}
 
 
 def network_hashes_entries(loras: Mapping[str, str], embeddings: Mapping[str, str]) -> dict[str, str]:
@@ -192,6 +196,15 @@ def network_hashes_entries(loras: Mapping[str, str], embeddings: Mapping[str, st
 
     entries = {"Lora hashes": joined(loras), "TI hashes": joined(embeddings)}
     return {key: value for key, value in entries.items() if value}
+
+
+def refiner_parameters(request: GenerateRequest, refiner_hash: str | None = None) -> dict[str, object]:
+    """A1111's refiner keys: "Refiner" as its checkpoint's short title, "name [hash]" (the
+    name alone when the hash is not known), and "Refiner switch at"; {} without a refiner."""
+    if not request.refiner:
+        return {}
+    title = f"{request.refiner} [{refiner_hash}]" if refiner_hash else request.refiner
+    return {"Refiner": title, "Refiner switch at": format_number(request.refiner_switch_at)}
 
 
 def workflow_parameters(request: GenerateRequest) -> dict[str, object]:

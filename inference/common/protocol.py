@@ -225,6 +225,9 @@ class WorkerOptions:
     # "taesd" (the tiny autoencoder at taesd_source: a hub id or a folder). Never the full VAE.
     preview_method: str = "approx"
     taesd_source: str = ""
+    # TAESD-XL ("madebyollin/taesdxl" or a folder) for SDXL models' "taesd" previews; "":
+    # SDXL models get "approx" previews (SD's TAESD cannot read SDXL latents).
+    taesdxl_source: str = ""
     # One of LOW_MEMORY_MODES: "off"; "slicing" (attention slicing, VAE slicing, VAE tiling of
     # images over 1024 px); "offload" (slicing plus model CPU offload, CUDA only).
     low_memory: str = "off"
@@ -329,6 +332,11 @@ class GenerateRequest:
     # A1111's "Resize seed from" (width, height): the noise is made at that size and pasted,
     # centred, into this one, so a seed keeps its composition at another size; None: off.
     seed_resize_from: tuple[int, int] | None = None
+    # A1111's "Refiner" (txt2img and variations without the hires fix): the configured model
+    # (an SDXL refiner) that finishes the images from the base's latents once
+    # ``refiner_switch_at`` of the denoising is done (A1111's "Refiner switch at"); "" none.
+    refiner: str = ""
+    refiner_switch_at: float = 0.8
 
 
 # --- bot -> worker -------------------------------------------------------------------------

@@ -25,13 +25,20 @@ from inference.common.protocol import ModelSpec, WorkerConfig
 
 MODEL_INDEX = "model_index.json"
 
-# Pipeline classes (model_index.json "_class_name") the loader knows how to run. SDXL is the
-# next one to add: it needs its own pipeline class in models.PIPELINE_LOADERS and nothing else
-# here.
-SUPPORTED_PIPELINES: tuple[str, ...] = ("StableDiffusionPipeline",)
+# Pipeline classes (model_index.json "_class_name") the loader knows how to run: SD 1.x/2.x,
+# SDXL, and SDXL's refiner (an img2img-only model, used as a job's refiner; see
+# REFINER_PIPELINES). Each needs its loader in models.PIPELINE_LOADERS.
+SUPPORTED_PIPELINES: tuple[str, ...] = (
+    "StableDiffusionPipeline",
+    "StableDiffusionXLPipeline",
+    "StableDiffusionXLImg2ImgPipeline",
+)
 # The classes a ModelSpec.inpaint_source may name: inpainting checkpoints (a 9-channel UNet),
 # which only the inpaint pipeline can run, so they are refused as a model's main source.
-INPAINT_PIPELINES: tuple[str, ...] = ("StableDiffusionInpaintPipeline",)
+INPAINT_PIPELINES: tuple[str, ...] = ("StableDiffusionInpaintPipeline", "StableDiffusionXLInpaintPipeline")
+# Models that only finish what another began (SDXL's refiner): a job's "Refiner", never a
+# txt2img model of its own.
+REFINER_PIPELINES: tuple[str, ...] = ("StableDiffusionXLImg2ImgPipeline",)
 
 # Single-file checkpoints, A1111's usual format (inference.single_file loads them; their
 # header, or a .ckpt's pickle read without running it, is checked here). They are also the
@@ -358,3 +365,54 @@ def model_file_hash(source: str) -> str | None:
     if not path.is_file():
         return None
     return file_hash(path)[:MODEL_HASH_LENGTH]
+
+
+# The square side each family was trained at, what a job of the model gets when it asks for
+# no size (A1111's defaults: 512 for SD 1.x and SD 2.x base, 768 for SD 2.x v-prediction,
+# 1024 for SDXL), and the short side of its aspect-ratio sizes.
+FAMILY_BASE_SIZES: dict[str, int] = {"sd1": 512, "sd2": 512, "sdxl": 1024, "sdxl-refiner": 1024}
+V_PREDICTION_BASE_SIZE = 768  # SD 2.x 768-v
+UNKNOWN_BASE_SIZE = 512
+
+
+def folder_family(source: str) -> str:
+    """A model's family ("sd1", "sd2", "sdxl", "sdxl-refiner"), read without torch: a
+    diffusers folder's from its model_index.json and text encoder config, a single file's
+    from its header (inference.common.checkpoints); "" when the source cannot tell (a hub id
+    not downloaded, a file that cannot be served)."""
+    folder = Path(source).expanduser()
+    if is_single_file(source):
+        try:
+            return str(inspect_checkpoint(folder).family)
+        except CheckpointError:
+            return ""
+    try:
+        class_name = json.loads((folder / MODEL_INDEX).read_text()).get("_class_name", "")
+    except (OSError, ValueError, AttributeError):
+        return ""
+    if class_name.startswith("StableDiffusionXL"):
+        config = folder / "text_encoder" / "config.json"
+        return "sdxl" if config.is_file() else "sdxl-refiner"
+    if class_name.startswith("StableDiffusion"):
+        try:
+            hidden = json.loads((folder / "text_encoder" / "config.json").read_text()).get("hidden_size")
+        except (OSError, ValueError, AttributeError):
+            return "sd1"
+        return "sd2" if hidden == 1024 else "sd1"
+    return ""
+
+
+def family_base_size(source: str, family: str = "", prediction_type: str = "") -> int:
+    """The default image side of a model (FAMILY_BASE_SIZES), its family given or read from
+    its folder or file; a v-prediction SD 2.x (given, or its folder's scheduler) gets 768."""
+    family = family or folder_family(source)
+    if family == "sd2" and prediction_type == "v_prediction":
+        return V_PREDICTION_BASE_SIZE
+    if family == "sd2":
+        try:
+            scheduler = json.loads((Path(source).expanduser() / "scheduler" / "scheduler_config.json").read_text())
+        except (OSError, ValueError):
+            scheduler = {}
+        if isinstance(scheduler, dict) and scheduler.get("prediction_type") == "v_prediction":
+            return V_PREDICTION_BASE_SIZE
+    return FAMILY_BASE_SIZES.get(family, UNKNOWN_BASE_SIZE)
