@@ -82,6 +82,7 @@ def run_batch(
         return
     for request in requests:
         send(JobStarted(request.job_id))
+        runner.start_model_hashes(request)
     jobs = _BatchJobs(requests, stopping, cancelled, send)
     # Each job previews its own images: together they keep the one pass's preview budget.
     total_images = sum(len(r.seeds) for r in requests)

@@ -10,6 +10,7 @@ import datetime as dt
 import functools
 import logging
 import platform
+import threading
 import time
 from collections.abc import Callable
 from concurrent import futures
@@ -51,6 +52,7 @@ from inference.common.protocol import (
     WorkerReady,
 )
 from inference.safety_checker import SafetyChecker, load_safety_checker
+from inference.common.file_hashes import MODEL_HASH_LENGTH
 from inference.common.sources import SINGLE_FILE_SUFFIXES, check_worker_config
 
 log = logging.getLogger(__name__)
@@ -222,7 +224,10 @@ class JobRunner:
         self.safety_checker = safety_checker
         self.networks = extra_networks or networks.ExtraNetworks(config.embedding_dirs, config.lora_dirs)
         self.vaes = vae.VaeFiles(config.vae_dirs, [spec.source for spec in config.models])
-        self._model_hashes: dict[str, str | None] = {}
+        # A checkpoint's hash when the bot did not send it (ModelSpec.sha256): computed on a
+        # thread of its own from the moment a job of the model starts, so that reading a
+        # multi-GB file overlaps the job's denoising instead of adding to its saving.
+        self._model_hashes: dict[str, Future[str | None]] = {}
         taesd = taesd_xl = None
         if config.preview_method == previews.TAESD:
             taesd = previews.load_taesd(config.taesd_source, cache.device, cache.dtype)
@@ -302,6 +307,7 @@ class JobRunner:
         from_pass = made is not None
         if not from_pass:
             send(JobStarted(request.job_id))
+            self.start_model_hashes(request)
         started = time.monotonic()
         try:
             reporter = ProgressReporter(
@@ -432,19 +438,47 @@ class JobRunner:
         self._model_hashes.clear()
         log.info("models updated: %d served%s", len(specs), f"; unloaded {', '.join(unloaded)}" if unloaded else "")
 
+    def start_model_hashes(self, request: GenerateRequest) -> None:
+        """Begin hashing the checkpoints a job's infotext names (its model, its refiner) that
+        the bot sent no hash for; _model_hash waits for them when the images are saved."""
+        for name in (request.model, request.refiner):
+            if name and name in self.cache.specs:  # an unknown model fails the job elsewhere
+                self._model_hash_future(name)
+
     def _model_hash(self, name: str) -> str | None:
-        spec = self.cache.spec(name)
-        if spec.sha256:  # hashed by the bot in the background, cached in its database
-            return spec.sha256[:10]
-        # Not known yet: hashing a multi-GB checkpoint takes seconds, once per model per worker.
+        try:
+            return self._model_hash_future(name).result()
+        except OSError:  # the file went away since the job ran: its images are still saved
+            return None
+
+    def _model_hash_future(self, name: str) -> Future[str | None]:
         if name not in self._model_hashes:
-            self._model_hashes[name] = model_file_hash(spec.source)
+            self._model_hashes[name] = _hashed_in_background(self.cache.spec(name))
         return self._model_hashes[name]
 
     def _infotext_model(self, name: str) -> str:
         """A1111's "Model": a single file's name without suffix (its name_for_extra), else ours."""
         source = Path(self.cache.spec(name).source)
         return source.stem if source.suffix.lower() in SINGLE_FILE_SUFFIXES else name
+
+
+def _hashed_in_background(spec: ModelSpec) -> Future[str | None]:
+    """A1111's "Model hash" of the spec's file: the bot's when it sent one, else computed on a
+    daemon thread (once per model per worker: a multi-GB file takes seconds to read, and a
+    worker told to stop never waits for it)."""
+    future: Future[str | None] = Future()
+    if spec.sha256:  # hashed by the bot in the background, cached in its database
+        future.set_result(spec.sha256[:MODEL_HASH_LENGTH])
+        return future
+
+    def run() -> None:
+        try:
+            future.set_result(model_file_hash(spec.source))
+        except BaseException as exc:  # handed to whoever waits on it
+            future.set_exception(exc)
+
+    threading.Thread(target=run, name=f"model-hash-{spec.name}", daemon=True).start()
+    return future
 
 
 def _report_failure(request: GenerateRequest, exc: Exception, send: Send, doing: str = "Generation") -> None:
