@@ -24,8 +24,8 @@ if TYPE_CHECKING:
 class Imagine(BotCog):
     @app_commands.command(name="imagine", description="Generate images from a text prompt.", extras=actions.QUEUES_JOBS)
     @generation_command(
-        "prompt", "negative_prompt", "aspect", "width", "height", "steps", "cfg", "sampler", "seed", "count",
-        "model", "vae", "clip_skip", "hires_scale", "hires_steps", "hires_denoising", "hires_upscaler", "style", "lora",
+        "prompt", "negative_prompt", "aspect", "width", "height", "steps", "cfg", "sampler", "schedule_type", "seed",
+        "count", "model", "vae", "clip_skip", "seed_resize_from", "eta", "hires_scale", "hires_steps", "hires_denoising", "hires_upscaler", "style", "lora",
         "lora_weight", "embedding",
         prompt="What to draw; may end with --ar 3:2, --no text, --seed, --steps, --cfg, --sampler, --model, --tile",
     )

@@ -45,7 +45,7 @@ from bot.prompts import style_store
 from bot.ui.embeds import clip
 from db.models import User
 from inference.common.protocol import MAX_CLIP_SKIP
-from inference.common.samplers import SAMPLER_NAMES
+from inference.common.sampler_catalog import SAMPLER_NAMES
 from inference.common.vae_files import AUTOMATIC, vae_choices
 
 if TYPE_CHECKING:
