@@ -7,14 +7,16 @@ from __future__ import annotations
 import dataclasses
 import pytest
 
-from bot.config import ConfigError, LimitSettings
+from bot.config import ConfigError, LimitSettings, QueueSettings
 from bot.errors import InvalidOption
 from bot.jobs.params import GenerationOptions, generate_request, plot_options, resolve_parameters
 from bot.jobs.plot_params import xy_plot_parameters
+from bot.jobs.queue import JobQueue
 from db.models import Job, JobStatus
 from inference.common.protocol import RNG_SOURCES
 from tests.harness import private_answer
 from tests.test_bot_imagine import imagine_then_click
+from tests.test_queue import ALICE, BOB, CAROL, params
 
 
 def test_the_bots_rng_sources_are_the_workers():
@@ -157,3 +159,23 @@ def test_a_job_row_without_a_seed_resize_sends_none():
         seed_resize_from_width=None, seed_resize_from_height=None,
     )
     assert generate_request(job).seed_resize_from is None
+
+
+@pytest.fixture
+def job_queue(database) -> JobQueue:
+    return JobQueue(database, QueueSettings(max_pending_per_user=20))
+
+
+async def test_jobs_share_a_pass_only_with_the_same_schedule_eta_and_noise(job_queue):
+    """The queue's batch claim: one sampler run has one schedule type, eta and noise source."""
+    queue = job_queue
+    await queue.enqueue(params("a0"), ALICE)
+    differing = [
+        {"schedule_type": "Karras"}, {"eta": 0.5}, {"rng": "NV"}, {"eta_noise_seed_delta": 31337},
+        {"seed_resize_from_width": 128, "seed_resize_from_height": 64},
+    ]
+    for changes in differing:
+        await queue.enqueue(dataclasses.replace(params("b"), **changes), BOB)
+    await queue.enqueue(params("c0"), CAROL)
+    batch = await queue.claim_batch(max_images=8)
+    assert [job.prompt for job in batch] == ["a0", "c0"]
