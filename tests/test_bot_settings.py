@@ -167,7 +167,7 @@ async def _settings_flow(harness, tmp_path):
     assert line(message, "Sampler") == "**Sampler**: **DPM++ 2M Karras** · server: Euler a"
 
     job = await queued(harness, alice, prompt="a fox", count=1)
-    assert (job.model, job.sampler, job.steps, job.cfg_scale) == ("tiny", "DPM++ 2M Karras", 3, 4.5)
+    assert (job.model, job.sampler, job.schedule_type, job.steps, job.cfg_scale) == ("tiny", "DPM++ 2M", "Karras", 3, 4.5)
     assert (job.width, job.height) == (96, 64)  # 3:2 on the tiny model's 64 px
     assert job.prompt == "a fox" and job.negative_prompt == "blurry"
     done = await harness.wait_for_job(job.id)
