@@ -35,7 +35,7 @@ from bot.policy import gate, model_rules
 from bot.prompts.networks import embedding_names, lora_names
 from inference.common.protocol import LATENT, MAX_CLIP_SKIP, MAX_MASK_BLUR
 from inference.common.vae_files import vae_choices
-from inference.common.sampler_catalog import SAMPLER_NAMES, SCHEDULE_TYPE_LABELS
+from inference.common.sampler_catalog import SAMPLER_NAMES, SAMPLERS, SCHEDULE_TYPE_LABELS
 
 if TYPE_CHECKING:
     from bot.client import SDBot
@@ -52,8 +52,16 @@ def matching_choices(names: Sequence[str], current: str) -> Choices:
     return [app_commands.Choice(name=n, value=n) for n in names if wanted in n.casefold()][:MAX_CHOICES]
 
 
+# A1111 1.10's samplers, then each with a schedule type it can use ("DPM++ 2M Karras"), the
+# combined names A1111 wrote before 1.9, which the sampler option still takes.
+SAMPLER_COMPLETIONS = (
+    *SAMPLER_NAMES,
+    *(f"{name} {schedule}" for name in SAMPLER_NAMES for schedule in SCHEDULE_TYPE_LABELS[1:] if SAMPLERS[name].accepts(schedule)),
+)
+
+
 async def samplers(interaction: Interaction, current: str) -> Choices:
-    return matching_choices(SAMPLER_NAMES, current)
+    return matching_choices(SAMPLER_COMPLETIONS, current)
 
 
 async def models(interaction: Interaction, current: str) -> Choices:
