@@ -23,6 +23,7 @@ from bot.jobs.params import (
     remix_of,
     reroll_of,
     resolve_parameters,
+    sampling_options,
     variation_of,
 )
 from bot.jobs.workflow_params import (
@@ -362,10 +363,10 @@ def options_from(job: Job, prompt: str | None = None, negative_prompt: str | Non
         negative_prompt=job.negative_prompt if negative_prompt is None else negative_prompt,
         steps=job.steps,
         cfg_scale=job.cfg_scale,
-        sampler=job.sampler,
         model=job.model,
         vae=job.vae or NONE,  # "" is the model's own VAE
         clip_skip=job.clip_skip,
+        **sampling_options(job),  # type: ignore[arg-type]
     )
 
 
@@ -421,8 +422,8 @@ async def remix_jobs(
     user = await bot.queue.user(interaction.user.id)
     earlier = GenerationOptions(
         prompt=prompt, negative_prompt=negative_prompt, width=job.width, height=job.height, steps=job.steps,
-        cfg_scale=job.cfg_scale, sampler=job.sampler, seed=job.seed, count=job.count, model=job.model,
-        tiling=job.tiling, vae=job.vae or NONE, clip_skip=job.clip_skip,
+        cfg_scale=job.cfg_scale, seed=job.seed, count=job.count, model=job.model,
+        tiling=job.tiling, vae=job.vae or NONE, clip_skip=job.clip_skip, **sampling_options(job),  # type: ignore[arg-type]
     )
     prepared = await prepare_for(interaction, earlier, user, override=True)
     return [remix_of(job, resolve_parameters(options, bot.settings, user)) for options in prepared]

@@ -25,11 +25,11 @@ from pathlib import Path
 
 from sqlalchemy.exc import SQLAlchemyError
 
-from bot.config import ConfigError, LimitSettings, Settings, discover, load_settings, without_password
+from bot.cli_generate import add_generate_options, generate_parameters
+from bot.config import ConfigError, Settings, discover, load_settings, without_password
 from bot.errors import UserError
 from bot.health import run_checks
 from bot.jobs.dispatcher import Dispatcher, WorkerStartError
-from bot.jobs.params import ASPECT_RATIOS, MAX_SEED, GenerationOptions, resolve_parameters
 from bot.jobs.queue import JobQueue, QueueEntry, Requester
 from bot.model_catalog import ModelCatalog, model_files
 from bot.model_hashes import FileHashes
@@ -166,10 +166,11 @@ The token comes from DISCORD_TOKEN or [discord] token. Stops in order on Ctrl-C 
 Exit status: 0 stopped, 1 the worker or Discord failed, 2 no token, a refused token or a bad
 configuration."""
 GENERATE_DESCRIPTION = """\
-Run one /imagine job on this machine, through the same queue and worker as the bot, without
-Discord, and print where its images were written (outputs_dir). An option left out takes the
-configured default ([limits] in config.toml); values past the [limits] are refused, as the
-bot refuses them. For a quick smoke test use a tiny model (sdbot make-tiny-model)."""
+Run one /imagine job (or, with --image, one /img2img job) on this machine, through the same
+queue and worker as the bot, without Discord, and print where its images were written
+(outputs_dir). An option left out takes the configured default ([limits] and [images] in
+config.toml); values past them are refused, as the bot refuses them. For a quick smoke test
+use a tiny model (sdbot make-tiny-model)."""
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -207,7 +208,7 @@ def _parser() -> argparse.ArgumentParser:
         "generate", parents=[config_after], help="generate images locally, through the queue and worker",
         description=GENERATE_DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    _add_generate_options(generate)
+    add_generate_options(generate)
     tiny = commands.add_parser(
         "make-tiny-model", help="write a tiny random-weight model folder (tests, smoke runs)",
         description="Write a tiny random-weight SD-1.5-shaped model (a few MB; its images are noise) and "
@@ -215,47 +216,6 @@ def _parser() -> argparse.ArgumentParser:
     )
     tiny.add_argument("folder", help="the folder to write (created; replaced if it exists)")
     return parser
-
-
-def _add_generate_options(generate: argparse.ArgumentParser) -> None:
-    limits = LimitSettings()  # the built-in defaults, which [limits] in config.toml may change
-    generate.add_argument("prompt", help=f"what to draw (A1111 prompt syntax; at most [limits] max_prompt_length, {limits.max_prompt_length} characters)")
-    generate.add_argument("--negative-prompt", metavar="TEXT", help="what to keep out of the image (default: none)")
-    generate.add_argument(
-        "--aspect", choices=list(ASPECT_RATIOS),
-        help="aspect ratio, its short side the model's base_size; not with --width/--height (default: a base_size square)",
-    )
-    for side in ("width", "height"):
-        generate.add_argument(
-            f"--{side}", type=int, metavar="PX",
-            help=f"{side} in pixels, a multiple of 8 from [limits] min_size to max_size ({limits.min_size} to "
-            f"{limits.max_size} by default; width x height at most max_pixels, {limits.max_pixels:,}); "
-            "default: the model's base_size",
-        )
-    generate.add_argument(
-        "--steps", type=int, metavar="N",
-        help=f"sampling steps, 1 to [limits] max_steps ({limits.max_steps}); default: [limits] default_steps ({limits.default_steps})",
-    )
-    generate.add_argument(
-        "--cfg", type=float, metavar="SCALE",
-        help=f"CFG scale, 1 to [limits] max_cfg_scale ({limits.max_cfg_scale:g}); default: [limits] default_cfg_scale ({limits.default_cfg_scale:g})",
-    )
-    generate.add_argument(
-        "--sampler", metavar="NAME",
-        help=f'an A1111 sampler name, such as "Euler a" or "DPM++ 2M Karras"; default: [limits] default_sampler ("{limits.default_sampler}")',
-    )
-    generate.add_argument(
-        "--seed", type=int, metavar="N", help=f"0 to {MAX_SEED}, or -1 for a random one (the default); image i uses seed + i",
-    )
-    generate.add_argument(
-        "--count", type=int, metavar="N",
-        help=f"images, 1 to [limits] max_count ({limits.max_count}); default: [limits] default_count ({limits.default_count})",
-    )
-    generate.add_argument("--model", metavar="NAME", help="one of the [[models]] names; default: default_model")
-    generate.add_argument(
-        "--vae", metavar="NAME", help='"Automatic" (the default), "None" (the model\'s own) or a VAE file in vae_dirs'
-    )
-    generate.add_argument("--clip-skip", type=int, metavar="N", help="A1111's clip skip, 1 (none) to 12")
 
 
 async def _list_models(settings: Settings, *, compute_hashes: bool) -> int:
@@ -415,23 +375,8 @@ class ConsoleEvents:
 
 
 async def _generate(settings: Settings, args: argparse.Namespace) -> int:
-    options = GenerationOptions(
-        prompt=args.prompt,
-        negative_prompt=args.negative_prompt,
-        aspect=args.aspect,
-        width=args.width,
-        height=args.height,
-        steps=args.steps,
-        cfg_scale=args.cfg,
-        sampler=args.sampler,
-        seed=args.seed,
-        count=args.count,
-        model=args.model,
-        vae=args.vae,
-        clip_skip=args.clip_skip,
-    )
     try:
-        params = resolve_parameters(options, settings)
+        params = generate_parameters(settings, args)
     except UserError as error:
         print(error.message, file=sys.stderr)
         return 2

@@ -23,6 +23,7 @@ from bot.config_paths import FOLDER_SETTINGS, resolve_against_folder
 from bot.discovered_models import merged_model_entries
 from bot.jobs.worker_process import START_METHODS
 from inference.common.protocol import (
+    RNG_SOURCES,
     COMPILE_MODES,
     LANCZOS,
     LOW_MEMORY_MODES,
@@ -36,7 +37,7 @@ from inference.common.checkpoints import Family
 from inference.common.model_folders import CheckpointInspector, CheckpointScan, SkippedFile, scan_checkpoints
 from inference.common.upscaler_files import upscaler_files
 from inference.common.vae_files import AUTOMATIC, UnknownVaeError, resolve_vae, vae_files
-from inference.common.samplers import SAMPLERS
+from inference.common.sampler_catalog import checked_choice
 from inference.common.sources import family_base_size
 
 ENV_PREFIX = "SDBOT__"
@@ -117,6 +118,10 @@ class LimitSettings:
     default_cfg_scale: float = 7.0
     max_cfg_scale: float = 30.0
     default_sampler: str = "Euler a"
+    # A1111's "Random number generator source" (GPU, CPU or NV) and ENSD (eta noise seed
+    # delta, e.g. 31337 for NovelAI's images): this server's, until a member sets their own.
+    default_rng: str = "GPU"
+    default_ensd: int = 0
     default_count: int = 4
     max_count: int = 4
     max_prompt_length: int = 1500
@@ -340,8 +345,7 @@ class Settings:
             raise ConfigError(f"model names must be unique, got {names}")
         if self.default_model not in names:
             raise ConfigError(f"default_model {self.default_model!r} is not one of the models {names}")
-        if self.limits.default_sampler not in SAMPLERS:
-            raise ConfigError(f"limits.default_sampler {self.limits.default_sampler!r} is not a known sampler")
+        self._check_sampling_defaults()
         for name, value in (("limits.min_size", self.limits.min_size), ("limits.max_size", self.limits.max_size)):
             if value % 8:
                 raise ConfigError(f"{name} must be a multiple of 8, got {value}")
@@ -363,6 +367,19 @@ class Settings:
         for name, days in (("images.keep_days", images.keep_days), ("policy.audit_retention_days", self.policy.audit_retention_days)):
             if not 0 <= days <= MAX_RETENTION_DAYS:
                 raise ConfigError(f"{name} must be a number of days from 0 (keep forever) to {MAX_RETENTION_DAYS}, got {days}")
+
+    def _check_sampling_defaults(self) -> None:
+        """limits.default_sampler (an A1111 1.10 name, or a combined one such as "DPM++ 2M
+        Karras"), default_rng and default_ensd, each named with what is allowed."""
+        limits = self.limits
+        try:
+            checked_choice(limits.default_sampler)
+        except ValueError as error:
+            raise ConfigError(f"limits.default_sampler: {error}") from None
+        if limits.default_rng not in RNG_SOURCES:
+            raise ConfigError(f"limits.default_rng must be one of {', '.join(RNG_SOURCES)}, got {limits.default_rng!r}")
+        if not 0 <= limits.default_ensd < 2**32:
+            raise ConfigError(f"limits.default_ensd must be between 0 and {2**32 - 1}, got {limits.default_ensd}")
 
     def _check_model_vaes(self) -> None:
         files = vae_files(self.vae_dirs, [m.source for m in self.models])

@@ -29,8 +29,8 @@ from bot.inputs import DECODE_ERRORS, download, open_image
 from bot.jobs.params import GenerationOptions, settings_vae_files
 from bot.prompts.cleaning import clean_prompt_text
 from inference.common.infotext import NEGATIVE_PROMPT_KEY, PROMPT_KEY, parse_infotext
-from inference.common.protocol import LATENT
-from inference.common.samplers import find_sampler
+from inference.common.protocol import LATENT, RNG_SOURCES
+from inference.common.sampler_catalog import SAMPLERS, UnknownNameError, split_combined_name
 from inference.common.sources import SINGLE_FILE_SUFFIXES
 from inference.common.vae_files import NONE, find_vae
 
@@ -224,7 +224,7 @@ def rerun_options(
             model = next((m.name for m in settings.models if _file_stem(m.source) == name.casefold()), None)
         if model is None:
             notes.append(f"Model `{name[:100]}` is not on this server; its default model `{settings.default_model}` was used.")
-    sampler = _sampler(params, notes)
+    sampler, schedule_type = _sampler(params, notes) or (None, None)
     seed = _number(params, "Seed", int, notes)
     vae = None
     if name := params.get("VAE"):
@@ -247,6 +247,12 @@ def rerun_options(
         tiling=True if params.get("Tiling", "").casefold() == "true" else None,
         vae=vae,
         clip_skip=clip_skip,  # type: ignore[arg-type]
+        schedule_type=schedule_type,
+        eta=_eta(params, sampler, notes),
+        # A1111 writes RNG and ENSD only when they are not its defaults (GPU, 0).
+        rng=_rng(params, notes),
+        ensd=_number(params, "ENSD", int, notes) or 0,  # type: ignore[arg-type]
+        seed_resize_from=params.get("Seed resize from") or None,
     )
     hires: dict[str, object] = {}
     if (scale := _number(params, "Hires upscale", float, notes)) is not None and scale != 1:
@@ -266,6 +272,12 @@ def rerun_options(
     if refiner is not None and hires:
         notes.append("The refiner was left out: it does not run with the hires fix here yet.")
         refiner = switch_at = None
+    if not_kept := [key for key in params if key not in _READ_KEYS and key not in _RECORD_KEYS]:
+        if "Denoising strength" in hires or "scale" in hires:
+            not_kept = [key for key in not_kept if key != "Denoising strength"]
+        shown = ", ".join(f"`{key[:40]}`" for key in not_kept[:12]) + (" and more" if len(not_kept) > 12 else "")
+        if not_kept:
+            notes.append(f"Not kept (this server has no such setting): {shown}.")
     return Rerun(options, hires, notes, refiner, switch_at)
 
 
@@ -282,26 +294,58 @@ def _refiner(params: dict[str, str], settings: Settings, notes: list[str]) -> tu
     return found, _number(params, "Refiner switch at", float, notes)  # type: ignore[return-value]
 
 
+# The keys Re-run reads, and those that only record what was used (hashes, the version).
+_READ_KEYS = frozenset({
+    PROMPT_KEY, NEGATIVE_PROMPT_KEY, "Steps", "Sampler", "Schedule type", "CFG scale", "Seed", "Size", "Model",
+    "VAE", "Clip skip", "Tiling", "Hires upscale", "Hires steps", "Hires upscaler", "Variation seed",
+    "Variation seed strength", "Eta", "Eta DDIM", "ENSD", "RNG", "Seed resize from", "Refiner", "Refiner switch at",
+})
+_RECORD_KEYS = frozenset({"Model hash", "VAE hash", "Lora hashes", "TI hashes", "Hashes", "Version"})
+
+
+def _eta(params: dict[str, str], sampler: str | None, notes: list[str]) -> float | None:
+    """A1111 writes "Eta" (k-diffusion samplers) or "Eta DDIM" (DDIM's) when not the default."""
+    info = SAMPLERS.get(sampler or "")
+    key = info.eta_infotext_key if info is not None and info.uses_eta else None
+    for written in ("Eta", "Eta DDIM"):
+        if written in params and written != key:
+            notes.append(f"{written} `{params[written][:20]}` was left out: this job's sampler does not use it.")
+    return _number(params, key, float, notes) if key else None  # type: ignore[return-value]
+
+
+def _rng(params: dict[str, str], notes: list[str]) -> str:
+    written = params.get("RNG", RNG_SOURCES[0])
+    found = next((known for known in RNG_SOURCES if known.casefold() == written.strip().casefold()), None)
+    if found is None:
+        notes.append(f"RNG `{written[:20]}` is not a random number source here; {RNG_SOURCES[0]} was used.")
+    return found or RNG_SOURCES[0]
+
+
 def _file_stem(source: str) -> str | None:
     """A single-file checkpoint's name without suffix, casefolded; None for other sources."""
     path = PurePath(source)
     return path.stem.casefold() if path.suffix.lower() in SINGLE_FILE_SUFFIXES else None
 
 
-def _sampler(params: dict[str, str], notes: list[str]) -> str | None:
+def _sampler(params: dict[str, str], notes: list[str]) -> tuple[str, str] | None:
+    """(sampler, schedule type) as A1111 reads "Sampler" and "Schedule type" (an old combined
+    name such as "DPM++ 2M Karras" too); what is not here falls back, with a note."""
     name = params.get("Sampler")
     if not name:
         return None
-    schedule = params.get("Schedule type", "")
-    if schedule and schedule.casefold() not in ("automatic", "normal"):
-        found = find_sampler(f"{name} {schedule}")
-        if found is not None:
-            return found
-        notes.append(f"Schedule type `{schedule[:50]}` is not available here; {name[:50]}'s own was used.")
-    found = find_sampler(name)
-    if found is None:
-        notes.append(f"Sampler `{name[:100]}` is not available here; the default sampler was used.")
-    return found
+    schedule = params.get("Schedule type") or None
+    try:
+        sampler, schedule_type = split_combined_name(name, schedule, convert_automatic=False)
+    except UnknownNameError as error:
+        if error.kind == "sampler":
+            notes.append(f"Sampler `{name[:100]}` is not available here; the default sampler was used.")
+            return None
+        notes.append(f"Schedule type `{(schedule or '')[:50]}` is not available here; {name[:50]}'s own was used.")
+        return _sampler({"Sampler": name}, notes)
+    if not SAMPLERS[sampler].accepts(schedule_type):
+        # A1111's timestep samplers (DDIM, PLMS, UniPC) ignore the schedule type it wrote.
+        schedule_type = "Automatic"
+    return sampler, schedule_type
 
 
 @dataclass

@@ -57,6 +57,20 @@ async def read_image_upload(attachment: discord.Attachment, settings: Settings, 
     return SourceImage(path=path, width=width, height=height)
 
 
+def read_image_file(path: Path, settings: Settings) -> SourceImage:
+    """A local image (`sdbot generate --image`) checked and saved as an upload is."""
+    label = f"image {path.name}"
+    try:
+        size = path.stat().st_size
+        if size > settings.images.max_upload_bytes:
+            raise InvalidOption(_too_many_bytes(label, size, settings.images.max_upload_bytes))
+        data = path.read_bytes()
+    except OSError as error:
+        raise InvalidOption(f"The {label} could not be read: {error.strerror or error}.") from None
+    saved, width, height = _save_image(data, settings, label)
+    return SourceImage(path=saved, width=width, height=height)
+
+
 async def read_mask_upload(
     attachment: discord.Attachment, settings: Settings, image: SourceImage
 ) -> tuple[str, str | None]:

@@ -58,6 +58,9 @@ class User(Base):
     default_clip_skip: Mapped[int | None] = mapped_column(Integer)
     # The SDXL refiner this member's SDXL txt2img jobs get when they name none.
     default_refiner: Mapped[str | None] = mapped_column(String(200))
+    # A1111's random number generator source ("GPU", "CPU", "NV") and ENSD.
+    default_rng: Mapped[str | None] = mapped_column(String(10))
+    default_ensd: Mapped[int | None] = mapped_column(BigInteger)
     # Results shown only to their owner (an ephemeral status message, then a DM once the
     # interaction token has expired) instead of in the channel.
     private_results: Mapped[bool] = mapped_column(Boolean, default=False, server_default="0")
@@ -134,6 +137,13 @@ class Job(Base):
     # and A1111's clip skip (1: none).
     vae: Mapped[str] = mapped_column(String(255), default="", server_default="")
     clip_skip: Mapped[int] = mapped_column(Integer, default=1, server_default="1")
+    # A1111 1.10's sampling and noise choices (bot.jobs.params.JobParameters).
+    schedule_type: Mapped[str] = mapped_column(String(40), default="Automatic", server_default="Automatic")
+    rng: Mapped[str] = mapped_column(String(10), default="GPU", server_default="GPU")
+    eta_noise_seed_delta: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
+    eta: Mapped[float | None] = mapped_column(Float)
+    seed_resize_from_width: Mapped[int | None] = mapped_column(Integer)
+    seed_resize_from_height: Mapped[int | None] = mapped_column(Integer)
     plot_json: Mapped[str | None] = mapped_column(Text)
 
     # Checked by the worker's safety classifier (set when the job was queued outside an

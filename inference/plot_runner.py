@@ -86,7 +86,10 @@ def cell_requests(request: GenerateRequest) -> list[GenerateRequest]:
             hires = replace(hires, denoising_strength=cell.denoising_strength)
         overrides = {
             name: value
-            for name in ("prompt", "negative_prompt", "steps", "cfg_scale", "sampler", "model", "vae", "clip_skip")
+            for name in (
+                "prompt", "negative_prompt", "steps", "cfg_scale", "sampler", "model", "vae", "clip_skip",
+                "schedule_type", "eta", "rng",
+            )
             if (value := getattr(cell, name)) is not None
         }
         requests.append(

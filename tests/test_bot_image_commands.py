@@ -83,7 +83,7 @@ async def test_img2img_and_upscale_of_uploads(harness):
 
     choices = await alice.autocomplete(harness.channel, "upscale", "upscaler", "")
     assert [choice["name"] for choice in choices] == ["Lanczos"]
-    samplers = await alice.autocomplete(harness.channel, "img2img", "sampler", "dpm++ 2m k")
+    samplers = await alice.autocomplete(harness.channel, "img2img", "sampler", "dpm++ 2m ka")
     assert [choice["name"] for choice in samplers] == ["DPM++ 2M Karras"]
 
 

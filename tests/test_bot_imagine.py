@@ -129,9 +129,12 @@ async def test_variation_buttons_keep_the_seed_and_vary_the_image(harness):
 async def test_autocomplete_offers_a1111_samplers_and_models(harness):
     alice = harness.member("alice")
     samplers = await alice.autocomplete(harness.channel, "imagine", "sampler", "dpm++ 2m")
-    assert [choice["name"] for choice in samplers] == [
-        "DPM++ 2M", "DPM++ 2M Karras", "DPM++ 2M SDE", "DPM++ 2M SDE Karras"
+    # A1111 1.10's names first, then the combined names A1111 wrote before 1.9.
+    assert [choice["name"] for choice in samplers][:5] == [
+        "DPM++ 2M", "DPM++ 2M SDE", "DPM++ 2M SDE Heun", "DPM++ 2M Uniform", "DPM++ 2M Karras"
     ]
+    samplers = await alice.autocomplete(harness.channel, "imagine", "sampler", "dpm++ 2m k")
+    assert [choice["name"] for choice in samplers] == ["DPM++ 2M Karras", "DPM++ 2M KL Optimal"]
     models = await alice.autocomplete(harness.channel, "imagine", "model", "")
     assert [choice["name"] for choice in models] == ["tiny"]
 

@@ -86,8 +86,9 @@ async def test_pnginfo_reads_images_and_reruns_them(harness, monkeypatch):
         JobKind.TXT2IMG, "a lighthouse at dusk, (oil painting:1.2)", "blurry, lowres", "tiny",
     )
     assert (job.steps, job.sampler, job.cfg_scale, job.seed, job.width, job.height, job.count, job.user_id) == (
-        3, "DPM++ 2M Karras", 6.5, 1234, 64, 96, 1, alice.id,
+        3, "DPM++ 2M", 6.5, 1234, 64, 96, 1, alice.id,
     )
+    assert job.schedule_type == "Karras"
 
     # The bot's own result: read back from the message's file, and re-run from the menu.
     made = await alice.slash(harness.channel, "imagine", prompt="a red fox", count=1, seed=7, steps=2, sampler="Euler")

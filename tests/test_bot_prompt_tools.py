@@ -137,7 +137,7 @@ async def test_inline_parameters_fill_the_job_and_bad_ones_queue_nothing(harness
     job = await harness.latest_job(alice.id)
     assert (job.prompt, job.negative_prompt) == ("a lighthouse", "blurry, text, watermark")
     assert (job.width, job.height, job.seed, job.steps, job.cfg_scale) == (128, 64, 42, 2, 5.5)
-    assert (job.sampler, job.tiling, job.model) == ("DPM++ 2M Karras", True, "tiny")
+    assert (job.sampler, job.schedule_type, job.tiling, job.model) == ("DPM++ 2M", "Karras", True, "tiny")
     assert fields_of(harness.first_response()["embeds"][0])["Tokens"] == "2 (1 chunk) · negative 6 (1 chunk)"
 
     # Remix applies inline parameters of the edited prompt: the rest stays the job's.

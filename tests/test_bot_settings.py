@@ -83,6 +83,13 @@ async def _settings_flow(harness, tmp_path):
     await select(alice, message, "size", ["3:2"])
     await select(alice, message, "upscaler", [MODEL])
     await select(alice, message, "style", ["Ink"])
+    await select(alice, message, "rng", ["NV"])
+    ensd_form = await alice.click(message, label="ENSD…")
+    refused(await alice.submit_modal(ensd_form, {"ensd": "-5"}), "ENSD (eta noise seed delta) must be between 0 and 4294967295, got -5.")
+    ensd_form = await alice.click(message, label="ENSD…")
+    await alice.submit_modal(ensd_form, {"ensd": "31337"})
+    assert line(message, "RNG source") == "**RNG source**: **NV** · server: GPU"
+    assert line(message, "ENSD") == "**ENSD**: **31337** · server: 0"
     form = await alice.click(message, label="Steps, CFG, size, clip skip, negative prompt…")
     assert form.modal is not None
     await alice.submit_modal(form, {"steps": "7", "cfg": "4,5", "size": "", "negative_prompt": "blurry"})
@@ -106,7 +113,8 @@ async def _settings_flow(harness, tmp_path):
 
     # The next job has every default; styles apply to both prompts.
     job = await queued(harness, alice, prompt="a cat", count=1)
-    assert (job.model, job.sampler, job.steps, job.cfg_scale) == ("tiny-wide", "DPM++ 2M Karras", 7, 4.5)
+    assert (job.model, job.sampler, job.schedule_type, job.steps, job.cfg_scale) == ("tiny-wide", "DPM++ 2M", "Karras", 7, 4.5)
+    assert (job.rng, job.eta_noise_seed_delta) == ("NV", 31337)
     assert (job.width, job.height) == (128, 88)  # 3:2 on 96 px, within the 128 px limit
     assert job.prompt == "a cat, ink drawing" and job.negative_prompt == "blurry, color"
     # Options given still win, the style option included (it replaces the default style).
@@ -114,7 +122,9 @@ async def _settings_flow(harness, tmp_path):
         harness, alice, prompt="a dog", count=1, model="tiny", sampler="Euler", steps=3, cfg=6.0, aspect="1:1",
         negative_prompt="dark", style="Oil",
     )
-    assert (explicit.model, explicit.sampler, explicit.steps, explicit.cfg_scale) == ("tiny", "Euler", 3, 6.0)
+    assert (explicit.model, explicit.sampler, explicit.schedule_type, explicit.steps, explicit.cfg_scale) == (
+        "tiny", "Euler", "Automatic", 3, 6.0
+    )
     assert (explicit.width, explicit.height) == (64, 64)
     assert explicit.prompt == "a dog, oil painting" and explicit.negative_prompt == "dark"
     # An inline --ar wins over the default aspect.
@@ -157,7 +167,7 @@ async def _settings_flow(harness, tmp_path):
     assert line(message, "Sampler") == "**Sampler**: **DPM++ 2M Karras** · server: Euler a"
 
     job = await queued(harness, alice, prompt="a fox", count=1)
-    assert (job.model, job.sampler, job.steps, job.cfg_scale) == ("tiny", "DPM++ 2M Karras", 3, 4.5)
+    assert (job.model, job.sampler, job.schedule_type, job.steps, job.cfg_scale) == ("tiny", "DPM++ 2M", "Karras", 3, 4.5)
     assert (job.width, job.height) == (96, 64)  # 3:2 on the tiny model's 64 px
     assert job.prompt == "a fox" and job.negative_prompt == "blurry"
     done = await harness.wait_for_job(job.id)

@@ -28,13 +28,14 @@ from discord import app_commands
 from bot.cogs.styles import style_autocomplete
 from bot.interactions import MAX_CHOICES
 from bot.jobs.params import ASPECT_RATIOS, MAX_SEED, GenerationOptions, settings_vae_files
+from bot.jobs.sampling import MAX_ETA
 from bot.jobs.plot_params import AXIS_TYPES
 from bot.jobs.workflow_params import MASKED_CONTENT, OUTPAINT_DIRECTIONS, RESIZE_MODES, upscaler_names
 from bot.policy import gate, model_rules
 from bot.prompts.networks import embedding_names, lora_names
 from inference.common.protocol import LATENT, MAX_CLIP_SKIP, MAX_MASK_BLUR
 from inference.common.vae_files import vae_choices
-from inference.common.samplers import SAMPLER_NAMES
+from inference.common.sampler_catalog import SAMPLER_NAMES, SAMPLERS, SCHEDULE_TYPE_LABELS
 
 if TYPE_CHECKING:
     from bot.client import SDBot
@@ -51,8 +52,16 @@ def matching_choices(names: Sequence[str], current: str) -> Choices:
     return [app_commands.Choice(name=n, value=n) for n in names if wanted in n.casefold()][:MAX_CHOICES]
 
 
+# A1111 1.10's samplers, then each with a schedule type it can use ("DPM++ 2M Karras"), the
+# combined names A1111 wrote before 1.9, which the sampler option still takes.
+SAMPLER_COMPLETIONS = (
+    *SAMPLER_NAMES,
+    *(f"{name} {schedule}" for name in SAMPLER_NAMES for schedule in SCHEDULE_TYPE_LABELS[1:] if SAMPLERS[name].accepts(schedule)),
+)
+
+
 async def samplers(interaction: Interaction, current: str) -> Choices:
-    return matching_choices(SAMPLER_NAMES, current)
+    return matching_choices(SAMPLER_COMPLETIONS, current)
 
 
 async def models(interaction: Interaction, current: str) -> Choices:
@@ -122,7 +131,17 @@ OPTIONS: dict[str, Option] = dict(
     height=Option(Size, "Height in pixels, a multiple of 8"),
     steps=Option(app_commands.Range[int, 1, 500], "Sampling steps: more is slower and often finer"),
     cfg=Option(app_commands.Range[float, 0.0, 100.0], "How closely to follow the prompt (CFG scale)"),
-    sampler=Option(str, "Sampler, by its AUTOMATIC1111 name", autocomplete=samplers),
+    sampler=Option(str, "Sampler, by its AUTOMATIC1111 name (\"DPM++ 2M Karras\" also sets the schedule type)", autocomplete=samplers),
+    schedule_type=Option(
+        str, "Schedule type (A1111's): how the noise levels are spaced; Automatic: the sampler's own",
+        choices=SCHEDULE_TYPE_LABELS,
+    ),
+    eta=Option(
+        app_commands.Range[float, 0.0, MAX_ETA], "Eta of the ancestral, SDE and DDIM samplers (0-1; default: the sampler's)"
+    ),
+    seed_resize_from=Option(
+        app_commands.Range[str, 1, 20], "Make the seed's noise at this size, e.g. 512x512: the seed keeps its picture at another size"
+    ),
     seed=Option(
         app_commands.Range[int, -1, MAX_SEED], "Seed of the first image; -1 or empty for random. Image i uses seed + i"
     ),
@@ -197,6 +216,9 @@ class CommandOptions:
     steps: int | None = None
     cfg: float | None = None
     sampler: str | None = None
+    schedule_type: str | None = None
+    eta: float | None = None
+    seed_resize_from: str | None = None
     seed: int | None = None
     count: int | None = None
     model: str | None = None
@@ -244,6 +266,9 @@ class CommandOptions:
             model=self.model,
             vae=self.vae,
             clip_skip=self.clip_skip,
+            schedule_type=self.schedule_type,
+            eta=self.eta,
+            seed_resize_from=self.seed_resize_from,
         )
 
     def hires(self) -> dict[str, Any]:

@@ -50,7 +50,7 @@ class Images(BotCog):
     @app_commands.command(name="img2img", description="Make new images from an image you upload and a prompt.", extras=actions.QUEUES_JOBS)
     @generation_command(
         "image", "prompt", "strength", "resize_mode", "negative_prompt", "width", "height", "steps", "cfg",
-        "sampler", "seed", "count", "model", "vae", "clip_skip", "loopback", "loopback_final_strength", "style",
+        "sampler", "schedule_type", "seed", "count", "model", "vae", "clip_skip", "seed_resize_from", "eta", "loopback", "loopback_final_strength", "style",
         width="Width in pixels, a multiple of 8 (default: the image's shape, within this server's limits)",
         height="Height in pixels, a multiple of 8 (default: the image's shape, within this server's limits)",
     )
@@ -68,7 +68,8 @@ class Images(BotCog):
     @app_commands.command(name="inpaint", description="Repaint part of an image you upload: the white area of a mask.", extras=actions.QUEUES_JOBS)
     @generation_command(
         "image", "mask", "prompt", "strength", "masked_content", "mask_blur", "only_masked", "padding",
-        "negative_prompt", "steps", "cfg", "sampler", "seed", "count", "model", "vae", "clip_skip", "style",
+        "negative_prompt", "steps", "cfg", "sampler", "schedule_type", "seed", "count", "model", "vae", "clip_skip",
+        "seed_resize_from", "eta", "style",
         image="The image to change",
     )
     async def inpaint(self, interaction: discord.Interaction[SDBot], chosen: CommandOptions) -> None:
@@ -90,7 +91,7 @@ class Images(BotCog):
     @app_commands.command(name="outpaint", description="Extend an image you upload beyond its edges.", extras=actions.QUEUES_JOBS)
     @generation_command(
         "image", "direction", "pixels", "prompt", "negative_prompt", "strength", "steps", "cfg", "sampler",
-        "seed", "model", "vae", "clip_skip", "style",
+        "schedule_type", "seed", "model", "vae", "clip_skip", "seed_resize_from", "eta", "style",
         image="The image to extend",
         prompt="What the whole extended image shows",
     )

@@ -22,12 +22,14 @@ if TYPE_CHECKING:
     from bot.client import SDBot
 
 # The options both grids take, and what each means in a grid (an axis may set it).
-GRID_OPTIONS = ("negative_prompt", "width", "height", "steps", "cfg", "sampler", "seed", "model")
+GRID_OPTIONS = ("negative_prompt", "width", "height", "steps", "cfg", "sampler", "schedule_type", "eta", "seed", "model")
 GRID_DESCRIPTIONS = dict(
     negative_prompt="What to keep out of every image",
     steps="Sampling steps (unless an axis sets them)",
     cfg="CFG scale (unless an axis sets it)",
     sampler="Sampler, by its AUTOMATIC1111 name (unless an axis sets it)",
+    schedule_type="Schedule type (unless the Schedule type axis, or a combined Sampler value, sets it)",
+    eta="Eta of the ancestral, SDE and DDIM samplers (unless the Eta axis sets it)",
     seed="The seed of every image (unless the Seed axis sets it); -1 or empty for random",
     model="Which model to use (unless the Model axis sets it)",
 )

@@ -23,6 +23,7 @@ from bot.prompts.cleaning import clean_prompt_text
 from inference.common.protocol import (
     LANCZOS,
     MAX_CLIP_SKIP,
+    RNG_SOURCES,
     GenerateRequest,
     HiresFix,
     ImageInput,
@@ -33,7 +34,16 @@ from inference.common.protocol import (
     PlotOptions,
     UpscaleOptions,
 )
-from inference.common.samplers import SAMPLER_NAMES, find_sampler
+from bot.jobs.sampling import (
+    AUTOMATIC_SCHEDULE,
+    check_ensd,
+    check_eta,
+    check_rng,
+    check_sampler,
+    check_sampling,
+    check_seed_resize,
+)
+from inference.common.sampler_catalog import split_combined_name
 from inference.common.sources import folder_family
 from inference.common.upscaler_files import upscaler_files
 from inference.common.vae_files import (
@@ -83,6 +93,12 @@ class GenerationOptions:
     tiling: bool | None = None  # seamless tiling (--tile in the prompt)
     vae: str | None = None  # "Automatic", "None" or a VAE's name (--vae in the prompt)
     clip_skip: int | None = None  # A1111's 1-12 (--clipskip in the prompt)
+    # A1111 1.10's schedule type ("Karras"...); the sampler may also be a combined name.
+    schedule_type: str | None = None
+    rng: str | None = None  # "GPU", "CPU" or "NV"
+    ensd: int | None = None  # A1111's eta noise seed delta
+    eta: float | None = None
+    seed_resize_from: str | None = None  # "WIDTHxHEIGHT"; "0x0" or "": off
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "prompt", clean_prompt_text(self.prompt or ""))
@@ -137,6 +153,14 @@ class JobParameters:
     # The VAE file's name ("": the model's own), "Automatic" already resolved, and clip skip.
     vae: str = ""
     clip_skip: int = 1
+    # A1111's sampling and noise choices (the request's fields of the same names); the seed
+    # resize is two columns, the request's (width, height) pair.
+    schedule_type: str = AUTOMATIC_SCHEDULE
+    rng: str = RNG_SOURCES[0]
+    eta_noise_seed_delta: int = 0
+    eta: float | None = None
+    seed_resize_from_width: int | None = None
+    seed_resize_from_height: int | None = None
     plot_json: str | None = None  # PlotOptions as JSON, for JobKind.PLOT (bot.jobs.plot_params)
 
 
@@ -176,7 +200,15 @@ def resolve_parameters(
     width, height = _resolve_size(options, settings, model.base_size, defaults)
     steps = check_steps(_pick(options.steps, defaults.steps, limits.default_steps), limits)
     cfg_scale = check_cfg(_pick(options.cfg_scale, defaults.cfg_scale, limits.default_cfg_scale), limits)
-    sampler = check_sampler(options.sampler or defaults.sampler or limits.default_sampler)
+    sampler_name = options.sampler or defaults.sampler or limits.default_sampler
+    if options.sampler is None and options.schedule_type is not None:
+        # A schedule type given alone replaces the one a default's combined name carries.
+        sampler_name = split_combined_name(sampler_name)[0]
+    sampler, schedule_type = check_sampling(sampler_name, options.schedule_type)
+    eta = check_eta(options.eta, sampler)
+    rng = check_rng(options.rng or defaults.rng or limits.default_rng)
+    ensd = check_ensd(_pick(options.ensd, defaults.ensd, limits.default_ensd))
+    seed_resize = check_seed_resize(options.seed_resize_from, limits)
     vae = check_vae(settings, model, options.vae or defaults.vae or AUTOMATIC)
     clip_skip = check_clip_skip(_pick(options.clip_skip, defaults.clip_skip, model.clip_skip or 1))
 
@@ -204,6 +236,12 @@ def resolve_parameters(
         tiling=bool(options.tiling),
         vae=vae,
         clip_skip=clip_skip,
+        schedule_type=schedule_type,
+        rng=rng,
+        eta_noise_seed_delta=ensd,
+        eta=eta,
+        seed_resize_from_width=seed_resize[0] if seed_resize else None,
+        seed_resize_from_height=seed_resize[1] if seed_resize else None,
     )
 
 
@@ -289,13 +327,6 @@ def with_refiner(
     return replace(params, refiner=model.name, refiner_switch_at=switch)
 
 
-def check_sampler(name: str) -> str:
-    sampler = find_sampler(name)
-    if sampler is None:
-        raise InvalidOption(f"Unknown sampler `{echo(name)}`. Samplers: {', '.join(SAMPLER_NAMES)}.")
-    return sampler
-
-
 def check_steps(steps: int, limits: LimitSettings) -> int:
     if not 1 <= steps <= limits.max_steps:
         raise InvalidOption(f"steps must be between 1 and {limits.max_steps}, got {steps}.")
@@ -379,6 +410,8 @@ class MemberDefaults:
     vae: str | None = None
     clip_skip: int | None = None
     refiner: str | None = None
+    rng: str | None = None
+    ensd: int | None = None
     unavailable: dict[str, str] = field(default_factory=dict)  # setting -> why
 
 
@@ -409,6 +442,8 @@ def member_defaults(user: User | None, settings: Settings) -> MemberDefaults:
     keep("vae", user.default_vae, lambda: check_vae_choice(settings, user.default_vae or ""))
     keep("clip_skip", user.default_clip_skip, lambda: check_clip_skip(user.default_clip_skip or 0))
     keep("refiner", user.default_refiner, lambda: check_model(settings, user.default_refiner or "").name)
+    keep("rng", user.default_rng, lambda: check_rng(user.default_rng or ""))
+    keep("ensd", user.default_ensd, lambda: check_ensd(user.default_ensd or 0))
     # Sizes follow the model: checked for the member's model (else the server's).
     base = check_model(settings, str(values.get("model", settings.default_model))).base_size
     if user.default_aspect is not None:
@@ -572,6 +607,7 @@ def generate_request(job: Job) -> GenerateRequest:
         "subseeds": subseeds,
         "subseed_strength": job.subseed_strength if subseeds else 0.0,
         "plot": plot_options(job.plot_json) if job.plot_json else None,
+        "seed_resize_from": seed_resize_of(job),
         "tiling": bool(job.tiling),
         "safety_check": bool(job.safety_check),
         **_refiner_fields(job, has_group["hires"]),
@@ -584,6 +620,26 @@ def _refiner_fields(job: Job, hires: bool) -> dict[str, object]:
     if not job.refiner or hires or JobKind(job.kind) not in (JobKind.TXT2IMG, JobKind.VARIATION):
         return {"refiner": "", "refiner_switch_at": DEFAULT_REFINER_SWITCH_AT}
     return {"refiner": job.refiner, "refiner_switch_at": job.refiner_switch_at or DEFAULT_REFINER_SWITCH_AT}
+
+def seed_resize_of(job: Job | JobParameters) -> tuple[int, int] | None:
+    """A job's "Resize seed from" (width, height), or None when off."""
+    if job.seed_resize_from_width and job.seed_resize_from_height:
+        return job.seed_resize_from_width, job.seed_resize_from_height
+    return None
+
+
+def sampling_options(job: Job | JobParameters) -> dict[str, object]:
+    """A job's sampler and noise choices as GenerationOptions fields: what work derived from
+    its images (Vary, Remix, Upscale's img2img, zoom) keeps."""
+    resize = seed_resize_of(job)
+    return dict(
+        sampler=job.sampler,
+        schedule_type=job.schedule_type,
+        rng=job.rng,
+        ensd=job.eta_noise_seed_delta,
+        eta=job.eta,
+        seed_resize_from=f"{resize[0]}x{resize[1]}" if resize else None,
+    )
 
 
 def plot_options(text: str) -> PlotOptions:
@@ -627,7 +683,7 @@ def reroll_of(job: Job) -> JobParameters:
 # set. The workflow (source image, mask...), the count and the kind stay the job's.
 REMIXED = (
     "prompt", "negative_prompt", "model", "width", "height", "steps", "cfg_scale", "sampler", "seed", "tiling", "vae",
-    "clip_skip",
+    "clip_skip", "schedule_type", "eta",
 )
 
 

@@ -37,10 +37,12 @@ from bot.jobs.params import (
     random_seed,
     resolve_parameters,
 )
+from bot.jobs.sampling import MAX_ETA, check_rng, check_sampling
 from bot.jobs.workflow_params import hires_parameters
 from bot.prompts.checks import check_prompt_texts
 from inference.common.protocol import MAX_CLIP_SKIP, JobKind, PlotCell, PlotOptions
-from inference.common.samplers import SAMPLER_NAMES, find_sampler
+from inference.common.sampler_catalog import AUTOMATIC as AUTOMATIC_SCHEDULE
+from inference.common.sampler_catalog import SAMPLERS
 from inference.common.vae_files import NONE
 
 if TYPE_CHECKING:
@@ -51,7 +53,8 @@ if TYPE_CHECKING:
 SEED, STEPS, CFG, SAMPLER, PROMPT_SR, MODEL, DENOISING, VAE, CLIP_SKIP = (
     "Seed", "Steps", "CFG Scale", "Sampler", "Prompt S/R", "Model", "Denoising", "VAE", "Clip skip",
 )
-AXIS_TYPES = (SEED, STEPS, CFG, SAMPLER, PROMPT_SR, MODEL, DENOISING, VAE, CLIP_SKIP)
+SCHEDULE_TYPE, ETA, RNG = "Schedule type", "Eta", "RNG source"
+AXIS_TYPES = (SEED, STEPS, CFG, SAMPLER, SCHEDULE_TYPE, PROMPT_SR, MODEL, DENOISING, VAE, CLIP_SKIP, ETA, RNG)
 MATRIX_JOINER = ", "  # A1111's default "comma" joining
 STRIKE = "~~"  # an inactive label line (inference.plot_runner draws it grey and struck through)
 # Where the "|" of a prompt matrix does not split: inside A1111's [a|b] alternation, and inside
@@ -217,7 +220,7 @@ class Axis:
 # The PlotCell field each axis sets (Prompt S/R sets the prompts: _search_replace).
 _CELL_FIELDS = {
     SEED: "seed", STEPS: "steps", CFG: "cfg_scale", SAMPLER: "sampler", MODEL: "model", DENOISING: "denoising_strength",
-    VAE: "vae", CLIP_SKIP: "clip_skip",
+    VAE: "vae", CLIP_SKIP: "clip_skip", SCHEDULE_TYPE: "schedule_type", ETA: "eta", RNG: "rng",
 }
 
 
@@ -265,12 +268,17 @@ def parse_axis(
         values = expand_numbers(raw, float, name, limit)
         _in_range(values, "Denoising", 0, 1)
     elif name == SAMPLER:
-        values = []
-        for value in raw:
-            sampler = find_sampler(value)
-            if sampler is None:
-                raise InvalidOption(f"Unknown sampler `{echo(value)}`. Samplers: {', '.join(SAMPLER_NAMES)}.")
-            values.append(sampler)
+        # A combined name ("DPM++ 2M Karras") sets the cell's schedule type too; the label
+        # stays the name as given, in A1111's spelling.
+        values = [check_sampling(value) for value in raw]
+        labels = [sampler if schedule == AUTOMATIC_SCHEDULE else f"{sampler} {schedule}" for sampler, schedule in values]
+    elif name == SCHEDULE_TYPE:
+        values = [check_sampling(params.sampler, value)[1] for value in raw]
+    elif name == ETA:
+        values = expand_numbers(raw, float, name, limit)
+        _in_range(values, "Eta", 0, MAX_ETA)
+    elif name == RNG:
+        values = [check_rng(value) for value in raw]
     elif name == CLIP_SKIP:
         values = expand_numbers(raw, int, name, limit)
         _in_range(values, "Clip skip", 1, MAX_CLIP_SKIP)
@@ -289,9 +297,34 @@ def parse_axis(
             values.append(known[value.casefold()])
     else:
         values = raw
-    apply = _search_replace(raw[0], params) if name == PROMPT_SR else _setter(_CELL_FIELDS[name])
+    if name == PROMPT_SR:
+        apply = _search_replace(raw[0], params)
+    elif name == SAMPLER:
+        apply = _set_sampler
+    else:
+        apply = _setter(_CELL_FIELDS[name])
     _check_count(len(values), name, limit)
     return Axis(name, tuple(values), tuple(labels or [_label(value) for value in values]), apply)
+
+
+def _set_sampler(cell: dict, value: object) -> None:
+    sampler, schedule_type = value  # type: ignore[misc]
+    cell["sampler"] = sampler
+    if schedule_type != AUTOMATIC_SCHEDULE:
+        cell["schedule_type"] = schedule_type
+
+
+def _cell_sampling(params: JobParameters, overrides: dict) -> None:
+    """A cell's sampler with the job's schedule type and eta, as A1111's Sampler axis runs
+    them: a sampler that cannot use the job's schedule type (a timestep one, DDIM, with
+    Karras) or eta ignores it, so its cell runs with Automatic or its own eta."""
+    sampler = overrides.get("sampler", params.sampler)
+    if "schedule_type" in overrides:
+        check_sampling(sampler, overrides["schedule_type"])
+    elif not SAMPLERS[sampler].accepts(params.schedule_type):
+        overrides["schedule_type"] = AUTOMATIC_SCHEDULE
+    if "eta" in overrides and not SAMPLERS[sampler].uses_eta:
+        del overrides["eta"]  # A1111 passes eta only to a sampler that takes it
 
 
 def _search_replace(search: str, params: JobParameters) -> Callable[[dict, object], None]:
@@ -328,6 +361,7 @@ def _cell(params: JobParameters, settings: Settings, overrides: dict) -> PlotCel
             check_prompt_texts(settings, overrides.get("prompt"), overrides.get("negative_prompt"))
         except InvalidOption as problem:
             raise InvalidOption(f"Prompt S/R: {problem}") from None
+    _cell_sampling(params, overrides)
     return PlotCell(**overrides)
 
 
@@ -369,6 +403,9 @@ def xy_plot_parameters(
             if y is not None:
                 y.apply(overrides, y_value)
             cells.append(_cell(params, settings, overrides))
+    if ETA in (x.name, y.name if y else None) and not any(SAMPLERS[c.sampler or params.sampler].uses_eta for c in cells):
+        takes = listed(name for name, info in SAMPLERS.items() if info.uses_eta)
+        raise InvalidOption(f"The Eta axis needs a sampler that uses eta, and none of this plot's does; they are: {takes}.")
     plot = PlotOptions(
         cells=tuple(cells),
         columns=len(x.values),

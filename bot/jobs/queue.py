@@ -223,6 +223,14 @@ class JobQueue:
                         Job.cfg_scale == first.cfg_scale,
                         Job.tiling == first.tiling,
                         Job.vae == first.vae,
+                        # One sampler run: one schedule, eta and noise source for the pass
+                        # (whether the worker's batch key names them or not).
+                        Job.schedule_type == first.schedule_type,
+                        Job.rng == first.rng,
+                        Job.eta_noise_seed_delta == first.eta_noise_seed_delta,
+                        Job.eta.is_not_distinct_from(first.eta),
+                        Job.seed_resize_from_width.is_not_distinct_from(first.seed_resize_from_width),
+                        Job.seed_resize_from_height.is_not_distinct_from(first.seed_resize_from_height),
                         Job.count <= room,
                     )
                 )

@@ -16,7 +16,7 @@ from dataclasses import dataclass, replace
 
 from bot.errors import InvalidOption, echo
 from bot.jobs.params import GenerationOptions, parse_aspect
-from inference.common.samplers import find_sampler
+from inference.common.sampler_catalog import find_schedule_type, split_combined_name
 
 # Parameter name -> GenerationOptions field (or "no" for the negative prompt).
 PARAMETERS = {
@@ -33,11 +33,16 @@ PARAMETERS = {
     "clipskip": "clip_skip",
     "clip-skip": "clip_skip",
     "clip_skip": "clip_skip",
+    "schedule": "schedule_type",
+    "scheduler": "schedule_type",
+    "schedule-type": "schedule_type",
+    "schedule_type": "schedule_type",
+    "eta": "eta",
 }
 # How each field is named in messages: the slash-command option it fills.
 OPTION_NAMES = {
     "aspect": "aspect", "seed": "seed", "steps": "steps", "cfg_scale": "cfg", "sampler": "sampler", "model": "model",
-    "vae": "vae", "clip_skip": "clip_skip",
+    "vae": "vae", "clip_skip": "clip_skip", "schedule_type": "schedule_type", "eta": "eta",
 }
 _START = re.compile(r"(?:^|(?<=\s))(--|—|–)([A-Za-z][\w-]*)(?=\s|$)")
 _WHOLE_NUMBER = re.compile(r"-?\d{1,20}")
@@ -59,6 +64,8 @@ class InlineParameters:
     model: str | None = None
     vae: str | None = None
     clip_skip: int | None = None
+    schedule_type: str | None = None
+    eta: float | None = None
 
 
 def parse_inline(text: str) -> InlineParameters:
@@ -97,7 +104,7 @@ def _value(name: str, field: str, value: str) -> object:
         if not _WHOLE_NUMBER.fullmatch(value):
             raise InvalidOption(f"`--{name}` takes a whole number, got `{echo(value)}`. {AT_THE_END}")
         return int(value)
-    if field == "cfg_scale":
+    if field in ("cfg_scale", "eta"):
         try:
             number = float(value)
         except ValueError:
@@ -123,7 +130,9 @@ def apply_inline(options: GenerationOptions, inline: InlineParameters, *, overri
     and an aspect ratio replaces the earlier job's width and height.
     """
     changes: dict[str, object] = {"prompt": inline.prompt}
-    for field in ("aspect", "seed", "steps", "cfg_scale", "sampler", "tiling", "model", "vae", "clip_skip"):
+    for field in (
+        "aspect", "seed", "steps", "cfg_scale", "sampler", "tiling", "model", "vae", "clip_skip", "schedule_type", "eta",
+    ):
         value = getattr(inline, field)
         if value is None:
             continue
@@ -142,14 +151,21 @@ def apply_inline(options: GenerationOptions, inline: InlineParameters, *, overri
 
 def _same(field: str, given: object, value: object) -> bool:
     if field == "sampler":
-        known = find_sampler(str(given))
-        return known is not None and known == find_sampler(str(value))
+        try:  # "DPM++ 2M Karras" may be written combined on one side
+            return split_combined_name(str(given), convert_automatic=False) == split_combined_name(
+                str(value), convert_automatic=False
+            )
+        except ValueError:
+            return False
+    if field == "schedule_type":
+        known = find_schedule_type(str(given))
+        return known is not None and known == find_schedule_type(str(value))
     if field == "aspect":  # 3:2 and 6:4 are the same shape
         (w1, h1), (w2, h2) = parse_aspect(str(given)), parse_aspect(str(value))
         return w1 * h2 == w2 * h1
     if field == "vae":
         return str(given).casefold() == str(value).casefold()
-    if field == "cfg_scale":
+    if field in ("cfg_scale", "eta"):
         return math.isclose(float(given), float(value))  # type: ignore[arg-type]
     return given == value
 

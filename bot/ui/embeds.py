@@ -30,10 +30,17 @@ def format_duration(seconds: float) -> str:
     return f"{seconds / 3600:.1f} h"
 
 
+def sampler_label(job: Job) -> str:
+    """The sampler with a schedule type chosen ("DPM++ 2M Karras"), as A1111 named them before 1.9."""
+    if not job.schedule_type or job.schedule_type == "Automatic":
+        return job.sampler
+    return f"{job.sampler} {job.schedule_type}"
+
+
 def _parameters_line(job: Job) -> str:
     if job.kind == JobKind.UPSCALE:
         return f"{workflow_summary(job)} · {job.width}x{job.height}"
-    line = f"{job.width}x{job.height} · {job.steps} steps · {job.sampler} · CFG {job.cfg_scale:g} · {job.model}"
+    line = f"{job.width}x{job.height} · {job.steps} steps · {sampler_label(job)} · CFG {job.cfg_scale:g} · {job.model}"
     summary = workflow_summary(job)
     return f"{summary} · {line}" if summary else line
 
@@ -154,7 +161,7 @@ def result_embed(job: Job, filename: str, image_index: int | None = None) -> dis
     embed.add_field(name="Size", value=size)
     if job.kind != JobKind.UPSCALE:
         embed.add_field(name="Steps", value=str(job.steps))
-        embed.add_field(name="Sampler", value=job.sampler)
+        embed.add_field(name="Sampler", value=sampler_label(job))
         embed.add_field(name="CFG", value=f"{job.cfg_scale:g}")
         embed.add_field(name="Model", value=job.model)
     embed.set_image(url=f"attachment://{filename}")

@@ -1,8 +1,9 @@
 """/settings: one private message with the member's defaults next to the server's, and the
 controls that change them.
 
-Seven selects (model, sampler, aspect, upscaler, VAE, styles, SDXL refiner) and a row of
-buttons (a form for steps, CFG, size, clip skip and negative prompt; private results on/off;
+Eight selects (model, sampler, aspect, upscaler, VAE, styles, SDXL refiner, RNG source) and a
+row of buttons (a form for steps, CFG, size, clip skip and negative prompt; one for ENSD;
+private results on/off;
 reset all) pass Discord's 5 action rows
 of a classic message, so the message uses Components V2 (a LayoutView: text and rows, up to 40
 components). Every control is a DynamicItem whose custom_id carries the member's id and what it
@@ -26,6 +27,7 @@ from discord.ui import Button, DynamicItem, Select
 
 from bot import actions
 from bot.errors import InvalidOption, NotAllowed, echo
+from bot.jobs.sampling import check_ensd, check_rng
 from bot.jobs.params import (
     ASPECT_RATIOS,
     check_aspect,
@@ -46,8 +48,8 @@ from bot.jobs.workflow_params import upscaler_names
 from bot.prompts import style_store
 from bot.ui.embeds import clip
 from db.models import User
-from inference.common.protocol import MAX_CLIP_SKIP
-from inference.common.samplers import SAMPLER_NAMES
+from inference.common.protocol import MAX_CLIP_SKIP, RNG_SOURCES
+from inference.common.sampler_catalog import SAMPLER_NAMES
 from inference.common.vae_files import AUTOMATIC, vae_choices
 
 if TYPE_CHECKING:
@@ -58,11 +60,14 @@ MAX_OPTIONS = 25  # Discord's most options in a select
 SERVER_DEFAULT = "-"  # the option that clears a member's default (a value may not be empty)
 STYLE_COLUMN = 200  # users.default_style's size
 NOT_YOURS = "These are someone else's settings: use /settings to see your own."
+# A1111 1.10's samplers, then combined names members know from A1111 before 1.9 (a select
+# holds 25 options, the server default one of them; /imagine's schedule_type covers the rest).
+SETTINGS_SAMPLERS = (*SAMPLER_NAMES, "DPM++ 2M Karras", "DPM++ 2M SDE Karras", "DPM++ 3M SDE Karras", "Euler a Karras")
 # Every column /settings changes, for "Reset all".
 DEFAULT_COLUMNS = (
     "default_model", "default_sampler", "default_steps", "default_cfg_scale", "default_width", "default_height",
     "default_negative_prompt", "default_aspect", "default_style", "default_upscaler", "default_vae",
-    "default_clip_skip", "default_refiner",
+    "default_clip_skip", "default_refiner", "default_rng", "default_ensd",
 )
 
 
@@ -88,13 +93,14 @@ async def settings_message(interaction: discord.Interaction[SDBot], user_id: int
     styles = await style_store.visible_styles(bot.queue.db, user_id, interaction.guild_id)
     view = ui.LayoutView(timeout=None)
     view.add_item(ui.TextDisplay(_summary(bot.settings, user, styles)))
-    for what in ("model", "sampler", "size", "upscaler", "vae", "style", "refiner"):
+    for what in ("model", "sampler", "size", "upscaler", "vae", "style", "refiner", "rng"):
         row: ui.ActionRow[Any] = ui.ActionRow()
         row.add_item(SettingSelect(user_id, what, _options(bot.settings, user, styles, what)))
         view.add_item(row)
     private = bool(user is not None and user.private_results)
     buttons: ui.ActionRow[Any] = ui.ActionRow()
     buttons.add_item(SettingsButton(user_id, "form"))
+    buttons.add_item(SettingsButton(user_id, "ensd"))
     buttons.add_item(SettingsButton(user_id, "private", private=private))
     buttons.add_item(SettingsButton(user_id, "reset"))
     view.add_item(buttons)
@@ -153,6 +159,8 @@ def _summary(settings: Settings, user: User | None, styles: list[Any]) -> str:
         line("VAE", "vae", u.default_vae, AUTOMATIC),
         line("Clip skip", "clip_skip", u.default_clip_skip, "the model's"),
         line("SDXL refiner", "refiner", u.default_refiner, "none"),
+        line("RNG source", "rng", u.default_rng, limits.default_rng),
+        line("ENSD", "ensd", u.default_ensd, str(limits.default_ensd)),
         f"**Private results**: **{'on' if u.private_results else 'off'}** · server: off",
     ]
     return "\n".join(lines)
@@ -187,10 +195,12 @@ def _options(settings: Settings, user: User | None, styles: list[Any], what: str
     if what == "model":
         server, values, current = settings.default_model, [m.name for m in settings.models if not m.hidden], u.default_model
     elif what == "sampler":
-        server, values, current = settings.limits.default_sampler, list(SAMPLER_NAMES), u.default_sampler
+        server, values, current = settings.limits.default_sampler, list(SETTINGS_SAMPLERS), u.default_sampler
     elif what == "size":
         base = check_model(settings, settings.default_model).base_size
         server, values, current = f"{base}x{base}", list(ASPECT_RATIOS), u.default_aspect
+    elif what == "rng":
+        server, values, current = settings.limits.default_rng, list(RNG_SOURCES), u.default_rng
     elif what == "vae":
         # The server default is Automatic, so the list offers None and the files.
         server, values, current = AUTOMATIC, vae_choices(settings_vae_files(settings))[1:], u.default_vae
@@ -214,13 +224,14 @@ PLACEHOLDERS = {
     "vae": "VAE (Automatic: the model's own or one named after it)…",
     "style": "Styles applied when a command names none…",
     "refiner": "SDXL refiner of your SDXL jobs…",
+    "rng": "Random number source (A1111's): GPU, CPU or NV…",
 }
 
 
 class SettingSelect(
-    DynamicItem[Select], template=r"sd:set:(?P<user>\d+):(?P<what>model|sampler|size|upscaler|vae|style|refiner)"
+    DynamicItem[Select], template=r"sd:set:(?P<user>\d+):(?P<what>model|sampler|size|upscaler|vae|style|refiner|rng)"
 ):
-    """One of the six selects; choosing edits the settings message in place."""
+    """One of the eight selects; choosing edits the settings message in place."""
 
     def __init__(self, user_id: int, what: str, options: list[discord.SelectOption] | None = None) -> None:
         options = options or []
@@ -279,15 +290,16 @@ class SettingSelect(
             "upscaler": lambda: check_upscaler_name(settings, value),
             "vae": lambda: check_vae_choice(settings, value),
             "refiner": lambda: check_model(settings, value).name,
+            "rng": lambda: check_rng(value),
         }[self.what]
         return {column: check()}
 
 
-BUTTON_LABELS = {"form": "Steps, CFG, size, clip skip, negative prompt…", "reset": "Reset all"}
+BUTTON_LABELS = {"form": "Steps, CFG, size, clip skip, negative prompt…", "ensd": "ENSD…", "reset": "Reset all"}
 
 
-class SettingsButton(DynamicItem[Button], template=r"sd:setb:(?P<user>\d+):(?P<what>form|private|reset)"):
-    """The form, "Private results: on/off" and "Reset all"."""
+class SettingsButton(DynamicItem[Button], template=r"sd:setb:(?P<user>\d+):(?P<what>form|ensd|private|reset)"):
+    """The form, the ENSD form, "Private results: on/off" and "Reset all"."""
 
     def __init__(self, user_id: int, what: str, *, private: bool = False) -> None:
         if what == "private":
@@ -312,6 +324,9 @@ class SettingsButton(DynamicItem[Button], template=r"sd:setb:(?P<user>\d+):(?P<w
         user = await _user(bot, self.user_id)
         if self.what == "form":
             await interaction.response.send_modal(SettingsModal(bot.settings, self.user_id, user))
+            return
+        if self.what == "ensd":
+            await interaction.response.send_modal(EnsdModal(bot.settings, self.user_id, user))
             return
         if self.what == "private":
             await save(bot, interaction.user, private_results=not (user is not None and user.private_results))
@@ -364,6 +379,32 @@ class SettingsModal(ui.Modal):
             await interaction.response.edit_message(**await settings_message(interaction, self.user_id))
 
         await actions.run_for_user(interaction, apply)
+
+
+class EnsdModal(ui.Modal):
+    """A1111's ENSD (eta noise seed delta); emptied: the server's."""
+
+    def __init__(self, settings: Settings, user_id: int, user: User | None) -> None:
+        super().__init__(title="Your ENSD", custom_id=f"sd:modal:ensd:{user_id}")
+        self.user_id = user_id
+        stored = None if user is None or user.default_ensd is None else str(user.default_ensd)
+        self.ensd = _field("ensd", "ENSD (eta noise seed delta)",
+                           f"e.g. 31337; 0: none; empty: the server's ({settings.limits.default_ensd})", stored, 10)
+        self.add_item(self.ensd)
+
+    async def on_submit(self, interaction: discord.Interaction[SDBot]) -> None:
+        async def apply() -> None:
+            _check_owner(interaction, self.user_id)
+            bot = interaction.client
+            await save(bot, interaction.user, default_ensd=ensd_column(self.ensd.value))
+            await interaction.response.edit_message(**await settings_message(interaction, self.user_id))
+
+        await actions.run_for_user(interaction, apply)
+
+
+def ensd_column(text: str) -> int | None:
+    """The ENSD form's field as the column: checked as `sdbot generate --ensd` is; empty: None."""
+    return check_ensd(_number(text, "ENSD", int)) if text.strip() else None
 
 
 def _field(custom_id: str, label: str, placeholder: str, default: str | None, max_length: int) -> ui.TextInput[Any]:

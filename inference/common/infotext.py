@@ -19,7 +19,8 @@ from collections.abc import Mapping
 from importlib import metadata
 
 from inference.common.protocol import GenerateRequest, JobKind
-from inference.common.samplers import split_schedule_type
+from inference.common.protocol import RNG_SOURCES
+from inference.common.sampler_catalog import AUTOMATIC, SAMPLERS, infotext_fields, split_combined_name
 
 NEGATIVE_PROMPT_PREFIX = "Negative prompt:"
 PROMPT_KEY = "Prompt"
@@ -78,6 +79,7 @@ def build_infotext(
     *,
     steps: int,
     sampler: str,
+    schedule_type: str = AUTOMATIC,
     cfg_scale: float,
     seed: int,
     width: int,
@@ -93,16 +95,19 @@ def build_infotext(
 ) -> str:
     """One image's infotext in A1111's layout and key order.
 
+    ``sampler`` is an A1111 1.10 name, or a combined one ("DPM++ 2M Karras"); "Schedule type"
+    is written as A1111 1.10 writes it (sampler_catalog.infotext_fields: the one that ran).
+
     "Negative prompt" is left out when empty, "Model hash", "VAE" and "VAE hash" when None, the
     variation keys when the strength is 0 (as A1111 does); ``extra`` pairs ("Denoising
     strength", "Clip skip"...) go after them and before "Version". Pass version=None to leave
     "Version" out.
     """
-    sampler_name, schedule_type = split_schedule_type(sampler)
+    sampler_fields = infotext_fields(*split_combined_name(sampler, schedule_type, convert_automatic=False))
     params: dict[str, object | None] = {
         "Steps": steps,
-        "Sampler": sampler_name,
-        "Schedule type": schedule_type,
+        "Sampler": sampler_fields["Sampler"],
+        "Schedule type": sampler_fields.get("Schedule type"),
         "CFG scale": format_number(cfg_scale),
         "Seed": seed,
         "Size": f"{width}x{height}",
@@ -156,6 +161,7 @@ def request_infotext(
         request.negative_prompt,
         steps=request.steps,
         sampler=request.sampler,
+        schedule_type=request.schedule_type,
         cfg_scale=request.cfg_scale,
         seed=request.seeds[index],
         width=request.width,
@@ -174,16 +180,28 @@ def request_infotext(
 def _generation_extras(
     request: GenerateRequest, network_hashes: Mapping[str, str], refiner_hash: str | None
 ) -> dict[str, object]:
-    """The keys after "Variation seed strength", in A1111's order: "Denoising strength",
-    "Clip skip" (only above 1, as A1111), the workflow's other keys, the refiner's, then the
-    network hashes."""
+    """The keys after "Variation seed strength", in A1111 1.10's order (create_infotext):
+    "Seed resize from", "Denoising strength", "Clip skip" (only above 1), "ENSD", "RNG", then
+    its extra_generation_params in the order A1111 adds them: the workflow's keys, the
+    refiner's, the network hashes (added as the networks load) and "Eta" (added as the sampler
+    starts)."""
     params = workflow_parameters(request)
     extras: dict[str, object] = {}
+    if request.seed_resize_from is not None:
+        extras["Seed resize from"] = "{}x{}".format(*request.seed_resize_from)
     if "Denoising strength" in params:
         extras["Denoising strength"] = params.pop("Denoising strength")
     if request.clip_skip > 1:
         extras["Clip skip"] = request.clip_skip
-    return {**extras, **params, **refiner_parameters(request, refiner_hash), **network_hashes}
+    sampler = SAMPLERS[split_combined_name(request.sampler)[0]]
+    eta = sampler.eta_default if request.eta is None else request.eta
+    # A1111's is_sampler_using_eta_noise_seed_delta: a sampler that uses ENSD, with eta not 0.
+    if request.eta_noise_seed_delta and sampler.uses_ensd and eta != 0:
+        extras["ENSD"] = request.eta_noise_seed_delta
+    if request.rng != RNG_SOURCES[0]:
+        extras["RNG"] = request.rng
+    eta_key = {sampler.eta_infotext_key: format_number(eta)} if sampler.uses_eta and eta != sampler.eta_default else {}
+    return {**extras, **params, **refiner_parameters(request, refiner_hash), **network_hashes, **eta_key}
 
 
 def network_hashes_entries(loras: Mapping[str, str], embeddings: Mapping[str, str]) -> dict[str, str]:

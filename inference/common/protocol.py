@@ -118,6 +118,10 @@ class PlotCell:
     denoising_strength: float | None = None  # for hires fix or img2img requests
     vae: str | None = None  # a VAE file's name; "": the model's own
     clip_skip: int | None = None
+    # A1111's "Schedule type", "Eta" and "RNG source" axes (GenerateRequest's fields).
+    schedule_type: str | None = None
+    eta: float | None = None
+    rng: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -270,6 +274,10 @@ class WorkerConfig(WorkerOptions):
     # Write a job's PNGs on a thread while the next job generates (JobSaving says when the GPU
     # is free). False writes them before the next job starts: for side-by-side benchmarks.
     background_saving: bool = True
+
+
+# A1111's "Random number generator source" values, its default first (GenerateRequest.rng).
+RNG_SOURCES = ("GPU", "CPU", "NV")
 
 
 @dataclass(frozen=True, slots=True)
