@@ -27,6 +27,7 @@ from inference.generate import (
     OnStep,
     generate,
 )
+from inference.load_progress import LoadListener
 from inference.models import (
     PipelineCache,
     UnknownModelError,
@@ -46,6 +47,7 @@ from inference.common.protocol import (
     JobProgress,
     JobSaving,
     JobStarted,
+    ModelLoading,
     ModelSpec,
     WorkerConfig,
     WorkerReady,
@@ -309,7 +311,8 @@ class JobRunner:
                 self.previewer,
             )
             if made is None:
-                made = self._make(request, reporter, is_cancelled)
+                with self.cache.reporting_loads(loading_events((request.job_id,), send)):
+                    made = self._make(request, reporter, is_cancelled)
             flags = self._safety_flags(request, made)
         except JobCancelledError:
             raise
@@ -445,6 +448,17 @@ class JobRunner:
         """A1111's "Model": a single file's name without suffix (its name_for_extra), else ours."""
         source = Path(self.cache.spec(name).source)
         return source.stem if source.suffix.lower() in SINGLE_FILE_SUFFIXES else name
+
+
+def loading_events(job_ids: tuple[int, ...], send: Send) -> LoadListener:
+    """A PipelineCache load listener telling each of these jobs (ModelLoading) that it waits
+    on a model being read."""
+
+    def report(model: str, done: int, total: int) -> None:
+        for job_id in job_ids:
+            send(ModelLoading(job_id, model, done, total))
+
+    return report
 
 
 def _report_failure(request: GenerateRequest, exc: Exception, send: Send, doing: str = "Generation") -> None:
