@@ -60,13 +60,13 @@ def build_checkpoint(folder: Path, tiny: bool) -> tuple[Path, Path | None]:
         pipe = build_tiny_pipeline(Family.SDXL)
         write_diffusers_configs(pipe, config)
     else:
-        pipe = _random_full_sdxl()
+        pipe = random_full_sdxl()
     write_single_file(pipe, path.with_suffix(".partial"), Family.SDXL, half=True)
     path.with_suffix(".partial").rename(path)  # a run stopped midway leaves no truncated file
     return path, config
 
 
-def _random_full_sdxl() -> Any:
+def random_full_sdxl() -> Any:
     """SDXL base's networks from the shipped configs, random weights, float32 on the CPU."""
     from types import SimpleNamespace
 
