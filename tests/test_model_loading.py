@@ -153,3 +153,24 @@ def test_a_model_named_by_hub_id_reports_an_unknown_total():
     spec = ModelSpec("hub", "someone/some-model")
     assert read_ahead(spec.name, weight_files(spec.source), report) == 0
     assert reports == [("hub", 0, 0)]
+
+
+def test_the_model_switch_benchmark_switches_between_sdxl_single_files(tmp_path):
+    """bench.model_switch --sdxl-file: two SDXL files (the tiny one here) under a budget for
+    one; every switch is watched as a job's load is, so it reports its progress."""
+    import json
+
+    from bench import model_switch
+
+    results = model_switch.main([
+        "--sdxl-file", "--tiny", "--steps", "1", "--repeats", "1", "--budget-mb", "1",
+        "--model-cache", str(tmp_path / "models"), "--output-dir", str(tmp_path / "results"),
+    ])
+    document = json.loads((tmp_path / "results" / "model_switch_sdxl_file-tiny-cpu.json").read_text())
+    assert document["settings"]["model"] == "sdxl-tiny" and document["settings"]["watched"]
+    sources = {document["settings"]["model_folder"], document["settings"]["second_model_folder"]}
+    assert all(source.endswith(".safetensors") for source in sources) and len(sources) == 2
+    for mode in ("one_at_a_time", "budget"):  # a budget below one model: each switch loads again
+        loads = results["modes"][mode]["loads"]
+        assert [load["model"] for load in loads] == ["first", "second", "first", "second", "first"]
+    assert results["progress_reports"] >= 2 * 4 * 2  # four watched loads per mode, a start and an end each
