@@ -80,14 +80,18 @@ def read_ahead(
     done = 0
     last_report = time.monotonic()
     buffer = bytearray(CHUNK_BYTES)
-    for path in files:
-        with path.open("rb", buffering=0) as file:
-            while read := file.readinto(buffer):
-                done += read
-                now = time.monotonic()
-                if now - last_report >= interval_s and done < total:
-                    report(name, done, total)
-                    last_report = now
+    try:
+        for path in files:
+            with path.open("rb", buffering=0) as file:
+                while read := file.readinto(buffer):
+                    done += read
+                    now = time.monotonic()
+                    if now - last_report >= interval_s and done < total:
+                        report(name, done, total)
+                        last_report = now
+    except OSError as exc:  # only the progress is lost: the load itself says what is wrong
+        log.warning("model %r: reading ahead stopped (%s); loading it without", name, exc)
+        return total
     report(name, done, total)
     return total
 

@@ -44,6 +44,14 @@ def test_files_too_large_for_memory_are_not_read_twice(tmp_path):
     assert reports == [("huge", 0, MB)]  # the start only; the job's progress follows the load
 
 
+def test_a_file_that_cannot_be_read_leaves_the_load_to_say_why(tmp_path):
+    folder = tmp_path / "not-a-file.safetensors"
+    folder.mkdir()  # stat works, reading fails (IsADirectoryError)
+    reports, report = recorder()
+    assert read_ahead("odd", [folder], report, interval_s=0, available_bytes=2**40) == folder.stat().st_size
+    assert reports == [("odd", 0, folder.stat().st_size)]
+
+
 def test_weight_files_of_a_folder_a_single_file_and_a_hub_id(tiny_model_dir, tiny_sd15_file):
     folder = weight_files(str(tiny_model_dir))
     assert {path.parent.name for path in folder} == {"unet", "vae", "text_encoder"}
