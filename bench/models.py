@@ -10,6 +10,9 @@ SD 1.5 structure are enough:
 - ``sd15``: the full SD 1.5 architecture, with the values of the published
   stable-diffusion-v1-5 configs (unet, vae, text_encoder, scheduler), in random weights. It is
   about 1.07 B parameters: meant for ``--device cuda``.
+- ``sdxl``: SDXL base's full architecture (the shipped stable-diffusion-xl-base-1.0 configs),
+  random weights, float16 (2.6 B parameters, 6.5 GB; 16 GB of RAM to build): ``--device cuda``.
+  ``tiny-sdxl`` is the tests' tiny SDXL, to rehearse an SDXL run on a CPU.
 
 Built folders are kept under the system's temp directory and reused (building sd15 takes a
 while); ``python -m bench.models KIND FOLDER`` writes one where you want it. The preview
@@ -29,7 +32,7 @@ from pathlib import Path
 # model shrinks too.
 from inference.tiny import SD15_TEXT_ENCODER, SD15_UNET, SD15_VAE, save_sd15_pipeline
 
-MODEL_KINDS = ("tiny", "small", "sd15")
+MODEL_KINDS = ("tiny", "small", "sd15", "tiny-sdxl", "sdxl")
 # Bump when a builder changes, so an old cached folder is not reused.
 _BUILD_VERSION = 1
 
@@ -52,13 +55,36 @@ SMALL_TEXT_ENCODER = dict(
 )
 
 # The size and steps each model is benchmarked at unless told otherwise.
-DEFAULT_SIZE = {"tiny": 64, "small": 128, "sd15": 512}
-DEFAULT_STEPS = {"tiny": 4, "small": 8, "sd15": 20}
+DEFAULT_SIZE = {"tiny": 64, "small": 128, "sd15": 512, "tiny-sdxl": 64, "sdxl": 1024}
+DEFAULT_STEPS = {"tiny": 4, "small": 8, "sd15": 20, "tiny-sdxl": 4, "sdxl": 30}
 
 
 def build_full_sd15(folder: str | Path, seed: int = 0) -> Path:
     """The full SD 1.5 architecture in random weights, saved in float16 as a diffusers folder."""
     return _build(folder, SD15_UNET, SD15_VAE, SD15_TEXT_ENCODER, seed, half=True)
+
+
+def build_full_sdxl(folder: str | Path) -> Path:
+    """SDXL base's full architecture in random weights (seed 0), saved in float16 as a
+    diffusers folder, with the bundled CLIP tokenizer for both encoders (OpenCLIP pads with "!")."""
+    import torch
+    from diffusers import EulerDiscreteScheduler, StableDiffusionXLPipeline
+    from transformers import CLIPTokenizer
+
+    from bench.single_file_load import FULL_CONFIG, random_full_sdxl
+    from inference.single_file import MODEL_CONFIGS_DIR
+    from inference.tiny import TOKENIZER_DIR
+
+    parts = random_full_sdxl()
+    pipe = StableDiffusionXLPipeline(
+        unet=parts.unet, vae=parts.vae, text_encoder=parts.text_encoder, text_encoder_2=parts.text_encoder_2,
+        tokenizer=CLIPTokenizer.from_pretrained(TOKENIZER_DIR),
+        tokenizer_2=CLIPTokenizer.from_pretrained(TOKENIZER_DIR, pad_token="!"),
+        scheduler=EulerDiscreteScheduler.from_pretrained(MODEL_CONFIGS_DIR / FULL_CONFIG / "scheduler"),
+        add_watermarker=False,
+    )
+    pipe.to(torch.float16).save_pretrained(folder, safe_serialization=True)
+    return Path(folder)
 
 
 def build_small(folder: str | Path, seed: int = 0) -> Path:
@@ -87,6 +113,12 @@ def build_model(kind: str, folder: str | Path) -> Path:
         return build_small(folder)
     if kind == "sd15":
         return build_full_sd15(folder)
+    if kind == "tiny-sdxl":
+        from inference.tiny import build_tiny_model
+
+        return build_tiny_model(folder, seed=0, family="sdxl")
+    if kind == "sdxl":
+        return build_full_sdxl(folder)
     raise ValueError(f"unknown model kind {kind!r}; known: {', '.join(MODEL_KINDS)}")
 
 

@@ -90,6 +90,8 @@ def parse_args(argv: list[str] | None):
 
 def result_name(args) -> str:  # type: ignore[no-untyped-def]
     """The JSON's name: the default run's, or the variant's, so one never overwrites the other."""
+    if "sdxl" in args.model:  # pipeline_sdxl, pipeline_tiny-sdxl: beside SD 1.5's
+        return f"pipeline_{args.model}"
     if args.compile != "off":
         return "pipeline_compile"
     return "pipeline_low_memory" if args.low_memory != "off" else "pipeline"
@@ -127,14 +129,15 @@ def generation_title(name: str, args, settings: dict[str, Any]) -> str:  # type:
 def plain_pipeline(folder: Path, device, dtype, sampler: str):
     """The model as a plain diffusers user loads it, with the sampler's scheduler."""
     import diffusers
-    from diffusers import StableDiffusionPipeline
+    from diffusers import DiffusionPipeline
 
     from inference.common.samplers import SAMPLERS
     from inference.diffusers_versions import dtype_keyword  # torch_dtype or dtype, by diffusers version
 
-    pipe = StableDiffusionPipeline.from_pretrained(
-        folder, **{dtype_keyword(): dtype}, safety_checker=None, requires_safety_checker=False
-    )
+    sdxl = "XL" in DiffusionPipeline.load_config(folder)["_class_name"]
+    # No safety checker (SD) and no invisible watermark (SDXL): neither does the worker.
+    options = {"add_watermarker": False} if sdxl else {"safety_checker": None, "requires_safety_checker": False}
+    pipe = DiffusionPipeline.from_pretrained(folder, **{dtype_keyword(): dtype}, **options)
     pipe = pipe.to(device)
     pipe.set_progress_bar_config(disable=True)
     spec = SAMPLERS[sampler]

@@ -9,6 +9,11 @@ CPU in seconds. Built once into ``--model-cache`` and reused. Measured with perf
 - read: ``inference.models.read_pipeline`` (the worker's path: inspect, from_single_file with
   the shipped config, offline), the file in the page cache after the first repeat;
 - place: moving the read pipeline to ``--device`` (inference.acceleration.place_pipeline);
+- from disk, the file's pages first dropped from the page cache (posix_fadvise DONTNEED, no
+  root needed; a page another process holds may stay): ``cold_read`` is read_pipeline from
+  disk; ``cold_read_ahead`` the read-ahead a watched load does first (inference.load_progress:
+  the bytes-read progress members see), then ``read_after_read_ahead`` read_pipeline again,
+  from memory. Their sum against cold_read is what showing progress costs a first load;
 - with ``--folder-baseline``, the same weights as a diffusers folder (``from_pretrained``).
 
     python -m bench.single_file_load --device cuda          # full size, float16
@@ -17,6 +22,7 @@ CPU in seconds. Built once into ``--model-cache`` and reused. Measured with perf
 
 from __future__ import annotations
 
+import os
 import sys
 import tempfile
 from pathlib import Path
@@ -54,13 +60,13 @@ def build_checkpoint(folder: Path, tiny: bool) -> tuple[Path, Path | None]:
         pipe = build_tiny_pipeline(Family.SDXL)
         write_diffusers_configs(pipe, config)
     else:
-        pipe = _random_full_sdxl()
+        pipe = random_full_sdxl()
     write_single_file(pipe, path.with_suffix(".partial"), Family.SDXL, half=True)
     path.with_suffix(".partial").rename(path)  # a run stopped midway leaves no truncated file
     return path, config
 
 
-def _random_full_sdxl() -> Any:
+def random_full_sdxl() -> Any:
     """SDXL base's networks from the shipped configs, random weights, float32 on the CPU."""
     from types import SimpleNamespace
 
@@ -81,6 +87,30 @@ def _random_full_sdxl() -> Any:
         )
 
 
+def drop_from_page_cache(path: Path) -> None:
+    """Ask the kernel to forget the file's cached pages, so the next read comes from disk."""
+    with path.open("rb") as file:
+        os.posix_fadvise(file.fileno(), 0, 0, os.POSIX_FADV_DONTNEED)
+
+
+def cold_loads(spec: Any, path: Path, dtype: Any) -> dict[str, float]:
+    """A first load from disk, bare and as a watched load (read ahead, then read)."""
+    from inference.load_progress import read_ahead
+    from inference.models import free_accelerator_memory, read_pipeline
+
+    drop_from_page_cache(path)
+    cold_read, pipe = common.timed(lambda: read_pipeline(spec, dtype))
+    del pipe
+    free_accelerator_memory()
+    drop_from_page_cache(path)
+    # available_bytes: measure the read itself even where the check would skip it.
+    ahead, _ = common.timed(lambda: read_ahead("sdxl", [path], lambda *report: None, available_bytes=2**62))
+    after, pipe = common.timed(lambda: read_pipeline(spec, dtype))
+    del pipe
+    free_accelerator_memory()
+    return {"cold_read": cold_read, "cold_read_ahead": ahead, "read_after_read_ahead": after}
+
+
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     args = parse_args(argv)
     common.log_worker_start_up()
@@ -97,7 +127,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     build_seconds, (path, config) = common.timed(lambda: build_checkpoint(args.model_cache, args.tiny))
     spec = ModelSpec("sdxl", str(path), original_config=str(config) if config else "")
 
-    figures: dict[str, list[float]] = {"inspect": [], "read": [], "place": [], "folder_read": []}
+    figures: dict[str, list[float]] = {
+        "inspect": [], "read": [], "place": [], "cold_read": [], "cold_read_ahead": [], "read_after_read_ahead": [],
+        "folder_read": [],
+    }
     model_mib = 0.0
     for _ in range(args.repeats):
         figures["inspect"].append(common.timed(lambda: inspect_checkpoint(path))[0])
@@ -110,6 +143,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         figures["place"].append(seconds)
         del pipe
         free_accelerator_memory()
+        for name, seconds in cold_loads(spec, path, dtype).items():
+            figures[name].append(seconds)
     if args.folder_baseline:
         folder = args.model_cache / f"{path.stem}-diffusers"
         if not folder.is_dir():

@@ -39,7 +39,7 @@ from db.migrate import upgrade_database
 from db.models import Job, JobStatus
 from db.session import Database
 from inference.common.model_folders import SkippedFile
-from inference.common.protocol import LOG_LEVEL_VARIABLE, JobProgress
+from inference.common.protocol import LOG_LEVEL_VARIABLE, JobProgress, ModelLoading
 
 log = logging.getLogger("sdbot")
 
@@ -362,6 +362,9 @@ class ConsoleEvents:
 
     def job_progress(self, job: Job, progress: JobProgress) -> None:
         print(f"job #{job.id}: step {progress.step}/{progress.total_steps}")
+
+    def model_loading(self, job: Job, loading: ModelLoading) -> None:
+        print(f"job #{job.id}: {loading.summary}")
 
     def job_finished(self, job: Job) -> None:
         self.job = job

@@ -31,7 +31,7 @@ from bot.jobs.queue import QueueEntry
 from bot.policy import audit
 from bot.ui import embeds
 from db.models import Job, JobStatus
-from inference.common.protocol import JobProgress
+from inference.common.protocol import JobProgress, ModelLoading
 
 if TYPE_CHECKING:
     from collections.abc import Coroutine
@@ -91,6 +91,16 @@ class DiscordDelivery:
         state.editing, state.last_edit = True, now
         self._spawn(self._show_progress(job, progress, state))
 
+    def model_loading(self, job: Job, loading: ModelLoading) -> None:
+        state = self._message(job.id)
+        interval = self.bot.settings.discord.progress_edit_interval_s
+        now = time.perf_counter()
+        # The first report always shows (a load is news); later ones as edits allow.
+        if state.finished or state.editing or (loading.done and now - state.last_edit < interval):
+            return
+        state.editing, state.last_edit = True, now
+        self._spawn(self._show_loading(job, loading, state))
+
     def job_finished(self, job: Job) -> None:
         self._message(job.id).finished = True
         # The record must not depend on Discord, and the result need not wait for the record:
@@ -140,6 +150,15 @@ class DiscordDelivery:
                 else:
                     fields["embed"] = embeds.running_embed(job, progress.step, progress.total_steps)
                 await self._edit_status(job, **fields)
+        finally:
+            state.editing = False
+
+    async def _show_loading(self, job: Job, loading: ModelLoading, state: _JobMessage) -> None:
+        try:
+            async with state.lock:
+                if not state.finished:
+                    embed = embeds.loading_embed(job, loading)
+                    await self._edit_status(job, embed=embed, view=self.bot.job_views.status(job.id))
         finally:
             state.editing = False
 

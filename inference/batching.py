@@ -70,7 +70,7 @@ def run_batch(
     JobCancelledError is raised and no event is sent (the bot runs the jobs again later).
     """
     from inference.generate import JobCancelledError
-    from inference.jobs import PREVIEW_BUDGET, ProgressReporter
+    from inference.jobs import PREVIEW_BUDGET, ProgressReporter, loading_events
     from inference.models import free_accelerator_memory
 
     try:
@@ -99,7 +99,8 @@ def run_batch(
 
     started = time.monotonic()
     try:
-        made = _make_batch(runner, requests, on_step, jobs.is_cancelled)
+        with runner.cache.reporting_loads(loading_events(tuple(r.job_id for r in requests), send)):
+            made = _make_batch(runner, requests, on_step, jobs.is_cancelled)
     except Exception as exc:  # noqa: BLE001 - every job gets its own outcome below
         if stopping():
             raise JobCancelledError from exc

@@ -28,6 +28,7 @@ from inference.generate import (
     OnStep,
     generate,
 )
+from inference.load_progress import LoadListener
 from inference.models import (
     PipelineCache,
     UnknownModelError,
@@ -47,6 +48,7 @@ from inference.common.protocol import (
     JobProgress,
     JobSaving,
     JobStarted,
+    ModelLoading,
     ModelSpec,
     WorkerConfig,
     WorkerReady,
@@ -315,7 +317,8 @@ class JobRunner:
                 self.previewer,
             )
             if made is None:
-                made = self._make(request, reporter, is_cancelled)
+                with self.cache.reporting_loads(loading_events((request.job_id,), send)):
+                    made = self._make(request, reporter, is_cancelled)
             flags = self._safety_flags(request, made)
         except JobCancelledError:
             raise
@@ -479,6 +482,16 @@ def _hashed_in_background(spec: ModelSpec) -> Future[str | None]:
 
     threading.Thread(target=run, name=f"model-hash-{spec.name}", daemon=True).start()
     return future
+
+def loading_events(job_ids: tuple[int, ...], send: Send) -> LoadListener:
+    """A PipelineCache load listener telling each of these jobs (ModelLoading) that it waits
+    on a model being read."""
+
+    def report(model: str, done: int, total: int) -> None:
+        for job_id in job_ids:
+            send(ModelLoading(job_id, model, done, total))
+
+    return report
 
 
 def _report_failure(request: GenerateRequest, exc: Exception, send: Send, doing: str = "Generation") -> None:

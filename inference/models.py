@@ -39,6 +39,7 @@ from diffusers import (
 from inference import previews
 from inference.acceleration import Acceleration, place_pipeline
 from inference.conditioning import limit_prompt_chunks
+from inference.load_progress import LoadListener, read_ahead, weight_files
 from inference.single_file import read_single_file
 from inference.diffusers_versions import dtype_keyword
 from inference.vae_precision import guard_vae_precision
@@ -236,7 +237,9 @@ class PipelineCache:
     inpaint_source) is a pipeline of its own here, counted and evicted like any other.
 
     ``loads`` records every load and its time (what a model switch costs); ``acceleration``
-    is applied to each pipeline placed (inference.acceleration).
+    is applied to each pipeline placed (inference.acceleration). Inside ``reporting_loads``
+    a load reports its progress to a listener (inference.load_progress: the bytes of its
+    files read), for the member whose job waits on it.
     """
 
     def __init__(
@@ -266,6 +269,7 @@ class PipelineCache:
         self._in_use: Counter[tuple[str, bool]] = Counter()
         self._last_used: DiffusionPipeline | None = None
         self.loads: deque[LoadRecord] = deque(maxlen=100)
+        self._load_listener: LoadListener | None = None
 
     @property
     def loaded_names(self) -> tuple[str, ...]:
@@ -324,6 +328,15 @@ class PipelineCache:
             if not self._in_use[key]:
                 del self._in_use[key]
 
+    @contextmanager
+    def reporting_loads(self, listener: LoadListener) -> Iterator[None]:
+        """Loads inside the block report to ``listener`` (name, bytes done, bytes in all)."""
+        previous, self._load_listener = self._load_listener, listener
+        try:
+            yield
+        finally:
+            self._load_listener = previous
+
     def _inpaint_spec(self, name: str) -> ModelSpec:
         spec = self.spec(name)
         if not spec.inpaint_source:
@@ -337,6 +350,8 @@ class PipelineCache:
             self._last_used = self._loaded[key]
             return self._last_used
         started = time.perf_counter()
+        if self._load_listener is not None:  # someone waits: show the reading, warm the page cache
+            read_ahead(_display_name(key), weight_files(spec.source), self._load_listener)
         evicted: list[str] = []
         if not self.memory_budget_bytes:
             evicted += self._make_room(lambda: len(self._loaded) >= self.max_loaded)

@@ -70,6 +70,9 @@ class Recorded:
     def job_progress(self, job, progress) -> None:  # type: ignore[no-untyped-def]
         pass
 
+    def model_loading(self, job, loading) -> None:  # type: ignore[no-untyped-def]
+        pass
+
     def job_finished(self, job) -> None:  # type: ignore[no-untyped-def]
         self.finished.append(job.id)
 

@@ -8,6 +8,7 @@
 #   run(command="SDBOT_COMMIT=<...> bash bench/device/run.sh saving", carry=[".whl"], timeout_s=600)
 #   run(command="SDBOT_COMMIT=<...> bash bench/device/run.sh extras", carry=[".whl"], timeout_s=600)
 #   run(command="SDBOT_COMMIT=<...> BUDGET=540 bash bench/device/run.sh all", carry=[".whl"], timeout_s=600)
+#   run(command="SDBOT_COMMIT=<...> bash bench/device/run.sh sdxl", carry=[".whl"], timeout_s=600)
 #
 # (The tree travels without .git: SDBOT_COMMIT is the commit the JSON records.)
 # "fast": bench.pipeline on SD 1.5's architecture (512 px, 20 steps, Euler a, CFG 7, fp16;
@@ -22,6 +23,10 @@
 # generates and before it. "extras": bench.previews (approx and TAESD at every step against
 # none, 4 images), bench.model_switch (two SD 1.5 folders, one at a time against a budget) and
 # bench.pipeline with low_memory = "slicing" beside an unaccelerated copy (peak memory).
+# "sdxl": bench.pipeline on SDXL base's full architecture (random weights, built on the machine
+# in about two minutes), 1024 px, 30 steps, Euler a, CFG 7, fp16, batches 1 and 4: the
+# worker's path against a plain diffusers call; then bench.single_file_load (an SDXL single
+# file from disk: bare, and read ahead with progress as a job's first load is) with what is left.
 # "all": for a session lent one machine for one call, most important first, each in what is
 # left of BUDGET seconds: the compiled pipeline at batch 1 (MODE, default reduce-overhead),
 # worker_stream, previews, model_switch, upscale, batching at 8 jobs, the uncompiled pipeline. Each
@@ -98,8 +103,15 @@ case $stage in
         bench "$(left 210)" pipeline bench.pipeline --device "$device" --model "$model" --model-cache "$models" \
             --repeats 3 --ablate
         ;;
+    sdxl)
+        sdxl=${SDXL_MODEL:-sdxl}  # tiny-sdxl to rehearse on a CPU
+        bench "$(left 420)" pipeline_sdxl bench.pipeline --device "$device" --model "$sdxl" --model-cache "$models" \
+            --batches 1,4 --repeats 3
+        bench "$(left 540)" single_file_load bench.single_file_load --device "$device" --repeats 2 \
+            --model-cache "$models" $([ "$sdxl" = tiny-sdxl ] && echo --tiny)
+        ;;
     *)
-        echo "usage: bench/device/run.sh fast|compile [MODE]|batching|saving|extras|all" >&2
+        echo "usage: bench/device/run.sh fast|compile [MODE]|batching|saving|extras|all|sdxl" >&2
         exit 2
         ;;
 esac

@@ -41,6 +41,7 @@ from inference.common.protocol import (
     JobProgress,
     JobSaving,
     JobStarted,
+    ModelLoading,
     ModelSpec,
     RunBatch,
     RunJob,
@@ -68,6 +69,9 @@ class JobEvents(Protocol):
     def job_started(self, job: Job) -> None: ...
 
     def job_progress(self, job: Job, progress: JobProgress) -> None: ...
+
+    def model_loading(self, job: Job, loading: ModelLoading) -> None:
+        """The job waits on its model's first load (bytes of its files read so far)."""
 
     def job_finished(self, job: Job) -> None:
         """The job is completed (images loaded), failed (job.error) or canceled."""
@@ -312,6 +316,9 @@ class Dispatcher:
             case JobStarted(job_id=job_id) if job_id in self.running:
                 assert self.events is not None
                 self.events.job_started(self.running[job_id])
+            case ModelLoading(job_id=job_id) if job_id in self.running:
+                assert self.events is not None
+                self.events.model_loading(self.running[job_id], item)
             case JobProgress(job_id=job_id) if job_id in self.running:
                 assert self.events is not None
                 self.events.job_progress(self.running[job_id], item)

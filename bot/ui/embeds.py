@@ -8,7 +8,7 @@ from bot.jobs.params import image_seeds, plot_options
 from bot.jobs.plot_params import plot_summary
 from bot.prompts.tokens import token_summary
 from db.models import Job
-from inference.common.protocol import JobKind
+from inference.common.protocol import JobKind, ModelLoading
 
 QUEUED_COLOUR = discord.Colour.blurple()
 RUNNING_COLOUR = discord.Colour.gold()
@@ -125,6 +125,17 @@ def running_embed(job: Job, step: int = 0, total: int = 0, preview_filename: str
     embed = _with_prompt(discord.Embed(title=title, colour=RUNNING_COLOUR), job)
     if preview_filename:
         embed.set_image(url=f"attachment://{preview_filename}")
+    embed.set_footer(text=f"Job #{job.id} · {_parameters_line(job)}")
+    return embed
+
+
+def loading_embed(job: Job, loading: ModelLoading) -> discord.Embed:
+    """The job waits on its model's first load: how much of its files is read."""
+    title = loading.summary
+    if loading.total and loading.done < loading.total:
+        filled = round(10 * loading.done / loading.total)
+        title = f"{title} {'▰' * filled}{'▱' * (10 - filled)}"
+    embed = _with_prompt(discord.Embed(title=clip(title, 256), colour=RUNNING_COLOUR), job)
     embed.set_footer(text=f"Job #{job.id} · {_parameters_line(job)}")
     return embed
 

@@ -426,6 +426,32 @@ class JobProgress:
 
 
 @dataclass(frozen=True, slots=True)
+class ModelLoading:
+    """The job waits on a model that is not loaded yet: its weight files are being read
+    (inference.load_progress). ``done`` bytes of ``total`` read; ``total`` 0 when unknown (a
+    hub id). Once done == total the pipeline is being built from memory; JobProgress follows."""
+
+    job_id: int
+    model: str  # the model's name, "name (inpaint)" for its inpainting checkpoint
+    done: int
+    total: int
+
+    @property
+    def summary(self) -> str:
+        """"Loading model X… 45% · 3.1 of 6.9 GB", as the job's status shows it."""
+        line = f"Loading model {self.model}…"
+        if not self.total:
+            return line
+        if self.done >= self.total:
+            return f"{line} read {_gigabytes(self.total)} GB, preparing it"
+        return f"{line} {100 * self.done // self.total}% · {_gigabytes(self.done)} of {_gigabytes(self.total)} GB"
+
+
+def _gigabytes(size: int) -> str:
+    return f"{size / 2**30:.2f}" if size < 2**30 else f"{size / 2**30:.1f}"
+
+
+@dataclass(frozen=True, slots=True)
 class JobSaving:
     """The job's images are made and are being written (a thread of the worker's): the GPU is
     free, so the bot may send the next job, which then runs while these PNGs are compressed.
@@ -472,6 +498,7 @@ Event = (
     WorkerReady
     | WorkerStartupFailed
     | JobStarted
+    | ModelLoading
     | JobProgress
     | JobSaving
     | JobCompleted
