@@ -29,6 +29,7 @@ from bot.config import ConfigError, LimitSettings, Settings, discover, load_sett
 from bot.errors import UserError
 from bot.health import run_checks
 from bot.jobs.dispatcher import Dispatcher, WorkerStartError
+from bot.jobs.network_checks import check_job_networks
 from bot.jobs.params import ASPECT_RATIOS, MAX_SEED, GenerationOptions, resolve_parameters
 from bot.jobs.queue import JobQueue, QueueEntry, Requester
 from bot.model_catalog import ModelCatalog, model_files
@@ -432,6 +433,7 @@ async def _generate(settings: Settings, args: argparse.Namespace) -> int:
     )
     try:
         params = resolve_parameters(options, settings)
+        check_job_networks(settings, [params])
     except UserError as error:
         print(error.message, file=sys.stderr)
         return 2
