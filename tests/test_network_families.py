@@ -4,9 +4,6 @@ bot's refusal of one made for another family than the job's model (no torch, no 
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 
@@ -24,8 +21,6 @@ from tests.network_family_files import (
     SDXL_LORA,
     write_header_only,
 )
-
-ROOT = Path(__file__).resolve().parents[1]
 
 
 def headers(shapes: dict[str, tuple[int, ...]]) -> dict[str, TensorHeader]:
@@ -133,12 +128,3 @@ def test_a_network_of_another_family_is_refused_naming_both(prompt_settings, mod
         check_network_families(prompt_settings, model, family, prompt, negative)
     assert caught.value.message.startswith(message), caught.value.message
 
-
-def test_the_module_imports_no_torch():
-    code = (
-        "import sys, inference.common.network_families, bot.jobs.network_checks;"
-        "heavy = [m for m in ('torch', 'diffusers', 'transformers') if m in sys.modules];"
-        "print(heavy); sys.exit(1 if heavy else 0)"
-    )
-    done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True)
-    assert done.returncode == 0, done.stdout + done.stderr
