@@ -1,4 +1,6 @@
-"""Embeddings and LoRAs on the bot's side: names for autocomplete, and tags checked before queueing.
+"""Embeddings and LoRAs on the bot's side: names for autocomplete, and tags checked before queueing:
+every LoRA known, and each LoRA and embedding made for the family of the model it will run on
+(inference.common.network_families reads that from the file's header).
 
 The files are found by inference.common.network_files, the same torch-free lookup the worker loads
 them with, in the same folders (the worker gets them from Settings.worker_config), so a name
