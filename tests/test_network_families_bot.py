@@ -1,6 +1,6 @@
 """Through the bot (simcord): a LoRA or embedding made for another family than the job's model is
-refused privately before queuing, naming both, from /imagine, its options, and an X/Y plot's
-model axis; one of the model's own family is queued."""
+refused privately before queuing, naming both, from /imagine, its options, an X/Y plot's model
+axis and a button re-running a prompt on another model; one of the model's own family is queued."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ from bot.config import ModelSettings
 from db.models import JobStatus
 from tests.harness import private_answer
 from tests.network_family_files import SD1_LORA, SD2_EMBEDDING, SDXL_EMBEDDING, SDXL_LORA, write_header_only
+from tests.test_bot_pnginfo import a1111_png, shown
 
 
 @pytest.fixture
@@ -53,6 +54,13 @@ async def test_networks_of_another_family_are_refused_privately_and_queue_nothin
         assert expected in (text := private_answer(result)), (command, options, text)
         [error] = harness.expect_user_errors()
         assert expected in error.message
+
+    # A button re-running a prompt on another model: /pnginfo's "Re-run here" on an SDXL image
+    # whose prompt names an SD 1.x LoRA (the button answers its refusals itself).
+    text = "a lighthouse <lora:sd-style:0.7>\nSteps: 2, Sampler: Euler, CFG scale: 6, Seed: 5, Size: 64x64, Model: xl"
+    message = shown(await alice.slash(harness.channel, "pnginfo", image=("xl.png", a1111_png(text))))
+    rerun = await alice.click(message.message, label="Re-run here")
+    assert "`sd-style` is an SD 1.x LoRA; `xl` is an SDXL model." in private_answer(rerun)
     assert await harness.job_count() == 0
 
 
@@ -67,3 +75,4 @@ async def test_a_network_of_the_models_family_is_queued(harness):
     assert job.status in (JobStatus.COMPLETED, JobStatus.FAILED)
     assert "SD 1.x" not in (job.error or "")
     harness.expect_user_errors()
+
