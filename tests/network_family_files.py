@@ -1,12 +1,8 @@
-"""Header-only LoRA and embedding files in each family's real key layout and widths, for the
-family checks: a safetensors header names every tensor's shape, and the checks read nothing else,
-so each file is a few hundred bytes whatever the widths it declares."""
+"""LoRA and embedding tensors (name -> shape) in each family's real key layout and widths, for
+the family checks (written as zero-filled files by tests.webui_folders.write_safetensors): one
+projection of each kind is enough to tell, so each file is a few KB."""
 
 from __future__ import annotations
-
-import json
-import struct
-from pathlib import Path
 
 # SD 1.x/2.x kohya names (diffusers' module names with "_"); SDXL's in the same convention.
 _SD_UNET_K = "lora_unet_down_blocks_0_attentions_0_transformer_blocks_0_attn2_to_k"
@@ -37,11 +33,3 @@ SD1_EMBEDDING = {"emb_params": (2, 768)}
 SD2_EMBEDDING = {"emb_params": (2, 1024)}
 SDXL_EMBEDDING = {"clip_l": (2, 768), "clip_g": (2, 1280)}
 
-
-def write_header_only(path: Path, tensors: dict[str, tuple[int, ...]]) -> Path:
-    """A safetensors file declaring ``tensors`` (all empty of data: every byte range is 0-0)."""
-    table = {name: {"dtype": "F16", "shape": list(shape), "data_offsets": [0, 0]} for name, shape in tensors.items()}
-    header = json.dumps(table).encode()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_bytes(struct.pack("<Q", len(header)) + header)
-    return path

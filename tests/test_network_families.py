@@ -19,8 +19,9 @@ from tests.network_family_files import (
     SD2_LORA,
     SDXL_EMBEDDING,
     SDXL_LORA,
-    write_header_only,
+
 )
+from tests.webui_folders import write_safetensors
 
 
 def headers(shapes: dict[str, tuple[int, ...]]) -> dict[str, TensorHeader]:
@@ -88,9 +89,9 @@ def test_unreadable_files_cannot_tell_and_changes_are_read_again(tmp_path):
     broken.write_bytes(b"x")
     assert network_file_family(broken, "lora") == ""
     assert network_file_family(tmp_path / "gone.safetensors", "lora") == ""
-    path = write_header_only(tmp_path / "style.safetensors", SD1_LORA)
+    path = write_safetensors(tmp_path / "style.safetensors", SD1_LORA)
     assert network_file_family(path, "lora") == "sd1"
-    write_header_only(path, SDXL_LORA)  # replaced in place: another size and time
+    write_safetensors(path, SDXL_LORA)  # replaced in place: another size and time
     os.utime(path, ns=(path.stat().st_atime_ns, path.stat().st_mtime_ns + 10**9))
     assert network_file_family(path, "lora") == "sdxl"
 
@@ -98,10 +99,10 @@ def test_unreadable_files_cannot_tell_and_changes_are_read_again(tmp_path):
 @pytest.fixture
 def prompt_settings(tmp_path) -> PromptSettings:
     loras, embeddings = tmp_path / "loras", tmp_path / "embeddings"
-    write_header_only(loras / "detail.safetensors", SDXL_LORA)
-    write_header_only(loras / "sd-style.safetensors", SD1_LORA)
-    write_header_only(embeddings / "xl-neg.safetensors", SDXL_EMBEDDING)
-    write_header_only(embeddings / "Easy Negative.safetensors", SD1_EMBEDDING)
+    write_safetensors(loras / "detail.safetensors", SDXL_LORA)
+    write_safetensors(loras / "sd-style.safetensors", SD1_LORA)
+    write_safetensors(embeddings / "xl-neg.safetensors", SDXL_EMBEDDING)
+    write_safetensors(embeddings / "Easy Negative.safetensors", SD1_EMBEDDING)
     (loras / "unknown.safetensors").write_bytes(b"x")
     return PromptSettings(embedding_dirs=(str(embeddings),), lora_dirs=(str(loras),))
 

@@ -12,24 +12,26 @@ import pytest
 from bot.config import ModelSettings
 from db.models import JobStatus
 from tests.harness import private_answer
-from tests.network_family_files import SD1_LORA, SD2_EMBEDDING, SDXL_EMBEDDING, SDXL_LORA, write_header_only
+from tests.network_family_files import SD1_LORA, SD2_EMBEDDING, SDXL_EMBEDDING, SDXL_LORA
 from tests.test_bot_pnginfo import a1111_png, shown
+from tests.webui_folders import write_safetensors
 
 
 @pytest.fixture
 def settings(settings):
     """The tiny model as "sd15" (SD 1.x), and two models only named SD 2.x and SDXL: every job
-    on them here is refused before anything would load them."""
+    on them here is refused before anything would load them. The LoRAs and embeddings have
+    their families' real names and widths (zero-filled)."""
     source = settings.models[0].source
     models = tuple(
         ModelSettings(name=name, source=source, family=family, base_size=64)
         for name, family in (("sd15", "sd1"), ("v2", "sd2"), ("xl", "sdxl"))
     )
     prompts = settings.prompts
-    write_header_only(Path(prompts.lora_dirs[0]) / "detail.safetensors", SDXL_LORA)
-    write_header_only(Path(prompts.lora_dirs[0]) / "sd-style.safetensors", SD1_LORA)
-    write_header_only(Path(prompts.embedding_dirs[0]) / "xl-neg.safetensors", SDXL_EMBEDDING)
-    write_header_only(Path(prompts.embedding_dirs[0]) / "v2-neg.safetensors", SD2_EMBEDDING)
+    write_safetensors(Path(prompts.lora_dirs[0]) / "detail.safetensors", SDXL_LORA)
+    write_safetensors(Path(prompts.lora_dirs[0]) / "sd-style.safetensors", SD1_LORA)
+    write_safetensors(Path(prompts.embedding_dirs[0]) / "xl-neg.safetensors", SDXL_EMBEDDING)
+    write_safetensors(Path(prompts.embedding_dirs[0]) / "v2-neg.safetensors", SD2_EMBEDDING)
     return replace(settings, default_model="sd15", models=models)
 
 
@@ -70,8 +72,8 @@ async def test_a_network_of_the_models_family_is_queued(harness):
     assert result.response is not None and not result.response.ephemeral, result
     job = await harness.wait_for_job((await harness.latest_job()).id)
     assert job.model == "sd15" and "<lora:sd-style:0.5>" in job.prompt
-    # Queued and run: the worker then finds the header-only file holds no weights, and says so
-    # about the file, not about its family.
+    # Queued and run: the worker then finds the LoRA's full-size shapes do not fit the tiny
+    # model, and says so, not that its family is wrong.
     assert job.status in (JobStatus.COMPLETED, JobStatus.FAILED)
     assert "SD 1.x" not in (job.error or "")
     harness.expect_user_errors()
