@@ -129,3 +129,18 @@ def test_a_network_of_another_family_is_refused_naming_both(prompt_settings, mod
         check_network_families(prompt_settings, model, family, prompt, negative)
     assert caught.value.message.startswith(message), caught.value.message
 
+
+
+def test_sdbot_generate_refuses_it_before_queuing(tmp_path, capsys, settings):
+    from bot import cli
+    from tests.test_startup_and_cli import write_config
+
+    config = write_config(tmp_path / "config.toml", settings)
+    write_safetensors(tmp_path / "loras" / "sd-style.safetensors", SD1_LORA)
+    with config.open("a", encoding="utf-8") as file:
+        file.write(
+            f'[[models]]\nname = "xl"\nsource = "{settings.models[0].source}"\nfamily = "sdxl"\nbase_size = 64\n'
+            f'[prompts]\nlora_dirs = ["{tmp_path / "loras"}"]\n'
+        )
+    assert cli.main(["--config", str(config), "generate", "a cat <lora:sd-style>", "--model", "xl"]) == 2
+    assert "`sd-style` is an SD 1.x LoRA; `xl` is an SDXL model." in capsys.readouterr().err
