@@ -30,6 +30,7 @@ from bot.config import ConfigError, Settings, discover, load_settings, without_p
 from bot.errors import UserError
 from bot.health import run_checks
 from bot.jobs.dispatcher import Dispatcher, WorkerStartError
+from bot.jobs.network_checks import check_job_networks
 from bot.jobs.queue import JobQueue, QueueEntry, Requester
 from bot.model_catalog import ModelCatalog, model_files
 from bot.model_hashes import FileHashes
@@ -380,6 +381,7 @@ class ConsoleEvents:
 async def _generate(settings: Settings, args: argparse.Namespace) -> int:
     try:
         params = generate_parameters(settings, args)
+        check_job_networks(settings, [params])
     except UserError as error:
         print(error.message, file=sys.stderr)
         return 2

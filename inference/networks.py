@@ -36,14 +36,12 @@ import itertools
 import logging
 import pickle
 import re
-import unicodedata
 import warnings
 import weakref
 from collections import OrderedDict
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
-from functools import lru_cache
 from pathlib import Path
 
 import safetensors.torch
@@ -57,11 +55,14 @@ from inference.common.network_files import (
     LoraUse,
     MalformedNetworkError,
     embedding_files,
+    embedding_pattern,
     find_lora,
     find_loras,
     lora_files,
     strip_loras,
+    token_text as _token_text,
     unknown_lora_message,
+    used_embeddings as _used_embeddings,
 )
 from inference.common.file_hashes import NETWORK_HASH_LENGTH, file_hash
 from inference.common.infotext import network_hashes_entries
@@ -468,35 +469,12 @@ def _stamp(path: Path) -> _Stamp:
     return (str(path), stat.st_mtime_ns, stat.st_size)
 
 
-def _token_text(name: str) -> str:
-    """A name as CLIP's tokenizer normalises text (NFC, single spaces, lower case), so the token
-    made from it is found in prompts the tokenizer normalised the same way."""
-    return unicodedata.normalize("NFC", " ".join(name.split())).lower()
-
-
-@lru_cache(maxsize=8)
-def _embedding_pattern(names: tuple[str, ...]) -> re.Pattern[str]:
-    """Where the names stand in a prompt as whole words (no letter, digit or underscore touching
-    them), in any case and with any white space between their words, as the tokenizer sees it.
-    Longest first, so "bad-hands" wins over "bad" at the same place."""
-    alternatives = "|".join(
-        r"\s+".join(re.escape(word) for word in name.split(" "))
-        for name in sorted(names, key=len, reverse=True)
-    )
-    return re.compile(rf"(?<!\w)(?:{alternatives})(?!\w)", re.IGNORECASE)
-
-
-def _used_embeddings(prompts: Sequence[str], names: tuple[str, ...]) -> list[str]:
-    pattern = _embedding_pattern(names)
-    return sorted({_token_text(match.group(0)) for prompt in prompts for match in pattern.finditer(prompt)})
-
-
 def _write_tokens(prompt: str, tokens: Mapping[str, str]) -> str:
     """The prompt with each embedding name replaced by its token; nothing else changes (the
     prompt parser needs its upper-case BREAK and AND as written)."""
     if not tokens:
         return prompt
-    pattern = _embedding_pattern(tuple(sorted(tokens)))
+    pattern = embedding_pattern(tuple(sorted(tokens)))
     return pattern.sub(lambda match: tokens[_token_text(match.group(0))], prompt)
 
 

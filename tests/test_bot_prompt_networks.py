@@ -77,7 +77,7 @@ def test_the_whole_settings_work_too(settings):
 
 def test_the_module_imports_no_torch():
     code = (
-        "import sys, bot.prompts.networks;"
+        "import sys, bot.prompts.networks, bot.jobs.network_checks;"
         "heavy = [m for m in ('torch', 'diffusers', 'transformers', 'peft') if m in sys.modules];"
         "print(heavy); sys.exit(1 if heavy else 0)"
     )

@@ -41,6 +41,7 @@ from sqlalchemy import and_, func, not_, or_, select
 from bot.errors import Refused
 from bot.interactions import is_age_restricted
 from bot.jobs.cost import cost_refusal, job_cost
+from bot.jobs.network_checks import check_job_networks
 from bot.jobs.params import plot_options
 from bot.policy import audit, model_rules, rules, store
 from db.base import utcnow
@@ -174,10 +175,12 @@ async def member_turn(user_id: int) -> AsyncIterator[None]:
 
 
 async def check_jobs(interaction: discord.Interaction[SDBot], params: list[JobParameters]) -> None:
-    """May these jobs (one command's, or one button's) be queued? Raises Refused when not."""
+    """May these jobs (one command's, or one button's) be queued? Raises Refused when not, and
+    InvalidOption for a LoRA or embedding of another family than a job's model."""
     refusal = await _jobs_refusal(interaction, params)
     if refusal is not None:
         await refuse(interaction, refusal)
+    check_job_networks(interaction.client.settings, params)
 
 
 def model_place(interaction: discord.Interaction[SDBot]) -> model_rules.Place:

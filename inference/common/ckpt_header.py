@@ -20,7 +20,7 @@ from typing import Any
 
 from inference.common.checkpoints import CheckpointError, TensorHeader
 
-__all__ = ["read_ckpt_header"]
+__all__ = ["read_ckpt_header", "read_ckpt_pickle"]
 
 # torch's typed storages, by the names the pickle gives them, as safetensors' dtype names.
 _STORAGE_DTYPES = {
@@ -86,6 +86,18 @@ class _HeaderUnpickler(pickle.Unpickler):
 def read_ckpt_header(path: Path) -> dict[str, TensorHeader]:
     """Every tensor's dtype and shape in a ``.ckpt``; CheckpointError saying why it cannot be read
     (truncated, the old pre-zip format, or a pickle that needs more than weights)."""
+    loaded = read_ckpt_pickle(path)
+    while isinstance(loaded, dict) and isinstance(loaded.get("state_dict"), dict):
+        loaded = loaded["state_dict"]  # training checkpoints nest it, as diffusers also unwraps
+    if not isinstance(loaded, dict):
+        raise CheckpointError(f"{path.name} holds no state dict")
+    return {str(key): value for key, value in loaded.items() if isinstance(value, TensorHeader)}
+
+
+def read_ckpt_pickle(path: Path) -> Any:
+    """What a torch-saved file (``.ckpt``, ``.pt``, ``.bin``) holds, each tensor as its
+    TensorHeader, nested as saved (an A1111 embedding's {"string_to_param": {"*": tensor}});
+    CheckpointError as read_ckpt_header."""
     try:
         with zipfile.ZipFile(path) as archive:
             names = archive.namelist()
@@ -105,8 +117,4 @@ def read_ckpt_header(path: Path) -> dict[str, TensorHeader]:
         raise CheckpointError(f"cannot read {path.name}: {exc.strerror or exc}") from exc
     except (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError, IndexError) as exc:
         raise CheckpointError(f"{path.name} is corrupt: its pickle cannot be read ({exc})") from exc
-    while isinstance(loaded, dict) and isinstance(loaded.get("state_dict"), dict):
-        loaded = loaded["state_dict"]  # training checkpoints nest it, as diffusers also unwraps
-    if not isinstance(loaded, dict):
-        raise CheckpointError(f"{path.name} holds no state dict")
-    return {str(key): value for key, value in loaded.items() if isinstance(value, TensorHeader)}
+    return loaded

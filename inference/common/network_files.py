@@ -17,7 +17,9 @@ from __future__ import annotations
 import math
 import os
 import re
-from collections.abc import Iterable, Mapping
+import unicodedata
+from collections.abc import Iterable, Mapping, Sequence
+from functools import lru_cache
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -239,3 +241,31 @@ def _excerpt(text: str, limit: int = 80) -> str:
     to end the quote, no mention (@everyone) that pings."""
     text = " ".join(text.split()).replace("`", "'").replace("@", "@\u200b")
     return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+# --- embeddings in prompts ---------------------------------------------------------------
+
+
+def token_text(name: str) -> str:
+    """A name as CLIP's tokenizer normalises text (NFC, single spaces, lower case), so the token
+    made from it is found in prompts the tokenizer normalised the same way."""
+    return unicodedata.normalize("NFC", " ".join(name.split())).lower()
+
+
+@lru_cache(maxsize=8)
+def embedding_pattern(names: tuple[str, ...]) -> re.Pattern[str]:
+    """Where the names stand in a prompt as whole words (no letter, digit or underscore touching
+    them), in any case and with any white space between their words, as the tokenizer sees it.
+    Longest first, so "bad-hands" wins over "bad" at the same place."""
+    alternatives = "|".join(
+        r"\s+".join(re.escape(word) for word in name.split(" "))
+        for name in sorted(names, key=len, reverse=True)
+    )
+    return re.compile(rf"(?<!\w)(?:{alternatives})(?!\w)", re.IGNORECASE)
+
+
+def used_embeddings(prompts: Sequence[str], names: tuple[str, ...]) -> list[str]:
+    """The names (as token_text writes them) of the embeddings the prompts use; ``names`` are
+    the folder's, normalised by token_text."""
+    pattern = embedding_pattern(names)
+    return sorted({token_text(match.group(0)) for prompt in prompts for match in pattern.finditer(prompt)})
