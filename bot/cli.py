@@ -37,7 +37,7 @@ from db.backup import BackupError, backup_database
 from bot.service import AlreadyRunning, InstanceLock, StopSignals
 from db.migrate import upgrade_database
 from db.models import Job, JobStatus
-from db.session import Database
+from db.session import Database, DatabaseUnavailable
 from inference.common.model_folders import SkippedFile
 from inference.common.protocol import LOG_LEVEL_VARIABLE, JobProgress
 
@@ -98,6 +98,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except AlreadyRunning as error:
         print(error, file=sys.stderr)
         return 1
+    except DatabaseUnavailable as error:  # a wrong URL, a server down: one line, no traceback
+        print(error, file=sys.stderr)
+        return 2
 
 
 def tiny_model_usage(folder: Path) -> str:

@@ -10,16 +10,25 @@ PostgreSQL needs neither: its rows lock one by one, and the claim skips the lock
 from __future__ import annotations
 
 import asyncio
+import re
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import event
+from sqlalchemy import event, text
 from sqlalchemy.engine import URL, make_url
+from sqlalchemy.exc import ArgumentError, DBAPIError, NoSuchModuleError, SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 
 POOL_SIZE = 64  # SQLite connections kept open: more than a burst of 50 commands used at once
 BUSY_TIMEOUT_S = 5.0  # how long a write waits for another writer before "database is locked"
 POSTGRES_POOL_SIZE = 10  # each is a server process; PostgreSQL serves 100 in all by default
+CONNECT_TIMEOUT_S = 10.0  # a server that does not answer: asyncpg would wait 60 s
+SUPPORTED_URLS = "sqlite+aiosqlite:///path/to/file.sqlite3 or postgresql+asyncpg://user:password@host:5432/name"
+
+
+class DatabaseUnavailable(Exception):
+    """The database URL names no database the bot can use; the message is one line, for the
+    admin, and never shows the password."""
 
 
 def is_sqlite(url: str | URL) -> bool:
@@ -31,11 +40,26 @@ def is_postgresql(url: str | URL) -> bool:
 
 
 def create_engine(url: str) -> AsyncEngine:
-    parsed = make_url(url)
+    try:
+        parsed = make_url(url)
+    except ArgumentError:
+        raise DatabaseUnavailable(f"database_url is not a database URL; use {SUPPORTED_URLS}") from None
+    if parsed.drivername not in ("sqlite+aiosqlite", "postgresql+asyncpg"):
+        raise DatabaseUnavailable(
+            f"database_url {parsed.render_as_string()}: the bot supports {SUPPORTED_URLS}"
+        )
     if not is_sqlite(parsed):
         # pool_pre_ping: a server restarted since the connection was opened costs a reconnect,
         # not a failed command.
-        return create_async_engine(url, pool_size=POSTGRES_POOL_SIZE, max_overflow=POSTGRES_POOL_SIZE, pool_pre_ping=True)
+        try:
+            return create_async_engine(
+                url, pool_size=POSTGRES_POOL_SIZE, max_overflow=POSTGRES_POOL_SIZE, pool_pre_ping=True,
+                connect_args={"timeout": CONNECT_TIMEOUT_S},
+            )
+        except (NoSuchModuleError, ImportError):
+            raise DatabaseUnavailable(
+                "database_url names PostgreSQL, whose driver is not installed: pip install asyncpg"
+            ) from None
     if parsed.database and parsed.database != ":memory:":
         Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
     # Every aiosqlite connection runs on a thread of its own, started on the event loop when
@@ -148,3 +172,23 @@ class Database:
 
     async def close(self) -> None:
         await self.engine.dispose()
+
+
+async def ensure_reachable(engine: AsyncEngine) -> None:
+    """Connect once, or raise DatabaseUnavailable saying why in one line (wrong host, refused,
+    password, no such database), before anything else uses the database."""
+    try:
+        async with engine.connect() as connection:
+            await connection.execute(text("SELECT 1"))
+    except (SQLAlchemyError, OSError, asyncio.TimeoutError) as error:
+        raise DatabaseUnavailable(f"Cannot connect to the database at {engine.url.render_as_string()}: {_reason(error)}") from None
+
+
+def _reason(error: BaseException) -> str:
+    """The driver's own words, on one line: "database "sdbot" does not exist", "Connect call
+    failed ('127.0.0.1', 5432)" rather than SQLAlchemy's wrapping and links."""
+    cause = error.orig if isinstance(error, DBAPIError) and error.orig is not None else error
+    if isinstance(cause, asyncio.TimeoutError) or (not str(cause) and isinstance(cause, TimeoutError)):
+        return f"no answer within {CONNECT_TIMEOUT_S:.0f} s"
+    words = str(cause).strip().splitlines()[0] if str(cause).strip() else type(cause).__name__
+    return re.sub(r"^<class '[\w.]+'>: ", "", words)
