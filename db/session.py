@@ -17,13 +17,21 @@ from typing import Any
 from sqlalchemy import event, text
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError, DBAPIError, NoSuchModuleError, SQLAlchemyError
-from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 
 POOL_SIZE = 64  # SQLite connections kept open: more than a burst of 50 commands used at once
 BUSY_TIMEOUT_S = 5.0  # how long a write waits for another writer before "database is locked"
 POSTGRES_POOL_SIZE = 10  # each is a server process; PostgreSQL serves 100 in all by default
 CONNECT_TIMEOUT_S = 10.0  # a server that does not answer: asyncpg would wait 60 s
 SUPPORTED_URLS = "sqlite+aiosqlite:///path/to/file.sqlite3 or postgresql+asyncpg://user:password@host:5432/name"
+
+
+# pg_advisory_lock's key for "a bot uses this database" (any fixed number: "sdbot" in ASCII).
+INSTANCE_LOCK_KEY = 0x7364626F74
+
+
+class DatabaseInUse(Exception):
+    """Another bot holds this PostgreSQL database (SQLite's is bot.service.InstanceLock)."""
 
 
 class DatabaseUnavailable(Exception):
@@ -162,6 +170,27 @@ class Database:
             expire_on_commit=False,
             write_turn=WriteTurn() if self.dialect == "sqlite" else None,
         )
+        self._instance_lock: AsyncConnection | None = None
+
+    async def take_instance_lock(self) -> None:
+        """On PostgreSQL, hold a session advisory lock for as long as this Database is open,
+        or raise DatabaseInUse: two bots on one database would each take the other's running
+        jobs for ones left by a crash. The lock lives on a connection of its own, and the
+        server drops it when that connection ends, however the bot ends. (SQLite: the lock
+        file beside the database, bot.service.InstanceLock.)"""
+        if self.dialect != "postgresql" or self._instance_lock is not None:
+            return
+        await ensure_reachable(self.engine)
+        connection = await self.engine.connect()
+        taken = await connection.scalar(text("SELECT pg_try_advisory_lock(:key)"), {"key": INSTANCE_LOCK_KEY})
+        await connection.commit()  # the lock is the session's, not the transaction's
+        if not taken:
+            await connection.close()
+            raise DatabaseInUse(
+                f"Another sdbot process is using the database at {self.engine.url.render_as_string()}. "
+                "Stop it first: two bots on one database would run each other's jobs."
+            )
+        self._instance_lock = connection
 
     async def open_pool(self) -> None:
         """Open the pool's connections now, at start-up, rather than in the first bursts."""
@@ -171,6 +200,11 @@ class Database:
             await connection.close()  # back to the pool, which keeps it open
 
     async def close(self) -> None:
+        if self._instance_lock is not None:
+            # Closed rather than returned to the pool, which would keep the lock with it.
+            await self._instance_lock.invalidate()
+            await self._instance_lock.close()
+            self._instance_lock = None
         await self.engine.dispose()
 
 

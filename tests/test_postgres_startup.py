@@ -1,6 +1,6 @@
-"""`sdbot` on a PostgreSQL URL: it migrates a real server's database, and a URL it cannot use
-(nothing listening, no such database, another kind of database) stops it with one line that
-says why, never a traceback, never the password."""
+"""`sdbot` on a PostgreSQL URL: it migrates a real server's database, one bot at a time uses
+it, and a URL it cannot use (nothing listening, no such database, another kind of database)
+stops it with one line that says why, never a traceback, never the password."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ import socket
 import pytest
 
 from bot import cli
+from db.session import Database, DatabaseInUse
 from tests.postgres_fixtures import create_postgres_database, postgres_url
 
 
@@ -56,3 +57,20 @@ def test_a_url_the_bot_cannot_use_names_the_ones_it_can(url, monkeypatch, capsys
     assert sdbot(monkeypatch, url, "migrate") == 2
     assert "postgresql+asyncpg://user:password@host:5432/name" in one_line(capsys.readouterr().err)
 
+
+
+async def test_one_bot_per_postgresql_database(postgres_server):
+    url = await create_postgres_database(postgres_server)
+    first, second = Database(url), Database(url)
+    try:
+        await first.take_instance_lock()
+        with pytest.raises(DatabaseInUse, match="Another sdbot process is using the database"):
+            await second.take_instance_lock()
+        await first.close()  # the bot stopped: the lock went with its connection
+        await second.take_instance_lock()
+        other_database = Database(await create_postgres_database(postgres_server))
+        await other_database.take_instance_lock()  # the lock is per database, not per server
+        await other_database.close()
+    finally:
+        await first.close()
+        await second.close()
