@@ -38,7 +38,7 @@ from db.backup import BackupError, backup_database
 from bot.service import AlreadyRunning, InstanceLock, StopSignals
 from db.migrate import upgrade_database
 from db.models import Job, JobStatus
-from db.session import Database
+from db.session import Database, DatabaseInUse, DatabaseUnavailable
 from inference.common.model_folders import SkippedFile
 from inference.common.protocol import LOG_LEVEL_VARIABLE, JobProgress, ModelLoading
 
@@ -96,9 +96,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         with InstanceLock(settings.database_url):
             return _locked_command(settings, args)
-    except AlreadyRunning as error:
+    except (AlreadyRunning, DatabaseInUse) as error:
         print(error, file=sys.stderr)
         return 1
+    except DatabaseUnavailable as error:  # a wrong URL, a server down: one line, no traceback
+        print(error, file=sys.stderr)
+        return 2
 
 
 def tiny_model_usage(folder: Path) -> str:
@@ -271,6 +274,11 @@ async def _start(settings: Settings, stop: StopSignals | None = None) -> tuple[D
     """The database migrated and the worker ready; None when either failed (said why) or a
     stop was requested in the meantime."""
     db = Database(settings.database_url)
+    try:
+        await db.take_instance_lock()  # PostgreSQL's one bot per database (SQLite: InstanceLock)
+    except DatabaseInUse:
+        await db.close()
+        raise
     # A signal does not interrupt the migration (one transaction): it is checked after it.
     await upgrade_database(db.engine)
     if stop is not None and stop.requested.is_set():

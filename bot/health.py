@@ -22,7 +22,7 @@ from bot.jobs.dispatcher import Dispatcher, WorkerStartError
 from bot.jobs.queue import JobQueue
 from bot.service import sqlite_file
 from db.migrate import schema_revisions
-from db.session import Database
+from db.session import Database, DatabaseUnavailable, ensure_reachable
 from inference.common.sources import SourceKind, classify_source, find_source_problem
 
 MIGRATE_HINT = "run `sdbot migrate` (or `sdbot run`, which migrates first)"
@@ -69,9 +69,15 @@ async def check_database(settings: Settings) -> Outcome:
     database_file = sqlite_file(settings.database_url)
     if database_file is not None and not database_file.is_file():
         return Outcome("database", False, f"{database_file} does not exist: {MIGRATE_HINT}")
-    db = Database(settings.database_url)
     try:
+        db = Database(settings.database_url)
+    except DatabaseUnavailable as error:
+        return Outcome("database", False, str(error))
+    try:
+        await ensure_reachable(db.engine)
         current, head = await schema_revisions(db.engine)
+    except DatabaseUnavailable as error:
+        return Outcome("database", False, str(error))
     except (SQLAlchemyError, OSError) as error:
         return Outcome("database", False, f"cannot read it: {error}")
     finally:

@@ -19,7 +19,8 @@ from collections.abc import Awaitable
 from pathlib import Path
 from typing import TypeVar
 
-from sqlalchemy.engine import make_url
+from db.backup import sqlite_path
+
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -75,11 +76,9 @@ class AlreadyRunning(Exception):
 
 
 def sqlite_file(database_url: str) -> Path | None:
-    """The file of a SQLite database; None for other databases (and an in-memory one)."""
-    url = make_url(database_url)
-    if url.get_backend_name() != "sqlite" or url.database in (None, "", ":memory:"):
-        return None
-    return Path(url.database)
+    """The file of a SQLite database; None for other databases (and an in-memory one, and a
+    URL that is none, which db.session names at start-up)."""
+    return sqlite_path(database_url)
 
 
 def lock_path(database_url: str) -> Path | None:

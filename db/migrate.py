@@ -11,6 +11,8 @@ from alembic.script import ScriptDirectory
 from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from db.session import ensure_reachable
+
 MIGRATIONS_DIR = Path(__file__).resolve().parent.parent / "migrations"
 
 
@@ -23,7 +25,9 @@ def alembic_config(url: str) -> Config:
 
 
 async def upgrade_database(engine: AsyncEngine, revision: str = "head") -> None:
-    """Bring the schema to `revision` over the application's own engine."""
+    """Bring the schema to `revision` over the application's own engine; a database that
+    cannot be reached raises db.session.DatabaseUnavailable (one line, for the admin)."""
+    await ensure_reachable(engine)
 
     def run(connection: Connection) -> None:
         config = alembic_config(str(engine.url))

@@ -81,7 +81,7 @@ class Job(Base):
         # so this one holds them in that order and a page is read without sorting them all.
         Index("ix_jobs_user_id", "user_id"),
         # Start-up reads the private jobs (bot.jobs.privacy), a few among a million.
-        Index("ix_jobs_private_id", "id", sqlite_where=text("private = 1")),
+        Index("ix_jobs_private_id", "id", sqlite_where=text("private = 1"), postgresql_where=text("private")),
         # The daily image-retention pass finds old jobs by when they finished (bot/retention.py).
         Index("ix_jobs_finished_at", "finished_at"),
     )

@@ -17,7 +17,7 @@ from db.migrate import upgrade_database
 from db.session import Database
 from tests.tiny_settings import DATABASE_FILE, tiny_settings
 
-pytest_plugins = ["tests.inference_fixtures", "tests.checkpoint_fixtures"]
+pytest_plugins = ["tests.inference_fixtures", "tests.checkpoint_fixtures", "tests.postgres_fixtures"]
 
 # One CPU thread per torch process (set before anything imports torch; the worker processes and
 # the bots test_service starts inherit it). The tiny model's operations are too small to gain
@@ -55,8 +55,18 @@ def copy_migrated_database(template: Path, folder: Path) -> Path:
 
 
 @pytest.fixture
-async def database(tmp_path, migrated_database_file):
-    db = Database(f"sqlite+aiosqlite:///{copy_migrated_database(migrated_database_file, tmp_path)}")
+def backend(request) -> str:
+    """The database a test runs on: SQLite, and PostgreSQL too in a module marked
+    both_backends (pytest_generate_tests)."""
+    return getattr(request, "param", "sqlite")
+
+
+@pytest.fixture
+async def database(tmp_path, migrated_database_file, backend, request):
+    if backend == "postgresql":
+        db = Database(await request.getfixturevalue("migrated_postgres_database_url")())
+    else:
+        db = Database(f"sqlite+aiosqlite:///{copy_migrated_database(migrated_database_file, tmp_path)}")
     await upgrade_database(db.engine)  # at head already: checks the copy, as a bot's start does
     yield db
     await db.close()
@@ -106,6 +116,12 @@ def fail_on_logged_errors(request):
 
 def pytest_configure(config):
     config.addinivalue_line("markers", "allow_error_logs: the test expects ERROR log records (a crash test)")
+    config.addinivalue_line("markers", "both_backends: the tests that use `database` run on SQLite and PostgreSQL")
+
+
+def pytest_generate_tests(metafunc):
+    if metafunc.definition.get_closest_marker("both_backends") and "database" in metafunc.fixturenames:
+        metafunc.parametrize("backend", ["sqlite", "postgresql"], indirect=True)
 
 
 @pytest.fixture

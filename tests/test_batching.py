@@ -43,6 +43,9 @@ THREE_JOBS = (
     tiny_request(job_id=3, prompt="(a lighthouse:1.3) at dusk", negative_prompt="ugly", seeds=(7, 8, 9)),
 )
 
+# The claims (the tests that use the database) run on both databases (tests/conftest.py).
+pytestmark = pytest.mark.both_backends
+
 
 def pixels(image) -> np.ndarray:  # type: ignore[no-untyped-def]
     return np.asarray(image, dtype=np.int16)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from sqlalchemy import inspect
@@ -11,8 +12,21 @@ from db.migrate import upgrade_database
 from db.session import Database
 
 
-async def test_upgrade_on_empty_database_matches_the_models(tmp_path):
-    db = Database(f"sqlite+aiosqlite:///{tmp_path / 'fresh.sqlite3'}")
+pytestmark = pytest.mark.both_backends  # the migrations run on SQLite and PostgreSQL (tests/conftest.py)
+
+
+@pytest.fixture
+async def empty_database(backend, tmp_path, request) -> Database:
+    if backend == "postgresql":
+        from tests.postgres_fixtures import create_postgres_database
+
+        return Database(await create_postgres_database(request.getfixturevalue("postgres_server")))
+    return Database(f"sqlite+aiosqlite:///{tmp_path / 'fresh.sqlite3'}")
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgresql"], indirect=True)
+async def test_upgrade_on_empty_database_matches_the_models(empty_database):
+    db = empty_database
     try:
         await upgrade_database(db.engine)
         async with db.engine.connect() as connection:

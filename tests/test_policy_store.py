@@ -11,6 +11,8 @@ from bot.policy import store
 from bot.policy.rules import Term, TermKind, TermScope
 from db.models import GuildPolicy
 
+pytestmark = pytest.mark.both_backends  # the policy rows on both databases (tests/conftest.py)
+
 GUILD = 77
 
 

@@ -12,6 +12,9 @@ from bot.jobs.queue import CancelOutcome, JobQueue, Recovery, Requester
 from db.models import AuditEntry, JobStatus
 from inference.common.protocol import ImageResult, JobCompleted, JobKind
 
+# The queue runs on both databases (tests/conftest.py).
+pytestmark = pytest.mark.both_backends
+
 ALICE = Requester(user_id=1, user_name="alice", channel_id=10)
 BOB = Requester(user_id=2, user_name="bob", channel_id=10)
 CAROL = Requester(user_id=3, user_name="carol", channel_id=10)

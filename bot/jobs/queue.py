@@ -24,6 +24,7 @@ from enum import StrEnum
 from typing import Any
 
 from sqlalchemy import func, select, update
+from sqlalchemy.dialects.postgresql import insert as postgresql_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import aliased, selectinload
 from sqlalchemy.orm.attributes import set_committed_value
@@ -43,15 +44,22 @@ _CLAIMED_MEANWHILE = object()  # entry(): the job left the waiting list between 
 _PACE_EXPIRY_S = 60.0
 
 
-def _member_row(user_id: int, name: str, **columns: Any):  # type: ignore[no-untyped-def]
+# INSERT ... ON CONFLICT, the same on both backends (db.session.Database.dialect).
+_UPSERTS = {"sqlite": sqlite_insert, "postgresql": postgresql_insert}
+
+
+def _member_row(dialect: str, user_id: int, name: str, **columns: Any):  # type: ignore[no-untyped-def]
     """Write a member's row, created or updated, in one statement: two of their commands at
     once (a new member's double click) must not both find no row and both insert one."""
     values = {"name": name, **columns}
-    return sqlite_insert(User).values(id=user_id, **values).on_conflict_do_update(index_elements=[User.id], set_=values)
+    insert = _UPSERTS[dialect]
+    return insert(User).values(id=user_id, **values).on_conflict_do_update(index_elements=[User.id], set_=values)
 
 
 _pending_members = select(Job.user_id).where(Job.status == JobStatus.PENDING)
-# claim_next correlates the sum of a member's recent costs with the outer jobs row.
+# The claim picks among the waiting jobs (_Waiting) by the sum of each one's member's recent
+# costs (_Used); both are aliases, so neither is taken for the row the UPDATE changes.
+_Waiting = aliased(Job)
 _Used = aliased(Job)
 
 
@@ -128,7 +136,7 @@ class JobQueue:
             refusal = cost_refusal([cost], waiting_cost, *caps)
             if refusal is not None:
                 raise TooCostly(refusal)
-            await session.execute(_member_row(requester.user_id, requester.user_name))
+            await session.execute(_member_row(self.db.dialect, requester.user_id, requester.user_name))
             job = Job(status=JobStatus.PENDING, cost=cost, **requester.job_columns(), **job_columns(params))
             session.add(job)
             if with_row is not None:
@@ -156,7 +164,7 @@ class JobQueue:
     async def update_user(self, user_id: int, name: str, **columns: Any) -> None:
         """Set some of a member's columns; a member without a row (no job yet) gets one."""
         async with self.db.session() as session, session.begin():
-            await session.execute(_member_row(user_id, name, **columns))
+            await session.execute(_member_row(self.db.dialect, user_id, name, **columns))
         if "private_results" in columns:
             self.privacy.member_set(user_id, bool(columns["private_results"]))
 
@@ -233,6 +241,9 @@ class JobQueue:
                         Job.seed_resize_from_height.is_not_distinct_from(first.seed_resize_from_height),
                         Job.count <= room,
                     )
+                    # PostgreSQL: the riders are this claim's alone until it commits; another
+                    # claimer passes over them rather than waiting for them.
+                    .with_for_update(skip_locked=True)
                 )
             ).all()
             if not candidates:
@@ -255,32 +266,41 @@ class JobQueue:
 
     async def _claim_fairest(self, session, now: datetime) -> tuple[Job | None, bool]:  # type: ignore[no-untyped-def]
         """The fairest pending job, claimed, and whether another one waits: when none does,
-        the search for jobs to share its pass is skipped (the common case of an idle bot)."""
+        the search for jobs to share its pass is skipped (the common case of an idle bot).
+
+        One statement: an UPDATE of the job its subquery picks. On PostgreSQL the subquery
+        locks the row it picks and skips rows other claimers have locked (FOR UPDATE SKIP
+        LOCKED), so any number of claimers at once each take a different job, none waits on
+        another and none comes back empty while a job waits. SQLite renders no FOR UPDATE and
+        needs none: it has one writer at a time (db.session.WriteTurn)."""
         # Each waiting job by its member's recent use, summed from the index on (user_id,
         # started_at, cost); a member's oldest job comes first among theirs.
         used = (
             select(func.coalesce(func.sum(_Used.cost), 0.0))
-            .where(_Used.user_id == Job.user_id, _Used.started_at >= self._usage_since(now))
+            .where(_Used.user_id == _Waiting.user_id, _Used.started_at >= self._usage_since(now))
             .scalar_subquery()
         )
-        for _ in range(3):  # another claimant may win a row; try the next one
-            job_ids = (
-                await session.scalars(
-                    select(Job.id).where(Job.status == JobStatus.PENDING).order_by(used, Job.id).limit(2)
-                )
-            ).all()
-            if not job_ids:
-                return None, False
-            if (job := await self._claim(session, job_ids[0], now)) is not None:
-                return job, len(job_ids) > 1
-        return None, False
+        fairest = (
+            select(_Waiting.id)
+            .where(_Waiting.status == JobStatus.PENDING)
+            .order_by(used, _Waiting.id)
+            .limit(1)
+            .with_for_update(skip_locked=True)
+            .scalar_subquery()
+        )
+        job = await self._claim(session, fairest, now)
+        if job is None:
+            return None, False
+        another = await session.scalar(select(Job.id).where(Job.status == JobStatus.PENDING).limit(1))
+        return job, another is not None
 
     def _usage_since(self, now: datetime) -> datetime:
         return now - timedelta(hours=self.settings.usage_window_hours)
 
     @staticmethod
-    async def _claim(session, job_id: int, now: datetime) -> Job | None:  # type: ignore[no-untyped-def]
-        """The job, running from now, or None when it was no longer pending (a cancel won)."""
+    async def _claim(session, job_id: Any, now: datetime) -> Job | None:  # type: ignore[no-untyped-def]
+        """The job (an id, or a subquery that picks one), running from now, or None when it
+        was no longer pending (a cancel won)."""
         return await session.scalar(
             update(Job)
             .where(Job.id == job_id, Job.status == JobStatus.PENDING)

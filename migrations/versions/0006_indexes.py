@@ -12,7 +12,9 @@ down_revision = "0005"
 
 def upgrade() -> None:
     op.create_index("ix_jobs_user_id", "jobs", ["user_id"])
-    op.create_index("ix_jobs_private_id", "jobs", ["id"], sqlite_where=sa.text("private = 1"))
+    op.create_index(
+        "ix_jobs_private_id", "jobs", ["id"], sqlite_where=sa.text("private = 1"), postgresql_where=sa.text("private")
+    )
     op.create_index(
         "ix_audit_log_guild_id_actor_id_target_user_id", "audit_log", ["guild_id", "actor_id", "target_user_id"]
     )

@@ -1,0 +1,53 @@
+"""On PostgreSQL any number of claimers (workers, each with its own engine) claim at once from
+one queue: every job is taken exactly once, and none of them stops while a job still waits."""
+
+from __future__ import annotations
+
+import asyncio
+from collections import Counter
+
+import pytest
+from sqlalchemy import select
+
+from bot.config import QueueSettings
+from bot.jobs.queue import JobQueue, Requester
+from db.models import Job, JobStatus
+from db.session import Database
+from tests.test_queue import params
+
+CLAIMERS = 8
+MEMBERS = 10
+JOBS_PER_MEMBER = 8
+
+
+@pytest.mark.parametrize("backend", ["postgresql"], indirect=True)
+@pytest.mark.parametrize("max_images", [1, 4], ids=["one_by_one", "batches"])
+async def test_concurrent_claimers_never_take_the_same_job(database, max_images):
+    settings = QueueSettings(max_pending_per_user=JOBS_PER_MEMBER)
+    queue = JobQueue(database, settings)
+    for number in range(JOBS_PER_MEMBER):
+        for member in range(1, MEMBERS + 1):
+            await queue.enqueue(params(f"m{member}-{number}"), Requester(user_id=member, user_name=f"member{member}"))
+
+    claimers = [Database(database.url) for _ in range(CLAIMERS)]
+    claimed: list[list[int]] = [[] for _ in claimers]
+
+    async def claim_until_empty(index: int) -> None:
+        claimer = JobQueue(claimers[index], settings)
+        while batch := await claimer.claim_batch(max_images):
+            claimed[index].extend(job.id for job in batch)
+            await asyncio.sleep(0)  # let the others in between claims
+
+    try:
+        await asyncio.gather(*(claim_until_empty(index) for index in range(CLAIMERS)))
+    finally:
+        for claimer in claimers:
+            await claimer.close()
+
+    taken = Counter(job_id for ids in claimed for job_id in ids)
+    assert [job_id for job_id, times in taken.items() if times > 1] == []
+    assert len(taken) == MEMBERS * JOBS_PER_MEMBER  # no claimer stopped while a job waited
+    assert sum(1 for ids in claimed if ids) > 1  # they did claim side by side
+    async with database.session() as session:
+        rows = (await session.execute(select(Job.status, Job.attempts))).all()
+    assert {(status, attempts) for status, attempts in rows} == {(JobStatus.RUNNING, 1)}
