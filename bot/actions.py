@@ -15,17 +15,8 @@ import discord
 from bot import flagged_results, inputs
 from bot.errors import ImageUnavailable, InvalidOption, JobNotFound, NotAllowed, Restarting, UserError, echo
 from bot.interactions import acknowledge, answers_privately, is_age_restricted, replace_thinking, send_private
-from bot.jobs.params import (
-    GenerationOptions,
-    JobParameters,
-    member_defaults,
-    parameters_of,
-    remix_of,
-    reroll_of,
-    resolve_parameters,
-    sampling_options,
-    variation_of,
-)
+from bot.jobs.params import GenerationOptions, JobParameters, member_defaults, resolve_parameters
+from bot.jobs.job_rows import parameters_of, remix_of, reroll_of, sampling_options, variation_of
 from bot.jobs.workflow_params import (
     SourceImage,
     img2img_parameters,

@@ -99,7 +99,7 @@ def generate_parameters(settings: Settings, args: argparse.Namespace) -> JobPara
 
 
 def _with_variation(params: JobParameters, seed: int | None, strength: float | None) -> JobParameters:
-    """A1111's variation seed and strength: the job becomes a variation job (bot.jobs.params.image_seeds)."""
+    """A1111's variation seed and strength: the job becomes a variation job (bot.jobs.job_rows.image_seeds)."""
     if seed is None:
         if strength is not None:
             raise InvalidOption("--variation-strength needs --variation-seed.")

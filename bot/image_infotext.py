@@ -26,7 +26,8 @@ from typing import TYPE_CHECKING
 
 from bot.errors import InvalidOption, echo
 from bot.inputs import DECODE_ERRORS, download, open_image
-from bot.jobs.params import GenerationOptions, settings_vae_files
+from bot.jobs.params import GenerationOptions
+from bot.jobs.model_checks import settings_vae_files
 from bot.prompts.cleaning import clean_prompt_text
 from inference.common.infotext import NEGATIVE_PROMPT_KEY, PROMPT_KEY, parse_infotext
 from inference.common.protocol import LATENT, RNG_SOURCES

@@ -53,7 +53,7 @@ class User(Base):
     default_style: Mapped[str | None] = mapped_column(String(200))
     # The upscaler of the Upscale buttons and /upscale (None: the server's default).
     default_upscaler: Mapped[str | None] = mapped_column(String(100))
-    # "Automatic", "None" or a VAE's name (bot.jobs.params.check_vae), and A1111's clip skip.
+    # "Automatic", "None" or a VAE's name (bot.jobs.model_checks.check_vae), and A1111's clip skip.
     default_vae: Mapped[str | None] = mapped_column(String(255))
     default_clip_skip: Mapped[int | None] = mapped_column(Integer)
     # The SDXL refiner this member's SDXL txt2img jobs get when they name none.
@@ -100,7 +100,7 @@ class Job(Base):
     cfg_scale: Mapped[float] = mapped_column(Float)
     sampler: Mapped[str] = mapped_column(String(40))
     count: Mapped[int] = mapped_column(Integer)
-    # The seed of image 0; see bot.jobs.params.image_seeds for the others.
+    # The seed of image 0; see bot.jobs.job_rows.image_seeds for the others.
     seed: Mapped[int] = mapped_column(BigInteger)
     subseed: Mapped[int | None] = mapped_column(BigInteger)
     subseed_strength: Mapped[float] = mapped_column(Float, default=0.0)

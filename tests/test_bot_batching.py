@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from bot.jobs.params import generate_request
+from bot.jobs.job_rows import generate_request
 from db.models import JobStatus
 from inference.generate import generate
 from tests.harness import private_answer

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import discord
 
-from bot.jobs.params import parameters_of
+from bot.jobs.job_rows import parameters_of
 from bot.ui.history_page import HistoryPageButton, RerunSelect
 from db.models import Job, JobStatus, User
 from tests.harness import attachment_image, button_labels, private_answer

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from PIL import Image
 
-from bot.jobs.params import plot_options
+from bot.jobs.job_rows import plot_options
 from db.models import JobStatus
 from inference.common.infotext import parse_infotext
 from inference.common.protocol import JobKind

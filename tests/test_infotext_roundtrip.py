@@ -7,7 +7,8 @@ from __future__ import annotations
 import pytest
 
 from bot.image_infotext import rerun_options
-from bot.jobs.params import generate_request, job_columns, resolve_parameters
+from bot.jobs.params import resolve_parameters
+from bot.jobs.job_rows import generate_request, job_columns
 from bot.jobs.workflow_params import hires_parameters
 from db.models import Job
 from inference.common.infotext import parse_infotext, request_infotext

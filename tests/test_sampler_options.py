@@ -9,7 +9,8 @@ import pytest
 
 from bot.config import ConfigError, LimitSettings, QueueSettings
 from bot.errors import InvalidOption
-from bot.jobs.params import GenerationOptions, generate_request, plot_options, resolve_parameters
+from bot.jobs.params import GenerationOptions, resolve_parameters
+from bot.jobs.job_rows import generate_request, plot_options
 from bot.jobs.plot_params import xy_plot_parameters
 from bot.jobs.queue import JobQueue
 from db.models import Job, JobStatus

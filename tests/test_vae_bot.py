@@ -93,7 +93,7 @@ async def test_a_job_runs_with_its_vae_and_the_infotext_says_so(harness):
     infotext = job.images[0].infotext
     assert f"VAE: {OTHER}, " in infotext and ", Clip skip: 2, " in infotext
     # A reroll keeps them.
-    from bot.jobs.params import reroll_of
+    from bot.jobs.job_rows import reroll_of
 
     again = reroll_of(job)
     assert (again.vae, again.clip_skip) == (OTHER, 2)
@@ -114,7 +114,8 @@ def test_a_model_s_vae_and_clip_skip_are_its_jobs_defaults_and_checked_at_start(
 
 def test_the_xy_plot_has_vae_and_clip_skip_axes(settings, tiny_model_dir):
     from bot.errors import InvalidOption
-    from bot.jobs.params import GenerationOptions, plot_options
+    from bot.jobs.params import GenerationOptions
+    from bot.jobs.job_rows import plot_options
     from bot.jobs.plot_params import xy_plot_parameters
 
     options = GenerationOptions(prompt="a fox")

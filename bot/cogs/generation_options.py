@@ -27,7 +27,8 @@ from discord import app_commands
 
 from bot.cogs.styles import style_autocomplete
 from bot.interactions import MAX_CHOICES
-from bot.jobs.params import ASPECT_RATIOS, MAX_SEED, GenerationOptions, settings_vae_files
+from bot.jobs.params import ASPECT_RATIOS, MAX_SEED, GenerationOptions
+from bot.jobs.model_checks import settings_vae_files
 from bot.jobs.sampling import MAX_ETA
 from bot.jobs.plot_params import AXIS_TYPES
 from bot.jobs.workflow_params import MASKED_CONTENT, OUTPAINT_DIRECTIONS, RESIZE_MODES, upscaler_names

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from bot.jobs.params import plot_options
+from bot.jobs.job_rows import plot_options
 from inference.common.protocol import JobKind
 
 if TYPE_CHECKING:

@@ -28,7 +28,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
-from bot.jobs.params import generate_request
+from bot.jobs.job_rows import generate_request
 from bot.jobs.queue import CancelOutcome, JobQueue, QueueEntry, Recovery
 from bot.jobs.worker_process import WorkerExited, WorkerProcess
 from db.models import Job

@@ -10,7 +10,8 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import TYPE_CHECKING
 
-from bot.jobs.params import model_family, plot_options
+from bot.jobs.job_rows import plot_options
+from bot.jobs.model_checks import model_family
 from bot.prompts.networks import check_network_families
 
 if TYPE_CHECKING:

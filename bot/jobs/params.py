@@ -7,33 +7,16 @@ that says so, not a 512 the user did not ask for.
 
 from __future__ import annotations
 
-import json
 import math
 import random
 import re
 import unicodedata
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field, fields, replace
-from enum import Enum
-from pathlib import Path
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, TypeVar
 
 from bot.errors import InvalidOption, echo, listed
-from bot.prompts.cleaning import clean_prompt_text
-from inference.common.protocol import (
-    LANCZOS,
-    MAX_CLIP_SKIP,
-    RNG_SOURCES,
-    GenerateRequest,
-    HiresFix,
-    ImageInput,
-    InpaintOptions,
-    JobKind,
-    OutpaintOptions,
-    PlotCell,
-    PlotOptions,
-    UpscaleOptions,
-)
+from bot.jobs.model_checks import check_clip_skip, check_model, check_vae, check_vae_choice, model_family
 from bot.jobs.sampling import (
     AUTOMATIC_SCHEDULE,
     check_ensd,
@@ -43,22 +26,15 @@ from bot.jobs.sampling import (
     check_sampling,
     check_seed_resize,
 )
+from bot.prompts.cleaning import clean_prompt_text
+from inference.common.protocol import LANCZOS, RNG_SOURCES, JobKind
 from inference.common.sampler_catalog import split_combined_name
-from inference.common.sources import folder_family
 from inference.common.upscaler_files import upscaler_files
-from inference.common.vae_files import (
-    AUTOMATIC,
-    NONE,
-    UnknownVaeError,
-    find_vae,
-    resolve_vae,
-    unknown_vae_message,
-    vae_files,
-)
+from inference.common.vae_files import AUTOMATIC
 
 if TYPE_CHECKING:
-    from bot.config import LimitSettings, ModelSettings, Settings
-    from db.models import Job, User
+    from bot.config import LimitSettings, Settings
+    from db.models import User
 
 T = TypeVar("T")
 MAX_SEED = 2**32 - 1  # A1111's range: seeds are unsigned 32-bit integers
@@ -246,51 +222,6 @@ def resolve_parameters(
 
 
 # --- one check per option, shared by the commands and /settings (the same words) -------------
-
-
-def check_model(settings: Settings, name: str) -> ModelSettings:
-    model = settings.model(name)
-    if model is None:
-        known = listed(m.name for m in settings.models)
-        raise InvalidOption(f"Unknown model `{echo(name)}`. Available models: {known}.")
-    return model
-
-
-def check_vae(settings: Settings, model: ModelSettings, choice: str) -> str:
-    """The VAE file a job of ``model`` runs with for a member's choice ("Automatic", "None" or
-    a VAE's name): its name, or "" for the model's own (inference.common.vae_files)."""
-    try:
-        return resolve_vae(choice, model.source, model.vae, settings_vae_files(settings))
-    except UnknownVaeError as error:
-        raise InvalidOption(str(error)) from None
-
-
-def check_vae_choice(settings: Settings, choice: str) -> str:
-    """A member's VAE choice as stored: "Automatic", "None" or a VAE file's name."""
-    for fixed in (AUTOMATIC, NONE):
-        if choice.strip().casefold() == fixed.casefold():
-            return fixed
-    files = settings_vae_files(settings)
-    found = find_vae(choice, files)
-    if found is None:
-        raise InvalidOption(unknown_vae_message(choice, files))
-    return found
-
-
-def settings_vae_files(settings: Settings) -> dict[str, Path]:
-    """The VAE files the worker finds: the VAE folders', and those beside the checkpoints."""
-    return vae_files(settings.vae_dirs, [model.source for model in settings.models])
-
-
-def check_clip_skip(clip_skip: int) -> int:
-    if not 1 <= clip_skip <= MAX_CLIP_SKIP:
-        raise InvalidOption(f"clip skip must be between 1 and {MAX_CLIP_SKIP} (1: no skip), got {clip_skip}.")
-    return clip_skip
-
-def model_family(model: ModelSettings) -> str:
-    """The model's family: as configured or found by the [a1111] scan, else read from its
-    folder or file ("" when a hub id not downloaded cannot tell)."""
-    return model.family or folder_family(model.source)
 
 
 def with_refiner(
@@ -536,174 +467,3 @@ def size_for_aspect(aspect: str, base_size: int, max_size: int) -> tuple[int, in
 
 def _multiple_of_8(value: float) -> int:
     return max(8, round(value / 8) * 8)
-
-
-def image_seeds(job: Job | JobParameters) -> tuple[tuple[int, ...], tuple[int, ...]]:
-    """Per-image seeds and subseeds of a job, the one rule used to run and to record it.
-
-    A batch follows A1111: image i has seed + i, so re-running image i alone with its seed
-    reproduces it. Variations keep the parent image's seed for every image and vary the
-    subseed (subseed + i), so the composition stays and only the variation noise differs.
-    """
-    if job.kind == JobKind.VARIATION:
-        assert job.subseed is not None, "a variation job always has a subseed"
-        return (job.seed,) * job.count, tuple(job.subseed + i for i in range(job.count))
-    if job.kind == JobKind.PLOT and job.plot_json:
-        # As A1111's scripts: every cell has the job's seed unless the cell sets its own.
-        cells = plot_options(job.plot_json).cells
-        return tuple(job.seed if cell.seed is None else cell.seed for cell in cells), ()
-    return tuple(job.seed + i for i in range(job.count)), ()
-
-
-# The protocol's workflow groups, and the job columns named otherwise than the group's fields
-# they fill; a field without a column (outpaint's blend) keeps the group's default.
-_WORKFLOW_GROUPS: dict[str, tuple[type, dict[str, str]]] = dict(
-    image=(ImageInput, {"path": "init_image_path"}),
-    inpaint=(InpaintOptions, {"only_masked": "inpaint_only_masked", "only_masked_padding": "inpaint_padding"}),
-    outpaint=(OutpaintOptions, {side: f"outpaint_{side}" for side in ("left", "right", "top", "bottom")}),
-    hires=(HiresFix, {"scale": "hires_scale", "steps": "hires_steps", "denoising_strength": "hires_denoising", "upscaler": "hires_upscaler"}),
-    upscale=(UpscaleOptions, {"scale": "upscale_factor"}),
-)
-_JOB_COLUMNS = frozenset(f.name for f in fields(JobParameters))
-# The request's fields that are a job's columns under the same name.
-_SAME_NAMED = tuple(f.name for f in fields(GenerateRequest) if f.name in _JOB_COLUMNS)
-
-
-def _workflow_group(job: Job, group: type, renamed: dict[str, str]) -> object:
-    """One of the protocol's workflow groups from a job's columns; an empty column (None, "")
-    leaves the group's default."""
-    values = {}
-    for option in fields(group):
-        column = renamed.get(option.name, option.name)
-        value = getattr(job, column) if column in _JOB_COLUMNS else None
-        if value is None or value == "":
-            continue
-        # A closed set (ResizeMode, MaskedContent) is stored as its value.
-        values[option.name] = type(option.default)(value) if isinstance(option.default, Enum) else value
-    return group(**values)
-
-
-def generate_request(job: Job) -> GenerateRequest:
-    """The worker's request for a job row: its own columns, its seeds per image, and its
-    workflow's options grouped as the protocol declares them."""
-    seeds, subseeds = image_seeds(job)
-    has_group = dict(
-        image=job.init_image_path is not None,
-        inpaint=job.mask_path is not None,
-        outpaint=job.kind == JobKind.OUTPAINT,
-        hires=job.hires_scale is not None and job.hires_scale > 1,
-        upscale=job.kind == JobKind.UPSCALE,
-    )
-    groups = {
-        name: _workflow_group(job, group, renamed) if has_group[name] else None
-        for name, (group, renamed) in _WORKFLOW_GROUPS.items()
-    }
-    return GenerateRequest(**{
-        **{name: getattr(job, name) for name in _SAME_NAMED},
-        **groups,
-        "job_id": job.id,
-        "kind": JobKind(job.kind),
-        "seeds": seeds,
-        "subseeds": subseeds,
-        "subseed_strength": job.subseed_strength if subseeds else 0.0,
-        "plot": plot_options(job.plot_json) if job.plot_json else None,
-        "seed_resize_from": seed_resize_of(job),
-        "tiling": bool(job.tiling),
-        "safety_check": bool(job.safety_check),
-        **_refiner_fields(job, has_group["hires"]),
-    })
-
-
-def _refiner_fields(job: Job, hires: bool) -> dict[str, object]:
-    """The refiner finishes txt2img and variations without the hires fix; an image workflow
-    made from a refined job's image (inpaint, zoom out...) runs on its model alone."""
-    if not job.refiner or hires or JobKind(job.kind) not in (JobKind.TXT2IMG, JobKind.VARIATION):
-        return {"refiner": "", "refiner_switch_at": DEFAULT_REFINER_SWITCH_AT}
-    return {"refiner": job.refiner, "refiner_switch_at": job.refiner_switch_at or DEFAULT_REFINER_SWITCH_AT}
-
-def seed_resize_of(job: Job | JobParameters) -> tuple[int, int] | None:
-    """A job's "Resize seed from" (width, height), or None when off."""
-    if job.seed_resize_from_width and job.seed_resize_from_height:
-        return job.seed_resize_from_width, job.seed_resize_from_height
-    return None
-
-
-def sampling_options(job: Job | JobParameters) -> dict[str, object]:
-    """A job's sampler and noise choices as GenerationOptions fields: what work derived from
-    its images (Vary, Remix, Upscale's img2img, zoom) keeps."""
-    resize = seed_resize_of(job)
-    return dict(
-        sampler=job.sampler,
-        schedule_type=job.schedule_type,
-        rng=job.rng,
-        ensd=job.eta_noise_seed_delta,
-        eta=job.eta,
-        seed_resize_from=f"{resize[0]}x{resize[1]}" if resize else None,
-    )
-
-
-def plot_options(text: str) -> PlotOptions:
-    """PlotOptions from the JSON a job row keeps (plot_json)."""
-    data = json.loads(text)
-    cells = tuple(PlotCell(**cell) for cell in data.pop("cells"))
-    return PlotOptions(cells=cells, **{key: tuple(v) if isinstance(v, list) else v for key, v in data.items()})
-
-
-def plot_json(plot: PlotOptions) -> str:
-    return json.dumps(asdict(plot))
-
-
-def parameters_of(job: Job) -> JobParameters:
-    """A job row's parameters (the row has a column for every field)."""
-    values = {f.name: getattr(job, f.name) for f in fields(JobParameters)}
-    return JobParameters(**{**values, "kind": JobKind(job.kind)})
-
-
-def job_columns(params: JobParameters) -> dict[str, object]:
-    """The jobs-table columns for these parameters."""
-    return {**asdict(params), "kind": params.kind.value}
-
-
-def reroll_of(job: Job) -> JobParameters:
-    """Same parameters, new seeds (and no variation): Midjourney's 🔄. The workflow stays: an
-    img2img, inpaint or outpaint reroll works on the same source image and mask, a plot stays a
-    plot (its cells keep what they set, a Seed axis's seeds included); a variation is txt2img."""
-    return replace(
-        parameters_of(job),
-        kind=JobKind.TXT2IMG if job.kind == JobKind.VARIATION else JobKind(job.kind),
-        seed=random_seed(),
-        subseed=None,
-        subseed_strength=0.0,
-        parent_job_id=job.id,
-        parent_image_index=None,
-    )
-
-
-# What Remix takes from the edited parameters: all that the prompts and their inline parameters
-# set. The workflow (source image, mask...), the count and the kind stay the job's.
-REMIXED = (
-    "prompt", "negative_prompt", "model", "width", "height", "steps", "cfg_scale", "sampler", "seed", "tiling", "vae",
-    "clip_skip", "schedule_type", "eta",
-)
-
-
-def remix_of(job: Job, edited: JobParameters) -> JobParameters:
-    """The same job with what the user edited in Remix (the prompts, and any inline parameters
-    they wrote, resolved and checked as `edited`): the same seeds unless they gave one, the
-    same workflow. Midjourney's remix."""
-    remixed = {name: getattr(edited, name) for name in REMIXED}
-    return replace(parameters_of(job), **remixed, parent_job_id=job.id, parent_image_index=None)
-
-
-def variation_of(job: Job, image_index: int, seed: int, strength: float, count: int) -> JobParameters:
-    """A1111 variations of one image: its seed, new variation seeds, a blend strength."""
-    return replace(
-        parameters_of(job),
-        kind=JobKind.VARIATION,
-        count=count,
-        seed=seed,
-        subseed=random_seed(),
-        subseed_strength=strength,
-        parent_job_id=job.id,
-        parent_image_index=image_index,
-    )

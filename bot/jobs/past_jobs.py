@@ -14,7 +14,8 @@ from typing import TYPE_CHECKING
 from sqlalchemy import func, select
 
 from bot.errors import ImageUnavailable, InvalidOption
-from bot.jobs.params import JobParameters, parameters_of
+from bot.jobs.params import JobParameters
+from bot.jobs.job_rows import parameters_of
 from bot.jobs.retention import expired_message
 from db.models import Job
 from inference.common.protocol import JobKind

@@ -27,16 +27,9 @@ from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
 from bot.errors import InvalidOption, echo, listed
-from bot.jobs.params import (
-    MAX_SEED,
-    GenerationOptions,
-    JobParameters,
-    check_model,
-    check_vae,
-    plot_json,
-    random_seed,
-    resolve_parameters,
-)
+from bot.jobs.params import MAX_SEED, GenerationOptions, JobParameters, random_seed, resolve_parameters
+from bot.jobs.job_rows import plot_json
+from bot.jobs.model_checks import check_model, check_vae
 from bot.jobs.sampling import MAX_ETA, check_rng, check_sampling
 from bot.jobs.workflow_params import hires_parameters
 from bot.prompts.checks import check_prompt_texts

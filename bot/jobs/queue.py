@@ -32,7 +32,8 @@ from sqlalchemy.orm.attributes import set_committed_value
 from bot.config import QueueSettings
 from bot.errors import JobNotFound, QueueFull, TooCostly
 from bot.jobs.cost import cost_refusal, job_cost
-from bot.jobs.params import JobParameters, generate_request, job_columns
+from bot.jobs.params import JobParameters
+from bot.jobs.job_rows import generate_request, job_columns
 from bot.jobs.privacy import PrivacyIndex
 from db.base import Base, utcnow
 from db.models import ACTIVE_STATUSES, ERROR_DETAIL_MARK, Image, Job, JobStatus, User

@@ -42,7 +42,7 @@ from bot.errors import Refused
 from bot.interactions import is_age_restricted
 from bot.jobs.cost import cost_refusal, job_cost
 from bot.jobs.network_checks import check_job_networks
-from bot.jobs.params import plot_options
+from bot.jobs.job_rows import plot_options
 from bot.policy import audit, model_rules, rules, store
 from db.base import utcnow
 from db.models import Job, JobStatus

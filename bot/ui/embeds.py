@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import discord
 
-from bot.jobs.params import image_seeds, plot_options
+from bot.jobs.job_rows import image_seeds, plot_options
 from bot.jobs.plot_params import plot_summary
 from bot.prompts.tokens import token_summary
 from db.models import Job

@@ -32,18 +32,14 @@ from bot.jobs.params import (
     ASPECT_RATIOS,
     check_aspect,
     check_cfg,
-    check_clip_skip,
-    check_model,
     check_negative_prompt,
     check_sampler,
     check_size,
     check_steps,
     check_upscaler_name,
-    check_vae_choice,
     member_defaults,
-    model_family,
-    settings_vae_files,
 )
+from bot.jobs.model_checks import check_clip_skip, check_model, check_vae_choice, model_family, settings_vae_files
 from bot.jobs.workflow_params import upscaler_names
 from bot.prompts import style_store
 from bot.ui.embeds import clip
