@@ -1,0 +1,144 @@
+"""A1111's denoiser around a diffusers UNet, and a k-diffusion sampler's whole run over it.
+
+A1111 wraps the model in k-diffusion's CompVisDenoiser (CompVisVDenoiser for v-prediction
+models) and that in its CFGDenoiser (modules/sd_samplers_cfg_denoiser.py): each call runs the
+conds of every image and the unconds in one UNet batch, combines them with the AND weights
+and the CFG scale, and counts model evaluations, which is what prompt editing's steps are.
+``KDenoiser`` is both layers over the diffusers UNet; ``run_k_sampler`` sets up a sampler's
+noise as A1111's KDiffusionSampler does (its per-image step noise, or Brownian trees seeded
+with the image seeds, eta) and runs it with progress, previews and cancellation between steps.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable, Sequence
+
+import torch
+
+from inference.common.sampler_catalog import K_DIFFUSION, SAMPLERS
+from inference.conditioning import Conditioning
+from inference.k_sampling import SAMPLE_FUNCTIONS, BrownianTreeNoiseSampler
+from inference.noise import ImageNoise
+from inference.schedules import DiscreteSigmas, sd_alphas_cumprod
+
+# k-diffusion's sigma_data of the v-prediction denoiser (CompVisVDenoiser).
+SIGMA_DATA = 1.0
+
+
+def model_alphas_cumprod(pipe) -> torch.Tensor:
+    """The model's alphas_cumprod as A1111's loaded model holds them: ldm's schedule from the
+    scheduler config's betas (float64, stored float32), or the scheduler's own table for a
+    schedule ldm does not compute that way."""
+    config = pipe.scheduler.config
+    if config.get("beta_schedule", "scaled_linear") == "scaled_linear" and config.get("trained_betas") is None:
+        return sd_alphas_cumprod(config["beta_start"], config["beta_end"], config["num_train_timesteps"])
+    return pipe.scheduler.alphas_cumprod.to(torch.float32)
+
+
+def supports_k_sampling(pipe, sampler: str) -> bool:
+    """Whether this sampler runs here on this pipeline: a k-diffusion sampler of ours over a
+    pipeline with the plain SD UNet conditioning (SD 1.x/2.x; SDXL's added conditioning and
+    the inpainting UNet's extra channels still run through the diffusers scheduler path)."""
+    info = SAMPLERS.get(sampler)
+    if info is None or info.family != K_DIFFUSION or info.function not in SAMPLE_FUNCTIONS:
+        return False
+    unet = getattr(pipe, "unet", None)
+    return (
+        unet is not None
+        and unet.config.in_channels == 4
+        and unet.config.get("addition_embed_type") is None
+    )
+
+
+class KDenoiser:
+    """``denoiser(x, sigma) -> denoised`` for k-diffusion: CompVis(V)Denoiser's scalings of
+    the UNet's eps or v output, under A1111's CFG over the conditioning in force at the
+    current evaluation (``step``, counted per call)."""
+
+    def __init__(
+        self,
+        unet,
+        table: DiscreteSigmas,
+        conditioning: Conditioning,
+        cfg_scale: float,
+        prediction_type: str = "epsilon",
+    ) -> None:
+        if prediction_type not in ("epsilon", "v_prediction"):
+            raise ValueError(f"cannot sample a {prediction_type!r} model over sigmas")
+        self.unet = unet
+        self.table = table
+        self.conditioning = conditioning
+        self.cfg_scale = cfg_scale
+        self.v_prediction = prediction_type == "v_prediction"
+        self.weights = torch.tensor(conditioning.weights, dtype=torch.float32)
+        self.step = 0
+
+    def _scalings(self, sigma: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(c_skip, c_out, c_in) per row, shaped to broadcast over an image."""
+        if self.v_prediction:
+            total = sigma**2 + SIGMA_DATA**2
+            c_skip, c_out = SIGMA_DATA**2 / total, -sigma * SIGMA_DATA / total**0.5
+        else:
+            total = sigma**2 + 1
+            c_skip, c_out = torch.ones_like(sigma), -sigma
+        return tuple(value[:, None, None, None] for value in (c_skip, c_out, 1 / total**0.5))
+
+    @torch.no_grad()
+    def __call__(self, x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
+        cond, uncond = self.conditioning.at_step(self.step)
+        self.step += 1
+        images, parts = x.shape[0], cond.shape[0]
+        # A1111's layout: every image's conds (image by image), then every image's uncond.
+        x_in = torch.cat([x.repeat_interleave(parts, 0), x])
+        sigma_in = torch.cat([sigma.repeat_interleave(parts, 0), sigma])
+        embeds = torch.cat([cond.repeat(images, 1, 1), uncond.expand(images, -1, -1)])
+        c_skip, c_out, c_in = self._scalings(sigma_in)
+        unet_dtype = self.unet.dtype
+        out = self.unet(
+            (x_in * c_in).to(unet_dtype),
+            self.table.sigma_to_t(sigma_in).to(x.device),
+            encoder_hidden_states=embeds.to(device=x.device, dtype=unet_dtype),
+            return_dict=False,
+        )[0].float()
+        denoised = out * c_out + x_in * c_skip
+        denoised_cond = denoised[: images * parts].unflatten(0, (images, parts))
+        denoised_uncond = denoised[images * parts :]
+        weights = self.weights.to(x.device).view(1, parts, 1, 1, 1)
+        difference = (weights * (denoised_cond - denoised_uncond[:, None])).sum(1)
+        return denoised_uncond + difference * self.cfg_scale
+
+
+def k_noise_sampler(sampler: str, x: torch.Tensor, sigmas: torch.Tensor, noise: ImageNoise,
+                    seeds: Sequence[int]) -> Callable:
+    """A1111's noise for the sampler's steps: a Brownian tree per image seed for the SDE
+    samplers, otherwise the next draw of each image's generator (its randn_like hijack)."""
+    if SAMPLERS[sampler].brownian_noise:
+        positive = sigmas[sigmas > 0]
+        return BrownianTreeNoiseSampler(x, positive.min(), sigmas.max(), seeds, noise.source)
+    return lambda sigma, sigma_next: noise.next().to(x.device, x.dtype)
+
+
+def run_k_sampler(
+    sampler: str,
+    denoiser: KDenoiser,
+    x: torch.Tensor,
+    sigmas: torch.Tensor,
+    noise: ImageNoise,
+    seeds: Sequence[int],
+    callback: Callable[[dict], None] | None,
+    eta: float | None = None,
+) -> torch.Tensor:
+    """Run a k-diffusion sampler from ``x`` (already at ``sigmas[0]``) as A1111 calls it."""
+    info = SAMPLERS[sampler]
+    function = SAMPLE_FUNCTIONS[info.function]
+    sigmas = sigmas.to(x.device)
+    parameters = inspect.signature(function).parameters
+    kwargs: dict = {"callback": callback}
+    if "noise_sampler" in parameters:
+        kwargs["noise_sampler"] = k_noise_sampler(sampler, x, sigmas, noise, seeds)
+    if "eta" in parameters:
+        kwargs["eta"] = info.eta_default if eta is None else eta
+    if info.solver_type is not None:
+        kwargs["solver_type"] = info.solver_type
+    return function(denoiser, x, sigmas, **kwargs)
