@@ -311,12 +311,14 @@ def _run(
             "pick it as the refiner of an SDXL model"
         )
 
-    sampler, schedule = resolve_sampler(request)
-    if denoising_end is None and supports_k_sampling(pipe, sampler):
-        latents = txt2img_latents(pipe, request, on_step, is_cancelled, progress_steps)
-        return latents if output_type == "latent" else decode_latents(pipe, latents)
+    if denoising_end is None and uses_k_sampling(pipe, request):
+        with seamless_tiling(pipe, request.tiling):
+            latents = txt2img_latents(pipe, request, on_step, is_cancelled, progress_steps)
+            return latents if output_type == "latent" else decode_latents(pipe, latents)
     if request.sampler not in SAMPLERS:
-        raise InvalidRequestError(f"the sampler {sampler} is not available for `{request.model}` yet")
+        raise InvalidRequestError(
+            f"the sampler {resolve_sampler(request)[0]} is not available for `{request.model}` yet"
+        )
     use_sampler(pipe, request.sampler, request.seeds)
     conditioning = encode_for_pass(pipe, request, request.steps)
     channels = pipe.unet.config.in_channels
@@ -330,6 +332,12 @@ def _run(
 
 
 # --- A1111's samplers over sigmas (k-diffusion) ---------------------------------------------
+
+
+def uses_k_sampling(pipe: DiffusionPipeline, request: GenerateRequest) -> bool:
+    """Whether the request's sampler runs as A1111's k-diffusion sampler on this pipeline
+    (else through the diffusers scheduler of inference.common.samplers)."""
+    return supports_k_sampling(pipe, resolve_sampler(request)[0])
 
 
 def request_noise(request: GenerateRequest, shape: Sequence[int], device: torch.device) -> ImageNoise:
@@ -370,23 +378,23 @@ def k_step_callback(total_steps: int, run_steps: int, on_step: OnStep, is_cancel
 def k_sample(
     pipe: DiffusionPipeline,
     request: GenerateRequest,
-    conditioning: Conditioning,
+    jobs: Sequence[tuple[Conditioning, int]],
     start: torch.Tensor,
     sigmas: torch.Tensor,
-    noise: ImageNoise,
+    noises: Sequence[ImageNoise],
     callback,  # type: ignore[no-untyped-def]
 ) -> torch.Tensor:
     """One k-diffusion pass from ``start`` (already at ``sigmas[0]``) over the pipeline's UNet,
-    with A1111's CFG, AND weights and prompt schedule: the final latents, as the UNet sees them."""
+    with A1111's CFG, AND weights and prompt schedule: the final latents, as the UNet sees them
+    (the caller sets seamless tiling around it and the decode). ``request`` gives sampler, CFG
+    and eta; ``jobs`` each job's Conditioning and image
+    count, and ``noises`` its ImageNoise, in the order of the batch's images."""
     sampler, _ = resolve_sampler(request)
     device = pipe.unet.device
     table = model_sigmas(sampler, model_alphas_cumprod(pipe).to(device))
     prediction_type = pipe.scheduler.config.get("prediction_type", "epsilon")
-    denoiser = KDenoiser(pipe.unet, table, conditioning, request.cfg_scale, prediction_type)
-    with seamless_tiling(pipe, request.tiling):
-        latents = run_k_sampler(
-            sampler, denoiser, start.to(device), sigmas, noise, request.seeds, callback, request.eta
-        )
+    denoiser = KDenoiser(pipe.unet, table, jobs, request.cfg_scale, prediction_type)
+    latents = run_k_sampler(sampler, denoiser, start.to(device), sigmas, noises, callback, request.eta)
     return latents.to(pipe.unet.dtype)
 
 
@@ -419,7 +427,7 @@ def txt2img_latents(
     noise = request_noise(request, shape, pipe.unet.device)
     start = noise.next() * sigmas[0]
     callback = k_step_callback(progress_steps or request.steps, len(sigmas) - 1, on_step, is_cancelled)
-    return k_sample(pipe, request, conditioning, start, sigmas, noise, callback)
+    return k_sample(pipe, request, [(conditioning, len(request.seeds))], start, sigmas, [noise], callback)
 
 
 def decode_latents(pipe: DiffusionPipeline, latents: torch.Tensor) -> list[Image.Image]:

@@ -54,13 +54,19 @@ def supports_k_sampling(pipe, sampler: str) -> bool:
 class KDenoiser:
     """``denoiser(x, sigma) -> denoised`` for k-diffusion: CompVis(V)Denoiser's scalings of
     the UNet's eps or v output, under A1111's CFG over the conditioning in force at the
-    current evaluation (``step``, counted per call)."""
+    current evaluation (``step``, counted per call).
+
+    ``jobs`` pairs each Conditioning with the number of images it conditions, in the order
+    of the batch's images (one pair for a job alone; several for a cross-user batch). Each
+    image's conds (its AND parts) and every image's uncond run in one UNet batch, A1111's
+    layout; an image's denoised is uncond + cfg * sum_i w_i (cond_i - uncond).
+    """
 
     def __init__(
         self,
         unet,
         table: DiscreteSigmas,
-        conditioning: Conditioning,
+        jobs: Sequence[tuple[Conditioning, int]],
         cfg_scale: float,
         prediction_type: str = "epsilon",
     ) -> None:
@@ -68,10 +74,24 @@ class KDenoiser:
             raise ValueError(f"cannot sample a {prediction_type!r} model over sigmas")
         self.unet = unet
         self.table = table
-        self.conditioning = conditioning
+        self.jobs = tuple(jobs)
         self.cfg_scale = cfg_scale
         self.v_prediction = prediction_type == "v_prediction"
-        self.weights = torch.tensor(conditioning.weights, dtype=torch.float32)
+        # Each image's cond rows: which rows of x they repeat, and the AND weights that take
+        # them back to one image (images, cond rows), so the combination is one matmul.
+        sources, weights = [], []
+        for conditioning, images in self.jobs:
+            for _ in range(images):
+                image = len(weights)
+                sources.extend([image] * len(conditioning.weights))
+                weights.append(conditioning.weights)
+        self.cond_sources = torch.tensor(sources)
+        self.combine = torch.zeros(len(weights), len(sources))
+        row = 0
+        for image, image_weights in enumerate(weights):
+            self.combine[image, row : row + len(image_weights)] = torch.tensor(image_weights)
+            row += len(image_weights)
+        self.weight_sums = self.combine.sum(1)
         self.step = 0
 
     def _scalings(self, sigma: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -84,15 +104,22 @@ class KDenoiser:
             c_skip, c_out = torch.ones_like(sigma), -sigma
         return tuple(value[:, None, None, None] for value in (c_skip, c_out, 1 / total**0.5))
 
+    def _embeddings(self, step: int) -> torch.Tensor:
+        """Every image's cond rows, then every image's uncond, at ``step``."""
+        conds, unconds = [], []
+        for conditioning, images in self.jobs:
+            cond, uncond = conditioning.at_step(step)
+            conds.append(cond.repeat(images, 1, 1))
+            unconds.append(uncond.expand(images, -1, -1))
+        return torch.cat(conds + unconds)
+
     @torch.no_grad()
     def __call__(self, x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
-        cond, uncond = self.conditioning.at_step(self.step)
+        embeds = self._embeddings(self.step)
         self.step += 1
-        images, parts = x.shape[0], cond.shape[0]
-        # A1111's layout: every image's conds (image by image), then every image's uncond.
-        x_in = torch.cat([x.repeat_interleave(parts, 0), x])
-        sigma_in = torch.cat([sigma.repeat_interleave(parts, 0), sigma])
-        embeds = torch.cat([cond.repeat(images, 1, 1), uncond.expand(images, -1, -1)])
+        sources = self.cond_sources.to(x.device)
+        x_in = torch.cat([x[sources], x])
+        sigma_in = torch.cat([sigma[sources], sigma])
         c_skip, c_out, c_in = self._scalings(sigma_in)
         unet_dtype = self.unet.dtype
         out = self.unet(
@@ -102,21 +129,28 @@ class KDenoiser:
             return_dict=False,
         )[0].float()
         denoised = out * c_out + x_in * c_skip
-        denoised_cond = denoised[: images * parts].unflatten(0, (images, parts))
-        denoised_uncond = denoised[images * parts :]
-        weights = self.weights.to(x.device).view(1, parts, 1, 1, 1)
-        difference = (weights * (denoised_cond - denoised_uncond[:, None])).sum(1)
-        return denoised_uncond + difference * self.cfg_scale
+        conds, uncond = denoised[: len(sources)], denoised[len(sources) :]
+        combine = self.combine.to(x.device)
+        weighted = torch.einsum("ir,r...->i...", combine, conds)
+        difference = weighted - self.weight_sums.to(x.device).view(-1, 1, 1, 1) * uncond
+        return uncond + difference * self.cfg_scale
 
 
-def k_noise_sampler(sampler: str, x: torch.Tensor, sigmas: torch.Tensor, noise: ImageNoise,
-                    seeds: Sequence[int]) -> Callable:
-    """A1111's noise for the sampler's steps: a Brownian tree per image seed for the SDE
-    samplers, otherwise the next draw of each image's generator (its randn_like hijack)."""
+def k_noise_sampler(sampler: str, x: torch.Tensor, sigmas: torch.Tensor, noises: Sequence[ImageNoise]) -> Callable:
+    """A1111's noise for the sampler's steps, each job's from its own ImageNoise (its seeds,
+    RNG source and ENSD): a Brownian tree per image seed for the SDE samplers, otherwise the
+    next draw of each image's generator (A1111's randn_like hijack)."""
     if SAMPLERS[sampler].brownian_noise:
         positive = sigmas[sigmas > 0]
-        return BrownianTreeNoiseSampler(x, positive.min(), sigmas.max(), seeds, noise.source)
-    return lambda sigma, sigma_next: noise.next().to(x.device, x.dtype)
+        trees, row = [], 0
+        for noise in noises:
+            rows = x[row : row + len(noise.seeds)]
+            trees.append(BrownianTreeNoiseSampler(rows, positive.min(), sigmas.max(), noise.seeds, noise.source))
+            row += len(noise.seeds)
+        if len(trees) == 1:
+            return trees[0]
+        return lambda sigma, sigma_next: torch.cat([tree(sigma, sigma_next) for tree in trees])
+    return lambda sigma, sigma_next: torch.cat([noise.next() for noise in noises]).to(x.device, x.dtype)
 
 
 def run_k_sampler(
@@ -124,19 +158,19 @@ def run_k_sampler(
     denoiser: KDenoiser,
     x: torch.Tensor,
     sigmas: torch.Tensor,
-    noise: ImageNoise,
-    seeds: Sequence[int],
+    noises: Sequence[ImageNoise],
     callback: Callable[[dict], None] | None,
     eta: float | None = None,
 ) -> torch.Tensor:
-    """Run a k-diffusion sampler from ``x`` (already at ``sigmas[0]``) as A1111 calls it."""
+    """Run a k-diffusion sampler from ``x`` (already at ``sigmas[0]``) as A1111 calls it;
+    ``noises`` are the batch's jobs' ImageNoise, in the order of x's images."""
     info = SAMPLERS[sampler]
     function = SAMPLE_FUNCTIONS[info.function]
     sigmas = sigmas.to(x.device)
     parameters = inspect.signature(function).parameters
     kwargs: dict = {"callback": callback}
     if "noise_sampler" in parameters:
-        kwargs["noise_sampler"] = k_noise_sampler(sampler, x, sigmas, noise, seeds)
+        kwargs["noise_sampler"] = k_noise_sampler(sampler, x, sigmas, noises)
     if "eta" in parameters:
         kwargs["eta"] = info.eta_default if eta is None else eta
     if info.solver_type is not None:
