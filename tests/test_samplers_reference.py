@@ -375,3 +375,68 @@ def test_batch_image_equals_its_seed_alone(tiny_pipe):
         batch = generate_latents(tiny_pipe, tiny_request(sampler=sampler, steps=STEPS, seeds=SEEDS))
         alone = generate_latents(tiny_pipe, tiny_request(sampler=sampler, steps=STEPS, seeds=SEEDS[1:]))
         assert_same_latents(batch[1:], alone.float())
+
+
+# --- img2img: A1111's step count and sample_img2img ------------------------------------------
+
+
+def test_img2img_runs_a1111s_count_from_the_noised_source(tiny_pipe, tmp_path):
+    from PIL import Image
+
+    from inference.common.protocol import ImageInput, JobKind
+    from inference.img2img import decode, encode, run_img2img
+
+    source = Image.new("RGB", (64, 64), (200, 100, 50))
+    source.save(tmp_path / "source.png")
+    steps, strength = 8, 0.5
+    request = tiny_request(
+        sampler="Euler a", steps=steps, seeds=SEEDS, kind=JobKind.IMG2IMG,
+        image=ImageInput(str(tmp_path / "source.png"), denoising_strength=strength),
+    )
+    reports = []
+    ours = run_img2img(tiny_pipe, request, lambda step, total, latents: reports.append((step, total)), lambda: False)
+    # A1111: t_enc = int(min(0.5, 0.999) * 8) = 4; the sampler runs the last t_enc + 1 sigmas.
+    assert reports == [(step, 5) for step in range(1, 6)]
+    with torch.no_grad():
+        model = ReferenceDenoiser(tiny_pipe, request.prompt, request.negative_prompt, request.cfg_scale)
+        sigmas = sampler_sigmas("Euler a", "Automatic", steps, sd_alphas_cumprod())[steps - 4 - 1 :]
+        noise = ReferenceNoise(SEEDS, (4, 8, 8))
+        x = encode(tiny_pipe, [source] * len(SEEDS)) + noise.first * sigmas[0]
+        expected = decode(tiny_pipe, ref_euler_a(model, x, sigmas, noise.randn_like))
+    for image, reference in zip(ours, expected):
+        assert np.abs(np.asarray(image, dtype=int) - np.asarray(reference, dtype=int)).max() <= 1
+
+
+def test_hires_pass_runs_a1111s_schedule_with_the_variation_noise(tiny_pipe):
+    from inference.common.protocol import HiresFix
+    from inference.img2img import decode
+    from inference.noise import slerp
+    from inference.workflows import LATENT, run_hires
+
+    seeds, subseeds, strength = (21, 22), (7, 8), 0.3
+    request = tiny_request(
+        sampler="Euler", steps=4, seeds=seeds, subseeds=subseeds, subseed_strength=strength,
+        hires=HiresFix(scale=1.5, steps=3, denoising_strength=0.55, upscaler=LATENT),
+    )
+    reports = []
+    ours = run_hires(tiny_pipe, None, request, lambda step, total, latents: reports.append((step, total)), lambda: False)
+    assert reports[-1] == (7, 7)  # 4 first-pass steps, then exactly the 3 hires steps
+
+    def variation_noise(shape):
+        def draw(seed):
+            return torch.randn(shape, generator=torch.Generator("cpu").manual_seed(seed))
+        return torch.stack([slerp(strength, draw(s), draw(sub)) for s, sub in zip(seeds, subseeds)])
+
+    with torch.no_grad():
+        model = ReferenceDenoiser(tiny_pipe, request.prompt, request.negative_prompt, request.cfg_scale)
+        sigmas = sampler_sigmas("Euler", "Automatic", 4, sd_alphas_cumprod())
+        first = ref_euler(model, variation_noise((4, 8, 8)) * sigmas[0], sigmas, None)
+        upscaled = torch.nn.functional.interpolate(first, size=(12, 12), mode="bilinear", antialias=False)
+        # A1111: a schedule of int(3 / 0.55) = 5 steps, of which the last 3 run.
+        second_sigmas = sampler_sigmas("Euler", "Automatic", 5, sd_alphas_cumprod())[5 - 2 - 1 :]
+        start = upscaled + variation_noise((4, 12, 12)) * second_sigmas[0]
+        model.step = 0
+        expected = decode(tiny_pipe, ref_euler(model, start, second_sigmas, None))
+    for image, reference in zip(ours, expected):
+        assert image.size == (96, 96)
+        assert np.abs(np.asarray(image, dtype=int) - np.asarray(reference, dtype=int)).max() <= 1
