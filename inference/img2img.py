@@ -282,7 +282,18 @@ def img2img_pass(
     ``hires_steps`` the hires fix's second pass (see conditioning.encode_for_pass).
     """
     if schedule.a1111 is not None:
-        return k_img2img_pass(base, request, latents, seeds, schedule, progress, is_cancelled, hires_steps)
+        # A k-diffusion sampler, as A1111's KDiffusionSampler.sample_img2img: the schedule's
+        # last t_enc + 1 sigmas, from the source latents plus the seeds' noise (the variation
+        # seed and "Resize seed from" mixed in, as A1111's ImageRNG makes it) at the first.
+        conditioning = k_conditioning(base, request, request.steps, hires_steps)
+        sigmas = img2img_sigmas(request_sigmas(base, request, schedule.num_inference_steps), schedule.a1111)
+        pass_request = replace(request, seeds=tuple(seeds))
+        noise = request_noise(pass_request, latents.shape[1:], base.unet.device)
+        start = latents.float() + noise.next() * sigmas[0]
+        report = progress.reporter(schedule.steps)
+        callback = k_step_callback(schedule.steps, len(sigmas) - 1, report, is_cancelled)
+        jobs = [(conditioning, len(seeds))]
+        return decode_latents(base, k_sample(base, pass_request, jobs, start, sigmas, [noise], callback))
     pipe = derived_pipeline(base, StableDiffusionImg2ImgPipeline)
     use_sampler(pipe, request.sampler, seeds, base=base)
     conditioning = encode_for_pass(pipe, request, request.steps, hires_steps)
@@ -292,34 +303,6 @@ def img2img_pass(
     arguments = pipeline_arguments(pipe, conditioning, request, seeds, schedule, progress, is_cancelled, size)
     with and_prompts_unet(pipe, conditioning):
         return list(pipe(image=latents, output_type="pil", **arguments).images)
-
-
-def k_img2img_pass(
-    base: DiffusionPipeline,
-    request: GenerateRequest,
-    latents: torch.Tensor,
-    seeds: Sequence[int],
-    schedule: Schedule,
-    progress: Progress,
-    is_cancelled: IsCancelled,
-    hires_steps: int | None = None,
-) -> list[Image.Image]:
-    """img2img_pass with a k-diffusion sampler, as A1111's KDiffusionSampler.sample_img2img:
-    the schedule's last t_enc + 1 sigmas, the source latents plus the seeds' noise (with the
-    variation seed and "Resize seed from" mixed in, as A1111's ImageRNG makes it) at the
-    first of them."""
-    counts = schedule.a1111
-    conditioning = k_conditioning(base, request, request.steps, hires_steps)
-    sigmas = img2img_sigmas(request_sigmas(base, request, counts.schedule_steps), counts)
-    pass_request = replace(request, seeds=tuple(seeds))
-    noise = request_noise(pass_request, latents.shape[1:], base.unet.device)
-    start = latents.float() + noise.next() * sigmas[0]
-    callback = k_step_callback(
-        schedule.steps, len(sigmas) - 1, progress.reporter(schedule.steps), is_cancelled
-    )
-    jobs = [(conditioning, len(seeds))]
-    final = k_sample(base, pass_request, jobs, start, sigmas, [noise], callback)
-    return decode_latents(base, final)
 
 
 # --- the img2img workflow ------------------------------------------------------------------

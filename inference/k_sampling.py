@@ -59,6 +59,11 @@ def _t_of(sigma: torch.Tensor) -> torch.Tensor:
     return sigma.log().neg()
 
 
+def _log_step(sigmas: torch.Tensor, i: int) -> torch.Tensor:
+    """h of step i: how far it goes in -log(sigma)."""
+    return sigmas[i].log() - sigmas[i + 1].log()
+
+
 def _report(callback, x, i, sigma, sigma_hat, denoised) -> None:
     if callback is not None:
         callback({"x": x, "i": i, "sigma": sigma, "sigma_hat": sigma_hat, "denoised": denoised})
@@ -109,20 +114,6 @@ class BrownianTreeNoiseSampler:
 # --- samplers -------------------------------------------------------------------------------
 
 
-@torch.no_grad()
-def sample_euler(model: Denoiser, x, sigmas, callback=None, noise_sampler=None, s_churn=0.0,
-                 s_tmin=0.0, s_tmax=float("inf"), s_noise=1.0):
-    """Karras et al.'s Algorithm 2 with Euler steps (churn off by default, as in A1111)."""
-    s_in = x.new_ones([x.shape[0]])
-    for i in range(len(sigmas) - 1):
-        sigma_hat, x = _churn(x, sigmas, i, noise_sampler, s_churn, s_tmin, s_tmax, s_noise)
-        denoised = model(x, sigma_hat * s_in)
-        d = to_d(x, sigma_hat, denoised)
-        _report(callback, x, i, sigmas[i], sigma_hat, denoised)
-        x = x + d * (sigmas[i + 1] - sigma_hat)
-    return x
-
-
 def _churn(x, sigmas, i, noise_sampler, s_churn, s_tmin, s_tmax, s_noise):
     """Karras et al.'s "churn": raise sigma by gamma and add the matching noise (off at 0)."""
     gamma = min(s_churn / (len(sigmas) - 1), 2**0.5 - 1) if s_tmin <= sigmas[i] <= s_tmax else 0.0
@@ -133,56 +124,39 @@ def _churn(x, sigmas, i, noise_sampler, s_churn, s_tmin, s_tmax, s_noise):
     return sigma_hat, x
 
 
-@torch.no_grad()
-def sample_euler_ancestral(model: Denoiser, x, sigmas, noise_sampler, callback=None, eta=1.0, s_noise=1.0):
-    """Ancestral sampling with Euler steps."""
-    s_in = x.new_ones([x.shape[0]])
-    for i in range(len(sigmas) - 1):
-        denoised = model(x, sigmas[i] * s_in)
-        sigma_down, sigma_up = ancestral_step(sigmas[i], sigmas[i + 1], eta)
-        _report(callback, x, i, sigmas[i], sigmas[i], denoised)
-        d = to_d(x, sigmas[i], denoised)
-        x = x + d * (sigma_down - sigmas[i])
-        if sigmas[i + 1] > 0:
-            x = x + noise_sampler(sigmas[i], sigmas[i + 1]) * s_noise * sigma_up
-    return x
-
-
-@torch.no_grad()
-def sample_heun(model: Denoiser, x, sigmas, callback=None, noise_sampler=None, s_churn=0.0,
-                s_tmin=0.0, s_tmax=float("inf"), s_noise=1.0):
-    """Karras et al.'s Algorithm 2 with Heun steps (Euler on the last, to sigma 0)."""
+def _karras_steps(update, model: Denoiser, x, sigmas, callback, noise_sampler, s_churn, s_tmin, s_tmax, s_noise):
+    """Karras et al.'s Algorithm 2: each step evaluates the denoiser at sigma_hat (sigma after
+    any churn) and ``update(model, x, d, sigma_hat, sigma_next, s_in)`` takes x to the next
+    sigma (Euler's, Heun's or the DPM2 midpoint rule)."""
     s_in = x.new_ones([x.shape[0]])
     for i in range(len(sigmas) - 1):
         sigma_hat, x = _churn(x, sigmas, i, noise_sampler, s_churn, s_tmin, s_tmax, s_noise)
         denoised = model(x, sigma_hat * s_in)
         d = to_d(x, sigma_hat, denoised)
         _report(callback, x, i, sigmas[i], sigma_hat, denoised)
-        dt = sigmas[i + 1] - sigma_hat
-        if sigmas[i + 1] == 0:
-            x = x + d * dt
-        else:
-            x_2 = x + d * dt
-            d_2 = to_d(x_2, sigmas[i + 1], model(x_2, sigmas[i + 1] * s_in))
-            x = x + (d + d_2) / 2 * dt
+        x = update(model, x, d, sigma_hat, sigmas[i + 1], s_in)
     return x
 
 
-@torch.no_grad()
-def sample_dpm_2(model: Denoiser, x, sigmas, callback=None, noise_sampler=None, s_churn=0.0,
-                 s_tmin=0.0, s_tmax=float("inf"), s_noise=1.0):
-    """DPM-Solver-2 style midpoint steps, the midpoint halfway in log sigma."""
-    s_in = x.new_ones([x.shape[0]])
-    for i in range(len(sigmas) - 1):
-        sigma_hat, x = _churn(x, sigmas, i, noise_sampler, s_churn, s_tmin, s_tmax, s_noise)
-        denoised = model(x, sigma_hat * s_in)
-        d = to_d(x, sigma_hat, denoised)
-        _report(callback, x, i, sigmas[i], sigma_hat, denoised)
-        if sigmas[i + 1] == 0:
-            x = x + d * (sigmas[i + 1] - sigma_hat)
-        else:
-            x = _midpoint_step(model, x, d, sigma_hat, sigmas[i + 1], s_in)
-    return x
+def _euler_update(model, x, d, sigma_hat, sigma_next, s_in):
+    return x + d * (sigma_next - sigma_hat)
+
+
+def _heun_update(model, x, d, sigma_hat, sigma_next, s_in):
+    """Heun's rule; Euler's on the last step, to sigma 0."""
+    if sigma_next == 0:
+        return _euler_update(model, x, d, sigma_hat, sigma_next, s_in)
+    dt = sigma_next - sigma_hat
+    x_2 = x + d * dt
+    d_2 = to_d(x_2, sigma_next, model(x_2, sigma_next * s_in))
+    return x + (d + d_2) / 2 * dt
+
+
+def _dpm2_update(model, x, d, sigma_hat, sigma_next, s_in):
+    """DPM-Solver-2 style midpoint rule; Euler's on the last step, to sigma 0."""
+    if sigma_next == 0:
+        return _euler_update(model, x, d, sigma_hat, sigma_next, s_in)
+    return _midpoint_step(model, x, d, sigma_hat, sigma_next, s_in)
 
 
 def _midpoint_step(model, x, d, sigma, sigma_to, s_in):
@@ -193,20 +167,83 @@ def _midpoint_step(model, x, d, sigma, sigma_to, s_in):
 
 
 @torch.no_grad()
-def sample_dpm_2_ancestral(model: Denoiser, x, sigmas, noise_sampler, callback=None, eta=1.0, s_noise=1.0):
-    """Ancestral sampling with DPM-Solver-2 style midpoint steps."""
+def sample_euler(model: Denoiser, x, sigmas, callback=None, noise_sampler=None, s_churn=0.0,
+                 s_tmin=0.0, s_tmax=float("inf"), s_noise=1.0):
+    """Euler steps (churn off by default, as in A1111)."""
+    return _karras_steps(_euler_update, model, x, sigmas, callback, noise_sampler, s_churn, s_tmin, s_tmax, s_noise)
+
+
+@torch.no_grad()
+def sample_heun(model: Denoiser, x, sigmas, callback=None, noise_sampler=None, s_churn=0.0,
+                s_tmin=0.0, s_tmax=float("inf"), s_noise=1.0):
+    """Heun steps: two evaluations a step but the last."""
+    return _karras_steps(_heun_update, model, x, sigmas, callback, noise_sampler, s_churn, s_tmin, s_tmax, s_noise)
+
+
+@torch.no_grad()
+def sample_dpm_2(model: Denoiser, x, sigmas, callback=None, noise_sampler=None, s_churn=0.0,
+                 s_tmin=0.0, s_tmax=float("inf"), s_noise=1.0):
+    """DPM-Solver-2 style midpoint steps, the midpoint halfway in log sigma."""
+    return _karras_steps(_dpm2_update, model, x, sigmas, callback, noise_sampler, s_churn, s_tmin, s_tmax, s_noise)
+
+
+def _ancestral_steps(update, model: Denoiser, x, sigmas, noise_sampler, callback, eta, s_noise,
+                     noise_after_euler: bool = True):
+    """Ancestral sampling: each step goes down to sigma_down by ``update(model, x, denoised,
+    sigma, sigma_down, s_in)`` (Euler's rule when sigma_down is 0) and adds sigma_up of fresh
+    noise, except on the last step (and, for DPM2 a, after an Euler step:
+    ``noise_after_euler``)."""
     s_in = x.new_ones([x.shape[0]])
     for i in range(len(sigmas) - 1):
         denoised = model(x, sigmas[i] * s_in)
         sigma_down, sigma_up = ancestral_step(sigmas[i], sigmas[i + 1], eta)
         _report(callback, x, i, sigmas[i], sigmas[i], denoised)
-        d = to_d(x, sigmas[i], denoised)
-        if sigma_down == 0:
-            x = x + d * (sigma_down - sigmas[i])
+        euler = sigma_down == 0
+        if euler:
+            x = x + to_d(x, sigmas[i], denoised) * (sigma_down - sigmas[i])
         else:
-            x = _midpoint_step(model, x, d, sigmas[i], sigma_down, s_in)
+            x = update(model, x, denoised, sigmas[i], sigma_down, s_in)
+        if sigmas[i + 1] > 0 and (noise_after_euler or not euler):
             x = x + noise_sampler(sigmas[i], sigmas[i + 1]) * s_noise * sigma_up
     return x
+
+
+def _euler_ancestral_update(model, x, denoised, sigma, sigma_down, s_in):
+    return x + to_d(x, sigma, denoised) * (sigma_down - sigma)
+
+
+def _dpm2_ancestral_update(model, x, denoised, sigma, sigma_down, s_in):
+    return _midpoint_step(model, x, to_d(x, sigma, denoised), sigma, sigma_down, s_in)
+
+
+def _dpmpp_2s_update(model, x, denoised, sigma, sigma_down, s_in):
+    """DPM-Solver++(2S): a half step in log sigma, then the full step from its denoised."""
+    t, t_next = _t_of(sigma), _t_of(sigma_down)
+    h = t_next - t
+    s = t + h / 2
+    x_2 = (_sigma_of(s) / _sigma_of(t)) * x - (-h / 2).expm1() * denoised
+    denoised_2 = model(x_2, _sigma_of(s) * s_in)
+    return (_sigma_of(t_next) / _sigma_of(t)) * x - (-h).expm1() * denoised_2
+
+
+@torch.no_grad()
+def sample_euler_ancestral(model: Denoiser, x, sigmas, noise_sampler, callback=None, eta=1.0, s_noise=1.0):
+    """Ancestral sampling with Euler steps."""
+    return _ancestral_steps(_euler_ancestral_update, model, x, sigmas, noise_sampler, callback, eta, s_noise)
+
+
+@torch.no_grad()
+def sample_dpm_2_ancestral(model: Denoiser, x, sigmas, noise_sampler, callback=None, eta=1.0, s_noise=1.0):
+    """Ancestral sampling with DPM-Solver-2 style midpoint steps."""
+    return _ancestral_steps(
+        _dpm2_ancestral_update, model, x, sigmas, noise_sampler, callback, eta, s_noise, noise_after_euler=False
+    )
+
+
+@torch.no_grad()
+def sample_dpmpp_2s_ancestral(model: Denoiser, x, sigmas, noise_sampler, callback=None, eta=1.0, s_noise=1.0):
+    """Ancestral sampling with DPM-Solver++(2S) second-order steps."""
+    return _ancestral_steps(_dpmpp_2s_update, model, x, sigmas, noise_sampler, callback, eta, s_noise)
 
 
 def _multistep_coefficient(order: int, t, i: int, j: int) -> float:
@@ -237,28 +274,6 @@ def sample_lms(model: Denoiser, x, sigmas, callback=None, order=4):
         current = min(i + 1, order)
         coefficients = [_multistep_coefficient(current, sigmas_cpu, i, j) for j in range(current)]
         x = x + sum(c * d for c, d in zip(coefficients, reversed(derivatives)))
-    return x
-
-
-@torch.no_grad()
-def sample_dpmpp_2s_ancestral(model: Denoiser, x, sigmas, noise_sampler, callback=None, eta=1.0, s_noise=1.0):
-    """Ancestral sampling with DPM-Solver++(2S) second-order steps."""
-    s_in = x.new_ones([x.shape[0]])
-    for i in range(len(sigmas) - 1):
-        denoised = model(x, sigmas[i] * s_in)
-        sigma_down, sigma_up = ancestral_step(sigmas[i], sigmas[i + 1], eta)
-        _report(callback, x, i, sigmas[i], sigmas[i], denoised)
-        if sigma_down == 0:
-            x = x + to_d(x, sigmas[i], denoised) * (sigma_down - sigmas[i])
-        else:
-            t, t_next = _t_of(sigmas[i]), _t_of(sigma_down)
-            h = t_next - t
-            s = t + h / 2
-            x_2 = (_sigma_of(s) / _sigma_of(t)) * x - (-h / 2).expm1() * denoised
-            denoised_2 = model(x_2, _sigma_of(s) * s_in)
-            x = (_sigma_of(t_next) / _sigma_of(t)) * x - (-h).expm1() * denoised_2
-        if sigmas[i + 1] > 0:
-            x = x + noise_sampler(sigmas[i], sigmas[i + 1]) * s_noise * sigma_up
     return x
 
 
@@ -323,8 +338,7 @@ def sample_dpmpp_2m_sde(model: Denoiser, x, sigmas, noise_sampler, callback=None
         if sigmas[i + 1] == 0:
             x = denoised
         else:
-            t, s = -sigmas[i].log(), -sigmas[i + 1].log()
-            h = s - t
+            h = _log_step(sigmas, i)
             eta_h = eta * h
             x = sigmas[i + 1] / sigmas[i] * (-eta_h).exp() * x + (-h - eta_h).expm1().neg() * denoised
             if old_denoised is not None:
@@ -343,35 +357,31 @@ def sample_dpmpp_2m_sde(model: Denoiser, x, sigmas, noise_sampler, callback=None
 
 @torch.no_grad()
 def sample_dpmpp_3m_sde(model: Denoiser, x, sigmas, noise_sampler, callback=None, eta=1.0, s_noise=1.0):
-    """DPM-Solver++(3M) SDE: third order from the two previous denoised images."""
+    """DPM-Solver++(3M) SDE: third order from the two previous denoised images; the last
+    step, to sigma 0, is the denoised image itself."""
     s_in = x.new_ones([x.shape[0]])
-    denoised_1 = denoised_2 = None
-    h = h_1 = h_2 = None
+    denoised_1 = denoised_2 = h_1 = h_2 = None
     for i in range(len(sigmas) - 1):
         denoised = model(x, sigmas[i] * s_in)
         _report(callback, x, i, sigmas[i], sigmas[i], denoised)
         if sigmas[i + 1] == 0:
-            x = denoised
-        else:
-            t, s = -sigmas[i].log(), -sigmas[i + 1].log()
-            h = s - t
-            h_eta = h * (eta + 1)
-            x = torch.exp(-h_eta) * x + (-h_eta).expm1().neg() * denoised
-            if h_2 is not None:
-                r0, r1 = h_1 / h, h_2 / h
-                d1_0 = (denoised - denoised_1) / r0
-                d1_1 = (denoised_1 - denoised_2) / r1
-                d1 = d1_0 + (d1_0 - d1_1) * r0 / (r0 + r1)
-                d2 = (d1_0 - d1_1) / (r0 + r1)
-                phi_2 = h_eta.neg().expm1() / h_eta + 1
-                phi_3 = phi_2 / h_eta - 0.5
-                x = x + phi_2 * d1 - phi_3 * d2
-            elif h_1 is not None:
-                phi_2 = h_eta.neg().expm1() / h_eta + 1
-                x = x + phi_2 * (denoised - denoised_1) / (h_1 / h)
-            if eta:
-                noise = noise_sampler(sigmas[i], sigmas[i + 1])
-                x = x + noise * sigmas[i + 1] * (-2 * h * eta).expm1().neg().sqrt() * s_noise
+            return denoised
+        h = _log_step(sigmas, i)
+        h_eta = h * (eta + 1)
+        phi_2 = h_eta.neg().expm1() / h_eta + 1
+        x = torch.exp(-h_eta) * x + (-h_eta).expm1().neg() * denoised
+        if h_2 is not None:
+            r0, r1 = h_1 / h, h_2 / h
+            d1_0 = (denoised - denoised_1) / r0
+            d1_1 = (denoised_1 - denoised_2) / r1
+            d1 = d1_0 + (d1_0 - d1_1) * r0 / (r0 + r1)
+            d2 = (d1_0 - d1_1) / (r0 + r1)
+            x = x + phi_2 * d1 - (phi_2 / h_eta - 0.5) * d2
+        elif h_1 is not None:
+            x = x + phi_2 * (denoised - denoised_1) / (h_1 / h)
+        if eta:
+            noise = noise_sampler(sigmas[i], sigmas[i + 1])
+            x = x + noise * sigmas[i + 1] * (-2 * h * eta).expm1().neg().sqrt() * s_noise
         denoised_1, denoised_2 = denoised, denoised_1
         h_1, h_2 = h, h_1
     return x
