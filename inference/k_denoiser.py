@@ -92,7 +92,20 @@ class KDenoiser:
             self.combine[image, row : row + len(image_weights)] = torch.tensor(image_weights)
             row += len(image_weights)
         self.weight_sums = self.combine.sum(1)
+        # A plain prompt per image (one cond row at weight 1): the combination is cond - uncond.
+        self.plain = len(sources) == len(weights) and all(w == (1.0,) for w in weights)
+        self.on_device: torch.device | None = None
+        self.embeds_key: tuple | None = None
+        self.embeds: torch.Tensor | None = None
         self.step = 0
+
+    def _to(self, device: torch.device) -> None:
+        """The per-image tables on the sampler's device, moved once, not every step."""
+        if self.on_device != device:
+            self.cond_sources = self.cond_sources.to(device)
+            self.combine = self.combine.to(device)
+            self.weight_sums = self.weight_sums.to(device).view(-1, 1, 1, 1)
+            self.on_device = device
 
     def _scalings(self, sigma: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """(c_skip, c_out, c_in) per row, shaped to broadcast over an image."""
@@ -104,36 +117,44 @@ class KDenoiser:
             c_skip, c_out = torch.ones_like(sigma), -sigma
         return tuple(value[:, None, None, None] for value in (c_skip, c_out, 1 / total**0.5))
 
-    def _embeddings(self, step: int) -> torch.Tensor:
-        """Every image's cond rows, then every image's uncond, at ``step``."""
-        conds, unconds = [], []
-        for conditioning, images in self.jobs:
-            cond, uncond = conditioning.at_step(step)
-            conds.append(cond.repeat(images, 1, 1))
-            unconds.append(uncond.expand(images, -1, -1))
-        return torch.cat(conds + unconds)
+    def _embeddings(self, step: int, device: torch.device) -> torch.Tensor:
+        """Every image's cond rows, then every image's uncond, at ``step``, in the UNet's
+        dtype on ``device``; rebuilt only when a prompt schedule changes them."""
+        in_force = [conditioning.at_step(step) for conditioning, _ in self.jobs]
+        key = tuple(id(tensor) for pair in in_force for tensor in pair)
+        if key != self.embeds_key:
+            conds, unconds = [], []
+            for (cond, uncond), (_, images) in zip(in_force, self.jobs):
+                conds.append(cond.repeat(images, 1, 1))
+                unconds.append(uncond.expand(images, -1, -1))
+            self.embeds = torch.cat(conds + unconds).to(device=device, dtype=self.unet.dtype)
+            self.embeds_key = key
+        return self.embeds
 
     @torch.no_grad()
     def __call__(self, x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
-        embeds = self._embeddings(self.step)
+        self._to(x.device)
+        embeds = self._embeddings(self.step, x.device)
         self.step += 1
-        sources = self.cond_sources.to(x.device)
-        x_in = torch.cat([x[sources], x])
-        sigma_in = torch.cat([sigma[sources], sigma])
+        rows = len(self.cond_sources)
+        if self.plain:
+            x_in, sigma_in = torch.cat([x, x]), torch.cat([sigma, sigma])
+        else:
+            x_in = torch.cat([x[self.cond_sources], x])
+            sigma_in = torch.cat([sigma[self.cond_sources], sigma])
         c_skip, c_out, c_in = self._scalings(sigma_in)
-        unet_dtype = self.unet.dtype
         out = self.unet(
-            (x_in * c_in).to(unet_dtype),
-            self.table.sigma_to_t(sigma_in).to(x.device),
-            encoder_hidden_states=embeds.to(device=x.device, dtype=unet_dtype),
+            (x_in * c_in).to(self.unet.dtype),
+            self.table.sigma_to_t(sigma_in),
+            encoder_hidden_states=embeds,
             return_dict=False,
         )[0].float()
         denoised = out * c_out + x_in * c_skip
-        conds, uncond = denoised[: len(sources)], denoised[len(sources) :]
-        combine = self.combine.to(x.device)
-        weighted = torch.einsum("ir,r...->i...", combine, conds)
-        difference = weighted - self.weight_sums.to(x.device).view(-1, 1, 1, 1) * uncond
-        return uncond + difference * self.cfg_scale
+        conds, uncond = denoised[:rows], denoised[rows:]
+        if self.plain:
+            return uncond + (conds - uncond) * self.cfg_scale
+        weighted = torch.einsum("ir,r...->i...", self.combine, conds)
+        return uncond + (weighted - self.weight_sums * uncond) * self.cfg_scale
 
 
 def k_noise_sampler(sampler: str, x: torch.Tensor, sigmas: torch.Tensor, noises: Sequence[ImageNoise]) -> Callable:
