@@ -1,11 +1,15 @@
-"""txt2img with A1111's seed semantics on a stock diffusers pipeline.
+"""txt2img with A1111's samplers and seed semantics.
 
-A1111 users expect that image i of a batch is reproduced alone by its own seed, and that
-"variations" slerp a seed's noise towards a subseed's. diffusers gives that when each image has
-its own CPU generator: we draw each image's initial noise from its generator ourselves (exactly
-the draw diffusers would make, so the generator is left where diffusers would leave it), slerp
-it for variations, and hand the pipeline both the noise and the advanced generators, so that
-ancestral and SDE samplers keep drawing each image's later noise from that image's generator.
+The k-diffusion samplers (Euler a, DPM++ 2M, ...) run as A1111 1.10 runs them on SD 1.x/2.x:
+sigmas of the request's schedule type (inference/schedules.py), each image's noise from its
+own seed, RNG source, variation seed and ENSD (inference/noise.py ImageNoise), and the sampler
+loop over A1111's CFG denoiser around the UNet (inference/k_sampling.py, k_denoiser.py), so a
+seed gives A1111's image and image i of a batch is reproduced alone by its seed.
+
+The rest (SDXL, the refiner's base pass, DDIM and UniPC) still runs a stock diffusers pipeline
+with the scheduler of inference.common.samplers: each image's initial noise is drawn from its
+own CPU generator (the draw diffusers would make), slerped for variations, and the advanced
+generators go to the pipeline for the ancestral and SDE samplers' later noise.
 """
 
 from __future__ import annotations
@@ -24,11 +28,11 @@ from PIL import Image
 from inference.conditioning import Conditioning, and_prompts_unet, encode_for_pass
 from inference.conditioning_xl import sdxl_size_kwargs
 from inference.common.protocol import MAX_CLIP_SKIP, GenerateRequest
-from inference.common.sampler_catalog import UnknownNameError, ScheduleNotAcceptedError, checked_choice
+from inference.common.sampler_catalog import SAMPLERS as CATALOG
+from inference.common.sampler_catalog import ScheduleNotAcceptedError, UnknownNameError, checked_choice
 from inference.common.samplers import SAMPLERS
 from inference.k_denoiser import KDenoiser, model_alphas_cumprod, run_k_sampler, supports_k_sampling
 from inference.k_sampling import SAMPLE_FUNCTIONS
-from inference.common.sampler_catalog import SAMPLERS as CATALOG
 from inference.noise import ImageNoise, slerp
 from inference.schedules import model_sigmas, sampler_sigmas
 from inference.tiling import seamless_tiling
