@@ -135,7 +135,12 @@ def scheduler_for(pipe: DiffusionPipeline, sampler: str):
     """
     spec = SAMPLERS.get(sampler)
     if spec is None:
-        raise ValueError(f"unknown sampler {sampler!r}; known: {', '.join(SAMPLERS)}")
+        # A catalog sampler only the k-diffusion path runs (DPM++ 3M SDE...), asked of a
+        # workflow that still runs diffusers' schedulers (SDXL, inpaint, outpaint, the refiner).
+        raise InvalidRequestError(
+            f"the sampler {sampler} is not available for this model or workflow yet; "
+            f"it takes: {', '.join(SAMPLERS)}"
+        )
     if pipe not in _schedulers:
         _schedulers[pipe] = (dict(pipe.scheduler.config), {})
     base_config, built = _schedulers[pipe]
