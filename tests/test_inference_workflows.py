@@ -511,3 +511,10 @@ def test_every_sampler_runs_img2img_and_inpaint(cache, upscalers, files, sampler
         k_diffusion = request.inpaint is None and sampler not in ("DDIM", "UniPC")
         run_steps = 4 if k_diffusion else 3
         assert reports == [(step, run_steps) for step in range(1, run_steps + 1)], request.kind
+
+
+def test_a_sampler_only_k_diffusion_runs_is_refused_by_inpaint(cache, upscalers, files):
+    # Inpainting still runs diffusers' schedulers; DPM++ 3M SDE has none there yet.
+    request = dataclasses.replace(inpaint_request(files, strength=0.6), sampler="DPM++ 3M SDE")
+    with pytest.raises(InvalidRequestError, match=r"DPM\+\+ 3M SDE is not available"):
+        run(cache, upscalers, request)
