@@ -202,15 +202,18 @@ def generate_batch(
     cancelled stops and their entries are None.
     """
     from inference.conditioning import encode_for_pass
-    from inference.generate import JobCancelledError, use_sampler, validate_request
+    from inference.generate import JobCancelledError, k_conditioning, use_sampler, uses_k_sampling, validate_request
 
     for request in requests:
         validate_request(request)
     check_batch(requests)
     first = requests[0]
-    # Schedules count model evaluations, which depend on the sampler: set it before encoding.
-    use_sampler(pipe, first.sampler, [seed for r in requests for seed in r.seeds])
-    conditionings = [encode_for_pass(pipe, r, r.steps) for r in requests]
+    if uses_k_sampling(pipe, first):
+        conditionings = [k_conditioning(pipe, r, r.steps) for r in requests]
+    else:
+        # Schedules count model evaluations, which depend on the sampler: set it before encoding.
+        use_sampler(pipe, first.sampler, [seed for r in requests for seed in r.seeds])
+        conditionings = [encode_for_pass(pipe, r, r.steps) for r in requests]
     passes: dict[tuple[int, ...], list[int]] = {}
     for index, conditioning in enumerate(conditionings):
         passes.setdefault(tuple(conditioning.cond[0][1].shape), []).append(index)
@@ -243,21 +246,13 @@ def _one_pass(
     """One pipeline call (generate.sample) with every request's rows side by side."""
     import torch
 
-    from inference.generate import _model_dtype, initial_noise, sample, step_callback, use_sampler
+    from inference import generate
 
     first = requests[0]
     counts = [len(r.seeds) for r in requests]
     offsets = [sum(counts[:k]) for k in range(len(counts) + 1)]
-    use_sampler(pipe, first.sampler, [seed for r in requests for seed in r.seeds])
     scale = pipe.vae_scale_factor
     latent_shape = (1, pipe.unet.config.in_channels, first.height // scale, first.width // scale)
-    dtype = _model_dtype(pipe)
-    noises, generators = [], []
-    for request in requests:  # each job's noise and generators exactly as when it runs alone
-        noise, job_generators = initial_noise(request, latent_shape, dtype)
-        noises.append(noise)
-        generators.extend(job_generators)
-    conditioning = BatchConditioning(tuple(zip(conditionings, counts)))
 
     def batch_on_step(step: int, total: int, latents: torch.Tensor | None) -> None:
         for k in range(len(requests)):
@@ -269,9 +264,29 @@ def _one_pass(
         # Every job is asked (not any()): each cancel is seen, and its JobCanceled sent, at once.
         return all([is_cancelled(k) for k in range(len(requests))])
 
-    images = sample(
-        pipe, first, conditioning, torch.cat(noises), generators,
-        step_callback(first.steps, batch_on_step, all_cancelled, conditioning),
+    if generate.uses_k_sampling(pipe, first):
+        # Each job's noise (seeds, RNG source, ENSD, Brownian trees) exactly as when it runs alone.
+        sigmas = generate.request_sigmas(pipe, first, first.steps)
+        noises = [generate.request_noise(r, latent_shape[1:], pipe.unet.device) for r in requests]
+        start = torch.cat([noise.next() for noise in noises]) * sigmas[0]
+        callback = generate.k_step_callback(first.steps, len(sigmas) - 1, batch_on_step, all_cancelled)
+        jobs = list(zip(conditionings, counts))
+        with generate.seamless_tiling(pipe, first.tiling):
+            latents = generate.k_sample(pipe, first, jobs, start, sigmas, noises, callback)
+            images = generate.decode_latents(pipe, latents)
+        return [list(images[offsets[k] : offsets[k + 1]]) for k in range(len(requests))]
+
+    generate.use_sampler(pipe, first.sampler, [seed for r in requests for seed in r.seeds])
+    dtype = generate._model_dtype(pipe)
+    noise_rows, generators = [], []
+    for request in requests:  # each job's noise and generators exactly as when it runs alone
+        noise, job_generators = generate.initial_noise(request, latent_shape, dtype)
+        noise_rows.append(noise)
+        generators.extend(job_generators)
+    conditioning = BatchConditioning(tuple(zip(conditionings, counts)))
+    images = generate.sample(
+        pipe, first, conditioning, torch.cat(noise_rows), generators,
+        generate.step_callback(first.steps, batch_on_step, all_cancelled, conditioning),
         images_per_prompt=1,  # the embeddings already hold one row per image
         output_type="pil",
     )

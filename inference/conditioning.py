@@ -310,9 +310,11 @@ def encode_for_pass(
     request: GenerateRequest,
     steps: int,
     hires_steps: int | None = None,
+    evaluations: int | None = None,
 ) -> Conditioning:
     """The request's prompts encoded for one diffusion pass; call it once the pass's sampler
-    is set.
+    is set. ``evaluations``: model evaluations a step (A1111 counts 2 for the samplers its
+    catalog flags second order); None reads the pipeline's scheduler.
 
     ``steps`` is A1111's step count for the schedule: the request's steps for txt2img and
     img2img (img2img runs only the last part of them, and A1111 still schedules over all of
@@ -320,7 +322,7 @@ def encode_for_pass(
     ``steps`` is the first pass's and ``hires_steps`` the second's (see prompt_schedules).
     Text cut by the model's chunk limit is logged.
     """
-    order = evaluations_per_step(pipe)
+    order = evaluations or evaluations_per_step(pipe)
     conditioning = encode_conditioning(
         pipe,
         request.prompt,

@@ -1,11 +1,15 @@
-"""txt2img with A1111's seed semantics on a stock diffusers pipeline.
+"""txt2img with A1111's samplers and seed semantics.
 
-A1111 users expect that image i of a batch is reproduced alone by its own seed, and that
-"variations" slerp a seed's noise towards a subseed's. diffusers gives that when each image has
-its own CPU generator: we draw each image's initial noise from its generator ourselves (exactly
-the draw diffusers would make, so the generator is left where diffusers would leave it), slerp
-it for variations, and hand the pipeline both the noise and the advanced generators, so that
-ancestral and SDE samplers keep drawing each image's later noise from that image's generator.
+The k-diffusion samplers (Euler a, DPM++ 2M, ...) run as A1111 1.10 runs them on SD 1.x/2.x:
+sigmas of the request's schedule type (inference/schedules.py), each image's noise from its
+own seed, RNG source, variation seed and ENSD (inference/noise.py ImageNoise), and the sampler
+loop over A1111's CFG denoiser around the UNet (inference/k_sampling.py, k_denoiser.py), so a
+seed gives A1111's image and image i of a batch is reproduced alone by its seed.
+
+The rest (SDXL, the refiner's base pass, DDIM and UniPC) still runs a stock diffusers pipeline
+with the scheduler of inference.common.samplers: each image's initial noise is drawn from its
+own CPU generator (the draw diffusers would make), slerped for variations, and the advanced
+generators go to the pipeline for the ancestral and SDE samplers' later noise.
 """
 
 from __future__ import annotations
@@ -24,7 +28,13 @@ from PIL import Image
 from inference.conditioning import Conditioning, and_prompts_unet, encode_for_pass
 from inference.conditioning_xl import sdxl_size_kwargs
 from inference.common.protocol import MAX_CLIP_SKIP, GenerateRequest
+from inference.common.sampler_catalog import SAMPLERS as CATALOG
+from inference.common.sampler_catalog import ScheduleNotAcceptedError, UnknownNameError, checked_choice
 from inference.common.samplers import SAMPLERS
+from inference.k_denoiser import KDenoiser, model_alphas_cumprod, run_k_sampler, supports_k_sampling
+from inference.k_sampling import SAMPLE_FUNCTIONS
+from inference.noise import ImageNoise, slerp
+from inference.schedules import model_sigmas, sampler_sigmas
 from inference.tiling import seamless_tiling
 
 # The smallest size that means something for SD and the largest a single job may ask for;
@@ -54,6 +64,19 @@ class InvalidRequestError(ValueError):
         self.detail = detail
 
 
+def resolve_sampler(request: GenerateRequest) -> tuple[str, str]:
+    """(sampler, schedule type) in A1111's spelling, from a name such as "DPM++ 2M" or the
+    combined "DPM++ 2M Karras"; InvalidRequestError (with the closest names) for one that
+    A1111 does not have, one the schedule type does not suit, or one not run here yet."""
+    try:
+        name, schedule = checked_choice(request.sampler, request.schedule_type)
+    except (UnknownNameError, ScheduleNotAcceptedError) as error:
+        raise InvalidRequestError(str(error)) from error
+    if CATALOG[name].function not in SAMPLE_FUNCTIONS and request.sampler not in SAMPLERS:
+        raise InvalidRequestError(f"the sampler {name} is not available on this bot yet")
+    return name, schedule
+
+
 def validate_request(request: GenerateRequest) -> None:
     """Raise InvalidRequestError naming the first bad parameter, before any work starts."""
     for name in ("width", "height"):
@@ -70,10 +93,7 @@ def validate_request(request: GenerateRequest) -> None:
         raise InvalidRequestError(
             f"cfg_scale must be a finite number >= 0, got {request.cfg_scale!r}"
         )
-    if request.sampler not in SAMPLERS:
-        raise InvalidRequestError(
-            f"unknown sampler {request.sampler!r}; known: {', '.join(SAMPLERS)}"
-        )
+    resolve_sampler(request)
     if not 1 <= len(request.seeds) <= MAX_IMAGES:
         raise InvalidRequestError(
             f"seeds must hold 1 to {MAX_IMAGES} seeds, got {len(request.seeds)}"
@@ -115,7 +135,12 @@ def scheduler_for(pipe: DiffusionPipeline, sampler: str):
     """
     spec = SAMPLERS.get(sampler)
     if spec is None:
-        raise ValueError(f"unknown sampler {sampler!r}; known: {', '.join(SAMPLERS)}")
+        # A catalog sampler only the k-diffusion path runs (DPM++ 3M SDE...), asked of a
+        # workflow that still runs diffusers' schedulers (SDXL, inpaint, outpaint, the refiner).
+        raise InvalidRequestError(
+            f"the sampler {sampler} is not available for this model or workflow yet; "
+            f"it takes: {', '.join(SAMPLERS)}"
+        )
     if pipe not in _schedulers:
         _schedulers[pipe] = (dict(pipe.scheduler.config), {})
     base_config, built = _schedulers[pipe]
@@ -145,26 +170,6 @@ def use_sampler(
 
 
 # --- noise ---------------------------------------------------------------------------------
-
-
-def slerp(strength: float, low: torch.Tensor, high: torch.Tensor) -> torch.Tensor:
-    """A1111's spherical interpolation of one image's noise, shape (C, H, W), towards ``high``.
-
-    Like A1111 (modules/processing.py), the norms run over dim 1, so each (channel, column)
-    vector is interpolated on its own; that keeps variations identical to A1111's.
-    """
-    low_norm = low / torch.norm(low, dim=1, keepdim=True)
-    high_norm = high / torch.norm(high, dim=1, keepdim=True)
-    dot = (low_norm * high_norm).sum(1)
-    if dot.mean() > 0.9995:
-        # Nearly parallel: slerp is numerically unstable, and lerp is just as good. (A1111
-        # swaps the weights here; it only matters when both noises are almost equal.)
-        return low * (1 - strength) + high * strength
-    omega = torch.acos(dot)
-    sin_omega = torch.sin(omega)
-    low_weight = (torch.sin((1.0 - strength) * omega) / sin_omega).unsqueeze(1)
-    high_weight = (torch.sin(strength * omega) / sin_omega).unsqueeze(1)
-    return low_weight * low + high_weight * high
 
 
 def initial_noise(
@@ -315,6 +320,14 @@ def _run(
             "pick it as the refiner of an SDXL model"
         )
 
+    if denoising_end is None and uses_k_sampling(pipe, request):
+        with seamless_tiling(pipe, request.tiling):
+            latents = txt2img_latents(pipe, request, on_step, is_cancelled, progress_steps)
+            return latents if output_type == "latent" else decode_latents(pipe, latents)
+    if request.sampler not in SAMPLERS:
+        raise InvalidRequestError(
+            f"the sampler {resolve_sampler(request)[0]} is not available for `{request.model}` yet"
+        )
     use_sampler(pipe, request.sampler, request.seeds)
     conditioning = encode_for_pass(pipe, request, request.steps)
     channels = pipe.unet.config.in_channels
@@ -325,6 +338,115 @@ def _run(
         pipe, request, conditioning, noise, generators, callback,
         images_per_prompt=len(request.seeds), output_type=output_type, denoising_end=denoising_end,
     )
+
+
+# --- A1111's samplers over sigmas (k-diffusion) ---------------------------------------------
+
+
+def uses_k_sampling(pipe: DiffusionPipeline, request: GenerateRequest) -> bool:
+    """Whether the request's sampler runs as A1111's k-diffusion sampler on this pipeline
+    (else through the diffusers scheduler of inference.common.samplers)."""
+    return supports_k_sampling(pipe, resolve_sampler(request)[0])
+
+
+def request_noise(request: GenerateRequest, shape: Sequence[int], device: torch.device) -> ImageNoise:
+    """The request's per-image noise as A1111's ImageRNG makes it: seeds, variation seeds and
+    strength, RNG source, "Resize seed from" and ENSD; ``shape`` is one image's latent."""
+    return ImageNoise(
+        shape,
+        request.seeds,
+        source=request.rng,
+        device=device,
+        subseeds=request.subseeds or None,
+        subseed_strength=request.subseed_strength,
+        seed_resize_from=request.seed_resize_from or (0, 0),
+        eta_noise_seed_delta=request.eta_noise_seed_delta,
+    )
+
+
+def k_step_callback(total_steps: int, run_steps: int, on_step: OnStep, is_cancelled: IsCancelled):
+    """k-diffusion's per-step callback: cancellation before each step's update, progress in
+    ``total_steps`` (the user's) over the ``run_steps`` the sampler runs, and each step's
+    denoised latents for previews."""
+    reported = 0
+
+    def callback(state: dict) -> None:
+        nonlocal reported
+        if is_cancelled():
+            raise JobCancelledError
+        done = min(total_steps, math.ceil((state["i"] + 1) * total_steps / run_steps))
+        if done > reported:
+            reported = done
+            on_step(done, total_steps, state["denoised"])
+            if is_cancelled():
+                raise JobCancelledError
+
+    return callback
+
+
+def k_sample(
+    pipe: DiffusionPipeline,
+    request: GenerateRequest,
+    jobs: Sequence[tuple[Conditioning, int]],
+    start: torch.Tensor,
+    sigmas: torch.Tensor,
+    noises: Sequence[ImageNoise],
+    callback,  # type: ignore[no-untyped-def]
+) -> torch.Tensor:
+    """One k-diffusion pass from ``start`` (already at ``sigmas[0]``) over the pipeline's UNet,
+    with A1111's CFG, AND weights and prompt schedule: the final latents, as the UNet sees them
+    (the caller sets seamless tiling around it and the decode). ``request`` gives sampler, CFG
+    and eta; ``jobs`` each job's Conditioning and image
+    count, and ``noises`` its ImageNoise, in the order of the batch's images."""
+    sampler, _ = resolve_sampler(request)
+    device = pipe.unet.device
+    table = model_sigmas(sampler, model_alphas_cumprod(pipe).to(device))
+    prediction_type = pipe.scheduler.config.get("prediction_type", "epsilon")
+    denoiser = KDenoiser(pipe.unet, table, jobs, request.cfg_scale, prediction_type)
+    latents = run_k_sampler(sampler, denoiser, start.to(device), sigmas, noises, callback, request.eta)
+    return latents.to(pipe.unet.dtype)
+
+
+def request_sigmas(pipe: DiffusionPipeline, request: GenerateRequest, steps: int) -> torch.Tensor:
+    """The sigmas of ``steps`` steps of the request's sampler and schedule type on this model."""
+    sampler, schedule = resolve_sampler(request)
+    return sampler_sigmas(sampler, schedule, steps, model_alphas_cumprod(pipe))
+
+
+def k_conditioning(pipe: DiffusionPipeline, request: GenerateRequest, steps: int, hires_steps=None):
+    """encode_for_pass with A1111's evaluation count: second-order samplers count two a step."""
+    sampler, _ = resolve_sampler(request)
+    evaluations = CATALOG[sampler].evaluations_per_step
+    return encode_for_pass(pipe, request, steps, hires_steps, evaluations=evaluations)
+
+
+def txt2img_latents(
+    pipe: DiffusionPipeline,
+    request: GenerateRequest,
+    on_step: OnStep,
+    is_cancelled: IsCancelled,
+    progress_steps: int | None = None,
+) -> torch.Tensor:
+    """A1111's txt2img with a k-diffusion sampler: the seed noise scaled to the first sigma,
+    then the sampler over the request's schedule."""
+    scale = pipe.vae_scale_factor
+    shape = (pipe.unet.config.in_channels, request.height // scale, request.width // scale)
+    conditioning = k_conditioning(pipe, request, request.steps)
+    sigmas = request_sigmas(pipe, request, request.steps)
+    noise = request_noise(request, shape, pipe.unet.device)
+    start = noise.next() * sigmas[0]
+    callback = k_step_callback(progress_steps or request.steps, len(sigmas) - 1, on_step, is_cancelled)
+    return k_sample(pipe, request, [(conditioning, len(request.seeds))], start, sigmas, [noise], callback)
+
+
+def decode_latents(pipe: DiffusionPipeline, latents: torch.Tensor) -> list[Image.Image]:
+    """Images from final latents, with the pipeline's VAE and image processor."""
+    with torch.no_grad():
+        images = pipe.vae.decode(latents.to(pipe.vae.dtype) / pipe.vae.config.scaling_factor, return_dict=False)[0]
+    return pipe.image_processor.postprocess(images, output_type="pil")
+
+
+# --- the diffusers scheduler path (SDXL, the inpainting UNet, DDIM and UniPC) --------------
 
 
 def sample(

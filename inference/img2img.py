@@ -18,7 +18,7 @@ from __future__ import annotations
 import math
 import weakref
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 from diffusers import (
@@ -34,13 +34,21 @@ from inference.conditioning import Conditioning, and_prompts_unet, encode_for_pa
 from inference.conditioning_xl import is_sdxl, sdxl_size_kwargs
 from inference.generate import (
     callback_tensors,
+    decode_latents,
     InvalidRequestError,
     IsCancelled,
     JobCancelledError,
+    k_conditioning,
+    k_sample,
+    k_step_callback,
     OnStep,
+    request_noise,
+    request_sigmas,
     step_callback,
     use_sampler,
+    uses_k_sampling,
 )
+from inference.schedules import Img2ImgSteps, img2img_sigmas, img2img_steps
 from inference.masks import flatten, resize_image
 from inference.common.protocol import GenerateRequest, ImageInput
 from inference.tiling import seamless_tiling
@@ -91,22 +99,34 @@ def derived_pipeline(base: DiffusionPipeline, pipeline_class: type) -> Diffusion
 
 @dataclass(frozen=True, slots=True)
 class Schedule:
-    """What a pass asks of diffusers, and the steps that really run (what progress counts)."""
+    """What a pass asks of diffusers, and the steps that really run (what progress counts).
+
+    ``a1111``: A1111's counts, for a pass run by a k-diffusion sampler (img2img_pass then
+    walks the last t_enc + 1 sigmas of a schedule of ``num_inference_steps``); None: a
+    diffusers pipeline's pass."""
 
     num_inference_steps: int
     strength: float
     steps: int  # 0: the pass is skipped and its input kept
+    a1111: Img2ImgSteps | None = None
 
 
-def img2img_schedule(steps: int, strength: float) -> Schedule:
+def _a1111_schedule(counts: Img2ImgSteps, strength: float) -> Schedule:
+    return Schedule(counts.schedule_steps, strength, counts.steps_run, counts)
+
+
+def img2img_schedule(steps: int, strength: float, a1111: bool = False) -> Schedule:
     """img2img's steps: ``steps`` spread over the whole schedule, the last int(steps * strength)
-    of them run (diffusers' and A1111's count).
+    of them run (diffusers' count); with ``a1111`` (a k-diffusion sampler), A1111's
+    int(min(strength, 0.999) * steps) + 1 (schedules.img2img_steps).
 
     A strength too small for one step still runs one, at the lowest noise, as A1111 does; only
     a strength of 0 runs nothing.
     """
     if strength <= 0:
         return Schedule(steps, 0.0, 0)
+    if a1111:
+        return _a1111_schedule(img2img_steps(steps, strength), strength)
     run = min(int(steps * strength), steps)
     if run >= 1:
         return Schedule(steps, strength, run)
@@ -118,14 +138,17 @@ def img2img_schedule(steps: int, strength: float) -> Schedule:
 _MAX_SCHEDULE_STEPS = 1000
 
 
-def exact_steps_schedule(steps: int, strength: float) -> Schedule:
+def exact_steps_schedule(steps: int, strength: float, a1111: bool = False) -> Schedule:
     """A schedule that runs exactly ``steps`` (the hires fix's second pass).
 
-    A1111 asks for int(steps / strength) steps so that ``steps`` of them run; with diffusers'
-    flooring that can run one fewer, so the smallest total that runs ``steps`` is searched.
+    A1111 asks for int(steps / strength) steps so that ``steps`` of them run: with ``a1111``
+    (a k-diffusion sampler) exactly that (schedules.img2img_steps). With diffusers' flooring
+    that can run one fewer, so the smallest total that runs ``steps`` is searched.
     """
     if strength <= 0:
         return Schedule(steps, 0.0, 0)
+    if a1111:
+        return _a1111_schedule(img2img_steps(steps, strength, requested_steps=steps), strength)
     total = max(steps, math.ceil(steps / strength))
     if total >= _MAX_SCHEDULE_STEPS:
         # A tiny strength: as many steps as the scheduler allows, fewer than asked for.
@@ -205,10 +228,7 @@ def encode(
     return vae.encode(pixels).latent_dist.mode() * vae.config.scaling_factor
 
 
-@torch.no_grad()
-def decode(pipe: DiffusionPipeline, latents: torch.Tensor) -> list[Image.Image]:
-    images = pipe.vae.decode(latents / pipe.vae.config.scaling_factor, return_dict=False)[0]
-    return pipe.image_processor.postprocess(images, output_type="pil")
+decode = decode_latents
 
 
 def generators(seeds: Sequence[int]) -> list[torch.Generator]:
@@ -261,6 +281,19 @@ def img2img_pass(
     The prompts' schedule spans the request's steps (A1111's img2img), or with
     ``hires_steps`` the hires fix's second pass (see conditioning.encode_for_pass).
     """
+    if schedule.a1111 is not None:
+        # A k-diffusion sampler, as A1111's KDiffusionSampler.sample_img2img: the schedule's
+        # last t_enc + 1 sigmas, from the source latents plus the seeds' noise (the variation
+        # seed and "Resize seed from" mixed in, as A1111's ImageRNG makes it) at the first.
+        conditioning = k_conditioning(base, request, request.steps, hires_steps)
+        sigmas = img2img_sigmas(request_sigmas(base, request, schedule.num_inference_steps), schedule.a1111)
+        pass_request = replace(request, seeds=tuple(seeds))
+        noise = request_noise(pass_request, latents.shape[1:], base.unet.device)
+        start = latents.float() + noise.next() * sigmas[0]
+        report = progress.reporter(schedule.steps)
+        callback = k_step_callback(schedule.steps, len(sigmas) - 1, report, is_cancelled)
+        jobs = [(conditioning, len(seeds))]
+        return decode_latents(base, k_sample(base, pass_request, jobs, start, sigmas, [noise], callback))
     pipe = derived_pipeline(base, StableDiffusionImg2ImgPipeline)
     use_sampler(pipe, request.sampler, seeds, base=base)
     conditioning = encode_for_pass(pipe, request, request.steps, hires_steps)
@@ -300,7 +333,8 @@ def run_img2img(
     options = request.image
     source = load_image(options.path, "source image")
     fitted = resize_image(options.resize_mode, source, request.width, request.height)
-    schedules = [img2img_schedule(request.steps, s) for s in loopback_strengths(options)]
+    a1111 = uses_k_sampling(base, request)
+    schedules = [img2img_schedule(request.steps, s, a1111) for s in loopback_strengths(options)]
     progress = Progress(on_step, sum(schedule.steps for schedule in schedules))
     current = [fitted] * len(request.seeds)
     # --tile: the VAE's encoding wraps around too, as in A1111 (the whole model is switched).

@@ -24,6 +24,7 @@ from inference.generate import (
     OnStep,
     generate,
     generate_latents,
+    uses_k_sampling,
     validate_request,
 )
 from inference.img2img import (
@@ -121,14 +122,16 @@ def run_hires(
     The first pass is generate()'s own run (same noise, so the same images as without the
     fix). "Latent" resizes its latents bilinearly, as A1111's default latent mode; any other
     upscaler works on the decoded images, which are encoded again. The second pass draws
-    fresh noise from each image's seed, as A1111 does (without the variation mix: the first
-    pass already set each image's composition), and runs exactly hires.steps steps (0: the
-    first pass's count), with the prompt scheduled over them as A1111 does (a "when" past
-    the first pass's steps lands in the second). Progress counts both passes.
+    fresh noise from each image's seed, as A1111 does (with a k-diffusion sampler, the
+    variation seed mixed in as A1111's second ImageRNG does), and runs exactly hires.steps
+    steps (0: the first pass's count) of a schedule of int(steps / denoise), with the prompt
+    scheduled over them as A1111 does (a "when" past the first pass's steps lands in the
+    second). Progress counts both passes.
     """
     hires = request.hires
     width, height = hires_size(request.width, request.height, hires.scale)
-    schedule = exact_steps_schedule(hires.steps or request.steps, hires.denoising_strength)
+    a1111 = uses_k_sampling(base, request)
+    schedule = exact_steps_schedule(hires.steps or request.steps, hires.denoising_strength, a1111)
     progress = Progress(on_step, request.steps + schedule.steps)
     first_pass = replace(request, hires=None)
     latents = generate_latents(base, first_pass, progress.reporter(request.steps), is_cancelled)

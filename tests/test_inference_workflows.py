@@ -118,7 +118,7 @@ def test_img2img_size_per_resize_mode(cache, upscalers, files, mode):
     request = dataclasses.replace(img2img_request(files, resize_mode=mode), width=64, height=96)
     images, reports = run(cache, upscalers, request)
     assert [image.size for image in images] == [(64, 96)]
-    assert reports[-1] == (3, 3)  # int(4 * 0.75) steps really run
+    assert reports[-1] == (4, 4)  # A1111's int(4 * 0.75) + 1 steps really run
 
 
 def test_resize_modes_follow_a1111():
@@ -188,8 +188,8 @@ def test_loopback_runs_every_pass_with_moving_strength(cache, upscalers, files, 
     images, reports = run(cache, upscalers, request)
     assert len(images) == 2
     assert strengths == [(0.75, (10, 11)), (0.5, (11, 12)), (0.25, (12, 13))]
-    # int(4 * 0.75) + int(4 * 0.5) + int(4 * 0.25) steps, counted over all passes.
-    assert reports == [(step, 6) for step in range(1, 7)]
+    # A1111's int(4 * s) + 1 for s = 0.75, 0.5, 0.25, counted over all passes.
+    assert reports == [(step, 9) for step in range(1, 10)]
 
 
 # --- inpaint -------------------------------------------------------------------------------
@@ -506,4 +506,15 @@ def test_every_sampler_runs_img2img_and_inpaint(cache, upscalers, files, sampler
     for request in (img2img_request(files, strength=0.6), inpaint_request(files, strength=0.6)):
         request = dataclasses.replace(request, sampler=sampler, steps=5)
         _, reports = run(cache, upscalers, request)
-        assert reports == [(step, 3) for step in range(1, 4)], request.kind
+        # A1111's int(5 * 0.6) + 1 with a k-diffusion sampler; diffusers' int(5 * 0.6) for
+        # the inpaint pipeline and the samplers still run by a diffusers scheduler.
+        k_diffusion = request.inpaint is None and sampler not in ("DDIM", "UniPC")
+        run_steps = 4 if k_diffusion else 3
+        assert reports == [(step, run_steps) for step in range(1, run_steps + 1)], request.kind
+
+
+def test_a_sampler_only_k_diffusion_runs_is_refused_by_inpaint(cache, upscalers, files):
+    # Inpainting still runs diffusers' schedulers; DPM++ 3M SDE has none there yet.
+    request = dataclasses.replace(inpaint_request(files, strength=0.6), sampler="DPM++ 3M SDE")
+    with pytest.raises(InvalidRequestError, match=r"DPM\+\+ 3M SDE is not available"):
+        run(cache, upscalers, request)

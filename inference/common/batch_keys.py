@@ -28,6 +28,8 @@ class BatchKey:
     height: int
     steps: int
     sampler: str
+    schedule_type: str
+    eta: float | None
     cfg_scale: float
     tiling: bool
     vae: str  # the VAE decodes the whole pass (clip skip is per job: its prompts' encoding)
@@ -65,6 +67,8 @@ def batch_key(request: GenerateRequest) -> BatchKey | None:
         height=request.height,
         steps=request.steps,
         sampler=request.sampler,
+        schedule_type=request.schedule_type,
+        eta=request.eta,
         cfg_scale=request.cfg_scale,
         tiling=request.tiling,
         vae=request.vae,

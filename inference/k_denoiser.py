@@ -1,0 +1,199 @@
+"""A1111's denoiser around a diffusers UNet, and a k-diffusion sampler's whole run over it.
+
+A1111 wraps the model in k-diffusion's CompVisDenoiser (CompVisVDenoiser for v-prediction
+models) and that in its CFGDenoiser (modules/sd_samplers_cfg_denoiser.py): each call runs the
+conds of every image and the unconds in one UNet batch, combines them with the AND weights
+and the CFG scale, and counts model evaluations, which is what prompt editing's steps are.
+``KDenoiser`` is both layers over the diffusers UNet; ``run_k_sampler`` sets up a sampler's
+noise as A1111's KDiffusionSampler does (its per-image step noise, or Brownian trees seeded
+with the image seeds, eta) and runs it with progress, previews and cancellation between steps.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable, Sequence
+
+import torch
+
+from inference.common.sampler_catalog import K_DIFFUSION, SAMPLERS
+from inference.conditioning import Conditioning
+from inference.k_sampling import SAMPLE_FUNCTIONS, BrownianTreeNoiseSampler
+from inference.noise import ImageNoise
+from inference.schedules import DiscreteSigmas, sd_alphas_cumprod
+
+# k-diffusion's sigma_data of the v-prediction denoiser (CompVisVDenoiser).
+SIGMA_DATA = 1.0
+
+
+def model_alphas_cumprod(pipe) -> torch.Tensor:
+    """The model's alphas_cumprod as A1111's loaded model holds them: ldm's schedule from the
+    scheduler config's betas (float64, stored float32), or the scheduler's own table for a
+    schedule ldm does not compute that way."""
+    config = pipe.scheduler.config
+    if config.get("beta_schedule", "scaled_linear") == "scaled_linear" and config.get("trained_betas") is None:
+        return sd_alphas_cumprod(config["beta_start"], config["beta_end"], config["num_train_timesteps"])
+    return pipe.scheduler.alphas_cumprod.to(torch.float32)
+
+
+def supports_k_sampling(pipe, sampler: str) -> bool:
+    """Whether this sampler runs here on this pipeline: a k-diffusion sampler of ours over a
+    pipeline with the plain SD UNet conditioning (SD 1.x/2.x; SDXL's added conditioning and
+    the inpainting UNet's extra channels still run through the diffusers scheduler path)."""
+    info = SAMPLERS.get(sampler)
+    if info is None or info.family != K_DIFFUSION or info.function not in SAMPLE_FUNCTIONS:
+        return False
+    unet = getattr(pipe, "unet", None)
+    return (
+        unet is not None
+        and unet.config.in_channels == 4
+        and unet.config.get("addition_embed_type") is None
+    )
+
+
+class KDenoiser:
+    """``denoiser(x, sigma) -> denoised`` for k-diffusion: CompVis(V)Denoiser's scalings of
+    the UNet's eps or v output, under A1111's CFG over the conditioning in force at the
+    current evaluation (``step``, counted per call).
+
+    ``jobs`` pairs each Conditioning with the number of images it conditions, in the order
+    of the batch's images (one pair for a job alone; several for a cross-user batch). Each
+    image's conds (its AND parts) and every image's uncond run in one UNet batch, A1111's
+    layout; an image's denoised is uncond + cfg * sum_i w_i (cond_i - uncond).
+    """
+
+    def __init__(
+        self,
+        unet,
+        table: DiscreteSigmas,
+        jobs: Sequence[tuple[Conditioning, int]],
+        cfg_scale: float,
+        prediction_type: str = "epsilon",
+    ) -> None:
+        if prediction_type not in ("epsilon", "v_prediction"):
+            raise ValueError(f"cannot sample a {prediction_type!r} model over sigmas")
+        self.unet = unet
+        self.table = table
+        self.jobs = tuple(jobs)
+        self.cfg_scale = cfg_scale
+        self.v_prediction = prediction_type == "v_prediction"
+        # Each image's cond rows: which rows of x they repeat, and the AND weights that take
+        # them back to one image (images, cond rows), so the combination is one matmul.
+        sources, weights = [], []
+        for conditioning, images in self.jobs:
+            for _ in range(images):
+                image = len(weights)
+                sources.extend([image] * len(conditioning.weights))
+                weights.append(conditioning.weights)
+        self.cond_sources = torch.tensor(sources)
+        self.combine = torch.zeros(len(weights), len(sources))
+        row = 0
+        for image, image_weights in enumerate(weights):
+            self.combine[image, row : row + len(image_weights)] = torch.tensor(image_weights)
+            row += len(image_weights)
+        self.weight_sums = self.combine.sum(1)
+        # A plain prompt per image (one cond row at weight 1): the combination is cond - uncond.
+        self.plain = len(sources) == len(weights) and all(w == (1.0,) for w in weights)
+        self.on_device: torch.device | None = None
+        self.embeds_key: tuple | None = None
+        self.embeds: torch.Tensor | None = None
+        self.step = 0
+
+    def _to(self, device: torch.device) -> None:
+        """The per-image tables on the sampler's device, moved once, not every step."""
+        if self.on_device != device:
+            self.cond_sources = self.cond_sources.to(device)
+            self.combine = self.combine.to(device)
+            self.weight_sums = self.weight_sums.to(device).view(-1, 1, 1, 1)
+            self.on_device = device
+
+    def _scalings(self, sigma: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(c_skip, c_out, c_in) per row, shaped to broadcast over an image."""
+        if self.v_prediction:
+            total = sigma**2 + SIGMA_DATA**2
+            c_skip, c_out = SIGMA_DATA**2 / total, -sigma * SIGMA_DATA / total**0.5
+        else:
+            total = sigma**2 + 1
+            c_skip, c_out = torch.ones_like(sigma), -sigma
+        return tuple(value[:, None, None, None] for value in (c_skip, c_out, 1 / total**0.5))
+
+    def _embeddings(self, step: int, device: torch.device) -> torch.Tensor:
+        """Every image's cond rows, then every image's uncond, at ``step``, in the UNet's
+        dtype on ``device``; rebuilt only when a prompt schedule changes them."""
+        in_force = [conditioning.at_step(step) for conditioning, _ in self.jobs]
+        key = tuple(id(tensor) for pair in in_force for tensor in pair)
+        if key != self.embeds_key:
+            conds, unconds = [], []
+            for (cond, uncond), (_, images) in zip(in_force, self.jobs):
+                conds.append(cond.repeat(images, 1, 1))
+                unconds.append(uncond.expand(images, -1, -1))
+            self.embeds = torch.cat(conds + unconds).to(device=device, dtype=self.unet.dtype)
+            self.embeds_key = key
+        return self.embeds
+
+    @torch.no_grad()
+    def __call__(self, x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
+        self._to(x.device)
+        embeds = self._embeddings(self.step, x.device)
+        self.step += 1
+        rows = len(self.cond_sources)
+        if self.plain:
+            x_in, sigma_in = torch.cat([x, x]), torch.cat([sigma, sigma])
+        else:
+            x_in = torch.cat([x[self.cond_sources], x])
+            sigma_in = torch.cat([sigma[self.cond_sources], sigma])
+        c_skip, c_out, c_in = self._scalings(sigma_in)
+        out = self.unet(
+            (x_in * c_in).to(self.unet.dtype),
+            self.table.sigma_to_t(sigma_in),
+            encoder_hidden_states=embeds,
+            return_dict=False,
+        )[0].float()
+        denoised = out * c_out + x_in * c_skip
+        conds, uncond = denoised[:rows], denoised[rows:]
+        if self.plain:
+            return uncond + (conds - uncond) * self.cfg_scale
+        weighted = torch.einsum("ir,r...->i...", self.combine, conds)
+        return uncond + (weighted - self.weight_sums * uncond) * self.cfg_scale
+
+
+def k_noise_sampler(sampler: str, x: torch.Tensor, sigmas: torch.Tensor, noises: Sequence[ImageNoise]) -> Callable:
+    """A1111's noise for the sampler's steps, each job's from its own ImageNoise (its seeds,
+    RNG source and ENSD): a Brownian tree per image seed for the SDE samplers, otherwise the
+    next draw of each image's generator (A1111's randn_like hijack)."""
+    if SAMPLERS[sampler].brownian_noise:
+        positive = sigmas[sigmas > 0]
+        trees, row = [], 0
+        for noise in noises:
+            rows = x[row : row + len(noise.seeds)]
+            trees.append(BrownianTreeNoiseSampler(rows, positive.min(), sigmas.max(), noise.seeds, noise.source))
+            row += len(noise.seeds)
+        if len(trees) == 1:
+            return trees[0]
+        return lambda sigma, sigma_next: torch.cat([tree(sigma, sigma_next) for tree in trees])
+    return lambda sigma, sigma_next: torch.cat([noise.next() for noise in noises]).to(x.device, x.dtype)
+
+
+def run_k_sampler(
+    sampler: str,
+    denoiser: KDenoiser,
+    x: torch.Tensor,
+    sigmas: torch.Tensor,
+    noises: Sequence[ImageNoise],
+    callback: Callable[[dict], None] | None,
+    eta: float | None = None,
+) -> torch.Tensor:
+    """Run a k-diffusion sampler from ``x`` (already at ``sigmas[0]``) as A1111 calls it;
+    ``noises`` are the batch's jobs' ImageNoise, in the order of x's images."""
+    info = SAMPLERS[sampler]
+    function = SAMPLE_FUNCTIONS[info.function]
+    sigmas = sigmas.to(x.device)
+    parameters = inspect.signature(function).parameters
+    kwargs: dict = {"callback": callback}
+    if "noise_sampler" in parameters:
+        kwargs["noise_sampler"] = k_noise_sampler(sampler, x, sigmas, noises)
+    if "eta" in parameters:
+        kwargs["eta"] = info.eta_default if eta is None else eta
+    if info.solver_type is not None:
+        kwargs["solver_type"] = info.solver_type
+    return function(denoiser, x, sigmas, **kwargs)
