@@ -212,7 +212,7 @@ def generate_batch(
         conditionings = [k_conditioning(pipe, r, r.steps) for r in requests]
     else:
         # Schedules count model evaluations, which depend on the sampler: set it before encoding.
-        use_sampler(pipe, first.sampler, [seed for r in requests for seed in r.seeds])
+        use_sampler(pipe, first.sampler, [seed for r in requests for seed in r.seeds], schedule_type=first.schedule_type)
         conditionings = [encode_for_pass(pipe, r, r.steps) for r in requests]
     passes: dict[tuple[int, ...], list[int]] = {}
     for index, conditioning in enumerate(conditionings):
@@ -276,7 +276,7 @@ def _one_pass(
             images = generate.decode_latents(pipe, latents)
         return [list(images[offsets[k] : offsets[k + 1]]) for k in range(len(requests))]
 
-    generate.use_sampler(pipe, first.sampler, [seed for r in requests for seed in r.seeds])
+    generate.use_sampler(pipe, first.sampler, [seed for r in requests for seed in r.seeds], schedule_type=first.schedule_type)
     dtype = generate._model_dtype(pipe)
     noise_rows, generators = [], []
     for request in requests:  # each job's noise and generators exactly as when it runs alone

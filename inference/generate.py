@@ -29,7 +29,13 @@ from inference.conditioning import Conditioning, and_prompts_unet, encode_for_pa
 from inference.conditioning_xl import sdxl_size_kwargs
 from inference.common.protocol import MAX_CLIP_SKIP, GenerateRequest
 from inference.common.sampler_catalog import SAMPLERS as CATALOG
-from inference.common.sampler_catalog import ScheduleNotAcceptedError, UnknownNameError, checked_choice
+from inference.common.sampler_catalog import (
+    ScheduleNotAcceptedError,
+    UnknownNameError,
+    checked_choice,
+    sampler_named,
+    split_combined_name,
+)
 from inference.common.samplers import SAMPLERS
 from inference.k_denoiser import KDenoiser, model_alphas_cumprod, run_k_sampler, supports_k_sampling
 from inference.k_sampling import SAMPLE_FUNCTIONS
@@ -127,6 +133,20 @@ _schedulers: weakref.WeakKeyDictionary[DiffusionPipeline, tuple[dict, dict[str, 
 )
 
 
+def diffusers_sampler(sampler: str, schedule_type: str) -> str:
+    """The name in inference.common.samplers of what the workflows still on diffusers'
+    schedulers run for a sampler and schedule type: "DPM++ 2M" whose schedule resolves to
+    Karras (given, or its Automatic one, as in A1111) runs the "DPM++ 2M Karras" scheduler.
+    Other schedule types have no diffusers counterpart there and run the sampler's own."""
+    try:
+        name, schedule_type = split_combined_name(sampler, schedule_type, convert_automatic=False)
+        resolved = sampler_named(name).resolve_schedule(schedule_type)
+    except ValueError:  # not in the catalog: scheduler_for names what it takes
+        return sampler
+    karras = f"{name} Karras"
+    return karras if resolved == "Karras" and karras in SAMPLERS else name
+
+
 def scheduler_for(pipe: DiffusionPipeline, sampler: str):
     """The scheduler implementing an A1111 sampler for this pipeline, built once and reused.
 
@@ -155,12 +175,15 @@ def use_sampler(
     sampler: str,
     seeds: Sequence[int],
     base: DiffusionPipeline | None = None,
+    schedule_type: str = "Automatic",
 ) -> None:
     """Give ``pipe`` the scheduler of an A1111 sampler, seeded per image where it needs it.
 
     ``base`` is the loaded pipeline an img2img or inpaint pipeline was built from: schedulers
     come from its original config (see scheduler_for), whatever the derived one holds now.
+    ``schedule_type`` picks the Karras variant where diffusers has one (diffusers_sampler).
     """
+    sampler = diffusers_sampler(sampler, schedule_type)
     pipe.scheduler = scheduler_for(base or pipe, sampler)
     if SAMPLERS[sampler].scheduler_class == "DPMSolverSDEScheduler":
         # This scheduler ignores generators and draws from Brownian trees seeded by
@@ -328,7 +351,7 @@ def _run(
         raise InvalidRequestError(
             f"the sampler {resolve_sampler(request)[0]} is not available for `{request.model}` yet"
         )
-    use_sampler(pipe, request.sampler, request.seeds)
+    use_sampler(pipe, request.sampler, request.seeds, schedule_type=request.schedule_type)
     conditioning = encode_for_pass(pipe, request, request.steps)
     channels = pipe.unet.config.in_channels
     latent_shape = (1, channels, request.height // scale, request.width // scale)

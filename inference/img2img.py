@@ -295,7 +295,7 @@ def img2img_pass(
         jobs = [(conditioning, len(seeds))]
         return decode_latents(base, k_sample(base, pass_request, jobs, start, sigmas, [noise], callback))
     pipe = derived_pipeline(base, StableDiffusionImg2ImgPipeline)
-    use_sampler(pipe, request.sampler, seeds, base=base)
+    use_sampler(pipe, request.sampler, seeds, base=base, schedule_type=request.schedule_type)
     conditioning = encode_for_pass(pipe, request, request.steps, hires_steps)
     # The pass's own size: the hires fix's second pass is conditioned on its larger size, as
     # A1111 conditions it (calculate_hr_conds).

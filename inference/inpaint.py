@@ -97,7 +97,7 @@ def inpaint_pass(
             masked_latents = encode(pipe, images, keep=keep < 0.5)
         else:
             masked_latents = latents  # unused by a 4-channel UNet, but the pipeline needs a tensor
-        use_sampler(pipe, request.sampler, seeds, base=base)
+        use_sampler(pipe, request.sampler, seeds, base=base, schedule_type=request.schedule_type)
         conditioning = encode_for_pass(pipe, request, request.steps)
         progress = Progress(on_step, schedule.steps)
         with and_prompts_unet(pipe, conditioning):

@@ -61,7 +61,7 @@ def run_refined(
     with cache.using(request.model) as base, cache.using(request.refiner) as loaded_refiner:
         check_refiner(base, loaded_refiner, request)
         switch_at = request.refiner_switch_at
-        use_sampler(base, request.sampler, request.seeds)
+        use_sampler(base, request.sampler, request.seeds, schedule_type=request.schedule_type)
         first = base_steps(base, request.steps, switch_at)
         progress = Progress(on_step, request.steps)
         latents = generate_latents(
@@ -75,7 +75,7 @@ def run_refined(
         from diffusers import StableDiffusionXLImg2ImgPipeline
 
         refiner = derived_pipeline(loaded_refiner, StableDiffusionXLImg2ImgPipeline)
-        use_sampler(refiner, request.sampler, request.seeds, base=loaded_refiner)
+        use_sampler(refiner, request.sampler, request.seeds, base=loaded_refiner, schedule_type=request.schedule_type)
         conditioning = encode_for_pass(refiner, request, request.steps)
         schedule = Schedule(request.steps, 1.0, request.steps - first)
         arguments = pipeline_arguments(

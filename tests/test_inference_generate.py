@@ -182,3 +182,16 @@ def test_sampler_options_do_not_leak_between_samplers(tiny_pipe):
 def test_bad_requests_are_rejected_naming_the_value(tiny_pipe, overrides, named):
     with pytest.raises(ValueError, match=named):
         generate(tiny_pipe, tiny_request(**overrides))
+
+
+def test_the_diffusers_path_runs_the_karras_scheduler_when_the_schedule_resolves_to_karras():
+    """Workflows still on diffusers' schedulers (SDXL, inpaint, the refiner) honour the schedule
+    type where diffusers has the variant: DPM++ 2M's Automatic is Karras in A1111 1.10."""
+    from inference.generate import diffusers_sampler
+
+    assert diffusers_sampler("DPM++ 2M", "Automatic") == "DPM++ 2M Karras"
+    assert diffusers_sampler("DPM++ 2M", "Karras") == "DPM++ 2M Karras"
+    assert diffusers_sampler("DPM++ 2M Karras", "Automatic") == "DPM++ 2M Karras"
+    assert diffusers_sampler("DPM++ 2M", "Uniform") == "DPM++ 2M"
+    assert diffusers_sampler("Euler", "Karras") == "Euler"  # diffusers has no Euler Karras entry here
+    assert diffusers_sampler("Euler a", "Automatic") == "Euler a"
