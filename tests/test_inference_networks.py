@@ -287,9 +287,16 @@ def test_a_lora_changes_the_image_by_its_weight_and_is_gone_afterwards(own_pipe,
     runner = make_runner(own_pipe, tmp_path, lora_dirs=(str(lora_dir),))
     base = image(runner, prompt="a cat")
     full = image(runner, prompt="a cat <lora:Style:1>")
-    half = image(runner, prompt="a cat, <lora:style:0.5>")  # the name in another case
+    half = image(runner, prompt="a cat <lora:style:0.5>")  # the name in another case
     assert distance(full, base) > 1
-    assert 0 < distance(half, base) < distance(full, base)
+    assert distance(half, base) > 0
+    # Half the weight moves the model half as far: measured on a deterministic sampler's
+    # images (an ancestral one's fresh noise each step can hide it on a random-weight model).
+    euler = {"sampler": "Euler"}
+    euler_base = image(runner, prompt="a cat", **euler)
+    assert distance(image(runner, prompt="a cat <lora:style:0.5>", **euler), euler_base) < distance(
+        image(runner, prompt="a cat <lora:Style:1>", **euler), euler_base
+    )
     assert np.array_equal(image(runner, prompt="a cat"), base)  # exactly the un-LoRA'd image
     # The same LoRA from a pickled .pt (read with weights_only) gives the same image.
     assert np.array_equal(image(runner, prompt="a cat <lora:StylePt>"), full)
