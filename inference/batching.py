@@ -277,7 +277,7 @@ def _one_pass(
         return [list(images[offsets[k] : offsets[k + 1]]) for k in range(len(requests))]
 
     generate.use_sampler(pipe, first.sampler, [seed for r in requests for seed in r.seeds], schedule_type=first.schedule_type)
-    dtype = generate._model_dtype(pipe)
+    dtype = generate.model_dtype(pipe)
     noise_rows, generators = [], []
     for request in requests:  # each job's noise and generators exactly as when it runs alone
         noise, job_generators = generate.initial_noise(request, latent_shape, dtype)

@@ -221,7 +221,7 @@ def initial_noise(
 # --- the run -------------------------------------------------------------------------------
 
 
-def _model_dtype(pipe: DiffusionPipeline) -> torch.dtype:
+def model_dtype(pipe: DiffusionPipeline) -> torch.dtype:
     # prepare_latents draws in the prompt embeddings' dtype, which is the text encoder's.
     text_encoder = getattr(pipe, "text_encoder", None)
     return text_encoder.dtype if text_encoder is not None else pipe.unet.dtype
@@ -355,7 +355,7 @@ def _run(
     conditioning = encode_for_pass(pipe, request, request.steps)
     channels = pipe.unet.config.in_channels
     latent_shape = (1, channels, request.height // scale, request.width // scale)
-    noise, generators = initial_noise(request, latent_shape, _model_dtype(pipe))
+    noise, generators = initial_noise(request, latent_shape, model_dtype(pipe))
     callback = step_callback(progress_steps or request.steps, on_step, is_cancelled, conditioning)
     return sample(
         pipe, request, conditioning, noise, generators, callback,
