@@ -20,6 +20,7 @@ from pathlib import Path
 import torch
 
 from inference import acceleration, images, networks, plot_runner, previews, upscale, vae, workflows
+from inference.faces import restore as face_restore
 from inference.common import infotext
 from inference.generate import (
     InvalidRequestError,
@@ -223,6 +224,7 @@ class JobRunner:
         self.saver = saver or Saver()
         self.cache = cache
         self.upscalers = upscalers
+        self.face_restorers = face_restore.FaceRestorers(config.face_restorer_dirs, cache.device, cache.dtype)
         self.safety_checker = safety_checker
         self.networks = extra_networks or networks.ExtraNetworks(config.embedding_dirs, config.lora_dirs)
         self.vaes = vae.VaeFiles(config.vae_dirs, [spec.source for spec in config.models])
@@ -319,6 +321,7 @@ class JobRunner:
             if made is None:
                 with self.cache.reporting_loads(loading_events((request.job_id,), send)):
                     made = self._make(request, reporter, is_cancelled)
+            made, notes = self._restore_faces(request, made, reporter, is_cancelled)
             flags = self._safety_flags(request, made)
         except JobCancelledError:
             raise
@@ -326,17 +329,18 @@ class JobRunner:
             _report_failure(request, exc, send)
             return
         seconds = batch_seconds + time.monotonic() - started
-        save = functools.partial(self._save_and_report, request, made, flags, seconds, send)
+        save = functools.partial(self._save_and_report, request, made, flags, seconds, send, notes)
         # A batch's jobs (made by the pass) waited once for the pass before, in run_batch.
         self.saver.submit(request.job_id, save, send, after_earlier=not from_pass)
 
     def _save_and_report(
-        self, request: GenerateRequest, made: list, flags: list[bool], seconds: float, send: Send
+        self, request: GenerateRequest, made: list, flags: list[bool], seconds: float, send: Send,
+        notes: list[str] | None = None,
     ) -> None:
         """Write the job's files and send its JobCompleted (on the saver's thread, if any)."""
         started = time.monotonic()
         try:
-            results, grid = self._save(request, made, flags)
+            results, grid = self._save(request, made, flags, notes)
         except Exception as exc:  # a full disk, a folder that cannot be made: the job fails
             _report_failure(request, exc, send, doing="Saving the images")
             return
@@ -355,6 +359,8 @@ class JobRunner:
             return plot_runner.run_plot(request, self._make, on_step, is_cancelled)
         if request.kind == JobKind.UPSCALE:
             return upscale.run_upscale(self.upscalers, request, on_step, is_cancelled)
+        if request.kind == JobKind.RESTORE_FACES:
+            return [face_restore.source_image(request)]  # restored by _restore_faces
         with self.networks.applied(self.cache, request) as request, self.vaes.applied(
             networks.job_pipeline(self.cache, request), request
         ):
@@ -363,14 +369,23 @@ class JobRunner:
                 return generate(pipe, request, on_step=on_step, is_cancelled=is_cancelled)
             return workflows.run_workflow(self.cache, self.upscalers, request, on_step, is_cancelled)
 
+    def _restore_faces(
+        self, request: GenerateRequest, made: list, on_step: OnStep, is_cancelled: IsCancelled
+    ) -> tuple[list, list[str]]:
+        """A1111's "Restore faces" on each image the job made (after an upscale's resize, as
+        its Extras tab orders them), with a note for each image where no face was found."""
+        if request.restore_faces is None:
+            return made, [""] * len(made)
+        return face_restore.restore_images(self.face_restorers, made, request.restore_faces, on_step, is_cancelled)
+
     def _save(
-        self, request: GenerateRequest, made: list, flags: list[bool]
+        self, request: GenerateRequest, made: list, flags: list[bool], notes: list[str] | None = None
     ) -> tuple[tuple[ImageResult, ...], str | None]:
         outputs_dir = self.config.outputs_dir
         level = self.config.png_compress_level
         day = dt.date.today()  # one folder per job even when it runs across midnight
         # An upscale's infotext is its source's (no checkpoint ran, so no model hash either).
-        upscaling = request.kind == JobKind.UPSCALE
+        upscaling = request.kind in (JobKind.UPSCALE, JobKind.RESTORE_FACES)
         model_hash = None if upscaling else self._model_hash(request.model)
         hashes = {} if upscaling else self._file_hashes(request)
         refiner_hash = self._model_hash(request.refiner) if request.refiner else None
@@ -382,7 +397,7 @@ class JobRunner:
         for index, image in enumerate(made):
             seed = request.seeds[index]
             if upscaling:
-                text = upscale.upscale_infotext(request)
+                text = face_restore.extras_infotext(request)
             elif cells is not None:
                 cell = cells[index]
                 text = infotext.request_infotext(
@@ -398,7 +413,10 @@ class JobRunner:
             files.append((image, path, text))
             subseed = request.subseeds[index] if request.subseeds else None
             results.append(
-                ImageResult(index, seed, subseed, str(path), text, image.width, image.height, flagged=flags[index])
+                ImageResult(
+                    index, seed, subseed, str(path), text, image.width, image.height, flagged=flags[index],
+                    note=notes[index] if notes else "",
+                )
             )
         grid = None
         if request.plot is not None:

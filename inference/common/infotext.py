@@ -92,6 +92,7 @@ def build_infotext(
     subseed_strength: float = 0.0,
     extra: Mapping[str, object] | None = None,
     version: str | None = DEFAULT_VERSION,
+    face_restoration: str | None = None,
 ) -> str:
     """One image's infotext in A1111's layout and key order.
 
@@ -110,6 +111,7 @@ def build_infotext(
         "Schedule type": sampler_fields.get("Schedule type"),
         "CFG scale": format_number(cfg_scale),
         "Seed": seed,
+        "Face restoration": face_restoration,  # the restorer's name, when "Restore faces" ran
         "Size": f"{width}x{height}",
         "Model hash": model_hash,
         "Model": model,
@@ -174,6 +176,7 @@ def request_infotext(
         subseed_strength=request.subseed_strength,
         extra=_generation_extras(request, network_hashes or {}, refiner_hash),
         version=version,
+        face_restoration=request.restore_faces.restorer if request.restore_faces else None,
     )
 
 

@@ -24,6 +24,7 @@ class JobKind(StrEnum):
     OUTPAINT = "outpaint"  # needs ``image`` and ``outpaint`` (zoom out and pan)
     UPSCALE = "upscale"  # needs ``image`` and ``upscale``; no diffusion, no prompt needed
     PLOT = "plot"  # needs ``plot``: X/Y plot and prompt matrix, one labelled grid of cells
+    RESTORE_FACES = "restore_faces"  # needs ``image`` and ``restore_faces``; no diffusion
 
 
 class ResizeMode(StrEnum):
@@ -143,6 +144,30 @@ class UpscaleOptions:
     upscaler: str = LANCZOS  # LANCZOS or the name of an upscaler model file (stem, no suffix)
 
 
+# A1111's face restorers (its "Face restoration model" setting), by the names it writes in
+# the infotext's "Face restoration".
+GFPGAN = "GFPGAN"
+CODEFORMER = "CodeFormer"
+FACE_RESTORERS = (GFPGAN, CODEFORMER)
+
+
+@dataclass(frozen=True, slots=True)
+class RestoreFacesOptions:
+    """A1111's "Restore faces": every face found is aligned, restored and pasted back.
+
+    On a generating job it runs on each image as A1111's generation does (fully visible); on
+    an upscale it runs after the upscale, as A1111's Extras tab orders them; a RESTORE_FACES
+    job runs it alone on its source image.
+    """
+
+    restorer: str = CODEFORMER  # one of FACE_RESTORERS
+    # A1111 Extras' "visibility": the restored image blended over the original, 0 to 1.
+    visibility: float = 1.0
+    # CodeFormer's fidelity weight, 0 (most restoration) to 1 (closest to the input); A1111's
+    # default 0.5. GFPGAN has none.
+    codeformer_weight: float = 0.5
+
+
 @dataclass(frozen=True, slots=True)
 class ModelSpec:
     """A checkpoint an admin configured, under the name users pick it by."""
@@ -253,6 +278,10 @@ class WorkerConfig(WorkerOptions):
     # model's name is its file name without the suffix. A1111 keeps them in models/ESRGAN and
     # models/RealESRGAN.
     upscaler_dirs: tuple[str, ...] = ()
+    # Folders searched for the face restorers' weights (A1111: models/GFPGAN, models/Codeformer)
+    # and the face detector's (detection_Resnet50_Final.pth, beside them); see
+    # inference.common.face_restorer_files.
+    face_restorer_dirs: tuple[str, ...] = ()
     # Upscalers run on tiles of this many pixels (0: whole image at once), overlapping by
     # tile_overlap, so a 4x of a large image fits a small GPU and the CPU's memory.
     upscale_tile: int = 256
@@ -311,6 +340,9 @@ class GenerateRequest:
     hires: HiresFix | None = None
     upscale: UpscaleOptions | None = None
     plot: PlotOptions | None = None
+    # A1111's "Restore faces" on every image the job makes (any kind but PLOT); required by
+    # RESTORE_FACES jobs.
+    restore_faces: RestoreFacesOptions | None = None
     # Seamless tiling (Midjourney's --tile, A1111's "Tiling"): convolutions wrap around.
     tiling: bool = False
     # Run the safety classifier on the images (the job was queued outside an age-restricted
@@ -470,6 +502,8 @@ class ImageResult:
     width: int
     height: int
     flagged: bool = False  # the safety classifier judged it NSFW (only when the request asked)
+    # A line for the member about this image ("No faces found: the image is unchanged."), or "".
+    note: str = ""
 
 
 @dataclass(frozen=True, slots=True)
