@@ -22,9 +22,11 @@ from bot.jobs.workflow_params import (
     img2img_parameters,
     inpaint_parameters,
     outpaint_parameters,
+    restore_faces_parameters,
     upscale_parameters,
     without_workflow,
 )
+from bot.jobs.face_params import member_face_columns
 from bot.jobs.queue import CancelOutcome, Requester
 from bot.jobs.retention import expired_message
 from bot.policy import audit, gate
@@ -374,6 +376,17 @@ async def upscale(interaction: discord.Interaction[SDBot], job_id: int, index: i
     upscaler = member_defaults(await bot.queue.user(interaction.user.id), bot.settings).upscaler
     params = upscale_parameters(bot.settings, _source_of(job, image), scale=scale, upscaler=upscaler, base=base)
     await submit(interaction, params)
+
+
+async def restore_faces(interaction: discord.Interaction[SDBot], job_id: int, index: int) -> None:
+    """The Restore faces button: A1111's Extras face restoration of one image, with the
+    member's restorer, visibility and CodeFormer weight (bot.jobs.face_params)."""
+    bot = interaction.client
+    job, image = await _finished_image(interaction, job_id, index)
+    defaults = member_defaults(await bot.queue.user(interaction.user.id), bot.settings)
+    faces = member_face_columns(bot.settings, defaults, True, extras=True)
+    base = without_workflow(parameters_of(job))
+    await submit(interaction, restore_faces_parameters(bot.settings, _source_of(job, image), faces, base))
 
 
 async def outpaint(interaction: discord.Interaction[SDBot], job_id: int, index: int, direction: str) -> None:

@@ -25,6 +25,7 @@ from bot.jobs.worker_process import START_METHODS
 from inference.common.protocol import (
     RNG_SOURCES,
     COMPILE_MODES,
+    FACE_RESTORERS,
     LANCZOS,
     LOW_MEMORY_MODES,
     MAX_CLIP_SKIP,
@@ -136,6 +137,11 @@ class ImageSettings:
     upscaler_dirs: tuple[str, ...] = ("models/ESRGAN", "models/RealESRGAN")
     # "Lanczos" (a plain resize, always there) or an upscaler model's name.
     default_upscaler: str = "Lanczos"
+    # Folders holding the face restorers' weights (GFPGANv1.4.pth, codeformer-v0.1.0.pth) and
+    # the face detector's (detection_Resnet50_Final.pth), as A1111 keeps them.
+    face_restorer_dirs: tuple[str, ...] = ("models/GFPGAN", "models/Codeformer")
+    # The restorer of "Restore faces" for members who chose none (A1111's default: CodeFormer).
+    default_face_restorer: str = "CodeFormer"
     # Upscalers run on overlapping tiles of this many pixels (0: the whole image at once).
     upscale_tile: int = 256
     upscale_tile_overlap: int = 32
@@ -294,6 +300,7 @@ class A1111Settings:
     lora_dirs: tuple[str, ...] = ("models/Lora", "models/LyCORIS")
     embedding_dirs: tuple[str, ...] = ("embeddings",)
     upscaler_dirs: tuple[str, ...] = ("models/ESRGAN", "models/RealESRGAN", "models/SwinIR", "models/DAT")
+    face_restorer_dirs: tuple[str, ...] = ("models/GFPGAN", "models/Codeformer")
     # Minutes between two looks for new, changed and removed checkpoints (only their sizes and
     # times are read, and the headers of the files that changed); 0: only /admin models refresh.
     rescan_minutes: float = 5.0
@@ -357,6 +364,10 @@ class Settings:
                 f"images.default_upscaler {images.default_upscaler!r} is neither {LANCZOS!r} nor a .pth/.safetensors "
                 f"file in images.upscaler_dirs {list(images.upscaler_dirs)}"
             )
+        if images.default_face_restorer not in FACE_RESTORERS:
+            raise ConfigError(
+                f"images.default_face_restorer must be one of {', '.join(FACE_RESTORERS)}, got {images.default_face_restorer!r}"
+            )
         if self.policy.flagged_action not in FLAGGED_ACTIONS:
             raise ConfigError(
                 f"policy.flagged_action must be one of {', '.join(FLAGGED_ACTIONS)}, got {self.policy.flagged_action!r}"
@@ -412,6 +423,7 @@ class Settings:
             outputs_dir=str(Path(self.outputs_dir).resolve()),
             preload=(self.default_model,),
             upscaler_dirs=tuple(str(Path(d).resolve()) for d in self.images.upscaler_dirs),
+            face_restorer_dirs=tuple(str(Path(d).resolve()) for d in self.images.face_restorer_dirs),
             upscale_tile=self.images.upscale_tile,
             upscale_tile_overlap=self.images.upscale_tile_overlap,
             embedding_dirs=tuple(str(Path(d).resolve()) for d in self.prompts.embedding_dirs),
@@ -486,6 +498,7 @@ def _add_a1111_models(data: dict[str, Any], a1111: A1111Settings) -> None:
         ("prompts", "lora_dirs", "lora_dirs"),
         ("prompts", "embedding_dirs", "embedding_dirs"),
         ("images", "upscaler_dirs", "upscaler_dirs"),
+        ("images", "face_restorer_dirs", "face_restorer_dirs"),
     ):
         section = data.setdefault(table, {})
         if isinstance(section, dict):

@@ -27,6 +27,7 @@ FOLDER_SETTINGS = (
     ("", "outputs_dir"),
     ("", "vae_dirs"),
     ("images", "upscaler_dirs"),
+    ("images", "face_restorer_dirs"),
     ("prompts", "embedding_dirs"),
     ("prompts", "lora_dirs"),
     ("worker", "compile_cache_dir"),

@@ -61,6 +61,12 @@ class User(Base):
     # A1111's random number generator source ("GPU", "CPU", "NV") and ENSD.
     default_rng: Mapped[str | None] = mapped_column(String(10))
     default_ensd: Mapped[int | None] = mapped_column(BigInteger)
+    # A1111's "Restore faces" on this member's generating jobs: "Off", "GFPGAN" or "CodeFormer"
+    # (None: the server's default, off); the visibility of the Restore faces button and
+    # /upscale's restoration (A1111's Extras), and CodeFormer's weight.
+    default_face_restorer: Mapped[str | None] = mapped_column(String(20))
+    default_face_visibility: Mapped[float | None] = mapped_column(Float)
+    default_codeformer_weight: Mapped[float | None] = mapped_column(Float)
     # Results shown only to their owner (an ephemeral status message, then a DM once the
     # interaction token has expired) instead of in the channel.
     private_results: Mapped[bool] = mapped_column(Boolean, default=False, server_default="0")
@@ -130,6 +136,11 @@ class Job(Base):
     refiner_switch_at: Mapped[float | None] = mapped_column(Float)
     upscale_factor: Mapped[float | None] = mapped_column(Float)
     upscaler: Mapped[str | None] = mapped_column(String(100))
+    # A1111's "Restore faces" (inference.common.protocol.RestoreFacesOptions): the restorer
+    # (None: none), the visibility and CodeFormer's weight.
+    face_restorer: Mapped[str | None] = mapped_column(String(20))
+    face_visibility: Mapped[float | None] = mapped_column(Float)
+    codeformer_weight: Mapped[float | None] = mapped_column(Float)
     # Seamless tiling (--tile), and an X/Y plot's or prompt matrix's cells and labels as the JSON
     # of inference.common.protocol.PlotOptions (see bot.jobs.plot_params).
     tiling: Mapped[bool] = mapped_column(Boolean, default=False, server_default="0")
@@ -211,6 +222,8 @@ class Image(Base):
     infotext: Mapped[str] = mapped_column(Text)
     # The safety classifier flagged it: posted blurred, spoilered or not at all (server policy).
     flagged: Mapped[bool] = mapped_column(Boolean, default=False, server_default="0")
+    # A line for its owner about it from the worker ("No faces were found..."), or None.
+    note: Mapped[str | None] = mapped_column(Text)
     # Its public post alone (a U button): while that message exists, another U links to it
     # instead of posting the image again (bot.actions.post_single_image).
     posted_channel_id: Mapped[int | None] = mapped_column(BigInteger)

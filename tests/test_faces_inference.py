@@ -227,7 +227,7 @@ def test_missing_models_and_bad_options_are_named(tmp_path):
     gfpgan_dir, codeformer_dir = tmp_path / "GFPGAN", tmp_path / "Codeformer"
     gfpgan_dir.mkdir()
     restorers = FaceRestorers([gfpgan_dir, codeformer_dir], torch.device("cpu"), torch.float32)
-    with pytest.raises(InvalidRequestError, match=r"CodeFormer's weights .*and the face detector's weights"):
+    with pytest.raises(InvalidRequestError, match=r"must add CodeFormer's weights .*and the face detector's weights"):
         restorers.check(RestoreFacesOptions("CodeFormer"))
     with pytest.raises(InvalidRequestError, match="unknown face restorer 'RestoreFormer'"):
         restorers.check(RestoreFacesOptions("RestoreFormer"))

@@ -200,6 +200,7 @@ OPTIONS: dict[str, Option] = dict(
     x_values=Option(AxisValues, AXIS_VALUES_HELP, required=True),
     y_type=Option(str, "What changes from row to row (optional)", choices=AXIS_TYPES),
     y_values=Option(AxisValues, AXIS_VALUES_HELP),
+    restore_faces=Option(bool, "Restore faces (A1111's GFPGAN or CodeFormer, as in your /settings); default: your /settings"),
 )
 
 
@@ -249,6 +250,7 @@ class CommandOptions:
     x_values: str | None = None
     y_type: str | None = None
     y_values: str | None = None
+    restore_faces: bool | None = None
 
     def generation(self, prompt: str | None = None) -> GenerationOptions:
         """The options every generating job resolves (bot.jobs.params); ``prompt``: this
@@ -270,6 +272,7 @@ class CommandOptions:
             schedule_type=self.schedule_type,
             eta=self.eta,
             seed_resize_from=self.seed_resize_from,
+            restore_faces=self.restore_faces,
         )
 
     def hires(self) -> dict[str, Any]:

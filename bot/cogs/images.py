@@ -22,6 +22,8 @@ from bot import actions, inputs
 from bot.cogs.base import BotCog
 from bot.cogs.generation_options import CommandOptions, generation_command, upscalers
 from bot.errors import InvalidOption, echo
+from bot.jobs.face_params import member_face_columns
+from bot.jobs.params import member_defaults
 from bot.jobs.workflow_params import (
     img2img_parameters,
     inpaint_parameters,
@@ -51,6 +53,7 @@ class Images(BotCog):
     @generation_command(
         "image", "prompt", "strength", "resize_mode", "negative_prompt", "width", "height", "steps", "cfg",
         "sampler", "schedule_type", "seed", "count", "model", "vae", "clip_skip", "seed_resize_from", "eta", "loopback", "loopback_final_strength", "style",
+        "restore_faces",
         width="Width in pixels, a multiple of 8 (default: the image's shape, within this server's limits)",
         height="Height in pixels, a multiple of 8 (default: the image's shape, within this server's limits)",
     )
@@ -69,7 +72,7 @@ class Images(BotCog):
     @generation_command(
         "image", "mask", "prompt", "strength", "masked_content", "mask_blur", "only_masked", "padding",
         "negative_prompt", "steps", "cfg", "sampler", "schedule_type", "seed", "count", "model", "vae", "clip_skip",
-        "seed_resize_from", "eta", "style",
+        "seed_resize_from", "eta", "style", "restore_faces",
         image="The image to change",
     )
     async def inpaint(self, interaction: discord.Interaction[SDBot], chosen: CommandOptions) -> None:
@@ -91,7 +94,7 @@ class Images(BotCog):
     @app_commands.command(name="outpaint", description="Extend an image you upload beyond its edges.", extras=actions.QUEUES_JOBS)
     @generation_command(
         "image", "direction", "pixels", "prompt", "negative_prompt", "strength", "steps", "cfg", "sampler",
-        "schedule_type", "seed", "model", "vae", "clip_skip", "seed_resize_from", "eta", "style",
+        "schedule_type", "seed", "model", "vae", "clip_skip", "seed_resize_from", "eta", "style", "restore_faces",
         image="The image to extend",
         prompt="What the whole extended image shows",
     )
@@ -124,6 +127,7 @@ class Images(BotCog):
         image="The image to enlarge",
         scale="How many times larger, above 1 (default 2; 4 for small images)",
         upscaler="Lanczos (a plain resize), or an upscaler model installed on this server",
+        restore_faces="Then restore faces (A1111's Extras order), with your /settings' restorer and visibility",
     )
     @app_commands.autocomplete(upscaler=upscalers)
     async def upscale(
@@ -132,9 +136,13 @@ class Images(BotCog):
         image: discord.Attachment,
         scale: app_commands.Range[float, 1.0, 8.0] = 2.0,
         upscaler: str | None = None,
+        restore_faces: bool = False,
     ) -> None:
-        source = await inputs.read_image_upload(image, self.bot.settings)
-        params = upscale_parameters(self.bot.settings, source, scale=scale, upscaler=upscaler)
+        settings = self.bot.settings
+        defaults = member_defaults(await self.bot.queue.user(interaction.user.id), settings)
+        faces = member_face_columns(settings, defaults, restore_faces, extras=True)  # refused before the upload is read
+        source = await inputs.read_image_upload(image, settings)
+        params = upscale_parameters(settings, source, scale=scale, upscaler=upscaler, faces=faces)
         await actions.submit(interaction, params)
 
 

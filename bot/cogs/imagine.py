@@ -26,7 +26,7 @@ class Imagine(BotCog):
     @generation_command(
         "prompt", "negative_prompt", "aspect", "width", "height", "steps", "cfg", "sampler", "schedule_type", "seed",
         "count", "model", "vae", "clip_skip", "seed_resize_from", "eta", "hires_scale", "hires_steps", "hires_denoising",
-        "hires_upscaler", "style", "lora", "lora_weight", "embedding", "refiner", "refiner_switch_at",
+        "hires_upscaler", "style", "lora", "lora_weight", "embedding", "refiner", "refiner_switch_at", "restore_faces",
         prompt="What to draw; may end with --ar 3:2, --no text, --seed, --steps, --cfg, --sampler, --model, --tile",
     )
     async def imagine(self, interaction: discord.Interaction[SDBot], chosen: CommandOptions) -> None:

@@ -24,21 +24,27 @@ UNIT_STEPS = 20
 # An upscale runs its upscaler once over the image rather than once per step: this many units
 # per 512x512 of the upscaled image (a model upscaler's tiles cost about 5 steps each).
 UPSCALE_UNITS_PER_TILE = 0.25
+# A1111's "Restore faces" on one image: a detector pass and a 512 px restorer pass per face
+# (GFPGAN or CodeFormer: about the cost of 20 steps of a 512x512 image each, for one face).
+FACE_RESTORATION_UNITS = 1.0
 # Shown with every cost, so that a member can tell what makes theirs.
 UNIT_MEANING = "1 unit = 20 steps of one 512x512 image"
 
 
 def job_cost(job: Job | JobParameters) -> float:
     """The job's cost in units, from its parameters (a row, or parameters not yet queued)."""
+    faces = FACE_RESTORATION_UNITS * job.count if job.face_restorer else 0.0
+    if job.kind == JobKind.RESTORE_FACES:
+        return faces
     if job.kind == JobKind.UPSCALE:
-        return job.width * job.height / UNIT_PIXELS * UPSCALE_UNITS_PER_TILE
+        return job.width * job.height / UNIT_PIXELS * UPSCALE_UNITS_PER_TILE + faces
     if job.plot_json:
         # A cell's steps override the job's; a cell's denoising changes the hires pass's
         # strength only, and that pass runs exactly its steps whatever the strength.
         cell_steps = [cell.steps or job.steps for cell in plot_options(job.plot_json).cells]
     else:
         cell_steps = [job.steps] * job.count
-    return sum(_image_cost(job, steps) for steps in cell_steps)
+    return sum(_image_cost(job, steps) for steps in cell_steps) + faces
 
 
 def _image_cost(job: Job | JobParameters, steps: int) -> float:

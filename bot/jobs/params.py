@@ -16,6 +16,7 @@ from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, TypeVar
 
 from bot.errors import InvalidOption, echo, listed
+from bot.jobs.face_params import check_face_choice, check_fraction, face_restoration_columns
 from bot.jobs.model_checks import check_clip_skip, check_model, check_vae, check_vae_choice, model_family
 from bot.jobs.sampling import (
     AUTOMATIC_SCHEDULE,
@@ -75,6 +76,7 @@ class GenerationOptions:
     ensd: int | None = None  # A1111's eta noise seed delta
     eta: float | None = None
     seed_resize_from: str | None = None  # "WIDTHxHEIGHT"; "0x0" or "": off
+    restore_faces: bool | None = None  # A1111's "Restore faces"; None: the member's default
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "prompt", clean_prompt_text(self.prompt or ""))
@@ -125,6 +127,10 @@ class JobParameters:
     refiner_switch_at: float | None = None
     upscale_factor: float | None = None
     upscaler: str | None = None
+    # A1111's "Restore faces" (RestoreFacesOptions: restorer, visibility, CodeFormer weight).
+    face_restorer: str | None = None
+    face_visibility: float | None = None
+    codeformer_weight: float | None = None
     tiling: bool = False
     # The VAE file's name ("": the model's own), "Automatic" already resolved, and clip skip.
     vae: str = ""
@@ -218,6 +224,10 @@ def resolve_parameters(
         eta=eta,
         seed_resize_from_width=seed_resize[0] if seed_resize else None,
         seed_resize_from_height=seed_resize[1] if seed_resize else None,
+        **face_restoration_columns(  # type: ignore[arg-type]
+            settings, options.restore_faces, choice=defaults.face_restorer,
+            codeformer_weight=defaults.codeformer_weight,
+        ),
     )
 
 
@@ -343,6 +353,9 @@ class MemberDefaults:
     refiner: str | None = None
     rng: str | None = None
     ensd: int | None = None
+    face_restorer: str | None = None  # "Off" or a restorer (bot.jobs.face_params)
+    face_visibility: float | None = None
+    codeformer_weight: float | None = None
     unavailable: dict[str, str] = field(default_factory=dict)  # setting -> why
 
 
@@ -375,6 +388,11 @@ def member_defaults(user: User | None, settings: Settings) -> MemberDefaults:
     keep("refiner", user.default_refiner, lambda: check_model(settings, user.default_refiner or "").name)
     keep("rng", user.default_rng, lambda: check_rng(user.default_rng or ""))
     keep("ensd", user.default_ensd, lambda: check_ensd(user.default_ensd or 0))
+    keep("face_restorer", user.default_face_restorer, lambda: check_face_choice(user.default_face_restorer or ""))
+    keep("face_visibility", user.default_face_visibility,
+         lambda: check_fraction(user.default_face_visibility or 0.0, "face visibility"))
+    keep("codeformer_weight", user.default_codeformer_weight,
+         lambda: check_fraction(user.default_codeformer_weight or 0.0, "CodeFormer weight"))
     # Sizes follow the model: checked for the member's model (else the server's).
     base = check_model(settings, str(values.get("model", settings.default_model))).base_size
     if user.default_aspect is not None:

@@ -83,7 +83,7 @@ def check_rerun(job: Job, settings: Settings) -> None:
     if len(job.prompt) > limits.max_prompt_length:
         raise InvalidOption(f"The prompt of job #{job.id} is longer than this server now allows.")
     kind = JobKind(job.kind)
-    if kind != JobKind.UPSCALE:
+    if kind not in (JobKind.UPSCALE, JobKind.RESTORE_FACES):
         if job.steps > limits.max_steps:
             raise InvalidOption(f"Job #{job.id} has {job.steps} steps; this server now allows at most {limits.max_steps}.")
         if job.cfg_scale > limits.max_cfg_scale:

@@ -457,6 +457,7 @@ class JobQueue:
                     path=image.path,
                     infotext=image.infotext,
                     flagged=image.flagged,
+                    note=image.note or None,
                 )
                 for image in result.images
             ]

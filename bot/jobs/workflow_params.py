@@ -13,10 +13,12 @@ size (see inference.common.protocol.GenerateRequest).
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
 from bot.errors import InvalidOption, echo, listed
+from bot.jobs.face_params import NO_FACE_RESTORATION
 from bot.jobs.params import GenerationOptions, JobParameters, random_seed, resolve_parameters
 from inference.common.protocol import LANCZOS, LATENT, MAX_MASK_BLUR, JobKind, MaskedContent, ResizeMode
 from inference.common.upscaler_files import upscaler_files
@@ -256,9 +258,11 @@ def upscale_parameters(
     scale: float,
     upscaler: str | None,
     base: JobParameters | None = None,
+    faces: Mapping[str, object] = NO_FACE_RESTORATION,
 ) -> JobParameters:
-    """Upscale one image. ``base`` is the job that made it, whose prompt and seed the result
-    keeps (as A1111's extras tab keeps the infotext); an upload has none."""
+    """Upscale one image, then restore its faces when ``faces`` says so (A1111's Extras
+    order; bot.jobs.face_params). ``base`` is the job that made it, whose prompt and seed the
+    result keeps (as A1111's extras tab keeps the infotext); an upload has none."""
     if not 1.0 < scale <= MAX_UPSCALE:
         raise InvalidOption(f"scale must be above 1 and at most {MAX_UPSCALE:g}, got {scale:g}.")
     name = check_upscaler(settings, upscaler or settings.images.default_upscaler)
@@ -269,6 +273,26 @@ def upscale_parameters(
             f"Upscaling {source.width}x{source.height} by {scale:g} would make {width}x{height}; "
             f"this server makes images of at most {limit} px a side."
         )
+    params = _extras_job(settings, source, width, height, base)
+    return _derived(params, source, JobKind.UPSCALE, upscale_factor=float(scale), upscaler=name, **faces)
+
+
+def restore_faces_parameters(
+    settings: Settings, source: SourceImage, faces: Mapping[str, object], base: JobParameters | None = None
+) -> JobParameters:
+    """A1111's Extras face restoration of one image, at its own size; ``faces`` are the
+    columns bot.jobs.face_params.face_restoration_columns made (with a restorer)."""
+    if faces.get("face_restorer") is None:
+        raise InvalidOption("Choose a face restorer.")
+    params = _extras_job(settings, source, source.width, source.height, base)
+    return _derived(params, source, JobKind.RESTORE_FACES, **faces)
+
+
+def _extras_job(
+    settings: Settings, source: SourceImage, width: int, height: int, base: JobParameters | None
+) -> JobParameters:
+    """The parameters of an Extras job (upscale, face restoration) on one image, before its
+    workflow's own: its parent's prompt and seed (none for an upload), one image of this size."""
     if base is None:
         limits = settings.limits
         base = JobParameters(
@@ -285,7 +309,7 @@ def upscale_parameters(
             seed=source.seed if source.seed is not None else random_seed(),
         )
     cleared = {name: None for name in _WORKFLOW_FIELDS}
-    params = replace(
+    return replace(
         base,
         **cleared,
         width=width,
@@ -295,7 +319,6 @@ def upscale_parameters(
         subseed=None,
         subseed_strength=0.0,
     )
-    return _derived(params, source, JobKind.UPSCALE, upscale_factor=float(scale), upscaler=name)
 
 
 # The fields one workflow sets; a job derived from another starts with none of them.
@@ -319,6 +342,7 @@ _WORKFLOW_FIELDS = (
     "hires_upscaler",
     "upscale_factor",
     "upscaler",
+    *NO_FACE_RESTORATION,
 )
 
 

@@ -40,7 +40,7 @@ def longest_and_part(prompt: str, steps: int) -> str:
 def token_summary(job: Job | JobParameters) -> str | None:
     """"83 (2 chunks)", with the negative prompt's count after it when there is one; None for
     jobs that encode no prompt (upscales)."""
-    if job.kind == JobKind.UPSCALE or not job.prompt:
+    if job.kind in (JobKind.UPSCALE, JobKind.RESTORE_FACES) or not job.prompt:
         return None
     summary = _counted(*count_prompt_tokens(longest_and_part(job.prompt, job.steps), job.steps))
     if job.negative_prompt:
@@ -51,7 +51,7 @@ def token_summary(job: Job | JobParameters) -> str | None:
 def cut_warning(settings: Settings, params: JobParameters) -> str | None:
     """What the model will not read of the prompts, for a model set to one chunk."""
     model = settings.model(params.model)
-    if model is None or model.long_prompts or params.kind == JobKind.UPSCALE:
+    if model is None or model.long_prompts or params.kind in (JobKind.UPSCALE, JobKind.RESTORE_FACES):
         return None
     parts = []
     prompt = longest_and_part(params.prompt, params.steps) if params.prompt else params.prompt

@@ -124,6 +124,16 @@ class UpscaleImageButton(_JobButton, DynamicItem[Button], template=r"sd:up:(?P<j
         await _queuing(interaction, self.job_id, lambda: actions.upscale(interaction, self.job_id, self.index, float(self.scale)))
 
 
+class RestoreFacesButton(_JobButton, DynamicItem[Button], template=r"sd:faces:(?P<job>\d+):(?P<index>\d+)"):
+    """A1111's Extras face restoration of one image, with the member's restorer (/settings)."""
+
+    def __init__(self, job_id: int, index: int) -> None:
+        super().__init__(job_id, index, _secondary(f"sd:faces:{job_id}:{index}", "Restore faces"))
+
+    async def callback(self, interaction: discord.Interaction[SDBot]) -> None:
+        await _queuing(interaction, self.job_id, lambda: actions.restore_faces(interaction, self.job_id, self.index))
+
+
 # Direction in the custom_id -> the button's label.
 OUTPAINT_LABELS = {
     "zoom1.5": "Zoom out 1.5x",
@@ -194,6 +204,7 @@ DYNAMIC_ITEMS = (
     OutpaintButton,
     RemixButton,
     InpaintButton,
+    RestoreFacesButton,
 )
 
 
@@ -219,9 +230,12 @@ def result_view(job: Job) -> discord.ui.View | None:
     """Under a finished job: U/V per image for a grid, the image workflows for a single image;
     🗑️ Remove under every result (bot.ui.remove_button).
 
-    An upscale has only Remove: every workflow on a 2048 px image would pass the server's limits.
+    An upscale has only Restore faces (A1111's Extras order: upscale, then restore) and Remove:
+    every other workflow on a 2048 px image would pass the server's limits.
     """
-    if job.kind == JobKind.UPSCALE:
+    if job.kind == JobKind.UPSCALE and not job.face_restorer:
+        return _view(RestoreFacesButton(job.id, 0), RemoveButton(job.id))
+    if job.kind in (JobKind.UPSCALE, JobKind.RESTORE_FACES):
         return _view(RemoveButton(job.id))
     if job.kind == JobKind.PLOT:
         # A plot's cells differ in more than their seed, and up to 16 of them would pass
@@ -250,6 +264,7 @@ def single_image_view(job_id: int, index: int, *, with_reroll: bool = False) -> 
             UpscaleImageButton(job_id, index, 4),
             OutpaintButton(job_id, index, "zoom1.5"),
             OutpaintButton(job_id, index, "zoom2"),
+            RestoreFacesButton(job_id, index),
         ],
         [
             *(OutpaintButton(job_id, index, direction) for direction in ("left", "right", "up", "down")),

@@ -15,6 +15,9 @@ RUNNING_COLOUR = discord.Colour.gold()
 DONE_COLOUR = discord.Colour.green()
 FAILED_COLOUR = discord.Colour.red()
 CANCELED_COLOUR = discord.Colour.dark_grey()
+# A1111's Extras: jobs on an image that run no checkpoint (no steps, sampler or model to show).
+EXTRAS_KINDS = (JobKind.UPSCALE, JobKind.RESTORE_FACES)
+EXTRAS_TITLES = {JobKind.UPSCALE: "Upscaled image", JobKind.RESTORE_FACES: "Restored faces"}
 
 
 def clip(text: str, limit: int) -> str:
@@ -38,7 +41,7 @@ def sampler_label(job: Job) -> str:
 
 
 def _parameters_line(job: Job) -> str:
-    if job.kind == JobKind.UPSCALE:
+    if job.kind in EXTRAS_KINDS:
         return f"{workflow_summary(job)} · {job.width}x{job.height}"
     line = f"{job.width}x{job.height} · {job.steps} steps · {sampler_label(job)} · CFG {job.cfg_scale:g} · {job.model}"
     summary = workflow_summary(job)
@@ -48,8 +51,12 @@ def _parameters_line(job: Job) -> str:
 def workflow_summary(job: Job) -> str | None:
     """What a job did besides txt2img, in one line; None for plain txt2img."""
     kind = JobKind(job.kind)
+    faces = face_restoration_summary(job)
     if kind == JobKind.UPSCALE:
-        return f"Upscale {job.upscale_factor:g}x ({job.upscaler})"
+        upscale = f"Upscale {job.upscale_factor:g}x ({job.upscaler})"
+        return f"{upscale}, then {faces[0].lower()}{faces[1:]}" if faces else upscale
+    if kind == JobKind.RESTORE_FACES:
+        return faces
     parts: list[str] = []
     if kind == JobKind.PLOT and job.plot_json:
         parts.append(plot_summary(plot_options(job.plot_json)))
@@ -82,7 +89,21 @@ def workflow_summary(job: Job) -> str | None:
         )
     if job.refiner and kind in (JobKind.TXT2IMG, JobKind.VARIATION):
         parts.append(f"Refiner {job.refiner} from {job.refiner_switch_at or 0.8:g}")
+    if faces:
+        parts.append(faces)
     return "; ".join(parts) or None
+
+
+def face_restoration_summary(job: Job) -> str | None:
+    """"Restore faces (CodeFormer, weight 0.5, visibility 0.8)"; None when off."""
+    if not job.face_restorer:
+        return None
+    details = [job.face_restorer]
+    if job.codeformer_weight is not None:
+        details.append(f"weight {job.codeformer_weight:g}")
+    if job.face_visibility is not None and job.face_visibility < 1:
+        details.append(f"visibility {job.face_visibility:g}")
+    return f"Restore faces ({', '.join(details)})"
 
 
 def _with_prompt(embed: discord.Embed, job: Job) -> discord.Embed:
@@ -149,7 +170,7 @@ def result_embed(job: Job, filename: str, image_index: int | None = None) -> dis
         seeds, subseeds = seeds[image_index : image_index + 1], subseeds[image_index : image_index + 1]
     # The prompt is the title; only a prompt too long for a title is repeated in full below it.
     description = clip(job.prompt, 1000) if len(job.prompt) > 256 else None
-    title = clip(job.prompt, 256) if job.prompt else "Upscaled image"
+    title = clip(job.prompt, 256) if job.prompt else EXTRAS_TITLES.get(JobKind(job.kind), "Upscaled image")
     embed = discord.Embed(title=title, description=description, colour=DONE_COLOUR)
     _with_negative_prompt(embed, job)
     summary = workflow_summary(job)
@@ -170,7 +191,13 @@ def result_embed(job: Job, filename: str, image_index: int | None = None) -> dis
     shown = job.images[image_index or 0] if job.images else None
     size = f"{shown.width}x{shown.height}" if shown is not None else f"{job.width}x{job.height}"
     embed.add_field(name="Size", value=size)
-    if job.kind != JobKind.UPSCALE:
+    notes = [image for image in job.images if image.note] if image_index is None else [
+        image for image in job.images if image.index == image_index and image.note
+    ]
+    for image in notes:
+        which = "Note" if len(job.images) == 1 or image_index is not None else f"Note (image {image.index + 1})"
+        embed.add_field(name=which, value=clip(image.note or "", 1000), inline=False)
+    if job.kind not in EXTRAS_KINDS:
         embed.add_field(name="Steps", value=str(job.steps))
         embed.add_field(name="Sampler", value=sampler_label(job))
         embed.add_field(name="CFG", value=f"{job.cfg_scale:g}")

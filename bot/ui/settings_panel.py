@@ -1,9 +1,9 @@
 """/settings: one private message with the member's defaults next to the server's, and the
 controls that change them.
 
-Eight selects (model, sampler, aspect, upscaler, VAE, styles, SDXL refiner, RNG source) and a
-row of buttons (a form for steps, CFG, size, clip skip and negative prompt; one for ENSD;
-private results on/off;
+Nine selects (model, sampler, aspect, upscaler, VAE, styles, SDXL refiner, RNG source, face
+restoration) and a row of buttons (a form for steps, CFG, size, clip skip and negative prompt;
+one for ENSD; one for the face restorers' visibility and CodeFormer weight; private results on/off;
 reset all) pass Discord's 5 action rows
 of a classic message, so the message uses Components V2 (a LayoutView: text and rows, up to 40
 components). Every control is a DynamicItem whose custom_id carries the member's id and what it
@@ -27,6 +27,15 @@ from discord.ui import Button, DynamicItem, Select
 
 from bot import actions
 from bot.errors import InvalidOption, NotAllowed, echo
+from bot.jobs.face_params import (
+    DEFAULT_CODEFORMER_WEIGHT,
+    DEFAULT_VISIBILITY,
+    FACE_CHOICES,
+    FACE_OFF,
+    check_face_choice,
+    check_face_models,
+    check_fraction,
+)
 from bot.jobs.sampling import check_ensd, check_rng
 from bot.jobs.params import (
     ASPECT_RATIOS,
@@ -64,6 +73,7 @@ DEFAULT_COLUMNS = (
     "default_model", "default_sampler", "default_steps", "default_cfg_scale", "default_width", "default_height",
     "default_negative_prompt", "default_aspect", "default_style", "default_upscaler", "default_vae",
     "default_clip_skip", "default_refiner", "default_rng", "default_ensd",
+    "default_face_restorer", "default_face_visibility", "default_codeformer_weight",
 )
 
 
@@ -89,7 +99,7 @@ async def settings_message(interaction: discord.Interaction[SDBot], user_id: int
     styles = await style_store.visible_styles(bot.queue.db, user_id, interaction.guild_id)
     view = ui.LayoutView(timeout=None)
     view.add_item(ui.TextDisplay(_summary(bot.settings, user, styles)))
-    for what in ("model", "sampler", "size", "upscaler", "vae", "style", "refiner", "rng"):
+    for what in ("model", "sampler", "size", "upscaler", "vae", "style", "refiner", "rng", "faces"):
         row: ui.ActionRow[Any] = ui.ActionRow()
         row.add_item(SettingSelect(user_id, what, _options(bot.settings, user, styles, what)))
         view.add_item(row)
@@ -97,6 +107,7 @@ async def settings_message(interaction: discord.Interaction[SDBot], user_id: int
     buttons: ui.ActionRow[Any] = ui.ActionRow()
     buttons.add_item(SettingsButton(user_id, "form"))
     buttons.add_item(SettingsButton(user_id, "ensd"))
+    buttons.add_item(SettingsButton(user_id, "faces"))
     buttons.add_item(SettingsButton(user_id, "private", private=private))
     buttons.add_item(SettingsButton(user_id, "reset"))
     view.add_item(buttons)
@@ -157,6 +168,12 @@ def _summary(settings: Settings, user: User | None, styles: list[Any]) -> str:
         line("SDXL refiner", "refiner", u.default_refiner, "none"),
         line("RNG source", "rng", u.default_rng, limits.default_rng),
         line("ENSD", "ensd", u.default_ensd, str(limits.default_ensd)),
+        line("Restore faces", "face_restorer", u.default_face_restorer, FACE_OFF),
+        line("Face visibility (Restore faces button, /upscale)", "face_visibility",
+             None if u.default_face_visibility is None else f"{u.default_face_visibility:g}", f"{DEFAULT_VISIBILITY:g}"),
+        line("CodeFormer weight", "codeformer_weight",
+             None if u.default_codeformer_weight is None else f"{u.default_codeformer_weight:g}",
+             f"{DEFAULT_CODEFORMER_WEIGHT:g}"),
         f"**Private results**: **{'on' if u.private_results else 'off'}** · server: off",
     ]
     return "\n".join(lines)
@@ -202,6 +219,8 @@ def _options(settings: Settings, user: User | None, styles: list[Any], what: str
         server, values, current = AUTOMATIC, vae_choices(settings_vae_files(settings))[1:], u.default_vae
     elif what == "refiner":
         server, values, current = "none", refiner_names(settings), u.default_refiner
+    elif what == "faces":
+        server, values, current = FACE_OFF, list(FACE_CHOICES), u.default_face_restorer
     else:
         server, values, current = settings.images.default_upscaler, upscaler_names(settings), u.default_upscaler
     options = [discord.SelectOption(label=f"Server default ({server})", value=SERVER_DEFAULT, default=current is None)]
@@ -221,13 +240,14 @@ PLACEHOLDERS = {
     "style": "Styles applied when a command names none…",
     "refiner": "SDXL refiner of your SDXL jobs…",
     "rng": "Random number source (A1111's): GPU, CPU or NV…",
+    "faces": "Restore faces on your images: Off, GFPGAN or CodeFormer…",
 }
 
 
 class SettingSelect(
-    DynamicItem[Select], template=r"sd:set:(?P<user>\d+):(?P<what>model|sampler|size|upscaler|vae|style|refiner|rng)"
+    DynamicItem[Select], template=r"sd:set:(?P<user>\d+):(?P<what>model|sampler|size|upscaler|vae|style|refiner|rng|faces)"
 ):
-    """One of the eight selects; choosing edits the settings message in place."""
+    """One of the nine selects; choosing edits the settings message in place."""
 
     def __init__(self, user_id: int, what: str, options: list[discord.SelectOption] | None = None) -> None:
         options = options or []
@@ -277,7 +297,7 @@ class SettingSelect(
             model = member_defaults(user, settings).model or settings.default_model
             check_aspect(value, check_model(settings, model).base_size, settings.limits)
             return {"default_aspect": value, "default_width": None, "default_height": None}
-        column = f"default_{self.what}"
+        column = "default_face_restorer" if self.what == "faces" else f"default_{self.what}"
         if value == SERVER_DEFAULT:
             return {column: None}
         check = {
@@ -287,15 +307,28 @@ class SettingSelect(
             "vae": lambda: check_vae_choice(settings, value),
             "refiner": lambda: check_model(settings, value).name,
             "rng": lambda: check_rng(value),
+            "faces": lambda: _usable_face_choice(settings, value),
         }[self.what]
         return {column: check()}
 
 
-BUTTON_LABELS = {"form": "Steps, CFG, size, clip skip, negative prompt…", "ensd": "ENSD…", "reset": "Reset all"}
+def _usable_face_choice(settings: Settings, value: str) -> str:
+    """A face restoration default: Off, or a restorer this server has the models for."""
+    choice = check_face_choice(value)
+    if choice != FACE_OFF:
+        check_face_models(settings, choice)
+    return choice
 
 
-class SettingsButton(DynamicItem[Button], template=r"sd:setb:(?P<user>\d+):(?P<what>form|ensd|private|reset)"):
-    """The form, the ENSD form, "Private results: on/off" and "Reset all"."""
+BUTTON_LABELS = {
+    "form": "Steps, CFG, size, clip skip, negative prompt…", "ensd": "ENSD…", "faces": "Face visibility, CodeFormer weight…",
+    "reset": "Reset all",
+}
+
+
+class SettingsButton(DynamicItem[Button], template=r"sd:setb:(?P<user>\d+):(?P<what>form|ensd|faces|private|reset)"):
+    """The forms (steps and the rest, ENSD, face restoration), "Private results: on/off" and
+    "Reset all"."""
 
     def __init__(self, user_id: int, what: str, *, private: bool = False) -> None:
         if what == "private":
@@ -323,6 +356,9 @@ class SettingsButton(DynamicItem[Button], template=r"sd:setb:(?P<user>\d+):(?P<w
             return
         if self.what == "ensd":
             await interaction.response.send_modal(EnsdModal(bot.settings, self.user_id, user))
+            return
+        if self.what == "faces":
+            await interaction.response.send_modal(FacesModal(self.user_id, user))
             return
         if self.what == "private":
             await save(bot, interaction.user, private_results=not (user is not None and user.private_results))
@@ -396,6 +432,45 @@ class EnsdModal(ui.Modal):
             await interaction.response.edit_message(**await settings_message(interaction, self.user_id))
 
         await actions.run_for_user(interaction, apply)
+
+
+class FacesModal(ui.Modal):
+    """The face restorers' visibility (the Restore faces button and /upscale: A1111's Extras)
+    and CodeFormer's weight; emptied: the defaults."""
+
+    def __init__(self, user_id: int, user: User | None) -> None:
+        super().__init__(title="Your face restoration", custom_id=f"sd:modal:faces:{user_id}")
+        self.user_id = user_id
+        u = user or User(id=0, name="")
+        self.visibility = _field(
+            "face_visibility", "Visibility (0-1)", f"The restored faces over the original; empty: {DEFAULT_VISIBILITY:g}",
+            None if u.default_face_visibility is None else f"{u.default_face_visibility:g}", 6,
+        )
+        self.weight = _field(
+            "codeformer_weight", "CodeFormer weight (0-1)",
+            f"0: most restoration, 1: closest to the image; empty: {DEFAULT_CODEFORMER_WEIGHT:g}",
+            None if u.default_codeformer_weight is None else f"{u.default_codeformer_weight:g}", 6,
+        )
+        self.add_item(self.visibility)
+        self.add_item(self.weight)
+
+    async def on_submit(self, interaction: discord.Interaction[SDBot]) -> None:
+        async def apply() -> None:
+            _check_owner(interaction, self.user_id)
+            await save(interaction.client, interaction.user, **face_columns(self.visibility.value, self.weight.value))
+            await interaction.response.edit_message(**await settings_message(interaction, self.user_id))
+
+        await actions.run_for_user(interaction, apply)
+
+
+def face_columns(visibility: str, weight: str) -> dict[str, float | None]:
+    """The face form's fields as columns, both checked before either is saved."""
+    return {
+        "default_face_visibility": check_fraction(_number(visibility, "visibility", float), "visibility")
+        if visibility.strip() else None,
+        "default_codeformer_weight": check_fraction(_number(weight, "CodeFormer weight", float), "CodeFormer weight")
+        if weight.strip() else None,
+    }
 
 
 def ensd_column(text: str) -> int | None:

@@ -53,8 +53,8 @@ def usable_face_restorers(dirs: Iterable[str | Path]) -> tuple[str, ...]:
 
 
 def missing_face_models(dirs: Iterable[str | Path], restorer: str) -> str:
-    """What the admin must add for ``restorer`` to run, as one sentence; "" when nothing."""
-    dirs = [str(d) for d in dirs]
+    """What the admin must add for ``restorer`` to run ("GFPGAN's weights (such as
+    GFPGANv1.4.pth) and the face detector's weights (...)"); "" when nothing is missing."""
     found, detector = face_model_files(dirs)
     missing = []
     if restorer not in found:
@@ -62,7 +62,4 @@ def missing_face_models(dirs: Iterable[str | Path], restorer: str) -> str:
         missing.append(f"{restorer}'s weights (such as {example})")
     if detector is None:
         missing.append(f"the face detector's weights ({DETECTOR_NAME}.pth)")
-    if not missing:
-        return ""
-    where = ", ".join(dirs) if dirs else "no face restorer folder is configured (images.face_restorer_dirs)"
-    return f"Face restoration with {restorer} is not set up: an admin must add {' and '.join(missing)} to: {where}."
+    return " and ".join(missing)

@@ -72,7 +72,10 @@ class FaceRestorers:
                 raise InvalidRequestError(f"face restoration {name} must be between 0 and 1, got {value:g}")
         missing = missing_face_models(self.dirs, options.restorer)
         if missing:
-            raise InvalidRequestError(missing)
+            raise InvalidRequestError(
+                f"face restoration with {options.restorer} is not set up: an admin must add {missing} "
+                f"to the face restorer folders ({', '.join(self.dirs) or 'none configured'})"
+            )
 
     def restore(
         self,
