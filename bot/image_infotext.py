@@ -29,6 +29,7 @@ from bot.inputs import DECODE_ERRORS, download, open_image
 from bot.jobs.params import GenerationOptions
 from bot.jobs.model_checks import settings_vae_files
 from bot.prompts.cleaning import clean_prompt_text
+from inference.common.face_restorer_files import usable_face_restorers
 from inference.common.infotext import NEGATIVE_PROMPT_KEY, PROMPT_KEY, parse_infotext
 from inference.common.protocol import LATENT, RNG_SOURCES
 from inference.common.sampler_catalog import SAMPLERS, UnknownNameError, split_combined_name
@@ -234,6 +235,12 @@ def rerun_options(
             notes.append(f"VAE `{name[:100]}` is not on this server; the model's own was used.")
             vae = NONE
     clip_skip = _number(params, "Clip skip", int, notes)
+    restore_faces = None
+    if params.get("Face restoration"):
+        if usable_face_restorers(settings.images.face_restorer_dirs):
+            restore_faces = True  # with the member's restorer, or the server's (bot.jobs.face_params)
+        else:
+            notes.append("Face restoration is not set up on this server: the image is made without it.")
     options = GenerationOptions(
         prompt=prompt,
         negative_prompt=params.get(NEGATIVE_PROMPT_KEY, ""),
@@ -254,6 +261,7 @@ def rerun_options(
         rng=_rng(params, notes),
         ensd=_number(params, "ENSD", int, notes) or 0,  # type: ignore[arg-type]
         seed_resize_from=params.get("Seed resize from") or None,
+        restore_faces=restore_faces,
     )
     hires: dict[str, object] = {}
     if (scale := _number(params, "Hires upscale", float, notes)) is not None and scale != 1:
