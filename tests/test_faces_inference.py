@@ -14,7 +14,12 @@ import pytest
 import torch
 from PIL import Image
 
-from inference.common.face_restorer_files import face_model_files, missing_face_models, usable_face_restorers
+from inference.common.face_restorer_files import (
+    face_model_files,
+    face_restoration_status,
+    missing_face_models,
+    usable_face_restorers,
+)
 from inference import images
 from inference.common import infotext
 from inference.common.protocol import (
@@ -231,9 +236,14 @@ def test_missing_models_and_bad_options_are_named(tmp_path):
         restorers.check(RestoreFacesOptions("CodeFormer"))
     with pytest.raises(InvalidRequestError, match="unknown face restorer 'RestoreFormer'"):
         restorers.check(RestoreFacesOptions("RestoreFormer"))
+    assert face_restoration_status([gfpgan_dir]) == (
+        "face restoration is off: add GFPGAN's or CodeFormer's weights (GFPGANv1.4.pth, codeformer-v0.1.0.pth) "
+        f"and detection_Resnet50_Final.pth to one of the face restorer folders ({gfpgan_dir})"
+    )
     (gfpgan_dir / "GFPGANv1.4.pth").write_bytes(b"x")
     (gfpgan_dir / "detection_Resnet50_Final.pth").write_bytes(b"x")
     assert usable_face_restorers([gfpgan_dir, codeformer_dir]) == ("GFPGAN",)
+    assert face_restoration_status([gfpgan_dir, codeformer_dir]) == "face restoration: GFPGAN"
     assert missing_face_models([gfpgan_dir], "GFPGAN") == ""
     with pytest.raises(InvalidRequestError, match="visibility must be between 0 and 1, got 1.5"):
         restorers.check(RestoreFacesOptions("GFPGAN", visibility=1.5))

@@ -32,6 +32,7 @@ from bot.jobs.job_rows import generate_request
 from bot.jobs.queue import CancelOutcome, JobQueue, QueueEntry, Recovery
 from bot.jobs.worker_process import WorkerExited, WorkerProcess
 from db.models import Job
+from inference.common.face_restorer_files import face_restoration_status
 from inference.common.protocol import (
     CancelJob,
     Event,
@@ -156,6 +157,7 @@ class Dispatcher:
             await self._stop_worker()
             raise
         log.info("worker ready on %s (%s); models: %s", self.ready.device, self.ready.dtype, ", ".join(self.ready.models))
+        log.info("%s", face_restoration_status(self.worker_config.face_restorer_dirs))
         return self.ready
 
     def run(self, events: JobEvents) -> asyncio.Task[None]:

@@ -63,3 +63,15 @@ def missing_face_models(dirs: Iterable[str | Path], restorer: str) -> str:
     if detector is None:
         missing.append(f"the face detector's weights ({DETECTOR_NAME}.pth)")
     return " and ".join(missing)
+
+
+def face_restoration_status(dirs: Iterable[str | Path]) -> str:
+    """One line for the admin at start-up: the restorers members can use, or what is missing."""
+    dirs = [str(d) for d in dirs]
+    usable = usable_face_restorers(dirs)
+    if usable:
+        return f"face restoration: {', '.join(usable)}"
+    return (
+        f"face restoration is off: add GFPGAN's or CodeFormer's weights (GFPGANv1.4.pth, codeformer-v0.1.0.pth) "
+        f"and {DETECTOR_NAME}.pth to one of the face restorer folders ({', '.join(dirs) or 'none configured'})"
+    )

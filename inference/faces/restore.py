@@ -54,8 +54,8 @@ class FaceRestorers:
     110 MB); a file replaced under the same name is loaded again.
     """
 
-    def __init__(self, dirs: Iterable[str], device: torch.device, dtype: torch.dtype):
-        self.dirs = tuple(dirs)
+    def __init__(self, dirs: Iterable[str | Path], device: torch.device, dtype: torch.dtype):
+        self.dirs = tuple(str(folder) for folder in dirs)
         self.device = torch.device(device)
         self.dtype = dtype
         self._restorer: tuple[Path, int, spandrel.ImageModelDescriptor] | None = None
