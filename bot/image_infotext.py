@@ -308,6 +308,7 @@ _READ_KEYS = frozenset({
     PROMPT_KEY, NEGATIVE_PROMPT_KEY, "Steps", "Sampler", "Schedule type", "CFG scale", "Seed", "Size", "Model",
     "VAE", "Clip skip", "Tiling", "Hires upscale", "Hires steps", "Hires upscaler", "Variation seed",
     "Variation seed strength", "Eta", "Eta DDIM", "ENSD", "RNG", "Seed resize from", "Refiner", "Refiner switch at",
+    "Face restoration",
 })
 _RECORD_KEYS = frozenset({"Model hash", "VAE hash", "Lora hashes", "TI hashes", "Hashes", "Version"})
 

@@ -10,6 +10,7 @@ import dataclasses
 import numpy as np
 import pytest
 
+from bot.image_infotext import rerun_options
 from db.models import JobStatus
 from inference.common.infotext import parse_infotext
 from inference.common.protocol import JobKind
@@ -114,3 +115,16 @@ async def test_without_face_models_every_way_is_refused_privately(harness, way):
     assert private_answer(answer) == expected
     harness.expect_user_errors()
     assert await harness.job_count() == count
+
+
+def test_pnginfo_rerun_keeps_face_restoration_where_the_server_has_it(settings, tmp_path):
+    params = parse_infotext("a face\nSteps: 3, Seed: 5, Face restoration: CodeFormer, Size: 64x64")
+    rerun = rerun_options(params, settings, [])
+    assert rerun.options.restore_faces is None
+    assert "Face restoration is not set up on this server: the image is made without it." in rerun.notes
+    folder = tmp_path / "Codeformer"
+    folder.mkdir()
+    for name in ("codeformer-v0.1.0.pth", "detection_Resnet50_Final.pth"):  # found by name; not loaded here
+        (folder / name).write_bytes(b"weights")
+    rerun = rerun_options(params, with_faces(settings, [folder]), [])
+    assert rerun.options.restore_faces is True and not rerun.notes
