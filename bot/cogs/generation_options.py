@@ -200,6 +200,14 @@ OPTIONS: dict[str, Option] = dict(
     x_values=Option(AxisValues, AXIS_VALUES_HELP, required=True),
     y_type=Option(str, "What changes from row to row (optional)", choices=AXIS_TYPES),
     y_values=Option(AxisValues, AXIS_VALUES_HELP),
+    # /sketch (bot.sketch): A1111's Sketch and Inpaint sketch.
+    sketch=Option(discord.Attachment, "Your drawing, or a copy of the original you painted on", required=True),
+    original=Option(
+        discord.Attachment, "The unpainted original: the painted area is repainted (Inpaint sketch); without it, img2img"
+    ),
+    mask_transparency=Option(
+        app_commands.Range[int, 0, 100], "Inpaint sketch: how faintly the painted area is repainted, 0-100 (default 0: fully)"
+    ),
 )
 
 
@@ -249,6 +257,9 @@ class CommandOptions:
     x_values: str | None = None
     y_type: str | None = None
     y_values: str | None = None
+    sketch: discord.Attachment | None = None
+    original: discord.Attachment | None = None
+    mask_transparency: int | None = None
 
     def generation(self, prompt: str | None = None) -> GenerationOptions:
         """The options every generating job resolves (bot.jobs.params); ``prompt``: this

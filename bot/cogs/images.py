@@ -23,11 +23,13 @@ from bot.cogs.base import BotCog
 from bot.cogs.generation_options import CommandOptions, generation_command, upscalers
 from bot.errors import InvalidOption, echo
 from bot.jobs.workflow_params import (
+    DEFAULT_MASK_BLUR,
     img2img_parameters,
     inpaint_parameters,
     outpaint_parameters,
     upscale_parameters,
 )
+from bot.sketch import read_inpaint_sketch
 from bot.ui import confirm
 
 if TYPE_CHECKING:
@@ -87,6 +89,51 @@ class Images(BotCog):
         await confirm.submit_jobs(interaction, params)
         if note:
             await interaction.followup.send(note, ephemeral=True)
+
+    @app_commands.command(
+        name="sketch",
+        description="Repaint what you painted on a copy of an image (Inpaint sketch), or start from a drawing.",
+        extras=actions.QUEUES_JOBS,
+    )
+    @generation_command(
+        "sketch", "prompt", "original", "strength", "mask_blur", "mask_transparency", "masked_content", "only_masked",
+        "padding", "negative_prompt", "steps", "cfg", "sampler", "schedule_type", "seed", "count", "model", "vae",
+        "clip_skip", "style",
+        prompt="What the painted area (or the whole drawing) should become",
+    )
+    async def sketch(self, interaction: discord.Interaction[SDBot], chosen: CommandOptions) -> None:
+        """A1111's Sketch (img2img of a drawing) and, with the original, its Inpaint sketch:
+        the area painted becomes the mask and its colours the start (bot.sketch)."""
+        assert chosen.sketch is not None  # a required option
+        user = await self.bot.queue.user(interaction.user.id)
+        prepared = await actions.prepare_for(interaction, chosen.generation(), user, style_names=chosen.style)
+        if chosen.original is None:
+            inpaint_only = {"mask_blur": chosen.mask_blur, "mask_transparency": chosen.mask_transparency,
+                            "masked_content": chosen.masked_content, "only_masked": chosen.only_masked,
+                            "padding": chosen.padding}
+            if given := [name for name, value in inpaint_only.items() if value is not None]:
+                raise InvalidOption(
+                    f"{', '.join(given)} work on an Inpaint sketch: upload the unpainted original too."
+                )
+            source = await inputs.read_image_upload(chosen.sketch, self.bot.settings, what="sketch")
+            params = [
+                img2img_parameters(each, self.bot.settings, user, source, strength=chosen.strength) for each in prepared
+            ]
+        else:
+            blur = DEFAULT_MASK_BLUR if chosen.mask_blur is None else chosen.mask_blur
+            painted = await read_inpaint_sketch(
+                chosen.original, chosen.sketch, self.bot.settings, mask_blur=blur,
+                transparency=chosen.mask_transparency or 0,
+            )
+            params = [
+                inpaint_parameters(
+                    each, self.bot.settings, user, painted.start, painted.mask_path, strength=chosen.strength,
+                    masked_content=chosen.masked_content, mask_blur=blur, only_masked=chosen.only_masked,
+                    padding=chosen.padding,
+                )
+                for each in prepared
+            ]
+        await confirm.submit_jobs(interaction, params)
 
     @app_commands.command(name="outpaint", description="Extend an image you upload beyond its edges.", extras=actions.QUEUES_JOBS)
     @generation_command(

@@ -33,6 +33,7 @@ OUTPAINT_DIRECTIONS = ("left", "right", "up", "down", "all")
 OUTPAINT_STRENGTH = 0.9
 MAX_INPAINT_PADDING = 256
 MAX_UPSCALE = 8.0
+DEFAULT_MASK_BLUR = 4  # A1111's
 
 
 @dataclass(frozen=True)
@@ -154,7 +155,7 @@ def inpaint_parameters(
     content = masked_content or MaskedContent.ORIGINAL.value
     if content not in MASKED_CONTENT:
         raise InvalidOption(f"Unknown masked content `{echo(content)}`. Choose one of: {', '.join(MASKED_CONTENT)}.")
-    blur = 4 if mask_blur is None else mask_blur
+    blur = DEFAULT_MASK_BLUR if mask_blur is None else mask_blur
     if not 0 <= blur <= MAX_MASK_BLUR:
         raise InvalidOption(f"mask_blur must be between 0 and {MAX_MASK_BLUR}, got {blur}.")
     pad = 32 if padding is None else padding
