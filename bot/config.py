@@ -157,6 +157,9 @@ class ImageSettings:
     # Image files of jobs finished more than this many days ago are deleted, once a day (their
     # uploads too, where no newer job uses them); the rows stay. 0: kept forever.
     keep_days: int = 0
+    # Masks from words (/inpaint's mask_words): a CLIPSeg model, as a hub id already in the cache
+    # ("CIDAS/clipseg-rd64-refined") or a folder with its processor; "": masks are uploaded only.
+    segmentation_model: str = ""
 
 
 @dataclass(frozen=True)
@@ -418,6 +421,7 @@ class Settings:
             lora_dirs=tuple(str(Path(d).resolve()) for d in self.prompts.lora_dirs),
             vae_dirs=tuple(str(Path(d).resolve()) for d in self.vae_dirs),
             safety_checker=self.policy.safety_checker,
+            segmentation_model=self.images.segmentation_model,
             # What /imagine makes when given nothing: the default model's square, default count.
             warmup_shape=(self.model(self.default_model).base_size,) * 2 + (self.limits.default_count,),
             **{

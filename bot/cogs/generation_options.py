@@ -35,6 +35,12 @@ from bot.jobs.workflow_params import MASKED_CONTENT, OUTPAINT_DIRECTIONS, RESIZE
 from bot.policy import gate, model_rules
 from bot.prompts.networks import embedding_names, lora_names
 from inference.common.protocol import LATENT, MAX_CLIP_SKIP, MAX_MASK_BLUR
+from inference.common.protocol import (
+    DEFAULT_SEGMENT_DILATION,
+    DEFAULT_SEGMENT_THRESHOLD,
+    MAX_SEGMENT_DILATION,
+    MAX_SEGMENT_WORDS,
+)
 from inference.common.vae_files import vae_choices
 from inference.common.sampler_catalog import SAMPLER_NAMES, SAMPLERS, SCHEDULE_TYPE_LABELS
 
@@ -118,8 +124,7 @@ OPTIONS: dict[str, Option] = dict(
     image=Option(discord.Attachment, "The image to start from", required=True),
     mask=Option(
         discord.Attachment,
-        "White where to repaint, black where to keep; the image's shape (it is resized to fit)",
-        required=True,
+        "White where to repaint, black where to keep; the image's shape (or say what to repaint: mask_words)",
     ),
     prompt=Option(
         app_commands.Range[str, 1, 4000],
@@ -200,6 +205,19 @@ OPTIONS: dict[str, Option] = dict(
     x_values=Option(AxisValues, AXIS_VALUES_HELP, required=True),
     y_type=Option(str, "What changes from row to row (optional)", choices=AXIS_TYPES),
     y_values=Option(AxisValues, AXIS_VALUES_HELP),
+    # /inpaint's masks from words (bot.masks_from_words): a preview before the inpaint.
+    mask_words=Option(
+        app_commands.Range[str, 1, MAX_SEGMENT_WORDS],
+        "Instead of a mask: what to repaint, in a few words (\"the sky\"); you see the mask before it runs",
+    ),
+    mask_threshold=Option(
+        app_commands.Range[float, 0.0, 1.0],
+        f"With mask_words: how sure the match must be, 0-1; lower finds more (default {DEFAULT_SEGMENT_THRESHOLD:g})",
+    ),
+    mask_dilation=Option(
+        app_commands.Range[int, 0, MAX_SEGMENT_DILATION],
+        f"With mask_words: pixels the mask grows by, to cover edges (default {DEFAULT_SEGMENT_DILATION})",
+    ),
     # /sketch (bot.sketch): A1111's Sketch and Inpaint sketch.
     sketch=Option(discord.Attachment, "Your drawing, or a copy of the original you painted on", required=True),
     original=Option(
@@ -260,6 +278,9 @@ class CommandOptions:
     sketch: discord.Attachment | None = None
     original: discord.Attachment | None = None
     mask_transparency: int | None = None
+    mask_words: str | None = None
+    mask_threshold: float | None = None
+    mask_dilation: int | None = None
 
     def generation(self, prompt: str | None = None) -> GenerationOptions:
         """The options every generating job resolves (bot.jobs.params); ``prompt``: this

@@ -18,7 +18,18 @@ from typing import TYPE_CHECKING
 
 from bot.errors import InvalidOption, echo, listed
 from bot.jobs.params import GenerationOptions, JobParameters, random_seed, resolve_parameters
-from inference.common.protocol import LANCZOS, LATENT, MAX_MASK_BLUR, JobKind, MaskedContent, ResizeMode
+from inference.common.protocol import (
+    DEFAULT_SEGMENT_DILATION,
+    DEFAULT_SEGMENT_THRESHOLD,
+    LANCZOS,
+    LATENT,
+    MAX_MASK_BLUR,
+    MAX_SEGMENT_DILATION,
+    MAX_SEGMENT_WORDS,
+    JobKind,
+    MaskedContent,
+    ResizeMode,
+)
 from inference.common.upscaler_files import upscaler_files
 
 if TYPE_CHECKING:
@@ -174,6 +185,33 @@ def inpaint_parameters(
     )
 
 
+def segment_parameters(inpaint: JobParameters, settings: Settings, segment: dict[str, object]) -> JobParameters:
+    """A mask from words before ``inpaint`` (inpaint_parameters' job, without its mask): the
+    segment job (JobKind.SEGMENT) previews the mask; its "Looks right" queues ``inpaint`` with
+    it (bot.ui.mask_preview). ``segment``: check_segment's words, threshold and dilation."""
+    if not settings.images.segmentation_model:
+        raise InvalidOption(
+            "This server has no segmentation model for masks from words: upload a mask (white where to repaint)."
+        )
+    return replace(inpaint, kind=JobKind.SEGMENT, mask_path=None, **segment)
+
+
+def check_segment(words: str | None, threshold: float | None = None, dilation: int | None = None) -> dict[str, object]:
+    """The segment_* columns of a mask from words, each checked."""
+    text = " ".join((words or "").split())
+    if not text:
+        raise InvalidOption("Say what to repaint in a few words (\"the sky\", \"her hat\"), or upload a mask.")
+    if len(text) > MAX_SEGMENT_WORDS:
+        raise InvalidOption(f"The mask words are {len(text)} characters long; the limit is {MAX_SEGMENT_WORDS}.")
+    value = DEFAULT_SEGMENT_THRESHOLD if threshold is None else threshold
+    if not 0.0 < value < 1.0:
+        raise InvalidOption(f"mask_threshold must be above 0 and below 1, got {value:g}.")
+    grow = DEFAULT_SEGMENT_DILATION if dilation is None else dilation
+    if not 0 <= grow <= MAX_SEGMENT_DILATION:
+        raise InvalidOption(f"mask_dilation must be between 0 and {MAX_SEGMENT_DILATION} pixels, got {grow}.")
+    return {"segment_words": text, "segment_threshold": float(value), "segment_dilation": grow}
+
+
 def outpaint_parameters(
     options: GenerationOptions,
     settings: Settings,
@@ -320,6 +358,9 @@ _WORKFLOW_FIELDS = (
     "hires_upscaler",
     "upscale_factor",
     "upscaler",
+    "segment_words",
+    "segment_threshold",
+    "segment_dilation",
 )
 
 

@@ -15,7 +15,7 @@ import discord
 from discord.ui import Button, DynamicItem
 
 from bot import actions
-from bot.ui import modals
+from bot.ui import mask_preview, modals
 from bot.ui.remove_button import RemoveButton
 from inference.common.protocol import JobKind
 
@@ -223,6 +223,8 @@ def result_view(job: Job) -> discord.ui.View | None:
     """
     if job.kind == JobKind.UPSCALE:
         return _view(RemoveButton(job.id))
+    if job.kind == JobKind.SEGMENT:  # a mask from words, before its inpaint
+        return _view(*mask_preview.preview_items(job), RemoveButton(job.id))
     if job.kind == JobKind.PLOT:
         # A plot's cells differ in more than their seed, and up to 16 of them would pass
         # Discord's 5 buttons a row: Reroll remakes the whole plot with a new seed.
