@@ -279,3 +279,40 @@ async def test_bad_mask_choices_are_refused_privately(harness):
         [error] = harness.expect_user_errors()
         assert expected in error.message
     assert await harness.job_count() == 0
+
+
+async def test_the_inpaint_forms_words_make_a_preview_too(segmenting):
+    """The Inpaint button's form takes words instead of a mask; masked content and the
+    inpaint area share one menu (Discord's forms hold five items)."""
+    from tests.test_bot_workflows import single_image
+
+    harness = segmenting
+    alice = harness.member("alice")
+    parent, message = await single_image(harness, alice)
+    shown = await alice.click(message, label="Inpaint")
+    submitted = await alice.submit_modal(
+        shown,
+        {"prompt": "a lighthouse at dusk", "mask_words": "the sky", "strength": "0.6",
+         "fill_and_area": ["latent noise|only masked"]},
+    )
+    assert submitted.acknowledged and not submitted.ephemeral
+    preview_job = await harness.wait_for_job((await harness.latest_job()).id)
+    assert preview_job.status == JobStatus.COMPLETED, preview_job.error
+    assert preview_job.kind == JobKind.SEGMENT and preview_job.segment_words == "the sky"
+    assert (preview_job.parent_job_id, preview_job.parent_image_index) == (parent.id, 0)
+    assert (preview_job.masked_content, preview_job.inpaint_only_masked, preview_job.denoising_strength) == (
+        "latent noise", True, 0.6,
+    )
+    assert preview_job.init_image_path == parent.images[0].path
+
+    count = await harness.job_count()
+    for values, expected in (
+        ({}, "Upload a mask (white where the image should change, black elsewhere), or say what to repaint."),
+        ({"mask_words": "the sky", "mask": ("mask.png", encoded(Image.new("L", (64, 64), 255)))}, "not both"),
+        ({"mask_words": "   "}, "or say what to repaint."),
+        ({"mask_words": "the sky", "strength": "lots"}, "The denoising strength must be a number between 0 and 1"),
+    ):
+        shown = await alice.click(message, label="Inpaint")
+        answer = await alice.submit_modal(shown, {"prompt": "a cat", "strength": "0.75", **values})
+        assert expected in private_answer(answer), values
+    assert await harness.job_count() == count
