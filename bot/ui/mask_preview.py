@@ -22,16 +22,23 @@ if TYPE_CHECKING:
     from db.models import Job
 
 
-class LooksRightButton(DynamicItem[Button], template=r"sd:seg:ok:(?P<job>\d+)"):
-    def __init__(self, job_id: int) -> None:
-        super().__init__(
-            Button(label="Looks right", emoji="✅", style=discord.ButtonStyle.success, custom_id=f"sd:seg:ok:{job_id}")
-        )
+class _PreviewButton:
+    """What both buttons share, placed before DynamicItem in their bases: the preview's job
+    id, and from_custom_id rebuilding the button from it."""
+
+    def __init__(self, job_id: int, button: Button) -> None:
+        super().__init__(button)  # DynamicItem's
         self.job_id = job_id
 
     @classmethod
     async def from_custom_id(cls, interaction: discord.Interaction[SDBot], item: Button, match: re.Match[str]) -> Any:
         return cls(int(match["job"]))
+
+
+class LooksRightButton(_PreviewButton, DynamicItem[Button], template=r"sd:seg:ok:(?P<job>\d+)"):
+    def __init__(self, job_id: int) -> None:
+        style = discord.ButtonStyle.success
+        super().__init__(job_id, Button(label="Looks right", emoji="✅", style=style, custom_id=f"sd:seg:ok:{job_id}"))
 
     async def callback(self, interaction: discord.Interaction[SDBot]) -> None:
         await actions.run_for_user(
@@ -40,16 +47,10 @@ class LooksRightButton(DynamicItem[Button], template=r"sd:seg:ok:(?P<job>\d+)"):
         )
 
 
-class AdjustButton(DynamicItem[Button], template=r"sd:seg:adjust:(?P<job>\d+)"):
+class AdjustButton(_PreviewButton, DynamicItem[Button], template=r"sd:seg:adjust:(?P<job>\d+)"):
     def __init__(self, job_id: int) -> None:
-        super().__init__(
-            Button(label="Adjust", emoji="🎯", style=discord.ButtonStyle.secondary, custom_id=f"sd:seg:adjust:{job_id}")
-        )
-        self.job_id = job_id
-
-    @classmethod
-    async def from_custom_id(cls, interaction: discord.Interaction[SDBot], item: Button, match: re.Match[str]) -> Any:
-        return cls(int(match["job"]))
+        style = discord.ButtonStyle.secondary
+        super().__init__(job_id, Button(label="Adjust", emoji="🎯", style=style, custom_id=f"sd:seg:adjust:{job_id}"))
 
     async def callback(self, interaction: discord.Interaction[SDBot]) -> None:
         async def open_form() -> None:
