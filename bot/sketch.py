@@ -37,6 +37,7 @@ from scipy import ndimage
 from bot import inputs
 from bot.errors import InvalidOption
 from bot.jobs.workflow_params import SourceImage
+from inference.common.protocol import MAX_MASK_BLUR
 
 if TYPE_CHECKING:
     import discord
@@ -47,7 +48,8 @@ if TYPE_CHECKING:
 # strong edges), below any stroke meant to be seen.
 CHANGE_TOLERANCE = 32
 _CLEAN_UP = np.ones((3, 3), dtype=bool)
-MAX_MASK_TRANSPARENCY = 100
+# A1111's slider goes to 100, where the mask is black and the job would repaint nothing.
+MAX_MASK_TRANSPARENCY = 99
 
 
 @dataclass(frozen=True)
@@ -90,6 +92,8 @@ async def read_inpaint_sketch(
     """Both uploads read and checked as any image upload, then compared and saved."""
     if not 0 <= transparency <= MAX_MASK_TRANSPARENCY:
         raise InvalidOption(f"mask_transparency must be between 0 and {MAX_MASK_TRANSPARENCY}, got {transparency}.")
+    if not 0 <= mask_blur <= MAX_MASK_BLUR:  # before the blur is spent on the uploads
+        raise InvalidOption(f"mask_blur must be between 0 and {MAX_MASK_BLUR}, got {mask_blur}.")
     original_data, original_label = await inputs.download(original, settings, what="original")
     sketch_data, sketch_label = await inputs.download(sketch, settings, what="sketch")
 

@@ -7,7 +7,9 @@ from __future__ import annotations
 import io
 
 import numpy as np
+import pytest
 from PIL import Image, ImageDraw
+from simcord import OptionError
 
 from bot.sketch import painted_area
 from inference.common.protocol import JobKind
@@ -130,4 +132,7 @@ async def test_bad_sketches_are_refused_privately_and_queue_nothing(harness):
         assert expected in private_answer(answer), (options, private_answer(answer))
         [error] = harness.expect_user_errors()
         assert expected in error.message
+    # A1111's transparency 100 would repaint nothing: Discord's range stops at 99.
+    with pytest.raises(OptionError, match="mask_transparency"):
+        await alice.slash(harness.channel, "sketch", sketch=sketch, original=photo, prompt="a balloon", mask_transparency=100)
     assert await harness.job_count() == 0

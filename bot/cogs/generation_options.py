@@ -224,7 +224,7 @@ OPTIONS: dict[str, Option] = dict(
         discord.Attachment, "The unpainted original: the painted area is repainted (Inpaint sketch); without it, img2img"
     ),
     mask_transparency=Option(
-        app_commands.Range[int, 0, 100], "Inpaint sketch: how faintly the painted area is repainted, 0-100 (default 0: fully)"
+        app_commands.Range[int, 0, 99], "Inpaint sketch: how faintly the painted area is repainted, 0-99 (default 0: fully)"
     ),
 )
 
