@@ -177,6 +177,16 @@ def test_the_worker_mask_is_the_models_map_thresholded_and_grown(random_clipseg,
 
 
 
+def test_a_segmentation_folder_that_is_not_there_fails_start_up(random_clipseg, tiny_model_spec, tmp_path):
+    from inference.common.sources import check_worker_config
+
+    check_worker_config(tiny_worker_config(tiny_model_spec, str(tmp_path), segmentation_model=random_clipseg))
+    check_worker_config(tiny_worker_config(tiny_model_spec, str(tmp_path), segmentation_model="CIDAS/clipseg-rd64-refined"))
+    missing = str(tmp_path / "models" / "clipseg")
+    with pytest.raises(ValueError, match=r"images.segmentation_model '.*/models/clipseg' is not a folder holding"):
+        check_worker_config(tiny_worker_config(tiny_model_spec, str(tmp_path), segmentation_model=missing))
+
+
 # --- through the bot ----------------------------------------------------------------------
 
 
