@@ -218,7 +218,9 @@ async def test_words_make_a_preview_and_looks_right_inpaints_with_its_mask(segme
     shown = np.asarray((await attachment_image(message)).convert("RGB"), dtype=np.int16)
     assert (shown[..., 0] > shown[..., 2]).mean() > 0.9
 
-    clicked = await alice.click(message, label="Looks right")
+    # The buttons work after a restart: everything they need is in the preview's row.
+    await harness.restart()
+    clicked = await alice.click(harness.message(message.id), label="Looks right")
     assert clicked.acknowledged and not clicked.ephemeral
     job = await harness.wait_for_job((await harness.latest_job()).id)
     assert job.status == JobStatus.COMPLETED, job.error
@@ -227,6 +229,13 @@ async def test_words_make_a_preview_and_looks_right_inpaints_with_its_mask(segme
     assert (job.prompt, job.count, job.seed, job.denoising_strength, job.mask_blur) == ("a stormy sky", 2, 11, 0.9, 2)
     assert job.segment_words is None and len(job.images) == 2
     assert not np.array_equal(pixels(job.images[0].path), pixels(job.init_image_path))
+
+    # The mask gone from disk: said privately, nothing queued.
+    Path(mask_path).unlink()
+    count = await harness.job_count()
+    answer = await alice.click(harness.message(message.id), label="Looks right")
+    assert f"The mask of job #{preview_job.id} is no longer on disk: press Adjust" in private_answer(answer)
+    assert await harness.job_count() == count
 
 
 async def test_adjust_makes_a_new_preview_and_an_empty_mask_is_said(segmenting):
