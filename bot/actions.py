@@ -447,7 +447,7 @@ async def inpaint_jobs(
             raise InvalidOption(
                 "Upload a mask (white where the image should change, black elsewhere), or say what to repaint."
             )
-        segment = check_segment(mask_words)  # a preview of the mask first (bot.masks_from_words)
+        segment = check_segment(bot.settings, mask_words)  # a preview of the mask first (bot.masks_from_words)
     value = parse_strength(strength)
     job, image = await _finished_image(interaction, job_id, index)
     _check_model_still_there(bot, job)

@@ -78,7 +78,9 @@ async def adjust(
 ) -> None:
     """A new preview of the same inpaint with what the Adjust form says."""
     bot = interaction.client
-    segment = check_segment(words, _number(threshold, "threshold", float), _number(dilation, "dilation", int))
+    segment = check_segment(
+        bot.settings, words, _number(threshold, "threshold", float), _number(dilation, "dilation", int)
+    )
     job = await _preview(interaction, job_id)
     params = replace(parameters_of(job), parent_job_id=job.id, parent_image_index=None)
     await actions.submit(interaction, segment_parameters(params, bot.settings, segment))

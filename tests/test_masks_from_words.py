@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import re
 from pathlib import Path
 
 import numpy as np
@@ -17,8 +18,6 @@ from PIL import Image
 from bot.masks_from_words import preview_mask_path
 from db.models import JobStatus
 from inference.common.protocol import (
-    DEFAULT_SEGMENT_DILATION,
-    DEFAULT_SEGMENT_THRESHOLD,
     ImageInput,
     JobKind,
     ModelSpec,
@@ -187,12 +186,31 @@ def test_a_segmentation_folder_that_is_not_there_fails_start_up(random_clipseg, 
         check_worker_config(tiny_worker_config(tiny_model_spec, str(tmp_path), segmentation_model=missing))
 
 
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("[images]\nsegment_threshold = 1.0\n", "images.segment_threshold must be above 0 and below 1 (got 1.0)"),
+        ("[images]\nsegment_dilation = -2\n", "images.segment_dilation from 0 to 128 pixels (got -2)"),
+    ],
+)
+def test_bad_segment_settings_are_named(tmp_path, text, message):
+    from bot.config import ConfigError, load_settings
+
+    config = tmp_path / "config.toml"
+    config.write_text(text, encoding="utf-8")
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        load_settings(config, environ={})
+
+
 # --- through the bot ----------------------------------------------------------------------
 
 
 @pytest.fixture
 async def segmenting(settings, planted_clipseg):
-    images = dataclasses.replace(settings.images, segmentation_model=planted_clipseg)
+    # The server's own defaults, which a job without mask_threshold or mask_dilation takes.
+    images = dataclasses.replace(
+        settings.images, segmentation_model=planted_clipseg, segment_threshold=0.35, segment_dilation=6
+    )
     async with BotHarness(dataclasses.replace(settings, images=images)) as harness:
         yield harness
 
@@ -207,7 +225,7 @@ async def test_words_make_a_preview_and_looks_right_inpaints_with_its_mask(segme
     )
     assert preview_job.kind == JobKind.SEGMENT and preview_job.mask_path is None
     assert (preview_job.segment_words, preview_job.segment_threshold, preview_job.segment_dilation) == (
-        "the sky", DEFAULT_SEGMENT_THRESHOLD, DEFAULT_SEGMENT_DILATION,
+        "the sky", 0.35, 6,
     )
     assert len(preview_job.images) == 1 and button_labels(message)[:2] == ["Looks right", "Adjust"]
     assert "Mask from words \u201cthe sky\u201d" in message.embeds[0].fields[0].value

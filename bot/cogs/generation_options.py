@@ -35,12 +35,7 @@ from bot.jobs.workflow_params import MASKED_CONTENT, OUTPAINT_DIRECTIONS, RESIZE
 from bot.policy import gate, model_rules
 from bot.prompts.networks import embedding_names, lora_names
 from inference.common.protocol import LATENT, MAX_CLIP_SKIP, MAX_MASK_BLUR
-from inference.common.protocol import (
-    DEFAULT_SEGMENT_DILATION,
-    DEFAULT_SEGMENT_THRESHOLD,
-    MAX_SEGMENT_DILATION,
-    MAX_SEGMENT_WORDS,
-)
+from inference.common.protocol import MAX_SEGMENT_DILATION, MAX_SEGMENT_WORDS
 from inference.common.vae_files import vae_choices
 from inference.common.sampler_catalog import SAMPLER_NAMES, SAMPLERS, SCHEDULE_TYPE_LABELS
 
@@ -212,11 +207,11 @@ OPTIONS: dict[str, Option] = dict(
     ),
     mask_threshold=Option(
         app_commands.Range[float, 0.0, 1.0],
-        f"With mask_words: how sure the match must be, 0-1; lower finds more (default {DEFAULT_SEGMENT_THRESHOLD:g})",
+        "With mask_words: how sure the match must be, 0-1; lower finds more (default: the server's, often 0.4)",
     ),
     mask_dilation=Option(
         app_commands.Range[int, 0, MAX_SEGMENT_DILATION],
-        f"With mask_words: pixels the mask grows by, to cover edges (default {DEFAULT_SEGMENT_DILATION})",
+        "With mask_words: pixels the mask grows by, to cover edges (default: the server's, often 8)",
     ),
     # /sketch (bot.sketch): A1111's Sketch and Inpaint sketch.
     sketch=Option(discord.Attachment, "Your drawing, or a copy of the original you painted on", required=True),

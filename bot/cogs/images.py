@@ -89,7 +89,7 @@ class Images(BotCog):
         if chosen.mask is None:
             if chosen.mask_words is None:
                 raise InvalidOption("Upload a mask (white where to repaint), or say what to repaint in mask_words.")
-            segment = check_segment(chosen.mask_words, chosen.mask_threshold, chosen.mask_dilation)
+            segment = check_segment(self.bot.settings, chosen.mask_words, chosen.mask_threshold, chosen.mask_dilation)
         elif chosen.mask_threshold is not None or chosen.mask_dilation is not None:
             raise InvalidOption("mask_threshold and mask_dilation go with mask_words, not with an uploaded mask.")
         prepared, user, source = await self._prepare(interaction, chosen)

@@ -19,8 +19,6 @@ from typing import TYPE_CHECKING
 from bot.errors import InvalidOption, echo, listed
 from bot.jobs.params import GenerationOptions, JobParameters, random_seed, resolve_parameters
 from inference.common.protocol import (
-    DEFAULT_SEGMENT_DILATION,
-    DEFAULT_SEGMENT_THRESHOLD,
     LANCZOS,
     LATENT,
     MAX_MASK_BLUR,
@@ -196,17 +194,20 @@ def segment_parameters(inpaint: JobParameters, settings: Settings, segment: dict
     return replace(inpaint, kind=JobKind.SEGMENT, mask_path=None, **segment)
 
 
-def check_segment(words: str | None, threshold: float | None = None, dilation: int | None = None) -> dict[str, object]:
-    """The segment_* columns of a mask from words, each checked."""
+def check_segment(
+    settings: Settings, words: str | None, threshold: float | None = None, dilation: int | None = None
+) -> dict[str, object]:
+    """The segment_* columns of a mask from words, each checked; threshold and dilation
+    default to the server's ([images] segment_threshold, segment_dilation)."""
     text = " ".join((words or "").split())
     if not text:
         raise InvalidOption("Say what to repaint in a few words (\"the sky\", \"her hat\"), or upload a mask.")
     if len(text) > MAX_SEGMENT_WORDS:
         raise InvalidOption(f"The mask words are {len(text)} characters long; the limit is {MAX_SEGMENT_WORDS}.")
-    value = DEFAULT_SEGMENT_THRESHOLD if threshold is None else threshold
+    value = settings.images.segment_threshold if threshold is None else threshold
     if not 0.0 < value < 1.0:
         raise InvalidOption(f"mask_threshold must be above 0 and below 1, got {value:g}.")
-    grow = DEFAULT_SEGMENT_DILATION if dilation is None else dilation
+    grow = settings.images.segment_dilation if dilation is None else dilation
     if not 0 <= grow <= MAX_SEGMENT_DILATION:
         raise InvalidOption(f"mask_dilation must be between 0 and {MAX_SEGMENT_DILATION} pixels, got {grow}.")
     return {"segment_words": text, "segment_threshold": float(value), "segment_dilation": grow}
