@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import re
 from pathlib import Path
 
 import numpy as np
@@ -184,22 +183,6 @@ def test_a_segmentation_folder_that_is_not_there_fails_start_up(random_clipseg, 
     missing = str(tmp_path / "models" / "clipseg")
     with pytest.raises(ValueError, match=r"images.segmentation_model '.*/models/clipseg' is not a folder holding"):
         check_worker_config(tiny_worker_config(tiny_model_spec, str(tmp_path), segmentation_model=missing))
-
-
-@pytest.mark.parametrize(
-    ("text", "message"),
-    [
-        ("[images]\nsegment_threshold = 1.0\n", "images.segment_threshold must be above 0 and below 1 (got 1.0)"),
-        ("[images]\nsegment_dilation = -2\n", "images.segment_dilation from 0 to 128 pixels (got -2)"),
-    ],
-)
-def test_bad_segment_settings_are_named(tmp_path, text, message):
-    from bot.config import ConfigError, load_settings
-
-    config = tmp_path / "config.toml"
-    config.write_text(text, encoding="utf-8")
-    with pytest.raises(ConfigError, match=re.escape(message)):
-        load_settings(config, environ={})
 
 
 # --- through the bot ----------------------------------------------------------------------
