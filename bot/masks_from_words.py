@@ -19,6 +19,7 @@ from bot.errors import ImageUnavailable, InvalidOption, echo
 from bot.jobs.job_rows import parameters_of
 from bot.jobs.params import JobParameters
 from bot.jobs.workflow_params import check_segment, segment_parameters
+from db.models import JobStatus
 from inference.common.protocol import JobKind, segment_mask_path
 
 if TYPE_CHECKING:
@@ -49,8 +50,12 @@ def inpaint_of(job: Job, settings: Settings) -> JobParameters:
 
 
 async def _preview(interaction: discord.Interaction[SDBot], job_id: int) -> Job:
-    """The finished preview, its model still served, its source and mask still on disk."""
+    """The finished preview, its model still served, its source still on disk."""
     job, _ = await actions.finished_image(interaction, job_id, 0)
+    return _check_source(job)
+
+
+def _check_source(job: Job) -> Job:
     if job.kind != JobKind.SEGMENT:
         raise InvalidOption(f"Job #{job.id} is not a mask preview.")
     if job.init_image_path is None or not Path(job.init_image_path).is_file():
@@ -69,8 +74,15 @@ async def looks_right(interaction: discord.Interaction[SDBot], job_id: int) -> N
 
 async def check_adjustable(interaction: discord.Interaction[SDBot], job_id: int) -> Job:
     """The preview an Adjust form may start from (checked before the form opens, and again
-    when it is sent)."""
-    return await _preview(interaction, job_id)
+    when it is sent): a finished one, or one that failed because the words matched nothing."""
+    job = await actions.job_for_interaction(interaction, job_id)
+    if job.status != JobStatus.FAILED:
+        return await _preview(interaction, job_id)
+    actions.check_not_removed(job)
+    actions.check_files_kept(interaction.client, job)
+    if interaction.client.settings.model(job.model) is None:
+        raise InvalidOption(f"Model `{job.model}` of job #{job.id} is no longer available on this server.")
+    return _check_source(job)
 
 
 async def adjust(
@@ -81,7 +93,7 @@ async def adjust(
     segment = check_segment(
         bot.settings, words, _number(threshold, "threshold", float), _number(dilation, "dilation", int)
     )
-    job = await _preview(interaction, job_id)
+    job = await check_adjustable(interaction, job_id)
     params = replace(parameters_of(job), parent_job_id=job.id, parent_image_index=None)
     await actions.submit(interaction, segment_parameters(params, bot.settings, segment))
 

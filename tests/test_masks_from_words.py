@@ -278,6 +278,15 @@ async def test_adjust_makes_a_new_preview_and_an_empty_mask_is_said(segmenting):
     assert job.member_error.startswith("Nothing in the image matches \u201ca unicorn\u201d")
     assert not Path(preview_mask_path(harness.settings, job.id)).exists()
     assert await harness.job_count() == count + 1  # the preview alone
+    # Its message offers Adjust alone: a lower threshold finds the area.
+    failed = harness.message(job.message_id)
+    assert button_labels(failed) == ["Adjust"]
+    shown = await alice.click(failed, label="Adjust")
+    assert shown.modal is not None
+    await alice.submit_modal(shown, {"words": "a unicorn", "threshold": "0.5", "dilation": "8"})
+    found = await harness.wait_for_job((await harness.latest_job()).id)
+    assert found.status == JobStatus.COMPLETED and found.parent_job_id == job.id
+    assert Path(preview_mask_path(harness.settings, found.id)).is_file()
 
 
 async def test_bad_mask_choices_are_refused_privately(harness):

@@ -236,6 +236,14 @@ def result_view(job: Job) -> discord.ui.View | None:
     return _rows([*upscales, RerollButton(job.id)], [*variations, RemixButton(job.id)], [RemoveButton(job.id)])
 
 
+def failed_view(job: Job) -> discord.ui.View | None:
+    """Under a failed job: Adjust under a mask preview that found nothing (other words, a
+    lower threshold); nothing under the others."""
+    if job.kind == JobKind.SEGMENT:
+        return _view(*mask_preview.failed_items(job))
+    return None
+
+
 def single_image_view(job_id: int, index: int, *, with_reroll: bool = False) -> discord.ui.View:
     """Midjourney's buttons under one image, A1111's workflows behind them (5 rows at most)."""
     first: list[discord.ui.Item[Any]] = [
@@ -268,4 +276,5 @@ class JobViews:
 
     status = staticmethod(status_view)
     result = staticmethod(result_view)
+    failed = staticmethod(failed_view)
     single_image = staticmethod(single_image_view)

@@ -96,4 +96,9 @@ def preview_items(job: Job) -> list[discord.ui.Item[Any]]:
     return [LooksRightButton(job.id), AdjustButton(job.id)]
 
 
+def failed_items(job: Job) -> list[discord.ui.Item[Any]]:
+    """Under a preview that failed (the words matched nothing): Adjust alone."""
+    return [AdjustButton(job.id)]
+
+
 MASK_PREVIEW_ITEMS = (LooksRightButton, AdjustButton)
