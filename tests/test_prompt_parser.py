@@ -413,3 +413,52 @@ def test_a_prompt_past_the_grammar_s_bound_is_used_as_it_is_and_says_why():
     assert prompt_parser.schedule_problem(within) is None
     assert prompt_schedules(within, 10) == [(5, "(a) " * 5), (10, "b " * 5)]
     assert prompt_parser.schedule_problem(within + "[(c):d:0.5]")  # 36
+
+
+# --- prompts whose stray brackets make A1111 read them whole ----------------------------
+
+
+@pytest.mark.parametrize(
+    ("prompt", "expected"),
+    [
+        # A stray ")" after a group: A1111's grammar takes the brackets as text, no editing.
+        ("(a [b:c:3]))", [(10, "(a [b:c:3]))")]),
+        # A colon against a closing bracket or parenthesis, or an opening one.
+        ("[a:b:3]::", [(10, "[a:b:3]::")]),
+        ("([a:b:3]):", [(10, "([a:b:3]):")]),
+        ("[[a:b:3]]:", [(10, "[[a:b:3]]:")]),
+        ("[a:b:3][:", [(10, "[a:b:3][:")]),
+        # ... where the grammar may still edit another group of the same prompt.
+        ("[a:b:3]::[a:b:3]", [(3, "[a:b:3]::a"), (10, "[a:b:3]::b")]),
+        ("([[[a:b:3](][", [(3, "([[a(]["), (10, "([[b(][")]),
+        # A space between is enough for the groups to be read one by one again.
+        ("[cat:dog:5] :)", [(5, "cat :)"), (10, "dog :)")]),
+    ],
+)
+def test_stray_brackets_are_read_as_a1111_reads_the_whole_prompt(prompt, expected):
+    assert prompt_schedules(prompt, 10) == expected
+
+
+def test_group_reading_equals_the_whole_prompt_parse_on_fuzzed_prompts():
+    """Reading groups alone is only a shortcut: on every prompt within the bound, the result
+    equals the grammar's parse of the whole prompt (A1111's get_learned_conditioning_prompt_
+    schedules), stray and crossed brackets included."""
+    rng = random.Random(20261207)
+    pieces = [*"ab[]():| 3", "[a:b:3]", "[a|b]", "(c:1.2)", "[a:[b:c:2]:5]", "[a::0.5]", "((x))", "\\(", ", "]
+    checked = 0
+    while checked < 400:
+        prompt = "".join(rng.choice(pieces) for _ in range(rng.randint(1, 9)))
+        if "[" not in prompt or prompt_parser.schedule_problem(prompt):
+            continue
+        checked += 1
+        whole = prompt_parser._parsed_schedules(prompt, 10, 0, 0.0, False) or [(10, prompt)]
+        assert prompt_schedules(prompt, 10) == whole, prompt
+
+
+def test_a_long_prompt_with_a_stray_bracket_is_read_group_by_group_not_parsed_whole():
+    """Past MAX_WHOLE_PROMPT_SPECIALS the whole-prompt parse would stall the bot's event loop:
+    the groups are then read one by one, as for any prompt (here A1111 agrees)."""
+    prompt = ", ".join(f"(word{i}:1.2)" for i in range(12)) + ", [cat:dog:5] ]"
+    assert not prompt_parser.reads_by_groups(prompt)
+    assert prompt_parser.schedule_problem(prompt) is None
+    assert prompt_schedules(prompt, 10) == [(5, prompt.replace("[cat:dog:5]", "cat")), (10, prompt.replace("[cat:dog:5]", "dog"))]
