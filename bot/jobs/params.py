@@ -140,6 +140,19 @@ class JobParameters:
     plot_json: str | None = None  # PlotOptions as JSON, for JobKind.PLOT (bot.jobs.plot_params)
 
 
+@dataclass(frozen=True)
+class ServerDefaults:
+    """A server's own defaults (/admin noise), between a member's own and the bot's config:
+    A1111's random number generator source and ENSD, which a server sets to match the A1111
+    its members copy seeds from. None: the config's."""
+
+    rng: str | None = None
+    ensd: int | None = None
+
+
+NO_SERVER_DEFAULTS = ServerDefaults()
+
+
 def random_seed() -> int:
     return random.randint(0, MAX_SEED)
 
@@ -151,7 +164,7 @@ def _visible(char: str) -> bool:
 
 
 def resolve_parameters(
-    options: GenerationOptions, settings: Settings, user: User | None = None
+    options: GenerationOptions, settings: Settings, user: User | None = None, server: ServerDefaults = NO_SERVER_DEFAULTS
 ) -> JobParameters:
     limits = settings.limits
     defaults = member_defaults(user, settings)
@@ -182,8 +195,8 @@ def resolve_parameters(
         sampler_name = split_combined_name(sampler_name)[0]
     sampler, schedule_type = check_sampling(sampler_name, options.schedule_type)
     eta = check_eta(options.eta, sampler)
-    rng = check_rng(options.rng or defaults.rng or limits.default_rng)
-    ensd = check_ensd(_pick(options.ensd, defaults.ensd, limits.default_ensd))
+    rng = check_rng(options.rng or defaults.rng or server.rng or limits.default_rng)
+    ensd = check_ensd(_pick(options.ensd, defaults.ensd, limits.default_ensd if server.ensd is None else server.ensd))
     seed_resize = check_seed_resize(options.seed_resize_from, limits)
     vae = check_vae(settings, model, options.vae or defaults.vae or AUTOMATIC)
     clip_skip = check_clip_skip(_pick(options.clip_skip, defaults.clip_skip, model.clip_skip or 1))
