@@ -437,6 +437,22 @@ def denoiser_model(
     )
 
 
+def refiner_switch(
+    refiner: DiffusionPipeline,
+    request: GenerateRequest,
+    steps: int,
+    hires_steps: int | None = None,
+    size: tuple[int, int] | None = None,
+) -> RefinerSwitch:
+    """The request's refiner as the k-diffusion denoiser switches to it ("Refiner switch at"):
+    its UNet, and the prompts encoded again for it as A1111's setup_conds does on the switch
+    (its own encoder, the same prompt schedule: ``steps`` and ``hires_steps`` as
+    k_conditioning takes them), with its size conditioning for ``size``."""
+    conditioning = k_conditioning(refiner, request, steps, hires_steps)
+    model = denoiser_model(refiner, request, [(conditioning, len(request.seeds))], size)
+    return RefinerSwitch(request.refiner_switch_at, model)
+
+
 def k_sample(
     pipe: DiffusionPipeline,
     request: GenerateRequest,

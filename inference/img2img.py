@@ -43,6 +43,7 @@ from inference.generate import (
     k_step_callback,
     OnStep,
     request_noise,
+    refiner_switch,
     request_sigmas,
     step_callback,
     use_sampler,
@@ -275,11 +276,14 @@ def img2img_pass(
     progress: Progress,
     is_cancelled: IsCancelled,
     hires_steps: int | None = None,
+    refiner: DiffusionPipeline | None = None,
 ) -> list[Image.Image]:
     """One img2img pass from ``latents`` (one row per seed); ``schedule.steps`` must be >= 1.
 
     The prompts' schedule spans the request's steps (A1111's img2img), or with
     ``hires_steps`` the hires fix's second pass (see conditioning.encode_for_pass).
+    ``refiner`` (a k-diffusion sampler only): the SDXL refiner the pass switches to at the
+    request's "Refiner switch at", as A1111's hires pass does.
     """
     if schedule.a1111 is not None:
         # A k-diffusion sampler, as A1111's KDiffusionSampler.sample_img2img: the schedule's
@@ -293,7 +297,16 @@ def img2img_pass(
         report = progress.reporter(schedule.steps)
         callback = k_step_callback(schedule.steps, len(sigmas) - 1, report, is_cancelled)
         jobs = [(conditioning, len(seeds))]
-        return decode_latents(base, k_sample(base, pass_request, jobs, start, sigmas, [noise], callback))
+        switch = None
+        if refiner is not None:
+            size = (latents.shape[-1] * base.vae_scale_factor, latents.shape[-2] * base.vae_scale_factor)
+            switch = refiner_switch(refiner, pass_request, request.steps, hires_steps, size)
+        latents = k_sample(base, pass_request, jobs, start, sigmas, [noise], callback, refiner=switch)
+        return decode_latents(base, latents)
+    if refiner is not None:
+        raise InvalidRequestError(
+            f"the refiner runs in an image pass with A1111's k-diffusion samplers only, not {request.sampler}"
+        )
     pipe = derived_pipeline(base, StableDiffusionImg2ImgPipeline)
     use_sampler(pipe, request.sampler, seeds, base=base, schedule_type=request.schedule_type)
     conditioning = encode_for_pass(pipe, request, request.steps, hires_steps)
