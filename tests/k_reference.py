@@ -17,10 +17,15 @@ class A1111Model:
     """One checkpoint as A1111 holds it once loaded: CompVisDenoiser's sigma table, the UNet,
     and the conds of get_learned_conditioning (crossattn, and SDXL's vector parts)."""
 
-    def __init__(self, pipe, prompt, negative, steps, width, height, aesthetic=False, hires_steps=None):
+    def __init__(self, pipe, prompt, negative, steps, width, height, aesthetic=False, hires_steps=None,
+                 v_prediction=False, zsnr=False):
         config = pipe.scheduler.config
         betas = torch.linspace(config.beta_start**0.5, config.beta_end**0.5, 1000, dtype=torch.float64) ** 2
         alphas_cumprod = torch.tensor(np.cumprod(1.0 - betas.numpy(), axis=0), dtype=torch.float32)
+        if zsnr:
+            alphas_cumprod = rescale_zero_terminal_snr_abar(alphas_cumprod)
+        self.alphas_cumprod = alphas_cumprod
+        self.v_prediction = v_prediction
         self.sigmas = ((1 - alphas_cumprod) / alphas_cumprod) ** 0.5
         self.log_sigmas = self.sigmas.log()
         self.unet = pipe.unet
@@ -35,8 +40,20 @@ class A1111Model:
             self.sizes = (torch.tensor([[height, width, 0, 0, height, width]]),) * 2
 
 
+def rescale_zero_terminal_snr_abar(alphas_cumprod):
+    """A1111's sd_models.rescale_zero_terminal_snr_abar."""
+    alphas_bar_sqrt = alphas_cumprod.sqrt()
+    alphas_bar_sqrt_0 = alphas_bar_sqrt[0].clone()
+    alphas_bar_sqrt_T = alphas_bar_sqrt[-1].clone()
+    alphas_bar_sqrt -= alphas_bar_sqrt_T
+    alphas_bar_sqrt *= alphas_bar_sqrt_0 / (alphas_bar_sqrt_0 - alphas_bar_sqrt_T)
+    alphas_bar = alphas_bar_sqrt**2
+    alphas_bar[-1] = 4.8973451890853435e-08
+    return alphas_bar
+
+
 class A1111Denoiser(ReferenceDenoiser):
-    """CFGDenoiser.forward over CompVisDenoiser (epsilon), with SDXL's dict conds, the
+    """CFGDenoiser.forward over CompVisDenoiser (or CompVisVDenoiser), with SDXL's dict conds, the
     inpainting model's c_concat, the latent mask blend after denoising, and apply_refiner."""
 
     def __init__(self, model: A1111Model, cfg_scale, image_cond=None, init_latent=None, nmask=None,
@@ -69,8 +86,12 @@ class A1111Denoiser(ReferenceDenoiser):
                 "time_ids": torch.cat([cond_sizes.expand(n, -1), uncond_sizes.expand(n, -1)]),
             }
         embeds = torch.cat([model.cond.expand(n, -1, -1), model.uncond.expand(n, -1, -1)])
-        eps = model.unet(unet_in, self.sigma_to_t(sigma_in), encoder_hidden_states=embeds, **kwargs).sample
-        denoised = x_in + eps * -sigma_in[:, None, None, None]
+        out = model.unet(unet_in, self.sigma_to_t(sigma_in), encoder_hidden_states=embeds, **kwargs).sample
+        s = sigma_in[:, None, None, None]
+        if model.v_prediction:  # CompVisVDenoiser, sigma_data 1
+            denoised = out * (-s / (s**2 + 1) ** 0.5) + x_in / (s**2 + 1)
+        else:
+            denoised = x_in + out * -s
         cond, uncond = denoised.chunk(2)
         denoised = uncond + (cond - uncond) * self.cfg_scale
         if self.nmask is not None:

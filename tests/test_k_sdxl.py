@@ -125,3 +125,49 @@ def test_refiner_with_hires_switches_in_the_second_pass(cache):
     assert denoiser.switched_at_call is not None
     assert image.size == (96, 96)
     assert np.abs(np.asarray(image, dtype=int) - np.asarray(expected, dtype=int)).max() <= 1
+
+
+def test_sdxl_img2img_runs_a1111s_count_from_the_noised_source(cache, tmp_path):
+    from PIL import Image
+
+    from inference.common.protocol import ImageInput
+    from inference.img2img import encode, run_img2img
+
+    source = Image.new("RGB", (SIZE, SIZE), (30, 140, 220))
+    source.save(tmp_path / "source.png")
+    request = xl_request(kind=JobKind.IMG2IMG, steps=6, image=ImageInput(str(tmp_path / "source.png"), 0.5))
+    pipe = cache.get("tiny-xl")
+    reports = []
+    ours = run_img2img(pipe, request, lambda step, total, latents: reports.append(step), lambda: False)
+    assert reports == [1, 2, 3, 4]  # A1111: int(0.5 * 6) + 1
+    with torch.no_grad():
+        denoiser = A1111Denoiser(model_of(pipe, request), request.cfg_scale)
+        sigmas = sampler_sigmas("Euler a", "Automatic", 6, sd_alphas_cumprod())[6 - 3 - 1 :]
+        noise = ReferenceNoise(SEEDS, (4, 8, 8))
+        start = encode(pipe, [source] * len(SEEDS)) + noise.first * sigmas[0]
+        expected = decode(pipe, ref_euler_a(denoiser, start, sigmas, noise.randn_like))
+    for image, reference in zip(ours, expected):
+        assert np.abs(np.asarray(image, dtype=int) - np.asarray(reference, dtype=int)).max() <= 1
+
+
+def test_sdxl_v_prediction_with_zero_terminal_snr(tiny_sdxl_dir):
+    """A v-prediction SDXL marked zero-terminal-SNR (as the single-file loader marks NoobAI
+    v-pred and the like) samples over A1111's rescaled schedule with CompVisVDenoiser."""
+    from tests.inference_fixtures import _load_tiny_pipe
+
+    pipe = _load_tiny_pipe(str(tiny_sdxl_dir))
+    pipe.scheduler = type(pipe.scheduler).from_config(
+        pipe.scheduler.config, prediction_type="v_prediction", rescale_betas_zero_snr=True
+    )
+    request = xl_request(sampler="Euler", seeds=(5,))
+    ours = generate_latents(pipe, request)
+    with torch.no_grad():
+        model = A1111Model(pipe, request.prompt, request.negative_prompt, request.steps, SIZE, SIZE,
+                           v_prediction=True, zsnr=True)
+        # The rescaled table ends in pure noise, up to A1111's constant: sigma_max about 4500.
+        assert model.sigmas[-1] > 4000
+        denoiser = A1111Denoiser(model, request.cfg_scale)
+        sigmas = sampler_sigmas("Euler", "Automatic", request.steps, model.alphas_cumprod)
+        noise = ReferenceNoise((5,), (4, 8, 8))
+        expected = ref_euler(denoiser, noise.first * sigmas[0], sigmas, None)
+    assert_same_latents(ours, expected)
