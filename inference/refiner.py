@@ -6,7 +6,7 @@ latents, with the prompts encoded again for the refiner (its CLIP-G alone, score
 aesthetics). With a k-diffusion sampler that is what runs here: one sampler run whose
 denoiser swaps UNet and conditioning at the switch (k_denoiser.RefinerSwitch). With the hires
 fix, A1111 (its default "hires_fix_refiner_pass": second pass) runs the first pass on the
-base alone and switches inside the second pass (workflows.run_hires).
+base alone and switches inside the second pass (workflows.run_hires, check_hires_refiner).
 
 DDIM and UniPC still run on diffusers' schedulers, whose "ensemble of expert denoisers" is
 the same cut: the base pipeline runs
@@ -67,6 +67,16 @@ def check_refiner(base: DiffusionPipeline, refiner: DiffusionPipeline, request: 
     if not 0.0 < request.refiner_switch_at < 1.0:
         raise InvalidRequestError(
             f"refiner_switch_at must be above 0 and below 1, got {request.refiner_switch_at!r}"
+        )
+
+
+def check_hires_refiner(base: DiffusionPipeline, refiner: DiffusionPipeline, request: GenerateRequest) -> None:
+    """check_refiner, and a sampler that switches inside the hires fix's second pass: one of
+    A1111's k-diffusion samplers (the diffusers schedulers' path has no such switch)."""
+    check_refiner(base, refiner, request)
+    if not uses_k_sampling(base, request):
+        raise InvalidRequestError(
+            f"the refiner with the hires fix runs with A1111's k-diffusion samplers, not {request.sampler}"
         )
 
 

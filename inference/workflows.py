@@ -38,7 +38,7 @@ from inference.img2img import (
 )
 from inference.inpaint import run_inpaint, run_outpaint
 from inference.models import PipelineCache
-from inference.refiner import check_refiner, run_refined
+from inference.refiner import check_hires_refiner, run_refined
 from inference.common.protocol import (
     LANCZOS,
     LATENT,
@@ -89,10 +89,15 @@ def run_workflow(
         return run_inpaint(cache, request, on_step, is_cancelled)
     if request.kind == JobKind.OUTPAINT:
         return run_outpaint(cache, request, on_step, is_cancelled)
-    if request.refiner and request.hires is not None:
-        return run_refined_hires(cache, upscalers, request, on_step, is_cancelled)
-    if request.refiner:
+    if request.refiner and request.hires is None:
         return run_refined(cache, request, on_step, is_cancelled)
+    if request.refiner:
+        # A1111's default ("second pass"): the first pass on the base alone, the switch to
+        # the refiner inside the second pass.
+        with cache.using(request.model) as base, cache.using(request.refiner) as refiner:
+            check_hires_refiner(base, refiner, request)
+            with seamless_tiling(base, request.tiling):
+                return run_hires(base, upscalers, request, on_step, is_cancelled, refiner=refiner)
     base = cache.get(request.model)
     if request.kind == JobKind.IMG2IMG:
         return run_img2img(base, request, on_step, is_cancelled)
@@ -101,27 +106,6 @@ def run_workflow(
     # --tile wraps the whole hires fix: both passes, and the decoding and encoding between.
     with seamless_tiling(base, request.tiling):
         return run_hires(base, upscalers, request, on_step, is_cancelled)
-
-
-def run_refined_hires(
-    cache: PipelineCache,
-    upscalers: Upscalers,
-    request: GenerateRequest,
-    on_step: OnStep,
-    is_cancelled: IsCancelled,
-) -> list[Image.Image]:
-    """The hires fix with the refiner, as A1111 runs it by default (hires_fix_refiner_pass
-    "second pass"): the first pass on the base alone, the switch to the refiner inside the
-    second pass, where that pass's sigmas reach "Refiner switch at" (at its start when the
-    hires denoising strength leaves less noise than the switch point)."""
-    with cache.using(request.model) as base, cache.using(request.refiner) as refiner:
-        check_refiner(base, refiner, request)
-        if not uses_k_sampling(base, request):
-            raise InvalidRequestError(
-                f"the refiner with the hires fix runs with A1111's k-diffusion samplers, not {request.sampler}"
-            )
-        with seamless_tiling(base, request.tiling):
-            return run_hires(base, upscalers, request, on_step, is_cancelled, refiner=refiner)
 
 
 # --- the hires fix -------------------------------------------------------------------------
@@ -142,7 +126,8 @@ def run_hires(
     refiner: DiffusionPipeline | None = None,
 ) -> list[Image.Image]:
     """A1111's hires fix: txt2img, upscale, img2img at the larger size (switching to the
-    ``refiner`` inside that second pass, see run_refined_hires).
+    ``refiner`` inside that second pass where its sigmas reach "Refiner switch at": at its
+    start when the hires denoising strength leaves less noise than the switch point).
 
     The first pass is generate()'s own run (same noise, so the same images as without the
     fix). "Latent" resizes its latents bilinearly, as A1111's default latent mode; any other

@@ -97,3 +97,10 @@ class A1111Denoiser(ReferenceDenoiser):
         if self.nmask is not None:
             denoised = denoised * self.nmask + self.init_latent * (1 - self.nmask)
         return denoised
+
+
+def assert_same_images(ours, expected, levels: int = 1) -> None:
+    """Each image within ``levels`` of the reference's, pixel by pixel."""
+    assert len(ours) == len(expected)
+    for image, reference in zip(ours, expected):
+        assert np.abs(np.asarray(image, dtype=int) - np.asarray(reference, dtype=int)).max() <= levels

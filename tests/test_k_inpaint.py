@@ -16,7 +16,7 @@ from inference.inpaint import inpaint_pass
 from inference.models import PipelineCache
 from inference.schedules import sampler_sigmas, sd_alphas_cumprod
 from tests.inference_fixtures import tiny_request
-from tests.k_reference import A1111Denoiser, A1111Model
+from tests.k_reference import A1111Denoiser, A1111Model, assert_same_images
 from tests.test_samplers_reference import ReferenceNoise, ref_euler_a
 
 SEEDS = (31, 32)
@@ -93,5 +93,4 @@ def test_inpaint_pass_equals_a1111s_algorithm(cache, source_and_mask, model, con
     pipe = cache.get_inpaint(model) if model == "with-inpaint" else cache.get(model)
     expected, run_steps = reference_inpaint(pipe, request, source, mask, content, strength)
     assert reports == list(range(1, run_steps + 1))  # A1111's int(6 * 0.6) + 1
-    for image, reference in zip(ours, expected):
-        assert np.abs(np.asarray(image, dtype=int) - np.asarray(reference, dtype=int)).max() <= 1
+    assert_same_images(ours, expected)

@@ -16,7 +16,7 @@ from inference.img2img import decode
 from inference.models import PipelineCache
 from inference.schedules import sampler_sigmas, sd_alphas_cumprod
 from inference.workflows import LATENT, run_workflow, validate_workflow
-from tests.k_reference import A1111Denoiser, A1111Model
+from tests.k_reference import A1111Denoiser, A1111Model, assert_same_images
 from tests.test_samplers_reference import ReferenceNoise, assert_same_latents, ref_dpmpp_2m, ref_euler, ref_euler_a
 
 SEEDS = (5, 6)
@@ -96,8 +96,7 @@ def test_refiner_switches_inside_the_sampler_run_as_a1111(cache):
         expected = decode(base, ref_euler(denoiser, noise.first * sigmas[0], sigmas, None))
     # The switch came part-way: some calls on each model.
     assert 0 < denoiser.switched_at_call < 6
-    for image, reference in zip(images, expected):
-        assert np.abs(np.asarray(image, dtype=int) - np.asarray(reference, dtype=int)).max() <= 1
+    assert_same_images(images, expected)
     base_only = run_workflow(cache, None, replace(request, refiner=""), lambda *a: None, lambda: False)
     assert np.abs(np.asarray(base_only[0], dtype=int) - np.asarray(images[0], dtype=int)).max() > 1
 
@@ -124,7 +123,7 @@ def test_refiner_with_hires_switches_in_the_second_pass(cache):
         [expected] = decode(base, ref_euler(denoiser, start, second, None))
     assert denoiser.switched_at_call is not None
     assert image.size == (96, 96)
-    assert np.abs(np.asarray(image, dtype=int) - np.asarray(expected, dtype=int)).max() <= 1
+    assert_same_images([image], [expected])
 
 
 def test_sdxl_img2img_runs_a1111s_count_from_the_noised_source(cache, tmp_path):
@@ -146,8 +145,7 @@ def test_sdxl_img2img_runs_a1111s_count_from_the_noised_source(cache, tmp_path):
         noise = ReferenceNoise(SEEDS, (4, 8, 8))
         start = encode(pipe, [source] * len(SEEDS)) + noise.first * sigmas[0]
         expected = decode(pipe, ref_euler_a(denoiser, start, sigmas, noise.randn_like))
-    for image, reference in zip(ours, expected):
-        assert np.abs(np.asarray(image, dtype=int) - np.asarray(reference, dtype=int)).max() <= 1
+    assert_same_images(ours, expected)
 
 
 def test_sdxl_v_prediction_with_zero_terminal_snr(tiny_sdxl_dir):
