@@ -1,13 +1,15 @@
 """img2img, and the diffusion pass every image workflow shares: latents in, images out.
 
 The workflows (img2img with loopback, the hires fix's second pass, inpaint, outpaint) all start
-from latents we encode ourselves and hand to a stock diffusers pipeline as its ``image`` (a
-4-channel tensor is taken as latents as they are). Owning that step is what lets inpaint edit
-the starting latents ("latent noise", "latent nothing") and the hires fix resize them.
+from latents we encode ourselves. With one of A1111's k-diffusion samplers the pass is A1111's
+sample_img2img over those latents (img2img_pass here, inpaint._k_inpaint_pass): A1111's step
+counts, each image's noise from its ImageNoise at the first sigma, SD 1.x/2.x and SDXL alike.
+DDIM and UniPC hand them to a stock diffusers pipeline as its ``image`` (a 4-channel tensor is
+taken as latents as they are). Owning that step is what lets inpaint edit the starting latents
+("latent noise", "latent nothing") and the hires fix resize them.
 
-Seeds follow generate.py: one CPU generator per image, seeded with that image's seed, so the
-noise a pass adds to image i (and, for ancestral samplers, every later draw) comes from image i's
-generator alone, and image i is reproduced by running its seed alone.
+Seeds: each image's noise comes from its own seed alone (one generator per image), so image i
+is reproduced by running its seed alone.
 
 The img2img and inpaint pipelines are built from the loaded model's components, once per
 model: the same weights in memory, nothing loaded again.
