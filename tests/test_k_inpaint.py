@@ -24,12 +24,14 @@ SIZE = 64
 
 
 @pytest.fixture(scope="module")
-def cache(tiny_model_dir, tiny_inpaint_model_dir):
+def cache(tiny_model_dir, tiny_inpaint_model_dir, tiny_sdxl_dir, tiny_sdxl_inpaint_dir):
     specs = (
         ModelSpec("plain", str(tiny_model_dir)),
         ModelSpec("with-inpaint", str(tiny_model_dir), inpaint_source=str(tiny_inpaint_model_dir)),
+        ModelSpec("xl", str(tiny_sdxl_dir)),
+        ModelSpec("xl-with-inpaint", str(tiny_sdxl_dir), inpaint_source=str(tiny_sdxl_inpaint_dir)),
     )
-    return PipelineCache(specs, torch.device("cpu"), torch.float32, max_loaded=3)
+    return PipelineCache(specs, torch.device("cpu"), torch.float32, max_loaded=4)
 
 
 @pytest.fixture(scope="module")
@@ -79,8 +81,11 @@ def reference_inpaint(pipe, request, source, mask, content, strength):
     return decode(pipe, samples * nmask + init_latent * keep), t_enc + 1
 
 
-@pytest.mark.parametrize("content", list(MaskedContent))
-@pytest.mark.parametrize("model", ["plain", "with-inpaint"])
+@pytest.mark.parametrize(
+    ("model", "content"),
+    [(model, content) for model in ("plain", "with-inpaint") for content in MaskedContent]
+    + [("xl", MaskedContent.LATENT_NOISE), ("xl-with-inpaint", MaskedContent.ORIGINAL)],
+)
 def test_inpaint_pass_equals_a1111s_algorithm(cache, source_and_mask, model, content):
     source, mask = source_and_mask
     strength = 0.6
@@ -90,7 +95,7 @@ def test_inpaint_pass_equals_a1111s_algorithm(cache, source_and_mask, model, con
         cache, request, [source] * len(SEEDS), mask, content, strength,
         lambda step, total, latents: reports.append(step), lambda: False,
     )
-    pipe = cache.get_inpaint(model) if model == "with-inpaint" else cache.get(model)
+    pipe = cache.get_inpaint(model) if model.endswith("with-inpaint") else cache.get(model)
     expected, run_steps = reference_inpaint(pipe, request, source, mask, content, strength)
     assert reports == list(range(1, run_steps + 1))  # A1111's int(6 * 0.6) + 1
     assert_same_images(ours, expected)
