@@ -5,6 +5,8 @@ over the same tiny UNets for the same seeds."""
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 import torch
@@ -99,3 +101,21 @@ def test_inpaint_pass_equals_a1111s_algorithm(cache, source_and_mask, model, con
     expected, run_steps = reference_inpaint(pipe, request, source, mask, content, strength)
     assert reports == list(range(1, run_steps + 1))  # A1111's int(6 * 0.6) + 1
     assert_same_images(ours, expected)
+
+
+def test_and_parts_run_with_the_inpainting_conditioning(cache, source_and_mask):
+    # Every AND part's UNet row gets the mask and masked latents too: two halves of one prompt
+    # make the prompt's own images (uncond + 0.5 d + 0.5 d), another part other images.
+    source, mask = source_and_mask
+    request = inpaint_request("with-inpaint", 0.6)
+
+    def run(prompt):
+        return inpaint_pass(
+            cache, replace(request, prompt=prompt), [source] * len(SEEDS), mask, MaskedContent.ORIGINAL,
+            0.6, lambda *args: None, lambda: False,
+        )
+
+    plain = run("a cat")
+    assert_same_images(run("a cat :0.5 AND a cat :0.5"), plain)
+    other = run("a cat AND a dog")
+    assert np.abs(np.asarray(other[0], dtype=int) - np.asarray(plain[0], dtype=int)).max() > 1
