@@ -247,9 +247,10 @@ def with_refiner(
     """A txt2img job with A1111's refiner options checked and set: ``refiner`` a configured
     model's name ("None": no refiner), ``switch_at`` the fraction of the denoising after which
     it takes over (default 0.8). ``default`` (the member's /settings refiner) serves when
-    ``refiner`` is None, on an SDXL model without the hires fix only, so that it never keeps
-    another model's job from running."""
-    if refiner is None and default and params.hires_scale is None:
+    ``refiner`` is None, on an SDXL model only, so that it never keeps another model's job
+    from running. With the hires fix the refiner takes over inside the second pass, as in
+    A1111."""
+    if refiner is None and default:
         if model_family(check_model(settings, params.model)) == "sdxl":
             refiner = default
     if refiner is None or refiner.strip().casefold() == "none":
@@ -266,8 +267,6 @@ def with_refiner(
     switch = DEFAULT_REFINER_SWITCH_AT if switch_at is None else switch_at
     if not 0.0 < switch < 1.0:
         raise InvalidOption(f"refiner_switch_at must be above 0 and below 1, got {switch:g}.")
-    if params.hires_scale is not None:
-        raise InvalidOption("The refiner and the hires fix do not run together yet: leave out one of them.")
     return replace(params, refiner=model.name, refiner_switch_at=switch)
 
 
