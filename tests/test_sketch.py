@@ -14,6 +14,7 @@ from simcord import OptionError
 from bot.sketch import painted_area
 from inference.common.protocol import JobKind
 from tests.harness import private_answer
+from tests.test_bot_admin import admin_member
 from tests.test_bot_image_commands import decoded, run_command
 from tests.test_bot_inputs import bomb_png, encoded
 from tests.test_bot_workflows import pixels
@@ -36,6 +37,11 @@ def painted(original: Image.Image, box=PAINTED, colour=RED) -> Image.Image:
     copy = original.copy()
     ImageDraw.Draw(copy).rectangle((box[0], box[1], box[2] - 1, box[3] - 1), fill=colour)
     return copy
+
+
+async def server_noise(harness) -> None:
+    """/admin noise: a /sketch job takes the server's RNG source and ENSD as /img2img's do."""
+    await admin_member(harness, "mod").slash(harness.channel, "admin noise", rng="CPU", ensd=31337)
 
 
 def box_mask(size: tuple[int, int], box=PAINTED) -> np.ndarray:
@@ -66,6 +72,7 @@ def test_the_painted_area_of_a_recompressed_jpeg_copy_is_the_stroke():
 
 async def test_inpaint_sketch_repaints_the_painted_area_starting_from_its_colours(harness):
     alice = harness.member("alice")
+    await server_noise(harness)
     original = scenery()
     sketch = painted(original)
     _, job, _ = await run_command(
@@ -74,6 +81,7 @@ async def test_inpaint_sketch_repaints_the_painted_area_starting_from_its_colour
     )
     assert job.kind == JobKind.INPAINT and (job.width, job.height) == (64, 64)
     assert (job.mask_blur, job.masked_content, job.denoising_strength) == (2, "original", 0.75)
+    assert (job.rng, job.eta_noise_seed_delta) == ("CPU", 31337)
     mask = np.asarray(Image.open(job.mask_path))
     assert np.array_equal(mask > 127, box_mask((64, 64)))
     start = pixels(job.init_image_path)
@@ -95,13 +103,14 @@ async def test_inpaint_sketch_repaints_the_painted_area_starting_from_its_colour
 
 async def test_sketch_without_the_original_is_img2img_of_the_drawing(harness):
     alice = harness.member("alice")
+    await server_noise(harness)
     drawing = encoded(painted(Image.new("RGB", (96, 64), "white"), (10, 10, 50, 40), (20, 20, 200)))
     _, job, _ = await run_command(
         harness, alice, "sketch", sketch=("drawing.png", drawing), prompt="a blue house", count=1, steps=2,
         strength=0.6,
     )
     assert job.kind == JobKind.IMG2IMG and (job.width, job.height) == (96, 64) and job.mask_path is None
-    assert job.denoising_strength == 0.6
+    assert (job.denoising_strength, job.rng, job.eta_noise_seed_delta) == (0.6, "CPU", 31337)
     assert np.array_equal(pixels(job.init_image_path), decoded(drawing))
     assert job.images[0].width == 96
 

@@ -31,6 +31,7 @@ from bot.jobs.workflow_params import (
     segment_parameters,
     upscale_parameters,
 )
+from bot.policy import gate
 from bot.sketch import read_inpaint_sketch
 from bot.ui import confirm
 from bot.ui.mask_preview import MASK_PREVIEW_ITEMS
@@ -65,6 +66,7 @@ class Images(BotCog):
             img2img_parameters(
                 each, self.bot.settings, user, source, strength=chosen.strength, resize_mode=chosen.resize_mode,
                 loopback=chosen.loopback, loopback_final_strength=chosen.loopback_final_strength,
+                server=await gate.server_defaults(interaction),
             )
             for each in prepared
         ]
@@ -97,11 +99,12 @@ class Images(BotCog):
         if segment is None:
             assert chosen.mask is not None
             mask_path, note = await inputs.read_mask_upload(chosen.mask, self.bot.settings, source)
+        server = await gate.server_defaults(interaction)
         params = [
             inpaint_parameters(
                 each, self.bot.settings, user, source, "" if segment else mask_path, strength=chosen.strength,
                 masked_content=chosen.masked_content, mask_blur=chosen.mask_blur, only_masked=chosen.only_masked,
-                padding=chosen.padding,
+                padding=chosen.padding, server=server,
             )
             for each in prepared
         ]
@@ -128,6 +131,7 @@ class Images(BotCog):
         assert chosen.sketch is not None  # a required option
         user = await self.bot.queue.user(interaction.user.id)
         prepared = await actions.prepare_for(interaction, chosen.generation(), user, style_names=chosen.style)
+        server = await gate.server_defaults(interaction)
         if chosen.original is None:
             inpaint_only = {"mask_blur": chosen.mask_blur, "mask_transparency": chosen.mask_transparency,
                             "masked_content": chosen.masked_content, "only_masked": chosen.only_masked,
@@ -138,7 +142,8 @@ class Images(BotCog):
                 )
             source = await inputs.read_image_upload(chosen.sketch, self.bot.settings, what="sketch")
             params = [
-                img2img_parameters(each, self.bot.settings, user, source, strength=chosen.strength) for each in prepared
+                img2img_parameters(each, self.bot.settings, user, source, strength=chosen.strength, server=server)
+                for each in prepared
             ]
         else:
             blur = DEFAULT_MASK_BLUR if chosen.mask_blur is None else chosen.mask_blur
@@ -150,7 +155,7 @@ class Images(BotCog):
                 inpaint_parameters(
                     each, self.bot.settings, user, painted.start, painted.mask_path, strength=chosen.strength,
                     masked_content=chosen.masked_content, mask_blur=blur, only_masked=chosen.only_masked,
-                    padding=chosen.padding,
+                    padding=chosen.padding, server=server,
                 )
                 for each in prepared
             ]
@@ -169,8 +174,11 @@ class Images(BotCog):
             raise InvalidOption(f"Unknown direction `{echo(direction)}`. Choose one of: {', '.join(SIDES)}.")
         prepared, user, source = await self._prepare(interaction, chosen)
         pads = {side: chosen.pixels for side in SIDES[direction]}
+        server = await gate.server_defaults(interaction)
         params = [
-            outpaint_parameters(each, self.bot.settings, user, source, strength=chosen.strength, **pads)
+            outpaint_parameters(
+                each, self.bot.settings, user, source, strength=chosen.strength, server=server, **pads
+            )
             for each in prepared
         ]
         await confirm.submit_jobs(interaction, params)
