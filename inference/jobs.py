@@ -21,6 +21,7 @@ import torch
 
 from inference import acceleration, images, networks, plot_runner, previews, upscale, vae, workflows
 from inference.faces import restore as face_restore
+from inference.masks_from_words import Segments, segment_infotext
 from inference.common import infotext
 from inference.generate import (
     InvalidRequestError,
@@ -228,6 +229,7 @@ class JobRunner:
         self.safety_checker = safety_checker
         self.networks = extra_networks or networks.ExtraNetworks(config.embedding_dirs, config.lora_dirs)
         self.vaes = vae.VaeFiles(config.vae_dirs, [spec.source for spec in config.models])
+        self.segments = Segments(config.segmentation_model, config.outputs_dir, cache.device, cache.dtype)
         # A checkpoint's hash when the bot did not send it (ModelSpec.sha256): computed on a
         # thread of its own from the moment a job of the model starts, so that reading a
         # multi-GB file overlaps the job's denoising instead of adding to its saving.
@@ -361,6 +363,8 @@ class JobRunner:
             return upscale.run_upscale(self.upscalers, request, on_step, is_cancelled)
         if request.kind == JobKind.RESTORE_FACES:
             return [face_restore.source_image(request)]  # restored by _restore_faces
+        if request.kind == JobKind.SEGMENT:
+            return self.segments.run(request)
         with self.networks.applied(self.cache, request) as request, self.vaes.applied(
             networks.job_pipeline(self.cache, request), request
         ):
@@ -374,7 +378,8 @@ class JobRunner:
     ) -> tuple[list, list[str]]:
         """A1111's "Restore faces" on each image the job made (after an upscale's resize, as
         its Extras tab orders them), with a note for each image where no face was found."""
-        if request.restore_faces is None:
+        if request.restore_faces is None or request.kind == JobKind.SEGMENT:
+            # A mask preview carries its inpaint's options: the inpaint restores the faces.
             return made, [""] * len(made)
         return face_restore.restore_images(self.face_restorers, made, request.restore_faces, on_step, is_cancelled)
 
@@ -386,8 +391,9 @@ class JobRunner:
         day = dt.date.today()  # one folder per job even when it runs across midnight
         # An upscale's infotext is its source's (no checkpoint ran, so no model hash either).
         upscaling = request.kind in (JobKind.UPSCALE, JobKind.RESTORE_FACES)
-        model_hash = None if upscaling else self._model_hash(request.model)
-        hashes = {} if upscaling else self._file_hashes(request)
+        segmenting = request.kind == JobKind.SEGMENT  # no checkpoint ran either
+        model_hash = None if upscaling or segmenting else self._model_hash(request.model)
+        hashes = {} if upscaling or segmenting else self._file_hashes(request)
         refiner_hash = self._model_hash(request.refiner) if request.refiner else None
         # A plot's cells are jobs of their own (prompt, steps, model... differ): each image
         # gets its cell's infotext, so A1111's PNG Info remakes that cell alone.
@@ -398,6 +404,8 @@ class JobRunner:
             seed = request.seeds[index]
             if upscaling:
                 text = face_restore.extras_infotext(request)
+            elif segmenting:
+                text = segment_infotext(request)
             elif cells is not None:
                 cell = cells[index]
                 text = infotext.request_infotext(

@@ -27,6 +27,8 @@ UPSCALE_UNITS_PER_TILE = 0.25
 # A1111's "Restore faces" on one image: a detector pass and a 512 px restorer pass per face
 # (GFPGAN or CodeFormer: about the cost of 20 steps of a 512x512 image each, for one face).
 FACE_RESTORATION_UNITS = 1.0
+# A mask from words (JobKind.SEGMENT): about one step of a 512x512 image.
+SEGMENT_UNITS = 0.05
 # Shown with every cost, so that a member can tell what makes theirs.
 UNIT_MEANING = "1 unit = 20 steps of one 512x512 image"
 
@@ -38,6 +40,8 @@ def job_cost(job: Job | JobParameters) -> float:
         return faces
     if job.kind == JobKind.UPSCALE:
         return job.width * job.height / UNIT_PIXELS * UPSCALE_UNITS_PER_TILE + faces
+    if job.kind == JobKind.SEGMENT:
+        return SEGMENT_UNITS  # one CLIPSeg pass at 352 px; its count is the inpaint's to come
     if job.plot_json:
         # A cell's steps override the job's; a cell's denoising changes the hires pass's
         # strength only, and that pass runs exactly its steps whatever the strength.
