@@ -3,13 +3,15 @@ architectures with random weights, written as A1111 keeps them (models/GFPGAN, m
 the detector beside GFPGAN), and a detector whose heads are set so that a known face decodes.
 
 The restorers' sizes are fixed by their architectures (about 90 M parameters each, 512 px faces):
-they are written once per session in fp16 safetensors (half the bytes; spandrel loads them into
-fp32 modules). The detector's backbone keeps its random weights; only its heads are planted.
+each is made once per session and written in fp16 safetensors (half the bytes; spandrel loads
+them into fp32 modules), later copies hard-linked to the first. The detector's backbone keeps
+its random weights; only its heads are planted.
 """
 
 from __future__ import annotations
 
 import functools
+import os
 from pathlib import Path
 
 import numpy as np
@@ -54,25 +56,45 @@ def detector_state(finds_a_face: bool, detection_scale: float) -> dict:
 
 
 @functools.cache
-def restorer_states() -> dict[str, dict]:
-    """name -> a random-weight state dict of the architecture spandrel detects as that name."""
+def restorer_state(name: str) -> dict:
+    """A random-weight state dict of the architecture spandrel detects as ``name``."""
     import torch
-    from spandrel.architectures.GFPGAN import GFPGAN
-    from spandrel_extra_arches.architectures.CodeFormer import CodeFormer
 
     torch.manual_seed(0)
-    gfpgan = GFPGAN(
-        out_size=512, num_style_feat=512, channel_multiplier=2, decoder_load_path=None, fix_decoder=False,
-        num_mlp=8, input_is_latent=True, different_w=True, narrow=1, sft_half=True,
-    )
-    codeformer = CodeFormer(
-        dim_embd=512, n_head=8, n_layers=9, codebook_size=1024, connect_list=["32", "64", "128", "256"],
-        fix_modules=["quantize", "generator"],
-    )
-    return {
-        "GFPGAN": {k: v.half().contiguous() for k, v in gfpgan.state_dict().items()},
-        "CodeFormer": {k: v.half().contiguous() for k, v in codeformer.state_dict().items()},
-    }
+    if name == "GFPGAN":
+        from spandrel.architectures.GFPGAN import GFPGAN
+
+        model = GFPGAN(
+            out_size=512, num_style_feat=512, channel_multiplier=2, decoder_load_path=None, fix_decoder=False,
+            num_mlp=8, input_is_latent=True, different_w=True, narrow=1, sft_half=True,
+        )
+    else:
+        from spandrel_extra_arches.architectures.CodeFormer import CodeFormer
+
+        model = CodeFormer(
+            dim_embd=512, n_head=8, n_layers=9, codebook_size=1024, connect_list=["32", "64", "128", "256"],
+            fix_modules=["quantize", "generator"],
+        )
+    return {k: v.half().contiguous() for k, v in model.state_dict().items()}
+
+
+# name -> the first file written for it this session; later copies are hard links to it
+# (180 MB each: writing them again costs seconds).
+_written: dict[str, Path] = {}
+
+
+def _write_restorer(name: str, path: Path) -> None:
+    from safetensors.torch import save_file
+
+    first = _written.get(name)
+    if first is not None and first.exists():
+        try:
+            os.link(first, path)
+            return
+        except OSError:  # another file system
+            pass
+    save_file(restorer_state(name), path)
+    _written[name] = path
 
 
 def write_face_models(
@@ -82,15 +104,13 @@ def write_face_models(
     """(models/GFPGAN, models/Codeformer) under ``root``, holding the restorers asked for and
     the detector (beside GFPGAN, where A1111 puts it)."""
     import torch
-    from safetensors.torch import save_file
 
     gfpgan_dir, codeformer_dir = root / "models" / "GFPGAN", root / "models" / "Codeformer"
     gfpgan_dir.mkdir(parents=True, exist_ok=True)
     codeformer_dir.mkdir(parents=True, exist_ok=True)
-    states = restorer_states()
     if "GFPGAN" in restorers:
-        save_file(states["GFPGAN"], gfpgan_dir / "GFPGANv1.4.safetensors")
+        _write_restorer("GFPGAN", gfpgan_dir / "GFPGANv1.4.safetensors")
     if "CodeFormer" in restorers:
-        save_file(states["CodeFormer"], codeformer_dir / "codeformer-v0.1.0.safetensors")
+        _write_restorer("CodeFormer", codeformer_dir / "codeformer-v0.1.0.safetensors")
     torch.save(detector_state(finds_a_face, detection_scale), gfpgan_dir / "detection_Resnet50_Final.pth")
     return gfpgan_dir, codeformer_dir

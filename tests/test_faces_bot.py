@@ -43,6 +43,13 @@ async def test_restore_faces_button_with_the_members_gfpgan_and_visibility(setti
     folders = write_face_models(tmp_path / "webui", restorers=("GFPGAN",), detection_scale=0.1)
     async with BotHarness(with_faces(settings, folders)) as harness:
         alice = harness.member("alice")
+        # Made before Alice picks a restorer: the server's default is off (a restorer's 512 px
+        # pass costs seconds on a CPU; test_no_face_found_gives_the_image_back_with_a_note covers a
+        # generation restored by the member's default).
+        parent, posted = await single_image(harness, alice)
+        assert parent.face_restorer is None and "Face restoration" not in parse_infotext(parent.images[0].infotext)
+        assert "Restore faces" in button_labels(posted)
+
         shown = await alice.slash(harness.channel, "settings")
         message = shown.response
         assert line(message, "Restore faces") == "**Restore faces**: server default · server: Off"
@@ -54,13 +61,6 @@ async def test_restore_faces_button_with_the_members_gfpgan_and_visibility(setti
         form = await alice.click(message, label="Face visibility, CodeFormer weight…")
         await alice.submit_modal(form, {"face_visibility": "0.75", "codeformer_weight": "0.3"})
         assert line(message, "Restore faces") == "**Restore faces**: **GFPGAN** · server: Off"
-
-        # Alice's default restores faces on her generating jobs, fully visible as in A1111.
-        parent, posted = await single_image(harness, alice)
-        assert (parent.face_restorer, parent.face_visibility, parent.codeformer_weight) == ("GFPGAN", 1.0, None)
-        info = parse_infotext(parent.images[0].infotext)
-        assert info["Face restoration"] == "GFPGAN"
-        assert "Restore faces" in button_labels(posted)
 
         job, result = await click_and_finish(harness, alice, posted, "Restore faces")
         assert job.kind == JobKind.RESTORE_FACES and (job.parent_job_id, job.parent_image_index) == (parent.id, 0)
@@ -94,6 +94,15 @@ async def test_no_face_found_gives_the_image_back_with_a_note(settings, tmp_path
             "Postprocess upscale by: 2, Postprocess upscaler: Lanczos, GFPGAN visibility: 1"
         )
         assert embed_fields(message)["Workflow"] == "Upscale 2x (Lanczos), then restore faces (GFPGAN)"
+
+        # A member's /settings restorer restores her generations, fully visible as in A1111,
+        # with no restore_faces option.
+        panel = (await alice.slash(harness.channel, "settings")).response
+        await select(alice, panel, "faces", ["GFPGAN"])
+        parent, _ = await single_image(harness, alice)
+        assert (parent.face_restorer, parent.face_visibility, parent.codeformer_weight) == ("GFPGAN", 1.0, None)
+        assert parse_infotext(parent.images[0].infotext)["Face restoration"] == "GFPGAN"
+        assert parent.images[0].note == "No faces were found: the image is unchanged."
 
 
 @pytest.mark.parametrize("way", ["button", "imagine", "upscale", "settings"])
