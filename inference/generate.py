@@ -37,8 +37,13 @@ from inference.common.sampler_catalog import (
     split_combined_name,
 )
 from inference.common.samplers import SAMPLERS
-from inference.k_denoiser import KDenoiser, model_alphas_cumprod, run_k_sampler, supports_k_sampling
-from inference.k_sampling import SAMPLE_FUNCTIONS
+from inference.k_denoiser import (
+    SAMPLER_FUNCTIONS,
+    KDenoiser,
+    model_alphas_cumprod,
+    run_k_sampler,
+    supports_k_sampling,
+)
 from inference.noise import ImageNoise, slerp
 from inference.schedules import model_sigmas, sampler_sigmas
 from inference.tiling import seamless_tiling
@@ -78,7 +83,7 @@ def resolve_sampler(request: GenerateRequest) -> tuple[str, str]:
         name, schedule = checked_choice(request.sampler, request.schedule_type)
     except (UnknownNameError, ScheduleNotAcceptedError) as error:
         raise InvalidRequestError(str(error)) from error
-    if CATALOG[name].function not in SAMPLE_FUNCTIONS and request.sampler not in SAMPLERS:
+    if CATALOG[name].function not in SAMPLER_FUNCTIONS and request.sampler not in SAMPLERS:
         raise InvalidRequestError(f"the sampler {name} is not available on this bot yet")
     return name, schedule
 
@@ -415,18 +420,20 @@ def k_sample(
     sigmas: torch.Tensor,
     noises: Sequence[ImageNoise],
     callback,  # type: ignore[no-untyped-def]
+    img2img: bool = False,
 ) -> torch.Tensor:
     """One k-diffusion pass from ``start`` (already at ``sigmas[0]``) over the pipeline's UNet,
     with A1111's CFG, AND weights and prompt schedule: the final latents, as the UNet sees them
     (the caller sets seamless tiling around it and the decode). ``request`` gives sampler, CFG
     and eta; ``jobs`` each job's Conditioning and image
-    count, and ``noises`` its ImageNoise, in the order of the batch's images."""
+    count, and ``noises`` its ImageNoise, in the order of the batch's images; ``img2img``: the
+    sigmas are the end of a schedule, from noised source latents (run_k_sampler)."""
     sampler, _ = resolve_sampler(request)
     device = pipe.unet.device
     table = model_sigmas(sampler, model_alphas_cumprod(pipe).to(device))
     prediction_type = pipe.scheduler.config.get("prediction_type", "epsilon")
     denoiser = KDenoiser(pipe.unet, table, jobs, request.cfg_scale, prediction_type)
-    latents = run_k_sampler(sampler, denoiser, start.to(device), sigmas, noises, callback, request.eta)
+    latents = run_k_sampler(sampler, denoiser, start.to(device), sigmas, noises, callback, request.eta, img2img)
     return latents.to(pipe.unet.dtype)
 
 

@@ -44,6 +44,7 @@ from inference.generate import (
     OnStep,
     request_noise,
     request_sigmas,
+    resolve_sampler,
     step_callback,
     use_sampler,
     uses_k_sampling,
@@ -286,14 +287,16 @@ def img2img_pass(
         # last t_enc + 1 sigmas, from the source latents plus the seeds' noise (the variation
         # seed and "Resize seed from" mixed in, as A1111's ImageRNG makes it) at the first.
         conditioning = k_conditioning(base, request, request.steps, hires_steps)
-        sigmas = img2img_sigmas(request_sigmas(base, request, schedule.num_inference_steps), schedule.a1111)
+        sigmas = img2img_sigmas(
+            request_sigmas(base, request, schedule.num_inference_steps), schedule.a1111, resolve_sampler(request)[0]
+        )
         pass_request = replace(request, seeds=tuple(seeds))
         noise = request_noise(pass_request, latents.shape[1:], base.unet.device)
         start = latents.float() + noise.next() * sigmas[0]
         report = progress.reporter(schedule.steps)
         callback = k_step_callback(schedule.steps, len(sigmas) - 1, report, is_cancelled)
         jobs = [(conditioning, len(seeds))]
-        return decode_latents(base, k_sample(base, pass_request, jobs, start, sigmas, [noise], callback))
+        return decode_latents(base, k_sample(base, pass_request, jobs, start, sigmas, [noise], callback, img2img=True))
     pipe = derived_pipeline(base, StableDiffusionImg2ImgPipeline)
     use_sampler(pipe, request.sampler, seeds, base=base, schedule_type=request.schedule_type)
     conditioning = encode_for_pass(pipe, request, request.steps, hires_steps)

@@ -12,15 +12,31 @@ with the image seeds, eta) and runs it with progress, previews and cancellation 
 from __future__ import annotations
 
 import inspect
+import math
 from collections.abc import Callable, Sequence
 
 import torch
 
-from inference.common.sampler_catalog import K_DIFFUSION, SAMPLERS
+from inference.common.sampler_catalog import LCM, SAMPLERS, TIMESTEPS
 from inference.conditioning import Conditioning
 from inference.k_sampling import SAMPLE_FUNCTIONS, BrownianTreeNoiseSampler
+from inference.k_sampling_extra import (
+    lcm_boundary_scaling,
+    restart_sampler,
+    sample_dpm_adaptive,
+    sample_dpm_fast,
+    sample_lcm,
+)
 from inference.noise import ImageNoise
 from inference.schedules import DiscreteSigmas, sd_alphas_cumprod
+from inference.timestep_sampling import TIMESTEP_FUNCTIONS, TimestepDenoiser, timestep_callbacks
+
+# Every sampler function of the catalog (sampler_catalog.SamplerInfo.function) run here.
+SAMPLER_FUNCTIONS: dict[str, Callable] = {
+    **SAMPLE_FUNCTIONS,
+    **{f.__name__: f for f in (sample_dpm_fast, sample_dpm_adaptive, restart_sampler, sample_lcm)},
+    **TIMESTEP_FUNCTIONS,
+}
 
 # k-diffusion's sigma_data of the v-prediction denoiser (CompVisVDenoiser).
 SIGMA_DATA = 1.0
@@ -37,11 +53,12 @@ def model_alphas_cumprod(pipe) -> torch.Tensor:
 
 
 def supports_k_sampling(pipe, sampler: str) -> bool:
-    """Whether this sampler runs here on this pipeline: a k-diffusion sampler of ours over a
-    pipeline with the plain SD UNet conditioning (SD 1.x/2.x; SDXL's added conditioning and
-    the inpainting UNet's extra channels still run through the diffusers scheduler path)."""
+    """Whether this sampler runs here on this pipeline: one of A1111's samplers (k-diffusion's,
+    the timestep samplers, LCM) over a pipeline with the plain SD UNet conditioning (SD
+    1.x/2.x; SDXL's added conditioning and the inpainting UNet's extra channels still run
+    through the diffusers scheduler path)."""
     info = SAMPLERS.get(sampler)
-    if info is None or info.family != K_DIFFUSION or info.function not in SAMPLE_FUNCTIONS:
+    if info is None or info.function not in SAMPLER_FUNCTIONS:
         return False
     unet = getattr(pipe, "unet", None)
     return (
@@ -97,6 +114,7 @@ class KDenoiser:
         self.on_device: torch.device | None = None
         self.embeds_key: tuple | None = None
         self.embeds: torch.Tensor | None = None
+        self.last_uncond: torch.Tensor | None = None
         self.step = 0
 
     def _to(self, device: torch.device) -> None:
@@ -151,6 +169,7 @@ class KDenoiser:
         )[0].float()
         denoised = out * c_out + x_in * c_skip
         conds, uncond = denoised[:rows], denoised[rows:]
+        self.last_uncond = uncond  # DDIM CFG++ steps along the uncond prediction
         if self.plain:
             return uncond + (conds - uncond) * self.cfg_scale
         weighted = torch.einsum("ir,r...->i...", self.combine, conds)
@@ -182,18 +201,81 @@ def run_k_sampler(
     noises: Sequence[ImageNoise],
     callback: Callable[[dict], None] | None,
     eta: float | None = None,
+    img2img: bool = False,
 ) -> torch.Tensor:
-    """Run a k-diffusion sampler from ``x`` (already at ``sigmas[0]``) as A1111 calls it;
-    ``noises`` are the batch's jobs' ImageNoise, in the order of x's images."""
+    """Run one of A1111's samplers from ``x`` (already at ``sigmas[0]``) as A1111 calls it;
+    ``noises`` are the batch's jobs' ImageNoise, in the order of x's images. ``img2img``:
+    ``sigmas`` are the end of a schedule (schedules.img2img_sigmas) and x the source latents
+    noised to the first, which DPM fast/adaptive and the timestep samplers treat apart."""
     info = SAMPLERS[sampler]
-    function = SAMPLE_FUNCTIONS[info.function]
+    function = SAMPLER_FUNCTIONS[info.function]
     sigmas = sigmas.to(x.device)
     parameters = inspect.signature(function).parameters
-    kwargs: dict = {"callback": callback}
+    kwargs: dict = {}
     if "noise_sampler" in parameters:
         kwargs["noise_sampler"] = k_noise_sampler(sampler, x, sigmas, noises)
     if "eta" in parameters:
         kwargs["eta"] = info.eta_default if eta is None else eta
     if info.solver_type is not None:
         kwargs["solver_type"] = info.solver_type
-    return function(denoiser, x, sigmas, **kwargs)
+    if info.family == TIMESTEPS:
+        return _run_timestep_sampler(info.function, denoiser, x, sigmas, callback, img2img, kwargs)
+    model = _lcm_denoiser(denoiser) if info.family == LCM else denoiser
+    run_steps = len(sigmas) - 1
+    if "sigma_min" not in parameters:
+        return function(model, x, sigmas, callback=callback, **kwargs)
+    # DPM fast and adaptive take a range, as A1111's KDiffusionSampler passes it: the model's
+    # whole range in txt2img, the walked part's ends (not its final 0) in img2img.
+    if img2img:
+        kwargs.update(sigma_min=sigmas[-2], sigma_max=sigmas[0])
+    else:
+        kwargs.update(sigma_min=denoiser.table.sigmas[0].item(), sigma_max=denoiser.table.sigmas[-1].item())
+    if "n" in parameters:
+        kwargs["n"] = run_steps
+        solver_steps = run_steps // 3 + 1
+        progress = _remapped(callback, lambda state: math.ceil((state["i"] + 1) * run_steps / solver_steps) - 1)
+    else:
+        progress = _remapped(callback, lambda state: _adaptive_index(state, kwargs, run_steps))
+    return function(model, x, callback=progress, **kwargs)
+
+
+def _lcm_denoiser(denoiser: KDenoiser) -> Callable:
+    """A1111's LCMCompVisDenoiser: the CompVis output under LCM's boundary condition."""
+    return lambda x, sigma: lcm_boundary_scaling(denoiser.table, sigma, denoiser(x, sigma), x)
+
+
+def _remapped(callback, index_of: Callable[[dict], int]):
+    """The callback with k-diffusion's step index ``i`` replaced by ``index_of(state)``: the
+    index in the schedule's steps that progress counts."""
+    if callback is None:
+        return None
+    return lambda state: callback({**state, "i": index_of(state)})
+
+
+def _adaptive_index(state: dict, kwargs: dict, run_steps: int) -> int:
+    """DPM adaptive's progress: how far it is in -log(sigma) over its range, in steps."""
+    t_start, t_end = -math.log(float(kwargs["sigma_max"])), -math.log(float(kwargs["sigma_min"]))
+    done = (float(state["t"]) - t_start) / (t_end - t_start)
+    return max(math.ceil(done * run_steps) - 1, 0)
+
+
+def _run_timestep_sampler(function: str, denoiser: KDenoiser, x, sigmas, callback, img2img: bool, kwargs: dict):
+    """A1111's CompVisSampler: the timesteps are the sigmas' (schedules.sampler_sigmas), and x
+    goes back to the VP scale: the seed noise itself in txt2img; in img2img the source noised
+    to the first sigma's timestep, which A1111 does not give the sampler."""
+    table = denoiser.table
+    timesteps = table.sigma_to_t(sigmas[sigmas > 0]).round().long().flip(0)
+    if img2img:
+        timesteps = timesteps[:-1]
+        x = x / (sigmas[0] ** 2 + 1) ** 0.5
+    else:
+        x = x / sigmas[0]
+    if function == "unipc":
+        kwargs["is_img2img"] = img2img
+    model = TimestepDenoiser(denoiser, table, table.alphas_cumprod)
+    # Progress counts the schedule's steps; these samplers run fewer (see timestep_callbacks).
+    offset = len(sigmas) - 1 - timestep_callbacks(function, len(timesteps))
+    progress = _remapped(callback, lambda state: state["i"] + offset)
+    if len(timesteps) == 0:
+        return x
+    return TIMESTEP_FUNCTIONS[function](model, x, timesteps, callback=progress, **kwargs)
