@@ -6,7 +6,7 @@ own seed, RNG source, variation seed and ENSD (inference/noise.py ImageNoise), a
 loop over A1111's CFG denoiser around the UNet (inference/k_sampling.py, k_denoiser.py), so a
 seed gives A1111's image and image i of a batch is reproduced alone by its seed.
 
-The rest (SDXL, the refiner's base pass, DDIM and UniPC) still runs a stock diffusers pipeline
+The rest (SDXL, the refiner's base pass, the inpainting UNet) still runs a stock diffusers pipeline
 with the scheduler of inference.common.samplers: each image's initial noise is drawn from its
 own CPU generator (the draw diffusers would make), slerped for variations, and the advanced
 generators go to the pipeline for the ancestral and SDE samplers' later noise.
@@ -476,7 +476,7 @@ def decode_latents(pipe: DiffusionPipeline, latents: torch.Tensor) -> list[Image
     return pipe.image_processor.postprocess(images, output_type="pil")
 
 
-# --- the diffusers scheduler path (SDXL, the inpainting UNet, DDIM and UniPC) --------------
+# --- the diffusers scheduler path (SDXL, the inpainting UNet) --------------
 
 
 def sample(

@@ -193,7 +193,7 @@ def sample_dpm_fast(model, x, sigma_min, sigma_max, n, noise_sampler, callback=N
     """DPM-Solver-Fast: ``n`` evaluations at fixed steps from sigma_max to sigma_min."""
     _check_range(sigma_min, sigma_max)
     solver = _solver(model, callback)
-    t_start, t_end = solver.t(torch.tensor(sigma_max)), solver.t(torch.tensor(sigma_min))
+    t_start, t_end = solver.t(torch.as_tensor(sigma_max)), solver.t(torch.as_tensor(sigma_min))
     return solver.dpm_solver_fast(x, t_start, t_end, n, eta, s_noise, noise_sampler)
 
 
@@ -205,7 +205,7 @@ def sample_dpm_adaptive(model, x, sigma_min, sigma_max, noise_sampler, callback=
     the tolerances ask, whatever the requested steps."""
     _check_range(sigma_min, sigma_max)
     solver = _solver(model, callback)
-    t_start, t_end = solver.t(torch.tensor(sigma_max)), solver.t(torch.tensor(sigma_min))
+    t_start, t_end = solver.t(torch.as_tensor(sigma_max)), solver.t(torch.as_tensor(sigma_min))
     return solver.dpm_solver_adaptive(
         x, t_start, t_end, order, rtol, atol, h_init, pcoeff, icoeff, dcoeff, accept_safety, eta, s_noise,
         noise_sampler,

@@ -506,9 +506,9 @@ def test_every_sampler_runs_img2img_and_inpaint(cache, upscalers, files, sampler
     for request in (img2img_request(files, strength=0.6), inpaint_request(files, strength=0.6)):
         request = dataclasses.replace(request, sampler=sampler, steps=5)
         _, reports = run(cache, upscalers, request)
-        # A1111's int(5 * 0.6) + 1 with a k-diffusion sampler; diffusers' int(5 * 0.6) for
-        # the inpaint pipeline and the samplers still run by a diffusers scheduler.
-        k_diffusion = request.inpaint is None and sampler not in ("DDIM", "UniPC")
+        # A1111's int(5 * 0.6) + 1 with A1111's samplers; diffusers' int(5 * 0.6) for the
+        # inpaint pipeline, still run by a diffusers scheduler.
+        k_diffusion = request.inpaint is None
         run_steps = 4 if k_diffusion else 3
         assert reports == [(step, run_steps) for step in range(1, run_steps + 1)], request.kind
 
