@@ -510,6 +510,11 @@ def test_every_sampler_runs_img2img_and_inpaint(cache, upscalers, files, sampler
         # inpaint pipeline, still run by a diffusers scheduler.
         k_diffusion = request.inpaint is None
         run_steps = 4 if k_diffusion else 3
+        if k_diffusion and sampler in ("DDIM", "UniPC"):
+            # A1111's timestep samplers walk the t_enc timesteps below the noised one: fewer
+            # steps than it counts, so progress moves by more than one.
+            assert reports[-1] == (4, 4) and reports == sorted(set(reports)), request.kind
+            continue
         assert reports == [(step, run_steps) for step in range(1, run_steps + 1)], request.kind
 
 

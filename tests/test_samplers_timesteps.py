@@ -244,3 +244,30 @@ def test_img2img_noises_to_timestep_t_enc_and_runs_the_ones_below(tiny_pipe, tmp
         expected = decode(tiny_pipe, latents)
     for image, reference in zip(ours, expected):
         assert np.abs(np.asarray(image, dtype=int) - np.asarray(reference, dtype=int)).max() <= 1
+
+
+def test_hires_pass_of_ddim_noises_the_upscaled_latents_to_its_t_enc_timestep(tiny_pipe):
+    from inference.common.protocol import HiresFix
+    from inference.img2img import decode
+    from inference.workflows import LATENT, run_hires
+
+    request = tiny_request(
+        sampler="DDIM", steps=4, seeds=SEEDS, hires=HiresFix(scale=1.5, steps=3, denoising_strength=0.55, upscaler=LATENT)
+    )
+    reports = []
+    ours = run_hires(tiny_pipe, None, request, lambda step, total, latents: reports.append((step, total)), lambda: False)
+    assert reports[-1] == (7, 7)  # 4 first-pass steps, then exactly the 3 hires steps
+    with torch.no_grad():
+        model = ReferenceEps(tiny_pipe, request.prompt, request.negative_prompt, request.cfg_scale, 4)
+        noise = ReferenceNoise(SEEDS, (4, 8, 8))
+        first = ref_ddim(model, noise.first, a1111_timesteps(4), noise.draw)
+        upscaled = torch.nn.functional.interpolate(first, size=(12, 12), mode="bilinear", antialias=False)
+        # A1111: a schedule of int(3 / 0.55) = 5 steps, t_enc = 2: noised to timesteps[2].
+        timesteps = a1111_timesteps(5)
+        second = ReferenceNoise(SEEDS, (4, 12, 12))
+        a = sd_alphas_cumprod()[timesteps[2]]
+        x = upscaled * torch.sqrt(a) + second.first * torch.sqrt(1 - a)
+        expected = decode(tiny_pipe, ref_ddim(model, x, timesteps[:2], second.draw))
+    for image, reference in zip(ours, expected):
+        assert image.size == (96, 96)
+        assert np.abs(np.asarray(image, dtype=int) - np.asarray(reference, dtype=int)).max() <= 1
