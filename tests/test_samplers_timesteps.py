@@ -68,6 +68,9 @@ def ref_ddim(model, x, timesteps, noise, eta=0.0, cfgpp=False):
     return x
 
 
+ADAMS_BASHFORTH = {1: ((3, -1), 2), 2: ((23, -16, 5), 12), 3: ((55, -59, 37, -9), 24)}
+
+
 def ref_plms(model, x, timesteps, noise):
     alphas_cumprod = sd_alphas_cumprod()
     alphas = alphas_cumprod[timesteps]
@@ -84,15 +87,12 @@ def ref_plms(model, x, timesteps, noise):
     for i in range(len(timesteps) - 1):
         index = len(timesteps) - 1 - i
         e_t = model(x, timesteps[index].item() * s_in)
-        if len(old_eps) == 0:
+        if not old_eps:  # pseudo improved Euler
             e_t_next = model(x_prev_of(x, e_t, index), timesteps[max(index - 1, 0)].item() * s_in)
             e_t_prime = (e_t + e_t_next) / 2
-        elif len(old_eps) == 1:
-            e_t_prime = (3 * e_t - old_eps[-1]) / 2
-        elif len(old_eps) == 2:
-            e_t_prime = (23 * e_t - 16 * old_eps[-1] + 5 * old_eps[-2]) / 12
-        else:
-            e_t_prime = (55 * e_t - 59 * old_eps[-1] + 37 * old_eps[-2] - 9 * old_eps[-3]) / 24
+        else:  # Adams-Bashforth over e_t and the previous eps, newest first
+            weights, divisor = ADAMS_BASHFORTH[len(old_eps)]
+            e_t_prime = sum(w * e for w, e in zip(weights, [e_t, *reversed(old_eps)])) / divisor
         x = x_prev_of(x, e_t_prime, index)
         old_eps.append(e_t)
         if len(old_eps) >= 4:
