@@ -27,17 +27,22 @@ class ReferenceEps:
     """CFGDenoiserTimesteps over CompVisTimestepsDenoiser: the UNet's eps at timestep t for
     the cond and uncond rows, uncond + scale * (cond - uncond); the uncond eps kept."""
 
-    def __init__(self, pipe, prompt, negative, cfg_scale, evaluations):
+    def __init__(self, pipe, prompt, negative, cfg_scale, evaluations, v_prediction=False):
         self.cond, self.uncond = encode_conditioning(pipe, prompt, negative, evaluations).at_step(0)
         self.unet = pipe.unet
         self.cfg_scale = cfg_scale
         self.multiplier = 1.0
         self.last_noise_uncond = None
+        self.v_prediction = v_prediction
 
     def __call__(self, x, t):
         n = x.shape[0]
         embeds = torch.cat([self.cond.expand(n, -1, -1), self.uncond.expand(n, -1, -1)])
-        out = self.unet(torch.cat([x, x]), torch.cat([t, t]), encoder_hidden_states=embeds).sample
+        x_in, t_in = torch.cat([x, x]), torch.cat([t, t])
+        out = self.unet(x_in, t_in, encoder_hidden_states=embeds).sample
+        if self.v_prediction:  # CompVisTimestepsVDenoiser.predict_eps_from_z_and_v
+            a = sd_alphas_cumprod()[t_in.to(torch.int)][:, None, None, None]
+            out = torch.sqrt(a) * out + torch.sqrt(1 - a) * x_in
         cond, uncond = out.chunk(2)
         self.last_noise_uncond = uncond
         return uncond + (cond - uncond) * (self.cfg_scale * self.multiplier)
@@ -193,6 +198,21 @@ def test_timestep_sampler_equals_a1111s_algorithm(tiny_pipe, sampler):
     ours = generate_latents(tiny_pipe, request, lambda step, total, latents: reports.append((step, total)))
     assert_same_latents(ours, reference_txt2img(tiny_pipe, sampler))
     assert reports[-1] == (STEPS, STEPS)
+
+
+def test_a_v_prediction_models_eps_comes_from_its_v(tiny_pipe):
+    from diffusers import DDIMScheduler
+
+    components = dict(tiny_pipe.components)
+    components["scheduler"] = DDIMScheduler.from_config(tiny_pipe.scheduler.config, prediction_type="v_prediction")
+    v_pipe = type(tiny_pipe)(**components)
+    request = tiny_request(sampler="PLMS", steps=STEPS, seeds=SEEDS)
+    ours = generate_latents(v_pipe, request)
+    with torch.no_grad():
+        model = ReferenceEps(tiny_pipe, request.prompt, request.negative_prompt, request.cfg_scale, STEPS, True)
+        noise = ReferenceNoise(SEEDS, (4, 8, 8))
+        assert_same_latents(ours, ref_plms(model, noise.first, a1111_timesteps(STEPS), noise.draw))
+    assert not torch.allclose(ours, generate_latents(tiny_pipe, request))
 
 
 def test_ddim_eta_adds_each_images_noise_with_ensd(tiny_pipe):
