@@ -204,7 +204,8 @@ class UniPC:
         return (x - _expand(sigma_t, x.dim()) * noise) / _expand(alpha_t, x.dim())
 
     def after_update(self, x, model_x) -> None:
-        _report(self.callback, x, self.index, model_x)
+        # The last step evaluates no model: its x, at t = 1/N, is the image.
+        _report(self.callback, x, self.index, x if model_x is None else model_x)
         self.index += 1
 
     def update(self, x, model_prev_list, t_prev_list, t, order, use_corrector=True):
