@@ -6,7 +6,9 @@ conds of every image and the unconds in one UNet batch, combines them with the A
 and the CFG scale, and counts model evaluations, which is what prompt editing's steps are.
 ``KDenoiser`` is both layers over the diffusers UNet; ``run_k_sampler`` sets up a sampler's
 noise as A1111's KDiffusionSampler does (its per-image step noise, or Brownian trees seeded
-with the image seeds, eta) and runs it with progress, previews and cancellation between steps.
+with the image seeds, eta) and runs it with progress, previews and cancellation between steps:
+k-diffusion's samplers, DPM fast/adaptive, Restart and LCM over sigmas, and the timestep
+samplers (DDIM, PLMS, UniPC) over the same denoiser as A1111's CFGDenoiserTimesteps.
 """
 
 from __future__ import annotations

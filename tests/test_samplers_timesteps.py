@@ -291,3 +291,15 @@ def test_hires_pass_of_ddim_noises_the_upscaled_latents_to_its_t_enc_timestep(ti
     for image, reference in zip(ours, expected):
         assert image.size == (96, 96)
         assert np.abs(np.asarray(image, dtype=int) - np.asarray(reference, dtype=int)).max() <= 1
+
+
+def test_cross_user_batch_with_ddim_eta_gives_each_job_its_own_image(tiny_pipe):
+    from inference.batching import generate_batch
+    from inference.generate import generate
+
+    first = tiny_request(job_id=1, sampler="DDIM", eta=0.5, steps=STEPS, seeds=(5,))
+    second = tiny_request(job_id=2, sampler="DDIM", eta=0.5, steps=STEPS, seeds=(6, 7), prompt="a dog")
+    batched = generate_batch(tiny_pipe, [first, second])
+    for request, images in zip((first, second), batched):
+        for image, alone in zip(images, generate(tiny_pipe, request)):
+            assert np.abs(np.asarray(image, dtype=int) - np.asarray(alone, dtype=int)).max() <= 2
