@@ -47,14 +47,24 @@ class TimestepDenoiser:
         return self.table.t_to_sigma(t)
 
     def __call__(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-        sigma = self._sigma(t.to(self.table.sigmas.device))
-        scale = ((sigma**2 + 1) ** 0.5)[:, None, None, None]
-        x_k = x * scale
-        denoised = self.denoiser(x_k, sigma)
-        sigma_x = sigma[:, None, None, None]
+        t = t.to(self.table.sigmas.device)
+        sigma = self._sigma(t)
+        x_k = x * ((sigma**2 + 1) ** 0.5)[:, None, None, None]
+        eps = self._eps(x, x_k, t, sigma, self.denoiser(x_k, sigma))
         uncond = getattr(self.denoiser, "last_uncond", None)
-        self.last_noise_uncond = None if uncond is None else (x_k - uncond) / sigma_x
-        return (x_k - denoised) / sigma_x
+        self.last_noise_uncond = None if uncond is None else self._eps(x, x_k, t, sigma, uncond)
+        return eps
+
+    def _eps(self, x, x_k, t, sigma, denoised):
+        sigma_x = sigma[:, None, None, None]
+        if not getattr(self.denoiser, "v_prediction", False):
+            return (x_k - denoised) / sigma_x
+        # CompVisTimestepsVDenoiser: eps from the v output with the alphas at int(t) (which
+        # truncates UniPC's fractional t) while the UNet saw t itself.
+        total = sigma_x**2 + 1
+        v = (denoised - x_k / total) / (-sigma_x / total**0.5)
+        a_t = self.alphas_cumprod[t.to(torch.int)][:, None, None, None]
+        return a_t.sqrt() * v + (1 - a_t).sqrt() * x
 
 
 def _report(callback, x, i, denoised) -> None:

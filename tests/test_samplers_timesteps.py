@@ -200,18 +200,20 @@ def test_timestep_sampler_equals_a1111s_algorithm(tiny_pipe, sampler):
     assert reports[-1] == (STEPS, STEPS)
 
 
-def test_a_v_prediction_models_eps_comes_from_its_v(tiny_pipe):
+@pytest.mark.parametrize("sampler", ["PLMS", "UniPC"])
+def test_a_v_prediction_models_eps_comes_from_its_v(tiny_pipe, sampler):
+    """UniPC's fractional timesteps: the UNet sees t, the v to eps conversion int(t)."""
     from diffusers import DDIMScheduler
 
     components = dict(tiny_pipe.components)
     components["scheduler"] = DDIMScheduler.from_config(tiny_pipe.scheduler.config, prediction_type="v_prediction")
     v_pipe = type(tiny_pipe)(**components)
-    request = tiny_request(sampler="PLMS", steps=STEPS, seeds=SEEDS)
+    request = tiny_request(sampler=sampler, steps=STEPS, seeds=SEEDS)
     ours = generate_latents(v_pipe, request)
     with torch.no_grad():
         model = ReferenceEps(tiny_pipe, request.prompt, request.negative_prompt, request.cfg_scale, STEPS, True)
         noise = ReferenceNoise(SEEDS, (4, 8, 8))
-        assert_same_latents(ours, ref_plms(model, noise.first, a1111_timesteps(STEPS), noise.draw))
+        assert_same_latents(ours, REFERENCES[sampler](model, noise.first, a1111_timesteps(STEPS), noise.draw))
     assert not torch.allclose(ours, generate_latents(tiny_pipe, request))
 
 
