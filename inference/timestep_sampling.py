@@ -30,12 +30,14 @@ class TimestepDenoiser:
     The k denoiser takes x scaled to sigma_t and returns the CFG-combined denoised latents;
     the UNet sees x * c_in = x again and the combination is linear, so its eps equals the
     CFG of the UNet's eps that A1111 computes. ``last_noise_uncond`` is the uncond rows' eps
-    of the last call (DDIM CFG++ steps along it)."""
+    of the last call (DDIM CFG++ steps along it). ``mask``: inpainting's LatentMask, blended
+    into each evaluation's input (the k denoiser must then not blend its output)."""
 
-    def __init__(self, denoiser, table, alphas_cumprod: torch.Tensor):
+    def __init__(self, denoiser, table, alphas_cumprod: torch.Tensor, mask=None):
         self.denoiser = denoiser
         self.table = table
         self.alphas_cumprod = alphas_cumprod
+        self.mask = mask
         self.last_noise_uncond: torch.Tensor | None = None
 
     def _sigma(self, t: torch.Tensor) -> torch.Tensor:
@@ -49,6 +51,10 @@ class TimestepDenoiser:
     def __call__(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         t = t.to(self.table.sigmas.device)
         sigma = self._sigma(t)
+        if self.mask is not None:
+            # CFGDenoiserTimesteps blends the source latents into x before the model sees it
+            # (mask_before_denoising), not into the denoised as over sigmas.
+            x = self.mask.blend(x)
         x_k = x * ((sigma**2 + 1) ** 0.5)[:, None, None, None]
         eps = self._eps(x, x_k, t, sigma, self.denoiser(x_k, sigma))
         uncond = getattr(self.denoiser, "last_uncond", None)
