@@ -135,7 +135,9 @@ class RefinerSwitch:
     model: DenoiserModel
 
     def due(self, table: DiscreteSigmas, sigma: torch.Tensor) -> bool:
-        timestep = torch.argmin((table.sigmas.to(sigma.device) - sigma.max()).abs()).item()
+        return self.due_at(torch.argmin((table.sigmas.to(sigma.device) - sigma.max()).abs()).item())
+
+    def due_at(self, timestep: int) -> bool:
         return (TRAIN_TIMESTEPS - 1 - timestep) / TRAIN_TIMESTEPS >= self.switch_at
 
 
@@ -170,9 +172,9 @@ class KDenoiser:
         self.mask = mask
         self.refiner = refiner
         self.step = 0
-        self._use(model)
+        self.use(model)
 
-    def _use(self, model: DenoiserModel) -> None:
+    def use(self, model: DenoiserModel) -> None:
         """Take ``model`` as the one every evaluation from now on runs."""
         if model.prediction_type not in ("epsilon", "v_prediction"):
             raise ValueError(f"cannot sample a {model.prediction_type!r} model over sigmas")
@@ -261,7 +263,7 @@ class KDenoiser:
     @torch.no_grad()
     def __call__(self, x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
         if self.refiner is not None and self.refiner.due(self.table, sigma):
-            self._use(self.refiner.model)
+            self.use(self.refiner.model)
             self.refiner = None
         self._to(x.device)
         embeds = self._embeddings(self.step, x.device)
@@ -392,9 +394,11 @@ def _run_timestep_sampler(function: str, denoiser: KDenoiser, x, sigmas, callbac
         x = x / sigmas[0]
     if function == "unipc":
         kwargs["is_img2img"] = img2img
-    # A1111 blends an inpaint's source latents into the model's input here, not its output.
+    # A1111 blends an inpaint's source latents into the model's input here, not its output,
+    # and switches to the refiner at the timestep: the timestep denoiser does both.
     mask, denoiser.mask = denoiser.mask, None
-    model = TimestepDenoiser(denoiser, table, table.alphas_cumprod, mask)
+    refiner, denoiser.refiner = denoiser.refiner, None
+    model = TimestepDenoiser(denoiser, table.alphas_cumprod, mask, refiner)
     # Progress counts the schedule's steps; these samplers run fewer (see timestep_callbacks).
     offset = len(sigmas) - 1 - timestep_callbacks(function, len(timesteps))
     progress = _remapped(callback, lambda state: state["i"] + offset)

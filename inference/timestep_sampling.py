@@ -31,25 +31,35 @@ class TimestepDenoiser:
     the UNet sees x * c_in = x again and the combination is linear, so its eps equals the
     CFG of the UNet's eps that A1111 computes. ``last_noise_uncond`` is the uncond rows' eps
     of the last call (DDIM CFG++ steps along it). ``mask``: inpainting's LatentMask, blended
-    into each evaluation's input (the k denoiser must then not blend its output)."""
+    into each evaluation's input (the k denoiser must then not blend its output).
+    ``refiner``: the k denoiser's RefinerSwitch, taken over from it: A1111 switches a
+    timestep sampler at the timestep itself, truncated (apply_refiner's fallback for
+    samplers without sigmas), not at the sigma table's nearest.
 
-    def __init__(self, denoiser, table, alphas_cumprod: torch.Tensor, mask=None):
+    The alphas stay the first model's (A1111's loops read them once); t goes to sigma and
+    back through the table of the model the k denoiser runs now."""
+
+    def __init__(self, denoiser, alphas_cumprod: torch.Tensor, mask=None, refiner=None):
         self.denoiser = denoiser
-        self.table = table
         self.alphas_cumprod = alphas_cumprod
         self.mask = mask
+        self.refiner = refiner
         self.last_noise_uncond: torch.Tensor | None = None
 
     def _sigma(self, t: torch.Tensor) -> torch.Tensor:
+        table = self.denoiser.table
         # UniPC's fractional t may overshoot the last timestep by a rounding error.
-        t = t.clamp(0, len(self.table.sigmas) - 1)
+        t = t.clamp(0, len(table.sigmas) - 1)
         whole = t.round()
         if torch.equal(whole, t):
-            return self.table.sigmas[whole.long()]  # exactly the table's, so t maps back exactly
-        return self.table.t_to_sigma(t)
+            return table.sigmas[whole.long()]  # exactly the table's, so t maps back exactly
+        return table.t_to_sigma(t)
 
     def __call__(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-        t = t.to(self.table.sigmas.device)
+        if self.refiner is not None and self.refiner.due_at(int(t.max())):
+            self.denoiser.use(self.refiner.model)
+            self.refiner = None
+        t = t.to(self.denoiser.table.sigmas.device)
         sigma = self._sigma(t)
         if self.mask is not None:
             # CFGDenoiserTimesteps blends the source latents into x before the model sees it
