@@ -24,6 +24,10 @@ class JobKind(StrEnum):
     OUTPAINT = "outpaint"  # needs ``image`` and ``outpaint`` (zoom out and pan)
     UPSCALE = "upscale"  # needs ``image`` and ``upscale``; no diffusion, no prompt needed
     PLOT = "plot"  # needs ``plot``: X/Y plot and prompt matrix, one labelled grid of cells
+    # Masks from words: needs ``image`` and ``segment``; makes the mask (SegmentOptions) and
+    # one preview image of it over the source, no diffusion. Its other fields are the inpaint
+    # job that the member's "Looks right" queues with that mask.
+    SEGMENT = "segment"
 
 
 class ResizeMode(StrEnum):
@@ -141,6 +145,28 @@ class PlotOptions:
 class UpscaleOptions:
     scale: float = 2.0  # the output is the source times this (2 or 4 from the buttons)
     upscaler: str = LANCZOS  # LANCZOS or the name of an upscaler model file (stem, no suffix)
+
+
+# Masks from words (JobKind.SEGMENT): a text-prompted segmentation model (CLIPSeg) scores each
+# pixel 0-1 for the words; the mask is the pixels above ``threshold``, grown by ``dilation``
+# pixels so it covers the edges the model's coarse map (a 22x22 grid for CLIPSeg) misses.
+DEFAULT_SEGMENT_THRESHOLD = 0.4
+DEFAULT_SEGMENT_DILATION = 8
+MAX_SEGMENT_DILATION = 128
+MAX_SEGMENT_WORDS = 200
+
+
+@dataclass(frozen=True, slots=True)
+class SegmentOptions:
+    words: str  # what to find: "the sky", "her hat"
+    threshold: float = DEFAULT_SEGMENT_THRESHOLD
+    dilation: int = DEFAULT_SEGMENT_DILATION
+
+
+def segment_mask_path(outputs_dir: str, job_id: int) -> str:
+    """Where a segment job's mask is written (the source image's size, white: repaint): the
+    bot hands it to the inpaint job that its "Looks right" queues."""
+    return f"{outputs_dir}/masks/segment-{job_id}.png"
 
 
 @dataclass(frozen=True, slots=True)
@@ -265,6 +291,10 @@ class WorkerConfig(WorkerOptions):
     # VAE files (.safetensors, .pt, .ckpt; A1111: models/VAE), used by their file name
     # (inference.common.vae_files); a "<checkpoint>.vae.*" beside a single-file checkpoint too.
     vae_dirs: tuple[str, ...] = ()
+    # The text-prompted segmentation model of masks from words (JobKind.SEGMENT): a
+    # CLIPSegForImageSegmentation hub id ("CIDAS/clipseg-rd64-refined") or a local folder with
+    # its processor; "": none, and the bot refuses masks from words. Loaded on first use.
+    segmentation_model: str = ""
     # A safety classifier (diffusers' StableDiffusionSafetyChecker layout: a hub id or a local
     # folder with its CLIP image processor), run on requests with ``safety_check``; "": none.
     safety_checker: str = ""
@@ -311,6 +341,7 @@ class GenerateRequest:
     hires: HiresFix | None = None
     upscale: UpscaleOptions | None = None
     plot: PlotOptions | None = None
+    segment: SegmentOptions | None = None
     # Seamless tiling (Midjourney's --tile, A1111's "Tiling"): convolutions wrap around.
     tiling: bool = False
     # Run the safety classifier on the images (the job was queued outside an age-restricted
