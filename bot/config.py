@@ -23,7 +23,11 @@ from bot.config_paths import FOLDER_SETTINGS, resolve_against_folder
 from bot.discovered_models import merged_model_entries
 from bot.jobs.worker_process import START_METHODS
 from inference.common.protocol import (
+    CLIP_INTERROGATOR,
+    INTERROGATORS,
     RNG_SOURCES,
+    TAGGER_INTERROGATOR,
+    DescribeModels,
     COMPILE_MODES,
     LANCZOS,
     LOW_MEMORY_MODES,
@@ -265,6 +269,43 @@ class WorkerSettings(WorkerOptions):
 
 
 @dataclass(frozen=True)
+class DescribeSettings(DescribeModels):
+    """[describe]: /describe's models (inference.common.protocol.DescribeModels, which the
+    worker gets as they are) and the interrogator a server uses until its admins pick one
+    (/admin describe)."""
+
+    interrogator: str = CLIP_INTERROGATOR
+
+    def __post_init__(self) -> None:
+        if self.interrogator not in INTERROGATORS:
+            raise ConfigError(f"describe.interrogator must be one of {', '.join(INTERROGATORS)}, got {self.interrogator!r}")
+        if not 0.0 < self.tag_threshold < 1.0:
+            raise ConfigError(f"describe.tag_threshold must be between 0 and 1, got {self.tag_threshold}")
+        if bool(self.caption_model) != bool(self.clip_model):
+            raise ConfigError(
+                'describe: the "clip" interrogator needs both caption_model and clip_model '
+                f"(got caption_model {self.caption_model!r}, clip_model {self.clip_model!r})"
+            )
+        for name in ("model.onnx", "selected_tags.csv"):
+            if self.tagger and not (Path(self.tagger) / name).is_file():
+                raise ConfigError(
+                    f"describe.tagger {self.tagger!r} must be a folder holding model.onnx and selected_tags.csv "
+                    f"(a WD14 tagger as A1111's tagger extension keeps it): {name} is missing"
+                )
+        if self.categories_dir and not any(Path(self.categories_dir).glob("*.txt")):
+            raise ConfigError(f"describe.categories_dir {self.categories_dir!r} holds no .txt list")
+
+    @property
+    def available(self) -> tuple[str, ...]:
+        """The interrogators whose models are configured."""
+        configured = {CLIP_INTERROGATOR: bool(self.caption_model), TAGGER_INTERROGATOR: bool(self.tagger)}
+        return tuple(name for name in INTERROGATORS if configured[name])
+
+    def models(self) -> DescribeModels:
+        return DescribeModels(**{option.name: getattr(self, option.name) for option in fields(DescribeModels)})
+
+
+@dataclass(frozen=True)
 class DiscordSettings:
     # Kept out of repr so it never lands in a log line.
     token: str | None = field(default=None, repr=False)
@@ -333,6 +374,7 @@ class Settings:
     worker: WorkerSettings = field(default_factory=WorkerSettings)
     discord: DiscordSettings = field(default_factory=DiscordSettings)
     a1111: A1111Settings = field(default_factory=A1111Settings)
+    describe: DescribeSettings = field(default_factory=DescribeSettings)
     # The [[models]] tables as written (internal, not a setting): a rescan of the [a1111]
     # folders merges them with the checkpoints found again (bot.model_catalog).
     model_entries: tuple[dict[str, Any], ...] = field(default=(), compare=False, repr=False, metadata={"internal": True})
@@ -418,6 +460,7 @@ class Settings:
             lora_dirs=tuple(str(Path(d).resolve()) for d in self.prompts.lora_dirs),
             vae_dirs=tuple(str(Path(d).resolve()) for d in self.vae_dirs),
             safety_checker=self.policy.safety_checker,
+            describe=self.describe.models(),
             # What /imagine makes when given nothing: the default model's square, default count.
             warmup_shape=(self.model(self.default_model).base_size,) * 2 + (self.limits.default_count,),
             **{
@@ -499,6 +542,7 @@ def _add_a1111_models(data: dict[str, Any], a1111: A1111Settings) -> None:
 
 _SECTIONS: dict[str, type] = {
     "": Settings, "images": ImageSettings, "prompts": PromptSettings, "worker": WorkerSettings, "a1111": A1111Settings,
+    "describe": DescribeSettings,
 }
 
 

@@ -145,6 +145,10 @@ class Job(Base):
     seed_resize_from_width: Mapped[int | None] = mapped_column(Integer)
     seed_resize_from_height: Mapped[int | None] = mapped_column(Integer)
     plot_json: Mapped[str | None] = mapped_column(Text)
+    # A describe job's interrogator ("clip", "tagger") and its prompt suggestions, a JSON array
+    # of strings, best first (inference.common.protocol.DescribeOptions, JobCompleted).
+    interrogator: Mapped[str | None] = mapped_column(String(20))
+    suggestions: Mapped[str | None] = mapped_column(Text)
 
     # Checked by the worker's safety classifier (set when the job was queued outside an
     # age-restricted channel and a classifier is configured): see Image.flagged.
@@ -272,6 +276,8 @@ class GuildPolicy(Base):
     flagged_action: Mapped[str | None] = mapped_column(String(20))
     # Where jobs and moderation actions are mirrored (None: nowhere).
     log_channel_id: Mapped[int | None] = mapped_column(BigInteger)
+    # The interrogator of /describe here, "clip" or "tagger" (None: [describe] interrogator).
+    interrogator: Mapped[str | None] = mapped_column(String(20))
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
 
 

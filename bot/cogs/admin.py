@@ -338,6 +338,21 @@ class Admin(BotCog):
         note = "" if self.bot.settings.policy.safety_checker else " (no safety classifier is configured on this bot yet)"
         await send_private(interaction, f"Flagged images will be: {action}.{note}")
 
+    @admin.command(name="describe", description="What /describe uses here: a caption with CLIP, or a booru tagger")
+    @app_commands.describe(interrogator="clip: a caption and ranked styles (photos, art); tagger: booru tags (anime models)")
+    async def describe_interrogator(
+        self, interaction: discord.Interaction[SDBot], interrogator: Literal["clip", "tagger"]
+    ) -> None:
+        available = self.bot.settings.describe.available
+        if interrogator not in available:
+            raise InvalidOption(
+                f"This bot has no models for the {interrogator} interrogator; it has: {', '.join(available) or 'none'} "
+                "([describe] in config.toml)."
+            )
+        await store.update_policy(self.db, self._guild_id(interaction), interrogator=interrogator)
+        await self._changed(interaction, f"describe interrogator: {interrogator}")
+        await send_private(interaction, f"/describe now uses the {interrogator} interrogator here.")
+
     @log.command(name="set", description="Mirror the audit log to this channel")
     async def log_set(self, interaction: discord.Interaction[SDBot], channel: discord.TextChannel) -> None:
         await store.update_policy(self.db, self._guild_id(interaction), log_channel_id=channel.id)
@@ -456,6 +471,7 @@ class Admin(BotCog):
             f"**Blocked terms**: {sum(s.term.scope == 'banned' for s in stored)} banned, "
             f"{sum(s.term.scope == 'nsfw' for s in stored)} NSFW-only (/admin terms list)",
             f"**Flagged images**: {policy.flagged_action}",
+            f"**/describe**: {policy.interrogator or self.bot.settings.describe.interrogator}",
             f"**Log channel**: {f'<#{policy.log_channel_id}>' if policy.log_channel_id else 'none'}",
             f"**Banned members**: {len(banned)} (/admin bans)",
             f"**Direct messages**: {'allowed' if self.bot.settings.policy.allow_dms else 'not allowed'} (the bot's setting)",

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 
 from bot.jobs.params import DEFAULT_REFINER_SWITCH_AT, JobParameters, random_seed
 from inference.common.protocol import (
+    DescribeOptions,
     GenerateRequest,
     HiresFix,
     ImageInput,
@@ -54,6 +55,7 @@ _WORKFLOW_GROUPS: dict[str, tuple[type, dict[str, str]]] = dict(
     outpaint=(OutpaintOptions, {side: f"outpaint_{side}" for side in ("left", "right", "top", "bottom")}),
     hires=(HiresFix, {"scale": "hires_scale", "steps": "hires_steps", "denoising_strength": "hires_denoising", "upscaler": "hires_upscaler"}),
     upscale=(UpscaleOptions, {"scale": "upscale_factor"}),
+    describe=(DescribeOptions, {}),
 )
 _JOB_COLUMNS = frozenset(f.name for f in fields(JobParameters))
 # The request's fields that are a job's columns under the same name.
@@ -84,6 +86,7 @@ def generate_request(job: Job) -> GenerateRequest:
         outpaint=job.kind == JobKind.OUTPAINT,
         hires=job.hires_scale is not None and job.hires_scale > 1,
         upscale=job.kind == JobKind.UPSCALE,
+        describe=job.kind == JobKind.DESCRIBE,
     )
     groups = {
         name: _workflow_group(job, group, renamed) if has_group[name] else None

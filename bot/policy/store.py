@@ -71,6 +71,8 @@ class Policy:
     limits: Limits = field(default_factory=lambda: Limits(0, 0, 0))
     flagged_action: str = "blur"
     log_channel_id: int | None = None
+    # The /describe interrogator its admins picked (None: the [describe] default).
+    interrogator: str | None = None
     # Which of the limits the server set itself (the others are the [policy]/[queue] defaults).
     custom_limits: tuple[str, ...] = ()
 
@@ -116,6 +118,7 @@ async def policy_of(db: Database, settings: Settings, guild_id: int | None) -> P
         # A value written around /admin (not one of the actions) falls back to the config's.
         flagged_action=row["flagged_action"] if row["flagged_action"] in FLAGGED_ACTIONS else settings.policy.flagged_action,
         log_channel_id=row["log_channel_id"],
+        interrogator=row["interrogator"],
         custom_limits=tuple(name for name, value in values.items() if value is not None),
     )
 

@@ -163,10 +163,11 @@ class DescribeOptions:
     interrogator: str = CLIP_INTERROGATOR  # one of INTERROGATORS
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True)
 class DescribeModels:
     """The interrogators' models ([describe] in config.toml), loaded by the worker when a
-    describe job first needs them. "" leaves that interrogator unavailable."""
+    describe job first needs them. "" leaves that interrogator unavailable. (No slots: the
+    bot's settings read the defaults from the class, bot.config.DescribeSettings.)"""
 
     # A BLIP captioning model (transformers' BlipForConditionalGeneration): a hub id such as
     # "Salesforce/blip-image-captioning-base", or a local folder.

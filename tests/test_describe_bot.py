@@ -1,0 +1,120 @@
+"""/describe and the "Describe" message menu through the bot, on tiny random-weight describe
+models the tests build (tests/describe_fixtures.py) and the real worker: the suggestions come
+from the models, a suggestion's button queues it as /imagine for whoever presses it, /admin
+describe picks the tagger, and every bad input is answered privately with nothing queued."""
+
+from __future__ import annotations
+
+import io
+from dataclasses import asdict, replace
+
+import pytest
+from PIL import Image
+from sqlalchemy import func, select
+
+from bot.config import DescribeSettings
+from bot.jobs.describe_params import suggestions_of
+from db.models import Job, JobStatus
+from inference.common.protocol import JobKind
+from tests.describe_fixtures import tiny_describe_models
+from tests.harness import button_labels, private_answer
+from tests.test_bot_admin import admin_member
+from tests.test_bot_inputs import bomb_png
+
+
+@pytest.fixture(scope="module")
+def describe_models(tmp_path_factory):
+    return tiny_describe_models(tmp_path_factory.getbasetemp() / "describe-models", tag_threshold=0.5)
+
+
+@pytest.fixture
+def settings(settings, describe_models):
+    return replace(settings, describe=DescribeSettings(**asdict(describe_models), interrogator="clip"))
+
+
+def png(colour: tuple[int, int, int], size: tuple[int, int] = (48, 40)) -> bytes:
+    buffer = io.BytesIO()
+    Image.new("RGB", size, colour).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+async def job_count(harness) -> int:
+    async with harness.db.session() as session:
+        return await session.scalar(select(func.count()).select_from(Job))
+
+
+async def finished(harness, answer) -> Job:
+    assert answer.acknowledged and not answer.ephemeral, answer
+    job = await harness.wait_for_job((await harness.latest_job()).id)
+    assert job.status == JobStatus.COMPLETED, job.error
+    return job
+
+
+async def test_describe_suggests_prompts_and_each_button_imagines_one(harness):
+    alice, bob = harness.member("alice"), harness.member("bob")
+
+    # /describe on an upload: four captions with CLIP's picks, from the planted tiny captioner.
+    job = await finished(harness, await alice.slash(harness.channel, "describe", image=("red.png", png((220, 30, 20)))))
+    assert (job.kind, job.interrogator, job.user_id, job.images) == (JobKind.DESCRIBE, "clip", alice.id, [])
+    suggestions = suggestions_of(job)
+    assert len(suggestions) == 4 and len(set(suggestions)) == 4
+    assert all(text.startswith("red") for text in suggestions)
+    message = harness.message(job.message_id)
+    embed = message.embeds[0]
+    assert embed.title == "Describe: prompts for this image"
+    for number, text in zip(("1️⃣", "2️⃣", "3️⃣", "4️⃣"), suggestions, strict=True):
+        assert f"{number} {text}" in embed.description
+    assert embed.thumbnail.url.startswith("attachment://") and message.attachments
+    assert button_labels(message) == ["1", "2", "3", "4", "Remove"]
+
+    # Bob presses 3: his own /imagine of that prompt, with his defaults.
+    pressed = await bob.click(message, label="3")
+    imagined = await finished(harness, pressed)
+    assert (imagined.kind, imagined.user_id, imagined.prompt) == (JobKind.TXT2IMG, bob.id, suggestions[2])
+    assert imagined.count == harness.settings.limits.default_count and imagined.images
+
+    # The menu on the bot's own result, after an admin picked the tagger: booru tags. The
+    # planted tagger is 73% sure of "1girl" on any image, and a rating is never suggested.
+    admin = admin_member(harness, "mod")
+    answer = await admin.slash(harness.channel, "admin describe", interrogator="tagger")
+    assert private_answer(answer) == "/describe now uses the tagger interrogator here."
+    result = harness.message(imagined.message_id)
+    tagged = await finished(harness, await alice.context_menu(harness.channel, "Describe", result))
+    assert tagged.interrogator == "tagger"
+    assert "1girl" in suggestions_of(tagged)[0] and not any("general" in text for text in suggestions_of(tagged))
+    # A member's upload in a message: its first image.
+    posted = await alice.send(
+        harness.channel, "what is this?", attachments=[("notes.txt", b"hello"), ("red.png", png((255, 0, 0)))]
+    )
+    tagged = await finished(harness, await alice.context_menu(harness.channel, "Describe", posted))
+    assert suggestions_of(tagged)[0] == r"red hair, hatsune miku \(cosplay\), ^_^, 1girl"
+
+    # A suggestion with a word this server blocks is refused as /imagine refuses it.
+    await admin.slash(harness.channel, "admin terms add", scope="banned", kind="word", pattern="miku")
+    before = await job_count(harness)
+    refusal = private_answer(await bob.click(harness.message(tagged.message_id), label="1"))
+    assert "miku" in refusal
+    assert await job_count(harness) == before
+    harness.expect_user_errors()
+
+
+async def test_describe_bad_input_is_answered_privately(harness):
+    alice = harness.member("alice")
+    before = await job_count(harness)
+
+    answer = await alice.slash(harness.channel, "describe", image=("notes.png", b"a shopping list\n" * 10))
+    assert "The image `notes.png` is not an image I can read" in private_answer(answer)
+    answer = await alice.slash(harness.channel, "describe", image=("bomb.png", bomb_png(20000, 20000)))
+    assert "The image `bomb.png` has far too many pixels" in private_answer(answer)
+    text_only = await alice.send(harness.channel, "no pictures here")
+    answer = await alice.context_menu(harness.channel, "Describe", text_only)
+    assert private_answer(answer) == "This message has no image attached to describe."
+
+    # A bot without describe models says so, and an admin cannot pick a missing interrogator.
+    harness.bot.settings = replace(harness.bot.settings, describe=DescribeSettings())
+    answer = await alice.slash(harness.channel, "describe", image=("red.png", png((255, 0, 0))))
+    assert private_answer(answer).startswith("/describe is not set up on this bot")
+    answer = await admin_member(harness, "mod").slash(harness.channel, "admin describe", interrogator="tagger")
+    assert "This bot has no models for the tagger interrogator; it has: none" in private_answer(answer)
+    harness.expect_user_errors()  # each one answered privately, as a user error
+    assert await job_count(harness) == before
