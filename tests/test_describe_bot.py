@@ -89,6 +89,13 @@ async def test_describe_suggests_prompts_and_each_button_imagines_one(harness):
     tagged = await finished(harness, await alice.context_menu(harness.channel, "Describe", posted))
     assert suggestions_of(tagged)[0] == r"red hair, hatsune miku \(cosplay\), ^_^, 1girl"
 
+    # /show posts the suggestions again, with their buttons.
+    shown = await alice.slash(harness.channel, "show", job=job.id)
+    assert shown.acknowledged and not shown.ephemeral
+    again = harness.message((shown.followups[0] if shown.followups else shown.response).id)
+    assert f"Job #{job.id}" in again.content and again.embeds[0].description == embed.description
+    assert button_labels(again) == button_labels(message) and again.attachments
+
     # A suggestion with a word this server blocks is refused as /imagine refuses it.
     await admin.slash(harness.channel, "admin terms add", scope="banned", kind="word", pattern="miku")
     before = await job_count(harness)
@@ -98,8 +105,21 @@ async def test_describe_suggests_prompts_and_each_button_imagines_one(harness):
     harness.expect_user_errors()
 
 
-async def test_describe_bad_input_is_answered_privately(harness):
+async def test_a_waiting_describe_job_is_canceled_and_bad_input_is_answered_privately(harness):
     alice = harness.member("alice")
+
+    # Queued behind a long job, a describe job shows its place and its Cancel button.
+    slow = await alice.slash(harness.channel, "imagine", prompt="a long night", steps=60, count=4, width=128, height=128)
+    long_job = await harness.wait_for_job((await harness.latest_job()).id, statuses=(JobStatus.RUNNING,))
+    waiting = await alice.slash(harness.channel, "describe", image=("red.png", png((255, 0, 0))))
+    status = harness.message(waiting.response.id)
+    assert status.embeds[0].title == "Queued" and "Describe (clip)" in status.embeds[0].footer.text
+    assert private_answer(await alice.click(status, label="Cancel")).endswith("canceled.")
+    described = await harness.wait_for_job((await harness.latest_job()).id)
+    assert (described.kind, described.status, described.suggestions) == (JobKind.DESCRIBE, JobStatus.CANCELED, None)
+    await alice.click(harness.message(slow.response.id), label="Cancel")
+    await harness.wait_for_job(long_job.id)
+
     before = await job_count(harness)
 
     answer = await alice.slash(harness.channel, "describe", image=("notes.png", b"a shopping list\n" * 10))

@@ -17,7 +17,7 @@ import discord
 from discord import app_commands
 
 from bot import actions, image_infotext, inputs
-from bot.cogs.base import BotCog
+from bot.cogs.base import BotCog, add_with_menu, remove_menu
 from bot.errors import InvalidOption
 from bot.jobs.describe_params import describe_parameters, interrogator_for
 from bot.policy import store
@@ -57,11 +57,8 @@ async def describe_menu(interaction: discord.Interaction[SDBot], message: discor
 
 
 async def setup(bot: SDBot) -> None:
-    await bot.add_cog(Describe(bot))
-    bot.tree.add_command(describe_menu)
-    bot.add_dynamic_items(SuggestionButton)
+    await add_with_menu(bot, Describe(bot), describe_menu, SuggestionButton)
 
 
 async def teardown(bot: SDBot) -> None:
-    bot.tree.remove_command(MENU_NAME, type=discord.AppCommandType.message)
-    bot.remove_dynamic_items(SuggestionButton)
+    remove_menu(bot, describe_menu, SuggestionButton)
