@@ -48,6 +48,10 @@ _TOP_N = re.compile(r"\.top(\d+)$")
 # A1111's Interrogate CLIP defaults (interrogate_clip_min_length, _max_length).
 CAPTION_MIN_TOKENS = 24
 CAPTION_MAX_TOKENS = 48
+# A1111 ranks at most this many entries of each list (interrogate_clip_dict_limit): its own
+# download of the lists holds ~100,000 flavors. The texts are encoded TEXT_BATCH at a time.
+CATEGORY_LIMIT = 1500
+TEXT_BATCH = 256
 # CLIP's similarity scale, as A1111's rank() applies it before the softmax.
 CLIP_LOGIT_SCALE = 100.0
 # WD14 tagger categories (selected_tags.csv's "category"): ratings are never suggested.
@@ -76,7 +80,8 @@ def load_categories(folder: str | Path = "") -> tuple[Category, ...]:
     categories = []
     for file in sorted(path.glob("*.txt")):
         match = _TOP_N.search(file.stem)
-        items = tuple(line.strip() for line in file.read_text(encoding="utf-8").splitlines() if line.strip())
+        lines = (line.strip() for line in file.read_text(encoding="utf-8").splitlines())
+        items = tuple(line for line in lines if line)[:CATEGORY_LIMIT]
         if items:
             name = file.stem[: match.start()] if match else file.stem
             categories.append(Category(name, int(match[1]) if match else 1, items))
@@ -136,11 +141,14 @@ class ClipInterrogator:
     @torch.inference_mode()
     def text_features(self, category: Category) -> torch.Tensor:
         if category.name not in self._text_features:
-            tokens = self.clip_processor.tokenizer(
-                list(category.items), padding=True, truncation=True, return_tensors="pt"
-            ).to(self.device)
-            features = self.clip_model.get_text_features(**tokens)
-            features = getattr(features, "pooler_output", features)
+            chunks = []
+            for start in range(0, len(category.items), TEXT_BATCH):
+                tokens = self.clip_processor.tokenizer(
+                    list(category.items[start : start + TEXT_BATCH]), padding=True, truncation=True, return_tensors="pt"
+                ).to(self.device)
+                features = self.clip_model.get_text_features(**tokens)
+                chunks.append(getattr(features, "pooler_output", features))
+            features = torch.cat(chunks)
             self._text_features[category.name] = features / features.norm(dim=-1, keepdim=True)
         return self._text_features[category.name]
 

@@ -11,6 +11,7 @@ import torch
 from PIL import Image
 
 from inference.common.protocol import DescribeModels, DescribeOptions, GenerateRequest, ImageInput, JobKind
+from inference import describe
 from inference.describe import Category, ClipInterrogator, Describers, load_categories, tag_text
 from inference.generate import InvalidRequestError, JobCancelledError
 from tests.describe_fixtures import build_caption_model, build_clip_model, build_tagger
@@ -54,7 +55,8 @@ def plant_image_embedding(interrogator: ClipInterrogator, image: Image.Image, ta
         model.visual_projection.weight.copy_(torch.outer(target, pooled) / pooled.dot(pooled))
 
 
-def test_clip_ranks_the_planted_entry_first_and_varies_the_suggestions(interrogator, tmp_path):
+def test_clip_ranks_the_planted_entry_first_and_varies_the_suggestions(interrogator, tmp_path, monkeypatch):
+    monkeypatch.setattr(describe, "TEXT_BATCH", 2)  # the lists' texts encoded in several batches
     image = Image.open(picture(tmp_path / "red.png", (220, 30, 20))).convert("RGB")
     flavors, mediums = interrogator.categories
     for target, category in (("pastel colors", flavors), ("pixel art", mediums)):
@@ -131,3 +133,6 @@ def test_category_lists(tmp_path):
     assert load_categories(tmp_path) == (Category("lighting", 2, ("soft light", "hard light")),)
     with pytest.raises(ValueError, match="holds no .txt list"):
         load_categories(tmp_path / "empty.txt")
+    # A1111's own downloaded lists are long: only the first CATEGORY_LIMIT entries are ranked.
+    (tmp_path / "lighting.top2.txt").write_text("\n".join(f"light {n}" for n in range(3000)), encoding="utf-8")
+    assert len(load_categories(tmp_path)[0].items) == describe.CATEGORY_LIMIT
