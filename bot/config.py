@@ -42,7 +42,7 @@ from inference.common.model_folders import CheckpointInspector, CheckpointScan, 
 from inference.common.upscaler_files import upscaler_files
 from inference.common.vae_files import AUTOMATIC, UnknownVaeError, resolve_vae, vae_files
 from inference.common.sampler_catalog import checked_choice
-from inference.common.sources import family_base_size
+from inference.common.sources import SourceKind, classify_source, family_base_size
 
 ENV_PREFIX = "SDBOT__"
 PREDICTION_TYPES = ("epsilon", "v_prediction")
@@ -286,6 +286,10 @@ class DescribeSettings(DescribeModels):
                 'describe: the "clip" interrogator needs both caption_model and clip_model '
                 f"(got caption_model {self.caption_model!r}, clip_model {self.clip_model!r})"
             )
+        for key in ("caption_model", "clip_model"):
+            source = getattr(self, key)
+            if source and classify_source(source) is SourceKind.LOCAL_FOLDER and not Path(source).expanduser().is_dir():
+                raise ConfigError(f"describe.{key} {source!r} is neither a folder nor a hub id (\"owner/name\")")
         for name in ("model.onnx", "selected_tags.csv"):
             if self.tagger and not (Path(self.tagger) / name).is_file():
                 raise ConfigError(
