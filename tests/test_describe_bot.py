@@ -65,13 +65,23 @@ async def test_describe_suggests_prompts_and_each_button_imagines_one(harness):
     for number, text in zip(("1️⃣", "2️⃣", "3️⃣", "4️⃣"), suggestions, strict=True):
         assert f"{number} {text}" in embed.description
     assert embed.thumbnail.url.startswith("attachment://") and message.attachments
-    assert button_labels(message) == ["1", "2", "3", "4", "Remove"]
+    assert button_labels(message) == ["1", "2", "3", "4", "Imagine all", "Remove"]
 
     # Bob presses 3: his own /imagine of that prompt, with his defaults.
     pressed = await bob.click(message, label="3")
     imagined = await finished(harness, pressed)
     assert (imagined.kind, imagined.user_id, imagined.prompt) == (JobKind.TXT2IMG, bob.id, suggestions[2])
     assert imagined.count == harness.settings.limits.default_count and imagined.images
+
+    # Imagine all: a job of Bob's per suggestion, in their order.
+    last = imagined.id
+    pressed = await bob.click(message, label="Imagine all")
+    assert pressed.acknowledged and not [f for f in pressed.followups if f.ephemeral]
+    async with harness.db.session() as session:
+        all_four = (await session.scalars(select(Job).where(Job.id > last).order_by(Job.id))).all()
+    assert [(j.kind, j.user_id, j.prompt) for j in all_four] == [(JobKind.TXT2IMG, bob.id, text) for text in suggestions]
+    for queued_job in all_four:
+        await harness.wait_for_job(queued_job.id)
 
     # The menu on the bot's own result, after an admin picked the tagger: booru tags. The
     # planted tagger is 73% sure of "1girl" on any image, and a rating is never suggested.
