@@ -13,7 +13,8 @@ Two interrogators, as A1111 has them (DescribeOptions.interrogator):
   spaces, parentheses escaped). The suggestions are the tags over rising thresholds: the
   full list first, then shorter ones.
 
-The models load when a describe job first needs them and stay loaded; with a model memory
+The models load when a describe job first needs them and stay loaded, in RAM between describe
+jobs (A1111 moves its interrogation models off the GPU after each use too); with a model memory
 budget of 0 (one model at a time) the worker drops them before the next diffusion job
 (Describers.release).
 """
@@ -115,8 +116,13 @@ class ClipInterrogator:
         self.categories = tuple(categories)
         self._text_features: dict[str, torch.Tensor] = {}  # per category, computed once
 
-    def parameter_bytes(self) -> int:
-        return sum(p.numel() * p.element_size() for m in (self.caption_model, self.clip_model) for p in m.parameters())
+    def to(self, device: torch.device) -> None:
+        """Both models (and the lists' encoded texts) on ``device``."""
+        if device != self.device:
+            self.caption_model.to(device)
+            self.clip_model.to(device)
+            self._text_features = {name: features.to(device) for name, features in self._text_features.items()}
+            self.device = device
 
     @torch.inference_mode()
     def captions(self, image: Image.Image, count: int) -> list[str]:
@@ -251,7 +257,14 @@ class Describers:
             image = opened.convert("RGB")
         interrogator = request.describe.interrogator
         if interrogator == CLIP_INTERROGATOR:
-            suggestions = self.clip().suggestions(image, DESCRIBE_SUGGESTIONS, on_stage, is_cancelled)
+            clip = self.clip()
+            clip.to(self.device)
+            try:
+                suggestions = clip.suggestions(image, DESCRIBE_SUGGESTIONS, on_stage, is_cancelled)
+            finally:
+                # Back to RAM between describe jobs, as A1111 does unless told to keep them in
+                # VRAM: the GPU's memory is the diffusion models'; the next job moves them back.
+                clip.to(torch.device("cpu"))
         elif interrogator == TAGGER_INTERROGATOR:
             suggestions = self.tagger().suggestions(image, self.models.tag_threshold, DESCRIBE_SUGGESTIONS, on_stage)
         else:
