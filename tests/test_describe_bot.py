@@ -91,6 +91,9 @@ async def test_describe_suggests_prompts_and_each_button_imagines_one(harness):
     result = harness.message(imagined.message_id)
     tagged = await finished(harness, await alice.context_menu(harness.channel, "Describe", result))
     assert tagged.interrogator == "tagger"
+    assert (tagged.parent_job_id, tagged.parent_image_index) == (imagined.id, None)  # a grid of bob's job
+    from_field = {field.name: field.value for field in harness.message(tagged.message_id).embeds[0].fields}["From"]
+    assert from_field == f"job #{imagined.id}"
     assert "1girl" in suggestions_of(tagged)[0] and not any("general" in text for text in suggestions_of(tagged))
     # A member's upload in a message: its first image.
     posted = await alice.send(

@@ -19,7 +19,7 @@ from discord import app_commands
 from bot import actions, image_infotext, inputs
 from bot.cogs.base import BotCog, add_with_menu, remove_menu
 from bot.errors import InvalidOption
-from bot.jobs.describe_params import describe_parameters, interrogator_for
+from bot.jobs.describe_params import describe_parameters, interrogator_for, with_source_job
 from bot.policy import store
 from bot.ui.suggestions import SuggestionButton
 
@@ -29,13 +29,17 @@ if TYPE_CHECKING:
 MENU_NAME = "Describe"
 
 
-async def describe_image(interaction: discord.Interaction[SDBot], attachment: discord.Attachment) -> None:
-    """Queue a describe job for one attachment, refused before the download when this bot
-    cannot describe at all."""
+async def describe_image(
+    interaction: discord.Interaction[SDBot], attachment: discord.Attachment, message: discord.Message | None = None
+) -> None:
+    """Queue a describe job for one attachment (of ``message``, for the menu), refused before
+    the download when this bot cannot describe at all."""
     bot = interaction.client
     policy = await store.policy_of(bot.queue.db, bot.settings, interaction.guild_id)
     interrogator = interrogator_for(bot.settings, policy.interrogator)
     source = await inputs.read_image_upload(attachment, bot.settings)
+    if message is not None and bot.user is not None and message.author.id == bot.user.id:
+        source = await with_source_job(bot.queue.db, source, message.id)
     await actions.submit(interaction, describe_parameters(bot.settings, source, interrogator))
 
 
@@ -53,7 +57,7 @@ async def describe_menu(interaction: discord.Interaction[SDBot], message: discor
     images = [attachment for attachment in message.attachments if image_infotext.is_image(attachment)]
     if not images:
         raise InvalidOption("This message has no image attached to describe.")
-    await describe_image(interaction, images[0])
+    await describe_image(interaction, images[0], message)
 
 
 async def setup(bot: SDBot) -> None:

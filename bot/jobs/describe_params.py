@@ -9,16 +9,20 @@ keeps (Job.suggestions) for the buttons that queue them as /imagine (bot.ui.sugg
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from typing import TYPE_CHECKING
+
+from sqlalchemy import func, select
 
 from bot.errors import InvalidOption
 from bot.jobs.params import JobParameters, random_seed
+from db.models import Image, Job
 from inference.common.protocol import INTERROGATORS, JobKind
 
 if TYPE_CHECKING:
     from bot.config import Settings
     from bot.jobs.workflow_params import SourceImage
-    from db.models import Job
+    from db.session import Database
 
 NOT_SET_UP = (
     "/describe is not set up on this bot: its admin has configured no caption and CLIP models and no tagger "
@@ -65,3 +69,20 @@ def describe_parameters(settings: Settings, source: SourceImage, interrogator: s
 def suggestions_of(job: Job) -> list[str]:
     """A finished describe job's prompt suggestions, best first ([] before it finishes)."""
     return list(json.loads(job.suggestions)) if job.suggestions else []
+
+
+async def with_source_job(db: Database, source: SourceImage, message_id: int) -> SourceImage:
+    """The image of one of the bot's messages, linked to the job that made it: the result of a
+    job (its grid, or its one image), or one image posted alone by a U button. The answer then
+    says "From job #N", as the other work made from the bot's images does."""
+    async with db.session() as session:
+        job_id = await session.scalar(select(Job.id).where(Job.message_id == message_id))
+        if job_id is not None:
+            single = await session.scalar(select(func.count()).select_from(Image).where(Image.job_id == job_id)) == 1
+            return replace(source, parent_job_id=job_id, parent_image_index=0 if single else None)
+        posted = (await session.execute(
+            select(Image.job_id, Image.index).where(Image.posted_message_id == message_id)
+        )).first()
+    if posted is None:
+        return source
+    return replace(source, parent_job_id=posted.job_id, parent_image_index=posted.index)
