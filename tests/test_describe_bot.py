@@ -153,26 +153,6 @@ async def test_a_waiting_describe_job_is_canceled_and_bad_input_is_answered_priv
     assert await job_count(harness) == before
 
 
-@pytest.mark.parametrize(
-    ("text", "message"),
-    [
-        ('[describe]\ninterrogator = "deepbooru"\n', "describe.interrogator must be one of clip, tagger, got 'deepbooru'"),
-        ("[describe]\ntag_threshold = 1.5\n", "describe.tag_threshold must be between 0 and 1, got 1.5"),
-        ('[describe]\ncaption_model = "Salesforce/blip-image-captioning-base"\n', "needs both caption_model and clip_model"),
-        ('[describe]\ncaption_model = "./blip"\nclip_model = "openai/clip-vit-large-patch14"\n', "is neither a folder nor a hub id"),
-        ('[describe]\ntagger = "wd14"\n', "model.onnx is missing"),
-        ('[describe]\ncategories_dir = "lists"\n', "holds no .txt list"),
-    ],
-)
-def test_bad_describe_settings_are_named(tmp_path, text, message):
-    from bot.config import ConfigError, load_settings
-
-    config = tmp_path / "config.toml"
-    config.write_text(text, encoding="utf-8")
-    with pytest.raises(ConfigError, match=message.replace("(", r"\(").replace(")", r"\)")):
-        load_settings(config, environ={})
-
-
 def test_describe_settings_reach_the_worker(tmp_path, describe_models):
     from bot.config import load_settings
 
