@@ -133,6 +133,12 @@ async def test_a_waiting_describe_job_is_canceled_and_bad_input_is_answered_priv
     await alice.click(harness.message(slow.response.id), label="Cancel")
     await harness.wait_for_job(long_job.id)
 
+    # Where costly features are reserved to a role, a large photo is still only read, not made.
+    admin = admin_member(harness, "mod")
+    await admin.slash(harness.channel, "admin roles add", list="costly", role=harness.guild.create_role("Patrons"))
+    large = await finished(harness, await alice.slash(harness.channel, "describe", image=("big.png", png((9, 9, 9), (900, 700)))))
+    assert (large.width, large.height, large.kind) == (900, 700, JobKind.DESCRIBE)
+
     before = await job_count(harness)
 
     answer = await alice.slash(harness.channel, "describe", image=("notes.png", b"a shopping list\n" * 10))
@@ -147,7 +153,7 @@ async def test_a_waiting_describe_job_is_canceled_and_bad_input_is_answered_priv
     harness.bot.settings = replace(harness.bot.settings, describe=DescribeSettings())
     answer = await alice.slash(harness.channel, "describe", image=("red.png", png((255, 0, 0))))
     assert private_answer(answer).startswith("/describe is not set up on this bot")
-    answer = await admin_member(harness, "mod").slash(harness.channel, "admin describe", interrogator="tagger")
+    answer = await admin.slash(harness.channel, "admin describe", interrogator="tagger")
     assert "This bot has no models for the tagger interrogator; it has: none" in private_answer(answer)
     harness.expect_user_errors()  # each one answered privately, as a user error
     assert await job_count(harness) == before
