@@ -60,7 +60,10 @@ GENERAL_TAGS, CHARACTER_TAGS = 0, 4
 # A1111 escapes these in tags so that "(cosplay)" stays text and is not read as attention.
 _ESCAPED = re.compile(r"([\\()])")
 # Tags that are faces written with underscores ("^_^"), kept as they are (the tagger extension's list).
-KAOMOJI = frozenset({"0_0", "(o)_(o)", "+_+", "+_-", "._.", "<o>_<o>", "<|>_<|>", "=_=", ">_<", "3_3", "6_9", ">_o", "@_@", "^_^", "o_o", "u_u", "x_x", "|_|", "||_||"})
+KAOMOJI = frozenset({
+    "0_0", "(o)_(o)", "+_+", "+_-", "._.", "<o>_<o>", "<|>_<|>", "=_=", ">_<", "3_3", "6_9", ">_o", "@_@", "^_^",
+    "o_o", "u_u", "x_x", "|_|", "||_||",
+})
 
 # Called as describe jobs advance: (stage, stages), as JobProgress's steps.
 OnStage = Callable[[int, int, None], None]
@@ -105,7 +108,10 @@ def _distinct(texts: Sequence[str], count: int) -> tuple[str, ...]:
 class ClipInterrogator:
     """BLIP captions plus CLIP-ranked category entries (A1111's Interrogate CLIP)."""
 
-    def __init__(self, caption_source: str, clip_source: str, categories: Sequence[Category], device: torch.device, dtype: torch.dtype):
+    def __init__(
+        self, caption_source: str, clip_source: str, categories: Sequence[Category], device: torch.device,
+        dtype: torch.dtype,
+    ):
         from transformers import BlipForConditionalGeneration, BlipProcessor, CLIPModel, CLIPProcessor
 
         self.device, self.dtype = device, dtype
@@ -160,12 +166,15 @@ class ClipInterrogator:
 
     def rank(self, image_features: torch.Tensor, category: Category) -> list[tuple[str, float]]:
         """Every entry of the list with its probability, best first (A1111's rank over all)."""
-        similarity = (CLIP_LOGIT_SCALE * image_features.float() @ self.text_features(category).float().T).softmax(dim=-1)
+        logits = CLIP_LOGIT_SCALE * image_features.float() @ self.text_features(category).float().T
+        similarity = logits.softmax(dim=-1)
         probabilities = similarity.mean(dim=0).cpu()
         order = torch.argsort(probabilities, descending=True).tolist()
         return [(category.items[i], float(probabilities[i])) for i in order]
 
-    def suggestions(self, image: Image.Image, count: int, on_stage: OnStage, is_cancelled: IsCancelled) -> tuple[str, ...]:
+    def suggestions(
+        self, image: Image.Image, count: int, on_stage: OnStage, is_cancelled: IsCancelled
+    ) -> tuple[str, ...]:
         captions = self.captions(image, count)
         on_stage(1, 2, None)
         if is_cancelled():

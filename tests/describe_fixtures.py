@@ -2,10 +2,10 @@
 WD14-style ONNX tagger whose graph is written here (onnx), each in the folder layout the
 worker loads (inference.describe).
 
-The captioner is planted too: its output layer's bias favours "red", then "cat", so its
-captions are made of words (random weights alone mostly say special tokens, which decode to
-nothing) and its beams differ. The tagger is planted: its score for a tag is a sigmoid of a weighted sum of the image's mean
-blue, green and red (the tagger's input is BGR), so a red image gets "red_hair" and a blue one
+Two are planted. The captioner's output layer favours "red", then "cat", so its captions are
+made of words (random weights alone mostly say special tokens, which decode to nothing) and
+its beams differ. The tagger's score for a tag is a sigmoid of a weighted sum of the image's
+mean blue, green and red (its input is BGR), so a red image gets "red_hair" and a blue one
 "blue_sky", and the tests know which tags must come out.
 """
 

@@ -79,7 +79,8 @@ async def test_describe_suggests_prompts_and_each_button_imagines_one(harness):
     assert pressed.acknowledged and not [f for f in pressed.followups if f.ephemeral]
     async with harness.db.session() as session:
         all_four = (await session.scalars(select(Job).where(Job.id > last).order_by(Job.id))).all()
-    assert [(j.kind, j.user_id, j.prompt) for j in all_four] == [(JobKind.TXT2IMG, bob.id, text) for text in suggestions]
+    expected = [(JobKind.TXT2IMG, bob.id, text) for text in suggestions]
+    assert [(each.kind, each.user_id, each.prompt) for each in all_four] == expected
     for queued_job in all_four:
         await harness.wait_for_job(queued_job.id)
 
@@ -122,7 +123,9 @@ async def test_a_waiting_describe_job_is_canceled_and_bad_input_is_answered_priv
     alice = harness.member("alice")
 
     # Queued behind a long job, a describe job shows its place and its Cancel button.
-    slow = await alice.slash(harness.channel, "imagine", prompt="a long night", steps=60, count=4, width=128, height=128)
+    slow = await alice.slash(
+        harness.channel, "imagine", prompt="a long night", steps=60, count=4, width=128, height=128
+    )
     long_job = await harness.wait_for_job((await harness.latest_job()).id, statuses=(JobStatus.RUNNING,))
     waiting = await alice.slash(harness.channel, "describe", image=("red.png", png((255, 0, 0))))
     status = harness.message(waiting.response.id)
@@ -136,7 +139,8 @@ async def test_a_waiting_describe_job_is_canceled_and_bad_input_is_answered_priv
     # Where costly features are reserved to a role, a large photo is still only read, not made.
     admin = admin_member(harness, "mod")
     await admin.slash(harness.channel, "admin roles add", list="costly", role=harness.guild.create_role("Patrons"))
-    large = await finished(harness, await alice.slash(harness.channel, "describe", image=("big.png", png((9, 9, 9), (900, 700)))))
+    big = ("big.png", png((9, 9, 9), (900, 700)))
+    large = await finished(harness, await alice.slash(harness.channel, "describe", image=big))
     assert (large.width, large.height, large.kind) == (900, 700, JobKind.DESCRIBE)
 
     before = await job_count(harness)

@@ -44,5 +44,6 @@ async def description_post(job: Job) -> tuple[Posting, discord.Embed]:
     described as its thumbnail while the file is kept ([images] keep_days may have removed it)."""
     posting = Posting(in_embed=False)
     if job.init_image_path and Path(job.init_image_path).is_file():
-        posting.files.append(await uploads.image_file(job.init_image_path, job.upload_limit_bytes, f"job{job.id}-source"))
+        thumbnail = await uploads.image_file(job.init_image_path, job.upload_limit_bytes, f"job{job.id}-source")
+        posting.files.append(thumbnail)
     return posting, description_embed(job, posting.filename or None)

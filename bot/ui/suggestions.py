@@ -42,7 +42,9 @@ class SuggestionButton(DynamicItem[Button], template=r"sd:desc:(?P<job>\d+):(?P<
 
     async def callback(self, interaction: discord.Interaction[SDBot]) -> None:
         # The new jobs are the presser's own /imagine, not derived work: no parent decides their privacy.
-        await actions.run_for_user(interaction, lambda: imagine_suggestions(interaction, self.job_id, self.index), queues_jobs=True)
+        await actions.run_for_user(
+            interaction, lambda: imagine_suggestions(interaction, self.job_id, self.index), queues_jobs=True
+        )
 
 
 async def imagine_suggestions(interaction: discord.Interaction[SDBot], job_id: int, index: int | None) -> None:
