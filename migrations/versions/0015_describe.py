@@ -4,8 +4,8 @@ server's admins picked"""
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0014_describe"
-down_revision = "0013"
+revision = "0015_describe"
+down_revision = "0014_server_noise"
 
 
 def upgrade() -> None:
