@@ -73,20 +73,23 @@ async def test_describe_suggests_prompts_and_each_button_imagines_one(harness):
     assert (imagined.kind, imagined.user_id, imagined.prompt) == (JobKind.TXT2IMG, bob.id, suggestions[2])
     assert imagined.count == harness.settings.limits.default_count and imagined.images
 
-    # Imagine all: a job of Bob's per suggestion, in their order.
+    # Imagine all: a job of Bob's per suggestion, in their order, with this server's noise
+    # settings (/admin noise) as /imagine has them.
+    admin = admin_member(harness, "mod")
+    await admin.slash(harness.channel, "admin noise", rng="CPU", ensd=31337)
     last = imagined.id
     pressed = await bob.click(message, label="Imagine all")
     assert pressed.acknowledged and not [f for f in pressed.followups if f.ephemeral]
     async with harness.db.session() as session:
         all_four = (await session.scalars(select(Job).where(Job.id > last).order_by(Job.id))).all()
-    expected = [(JobKind.TXT2IMG, bob.id, text) for text in suggestions]
-    assert [(each.kind, each.user_id, each.prompt) for each in all_four] == expected
+    expected = [(JobKind.TXT2IMG, bob.id, text, "CPU", 31337) for text in suggestions]
+    queued = [(each.kind, each.user_id, each.prompt, each.rng, each.eta_noise_seed_delta) for each in all_four]
+    assert queued == expected
     for queued_job in all_four:
         await harness.wait_for_job(queued_job.id)
 
     # The menu on the bot's own result, after an admin picked the tagger: booru tags. The
     # planted tagger is 73% sure of "1girl" on any image, and a rating is never suggested.
-    admin = admin_member(harness, "mod")
     answer = await admin.slash(harness.channel, "admin describe", interrogator="tagger")
     assert private_answer(answer) == "/describe now uses the tagger interrogator here."
     result = harness.message(imagined.message_id)

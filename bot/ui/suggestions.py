@@ -18,6 +18,7 @@ from bot import actions
 from bot.errors import ImageUnavailable
 from bot.jobs.describe_params import suggestions_of
 from bot.jobs.params import GenerationOptions, member_defaults, resolve_parameters, with_refiner
+from bot.policy import gate
 from bot.ui import confirm
 from bot.ui.remove_button import RemoveButton
 
@@ -60,10 +61,12 @@ async def imagine_suggestions(interaction: discord.Interaction[SDBot], job_id: i
     user = await bot.queue.user(interaction.user.id)
     settings = bot.settings
     default_refiner = member_defaults(user, settings).refiner
+    server = await gate.server_defaults(interaction)  # this server's noise settings (/admin noise), as /imagine
     params = []
     for prompt in suggestions if index is None else [suggestions[index]]:
         for each in await actions.prepare_for(interaction, GenerationOptions(prompt=prompt), user):
-            params.append(with_refiner(resolve_parameters(each, settings, user), settings, None, None, default_refiner))
+            resolved = resolve_parameters(each, settings, user, server)
+            params.append(with_refiner(resolved, settings, None, None, default_refiner))
     await confirm.submit_jobs(interaction, params)
 
 
