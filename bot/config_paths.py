@@ -38,6 +38,7 @@ FOLDER_SETTINGS = (
 SOURCE_SETTINGS = (
     ("policy", "safety_checker"), ("worker", "taesd_source"), ("worker", "taesdxl_source"),
     ("describe", "caption_model"), ("describe", "clip_model"),
+    ("images", "segmentation_model"),
 )
 MODEL_SOURCE_KEYS = ("source", "inpaint_source")
 

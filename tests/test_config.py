@@ -69,6 +69,8 @@ def test_files_and_environment_override(tmp_path):
         ('[describe]\ncaption_model = "./blip"\nclip_model = "openai/clip-vit-large-patch14"\n', "is neither a folder nor a hub id"),
         ('[describe]\ntagger = "wd14"\n', "model.onnx is missing"),
         ('[describe]\ncategories_dir = "lists"\n', "holds no .txt list"),
+        ("[images]\nsegment_threshold = 1.0\n", "images.segment_threshold must be above 0 and below 1 (got 1.0)"),
+        ("[images]\nsegment_dilation = -2\n", "images.segment_dilation from 0 to 128 pixels (got -2)"),
     ],
 )
 def test_bad_settings_are_named(tmp_path, text, message):

@@ -23,6 +23,7 @@ from inference.common.protocol import (
     OutpaintOptions,
     PlotCell,
     PlotOptions,
+    SegmentOptions,
     UpscaleOptions,
 )
 
@@ -56,6 +57,7 @@ _WORKFLOW_GROUPS: dict[str, tuple[type, dict[str, str]]] = dict(
     hires=(HiresFix, {"scale": "hires_scale", "steps": "hires_steps", "denoising_strength": "hires_denoising", "upscaler": "hires_upscaler"}),
     upscale=(UpscaleOptions, {"scale": "upscale_factor"}),
     describe=(DescribeOptions, {}),
+    segment=(SegmentOptions, {name: f"segment_{name}" for name in ("words", "threshold", "dilation")}),
 )
 _JOB_COLUMNS = frozenset(f.name for f in fields(JobParameters))
 # The request's fields that are a job's columns under the same name.
@@ -87,6 +89,7 @@ def generate_request(job: Job) -> GenerateRequest:
         hires=job.hires_scale is not None and job.hires_scale > 1,
         upscale=job.kind == JobKind.UPSCALE,
         describe=job.kind == JobKind.DESCRIBE,
+        segment=job.kind == JobKind.SEGMENT,
     )
     groups = {
         name: _workflow_group(job, group, renamed) if has_group[name] else None

@@ -4,8 +4,8 @@ server's admins picked"""
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0015_describe"
-down_revision = "0014_server_noise"
+revision = "0016_describe"
+down_revision = "0015_masks_from_words"
 
 
 def upgrade() -> None:
