@@ -19,18 +19,16 @@ from dataclasses import dataclass, field, fields, is_dataclass, replace
 from pathlib import Path
 from typing import Any, get_type_hints
 
+from bot.config_describe import DescribeSettings
+from bot.config_errors import ConfigError
 from bot.config_paths import FOLDER_SETTINGS, resolve_against_folder
 from bot.discovered_models import merged_model_entries
 from bot.jobs.worker_process import START_METHODS
 from inference.common.protocol import (
-    CLIP_INTERROGATOR,
-    INTERROGATORS,
     DEFAULT_SEGMENT_DILATION,
     DEFAULT_SEGMENT_THRESHOLD,
     MAX_SEGMENT_DILATION,
     RNG_SOURCES,
-    TAGGER_INTERROGATOR,
-    DescribeModels,
     COMPILE_MODES,
     LANCZOS,
     LOW_MEMORY_MODES,
@@ -45,7 +43,7 @@ from inference.common.model_folders import CheckpointInspector, CheckpointScan, 
 from inference.common.upscaler_files import upscaler_files
 from inference.common.vae_files import AUTOMATIC, UnknownVaeError, resolve_vae, vae_files
 from inference.common.sampler_catalog import checked_choice
-from inference.common.sources import SourceKind, classify_source, family_base_size
+from inference.common.sources import family_base_size
 
 ENV_PREFIX = "SDBOT__"
 PREDICTION_TYPES = ("epsilon", "v_prediction")
@@ -57,10 +55,6 @@ SHARED_INSPECTOR = CheckpointInspector()
 SECRET_SETTINGS = frozenset({"discord.token"})
 # The password of a URL (postgresql://user:password@host/db), up to the last "@" before the host.
 _URL_PASSWORD = re.compile(r"(://[^:/@\s]*:)[^\s]*@")
-
-
-class ConfigError(Exception):
-    """A setting is missing or wrong; the message names it and says what to do."""
 
 
 @dataclass(frozen=True)
@@ -276,47 +270,6 @@ class WorkerSettings(WorkerOptions):
             raise ConfigError(f"worker.shutdown_grace_s must be at least 0, got {self.shutdown_grace_s}")
         if self.model_memory_budget_mb < 0:
             raise ConfigError(f"worker.model_memory_budget_mb must be at least 0, got {self.model_memory_budget_mb}")
-
-
-@dataclass(frozen=True)
-class DescribeSettings(DescribeModels):
-    """[describe]: /describe's models (inference.common.protocol.DescribeModels, which the
-    worker gets as they are) and the interrogator a server uses until its admins pick one
-    (/admin describe)."""
-
-    interrogator: str = CLIP_INTERROGATOR
-
-    def __post_init__(self) -> None:
-        if self.interrogator not in INTERROGATORS:
-            raise ConfigError(f"describe.interrogator must be one of {', '.join(INTERROGATORS)}, got {self.interrogator!r}")
-        if not 0.0 < self.tag_threshold < 1.0:
-            raise ConfigError(f"describe.tag_threshold must be between 0 and 1, got {self.tag_threshold}")
-        if bool(self.caption_model) != bool(self.clip_model):
-            raise ConfigError(
-                'describe: the "clip" interrogator needs both caption_model and clip_model '
-                f"(got caption_model {self.caption_model!r}, clip_model {self.clip_model!r})"
-            )
-        for key in ("caption_model", "clip_model"):
-            source = getattr(self, key)
-            if source and classify_source(source) is SourceKind.LOCAL_FOLDER and not Path(source).expanduser().is_dir():
-                raise ConfigError(f"describe.{key} {source!r} is neither a folder nor a hub id (\"owner/name\")")
-        for name in ("model.onnx", "selected_tags.csv"):
-            if self.tagger and not (Path(self.tagger) / name).is_file():
-                raise ConfigError(
-                    f"describe.tagger {self.tagger!r} must be a folder holding model.onnx and selected_tags.csv "
-                    f"(a WD14 tagger as A1111's tagger extension keeps it): {name} is missing"
-                )
-        if self.categories_dir and not any(Path(self.categories_dir).glob("*.txt")):
-            raise ConfigError(f"describe.categories_dir {self.categories_dir!r} holds no .txt list")
-
-    @property
-    def available(self) -> tuple[str, ...]:
-        """The interrogators whose models are configured."""
-        configured = {CLIP_INTERROGATOR: bool(self.caption_model), TAGGER_INTERROGATOR: bool(self.tagger)}
-        return tuple(name for name in INTERROGATORS if configured[name])
-
-    def models(self) -> DescribeModels:
-        return DescribeModels(**{option.name: getattr(self, option.name) for option in fields(DescribeModels)})
 
 
 @dataclass(frozen=True)
