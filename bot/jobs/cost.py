@@ -27,6 +27,8 @@ UPSCALE_UNITS_PER_TILE = 0.25
 # A1111's "Restore faces" on one image: a detector pass and a 512 px restorer pass per face
 # (GFPGAN or CodeFormer: about the cost of 20 steps of a 512x512 image each, for one face).
 FACE_RESTORATION_UNITS = 1.0
+# A describe job runs a caption model and CLIP (or a tagger) once: about as long as a few steps.
+DESCRIBE_UNITS = 0.25
 # A mask from words (JobKind.SEGMENT): about one step of a 512x512 image.
 SEGMENT_UNITS = 0.05
 # Shown with every cost, so that a member can tell what makes theirs.
@@ -40,6 +42,8 @@ def job_cost(job: Job | JobParameters) -> float:
         return faces
     if job.kind == JobKind.UPSCALE:
         return job.width * job.height / UNIT_PIXELS * UPSCALE_UNITS_PER_TILE + faces
+    if job.kind == JobKind.DESCRIBE:
+        return DESCRIBE_UNITS
     if job.kind == JobKind.SEGMENT:
         return SEGMENT_UNITS  # one CLIPSeg pass at 352 px; its count is the inpaint's to come
     if job.plot_json:

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 
 from bot.jobs.params import DEFAULT_REFINER_SWITCH_AT, JobParameters, random_seed
 from inference.common.protocol import (
+    DescribeOptions,
     GenerateRequest,
     HiresFix,
     ImageInput,
@@ -57,6 +58,7 @@ _WORKFLOW_GROUPS: dict[str, tuple[type, dict[str, str]]] = dict(
     hires=(HiresFix, {"scale": "hires_scale", "steps": "hires_steps", "denoising_strength": "hires_denoising", "upscaler": "hires_upscaler"}),
     upscale=(UpscaleOptions, {"scale": "upscale_factor"}),
     restore_faces=(RestoreFacesOptions, {"restorer": "face_restorer", "visibility": "face_visibility"}),
+    describe=(DescribeOptions, {}),
     segment=(SegmentOptions, {name: f"segment_{name}" for name in ("words", "threshold", "dilation")}),
 )
 _JOB_COLUMNS = frozenset(f.name for f in fields(JobParameters))
@@ -89,6 +91,7 @@ def generate_request(job: Job) -> GenerateRequest:
         hires=job.hires_scale is not None and job.hires_scale > 1,
         upscale=job.kind == JobKind.UPSCALE,
         restore_faces=job.face_restorer is not None,
+        describe=job.kind == JobKind.DESCRIBE,
         segment=job.kind == JobKind.SEGMENT,
     )
     groups = {

@@ -41,7 +41,7 @@ def sampler_label(job: Job) -> str:
 
 
 def _parameters_line(job: Job) -> str:
-    if job.kind in EXTRAS_KINDS:
+    if job.kind in EXTRAS_KINDS or job.kind == JobKind.DESCRIBE:
         return f"{workflow_summary(job)} · {job.width}x{job.height}"
     line = f"{job.width}x{job.height} · {job.steps} steps · {sampler_label(job)} · CFG {job.cfg_scale:g} · {job.model}"
     summary = workflow_summary(job)
@@ -57,6 +57,8 @@ def workflow_summary(job: Job) -> str | None:
         return f"{upscale}, then {faces[0].lower()}{faces[1:]}" if faces else upscale
     if kind == JobKind.RESTORE_FACES:
         return faces
+    if kind == JobKind.DESCRIBE:
+        return f"Describe ({job.interrogator})"
     parts: list[str] = []
     if kind == JobKind.SEGMENT:
         parts.append(
@@ -144,10 +146,10 @@ def _with_answer_fields(embed: discord.Embed, job: Job, eta_seconds: float) -> d
 
 
 def running_embed(job: Job, step: int = 0, total: int = 0, preview_filename: str | None = None) -> discord.Embed:
-    title = "Generating"
+    title = "Describing" if job.kind == JobKind.DESCRIBE else "Generating"
     if total:
         filled = round(10 * step / total)
-        title = f"Generating · step {step}/{total} {'▰' * filled}{'▱' * (10 - filled)}"
+        title = f"{title} · step {step}/{total} {'▰' * filled}{'▱' * (10 - filled)}"
     embed = _with_prompt(discord.Embed(title=title, colour=RUNNING_COLOUR), job)
     if preview_filename:
         embed.set_image(url=f"attachment://{preview_filename}")

@@ -4,8 +4,8 @@ defaults for them, and an image's note from the worker ("No faces were found..."
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0016_face_restoration"
-down_revision = "0015_masks_from_words"
+revision = "0017_face_restoration"
+down_revision = "0016_describe"
 
 
 def upgrade() -> None:
