@@ -30,6 +30,7 @@ from inference.common.protocol import (
     JobKind,
     ModelSpec,
     RestoreFacesOptions,
+    SegmentOptions,
     UpscaleOptions,
     WorkerConfig,
 )
@@ -159,8 +160,8 @@ def test_gfpgan_restores_the_planted_face_and_leaves_the_rest(face_models, plant
     assert restorers._load_restorer("GFPGAN") is loaded[2]  # kept loaded for the next image
 
 
-def run_job(face_dirs, tmp_path: Path, request) -> ImageResult:
-    """The request run by a JobRunner that may load no checkpoint; its one image's result."""
+def job_runner(face_dirs, tmp_path: Path):
+    """A JobRunner that may load no checkpoint, with the face restorers in ``face_dirs``."""
     from inference import upscale
     from inference.jobs import JobRunner
     from inference.models import PipelineCache
@@ -175,10 +176,27 @@ def run_job(face_dirs, tmp_path: Path, request) -> ImageResult:
         raise AssertionError("face restoration and upscales load no checkpoint")
 
     cache = PipelineCache(config.models, cpu, torch.float32, loader=no_pipelines)
+    return JobRunner(config, cache, upscale.Upscalers((), cpu, torch.float32))
+
+
+def run_job(face_dirs, tmp_path: Path, request) -> ImageResult:
+    """The request run by job_runner(); its one image's result."""
     sent = []
-    JobRunner(config, cache, upscale.Upscalers((), cpu, torch.float32)).run(request, lambda: False, sent.append)
+    job_runner(face_dirs, tmp_path).run(request, lambda: False, sent.append)
     assert isinstance(sent[-1], JobCompleted), sent
     return sent[-1].images[0]
+
+
+def test_a_mask_preview_leaves_face_restoration_to_its_inpaint(tmp_path):
+    # A SEGMENT job carries the options of the inpaint its "Looks right" queues: its preview
+    # is not restored (here restoring would fail: no face models anywhere).
+    runner = job_runner([], tmp_path)
+    made, options = [face_image()], RestoreFacesOptions("GFPGAN")
+    steps = lambda *step: None  # noqa: E731
+    preview = tiny_request(kind=JobKind.SEGMENT, segment=SegmentOptions("a face"), restore_faces=options)
+    assert runner._restore_faces(preview, made, steps, lambda: False) == (made, [""])
+    with pytest.raises(InvalidRequestError, match="GFPGAN is not set up"):
+        runner._restore_faces(tiny_request(kind=JobKind.INPAINT, restore_faces=options), made, steps, lambda: False)
 
 
 def test_a_codeformer_job_restores_and_writes_a1111_extras_keys(face_models, tmp_path):
