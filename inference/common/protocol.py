@@ -24,6 +24,8 @@ class JobKind(StrEnum):
     OUTPAINT = "outpaint"  # needs ``image`` and ``outpaint`` (zoom out and pan)
     UPSCALE = "upscale"  # needs ``image`` and ``upscale``; no diffusion, no prompt needed
     PLOT = "plot"  # needs ``plot``: X/Y plot and prompt matrix, one labelled grid of cells
+    # needs ``merge``: A1111's checkpoint merger; writes a new checkpoint file, makes no image
+    MERGE = "merge"
 
 
 class ResizeMode(StrEnum):
@@ -141,6 +143,38 @@ class PlotOptions:
 class UpscaleOptions:
     scale: float = 2.0  # the output is the source times this (2 or 4 from the buttons)
     upscaler: str = LANCZOS  # LANCZOS or the name of an upscaler model file (stem, no suffix)
+
+
+class MergeMethod(StrEnum):
+    """A1111's checkpoint merger's "Interpolation method" (its labels, as its recipe says them)."""
+
+    NO_INTERPOLATION = "No interpolation"  # A alone: converts to fp16 and bakes in a VAE
+    WEIGHTED_SUM = "Weighted sum"  # A * (1 - M) + B * M
+    ADD_DIFFERENCE = "Add difference"  # A + (B - C) * M
+
+
+@dataclass(frozen=True, slots=True)
+class MergeSource:
+    """A checkpoint a merge reads: the model's name and its single file."""
+
+    name: str
+    path: str
+    sha256: str = ""  # the file's sha256 when the bot knows it; "": the worker computes it
+
+
+@dataclass(frozen=True, slots=True)
+class MergeOptions:
+    """A1111's checkpoint merger (inference.merge): ``output`` is the new .safetensors file,
+    which must not exist yet; the bot picked its folder and name and checked the inputs."""
+
+    method: MergeMethod
+    primary: MergeSource  # A
+    output: str
+    secondary: MergeSource | None = None  # B: every method but No interpolation
+    tertiary: MergeSource | None = None  # C: Add difference
+    multiplier: float = 0.5  # M, 0-1
+    vae_path: str = ""  # a VAE file baked into the result ("": A's own VAE kept)
+    vae_name: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -311,6 +345,7 @@ class GenerateRequest:
     hires: HiresFix | None = None
     upscale: UpscaleOptions | None = None
     plot: PlotOptions | None = None
+    merge: MergeOptions | None = None
     # Seamless tiling (Midjourney's --tile, A1111's "Tiling"): convolutions wrap around.
     tiling: bool = False
     # Run the safety classifier on the images (the job was queued outside an age-restricted
