@@ -145,6 +145,8 @@ class Job(Base):
     seed_resize_from_width: Mapped[int | None] = mapped_column(Integer)
     seed_resize_from_height: Mapped[int | None] = mapped_column(Integer)
     plot_json: Mapped[str | None] = mapped_column(Text)
+    # A checkpoint merge's MergeOptions as JSON (JobKind.MERGE; bot.jobs.job_rows.merge_options).
+    merge_json: Mapped[str | None] = mapped_column(Text)
 
     # Checked by the worker's safety classifier (set when the job was queued outside an
     # age-restricted channel and a classifier is configured): see Image.flagged.

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import torch
 
-from inference import acceleration, images, networks, plot_runner, previews, upscale, vae, workflows
+from inference import acceleration, images, merge, networks, plot_runner, previews, upscale, vae, workflows
 from inference.common import infotext
 from inference.generate import (
     InvalidRequestError,
@@ -309,6 +309,9 @@ class JobRunner:
         from_pass = made is not None
         if not from_pass:
             send(JobStarted(request.job_id))
+            if request.kind == JobKind.MERGE:
+                self._run_merge(request, is_cancelled, send)
+                return
             self.start_model_hashes(request)
         started = time.monotonic()
         try:
@@ -329,6 +332,23 @@ class JobRunner:
         save = functools.partial(self._save_and_report, request, made, flags, seconds, send)
         # A batch's jobs (made by the pass) waited once for the pass before, in run_batch.
         self.saver.submit(request.job_id, save, send, after_earlier=not from_pass)
+
+    def _run_merge(self, request: GenerateRequest, is_cancelled: IsCancelled, send: Send) -> None:
+        """A checkpoint merge (inference.merge): its progress is tensors written; it completes
+        with no image (the bot lists the new file); JobCancelledError is left to the caller."""
+        assert request.merge is not None, "a merge job carries its MergeOptions"
+        started = time.monotonic()
+        reporter = ProgressReporter(
+            request.job_id, send, self.config.preview_interval_s, self.config.preview_max_side, self.previewer
+        )
+        try:
+            merge.merge_checkpoints(request.merge, lambda done, total: reporter(done, total, None), is_cancelled)
+        except JobCancelledError:
+            raise
+        except Exception as exc:
+            _report_failure(request, exc, send, doing="The merge")
+            return
+        send(JobCompleted(request.job_id, (), None, time.monotonic() - started))
 
     def _save_and_report(
         self, request: GenerateRequest, made: list, flags: list[bool], seconds: float, send: Send

@@ -138,6 +138,7 @@ class JobParameters:
     seed_resize_from_width: int | None = None
     seed_resize_from_height: int | None = None
     plot_json: str | None = None  # PlotOptions as JSON, for JobKind.PLOT (bot.jobs.plot_params)
+    merge_json: str | None = None  # MergeOptions as JSON, for JobKind.MERGE (bot.jobs.job_rows)
 
 
 def random_seed() -> int:
