@@ -19,7 +19,7 @@ from pathlib import Path
 
 import torch
 
-from inference import acceleration, images, merge, networks, plot_runner, previews, upscale, vae, workflows
+from inference import acceleration, images, merge, networks, plot_runner, previews, sd_upscale, upscale, vae, workflows
 from inference.common import infotext
 from inference.generate import (
     InvalidRequestError,
@@ -323,6 +323,8 @@ class JobRunner:
                 with self.cache.reporting_loads(loading_events((request.job_id,), send)):
                     made = self._make(request, reporter, is_cancelled)
             flags = self._safety_flags(request, made)
+            if request.kind == JobKind.SD_UPSCALE:  # its infotext says the tiles' size
+                request = sd_upscale.infotext_request(self.cache, request)
         except JobCancelledError:
             raise
         except Exception as exc:
@@ -378,6 +380,8 @@ class JobRunner:
         with self.networks.applied(self.cache, request) as request, self.vaes.applied(
             networks.job_pipeline(self.cache, request), request
         ):
+            if request.kind == JobKind.SD_UPSCALE:
+                return sd_upscale.run_sd_upscale(self.cache, self.upscalers, request, on_step, is_cancelled)
             if request.kind in (JobKind.TXT2IMG, JobKind.VARIATION) and request.hires is None and not request.refiner:
                 pipe = self.cache.get(request.model)
                 return generate(pipe, request, on_step=on_step, is_cancelled=is_cancelled)

@@ -24,6 +24,9 @@ class JobKind(StrEnum):
     OUTPAINT = "outpaint"  # needs ``image`` and ``outpaint`` (zoom out and pan)
     UPSCALE = "upscale"  # needs ``image`` and ``upscale``; no diffusion, no prompt needed
     PLOT = "plot"  # needs ``plot``: X/Y plot and prompt matrix, one labelled grid of cells
+    # needs ``image`` and ``upscale``: A1111's SD upscale, the upscaled image redrawn by tiles
+    # with img2img at the image's denoising_strength (inference.sd_upscale)
+    SD_UPSCALE = "sd_upscale"
     # needs ``merge``: A1111's checkpoint merger; writes a new checkpoint file, makes no image
     MERGE = "merge"
 
@@ -143,6 +146,9 @@ class PlotOptions:
 class UpscaleOptions:
     scale: float = 2.0  # the output is the source times this (2 or 4 from the buttons)
     upscaler: str = LANCZOS  # LANCZOS or the name of an upscaler model file (stem, no suffix)
+    # SD upscale's tile overlap in pixels, as its infotext says it ("SD upscale overlap"); the
+    # worker sets it from the tile size it picked (inference.sd_upscale.overlap_for).
+    tile_overlap: int = 0
 
 
 class MergeMethod(StrEnum):
