@@ -19,17 +19,15 @@ import numpy as np
 from diffusers import DiffusionPipeline
 from PIL import Image
 
-from inference.common.protocol import GenerateRequest, ImageInput, JobKind
+from inference.common.protocol import MAX_SD_UPSCALE_SIDE, GenerateRequest, ImageInput, JobKind
 from inference.generate import InvalidRequestError, IsCancelled, OnStep, uses_k_sampling
 from inference.img2img import Progress, check_cancelled, encode, img2img_pass, img2img_schedule, load_image
 from inference.models import PipelineCache
 from inference.tiling import seamless_tiling
 from inference.upscale import Upscalers
 
-__all__ = ["MAX_SD_UPSCALE_SIDE", "Grid", "combine_grid", "infotext_request", "overlap_for", "run_sd_upscale", "split_grid"]
+__all__ = ["Grid", "combine_grid", "infotext_request", "overlap_for", "run_sd_upscale", "split_grid"]
 
-# The result's longer side at most: each 1024 px more is four more SDXL tiles of diffusion.
-MAX_SD_UPSCALE_SIDE = 4096
 
 
 def overlap_for(tile: int) -> int:

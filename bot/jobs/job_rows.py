@@ -87,7 +87,7 @@ def generate_request(job: Job) -> GenerateRequest:
         inpaint=job.mask_path is not None,
         outpaint=job.kind == JobKind.OUTPAINT,
         hires=job.hires_scale is not None and job.hires_scale > 1,
-        upscale=job.kind == JobKind.UPSCALE,
+        upscale=job.kind in (JobKind.UPSCALE, JobKind.SD_UPSCALE),
     )
     groups = {
         name: _workflow_group(job, group, renamed) if has_group[name] else None

@@ -54,6 +54,8 @@ def workflow_summary(job: Job) -> str | None:
     kind = JobKind(job.kind)
     if kind == JobKind.UPSCALE:
         return f"Upscale {job.upscale_factor:g}x ({job.upscaler})"
+    if kind == JobKind.SD_UPSCALE:
+        return f"Upscale (detailed) {job.upscale_factor:g}x ({job.upscaler}), strength {job.denoising_strength:g}"
     parts: list[str] = []
     if kind == JobKind.PLOT and job.plot_json:
         parts.append(plot_summary(plot_options(job.plot_json)))

@@ -72,6 +72,9 @@ class ImageInput:
 # The mask blur's one limit, in pixels: the range of A1111's slider. The command's option, the
 # bot's checks and the worker's all use it.
 MAX_MASK_BLUR = 64
+# SD upscale's result, at most this on its longer side: each 1024 px more is four more SDXL
+# tiles of diffusion. The bot's checks and the worker's (inference.sd_upscale) use it.
+MAX_SD_UPSCALE_SIDE = 4096
 # A1111's clip skip range (its "Clip skip" slider): 1 reads CLIP's last layer, 2 the one before.
 MAX_CLIP_SKIP = 12
 
