@@ -26,7 +26,7 @@ from inference.models import PipelineCache
 from inference.tiling import seamless_tiling
 from inference.upscale import Upscalers
 
-__all__ = ["Grid", "combine_grid", "infotext_request", "overlap_for", "run_sd_upscale", "split_grid"]
+__all__ = ["Grid", "combine_grid", "infotext_request", "overlap_for", "run_sd_upscale", "split_grid", "tile_overlap"]
 
 
 
@@ -109,10 +109,10 @@ def infotext_request(cache: PipelineCache, request: GenerateRequest) -> Generate
     the overlap used (an SD upscale's model is loaded: it just ran)."""
     assert request.upscale is not None
     width, height = tile_size(cache.get(request.model), request)
-    return replace(request, width=width, height=height, upscale=replace(request.upscale, tile_overlap=_overlap(width, height)))
+    return replace(request, width=width, height=height, upscale=replace(request.upscale, tile_overlap=tile_overlap(width, height)))
 
 
-def _overlap(tile_w: int, tile_h: int) -> int:
+def tile_overlap(tile_w: int, tile_h: int) -> int:
     return min(overlap_for(max(tile_w, tile_h)), tile_w // 2, tile_h // 2)
 
 
@@ -139,7 +139,7 @@ def run_sd_upscale(
     assert request.image is not None and request.upscale is not None
     base = cache.get(request.model)
     tile_w, tile_h = tile_size(base, request)
-    overlap = _overlap(tile_w, tile_h)
+    overlap = tile_overlap(tile_w, tile_h)
     source = load_image(request.image.path, "source image")
     # The upscaler's tiles are counted as steps until the diffusion's total is known.
     upscaled = upscalers.upscale_to(
