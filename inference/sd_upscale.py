@@ -109,7 +109,8 @@ def infotext_request(cache: PipelineCache, request: GenerateRequest) -> Generate
     the overlap used (an SD upscale's model is loaded: it just ran)."""
     assert request.upscale is not None
     width, height = tile_size(cache.get(request.model), request)
-    return replace(request, width=width, height=height, upscale=replace(request.upscale, tile_overlap=tile_overlap(width, height)))
+    upscale = replace(request.upscale, tile_overlap=tile_overlap(width, height))
+    return replace(request, width=width, height=height, upscale=upscale)
 
 
 def tile_overlap(tile_w: int, tile_h: int) -> int:
@@ -161,6 +162,8 @@ def run_sd_upscale(
                 check_cancelled(is_cancelled)
                 if schedule.steps:  # strength 0 leaves the upscaler's tile as it is
                     latents = encode(base, [cell[2]])
-                    [cell[2]] = img2img_pass(base, tile_request, latents, [seed + index], schedule, progress, is_cancelled)
+                    [cell[2]] = img2img_pass(
+                        base, tile_request, latents, [seed + index], schedule, progress, is_cancelled
+                    )
                 index += 1
     return [combine_grid(grid)]

@@ -37,6 +37,7 @@ def sources(tmp_path_factory: pytest.TempPathFactory) -> dict[str, MergeSource]:
         "c": _write(folder, "c", Family.SD1, seed=3),
         "inpaint": _write(folder, "a-inpainting", Family.SD1, seed=4, inpainting=True),
         "xl": _write(folder, "xl", Family.SDXL, seed=5),
+        "xl2": _write(folder, "xl2", Family.SDXL, seed=6),
     }
 
 
@@ -174,3 +175,20 @@ def test_no_interpolation_bakes_a_vae_in_as_fp16(sources, tmp_path: Path) -> Non
         recipe = json.loads(file.metadata()["sd_merge_recipe"])
     assert recipe["bake_in_vae"] == "other" and recipe["secondary_model_hash"] is None
     assert output.stat().st_size < Path(sources["a"].path).stat().st_size  # fp32 in, fp16 out
+
+
+def test_sdxl_merges_as_a1111_every_key_naming_a_model(sources, tmp_path: Path) -> None:
+    """A1111 merges the keys with "model" in their name: on SDXL the UNet, the VAE and both
+    text encoders (CLIP-L's keys say "text_model"); a trainer's marker key stays A's."""
+    marked = tmp_path / "xl-vpred.safetensors"
+    write_single_file(build_tiny_pipeline(Family.SDXL, seed=5), marked, Family.SDXL, extra_tensors={"v_pred": torch.ones(1)})
+    output = tmp_path / "xl-mix.safetensors"
+    _merge(MergeOptions(MergeMethod.WEIGHTED_SUM, MergeSource("xl", str(marked)), str(output), sources["xl2"], multiplier=0.5))
+    a, b, merged = _tensors(str(marked)), _tensors(sources["xl2"]), _tensors(str(output))
+    clip_l = next(k for k in a if k.startswith("conditioner.embedders.0.transformer.") and k.endswith("weight"))
+    clip_g = next(k for k in a if k.startswith("conditioner.embedders.1.model.") and k.endswith("weight"))
+    for key in (clip_l, clip_g, "model.diffusion_model.label_emb.0.0.weight"):
+        assert torch.equal(merged[key], (0.5 * a[key].float() + 0.5 * b[key].float()).half()), key
+    assert torch.equal(merged["v_pred"], a["v_pred"].half())
+    info = inspect_checkpoint(output)
+    assert (info.family, info.prediction_type) == (Family.SDXL, "v_prediction")

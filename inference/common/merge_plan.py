@@ -8,10 +8,10 @@ before writing a byte (inference.merge). The plan also gives the output's exact 
 disk-space check, and the tensors' order in the new file.
 
 A1111's rules, kept as they are:
-- only keys with "model" in their name are merged (``model.diffusion_model.*``,
-  ``first_stage_model.*``, ``cond_stage_model.*``, SDXL's OpenCLIP-G under
-  ``conditioner.embedders.1.model.*``); every other key, SDXL's CLIP-L text encoder among
-  them, is A's as it is;
+- only keys with "model" in their name are merged: the UNet (``model.diffusion_model.*``), the
+  VAE (``first_stage_model.*``) and the text encoders (``cond_stage_model.*``, SDXL's
+  ``conditioner.embedders.N.transformer.text_model.*`` and ``...model.*``); any other key
+  (a trainer's marker such as ``v_pred``) is A's as it is;
 - the text encoder's ``position_ids`` are never merged (checkpoint_dict_skip_on_merge);
 - a key of A missing from B stays A's; with Add difference, a key of B missing from C adds
   nothing (A1111 zeroes B - C there);
@@ -93,8 +93,9 @@ class MergePlan:
         table: dict[str, object] = {"__metadata__": metadata}
         offset = 0
         for tensor in self.tensors:
-            table[tensor.name] = {"dtype": tensor.dtype, "shape": list(tensor.shape), "data_offsets": [offset, offset + tensor.nbytes]}
-            offset += tensor.nbytes
+            end = offset + tensor.nbytes
+            table[tensor.name] = {"dtype": tensor.dtype, "shape": list(tensor.shape), "data_offsets": [offset, end]}
+            offset = end
         text = json.dumps(table, separators=(",", ":")).encode()
         text += b" " * (-len(text) % 8)
         return len(text).to_bytes(8, "little") + text
@@ -252,7 +253,8 @@ def a1111_default_name(options: MergeOptions, plan: MergePlan) -> str:
     """A1111's name for a merge given none: ``A_0.7-B_0.3-Weighted_sum-merged``."""
     primary, multiplier = options.primary.name, options.multiplier
     secondary = options.secondary.name if options.secondary else ""
-    name = f"{primary}_{round(1 - multiplier, 2)}-{secondary}_{round(multiplier, 2)}-{options.method.value.replace(' ', '_')}-merged"
+    method = options.method.value.replace(" ", "_")
+    name = f"{primary}_{round(1 - multiplier, 2)}-{secondary}_{round(multiplier, 2)}-{method}-merged"
     name = name.replace("/", "_")
     return name + (".inpainting" if plan.is_inpainting else "")
 
