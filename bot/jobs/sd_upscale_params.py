@@ -51,24 +51,12 @@ def sd_upscale_parameters(
             f"A detailed upscale of {source.width}x{source.height} by {scale:g} would make {width}x{height}; "
             f"it makes images of at most {limit} px a side (each tile is redrawn): pick a smaller scale."
         )
-    params = replace(
-        without_workflow(base),
-        kind=JobKind.SD_UPSCALE,
-        width=width,
-        height=height,
-        count=1,
-        seed=source.seed if source.seed is not None else base.seed,
-        subseed=None,
-        subseed_strength=0.0,
-        refiner=None,
-        refiner_switch_at=None,
-        plot_json=None,
-        init_image_path=source.path,
-        parent_job_id=source.parent_job_id,
-        parent_image_index=source.parent_image_index,
-        denoising_strength=float(strength),
-        resize_mode=ResizeMode.JUST_RESIZE.value,
-        upscale_factor=float(scale),
-        upscaler=name,
+    seed = source.seed if source.seed is not None else base.seed
+    # One image from the source, with the job's prompt and model: no variation, refiner or plot.
+    return replace(
+        without_workflow(base), kind=JobKind.SD_UPSCALE, count=1, seed=seed, width=width, height=height,
+        subseed=None, subseed_strength=0.0, refiner=None, refiner_switch_at=None, plot_json=None,
+        init_image_path=source.path, parent_job_id=source.parent_job_id, parent_image_index=source.parent_image_index,
+        denoising_strength=float(strength), resize_mode=ResizeMode.JUST_RESIZE.value,
+        upscale_factor=float(scale), upscaler=name,
     )
-    return params
