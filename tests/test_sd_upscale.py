@@ -131,3 +131,19 @@ def test_the_sd_upscale_benchmark_times_both_paths_and_writes_its_json(tmp_path)
     assert results["tiles"] > 1 and set(bench.PATHS) <= results.keys()
     written = json.loads((tmp_path / "sd_upscale-cpu.json").read_text())
     assert written["results"]["sd_upscale"]["slowdown_vs_bare"] > 0
+
+
+def test_sd_upscale_on_sdxl_uses_its_base_size_tiles(tiny_sdxl_dir, tiny_sdxl_pipe, source, tmp_path) -> None:
+    """SDXL's tiles go through its own img2img (both encoders, size conditioning) at its base size."""
+    from inference.common.protocol import ModelSpec
+
+    spec = ModelSpec("tiny-xl", str(tiny_sdxl_dir))
+    runner = runner_for(tiny_sdxl_pipe, tiny_worker_config(spec, tmp_path / "xl-outputs", preview_interval_s=0.0))
+    sent: list = []
+    runner.run(sd_upscale_request(source, model="tiny-xl"), lambda: False, sent.append)
+    assert isinstance(sent[-1], JobCompleted), sent[-1]
+    (result,) = sent[-1].images
+    tile = base_tile(tiny_sdxl_pipe)
+    assert tile < 128, "the tiny SDXL's tiles must cut the image for this test"
+    assert (result.width, result.height) == (128, 128)
+    assert parse_infotext(result.infotext)["Size"] == f"{tile}x{tile}"
