@@ -32,6 +32,7 @@ from bot.jobs.workflow_params import (
     upscale_parameters,
     upscaler_names,
 )
+from bot.policy import gate
 from bot.ui import confirm
 from inference.common.infotext import PROMPT_KEY, parse_infotext
 
@@ -64,6 +65,7 @@ class Images(BotCog):
             img2img_parameters(
                 each, self.bot.settings, user, source, strength=chosen.strength, resize_mode=chosen.resize_mode,
                 loopback=chosen.loopback, loopback_final_strength=chosen.loopback_final_strength,
+                server=await gate.server_defaults(interaction),
             )
             for each in prepared
         ]
@@ -84,7 +86,7 @@ class Images(BotCog):
             inpaint_parameters(
                 each, self.bot.settings, user, source, mask_path, strength=chosen.strength,
                 masked_content=chosen.masked_content, mask_blur=chosen.mask_blur, only_masked=chosen.only_masked,
-                padding=chosen.padding,
+                padding=chosen.padding, server=await gate.server_defaults(interaction),
             )
             for each in prepared
         ]
@@ -105,8 +107,11 @@ class Images(BotCog):
             raise InvalidOption(f"Unknown direction `{echo(direction)}`. Choose one of: {', '.join(SIDES)}.")
         prepared, user, source = await self._prepare(interaction, chosen)
         pads = {side: chosen.pixels for side in SIDES[direction]}
+        server = await gate.server_defaults(interaction)
         params = [
-            outpaint_parameters(each, self.bot.settings, user, source, strength=chosen.strength, **pads)
+            outpaint_parameters(
+                each, self.bot.settings, user, source, strength=chosen.strength, server=server, **pads
+            )
             for each in prepared
         ]
         await confirm.submit_jobs(interaction, params)
@@ -181,7 +186,8 @@ class Images(BotCog):
                 "A detailed upscale redraws the image with a prompt: give `prompt`, or upload a PNG "
                 "that still has its generation parameters."
             )
-        base = resolve_parameters(options, settings, await self.bot.queue.user(interaction.user.id))
+        user = await self.bot.queue.user(interaction.user.id)
+        base = resolve_parameters(options, settings, user, server=await gate.server_defaults(interaction))
         source = await inputs.saved_image(data, settings, label)
         params = sd_upscale_parameters(settings, source, base, scale=scale, upscaler=upscaler, strength=denoising)
         await actions.submit(interaction, params)

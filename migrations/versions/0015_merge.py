@@ -3,8 +3,8 @@
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0014_merge"
-down_revision = "0013"
+revision = "0015_merge"
+down_revision = "0014_server_noise"
 
 
 def upgrade() -> None:
