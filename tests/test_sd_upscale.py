@@ -120,15 +120,16 @@ def test_sd_upscale_cancels_between_tiles_and_refuses_too_large_sizes(runner, so
 
 
 def test_the_sd_upscale_benchmark_times_both_paths_and_writes_its_json(tmp_path) -> None:
-    """bench.sd_upscale on the tiny model, one denoising step a tile: both paths, same tiles."""
+    """bench.sd_upscale on the tiny model, one denoising step a tile over a 2x2 grid (48 -> 96 px
+    in 64 px tiles): both paths, same tiles."""
     import json
 
     from bench import sd_upscale as bench
 
     results = bench.main(
-        ["--steps", "2", "--strength", "0.5", "--output-dir", str(tmp_path), "--model-cache", str(tmp_path / "models")]
+        ["--steps", "2", "--strength", "0.5", "--size", "48", "--output-dir", str(tmp_path), "--model-cache", str(tmp_path / "models")]
     )
-    assert results["tiles"] > 1 and set(bench.PATHS) <= results.keys()
+    assert results["tiles"] == 4 and set(bench.PATHS) <= results.keys()
     written = json.loads((tmp_path / "sd_upscale-cpu.json").read_text())
     assert written["results"]["sd_upscale"]["slowdown_vs_bare"] > 0
 
