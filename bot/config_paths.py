@@ -33,7 +33,10 @@ FOLDER_SETTINGS = (
     ("a1111", "root"),
 )
 # (table, key) of the settings holding a hub id or a folder; models' sources are handled apart.
-SOURCE_SETTINGS = (("policy", "safety_checker"), ("worker", "taesd_source"), ("worker", "taesdxl_source"))
+SOURCE_SETTINGS = (
+    ("policy", "safety_checker"), ("worker", "taesd_source"), ("worker", "taesdxl_source"),
+    ("images", "segmentation_model"),
+)
 MODEL_SOURCE_KEYS = ("source", "inpaint_source")
 
 

@@ -169,10 +169,11 @@ class DiscordDelivery:
             elif job.status == JobStatus.COMPLETED:
                 await self._deliver_result(job)
             elif job.status == JobStatus.FAILED:
-                shown = await self._edit_status(job, embed=embeds.failed_embed(job), view=None, attachments=[])
+                view = self.bot.job_views.failed(job)  # a mask preview's Adjust; None for most
+                shown = await self._edit_status(job, embed=embeds.failed_embed(job), view=view, attachments=[])
                 if not shown:
                     send = self._send_by_dm if await self._goes_by_dm(job) else self._send_to_channel
-                    await send(job, f"<@{job.user_id}> job #{job.id} failed.", embed=embeds.failed_embed(job))
+                    await send(job, f"<@{job.user_id}> job #{job.id} failed.", embed=embeds.failed_embed(job), view=view)
             else:
                 await self._edit_status(job, embed=embeds.canceled_embed(job), view=None, attachments=[])
         self._interactions.pop(job.id, None)

@@ -147,6 +147,12 @@ class Job(Base):
     plot_json: Mapped[str | None] = mapped_column(Text)
     # A checkpoint merge's MergeOptions as JSON (JobKind.MERGE; bot.jobs.job_rows.merge_options).
     merge_json: Mapped[str | None] = mapped_column(Text)
+    # Masks from words (JobKind.SEGMENT, inference.common.protocol.SegmentOptions): the words,
+    # the threshold and the dilation in pixels; the row's inpaint columns are the job that
+    # "Looks right" queues with the mask found.
+    segment_words: Mapped[str | None] = mapped_column(Text)
+    segment_threshold: Mapped[float | None] = mapped_column(Float)
+    segment_dilation: Mapped[int | None] = mapped_column(Integer)
 
     # Checked by the worker's safety classifier (set when the job was queued outside an
     # age-restricted channel and a classifier is configured): see Image.flagged.

@@ -20,6 +20,7 @@ from pathlib import Path
 import torch
 
 from inference import acceleration, images, merge, networks, plot_runner, previews, sd_upscale, upscale, vae, workflows
+from inference.masks_from_words import Segments, segment_infotext
 from inference.common import infotext
 from inference.generate import (
     InvalidRequestError,
@@ -226,6 +227,7 @@ class JobRunner:
         self.safety_checker = safety_checker
         self.networks = extra_networks or networks.ExtraNetworks(config.embedding_dirs, config.lora_dirs)
         self.vaes = vae.VaeFiles(config.vae_dirs, [spec.source for spec in config.models])
+        self.segments = Segments(config.segmentation_model, config.outputs_dir, cache.device, cache.dtype)
         # A checkpoint's hash when the bot did not send it (ModelSpec.sha256): computed on a
         # thread of its own from the moment a job of the model starts, so that reading a
         # multi-GB file overlaps the job's denoising instead of adding to its saving.
@@ -377,6 +379,8 @@ class JobRunner:
             return plot_runner.run_plot(request, self._make, on_step, is_cancelled)
         if request.kind == JobKind.UPSCALE:
             return upscale.run_upscale(self.upscalers, request, on_step, is_cancelled)
+        if request.kind == JobKind.SEGMENT:
+            return self.segments.run(request)
         with self.networks.applied(self.cache, request) as request, self.vaes.applied(
             networks.job_pipeline(self.cache, request), request
         ):
@@ -395,8 +399,9 @@ class JobRunner:
         day = dt.date.today()  # one folder per job even when it runs across midnight
         # An upscale's infotext is its source's (no checkpoint ran, so no model hash either).
         upscaling = request.kind == JobKind.UPSCALE
-        model_hash = None if upscaling else self._model_hash(request.model)
-        hashes = {} if upscaling else self._file_hashes(request)
+        segmenting = request.kind == JobKind.SEGMENT  # no checkpoint ran either
+        model_hash = None if upscaling or segmenting else self._model_hash(request.model)
+        hashes = {} if upscaling or segmenting else self._file_hashes(request)
         refiner_hash = self._model_hash(request.refiner) if request.refiner else None
         # A plot's cells are jobs of their own (prompt, steps, model... differ): each image
         # gets its cell's infotext, so A1111's PNG Info remakes that cell alone.
@@ -407,6 +412,8 @@ class JobRunner:
             seed = request.seeds[index]
             if upscaling:
                 text = upscale.upscale_infotext(request)
+            elif segmenting:
+                text = segment_infotext(request)
             elif cells is not None:
                 cell = cells[index]
                 text = infotext.request_infotext(

@@ -62,6 +62,8 @@ def test_files_and_environment_override(tmp_path):
         ("[worker]\nfuse_qkv = 1\n", "worker.fuse_qkv must be bool"),
         ('[worker]\nwarmup = "no"\n', "worker.warmup must be bool"),
         ("[worker]\ntaesd_source = 3\n", "worker.taesd_source must be str"),
+        ("[images]\nsegment_threshold = 1.0\n", "images.segment_threshold must be above 0 and below 1 (got 1.0)"),
+        ("[images]\nsegment_dilation = -2\n", "images.segment_dilation from 0 to 128 pixels (got -2)"),
     ],
 )
 def test_bad_settings_are_named(tmp_path, text, message):

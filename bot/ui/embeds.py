@@ -57,6 +57,11 @@ def workflow_summary(job: Job) -> str | None:
     if kind == JobKind.SD_UPSCALE:
         return f"Upscale (detailed) {job.upscale_factor:g}x ({job.upscaler}), strength {job.denoising_strength:g}"
     parts: list[str] = []
+    if kind == JobKind.SEGMENT:
+        parts.append(
+            f"Mask from words “{job.segment_words}” (threshold {job.segment_threshold:g}, grown "
+            f"{job.segment_dilation} px): Looks right repaints the red area"
+        )
     if kind == JobKind.PLOT and job.plot_json:
         parts.append(plot_summary(plot_options(job.plot_json)))
     if kind == JobKind.IMG2IMG:

@@ -29,6 +29,10 @@ class JobKind(StrEnum):
     SD_UPSCALE = "sd_upscale"
     # needs ``merge``: A1111's checkpoint merger; writes a new checkpoint file, makes no image
     MERGE = "merge"
+    # Masks from words: needs ``image`` and ``segment``; makes the mask (SegmentOptions) and
+    # one preview image of it over the source, no diffusion. Its other fields are the inpaint
+    # job that the member's "Looks right" queues with that mask.
+    SEGMENT = "segment"
 
 
 class ResizeMode(StrEnum):
@@ -186,6 +190,28 @@ class MergeOptions:
     vae_name: str = ""
 
 
+# Masks from words (JobKind.SEGMENT): a text-prompted segmentation model (CLIPSeg) scores each
+# pixel 0-1 for the words; the mask is the pixels above ``threshold``, grown by ``dilation``
+# pixels so it covers the edges the model's coarse map (a 22x22 grid for CLIPSeg) misses.
+DEFAULT_SEGMENT_THRESHOLD = 0.4
+DEFAULT_SEGMENT_DILATION = 8
+MAX_SEGMENT_DILATION = 128
+MAX_SEGMENT_WORDS = 200
+
+
+@dataclass(frozen=True, slots=True)
+class SegmentOptions:
+    words: str  # what to find: "the sky", "her hat"
+    threshold: float = DEFAULT_SEGMENT_THRESHOLD
+    dilation: int = DEFAULT_SEGMENT_DILATION
+
+
+def segment_mask_path(outputs_dir: str, job_id: int) -> str:
+    """Where a segment job's mask is written (the source image's size, white: repaint): the
+    bot hands it to the inpaint job that its "Looks right" queues."""
+    return f"{outputs_dir}/masks/segment-{job_id}.png"
+
+
 @dataclass(frozen=True, slots=True)
 class ModelSpec:
     """A checkpoint an admin configured, under the name users pick it by."""
@@ -308,6 +334,10 @@ class WorkerConfig(WorkerOptions):
     # VAE files (.safetensors, .pt, .ckpt; A1111: models/VAE), used by their file name
     # (inference.common.vae_files); a "<checkpoint>.vae.*" beside a single-file checkpoint too.
     vae_dirs: tuple[str, ...] = ()
+    # The text-prompted segmentation model of masks from words (JobKind.SEGMENT): a
+    # CLIPSegForImageSegmentation hub id ("CIDAS/clipseg-rd64-refined") or a local folder with
+    # its processor; "": none, and the bot refuses masks from words. Loaded on first use.
+    segmentation_model: str = ""
     # A safety classifier (diffusers' StableDiffusionSafetyChecker layout: a hub id or a local
     # folder with its CLIP image processor), run on requests with ``safety_check``; "": none.
     safety_checker: str = ""
@@ -355,6 +385,7 @@ class GenerateRequest:
     upscale: UpscaleOptions | None = None
     plot: PlotOptions | None = None
     merge: MergeOptions | None = None
+    segment: SegmentOptions | None = None
     # Seamless tiling (Midjourney's --tile, A1111's "Tiling"): convolutions wrap around.
     tiling: bool = False
     # Run the safety classifier on the images (the job was queued outside an age-restricted

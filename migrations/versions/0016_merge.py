@@ -3,8 +3,8 @@
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0015_merge"
-down_revision = "0014_server_noise"
+revision = "0016_merge"
+down_revision = "0015_masks_from_words"
 
 
 def upgrade() -> None:
