@@ -19,6 +19,8 @@ from dataclasses import dataclass, field, fields, is_dataclass, replace
 from pathlib import Path
 from typing import Any, get_type_hints
 
+from bot.config_describe import DescribeSettings
+from bot.config_errors import ConfigError
 from bot.config_paths import FOLDER_SETTINGS, resolve_against_folder
 from bot.discovered_models import merged_model_entries
 from bot.jobs.worker_process import START_METHODS
@@ -53,10 +55,6 @@ SHARED_INSPECTOR = CheckpointInspector()
 SECRET_SETTINGS = frozenset({"discord.token"})
 # The password of a URL (postgresql://user:password@host/db), up to the last "@" before the host.
 _URL_PASSWORD = re.compile(r"(://[^:/@\s]*:)[^\s]*@")
-
-
-class ConfigError(Exception):
-    """A setting is missing or wrong; the message names it and says what to do."""
 
 
 @dataclass(frozen=True)
@@ -343,6 +341,7 @@ class Settings:
     worker: WorkerSettings = field(default_factory=WorkerSettings)
     discord: DiscordSettings = field(default_factory=DiscordSettings)
     a1111: A1111Settings = field(default_factory=A1111Settings)
+    describe: DescribeSettings = field(default_factory=DescribeSettings)
     # The [[models]] tables as written (internal, not a setting): a rescan of the [a1111]
     # folders merges them with the checkpoints found again (bot.model_catalog).
     model_entries: tuple[dict[str, Any], ...] = field(default=(), compare=False, repr=False, metadata={"internal": True})
@@ -433,6 +432,7 @@ class Settings:
             lora_dirs=tuple(str(Path(d).resolve()) for d in self.prompts.lora_dirs),
             vae_dirs=tuple(str(Path(d).resolve()) for d in self.vae_dirs),
             safety_checker=self.policy.safety_checker,
+            describe=self.describe.models(),
             segmentation_model=self.images.segmentation_model,
             # What /imagine makes when given nothing: the default model's square, default count.
             warmup_shape=(self.model(self.default_model).base_size,) * 2 + (self.limits.default_count,),
@@ -515,6 +515,7 @@ def _add_a1111_models(data: dict[str, Any], a1111: A1111Settings) -> None:
 
 _SECTIONS: dict[str, type] = {
     "": Settings, "images": ImageSettings, "prompts": PromptSettings, "worker": WorkerSettings, "a1111": A1111Settings,
+    "describe": DescribeSettings,
 }
 
 

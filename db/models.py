@@ -147,6 +147,10 @@ class Job(Base):
     plot_json: Mapped[str | None] = mapped_column(Text)
     # A checkpoint merge's MergeOptions as JSON (JobKind.MERGE; bot.jobs.job_rows.merge_options).
     merge_json: Mapped[str | None] = mapped_column(Text)
+    # A describe job's interrogator ("clip", "tagger") and its prompt suggestions, a JSON array
+    # of strings, best first (inference.common.protocol.DescribeOptions, JobCompleted).
+    interrogator: Mapped[str | None] = mapped_column(String(20))
+    suggestions: Mapped[str | None] = mapped_column(Text)
     # Masks from words (JobKind.SEGMENT, inference.common.protocol.SegmentOptions): the words,
     # the threshold and the dilation in pixels; the row's inpaint columns are the job that
     # "Looks right" queues with the mask found.
@@ -283,6 +287,8 @@ class GuildPolicy(Base):
     # A1111's noise settings for jobs here, under a member's own (None: the [limits] defaults).
     default_rng: Mapped[str | None] = mapped_column(String(10))
     default_ensd: Mapped[int | None] = mapped_column(BigInteger)
+    # The interrogator of /describe here, "clip" or "tagger" (None: [describe] interrogator).
+    interrogator: Mapped[str | None] = mapped_column(String(20))
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
 
 

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import torch
 
-from inference import acceleration, images, merge, networks, plot_runner, previews, sd_upscale, upscale, vae, workflows
+from inference import acceleration, describe, images, merge, networks, plot_runner, previews, sd_upscale, upscale, vae, workflows
 from inference.masks_from_words import Segments, segment_infotext
 from inference.common import infotext
 from inference.generate import (
@@ -227,6 +227,7 @@ class JobRunner:
         self.safety_checker = safety_checker
         self.networks = extra_networks or networks.ExtraNetworks(config.embedding_dirs, config.lora_dirs)
         self.vaes = vae.VaeFiles(config.vae_dirs, [spec.source for spec in config.models])
+        self.describers = describe.Describers(config.describe, cache.device, cache.dtype)
         self.segments = Segments(config.segmentation_model, config.outputs_dir, cache.device, cache.dtype)
         # A checkpoint's hash when the bot did not send it (ModelSpec.sha256): computed on a
         # thread of its own from the moment a job of the model starts, so that reading a
@@ -308,6 +309,11 @@ class JobRunner:
         images are checked here (the safety classifier uses the device) and saved through
         ``self.saver``: with a background saver, this returns while they are written.
         """
+        if request.kind == JobKind.DESCRIBE:
+            self._describe(request, is_cancelled, send)
+            return
+        if self.config.model_memory_budget_mb == 0:
+            self.describers.release()  # one model at a time: the pipeline's turn
         from_pass = made is not None
         if not from_pass:
             send(JobStarted(request.job_id))
@@ -353,6 +359,22 @@ class JobRunner:
             _report_failure(request, exc, send, doing="The merge")
             return
         send(JobCompleted(request.job_id, (), None, time.monotonic() - started))
+
+    def _describe(self, request: GenerateRequest, is_cancelled: IsCancelled, send: Send) -> None:
+        """A describe job: its prompt suggestions, no images (inference.describe)."""
+        send(JobStarted(request.job_id))
+        started = time.monotonic()
+        reporter = ProgressReporter(request.job_id, send, self.config.preview_interval_s, self.config.preview_max_side)
+        try:
+            suggestions = self.describers.describe(request, reporter, is_cancelled)
+        except JobCancelledError:
+            raise
+        except Exception as exc:
+            _report_failure(request, exc, send, doing="Describing the image")
+            return
+        seconds = time.monotonic() - started
+        log.info("job %s: %d suggestion(s) in %.1f s", request.job_id, len(suggestions), seconds)
+        send(JobCompleted(request.job_id, (), None, seconds, suggestions=suggestions))
 
     def _save_and_report(
         self, request: GenerateRequest, made: list, flags: list[bool], seconds: float, send: Send

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING
 
 from bot.jobs.params import DEFAULT_REFINER_SWITCH_AT, JobParameters, random_seed
 from inference.common.protocol import (
+    DescribeOptions,
     GenerateRequest,
     HiresFix,
     ImageInput,
@@ -59,6 +60,7 @@ _WORKFLOW_GROUPS: dict[str, tuple[type, dict[str, str]]] = dict(
     outpaint=(OutpaintOptions, {side: f"outpaint_{side}" for side in ("left", "right", "top", "bottom")}),
     hires=(HiresFix, {"scale": "hires_scale", "steps": "hires_steps", "denoising_strength": "hires_denoising", "upscaler": "hires_upscaler"}),
     upscale=(UpscaleOptions, {"scale": "upscale_factor"}),
+    describe=(DescribeOptions, {}),
     segment=(SegmentOptions, {name: f"segment_{name}" for name in ("words", "threshold", "dilation")}),
 )
 _JOB_COLUMNS = frozenset(f.name for f in fields(JobParameters))
@@ -90,6 +92,7 @@ def generate_request(job: Job) -> GenerateRequest:
         outpaint=job.kind == JobKind.OUTPAINT,
         hires=job.hires_scale is not None and job.hires_scale > 1,
         upscale=job.kind in (JobKind.UPSCALE, JobKind.SD_UPSCALE),
+        describe=job.kind == JobKind.DESCRIBE,
         segment=job.kind == JobKind.SEGMENT,
     )
     groups = {

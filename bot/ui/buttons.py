@@ -17,6 +17,7 @@ from discord.ui import Button, DynamicItem
 from bot import actions
 from bot.ui import mask_preview, modals
 from bot.ui.remove_button import RemoveButton
+from bot.ui.suggestions import suggestions_view
 from inference.common.protocol import JobKind
 
 if TYPE_CHECKING:
@@ -235,6 +236,8 @@ def result_view(job: Job) -> discord.ui.View | None:
     """
     if job.kind in (JobKind.UPSCALE, JobKind.SD_UPSCALE):
         return _view(RemoveButton(job.id))
+    if job.kind == JobKind.DESCRIBE:
+        return suggestions_view(job)
     if job.kind == JobKind.SEGMENT:  # a mask from words, before its inpaint
         return _view(*mask_preview.preview_items(job), RemoveButton(job.id))
     if job.kind == JobKind.PLOT:

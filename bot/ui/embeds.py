@@ -42,6 +42,8 @@ def sampler_label(job: Job) -> str:
 def _parameters_line(job: Job) -> str:
     if job.kind == JobKind.MERGE and job.merge_json:
         return merge_summary(merge_options(job.merge_json))
+    if job.kind == JobKind.DESCRIBE:
+        return f"{workflow_summary(job)} · {job.width}x{job.height}"
     if job.kind == JobKind.UPSCALE:
         return f"{workflow_summary(job)} · {job.width}x{job.height}"
     line = f"{job.width}x{job.height} · {job.steps} steps · {sampler_label(job)} · CFG {job.cfg_scale:g} · {job.model}"
@@ -56,6 +58,8 @@ def workflow_summary(job: Job) -> str | None:
         return f"Upscale {job.upscale_factor:g}x ({job.upscaler})"
     if kind == JobKind.SD_UPSCALE:
         return f"Upscale (detailed) {job.upscale_factor:g}x ({job.upscaler}), strength {job.denoising_strength:g}"
+    if kind == JobKind.DESCRIBE:
+        return f"Describe ({job.interrogator})"
     parts: list[str] = []
     if kind == JobKind.SEGMENT:
         parts.append(
@@ -130,7 +134,7 @@ def _with_answer_fields(embed: discord.Embed, job: Job, eta_seconds: float) -> d
 
 def running_embed(job: Job, step: int = 0, total: int = 0, preview_filename: str | None = None) -> discord.Embed:
     merging = job.kind == JobKind.MERGE  # its steps are the tensors written
-    title = "Merging" if merging else "Generating"
+    title = "Merging" if merging else "Describing" if job.kind == JobKind.DESCRIBE else "Generating"
     if total:
         filled = round(10 * step / total)
         title = f"{title} · {'tensor' if merging else 'step'} {step}/{total} {'▰' * filled}{'▱' * (10 - filled)}"

@@ -3,8 +3,8 @@
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0016_merge"
-down_revision = "0015_masks_from_words"
+revision = "0017_merge"
+down_revision = "0016_describe"
 
 
 def upgrade() -> None:
