@@ -31,6 +31,7 @@ from safetensors import safe_open
 
 from inference.common.checkpoints import read_safetensors_header
 from inference.common.file_hashes import file_hash
+from inference.common.merge_options import MergeMethod, MergeOptions, MergeSource
 from inference.common.merge_plan import (
     DISK_MARGIN_BYTES,
     MergeError,
@@ -39,7 +40,6 @@ from inference.common.merge_plan import (
     check_new_file,
     plan_merge,
 )
-from inference.common.protocol import MergeMethod, MergeOptions, MergeSource
 from inference.generate import InvalidRequestError, IsCancelled, JobCancelledError
 from inference.networks import read_state_dict
 

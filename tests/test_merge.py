@@ -14,8 +14,8 @@ from safetensors.torch import load_file, save_file
 
 from inference.common.checkpoints import Family, inspect_checkpoint
 from inference.common.file_hashes import file_hash
+from inference.common.merge_options import MergeMethod, MergeOptions, MergeSource
 from inference.common.merge_plan import MergeError, check_free_space, check_output_name, plan_merge
-from inference.common.protocol import MergeMethod, MergeOptions, MergeSource
 from inference.generate import InvalidRequestError, JobCancelledError
 from inference.merge import legacy_hash, merge_checkpoints
 from inference.single_file_writer import build_tiny_pipeline, original_layout, write_single_file

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from bot.jobs.params import DEFAULT_REFINER_SWITCH_AT, JobParameters, random_seed
+from inference.common.merge_options import MergeMethod, MergeOptions, MergeSource
 from inference.common.protocol import (
     DescribeOptions,
     GenerateRequest,
@@ -21,9 +22,6 @@ from inference.common.protocol import (
     ImageInput,
     InpaintOptions,
     JobKind,
-    MergeMethod,
-    MergeOptions,
-    MergeSource,
     OutpaintOptions,
     PlotCell,
     PlotOptions,

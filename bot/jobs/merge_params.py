@@ -18,6 +18,7 @@ from bot.errors import InvalidOption
 from bot.jobs.job_rows import merge_json, merge_summary
 from bot.jobs.model_checks import settings_vae_files
 from bot.jobs.params import JobParameters, random_seed
+from inference.common.merge_options import MergeMethod, MergeOptions, MergeSource
 from inference.common.merge_plan import (
     MergeError,
     a1111_default_name,
@@ -26,7 +27,7 @@ from inference.common.merge_plan import (
     check_output_name,
     plan_merge,
 )
-from inference.common.protocol import JobKind, MergeMethod, MergeOptions, MergeSource
+from inference.common.protocol import JobKind
 from inference.common.vae_files import find_vae, unknown_vae_message
 
 if TYPE_CHECKING:

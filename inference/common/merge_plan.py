@@ -30,7 +30,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from inference.common.checkpoints import CheckpointError, TensorHeader, family_of, read_safetensors_header
-from inference.common.protocol import MergeMethod, MergeOptions
+from inference.common.merge_options import MergeMethod, MergeOptions
 
 __all__ = [
     "DISK_MARGIN_BYTES",
