@@ -29,6 +29,7 @@ from bot.jobs.workflow_params import (
     without_workflow,
 )
 from bot.jobs.face_params import member_face_columns
+from bot.jobs.sd_upscale_params import sd_upscale_parameters
 from bot.jobs.queue import CancelOutcome, Requester
 from bot.jobs.retention import expired_message
 from bot.policy import audit, gate
@@ -389,6 +390,13 @@ async def restore_faces(interaction: discord.Interaction[SDBot], job_id: int, in
     faces = member_face_columns(bot.settings, defaults, True, extras=True)
     base = without_workflow(parameters_of(job))
     await submit(interaction, restore_faces_parameters(bot.settings, _source_of(job, image), faces, base))
+async def sd_upscale(interaction: discord.Interaction[SDBot], job_id: int, index: int) -> None:
+    """*Upscale (detailed)*: A1111's SD upscale of one image, 2x, with its job's prompt and seed."""
+    bot = interaction.client
+    job, image = await _finished_image(interaction, job_id, index)
+    upscaler = member_defaults(await bot.queue.user(interaction.user.id), bot.settings).upscaler
+    params = sd_upscale_parameters(bot.settings, _source_of(job, image), parameters_of(job), scale=2.0, upscaler=upscaler)
+    await submit(interaction, params)
 
 
 async def outpaint(interaction: discord.Interaction[SDBot], job_id: int, index: int, direction: str) -> None:

@@ -133,6 +133,14 @@ class RestoreFacesButton(_JobButton, DynamicItem[Button], template=r"sd:faces:(?
 
     async def callback(self, interaction: discord.Interaction[SDBot]) -> None:
         await _queuing(interaction, self.job_id, lambda: actions.restore_faces(interaction, self.job_id, self.index))
+class DetailedUpscaleButton(_JobButton, DynamicItem[Button], template=r"sd:sdup:(?P<job>\d+):(?P<index>\d+)"):
+    """*Upscale (detailed)*: A1111's SD upscale 2x, the image redrawn by tiles with its prompt."""
+
+    def __init__(self, job_id: int, index: int) -> None:
+        super().__init__(job_id, index, _secondary(f"sd:sdup:{job_id}:{index}", "Upscale (detailed)"))
+
+    async def callback(self, interaction: discord.Interaction[SDBot]) -> None:
+        await _queuing(interaction, self.job_id, lambda: actions.sd_upscale(interaction, self.job_id, self.index))
 
 
 # Direction in the custom_id -> the button's label.
@@ -202,6 +210,7 @@ DYNAMIC_ITEMS = (
     RerollButton,
     CancelButton,
     UpscaleImageButton,
+    DetailedUpscaleButton,
     OutpaintButton,
     RemixButton,
     InpaintButton,
@@ -231,12 +240,12 @@ def result_view(job: Job) -> discord.ui.View | None:
     """Under a finished job: U/V per image for a grid, the image workflows for a single image;
     🗑️ Remove under every result (bot.ui.remove_button).
 
-    An upscale has only Restore faces (A1111's Extras order: upscale, then restore) and Remove:
-    every other workflow on a 2048 px image would pass the server's limits.
+    An upscale (plain or detailed) has only Restore faces (A1111's Extras order: upscale, then
+    restore) and Remove: every other workflow on a 2048 px image would pass the server's limits.
     """
-    if job.kind == JobKind.UPSCALE and not job.face_restorer:
+    if job.kind in (JobKind.UPSCALE, JobKind.SD_UPSCALE) and not job.face_restorer:
         return _view(RestoreFacesButton(job.id, 0), RemoveButton(job.id))
-    if job.kind in (JobKind.UPSCALE, JobKind.RESTORE_FACES):
+    if job.kind in (JobKind.UPSCALE, JobKind.SD_UPSCALE, JobKind.RESTORE_FACES):
         return _view(RemoveButton(job.id))
     if job.kind == JobKind.DESCRIBE:
         return suggestions_view(job)
@@ -275,10 +284,10 @@ def single_image_view(job_id: int, index: int, *, with_reroll: bool = False) -> 
         [
             UpscaleImageButton(job_id, index, 2),
             UpscaleImageButton(job_id, index, 4),
-            OutpaintButton(job_id, index, "zoom1.5"),
-            OutpaintButton(job_id, index, "zoom2"),
+            DetailedUpscaleButton(job_id, index),
             RestoreFacesButton(job_id, index),
         ],
+        [OutpaintButton(job_id, index, "zoom1.5"), OutpaintButton(job_id, index, "zoom2")],
         [
             *(OutpaintButton(job_id, index, direction) for direction in ("left", "right", "up", "down")),
             RemoveButton(job_id),
