@@ -17,8 +17,24 @@ from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
 from bot.errors import InvalidOption, echo, listed
-from bot.jobs.params import GenerationOptions, JobParameters, random_seed, resolve_parameters
-from inference.common.protocol import LANCZOS, LATENT, MAX_MASK_BLUR, JobKind, MaskedContent, ResizeMode
+from bot.jobs.params import (
+    NO_SERVER_DEFAULTS,
+    GenerationOptions,
+    JobParameters,
+    ServerDefaults,
+    random_seed,
+    resolve_parameters,
+)
+from inference.common.protocol import (
+    LANCZOS,
+    LATENT,
+    MAX_MASK_BLUR,
+    MAX_SEGMENT_DILATION,
+    MAX_SEGMENT_WORDS,
+    JobKind,
+    MaskedContent,
+    ResizeMode,
+)
 from inference.common.upscaler_files import upscaler_files
 
 if TYPE_CHECKING:
@@ -33,6 +49,7 @@ OUTPAINT_DIRECTIONS = ("left", "right", "up", "down", "all")
 OUTPAINT_STRENGTH = 0.9
 MAX_INPAINT_PADDING = 256
 MAX_UPSCALE = 8.0
+DEFAULT_MASK_BLUR = 4  # A1111's
 
 
 @dataclass(frozen=True)
@@ -111,9 +128,10 @@ def img2img_parameters(
     resize_mode: str | None = None,
     loopback: int | None = None,
     loopback_final_strength: float | None = None,
+    server: ServerDefaults = NO_SERVER_DEFAULTS,
 ) -> JobParameters:
     images = settings.images
-    params = resolve_parameters(_sized_options(options, source, settings.limits), settings, user)
+    params = resolve_parameters(_sized_options(options, source, settings.limits), settings, user, server)
     strength = _check_strength(images.default_denoising_strength if strength is None else strength)
     mode = resize_mode or ResizeMode.JUST_RESIZE.value
     if mode not in RESIZE_MODES:
@@ -148,13 +166,14 @@ def inpaint_parameters(
     mask_blur: int | None = None,
     only_masked: bool | None = None,
     padding: int | None = None,
+    server: ServerDefaults = NO_SERVER_DEFAULTS,
 ) -> JobParameters:
-    params = resolve_parameters(_sized_options(options, source, settings.limits), settings, user)
+    params = resolve_parameters(_sized_options(options, source, settings.limits), settings, user, server)
     strength = _check_strength(settings.images.default_denoising_strength if strength is None else strength)
     content = masked_content or MaskedContent.ORIGINAL.value
     if content not in MASKED_CONTENT:
         raise InvalidOption(f"Unknown masked content `{echo(content)}`. Choose one of: {', '.join(MASKED_CONTENT)}.")
-    blur = 4 if mask_blur is None else mask_blur
+    blur = DEFAULT_MASK_BLUR if mask_blur is None else mask_blur
     if not 0 <= blur <= MAX_MASK_BLUR:
         raise InvalidOption(f"mask_blur must be between 0 and {MAX_MASK_BLUR}, got {blur}.")
     pad = 32 if padding is None else padding
@@ -173,6 +192,36 @@ def inpaint_parameters(
     )
 
 
+def segment_parameters(inpaint: JobParameters, settings: Settings, segment: dict[str, object]) -> JobParameters:
+    """A mask from words before ``inpaint`` (inpaint_parameters' job, without its mask): the
+    segment job (JobKind.SEGMENT) previews the mask; its "Looks right" queues ``inpaint`` with
+    it (bot.ui.mask_preview). ``segment``: check_segment's words, threshold and dilation."""
+    if not settings.images.segmentation_model:
+        raise InvalidOption(
+            "This server has no segmentation model for masks from words: upload a mask (white where to repaint)."
+        )
+    return replace(inpaint, kind=JobKind.SEGMENT, mask_path=None, **segment)
+
+
+def check_segment(
+    settings: Settings, words: str | None, threshold: float | None = None, dilation: int | None = None
+) -> dict[str, object]:
+    """The segment_* columns of a mask from words, each checked; threshold and dilation
+    default to the server's ([images] segment_threshold, segment_dilation)."""
+    text = " ".join((words or "").split())
+    if not text:
+        raise InvalidOption("Say what to repaint in a few words (\"the sky\", \"her hat\"), or upload a mask.")
+    if len(text) > MAX_SEGMENT_WORDS:
+        raise InvalidOption(f"The mask words are {len(text)} characters long; the limit is {MAX_SEGMENT_WORDS}.")
+    value = settings.images.segment_threshold if threshold is None else threshold
+    if not 0.0 < value < 1.0:
+        raise InvalidOption(f"mask_threshold must be above 0 and below 1, got {value:g}.")
+    grow = settings.images.segment_dilation if dilation is None else dilation
+    if not 0 <= grow <= MAX_SEGMENT_DILATION:
+        raise InvalidOption(f"mask_dilation must be between 0 and {MAX_SEGMENT_DILATION} pixels, got {grow}.")
+    return {"segment_words": text, "segment_threshold": float(value), "segment_dilation": grow}
+
+
 def outpaint_parameters(
     options: GenerationOptions,
     settings: Settings,
@@ -184,6 +233,7 @@ def outpaint_parameters(
     top: int = 0,
     bottom: int = 0,
     strength: float | None = None,
+    server: ServerDefaults = NO_SERVER_DEFAULTS,
 ) -> JobParameters:
     """Extend the canvas by these pixels. A canvas beyond the server's limits is scaled down as
     a whole (the source with it), so zooming out always works, as on Midjourney."""
@@ -204,7 +254,7 @@ def outpaint_parameters(
         )
     strength = _check_strength(OUTPAINT_STRENGTH if strength is None else strength)
     sized = replace(options, aspect=None, width=width, height=height)
-    params = resolve_parameters(sized, settings, user)
+    params = resolve_parameters(sized, settings, user, server)
     return _derived(
         params,
         source,
@@ -319,6 +369,9 @@ _WORKFLOW_FIELDS = (
     "hires_upscaler",
     "upscale_factor",
     "upscaler",
+    "segment_words",
+    "segment_threshold",
+    "segment_dilation",
 )
 
 

@@ -43,9 +43,11 @@ from bot.interactions import is_age_restricted
 from bot.jobs.cost import cost_refusal, job_cost
 from bot.jobs.network_checks import check_job_networks
 from bot.jobs.job_rows import plot_options
+from bot.jobs.params import ServerDefaults
 from bot.policy import audit, model_rules, rules, store
 from db.base import utcnow
 from db.models import Job, JobStatus
+from inference.common.protocol import JobKind
 
 if TYPE_CHECKING:
     from bot.client import SDBot
@@ -124,6 +126,12 @@ async def policy_here(interaction: discord.Interaction[SDBot]) -> store.Policy:
 
 
 _POLICY_KEY = "sdbot.policy"
+
+
+async def server_defaults(interaction: discord.Interaction[SDBot]) -> ServerDefaults:
+    """This server's own defaults for a new job asked for here (/admin noise)."""
+    policy = await policy_here(interaction)
+    return ServerDefaults(rng=policy.rng, ensd=policy.ensd)
 
 
 def _is_admin_command(interaction: discord.Interaction[SDBot]) -> bool:
@@ -242,6 +250,8 @@ def _tighter(cap: float, ceiling: float) -> float:
 
 def costly_feature(params: JobParameters, settings: Settings) -> str | None:
     """What makes a job costly (a server may reserve those to some roles), or None."""
+    if params.kind == JobKind.DESCRIBE:
+        return None  # reads an image of any size, makes none
     if params.upscale_factor is not None and params.upscale_factor >= 4:
         return "Upscaling 4x"
     if params.hires_scale is not None:
