@@ -190,6 +190,7 @@ class ShardedSDBot(SDBot, commands.AutoShardedBot):
 def create_bot(settings: Settings, queue: JobQueue, dispatcher: Dispatcher) -> SDBot:
     """The bot as [discord] shards says: one connection by default, else sharded ("auto": as
     many shards as Discord recommends at log-in)."""
-    if not settings.discord.sharded:
+    shards = settings.discord.shards
+    if shards is None:
         return SDBot(settings, queue, dispatcher)
-    return ShardedSDBot(settings, queue, dispatcher, shard_count=settings.discord.shard_count)
+    return ShardedSDBot(settings, queue, dispatcher, shard_count=shards if isinstance(shards, int) else None)

@@ -291,30 +291,18 @@ class DiscordSettings:
     # (Discord allows about 50), and progress edits a second by any token, dropped first.
     bot_token_requests_per_s: float = 40.0
     progress_edits_per_s: float = 20.0
-    # None: one gateway connection (discord.py's default). "auto": as many shards as Discord
-    # recommends (commands.AutoShardedBot); a number: that many, all in this process.
+    # None: one gateway connection. "auto": as many shards as Discord recommends
+    # (commands.AutoShardedBot); a number: that many, all in this process.
     shards: int | str | None = None
 
     def __post_init__(self) -> None:
-        for name in ("bot_token_requests_per_s", "progress_edits_per_s"):
-            if getattr(self, name) <= 0:
-                raise ConfigError(f"discord.{name} must be above 0, got {getattr(self, name)}")
-        if self.bot_token_requests_per_s > DISCORD_GLOBAL_LIMIT_PER_S:
-            raise ConfigError(
-                f"discord.bot_token_requests_per_s must be at most {DISCORD_GLOBAL_LIMIT_PER_S:g} (Discord's limit for "
-                f"a bot token), got {self.bot_token_requests_per_s:g}"
-            )
+        if not 0 < self.bot_token_requests_per_s <= DISCORD_GLOBAL_LIMIT_PER_S:
+            raise ConfigError(f"discord.bot_token_requests_per_s must be above 0 and at most {DISCORD_GLOBAL_LIMIT_PER_S:g} "
+                              f"(Discord's limit for a bot token), got {self.bot_token_requests_per_s:g}")
+        if self.progress_edits_per_s <= 0:
+            raise ConfigError(f"discord.progress_edits_per_s must be above 0, got {self.progress_edits_per_s:g}")
         if self.shards is not None and self.shards != "auto" and (not isinstance(self.shards, int) or self.shards < 1):
             raise ConfigError(f'discord.shards must be "auto" or a number of shards from 1, got {self.shards!r}')
-
-    @property
-    def sharded(self) -> bool:
-        return self.shards is not None
-
-    @property
-    def shard_count(self) -> int | None:
-        """The configured number of shards; None lets Discord recommend one ("auto")."""
-        return self.shards if isinstance(self.shards, int) else None
 
 
 @dataclass(frozen=True)

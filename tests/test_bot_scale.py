@@ -146,7 +146,8 @@ def test_the_budget_settings_refuse_what_discord_would_not_take():
         DiscordSettings(shards="many")
     with pytest.raises(ConfigError, match='shards must be "auto" or a number'):
         DiscordSettings(shards=0)
-    assert DiscordSettings(shards=4).shard_count == 4 and DiscordSettings(shards="auto").shard_count is None
+    with pytest.raises(ConfigError, match="bot_token_requests_per_s must be above 0"):
+        DiscordSettings(bot_token_requests_per_s=0.0)
 
 
 @pytest.mark.parametrize("shards", ["auto", 3])
