@@ -17,13 +17,14 @@ the cost of their jobs waiting before it (fair_order; start-time fair queuing).
 from __future__ import annotations
 
 import time
+import uuid
 from collections.abc import Callable, Collection
 from dataclasses import asdict, dataclass
 from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import func, select, update
+from sqlalchemy import exists, func, literal, or_, select, update
 from sqlalchemy.dialects.postgresql import insert as postgresql_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import aliased, selectinload
@@ -36,7 +37,7 @@ from bot.jobs.params import JobParameters
 from bot.jobs.job_rows import generate_request, job_columns
 from bot.jobs.privacy import PrivacyIndex
 from db.base import Base, utcnow
-from db.models import ACTIVE_STATUSES, ERROR_DETAIL_MARK, Image, Job, JobStatus, User
+from db.models import ACTIVE_STATUSES, ERROR_DETAIL_MARK, Image, Job, JobStatus, User, Worker
 from db.session import Database
 from inference.common.batch_keys import BATCHABLE_KINDS, batch_key
 from inference.common.protocol import JobCompleted
@@ -95,6 +96,18 @@ class Recovery(StrEnum):
     REQUEUED = "requeued"
     FAILED = "failed"
     UNCHANGED = "unchanged"  # it had already reached a final state
+
+
+@dataclass(frozen=True)
+class ClaimingWorker:
+    """A worker started on its own (`sdbot worker`) claiming for itself: its claims carry its
+    name and a fresh lease token, and take only jobs whose model it can load. A job whose model
+    it has not loaded is left to a free live worker that has (bot.jobs.leases keeps their rows)."""
+
+    name: str
+    loadable: tuple[str, ...]
+    loaded: tuple[str, ...] = ()
+    lease_timeout_s: float = 30.0
 
 
 @dataclass(frozen=True)
@@ -192,12 +205,12 @@ class JobQueue:
 
     # --- the scheduler ---------------------------------------------------------------------
 
-    async def claim_next(self) -> Job | None:
+    async def claim_next(self, worker: ClaimingWorker | None = None) -> Job | None:
         """Mark the fairest pending job running and return it; None when nothing waits."""
-        batch = await self.claim_batch(max_images=1)
+        batch = await self.claim_batch(max_images=1, worker=worker)
         return batch[0] if batch else None
 
-    async def claim_batch(self, max_images: int) -> list[Job]:
+    async def claim_batch(self, max_images: int, worker: ClaimingWorker | None = None) -> list[Job]:
         """Mark running, and return, the fairest pending job and the waiting jobs that may
         share its pass (inference.common.batch_keys.batch_key), up to ``max_images`` images in all;
         [] when nothing waits.
@@ -206,12 +219,23 @@ class JobQueue:
         user has just had a turn, so the other users' compatible jobs come before that user's
         others. A job too big for the room left is passed over (it keeps its place for the
         next claim). Each row is claimed by its own guarded UPDATE, so a cancel still wins.
+
+        ``worker``: a separate worker's claim (ClaimingWorker), stamped with its name and one
+        lease token for the batch; its row's current job is set in the same transaction.
         """
         now = utcnow()
+        owner = {} if worker is None else {
+            "worker_name": worker.name, "lease_token": uuid.uuid4().hex,
+            "progress_step": None, "progress_total": None, "progress_preview": None,
+        }
         async with self.db.session() as session, session.begin():
-            first, others_wait = await self._claim_fairest(session, now)
+            first, others_wait = await self._claim_fairest(session, now, worker, owner)
             if first is None:
                 return []
+            if worker is not None:
+                await session.execute(
+                    update(Worker).where(Worker.name == worker.name).values(current_job_id=first.id, heartbeat_at=now)
+                )
             batch = [first]
             key = batch_key(generate_request(first))
             room = max_images - first.count
@@ -258,14 +282,17 @@ class JobQueue:
                 if job is None or batch_key(generate_request(job)) != key:
                     continue
                 # A microsecond apart, in claim order: "started first" stays the fair order.
-                if (claimed := await self._claim(session, job.id, now + timedelta(microseconds=len(batch)))) is not None:
+                started = now + timedelta(microseconds=len(batch))
+                if (claimed := await self._claim(session, job.id, started, owner)) is not None:
                     batch.append(claimed)
                     room -= claimed.count
                     if room <= 0:
                         break
         return batch
 
-    async def _claim_fairest(self, session, now: datetime) -> tuple[Job | None, bool]:  # type: ignore[no-untyped-def]
+    async def _claim_fairest(  # type: ignore[no-untyped-def]
+        self, session, now: datetime, worker: ClaimingWorker | None, owner: dict[str, Any]
+    ) -> tuple[Job | None, bool]:
         """The fairest pending job, claimed, and whether another one waits: when none does,
         the search for jobs to share its pass is skipped (the common case of an idle bot).
 
@@ -273,7 +300,9 @@ class JobQueue:
         locks the row it picks and skips rows other claimers have locked (FOR UPDATE SKIP
         LOCKED), so any number of claimers at once each take a different job, none waits on
         another and none comes back empty while a job waits. SQLite renders no FOR UPDATE and
-        needs none: it has one writer at a time (db.session.WriteTurn)."""
+        needs none: it has one writer at a time (db.session.WriteTurn).
+
+        A separate worker (``worker``) takes only what it can load (_routable)."""
         # Each waiting job by its member's recent use, summed from the index on (user_id,
         # started_at, cost); a member's oldest job comes first among theirs.
         used = (
@@ -283,13 +312,13 @@ class JobQueue:
         )
         fairest = (
             select(_Waiting.id)
-            .where(_Waiting.status == JobStatus.PENDING)
+            .where(_Waiting.status == JobStatus.PENDING, *_routable(worker, now))
             .order_by(used, _Waiting.id)
             .limit(1)
             .with_for_update(skip_locked=True)
             .scalar_subquery()
         )
-        job = await self._claim(session, fairest, now)
+        job = await self._claim(session, fairest, now, owner)
         if job is None:
             return None, False
         another = await session.scalar(select(Job.id).where(Job.status == JobStatus.PENDING).limit(1))
@@ -299,13 +328,14 @@ class JobQueue:
         return now - timedelta(hours=self.settings.usage_window_hours)
 
     @staticmethod
-    async def _claim(session, job_id: Any, now: datetime) -> Job | None:  # type: ignore[no-untyped-def]
-        """The job (an id, or a subquery that picks one), running from now, or None when it
-        was no longer pending (a cancel won)."""
+    async def _claim(session, job_id: Any, now: datetime, owner: dict[str, Any]) -> Job | None:  # type: ignore[no-untyped-def]
+        """The job (an id, or a subquery that picks one), running from now (for ``owner``: a
+        separate worker's name and lease token), or None when it was no longer pending (a
+        cancel won)."""
         return await session.scalar(
             update(Job)
             .where(Job.id == job_id, Job.status == JobStatus.PENDING)
-            .values(status=JobStatus.RUNNING, started_at=now, attempts=Job.attempts + 1)
+            .values(status=JobStatus.RUNNING, started_at=now, attempts=Job.attempts + 1, **owner)
             .returning(Job),
             execution_options={"populate_existing": True},
         )
@@ -434,13 +464,14 @@ class JobQueue:
 
     # --- outcomes --------------------------------------------------------------------------
 
-    async def complete(self, result: JobCompleted) -> Job | None:
-        """Record a finished job and its images; None when the job was canceled meanwhile."""
+    async def complete(self, result: JobCompleted, lease_token: str | None = None) -> Job | None:
+        """Record a finished job and its images; None when the job was canceled meanwhile, or
+        (``lease_token``: a separate worker's claim) is no longer held under that token."""
         async with self.db.session() as session, session.begin():
             # One guarded UPDATE: a cancel that committed first wins, and nothing is read first.
             job = await session.scalar(
                 update(Job)
-                .where(Job.id == result.job_id, Job.status == JobStatus.RUNNING)
+                .where(Job.id == result.job_id, Job.status == JobStatus.RUNNING, *_held(lease_token))
                 .values(status=JobStatus.COMPLETED, finished_at=utcnow(), seconds=result.seconds, grid_path=result.grid_path)
                 .returning(Job)
             )
@@ -466,12 +497,13 @@ class JobQueue:
         self._completions += 1  # this job's seconds count in the next ETAs
         return job
 
-    async def fail(self, job_id: int, message: str, detail: str = "") -> Job | None:
-        """Record the worker's failure; None when the job was canceled meanwhile. ``detail``
-        (what broke, for moderators) is kept after the member's message: Job.member_error."""
+    async def fail(self, job_id: int, message: str, detail: str = "", lease_token: str | None = None) -> Job | None:
+        """Record the worker's failure; None when the job was canceled meanwhile (or its lease
+        lost, as complete()). ``detail`` (what broke, for moderators) is kept after the
+        member's message: Job.member_error."""
         async with self.db.session() as session, session.begin():
             job = await session.get(Job, job_id)
-            if job is None or job.status != JobStatus.RUNNING:
+            if job is None or job.status != JobStatus.RUNNING or not _holds(job, lease_token):
                 return None
             job.status = JobStatus.FAILED
             job.error = f"{message}{ERROR_DETAIL_MARK}{detail}" if detail else message
@@ -510,34 +542,74 @@ class JobQueue:
         async with self.db.session() as session:
             return list(await session.scalars(query.order_by(Job.id)))
 
-    async def release_interrupted(self, job_id: int, reason: str) -> tuple[Job | None, Recovery]:
-        """A job was running when its worker (or the bot) died: run it again once, then fail it."""
+    async def release_interrupted(
+        self, job_id: int, reason: str, lease_token: str | None = None
+    ) -> tuple[Job | None, Recovery]:
+        """A job was running when its worker (or the bot) died: run it again once, then fail it.
+        ``lease_token``: only while that claim still holds it (a lease that expired)."""
         async with self.db.session() as session, session.begin():
             job = await session.get(Job, job_id)
-            if job is None or job.status != JobStatus.RUNNING:
+            if job is None or job.status != JobStatus.RUNNING or not _holds(job, lease_token):
                 return job, Recovery.UNCHANGED
             if job.attempts < self.settings.max_attempts:
                 # Waiting again, not started: a started_at kept would count its cost against
                 # its member's recent use (the turns) while it waits.
                 job.status, job.started_at = JobStatus.PENDING, None
+                if job.worker_name is not None:
+                    job.worker_name = job.lease_token = None
                 return job, Recovery.REQUEUED
             job.status = JobStatus.FAILED
             job.finished_at = utcnow()
             job.error = f"{reason} It was tried {job.attempts} times and will not be tried again."
             return job, Recovery.FAILED
 
-    async def return_to_queue(self, job_id: int) -> None:
-        """The bot is shutting down mid-job: the job runs again later, and this try is not counted."""
+    async def return_to_queue(self, job_id: int, lease_token: str | None = None) -> None:
+        """The bot (or a separate worker, under ``lease_token``) is shutting down mid-job: the
+        job runs again later, and this try is not counted."""
+        owner = {} if lease_token is None else {"worker_name": None, "lease_token": None}
         async with self.db.session() as session, session.begin():
             await session.execute(
                 update(Job)
-                .where(Job.id == job_id, Job.status == JobStatus.RUNNING)
-                .values(status=JobStatus.PENDING, started_at=None, attempts=Job.attempts - 1)
+                .where(Job.id == job_id, Job.status == JobStatus.RUNNING, *_held(lease_token))
+                .values(status=JobStatus.PENDING, started_at=None, attempts=Job.attempts - 1, **owner)
             )
 
-    async def running_job_ids(self) -> list[int]:
+    async def running_job_ids(self, worker_name: str | None = None) -> list[int]:
+        """The running jobs: all of them, or those a separate worker of this name holds."""
+        query = select(Job.id).where(Job.status == JobStatus.RUNNING)
+        if worker_name is not None:
+            query = query.where(Job.worker_name == worker_name)
         async with self.db.session() as session:
-            return list(await session.scalars(select(Job.id).where(Job.status == JobStatus.RUNNING)))
+            return list(await session.scalars(query))
+
+
+def _held(lease_token: str | None) -> tuple[Any, ...]:
+    """The WHERE clause of a write fenced by a lease token (none without one)."""
+    return () if lease_token is None else (Job.lease_token == lease_token,)
+
+
+def _holds(job: Job, lease_token: str | None) -> bool:
+    return lease_token is None or job.lease_token == lease_token
+
+
+def model_list(names: Collection[str]) -> str:
+    """Worker.models_loaded / models_loadable: each name between two "|"."""
+    return "".join(f"|{name}|" for name in sorted(names))
+
+
+def _routable(worker: ClaimingWorker | None, now: datetime) -> tuple[Any, ...]:
+    """What a separate worker may claim: a job whose model it can load, and, when it has not
+    loaded that model, only if no other free live worker has (that one runs it without a load)."""
+    if worker is None:
+        return ()
+    loaded_elsewhere = exists().where(
+        Worker.name != worker.name,
+        Worker.current_job_id.is_(None),
+        Worker.stopped_at.is_(None),
+        Worker.heartbeat_at >= now - timedelta(seconds=worker.lease_timeout_s),
+        Worker.models_loaded.like(literal("%|").concat(_Waiting.model).concat("|%")),
+    )
+    return (_Waiting.model.in_(worker.loadable), or_(_Waiting.model.in_(worker.loaded), ~loaded_elsewhere))
 
 
 async def _pending_count(session, user_id: int) -> int:  # type: ignore[no-untyped-def]
