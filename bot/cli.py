@@ -35,6 +35,7 @@ from bot.jobs.dispatcher import Dispatcher, WorkerStartError
 from bot.jobs.network_checks import check_job_networks
 from bot.jobs.queue import JobQueue, QueueEntry, Requester
 from bot.jobs.worker_agent import AgentOptions, run_worker_agent
+from bot.jobs.worker_relay import WorkerRelay
 from bot.model_catalog import ModelCatalog, model_files
 from bot.model_hashes import FileHashes
 from db.backup import BackupError, backup_database
@@ -293,9 +294,12 @@ async def _migrate(settings: Settings) -> None:
         await db.close()
 
 
-async def _start(settings: Settings, stop: StopSignals | None = None) -> tuple[Database, JobQueue, Dispatcher] | None:
+async def _start(
+    settings: Settings, stop: StopSignals | None = None
+) -> tuple[Database, JobQueue, Dispatcher | WorkerRelay] | None:
     """The database migrated and the worker ready; None when either failed (said why) or a
-    stop was requested in the meantime."""
+    stop was requested in the meantime. With [worker] builtin = false no worker starts here:
+    the relay of the separate workers' rows (`sdbot worker`) stands for it."""
     db = Database(settings.database_url)
     try:
         await db.take_instance_lock()  # PostgreSQL's one bot per database (SQLite: InstanceLock)
@@ -308,6 +312,9 @@ async def _start(settings: Settings, stop: StopSignals | None = None) -> tuple[D
         await db.close()
         return None
     queue = JobQueue(db, settings.queue)
+    if not settings.worker.builtin:
+        log.info("[worker] builtin = false: jobs run on separate workers (sdbot worker)")
+        return db, queue, WorkerRelay(queue, settings.worker.lease_timeout_s, settings.worker.heartbeat_s)
     hashes = FileHashes(db)
     await hashes.load()  # the worker is told the hashes known, and hashes no file twice
     dispatcher = Dispatcher(

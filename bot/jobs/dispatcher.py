@@ -352,7 +352,11 @@ class Dispatcher:
                 await self.queue.fail(job_id, message, detail, self._release(job_id))
                 await self._report_final(job_id)
             case JobCanceled(job_id=job_id) if job_id in self.running:
-                self._release(job_id)
+                lease_token = self._release(job_id)
+                if self.claiming is not None:
+                    # Stopped as no longer its own: if the row says otherwise after all, the
+                    # job goes back to the queue rather than stay "running" on nobody.
+                    await self.queue.return_to_queue(job_id, lease_token)
                 await self._report_final(job_id)
             case _:
                 log.debug("ignoring %r: not about a running job", item)

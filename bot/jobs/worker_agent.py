@@ -200,13 +200,15 @@ class WorkerAgent:
             self.options.name, current.id if current else None, self.loaded(), dispatcher.jobs_done
         )
         dispatcher.claiming = replace(dispatcher.claiming, loaded=self.loaded())  # type: ignore[arg-type]
-        for job, _recovery in await self.registry.expire_leases():
-            log.warning("job %s: its worker %s stopped heartbeating; back to the queue", job.id, job.worker_name)
+        for job, recovery in await self.registry.expire_leases():
+            log.warning("job %s: its worker stopped heartbeating (%s)", job.id, recovery)
             await notify(self.db, JOBS_CHANNEL, str(job.id))
         if dispatcher.running:
-            tokens = await self.registry.lease_tokens(list(dispatcher.running))
-            for job_id, job in list(dispatcher.running.items()):
-                if tokens.get(job_id) != job.lease_token:
+            # Only the jobs held before the read: one claimed during it is not in its answer.
+            held = dict(dispatcher.running)
+            tokens = await self.registry.lease_tokens(list(held))
+            for job_id, job in held.items():
+                if dispatcher.running.get(job_id) is job and tokens.get(job_id) != job.lease_token:
                     log.warning("job %s is no longer this worker's (canceled, or its lease expired): stopping it", job_id)
                     dispatcher.interrupt(job_id)
 
