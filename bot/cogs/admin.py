@@ -25,6 +25,7 @@ from bot.cogs.generation_options import Option, declared_options, matching_choic
 from bot.errors import InvalidOption, JobNotFound, NothingToDo
 from bot.interactions import is_age_restricted, send_private
 from bot.jobs import removal, retention
+from bot.jobs.leases import WorkerRegistry, describe_workers
 from bot.policy import audit, gate, model_rules, rules, store
 from bot.ui.embeds import clip
 from db.base import utcnow
@@ -177,6 +178,20 @@ class Admin(BotCog):
     async def roles_list(self, interaction: discord.Interaction[SDBot]) -> None:
         policy = await store.policy_of(self.db, self.bot.settings, self._guild_id(interaction))
         await send_private(interaction, _roles_lines(policy))
+
+    # --- workers ------------------------------------------------------------------------------
+
+    @admin.command(name="workers", description="The image workers: GPU, models, current job, throughput")
+    async def workers(self, interaction: discord.Interaction[SDBot]) -> None:
+        settings = self.bot.settings
+        if settings.worker.builtin:
+            current = self.bot.dispatcher.current
+            state = f"running #{current.id}" if current is not None else "idle"
+            lines = [f"The bot's own worker on {settings.worker.device} · {state}. Several GPUs: docs/scaling.md."]
+        else:
+            statuses = await WorkerRegistry(self.bot.queue, settings.worker.lease_timeout_s).workers()
+            lines = describe_workers(statuses) or ["No worker is running: start one with `sdbot worker`."]
+        await _send_embed(interaction, "Workers", lines)
 
     # --- models -------------------------------------------------------------------------------
 

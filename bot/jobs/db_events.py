@@ -59,7 +59,8 @@ class Listener:
 
     async def wait(self, timeout: float) -> None:
         try:
-            await asyncio.wait_for(self._woken.wait(), timeout)
+            async with asyncio.timeout(timeout):  # in this task: a harness may declare the wait
+                await self._woken.wait()
         except TimeoutError:
             pass
         self._woken.clear()

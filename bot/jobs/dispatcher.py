@@ -96,7 +96,7 @@ class _Wake:
     looked: asyncio.Future[None] | None = None  # done once the dispatcher has looked for work
 
 
-async def _plain_wait(awaitable: Awaitable[T], *, reason: str) -> T:
+async def plain_wait(awaitable: Awaitable[T], *, reason: str) -> T:
     return await awaitable
 
 
@@ -116,7 +116,7 @@ class Dispatcher:
         self.events: JobEvents | None = None
         # How the dispatcher waits for input from outside the event loop (the worker, new jobs).
         # A test harness that must know about such waits (simcord) replaces it.
-        self.external_wait: Callable[..., Awaitable[Any]] = _plain_wait
+        self.external_wait: Callable[..., Awaitable[Any]] = plain_wait
         self.target_check: TargetCheck | None = None
         # A separate worker (`sdbot worker`) claims under its name and a lease, and recovers
         # only its own jobs at start; None: the bot's built-in worker, the only one.

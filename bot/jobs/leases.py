@@ -148,3 +148,25 @@ class WorkerRegistry:
         return set(models) - loadable
 
 
+
+
+def describe_workers(statuses: list[WorkerStatus]) -> list[str]:
+    """/admin workers: one line per worker, for Discord (markdown)."""
+    lines = []
+    for worker in statuses:
+        state = "silent (its jobs go back to the queue)" if not worker.live else (
+            f"running #{worker.current_job_id}" if worker.current_job_id is not None else "idle"
+        )
+        lines.append(
+            f"**{worker.name}** on {worker.host} ({worker.device}) · {state} · "
+            f"loaded: {', '.join(worker.loaded) or 'nothing yet'} · can load: {', '.join(worker.loadable)} · "
+            f"{worker.jobs_done} jobs, {worker.jobs_per_minute:.1f}/min"
+        )
+    return lines
+
+
+def workers_summary(statuses: list[WorkerStatus]) -> str:
+    """/queue's line about the workers: how many live, how many busy."""
+    live = [worker for worker in statuses if worker.live]
+    busy = sum(worker.current_job_id is not None for worker in live)
+    return f"{len(live)} worker{'' if len(live) == 1 else 's'} ({busy} busy)"

@@ -15,13 +15,15 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from typing import Any
 
 from sqlalchemy import or_, select, update
 from sqlalchemy.orm import undefer
 
 from bot.jobs.db_events import JOBS_CHANNEL, WAKE_CHANNEL, Listener, notify
-from bot.jobs.dispatcher import REFRESHED_POSITIONS, JobEvents, TargetCheck
+from bot.jobs.dispatcher import REFRESHED_POSITIONS, JobEvents, TargetCheck, plain_wait
 from bot.jobs.leases import LEASE_LOST_REASON, WorkerRegistry
 from bot.jobs.queue import CancelOutcome, JobQueue
 from db.base import utcnow
@@ -58,6 +60,8 @@ class WorkerRelay:
         self.heartbeat_s = heartbeat_s
         self.events: JobEvents | None = None
         self.target_check: TargetCheck | None = None
+        # As Dispatcher.external_wait: how the relay waits on the workers (a test harness's).
+        self.external_wait: Callable[..., Awaitable[Any]] = plain_wait
         self.ready = None
         self.running: dict[int, Job] = {}  # the jobs the workers hold, as last seen
         self._seen: dict[int, _Seen] = {}
@@ -119,7 +123,7 @@ class WorkerRelay:
                 await self.scan()
             except Exception:  # a database hiccup must not stop the deliveries for good
                 log.exception("reading the workers' job rows failed; trying again")
-            await self._listener.wait(poll_s)
+            await self.external_wait(self._listener.wait(poll_s), reason="waiting for the workers' job rows")
 
     async def _expire_leases(self) -> None:
         for job, _recovery in await self.registry.expire_leases():
