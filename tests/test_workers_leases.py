@@ -11,7 +11,8 @@ from sqlalchemy import update
 
 from bot.config import QueueSettings
 from bot.jobs.leases import WorkerNameInUse, WorkerRegistry
-from bot.jobs.queue import ClaimingWorker, JobQueue, Recovery
+from bot.jobs.queue import JobQueue, Recovery
+from bot.jobs.routing import ClaimingWorker
 from db.base import utcnow
 from db.models import JobStatus, Worker
 from inference.common.protocol import ImageResult, JobCompleted

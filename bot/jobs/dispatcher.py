@@ -29,7 +29,8 @@ from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
 from bot.jobs.job_rows import generate_request
-from bot.jobs.queue import CancelOutcome, ClaimingWorker, JobQueue, QueueEntry, Recovery
+from bot.jobs.queue import CancelOutcome, JobQueue, QueueEntry, Recovery
+from bot.jobs.routing import ClaimingWorker
 from bot.jobs.worker_process import WorkerExited, WorkerProcess
 from db.models import Job
 from inference.common.protocol import (

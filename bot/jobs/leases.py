@@ -17,7 +17,8 @@ from datetime import datetime, timedelta
 
 from sqlalchemy import select, update
 
-from bot.jobs.queue import JobQueue, Recovery, model_list
+from bot.jobs.queue import JobQueue, Recovery
+from bot.jobs.routing import model_list
 from db.base import utcnow
 from db.models import Job, JobStatus, Worker
 

@@ -24,7 +24,7 @@ from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import exists, func, literal, or_, select, update
+from sqlalchemy import func, select, update
 from sqlalchemy.dialects.postgresql import insert as postgresql_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import aliased, selectinload
@@ -37,6 +37,7 @@ from bot.jobs.params import JobParameters
 from bot.jobs.job_rows import generate_request, job_columns
 from bot.jobs.privacy import PrivacyIndex
 from db.base import Base, utcnow
+from bot.jobs.routing import ClaimingWorker, routable
 from db.models import ACTIVE_STATUSES, ERROR_DETAIL_MARK, Image, Job, JobStatus, User, Worker
 from db.session import Database
 from inference.common.batch_keys import BATCHABLE_KINDS, batch_key
@@ -96,18 +97,6 @@ class Recovery(StrEnum):
     REQUEUED = "requeued"
     FAILED = "failed"
     UNCHANGED = "unchanged"  # it had already reached a final state
-
-
-@dataclass(frozen=True)
-class ClaimingWorker:
-    """A worker started on its own (`sdbot worker`) claiming for itself: its claims carry its
-    name and a fresh lease token, and take only jobs whose model it can load. A job whose model
-    it has not loaded is left to a free live worker that has (bot.jobs.leases keeps their rows)."""
-
-    name: str
-    loadable: tuple[str, ...]
-    loaded: tuple[str, ...] = ()
-    lease_timeout_s: float = 30.0
 
 
 @dataclass(frozen=True)
@@ -302,7 +291,7 @@ class JobQueue:
         another and none comes back empty while a job waits. SQLite renders no FOR UPDATE and
         needs none: it has one writer at a time (db.session.WriteTurn).
 
-        A separate worker (``worker``) takes only what it can load (_routable)."""
+        A separate worker (``worker``) takes only what it can load (bot.jobs.routing)."""
         # Each waiting job by its member's recent use, summed from the index on (user_id,
         # started_at, cost); a member's oldest job comes first among theirs.
         used = (
@@ -312,7 +301,7 @@ class JobQueue:
         )
         fairest = (
             select(_Waiting.id)
-            .where(_Waiting.status == JobStatus.PENDING, *_routable(worker, now))
+            .where(_Waiting.status == JobStatus.PENDING, *routable(_Waiting, worker, now))
             .order_by(used, _Waiting.id)
             .limit(1)
             .with_for_update(skip_locked=True)
@@ -590,26 +579,6 @@ def _held(lease_token: str | None) -> tuple[Any, ...]:
 
 def _holds(job: Job, lease_token: str | None) -> bool:
     return lease_token is None or job.lease_token == lease_token
-
-
-def model_list(names: Collection[str]) -> str:
-    """Worker.models_loaded / models_loadable: each name between two "|"."""
-    return "".join(f"|{name}|" for name in sorted(names))
-
-
-def _routable(worker: ClaimingWorker | None, now: datetime) -> tuple[Any, ...]:
-    """What a separate worker may claim: a job whose model it can load, and, when it has not
-    loaded that model, only if no other free live worker has (that one runs it without a load)."""
-    if worker is None:
-        return ()
-    loaded_elsewhere = exists().where(
-        Worker.name != worker.name,
-        Worker.current_job_id.is_(None),
-        Worker.stopped_at.is_(None),
-        Worker.heartbeat_at >= now - timedelta(seconds=worker.lease_timeout_s),
-        Worker.models_loaded.like(literal("%|").concat(_Waiting.model).concat("|%")),
-    )
-    return (_Waiting.model.in_(worker.loadable), or_(_Waiting.model.in_(worker.loaded), ~loaded_elsewhere))
 
 
 async def _pending_count(session, user_id: int) -> int:  # type: ignore[no-untyped-def]

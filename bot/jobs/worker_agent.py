@@ -15,11 +15,13 @@ is stopped and its images dropped. SIGTERM or Ctrl-C hands its jobs back uncount
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import socket
 import sys
 import time
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -29,7 +31,8 @@ from bot.config import Settings, without_password
 from bot.jobs.db_events import JOBS_CHANNEL, WAKE_CHANNEL, Listener, notify
 from bot.jobs.dispatcher import Dispatcher, WorkerStartError
 from bot.jobs.leases import WorkerNameInUse, WorkerRegistry
-from bot.jobs.queue import ClaimingWorker, JobQueue, QueueEntry
+from bot.jobs.queue import JobQueue, QueueEntry
+from bot.jobs.routing import ClaimingWorker
 from bot.model_catalog import model_files
 from bot.model_hashes import FileHashes
 from bot.service import StopSignals
@@ -195,10 +198,7 @@ class WorkerAgent:
         """The worker's row, the leases of the gone, and whether its own jobs are still its own."""
         dispatcher = self.dispatcher
         assert dispatcher is not None
-        current = dispatcher.current
-        await self.registry.heartbeat(
-            self.options.name, current.id if current else None, self.loaded(), dispatcher.jobs_done
-        )
+        await self._write_row()
         dispatcher.claiming = replace(dispatcher.claiming, loaded=self.loaded())  # type: ignore[arg-type]
         for job, recovery in await self.registry.expire_leases():
             log.warning("job %s: its worker stopped heartbeating (%s)", job.id, recovery)
@@ -217,11 +217,8 @@ class WorkerAgent:
         assert dispatcher is not None
         listener = Listener(self.db, WAKE_CHANNEL)
         await listener.open()
-        beating = asyncio.create_task(self._beat_while_starting(), name="sdbot-worker-start-heartbeat")
-        try:
+        async with self._beating():
             ready = await stop.unless_stopped(dispatcher.start_worker())
-        finally:
-            beating.cancel()
         if ready is None:
             await listener.close()
             return 0
@@ -238,7 +235,8 @@ class WorkerAgent:
                 dispatcher.wake()
                 await stop.unless_stopped(listener.wait(min(poll_s, max(0.0, next_beat - time.monotonic()))))
         finally:
-            await dispatcher.stop(self.settings.worker.shutdown_grace_s if stop.requested.is_set() else 0.0)
+            async with self._beating():  # the grace may outlast the lease: the job stays ours
+                await dispatcher.stop(self.settings.worker.shutdown_grace_s if stop.requested.is_set() else 0.0)
             await self.events.drain()
             await self.registry.stopped(self.options.name)
             await notify(self.db, JOBS_CHANNEL, "")
@@ -248,11 +246,28 @@ class WorkerAgent:
             return 1
         return 0
 
-    async def _beat_while_starting(self) -> None:
-        """Loading models takes minutes: the row stays alive meanwhile (no job is held yet)."""
-        while True:
-            await asyncio.sleep(self.settings.worker.heartbeat_s)
-            await self.registry.heartbeat(self.options.name, None, (), 0)
+    async def _write_row(self) -> None:
+        dispatcher = self.dispatcher
+        assert dispatcher is not None
+        current = dispatcher.current
+        await self.registry.heartbeat(self.options.name, current.id if current else None, self.loaded(), dispatcher.jobs_done)
+
+    @contextlib.asynccontextmanager
+    async def _beating(self) -> AsyncIterator[None]:
+        """The row kept alive while the loop that heartbeats is not running: loading the
+        models (minutes), and the grace a stopping worker gives its job."""
+
+        async def beat() -> None:
+            while True:
+                await asyncio.sleep(self.settings.worker.heartbeat_s)
+                await self._write_row()
+
+        task = asyncio.create_task(beat(), name="sdbot-worker-heartbeat")
+        try:
+            yield
+        finally:
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
 
     async def close(self) -> None:
         await self.db.close()
