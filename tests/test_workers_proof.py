@@ -88,17 +88,21 @@ async def test_three_workers_one_killed_one_frozen_every_job_exactly_once(databa
     # died and could not remove (its jobs' own, under its own folder).
     outputs = Path(settings.outputs_dir)
     strays = set(outputs.rglob("*.png")) - set(paths)
-    assert all(stray.is_relative_to(outputs / "w1") for stray in strays), strays
-    assert not (outputs / "w2").exists() or all(path.is_relative_to(outputs / "w2") for path in paths if "w2" in path.parts)
+    killed_ids = {job.id for job in killed_jobs}
+    assert all(stray.is_relative_to(outputs / "w1") and int(stray.name.split("-")[0]) in killed_ids for stray in strays), strays
     assert done["w2"] > 0 and done["w3"] > 0 and sum(done.values()) >= len(job_ids)
 
-    # Fair turns: in the order the completed runs were claimed, no member is ever more than one
-    # round behind another (a lost job's member got its turn back at once).
-    counts = Counter({member: 0 for member in range(1, MEMBERS + 1)})
-    spread = 0
-    for job in sorted(jobs, key=lambda job: (job.started_at, job.id)):
-        counts[job.user_id] += 1
-        spread = max(spread, max(counts.values()) - min(counts.values()))
-    assert spread <= 2, spread
+    def widest_gap(runs: list[Job]) -> int:
+        counts = Counter({member: 0 for member in range(1, MEMBERS + 1)})
+        gap = 0
+        for job in sorted(runs, key=lambda job: (job.started_at, job.id)):
+            counts[job.user_id] += 1
+            gap = max(gap, max(counts.values()) - min(counts.values()))
+        return gap
 
-
+    # In the order the completed runs were claimed, a member is at most one round behind
+    # another (a gap of 1), or two while a lost job waits out its lease (its member then gets
+    # the next turn).
+    gap = widest_gap(jobs)
+    print(f"widest gap between two members' completed jobs: {gap}")
+    assert gap <= 2, gap

@@ -26,6 +26,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from sqlalchemy import update
+from sqlalchemy.exc import SQLAlchemyError
 
 from bot.config import Settings, without_password
 from bot.jobs.db_events import JOBS_CHANNEL, WAKE_CHANNEL, Listener, notify
@@ -169,10 +170,13 @@ class WorkerAgent:
         check_writable(self.outputs)
         hashes = FileHashes(self.db)
         await hashes.load()
+        full = self.settings.worker_config(hashes.known(model_files(self.settings)))
+        # Only the models it may load; it preloads the default one only if that is among them.
         config = replace(
-            self.settings.worker_config(hashes.known(model_files(self.settings))),
-            outputs_dir=str(self.outputs),
-            models=tuple(spec for spec in self.settings.worker_config().models if spec.name in self.loadable),
+            full, outputs_dir=str(self.outputs),
+            models=tuple(spec for spec in full.models if spec.name in self.loadable),
+            default_model=full.default_model if full.default_model in self.loadable else self.loadable[0],
+            preload=tuple(name for name in full.preload if name in self.loadable),
         )
         if self.options.device:
             config = replace(config, device=self.options.device)
@@ -230,7 +234,10 @@ class WorkerAgent:
         try:
             while not stop.requested.is_set() and not running.done():
                 if time.monotonic() >= next_beat:
-                    await self.heartbeat()
+                    try:
+                        await self.heartbeat()
+                    except (SQLAlchemyError, OSError) as error:  # the database restarting: try again
+                        log.error("heartbeat failed (%s); trying again", error)
                     next_beat = time.monotonic() + self.settings.worker.heartbeat_s
                 dispatcher.wake()
                 await stop.unless_stopped(listener.wait(min(poll_s, max(0.0, next_beat - time.monotonic()))))
