@@ -2,7 +2,7 @@
 
 For each count, a fresh database, that many real worker processes (`python -m bot worker`,
 each with its own inference process) on the tiny model, then ``--jobs`` one-image jobs from
-twenty members queued at once: the time from the queue filled to the last job completed, jobs
+twenty members queued at once: the time from the first job queued to the last completed, jobs
 per second, and the speed-up over one worker. Each worker's start-up (imports, model load) is
 waited for before the jobs are queued, so it is not counted.
 
