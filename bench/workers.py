@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import os
 import shutil
+import sys
 import tempfile
 import time
 from contextlib import contextmanager
@@ -102,7 +103,7 @@ async def run_once(url: str, folder: Path, model: Path, workers: int, jobs: int,
     }
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser = base_parser("workers", __doc__.splitlines()[0])
     parser.add_argument("--workers", default="1,2,4", help="worker counts to run (default %(default)s)")
     parser.add_argument("--jobs", type=int, default=120, help="one-image 64 px one-step jobs per run (default %(default)s)")
@@ -137,10 +138,10 @@ def main(argv: list[str] | None = None) -> int:
          "size": 64, "steps": 1, "members": MEMBERS, "omp_threads": os.environ["OMP_NUM_THREADS"]},
         {"runs": runs}, args.output_dir,
     )
-    return 0
+    return {"runs": runs}
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    main(sys.argv[1:])
 
 
