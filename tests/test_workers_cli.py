@@ -58,3 +58,22 @@ def test_a_worker_refuses_a_database_it_cannot_reach(tmp_path, tiny_model_dir, c
     assert cli.main(["--config", str(config), "worker", "--name", "gpu0"]) == 2
     error = capsys.readouterr().err
     assert "Cannot connect to the database" in error and "secret" not in error
+
+
+async def test_check_with_separate_workers_reports_the_live_ones(tmp_path, tiny_model_dir):
+    from bot.config import load_settings
+    from bot.health import check_worker
+    from bot.jobs.leases import WorkerRegistry
+    from bot.jobs.queue import JobQueue
+
+    await asyncio.to_thread(migrate_to, sqlite_url(tmp_path), "head")
+    settings = load_settings(worker_config(tmp_path, sqlite_url(tmp_path), tiny_model_dir))
+    none = await check_worker(settings)
+    assert not none.passed and "no separate worker heartbeats" in none.detail and "sdbot worker" in none.detail
+    db = Database(settings.database_url)
+    try:
+        await WorkerRegistry(JobQueue(db, settings.queue), 30).register("gpu0", "box", "cuda:0", (), ("tiny",))
+    finally:
+        await db.close()
+    some = await check_worker(settings)
+    assert some.passed and some.detail == "separate workers: gpu0 (cuda:0)"
