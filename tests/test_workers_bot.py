@@ -1,10 +1,11 @@
 """A bot with separate workers, through simulated Discord: /admin workers lists them (GPU,
 models, current job, throughput), /queue says how many there are, and the bot starts no
-worker of its own."""
+worker of its own: a separate worker's result reaches the member's message."""
 
 from __future__ import annotations
 
 import dataclasses
+import time
 from datetime import timedelta
 
 import pytest
@@ -13,10 +14,11 @@ from sqlalchemy import update
 from bot.jobs.leases import WorkerRegistry
 from bot.jobs.worker_relay import WorkerRelay
 from db.base import utcnow
-from db.models import Worker
-from tests.harness import BotHarness
+from db.models import JobStatus, Worker
+from tests.harness import BotHarness, attachment_image
 from tests.test_bot_admin import admin_member, private_text
 from tests.test_queue import ALICE, params
+from tests.worker_processes import START_TIMEOUT_S, start_worker, stop_worker, worker_config, worker_log
 
 
 class SeparateWorkersHarness(BotHarness):
@@ -62,3 +64,31 @@ async def test_admin_workers_with_the_builtin_worker_says_so(harness):
     mod = admin_member(harness, "mod")
     listed = private_text(await mod.slash(harness.channel, "admin workers"))
     assert listed.startswith("The bot's own worker on cpu · idle.")
+
+
+async def test_a_separate_workers_result_reaches_discord(separate, tiny_model_dir, tmp_path):
+    """/imagine on a bot without a worker: a real `sdbot worker` on the same database runs it,
+    and the bot posts its grid in the member's message, as with its own worker."""
+    folder = tmp_path / "worker"
+    folder.mkdir()
+    config = worker_config(folder, separate.settings.database_url, tiny_model_dir)
+    worker = start_worker(config, "gpu0")
+    try:
+        alice = separate.member("alice")
+        result = await alice.slash(separate.channel, "imagine", prompt="a lighthouse", count=2, seed=9)
+        job = await separate.latest_job(alice.id)
+        deadline = time.perf_counter() + START_TIMEOUT_S
+        while (job := await separate.queue.get(job.id)).is_active or job.id in separate.dispatcher.running:
+            assert time.perf_counter() < deadline and worker.poll() is None, worker_log(config, "gpu0")
+            await separate.env.advance_time(0.25)  # the relay's poll of the rows (SQLite)
+        await separate.settle()
+        assert await stop_worker(worker) == 0
+    finally:
+        if worker.poll() is None:
+            worker.kill()
+    assert job.status == JobStatus.COMPLETED and job.worker_name == "gpu0"
+    message = separate.message(result.response.id)
+    assert message.embeds[0].title == "a lighthouse"
+    assert {field.name: field.value for field in message.embeds[0].fields}["Seeds"] == "9, 10"
+    grid = await attachment_image(message)
+    assert grid.size == (128, 64)
