@@ -270,9 +270,6 @@ def rerun_options(
     if params.get("Variation seed strength"):
         notes.append("The variation seed was left out: the job uses the seed alone.")
     refiner, switch_at = _refiner(params, settings, notes)
-    if refiner is not None and hires:
-        notes.append("The refiner was left out: it does not run with the hires fix here yet.")
-        refiner = switch_at = None
     if not_kept := [key for key in params if key not in _READ_KEYS and key not in _RECORD_KEYS]:
         if "Denoising strength" in hires or "scale" in hires:
             not_kept = [key for key in not_kept if key != "Denoising strength"]

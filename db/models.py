@@ -281,6 +281,9 @@ class GuildPolicy(Base):
     flagged_action: Mapped[str | None] = mapped_column(String(20))
     # Where jobs and moderation actions are mirrored (None: nowhere).
     log_channel_id: Mapped[int | None] = mapped_column(BigInteger)
+    # A1111's noise settings for jobs here, under a member's own (None: the [limits] defaults).
+    default_rng: Mapped[str | None] = mapped_column(String(10))
+    default_ensd: Mapped[int | None] = mapped_column(BigInteger)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
 
 

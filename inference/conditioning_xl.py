@@ -165,3 +165,34 @@ def sdxl_size_kwargs(pipe: DiffusionPipeline, width: int, height: int) -> dict:
         kwargs["aesthetic_score"] = REFINER_AESTHETIC_SCORE
         kwargs["negative_aesthetic_score"] = REFINER_NEGATIVE_AESTHETIC_SCORE
     return kwargs
+
+
+def sdxl_time_ids(pipe: DiffusionPipeline, width: int, height: int) -> tuple[torch.Tensor, torch.Tensor] | None:
+    """SDXL's size conditioning of one (cond, uncond) row pair, (1, n) each, as A1111's
+    sd_models_xl.get_learned_conditioning sets it (and diffusers' _get_add_time_ids lays it
+    out): original size and target size both the image's (height, width), crop 0,0; the
+    refiner's original size, crop and aesthetic score, 6.0 for the cond and 2.5 for the
+    uncond. None for a pipeline without added conditioning."""
+    if not is_sdxl(pipe):
+        return None
+    crop = [0, 0]
+    if _reads_aesthetic_score(pipe):
+        cond = [height, width, *crop, REFINER_AESTHETIC_SCORE]
+        uncond = [height, width, *crop, REFINER_NEGATIVE_AESTHETIC_SCORE]
+    else:
+        cond = uncond = [height, width, *crop, height, width]
+    return torch.tensor([cond], dtype=torch.float32), torch.tensor([uncond], dtype=torch.float32)
+
+
+# The refiner's time ids: original size (2), crop (2) and the aesthetic score; the base's six
+# have the target size (2) instead of the score.
+REFINER_TIME_IDS = 5
+
+
+def _reads_aesthetic_score(pipe: DiffusionPipeline) -> bool:
+    """Whether the UNet is conditioned on an aesthetic score (the refiner), read from what its
+    added embedding takes: one Fourier embedding per time id beside the pooled vector."""
+    config = pipe.unet.config
+    pooled = pipe.text_encoder_2.config.projection_dim
+    time_ids = (config.projection_class_embeddings_input_dim - pooled) // config.addition_time_embed_dim
+    return time_ids == REFINER_TIME_IDS

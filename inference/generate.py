@@ -1,12 +1,13 @@
 """txt2img with A1111's samplers and seed semantics.
 
-The k-diffusion samplers (Euler a, DPM++ 2M, ...) run as A1111 1.10 runs them on SD 1.x/2.x:
+The k-diffusion samplers (Euler a, DPM++ 2M, ...) run as A1111 1.10 runs them on SD 1.x/2.x,
+SDXL and its refiner, and the inpainting UNets:
 sigmas of the request's schedule type (inference/schedules.py), each image's noise from its
 own seed, RNG source, variation seed and ENSD (inference/noise.py ImageNoise), and the sampler
 loop over A1111's CFG denoiser around the UNet (inference/k_sampling.py, k_denoiser.py), so a
 seed gives A1111's image and image i of a batch is reproduced alone by its seed.
 
-The rest (SDXL, the refiner's base pass, DDIM and UniPC) still runs a stock diffusers pipeline
+The rest (DDIM, UniPC and the samplers not run over sigmas yet) runs a stock diffusers pipeline
 with the scheduler of inference.common.samplers: each image's initial noise is drawn from its
 own CPU generator (the draw diffusers would make), slerped for variations, and the advanced
 generators go to the pipeline for the ancestral and SDE samplers' later noise.
@@ -26,7 +27,7 @@ from diffusers.utils.torch_utils import randn_tensor
 from PIL import Image
 
 from inference.conditioning import Conditioning, and_prompts_unet, encode_for_pass
-from inference.conditioning_xl import sdxl_size_kwargs
+from inference.conditioning_xl import sdxl_size_kwargs, sdxl_time_ids
 from inference.common.protocol import MAX_CLIP_SKIP, GenerateRequest
 from inference.common.sampler_catalog import SAMPLERS as CATALOG
 from inference.common.sampler_catalog import (
@@ -37,7 +38,15 @@ from inference.common.sampler_catalog import (
     split_combined_name,
 )
 from inference.common.samplers import SAMPLERS
-from inference.k_denoiser import KDenoiser, model_alphas_cumprod, run_k_sampler, supports_k_sampling
+from inference.k_denoiser import (
+    DenoiserModel,
+    KDenoiser,
+    LatentMask,
+    RefinerSwitch,
+    model_alphas_cumprod,
+    run_k_sampler,
+    supports_k_sampling,
+)
 from inference.k_sampling import SAMPLE_FUNCTIONS
 from inference.noise import ImageNoise, slerp
 from inference.schedules import model_sigmas, sampler_sigmas
@@ -407,6 +416,43 @@ def k_step_callback(total_steps: int, run_steps: int, on_step: OnStep, is_cancel
     return callback
 
 
+def denoiser_model(
+    pipe: DiffusionPipeline,
+    request: GenerateRequest,
+    jobs: Sequence[tuple[Conditioning, int]],
+    size: tuple[int, int] | None = None,
+) -> DenoiserModel:
+    """The pipeline's side of the k-diffusion denoiser for the request's sampler: its UNet,
+    sigma table and prediction type, the batch's conditioning, and SDXL's size conditioning
+    for ``size`` (width, height; the request's when not given)."""
+    sampler, _ = resolve_sampler(request)
+    device = pipe.unet.device
+    width, height = size or (request.width, request.height)
+    return DenoiserModel(
+        pipe.unet,
+        model_sigmas(sampler, model_alphas_cumprod(pipe).to(device)),
+        tuple(jobs),
+        pipe.scheduler.config.get("prediction_type", "epsilon"),
+        sdxl_time_ids(pipe, width, height),
+    )
+
+
+def refiner_switch(
+    refiner: DiffusionPipeline,
+    request: GenerateRequest,
+    steps: int,
+    hires_steps: int | None = None,
+    size: tuple[int, int] | None = None,
+) -> RefinerSwitch:
+    """The request's refiner as the k-diffusion denoiser switches to it ("Refiner switch at"):
+    its UNet, and the prompts encoded again for it as A1111's setup_conds does on the switch
+    (its own encoder, the same prompt schedule: ``steps`` and ``hires_steps`` as
+    k_conditioning takes them), with its size conditioning for ``size``."""
+    conditioning = k_conditioning(refiner, request, steps, hires_steps)
+    model = denoiser_model(refiner, request, [(conditioning, len(request.seeds))], size)
+    return RefinerSwitch(request.refiner_switch_at, model)
+
+
 def k_sample(
     pipe: DiffusionPipeline,
     request: GenerateRequest,
@@ -415,18 +461,26 @@ def k_sample(
     sigmas: torch.Tensor,
     noises: Sequence[ImageNoise],
     callback,  # type: ignore[no-untyped-def]
+    *,
+    image_cond: torch.Tensor | None = None,
+    mask: LatentMask | None = None,
+    refiner: RefinerSwitch | None = None,
 ) -> torch.Tensor:
     """One k-diffusion pass from ``start`` (already at ``sigmas[0]``) over the pipeline's UNet,
     with A1111's CFG, AND weights and prompt schedule: the final latents, as the UNet sees them
     (the caller sets seamless tiling around it and the decode). ``request`` gives sampler, CFG
-    and eta; ``jobs`` each job's Conditioning and image
-    count, and ``noises`` its ImageNoise, in the order of the batch's images."""
+    and eta; ``jobs`` each job's Conditioning and image count, and ``noises`` its ImageNoise,
+    in the order of the batch's images. The pass's size (SDXL's size conditioning) is the
+    latents'. ``image_cond``, ``mask`` and ``refiner``: see KDenoiser."""
     sampler, _ = resolve_sampler(request)
+    scale = pipe.vae_scale_factor
+    size = (start.shape[-1] * scale, start.shape[-2] * scale)
+    model = denoiser_model(pipe, request, jobs, size)
+    denoiser = KDenoiser(model, request.cfg_scale, image_cond=image_cond, mask=mask, refiner=refiner)
     device = pipe.unet.device
-    table = model_sigmas(sampler, model_alphas_cumprod(pipe).to(device))
-    prediction_type = pipe.scheduler.config.get("prediction_type", "epsilon")
-    denoiser = KDenoiser(pipe.unet, table, jobs, request.cfg_scale, prediction_type)
     latents = run_k_sampler(sampler, denoiser, start.to(device), sigmas, noises, callback, request.eta)
+    if mask is not None:
+        latents = mask.blend(latents)  # A1111's blend of the samples after sampling, too
     return latents.to(pipe.unet.dtype)
 
 
@@ -449,9 +503,10 @@ def txt2img_latents(
     on_step: OnStep,
     is_cancelled: IsCancelled,
     progress_steps: int | None = None,
+    refiner: RefinerSwitch | None = None,
 ) -> torch.Tensor:
     """A1111's txt2img with a k-diffusion sampler: the seed noise scaled to the first sigma,
-    then the sampler over the request's schedule."""
+    then the sampler over the request's schedule (switching to ``refiner`` part-way)."""
     scale = pipe.vae_scale_factor
     shape = (pipe.unet.config.in_channels, request.height // scale, request.width // scale)
     conditioning = k_conditioning(pipe, request, request.steps)
@@ -459,7 +514,8 @@ def txt2img_latents(
     noise = request_noise(request, shape, pipe.unet.device)
     start = noise.next() * sigmas[0]
     callback = k_step_callback(progress_steps or request.steps, len(sigmas) - 1, on_step, is_cancelled)
-    return k_sample(pipe, request, [(conditioning, len(request.seeds))], start, sigmas, [noise], callback)
+    jobs = [(conditioning, len(request.seeds))]
+    return k_sample(pipe, request, jobs, start, sigmas, [noise], callback, refiner=refiner)
 
 
 def decode_latents(pipe: DiffusionPipeline, latents: torch.Tensor) -> list[Image.Image]:
@@ -469,7 +525,7 @@ def decode_latents(pipe: DiffusionPipeline, latents: torch.Tensor) -> list[Image
     return pipe.image_processor.postprocess(images, output_type="pil")
 
 
-# --- the diffusers scheduler path (SDXL, the inpainting UNet, DDIM and UniPC) --------------
+# --- the diffusers scheduler path (DDIM, UniPC and the samplers not on sigmas yet) ---------
 
 
 def sample(

@@ -1,13 +1,15 @@
 """img2img, and the diffusion pass every image workflow shares: latents in, images out.
 
 The workflows (img2img with loopback, the hires fix's second pass, inpaint, outpaint) all start
-from latents we encode ourselves and hand to a stock diffusers pipeline as its ``image`` (a
-4-channel tensor is taken as latents as they are). Owning that step is what lets inpaint edit
-the starting latents ("latent noise", "latent nothing") and the hires fix resize them.
+from latents we encode ourselves. With one of A1111's k-diffusion samplers the pass is A1111's
+sample_img2img over those latents (img2img_pass here, inpaint._k_inpaint_pass): A1111's step
+counts, each image's noise from its ImageNoise at the first sigma, SD 1.x/2.x and SDXL alike.
+DDIM and UniPC hand them to a stock diffusers pipeline as its ``image`` (a 4-channel tensor is
+taken as latents as they are). Owning that step is what lets inpaint edit the starting latents
+("latent noise", "latent nothing") and the hires fix resize them.
 
-Seeds follow generate.py: one CPU generator per image, seeded with that image's seed, so the
-noise a pass adds to image i (and, for ancestral samplers, every later draw) comes from image i's
-generator alone, and image i is reproduced by running its seed alone.
+Seeds: each image's noise comes from its own seed alone (one generator per image), so image i
+is reproduced by running its seed alone.
 
 The img2img and inpaint pipelines are built from the loaded model's components, once per
 model: the same weights in memory, nothing loaded again.
@@ -43,6 +45,7 @@ from inference.generate import (
     k_step_callback,
     OnStep,
     request_noise,
+    refiner_switch,
     request_sigmas,
     step_callback,
     use_sampler,
@@ -275,11 +278,14 @@ def img2img_pass(
     progress: Progress,
     is_cancelled: IsCancelled,
     hires_steps: int | None = None,
+    refiner: DiffusionPipeline | None = None,
 ) -> list[Image.Image]:
     """One img2img pass from ``latents`` (one row per seed); ``schedule.steps`` must be >= 1.
 
     The prompts' schedule spans the request's steps (A1111's img2img), or with
     ``hires_steps`` the hires fix's second pass (see conditioning.encode_for_pass).
+    ``refiner`` (a k-diffusion sampler only): the SDXL refiner the pass switches to at the
+    request's "Refiner switch at", as A1111's hires pass does.
     """
     if schedule.a1111 is not None:
         # A k-diffusion sampler, as A1111's KDiffusionSampler.sample_img2img: the schedule's
@@ -293,7 +299,16 @@ def img2img_pass(
         report = progress.reporter(schedule.steps)
         callback = k_step_callback(schedule.steps, len(sigmas) - 1, report, is_cancelled)
         jobs = [(conditioning, len(seeds))]
-        return decode_latents(base, k_sample(base, pass_request, jobs, start, sigmas, [noise], callback))
+        switch = None
+        if refiner is not None:
+            size = (latents.shape[-1] * base.vae_scale_factor, latents.shape[-2] * base.vae_scale_factor)
+            switch = refiner_switch(refiner, pass_request, request.steps, hires_steps, size)
+        latents = k_sample(base, pass_request, jobs, start, sigmas, [noise], callback, refiner=switch)
+        return decode_latents(base, latents)
+    if refiner is not None:
+        raise InvalidRequestError(
+            f"the refiner runs in an image pass with A1111's k-diffusion samplers only, not {request.sampler}"
+        )
     pipe = derived_pipeline(base, StableDiffusionImg2ImgPipeline)
     use_sampler(pipe, request.sampler, seeds, base=base, schedule_type=request.schedule_type)
     conditioning = encode_for_pass(pipe, request, request.steps, hires_steps)

@@ -7,9 +7,11 @@ and in the end the original is laid back over the result through the blurred mas
 pixel the mask does not touch comes back exactly as it was.
 
 The model: a ModelSpec's inpaint_source when it has one (an inpainting checkpoint: its UNet
-also sees the mask and the masked image, 9 input channels), else the model itself through
-diffusers' inpaint pipeline, which keeps the unmasked latents on the original's (re-noised)
-latents at every step, as A1111 does for ordinary models.
+also sees the mask and the masked image, 9 input channels), else the model itself. With a
+k-diffusion sampler the pass is A1111's own (_k_inpaint_pass: its step counts and noise,
+the latent mask blend in the denoiser, the inpainting UNet's image conditioning in every
+call); DDIM and UniPC run diffusers' inpaint pipeline, which keeps the unmasked latents on
+the original's (re-noised) latents at every step.
 """
 
 from __future__ import annotations
@@ -23,9 +25,22 @@ from diffusers.utils.torch_utils import randn_tensor
 from PIL import Image
 
 from inference.conditioning import and_prompts_unet, encode_for_pass
-from inference.generate import InvalidRequestError, IsCancelled, OnStep, use_sampler
+from inference.generate import (
+    InvalidRequestError,
+    IsCancelled,
+    OnStep,
+    decode_latents,
+    k_conditioning,
+    k_sample,
+    k_step_callback,
+    request_noise,
+    request_sigmas,
+    use_sampler,
+    uses_k_sampling,
+)
 from inference.img2img import (
     Progress,
+    Schedule,
     check_cancelled,
     derived_pipeline,
     encode,
@@ -45,12 +60,18 @@ from inference.masks import (
     paste_crop,
     resize_image,
 )
+from inference.k_denoiser import LatentMask
 from inference.models import PipelineCache
+from inference.noise import ImageNoise
+from inference.schedules import img2img_sigmas
 from inference.common.protocol import GenerateRequest, MaskedContent, ResizeMode
 from inference.tiling import seamless_tiling
 
 # The inpainting checkpoints' UNet input: 4 latent channels, 1 mask, 4 masked-image latents.
 INPAINT_UNET_CHANNELS = 9
+# A1111's "Inpainting conditioning mask strength" (opts.inpainting_mask_weight), at its
+# default: the masked pixels are fully greyed in the inpainting UNet's image conditioning.
+INPAINTING_MASK_WEIGHT = 1.0
 
 
 def inpaint_pipeline(
@@ -80,13 +101,16 @@ def inpaint_pass(
     caller composites with the soft one. The images come back as diffusion left them, before
     any compositing. Strength 0 returns them untouched.
     """
-    schedule = img2img_schedule(request.steps, strength)
+    pipe, base = inpaint_pipeline(cache, request.model)
+    a1111 = uses_k_sampling(pipe, request)
+    schedule = img2img_schedule(request.steps, strength, a1111)
     if not schedule.steps:
         return list(images)
     check_cancelled(is_cancelled)
-    pipe, base = inpaint_pipeline(cache, request.model)
     # --tile: the VAE's encoding wraps around too, as in A1111 (the whole model is switched).
     with seamless_tiling(pipe, request.tiling):
+        if a1111:
+            return _k_inpaint_pass(pipe, request, images, mask, content, schedule, on_step, is_cancelled)
         seeds = request.seeds
         latents = encode(pipe, images)
         latents = _apply_masked_content(latents, mask, content, seeds)
@@ -113,11 +137,72 @@ def inpaint_pass(
         return list(result.images)
 
 
+def latent_repaint_mask(mask: Image.Image, height: int, width: int) -> torch.Tensor:
+    """A1111's latmask: the blurred mask resized to the latents' size (PIL's default
+    resampling, bicubic) and rounded, (1, 1, height, width); 1 where the image is repainted."""
+    small = np.asarray(mask.convert("L").resize((width, height)), dtype=np.float32) / 255.0
+    return torch.from_numpy(np.round(small))[None, None]
+
+
+def image_conditioning(
+    pipe: DiffusionPipeline, images: Sequence[Image.Image], mask: Image.Image, latent_size: tuple[int, int]
+) -> torch.Tensor:
+    """An inpainting UNet's extra input as A1111 makes it (inpainting_image_conditioning):
+    the mask rounded at full size, the images with the masked pixels blended to grey by
+    ``INPAINTING_MASK_WEIGHT`` and encoded, and the mask resized (nearest) to the latents:
+    cat([mask, masked-image latents]), one row per image."""
+    full = torch.from_numpy(np.asarray(mask.convert("L"), dtype=np.float32) / 255.0)[None, None].round()
+    # lerp(image, image * (1 - mask), weight) as a factor on the pixels.
+    latents = encode(pipe, images, keep=1 - INPAINTING_MASK_WEIGHT * full)
+    small = torch.nn.functional.interpolate(full, size=latent_size).to(latents)
+    return torch.cat([small.expand(latents.shape[0], -1, -1, -1), latents], dim=1)
+
+
+def _k_inpaint_pass(
+    pipe: DiffusionPipeline,
+    request: GenerateRequest,
+    images: Sequence[Image.Image],
+    mask: Image.Image,
+    content: MaskedContent,
+    schedule: Schedule,
+    on_step: OnStep,
+    is_cancelled: IsCancelled,
+) -> list[Image.Image]:
+    """A1111's img2img with a mask over a k-diffusion sampler (StableDiffusionProcessingImg2Img
+    init and sample): the source latents, the masked content written into them ("latent
+    noise": a fresh draw of each image's seed; "latent nothing": zeros), the pass's noise
+    at the first sigma of img2img's steps, every denoised kept on the source latents outside
+    the rounded latent mask, and the inpainting UNet's image conditioning."""
+    seeds = request.seeds
+    device = pipe.unet.device
+    init_latent = encode(pipe, images).float()
+    repaint = latent_repaint_mask(mask, *init_latent.shape[-2:]).to(init_latent)
+    keep = 1 - repaint
+    if content == MaskedContent.LATENT_NOISE:
+        fill_noise = ImageNoise(init_latent.shape[1:], seeds, source=request.rng, device=device).next()
+        init_latent = init_latent * keep + fill_noise.to(init_latent) * repaint
+    elif content == MaskedContent.LATENT_NOTHING:
+        init_latent = init_latent * keep
+    extra = None
+    if pipe.unet.config.in_channels == INPAINT_UNET_CHANNELS:
+        extra = image_conditioning(pipe, images, mask, tuple(init_latent.shape[-2:]))
+    conditioning = k_conditioning(pipe, request, request.steps)
+    sigmas = img2img_sigmas(request_sigmas(pipe, request, schedule.num_inference_steps), schedule.a1111)
+    noise = request_noise(request, init_latent.shape[1:], device)
+    start = init_latent + noise.next() * sigmas[0]
+    callback = k_step_callback(schedule.steps, len(sigmas) - 1, on_step, is_cancelled)
+    latents = k_sample(
+        pipe, request, [(conditioning, len(seeds))], start, sigmas, [noise], callback,
+        image_cond=extra, mask=LatentMask(init_latent, keep),
+    )
+    return decode_latents(pipe, latents)
+
+
 def _apply_masked_content(
     latents: torch.Tensor, mask: Image.Image, content: MaskedContent, seeds: Sequence[int]
 ) -> torch.Tensor:
-    """A1111's "latent noise" and "latent nothing": the masked latents replaced before the
-    pass noises them to the starting strength.
+    """The diffusers path's "latent noise" and "latent nothing": the masked latents replaced
+    before the pass noises them to the starting strength.
 
     A1111 writes create_random_tensors(seeds) there: the very noise the sampler then adds.
     Each image's draw here comes from a fresh generator with its seed, which is the draw the
@@ -126,9 +211,7 @@ def _apply_masked_content(
     if content not in (MaskedContent.LATENT_NOISE, MaskedContent.LATENT_NOTHING):
         return latents
     _, channels, height, width = latents.shape
-    # A1111 resizes the blurred mask to the latents' size (PIL's default, bicubic) and rounds.
-    small = np.asarray(mask.convert("L").resize((width, height)), dtype=np.float32) / 255.0
-    inside = torch.from_numpy(np.round(small)).to(latents)[None, None]
+    inside = latent_repaint_mask(mask, height, width).to(latents)
     if content == MaskedContent.LATENT_NOTHING:
         return latents * (1 - inside)
     noise = torch.cat(

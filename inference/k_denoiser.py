@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import inspect
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 
 import torch
 
@@ -24,31 +25,99 @@ from inference.schedules import DiscreteSigmas, sd_alphas_cumprod
 
 # k-diffusion's sigma_data of the v-prediction denoiser (CompVisVDenoiser).
 SIGMA_DATA = 1.0
+# A1111's last alphas_cumprod of a zero-terminal-SNR schedule (not 0: sigma stays finite).
+ZSNR_LAST_ALPHA_CUMPROD = 4.8973451890853435e-08
+# The timesteps A1111's refiner switch counts in (its 999 - t over 1000).
+TRAIN_TIMESTEPS = 1000
+# The UNet's latent channels, and the inpainting UNet's extra input: its mask and the masked
+# image's latents.
+LATENT_CHANNELS = 4
+IMAGE_CONDITIONING_CHANNELS = 5
+
+
+def rescale_zero_terminal_snr(alphas_cumprod: torch.Tensor) -> torch.Tensor:
+    """A1111's rescale_zero_terminal_snr_abar (Lin et al. 2023): the schedule shifted so its
+    last timestep is pure noise, the last value then set to A1111's small positive constant
+    so that its sigma stays finite."""
+    alphas_bar_sqrt = alphas_cumprod.sqrt()
+    first, last = alphas_bar_sqrt[0].clone(), alphas_bar_sqrt[-1].clone()
+    alphas_bar_sqrt = (alphas_bar_sqrt - last) * (first / (first - last))
+    alphas_bar = alphas_bar_sqrt**2
+    alphas_bar[-1] = ZSNR_LAST_ALPHA_CUMPROD
+    return alphas_bar
 
 
 def model_alphas_cumprod(pipe) -> torch.Tensor:
     """The model's alphas_cumprod as A1111's loaded model holds them: ldm's schedule from the
     scheduler config's betas (float64, stored float32), or the scheduler's own table for a
-    schedule ldm does not compute that way."""
+    schedule ldm does not compute that way; rescaled to zero terminal SNR where the model
+    was trained so (the single-file loader marks it, as A1111 reads it from the checkpoint)."""
     config = pipe.scheduler.config
     if config.get("beta_schedule", "scaled_linear") == "scaled_linear" and config.get("trained_betas") is None:
-        return sd_alphas_cumprod(config["beta_start"], config["beta_end"], config["num_train_timesteps"])
-    return pipe.scheduler.alphas_cumprod.to(torch.float32)
+        alphas_cumprod = sd_alphas_cumprod(config["beta_start"], config["beta_end"], config["num_train_timesteps"])
+    else:
+        alphas_cumprod = pipe.scheduler.alphas_cumprod.to(torch.float32)
+    if config.get("rescale_betas_zero_snr", False):
+        alphas_cumprod = rescale_zero_terminal_snr(alphas_cumprod)
+    return alphas_cumprod
 
 
 def supports_k_sampling(pipe, sampler: str) -> bool:
     """Whether this sampler runs here on this pipeline: a k-diffusion sampler of ours over a
-    pipeline with the plain SD UNet conditioning (SD 1.x/2.x; SDXL's added conditioning and
-    the inpainting UNet's extra channels still run through the diffusers scheduler path)."""
+    UNet this denoiser knows how to condition: SD 1.x/2.x's, SDXL's and its refiner's (the
+    added text_time conditioning), and the 9-channel inpainting UNets of both."""
     info = SAMPLERS.get(sampler)
     if info is None or info.family != K_DIFFUSION or info.function not in SAMPLE_FUNCTIONS:
         return False
     unet = getattr(pipe, "unet", None)
     return (
         unet is not None
-        and unet.config.in_channels == 4
-        and unet.config.get("addition_embed_type") is None
+        and unet.config.in_channels in (LATENT_CHANNELS, LATENT_CHANNELS + IMAGE_CONDITIONING_CHANNELS)
+        and unet.config.get("addition_embed_type") in (None, "text_time")
     )
+
+
+@dataclass(frozen=True)
+class DenoiserModel:
+    """One model's side of the denoiser: its UNet, sigma table and parameterisation, and the
+    batch's conditioning for it. ``jobs`` pairs each job's Conditioning with its image count,
+    in the order of the batch's images. ``time_ids``: SDXL's size (and, for the refiner,
+    aesthetic score) conditioning of one cond row and one uncond row, (1, n) each; None for
+    a UNet without added conditioning."""
+
+    unet: torch.nn.Module
+    table: DiscreteSigmas
+    jobs: tuple[tuple[Conditioning, int], ...]
+    prediction_type: str = "epsilon"
+    time_ids: tuple[torch.Tensor, torch.Tensor] | None = None
+
+
+@dataclass(frozen=True)
+class LatentMask:
+    """A1111's inpainting blend: each evaluation's denoised latents are kept on the original
+    latents where ``keep`` is 1 (``init_latent * mask + nmask * denoised``). ``init_latent``
+    holds one row per image; ``keep`` (1 - A1111's latmask) broadcasts over it."""
+
+    init_latent: torch.Tensor
+    keep: torch.Tensor
+
+    def blend(self, latents: torch.Tensor) -> torch.Tensor:
+        keep = self.keep.to(latents)
+        return latents * (1 - keep) + self.init_latent.to(latents) * keep
+
+
+@dataclass(frozen=True)
+class RefinerSwitch:
+    """A1111's refiner (sd_samplers_common.apply_refiner): once an evaluation's sigma maps to
+    a timestep t (the nearest of the current model's table) with (999 - t) / 1000 at or past
+    ``switch_at``, that evaluation and every later one run ``model`` instead."""
+
+    switch_at: float
+    model: DenoiserModel
+
+    def due(self, table: DiscreteSigmas, sigma: torch.Tensor) -> bool:
+        timestep = torch.argmin((table.sigmas.to(sigma.device) - sigma.max()).abs()).item()
+        return (TRAIN_TIMESTEPS - 1 - timestep) / TRAIN_TIMESTEPS >= self.switch_at
 
 
 class KDenoiser:
@@ -56,27 +125,43 @@ class KDenoiser:
     the UNet's eps or v output, under A1111's CFG over the conditioning in force at the
     current evaluation (``step``, counted per call).
 
-    ``jobs`` pairs each Conditioning with the number of images it conditions, in the order
-    of the batch's images (one pair for a job alone; several for a cross-user batch). Each
-    image's conds (its AND parts) and every image's uncond run in one UNet batch, A1111's
-    layout; an image's denoised is uncond + cfg * sum_i w_i (cond_i - uncond).
+    ``model.jobs`` pairs each Conditioning with the number of images it conditions, in the
+    order of the batch's images (one pair for a job alone; several for a cross-user batch).
+    Each image's conds (its AND parts) and every image's uncond run in one UNet batch,
+    A1111's layout; an image's denoised is uncond + cfg * sum_i w_i (cond_i - uncond).
+    SDXL's pooled vectors and size numbers follow the same rows (A1111's dict conds).
+
+    ``image_cond``: an inpainting UNet's extra input (mask and masked-image latents, one row
+    per image), concatenated to every row's latents, the uncond's too (A1111's c_concat).
+    ``mask``: the inpainting blend of every denoised (A1111's mask_before_denoising False).
+    ``refiner``: the model this run switches to part-way (RefinerSwitch).
     """
 
     def __init__(
         self,
-        unet,
-        table: DiscreteSigmas,
-        jobs: Sequence[tuple[Conditioning, int]],
+        model: DenoiserModel,
         cfg_scale: float,
-        prediction_type: str = "epsilon",
+        *,
+        image_cond: torch.Tensor | None = None,
+        mask: LatentMask | None = None,
+        refiner: RefinerSwitch | None = None,
     ) -> None:
-        if prediction_type not in ("epsilon", "v_prediction"):
-            raise ValueError(f"cannot sample a {prediction_type!r} model over sigmas")
-        self.unet = unet
-        self.table = table
-        self.jobs = tuple(jobs)
         self.cfg_scale = cfg_scale
-        self.v_prediction = prediction_type == "v_prediction"
+        self.image_cond = image_cond
+        self.mask = mask
+        self.refiner = refiner
+        self.step = 0
+        self._use(model)
+
+    def _use(self, model: DenoiserModel) -> None:
+        """Take ``model`` as the one every evaluation from now on runs."""
+        if model.prediction_type not in ("epsilon", "v_prediction"):
+            raise ValueError(f"cannot sample a {model.prediction_type!r} model over sigmas")
+        self.model = model
+        self.unet = model.unet
+        self.table = model.table
+        self.jobs = tuple(model.jobs)
+        self.v_prediction = model.prediction_type == "v_prediction"
         # Each image's cond rows: which rows of x they repeat, and the AND weights that take
         # them back to one image (images, cond rows), so the combination is one matmul.
         sources, weights = [], []
@@ -97,7 +182,7 @@ class KDenoiser:
         self.on_device: torch.device | None = None
         self.embeds_key: tuple | None = None
         self.embeds: torch.Tensor | None = None
-        self.step = 0
+        self.added: dict | None = None
 
     def _to(self, device: torch.device) -> None:
         """The per-image tables on the sampler's device, moved once, not every step."""
@@ -119,7 +204,8 @@ class KDenoiser:
 
     def _embeddings(self, step: int, device: torch.device) -> torch.Tensor:
         """Every image's cond rows, then every image's uncond, at ``step``, in the UNet's
-        dtype on ``device``; rebuilt only when a prompt schedule changes them."""
+        dtype on ``device``; rebuilt only when a prompt schedule changes them. SDXL: the
+        added conditioning of the same rows goes to ``self.added``."""
         in_force = [conditioning.at_step(step) for conditioning, _ in self.jobs]
         key = tuple(id(tensor) for pair in in_force for tensor in pair)
         if key != self.embeds_key:
@@ -129,10 +215,34 @@ class KDenoiser:
                 unconds.append(uncond.expand(images, -1, -1))
             self.embeds = torch.cat(conds + unconds).to(device=device, dtype=self.unet.dtype)
             self.embeds_key = key
+            self.added = self._added_conditioning(step, device)
         return self.embeds
+
+    def _added_conditioning(self, step: int, device: torch.device) -> dict | None:
+        """SDXL's added_cond_kwargs in the embeddings' row order: each row's pooled vector
+        (its AND part's, or the uncond's) and its size numbers."""
+        if self.model.time_ids is None:
+            return None
+        cond_ids, uncond_ids = self.model.time_ids
+        pooled_conds, pooled_unconds, cond_rows, images_total = [], [], 0, 0
+        for conditioning, images in self.jobs:
+            cond, uncond = conditioning.pooled_at_step(step)
+            pooled_conds.append(cond.repeat(images, 1))
+            pooled_unconds.append(uncond.expand(images, -1))
+            cond_rows += cond.shape[0] * images
+            images_total += images
+        time_ids = torch.cat([cond_ids.expand(cond_rows, -1), uncond_ids.expand(images_total, -1)])
+        dtype = self.unet.dtype
+        return {
+            "text_embeds": torch.cat(pooled_conds + pooled_unconds).to(device=device, dtype=dtype),
+            "time_ids": time_ids.to(device=device, dtype=dtype),
+        }
 
     @torch.no_grad()
     def __call__(self, x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
+        if self.refiner is not None and self.refiner.due(self.table, sigma):
+            self._use(self.refiner.model)
+            self.refiner = None
         self._to(x.device)
         embeds = self._embeddings(self.step, x.device)
         self.step += 1
@@ -143,18 +253,26 @@ class KDenoiser:
             x_in = torch.cat([x[self.cond_sources], x])
             sigma_in = torch.cat([sigma[self.cond_sources], sigma])
         c_skip, c_out, c_in = self._scalings(sigma_in)
+        unet_in = x_in * c_in
+        if self.image_cond is not None:
+            image_cond = self.image_cond.to(x.device, x.dtype)
+            rows_cond = image_cond if self.plain else image_cond[self.cond_sources]
+            unet_in = torch.cat([unet_in, torch.cat([rows_cond, image_cond])], dim=1)
         out = self.unet(
-            (x_in * c_in).to(self.unet.dtype),
+            unet_in.to(self.unet.dtype),
             self.table.sigma_to_t(sigma_in),
             encoder_hidden_states=embeds,
+            **({} if self.added is None else {"added_cond_kwargs": self.added}),
             return_dict=False,
         )[0].float()
         denoised = out * c_out + x_in * c_skip
         conds, uncond = denoised[:rows], denoised[rows:]
         if self.plain:
-            return uncond + (conds - uncond) * self.cfg_scale
-        weighted = torch.einsum("ir,r...->i...", self.combine, conds)
-        return uncond + (weighted - self.weight_sums * uncond) * self.cfg_scale
+            combined = uncond + (conds - uncond) * self.cfg_scale
+        else:
+            weighted = torch.einsum("ir,r...->i...", self.combine, conds)
+            combined = uncond + (weighted - self.weight_sums * uncond) * self.cfg_scale
+        return combined if self.mask is None else self.mask.blend(combined)
 
 
 def k_noise_sampler(sampler: str, x: torch.Tensor, sigmas: torch.Tensor, noises: Sequence[ImageNoise]) -> Callable:

@@ -38,7 +38,7 @@ from inference.img2img import (
 )
 from inference.inpaint import run_inpaint, run_outpaint
 from inference.models import PipelineCache
-from inference.refiner import run_refined
+from inference.refiner import check_hires_refiner, run_refined
 from inference.common.protocol import (
     LANCZOS,
     LATENT,
@@ -89,8 +89,15 @@ def run_workflow(
         return run_inpaint(cache, request, on_step, is_cancelled)
     if request.kind == JobKind.OUTPAINT:
         return run_outpaint(cache, request, on_step, is_cancelled)
-    if request.refiner:
+    if request.refiner and request.hires is None:
         return run_refined(cache, request, on_step, is_cancelled)
+    if request.refiner:
+        # A1111's default ("second pass"): the first pass on the base alone, the switch to
+        # the refiner inside the second pass.
+        with cache.using(request.model) as base, cache.using(request.refiner) as refiner:
+            check_hires_refiner(base, refiner, request)
+            with seamless_tiling(base, request.tiling):
+                return run_hires(base, upscalers, request, on_step, is_cancelled, refiner=refiner)
     base = cache.get(request.model)
     if request.kind == JobKind.IMG2IMG:
         return run_img2img(base, request, on_step, is_cancelled)
@@ -116,8 +123,11 @@ def run_hires(
     request: GenerateRequest,
     on_step: OnStep,
     is_cancelled: IsCancelled,
+    refiner: DiffusionPipeline | None = None,
 ) -> list[Image.Image]:
-    """A1111's hires fix: txt2img, upscale, img2img at the larger size.
+    """A1111's hires fix: txt2img, upscale, img2img at the larger size (switching to the
+    ``refiner`` inside that second pass where its sigmas reach "Refiner switch at": at its
+    start when the hires denoising strength leaves less noise than the switch point).
 
     The first pass is generate()'s own run (same noise, so the same images as without the
     fix). "Latent" resizes its latents bilinearly, as A1111's default latent mode; any other
@@ -133,7 +143,7 @@ def run_hires(
     a1111 = uses_k_sampling(base, request)
     schedule = exact_steps_schedule(hires.steps or request.steps, hires.denoising_strength, a1111)
     progress = Progress(on_step, request.steps + schedule.steps)
-    first_pass = replace(request, hires=None)
+    first_pass = replace(request, hires=None, refiner="")
     latents = generate_latents(base, first_pass, progress.reporter(request.steps), is_cancelled)
     check_cancelled(is_cancelled)
     if hires.upscaler == LATENT:
@@ -161,6 +171,7 @@ def run_hires(
         progress,
         is_cancelled,
         hires_steps=schedule.steps,
+        refiner=refiner,
     )
 
 
@@ -186,8 +197,8 @@ def validate_workflow(request: GenerateRequest, upscalers: Upscalers | None = No
         raise InvalidRequestError(f"{extra[0]} options do not apply to a {kind} job")
     if request.hires is not None:
         _check_hires(request, upscalers)
-    if request.refiner and (kind not in TXT2IMG_KINDS or request.hires is not None):
-        raise InvalidRequestError("the refiner runs with txt2img and variations, without the hires fix")
+    if request.refiner and kind not in TXT2IMG_KINDS:
+        raise InvalidRequestError("the refiner runs with txt2img and variations (and their hires fix)")
     if request.image is not None:
         _check_image(request)
     if request.inpaint is not None:

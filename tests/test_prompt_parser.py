@@ -384,7 +384,9 @@ def test_reading_groups_alone_gives_what_the_whole_prompt_gives(prompt, steps):
 
 def test_reading_groups_alone_agrees_with_the_whole_prompt_on_random_prompts():
     generator = random.Random(20261206)
-    alphabet = ["a", "b", " ", "[", "]", "(", ")", ":", "|", "\\", "0.5", "2", ":1.2)"]
+    # Whole groups among the single characters: stray brackets next to real edits are where
+    # reading the groups alone used to differ (see reads_by_groups).
+    alphabet = ["a", "b", " ", "[", "]", "(", ")", ":", "|", "\\", "0.5", "2", ":1.2)", "[a:b:3]", "[a|b]", "(c:1.2)"]
     for _ in range(400):
         prompt = "".join(generator.choice(alphabet) for _ in range(generator.randint(1, 12)))
         assert prompt_schedules(prompt, 6) == whole_prompt_schedules(prompt, 6), prompt
@@ -413,3 +415,36 @@ def test_a_prompt_past_the_grammar_s_bound_is_used_as_it_is_and_says_why():
     assert prompt_parser.schedule_problem(within) is None
     assert prompt_schedules(within, 10) == [(5, "(a) " * 5), (10, "b " * 5)]
     assert prompt_parser.schedule_problem(within + "[(c):d:0.5]")  # 36
+
+
+# --- prompts whose stray brackets make A1111 read them whole ----------------------------
+
+
+@pytest.mark.parametrize(
+    ("prompt", "expected"),
+    [
+        # A stray ")" after a group: A1111's grammar takes the brackets as text, no editing.
+        ("(a [b:c:3]))", [(10, "(a [b:c:3]))")]),
+        # A colon against a closing bracket or parenthesis, or an opening one.
+        ("[a:b:3]::", [(10, "[a:b:3]::")]),
+        ("([a:b:3]):", [(10, "([a:b:3]):")]),
+        ("[[a:b:3]]:", [(10, "[[a:b:3]]:")]),
+        ("[a:b:3][:", [(10, "[a:b:3][:")]),
+        # ... where the grammar may still edit another group of the same prompt.
+        ("[a:b:3]::[a:b:3]", [(3, "[a:b:3]::a"), (10, "[a:b:3]::b")]),
+        ("([[[a:b:3](][", [(3, "([[a(]["), (10, "([[b(][")]),
+        # A space between is enough for the groups to be read one by one again.
+        ("[cat:dog:5] :)", [(5, "cat :)"), (10, "dog :)")]),
+    ],
+)
+def test_stray_brackets_are_read_as_a1111_reads_the_whole_prompt(prompt, expected):
+    assert prompt_schedules(prompt, 10) == expected
+
+
+def test_a_long_prompt_with_a_stray_bracket_is_read_group_by_group_not_parsed_whole():
+    """Past MAX_WHOLE_PROMPT_SPECIALS the whole-prompt parse would stall the bot's event loop:
+    the groups are then read one by one, as for any prompt (here A1111 agrees)."""
+    prompt = ", ".join(f"(word{i}:1.2)" for i in range(12)) + ", [cat:dog:5] ]"
+    assert not prompt_parser.reads_by_groups(prompt)
+    assert prompt_parser.schedule_problem(prompt) is None
+    assert prompt_schedules(prompt, 10) == [(5, prompt.replace("[cat:dog:5]", "cat")), (10, prompt.replace("[cat:dog:5]", "dog"))]

@@ -16,6 +16,8 @@ from bot.jobs.queue import JobQueue
 from db.models import Job, JobStatus
 from inference.common.protocol import RNG_SOURCES
 from tests.harness import private_answer
+from tests.test_bot_settings import text_of
+from tests.test_bot_admin import admin_member
 from tests.test_bot_imagine import imagine_then_click
 from tests.test_queue import ALICE, BOB, CAROL, params
 
@@ -71,6 +73,29 @@ async def test_a_combined_name_is_split_and_a_reroll_keeps_every_choice(harness)
     assert not with_combined.ephemeral
     job = await harness.latest_job()
     assert (job.sampler, job.schedule_type) == ("DPM++ 2M SDE", "Karras")
+
+
+async def test_a_server_sets_its_own_noise_under_a_members_own(harness):
+    """/admin noise: this server's RNG source and ENSD for new jobs, between the bot's config
+    and a member's /settings; shown in /admin policy show and /settings; "bot default" and -1
+    go back to the config's."""
+    mod, alice, bob = admin_member(harness, "mod"), harness.member("alice"), harness.member("bob")
+    answer = private_answer(await mod.slash(harness.channel, "admin noise", rng="CPU", ensd=31337))
+    assert "RNG source CPU (this server's), ENSD 31337 (this server's)" in answer
+    await harness.bot.queue.update_user(bob.id, bob.name, default_rng="NV")
+
+    await alice.slash(harness.channel, "imagine", prompt="a cat")
+    assert ((job := await harness.latest_job()).rng, job.eta_noise_seed_delta) == ("CPU", 31337)
+    await bob.slash(harness.channel, "imagine", prompt="a dog")
+    assert ((job := await harness.latest_job()).rng, job.eta_noise_seed_delta) == ("NV", 31337)  # his own RNG wins
+    assert "**RNG source**: server default · server: CPU" in text_of((await alice.slash(harness.channel, "settings")).response)
+    assert "**Noise**: RNG source CPU (this server's)" in private_answer(await mod.slash(harness.channel, "admin policy show"))
+
+    shown = private_answer(await mod.slash(harness.channel, "admin noise"))
+    assert "RNG source CPU (this server's)" in shown and "Set `rng` or `ensd`" in shown
+    await mod.slash(harness.channel, "admin noise", rng="bot default", ensd=-1)
+    await alice.slash(harness.channel, "imagine", prompt="a hen")
+    assert ((job := await harness.latest_job()).rng, job.eta_noise_seed_delta) == ("GPU", 0)
 
 
 def test_server_defaults_and_member_settings_resolve_in_order(settings):

@@ -147,13 +147,22 @@ async def test_imagine_with_the_refiner(refiner_settings, tmp_path, migrated_dat
             ({"refiner": "nope"}, "Unknown model `nope`"),
             ({"refiner": "tiny-refiner", "refiner_switch_at": 1.0}, "above 0 and below 1"),
             ({"refiner_switch_at": 0.5}, "refiner_switch_at needs a refiner"),
-            ({"refiner": "tiny-refiner", "hires_scale": 2.0}, "do not run together"),
             ({"model": "tiny-refiner"}, "is an SDXL refiner: it finishes images, it cannot start one"),
         ):
             answer = await alice.slash(harness.channel, "imagine", prompt="a castle", **options)
             assert expected in private_answer(answer), options
         harness.expect_user_errors()
         assert await harness.job_count() == count
+
+        # The refiner with the hires fix runs, as in A1111: it takes over in the second pass.
+        await alice.slash(
+            harness.channel, "imagine", prompt="a castle", count=1, seed=5, steps=4,
+            refiner="tiny-refiner", refiner_switch_at=0.5, hires_scale=1.5,
+        )
+        job = await harness.wait_for_job((await harness.latest_job()).id)
+        assert job.status == JobStatus.COMPLETED, job.error
+        info = infotext(job.images[0].path)
+        assert info["Refiner"] == "tiny-refiner" and info["Hires upscale"] == "1.5"
 
         # A member's default refiner (/settings) serves their SDXL jobs that name none;
         # refiner "None" turns it off for one job.

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from inference.common.infotext import parse_infotext, request_infotext
-from inference.common.protocol import GenerateRequest, HiresFix, JobKind, ModelSpec
+from inference.common.protocol import GenerateRequest, HiresFix, ImageInput, JobKind, ModelSpec
 from inference.generate import InvalidRequestError, generate
 from inference.models import PipelineCache
 from inference.refiner import base_steps, run_refined
@@ -63,8 +63,10 @@ def test_bad_refiner_requests_are_refused(cache):
         run_refined(cache, request(model="tiny"), lambda *args: None, lambda: False)
     with pytest.raises(InvalidRequestError, match="above 0 and below 1"):
         run_refined(cache, request(refiner_switch_at=1.0), lambda *args: None, lambda: False)
-    with pytest.raises(InvalidRequestError, match="without the hires fix"):
-        validate_workflow(request(hires=HiresFix(scale=2.0, steps=0, denoising_strength=0.5, upscaler="Latent")))
+    # With the hires fix the refiner runs (tests/test_k_sdxl.py); with an image workflow not.
+    validate_workflow(request(hires=HiresFix(scale=2.0, steps=0, denoising_strength=0.5, upscaler="Latent")))
+    with pytest.raises(InvalidRequestError, match="runs with txt2img and variations"):
+        validate_workflow(request(kind=JobKind.IMG2IMG, image=ImageInput("missing.png", 0.5)))
 
 
 def test_a_refiner_as_the_model_of_a_txt2img_job_is_refused(cache):

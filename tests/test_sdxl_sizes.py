@@ -82,5 +82,6 @@ def test_a_rerun_takes_the_refiner_from_a1111s_infotext(tiny_sdxl_dir, tiny_sdxl
     assert (plan.refiner, plan.refiner_switch_at, plan.notes) == ("Refiner-1.0", 0.6, [])
     plan = rerun_options(parse_infotext(text.replace("refiner-1.0", "elsewhere")), settings, [])
     assert plan.refiner is None and plan.notes == ["Refiner `elsewhere` is not on this server; the job runs without one."]
+    # With the hires fix the refiner is kept: it runs in the second pass, as in A1111.
     plan = rerun_options(parse_infotext(text.replace("Version", "Hires upscale: 2, Version")), settings, [])
-    assert plan.refiner is None and "refiner was left out" in plan.notes[0]
+    assert (plan.refiner, plan.refiner_switch_at, plan.notes) == ("Refiner-1.0", 0.6, [])

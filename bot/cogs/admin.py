@@ -26,6 +26,7 @@ from bot.errors import InvalidOption, JobNotFound, NothingToDo
 from bot.interactions import is_age_restricted, send_private
 from bot.jobs import removal, retention
 from bot.jobs.leases import WorkerRegistry, describe_workers
+from bot.jobs.sampling import MAX_ENSD, check_ensd, check_rng
 from bot.policy import audit, gate, model_rules, rules, store
 from bot.ui.embeds import clip
 from db.base import utcnow
@@ -353,6 +354,33 @@ class Admin(BotCog):
         note = "" if self.bot.settings.policy.safety_checker else " (no safety classifier is configured on this bot yet)"
         await send_private(interaction, f"Flagged images will be: {action}.{note}")
 
+    @admin.command(name="noise", description="A1111's random number source and ENSD for new jobs here")
+    @app_commands.describe(
+        rng="Where the seed's noise comes from, as A1111's setting: GPU (A1111's default), CPU, or NV (the same on any machine)",
+        ensd="A1111's eta noise seed delta (31337 on NovelAI-style setups); -1: back to the bot's default",
+    )
+    async def noise(
+        self,
+        interaction: discord.Interaction[SDBot],
+        rng: Literal["GPU", "CPU", "NV", "bot default"] | None = None,
+        ensd: app_commands.Range[int, -1, MAX_ENSD] | None = None,
+    ) -> None:
+        guild_id = self._guild_id(interaction)
+        changes: dict[str, object] = {}
+        if rng is not None:
+            changes["default_rng"] = None if rng == "bot default" else check_rng(rng)
+        if ensd is not None:
+            changes["default_ensd"] = None if ensd == -1 else check_ensd(ensd)
+        if changes:
+            await store.update_policy(self.db, guild_id, **changes)
+        policy = await store.policy_of(self.db, self.bot.settings, guild_id)
+        line = _noise_line(policy, self.bot.settings)
+        if changes:
+            await self._changed(interaction, line)
+            await send_private(interaction, f"New jobs here use {line}. A member's own choice in /settings still wins.")
+        else:
+            await send_private(interaction, f"New jobs here use {line}. Set `rng` or `ensd` to change it.")
+
     @log.command(name="set", description="Mirror the audit log to this channel")
     async def log_set(self, interaction: discord.Interaction[SDBot], channel: discord.TextChannel) -> None:
         await store.update_policy(self.db, self._guild_id(interaction), log_channel_id=channel.id)
@@ -471,6 +499,7 @@ class Admin(BotCog):
             f"**Blocked terms**: {sum(s.term.scope == 'banned' for s in stored)} banned, "
             f"{sum(s.term.scope == 'nsfw' for s in stored)} NSFW-only (/admin terms list)",
             f"**Flagged images**: {policy.flagged_action}",
+            f"**Noise**: {_noise_line(policy, self.bot.settings)} (/admin noise)",
             f"**Log channel**: {f'<#{policy.log_channel_id}>' if policy.log_channel_id else 'none'}",
             f"**Banned members**: {len(banned)} (/admin bans)",
             f"**Direct messages**: {'allowed' if self.bot.settings.policy.allow_dms else 'not allowed'} (the bot's setting)",
@@ -480,6 +509,14 @@ class Admin(BotCog):
         usage = await asyncio.to_thread(retention.disk_usage, self.bot.settings)
         lines += _storage_lines(self.bot.settings, usage)
         await _send_embed(interaction, "This server's policy", lines)
+
+
+def _noise_line(policy: store.Policy, settings: Settings) -> str:
+    """The server's A1111 noise settings, each marked as its own or the bot's default."""
+    limits = settings.limits
+    rng = f"{policy.rng} (this server's)" if policy.rng else f"{limits.default_rng} (the bot's default)"
+    ensd = f"{policy.ensd} (this server's)" if policy.ensd is not None else f"{limits.default_ensd} (the bot's default)"
+    return f"RNG source {rng}, ENSD {ensd}"
 
 
 def _channels_line(policy: store.Policy) -> str:

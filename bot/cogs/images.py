@@ -28,6 +28,7 @@ from bot.jobs.workflow_params import (
     outpaint_parameters,
     upscale_parameters,
 )
+from bot.policy import gate
 from bot.ui import confirm
 
 if TYPE_CHECKING:
@@ -60,6 +61,7 @@ class Images(BotCog):
             img2img_parameters(
                 each, self.bot.settings, user, source, strength=chosen.strength, resize_mode=chosen.resize_mode,
                 loopback=chosen.loopback, loopback_final_strength=chosen.loopback_final_strength,
+                server=await gate.server_defaults(interaction),
             )
             for each in prepared
         ]
@@ -80,7 +82,7 @@ class Images(BotCog):
             inpaint_parameters(
                 each, self.bot.settings, user, source, mask_path, strength=chosen.strength,
                 masked_content=chosen.masked_content, mask_blur=chosen.mask_blur, only_masked=chosen.only_masked,
-                padding=chosen.padding,
+                padding=chosen.padding, server=await gate.server_defaults(interaction),
             )
             for each in prepared
         ]
@@ -101,8 +103,11 @@ class Images(BotCog):
             raise InvalidOption(f"Unknown direction `{echo(direction)}`. Choose one of: {', '.join(SIDES)}.")
         prepared, user, source = await self._prepare(interaction, chosen)
         pads = {side: chosen.pixels for side in SIDES[direction]}
+        server = await gate.server_defaults(interaction)
         params = [
-            outpaint_parameters(each, self.bot.settings, user, source, strength=chosen.strength, **pads)
+            outpaint_parameters(
+                each, self.bot.settings, user, source, strength=chosen.strength, server=server, **pads
+            )
             for each in prepared
         ]
         await confirm.submit_jobs(interaction, params)

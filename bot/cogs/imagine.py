@@ -12,6 +12,7 @@ from bot.cogs.generation_options import CommandOptions, generation_command
 from bot.errors import InvalidOption, echo, listed
 from bot.jobs.params import member_defaults, resolve_parameters, with_refiner
 from bot.jobs.workflow_params import hires_parameters
+from bot.policy import gate
 from bot.prompts.networks import embedding_names
 from bot.ui import confirm
 
@@ -41,9 +42,10 @@ class Imagine(BotCog):
         prepared = await actions.prepare_for(interaction, options, user, style_names=chosen.style)
         settings = self.bot.settings
         default_refiner = member_defaults(user, settings).refiner
+        server = await gate.server_defaults(interaction)
         params = [
             with_refiner(
-                hires_parameters(resolve_parameters(each, settings, user), settings, **chosen.hires()),
+                hires_parameters(resolve_parameters(each, settings, user, server), settings, **chosen.hires()),
                 settings, chosen.refiner, chosen.refiner_switch_at, default_refiner,
             )
             for each in prepared

@@ -14,6 +14,7 @@ from bot import actions
 from bot.cogs.base import BotCog
 from bot.cogs.generation_options import CommandOptions, generation_command
 from bot.jobs.plot_params import prompt_matrix_parameters, xy_plot_parameters
+from bot.policy import gate
 from bot.ui import confirm
 
 if TYPE_CHECKING:
@@ -47,10 +48,11 @@ class Plots(BotCog):
     )
     async def xyplot(self, interaction: discord.Interaction[SDBot], chosen: CommandOptions) -> None:
         user = await self.bot.queue.user(interaction.user.id)
+        server = await gate.server_defaults(interaction)
         params = [
             xy_plot_parameters(
                 each, self.bot.settings, user, chosen.x_type, chosen.x_values, chosen.y_type, chosen.y_values,
-                hires=chosen.hires(),
+                hires=chosen.hires(), server=server,
             )
             for each in await actions.prepare_for(interaction, chosen.generation(), user)
         ]
@@ -69,8 +71,9 @@ class Plots(BotCog):
     async def promptmatrix(self, interaction: discord.Interaction[SDBot], chosen: CommandOptions) -> None:
         user = await self.bot.queue.user(interaction.user.id)
         prepared = await actions.prepare_for(interaction, chosen.generation(), user)
+        server = await gate.server_defaults(interaction)
         await confirm.submit_jobs(
-            interaction, [prompt_matrix_parameters(each, self.bot.settings, user) for each in prepared]
+            interaction, [prompt_matrix_parameters(each, self.bot.settings, user, server) for each in prepared]
         )
 
 

@@ -101,14 +101,15 @@ def generate_request(job: Job) -> GenerateRequest:
         "seed_resize_from": seed_resize_of(job),
         "tiling": bool(job.tiling),
         "safety_check": bool(job.safety_check),
-        **_refiner_fields(job, has_group["hires"]),
+        **_refiner_fields(job),
     })
 
 
-def _refiner_fields(job: Job, hires: bool) -> dict[str, object]:
-    """The refiner finishes txt2img and variations without the hires fix; an image workflow
-    made from a refined job's image (inpaint, zoom out...) runs on its model alone."""
-    if not job.refiner or hires or JobKind(job.kind) not in (JobKind.TXT2IMG, JobKind.VARIATION):
+def _refiner_fields(job: Job) -> dict[str, object]:
+    """The refiner finishes txt2img and variations (in the hires fix's second pass when it is
+    on); an image workflow made from a refined job's image (inpaint, zoom out...) runs on its
+    model alone."""
+    if not job.refiner or JobKind(job.kind) not in (JobKind.TXT2IMG, JobKind.VARIATION):
         return {"refiner": "", "refiner_switch_at": DEFAULT_REFINER_SWITCH_AT}
     return {"refiner": job.refiner, "refiner_switch_at": job.refiner_switch_at or DEFAULT_REFINER_SWITCH_AT}
 

@@ -140,6 +140,19 @@ class JobParameters:
     plot_json: str | None = None  # PlotOptions as JSON, for JobKind.PLOT (bot.jobs.plot_params)
 
 
+@dataclass(frozen=True)
+class ServerDefaults:
+    """A server's own defaults (/admin noise), between a member's own and the bot's config:
+    A1111's random number generator source and ENSD, which a server sets to match the A1111
+    its members copy seeds from. None: the config's."""
+
+    rng: str | None = None
+    ensd: int | None = None
+
+
+NO_SERVER_DEFAULTS = ServerDefaults()
+
+
 def random_seed() -> int:
     return random.randint(0, MAX_SEED)
 
@@ -151,7 +164,7 @@ def _visible(char: str) -> bool:
 
 
 def resolve_parameters(
-    options: GenerationOptions, settings: Settings, user: User | None = None
+    options: GenerationOptions, settings: Settings, user: User | None = None, server: ServerDefaults = NO_SERVER_DEFAULTS
 ) -> JobParameters:
     limits = settings.limits
     defaults = member_defaults(user, settings)
@@ -182,8 +195,8 @@ def resolve_parameters(
         sampler_name = split_combined_name(sampler_name)[0]
     sampler, schedule_type = check_sampling(sampler_name, options.schedule_type)
     eta = check_eta(options.eta, sampler)
-    rng = check_rng(options.rng or defaults.rng or limits.default_rng)
-    ensd = check_ensd(_pick(options.ensd, defaults.ensd, limits.default_ensd))
+    rng = check_rng(options.rng or defaults.rng or server.rng or limits.default_rng)
+    ensd = check_ensd(_pick(options.ensd, defaults.ensd, limits.default_ensd if server.ensd is None else server.ensd))
     seed_resize = check_seed_resize(options.seed_resize_from, limits)
     vae = check_vae(settings, model, options.vae or defaults.vae or AUTOMATIC)
     clip_skip = check_clip_skip(_pick(options.clip_skip, defaults.clip_skip, model.clip_skip or 1))
@@ -234,9 +247,10 @@ def with_refiner(
     """A txt2img job with A1111's refiner options checked and set: ``refiner`` a configured
     model's name ("None": no refiner), ``switch_at`` the fraction of the denoising after which
     it takes over (default 0.8). ``default`` (the member's /settings refiner) serves when
-    ``refiner`` is None, on an SDXL model without the hires fix only, so that it never keeps
-    another model's job from running."""
-    if refiner is None and default and params.hires_scale is None:
+    ``refiner`` is None, on an SDXL model only, so that it never keeps another model's job
+    from running. With the hires fix the refiner takes over inside the second pass, as in
+    A1111."""
+    if refiner is None and default:
         if model_family(check_model(settings, params.model)) == "sdxl":
             refiner = default
     if refiner is None or refiner.strip().casefold() == "none":
@@ -253,8 +267,6 @@ def with_refiner(
     switch = DEFAULT_REFINER_SWITCH_AT if switch_at is None else switch_at
     if not 0.0 < switch < 1.0:
         raise InvalidOption(f"refiner_switch_at must be above 0 and below 1, got {switch:g}.")
-    if params.hires_scale is not None:
-        raise InvalidOption("The refiner and the hires fix do not run together yet: leave out one of them.")
     return replace(params, refiner=model.name, refiner_switch_at=switch)
 
 

@@ -27,7 +27,7 @@ from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
 from bot.errors import InvalidOption, echo, listed
-from bot.jobs.params import MAX_SEED, GenerationOptions, JobParameters, random_seed, resolve_parameters
+from bot.jobs.params import MAX_SEED, NO_SERVER_DEFAULTS, GenerationOptions, JobParameters, ServerDefaults, random_seed, resolve_parameters
 from bot.jobs.job_rows import plot_json
 from bot.jobs.model_checks import check_model, check_vae
 from bot.jobs.sampling import MAX_ETA, check_rng, check_sampling
@@ -83,8 +83,10 @@ def _matrix_label(parts: list[str], on: int) -> str:
     return "\n".join(part if on & (1 << bit) else f"{STRIKE}{part}{STRIKE}" for bit, part in enumerate(parts))
 
 
-def prompt_matrix_parameters(options: GenerationOptions, settings: Settings, user: User | None) -> JobParameters:
-    params = resolve_parameters(replace(options, count=1), settings, user)
+def prompt_matrix_parameters(
+    options: GenerationOptions, settings: Settings, user: User | None, server: ServerDefaults = NO_SERVER_DEFAULTS
+) -> JobParameters:
+    params = resolve_parameters(replace(options, count=1), settings, user, server)
     parts = [part.strip().strip(",").strip() for part in split_matrix(params.prompt)]
     if len(parts) < 2:
         raise InvalidOption(
@@ -368,11 +370,12 @@ def xy_plot_parameters(
     y_values: str | None = None,
     *,
     hires: Mapping[str, Any] | None = None,
+    server: ServerDefaults = NO_SERVER_DEFAULTS,
 ) -> JobParameters:
     """One image per X value (columns) and Y value (rows), the job's seed in every cell unless
     the Seed axis sets it; ``hires``: /imagine's hires fix, as hires_parameters takes it (the
     Denoising axis needs it)."""
-    params = resolve_parameters(replace(options, count=1), settings, user)
+    params = resolve_parameters(replace(options, count=1), settings, user, server)
     params = hires_parameters(params, settings, **(hires or {}))
     if (y_type is None) != (y_values is None):
         raise InvalidOption("Give y_type and y_values together, or neither for a single row.")

@@ -17,7 +17,7 @@ from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
 from bot.errors import InvalidOption, echo, listed
-from bot.jobs.params import GenerationOptions, JobParameters, random_seed, resolve_parameters
+from bot.jobs.params import NO_SERVER_DEFAULTS, GenerationOptions, JobParameters, ServerDefaults, random_seed, resolve_parameters
 from inference.common.protocol import LANCZOS, LATENT, MAX_MASK_BLUR, JobKind, MaskedContent, ResizeMode
 from inference.common.upscaler_files import upscaler_files
 
@@ -111,9 +111,10 @@ def img2img_parameters(
     resize_mode: str | None = None,
     loopback: int | None = None,
     loopback_final_strength: float | None = None,
+    server: ServerDefaults = NO_SERVER_DEFAULTS,
 ) -> JobParameters:
     images = settings.images
-    params = resolve_parameters(_sized_options(options, source, settings.limits), settings, user)
+    params = resolve_parameters(_sized_options(options, source, settings.limits), settings, user, server)
     strength = _check_strength(images.default_denoising_strength if strength is None else strength)
     mode = resize_mode or ResizeMode.JUST_RESIZE.value
     if mode not in RESIZE_MODES:
@@ -148,8 +149,9 @@ def inpaint_parameters(
     mask_blur: int | None = None,
     only_masked: bool | None = None,
     padding: int | None = None,
+    server: ServerDefaults = NO_SERVER_DEFAULTS,
 ) -> JobParameters:
-    params = resolve_parameters(_sized_options(options, source, settings.limits), settings, user)
+    params = resolve_parameters(_sized_options(options, source, settings.limits), settings, user, server)
     strength = _check_strength(settings.images.default_denoising_strength if strength is None else strength)
     content = masked_content or MaskedContent.ORIGINAL.value
     if content not in MASKED_CONTENT:
@@ -184,6 +186,7 @@ def outpaint_parameters(
     top: int = 0,
     bottom: int = 0,
     strength: float | None = None,
+    server: ServerDefaults = NO_SERVER_DEFAULTS,
 ) -> JobParameters:
     """Extend the canvas by these pixels. A canvas beyond the server's limits is scaled down as
     a whole (the source with it), so zooming out always works, as on Midjourney."""
@@ -204,7 +207,7 @@ def outpaint_parameters(
         )
     strength = _check_strength(OUTPAINT_STRENGTH if strength is None else strength)
     sized = replace(options, aspect=None, width=width, height=height)
-    params = resolve_parameters(sized, settings, user)
+    params = resolve_parameters(sized, settings, user, server)
     return _derived(
         params,
         source,

@@ -43,6 +43,7 @@ from bot.interactions import is_age_restricted
 from bot.jobs.cost import cost_refusal, job_cost
 from bot.jobs.network_checks import check_job_networks
 from bot.jobs.job_rows import plot_options
+from bot.jobs.params import ServerDefaults
 from bot.policy import audit, model_rules, rules, store
 from db.base import utcnow
 from db.models import Job, JobStatus
@@ -124,6 +125,12 @@ async def policy_here(interaction: discord.Interaction[SDBot]) -> store.Policy:
 
 
 _POLICY_KEY = "sdbot.policy"
+
+
+async def server_defaults(interaction: discord.Interaction[SDBot]) -> ServerDefaults:
+    """This server's own defaults for a new job asked for here (/admin noise)."""
+    policy = await policy_here(interaction)
+    return ServerDefaults(rng=policy.rng, ensd=policy.ensd)
 
 
 def _is_admin_command(interaction: discord.Interaction[SDBot]) -> bool:

@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from sqlalchemy import delete, select
 
 from bot.config import FLAGGED_ACTIONS
+from inference.common.protocol import RNG_SOURCES
 from bot.policy.rules import Term, TermKind, TermScope
 from db.models import Ban, BlockedTerm, GuildPolicy, RoleLimit
 
@@ -73,6 +74,9 @@ class Policy:
     log_channel_id: int | None = None
     # Which of the limits the server set itself (the others are the [policy]/[queue] defaults).
     custom_limits: tuple[str, ...] = ()
+    # A1111's noise settings for jobs here (/admin noise); None: the [limits] defaults.
+    rng: str | None = None
+    ensd: int | None = None
 
 
 @dataclass(frozen=True)
@@ -117,11 +121,15 @@ async def policy_of(db: Database, settings: Settings, guild_id: int | None) -> P
         flagged_action=row["flagged_action"] if row["flagged_action"] in FLAGGED_ACTIONS else settings.policy.flagged_action,
         log_channel_id=row["log_channel_id"],
         custom_limits=tuple(name for name, value in values.items() if value is not None),
+        # A source written around /admin (not one of A1111's) falls back to the config's.
+        rng=row["default_rng"] if row["default_rng"] in RNG_SOURCES else None,
+        ensd=row["default_ensd"],
     )
 
 
 async def update_policy(db: Database, guild_id: int, **changes: object) -> None:
-    """Set columns of the server's row (creating it): limits, flagged_action, log_channel_id."""
+    """Set columns of the server's row (creating it): limits, flagged_action, log_channel_id,
+    default_rng, default_ensd."""
     async with _writing(db, guild_id) as session:
         row = await _row(session, guild_id)
         for name, value in changes.items():

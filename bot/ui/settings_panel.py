@@ -30,6 +30,7 @@ from bot.errors import InvalidOption, NotAllowed, echo
 from bot.jobs.sampling import check_ensd, check_rng
 from bot.jobs.params import (
     ASPECT_RATIOS,
+    ServerDefaults,
     check_aspect,
     check_cfg,
     check_negative_prompt,
@@ -41,6 +42,7 @@ from bot.jobs.params import (
 )
 from bot.jobs.model_checks import check_clip_skip, check_model, check_vae_choice, model_family, settings_vae_files
 from bot.jobs.workflow_params import upscaler_names
+from bot.policy import gate
 from bot.prompts import style_store
 from bot.ui.embeds import clip
 from db.models import User
@@ -88,10 +90,11 @@ async def settings_message(interaction: discord.Interaction[SDBot], user_id: int
     user = await _user(bot, user_id)
     styles = await style_store.visible_styles(bot.queue.db, user_id, interaction.guild_id)
     view = ui.LayoutView(timeout=None)
-    view.add_item(ui.TextDisplay(_summary(bot.settings, user, styles)))
+    server = await gate.server_defaults(interaction)
+    view.add_item(ui.TextDisplay(_summary(bot.settings, user, styles, server)))
     for what in ("model", "sampler", "size", "upscaler", "vae", "style", "refiner", "rng"):
         row: ui.ActionRow[Any] = ui.ActionRow()
-        row.add_item(SettingSelect(user_id, what, _options(bot.settings, user, styles, what)))
+        row.add_item(SettingSelect(user_id, what, _options(bot.settings, user, styles, what, server)))
         view.add_item(row)
     private = bool(user is not None and user.private_results)
     buttons: ui.ActionRow[Any] = ui.ActionRow()
@@ -103,7 +106,7 @@ async def settings_message(interaction: discord.Interaction[SDBot], user_id: int
     return {"view": view}
 
 
-def _summary(settings: Settings, user: User | None, styles: list[Any]) -> str:
+def _summary(settings: Settings, user: User | None, styles: list[Any], server: ServerDefaults) -> str:
     limits = settings.limits
     defaults = member_defaults(user, settings)
     base = check_model(settings, defaults.model or settings.default_model).base_size
@@ -155,8 +158,8 @@ def _summary(settings: Settings, user: User | None, styles: list[Any]) -> str:
         line("VAE", "vae", u.default_vae, AUTOMATIC),
         line("Clip skip", "clip_skip", u.default_clip_skip, "the model's"),
         line("SDXL refiner", "refiner", u.default_refiner, "none"),
-        line("RNG source", "rng", u.default_rng, limits.default_rng),
-        line("ENSD", "ensd", u.default_ensd, str(limits.default_ensd)),
+        line("RNG source", "rng", u.default_rng, server.rng or limits.default_rng),
+        line("ENSD", "ensd", u.default_ensd, str(limits.default_ensd if server.ensd is None else server.ensd)),
         f"**Private results**: **{'on' if u.private_results else 'off'}** · server: off",
     ]
     return "\n".join(lines)
@@ -178,7 +181,9 @@ def refiner_names(settings: Settings) -> list[str]:
     ]
 
 
-def _options(settings: Settings, user: User | None, styles: list[Any], what: str) -> list[discord.SelectOption]:
+def _options(
+    settings: Settings, user: User | None, styles: list[Any], what: str, here: ServerDefaults
+) -> list[discord.SelectOption]:
     u = user or User(id=0, name="")
     if what == "style":
         chosen = {name.casefold() for name in style_store.split_names(u.default_style)}
@@ -196,7 +201,7 @@ def _options(settings: Settings, user: User | None, styles: list[Any], what: str
         base = check_model(settings, settings.default_model).base_size
         server, values, current = f"{base}x{base}", list(ASPECT_RATIOS), u.default_aspect
     elif what == "rng":
-        server, values, current = settings.limits.default_rng, list(RNG_SOURCES), u.default_rng
+        server, values, current = here.rng or settings.limits.default_rng, list(RNG_SOURCES), u.default_rng
     elif what == "vae":
         # The server default is Automatic, so the list offers None and the files.
         server, values, current = AUTOMATIC, vae_choices(settings_vae_files(settings))[1:], u.default_vae

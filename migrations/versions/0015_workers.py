@@ -5,8 +5,8 @@ learns of a remote job's progress from the row."""
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0014_workers"
-down_revision = "0013"
+revision = "0015_workers"
+down_revision = "0014_server_noise"
 
 
 def upgrade() -> None:
