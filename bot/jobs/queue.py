@@ -255,9 +255,9 @@ class JobQueue:
                         Job.seed_resize_from_height.is_not_distinct_from(first.seed_resize_from_height),
                         Job.count <= room,
                     )
-                    # PostgreSQL: the riders are this claim's alone until it commits; another
-                    # claimer passes over them rather than waiting for them.
-                    .with_for_update(skip_locked=True)
+                    # Not locked here: locking every compatible job would hide them all from
+                    # the other claimers until this one commits (they came back empty while
+                    # thousands waited). Each rider is locked as it is claimed, below.
                 )
             ).all()
             if not candidates:
@@ -272,7 +272,10 @@ class JobQueue:
                     continue
                 # A microsecond apart, in claim order: "started first" stays the fair order.
                 started = now + timedelta(microseconds=len(batch))
-                if (claimed := await self._claim(session, job.id, started, owner)) is not None:
+                # PostgreSQL: a rider another claimer holds is passed over, not waited for
+                # (two claimers waiting on each other's riders would deadlock).
+                rider = select(Job.id).where(Job.id == job.id).with_for_update(skip_locked=True).scalar_subquery()
+                if (claimed := await self._claim(session, rider, started, owner)) is not None:
                     batch.append(claimed)
                     room -= claimed.count
                     if room <= 0:
