@@ -12,10 +12,12 @@ from bot.config import load_settings
 from bot.jobs.leases import WorkerRegistry
 from bot.jobs.queue import JobQueue
 from bot.jobs.worker_relay import WorkerRelay
-from db.models import JobStatus
+from db.models import Job, JobStatus
 from db.session import Database
 from tests.test_workers_cli import migrate_to, sqlite_url
-from tests.worker_processes import START_TIMEOUT_S, queue_jobs, start_worker, stop_worker, worker_config, worker_log
+from tests.worker_processes import (
+    START_TIMEOUT_S, jobs_where, queue_jobs, start_worker, stop_worker, wait_for, worker_config, worker_log,
+)
 
 
 class RecordingEvents(ConsoleEvents):
@@ -38,10 +40,13 @@ class RecordingEvents(ConsoleEvents):
         super().job_finished(job)
 
 
-async def test_a_separate_workers_jobs_reach_the_bots_sink(tmp_path, tiny_model_dir):
+async def test_a_separate_workers_jobs_reach_the_bots_sink_and_sigterm_hands_its_job_back(tmp_path, tiny_model_dir):
+    """Then (one worker start serves both, a start is the slow part) SIGTERM mid-job, with no
+    grace: the job goes back to the queue without an attempt counted, the worker's row says it
+    stopped, and the exit status is 0."""
     url = sqlite_url(tmp_path)
     await asyncio.to_thread(migrate_to, url, "head")
-    config = worker_config(tmp_path, url, tiny_model_dir, max_batch_images=2)
+    config = worker_config(tmp_path, url, tiny_model_dir, max_batch_images=2, shutdown_grace_s=0.0)
     settings = load_settings(config)
     db = Database(url)
     queue = JobQueue(db, settings.queue)
@@ -55,7 +60,13 @@ async def test_a_separate_workers_jobs_reach_the_bots_sink(tmp_path, tiny_model_
         async with asyncio.timeout(START_TIMEOUT_S):
             while set(events.finished) != set(job_ids):
                 await asyncio.sleep(0.1)
+        # Long enough (60 steps of four 128 px images) to be stopped in the middle.
+        [long_job] = await queue_jobs(db, settings, 1, 1, steps=60, count=4, width=128, height=128)
+        await wait_for(lambda: jobs_where(db, Job.id == long_job, Job.progress_step.is_not(None)), "the job's first steps",
+                       logs=lambda: worker_log(config, "gpu0"))
         assert await stop_worker(worker) == 0, worker_log(config, "gpu0")
+        [stopped] = await jobs_where(db, Job.id == long_job)
+        listed = await WorkerRegistry(queue, settings.worker.lease_timeout_s).workers()
     finally:
         if worker.poll() is None:
             worker.kill()
@@ -65,7 +76,9 @@ async def test_a_separate_workers_jobs_reach_the_bots_sink(tmp_path, tiny_model_
         job = events.finished[job_id]
         assert job.status == JobStatus.COMPLETED and len(job.images) == 1 and job.worker_name == "gpu0"
         assert job.images[0].path.startswith(str(tmp_path / "outputs" / "gpu0"))
-    assert set(events.started) <= set(job_ids)
+    assert set(events.started) <= set(job_ids) | {long_job}
+    assert (stopped.status, stopped.attempts, stopped.worker_name, stopped.lease_token) == (JobStatus.PENDING, 0, None, None)
+    assert listed == []  # stopped: no longer listed
 
 
 async def test_a_job_no_live_worker_can_load_is_refused_with_a_message(tmp_path, tiny_model_dir):

@@ -81,7 +81,8 @@ async def queue_jobs(db: Database, settings: Settings, members: int, per_member:
     ids = []
     for number in range(per_member):
         for member in range(1, members + 1):
-            params = resolve_parameters(GenerationOptions(prompt=f"m{member} #{number}", steps=1, count=1, **options), settings)
+            chosen = {"prompt": f"m{member} #{number}", "steps": 1, "count": 1, **options}
+            params = resolve_parameters(GenerationOptions(**chosen), settings)
             ids.append((await queue.enqueue(params, Requester(member, f"member{member}"))).id)
     return ids
 
