@@ -19,9 +19,11 @@ from bot.jobs.params import GenerationOptions, JobParameters, member_defaults, r
 from bot.jobs.job_rows import parameters_of, remix_of, reroll_of, sampling_options, variation_of
 from bot.jobs.workflow_params import (
     SourceImage,
+    check_segment,
     img2img_parameters,
     inpaint_parameters,
     outpaint_parameters,
+    segment_parameters,
     upscale_parameters,
     without_workflow,
 )
@@ -430,14 +432,22 @@ async def inpaint_jobs(
     mask: discord.Attachment | None,
     masked_content: str | None,
     only_masked: bool,
+    mask_words: str = "",
 ) -> tuple[list[JobParameters], str | None]:
     """The jobs that inpaint one image with the mask the user uploaded in the inpaint form,
     and a note about the mask for them, if any; the form queues them (bot.ui.confirm.submit_jobs).
     The prompt may carry inline parameters and permutations, as in any prompt field; its own
     win (as in Remix)."""
     bot = interaction.client
+    segment = None
+    if mask is not None and mask_words.strip():
+        raise InvalidOption("Give a mask or the words of what to repaint, not both.")
     if mask is None:
-        raise InvalidOption("Upload a mask: white where the image should change, black elsewhere.")
+        if not mask_words.strip():
+            raise InvalidOption(
+                "Upload a mask (white where the image should change, black elsewhere), or say what to repaint."
+            )
+        segment = check_segment(bot.settings, mask_words)  # a preview of the mask first (bot.masks_from_words)
     value = parse_strength(strength)
     job, image = await _finished_image(interaction, job_id, index)
     _check_model_still_there(bot, job)
@@ -445,7 +455,7 @@ async def inpaint_jobs(
     user = await bot.queue.user(interaction.user.id)
     options = replace(options_from(job, prompt=prompt), count=bot.settings.limits.default_count)
     prepared = await prepare_for(interaction, options, user, override=True)
-    mask_path, note = await inputs.read_mask_upload(mask, bot.settings, source)
+    mask_path, note = ("", None) if mask is None else await inputs.read_mask_upload(mask, bot.settings, source)
     params = [
         inpaint_parameters(
             each, bot.settings, user, source, mask_path,
@@ -453,6 +463,8 @@ async def inpaint_jobs(
         )
         for each in prepared
     ]
+    if segment is not None:
+        params = [segment_parameters(each, bot.settings, segment) for each in params]
     return params, note
 
 

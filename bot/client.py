@@ -33,6 +33,7 @@ log = logging.getLogger(__name__)
 EXTENSIONS = (
     "bot.cogs.imagine", "bot.cogs.images", "bot.cogs.plots", "bot.cogs.queue", "bot.cogs.styles", "bot.cogs.history",
     "bot.cogs.pnginfo", "bot.cogs.admin", "bot.cogs.settings", "bot.cogs.retention", "bot.cogs.lifecycle",
+    "bot.cogs.describe",
 )
 
 

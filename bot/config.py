@@ -19,10 +19,15 @@ from dataclasses import dataclass, field, fields, is_dataclass, replace
 from pathlib import Path
 from typing import Any, get_type_hints
 
+from bot.config_describe import DescribeSettings
+from bot.config_errors import ConfigError
 from bot.config_paths import FOLDER_SETTINGS, resolve_against_folder
 from bot.discovered_models import merged_model_entries
 from bot.jobs.worker_process import START_METHODS
 from inference.common.protocol import (
+    DEFAULT_SEGMENT_DILATION,
+    DEFAULT_SEGMENT_THRESHOLD,
+    MAX_SEGMENT_DILATION,
     RNG_SOURCES,
     COMPILE_MODES,
     LANCZOS,
@@ -50,10 +55,6 @@ SHARED_INSPECTOR = CheckpointInspector()
 SECRET_SETTINGS = frozenset({"discord.token"})
 # The password of a URL (postgresql://user:password@host/db), up to the last "@" before the host.
 _URL_PASSWORD = re.compile(r"(://[^:/@\s]*:)[^\s]*@")
-
-
-class ConfigError(Exception):
-    """A setting is missing or wrong; the message names it and says what to do."""
 
 
 @dataclass(frozen=True)
@@ -157,6 +158,13 @@ class ImageSettings:
     # Image files of jobs finished more than this many days ago are deleted, once a day (their
     # uploads too, where no newer job uses them); the rows stay. 0: kept forever.
     keep_days: int = 0
+    # Masks from words (/inpaint's mask_words): a CLIPSeg model, as a hub id already in the cache
+    # ("CIDAS/clipseg-rd64-refined") or a folder with its processor; "": masks are uploaded only.
+    segmentation_model: str = ""
+    # The mask is the pixels scoring above this (0-1; lower finds more), grown by this many
+    # pixels; members may give their own (mask_threshold, mask_dilation, the Adjust form).
+    segment_threshold: float = DEFAULT_SEGMENT_THRESHOLD
+    segment_dilation: int = DEFAULT_SEGMENT_DILATION
 
 
 @dataclass(frozen=True)
@@ -346,6 +354,7 @@ class Settings:
     worker: WorkerSettings = field(default_factory=WorkerSettings)
     discord: DiscordSettings = field(default_factory=DiscordSettings)
     a1111: A1111Settings = field(default_factory=A1111Settings)
+    describe: DescribeSettings = field(default_factory=DescribeSettings)
     # The [[models]] tables as written (internal, not a setting): a rescan of the [a1111]
     # folders merges them with the checkpoints found again (bot.model_catalog).
     model_entries: tuple[dict[str, Any], ...] = field(default=(), compare=False, repr=False, metadata={"internal": True})
@@ -377,6 +386,11 @@ class Settings:
         for name in ("max_upload_bytes", "max_upload_pixels", "max_upscaled_side", "max_hires_side", "max_loopback"):
             if getattr(images, name) < 1:
                 raise ConfigError(f"images.{name} must be at least 1, got {getattr(images, name)}")
+        if not 0 < images.segment_threshold < 1 or not 0 <= images.segment_dilation <= MAX_SEGMENT_DILATION:
+            raise ConfigError(
+                f"images.segment_threshold must be above 0 and below 1 (got {images.segment_threshold!r}) and "
+                f"images.segment_dilation from 0 to {MAX_SEGMENT_DILATION} pixels (got {images.segment_dilation!r})"
+            )
         for name, days in (("images.keep_days", images.keep_days), ("policy.audit_retention_days", self.policy.audit_retention_days)):
             if not 0 <= days <= MAX_RETENTION_DAYS:
                 raise ConfigError(f"{name} must be a number of days from 0 (keep forever) to {MAX_RETENTION_DAYS}, got {days}")
@@ -431,6 +445,8 @@ class Settings:
             lora_dirs=tuple(str(Path(d).resolve()) for d in self.prompts.lora_dirs),
             vae_dirs=tuple(str(Path(d).resolve()) for d in self.vae_dirs),
             safety_checker=self.policy.safety_checker,
+            describe=self.describe.models(),
+            segmentation_model=self.images.segmentation_model,
             # What /imagine makes when given nothing: the default model's square, default count.
             warmup_shape=(self.model(self.default_model).base_size,) * 2 + (self.limits.default_count,),
             **{
@@ -512,6 +528,7 @@ def _add_a1111_models(data: dict[str, Any], a1111: A1111Settings) -> None:
 
 _SECTIONS: dict[str, type] = {
     "": Settings, "images": ImageSettings, "prompts": PromptSettings, "worker": WorkerSettings, "a1111": A1111Settings,
+    "describe": DescribeSettings,
 }
 
 

@@ -31,9 +31,15 @@ FOLDER_SETTINGS = (
     ("prompts", "lora_dirs"),
     ("worker", "compile_cache_dir"),
     ("a1111", "root"),
+    ("describe", "tagger"),
+    ("describe", "categories_dir"),
 )
 # (table, key) of the settings holding a hub id or a folder; models' sources are handled apart.
-SOURCE_SETTINGS = (("policy", "safety_checker"), ("worker", "taesd_source"), ("worker", "taesdxl_source"))
+SOURCE_SETTINGS = (
+    ("policy", "safety_checker"), ("worker", "taesd_source"), ("worker", "taesdxl_source"),
+    ("describe", "caption_model"), ("describe", "clip_model"),
+    ("images", "segmentation_model"),
+)
 MODEL_SOURCE_KEYS = ("source", "inpaint_source")
 
 

@@ -17,7 +17,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -29,9 +29,9 @@ from bot import flagged_results, uploads
 from bot.bot_messages import edit_message
 from bot.jobs.queue import QueueEntry
 from bot.policy import audit
-from bot.ui import embeds
+from bot.ui import description, embeds
 from db.models import Job, JobStatus
-from inference.common.protocol import JobProgress, ModelLoading
+from inference.common.protocol import JobKind, JobProgress, ModelLoading
 
 if TYPE_CHECKING:
     from collections.abc import Coroutine
@@ -167,42 +167,36 @@ class DiscordDelivery:
             if job.status == JobStatus.COMPLETED:
                 await self._deliver_result(job)
             elif job.status == JobStatus.FAILED:
-                shown = await self._edit_status(job, embed=embeds.failed_embed(job), view=None, attachments=[])
+                view = self.bot.job_views.failed(job)  # a mask preview's Adjust; None for most
+                shown = await self._edit_status(job, embed=embeds.failed_embed(job), view=view, attachments=[])
                 if not shown:
                     send = self._send_by_dm if await self._goes_by_dm(job) else self._send_to_channel
-                    await send(job, f"<@{job.user_id}> job #{job.id} failed.", embed=embeds.failed_embed(job))
+                    await send(job, f"<@{job.user_id}> job #{job.id} failed.", embed=embeds.failed_embed(job), view=view)
             else:
                 await self._edit_status(job, embed=embeds.canceled_embed(job), view=None, attachments=[])
         self._interactions.pop(job.id, None)
         self._messages.pop(job.id, None)
 
     async def _deliver_result(self, job: Job) -> None:
-        path = job.grid_path or job.images[0].path
-        stem = f"job{job.id}"
-        # Only jobs from outside age-restricted channels were checked, so any flag applies here.
-        shown = await flagged_results.verdict(self.bot, job, guild_id=job.guild_id, age_restricted=False)
-        await flagged_results.audit_flagged(self.bot, job, shown)
+        post = await self._result_post(job)
         interaction = self._fresh_interaction(job.id)
         if interaction is not None:
-            posting = await shown.posting(path, job.upload_limit_bytes, stem)
+            posting, embed = await post()
             try:
                 await interaction.edit_original_response(
-                    content=None,
-                    embed=posting.dress(embeds.result_embed(job, posting.filename)),
-                    attachments=posting.files,
-                    view=self.bot.job_views.result(job),
+                    content=None, embed=embed, attachments=posting.files, view=self.bot.job_views.result(job)
                 )
                 return
             except discord.NotFound:
                 log.info("status message of job %s is gone; posting the result anew", job.id)
         # A new message: the token has expired (or the message was deleted), and editing an old
         # message would not notify its owner anyway.
-        posting = await shown.posting(path, job.upload_limit_bytes, stem)
+        posting, embed = await post()
         private = await self._goes_by_dm(job)
         message = await (self._send_by_dm if private else self._send_to_channel)(
             job,
             f"<@{job.user_id}> job #{job.id} is done.",
-            embed=posting.dress(embeds.result_embed(job, posting.filename)),
+            embed=embed,
             **posting.file_kwargs(),
             view=self.bot.job_views.result(job),
         )
@@ -221,6 +215,22 @@ class DiscordDelivery:
                 await edit_message(
                     self.bot, job.channel_id, old_message_id, content=f"Job #{job.id} is done: {message.jump_url}", embed=None, view=None
                 )
+
+    async def _result_post(self, job: Job) -> Callable[[], Awaitable[tuple[flagged_results.Posting, discord.Embed]]]:
+        """What makes the result's attachment and embed (each post reads its file anew): the
+        images as the server's safety filter shows them, or a describe job's suggestions."""
+        if job.kind == JobKind.DESCRIBE:
+            return lambda: description.description_post(job)
+        path = job.grid_path or job.images[0].path
+        # Only jobs from outside age-restricted channels were checked, so any flag applies here.
+        shown = await flagged_results.verdict(self.bot, job, guild_id=job.guild_id, age_restricted=False)
+        await flagged_results.audit_flagged(self.bot, job, shown)
+
+        async def images_post() -> tuple[flagged_results.Posting, discord.Embed]:
+            posting = await shown.posting(path, job.upload_limit_bytes, f"job{job.id}")
+            return posting, posting.dress(embeds.result_embed(job, posting.filename))
+
+        return images_post
 
     async def _edit_status(self, job: Job, **fields: Any) -> bool:
         interaction = self._fresh_interaction(job.id)

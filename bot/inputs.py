@@ -146,6 +146,17 @@ async def download(attachment: discord.Attachment, settings: Settings, *, what: 
     return await _download(attachment, settings, label), label
 
 
+def decode_image(data: bytes, settings: Settings, label: str) -> Image.Image:
+    """An upload's bytes decoded and checked as read_image_upload does, as 8-bit RGB (for
+    work on the pixels before saving: bot.sketch)."""
+    return _flattened(_decode(data, settings.images.max_upload_pixels, label), IMAGE_BACKGROUND)
+
+
+def save_image(image: Image.Image, settings: Settings) -> str:
+    """An image the bot made from uploads, saved beside them; its path."""
+    return _save(image, settings)
+
+
 def open_image(data: bytes, max_pixels: int, label: str) -> Image.Image:
     """The image opened, not decoded: an accepted format, its size checked from the header, so
     a decompression bomb is refused before any pixel is decoded."""

@@ -145,6 +145,16 @@ class Job(Base):
     seed_resize_from_width: Mapped[int | None] = mapped_column(Integer)
     seed_resize_from_height: Mapped[int | None] = mapped_column(Integer)
     plot_json: Mapped[str | None] = mapped_column(Text)
+    # A describe job's interrogator ("clip", "tagger") and its prompt suggestions, a JSON array
+    # of strings, best first (inference.common.protocol.DescribeOptions, JobCompleted).
+    interrogator: Mapped[str | None] = mapped_column(String(20))
+    suggestions: Mapped[str | None] = mapped_column(Text)
+    # Masks from words (JobKind.SEGMENT, inference.common.protocol.SegmentOptions): the words,
+    # the threshold and the dilation in pixels; the row's inpaint columns are the job that
+    # "Looks right" queues with the mask found.
+    segment_words: Mapped[str | None] = mapped_column(Text)
+    segment_threshold: Mapped[float | None] = mapped_column(Float)
+    segment_dilation: Mapped[int | None] = mapped_column(Integer)
 
     # Checked by the worker's safety classifier (set when the job was queued outside an
     # age-restricted channel and a classifier is configured): see Image.flagged.
@@ -284,6 +294,8 @@ class GuildPolicy(Base):
     # A1111's noise settings for jobs here, under a member's own (None: the [limits] defaults).
     default_rng: Mapped[str | None] = mapped_column(String(10))
     default_ensd: Mapped[int | None] = mapped_column(BigInteger)
+    # The interrogator of /describe here, "clip" or "tagger" (None: [describe] interrogator).
+    interrogator: Mapped[str | None] = mapped_column(String(20))
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
 
 

@@ -7,7 +7,9 @@ own seed, RNG source, variation seed and ENSD (inference/noise.py ImageNoise), a
 loop over A1111's CFG denoiser around the UNet (inference/k_sampling.py, k_denoiser.py), so a
 seed gives A1111's image and image i of a batch is reproduced alone by its seed.
 
-The rest (DDIM, UniPC and the samplers not run over sigmas yet) runs a stock diffusers pipeline
+The timestep samplers (DDIM, DDIM CFG++, PLMS, UniPC) run A1111's loops over the same denoiser
+(inference/timestep_sampling.py). The rest (a UNet or prediction type the k path does not
+condition, the refiner's diffusers base pass) runs a stock diffusers pipeline
 with the scheduler of inference.common.samplers: each image's initial noise is drawn from its
 own CPU generator (the draw diffusers would make), slerped for variations, and the advanced
 generators go to the pipeline for the ancestral and SDE samplers' later noise.
@@ -39,6 +41,7 @@ from inference.common.sampler_catalog import (
 )
 from inference.common.samplers import SAMPLERS
 from inference.k_denoiser import (
+    SAMPLER_FUNCTIONS,
     DenoiserModel,
     KDenoiser,
     LatentMask,
@@ -47,7 +50,6 @@ from inference.k_denoiser import (
     run_k_sampler,
     supports_k_sampling,
 )
-from inference.k_sampling import SAMPLE_FUNCTIONS
 from inference.noise import ImageNoise, slerp
 from inference.schedules import model_sigmas, sampler_sigmas
 from inference.tiling import seamless_tiling
@@ -87,7 +89,7 @@ def resolve_sampler(request: GenerateRequest) -> tuple[str, str]:
         name, schedule = checked_choice(request.sampler, request.schedule_type)
     except (UnknownNameError, ScheduleNotAcceptedError) as error:
         raise InvalidRequestError(str(error)) from error
-    if CATALOG[name].function not in SAMPLE_FUNCTIONS and request.sampler not in SAMPLERS:
+    if CATALOG[name].function not in SAMPLER_FUNCTIONS and request.sampler not in SAMPLERS:
         raise InvalidRequestError(f"the sampler {name} is not available on this bot yet")
     return name, schedule
 
@@ -462,6 +464,7 @@ def k_sample(
     noises: Sequence[ImageNoise],
     callback,  # type: ignore[no-untyped-def]
     *,
+    img2img: bool = False,
     image_cond: torch.Tensor | None = None,
     mask: LatentMask | None = None,
     refiner: RefinerSwitch | None = None,
@@ -471,14 +474,15 @@ def k_sample(
     (the caller sets seamless tiling around it and the decode). ``request`` gives sampler, CFG
     and eta; ``jobs`` each job's Conditioning and image count, and ``noises`` its ImageNoise,
     in the order of the batch's images. The pass's size (SDXL's size conditioning) is the
-    latents'. ``image_cond``, ``mask`` and ``refiner``: see KDenoiser."""
+    latents'. ``img2img``: the sigmas are the end of a schedule, from noised source latents
+    (run_k_sampler). ``image_cond``, ``mask`` and ``refiner``: see KDenoiser."""
     sampler, _ = resolve_sampler(request)
     scale = pipe.vae_scale_factor
     size = (start.shape[-1] * scale, start.shape[-2] * scale)
     model = denoiser_model(pipe, request, jobs, size)
     denoiser = KDenoiser(model, request.cfg_scale, image_cond=image_cond, mask=mask, refiner=refiner)
     device = pipe.unet.device
-    latents = run_k_sampler(sampler, denoiser, start.to(device), sigmas, noises, callback, request.eta)
+    latents = run_k_sampler(sampler, denoiser, start.to(device), sigmas, noises, callback, request.eta, img2img)
     if mask is not None:
         latents = mask.blend(latents)  # A1111's blend of the samples after sampling, too
     return latents.to(pipe.unet.dtype)
@@ -525,7 +529,7 @@ def decode_latents(pipe: DiffusionPipeline, latents: torch.Tensor) -> list[Image
     return pipe.image_processor.postprocess(images, output_type="pil")
 
 
-# --- the diffusers scheduler path (DDIM, UniPC and the samplers not on sigmas yet) ---------
+# --- the diffusers scheduler path (UNets and prediction types the k path does not run) ------
 
 
 def sample(

@@ -47,6 +47,7 @@ from inference.generate import (
     request_noise,
     refiner_switch,
     request_sigmas,
+    resolve_sampler,
     step_callback,
     use_sampler,
     uses_k_sampling,
@@ -292,7 +293,9 @@ def img2img_pass(
         # last t_enc + 1 sigmas, from the source latents plus the seeds' noise (the variation
         # seed and "Resize seed from" mixed in, as A1111's ImageRNG makes it) at the first.
         conditioning = k_conditioning(base, request, request.steps, hires_steps)
-        sigmas = img2img_sigmas(request_sigmas(base, request, schedule.num_inference_steps), schedule.a1111)
+        sigmas = img2img_sigmas(
+            request_sigmas(base, request, schedule.num_inference_steps), schedule.a1111, resolve_sampler(request)[0]
+        )
         pass_request = replace(request, seeds=tuple(seeds))
         noise = request_noise(pass_request, latents.shape[1:], base.unet.device)
         start = latents.float() + noise.next() * sigmas[0]
@@ -303,7 +306,7 @@ def img2img_pass(
         if refiner is not None:
             size = (latents.shape[-1] * base.vae_scale_factor, latents.shape[-2] * base.vae_scale_factor)
             switch = refiner_switch(refiner, pass_request, request.steps, hires_steps, size)
-        latents = k_sample(base, pass_request, jobs, start, sigmas, [noise], callback, refiner=switch)
+        latents = k_sample(base, pass_request, jobs, start, sigmas, [noise], callback, img2img=True, refiner=switch)
         return decode_latents(base, latents)
     if refiner is not None:
         raise InvalidRequestError(

@@ -35,6 +35,7 @@ from inference.generate import (
     k_step_callback,
     request_noise,
     request_sigmas,
+    resolve_sampler,
     use_sampler,
     uses_k_sampling,
 )
@@ -187,13 +188,14 @@ def _k_inpaint_pass(
     if pipe.unet.config.in_channels == INPAINT_UNET_CHANNELS:
         extra = image_conditioning(pipe, images, mask, tuple(init_latent.shape[-2:]))
     conditioning = k_conditioning(pipe, request, request.steps)
-    sigmas = img2img_sigmas(request_sigmas(pipe, request, schedule.num_inference_steps), schedule.a1111)
+    sampler = resolve_sampler(request)[0]
+    sigmas = img2img_sigmas(request_sigmas(pipe, request, schedule.num_inference_steps), schedule.a1111, sampler)
     noise = request_noise(request, init_latent.shape[1:], device)
     start = init_latent + noise.next() * sigmas[0]
     callback = k_step_callback(schedule.steps, len(sigmas) - 1, on_step, is_cancelled)
     latents = k_sample(
         pipe, request, [(conditioning, len(seeds))], start, sigmas, [noise], callback,
-        image_cond=extra, mask=LatentMask(init_latent, keep),
+        img2img=True, image_cond=extra, mask=LatentMask(init_latent, keep),
     )
     return decode_latents(pipe, latents)
 

@@ -19,7 +19,8 @@ from pathlib import Path
 
 import torch
 
-from inference import acceleration, images, networks, plot_runner, previews, upscale, vae, workflows
+from inference import acceleration, describe, images, networks, plot_runner, previews, upscale, vae, workflows
+from inference.masks_from_words import Segments, segment_infotext
 from inference.common import infotext
 from inference.generate import (
     InvalidRequestError,
@@ -226,6 +227,8 @@ class JobRunner:
         self.safety_checker = safety_checker
         self.networks = extra_networks or networks.ExtraNetworks(config.embedding_dirs, config.lora_dirs)
         self.vaes = vae.VaeFiles(config.vae_dirs, [spec.source for spec in config.models])
+        self.describers = describe.Describers(config.describe, cache.device, cache.dtype)
+        self.segments = Segments(config.segmentation_model, config.outputs_dir, cache.device, cache.dtype)
         # A checkpoint's hash when the bot did not send it (ModelSpec.sha256): computed on a
         # thread of its own from the moment a job of the model starts, so that reading a
         # multi-GB file overlaps the job's denoising instead of adding to its saving.
@@ -306,6 +309,11 @@ class JobRunner:
         images are checked here (the safety classifier uses the device) and saved through
         ``self.saver``: with a background saver, this returns while they are written.
         """
+        if request.kind == JobKind.DESCRIBE:
+            self._describe(request, is_cancelled, send)
+            return
+        if self.config.model_memory_budget_mb == 0:
+            self.describers.release()  # one model at a time: the pipeline's turn
         from_pass = made is not None
         if not from_pass:
             send(JobStarted(request.job_id))
@@ -329,6 +337,22 @@ class JobRunner:
         save = functools.partial(self._save_and_report, request, made, flags, seconds, send)
         # A batch's jobs (made by the pass) waited once for the pass before, in run_batch.
         self.saver.submit(request.job_id, save, send, after_earlier=not from_pass)
+
+    def _describe(self, request: GenerateRequest, is_cancelled: IsCancelled, send: Send) -> None:
+        """A describe job: its prompt suggestions, no images (inference.describe)."""
+        send(JobStarted(request.job_id))
+        started = time.monotonic()
+        reporter = ProgressReporter(request.job_id, send, self.config.preview_interval_s, self.config.preview_max_side)
+        try:
+            suggestions = self.describers.describe(request, reporter, is_cancelled)
+        except JobCancelledError:
+            raise
+        except Exception as exc:
+            _report_failure(request, exc, send, doing="Describing the image")
+            return
+        seconds = time.monotonic() - started
+        log.info("job %s: %d suggestion(s) in %.1f s", request.job_id, len(suggestions), seconds)
+        send(JobCompleted(request.job_id, (), None, seconds, suggestions=suggestions))
 
     def _save_and_report(
         self, request: GenerateRequest, made: list, flags: list[bool], seconds: float, send: Send
@@ -355,6 +379,8 @@ class JobRunner:
             return plot_runner.run_plot(request, self._make, on_step, is_cancelled)
         if request.kind == JobKind.UPSCALE:
             return upscale.run_upscale(self.upscalers, request, on_step, is_cancelled)
+        if request.kind == JobKind.SEGMENT:
+            return self.segments.run(request)
         with self.networks.applied(self.cache, request) as request, self.vaes.applied(
             networks.job_pipeline(self.cache, request), request
         ):
@@ -371,8 +397,9 @@ class JobRunner:
         day = dt.date.today()  # one folder per job even when it runs across midnight
         # An upscale's infotext is its source's (no checkpoint ran, so no model hash either).
         upscaling = request.kind == JobKind.UPSCALE
-        model_hash = None if upscaling else self._model_hash(request.model)
-        hashes = {} if upscaling else self._file_hashes(request)
+        segmenting = request.kind == JobKind.SEGMENT  # no checkpoint ran either
+        model_hash = None if upscaling or segmenting else self._model_hash(request.model)
+        hashes = {} if upscaling or segmenting else self._file_hashes(request)
         refiner_hash = self._model_hash(request.refiner) if request.refiner else None
         # A plot's cells are jobs of their own (prompt, steps, model... differ): each image
         # gets its cell's infotext, so A1111's PNG Info remakes that cell alone.
@@ -383,6 +410,8 @@ class JobRunner:
             seed = request.seeds[index]
             if upscaling:
                 text = upscale.upscale_infotext(request)
+            elif segmenting:
+                text = segment_infotext(request)
             elif cells is not None:
                 cell = cells[index]
                 text = infotext.request_infotext(

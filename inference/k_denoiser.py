@@ -6,22 +6,40 @@ conds of every image and the unconds in one UNet batch, combines them with the A
 and the CFG scale, and counts model evaluations, which is what prompt editing's steps are.
 ``KDenoiser`` is both layers over the diffusers UNet; ``run_k_sampler`` sets up a sampler's
 noise as A1111's KDiffusionSampler does (its per-image step noise, or Brownian trees seeded
-with the image seeds, eta) and runs it with progress, previews and cancellation between steps.
+with the image seeds, eta) and runs it with progress, previews and cancellation between steps:
+k-diffusion's samplers, DPM fast/adaptive, Restart and LCM over sigmas, and the timestep
+samplers (DDIM, PLMS, UniPC) over the same denoiser as A1111's CFGDenoiserTimesteps.
 """
 
 from __future__ import annotations
 
 import inspect
+import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import torch
 
-from inference.common.sampler_catalog import K_DIFFUSION, SAMPLERS
+from inference.common.sampler_catalog import LCM, SAMPLERS, TIMESTEPS
 from inference.conditioning import Conditioning
 from inference.k_sampling import SAMPLE_FUNCTIONS, BrownianTreeNoiseSampler
+from inference.k_sampling_extra import (
+    lcm_boundary_scaling,
+    restart_sampler,
+    sample_dpm_adaptive,
+    sample_dpm_fast,
+    sample_lcm,
+)
 from inference.noise import ImageNoise
 from inference.schedules import DiscreteSigmas, sd_alphas_cumprod
+from inference.timestep_sampling import TIMESTEP_FUNCTIONS, TimestepDenoiser, timestep_callbacks
+
+# Every sampler function of the catalog (sampler_catalog.SamplerInfo.function) run here.
+SAMPLER_FUNCTIONS: dict[str, Callable] = {
+    **SAMPLE_FUNCTIONS,
+    **{f.__name__: f for f in (sample_dpm_fast, sample_dpm_adaptive, restart_sampler, sample_lcm)},
+    **TIMESTEP_FUNCTIONS,
+}
 
 # k-diffusion's sigma_data of the v-prediction denoiser (CompVisVDenoiser).
 SIGMA_DATA = 1.0
@@ -63,11 +81,12 @@ def model_alphas_cumprod(pipe) -> torch.Tensor:
 
 
 def supports_k_sampling(pipe, sampler: str) -> bool:
-    """Whether this sampler runs here on this pipeline: a k-diffusion sampler of ours over a
-    UNet this denoiser knows how to condition: SD 1.x/2.x's, SDXL's and its refiner's (the
-    added text_time conditioning), and the 9-channel inpainting UNets of both."""
+    """Whether this sampler runs here on this pipeline: one of A1111's samplers (k-diffusion's,
+    DPM fast/adaptive, Restart, LCM, the timestep samplers) over a UNet this denoiser knows
+    how to condition: SD 1.x/2.x's, SDXL's and its refiner's (the added text_time
+    conditioning), and the 9-channel inpainting UNets of both."""
     info = SAMPLERS.get(sampler)
-    if info is None or info.family != K_DIFFUSION or info.function not in SAMPLE_FUNCTIONS:
+    if info is None or info.function not in SAMPLER_FUNCTIONS:
         return False
     unet = getattr(pipe, "unet", None)
     return (
@@ -116,7 +135,9 @@ class RefinerSwitch:
     model: DenoiserModel
 
     def due(self, table: DiscreteSigmas, sigma: torch.Tensor) -> bool:
-        timestep = torch.argmin((table.sigmas.to(sigma.device) - sigma.max()).abs()).item()
+        return self.due_at(torch.argmin((table.sigmas.to(sigma.device) - sigma.max()).abs()).item())
+
+    def due_at(self, timestep: int) -> bool:
         return (TRAIN_TIMESTEPS - 1 - timestep) / TRAIN_TIMESTEPS >= self.switch_at
 
 
@@ -151,9 +172,9 @@ class KDenoiser:
         self.mask = mask
         self.refiner = refiner
         self.step = 0
-        self._use(model)
+        self.use(model)
 
-    def _use(self, model: DenoiserModel) -> None:
+    def use(self, model: DenoiserModel) -> None:
         """Take ``model`` as the one every evaluation from now on runs."""
         if model.prediction_type not in ("epsilon", "v_prediction"):
             raise ValueError(f"cannot sample a {model.prediction_type!r} model over sigmas")
@@ -183,6 +204,7 @@ class KDenoiser:
         self.embeds_key: tuple | None = None
         self.embeds: torch.Tensor | None = None
         self.added: dict | None = None
+        self.last_uncond: torch.Tensor | None = None
 
     def _to(self, device: torch.device) -> None:
         """The per-image tables on the sampler's device, moved once, not every step."""
@@ -241,7 +263,7 @@ class KDenoiser:
     @torch.no_grad()
     def __call__(self, x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
         if self.refiner is not None and self.refiner.due(self.table, sigma):
-            self._use(self.refiner.model)
+            self.use(self.refiner.model)
             self.refiner = None
         self._to(x.device)
         embeds = self._embeddings(self.step, x.device)
@@ -267,6 +289,7 @@ class KDenoiser:
         )[0].float()
         denoised = out * c_out + x_in * c_skip
         conds, uncond = denoised[:rows], denoised[rows:]
+        self.last_uncond = uncond  # DDIM CFG++ steps along the uncond prediction
         if self.plain:
             combined = uncond + (conds - uncond) * self.cfg_scale
         else:
@@ -300,18 +323,85 @@ def run_k_sampler(
     noises: Sequence[ImageNoise],
     callback: Callable[[dict], None] | None,
     eta: float | None = None,
+    img2img: bool = False,
 ) -> torch.Tensor:
-    """Run a k-diffusion sampler from ``x`` (already at ``sigmas[0]``) as A1111 calls it;
-    ``noises`` are the batch's jobs' ImageNoise, in the order of x's images."""
+    """Run one of A1111's samplers from ``x`` (already at ``sigmas[0]``) as A1111 calls it;
+    ``noises`` are the batch's jobs' ImageNoise, in the order of x's images. ``img2img``:
+    ``sigmas`` are the end of a schedule (schedules.img2img_sigmas) and x the source latents
+    noised to the first, which DPM fast/adaptive and the timestep samplers treat apart."""
     info = SAMPLERS[sampler]
-    function = SAMPLE_FUNCTIONS[info.function]
+    function = SAMPLER_FUNCTIONS[info.function]
     sigmas = sigmas.to(x.device)
     parameters = inspect.signature(function).parameters
-    kwargs: dict = {"callback": callback}
+    kwargs: dict = {}
     if "noise_sampler" in parameters:
         kwargs["noise_sampler"] = k_noise_sampler(sampler, x, sigmas, noises)
     if "eta" in parameters:
         kwargs["eta"] = info.eta_default if eta is None else eta
     if info.solver_type is not None:
         kwargs["solver_type"] = info.solver_type
-    return function(denoiser, x, sigmas, **kwargs)
+    if info.family == TIMESTEPS:
+        return _run_timestep_sampler(info.function, denoiser, x, sigmas, callback, img2img, kwargs)
+    model = _lcm_denoiser(denoiser) if info.family == LCM else denoiser
+    run_steps = len(sigmas) - 1
+    if "sigma_min" not in parameters:
+        return function(model, x, sigmas, callback=callback, **kwargs)
+    # DPM fast and adaptive take a range, as A1111's KDiffusionSampler passes it: the model's
+    # whole range in txt2img, the walked part's ends (not its final 0) in img2img.
+    if img2img:
+        kwargs.update(sigma_min=sigmas[-2], sigma_max=sigmas[0])
+    else:
+        kwargs.update(sigma_min=denoiser.table.sigmas[0].item(), sigma_max=denoiser.table.sigmas[-1].item())
+    if "n" in parameters:
+        kwargs["n"] = run_steps
+        solver_steps = run_steps // 3 + 1
+        progress = _remapped(callback, lambda state: math.ceil((state["i"] + 1) * run_steps / solver_steps) - 1)
+    else:
+        progress = _remapped(callback, lambda state: _adaptive_index(state, kwargs, run_steps))
+    return function(model, x, callback=progress, **kwargs)
+
+
+def _lcm_denoiser(denoiser: KDenoiser) -> Callable:
+    """A1111's LCMCompVisDenoiser: the CompVis output under LCM's boundary condition."""
+    return lambda x, sigma: lcm_boundary_scaling(denoiser.table, sigma, denoiser(x, sigma), x)
+
+
+def _remapped(callback, index_of: Callable[[dict], int]):
+    """The callback with k-diffusion's step index ``i`` replaced by ``index_of(state)``: the
+    index in the schedule's steps that progress counts."""
+    if callback is None:
+        return None
+    return lambda state: callback({**state, "i": index_of(state)})
+
+
+def _adaptive_index(state: dict, kwargs: dict, run_steps: int) -> int:
+    """DPM adaptive's progress: how far it is in -log(sigma) over its range, in steps."""
+    t_start, t_end = -math.log(float(kwargs["sigma_max"])), -math.log(float(kwargs["sigma_min"]))
+    done = (float(state["t"]) - t_start) / (t_end - t_start)
+    return max(math.ceil(done * run_steps) - 1, 0)
+
+
+def _run_timestep_sampler(function: str, denoiser: KDenoiser, x, sigmas, callback, img2img: bool, kwargs: dict):
+    """A1111's CompVisSampler: the timesteps are the sigmas' (schedules.sampler_sigmas), and x
+    goes back to the VP scale: the seed noise itself in txt2img; in img2img the source noised
+    to the first sigma's timestep, which A1111 does not give the sampler."""
+    table = denoiser.table
+    timesteps = table.sigma_to_t(sigmas[sigmas > 0]).round().long().flip(0)
+    if img2img:
+        timesteps = timesteps[:-1]
+        x = x / (sigmas[0] ** 2 + 1) ** 0.5
+    else:
+        x = x / sigmas[0]
+    if function == "unipc":
+        kwargs["is_img2img"] = img2img
+    # A1111 blends an inpaint's source latents into the model's input here, not its output,
+    # and switches to the refiner at the timestep: the timestep denoiser does both.
+    mask, denoiser.mask = denoiser.mask, None
+    refiner, denoiser.refiner = denoiser.refiner, None
+    model = TimestepDenoiser(denoiser, table.alphas_cumprod, mask, refiner)
+    # Progress counts the schedule's steps; these samplers run fewer (see timestep_callbacks).
+    offset = len(sigmas) - 1 - timestep_callbacks(function, len(timesteps))
+    progress = _remapped(callback, lambda state: state["i"] + offset)
+    if len(timesteps) == 0:
+        return x
+    return TIMESTEP_FUNCTIONS[function](model, x, timesteps, callback=progress, **kwargs)

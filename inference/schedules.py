@@ -26,7 +26,6 @@ from inference.common.sampler_catalog import (
     SAMPLERS,
     SCHEDULE_TYPES,
     TIMESTEPS,
-    SamplerInfo,
 )
 
 # Stable Diffusion 1.x/2.x/XL's training noise: ldm's "linear" schedule (scaled-linear betas).
@@ -57,14 +56,16 @@ class DiscreteSigmas:
     the nearest timestep instead of interpolating in log sigma.
     """
 
-    def __init__(self, sigmas: torch.Tensor, quantize: bool = False):
+    def __init__(self, sigmas: torch.Tensor, quantize: bool = False, alphas_cumprod: torch.Tensor | None = None):
         self.sigmas = sigmas
         self.log_sigmas = sigmas.log()
         self.quantize = quantize
+        # The model's own table, which the timestep samplers step with (None for LCM's).
+        self.alphas_cumprod = alphas_cumprod
 
     @classmethod
     def from_alphas_cumprod(cls, alphas_cumprod: torch.Tensor, quantize: bool = False) -> DiscreteSigmas:
-        return cls(((1 - alphas_cumprod) / alphas_cumprod) ** 0.5, quantize)
+        return cls(((1 - alphas_cumprod) / alphas_cumprod) ** 0.5, quantize, alphas_cumprod)
 
     @property
     def sigma_min(self) -> torch.Tensor:
@@ -273,23 +274,19 @@ def sampler_sigmas(
     alphas_cumprod: torch.Tensor,
     options: ScheduleOptions = ScheduleOptions(),
 ) -> torch.Tensor:
-    """The sigmas a k-diffusion or LCM sampler runs over, as KDiffusionSampler.get_sigmas makes
-    them: Automatic resolved to the sampler's default; for a sampler that discards the
-    penultimate sigma, one step more is scheduled and that sigma dropped."""
-    info = _sigma_sampler(sampler)
+    """The sigmas a sampler runs over, as KDiffusionSampler.get_sigmas makes them: Automatic
+    resolved to the sampler's default; for a sampler that discards the penultimate sigma, one
+    step more is scheduled and that sigma dropped. For a timestep sampler (DDIM, PLMS...),
+    the model's sigmas at its timesteps (sampler_timesteps) from the last down, then 0."""
+    info = SAMPLERS[sampler]
     table = model_sigmas(sampler, alphas_cumprod, options.quantize)
+    if info.family == TIMESTEPS:
+        return _append_zero(table.sigmas[sampler_timesteps(sampler, steps)].flip(0))
     scheduled = steps + 1 if info.discard_next_to_last_sigma else steps
     sigmas = schedule_sigmas(info.resolve_schedule(schedule_type), scheduled, table, options)
     if info.discard_next_to_last_sigma:
         sigmas = torch.cat([sigmas[:-2], sigmas[-1:]])
     return sigmas
-
-
-def _sigma_sampler(sampler: str) -> SamplerInfo:
-    info = SAMPLERS[sampler]
-    if info.family == TIMESTEPS:
-        raise ValueError(f"{sampler} runs over timesteps, not sigmas: see sampler_timesteps")
-    return info
 
 
 def sampler_timesteps(sampler: str, steps: int) -> torch.Tensor:
@@ -342,9 +339,14 @@ def hires_steps(steps: int, second_pass_steps: int, denoising_strength: float) -
     return img2img_steps(steps, denoising_strength, requested_steps=second_pass_steps or steps)
 
 
-def img2img_sigmas(sigmas: torch.Tensor, counts: Img2ImgSteps) -> torch.Tensor:
+def img2img_sigmas(sigmas: torch.Tensor, counts: Img2ImgSteps, sampler: str | None = None) -> torch.Tensor:
     """The part of a schedule an img2img run walks; its first sigma scales the noise added to
-    the source latents (KDiffusionSampler.sample_img2img)."""
+    the source latents (KDiffusionSampler.sample_img2img). A timestep sampler's (sampler_sigmas
+    lists its timesteps, more than the steps when 1000 is not a multiple) ends with the
+    first t_enc timesteps, after the (t_enc + 1)-th that the source is noised to
+    (CompVisSampler.sample_img2img: img2img_timesteps)."""
+    if sampler is not None and SAMPLERS[sampler].family == TIMESTEPS:
+        return sigmas[len(sigmas) - counts.t_enc - 2 :]
     return sigmas[counts.start_index :]
 
 

@@ -40,6 +40,19 @@ class A1111Model:
             self.sizes = (torch.tensor([[height, width, 0, 0, height, width]]),) * 2
 
 
+    def unet_conditioning(self, n):
+        """The UNet's conds for n cond rows then n uncond rows: the crossattn, and SDXL's
+        vector parts as diffusers' added_cond_kwargs."""
+        kwargs = {}
+        if self.pooled is not None:
+            cond_sizes, uncond_sizes = self.sizes
+            kwargs["added_cond_kwargs"] = {
+                "text_embeds": torch.cat([self.pooled[0].expand(n, -1), self.pooled[1].expand(n, -1)]),
+                "time_ids": torch.cat([cond_sizes.expand(n, -1), uncond_sizes.expand(n, -1)]),
+            }
+        return torch.cat([self.cond.expand(n, -1, -1), self.uncond.expand(n, -1, -1)]), kwargs
+
+
 def rescale_zero_terminal_snr_abar(alphas_cumprod):
     """A1111's sd_models.rescale_zero_terminal_snr_abar."""
     alphas_bar_sqrt = alphas_cumprod.sqrt()
@@ -78,14 +91,7 @@ class A1111Denoiser(ReferenceDenoiser):
         unet_in = x_in * c_in
         if self.image_cond is not None:
             unet_in = torch.cat([unet_in, torch.cat([self.image_cond, self.image_cond])], dim=1)
-        kwargs = {}
-        if model.pooled is not None:
-            cond_sizes, uncond_sizes = model.sizes
-            kwargs["added_cond_kwargs"] = {
-                "text_embeds": torch.cat([model.pooled[0].expand(n, -1), model.pooled[1].expand(n, -1)]),
-                "time_ids": torch.cat([cond_sizes.expand(n, -1), uncond_sizes.expand(n, -1)]),
-            }
-        embeds = torch.cat([model.cond.expand(n, -1, -1), model.uncond.expand(n, -1, -1)])
+        embeds, kwargs = model.unet_conditioning(n)
         out = model.unet(unet_in, self.sigma_to_t(sigma_in), encoder_hidden_states=embeds, **kwargs).sample
         s = sigma_in[:, None, None, None]
         if model.v_prediction:  # CompVisVDenoiser, sigma_data 1
@@ -104,3 +110,41 @@ def assert_same_images(ours, expected, levels: int = 1) -> None:
     assert len(ours) == len(expected)
     for image, reference in zip(ours, expected):
         assert np.abs(np.asarray(image, dtype=int) - np.asarray(reference, dtype=int)).max() <= levels
+
+
+class A1111TimestepEps:
+    """CFGDenoiserTimesteps.forward over CompVisTimestepsDenoiser (CompVisTimestepsVDenoiser
+    for v): the UNet's eps at timestep t, CFG-combined; the source latents blended into x
+    before the model (its mask_before_denoising); apply_refiner at int(max(t)), the fallback
+    for samplers without sigmas. ``multiplier`` and ``last_noise_uncond`` serve DDIM CFG++
+    (tests/test_samplers_timesteps.py's loops)."""
+
+    def __init__(self, model: A1111Model, cfg_scale, image_cond=None, init_latent=None, nmask=None,
+                 refiner: A1111Model | None = None, switch_at=None):
+        self.model, self.cfg_scale = model, cfg_scale
+        self.image_cond, self.init_latent, self.nmask = image_cond, init_latent, nmask
+        self.refiner, self.switch_at = refiner, switch_at
+        self.switched_at_call = None
+        self.calls = 0
+        self.multiplier = 1.0
+        self.last_noise_uncond = None
+
+    def __call__(self, x, t):
+        if self.refiner is not None and (999 - int(torch.max(t))) / 1000 >= self.switch_at:
+            self.model, self.refiner, self.switched_at_call = self.refiner, None, self.calls
+        self.calls += 1
+        if self.nmask is not None:
+            x = x * self.nmask + self.init_latent * (1 - self.nmask)
+        model, n = self.model, x.shape[0]
+        x_in, t_in = torch.cat([x, x]), torch.cat([t, t])
+        unet_in = x_in
+        if self.image_cond is not None:
+            unet_in = torch.cat([x_in, torch.cat([self.image_cond, self.image_cond])], dim=1)
+        embeds, kwargs = model.unet_conditioning(n)
+        out = model.unet(unet_in, t_in, encoder_hidden_states=embeds, **kwargs).sample
+        if model.v_prediction:
+            a = model.alphas_cumprod[t_in.to(torch.int)][:, None, None, None]
+            out = a.sqrt() * out + (1 - a).sqrt() * x_in
+        cond, uncond = out.chunk(2)
+        self.last_noise_uncond = uncond
+        return uncond + (cond - uncond) * (self.cfg_scale * self.multiplier)

@@ -56,6 +56,7 @@ async def test_every_admin_subcommand_is_checked_server_side(harness):
         "admin terms add": {"scope": "banned", "kind": "word", "pattern": "cat"}, "admin terms remove": {"number": 1},
         "admin terms test": {"prompt": "a cat"}, "admin limits set": {"images_per_day": 1},
         "admin flagged": {"action": "withhold"}, "admin log set": {"channel": harness.channel},
+        "admin describe": {"interrogator": "clip"},
         "admin ban": {"user": target, "reason": "spam"}, "admin unban": {"user": target},
         "admin cancel": {"job": 1}, "admin remove": {"job": 1}, "admin models rule": {"model": "tiny", "hidden": True},
     }

@@ -62,6 +62,15 @@ def test_files_and_environment_override(tmp_path):
         ("[worker]\nfuse_qkv = 1\n", "worker.fuse_qkv must be bool"),
         ('[worker]\nwarmup = "no"\n', "worker.warmup must be bool"),
         ("[worker]\ntaesd_source = 3\n", "worker.taesd_source must be str"),
+        # [describe] (tests/test_describe_bot.py runs /describe itself)
+        ('[describe]\ninterrogator = "deepbooru"\n', "describe.interrogator must be one of clip, tagger, got 'deepbooru'"),
+        ("[describe]\ntag_threshold = 1.5\n", "describe.tag_threshold must be between 0 and 1, got 1.5"),
+        ('[describe]\ncaption_model = "Salesforce/blip-image-captioning-base"\n', "needs both caption_model and clip_model"),
+        ('[describe]\ncaption_model = "./blip"\nclip_model = "openai/clip-vit-large-patch14"\n', "is neither a folder nor a hub id"),
+        ('[describe]\ntagger = "wd14"\n', "model.onnx is missing"),
+        ('[describe]\ncategories_dir = "lists"\n', "holds no .txt list"),
+        ("[images]\nsegment_threshold = 1.0\n", "images.segment_threshold must be above 0 and below 1 (got 1.0)"),
+        ("[images]\nsegment_dilation = -2\n", "images.segment_dilation from 0 to 128 pixels (got -2)"),
     ],
 )
 def test_bad_settings_are_named(tmp_path, text, message):

@@ -13,7 +13,7 @@ from inference.noise import slerp
 from inference.common.protocol import JobKind
 from inference.common.sampler_catalog import SAMPLERS as CATALOG
 from inference.common.samplers import SAMPLERS
-from inference.k_sampling import SAMPLE_FUNCTIONS
+from inference.k_denoiser import SAMPLER_FUNCTIONS
 from tests.inference_fixtures import tiny_request
 
 
@@ -27,30 +27,6 @@ def max_difference(a, b) -> int:
 
 def mean_difference(a, b) -> float:
     return float(np.abs(pixels(a) - pixels(b)).mean())
-
-
-def plain_pipeline_image(pipe, request, seed):
-    """What a user of diffusers gets for this request and seed, without our code around it."""
-    pipe.scheduler = scheduler_for(pipe, request.sampler)
-    return pipe(
-        request.prompt,
-        negative_prompt=request.negative_prompt,
-        width=request.width,
-        height=request.height,
-        num_inference_steps=request.steps,
-        guidance_scale=request.cfg_scale,
-        generator=torch.Generator().manual_seed(seed),
-    ).images[0]
-
-
-# The samplers still run by a diffusers scheduler; k-diffusion's are checked against A1111's
-# algorithm in tests/test_samplers_reference.py.
-@pytest.mark.parametrize("sampler", ["DDIM", "UniPC"])
-def test_single_image_equals_plain_diffusers_call(tiny_pipe, sampler):
-    request = tiny_request(sampler=sampler, seeds=(77,))
-    [ours] = generate(tiny_pipe, request)
-    expected = plain_pipeline_image(tiny_pipe, request, 77)
-    assert max_difference(ours, expected) <= 1
 
 
 @pytest.mark.parametrize("sampler", ["Euler", "Euler a", "DPM++ SDE"])
@@ -96,8 +72,13 @@ def test_slerp_ends_and_norm():
 
 
 RUNNING_SAMPLERS = sorted(
-    set(SAMPLERS) | {name for name, info in CATALOG.items() if info.function in SAMPLE_FUNCTIONS}
+    set(SAMPLERS) | {name for name, info in CATALOG.items() if info.function in SAMPLER_FUNCTIONS}
 )
+
+
+# A1111's DDIM and PLMS walk 2 timesteps in one step, DPM fast's 2 evaluations are one
+# solver step, DPM adaptive sets its own: progress jumps to the end.
+FEWER_STEPS_THAN_ASKED = {"DDIM", "DDIM CFG++", "PLMS", "DPM fast", "DPM adaptive"}
 
 
 @pytest.mark.parametrize("sampler", RUNNING_SAMPLERS)
@@ -109,7 +90,10 @@ def test_every_sampler_runs(tiny_pipe, sampler):
         on_step=lambda step, total, latents: steps_seen.append((step, total)),
     )
     assert [image.size for image in images] == [(64, 64), (64, 64)]
-    assert steps_seen == [(1, 2), (2, 2)]
+    if sampler in FEWER_STEPS_THAN_ASKED:
+        assert steps_seen[-1] == (2, 2) and steps_seen == sorted(set(steps_seen))
+    else:
+        assert steps_seen == [(1, 2), (2, 2)]
 
 
 def test_second_order_sampler_reports_requested_steps(tiny_pipe):

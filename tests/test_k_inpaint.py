@@ -38,6 +38,11 @@ def cache(tiny_model_dir, tiny_inpaint_model_dir, tiny_sdxl_dir, tiny_sdxl_inpai
 
 @pytest.fixture(scope="module")
 def source_and_mask():
+    return make_source_and_mask()
+
+
+def make_source_and_mask():
+    """A gradient source image and a rectangular mask, SIZE square."""
     y, x = np.mgrid[0:SIZE, 0:SIZE]
     source = np.stack([x * 4, y * 4, (x + y) * 2], axis=-1).clip(0, 255).astype(np.uint8)
     mask = np.zeros((SIZE, SIZE), np.uint8)
@@ -53,9 +58,11 @@ def inpaint_request(model: str, strength: float):
 
 
 @torch.no_grad()
-def reference_inpaint(pipe, request, source, mask, content, strength):
-    """A1111's img2img with a mask, over Euler a, for every image of the request."""
-    n, steps = len(SEEDS), request.steps
+def reference_inpaint_inputs(pipe, source, mask, content):
+    """StableDiffusionProcessingImg2Img.init for every seed: init_latent with the masked
+    content written in, the rounded latent mask (nmask, 1 where repainted), and the
+    inpainting UNet's image conditioning (None for a 4-channel UNet)."""
+    n = len(SEEDS)
     vae, factor = pipe.vae, pipe.vae.config.scaling_factor
     image = torch.from_numpy(np.asarray(source, dtype=np.float32) / 255.0).permute(2, 0, 1)[None]
     image = (2.0 * image - 1.0).repeat(n, 1, 1, 1)
@@ -74,13 +81,21 @@ def reference_inpaint(pipe, request, source, mask, content, strength):
         cond_image = vae.encode(cond_image).latent_dist.mode() * factor
         cond_mask = torch.nn.functional.interpolate(cond_mask, size=init_latent.shape[-2:])
         image_cond = torch.cat([cond_mask.expand(n, -1, -1, -1), cond_image], dim=1)
+    return init_latent, nmask, image_cond
+
+
+@torch.no_grad()
+def reference_inpaint(pipe, request, source, mask, content, strength):
+    """A1111's img2img with a mask, over Euler a, for every image of the request."""
+    steps = request.steps
+    init_latent, nmask, image_cond = reference_inpaint_inputs(pipe, source, mask, content)
     model = A1111Model(pipe, request.prompt, request.negative_prompt, steps, SIZE, SIZE)
     denoiser = A1111Denoiser(model, request.cfg_scale, image_cond, init_latent, nmask)
     t_enc = int(min(strength, 0.999) * steps)
     sigmas = sampler_sigmas("Euler a", "Automatic", steps, sd_alphas_cumprod())[steps - t_enc - 1 :]
     noise = ReferenceNoise(SEEDS, (4, 8, 8))
     samples = ref_euler_a(denoiser, init_latent + noise.first * sigmas[0], sigmas, noise.randn_like)
-    return decode(pipe, samples * nmask + init_latent * keep), t_enc + 1
+    return decode(pipe, samples * nmask + init_latent * (1.0 - nmask)), t_enc + 1
 
 
 @pytest.mark.parametrize(

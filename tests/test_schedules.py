@@ -196,9 +196,29 @@ def test_the_timestep_samplers_take_every_1000_over_steps_th_timestep_from_1():
     assert schedules.sampler_timesteps("DDIM", 20).tolist() == list(range(1, 1000, 50))
     assert len(schedules.sampler_timesteps("UniPC", 30)) == 31  # 1000 // 30 = 33: 31 of them
     with pytest.raises(ValueError):
-        schedules.sampler_sigmas("DDIM", AUTOMATIC, 20, ALPHAS_CUMPROD)
-    with pytest.raises(ValueError):
         schedules.sampler_timesteps("Euler", 20)
+
+
+def test_a_timestep_samplers_sigmas_are_the_models_at_its_timesteps_from_the_last():
+    """The k path hands a timestep sampler its timesteps as sigmas (the k denoiser's table
+    maps them back exactly): sigma_t = sqrt((1 - a_t) / a_t) at 951, 901, ..., 1, then 0."""
+    sigmas = schedules.sampler_sigmas("DDIM", AUTOMATIC, 20, ALPHAS_CUMPROD)
+    table = schedules.DiscreteSigmas.from_alphas_cumprod(ALPHAS_CUMPROD)
+    want = ((1 - ALPHAS_CUMPROD) / ALPHAS_CUMPROD) ** 0.5
+    assert torch.equal(sigmas[:-1], want[list(range(951, 0, -50))]) and sigmas[-1] == 0
+    assert table.sigma_to_t(sigmas[:-1]).tolist() == list(range(951, 0, -50))
+    assert len(schedules.sampler_sigmas("PLMS", AUTOMATIC, 30, ALPHAS_CUMPROD)) == 32  # 31 timesteps
+
+
+@pytest.mark.parametrize(("steps", "strength"), [(20, 0.5), (30, 0.6), (6, 0.999)])
+def test_timestep_img2img_sigmas_end_with_t_enc_timesteps_after_the_noise_level(steps, strength):
+    counts = schedules.img2img_steps(steps, strength)
+    timesteps = schedules.sampler_timesteps("DDIM", steps)
+    walked = schedules.img2img_sigmas(schedules.sampler_sigmas("DDIM", AUTOMATIC, steps, ALPHAS_CUMPROD), counts, "DDIM")
+    given, noised_to = schedules.img2img_timesteps(timesteps, counts)
+    table = schedules.DiscreteSigmas.from_alphas_cumprod(ALPHAS_CUMPROD)
+    as_timesteps = table.sigma_to_t(walked[:-1]).round().long().tolist()
+    assert as_timesteps == [noised_to, *given.flip(0).tolist()] and walked[-1] == 0
 
 
 # --- step counts ----------------------------------------------------------------------------

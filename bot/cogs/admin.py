@@ -354,6 +354,21 @@ class Admin(BotCog):
         note = "" if self.bot.settings.policy.safety_checker else " (no safety classifier is configured on this bot yet)"
         await send_private(interaction, f"Flagged images will be: {action}.{note}")
 
+    @admin.command(name="describe", description="What /describe uses here: a caption with CLIP, or a booru tagger")
+    @app_commands.describe(interrogator="clip: a caption and ranked styles (photos, art); tagger: booru tags (anime models)")
+    async def describe_interrogator(
+        self, interaction: discord.Interaction[SDBot], interrogator: Literal["clip", "tagger"]
+    ) -> None:
+        available = self.bot.settings.describe.available
+        if interrogator not in available:
+            raise InvalidOption(
+                f"This bot has no models for the {interrogator} interrogator; it has: {', '.join(available) or 'none'} "
+                "([describe] in config.toml)."
+            )
+        await store.update_policy(self.db, self._guild_id(interaction), interrogator=interrogator)
+        await self._changed(interaction, f"describe interrogator: {interrogator}")
+        await send_private(interaction, f"/describe now uses the {interrogator} interrogator here.")
+
     @admin.command(name="noise", description="A1111's random number source and ENSD for new jobs here")
     @app_commands.describe(
         rng="Where the seed's noise comes from, as A1111's setting: GPU (A1111's default), CPU, or NV (the same on any machine)",
@@ -499,6 +514,7 @@ class Admin(BotCog):
             f"**Blocked terms**: {sum(s.term.scope == 'banned' for s in stored)} banned, "
             f"{sum(s.term.scope == 'nsfw' for s in stored)} NSFW-only (/admin terms list)",
             f"**Flagged images**: {policy.flagged_action}",
+            f"**/describe**: {policy.interrogator or self.bot.settings.describe.interrogator}",
             f"**Noise**: {_noise_line(policy, self.bot.settings)} (/admin noise)",
             f"**Log channel**: {f'<#{policy.log_channel_id}>' if policy.log_channel_id else 'none'}",
             f"**Banned members**: {len(banned)} (/admin bans)",

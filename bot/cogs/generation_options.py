@@ -35,6 +35,7 @@ from bot.jobs.workflow_params import MASKED_CONTENT, OUTPAINT_DIRECTIONS, RESIZE
 from bot.policy import gate, model_rules
 from bot.prompts.networks import embedding_names, lora_names
 from inference.common.protocol import LATENT, MAX_CLIP_SKIP, MAX_MASK_BLUR
+from inference.common.protocol import MAX_SEGMENT_DILATION, MAX_SEGMENT_WORDS
 from inference.common.vae_files import vae_choices
 from inference.common.sampler_catalog import SAMPLER_NAMES, SAMPLERS, SCHEDULE_TYPE_LABELS
 
@@ -118,8 +119,7 @@ OPTIONS: dict[str, Option] = dict(
     image=Option(discord.Attachment, "The image to start from", required=True),
     mask=Option(
         discord.Attachment,
-        "White where to repaint, black where to keep; the image's shape (it is resized to fit)",
-        required=True,
+        "White where to repaint, black where to keep; the image's shape (or say what to repaint: mask_words)",
     ),
     prompt=Option(
         app_commands.Range[str, 1, 4000],
@@ -200,6 +200,27 @@ OPTIONS: dict[str, Option] = dict(
     x_values=Option(AxisValues, AXIS_VALUES_HELP, required=True),
     y_type=Option(str, "What changes from row to row (optional)", choices=AXIS_TYPES),
     y_values=Option(AxisValues, AXIS_VALUES_HELP),
+    # /inpaint's masks from words (bot.masks_from_words): a preview before the inpaint.
+    mask_words=Option(
+        app_commands.Range[str, 1, MAX_SEGMENT_WORDS],
+        "Instead of a mask: what to repaint, in a few words (\"the sky\"); you see the mask before it runs",
+    ),
+    mask_threshold=Option(
+        app_commands.Range[float, 0.0, 1.0],
+        "With mask_words: how sure the match must be, 0-1; lower finds more (default: the server's, often 0.4)",
+    ),
+    mask_dilation=Option(
+        app_commands.Range[int, 0, MAX_SEGMENT_DILATION],
+        "With mask_words: pixels the mask grows by, to cover edges (default: the server's, often 8)",
+    ),
+    # /sketch (bot.sketch): A1111's Sketch and Inpaint sketch.
+    sketch=Option(discord.Attachment, "Your drawing, or a copy of the original you painted on", required=True),
+    original=Option(
+        discord.Attachment, "The unpainted original: the painted area is repainted (Inpaint sketch); without it, img2img"
+    ),
+    mask_transparency=Option(
+        app_commands.Range[int, 0, 99], "Inpaint sketch: how faintly the painted area is repainted, 0-99 (default 0: fully)"
+    ),
 )
 
 
@@ -249,6 +270,12 @@ class CommandOptions:
     x_values: str | None = None
     y_type: str | None = None
     y_values: str | None = None
+    sketch: discord.Attachment | None = None
+    original: discord.Attachment | None = None
+    mask_transparency: int | None = None
+    mask_words: str | None = None
+    mask_threshold: float | None = None
+    mask_dilation: int | None = None
 
     def generation(self, prompt: str | None = None) -> GenerationOptions:
         """The options every generating job resolves (bot.jobs.params); ``prompt``: this

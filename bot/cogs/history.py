@@ -14,9 +14,10 @@ from bot.cogs.base import BotCog
 from bot.interactions import is_age_restricted
 from bot.errors import ImageUnavailable, NothingToDo
 from bot.jobs.retention import expired_message
-from bot.ui import buttons, embeds
+from bot.ui import buttons, description, embeds
 from bot.ui.history_page import HISTORY_ITEMS, history_message
 from db.models import Job, JobStatus
+from inference.common.protocol import JobKind
 
 if TYPE_CHECKING:
     from bot.client import SDBot
@@ -43,6 +44,9 @@ class History(BotCog):
                 f"The result of job #{found.id} was removed{files}, so it cannot be shown. "
                 "Its parameters are kept: pick it in /history to run it again."
             )
+        if found.kind == JobKind.DESCRIBE:  # its suggestions, which outlive the image files
+            await self._show_description(interaction, found)
+            return
         if found.files_expired_at is not None:
             raise ImageUnavailable(expired_message(found, self.bot.settings.images.keep_days))
         if path is None or not Path(path).is_file():
@@ -67,6 +71,19 @@ class History(BotCog):
             allowed_mentions=discord.AllowedMentions.none(),
             ephemeral=private,
             **extra,
+        )
+
+    async def _show_description(self, interaction: discord.Interaction[SDBot], found: Job) -> None:
+        private = found.private and interaction.guild_id is not None
+        await interaction.response.defer(thinking=True, ephemeral=private)
+        posting, embed = await description.description_post(found)
+        await interaction.followup.send(
+            content=f"Job #{found.id} by <@{found.user_id}>, shown by {interaction.user.mention}",
+            embed=embed,
+            view=buttons.result_view(found),
+            allowed_mentions=discord.AllowedMentions.none(),
+            ephemeral=private,
+            **posting.file_kwargs(),
         )
 
     async def _state_of(self, job: Job) -> str:

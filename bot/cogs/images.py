@@ -23,13 +23,18 @@ from bot.cogs.base import BotCog
 from bot.cogs.generation_options import CommandOptions, generation_command, upscalers
 from bot.errors import InvalidOption, echo
 from bot.jobs.workflow_params import (
+    DEFAULT_MASK_BLUR,
+    check_segment,
     img2img_parameters,
     inpaint_parameters,
     outpaint_parameters,
+    segment_parameters,
     upscale_parameters,
 )
 from bot.policy import gate
+from bot.sketch import read_inpaint_sketch
 from bot.ui import confirm
+from bot.ui.mask_preview import MASK_PREVIEW_ITEMS
 
 if TYPE_CHECKING:
     from bot.client import SDBot
@@ -67,28 +72,94 @@ class Images(BotCog):
         ]
         await confirm.submit_jobs(interaction, params)
 
-    @app_commands.command(name="inpaint", description="Repaint part of an image you upload: the white area of a mask.", extras=actions.QUEUES_JOBS)
+    @app_commands.command(
+        name="inpaint",
+        description="Repaint part of an image you upload: the white area of a mask, or what you name in words.",
+        extras=actions.QUEUES_JOBS,
+    )
     @generation_command(
-        "image", "mask", "prompt", "strength", "masked_content", "mask_blur", "only_masked", "padding",
-        "negative_prompt", "steps", "cfg", "sampler", "schedule_type", "seed", "count", "model", "vae", "clip_skip",
-        "seed_resize_from", "eta", "style",
+        "image", "prompt", "mask", "mask_words", "mask_threshold", "mask_dilation", "strength", "masked_content",
+        "mask_blur", "only_masked", "padding", "negative_prompt", "steps", "cfg", "sampler", "schedule_type", "seed",
+        "count", "model", "vae", "clip_skip", "seed_resize_from", "eta", "style",
         image="The image to change",
     )
     async def inpaint(self, interaction: discord.Interaction[SDBot], chosen: CommandOptions) -> None:
+        """With mask_words, each job is first a preview of the mask found (bot.masks_from_words)."""
+        segment = None
+        if chosen.mask is not None and chosen.mask_words is not None:
+            raise InvalidOption("Give a mask or mask_words, not both.")
+        if chosen.mask is None:
+            if chosen.mask_words is None:
+                raise InvalidOption("Upload a mask (white where to repaint), or say what to repaint in mask_words.")
+            segment = check_segment(self.bot.settings, chosen.mask_words, chosen.mask_threshold, chosen.mask_dilation)
+        elif chosen.mask_threshold is not None or chosen.mask_dilation is not None:
+            raise InvalidOption("mask_threshold and mask_dilation go with mask_words, not with an uploaded mask.")
         prepared, user, source = await self._prepare(interaction, chosen)
-        assert chosen.mask is not None  # a required option
-        mask_path, note = await inputs.read_mask_upload(chosen.mask, self.bot.settings, source)
+        note = None
+        if segment is None:
+            assert chosen.mask is not None
+            mask_path, note = await inputs.read_mask_upload(chosen.mask, self.bot.settings, source)
+        server = await gate.server_defaults(interaction)
         params = [
             inpaint_parameters(
-                each, self.bot.settings, user, source, mask_path, strength=chosen.strength,
+                each, self.bot.settings, user, source, "" if segment else mask_path, strength=chosen.strength,
                 masked_content=chosen.masked_content, mask_blur=chosen.mask_blur, only_masked=chosen.only_masked,
-                padding=chosen.padding, server=await gate.server_defaults(interaction),
+                padding=chosen.padding, server=server,
             )
             for each in prepared
         ]
+        if segment is not None:
+            params = [segment_parameters(each, self.bot.settings, segment) for each in params]
         await confirm.submit_jobs(interaction, params)
         if note:
             await interaction.followup.send(note, ephemeral=True)
+
+    @app_commands.command(
+        name="sketch",
+        description="Repaint what you painted on a copy of an image (Inpaint sketch), or start from a drawing.",
+        extras=actions.QUEUES_JOBS,
+    )
+    @generation_command(
+        "sketch", "prompt", "original", "strength", "mask_blur", "mask_transparency", "masked_content", "only_masked",
+        "padding", "negative_prompt", "steps", "cfg", "sampler", "schedule_type", "seed", "count", "model", "vae",
+        "clip_skip", "style",
+        prompt="What the painted area (or the whole drawing) should become",
+    )
+    async def sketch(self, interaction: discord.Interaction[SDBot], chosen: CommandOptions) -> None:
+        """A1111's Sketch (img2img of a drawing) and, with the original, its Inpaint sketch:
+        the area painted becomes the mask and its colours the start (bot.sketch)."""
+        assert chosen.sketch is not None  # a required option
+        user = await self.bot.queue.user(interaction.user.id)
+        prepared = await actions.prepare_for(interaction, chosen.generation(), user, style_names=chosen.style)
+        server = await gate.server_defaults(interaction)
+        if chosen.original is None:
+            inpaint_only = {"mask_blur": chosen.mask_blur, "mask_transparency": chosen.mask_transparency,
+                            "masked_content": chosen.masked_content, "only_masked": chosen.only_masked,
+                            "padding": chosen.padding}
+            if given := [name for name, value in inpaint_only.items() if value is not None]:
+                raise InvalidOption(
+                    f"{', '.join(given)} work on an Inpaint sketch: upload the unpainted original too."
+                )
+            source = await inputs.read_image_upload(chosen.sketch, self.bot.settings, what="sketch")
+            params = [
+                img2img_parameters(each, self.bot.settings, user, source, strength=chosen.strength, server=server)
+                for each in prepared
+            ]
+        else:
+            blur = DEFAULT_MASK_BLUR if chosen.mask_blur is None else chosen.mask_blur
+            painted = await read_inpaint_sketch(
+                chosen.original, chosen.sketch, self.bot.settings, mask_blur=blur,
+                transparency=chosen.mask_transparency or 0,
+            )
+            params = [
+                inpaint_parameters(
+                    each, self.bot.settings, user, painted.start, painted.mask_path, strength=chosen.strength,
+                    masked_content=chosen.masked_content, mask_blur=blur, only_masked=chosen.only_masked,
+                    padding=chosen.padding, server=server,
+                )
+                for each in prepared
+            ]
+        await confirm.submit_jobs(interaction, params)
 
     @app_commands.command(name="outpaint", description="Extend an image you upload beyond its edges.", extras=actions.QUEUES_JOBS)
     @generation_command(
@@ -145,3 +216,4 @@ class Images(BotCog):
 
 async def setup(bot: SDBot) -> None:
     await bot.add_cog(Images(bot))
+    bot.add_dynamic_items(*MASK_PREVIEW_ITEMS)

@@ -20,7 +20,7 @@ from discord import app_commands
 from discord.ui import Button, DynamicItem
 
 from bot import actions, image_infotext
-from bot.cogs.base import BotCog
+from bot.cogs.base import BotCog, add_with_menu, remove_menu
 from bot.errors import InvalidOption
 from bot.interactions import send_private
 from bot.jobs.params import resolve_parameters, with_refiner
@@ -190,11 +190,8 @@ async def png_info_menu(interaction: discord.Interaction[SDBot], message: discor
 
 
 async def setup(bot: SDBot) -> None:
-    await bot.add_cog(PngInfo(bot))
-    bot.tree.add_command(png_info_menu)
-    bot.add_dynamic_items(RerunButton)
+    await add_with_menu(bot, PngInfo(bot), png_info_menu, RerunButton)
 
 
 async def teardown(bot: SDBot) -> None:
-    bot.tree.remove_command(MENU_NAME, type=discord.AppCommandType.message)
-    bot.remove_dynamic_items(RerunButton)
+    remove_menu(bot, png_info_menu, RerunButton)

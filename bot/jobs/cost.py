@@ -24,6 +24,10 @@ UNIT_STEPS = 20
 # An upscale runs its upscaler once over the image rather than once per step: this many units
 # per 512x512 of the upscaled image (a model upscaler's tiles cost about 5 steps each).
 UPSCALE_UNITS_PER_TILE = 0.25
+# A describe job runs a caption model and CLIP (or a tagger) once: about as long as a few steps.
+DESCRIBE_UNITS = 0.25
+# A mask from words (JobKind.SEGMENT): about one step of a 512x512 image.
+SEGMENT_UNITS = 0.05
 # Shown with every cost, so that a member can tell what makes theirs.
 UNIT_MEANING = "1 unit = 20 steps of one 512x512 image"
 
@@ -32,6 +36,10 @@ def job_cost(job: Job | JobParameters) -> float:
     """The job's cost in units, from its parameters (a row, or parameters not yet queued)."""
     if job.kind == JobKind.UPSCALE:
         return job.width * job.height / UNIT_PIXELS * UPSCALE_UNITS_PER_TILE
+    if job.kind == JobKind.DESCRIBE:
+        return DESCRIBE_UNITS
+    if job.kind == JobKind.SEGMENT:
+        return SEGMENT_UNITS  # one CLIPSeg pass at 352 px; its count is the inpaint's to come
     if job.plot_json:
         # A cell's steps override the job's; a cell's denoising changes the hires pass's
         # strength only, and that pass runs exactly its steps whatever the strength.

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 
 from bot.jobs.params import DEFAULT_REFINER_SWITCH_AT, JobParameters, random_seed
 from inference.common.protocol import (
+    DescribeOptions,
     GenerateRequest,
     HiresFix,
     ImageInput,
@@ -22,6 +23,7 @@ from inference.common.protocol import (
     OutpaintOptions,
     PlotCell,
     PlotOptions,
+    SegmentOptions,
     UpscaleOptions,
 )
 
@@ -54,6 +56,8 @@ _WORKFLOW_GROUPS: dict[str, tuple[type, dict[str, str]]] = dict(
     outpaint=(OutpaintOptions, {side: f"outpaint_{side}" for side in ("left", "right", "top", "bottom")}),
     hires=(HiresFix, {"scale": "hires_scale", "steps": "hires_steps", "denoising_strength": "hires_denoising", "upscaler": "hires_upscaler"}),
     upscale=(UpscaleOptions, {"scale": "upscale_factor"}),
+    describe=(DescribeOptions, {}),
+    segment=(SegmentOptions, {name: f"segment_{name}" for name in ("words", "threshold", "dilation")}),
 )
 _JOB_COLUMNS = frozenset(f.name for f in fields(JobParameters))
 # The request's fields that are a job's columns under the same name.
@@ -84,6 +88,8 @@ def generate_request(job: Job) -> GenerateRequest:
         outpaint=job.kind == JobKind.OUTPAINT,
         hires=job.hires_scale is not None and job.hires_scale > 1,
         upscale=job.kind == JobKind.UPSCALE,
+        describe=job.kind == JobKind.DESCRIBE,
+        segment=job.kind == JobKind.SEGMENT,
     )
     groups = {
         name: _workflow_group(job, group, renamed) if has_group[name] else None

@@ -16,6 +16,7 @@ the cost of their jobs waiting before it (fair_order; start-time fair queuing).
 
 from __future__ import annotations
 
+import json
 import time
 import uuid
 from collections.abc import Callable, Collection
@@ -466,7 +467,11 @@ class JobQueue:
             job = await session.scalar(
                 update(Job)
                 .where(Job.id == result.job_id, Job.status == JobStatus.RUNNING, *_held(lease_token))
-                .values(status=JobStatus.COMPLETED, finished_at=utcnow(), seconds=result.seconds, grid_path=result.grid_path)
+                .values(
+                    status=JobStatus.COMPLETED, finished_at=utcnow(), seconds=result.seconds, grid_path=result.grid_path,
+                    # A describe job's answer (it makes no images).
+                    suggestions=json.dumps(result.suggestions) if result.suggestions else None,
+                )
                 .returning(Job)
             )
             if job is None:

@@ -17,8 +17,24 @@ from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
 from bot.errors import InvalidOption, echo, listed
-from bot.jobs.params import NO_SERVER_DEFAULTS, GenerationOptions, JobParameters, ServerDefaults, random_seed, resolve_parameters
-from inference.common.protocol import LANCZOS, LATENT, MAX_MASK_BLUR, JobKind, MaskedContent, ResizeMode
+from bot.jobs.params import (
+    NO_SERVER_DEFAULTS,
+    GenerationOptions,
+    JobParameters,
+    ServerDefaults,
+    random_seed,
+    resolve_parameters,
+)
+from inference.common.protocol import (
+    LANCZOS,
+    LATENT,
+    MAX_MASK_BLUR,
+    MAX_SEGMENT_DILATION,
+    MAX_SEGMENT_WORDS,
+    JobKind,
+    MaskedContent,
+    ResizeMode,
+)
 from inference.common.upscaler_files import upscaler_files
 
 if TYPE_CHECKING:
@@ -33,6 +49,7 @@ OUTPAINT_DIRECTIONS = ("left", "right", "up", "down", "all")
 OUTPAINT_STRENGTH = 0.9
 MAX_INPAINT_PADDING = 256
 MAX_UPSCALE = 8.0
+DEFAULT_MASK_BLUR = 4  # A1111's
 
 
 @dataclass(frozen=True)
@@ -156,7 +173,7 @@ def inpaint_parameters(
     content = masked_content or MaskedContent.ORIGINAL.value
     if content not in MASKED_CONTENT:
         raise InvalidOption(f"Unknown masked content `{echo(content)}`. Choose one of: {', '.join(MASKED_CONTENT)}.")
-    blur = 4 if mask_blur is None else mask_blur
+    blur = DEFAULT_MASK_BLUR if mask_blur is None else mask_blur
     if not 0 <= blur <= MAX_MASK_BLUR:
         raise InvalidOption(f"mask_blur must be between 0 and {MAX_MASK_BLUR}, got {blur}.")
     pad = 32 if padding is None else padding
@@ -173,6 +190,36 @@ def inpaint_parameters(
         inpaint_only_masked=bool(only_masked),
         inpaint_padding=pad,
     )
+
+
+def segment_parameters(inpaint: JobParameters, settings: Settings, segment: dict[str, object]) -> JobParameters:
+    """A mask from words before ``inpaint`` (inpaint_parameters' job, without its mask): the
+    segment job (JobKind.SEGMENT) previews the mask; its "Looks right" queues ``inpaint`` with
+    it (bot.ui.mask_preview). ``segment``: check_segment's words, threshold and dilation."""
+    if not settings.images.segmentation_model:
+        raise InvalidOption(
+            "This server has no segmentation model for masks from words: upload a mask (white where to repaint)."
+        )
+    return replace(inpaint, kind=JobKind.SEGMENT, mask_path=None, **segment)
+
+
+def check_segment(
+    settings: Settings, words: str | None, threshold: float | None = None, dilation: int | None = None
+) -> dict[str, object]:
+    """The segment_* columns of a mask from words, each checked; threshold and dilation
+    default to the server's ([images] segment_threshold, segment_dilation)."""
+    text = " ".join((words or "").split())
+    if not text:
+        raise InvalidOption("Say what to repaint in a few words (\"the sky\", \"her hat\"), or upload a mask.")
+    if len(text) > MAX_SEGMENT_WORDS:
+        raise InvalidOption(f"The mask words are {len(text)} characters long; the limit is {MAX_SEGMENT_WORDS}.")
+    value = settings.images.segment_threshold if threshold is None else threshold
+    if not 0.0 < value < 1.0:
+        raise InvalidOption(f"mask_threshold must be above 0 and below 1, got {value:g}.")
+    grow = settings.images.segment_dilation if dilation is None else dilation
+    if not 0 <= grow <= MAX_SEGMENT_DILATION:
+        raise InvalidOption(f"mask_dilation must be between 0 and {MAX_SEGMENT_DILATION} pixels, got {grow}.")
+    return {"segment_words": text, "segment_threshold": float(value), "segment_dilation": grow}
 
 
 def outpaint_parameters(
@@ -322,6 +369,9 @@ _WORKFLOW_FIELDS = (
     "hires_upscaler",
     "upscale_factor",
     "upscaler",
+    "segment_words",
+    "segment_threshold",
+    "segment_dilation",
 )
 
 

@@ -47,6 +47,7 @@ from bot.jobs.params import ServerDefaults
 from bot.policy import audit, model_rules, rules, store
 from db.base import utcnow
 from db.models import Job, JobStatus
+from inference.common.protocol import JobKind
 
 if TYPE_CHECKING:
     from bot.client import SDBot
@@ -249,6 +250,8 @@ def _tighter(cap: float, ceiling: float) -> float:
 
 def costly_feature(params: JobParameters, settings: Settings) -> str | None:
     """What makes a job costly (a server may reserve those to some roles), or None."""
+    if params.kind == JobKind.DESCRIBE:
+        return None  # reads an image of any size, makes none
     if params.upscale_factor is not None and params.upscale_factor >= 4:
         return "Upscaling 4x"
     if params.hires_scale is not None:

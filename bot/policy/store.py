@@ -72,6 +72,8 @@ class Policy:
     limits: Limits = field(default_factory=lambda: Limits(0, 0, 0))
     flagged_action: str = "blur"
     log_channel_id: int | None = None
+    # The /describe interrogator its admins picked (None: the [describe] default).
+    interrogator: str | None = None
     # Which of the limits the server set itself (the others are the [policy]/[queue] defaults).
     custom_limits: tuple[str, ...] = ()
     # A1111's noise settings for jobs here (/admin noise); None: the [limits] defaults.
@@ -120,6 +122,7 @@ async def policy_of(db: Database, settings: Settings, guild_id: int | None) -> P
         # A value written around /admin (not one of the actions) falls back to the config's.
         flagged_action=row["flagged_action"] if row["flagged_action"] in FLAGGED_ACTIONS else settings.policy.flagged_action,
         log_channel_id=row["log_channel_id"],
+        interrogator=row["interrogator"],
         custom_limits=tuple(name for name, value in values.items() if value is not None),
         # A source written around /admin (not one of A1111's) falls back to the config's.
         rng=row["default_rng"] if row["default_rng"] in RNG_SOURCES else None,
@@ -129,7 +132,7 @@ async def policy_of(db: Database, settings: Settings, guild_id: int | None) -> P
 
 async def update_policy(db: Database, guild_id: int, **changes: object) -> None:
     """Set columns of the server's row (creating it): limits, flagged_action, log_channel_id,
-    default_rng, default_ensd."""
+    default_rng, default_ensd, interrogator."""
     async with _writing(db, guild_id) as session:
         row = await _row(session, guild_id)
         for name, value in changes.items():

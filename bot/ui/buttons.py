@@ -15,8 +15,9 @@ import discord
 from discord.ui import Button, DynamicItem
 
 from bot import actions
-from bot.ui import modals
+from bot.ui import mask_preview, modals
 from bot.ui.remove_button import RemoveButton
+from bot.ui.suggestions import suggestions_view
 from inference.common.protocol import JobKind
 
 if TYPE_CHECKING:
@@ -223,6 +224,10 @@ def result_view(job: Job) -> discord.ui.View | None:
     """
     if job.kind == JobKind.UPSCALE:
         return _view(RemoveButton(job.id))
+    if job.kind == JobKind.DESCRIBE:
+        return suggestions_view(job)
+    if job.kind == JobKind.SEGMENT:  # a mask from words, before its inpaint
+        return _view(*mask_preview.preview_items(job), RemoveButton(job.id))
     if job.kind == JobKind.PLOT:
         # A plot's cells differ in more than their seed, and up to 16 of them would pass
         # Discord's 5 buttons a row: Reroll remakes the whole plot with a new seed.
@@ -232,6 +237,14 @@ def result_view(job: Job) -> discord.ui.View | None:
     upscales: list[discord.ui.Item[Any]] = [UpscaleButton(job.id, i) for i in range(job.count)]
     variations: list[discord.ui.Item[Any]] = [VariationButton(job.id, i, "strong") for i in range(job.count)]
     return _rows([*upscales, RerollButton(job.id)], [*variations, RemixButton(job.id)], [RemoveButton(job.id)])
+
+
+def failed_view(job: Job) -> discord.ui.View | None:
+    """Under a failed job: Adjust under a mask preview that found nothing (other words, a
+    lower threshold); nothing under the others."""
+    if job.kind == JobKind.SEGMENT:
+        return _view(*mask_preview.failed_items(job))
+    return None
 
 
 def single_image_view(job_id: int, index: int, *, with_reroll: bool = False) -> discord.ui.View:
@@ -266,4 +279,5 @@ class JobViews:
 
     status = staticmethod(status_view)
     result = staticmethod(result_view)
+    failed = staticmethod(failed_view)
     single_image = staticmethod(single_image_view)

@@ -38,6 +38,8 @@ def sampler_label(job: Job) -> str:
 
 
 def _parameters_line(job: Job) -> str:
+    if job.kind == JobKind.DESCRIBE:
+        return f"{workflow_summary(job)} · {job.width}x{job.height}"
     if job.kind == JobKind.UPSCALE:
         return f"{workflow_summary(job)} · {job.width}x{job.height}"
     line = f"{job.width}x{job.height} · {job.steps} steps · {sampler_label(job)} · CFG {job.cfg_scale:g} · {job.model}"
@@ -50,7 +52,14 @@ def workflow_summary(job: Job) -> str | None:
     kind = JobKind(job.kind)
     if kind == JobKind.UPSCALE:
         return f"Upscale {job.upscale_factor:g}x ({job.upscaler})"
+    if kind == JobKind.DESCRIBE:
+        return f"Describe ({job.interrogator})"
     parts: list[str] = []
+    if kind == JobKind.SEGMENT:
+        parts.append(
+            f"Mask from words “{job.segment_words}” (threshold {job.segment_threshold:g}, grown "
+            f"{job.segment_dilation} px): Looks right repaints the red area"
+        )
     if kind == JobKind.PLOT and job.plot_json:
         parts.append(plot_summary(plot_options(job.plot_json)))
     if kind == JobKind.IMG2IMG:
@@ -118,10 +127,10 @@ def _with_answer_fields(embed: discord.Embed, job: Job, eta_seconds: float) -> d
 
 
 def running_embed(job: Job, step: int = 0, total: int = 0, preview_filename: str | None = None) -> discord.Embed:
-    title = "Generating"
+    title = "Describing" if job.kind == JobKind.DESCRIBE else "Generating"
     if total:
         filled = round(10 * step / total)
-        title = f"Generating · step {step}/{total} {'▰' * filled}{'▱' * (10 - filled)}"
+        title = f"{title} · step {step}/{total} {'▰' * filled}{'▱' * (10 - filled)}"
     embed = _with_prompt(discord.Embed(title=title, colour=RUNNING_COLOUR), job)
     if preview_filename:
         embed.set_image(url=f"attachment://{preview_filename}")

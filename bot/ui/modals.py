@@ -14,7 +14,7 @@ from discord import ui
 
 from bot import actions
 from bot.ui import confirm
-from inference.common.protocol import MaskedContent
+from inference.common.protocol import MAX_SEGMENT_WORDS, MaskedContent
 
 if TYPE_CHECKING:
     from bot.client import SDBot
@@ -69,8 +69,22 @@ class RemixModal(ui.Modal):
         await actions.run_for_user(interaction, run, queues_jobs=True, parent_job_id=self.job_id)
 
 
+def _fill_and_area(content: MaskedContent, area: str) -> str:
+    return f"{content.value}|{area}"
+
+
+# Discord's forms hold five items: masked content and inpaint area share one menu, which
+# leaves room for the mask's words.
+FILL_AND_AREA = {
+    _fill_and_area(content, area): (content.value, area == ONLY_MASKED)
+    for area in (WHOLE_PICTURE, ONLY_MASKED)
+    for content in MaskedContent
+}
+
+
 class InpaintModal(ui.Modal):
-    """A1111's inpaint tab in one form: the prompt, the mask upload, strength and options."""
+    """A1111's inpaint tab in one form: the prompt, the mask (an upload, or words that make a
+    preview first: bot.masks_from_words), strength and options."""
 
     def __init__(self, job: Job, index: int, default_strength: float) -> None:
         super().__init__(
@@ -79,26 +93,30 @@ class InpaintModal(ui.Modal):
         )
         self.job_id, self.index = job.id, index
         self.prompt = _prompt_input(job.prompt)
-        self.mask = ui.FileUpload(custom_id="mask", required=True, min_values=1, max_values=1)
+        self.mask = ui.FileUpload(custom_id="mask", required=False, min_values=0, max_values=1)
+        self.mask_words = ui.TextInput(
+            custom_id="mask_words",
+            label="Or say what to repaint (\"the sky\")",
+            placeholder="You see the mask found before anything is repainted",
+            required=False,
+            max_length=MAX_SEGMENT_WORDS,
+        )
         self.strength = ui.TextInput(
             custom_id="strength",
             label="Denoising strength (0 keeps, 1 repaints)",
             default=f"{default_strength:g}",
             max_length=10,
         )
-        self.masked_content = ui.Select(
-            custom_id="masked_content",
+        default = _fill_and_area(MaskedContent.ORIGINAL, WHOLE_PICTURE)
+        self.fill_and_area = ui.Select(
+            custom_id="fill_and_area",
             options=[
-                discord.SelectOption(label=content.value, value=content.value, default=content == MaskedContent.ORIGINAL)
-                for content in MaskedContent
-            ],
-            required=False,
-        )
-        self.area = ui.Select(
-            custom_id="area",
-            options=[
-                discord.SelectOption(label="Whole picture", value=WHOLE_PICTURE, default=True),
-                discord.SelectOption(label="Only masked (full resolution)", value=ONLY_MASKED),
+                discord.SelectOption(
+                    label=f"{content} · {'only masked (full resolution)' if only_masked else 'whole picture'}",
+                    value=value,
+                    default=value == default,
+                )
+                for value, (content, only_masked) in FILL_AND_AREA.items()
             ],
             required=False,
         )
@@ -110,12 +128,20 @@ class InpaintModal(ui.Modal):
                 component=self.mask,
             )
         )
+        self.add_item(self.mask_words)
         self.add_item(self.strength)
-        self.add_item(ui.Label(text="Masked content (what the area starts from)", component=self.masked_content))
-        self.add_item(ui.Label(text="Inpaint area", component=self.area))
+        self.add_item(
+            ui.Label(
+                text="Masked content · inpaint area",
+                description="What the area starts from, and whether only the area around it is repainted",
+                component=self.fill_and_area,
+            )
+        )
 
     async def on_submit(self, interaction: discord.Interaction[SDBot]) -> None:
         async def run() -> None:
+            chosen = self.fill_and_area.values[0] if self.fill_and_area.values else None
+            masked_content, only_masked = FILL_AND_AREA.get(chosen or "", (None, False))
             params, note = await actions.inpaint_jobs(
                 interaction,
                 self.job_id,
@@ -123,8 +149,9 @@ class InpaintModal(ui.Modal):
                 prompt=self.prompt.value,
                 strength=self.strength.value,
                 mask=self.mask.values[0] if self.mask.values else None,
-                masked_content=self.masked_content.values[0] if self.masked_content.values else None,
-                only_masked=bool(self.area.values) and self.area.values[0] == ONLY_MASKED,
+                mask_words=self.mask_words.value,
+                masked_content=masked_content,
+                only_masked=only_masked,
             )
             await confirm.submit_jobs(interaction, params)
             if note:

@@ -24,6 +24,13 @@ class JobKind(StrEnum):
     OUTPAINT = "outpaint"  # needs ``image`` and ``outpaint`` (zoom out and pan)
     UPSCALE = "upscale"  # needs ``image`` and ``upscale``; no diffusion, no prompt needed
     PLOT = "plot"  # needs ``plot``: X/Y plot and prompt matrix, one labelled grid of cells
+    # needs ``image`` and ``describe``: prompt suggestions for the image (JobCompleted.suggestions),
+    # no images made; A1111's Interrogate CLIP / DeepBooru, Midjourney's /describe
+    DESCRIBE = "describe"
+    # Masks from words: needs ``image`` and ``segment``; makes the mask (SegmentOptions) and
+    # one preview image of it over the source, no diffusion. Its other fields are the inpaint
+    # job that the member's "Looks right" queues with that mask.
+    SEGMENT = "segment"
 
 
 class ResizeMode(StrEnum):
@@ -141,6 +148,67 @@ class PlotOptions:
 class UpscaleOptions:
     scale: float = 2.0  # the output is the source times this (2 or 4 from the buttons)
     upscaler: str = LANCZOS  # LANCZOS or the name of an upscaler model file (stem, no suffix)
+
+
+# --- /describe (inference.describe) ---------------------------------------------------------
+
+# The interrogators a describe job may use: "clip" (a caption model, then CLIP ranks A1111's
+# artists, flavors, mediums and movements lists) or "tagger" (a WD14-style ONNX tagger's
+# booru tags, for anime models).
+CLIP_INTERROGATOR = "clip"
+TAGGER_INTERROGATOR = "tagger"
+INTERROGATORS = (CLIP_INTERROGATOR, TAGGER_INTERROGATOR)
+# A describe job's answer: this many prompt suggestions at most, as Midjourney's /describe.
+DESCRIBE_SUGGESTIONS = 4
+
+
+@dataclass(frozen=True, slots=True)
+class DescribeOptions:
+    interrogator: str = CLIP_INTERROGATOR  # one of INTERROGATORS
+
+
+@dataclass(frozen=True)
+class DescribeModels:
+    """The interrogators' models ([describe] in config.toml), loaded by the worker when a
+    describe job first needs them. "" leaves that interrogator unavailable. (No slots: the
+    bot's settings read the defaults from the class, bot.config.DescribeSettings.)"""
+
+    # A BLIP captioning model (transformers' BlipForConditionalGeneration): a hub id such as
+    # "Salesforce/blip-image-captioning-base", or a local folder.
+    caption_model: str = ""
+    # The CLIP that ranks the lists (transformers' CLIPModel): "openai/clip-vit-large-patch14",
+    # A1111's ViT-L/14, or a local folder.
+    clip_model: str = ""
+    # A folder holding a WD14-style tagger as A1111's tagger extension keeps it: model.onnx and
+    # selected_tags.csv.
+    tagger: str = ""
+    # A tag is suggested when the tagger's confidence in it reaches this (A1111's extension: 0.35).
+    tag_threshold: float = 0.35
+    # A folder of category lists ("<name>.txt", one entry a line; "<name>.top3.txt" takes the
+    # three best) replacing the shipped ones, as A1111's interrogate folder; "": the shipped lists.
+    categories_dir: str = ""
+
+
+# Masks from words (JobKind.SEGMENT): a text-prompted segmentation model (CLIPSeg) scores each
+# pixel 0-1 for the words; the mask is the pixels above ``threshold``, grown by ``dilation``
+# pixels so it covers the edges the model's coarse map (a 22x22 grid for CLIPSeg) misses.
+DEFAULT_SEGMENT_THRESHOLD = 0.4
+DEFAULT_SEGMENT_DILATION = 8
+MAX_SEGMENT_DILATION = 128
+MAX_SEGMENT_WORDS = 200
+
+
+@dataclass(frozen=True, slots=True)
+class SegmentOptions:
+    words: str  # what to find: "the sky", "her hat"
+    threshold: float = DEFAULT_SEGMENT_THRESHOLD
+    dilation: int = DEFAULT_SEGMENT_DILATION
+
+
+def segment_mask_path(outputs_dir: str, job_id: int) -> str:
+    """Where a segment job's mask is written (the source image's size, white: repaint): the
+    bot hands it to the inpaint job that its "Looks right" queues."""
+    return f"{outputs_dir}/masks/segment-{job_id}.png"
 
 
 @dataclass(frozen=True, slots=True)
@@ -265,6 +333,10 @@ class WorkerConfig(WorkerOptions):
     # VAE files (.safetensors, .pt, .ckpt; A1111: models/VAE), used by their file name
     # (inference.common.vae_files); a "<checkpoint>.vae.*" beside a single-file checkpoint too.
     vae_dirs: tuple[str, ...] = ()
+    # The text-prompted segmentation model of masks from words (JobKind.SEGMENT): a
+    # CLIPSegForImageSegmentation hub id ("CIDAS/clipseg-rd64-refined") or a local folder with
+    # its processor; "": none, and the bot refuses masks from words. Loaded on first use.
+    segmentation_model: str = ""
     # A safety classifier (diffusers' StableDiffusionSafetyChecker layout: a hub id or a local
     # folder with its CLIP image processor), run on requests with ``safety_check``; "": none.
     safety_checker: str = ""
@@ -274,6 +346,8 @@ class WorkerConfig(WorkerOptions):
     # Write a job's PNGs on a thread while the next job generates (JobSaving says when the GPU
     # is free). False writes them before the next job starts: for side-by-side benchmarks.
     background_saving: bool = True
+    # The models of describe jobs (inference.describe).
+    describe: DescribeModels = field(default_factory=DescribeModels)
 
 
 # A1111's "Random number generator source" values, its default first (GenerateRequest.rng).
@@ -311,6 +385,8 @@ class GenerateRequest:
     hires: HiresFix | None = None
     upscale: UpscaleOptions | None = None
     plot: PlotOptions | None = None
+    describe: DescribeOptions | None = None
+    segment: SegmentOptions | None = None
     # Seamless tiling (Midjourney's --tile, A1111's "Tiling"): convolutions wrap around.
     tiling: bool = False
     # Run the safety classifier on the images (the job was queued outside an age-restricted
@@ -478,6 +554,8 @@ class JobCompleted:
     images: tuple[ImageResult, ...]
     grid_path: str | None  # a 2x2 (or 1x2...) grid when the job made more than one image
     seconds: float  # time spent generating (saving overlaps the next job), for queue ETAs
+    # A describe job's prompt suggestions (it makes no images), best first.
+    suggestions: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)

@@ -342,6 +342,13 @@ def check_worker_config(config: WorkerConfig) -> None:
         raise ValueError(f"preview_max_side must be >= 8, got {config.preview_max_side!r}")
     if not 0 <= config.png_compress_level <= 9:
         raise ValueError(f"png_compress_level must be 0..9, got {config.png_compress_level!r}")
+    segmentation = config.segmentation_model
+    # Loaded on the first mask from words: a wrong folder is said at start-up, not to a member.
+    if segmentation and looks_like_path(segmentation) and not (Path(segmentation).expanduser() / "config.json").is_file():
+        raise ValueError(
+            f"images.segmentation_model {segmentation!r} is not a folder holding a CLIPSeg model (its config.json "
+            "and processor files); give such a folder or a hub id such as CIDAS/clipseg-rd64-refined"
+        )
     check_model_sources(config.models)
 
 

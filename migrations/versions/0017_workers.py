@@ -5,8 +5,8 @@ learns of a remote job's progress from the row."""
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0015_workers"
-down_revision = "0014_server_noise"
+revision = "0017_workers"
+down_revision = "0016_describe"
 
 
 def upgrade() -> None:
