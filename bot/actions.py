@@ -27,6 +27,7 @@ from bot.jobs.workflow_params import (
     upscale_parameters,
     without_workflow,
 )
+from bot.jobs.sd_upscale_params import sd_upscale_parameters
 from bot.jobs.queue import CancelOutcome, Requester
 from bot.jobs.retention import expired_message
 from bot.policy import audit, gate
@@ -375,6 +376,15 @@ async def upscale(interaction: discord.Interaction[SDBot], job_id: int, index: i
     base = without_workflow(parameters_of(job))
     upscaler = member_defaults(await bot.queue.user(interaction.user.id), bot.settings).upscaler
     params = upscale_parameters(bot.settings, _source_of(job, image), scale=scale, upscaler=upscaler, base=base)
+    await submit(interaction, params)
+
+
+async def sd_upscale(interaction: discord.Interaction[SDBot], job_id: int, index: int) -> None:
+    """*Upscale (detailed)*: A1111's SD upscale of one image, 2x, with its job's prompt and seed."""
+    bot = interaction.client
+    job, image = await _finished_image(interaction, job_id, index)
+    upscaler = member_defaults(await bot.queue.user(interaction.user.id), bot.settings).upscaler
+    params = sd_upscale_parameters(bot.settings, _source_of(job, image), parameters_of(job), scale=2.0, upscaler=upscaler)
     await submit(interaction, params)
 
 

@@ -164,7 +164,9 @@ class DiscordDelivery:
 
     async def _show_final(self, job: Job) -> None:
         async with self._message(job.id).lock:
-            if job.status == JobStatus.COMPLETED:
+            if job.status == JobStatus.COMPLETED and job.kind == JobKind.MERGE:
+                await self._deliver_merge(job)
+            elif job.status == JobStatus.COMPLETED:
                 await self._deliver_result(job)
             elif job.status == JobStatus.FAILED:
                 view = self.bot.job_views.failed(job)  # a mask preview's Adjust; None for most
@@ -176,6 +178,15 @@ class DiscordDelivery:
                 await self._edit_status(job, embed=embeds.canceled_embed(job), view=None, attachments=[])
         self._interactions.pop(job.id, None)
         self._messages.pop(job.id, None)
+
+    async def _deliver_merge(self, job: Job) -> None:
+        """A merge made a model, not an image: the models are rescanned at once, so the answer
+        can say it is listed (or why not), and the new name autocompletes from then on."""
+        change = await self.bot.models.refresh()
+        embed = embeds.merged_embed(job, {m.name for m in self.bot.settings.models}, change.refused)
+        if not await self._edit_status(job, embed=embed, view=None, attachments=[]):
+            send = self._send_by_dm if await self._goes_by_dm(job) else self._send_to_channel
+            await send(job, f"<@{job.user_id}> job #{job.id} is done.", embed=embed)
 
     async def _deliver_result(self, job: Job) -> None:
         post = await self._result_post(job)

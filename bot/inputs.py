@@ -53,6 +53,12 @@ async def read_image_upload(attachment: discord.Attachment, settings: Settings, 
     """The upload checked, normalized to RGB and saved; `what` names it in messages."""
     label = _label(what, attachment)
     data = await _download(attachment, settings, label)
+    return await saved_image(data, settings, label)
+
+
+async def saved_image(data: bytes, settings: Settings, label: str) -> SourceImage:
+    """An upload's bytes (``download``'s) checked, normalized to RGB and saved: for a command
+    that reads the upload's own metadata too (the detailed /upscale reads its infotext)."""
     path, width, height = await asyncio.to_thread(_save_image, data, settings, label)
     return SourceImage(path=path, width=width, height=height)
 

@@ -26,16 +26,20 @@ _PRIVATE_KEY = "sdbot.private"
 _PUBLIC_THINKING_KEY = "sdbot.public_thinking"
 
 
-async def acknowledge(interaction: discord.Interaction[SDBot], parent_job_id: int | None = None) -> None:
+async def acknowledge(
+    interaction: discord.Interaction[SDBot], parent_job_id: int | None = None, *, private: bool | None = None
+) -> None:
     """Answer Discord at once with "thinking…", before the checks and the queue, whatever the
     load: the 3-second limit and the member's patience both count from the click.
 
-    It is private when the job's result will be (answers_privately). The first status message
+    It is private when the job's result will be (answers_privately), or as ``private`` says
+    (a moderator's merge is always private). The first status message
     replaces it (bot.actions.submit); a refusal or a private question withdraws it
     (withdraw_thinking), so only the private explanation remains."""
     if interaction.response.is_done():
         return
-    private = await answers_privately(interaction, parent_job_id)
+    if private is None:
+        private = await answers_privately(interaction, parent_job_id)
     await interaction.response.defer(thinking=True, ephemeral=private)
     interaction.extras[_PRIVATE_KEY] = private
     interaction.extras[_PUBLIC_THINKING_KEY] = not private

@@ -145,6 +145,8 @@ class Job(Base):
     seed_resize_from_width: Mapped[int | None] = mapped_column(Integer)
     seed_resize_from_height: Mapped[int | None] = mapped_column(Integer)
     plot_json: Mapped[str | None] = mapped_column(Text)
+    # A checkpoint merge's MergeOptions as JSON (JobKind.MERGE; bot.jobs.job_rows.merge_options).
+    merge_json: Mapped[str | None] = mapped_column(Text)
     # A describe job's interrogator ("clip", "tagger") and its prompt suggestions, a JSON array
     # of strings, best first (inference.common.protocol.DescribeOptions, JobCompleted).
     interrogator: Mapped[str | None] = mapped_column(String(20))

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import torch
 
-from inference import acceleration, describe, images, networks, plot_runner, previews, upscale, vae, workflows
+from inference import acceleration, describe, images, merge, networks, plot_runner, previews, sd_upscale, upscale, vae, workflows
 from inference.masks_from_words import Segments, segment_infotext
 from inference.common import infotext
 from inference.generate import (
@@ -317,6 +317,9 @@ class JobRunner:
         from_pass = made is not None
         if not from_pass:
             send(JobStarted(request.job_id))
+            if request.kind == JobKind.MERGE:
+                self._run_merge(request, is_cancelled, send)
+                return
             self.start_model_hashes(request)
         started = time.monotonic()
         try:
@@ -328,6 +331,8 @@ class JobRunner:
                 with self.cache.reporting_loads(loading_events((request.job_id,), send)):
                     made = self._make(request, reporter, is_cancelled)
             flags = self._safety_flags(request, made)
+            if request.kind == JobKind.SD_UPSCALE:  # its infotext says the tiles' size
+                request = sd_upscale.infotext_request(self.cache, request)
         except JobCancelledError:
             raise
         except Exception as exc:
@@ -337,6 +342,23 @@ class JobRunner:
         save = functools.partial(self._save_and_report, request, made, flags, seconds, send)
         # A batch's jobs (made by the pass) waited once for the pass before, in run_batch.
         self.saver.submit(request.job_id, save, send, after_earlier=not from_pass)
+
+    def _run_merge(self, request: GenerateRequest, is_cancelled: IsCancelled, send: Send) -> None:
+        """A checkpoint merge (inference.merge): its progress is tensors written; it completes
+        with no image (the bot lists the new file); JobCancelledError is left to the caller."""
+        assert request.merge is not None, "a merge job carries its MergeOptions"
+        started = time.monotonic()
+        reporter = ProgressReporter(
+            request.job_id, send, self.config.preview_interval_s, self.config.preview_max_side, self.previewer
+        )
+        try:
+            merge.merge_checkpoints(request.merge, lambda done, total: reporter(done, total, None), is_cancelled)
+        except JobCancelledError:
+            raise
+        except Exception as exc:
+            _report_failure(request, exc, send, doing="The merge")
+            return
+        send(JobCompleted(request.job_id, (), None, time.monotonic() - started))
 
     def _describe(self, request: GenerateRequest, is_cancelled: IsCancelled, send: Send) -> None:
         """A describe job: its prompt suggestions, no images (inference.describe)."""
@@ -384,6 +406,8 @@ class JobRunner:
         with self.networks.applied(self.cache, request) as request, self.vaes.applied(
             networks.job_pipeline(self.cache, request), request
         ):
+            if request.kind == JobKind.SD_UPSCALE:
+                return sd_upscale.run_sd_upscale(self.cache, self.upscalers, request, on_step, is_cancelled)
             if request.kind in (JobKind.TXT2IMG, JobKind.VARIATION) and request.hires is None and not request.refiner:
                 pipe = self.cache.get(request.model)
                 return generate(pipe, request, on_step=on_step, is_cancelled=is_cancelled)

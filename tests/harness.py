@@ -258,7 +258,7 @@ async def attachment_image(message: discord.Message, index: int = 0) -> Image.Im
 # Under one image (a U button's post): Midjourney's buttons, then upscale, zoom and pan.
 SINGLE_IMAGE_BUTTONS = [
     "Vary (subtle)", "Vary (strong)", "Inpaint",
-    "Upscale 2x", "Upscale 4x", "Zoom out 1.5x", "Zoom out 2x",
+    "Upscale 2x", "Upscale 4x", "Upscale (detailed)", "Zoom out 1.5x", "Zoom out 2x",
     "⬅️", "➡️", "⬆️", "⬇️", "Remove",
 ]
 

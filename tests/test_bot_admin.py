@@ -59,6 +59,7 @@ async def test_every_admin_subcommand_is_checked_server_side(harness):
         "admin describe": {"interrogator": "clip"},
         "admin ban": {"user": target, "reason": "spam"}, "admin unban": {"user": target},
         "admin cancel": {"job": 1}, "admin remove": {"job": 1}, "admin models rule": {"model": "tiny", "hidden": True},
+        "admin merge": {"model_a": "tiny"},
     }
     leaves = admin_leaves(harness)
     assert len(leaves) >= 20 and set(sample) <= set(leaves)

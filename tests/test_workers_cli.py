@@ -29,11 +29,11 @@ def sqlite_url(folder: Path) -> str:
 
 
 def test_a_worker_refuses_an_older_schema_naming_the_migration(tmp_path, tiny_model_dir, capsys):
-    migrate_to(sqlite_url(tmp_path), "0016_describe")
+    migrate_to(sqlite_url(tmp_path), "0017_merge")
     config = worker_config(tmp_path, sqlite_url(tmp_path), tiny_model_dir)
     assert cli.main(["--config", str(config), "worker", "--name", "gpu0"]) == 2
     error = capsys.readouterr().err
-    assert "schema revision 0016_describe" in error and "0017_workers" in error and "sdbot migrate" in error
+    assert "schema revision 0017_merge" in error and "0018_workers" in error and "sdbot migrate" in error
     assert "Traceback" not in error
 
 

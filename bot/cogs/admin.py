@@ -21,11 +21,12 @@ from sqlalchemy import func, or_, select
 
 from bot import actions
 from bot.cogs.base import BotCog
-from bot.cogs.generation_options import Option, declared_options, matching_choices
+from bot.cogs.generation_options import Option, declared_options, matching_choices, vaes
 from bot.errors import InvalidOption, JobNotFound, NothingToDo
-from bot.interactions import is_age_restricted, send_private
+from bot.interactions import acknowledge, is_age_restricted, send_private
 from bot.jobs import removal, retention
 from bot.jobs.leases import WorkerRegistry, describe_workers
+from bot.jobs.merge_params import merge_job
 from bot.jobs.sampling import MAX_ENSD, check_ensd, check_rng
 from bot.policy import audit, gate, model_rules, rules, store
 from bot.ui.embeds import clip
@@ -237,6 +238,38 @@ class Admin(BotCog):
         )
         await self._changed(interaction, f"model {model}: {rule.describe()}")
         await send_private(interaction, f"`{model}` here: {rule.describe()}.")
+
+    # --- the checkpoint merger (bot.jobs.merge_params, inference.merge) ----------------------
+
+    @admin.command(name="merge", description="Merge checkpoints into a new model, as A1111's checkpoint merger")
+    @app_commands.describe(
+        model_a="Model A, the base (an inpainting or instruct model must be A)",
+        method="No interpolation: A alone (to bake in a VAE); Weighted sum: A x (1-M) + B x M; Add difference: A + (B-C) x M",
+        model_b="Model B (Weighted sum, Add difference)",
+        model_c="Model C (Add difference)",
+        multiplier="M, from 0 to 1 (default 0.5)",
+        vae="A VAE to bake into the new model",
+        name="The new model's name (default: A1111's, from the models and M)",
+    )
+    @app_commands.autocomplete(model_a=_all_models, model_b=_all_models, model_c=_all_models, vae=vaes)
+    async def merge(
+        self,
+        interaction: discord.Interaction[SDBot],
+        model_a: str,
+        method: Literal["Weighted sum", "Add difference", "No interpolation"] = "Weighted sum",
+        model_b: str | None = None,
+        model_c: str | None = None,
+        multiplier: float = 0.5,
+        vae: str | None = None,
+        name: str | None = None,
+    ) -> None:
+        await acknowledge(interaction, private=True)  # reading three files' headers takes a moment
+        merge = await asyncio.to_thread(
+            merge_job, self.bot.settings, self.bot.models.known_hashes(), model_a=model_a, model_b=model_b,
+            model_c=model_c, method=method, multiplier=multiplier, vae=vae, name=name,
+        )
+        job = await actions.submit(interaction, merge.params, checked=True)
+        await self._changed(interaction, f"merge queued as job #{job.id}: `{merge.name}` from {merge.recipe}", job_id=job.id)
 
     # --- blocked terms ------------------------------------------------------------------------
 

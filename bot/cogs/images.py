@@ -13,15 +13,18 @@ this server allows, in the same words for the buttons.
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import TYPE_CHECKING
 
 import discord
 from discord import app_commands
 
-from bot import actions, inputs
+from bot import actions, image_infotext, inputs
 from bot.cogs.base import BotCog
 from bot.cogs.generation_options import CommandOptions, generation_command, upscalers
 from bot.errors import InvalidOption, echo
+from bot.jobs.params import GenerationOptions, resolve_parameters
+from bot.jobs.sd_upscale_params import sd_upscale_parameters
 from bot.jobs.workflow_params import (
     DEFAULT_MASK_BLUR,
     check_segment,
@@ -30,15 +33,16 @@ from bot.jobs.workflow_params import (
     outpaint_parameters,
     segment_parameters,
     upscale_parameters,
+    upscaler_names,
 )
 from bot.policy import gate
 from bot.sketch import read_inpaint_sketch
 from bot.ui import confirm
 from bot.ui.mask_preview import MASK_PREVIEW_ITEMS
+from inference.common.infotext import PROMPT_KEY, parse_infotext
 
 if TYPE_CHECKING:
     from bot.client import SDBot
-    from bot.jobs.params import GenerationOptions
     from bot.jobs.workflow_params import SourceImage
     from db.models import User
 
@@ -200,6 +204,9 @@ class Images(BotCog):
         image="The image to enlarge",
         scale="How many times larger, above 1 (default 2; 4 for small images)",
         upscaler="Lanczos (a plain resize), or an upscaler model installed on this server",
+        detailed="Redraw the enlarged image tile by tile with a model (A1111's SD upscale): sharper detail, slower",
+        denoising="Detailed: how much each tile may change, 0-1 (default 0.3)",
+        prompt="Detailed: what the image shows (default: the prompt in the image's own parameters)",
     )
     @app_commands.autocomplete(upscaler=upscalers)
     async def upscale(
@@ -208,9 +215,52 @@ class Images(BotCog):
         image: discord.Attachment,
         scale: app_commands.Range[float, 1.0, 8.0] = 2.0,
         upscaler: str | None = None,
+        detailed: bool = False,
+        denoising: float | None = None,
+        prompt: str | None = None,
     ) -> None:
+        if detailed:
+            await self._detailed_upscale(interaction, image, scale, upscaler, denoising, prompt)
+            return
+        if denoising is not None or prompt is not None:
+            raise InvalidOption("`denoising` and `prompt` are for a detailed upscale: add `detailed: True`.")
         source = await inputs.read_image_upload(image, self.bot.settings)
         params = upscale_parameters(self.bot.settings, source, scale=scale, upscaler=upscaler)
+        await actions.submit(interaction, params)
+
+    async def _detailed_upscale(
+        self,
+        interaction: discord.Interaction[SDBot],
+        image: discord.Attachment,
+        scale: float,
+        upscaler: str | None,
+        denoising: float | None,
+        prompt: str | None,
+    ) -> None:
+        """A1111's SD upscale of an upload, with its own parameters (a PNG made by A1111 or
+        this bot) or the prompt given; InvalidOption when there is neither."""
+        settings = self.bot.settings
+        data, label = await inputs.download(image, settings)
+        text = image_infotext.read_infotext_bytes(data, settings.images.max_upload_pixels, label)
+        if text and text.strip():
+            params = parse_infotext(text)
+            if prompt is not None:
+                params[PROMPT_KEY] = prompt
+            rerun = image_infotext.rerun_options(
+                params, settings, upscaler_names(settings), self.bot.models.model_by_hash
+            )
+            options = replace(rerun.options, width=None, height=None, count=1)
+        elif prompt is not None:
+            options = GenerationOptions(prompt=prompt, count=1)
+        else:
+            raise InvalidOption(
+                "A detailed upscale redraws the image with a prompt: give `prompt`, or upload a PNG "
+                "that still has its generation parameters."
+            )
+        user = await self.bot.queue.user(interaction.user.id)
+        base = resolve_parameters(options, settings, user, server=await gate.server_defaults(interaction))
+        source = await inputs.saved_image(data, settings, label)
+        params = sd_upscale_parameters(settings, source, base, scale=scale, upscaler=upscaler, strength=denoising)
         await actions.submit(interaction, params)
 
 

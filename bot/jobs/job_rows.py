@@ -10,9 +10,11 @@ from __future__ import annotations
 import json
 from dataclasses import asdict, fields, replace
 from enum import Enum
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from bot.jobs.params import DEFAULT_REFINER_SWITCH_AT, JobParameters, random_seed
+from inference.common.merge_options import MergeMethod, MergeOptions, MergeSource
 from inference.common.protocol import (
     DescribeOptions,
     GenerateRequest,
@@ -87,7 +89,7 @@ def generate_request(job: Job) -> GenerateRequest:
         inpaint=job.mask_path is not None,
         outpaint=job.kind == JobKind.OUTPAINT,
         hires=job.hires_scale is not None and job.hires_scale > 1,
-        upscale=job.kind == JobKind.UPSCALE,
+        upscale=job.kind in (JobKind.UPSCALE, JobKind.SD_UPSCALE),
         describe=job.kind == JobKind.DESCRIBE,
         segment=job.kind == JobKind.SEGMENT,
     )
@@ -104,6 +106,7 @@ def generate_request(job: Job) -> GenerateRequest:
         "subseeds": subseeds,
         "subseed_strength": job.subseed_strength if subseeds else 0.0,
         "plot": plot_options(job.plot_json) if job.plot_json else None,
+        "merge": merge_options(job.merge_json) if job.merge_json else None,
         "seed_resize_from": seed_resize_of(job),
         "tiling": bool(job.tiling),
         "safety_check": bool(job.safety_check),
@@ -149,6 +152,31 @@ def plot_options(text: str) -> PlotOptions:
 
 def plot_json(plot: PlotOptions) -> str:
     return json.dumps(asdict(plot))
+
+
+def merge_options(text: str) -> MergeOptions:
+    """MergeOptions from the JSON a merge job's row keeps (merge_json)."""
+    data = json.loads(text)
+    sources = {role: MergeSource(**data[role]) if data.get(role) else None for role in ("primary", "secondary", "tertiary")}
+    return MergeOptions(**{**data, **sources, "method": MergeMethod(data["method"])})
+
+
+def merge_json(merge: MergeOptions) -> str:
+    return json.dumps(asdict(merge))
+
+
+def merge_summary(merge: MergeOptions) -> str:
+    """A merge in one line, as its formula: "Weighted sum: a x 0.7 + b x 0.3 → `mix`"."""
+    a, m = merge.primary.name, merge.multiplier
+    b = merge.secondary.name if merge.secondary else "B"
+    c = merge.tertiary.name if merge.tertiary else "C"
+    formula = {
+        MergeMethod.NO_INTERPOLATION: a,
+        MergeMethod.WEIGHTED_SUM: f"{a} x {round(1 - m, 4):g} + {b} x {m:g}",
+        MergeMethod.ADD_DIFFERENCE: f"{a} + ({b} - {c}) x {m:g}",
+    }[MergeMethod(merge.method)]
+    vae = f", VAE {merge.vae_name}" if merge.vae_path else ""
+    return f"{MergeMethod(merge.method).value}: {formula}{vae} → `{Path(merge.output).stem}`"
 
 
 def parameters_of(job: Job) -> JobParameters:

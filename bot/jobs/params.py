@@ -138,6 +138,7 @@ class JobParameters:
     seed_resize_from_width: int | None = None
     seed_resize_from_height: int | None = None
     plot_json: str | None = None  # PlotOptions as JSON, for JobKind.PLOT (bot.jobs.plot_params)
+    merge_json: str | None = None  # MergeOptions as JSON, for JobKind.MERGE (bot.jobs.job_rows)
     interrogator: str | None = None  # DescribeOptions.interrogator, for JobKind.DESCRIBE
     # JobKind.SEGMENT: the protocol's SegmentOptions (bot.jobs.workflow_params.segment_parameters).
     segment_words: str | None = None

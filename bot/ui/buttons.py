@@ -125,6 +125,16 @@ class UpscaleImageButton(_JobButton, DynamicItem[Button], template=r"sd:up:(?P<j
         await _queuing(interaction, self.job_id, lambda: actions.upscale(interaction, self.job_id, self.index, float(self.scale)))
 
 
+class DetailedUpscaleButton(_JobButton, DynamicItem[Button], template=r"sd:sdup:(?P<job>\d+):(?P<index>\d+)"):
+    """*Upscale (detailed)*: A1111's SD upscale 2x, the image redrawn by tiles with its prompt."""
+
+    def __init__(self, job_id: int, index: int) -> None:
+        super().__init__(job_id, index, _secondary(f"sd:sdup:{job_id}:{index}", "Upscale (detailed)"))
+
+    async def callback(self, interaction: discord.Interaction[SDBot]) -> None:
+        await _queuing(interaction, self.job_id, lambda: actions.sd_upscale(interaction, self.job_id, self.index))
+
+
 # Direction in the custom_id -> the button's label.
 OUTPAINT_LABELS = {
     "zoom1.5": "Zoom out 1.5x",
@@ -192,6 +202,7 @@ DYNAMIC_ITEMS = (
     RerollButton,
     CancelButton,
     UpscaleImageButton,
+    DetailedUpscaleButton,
     OutpaintButton,
     RemixButton,
     InpaintButton,
@@ -220,9 +231,10 @@ def result_view(job: Job) -> discord.ui.View | None:
     """Under a finished job: U/V per image for a grid, the image workflows for a single image;
     🗑️ Remove under every result (bot.ui.remove_button).
 
-    An upscale has only Remove: every workflow on a 2048 px image would pass the server's limits.
+    An upscale (plain or detailed) has only Remove: every workflow on a 2048 px image would pass
+    the server's limits.
     """
-    if job.kind == JobKind.UPSCALE:
+    if job.kind in (JobKind.UPSCALE, JobKind.SD_UPSCALE):
         return _view(RemoveButton(job.id))
     if job.kind == JobKind.DESCRIBE:
         return suggestions_view(job)
@@ -261,6 +273,7 @@ def single_image_view(job_id: int, index: int, *, with_reroll: bool = False) -> 
         [
             UpscaleImageButton(job_id, index, 2),
             UpscaleImageButton(job_id, index, 4),
+            DetailedUpscaleButton(job_id, index),
             OutpaintButton(job_id, index, "zoom1.5"),
             OutpaintButton(job_id, index, "zoom2"),
         ],

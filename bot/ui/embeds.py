@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import discord
 
-from bot.jobs.job_rows import image_seeds, plot_options
+from bot.jobs.job_rows import image_seeds, merge_options, merge_summary, plot_options
 from bot.jobs.plot_params import plot_summary
 from bot.prompts.tokens import token_summary
 from db.models import Job
@@ -38,6 +40,8 @@ def sampler_label(job: Job) -> str:
 
 
 def _parameters_line(job: Job) -> str:
+    if job.kind == JobKind.MERGE and job.merge_json:
+        return merge_summary(merge_options(job.merge_json))
     if job.kind == JobKind.DESCRIBE:
         return f"{workflow_summary(job)} · {job.width}x{job.height}"
     if job.kind == JobKind.UPSCALE:
@@ -52,6 +56,8 @@ def workflow_summary(job: Job) -> str | None:
     kind = JobKind(job.kind)
     if kind == JobKind.UPSCALE:
         return f"Upscale {job.upscale_factor:g}x ({job.upscaler})"
+    if kind == JobKind.SD_UPSCALE:
+        return f"Upscale (detailed) {job.upscale_factor:g}x ({job.upscaler}), strength {job.denoising_strength:g}"
     if kind == JobKind.DESCRIBE:
         return f"Describe ({job.interrogator})"
     parts: list[str] = []
@@ -127,10 +133,11 @@ def _with_answer_fields(embed: discord.Embed, job: Job, eta_seconds: float) -> d
 
 
 def running_embed(job: Job, step: int = 0, total: int = 0, preview_filename: str | None = None) -> discord.Embed:
-    title = "Describing" if job.kind == JobKind.DESCRIBE else "Generating"
+    merging = job.kind == JobKind.MERGE  # its steps are the tensors written
+    title = "Merging" if merging else "Describing" if job.kind == JobKind.DESCRIBE else "Generating"
     if total:
         filled = round(10 * step / total)
-        title = f"{title} · step {step}/{total} {'▰' * filled}{'▱' * (10 - filled)}"
+        title = f"{title} · {'tensor' if merging else 'step'} {step}/{total} {'▰' * filled}{'▱' * (10 - filled)}"
     embed = _with_prompt(discord.Embed(title=title, colour=RUNNING_COLOUR), job)
     if preview_filename:
         embed.set_image(url=f"attachment://{preview_filename}")
@@ -188,6 +195,22 @@ def result_embed(job: Job, filename: str, image_index: int | None = None) -> dis
     which = f"Job #{job.id}" if image_index is None else f"Job #{job.id}, image {image_index + 1}"
     took = f" · {job.seconds:.1f} s" if job.seconds is not None else ""
     embed.set_footer(text=f"{which}{took}")
+    return embed
+
+
+def merged_embed(job: Job, listed: set[str], refused: str = "") -> discord.Embed:
+    """A finished checkpoint merge: the new model, and whether the lists offer it yet."""
+    assert job.merge_json, "a merge job keeps its options"
+    merge = merge_options(job.merge_json)
+    name = Path(merge.output).stem
+    if name in listed:
+        description = f"`{name}` is saved and listed: pick it in /imagine and /settings."
+    else:
+        why = f" ({refused})" if refused else ""
+        description = f"`{name}` is saved, but the model list does not offer it yet{why}: try /admin models refresh."
+    embed = discord.Embed(title="Merged", description=clip(description, 1000), colour=DONE_COLOUR)
+    took = f" · {job.seconds:.1f} s" if job.seconds is not None else ""
+    embed.set_footer(text=clip(f"Job #{job.id} · {merge_summary(merge)}{took}", 2000))
     return embed
 
 

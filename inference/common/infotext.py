@@ -251,6 +251,10 @@ def workflow_parameters(request: GenerateRequest) -> dict[str, object]:
     if request.kind != JobKind.OUTPAINT and not only_masked:
         # A1111's labels: "Just resize", "Crop and resize", "Resize and fill".
         params["Resize mode"] = str(image.resize_mode).capitalize()
+    if request.kind == JobKind.SD_UPSCALE and request.upscale is not None:
+        # A1111's scripts/sd_upscale.py adds these two to extra_generation_params.
+        params["SD upscale overlap"] = request.upscale.tile_overlap
+        params["SD upscale upscaler"] = request.upscale.upscaler
     if inpaint is not None:
         if inpaint.mask_blur:
             params["Mask blur"] = inpaint.mask_blur

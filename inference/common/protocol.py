@@ -13,6 +13,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from enum import StrEnum
 
+from inference.common.merge_options import MergeOptions
+
 
 class JobKind(StrEnum):
     """What a job asks of the worker; the options it needs are the request's fields below."""
@@ -24,6 +26,11 @@ class JobKind(StrEnum):
     OUTPAINT = "outpaint"  # needs ``image`` and ``outpaint`` (zoom out and pan)
     UPSCALE = "upscale"  # needs ``image`` and ``upscale``; no diffusion, no prompt needed
     PLOT = "plot"  # needs ``plot``: X/Y plot and prompt matrix, one labelled grid of cells
+    # needs ``image`` and ``upscale``: A1111's SD upscale, the upscaled image redrawn by tiles
+    # with img2img at the image's denoising_strength (inference.sd_upscale)
+    SD_UPSCALE = "sd_upscale"
+    # needs ``merge``: A1111's checkpoint merger; writes a new checkpoint file, makes no image
+    MERGE = "merge"
     # needs ``image`` and ``describe``: prompt suggestions for the image (JobCompleted.suggestions),
     # no images made; A1111's Interrogate CLIP / DeepBooru, Midjourney's /describe
     DESCRIBE = "describe"
@@ -74,6 +81,9 @@ class ImageInput:
 # The mask blur's one limit, in pixels: the range of A1111's slider. The command's option, the
 # bot's checks and the worker's all use it.
 MAX_MASK_BLUR = 64
+# SD upscale's result, at most this on its longer side: each 1024 px more is four more SDXL
+# tiles of diffusion. The bot's checks and the worker's (inference.sd_upscale) use it.
+MAX_SD_UPSCALE_SIDE = 4096
 # A1111's clip skip range (its "Clip skip" slider): 1 reads CLIP's last layer, 2 the one before.
 MAX_CLIP_SKIP = 12
 
@@ -148,6 +158,9 @@ class PlotOptions:
 class UpscaleOptions:
     scale: float = 2.0  # the output is the source times this (2 or 4 from the buttons)
     upscaler: str = LANCZOS  # LANCZOS or the name of an upscaler model file (stem, no suffix)
+    # SD upscale's tile overlap in pixels, as its infotext says it ("SD upscale overlap"); the
+    # worker sets it from the tile size it picked (inference.sd_upscale.overlap_for).
+    tile_overlap: int = 0
 
 
 # --- /describe (inference.describe) ---------------------------------------------------------
@@ -385,6 +398,7 @@ class GenerateRequest:
     hires: HiresFix | None = None
     upscale: UpscaleOptions | None = None
     plot: PlotOptions | None = None
+    merge: MergeOptions | None = None
     describe: DescribeOptions | None = None
     segment: SegmentOptions | None = None
     # Seamless tiling (Midjourney's --tile, A1111's "Tiling"): convolutions wrap around.

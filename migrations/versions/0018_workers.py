@@ -5,8 +5,8 @@ learns of a remote job's progress from the row."""
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0017_workers"
-down_revision = "0016_describe"
+revision = "0018_workers"
+down_revision = "0017_merge"
 
 
 def upgrade() -> None:
