@@ -25,7 +25,7 @@ from bot.cogs.generation_options import Option, declared_options, matching_choic
 from bot.errors import InvalidOption, JobNotFound, NothingToDo
 from bot.interactions import acknowledge, is_age_restricted, send_private
 from bot.jobs import removal, retention
-from bot.jobs.leases import WorkerRegistry, describe_workers
+from bot.jobs.leases import worker_lines
 from bot.jobs.merge_params import merge_job
 from bot.jobs.sampling import MAX_ENSD, check_ensd, check_rng
 from bot.policy import audit, gate, model_rules, rules, store
@@ -185,14 +185,8 @@ class Admin(BotCog):
 
     @admin.command(name="workers", description="The image workers: GPU, models, current job, throughput")
     async def workers(self, interaction: discord.Interaction[SDBot]) -> None:
-        settings = self.bot.settings
-        if settings.worker.builtin:
-            current = self.bot.dispatcher.current
-            state = f"running #{current.id}" if current is not None else "idle"
-            lines = [f"The bot's own worker on {settings.worker.device} · {state}. Several GPUs: docs/scaling.md."]
-        else:
-            statuses = await WorkerRegistry(self.bot.queue, settings.worker.lease_timeout_s).workers()
-            lines = describe_workers(statuses) or ["No worker is running: start one with `sdbot worker`."]
+        current = self.bot.dispatcher.current if self.bot.settings.worker.builtin else None
+        lines = await worker_lines(self.bot.queue, self.bot.settings.worker, current.id if current is not None else None)
         await _send_embed(interaction, "Workers", lines)
 
     # --- models -------------------------------------------------------------------------------

@@ -17,6 +17,7 @@ from datetime import datetime, timedelta
 
 from sqlalchemy import select, update
 
+from bot.config import WorkerSettings
 from bot.jobs.queue import JobQueue, Recovery
 from bot.jobs.routing import model_list
 from db.base import utcnow
@@ -164,6 +165,16 @@ def describe_workers(statuses: list[WorkerStatus]) -> list[str]:
             f"{worker.jobs_done} jobs, {worker.jobs_per_minute:.1f}/min"
         )
     return lines
+
+
+async def worker_lines(queue: JobQueue, settings: WorkerSettings, builtin_job_id: int | None) -> list[str]:
+    """/admin workers: the bot's own worker (``builtin_job_id``: the job it runs), or the
+    separate workers' rows."""
+    if settings.builtin:
+        state = f"running #{builtin_job_id}" if builtin_job_id is not None else "idle"
+        return [f"The bot's own worker on {settings.device} · {state}. Several GPUs: docs/scaling.md."]
+    statuses = await WorkerRegistry(queue, settings.lease_timeout_s).workers()
+    return describe_workers(statuses) or ["No worker is running: start one with `sdbot worker`."]
 
 
 def workers_summary(statuses: list[WorkerStatus]) -> str:
