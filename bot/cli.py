@@ -340,7 +340,7 @@ async def _run_bot(settings: Settings) -> int:
     import aiohttp
     import discord
 
-    from bot.client import SDBot
+    from bot.client import create_bot
     from bot.discord_token import TokenProblem, check_token
 
     # The bot has no voice commands: discord.py's warnings about voice packages only mislead.
@@ -360,7 +360,7 @@ async def _run_bot(settings: Settings) -> int:
         if started is None:
             return 0 if stop.requested.is_set() else 1
         db, queue, dispatcher = started
-        bot = SDBot(settings, queue, dispatcher)
+        bot = create_bot(settings, queue, dispatcher)
         try:
             async with bot:
                 serving = asyncio.create_task(bot.start(settings.discord.token or ""), name="sdbot-discord")

@@ -24,6 +24,7 @@ from bot.jobs.queue import JobQueue
 from bot.model_catalog import ModelCatalog
 from bot.model_hashes import FileHashes
 from bot.policy import audit, gate
+from bot.request_budget import RequestBudget
 from bot.ui.buttons import DYNAMIC_ITEMS, JobViews
 from bot.ui.remove_button import REMOVAL_ITEMS
 from inference.common import clip_tokens
@@ -84,14 +85,16 @@ class CommandTree(app_commands.CommandTree["SDBot"]):
 
 
 class SDBot(commands.Bot):
-    def __init__(self, settings: Settings, queue: JobQueue, dispatcher: Dispatcher | WorkerRelay) -> None:
+    def __init__(
+        self, settings: Settings, queue: JobQueue, dispatcher: Dispatcher | WorkerRelay, **options: Any
+    ) -> None:
         # Slash commands and buttons only: no privileged intents, no message content.
         # No message cache: buttons and commands read the database, never cached messages, and
         # 1,000 cached results (discord.py's default) kept ~100k objects for every full
         # garbage collection to scan on the event loop (bench/load.py).
         super().__init__(
             command_prefix=commands.when_mentioned, intents=discord.Intents.default(), help_command=None,
-            max_messages=None, tree_cls=CommandTree,
+            max_messages=None, tree_cls=CommandTree, **options,
         )
         # The live model list (configured and found under [a1111]); settings is read from it.
         self.models = ModelCatalog(settings, FileHashes(queue.db))
@@ -101,6 +104,8 @@ class SDBot(commands.Bot):
         self.dispatcher = dispatcher
         # The buttons under a job's messages, for the modules below bot.ui that post them.
         self.job_views = JobViews()
+        # What the bot may ask of Discord a second, shared by every job's messages.
+        self.request_budget = RequestBudget.from_settings(settings.discord)
         self.delivery = DiscordDelivery(self)
         self.answers_first = AnswersFirst()
         # Set by shut_down: every command and button is then answered "restarting" privately.
@@ -177,3 +182,18 @@ class SDBot(commands.Bot):
         except TimeoutError:
             log.warning("Discord did not take the last messages within %g s; closing without them", LAST_MESSAGES_LIMIT_S)
         await super().close()
+
+
+class ShardedSDBot(SDBot, commands.AutoShardedBot):
+    """The same bot over several gateway connections (shards) in one process, for a bot in
+    thousands of servers: Discord requires shards from 2,500 servers, one per 1,000 or so.
+    Only the gateway is split; the queue, the worker and the request budget stay one."""
+
+
+def create_bot(settings: Settings, queue: JobQueue, dispatcher: Dispatcher) -> SDBot:
+    """The bot as [discord] shards says: one connection by default, else sharded ("auto": as
+    many shards as Discord recommends at log-in)."""
+    shards = settings.discord.shards
+    if shards is None:
+        return SDBot(settings, queue, dispatcher)
+    return ShardedSDBot(settings, queue, dispatcher, shard_count=shards if isinstance(shards, int) else None)

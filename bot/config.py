@@ -53,6 +53,8 @@ SHARED_INSPECTOR = CheckpointInspector()
 # Settings whose value no message shows, even a wrong one: an error names the setting and the
 # type it was given, since a mistyped secret is still most of the secret.
 SECRET_SETTINGS = frozenset({"discord.token"})
+# Requests a second Discord allows a bot token across all its servers.
+DISCORD_GLOBAL_LIMIT_PER_S = 50.0
 # The password of a URL (postgresql://user:password@host/db), up to the last "@" before the host.
 _URL_PASSWORD = re.compile(r"(://[^:/@\s]*:)[^\s]*@")
 
@@ -298,6 +300,22 @@ class DiscordSettings:
     # Variation strengths of the V buttons and "Vary (subtle)" / "Vary (strong)".
     variation_subtle: float = 0.15
     variation_strong: float = 0.6
+    # The request budget (bot.request_budget): requests a second with the bot's own token
+    # (Discord allows about 50), and progress edits a second by any token, dropped first.
+    bot_token_requests_per_s: float = 40.0
+    progress_edits_per_s: float = 20.0
+    # None: one gateway connection. "auto": as many shards as Discord recommends
+    # (commands.AutoShardedBot); a number: that many, all in this process.
+    shards: int | str | None = None
+
+    def __post_init__(self) -> None:
+        if not 0 < self.bot_token_requests_per_s <= DISCORD_GLOBAL_LIMIT_PER_S:
+            raise ConfigError(f"discord.bot_token_requests_per_s must be above 0 and at most {DISCORD_GLOBAL_LIMIT_PER_S:g} "
+                              f"(Discord's limit for a bot token), got {self.bot_token_requests_per_s:g}")
+        if self.progress_edits_per_s <= 0:
+            raise ConfigError(f"discord.progress_edits_per_s must be above 0, got {self.progress_edits_per_s:g}")
+        if self.shards is not None and self.shards != "auto" and (not isinstance(self.shards, int) or self.shards < 1):
+            raise ConfigError(f'discord.shards must be "auto" or a number of shards from 1, got {self.shards!r}')
 
 
 @dataclass(frozen=True)

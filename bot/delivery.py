@@ -10,6 +10,11 @@ status message (bot.actions.submit), so a late result of theirs arrives by DM in
 
 Every method only schedules a task, so the dispatcher never waits on Discord. A job's tasks
 take its lock in turn, and a progress frame that finds an edit in flight is dropped.
+
+Every request keeps to the bot's request budget (bot.request_budget): a job's progress edits
+space out as more jobs run at once, and progress, model-loading and queue-position edits are
+dropped when the budget has no room for them; starts, requeues, results and failures wait for
+their turn and always go out.
 """
 
 from __future__ import annotations
@@ -82,21 +87,25 @@ class DiscordDelivery:
 
     def job_progress(self, job: Job, progress: JobProgress) -> None:
         state = self._message(job.id)
-        interval = self.bot.settings.discord.progress_edit_interval_s
+        interval = self._progress_interval()
         now = time.perf_counter()
         if state.finished or state.editing or now - state.last_edit < interval:
             return  # drop the frame: a newer one, or the result, follows
         if progress.step >= progress.total_steps and not progress.preview_jpeg:
             return  # a pass's last step, nothing new to show: the result or the next pass follows
+        if not self._progress_budgeted(job.id):
+            return  # many jobs at once: this one's frames thin out, its result does not
         state.editing, state.last_edit = True, now
         self._spawn(self._show_progress(job, progress, state))
 
     def model_loading(self, job: Job, loading: ModelLoading) -> None:
         state = self._message(job.id)
-        interval = self.bot.settings.discord.progress_edit_interval_s
+        interval = self._progress_interval()
         now = time.perf_counter()
         # The first report always shows (a load is news); later ones as edits allow.
         if state.finished or state.editing or (loading.done and now - state.last_edit < interval):
+            return
+        if not self._progress_budgeted(job.id):
             return
         state.editing, state.last_edit = True, now
         self._spawn(self._show_loading(job, loading, state))
@@ -119,15 +128,17 @@ class DiscordDelivery:
 
     def queue_moved(self, waiting: list[QueueEntry]) -> None:
         for entry in waiting:
-            if not self._message(entry.job.id).finished:
+            if not self._message(entry.job.id).finished and self._progress_budgeted(entry.job.id):
                 embed = embeds.queued_embed(entry.job, entry.position, entry.eta_seconds)
-                self._spawn(self._show(entry.job, embed=embed, view=self.bot.job_views.status(entry.job.id)))
+                self._spawn(
+                    self._show(entry.job, embed=embed, view=self.bot.job_views.status(entry.job.id), budgeted=True)
+                )
 
     # --- the work ------------------------------------------------------------------------------
 
-    async def _show(self, job: Job, **fields: Any) -> bool:
+    async def _show(self, job: Job, *, budgeted: bool = False, **fields: Any) -> bool:
         async with self._message(job.id).lock:
-            return await self._edit_status(job, **fields)
+            return await self._edit_status(job, budgeted=budgeted, **fields)
 
     async def _show_started(self, job: Job) -> None:
         state = self._message(job.id)
@@ -149,7 +160,7 @@ class DiscordDelivery:
                     fields["embed"] = embeds.running_embed(job, progress.step, progress.total_steps, preview.filename)
                 else:
                     fields["embed"] = embeds.running_embed(job, progress.step, progress.total_steps)
-                await self._edit_status(job, **fields)
+                await self._edit_status(job, budgeted=True, **fields)
         finally:
             state.editing = False
 
@@ -158,7 +169,7 @@ class DiscordDelivery:
             async with state.lock:
                 if not state.finished:
                     embed = embeds.loading_embed(job, loading)
-                    await self._edit_status(job, embed=embed, view=self.bot.job_views.status(job.id))
+                    await self._edit_status(job, budgeted=True, embed=embed, view=self.bot.job_views.status(job.id))
         finally:
             state.editing = False
 
@@ -215,6 +226,7 @@ class DiscordDelivery:
             # The row keeps its status message, if any (a public one, from before the member
             # turned private results on): the DM is theirs, and 🗑️ under it deletes it.
             if job.message_id is not None:
+                await self.bot.request_budget.bot_token_request()
                 await edit_message(
                     self.bot, job.channel_id, job.message_id, content=f"Job #{job.id} is done: sent to its owner privately.",
                     embed=None, view=None,
@@ -223,6 +235,7 @@ class DiscordDelivery:
             old_message_id = job.message_id
             await self.bot.queue.set_message(job.id, message.channel.id, message.id)
             if old_message_id is not None:
+                await self.bot.request_budget.bot_token_request()
                 await edit_message(
                     self.bot, job.channel_id, old_message_id, content=f"Job #{job.id} is done: {message.jump_url}", embed=None, view=None
                 )
@@ -243,7 +256,9 @@ class DiscordDelivery:
 
         return images_post
 
-    async def _edit_status(self, job: Job, **fields: Any) -> bool:
+    async def _edit_status(self, job: Job, *, budgeted: bool = False, **fields: Any) -> bool:
+        """Edit the job's status message. ``budgeted``: a progress edit that has its request
+        budget already (``_progress_budgeted``); any other edit by the bot token waits for its turn."""
         interaction = self._fresh_interaction(job.id)
         if interaction is not None:
             try:
@@ -256,6 +271,8 @@ class DiscordDelivery:
                 return False
         if job.message_id is None:
             return False
+        if not budgeted:
+            await self.bot.request_budget.bot_token_request()
         return await edit_message(self.bot, job.channel_id, job.message_id, **fields)
 
     async def _send_to_channel(self, job: Job, content: str, **fields: Any) -> discord.Message | None:
@@ -263,6 +280,7 @@ class DiscordDelivery:
             return None
         # With its server, or the message's jump link would read discord.com/channels/@me/….
         channel = self.bot.get_partial_messageable(job.channel_id, guild_id=job.guild_id)
+        await self.bot.request_budget.bot_token_request()
         try:
             return await channel.send(
                 content, allowed_mentions=discord.AllowedMentions(users=True, roles=False, everyone=False), **fields
@@ -284,8 +302,11 @@ class DiscordDelivery:
         return await self.bot.queue.privacy.answers_privately(job.user_id, job.id)
 
     async def _send_by_dm(self, job: Job, content: str, **fields: Any) -> discord.Message | None:
+        budget = self.bot.request_budget
         try:
+            await budget.bot_token_request()
             channel = await self.bot.create_dm(discord.Object(job.user_id))
+            await budget.bot_token_request()
             return await channel.send(content, **fields)
         except discord.Forbidden as error:
             # DMs closed (50007): the member would hear nothing, so the channel tells them where
@@ -306,6 +327,17 @@ class DiscordDelivery:
             del self._interactions[job_id]
             return None
         return interaction
+
+    def _progress_interval(self) -> float:
+        """Seconds between two progress edits of one job, stretched with the jobs running at
+        once so that each gets its share of the progress budget in turn."""
+        configured = self.bot.settings.discord.progress_edit_interval_s
+        return self.bot.request_budget.progress_interval(configured, running=len(self.bot.dispatcher.running))
+
+    def _progress_budgeted(self, job_id: int) -> bool:
+        """Whether the request budget has room for one more progress edit of this job now."""
+        through_bot_token = self._fresh_interaction(job_id) is None
+        return self.bot.request_budget.progress_edit(through_bot_token=through_bot_token)
 
     def _message(self, job_id: int) -> _JobMessage:
         return self._messages.setdefault(job_id, _JobMessage())

@@ -20,7 +20,7 @@ import simcord.backend.serializers
 from PIL import Image
 from sqlalchemy import select
 
-from bot.client import SDBot
+from bot.client import SDBot, create_bot
 from bot.config import Settings
 from bot.errors import UserError
 from bot.jobs.dispatcher import Dispatcher
@@ -54,6 +54,8 @@ if not getattr(simcord.backend.serializers.channel_payload, "wraps_age_restricti
 @dataclass
 class BotHarness:
     settings: Settings
+    # The shard count simcord plays Discord recommending, for [discord] shards = "auto".
+    recommended_shards: int = 2
     db: Database = field(init=False)
     queue: JobQueue = field(init=False)
     dispatcher: Dispatcher = field(init=False)
@@ -66,8 +68,10 @@ class BotHarness:
         await upgrade_database(self.db.engine)
         self.queue = JobQueue(self.db, self.settings.queue)
         self.dispatcher = await self._started_dispatcher()
-        self.bot = SDBot(self.settings, self.queue, self.dispatcher)
-        self.env = simcord.Env(self.bot)
+        self.bot = create_bot(self.settings, self.queue, self.dispatcher)
+        # shards = "auto" asks Discord for its recommendation at log-in; simcord has to be told it.
+        recommended = self.recommended_shards if self.settings.discord.shards == "auto" else None
+        self.env = simcord.Env(self.bot, shard_count=recommended)
         self._declare_external_waits()
         await self.env.start()
         self.guild = self.env.create_guild(name="art club")
@@ -113,7 +117,7 @@ class BotHarness:
         else:
             await old.stop()
         self.dispatcher = await self._started_dispatcher()
-        self.bot = SDBot(self.settings, self.queue, self.dispatcher)
+        self.bot = create_bot(self.settings, self.queue, self.dispatcher)
         self._declare_external_waits()
         await self.env.restart_bot(self.bot)
 

@@ -181,6 +181,7 @@ def describe(entry: AuditEntry) -> str:
 
 
 async def _mirror(bot: SDBot, channel_id: int, entry: AuditEntry) -> None:
+    await bot.request_budget.bot_token_request()  # one of the bot token's requests (bot.request_budget)
     try:
         await bot.get_partial_messageable(channel_id).send(
             describe(entry)[:2000], allowed_mentions=discord.AllowedMentions.none()
