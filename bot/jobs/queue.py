@@ -38,10 +38,11 @@ from bot.jobs.params import JobParameters
 from bot.jobs.job_rows import generate_request, job_columns
 from bot.jobs.privacy import PrivacyIndex
 from db.base import Base, utcnow
+from bot.jobs.riders import nearest_members, rider_conditions
 from bot.jobs.routing import ClaimingWorker, routable
 from db.models import ACTIVE_STATUSES, ERROR_DETAIL_MARK, Image, Job, JobStatus, User, Worker
 from db.session import Database
-from inference.common.batch_keys import BATCHABLE_KINDS, batch_key
+from inference.common.batch_keys import batch_key
 from inference.common.protocol import JobCompleted
 
 _CLAIMED_MEANWHILE = object()  # entry(): the job left the waiting list between two reads
@@ -231,41 +232,17 @@ class JobQueue:
             room = max_images - first.count
             if key is None or room <= 0 or not others_wait:
                 return batch
-            compatible = (
-                Job.status == JobStatus.PENDING,
-                Job.kind.in_([str(kind) for kind in BATCHABLE_KINDS]),
-                Job.model == first.model,
-                Job.width == first.width,
-                Job.height == first.height,
-                Job.steps == first.steps,
-                Job.sampler == first.sampler,
-                Job.cfg_scale == first.cfg_scale,
-                Job.tiling == first.tiling,
-                Job.vae == first.vae,
-                # One sampler run: one schedule, eta and noise source for the pass (whether
-                # the worker's batch key names them or not).
-                Job.schedule_type == first.schedule_type,
-                Job.rng == first.rng,
-                Job.eta_noise_seed_delta == first.eta_noise_seed_delta,
-                Job.eta.is_not_distinct_from(first.eta),
-                Job.seed_resize_from_width.is_not_distinct_from(first.seed_resize_from_width),
-                Job.seed_resize_from_height.is_not_distinct_from(first.seed_resize_from_height),
-                Job.count <= room,
-            )
             # Not locked here: locking every compatible job would hide them all from the other
             # claimers until this one commits. Each rider is locked as it is claimed, below.
+            compatible = rider_conditions(first, room)
             firsts = (await session.execute(select(Job.user_id, func.min(Job.id)).where(*compatible).group_by(Job.user_id))).all()
             if not firsts:
                 return batch
             # Read after the first claim, so its cost counts: its member has just had a turn.
             usage = await self._recent_usage(session, now)
-            # In fair order a member's jobs come after their first, which comes at (their use,
-            # its id) (fair_order): so the first N jobs of the fair order are all of the N
-            # members whose first jobs come first, and only their jobs are read. With 10,000
-            # jobs waiting, reading and ordering them all took seconds a batch.
-            nearest = sorted(firsts, key=lambda row: (usage.get(row[0], 0.0), row[1]))[: 2 * room + 8]
+            nearest = nearest_members(firsts, usage, room)
             candidates = (await session.execute(
-                select(Job.id, Job.user_id, Job.count, Job.cost).where(*compatible, Job.user_id.in_([row[0] for row in nearest]))
+                select(Job.id, Job.user_id, Job.count, Job.cost).where(*compatible, Job.user_id.in_(nearest))
             )).all()
             for candidate in fair_order(candidates, usage):
                 if candidate.count > room:
