@@ -6,6 +6,7 @@
     sdbot check [--no-worker]     is everything ready to run? (exit status 0 or 1)
     sdbot models [--hash]         the models found and configured, and the files skipped and why
     sdbot generate "a prompt"     one job through the same queue and worker, no Discord
+    sdbot worker --name gpu1      a worker on its own (one per GPU, any machine): claims from the database
     sdbot make-tiny-model DIR     a tiny random-weight model folder, for smoke tests
 
 `--config FILE` goes before or after the command; `--debug` logs the tracebacks behind the
@@ -18,6 +19,7 @@ import argparse
 import asyncio
 import logging
 import os
+import socket
 import subprocess
 import sys
 from collections.abc import Mapping, Sequence
@@ -32,6 +34,8 @@ from bot.health import run_checks
 from bot.jobs.dispatcher import Dispatcher, WorkerStartError
 from bot.jobs.network_checks import check_job_networks
 from bot.jobs.queue import JobQueue, QueueEntry, Requester
+from bot.jobs.worker_agent import AgentOptions, run_worker_agent
+from bot.jobs.worker_relay import WorkerRelay
 from bot.model_catalog import ModelCatalog, model_files
 from bot.model_hashes import FileHashes
 from db.backup import BackupError, backup_database
@@ -90,6 +94,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _backup(settings, args)
     if args.command == "models" and not args.hash:  # a reader too
         return asyncio.run(_list_models(settings, compute_hashes=False))
+    if args.command == "worker":  # one of many: it claims under a lease, not the bot's lock
+        return asyncio.run(run_worker_agent(settings, AgentOptions(args.name, args.device, tuple(args.models))))
     if args.command == "run" and not settings.discord.token:
         print(NO_TOKEN_HELP, file=sys.stderr)
         return 2
@@ -176,6 +182,14 @@ queue and worker as the bot, without Discord, and print where its images were wr
 config.toml); values past them are refused, as the bot refuses them. For a quick smoke test
 use a tiny model (sdbot make-tiny-model)."""
 
+WORKER_DESCRIPTION = """\
+Run one image worker for one GPU, apart from the bot (set [worker] builtin = false in the
+bot's config): it claims jobs from the database the bot uses (PostgreSQL for workers on other
+machines), writes images under outputs_dir/NAME (a folder shared with the bot), and reports
+through the database. It never migrates: it refuses a database whose schema is older than
+its code. Stops on Ctrl-C or SIGTERM, handing its job back to the queue. Exit status: 0
+stopped, 1 the worker process failed, 2 refused (database, schema, storage, name in use)."""
+
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="sdbot", description="A Stable Diffusion bot for Discord communities.")
@@ -213,6 +227,16 @@ def _parser() -> argparse.ArgumentParser:
         description=GENERATE_DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     add_generate_options(generate)
+    worker = commands.add_parser(
+        "worker", parents=[config_after], help="run a worker on its own: it claims jobs from the database",
+        description=WORKER_DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    worker.add_argument("--name", default=socket.gethostname(), help="this worker's name, unique among the workers (default: the host name)")
+    worker.add_argument("--device", default="", help='its GPU ("cuda:1") or "cpu" (default: [worker] device)')
+    worker.add_argument(
+        "--models", nargs="+", default=[], metavar="MODEL",
+        help="the configured models it may load (default: all); jobs for others go to other workers",
+    )
     tiny = commands.add_parser(
         "make-tiny-model", help="write a tiny random-weight model folder (tests, smoke runs)",
         description="Write a tiny random-weight SD-1.5-shaped model (a few MB; its images are noise) and "
@@ -270,9 +294,12 @@ async def _migrate(settings: Settings) -> None:
         await db.close()
 
 
-async def _start(settings: Settings, stop: StopSignals | None = None) -> tuple[Database, JobQueue, Dispatcher] | None:
+async def _start(
+    settings: Settings, stop: StopSignals | None = None
+) -> tuple[Database, JobQueue, Dispatcher | WorkerRelay] | None:
     """The database migrated and the worker ready; None when either failed (said why) or a
-    stop was requested in the meantime."""
+    stop was requested in the meantime. With [worker] builtin = false no worker starts here:
+    the relay of the separate workers' rows (`sdbot worker`) stands for it."""
     db = Database(settings.database_url)
     try:
         await db.take_instance_lock()  # PostgreSQL's one bot per database (SQLite: InstanceLock)
@@ -285,6 +312,9 @@ async def _start(settings: Settings, stop: StopSignals | None = None) -> tuple[D
         await db.close()
         return None
     queue = JobQueue(db, settings.queue)
+    if not settings.worker.builtin:
+        log.info("[worker] builtin = false: jobs run on separate workers (sdbot worker)")
+        return db, queue, WorkerRelay(queue, settings.worker.lease_timeout_s, settings.worker.heartbeat_s)
     hashes = FileHashes(db)
     await hashes.load()  # the worker is told the hashes known, and hashes no file twice
     dispatcher = Dispatcher(

@@ -19,6 +19,7 @@ from bot.delivery import DiscordDelivery
 from bot.errors import UserError
 from bot.interactions import acknowledge, send_private
 from bot.jobs.dispatcher import Dispatcher
+from bot.jobs.worker_relay import WorkerRelay
 from bot.jobs.queue import JobQueue
 from bot.model_catalog import ModelCatalog
 from bot.model_hashes import FileHashes
@@ -84,7 +85,9 @@ class CommandTree(app_commands.CommandTree["SDBot"]):
 
 
 class SDBot(commands.Bot):
-    def __init__(self, settings: Settings, queue: JobQueue, dispatcher: Dispatcher, **options: Any) -> None:
+    def __init__(
+        self, settings: Settings, queue: JobQueue, dispatcher: Dispatcher | WorkerRelay, **options: Any
+    ) -> None:
         # Slash commands and buttons only: no privileged intents, no message content.
         # No message cache: buttons and commands read the database, never cached messages, and
         # 1,000 cached results (discord.py's default) kept ~100k objects for every full

@@ -260,6 +260,14 @@ class WorkerSettings(WorkerOptions):
     # How the worker's process starts (bot/jobs/worker_process.py): "spawn", or "forkserver"
     # (Linux, macOS), whose restarts skip the imports at the cost of a process holding them.
     start_method: str = "spawn"
+    # false: the bot starts no worker of its own; workers started apart (`sdbot worker`, one per
+    # GPU, on this machine or others sharing outputs_dir) claim from the database, and the bot
+    # delivers what they report (docs/scaling.md).
+    builtin: bool = True
+    # Separate workers write their row this often; one silent for lease_timeout_s is gone, and
+    # its job goes back to the queue (counted as an attempt).
+    heartbeat_s: float = 5.0
+    lease_timeout_s: float = 30.0
 
     def __post_init__(self) -> None:
         for name, choices in (
@@ -276,6 +284,11 @@ class WorkerSettings(WorkerOptions):
             raise ConfigError(f'worker.start_method = "{self.start_method}" is not available on this system: use "spawn"')
         if self.shutdown_grace_s < 0:
             raise ConfigError(f"worker.shutdown_grace_s must be at least 0, got {self.shutdown_grace_s}")
+        if not 0 < self.heartbeat_s < self.lease_timeout_s:
+            raise ConfigError(
+                f"worker.heartbeat_s must be above 0 and below worker.lease_timeout_s, got {self.heartbeat_s} "
+                f"and {self.lease_timeout_s}"
+            )
         if self.model_memory_budget_mb < 0:
             raise ConfigError(f"worker.model_memory_budget_mb must be at least 0, got {self.model_memory_budget_mb}")
 

@@ -19,6 +19,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from bot.config import Settings
 from bot.discord_token import TokenProblem, check_token
 from bot.jobs.dispatcher import Dispatcher, WorkerStartError
+from bot.jobs.leases import WorkerRegistry
 from bot.jobs.queue import JobQueue
 from bot.service import sqlite_file
 from db.migrate import schema_revisions
@@ -105,6 +106,8 @@ async def check_models(settings: Settings) -> Outcome:
 
 
 async def check_worker(settings: Settings) -> Outcome:
+    if not settings.worker.builtin:
+        return await check_separate_workers(settings)
     db = Database(settings.database_url)
     dispatcher = Dispatcher(
         JobQueue(db, settings.queue),
@@ -120,3 +123,18 @@ async def check_worker(settings: Settings) -> Outcome:
         await dispatcher.stop()
         await db.close()
     return Outcome("worker", True, f"started on {ready.device} ({ready.dtype}), models loaded: {', '.join(ready.models)}")
+
+
+async def check_separate_workers(settings: Settings) -> Outcome:
+    """[worker] builtin = false: the bot starts none; are the separate ones (`sdbot worker`) alive?"""
+    db = Database(settings.database_url)
+    try:
+        statuses = await WorkerRegistry(JobQueue(db, settings.queue), settings.worker.lease_timeout_s).workers()
+    except (SQLAlchemyError, OSError) as error:
+        return Outcome("worker", False, f"cannot read the workers: {error}")
+    finally:
+        await db.close()
+    live = [worker for worker in statuses if worker.live]
+    if not live:
+        return Outcome("worker", False, "builtin = false and no separate worker heartbeats: start one per GPU with `sdbot worker --name NAME`")
+    return Outcome("worker", True, "separate workers: " + ", ".join(f"{worker.name} ({worker.device})" for worker in live))

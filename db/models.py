@@ -9,7 +9,7 @@ from __future__ import annotations
 from datetime import datetime
 from enum import StrEnum
 
-from sqlalchemy import BigInteger, Boolean, Float, ForeignKey, Index, Integer, String, Text, UniqueConstraint, text
+from sqlalchemy import BigInteger, Boolean, Float, ForeignKey, Index, Integer, LargeBinary, String, Text, UniqueConstraint, text
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from db.base import Base, UTCDateTime, utcnow
@@ -199,6 +199,15 @@ class Job(Base):
     seconds: Mapped[float | None] = mapped_column(Float)  # generation time, for ETAs
     # GPU time in units (bot.jobs.cost), known before it runs: turns, caps and ETAs use it.
     cost: Mapped[float] = mapped_column(Float, default=0.0, server_default="0")
+    # Separate workers (`sdbot worker`, bot/jobs/worker_agent.py): the worker running it, and
+    # the token of its claim; a worker's writes about the job name the token, so one whose
+    # lease expired (the job went back to the queue) can no longer complete it.
+    worker_name: Mapped[str | None] = mapped_column(String(100))
+    lease_token: Mapped[str | None] = mapped_column(String(32))
+    # Its latest progress as a separate worker reported it (the bot relays it to Discord).
+    progress_step: Mapped[int | None] = mapped_column(Integer)
+    progress_total: Mapped[int | None] = mapped_column(Integer)
+    progress_preview: Mapped[bytes | None] = mapped_column(LargeBinary, deferred=True)
 
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     started_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
@@ -409,3 +418,25 @@ class FileHash(Base):
     mtime_ns: Mapped[int] = mapped_column(BigInteger)
     sha256: Mapped[str] = mapped_column(String(64), index=True)
     computed_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class Worker(Base):
+    """A worker started on its own (`sdbot worker`): what it runs on and can run, and its
+    heartbeat. A worker whose heartbeat is older than [worker] lease_timeout_s is gone: its
+    jobs go back to the queue (bot.jobs.leases)."""
+
+    __tablename__ = "workers"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(100), unique=True)
+    host: Mapped[str] = mapped_column(String(255))
+    device: Mapped[str] = mapped_column(String(100))
+    # Model names, each between two "|" ("|sd15|sdxl|"), so a claim can test one with LIKE on
+    # both backends.
+    models_loaded: Mapped[str] = mapped_column(Text, default="", server_default="")
+    models_loadable: Mapped[str] = mapped_column(Text, default="", server_default="")
+    heartbeat_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    current_job_id: Mapped[int | None] = mapped_column(Integer)
+    jobs_done: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    started_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    stopped_at: Mapped[datetime | None] = mapped_column(UTCDateTime)

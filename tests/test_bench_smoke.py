@@ -16,7 +16,7 @@ import pytest
 
 from bench import (
     batching, big_database, bot_overhead, common, compile_cache, garbage, load, model_switch, pipeline, previews, simulated,
-    worker_stream,
+    worker_stream, workers,
 )
 from bot.policy.store import Limits
 
@@ -80,6 +80,19 @@ def test_the_compile_cache_benchmark_times_a_start_in_a_process_of_its_own(tmp_p
     assert measured["first_run_seconds"] > 0 and measured["run_seconds"] > 0
     assert measured["compile_seconds"] is None and measured["process_seconds"] > measured["first_run_seconds"]
     assert not (tmp_path / "cache").exists()  # nothing compiled, nothing cached
+
+
+def test_the_workers_benchmark_runs_separate_workers_and_writes_its_json(tmp_path, bench_model_cache):
+    """bench.workers at its cheapest: one `sdbot worker` process on SQLite, one round of jobs."""
+    results = workers.main([
+        "--workers", "1", "--jobs", "1", "--backend", "sqlite",
+        "--model-cache", str(bench_model_cache), "--output-dir", str(tmp_path / "results"),
+    ])
+    document = json.loads((tmp_path / "results" / "workers-cpu.json").read_text())
+    assert document["results"] == json.loads(json.dumps(results))
+    [run] = results["runs"]
+    assert run["completed"] == run["jobs"] == workers.MEMBERS and run["jobs_by_worker"] == {"w0": workers.MEMBERS}
+    assert run["jobs_per_second"] > 0 and run["speedup_per_worker_of_first"] == 1.0
 
 
 def test_the_worker_stream_benchmark_feeds_both_workers_and_writes_its_json(tmp_path, bench_model_cache):

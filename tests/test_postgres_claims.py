@@ -51,3 +51,38 @@ async def test_concurrent_claimers_never_take_the_same_job(database, max_images)
     async with database.session() as session:
         rows = (await session.execute(select(Job.status, Job.attempts))).all()
     assert {(status, attempts) for status, attempts in rows} == {(JobStatus.RUNNING, 1)}
+
+
+@pytest.mark.parametrize("backend", ["postgresql"], indirect=True)
+async def test_a_batch_being_claimed_hides_only_its_own_jobs_from_other_claimers(database):
+    """Claimer A, mid-batch (its first job claimed, the riders read, not yet taken), must not
+    hide the other waiting jobs from claimer B: B takes a batch at once, and A's riders skip
+    what B took."""
+    settings = QueueSettings(max_pending_per_user=JOBS_PER_MEMBER)
+    queue = JobQueue(database, settings)
+    for member in range(1, 9):
+        await queue.enqueue(params(f"m{member}"), Requester(user_id=member, user_name=f"member{member}"))
+    first, second = Database(database.url), Database(database.url)
+    claimer_a, claimer_b = JobQueue(first, settings), JobQueue(second, settings)
+    riders_read, go_on = asyncio.Event(), asyncio.Event()
+    recent_usage = claimer_a._recent_usage
+
+    async def paused(session, now):  # type: ignore[no-untyped-def]
+        riders_read.set()
+        await go_on.wait()
+        return await recent_usage(session, now)
+
+    claimer_a._recent_usage = paused  # type: ignore[method-assign]
+    try:
+        batch_a = asyncio.create_task(claimer_a.claim_batch(4))
+        await asyncio.wait_for(riders_read.wait(), 30)
+        batch_b = await asyncio.wait_for(claimer_b.claim_batch(4), 30)  # never waits on A
+        go_on.set()
+        batch_a_jobs = await batch_a
+    finally:
+        go_on.set()
+        await first.close()
+        await second.close()
+    ids_a, ids_b = [job.id for job in batch_a_jobs], [job.id for job in batch_b]
+    assert len(ids_b) == 4 and len(ids_a) == 4, (ids_a, ids_b)
+    assert not set(ids_a) & set(ids_b)

@@ -25,6 +25,7 @@ from bot.cogs.generation_options import Option, declared_options, matching_choic
 from bot.errors import InvalidOption, JobNotFound, NothingToDo
 from bot.interactions import acknowledge, is_age_restricted, send_private
 from bot.jobs import removal, retention
+from bot.jobs.leases import worker_lines
 from bot.jobs.merge_params import merge_job
 from bot.jobs.sampling import MAX_ENSD, check_ensd, check_rng
 from bot.policy import audit, gate, model_rules, rules, store
@@ -179,6 +180,14 @@ class Admin(BotCog):
     async def roles_list(self, interaction: discord.Interaction[SDBot]) -> None:
         policy = await store.policy_of(self.db, self.bot.settings, self._guild_id(interaction))
         await send_private(interaction, _roles_lines(policy))
+
+    # --- workers ------------------------------------------------------------------------------
+
+    @admin.command(name="workers", description="The image workers: GPU, models, current job, throughput")
+    async def workers(self, interaction: discord.Interaction[SDBot]) -> None:
+        current = self.bot.dispatcher.current if self.bot.settings.worker.builtin else None
+        lines = await worker_lines(self.bot.queue, self.bot.settings.worker, current.id if current is not None else None)
+        await _send_embed(interaction, "Workers", lines)
 
     # --- models -------------------------------------------------------------------------------
 

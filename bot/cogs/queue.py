@@ -11,6 +11,7 @@ from bot import actions
 from bot.cogs.base import BotCog
 from bot.errors import NothingToDo
 from bot.interactions import MAX_CHOICES, send_private
+from bot.jobs.leases import WorkerRegistry, workers_summary
 from bot.ui.embeds import clip, format_duration
 from db.models import JobStatus
 
@@ -23,8 +24,9 @@ class Queue(BotCog):
     async def queue(self, interaction: discord.Interaction[SDBot]) -> None:
         mine = await self.bot.queue.active_entries(interaction.user.id)
         waiting = await self.bot.queue.waiting_count()
+        workers = await self._workers_line()
         if not mine:
-            await send_private(interaction, f"You have no jobs waiting or running. {waiting} jobs are in the queue.")
+            await send_private(interaction, f"You have no jobs waiting or running. {waiting} jobs are in the queue{workers}.")
             return
         lines = []
         for entry in mine:
@@ -34,8 +36,15 @@ class Queue(BotCog):
                 f"\n{clip(entry.job.prompt, 80)}"
             )
         embed = discord.Embed(title="Your jobs", description="\n".join(lines), colour=discord.Colour.blurple())
-        embed.set_footer(text=f"{waiting} jobs waiting in total")
+        embed.set_footer(text=f"{waiting} jobs waiting in total{workers}")
         await interaction.response.send_message(embed=embed, ephemeral=True)
+
+    async def _workers_line(self) -> str:
+        """With separate workers, how many there are to run the queue ("" with the built-in one)."""
+        settings = self.bot.settings
+        if settings.worker.builtin:
+            return ""
+        return ", " + workers_summary(await WorkerRegistry(self.bot.queue, settings.worker.lease_timeout_s).workers())
 
     @app_commands.command(name="cancel", description="Cancel one of your jobs (moderators: anyone's).")
     @app_commands.describe(job="The job number; empty for your running job, or else your latest waiting one")

@@ -30,6 +30,7 @@ from typing import Any, Protocol, TypeVar
 
 from bot.jobs.job_rows import generate_request
 from bot.jobs.queue import CancelOutcome, JobQueue, QueueEntry, Recovery
+from bot.jobs.routing import ClaimingWorker
 from bot.jobs.worker_process import WorkerExited, WorkerProcess
 from db.models import Job
 from inference.common.face_restorer_files import face_restoration_status
@@ -97,7 +98,7 @@ class _Wake:
     looked: asyncio.Future[None] | None = None  # done once the dispatcher has looked for work
 
 
-async def _plain_wait(awaitable: Awaitable[T], *, reason: str) -> T:
+async def plain_wait(awaitable: Awaitable[T], *, reason: str) -> T:
     return await awaitable
 
 
@@ -117,8 +118,13 @@ class Dispatcher:
         self.events: JobEvents | None = None
         # How the dispatcher waits for input from outside the event loop (the worker, new jobs).
         # A test harness that must know about such waits (simcord) replaces it.
-        self.external_wait: Callable[..., Awaitable[Any]] = _plain_wait
+        self.external_wait: Callable[..., Awaitable[Any]] = plain_wait
         self.target_check: TargetCheck | None = None
+        # A separate worker (`sdbot worker`) claims under its name and a lease, and recovers
+        # only its own jobs at start; None: the bot's built-in worker, the only one.
+        self.claiming: ClaimingWorker | None = None
+        self.jobs_done = 0
+        self.last_model: str | None = None  # the model of the last job sent (it is loaded now)
         self.ready: WorkerReady | None = None
         # The jobs the worker holds (one RunJob, or the jobs of a RunBatch), by id, in order.
         self.running: dict[int, Job] = {}
@@ -183,8 +189,8 @@ class Dispatcher:
             self._task.cancel()
             await asyncio.gather(self._task, return_exceptions=True)
             self._task = None
-        for job_id in list(self.running):
-            await self.queue.return_to_queue(job_id)
+        for job_id, job in list(self.running.items()):
+            await self.queue.return_to_queue(job_id, job.lease_token)
         self.running.clear()
         self.saving.clear()
         await self._stop_worker()
@@ -216,6 +222,12 @@ class Dispatcher:
         elif outcome is CancelOutcome.CANCELED and self.events is not None:
             self.events.job_finished(job)
         return job, outcome
+
+    def interrupt(self, job_id: int) -> None:
+        """Stop a job the worker runs whose row is no longer this worker's (canceled, or its
+        lease expired and the job went back to the queue); its images, if made, are dropped."""
+        if job_id in self.running and self._worker is not None:
+            self._worker.send(CancelJob(job_id))
 
     def update_models(self, models: tuple[ModelSpec, ...]) -> None:
         """Serve these models from now on (bot.model_catalog): the worker is told between two
@@ -250,8 +262,9 @@ class Dispatcher:
                 looked.set_result(None)
 
     async def _recover_interrupted(self) -> None:
-        """Rows left running belong to a bot that died: their worker died with it."""
-        for job_id in await self.queue.running_job_ids():
+        """Rows left running belong to a bot that died: their worker died with it. (A separate
+        worker's: those it held under its name before it died.)"""
+        for job_id in await self.queue.running_job_ids(self.claiming.name if self.claiming else None):
             job, recovery = await self.queue.release_interrupted(job_id, RESTART_REASON)
             self._report_recovery(job, recovery, RESTART_REASON)
 
@@ -265,18 +278,19 @@ class Dispatcher:
             return
         jobs: list[Job] = []
         while not jobs:  # each pass claims at least one job, or returns
-            claimed = await self.queue.claim_batch(max(1, self.worker_config.max_batch_images))
+            claimed = await self.queue.claim_batch(max(1, self.worker_config.max_batch_images), self.claiming)
             if not claimed:
                 return
             jobs = await self._still_deliverable(claimed)
         self.running.update((job.id, job) for job in jobs)
+        self.last_model = jobs[0].model
         assert self._worker is not None
         requests = tuple(generate_request(job) for job in jobs)
         # A worker that died a moment ago will not take them; its exit event re-queues them.
         self._worker.send(RunJob(requests[0]) if len(requests) == 1 else RunBatch(requests))
         if len(jobs) > 1:
             log.info("running jobs %s as one batch", [job.id for job in jobs])
-        if self.events is not None:
+        if self.events is not None and self.claiming is None:  # a separate worker's bot reads the rows
             waiting = await self.queue.active_entries(waiting_only=True, first=REFRESHED_POSITIONS)
             self.events.queue_moved(waiting)
 
@@ -327,26 +341,33 @@ class Dispatcher:
             case JobSaving(job_id=job_id) if job_id in self.running:
                 self.saving.add(job_id)  # the loop then sends the next job, if one waits
             case JobCompleted(job_id=job_id) if job_id in self.running:
-                self._release(job_id)
-                completed = await self.queue.complete(item)
-                if completed is None:  # canceled while the last step ran: drop its files
+                completed = await self.queue.complete(item, self._release(job_id))
+                # Canceled while the last step ran, or (a separate worker) its lease lost and
+                # the job run elsewhere: drop its files.
+                if completed is None:
                     _remove_files([image.path for image in item.images] + [item.grid_path])
                     await self._report_final(job_id)
-                elif self.events is not None:
-                    self.events.job_finished(completed)  # complete() returns it with its images
+                else:
+                    self.jobs_done += 1
+                    if self.events is not None:
+                        self.events.job_finished(completed)  # complete() returns it with its images
             case JobFailed(job_id=job_id, message=message, detail=detail) if job_id in self.running:
-                self._release(job_id)
-                await self.queue.fail(job_id, message, detail)
+                await self.queue.fail(job_id, message, detail, self._release(job_id))
                 await self._report_final(job_id)
             case JobCanceled(job_id=job_id) if job_id in self.running:
-                self._release(job_id)
+                lease_token = self._release(job_id)
+                if self.claiming is not None:
+                    # Stopped as no longer its own: if the row says otherwise after all, the
+                    # job goes back to the queue rather than stay "running" on nobody.
+                    await self.queue.return_to_queue(job_id, lease_token)
                 await self._report_final(job_id)
             case _:
                 log.debug("ignoring %r: not about a running job", item)
 
-    def _release(self, job_id: int) -> None:
-        del self.running[job_id]
+    def _release(self, job_id: int) -> str | None:
+        """The job leaves the worker's hands; its lease token (None: the built-in worker's)."""
         self.saving.discard(job_id)
+        return self.running.pop(job_id).lease_token
 
     async def _report_final(self, job_id: int) -> None:
         job = await self.queue.get(job_id)
@@ -356,10 +377,10 @@ class Dispatcher:
     async def _on_worker_exit(self, exited: WorkerExited) -> None:
         self.ready = None
         log.error("worker process exited (code %s); starting a new one", exited.exitcode)
-        held, self.running = list(self.running), {}
+        held, self.running = self.running, {}
         self.saving.clear()
-        for job_id in held:
-            job, recovery = await self.queue.release_interrupted(job_id, CRASH_REASON)
+        for job_id, held_job in held.items():
+            job, recovery = await self.queue.release_interrupted(job_id, CRASH_REASON, held_job.lease_token)
             self._report_recovery(job, recovery, CRASH_REASON)
         if self._stopping:
             return  # stop() is waiting for nothing now: no new worker for a bot going away

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import time
+import uuid
 from collections.abc import Callable, Collection
 from dataclasses import asdict, dataclass
 from datetime import datetime, timedelta
@@ -37,9 +38,11 @@ from bot.jobs.params import JobParameters
 from bot.jobs.job_rows import generate_request, job_columns
 from bot.jobs.privacy import PrivacyIndex
 from db.base import Base, utcnow
-from db.models import ACTIVE_STATUSES, ERROR_DETAIL_MARK, Image, Job, JobStatus, User
+from bot.jobs.riders import nearest_members, rider_conditions
+from bot.jobs.routing import ClaimingWorker, routable
+from db.models import ACTIVE_STATUSES, ERROR_DETAIL_MARK, Image, Job, JobStatus, User, Worker
 from db.session import Database
-from inference.common.batch_keys import BATCHABLE_KINDS, batch_key
+from inference.common.batch_keys import batch_key
 from inference.common.protocol import JobCompleted
 
 _CLAIMED_MEANWHILE = object()  # entry(): the job left the waiting list between two reads
@@ -193,12 +196,12 @@ class JobQueue:
 
     # --- the scheduler ---------------------------------------------------------------------
 
-    async def claim_next(self) -> Job | None:
+    async def claim_next(self, worker: ClaimingWorker | None = None) -> Job | None:
         """Mark the fairest pending job running and return it; None when nothing waits."""
-        batch = await self.claim_batch(max_images=1)
+        batch = await self.claim_batch(max_images=1, worker=worker)
         return batch[0] if batch else None
 
-    async def claim_batch(self, max_images: int) -> list[Job]:
+    async def claim_batch(self, max_images: int, worker: ClaimingWorker | None = None) -> list[Job]:
         """Mark running, and return, the fairest pending job and the waiting jobs that may
         share its pass (inference.common.batch_keys.batch_key), up to ``max_images`` images in all;
         [] when nothing waits.
@@ -207,51 +210,40 @@ class JobQueue:
         user has just had a turn, so the other users' compatible jobs come before that user's
         others. A job too big for the room left is passed over (it keeps its place for the
         next claim). Each row is claimed by its own guarded UPDATE, so a cancel still wins.
+
+        ``worker``: a separate worker's claim (ClaimingWorker), stamped with its name and one
+        lease token for the batch; its row's current job is set in the same transaction.
         """
         now = utcnow()
+        owner = {} if worker is None else {
+            "worker_name": worker.name, "lease_token": uuid.uuid4().hex,
+            "progress_step": None, "progress_total": None, "progress_preview": None,
+        }
         async with self.db.session() as session, session.begin():
-            first, others_wait = await self._claim_fairest(session, now)
+            first, others_wait = await self._claim_fairest(session, now, worker, owner)
             if first is None:
                 return []
+            if worker is not None:
+                await session.execute(
+                    update(Worker).where(Worker.name == worker.name).values(current_job_id=first.id, heartbeat_at=now)
+                )
             batch = [first]
             key = batch_key(generate_request(first))
             room = max_images - first.count
             if key is None or room <= 0 or not others_wait:
                 return batch
-            # Ordered on two columns, loaded whole one by one: with hundreds of compatible jobs
-            # waiting, loading them all would stall the event loop for each batch.
-            candidates = (
-                await session.execute(
-                    select(Job.id, Job.user_id, Job.count, Job.cost).where(
-                        Job.status == JobStatus.PENDING,
-                        Job.kind.in_([str(kind) for kind in BATCHABLE_KINDS]),
-                        Job.model == first.model,
-                        Job.width == first.width,
-                        Job.height == first.height,
-                        Job.steps == first.steps,
-                        Job.sampler == first.sampler,
-                        Job.cfg_scale == first.cfg_scale,
-                        Job.tiling == first.tiling,
-                        Job.vae == first.vae,
-                        # One sampler run: one schedule, eta and noise source for the pass
-                        # (whether the worker's batch key names them or not).
-                        Job.schedule_type == first.schedule_type,
-                        Job.rng == first.rng,
-                        Job.eta_noise_seed_delta == first.eta_noise_seed_delta,
-                        Job.eta.is_not_distinct_from(first.eta),
-                        Job.seed_resize_from_width.is_not_distinct_from(first.seed_resize_from_width),
-                        Job.seed_resize_from_height.is_not_distinct_from(first.seed_resize_from_height),
-                        Job.count <= room,
-                    )
-                    # PostgreSQL: the riders are this claim's alone until it commits; another
-                    # claimer passes over them rather than waiting for them.
-                    .with_for_update(skip_locked=True)
-                )
-            ).all()
-            if not candidates:
+            # Not locked here: locking every compatible job would hide them all from the other
+            # claimers until this one commits. Each rider is locked as it is claimed, below.
+            compatible = rider_conditions(first, room)
+            firsts = (await session.execute(select(Job.user_id, func.min(Job.id)).where(*compatible).group_by(Job.user_id))).all()
+            if not firsts:
                 return batch
             # Read after the first claim, so its cost counts: its member has just had a turn.
             usage = await self._recent_usage(session, now)
+            nearest = nearest_members(firsts, usage, room)
+            candidates = (await session.execute(
+                select(Job.id, Job.user_id, Job.count, Job.cost).where(*compatible, Job.user_id.in_(nearest))
+            )).all()
             for candidate in fair_order(candidates, usage):
                 if candidate.count > room:
                     continue
@@ -259,14 +251,20 @@ class JobQueue:
                 if job is None or batch_key(generate_request(job)) != key:
                     continue
                 # A microsecond apart, in claim order: "started first" stays the fair order.
-                if (claimed := await self._claim(session, job.id, now + timedelta(microseconds=len(batch)))) is not None:
+                started = now + timedelta(microseconds=len(batch))
+                # PostgreSQL: a rider another claimer holds is passed over, not waited for
+                # (two claimers waiting on each other's riders would deadlock).
+                rider = select(Job.id).where(Job.id == job.id).with_for_update(skip_locked=True).scalar_subquery()
+                if (claimed := await self._claim(session, rider, started, owner)) is not None:
                     batch.append(claimed)
                     room -= claimed.count
                     if room <= 0:
                         break
         return batch
 
-    async def _claim_fairest(self, session, now: datetime) -> tuple[Job | None, bool]:  # type: ignore[no-untyped-def]
+    async def _claim_fairest(  # type: ignore[no-untyped-def]
+        self, session, now: datetime, worker: ClaimingWorker | None, owner: dict[str, Any]
+    ) -> tuple[Job | None, bool]:
         """The fairest pending job, claimed, and whether another one waits: when none does,
         the search for jobs to share its pass is skipped (the common case of an idle bot).
 
@@ -274,7 +272,9 @@ class JobQueue:
         locks the row it picks and skips rows other claimers have locked (FOR UPDATE SKIP
         LOCKED), so any number of claimers at once each take a different job, none waits on
         another and none comes back empty while a job waits. SQLite renders no FOR UPDATE and
-        needs none: it has one writer at a time (db.session.WriteTurn)."""
+        needs none: it has one writer at a time (db.session.WriteTurn).
+
+        A separate worker (``worker``) takes only what it can load (bot.jobs.routing)."""
         # Each waiting job by its member's recent use, summed from the index on (user_id,
         # started_at, cost); a member's oldest job comes first among theirs.
         used = (
@@ -284,13 +284,13 @@ class JobQueue:
         )
         fairest = (
             select(_Waiting.id)
-            .where(_Waiting.status == JobStatus.PENDING)
+            .where(_Waiting.status == JobStatus.PENDING, *routable(_Waiting, worker, now))
             .order_by(used, _Waiting.id)
             .limit(1)
             .with_for_update(skip_locked=True)
             .scalar_subquery()
         )
-        job = await self._claim(session, fairest, now)
+        job = await self._claim(session, fairest, now, owner)
         if job is None:
             return None, False
         another = await session.scalar(select(Job.id).where(Job.status == JobStatus.PENDING).limit(1))
@@ -300,13 +300,14 @@ class JobQueue:
         return now - timedelta(hours=self.settings.usage_window_hours)
 
     @staticmethod
-    async def _claim(session, job_id: Any, now: datetime) -> Job | None:  # type: ignore[no-untyped-def]
-        """The job (an id, or a subquery that picks one), running from now, or None when it
-        was no longer pending (a cancel won)."""
+    async def _claim(session, job_id: Any, now: datetime, owner: dict[str, Any]) -> Job | None:  # type: ignore[no-untyped-def]
+        """The job (an id, or a subquery that picks one), running from now (for ``owner``: a
+        separate worker's name and lease token), or None when it was no longer pending (a
+        cancel won)."""
         return await session.scalar(
             update(Job)
             .where(Job.id == job_id, Job.status == JobStatus.PENDING)
-            .values(status=JobStatus.RUNNING, started_at=now, attempts=Job.attempts + 1)
+            .values(status=JobStatus.RUNNING, started_at=now, attempts=Job.attempts + 1, **owner)
             .returning(Job),
             execution_options={"populate_existing": True},
         )
@@ -435,13 +436,14 @@ class JobQueue:
 
     # --- outcomes --------------------------------------------------------------------------
 
-    async def complete(self, result: JobCompleted) -> Job | None:
-        """Record a finished job and its images; None when the job was canceled meanwhile."""
+    async def complete(self, result: JobCompleted, lease_token: str | None = None) -> Job | None:
+        """Record a finished job and its images; None when the job was canceled meanwhile, or
+        (``lease_token``: a separate worker's claim) is no longer held under that token."""
         async with self.db.session() as session, session.begin():
             # One guarded UPDATE: a cancel that committed first wins, and nothing is read first.
             job = await session.scalar(
                 update(Job)
-                .where(Job.id == result.job_id, Job.status == JobStatus.RUNNING)
+                .where(Job.id == result.job_id, Job.status == JobStatus.RUNNING, *_held(lease_token))
                 .values(
                     status=JobStatus.COMPLETED, finished_at=utcnow(), seconds=result.seconds, grid_path=result.grid_path,
                     # A describe job's answer (it makes no images).
@@ -472,12 +474,13 @@ class JobQueue:
         self._completions += 1  # this job's seconds count in the next ETAs
         return job
 
-    async def fail(self, job_id: int, message: str, detail: str = "") -> Job | None:
-        """Record the worker's failure; None when the job was canceled meanwhile. ``detail``
-        (what broke, for moderators) is kept after the member's message: Job.member_error."""
+    async def fail(self, job_id: int, message: str, detail: str = "", lease_token: str | None = None) -> Job | None:
+        """Record the worker's failure; None when the job was canceled meanwhile (or its lease
+        lost, as complete()). ``detail`` (what broke, for moderators) is kept after the
+        member's message: Job.member_error."""
         async with self.db.session() as session, session.begin():
             job = await session.get(Job, job_id)
-            if job is None or job.status != JobStatus.RUNNING:
+            if job is None or job.status != JobStatus.RUNNING or not _holds(job, lease_token):
                 return None
             job.status = JobStatus.FAILED
             job.error = f"{message}{ERROR_DETAIL_MARK}{detail}" if detail else message
@@ -516,34 +519,54 @@ class JobQueue:
         async with self.db.session() as session:
             return list(await session.scalars(query.order_by(Job.id)))
 
-    async def release_interrupted(self, job_id: int, reason: str) -> tuple[Job | None, Recovery]:
-        """A job was running when its worker (or the bot) died: run it again once, then fail it."""
+    async def release_interrupted(
+        self, job_id: int, reason: str, lease_token: str | None = None
+    ) -> tuple[Job | None, Recovery]:
+        """A job was running when its worker (or the bot) died: run it again once, then fail it.
+        ``lease_token``: only while that claim still holds it (a lease that expired)."""
         async with self.db.session() as session, session.begin():
             job = await session.get(Job, job_id)
-            if job is None or job.status != JobStatus.RUNNING:
+            if job is None or job.status != JobStatus.RUNNING or not _holds(job, lease_token):
                 return job, Recovery.UNCHANGED
             if job.attempts < self.settings.max_attempts:
                 # Waiting again, not started: a started_at kept would count its cost against
                 # its member's recent use (the turns) while it waits.
                 job.status, job.started_at = JobStatus.PENDING, None
+                if job.worker_name is not None:
+                    job.worker_name = job.lease_token = None
                 return job, Recovery.REQUEUED
             job.status = JobStatus.FAILED
             job.finished_at = utcnow()
             job.error = f"{reason} It was tried {job.attempts} times and will not be tried again."
             return job, Recovery.FAILED
 
-    async def return_to_queue(self, job_id: int) -> None:
-        """The bot is shutting down mid-job: the job runs again later, and this try is not counted."""
+    async def return_to_queue(self, job_id: int, lease_token: str | None = None) -> None:
+        """The bot (or a separate worker, under ``lease_token``) is shutting down mid-job: the
+        job runs again later, and this try is not counted."""
+        owner = {} if lease_token is None else {"worker_name": None, "lease_token": None}
         async with self.db.session() as session, session.begin():
             await session.execute(
                 update(Job)
-                .where(Job.id == job_id, Job.status == JobStatus.RUNNING)
-                .values(status=JobStatus.PENDING, started_at=None, attempts=Job.attempts - 1)
+                .where(Job.id == job_id, Job.status == JobStatus.RUNNING, *_held(lease_token))
+                .values(status=JobStatus.PENDING, started_at=None, attempts=Job.attempts - 1, **owner)
             )
 
-    async def running_job_ids(self) -> list[int]:
+    async def running_job_ids(self, worker_name: str | None = None) -> list[int]:
+        """The running jobs: all of them, or those a separate worker of this name holds."""
+        query = select(Job.id).where(Job.status == JobStatus.RUNNING)
+        if worker_name is not None:
+            query = query.where(Job.worker_name == worker_name)
         async with self.db.session() as session:
-            return list(await session.scalars(select(Job.id).where(Job.status == JobStatus.RUNNING)))
+            return list(await session.scalars(query))
+
+
+def _held(lease_token: str | None) -> tuple[Any, ...]:
+    """The WHERE clause of a write fenced by a lease token (none without one)."""
+    return () if lease_token is None else (Job.lease_token == lease_token,)
+
+
+def _holds(job: Job, lease_token: str | None) -> bool:
+    return lease_token is None or job.lease_token == lease_token
 
 
 async def _pending_count(session, user_id: int) -> int:  # type: ignore[no-untyped-def]

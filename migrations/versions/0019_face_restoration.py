@@ -4,8 +4,8 @@ defaults for them, and an image's note from the worker ("No faces were found..."
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0018_face_restoration"
-down_revision = "0017_merge"
+revision = "0019_face_restoration"
+down_revision = "0018_workers"
 
 
 def upgrade() -> None:
