@@ -26,6 +26,7 @@ from bot.model_hashes import FileHashes
 from bot.policy import audit, gate
 from bot.request_budget import RequestBudget
 from bot.ui.buttons import DYNAMIC_ITEMS, JobViews
+from inference.common.face_restorer_files import usable_face_restorers
 from bot.ui.remove_button import REMOVAL_ITEMS
 from inference.common import clip_tokens
 
@@ -103,7 +104,7 @@ class SDBot(commands.Bot):
         self.queue = queue
         self.dispatcher = dispatcher
         # The buttons under a job's messages, for the modules below bot.ui that post them.
-        self.job_views = JobViews()
+        self.job_views = JobViews(lambda: usable_face_restorers(self.settings.images.face_restorer_dirs))
         # What the bot may ask of Discord a second, shared by every job's messages.
         self.request_budget = RequestBudget.from_settings(settings.discord)
         self.delivery = DiscordDelivery(self)

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 from bot.image_infotext import rerun_options
+from bot.ui.buttons import JobViews
 from db.models import JobStatus
 from inference.common.infotext import parse_infotext
 from inference.common.protocol import JobKind
@@ -111,6 +112,10 @@ async def test_without_face_models_every_way_is_refused_privately(harness, way):
     assert harness.settings.images.face_restorer_dirs == ("models/GFPGAN", "models/Codeformer")  # none there
     expected = NOT_SET_UP.format(folders="models/GFPGAN, models/Codeformer")
     if way == "button":
+        _, posted = await single_image(harness, alice)
+        assert "Restore faces" not in button_labels(posted)  # nothing to offer
+        # A message posted while the server had its face models, which have gone since.
+        harness.bot.job_views = JobViews(lambda: ("CodeFormer",))
         _, posted = await single_image(harness, alice)
         answer = await alice.click(posted, label="Restore faces")
     elif way == "imagine":

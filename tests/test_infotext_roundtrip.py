@@ -94,8 +94,9 @@ def test_a1111_texts_are_read_as_a1111_reads_them(settings):
     )
     assert again.eta is None
     assert notes == [
+        "Face restoration is not set up on this server: the image is made without it.",
         "Eta `0.7` was left out: this job's sampler does not use it.",
-        "Not kept (this server has no such setting): `Face restoration`, `NGMS`.",
+        "Not kept (this server has no such setting): `NGMS`.",
     ]
     # Unknown names fall back with a note.
     again, notes = rerun_request(base.format(sampler="Euler", rest=", Schedule type: Wobbly, RNG: TPU"), settings)

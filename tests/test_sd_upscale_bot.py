@@ -29,7 +29,7 @@ async def test_the_detailed_upscale_button_redraws_the_image_2x_with_its_prompt(
     assert info["SD upscale upscaler"] == "Lanczos" and "SD upscale overlap" in info
     fields = {field.name: field.value for field in posted.embeds[0].fields}
     assert fields["Workflow"] == "Upscale (detailed) 2x (Lanczos), strength 0.3"
-    assert button_labels(posted) == ["Restore faces", "Remove"]  # A1111's Extras: upscale, then restore
+    assert button_labels(posted) == ["Remove"]  # Restore faces only where the server has face models
 
 
 async def test_upscale_detailed_of_an_upload_reads_its_parameters_or_takes_a_prompt(harness):

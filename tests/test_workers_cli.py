@@ -7,8 +7,10 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
+from alembic.script import ScriptDirectory
+
 from bot import cli
-from db.migrate import upgrade_database
+from db.migrate import alembic_config, upgrade_database
 from db.session import Database
 from tests.worker_processes import worker_config
 
@@ -29,11 +31,14 @@ def sqlite_url(folder: Path) -> str:
 
 
 def test_a_worker_refuses_an_older_schema_naming_the_migration(tmp_path, tiny_model_dir, capsys):
-    migrate_to(sqlite_url(tmp_path), "0017_merge")
+    scripts = ScriptDirectory.from_config(alembic_config(sqlite_url(tmp_path)))
+    head = scripts.get_current_head()
+    older = scripts.get_revision(head).down_revision  # one migration behind the code
+    migrate_to(sqlite_url(tmp_path), older)
     config = worker_config(tmp_path, sqlite_url(tmp_path), tiny_model_dir)
     assert cli.main(["--config", str(config), "worker", "--name", "gpu0"]) == 2
     error = capsys.readouterr().err
-    assert "schema revision 0017_merge" in error and "0018_workers" in error and "sdbot migrate" in error
+    assert f"schema revision {older}" in error and f"needs {head}" in error and "sdbot migrate" in error
     assert "Traceback" not in error
 
 

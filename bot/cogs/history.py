@@ -14,7 +14,7 @@ from bot.cogs.base import BotCog
 from bot.interactions import is_age_restricted
 from bot.errors import ImageUnavailable, NothingToDo
 from bot.jobs.retention import expired_message
-from bot.ui import buttons, description, embeds
+from bot.ui import description, embeds
 from bot.ui.history_page import HISTORY_ITEMS, history_message
 from db.models import Job, JobStatus
 from inference.common.protocol import JobKind
@@ -62,7 +62,7 @@ class History(BotCog):
         await interaction.response.defer(thinking=True, ephemeral=private)
         posting = await shown.posting(path, interaction.filesize_limit, f"job{found.id}")
         extra: dict[str, Any] = posting.file_kwargs()
-        view = buttons.result_view(found)
+        view = self.bot.job_views.result(found)
         if view is not None:
             extra["view"] = view
         await interaction.followup.send(
@@ -80,7 +80,7 @@ class History(BotCog):
         await interaction.followup.send(
             content=f"Job #{found.id} by <@{found.user_id}>, shown by {interaction.user.mention}",
             embed=embed,
-            view=buttons.result_view(found),
+            view=self.bot.job_views.result(found),
             allowed_mentions=discord.AllowedMentions.none(),
             ephemeral=private,
             **posting.file_kwargs(),

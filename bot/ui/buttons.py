@@ -8,7 +8,7 @@ who may not, or on an image that is gone, gets a private message and changes not
 from __future__ import annotations
 
 import re
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 import discord
@@ -236,14 +236,15 @@ def _rows(*rows: list[discord.ui.Item[Any]]) -> discord.ui.View:
     return _view(*(item for row in rows for item in row))
 
 
-def result_view(job: Job) -> discord.ui.View | None:
+def result_view(job: Job, *, restore_faces: bool = True) -> discord.ui.View | None:
     """Under a finished job: U/V per image for a grid, the image workflows for a single image;
-    🗑️ Remove under every result (bot.ui.remove_button).
+    🗑️ Remove under every result (bot.ui.remove_button). ``restore_faces``: whether the bot
+    has a face restorer to offer (without one, its button could only refuse).
 
     An upscale (plain or detailed) has only Restore faces (A1111's Extras order: upscale, then
     restore) and Remove: every other workflow on a 2048 px image would pass the server's limits.
     """
-    if job.kind in (JobKind.UPSCALE, JobKind.SD_UPSCALE) and not job.face_restorer:
+    if job.kind in (JobKind.UPSCALE, JobKind.SD_UPSCALE) and not job.face_restorer and restore_faces:
         return _view(RestoreFacesButton(job.id, 0), RemoveButton(job.id))
     if job.kind in (JobKind.UPSCALE, JobKind.SD_UPSCALE, JobKind.RESTORE_FACES):
         return _view(RemoveButton(job.id))
@@ -256,7 +257,7 @@ def result_view(job: Job) -> discord.ui.View | None:
         # Discord's 5 buttons a row: Reroll remakes the whole plot with a new seed.
         return _view(RerollButton(job.id), RemoveButton(job.id))
     if job.count == 1:
-        return single_image_view(job.id, 0, with_reroll=True)
+        return single_image_view(job.id, 0, with_reroll=True, restore_faces=restore_faces)
     upscales: list[discord.ui.Item[Any]] = [UpscaleButton(job.id, i) for i in range(job.count)]
     variations: list[discord.ui.Item[Any]] = [VariationButton(job.id, i, "strong") for i in range(job.count)]
     return _rows([*upscales, RerollButton(job.id)], [*variations, RemixButton(job.id)], [RemoveButton(job.id)])
@@ -270,8 +271,11 @@ def failed_view(job: Job) -> discord.ui.View | None:
     return None
 
 
-def single_image_view(job_id: int, index: int, *, with_reroll: bool = False) -> discord.ui.View:
-    """Midjourney's buttons under one image, A1111's workflows behind them (5 rows at most)."""
+def single_image_view(
+    job_id: int, index: int, *, with_reroll: bool = False, restore_faces: bool = True
+) -> discord.ui.View:
+    """Midjourney's buttons under one image, A1111's workflows behind them (5 rows at most);
+    Restore faces only where the bot has a face restorer (``restore_faces``)."""
     first: list[discord.ui.Item[Any]] = [
         VariationButton(job_id, index, "subtle", label="Vary (subtle)"),
         VariationButton(job_id, index, "strong", label="Vary (strong)"),
@@ -285,7 +289,7 @@ def single_image_view(job_id: int, index: int, *, with_reroll: bool = False) -> 
             UpscaleImageButton(job_id, index, 2),
             UpscaleImageButton(job_id, index, 4),
             DetailedUpscaleButton(job_id, index),
-            RestoreFacesButton(job_id, index),
+            *([RestoreFacesButton(job_id, index)] if restore_faces else []),
         ],
         [OutpaintButton(job_id, index, "zoom1.5"), OutpaintButton(job_id, index, "zoom2")],
         [
@@ -301,7 +305,15 @@ class JobViews:
     those modules reach the buttons through the bot (bot.client.SDBot.job_views) rather than
     by importing this one."""
 
+    def __init__(self, face_restorers: Callable[[], Sequence[str]]) -> None:
+        # The face restorers members can use now (their weights may be added while the bot runs).
+        self._face_restorers = face_restorers
+
     status = staticmethod(status_view)
-    result = staticmethod(result_view)
     failed = staticmethod(failed_view)
-    single_image = staticmethod(single_image_view)
+
+    def result(self, job: Job) -> discord.ui.View | None:
+        return result_view(job, restore_faces=bool(self._face_restorers()))
+
+    def single_image(self, job_id: int, index: int) -> discord.ui.View:
+        return single_image_view(job_id, index, restore_faces=bool(self._face_restorers()))
