@@ -71,6 +71,7 @@ async def test_queue_lists_positions_and_a_lone_job_of_another_user_goes_next(ha
     text = listing.response.embeds[0].description
     assert "#1 in line" in text and "bob 0" in text
 
+    await alice.slash(harness.channel, "cancel")  # her running job: the next turn now, not in 60 steps
     bob_job = await harness.latest_job(bob.id)
     await harness.wait_for_job(bob_job.id)
     async with harness.db.session() as session:
@@ -212,6 +213,7 @@ async def test_a_result_after_the_interaction_token_expired_arrives_as_a_new_mes
     result = await alice.slash(harness.channel, "imagine", prompt="patient", count=1)
     job = await harness.latest_job()
     await harness.env.advance_time(16 * 60)  # the interaction's 15 minutes are over
+    await alice.slash(harness.channel, "cancel", job=job.id - 1)  # the blocker: her job's turn now
 
     job = await harness.wait_for_job(job.id)
     assert job.status == JobStatus.COMPLETED
@@ -233,6 +235,7 @@ async def test_a_result_larger_than_the_upload_limit_is_sent_smaller(harness):
     async with harness.db.session() as session, session.begin():
         # As if the interaction allowed only 100 KiB, less than the 256 px grid's PNG.
         await session.execute(update(Job).where(Job.id == job.id).values(upload_limit_bytes=LIMIT))
+    await alice.slash(harness.channel, "cancel", job=job.id - 1)  # the blocker: this job's turn now
 
     job = await harness.wait_for_job(job.id)
     sent = harness.message(result.response.id).attachments[0]
