@@ -22,7 +22,6 @@ import torch.nn.functional as F
 import torchvision
 from PIL import Image
 from torch import nn
-from torchvision.models._utils import IntermediateLayerGetter
 
 # facexlib's cfg_re50: anchors per level, the levels' strides, the box encoding's variances.
 MIN_SIZES = ((16, 32), (64, 128), (256, 512))
@@ -113,13 +112,33 @@ class _Head(nn.Module):
         return out.reshape(out.shape[0], -1, self.values)
 
 
+class _ResNetBody(nn.ModuleDict):
+    """ResNet-50's modules up to layer4, under their own names (facexlib's weights name them
+    body.conv1, body.layer1...), giving the outputs of layers 2, 3 and 4: what facexlib
+    builds with torchvision's IntermediateLayerGetter, a private torchvision name."""
+
+    OUTPUTS = ("layer2", "layer3", "layer4")
+
+    def __init__(self, backbone: nn.Module) -> None:
+        names = [name for name, _ in backbone.named_children()]
+        super().__init__({name: getattr(backbone, name) for name in names[: names.index(self.OUTPUTS[-1]) + 1]})
+
+    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
+        outputs = []
+        for name, module in self.items():
+            x = module(x)
+            if name in self.OUTPUTS:
+                outputs.append(x)
+        return outputs
+
+
 class RetinaFace(nn.Module):
     """The network: ResNet-50 body (layers 2-4), FPN, three SSH modules, three heads per level."""
 
     def __init__(self) -> None:
         super().__init__()
         backbone = torchvision.models.resnet50(weights=None)
-        self.body = IntermediateLayerGetter(backbone, {"layer2": 1, "layer3": 2, "layer4": 3})
+        self.body = _ResNetBody(backbone)
         out_channels = 256
         self.fpn = FPN([512, 1024, 2048], out_channels)
         self.ssh1 = SSH(out_channels, out_channels)
@@ -133,7 +152,7 @@ class RetinaFace(nn.Module):
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """(box offsets, face probabilities, landmark offsets) per prior, for a BGR batch
         with the means subtracted."""
-        levels = self.fpn(list(self.body(x).values()))
+        levels = self.fpn(self.body(x))
         features = [self.ssh1(levels[0]), self.ssh2(levels[1]), self.ssh3(levels[2])]
         boxes = torch.cat([head(f) for head, f in zip(self.BboxHead, features)], dim=1)
         classes = torch.cat([head(f) for head, f in zip(self.ClassHead, features)], dim=1)
