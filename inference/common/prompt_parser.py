@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import functools
 import re
+from collections.abc import Iterator
 
 import lark
 
@@ -306,6 +307,18 @@ _SIMPLE_GROUP = re.compile(r"\[[^][()\\]*\]")
 _WHEN = re.compile(r"\s*([+-]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][+-]?\d+)?)\s*")
 
 
+def _unescaped(prompt: str) -> Iterator[tuple[int, str]]:
+    """The prompt's characters with their index, less those a backslash escapes (and the
+    backslash), as the grammar's plain text reads them."""
+    index = 0
+    while index < len(prompt):
+        if prompt[index] == "\\":
+            index += 2
+            continue
+        yield index, prompt[index]
+        index += 1
+
+
 def reads_by_groups(prompt: str) -> bool:
     """Whether each top-level "[...]" group may be read alone, as the grammar reads it within
     the whole prompt: brackets and parentheses nest properly (escapes aside) and, between the
@@ -314,18 +327,12 @@ def reads_by_groups(prompt: str) -> bool:
     "[a:b:3]::"). Fuzzing thousands of prompts against A1111's whole-prompt parse found no
     difference under this rule (tests/test_prompt_parser.py); outside it, hundreds."""
     opened: list[str] = []
-    index = 0
-    while index < len(prompt):
-        char = prompt[index]
-        if char == "\\":
-            index += 2
-            continue
+    for _, char in _unescaped(prompt):
         if char in "([":
             opened.append(char)
         elif char in ")]":
             if not opened or opened.pop() != _OPENER_OF[char]:
                 return False
-        index += 1
     if opened:
         return False
     pieces = bracket_groups(prompt)
@@ -376,17 +383,11 @@ def bracket_groups(prompt: str) -> list[tuple[bool, str]]:
     """
     closing: dict[int, int] = {}
     opened: list[int] = []
-    index = 0
-    while index < len(prompt):
-        char = prompt[index]
-        if char == "\\":
-            index += 2
-            continue
+    for index, char in _unescaped(prompt):
         if char == "[":
             opened.append(index)
         elif char == "]" and opened:
             closing[opened.pop()] = index
-        index += 1
     pieces: list[tuple[bool, str]] = []
     start = 0
     for opening in sorted(closing):
