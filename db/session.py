@@ -23,6 +23,11 @@ POOL_SIZE = 64  # SQLite connections kept open: more than a burst of 50 commands
 BUSY_TIMEOUT_S = 5.0  # how long a write waits for another writer before "database is locked"
 POSTGRES_POOL_SIZE = 10  # each is a server process; PostgreSQL serves 100 in all by default
 CONNECT_TIMEOUT_S = 10.0  # a server that does not answer: asyncpg would wait 60 s
+# A PostgreSQL session that leaves a transaction open this long is a client that froze (a
+# worker stopped or swapped out mid-transaction): the server ends it, so that the job rows it
+# had locked go back to the others (a lease that expires must be released; it waited forever
+# on the frozen worker's lock). Our transactions last milliseconds.
+IDLE_IN_TRANSACTION_TIMEOUT_S = 15
 SUPPORTED_URLS = "sqlite+aiosqlite:///path/to/file.sqlite3 or postgresql+asyncpg://user:password@host:5432/name"
 
 
@@ -62,7 +67,10 @@ def create_engine(url: str) -> AsyncEngine:
         try:
             return create_async_engine(
                 url, pool_size=POSTGRES_POOL_SIZE, max_overflow=POSTGRES_POOL_SIZE, pool_pre_ping=True,
-                connect_args={"timeout": CONNECT_TIMEOUT_S},
+                connect_args={
+                    "timeout": CONNECT_TIMEOUT_S,
+                    "server_settings": {"idle_in_transaction_session_timeout": f"{IDLE_IN_TRANSACTION_TIMEOUT_S}s"},
+                },
             )
         except (NoSuchModuleError, ImportError):
             raise DatabaseUnavailable(

@@ -86,3 +86,53 @@ async def test_a_batch_being_claimed_hides_only_its_own_jobs_from_other_claimers
     ids_a, ids_b = [job.id for job in batch_a_jobs], [job.id for job in batch_b]
     assert len(ids_b) == 4 and len(ids_a) == 4, (ids_a, ids_b)
     assert not set(ids_a) & set(ids_b)
+
+
+@pytest.mark.parametrize("backend", ["postgresql"], indirect=True)
+async def test_a_claim_beside_another_takes_the_next_members_job_not_a_second_turn(database):
+    """Member 1 waits with two jobs, member 2 with one, none has used the GPU. Claimer A takes
+    member 1's first job and holds it locked (mid-batch); claimer B, claiming meanwhile, skips
+    the locked row: the next turn is member 2's, not member 1's second job (by start tag, not by
+    member's use alone)."""
+    settings = QueueSettings(max_pending_per_user=JOBS_PER_MEMBER)
+    queue = JobQueue(database, settings)
+    first_of_1 = await queue.enqueue(params("m1-0"), Requester(user_id=1, user_name="member1"))
+    second_of_1 = await queue.enqueue(params("m1-1"), Requester(user_id=1, user_name="member1"))
+    only_of_2 = await queue.enqueue(params("m2-0"), Requester(user_id=2, user_name="member2"))
+    first, second = Database(database.url), Database(database.url)
+    claimer_a, claimer_b = JobQueue(first, settings), JobQueue(second, settings)
+    holding, go_on = asyncio.Event(), asyncio.Event()
+    recent_usage = claimer_a._recent_usage
+
+    async def paused(session, now):  # type: ignore[no-untyped-def]
+        holding.set()
+        await go_on.wait()
+        return await recent_usage(session, now)
+
+    claimer_a._recent_usage = paused  # type: ignore[method-assign]
+    try:
+        batch_a = asyncio.create_task(claimer_a.claim_batch(4))
+        await asyncio.wait_for(holding.wait(), 30)
+        taken_by_b = await asyncio.wait_for(claimer_b.claim_next(), 30)
+        go_on.set()
+        taken_by_a = await batch_a
+    finally:
+        go_on.set()
+        await first.close()
+        await second.close()
+    assert taken_by_b is not None and taken_by_b.id == only_of_2.id, taken_by_b
+    assert [job.id for job in taken_by_a] == [first_of_1.id, second_of_1.id]
+
+
+@pytest.mark.parametrize("backend", ["postgresql"], indirect=True)
+async def test_a_session_frozen_mid_transaction_is_ended_by_the_server(database):
+    """A worker frozen (SIGSTOP, swapped out) inside a transaction would hold its job rows
+    locked, and the lease expiry that hands them to another worker would wait on it forever:
+    the server ends such a session (db.session.IDLE_IN_TRANSACTION_TIMEOUT_S)."""
+    from sqlalchemy import text
+
+    from db.session import IDLE_IN_TRANSACTION_TIMEOUT_S
+
+    async with database.session() as session:
+        setting = await session.scalar(text("SHOW idle_in_transaction_session_timeout"))
+    assert setting == f"{IDLE_IN_TRANSACTION_TIMEOUT_S}s"

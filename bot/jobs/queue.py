@@ -11,7 +11,7 @@ usage_window_hours, the running ones included), and is that member's oldest pend
 go to the oldest job. One member's twenty jobs therefore interleave with everyone else's, and
 a member with huge jobs gets their share of the GPU rather than a turn as long as anyone's.
 Seen ahead, a waiting job runs in the order of its "start tag": its member's recent use plus
-the cost of their jobs waiting before it (fair_order; start-time fair queuing).
+the cost of their jobs waiting before it (bot.jobs.fairness; start-time fair queuing).
 """
 
 from __future__ import annotations
@@ -28,13 +28,14 @@ from typing import Any
 from sqlalchemy import func, select, update
 from sqlalchemy.dialects.postgresql import insert as postgresql_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
-from sqlalchemy.orm import aliased, selectinload
+from sqlalchemy.orm import selectinload
 from sqlalchemy.orm.attributes import set_committed_value
 
 from bot.config import QueueSettings
 from bot.errors import JobNotFound, QueueFull, TooCostly
 from bot.jobs.cost import cost_refusal, job_cost
 from bot.jobs.params import JobParameters
+from bot.jobs.fairness import fair_order, fairest_pending, recent_use, usage_since
 from bot.jobs.job_rows import generate_request, job_columns
 from bot.jobs.privacy import PrivacyIndex
 from db.base import Base, utcnow
@@ -59,13 +60,6 @@ def _member_row(dialect: str, user_id: int, name: str, **columns: Any):  # type:
     values = {"name": name, **columns}
     insert = _UPSERTS[dialect]
     return insert(User).values(id=user_id, **values).on_conflict_do_update(index_elements=[User.id], set_=values)
-
-
-_pending_members = select(Job.user_id).where(Job.status == JobStatus.PENDING)
-# The claim picks among the waiting jobs (_Waiting) by the sum of each one's member's recent
-# costs (_Used); both are aliases, so neither is taken for the row the UPDATE changes.
-_Waiting = aliased(Job)
-_Used = aliased(Job)
 
 
 @dataclass(frozen=True)
@@ -275,21 +269,7 @@ class JobQueue:
         needs none: it has one writer at a time (db.session.WriteTurn).
 
         A separate worker (``worker``) takes only what it can load (bot.jobs.routing)."""
-        # Each waiting job by its member's recent use, summed from the index on (user_id,
-        # started_at, cost); a member's oldest job comes first among theirs.
-        used = (
-            select(func.coalesce(func.sum(_Used.cost), 0.0))
-            .where(_Used.user_id == _Waiting.user_id, _Used.started_at >= self._usage_since(now))
-            .scalar_subquery()
-        )
-        fairest = (
-            select(_Waiting.id)
-            .where(_Waiting.status == JobStatus.PENDING, *routable(_Waiting, worker, now))
-            .order_by(used, _Waiting.id)
-            .limit(1)
-            .with_for_update(skip_locked=True)
-            .scalar_subquery()
-        )
+        fairest = fairest_pending(self._usage_since(now), lambda model: routable(model, worker, now))
         job = await self._claim(session, fairest, now, owner)
         if job is None:
             return None, False
@@ -297,7 +277,7 @@ class JobQueue:
         return job, another is not None
 
     def _usage_since(self, now: datetime) -> datetime:
-        return now - timedelta(hours=self.settings.usage_window_hours)
+        return usage_since(now, self.settings.usage_window_hours)
 
     @staticmethod
     async def _claim(session, job_id: Any, now: datetime, owner: dict[str, Any]) -> Job | None:  # type: ignore[no-untyped-def]
@@ -313,14 +293,8 @@ class JobQueue:
         )
 
     async def _recent_usage(self, session, now: datetime) -> dict[int, float]:  # type: ignore[no-untyped-def]
-        """Each waiting member's GPU time (cost) of the usage window; a member absent used none.
-        Only waiting members are read: the scheduler never needs anyone else's history."""
-        query = (
-            select(Job.user_id, func.sum(Job.cost))
-            .where(Job.user_id.in_(_pending_members), Job.started_at >= self._usage_since(now))
-            .group_by(Job.user_id)
-        )
-        return dict((await session.execute(query)).all())
+        """Each waiting member's GPU time (cost) of the usage window; a member absent used none."""
+        return dict((await session.execute(recent_use(self._usage_since(now)))).all())
 
     async def active_entries(
         self,
@@ -603,20 +577,3 @@ def _schedule(rows, usage: dict[int, float], seconds_per_unit: float):  # type: 
 def _remaining_seconds(row, seconds_per_unit: float) -> float:  # type: ignore[no-untyped-def]
     started = row.started_at or utcnow()
     return max(0.0, row.cost * seconds_per_unit - (utcnow() - started).total_seconds())
-
-
-def fair_order(pending: list[Job], usage: dict[int, float]) -> list[Job]:
-    """The order claim_next will pick these jobs in, if nothing else arrives.
-
-    Each claim takes the oldest job of the member who used the least GPU time, and adds its
-    cost to their use; so a job runs in the order of its start tag, its member's use (from
-    ``usage``, the window's) plus the cost of their jobs waiting before it, ties to the oldest.
-    Mirrors the ORDER BY of claim_next.
-    """
-    used = dict(usage)
-    tagged = []
-    for job in sorted(pending, key=lambda j: j.id):
-        start = used.get(job.user_id, 0.0)
-        tagged.append((start, job.id, job))
-        used[job.user_id] = start + job.cost
-    return [job for _, _, job in sorted(tagged, key=lambda tag: tag[:2])]

@@ -31,10 +31,10 @@ def model_list(names: Collection[str]) -> str:
     return "".join(f"|{name}|" for name in sorted(names))
 
 
-def routable(waiting: Any, worker: ClaimingWorker | None, now: datetime) -> tuple[Any, ...]:
+def routable(model: Any, worker: ClaimingWorker | None, now: datetime) -> tuple[Any, ...]:
     """What a separate worker may claim: a job whose model it can load, and, when it has not
     loaded that model, only if no other free live worker has (that one runs it without a load).
-    ``waiting``: the claim's alias of the jobs table."""
+    ``model``: the waiting job's model column, as the claim's query names it."""
     if worker is None:
         return ()
     loaded_elsewhere = exists().where(
@@ -42,6 +42,6 @@ def routable(waiting: Any, worker: ClaimingWorker | None, now: datetime) -> tupl
         Worker.current_job_id.is_(None),
         Worker.stopped_at.is_(None),
         Worker.heartbeat_at >= now - timedelta(seconds=worker.lease_timeout_s),
-        Worker.models_loaded.like(literal("%|").concat(waiting.model).concat("|%")),
+        Worker.models_loaded.like(literal("%|").concat(model).concat("|%")),
     )
-    return (waiting.model.in_(worker.loadable), or_(waiting.model.in_(worker.loaded), ~loaded_elsewhere))
+    return (model.in_(worker.loadable), or_(model.in_(worker.loaded), ~loaded_elsewhere))
