@@ -180,6 +180,9 @@ class KDenoiser:
             raise ValueError(f"cannot sample a {model.prediction_type!r} model over sigmas")
         self.model = model
         self.unet = model.unet
+        # diffusers' ModelMixin.dtype walks every parameter: read once, not at every step
+        # (it was a few ms a step of the worker's time around the UNet).
+        self.unet_dtype = model.unet.dtype
         self.table = model.table
         self.jobs = tuple(model.jobs)
         self.v_prediction = model.prediction_type == "v_prediction"
@@ -235,7 +238,7 @@ class KDenoiser:
             for (cond, uncond), (_, images) in zip(in_force, self.jobs):
                 conds.append(cond.repeat(images, 1, 1))
                 unconds.append(uncond.expand(images, -1, -1))
-            self.embeds = torch.cat(conds + unconds).to(device=device, dtype=self.unet.dtype)
+            self.embeds = torch.cat(conds + unconds).to(device=device, dtype=self.unet_dtype)
             self.embeds_key = key
             self.added = self._added_conditioning(step, device)
         return self.embeds
@@ -254,7 +257,7 @@ class KDenoiser:
             cond_rows += cond.shape[0] * images
             images_total += images
         time_ids = torch.cat([cond_ids.expand(cond_rows, -1), uncond_ids.expand(images_total, -1)])
-        dtype = self.unet.dtype
+        dtype = self.unet_dtype
         return {
             "text_embeds": torch.cat(pooled_conds + pooled_unconds).to(device=device, dtype=dtype),
             "time_ids": time_ids.to(device=device, dtype=dtype),
@@ -281,7 +284,7 @@ class KDenoiser:
             rows_cond = image_cond if self.plain else image_cond[self.cond_sources]
             unet_in = torch.cat([unet_in, torch.cat([rows_cond, image_cond])], dim=1)
         out = self.unet(
-            unet_in.to(self.unet.dtype),
+            unet_in.to(self.unet_dtype),
             self.table.sigma_to_t(sigma_in),
             encoder_hidden_states=embeds,
             **({} if self.added is None else {"added_cond_kwargs": self.added}),

@@ -13,6 +13,9 @@ from tests.harness import SINGLE_IMAGE_BUTTONS, attachment_image, button_labels,
 
 LIMIT = 100 * 1024
 SLOW = {"steps": 60, "count": 4, "width": 128, "height": 128}  # long enough to act while it runs
+# A blocker that runs to its end again (handed back, re-queued): still long enough to act while
+# it runs, an eighth of SLOW's work to run twice.
+RERUN = {"steps": 60, "count": 2, "width": 64, "height": 64}
 
 
 async def wait_running(harness, job_id: int) -> Job:
@@ -86,7 +89,7 @@ async def test_queue_lists_positions_and_a_lone_job_of_another_user_goes_next(ha
 
 async def test_waiting_messages_show_their_new_place_when_the_queue_moves(harness):
     alice = harness.member("alice")
-    await alice.slash(harness.channel, "imagine", prompt="first", **SLOW)
+    await alice.slash(harness.channel, "imagine", prompt="first", **RERUN)
     await wait_running(harness, (await harness.latest_job()).id)
     await alice.slash(harness.channel, "imagine", prompt="second", count=1)
     third = await alice.slash(harness.channel, "imagine", prompt="third", count=1)
@@ -124,7 +127,7 @@ async def test_a_click_after_a_restart_still_works(harness):
 
 async def test_jobs_pending_at_shutdown_complete_after_the_restart(harness):
     alice, bob = harness.member("alice"), harness.member("bob")
-    await alice.slash(harness.channel, "imagine", prompt="first", **SLOW)
+    await alice.slash(harness.channel, "imagine", prompt="first", **RERUN)
     await wait_running(harness, (await harness.latest_job()).id)
     await alice.slash(harness.channel, "imagine", prompt="second", count=1)
     await bob.slash(harness.channel, "imagine", prompt="third", count=1)
@@ -148,7 +151,7 @@ async def test_jobs_pending_at_shutdown_complete_after_the_restart(harness):
 @pytest.mark.allow_error_logs  # the dispatcher logs the worker's death at ERROR
 async def test_a_killed_worker_requeues_its_job_tells_the_user_and_serves_the_next(harness):
     alice = harness.member("alice")
-    result = await alice.slash(harness.channel, "imagine", prompt="doomed once", **SLOW)
+    result = await alice.slash(harness.channel, "imagine", prompt="doomed once", **RERUN)
     job = await wait_running(harness, (await harness.latest_job()).id)
     await alice.slash(harness.channel, "imagine", prompt="next in line", count=1)
 
