@@ -65,14 +65,14 @@ async def test_a_batch_being_claimed_hides_only_its_own_jobs_from_other_claimers
     first, second = Database(database.url), Database(database.url)
     claimer_a, claimer_b = JobQueue(first, settings), JobQueue(second, settings)
     riders_read, go_on = asyncio.Event(), asyncio.Event()
-    recent_usage = claimer_a._recent_usage
+    riders = claimer_a._riders_in_fair_order
 
-    async def paused(session, now):  # type: ignore[no-untyped-def]
+    async def paused(session, now, first, room):  # type: ignore[no-untyped-def]
         riders_read.set()
         await go_on.wait()
-        return await recent_usage(session, now)
+        return await riders(session, now, first, room)
 
-    claimer_a._recent_usage = paused  # type: ignore[method-assign]
+    claimer_a._riders_in_fair_order = paused  # type: ignore[method-assign]
     try:
         batch_a = asyncio.create_task(claimer_a.claim_batch(4))
         await asyncio.wait_for(riders_read.wait(), 30)
@@ -102,14 +102,14 @@ async def test_a_claim_beside_another_takes_the_next_members_job_not_a_second_tu
     first, second = Database(database.url), Database(database.url)
     claimer_a, claimer_b = JobQueue(first, settings), JobQueue(second, settings)
     holding, go_on = asyncio.Event(), asyncio.Event()
-    recent_usage = claimer_a._recent_usage
+    riders = claimer_a._riders_in_fair_order
 
-    async def paused(session, now):  # type: ignore[no-untyped-def]
+    async def paused(session, now, first, room):  # type: ignore[no-untyped-def]
         holding.set()
         await go_on.wait()
-        return await recent_usage(session, now)
+        return await riders(session, now, first, room)
 
-    claimer_a._recent_usage = paused  # type: ignore[method-assign]
+    claimer_a._riders_in_fair_order = paused  # type: ignore[method-assign]
     try:
         batch_a = asyncio.create_task(claimer_a.claim_batch(4))
         await asyncio.wait_for(holding.wait(), 30)

@@ -55,36 +55,53 @@ def recent_use(since: datetime) -> Any:
     )
 
 
-def fairest_pending(since: datetime, route: Callable[[Any], Sequence[Any]] = lambda model: ()) -> Any:
-    """A subquery naming the waiting job with the lowest start tag, locked (PostgreSQL: FOR
-    UPDATE SKIP LOCKED, so claimers at once each take a different job and none waits on
-    another). ``route(model)``: conditions on a waiting job's model that narrow whom it is for
-    (a worker's routing); the tags count every waiting job all the same.
-
-    Built so that no plan can make it slow, whatever the planner believes of the table (a
-    burst of jobs leaves its statistics saying that a few wait: the join of an earlier form was
-    then planned to recompute every tag once per waiting job, minutes with 10,000 waiting).
-    The tags come from one sort, without a join: each member's recent jobs and waiting jobs
-    in one list, summed in order (a window), so a waiting job's running sum is its member's
-    use plus what they wait with before it. The best CANDIDATES of them are computed once (a
-    materialized CTE) and only those are locked in order."""
+def _tags(since: datetime, pending_conditions: Sequence[Any]) -> Any:
+    """Each waiting job (narrowed by ``pending_conditions`` on pending_alias()) with its start
+    tag, from one sort without a join: each member's recent jobs and waiting jobs in one list,
+    summed in order (a window), so that a waiting job's running sum is its member's use plus
+    what they wait with before it. (A join of the waiting jobs to each member's use was
+    planned, on the statistics a burst of jobs leaves (a few waiting, they say), to recompute
+    every tag once per waiting job: minutes with 10,000 waiting.)"""
     recent = select(
         literal_column("NULL").label("id"), _Used.user_id, _Used.cost, literal_column("NULL").label("model"),
         literal(0).label("waiting"),
     ).where(_Used.user_id.in_(_waiting_members()), _Used.started_at >= since)
     pending = select(
         _Pending.id, _Pending.user_id, _Pending.cost, _Pending.model, literal(1).label("waiting"),
-    ).where(_Pending.status == JobStatus.PENDING)
+    ).where(_Pending.status == JobStatus.PENDING, *pending_conditions)
     rows = union_all(pending, recent).subquery("member_rows")
     running_sum = func.sum(rows.c.cost).over(
         partition_by=rows.c.user_id, order_by=(rows.c.waiting, rows.c.id), rows=(None, 0)
     )
-    tags = select(rows.c.id, rows.c.model, rows.c.waiting, (running_sum - rows.c.cost).label("tag")).subquery("tags")
-    candidates = (
+    return select(rows.c.id, rows.c.model, rows.c.waiting, (running_sum - rows.c.cost).label("tag")).subquery("tags")
+
+
+def in_fair_order(
+    since: datetime, limit: int, pending_conditions: Sequence[Any] = (),
+    route: Callable[[Any], Sequence[Any]] = lambda model: (),
+) -> Any:
+    """The first ``limit`` waiting jobs by start tag (id, tag), not locked. ``pending_conditions``
+    (on pending_alias()) choose the waiting jobs that are counted and returned (a batch's
+    riders: those that may share its pass); ``route(model)`` only which are returned."""
+    tags = _tags(since, pending_conditions)
+    return (
         select(tags.c.id, tags.c.tag)
         .where(tags.c.waiting == 1, *route(tags.c.model))
         .order_by(tags.c.tag, tags.c.id)
-        .limit(CANDIDATES)
+        .limit(limit)
+    )
+
+
+def fairest_pending(since: datetime, route: Callable[[Any], Sequence[Any]] = lambda model: ()) -> Any:
+    """A subquery naming the waiting job with the lowest start tag, locked (PostgreSQL: FOR
+    UPDATE SKIP LOCKED, so claimers at once each take a different job and none waits on
+    another). ``route(model)``: conditions on a waiting job's model that narrow whom it is for
+    (a worker's routing); the tags count every waiting job all the same.
+
+    The best CANDIDATES are computed once (a materialized CTE, whatever the planner believes
+    of the table) and only those are locked, in order."""
+    candidates = (
+        in_fair_order(since, CANDIDATES, route=route)
         .cte("candidates")
         .prefix_with("MATERIALIZED", dialect="postgresql")
     )
@@ -97,6 +114,11 @@ def fairest_pending(since: datetime, route: Callable[[Any], Sequence[Any]] = lam
         .with_for_update(of=_Waiting, skip_locked=True)
         .scalar_subquery()
     )
+
+
+def pending_alias() -> Any:
+    """The waiting job as in_fair_order's ``pending_conditions`` name it."""
+    return _Pending
 
 
 def fair_order(pending: Sequence[Any], usage: dict[int, float]) -> list[Any]:

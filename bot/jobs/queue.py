@@ -35,17 +35,20 @@ from bot.config import QueueSettings
 from bot.errors import JobNotFound, QueueFull, TooCostly
 from bot.jobs.cost import cost_refusal, job_cost
 from bot.jobs.params import JobParameters
-from bot.jobs.fairness import fair_order, fairest_pending, recent_use, usage_since
+from bot.jobs.fairness import fair_order, fairest_pending, in_fair_order, pending_alias, recent_use, usage_since
 from bot.jobs.job_rows import generate_request, job_columns
 from bot.jobs.privacy import PrivacyIndex
 from db.base import Base, utcnow
-from bot.jobs.riders import nearest_members, rider_conditions
+from bot.jobs.riders import rider_conditions
 from bot.jobs.routing import ClaimingWorker, routable
 from db.models import ACTIVE_STATUSES, ERROR_DETAIL_MARK, Image, Job, JobStatus, User, Worker
 from db.session import Database
 from inference.common.batch_keys import batch_key
 from inference.common.protocol import JobCompleted
 
+# A batch claim reads this many riders more than it has room for: those other claimers hold
+# (mid-claim, a batch each) are passed over.
+RIDERS_PASSED_OVER = 32
 _CLAIMED_MEANWHILE = object()  # entry(): the job left the waiting list between two reads
 _PACE_EXPIRY_S = 60.0
 
@@ -226,23 +229,13 @@ class JobQueue:
             room = max_images - first.count
             if key is None or room <= 0 or not others_wait:
                 return batch
-            # Not locked here: locking every compatible job would hide them all from the other
-            # claimers until this one commits. Each rider is locked as it is claimed, below.
-            compatible = rider_conditions(first, room)
-            firsts = (await session.execute(select(Job.user_id, func.min(Job.id)).where(*compatible).group_by(Job.user_id))).all()
-            if not firsts:
-                return batch
-            # Read after the first claim, so its cost counts: its member has just had a turn.
-            usage = await self._recent_usage(session, now)
-            nearest = nearest_members(firsts, usage, room)
-            candidates = (await session.execute(
-                select(Job.id, Job.user_id, Job.count, Job.cost).where(*compatible, Job.user_id.in_(nearest))
-            )).all()
-            for candidate in fair_order(candidates, usage):
-                if candidate.count > room:
-                    continue
-                job = await session.get(Job, candidate.id)
-                if job is None or batch_key(generate_request(job)) != key:
+            rider_ids = await self._riders_in_fair_order(session, now, first, room)
+            # One read for them all; those other claimers took meanwhile are no longer waiting.
+            waiting = {job.id: job for job in await session.scalars(
+                select(Job).where(Job.id.in_(rider_ids), Job.status == JobStatus.PENDING)
+            )}
+            for job in (waiting[rider_id] for rider_id in rider_ids if rider_id in waiting):
+                if job.count > room or batch_key(generate_request(job)) != key:
                     continue
                 # A microsecond apart, in claim order: "started first" stays the fair order.
                 started = now + timedelta(microseconds=len(batch))
@@ -255,6 +248,16 @@ class JobQueue:
                     if room <= 0:
                         break
         return batch
+
+    async def _riders_in_fair_order(self, session, now: datetime, first: Job, room: int) -> list[int]:  # type: ignore[no-untyped-def]
+        """The waiting jobs that may share ``first``'s pass, in fair order as if each were
+        claimed next; more than ``room`` can take, for those passed over (too big for the room
+        left, or held by another claimer). Read after the first claim, so that its
+        cost counts: its member has just had a turn. Not locked here: locking every compatible
+        job would hide them all from the other claimers until this one commits; each rider is
+        locked as it is claimed."""
+        query = in_fair_order(self._usage_since(now), room + RIDERS_PASSED_OVER, rider_conditions(pending_alias(), first, room))
+        return list(await session.scalars(query))
 
     async def _claim_fairest(  # type: ignore[no-untyped-def]
         self, session, now: datetime, worker: ClaimingWorker | None, owner: dict[str, Any]
