@@ -161,7 +161,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     import torch
 
     from inference.generate import generate
-    from inference.jobs import JobRunner, ProgressReporter
+    from inference.jobs import JobRunner
+    from inference.progress import ProgressReporter
     from inference.models import resolve_device, resolve_dtype
     from inference.common.protocol import GenerateRequest, JobCompleted, JobKind
 
