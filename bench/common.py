@@ -146,6 +146,53 @@ class PeakMemory:
         return peak_rss_bytes()
 
 
+def time_paths(
+    calls: dict[str, Callable[[], Any]], repeats: int, memory: PeakMemory, *, warm_up: bool
+) -> tuple[dict[str, list[float]], dict[str, int], dict[str, Any]]:
+    """Each path's seconds per call, its peak memory, and its last result.
+
+    The paths take turns within each repeat, so a machine that slows down or speeds up while
+    the benchmark runs shifts every path alike instead of the one measured last. ``warm_up``
+    calls each path once first (kernels are chosen and the allocator grows on a first call).
+    """
+    if warm_up:
+        for call in calls.values():
+            call()
+    timings: dict[str, list[float]] = {path: [] for path in calls}
+    peaks = dict.fromkeys(calls, 0)
+    outputs: dict[str, Any] = {}
+    for _ in range(repeats):
+        for path, call in calls.items():
+            memory.start()
+            seconds, outputs[path] = timed(call)
+            timings[path].append(seconds)
+            peaks[path] = max(peaks[path], memory.peak())
+    return timings, peaks, outputs
+
+
+def against_baseline(
+    timings: dict[str, list[float]],
+    peaks: dict[str, int],
+    ratio_key: str,
+    extra: Callable[[dict[str, float]], dict[str, Any]] = lambda stats: {},
+) -> tuple[dict[str, dict[str, Any]], dict[str, float]]:
+    """Each path's JSON entry (seconds, ``extra``, peak MiB, its median over the first path's,
+    the baseline's, under ``ratio_key``) and each path's median seconds, unrounded for the table."""
+    baseline = percentile(next(iter(timings.values())), 0.5)
+    results: dict[str, dict[str, Any]] = {}
+    medians: dict[str, float] = {}
+    for path, seconds in timings.items():
+        stats = summary(seconds)
+        medians[path] = stats["p50"]
+        results[path] = {
+            "seconds": scaled(stats, 1, 4),
+            **extra(stats),
+            "peak_memory_mib": mib(peaks[path]),
+            ratio_key: round(stats["p50"] / baseline, 3),
+        }
+    return results, medians
+
+
 def max_pixel_difference(one: Any, other: Any) -> int:
     """The largest difference, in 8-bit levels, between two images (PIL images or uint8
     arrays of the same shape)."""
@@ -280,6 +327,29 @@ def base_parser(name: str, description: str, *, default_device: str = "cpu") -> 
         "--output-dir", type=Path, default=RESULTS_DIR, help="where the JSON goes (default bench/results)"
     )
     return parser
+
+
+def fill_device_defaults(args: argparse.Namespace, *, cuda_repeats: int, cpu_repeats: int) -> bool:
+    """Fill in ``--dtype`` and ``--repeats`` where they were left out; whether the run is on a GPU.
+
+    Half precision and more repeats on a GPU, where a call is quick; float32 and few repeats on
+    the CPU, where half precision is slow or missing and one call can take minutes.
+    """
+    cuda = args.device.startswith("cuda")
+    args.dtype = args.dtype or ("float16" if cuda else "float32")
+    args.repeats = args.repeats or (cuda_repeats if cuda else cpu_repeats)
+    return cuda
+
+
+def torch_device(args: argparse.Namespace) -> tuple[Any, Any]:
+    """(torch.device, torch.dtype) from ``--device`` and ``--dtype``, as the worker resolves them.
+
+    Imported here, not at the top, so that benchmarks without a model never import torch.
+    """
+    from inference.models import resolve_device, resolve_dtype
+
+    device = resolve_device(args.device)
+    return device, resolve_dtype(args.dtype, device)
 
 
 def device_label(device: str) -> str:

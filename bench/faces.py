@@ -34,9 +34,7 @@ def parse_args(argv: list[str] | None):
     parser.add_argument("--dtype", help="float16, bfloat16 or float32 (default: float16 on cuda, float32 on cpu)")
     parser.add_argument("--repeats", type=int, help="timed calls per path (default 5 on cuda, 1 on cpu)")
     args = parser.parse_args(argv)
-    cuda = args.device.startswith("cuda")
-    args.dtype = args.dtype or ("float16" if cuda else "float32")
-    args.repeats = args.repeats or (5 if cuda else 1)
+    common.fill_device_defaults(args, cuda_repeats=5, cpu_repeats=1)
     return args
 
 
@@ -49,11 +47,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     from inference.common.protocol import RestoreFacesOptions
     from inference.faces import retinaface
     from inference.faces.restore import FaceRestorers
-    from inference.models import resolve_device, resolve_dtype
     from tests.face_fixtures import write_face_models
 
-    device = resolve_device(args.device)
-    dtype = resolve_dtype(args.dtype, device)
+    device, dtype = common.torch_device(args)
     folder = tempfile.TemporaryDirectory(prefix="sdbot-bench-faces-")
     names = RESTORERS if args.restorer == "both" else (args.restorer,)
     dirs = write_face_models(Path(folder.name), restorers=names, detection_scale=args.size / retinaface.DETECTION_SIDE)
@@ -86,29 +82,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             "detect": lambda: synced(retinaface.detect_faces(detector, image)),
             "restore": lambda: restorers.restore(image, options),
         }
-        if device.type == "cuda":
-            for path in PATHS:
-                calls[path]()
-        timings: dict[str, list[float]] = {path: [] for path in PATHS}
-        peaks = dict.fromkeys(PATHS, 0)
-        for _ in range(args.repeats):
-            for path in PATHS:
-                memory.start()
-                seconds, outcome = common.timed(calls[path])
-                timings[path].append(seconds)
-                peaks[path] = max(peaks[path], memory.peak())
-                if path == "restore":
-                    assert outcome.faces == 1, "the planted detector finds one face"
-        bare_median = common.percentile(timings["bare"], 0.5)
-        results[name] = {}
+        timings, peaks, outcomes = common.time_paths(calls, args.repeats, memory, warm_up=device.type == "cuda")
+        assert outcomes["restore"].faces == 1, "the planted detector finds one face"
+        results[name], medians = common.against_baseline(timings, peaks, "x_bare")
         for path in PATHS:
-            stats = common.summary(timings[path])
-            results[name][path] = {
-                "seconds": common.scaled(stats, 1, 4),
-                "peak_memory_mib": common.mib(peaks[path]),
-                "x_bare": round(stats["p50"] / bare_median, 3),
-            }
-            rows.append([name, path, stats["p50"], results[name][path]["x_bare"], common.mib(peaks[path])])
+            rows.append([name, path, medians[path], results[name][path]["x_bare"], common.mib(peaks[path])])
     settings = {
         "restorers": list(names), "image": f"{args.size}x{args.size}", "faces": 1,
         "dtype": str(model.dtype).removeprefix("torch."), "repeats": args.repeats,

@@ -66,12 +66,10 @@ def generation_parser(name: str, description: str, repeats_help: str):  # type: 
 
 
 def finish_generation_args(args):  # type: ignore[no-untyped-def]
-    cuda = args.device.startswith("cuda")
+    cuda = common.fill_device_defaults(args, cuda_repeats=5, cpu_repeats=2)
     args.model = args.model or ("sd15" if cuda else "small")
     args.size = args.size or DEFAULT_SIZE[args.model]
     args.steps = args.steps or DEFAULT_STEPS[args.model]
-    args.dtype = args.dtype or ("float16" if cuda else "float32")
-    args.repeats = args.repeats or (5 if cuda else 2)
     return args
 
 
@@ -161,7 +159,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     import torch
 
     from inference.generate import generate
-    from inference.jobs import JobRunner, ProgressReporter
+    from inference.jobs import JobRunner
+    from inference.progress import ProgressReporter
     from inference.models import resolve_device, resolve_dtype
     from inference.common.protocol import GenerateRequest, JobCompleted, JobKind
 

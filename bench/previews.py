@@ -1,7 +1,7 @@
 """Preview cost: what the worker's live previews take against the sampling they show.
 
 The issue's budget: previews under 2% of sampling time, and never the full VAE. The worker
-logs each pass's preview share (inference.jobs.ProgressReporter); this measures it, per
+logs each pass's preview share (inference.progress.ProgressReporter); this measures it, per
 method, on the worker's own pipeline and previewer. In one process, interleaved:
 
 - ``none``: ``generate()`` with the worker's progress reporter, no preview made (the step
@@ -17,7 +17,7 @@ shape, median of many); the shares take the larger. ``full_vae`` times what the 
 sheet. Each method's share of sampling is given at every step, at the configured
 ``preview_interval_s`` (one preview per interval, or per step where a step takes longer), and
 as the worker runs it: a preview that would cost over 2% of its interval is spaced out to
-``cost / 2%`` (inference.jobs.ProgressReporter), and that interval is reported.
+``cost / 2%`` (inference.progress.ProgressReporter), and that interval is reported.
 
     python -m bench.previews                    # CPU: the "small" model, 128 px, 8 steps, 4 images
     python -m bench.previews --device cuda      # SD 1.5 architecture, 512 px, 20 steps, fp16
@@ -53,7 +53,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
     from inference import previews
     from inference.generate import generate
-    from inference.jobs import PREVIEW_BUDGET, JobRunner, ProgressReporter
+    from inference.jobs import JobRunner
+    from inference.progress import PREVIEW_BUDGET, ProgressReporter
     from inference.models import resolve_device, resolve_dtype
     from inference.common.protocol import GenerateRequest, JobKind
 

@@ -40,10 +40,8 @@ def parse_args(argv: list[str] | None):
     parser.add_argument("--repeats", type=int, help="timed calls per path (default 3 on cuda, 1 on cpu)")
     parser.add_argument("--model-cache", type=Path, help="where built models are kept (default: a temp folder)")
     args = parser.parse_args(argv)
-    cuda = args.device.startswith("cuda")
+    cuda = common.fill_device_defaults(args, cuda_repeats=3, cpu_repeats=1)
     args.model = args.model or ("sd15" if cuda else "tiny")
-    args.dtype = args.dtype or ("float16" if cuda else "float32")
-    args.repeats = args.repeats or (3 if cuda else 1)
     return args
 
 
@@ -56,12 +54,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
     from inference import images
     from inference.common.protocol import LANCZOS, GenerateRequest, ImageInput, JobKind, ModelSpec, UpscaleOptions
-    from inference.models import PipelineCache, resolve_device, resolve_dtype
+    from inference.models import PipelineCache
     from inference.sd_upscale import run_sd_upscale, split_grid, tile_overlap, tile_size
     from inference.upscale import Upscalers
 
-    device = resolve_device(args.device)
-    dtype = resolve_dtype(args.dtype, device)
+    device, dtype = common.torch_device(args)
     folder = cached_model(args.model, args.model_cache)
     cache = PipelineCache((ModelSpec(args.model, str(folder)),), device, dtype)
     pipe = cache.get(args.model)
@@ -102,31 +99,18 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         return image
 
     calls = {"bare": bare, "sd_upscale": workflow}
-    for path in PATHS:  # warm-up: kernels, allocator, the img2img pipeline's first call
-        calls[path]()
     memory = common.PeakMemory(device)
-    timings: dict[str, list[float]] = {path: [] for path in PATHS}
-    peaks = {path: 0 for path in PATHS}
-    for _ in range(args.repeats):
-        for path in PATHS:
-            memory.start()
-            seconds, _image = common.timed(calls[path])
-            timings[path].append(seconds)
-            peaks[path] = max(peaks[path], memory.peak())
+    # Warm-up on the CPU too: the img2img pipeline's first call is much slower than the rest.
+    timings, peaks, _images = common.time_paths(calls, args.repeats, memory, warm_up=True)
     tiles = split_grid(source.resize((side * 2, side * 2)), tile_w, tile_h, overlap).count
-    bare_median = common.percentile(timings["bare"], 0.5)
-    results: dict[str, Any] = {"memory_kind": memory.kind, "tiles": tiles}
+    per_path, medians = common.against_baseline(
+        timings, peaks, "slowdown_vs_bare", lambda stats: {"seconds_per_tile": round(stats["p50"] / tiles, 4)}
+    )
+    results: dict[str, Any] = {"memory_kind": memory.kind, "tiles": tiles, **per_path}
     rows = []
     for path in PATHS:
-        stats = common.summary(timings[path])
-        results[path] = {
-            "seconds": common.scaled(stats, 1, 4),
-            "seconds_per_tile": round(stats["p50"] / tiles, 4),
-            "peak_memory_mib": common.mib(peaks[path]),
-            "slowdown_vs_bare": round(stats["p50"] / bare_median, 3),
-        }
         shown = results[path]
-        rows.append([path, stats["p50"], shown["seconds_per_tile"], shown["slowdown_vs_bare"], common.mib(peaks[path])])
+        rows.append([path, medians[path], shown["seconds_per_tile"], shown["slowdown_vs_bare"], common.mib(peaks[path])])
     settings = {
         "model": f"{args.model} (random weights)", "input": f"{side}x{side}", "output": f"{side * 2}x{side * 2}",
         "tile": f"{tile_w}x{tile_h}", "overlap": overlap, "steps": args.steps, "strength": args.strength, "sampler": "Euler",

@@ -42,12 +42,10 @@ def parse_args(argv: list[str] | None):
     parser.add_argument("--dtype", help="float16, bfloat16 or float32 (default: float16 on cuda, float32 on cpu)")
     parser.add_argument("--repeats", type=int, help="timed calls per path (default 5 on cuda, 1 on cpu)")
     args = parser.parse_args(argv)
-    cuda = args.device.startswith("cuda")
+    cuda = common.fill_device_defaults(args, cuda_repeats=5, cpu_repeats=1)
     args.size = args.size or (512 if cuda else 64)
     args.tile = args.tile or (256 if cuda else 32)
     args.overlap = args.overlap if args.overlap is not None else (32 if cuda else 8)
-    args.dtype = args.dtype or ("float16" if cuda else "float32")
-    args.repeats = args.repeats or (5 if cuda else 1)
     return args
 
 
@@ -85,11 +83,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     import torch
     from PIL import Image
 
-    from inference.models import resolve_device, resolve_dtype
     from inference.upscale import Upscalers, load_upscaler
 
-    device = resolve_device(args.device)
-    dtype = resolve_dtype(args.dtype, device)
+    device, dtype = common.torch_device(args)
     folder = tempfile.TemporaryDirectory(prefix="sdbot-bench-upscalers-")
     model_file = Path(folder.name) / f"{MODEL_NAME}.pth"
     torch.save({"params_ema": rrdbnet_x4plus_state()}, model_file)
@@ -121,39 +117,25 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         bare_model(pixels[..., :32, :32].to(device, bare_model.dtype))
     for upscalers in (untiled, tiled):
         upscalers.upscale_to(small, 128, 128, MODEL_NAME)
-    if device.type == "cuda":
-        for path in PATHS:
-            calls[path]()
-    timings: dict[str, list[float]] = {path: [] for path in PATHS}
-    peaks: dict[str, int] = {path: 0 for path in PATHS}
-    outputs: dict[str, Any] = {}
-    for _ in range(args.repeats):
-        for path in PATHS:
-            memory.start()
-            seconds, outputs[path] = common.timed(calls[path])
-            timings[path].append(seconds)
-            peaks[path] = max(peaks[path], memory.peak())
+    timings, peaks, outputs = common.time_paths(calls, args.repeats, memory, warm_up=device.type == "cuda")
 
     bare_image = (outputs["bare"][0].float().clamp(0, 1) * 255).round().byte().permute(1, 2, 0).cpu().numpy()
     difference = {
         path: common.max_pixel_difference(outputs[path], bare_image)
         for path in ("worker_untiled", "worker_tiled")
     }
+    per_path, medians = common.against_baseline(
+        timings, peaks, "slowdown_vs_bare",
+        lambda stats: {"megapixels_out_per_second": round(target * target / 1e6 / stats["p50"], 4)},
+    )
     results: dict[str, Any] = {
         "memory_kind": memory.kind,
         "max_pixel_difference_vs_bare": difference,
+        **per_path,
     }
-    bare_median = common.percentile(timings["bare"], 0.5)
     rows = []
     for path in PATHS:
-        stats = common.summary(timings[path])
-        results[path] = {
-            "seconds": common.scaled(stats, 1, 4),
-            "megapixels_out_per_second": round(target * target / 1e6 / stats["p50"], 4),
-            "peak_memory_mib": common.mib(peaks[path]),
-            "slowdown_vs_bare": round(stats["p50"] / bare_median, 3),
-        }
-        rows.append([path, stats["p50"], results[path]["slowdown_vs_bare"], common.mib(peaks[path])])
+        rows.append([path, medians[path], results[path]["slowdown_vs_bare"], common.mib(peaks[path])])
     settings = {
         "model": "RRDBNet x4plus (64 features, 23 blocks), random weights, via spandrel",
         "input": f"{args.size}x{args.size}", "output": f"{target}x{target}", "tile": args.tile,

@@ -42,6 +42,7 @@ from inference.common.protocol import (
     LOW_MEMORY_MODES,
     MAX_CLIP_SKIP,
     PREVIEW_METHODS,
+    ModelSource,
     ModelSpec,
     WorkerConfig,
     WorkerOptions,
@@ -68,31 +69,14 @@ _URL_PASSWORD = re.compile(r"(://[^:/@\s]*:)[^\s]*@")
 
 
 @dataclass(frozen=True)
-class ModelSettings:
-    name: str
-    # A Hugging Face hub id or a local diffusers folder.
-    source: str
-    description: str = ""
+class ModelSettings(ModelSource):
+    """[[models]]: one checkpoint (ModelSource's fields, shared with the worker's ModelSpec) and
+    what only the bot uses. A single file's family is filled in for the checkpoints found under
+    [a1111], and its .yaml config found beside it there."""
+
     # The short side of an image at aspect ratios: 512 for SD 1.x, 768 for SD 2.x, 1024 for SDXL.
     # 0 (the default): the model's family's, read from its folder (512 when it cannot tell).
     base_size: int = 0
-    # Optional: the same kind of source for this model's inpainting variant (9-channel UNet),
-    # used for inpaint, zoom out and pan; without it those use the model itself.
-    inpaint_source: str = ""
-    # Prompts longer than 75 tokens are encoded in chunks, as A1111 does. A model that was not
-    # trained for that may be given one chunk only: longer prompts are cut, with a warning.
-    long_prompts: bool = True
-    # What a single-file checkpoint is ("sd1", "sd2", "sdxl", "sdxl-refiner"); filled in for
-    # the checkpoints found under [a1111]; "" lets the worker tell it from the file.
-    family: str = ""
-    # "epsilon" or "v_prediction"; "" takes the file's metadata or the family's default.
-    prediction_type: str = ""
-    # An A1111 .yaml config for a single file; found beside the file under [a1111].
-    original_config: str = ""
-    # The VAE used when a member picks "Automatic" ("" the baked-in one) and the clip skip of
-    # jobs that set none (0: the family's default).
-    vae: str = ""
-    clip_skip: int = 0
     # Left out of the model lists and autocomplete (still usable by name, and by /pnginfo).
     hidden: bool = False
 
@@ -111,11 +95,8 @@ class ModelSettings:
 
     def spec(self, sha256: str = "") -> ModelSpec:
         """What the worker is told of this model; ``sha256`` its file's hash when known."""
-        return ModelSpec(
-            self.name, self.source, self.description, self.inpaint_source, self.long_prompts,
-            family=self.family, prediction_type=self.prediction_type, original_config=self.original_config,
-            vae=self.vae, clip_skip=self.clip_skip, default_size=self.base_size, sha256=sha256,
-        )
+        shared = {each.name: getattr(self, each.name) for each in fields(ModelSource)}
+        return ModelSpec(**shared, default_size=self.base_size, sha256=sha256)
 
 
 @dataclass(frozen=True)

@@ -70,7 +70,8 @@ def run_batch(
     JobCancelledError is raised and no event is sent (the bot runs the jobs again later).
     """
     from inference.generate import JobCancelledError
-    from inference.jobs import PREVIEW_BUDGET, ProgressReporter, loading_events
+    from inference.jobs import loading_events
+    from inference.progress import PREVIEW_BUDGET, ProgressReporter
     from inference.models import free_accelerator_memory
 
     try:

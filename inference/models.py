@@ -27,20 +27,13 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 import torch
-from diffusers import (
-    DiffusionPipeline,
-    StableDiffusionInpaintPipeline,
-    StableDiffusionPipeline,
-    StableDiffusionXLImg2ImgPipeline,
-    StableDiffusionXLInpaintPipeline,
-    StableDiffusionXLPipeline,
-)
+from diffusers import DiffusionPipeline
 
 from inference import previews
 from inference.acceleration import Acceleration, place_pipeline
 from inference.conditioning import limit_prompt_chunks
 from inference.load_progress import LoadListener, read_ahead, weight_files
-from inference.single_file import read_single_file
+from inference.single_file import PIPELINE_CLASSES, read_single_file
 from inference.diffusers_versions import dtype_keyword
 from inference.vae_precision import guard_vae_precision
 from inference.common.protocol import ModelSpec
@@ -157,14 +150,12 @@ _NO_SAFETY_CHECKER = {"safety_checker": None, "requires_safety_checker": False}
 # image when the package for it is installed, which A1111 never does.
 _NO_WATERMARK = {"add_watermarker": False}
 
-# model_index.json "_class_name" -> how to load it (see the module docstring). Inpainting
+# model_index.json "_class_name" -> how to load it (see the module docstring): the classes a
+# single file can be, so that a folder and a file of one model load alike. Inpainting
 # checkpoints are only loaded as a ModelSpec's inpaint_source (PipelineCache.get_inpaint).
 PIPELINE_LOADERS: dict[str, _Loader] = {
-    "StableDiffusionPipeline": _Loader(StableDiffusionPipeline, _NO_SAFETY_CHECKER),
-    "StableDiffusionInpaintPipeline": _Loader(StableDiffusionInpaintPipeline, _NO_SAFETY_CHECKER),
-    "StableDiffusionXLPipeline": _Loader(StableDiffusionXLPipeline, _NO_WATERMARK),
-    "StableDiffusionXLImg2ImgPipeline": _Loader(StableDiffusionXLImg2ImgPipeline, _NO_WATERMARK),
-    "StableDiffusionXLInpaintPipeline": _Loader(StableDiffusionXLInpaintPipeline, _NO_WATERMARK),
+    name: _Loader(cls, _NO_WATERMARK if name.startswith("StableDiffusionXL") else _NO_SAFETY_CHECKER)
+    for name, cls in PIPELINE_CLASSES.items()
 }
 assert set(PIPELINE_LOADERS) == {*SUPPORTED_PIPELINES, *INPAINT_PIPELINES}, "keep sources in step"
 

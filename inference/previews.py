@@ -7,7 +7,7 @@ Two methods, as A1111 has them ([worker] preview_method):
   parameters that gives a recognisable image for a few milliseconds on a GPU.
 The full VAE is never used: its decode costs about as much as a denoising step, at every
 preview. Either is meant to cost a small fraction of sampling time; where one costs more
-(TAESD on a CPU), ProgressReporter (inference/jobs.py), which times every preview,
+(TAESD on a CPU), ProgressReporter (inference/progress.py), which times every preview,
 spaces them out to stay within that budget (bench.previews measures both).
 
 SD 1.x/2.x and SDXL latents both have 4 channels but different colours, so the map, and the
@@ -141,7 +141,7 @@ class Previewer:
         self.taesd = taesd
         self.taesd_xl = taesd_xl
         self._family = family or (lambda: SD1)
-        # What a preview costs per latent value, as ProgressReporter (inference/jobs.py) last
+        # What a preview costs per latent value, as ProgressReporter (inference/progress.py) last
         # timed one: it spaces previews to keep them within their budget (see record_cost).
         self.seconds_per_value = 0.0
         self._shapes_timed: set[tuple[int, ...]] = set()

@@ -97,8 +97,9 @@ _CONFIG_FOLDERS: dict[tuple[Family, bool, bool], str] = {
     (Family.SDXL_REFINER, False, False): "stable-diffusion-xl-refiner-1.0",
 }
 
-# model_index.json "_class_name" -> the class whose from_single_file reads the file.
-_PIPELINE_CLASSES: dict[str, type[DiffusionPipeline]] = {
+# model_index.json "_class_name" -> the class whose from_single_file reads the file; also the
+# classes inference.models loads folders and hub ids with.
+PIPELINE_CLASSES: dict[str, type[DiffusionPipeline]] = {
     cls.__name__: cls
     for cls in (
         StableDiffusionPipeline,
@@ -212,9 +213,9 @@ def _family(spec: ModelSpec, info: CheckpointInfo) -> Family:
 def _pipeline_class(config_folder: Path) -> type[DiffusionPipeline]:
     class_name = DiffusionPipeline.load_config(str(config_folder)).get("_class_name")
     try:
-        return _PIPELINE_CLASSES[class_name]
+        return PIPELINE_CLASSES[class_name]
     except KeyError:
-        supported = ", ".join(_PIPELINE_CLASSES)
+        supported = ", ".join(PIPELINE_CLASSES)
         raise ModelSourceError(
             f"config {config_folder} names pipeline class {class_name!r}, which a single file "
             f"cannot be loaded as (supported: {supported})"

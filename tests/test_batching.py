@@ -16,7 +16,7 @@ from db.models import JobStatus
 from inference.batching import BatchConditioning, batch_key, generate_batch, run_batch
 from inference.conditioning import encode_for_pass
 from inference.generate import JobCancelledError, generate, use_sampler
-from inference import jobs
+from inference import progress
 from inference.jobs import JobRunner
 from inference.common.protocol import (
     HiresFix,
@@ -201,14 +201,14 @@ def test_the_jobs_of_a_batch_share_one_pass_s_preview_budget(runner, monkeypatch
     the 2% budget, in proportion to their images (2, 1 and 3 of 6)."""
     budgets: dict[int, float] = {}
 
-    class Recording(jobs.ProgressReporter):
+    class Recording(progress.ProgressReporter):
         def __call__(self, step, total_steps, latents):  # type: ignore[no-untyped-def]
             budgets[self.job_id] = self.budget
             super().__call__(step, total_steps, latents)
 
-    monkeypatch.setattr(jobs, "ProgressReporter", Recording)
+    monkeypatch.setattr(progress, "ProgressReporter", Recording)
     run_batch(runner, THREE_JOBS, lambda: False, lambda job_id: False, [].append)
-    share = jobs.PREVIEW_BUDGET / 6
+    share = progress.PREVIEW_BUDGET / 6
     assert budgets == pytest.approx({1: 2 * share, 2: share, 3: 3 * share})
 
 

@@ -5,8 +5,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from inference import jobs, previews
-from inference.jobs import JobRunner, ProgressReporter
+from inference import jobs, previews, progress
+from inference.jobs import JobRunner
+from inference.progress import ProgressReporter
 from inference.common.protocol import JobCompleted, JobFailed, JobProgress, JobStarted
 from inference.worker import CancelBook
 from tests.inference_fixtures import runner_for, tiny_request, tiny_worker_config
@@ -75,8 +76,8 @@ def test_progress_reporter_sends_every_step_with_zero_interval():
 
 def test_the_first_preview_comes_an_interval_into_each_pass(monkeypatch):
     clock = [100.0]
-    monkeypatch.setattr(jobs.time, "monotonic", lambda: clock[0])
-    monkeypatch.setattr(jobs.time, "perf_counter", lambda: clock[0])  # previews cost nothing here
+    monkeypatch.setattr(progress.time, "monotonic", lambda: clock[0])
+    monkeypatch.setattr(progress.time, "perf_counter", lambda: clock[0])  # previews cost nothing here
     sent = []
     reporter = ProgressReporter(1, sent.append, interval_s=1.5, preview_max_side=64)
     latents = torch.zeros(1, 4, 8, 8)
@@ -119,8 +120,8 @@ def previews_sent(reporter: ProgressReporter, clock: list[float], seconds_per_st
 @pytest.fixture
 def clock(monkeypatch) -> list[float]:
     clock = [100.0]
-    monkeypatch.setattr(jobs.time, "monotonic", lambda: clock[0])
-    monkeypatch.setattr(jobs.time, "perf_counter", lambda: clock[0])
+    monkeypatch.setattr(progress.time, "monotonic", lambda: clock[0])
+    monkeypatch.setattr(progress.time, "perf_counter", lambda: clock[0])
     return clock
 
 
@@ -143,7 +144,7 @@ def test_previews_that_cost_more_than_their_budget_are_spaced_out(clock):
     # Four images' latents cost four times one image's: their previews come 19 s apart.
     assert next_job.interval(torch.zeros(4, 4, 8, 8)) == pytest.approx(19.0)
     # A job of a cross-user batch keeps its share of the pass's budget: half, twice the wait.
-    half = ProgressReporter(3, None, interval_s=1.5, preview_max_side=64, previewer=slow, budget=jobs.PREVIEW_BUDGET / 2)
+    half = ProgressReporter(3, None, interval_s=1.5, preview_max_side=64, previewer=slow, budget=progress.PREVIEW_BUDGET / 2)
     assert half.interval(torch.zeros(1, 4, 8, 8)) == pytest.approx(9.5)
     # A cheap preview (1 ms) leaves the configured interval alone.
     cheap = SlowPreviewer(clock, cost=0.001)

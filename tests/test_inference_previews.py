@@ -15,7 +15,8 @@ from PIL import Image
 
 from inference import previews
 from inference.generate import generate_latents
-from inference.jobs import JobRunner, ProgressReporter
+from inference.jobs import JobRunner
+from inference.progress import ProgressReporter
 from inference.common.protocol import JobCompleted, JobProgress, ModelSpec, WorkerConfig
 from inference.tiny import build_tiny_taesd
 from tests.inference_fixtures import runner_for, tiny_request

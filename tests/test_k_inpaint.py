@@ -25,15 +25,23 @@ SEEDS = (31, 32)
 SIZE = 64
 
 
-@pytest.fixture(scope="module")
-def cache(tiny_model_dir, tiny_inpaint_model_dir, tiny_sdxl_dir, tiny_sdxl_inpaint_dir):
+def cpu_cache(tiny_model_dir, tiny_inpaint_model_dir, *others: ModelSpec) -> PipelineCache:
+    """The tiny SD 1.5 model with and without its inpainting variant, and ``others``, on the
+    CPU in float32, all kept loaded: these tests and test_samplers_kpaths' go back and forth."""
     specs = (
         ModelSpec("plain", str(tiny_model_dir)),
         ModelSpec("with-inpaint", str(tiny_model_dir), inpaint_source=str(tiny_inpaint_model_dir)),
-        ModelSpec("xl", str(tiny_sdxl_dir)),
+        *others,
+    )
+    return PipelineCache(specs, torch.device("cpu"), torch.float32, max_loaded=len(specs))
+
+
+@pytest.fixture(scope="module")
+def cache(tiny_model_dir, tiny_inpaint_model_dir, tiny_sdxl_dir, tiny_sdxl_inpaint_dir):
+    return cpu_cache(
+        tiny_model_dir, tiny_inpaint_model_dir, ModelSpec("xl", str(tiny_sdxl_dir)),
         ModelSpec("xl-with-inpaint", str(tiny_sdxl_dir), inpaint_source=str(tiny_sdxl_inpaint_dir)),
     )
-    return PipelineCache(specs, torch.device("cpu"), torch.float32, max_loaded=4)
 
 
 @pytest.fixture(scope="module")

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import asyncio
 from collections import Counter
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
 
 import pytest
 from sqlalchemy import select
@@ -53,6 +55,39 @@ async def test_concurrent_claimers_never_take_the_same_job(database, max_images)
     assert {(status, attempts) for status, attempts in rows} == {(JobStatus.RUNNING, 1)}
 
 
+@asynccontextmanager
+async def claimer_paused_mid_batch(
+    database: Database, settings: QueueSettings
+) -> AsyncIterator[tuple[JobQueue, Callable[[], Awaitable[list[Job]]]]]:
+    """Claimer A starts claiming a batch of 4 and stops once it holds its first job locked
+    (its riders read, not yet taken: after _riders_in_fair_order); yields claimer B, beside it with an
+    engine of its own, and ``finish_a``, which lets A go on and returns A's batch."""
+    first, second = Database(database.url), Database(database.url)
+    claimer_a, claimer_b = JobQueue(first, settings), JobQueue(second, settings)
+    holding, go_on = asyncio.Event(), asyncio.Event()
+    riders = claimer_a._riders_in_fair_order
+
+    async def paused(session, now, first, room):  # type: ignore[no-untyped-def]
+        read = await riders(session, now, first, room)
+        holding.set()
+        await go_on.wait()
+        return read
+
+    async def finish_a() -> list[Job]:
+        go_on.set()
+        return await batch_a
+
+    claimer_a._riders_in_fair_order = paused  # type: ignore[method-assign]
+    try:
+        batch_a = asyncio.create_task(claimer_a.claim_batch(4))
+        await asyncio.wait_for(holding.wait(), 30)
+        yield claimer_b, finish_a
+    finally:
+        go_on.set()
+        await first.close()
+        await second.close()
+
+
 @pytest.mark.parametrize("backend", ["postgresql"], indirect=True)
 async def test_a_batch_being_claimed_hides_only_its_own_jobs_from_other_claimers(database):
     """Claimer A, mid-batch (its first job claimed, the riders read, not yet taken), must not
@@ -62,27 +97,9 @@ async def test_a_batch_being_claimed_hides_only_its_own_jobs_from_other_claimers
     queue = JobQueue(database, settings)
     for member in range(1, 9):
         await queue.enqueue(params(f"m{member}"), Requester(user_id=member, user_name=f"member{member}"))
-    first, second = Database(database.url), Database(database.url)
-    claimer_a, claimer_b = JobQueue(first, settings), JobQueue(second, settings)
-    riders_read, go_on = asyncio.Event(), asyncio.Event()
-    riders = claimer_a._riders_in_fair_order
-
-    async def paused(session, now, first, room):  # type: ignore[no-untyped-def]
-        riders_read.set()
-        await go_on.wait()
-        return await riders(session, now, first, room)
-
-    claimer_a._riders_in_fair_order = paused  # type: ignore[method-assign]
-    try:
-        batch_a = asyncio.create_task(claimer_a.claim_batch(4))
-        await asyncio.wait_for(riders_read.wait(), 30)
+    async with claimer_paused_mid_batch(database, settings) as (claimer_b, finish_a):
         batch_b = await asyncio.wait_for(claimer_b.claim_batch(4), 30)  # never waits on A
-        go_on.set()
-        batch_a_jobs = await batch_a
-    finally:
-        go_on.set()
-        await first.close()
-        await second.close()
+        batch_a_jobs = await finish_a()
     ids_a, ids_b = [job.id for job in batch_a_jobs], [job.id for job in batch_b]
     assert len(ids_b) == 4 and len(ids_a) == 4, (ids_a, ids_b)
     assert not set(ids_a) & set(ids_b)
@@ -99,27 +116,9 @@ async def test_a_claim_beside_another_takes_the_next_members_job_not_a_second_tu
     first_of_1 = await queue.enqueue(params("m1-0"), Requester(user_id=1, user_name="member1"))
     second_of_1 = await queue.enqueue(params("m1-1"), Requester(user_id=1, user_name="member1"))
     only_of_2 = await queue.enqueue(params("m2-0"), Requester(user_id=2, user_name="member2"))
-    first, second = Database(database.url), Database(database.url)
-    claimer_a, claimer_b = JobQueue(first, settings), JobQueue(second, settings)
-    holding, go_on = asyncio.Event(), asyncio.Event()
-    riders = claimer_a._riders_in_fair_order
-
-    async def paused(session, now, first, room):  # type: ignore[no-untyped-def]
-        holding.set()
-        await go_on.wait()
-        return await riders(session, now, first, room)
-
-    claimer_a._riders_in_fair_order = paused  # type: ignore[method-assign]
-    try:
-        batch_a = asyncio.create_task(claimer_a.claim_batch(4))
-        await asyncio.wait_for(holding.wait(), 30)
+    async with claimer_paused_mid_batch(database, settings) as (claimer_b, finish_a):
         taken_by_b = await asyncio.wait_for(claimer_b.claim_next(), 30)
-        go_on.set()
-        taken_by_a = await batch_a
-    finally:
-        go_on.set()
-        await first.close()
-        await second.close()
+        taken_by_a = await finish_a()
     assert taken_by_b is not None and taken_by_b.id == only_of_2.id, taken_by_b
     assert [job.id for job in taken_by_a] == [first_of_1.id, second_of_1.id]
 

@@ -17,11 +17,10 @@ from inference.common.protocol import GenerateRequest, JobKind, MaskedContent, M
 from inference.generate import generate_latents
 from inference.img2img import decode
 from inference.inpaint import inpaint_pass
-from inference.models import PipelineCache
 from inference.schedules import sampler_sigmas, sd_alphas_cumprod
 from inference.workflows import run_workflow
 from tests.k_reference import A1111Denoiser, A1111Model, A1111TimestepEps, assert_same_images
-from tests.test_k_inpaint import SEEDS, SIZE, inpaint_request, make_source_and_mask, reference_inpaint_inputs
+from tests.test_k_inpaint import SEEDS, SIZE, cpu_cache, inpaint_request, make_source_and_mask, reference_inpaint_inputs
 from tests.test_samplers_extra import ref_dpm_fast
 from tests.test_samplers_reference import ReferenceNoise, assert_same_latents
 from tests.test_samplers_timesteps import REFERENCES, a1111_timesteps, ref_unipc
@@ -29,13 +28,10 @@ from tests.test_samplers_timesteps import REFERENCES, a1111_timesteps, ref_unipc
 
 @pytest.fixture(scope="module")
 def cache(tiny_model_dir, tiny_inpaint_model_dir, tiny_sdxl_dir, tiny_sdxl_refiner_dir):
-    specs = (
-        ModelSpec("plain", str(tiny_model_dir)),
-        ModelSpec("with-inpaint", str(tiny_model_dir), inpaint_source=str(tiny_inpaint_model_dir)),
-        ModelSpec("xl", str(tiny_sdxl_dir)),
+    return cpu_cache(
+        tiny_model_dir, tiny_inpaint_model_dir, ModelSpec("xl", str(tiny_sdxl_dir)),
         ModelSpec("refiner", str(tiny_sdxl_refiner_dir)),
     )
-    return PipelineCache(specs, torch.device("cpu"), torch.float32, max_loaded=4)
 
 
 @pytest.fixture(scope="module")

@@ -20,6 +20,7 @@ from discord import app_commands
 from sqlalchemy import func, or_, select
 
 from bot import actions
+from bot.cogs import admin_summary as summary
 from bot.cogs.base import BotCog
 from bot.cogs.generation_options import Option, declared_options, matching_choices, vaes
 from bot.errors import InvalidOption, JobNotFound, NothingToDo
@@ -35,11 +36,9 @@ from db.models import AuditEntry
 
 if TYPE_CHECKING:
     from bot.client import SDBot
-    from bot.config import Settings
 
 REASON_LIMIT = 300  # characters of a ban reason kept
 AUDIT_PAGE_SIZE = 10
-EMBED_LIMIT = 4000  # an embed description holds 4096 characters
 ID_LISTS: dict[str, store.IdList] = {"use": "user_role_ids", "costly": "costly_role_ids"}
 ROLE_LIST_NAMES = {"use": "may use the bot", "costly": "may use costly features"}
 # /admin limits set: the limits (store.LIMIT_FIELDS, in its order), then whose they are.
@@ -60,12 +59,6 @@ def _limit_option(value: int | None, name: str) -> int | None:
     if value is not None and value < 0:
         raise InvalidOption(f"`{name}` must be 0 (no limit) or more, got {value}.")
     return value
-
-
-def _show_limit(value: float | None, unit: str = "") -> str:
-    if value is None:
-        return "—"
-    return "no limit" if value == 0 else f"{value:g}{unit}"
 
 
 async def _all_models(interaction: discord.Interaction[SDBot], current: str) -> list[app_commands.Choice[str]]:
@@ -126,13 +119,13 @@ class Admin(BotCog):
         await self._change_id_list(
             interaction, "channel_ids", channel.id, channel.mention, add=add, where="in the list",
             audited=f"channels: {'added' if add else 'removed'} <#{channel.id}>",
-            shown=lambda policy: f" {_channels_line(policy)}",
+            shown=lambda policy: f" {summary.channels_line(policy)}",
         )
 
     @channels.command(name="list", description="The channels the bot answers in")
     async def channels_list(self, interaction: discord.Interaction[SDBot]) -> None:
         policy = await store.policy_of(self.db, self.bot.settings, self._guild_id(interaction))
-        await send_private(interaction, _channels_line(policy))
+        await send_private(interaction, summary.channels_line(policy))
 
     # --- roles --------------------------------------------------------------------------------
 
@@ -152,7 +145,7 @@ class Admin(BotCog):
             interaction, ID_LISTS[which], role.id, role.mention, add=add,
             where=f"among the roles that {ROLE_LIST_NAMES[which]}",
             audited=f"roles ({which}): {'added' if add else 'removed'} <@&{role.id}>",
-            shown=lambda policy: f"\n{_roles_lines(policy)}",
+            shown=lambda policy: f"\n{summary.roles_lines(policy)}",
         )
 
     async def _change_id_list(
@@ -179,7 +172,7 @@ class Admin(BotCog):
     @roles.command(name="list", description="The roles that may use the bot, and its costly features")
     async def roles_list(self, interaction: discord.Interaction[SDBot]) -> None:
         policy = await store.policy_of(self.db, self.bot.settings, self._guild_id(interaction))
-        await send_private(interaction, _roles_lines(policy))
+        await send_private(interaction, summary.roles_lines(policy))
 
     # --- workers ------------------------------------------------------------------------------
 
@@ -187,7 +180,7 @@ class Admin(BotCog):
     async def workers(self, interaction: discord.Interaction[SDBot]) -> None:
         current = self.bot.dispatcher.current if self.bot.settings.worker.builtin else None
         lines = await worker_lines(self.bot.queue, self.bot.settings.worker, current.id if current is not None else None)
-        await _send_embed(interaction, "Workers", lines)
+        await summary.send_embed(interaction, "Workers", lines)
 
     # --- models -------------------------------------------------------------------------------
 
@@ -196,7 +189,7 @@ class Admin(BotCog):
         await interaction.response.defer(ephemeral=True, thinking=True)  # a big folder takes seconds
         change = await self.bot.models.refresh()
         await self._changed(interaction, f"models refreshed: {change.summary()}")
-        await interaction.followup.send(clip(change.summary(), EMBED_LIMIT), ephemeral=True)
+        await interaction.followup.send(clip(change.summary(), summary.EMBED_LIMIT), ephemeral=True)
 
     @models.command(name="list", description="The models and this server's rules for them")
     async def models_list(self, interaction: discord.Interaction[SDBot]) -> None:
@@ -209,7 +202,7 @@ class Admin(BotCog):
         ]
         skipped = len(self.bot.models.skipped)
         footer = f"{skipped} model file(s) skipped: the bot's admin sees why with `sdbot models`." if skipped else None
-        await _send_embed(interaction, f"Models ({len(settings.models)})", lines, footer)
+        await summary.send_embed(interaction, f"Models ({len(settings.models)})", lines, footer)
 
     @models.command(name="rule", description="Hide a model here, keep it to age-restricted channels, or to some roles")
     @app_commands.describe(
@@ -305,7 +298,7 @@ class Admin(BotCog):
     async def terms_list(self, interaction: discord.Interaction[SDBot]) -> None:
         stored = await store.terms(self.db, self._guild_id(interaction))
         lines = [f"**#{s.id}** {s.term.scope} {s.term.kind}: `{s.term.pattern}`" for s in stored]
-        await _send_embed(interaction, "Blocked terms", lines or ["none: /admin terms add"])
+        await summary.send_embed(interaction, "Blocked terms", lines or ["none: /admin terms add"])
 
     @terms.command(name="test", description="What a prompt would trigger, here and outside age-restricted channels")
     async def terms_test(self, interaction: discord.Interaction[SDBot], prompt: app_commands.Range[str, 1, 4000]) -> None:
@@ -367,9 +360,9 @@ class Admin(BotCog):
 
     async def _limits_text(self, guild_id: int) -> str:
         policy = await store.policy_of(self.db, self.bot.settings, guild_id)
-        lines = [f"**Server**: {_limits_line(policy.limits)}" + ("" if policy.custom_limits else " (the bot's defaults)")]
+        lines = [f"**Server**: {summary.limits_line(policy.limits)}" + ("" if policy.custom_limits else " (the bot's defaults)")]
         for limit in await store.role_limits(self.db, guild_id):
-            lines.append(f"**<@&{limit.role_id}>**: {_limits_line(limit)}")
+            lines.append(f"**<@&{limit.role_id}>**: {summary.limits_line(limit)}")
         return clip("\n".join(lines), 2000)
 
     # --- safety, log channel ------------------------------------------------------------------
@@ -416,7 +409,7 @@ class Admin(BotCog):
         if changes:
             await store.update_policy(self.db, guild_id, **changes)
         policy = await store.policy_of(self.db, self.bot.settings, guild_id)
-        line = _noise_line(policy, self.bot.settings)
+        line = summary.noise_line(policy, self.bot.settings)
         if changes:
             await self._changed(interaction, line)
             await send_private(interaction, f"New jobs here use {line}. A member's own choice in /settings still wins.")
@@ -473,7 +466,7 @@ class Admin(BotCog):
             f"<@{b.user_id}> by <@{b.banned_by}> <t:{b.created_at_unix}:R>" + (f": {b.reason}" if b.reason else "")
             for b in banned
         ]
-        await _send_embed(interaction, "Banned from the bot", lines or ["nobody"])
+        await summary.send_embed(interaction, "Banned from the bot", lines or ["nobody"])
 
     # --- jobs ---------------------------------------------------------------------------------
 
@@ -523,10 +516,10 @@ class Admin(BotCog):
                     .offset((page - 1) * AUDIT_PAGE_SIZE).limit(AUDIT_PAGE_SIZE)
                 )
             )
-        lines = [clip(audit.describe(entry), EMBED_LIMIT // AUDIT_PAGE_SIZE) for entry in entries]
+        lines = [clip(audit.describe(entry), summary.EMBED_LIMIT // AUDIT_PAGE_SIZE) for entry in entries]
         scope = [f"by or about {user.name}" if user else "", f"last {hours} h" if hours else ""]
         footer = f"Page {page} of {pages} · {total} entries" + "".join(f" · {s}" for s in scope if s)
-        await _send_embed(interaction, "Audit log", lines or ["no entries"], footer=footer)
+        await summary.send_embed(interaction, "Audit log", lines or ["no entries"], footer=footer)
 
     @policy.command(name="show", description="Everything this server has set")
     async def policy_show(self, interaction: discord.Interaction[SDBot]) -> None:
@@ -535,14 +528,14 @@ class Admin(BotCog):
         stored = await store.terms(self.db, guild_id)
         banned = await store.bans(self.db, guild_id)
         lines = [
-            _channels_line(policy),
-            _roles_lines(policy),
+            summary.channels_line(policy),
+            summary.roles_lines(policy),
             await self._limits_text(guild_id),
             f"**Blocked terms**: {sum(s.term.scope == 'banned' for s in stored)} banned, "
             f"{sum(s.term.scope == 'nsfw' for s in stored)} NSFW-only (/admin terms list)",
             f"**Flagged images**: {policy.flagged_action}",
             f"**/describe**: {policy.interrogator or self.bot.settings.describe.interrogator}",
-            f"**Noise**: {_noise_line(policy, self.bot.settings)} (/admin noise)",
+            f"**Noise**: {summary.noise_line(policy, self.bot.settings)} (/admin noise)",
             f"**Log channel**: {f'<#{policy.log_channel_id}>' if policy.log_channel_id else 'none'}",
             f"**Banned members**: {len(banned)} (/admin bans)",
             f"**Direct messages**: {'allowed' if self.bot.settings.policy.allow_dms else 'not allowed'} (the bot's setting)",
@@ -550,59 +543,8 @@ class Admin(BotCog):
         # Walking a large outputs folder can outlast Discord's 3 seconds: answer "thinking…" first.
         await interaction.response.defer(ephemeral=True, thinking=True)
         usage = await asyncio.to_thread(retention.disk_usage, self.bot.settings)
-        lines += _storage_lines(self.bot.settings, usage)
-        await _send_embed(interaction, "This server's policy", lines)
-
-
-def _noise_line(policy: store.Policy, settings: Settings) -> str:
-    """The server's A1111 noise settings, each marked as its own or the bot's default."""
-    limits = settings.limits
-    rng = f"{policy.rng} (this server's)" if policy.rng else f"{limits.default_rng} (the bot's default)"
-    ensd = f"{policy.ensd} (this server's)" if policy.ensd is not None else f"{limits.default_ensd} (the bot's default)"
-    return f"RNG source {rng}, ENSD {ensd}"
-
-
-def _channels_line(policy: store.Policy) -> str:
-    if not policy.channel_ids:
-        return "**Channels**: every channel (no list set)"
-    return "**Channels**: " + ", ".join(f"<#{channel_id}>" for channel_id in policy.channel_ids)
-
-
-def _roles_lines(policy: store.Policy) -> str:
-    def listed(ids: tuple[int, ...]) -> str:
-        return ", ".join(f"<@&{role_id}>" for role_id in ids) if ids else "everyone"
-
-    return f"**May use the bot**: {listed(policy.user_role_ids)}\n**May use costly features**: {listed(policy.costly_role_ids)}"
-
-
-def _storage_lines(settings: Settings, usage: retention.DiskUsage) -> list[str]:
-    database = "" if usage.database_bytes is None else f"; database {_megabytes(usage.database_bytes)}"
-    images_days, audit_days = settings.images.keep_days, settings.policy.audit_retention_days
-    return [
-        f"**Storage** (the whole bot): {usage.output_files} files, {_megabytes(usage.output_bytes)} in the outputs folder{database}",
-        f"**Kept** (the bot's settings): images {f'{images_days} days' if images_days else 'forever'}, "
-        f"audit log {f'{audit_days} days' if audit_days else 'forever'}",
-    ]
-
-
-def _megabytes(size: int) -> str:
-    return f"{size / 1024 ** 2:.1f} MB"
-
-
-def _limits_line(limits: store.Limits | store.RoleLimits) -> str:
-    return (
-        f"images per day {_show_limit(limits.images_per_day)}, cooldown {_show_limit(limits.cooldown_s, ' s')}, "
-        f"waiting jobs {_show_limit(limits.max_pending)}, job cost {_show_limit(limits.max_job_cost, ' units')}, "
-        f"waiting cost {_show_limit(limits.max_waiting_cost, ' units')}"
-    )
-
-
-async def _send_embed(interaction: discord.Interaction[SDBot], title: str, lines: list[str], footer: str | None = None) -> None:
-    embed = discord.Embed(title=title, description=clip("\n".join(lines), EMBED_LIMIT), colour=discord.Colour.dark_gold())
-    if footer:
-        embed.set_footer(text=footer)
-    send = interaction.followup.send if interaction.response.is_done() else interaction.response.send_message
-    await send(embed=embed, ephemeral=True, allowed_mentions=discord.AllowedMentions.none())
+        lines += summary.storage_lines(self.bot.settings, usage)
+        await summary.send_embed(interaction, "This server's policy", lines)
 
 
 async def setup(bot: SDBot) -> None:

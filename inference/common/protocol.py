@@ -250,8 +250,9 @@ def segment_mask_path(outputs_dir: str, job_id: int) -> str:
 
 
 @dataclass(frozen=True, slots=True)
-class ModelSpec:
-    """A checkpoint an admin configured, under the name users pick it by."""
+class ModelSource:
+    """What an admin says of a checkpoint: the fields that the bot's [[models]] settings
+    (bot.config.ModelSettings) and the worker's ModelSpec share, declared once here."""
 
     name: str
     # A Hugging Face hub id ("stable-diffusion-v1-5/stable-diffusion-v1-5"), a local
@@ -260,7 +261,7 @@ class ModelSpec:
     source: str
     description: str = ""
     # The same kind of source for this model's inpainting variant (a 9-channel UNet), used for
-    # inpaint and outpaint jobs; without one those jobs use the model itself.
+    # inpaint, zoom out and pan jobs; without one those jobs use the model itself.
     inpaint_source: str = ""
     # False: prompts are cut to one 75-token chunk (a model not trained on chunked prompts);
     # the bot warns the user what was cut.
@@ -280,6 +281,12 @@ class ModelSpec:
     vae: str = ""
     # A1111's clip skip (1-12) for this model's jobs that set none; 0 means the family's default.
     clip_skip: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class ModelSpec(ModelSource):
+    """A checkpoint an admin configured, under the name users pick it by, as the worker gets it."""
+
     # The side a job of this model gets when it asks for no size (512 SD 1.x, 1024 SDXL); 0
     # is the family's.
     default_size: int = 0
