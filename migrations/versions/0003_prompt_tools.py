@@ -3,14 +3,23 @@
 import sqlalchemy as sa
 from alembic import op
 
+from migrations.columns import added_columns
+
 revision = "0003"
 down_revision = "0002"
 
+add_job_columns, drop_job_columns = added_columns(
+    {
+        "jobs": [
+            sa.Column("tiling", sa.Boolean(), nullable=False, server_default="0"),
+            sa.Column("plot_json", sa.Text(), nullable=True),
+        ]
+    }
+)
+
 
 def upgrade() -> None:
-    with op.batch_alter_table("jobs") as batch:
-        batch.add_column(sa.Column("tiling", sa.Boolean(), nullable=False, server_default="0"))
-        batch.add_column(sa.Column("plot_json", sa.Text(), nullable=True))
+    add_job_columns()
     op.create_table(
         "styles",
         sa.Column("id", sa.Integer(), nullable=False),
@@ -31,6 +40,4 @@ def downgrade() -> None:
     op.drop_index("ix_styles_user_id_name", table_name="styles")
     op.drop_index("ix_styles_guild_id_name", table_name="styles")
     op.drop_table("styles")
-    with op.batch_alter_table("jobs") as batch:
-        batch.drop_column("plot_json")
-        batch.drop_column("tiling")
+    drop_job_columns()

@@ -3,23 +3,32 @@
 import sqlalchemy as sa
 from alembic import op
 
+from migrations.columns import added_columns
+
 revision = "0004"
 down_revision = "0003"
 
+add_columns, drop_columns = added_columns(
+    {
+        "users": [
+            sa.Column("default_aspect", sa.String(length=20), nullable=True),
+            sa.Column("default_style", sa.String(length=200), nullable=True),
+            sa.Column("default_upscaler", sa.String(length=100), nullable=True),
+            sa.Column("private_results", sa.Boolean(), nullable=False, server_default="0"),
+        ],
+        "jobs": [
+            sa.Column("safety_check", sa.Boolean(), nullable=False, server_default="0"),
+            sa.Column("private", sa.Boolean(), nullable=False, server_default="0"),
+            sa.Column("removed_at", sa.DateTime(), nullable=True),
+            sa.Column("removed_by", sa.BigInteger(), nullable=True),
+        ],
+        "images": [sa.Column("flagged", sa.Boolean(), nullable=False, server_default="0")],
+    }
+)
+
 
 def upgrade() -> None:
-    with op.batch_alter_table("users") as batch:
-        batch.add_column(sa.Column("default_aspect", sa.String(length=20), nullable=True))
-        batch.add_column(sa.Column("default_style", sa.String(length=200), nullable=True))
-        batch.add_column(sa.Column("default_upscaler", sa.String(length=100), nullable=True))
-        batch.add_column(sa.Column("private_results", sa.Boolean(), nullable=False, server_default="0"))
-    with op.batch_alter_table("jobs") as batch:
-        batch.add_column(sa.Column("safety_check", sa.Boolean(), nullable=False, server_default="0"))
-        batch.add_column(sa.Column("private", sa.Boolean(), nullable=False, server_default="0"))
-        batch.add_column(sa.Column("removed_at", sa.DateTime(), nullable=True))
-        batch.add_column(sa.Column("removed_by", sa.BigInteger(), nullable=True))
-    with op.batch_alter_table("images") as batch:
-        batch.add_column(sa.Column("flagged", sa.Boolean(), nullable=False, server_default="0"))
+    add_columns()
     op.create_table(
         "guild_policies",
         sa.Column("guild_id", sa.BigInteger(), autoincrement=False, nullable=False),
@@ -93,15 +102,4 @@ def downgrade() -> None:
     op.drop_table("blocked_terms")
     op.drop_table("role_limits")
     op.drop_table("guild_policies")
-    with op.batch_alter_table("images") as batch:
-        batch.drop_column("flagged")
-    with op.batch_alter_table("jobs") as batch:
-        batch.drop_column("removed_by")
-        batch.drop_column("removed_at")
-        batch.drop_column("private")
-        batch.drop_column("safety_check")
-    with op.batch_alter_table("users") as batch:
-        batch.drop_column("private_results")
-        batch.drop_column("default_upscaler")
-        batch.drop_column("default_style")
-        batch.drop_column("default_aspect")
+    drop_columns()

@@ -5,8 +5,22 @@ learns of a remote job's progress from the row."""
 import sqlalchemy as sa
 from alembic import op
 
+from migrations.columns import added_columns
+
 revision = "0018_workers"
 down_revision = "0017_merge"
+
+add_job_columns, drop_job_columns = added_columns(
+    {
+        "jobs": [
+            sa.Column("worker_name", sa.String(length=100), nullable=True),
+            sa.Column("lease_token", sa.String(length=32), nullable=True),
+            sa.Column("progress_step", sa.Integer(), nullable=True),
+            sa.Column("progress_total", sa.Integer(), nullable=True),
+            sa.Column("progress_preview", sa.LargeBinary(), nullable=True),
+        ]
+    }
+)
 
 
 def upgrade() -> None:
@@ -26,19 +40,9 @@ def upgrade() -> None:
         sa.PrimaryKeyConstraint("id", name=op.f("pk_workers")),
         sa.UniqueConstraint("name", name=op.f("uq_workers_name")),
     )
-    with op.batch_alter_table("jobs") as batch:
-        batch.add_column(sa.Column("worker_name", sa.String(length=100), nullable=True))
-        batch.add_column(sa.Column("lease_token", sa.String(length=32), nullable=True))
-        batch.add_column(sa.Column("progress_step", sa.Integer(), nullable=True))
-        batch.add_column(sa.Column("progress_total", sa.Integer(), nullable=True))
-        batch.add_column(sa.Column("progress_preview", sa.LargeBinary(), nullable=True))
+    add_job_columns()
 
 
 def downgrade() -> None:
-    with op.batch_alter_table("jobs") as batch:
-        batch.drop_column("progress_preview")
-        batch.drop_column("progress_total")
-        batch.drop_column("progress_step")
-        batch.drop_column("lease_token")
-        batch.drop_column("worker_name")
+    drop_job_columns()
     op.drop_table("workers")
