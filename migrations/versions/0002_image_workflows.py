@@ -5,7 +5,7 @@ All columns are nullable: jobs of earlier versions had none of these workflows.
 
 import sqlalchemy as sa
 
-from migrations.columns import added_columns
+from migrations.steps import added_columns
 
 revision = "0002"
 down_revision = "0001"

@@ -3,7 +3,7 @@
 import sqlalchemy as sa
 from alembic import op
 
-from migrations.columns import added_columns
+from migrations.steps import added_columns
 
 revision = "0007"
 down_revision = "0006"

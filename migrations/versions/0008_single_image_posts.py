@@ -2,7 +2,7 @@
 
 import sqlalchemy as sa
 
-from migrations.columns import added_columns
+from migrations.steps import added_columns
 
 revision = "0008"
 down_revision = "0007"

@@ -3,7 +3,7 @@ over, and a member's default refiner"""
 
 import sqlalchemy as sa
 
-from migrations.columns import added_columns
+from migrations.steps import added_columns
 
 revision = "0012"
 down_revision = "0011"

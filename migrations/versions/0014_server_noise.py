@@ -3,7 +3,7 @@ bot's config defaults and a member's own."""
 
 import sqlalchemy as sa
 
-from migrations.columns import added_columns
+from migrations.steps import added_columns
 
 revision = "0014_server_noise"
 down_revision = "0013"

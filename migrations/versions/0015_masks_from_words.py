@@ -2,7 +2,7 @@
 
 import sqlalchemy as sa
 
-from migrations.columns import added_columns
+from migrations.steps import added_columns
 
 revision = "0015_masks_from_words"
 down_revision = "0014_server_noise"

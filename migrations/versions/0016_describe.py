@@ -3,7 +3,7 @@ server's admins picked"""
 
 import sqlalchemy as sa
 
-from migrations.columns import added_columns
+from migrations.steps import added_columns
 
 revision = "0016_describe"
 down_revision = "0015_masks_from_words"

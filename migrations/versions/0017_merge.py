@@ -2,7 +2,7 @@
 
 import sqlalchemy as sa
 
-from migrations.columns import added_columns
+from migrations.steps import added_columns
 
 revision = "0017_merge"
 down_revision = "0016_describe"

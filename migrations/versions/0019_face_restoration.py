@@ -3,7 +3,7 @@ defaults for them, and an image's note from the worker ("No faces were found..."
 
 import sqlalchemy as sa
 
-from migrations.columns import added_columns
+from migrations.steps import added_columns
 
 revision = "0019_face_restoration"
 down_revision = "0018_workers"
