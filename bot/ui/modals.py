@@ -120,23 +120,22 @@ class InpaintModal(ui.Modal):
             ],
             required=False,
         )
-        self.add_item(self.prompt)
-        self.add_item(
+        for item in (
+            self.prompt,
             ui.Label(
                 text="Mask",
                 description="A PNG of the image's size: white is repainted, black is kept.",
                 component=self.mask,
-            )
-        )
-        self.add_item(self.mask_words)
-        self.add_item(self.strength)
-        self.add_item(
+            ),
+            self.mask_words,
+            self.strength,
             ui.Label(
                 text="Masked content · inpaint area",
                 description="What the area starts from, and whether only the area around it is repainted",
                 component=self.fill_and_area,
-            )
-        )
+            ),
+        ):
+            self.add_item(item)
 
     async def on_submit(self, interaction: discord.Interaction[SDBot]) -> None:
         async def run() -> None:

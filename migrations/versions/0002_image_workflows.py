@@ -4,7 +4,8 @@ All columns are nullable: jobs of earlier versions had none of these workflows.
 """
 
 import sqlalchemy as sa
-from alembic import op
+
+from migrations.steps import added_columns
 
 revision = "0002"
 down_revision = "0001"
@@ -32,14 +33,4 @@ COLUMNS = (
     ("upscaler", sa.String(length=100)),
 )
 
-
-def upgrade() -> None:
-    with op.batch_alter_table("jobs") as batch:
-        for name, type_ in COLUMNS:
-            batch.add_column(sa.Column(name, type_, nullable=True))
-
-
-def downgrade() -> None:
-    with op.batch_alter_table("jobs") as batch:
-        for name, _ in reversed(COLUMNS):
-            batch.drop_column(name)
+upgrade, downgrade = added_columns({"jobs": [sa.Column(name, type_, nullable=True) for name, type_ in COLUMNS]})

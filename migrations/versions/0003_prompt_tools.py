@@ -1,17 +1,22 @@
 """prompt tools: seamless tiling and X/Y plots on jobs, and the styles table"""
 
 import sqlalchemy as sa
-from alembic import op
+
+from migrations.steps import added_columns, created_table, in_order
 
 revision = "0003"
 down_revision = "0002"
 
-
-def upgrade() -> None:
-    with op.batch_alter_table("jobs") as batch:
-        batch.add_column(sa.Column("tiling", sa.Boolean(), nullable=False, server_default="0"))
-        batch.add_column(sa.Column("plot_json", sa.Text(), nullable=True))
-    op.create_table(
+upgrade, downgrade = in_order(
+    added_columns(
+        {
+            "jobs": [
+                sa.Column("tiling", sa.Boolean(), nullable=False, server_default="0"),
+                sa.Column("plot_json", sa.Text(), nullable=True),
+            ]
+        }
+    ),
+    created_table(
         "styles",
         sa.Column("id", sa.Integer(), nullable=False),
         sa.Column("guild_id", sa.BigInteger(), nullable=True),
@@ -21,16 +26,7 @@ def upgrade() -> None:
         sa.Column("negative_prompt", sa.Text(), nullable=False),
         sa.Column("created_by", sa.BigInteger(), nullable=False),
         sa.Column("created_at", sa.DateTime(), nullable=False),
-        sa.PrimaryKeyConstraint("id", name=op.f("pk_styles")),
-    )
-    op.create_index("ix_styles_guild_id_name", "styles", ["guild_id", "name"])
-    op.create_index("ix_styles_user_id_name", "styles", ["user_id", "name"])
-
-
-def downgrade() -> None:
-    op.drop_index("ix_styles_user_id_name", table_name="styles")
-    op.drop_index("ix_styles_guild_id_name", table_name="styles")
-    op.drop_table("styles")
-    with op.batch_alter_table("jobs") as batch:
-        batch.drop_column("plot_json")
-        batch.drop_column("tiling")
+        sa.PrimaryKeyConstraint("id", name=sa.schema.conv("pk_styles")),
+        indexes={"ix_styles_guild_id_name": ["guild_id", "name"], "ix_styles_user_id_name": ["user_id", "name"]},
+    ),
+)

@@ -1,26 +1,31 @@
 """community operations: member settings, server policy, bans, the audit log, safety flags"""
 
 import sqlalchemy as sa
-from alembic import op
+
+from migrations.steps import added_columns, created_table, in_order
 
 revision = "0004"
 down_revision = "0003"
 
-
-def upgrade() -> None:
-    with op.batch_alter_table("users") as batch:
-        batch.add_column(sa.Column("default_aspect", sa.String(length=20), nullable=True))
-        batch.add_column(sa.Column("default_style", sa.String(length=200), nullable=True))
-        batch.add_column(sa.Column("default_upscaler", sa.String(length=100), nullable=True))
-        batch.add_column(sa.Column("private_results", sa.Boolean(), nullable=False, server_default="0"))
-    with op.batch_alter_table("jobs") as batch:
-        batch.add_column(sa.Column("safety_check", sa.Boolean(), nullable=False, server_default="0"))
-        batch.add_column(sa.Column("private", sa.Boolean(), nullable=False, server_default="0"))
-        batch.add_column(sa.Column("removed_at", sa.DateTime(), nullable=True))
-        batch.add_column(sa.Column("removed_by", sa.BigInteger(), nullable=True))
-    with op.batch_alter_table("images") as batch:
-        batch.add_column(sa.Column("flagged", sa.Boolean(), nullable=False, server_default="0"))
-    op.create_table(
+upgrade, downgrade = in_order(
+    added_columns(
+        {
+            "users": [
+                sa.Column("default_aspect", sa.String(length=20), nullable=True),
+                sa.Column("default_style", sa.String(length=200), nullable=True),
+                sa.Column("default_upscaler", sa.String(length=100), nullable=True),
+                sa.Column("private_results", sa.Boolean(), nullable=False, server_default="0"),
+            ],
+            "jobs": [
+                sa.Column("safety_check", sa.Boolean(), nullable=False, server_default="0"),
+                sa.Column("private", sa.Boolean(), nullable=False, server_default="0"),
+                sa.Column("removed_at", sa.DateTime(), nullable=True),
+                sa.Column("removed_by", sa.BigInteger(), nullable=True),
+            ],
+            "images": [sa.Column("flagged", sa.Boolean(), nullable=False, server_default="0")],
+        }
+    ),
+    created_table(
         "guild_policies",
         sa.Column("guild_id", sa.BigInteger(), autoincrement=False, nullable=False),
         sa.Column("channel_ids", sa.Text(), nullable=False, server_default="[]"),
@@ -32,9 +37,9 @@ def upgrade() -> None:
         sa.Column("flagged_action", sa.String(length=20), nullable=True),
         sa.Column("log_channel_id", sa.BigInteger(), nullable=True),
         sa.Column("updated_at", sa.DateTime(), nullable=False),
-        sa.PrimaryKeyConstraint("guild_id", name=op.f("pk_guild_policies")),
-    )
-    op.create_table(
+        sa.PrimaryKeyConstraint("guild_id", name=sa.schema.conv("pk_guild_policies")),
+    ),
+    created_table(
         "role_limits",
         sa.Column("id", sa.Integer(), nullable=False),
         sa.Column("guild_id", sa.BigInteger(), nullable=False),
@@ -42,10 +47,10 @@ def upgrade() -> None:
         sa.Column("images_per_day", sa.Integer(), nullable=True),
         sa.Column("cooldown_s", sa.Integer(), nullable=True),
         sa.Column("max_pending", sa.Integer(), nullable=True),
-        sa.PrimaryKeyConstraint("id", name=op.f("pk_role_limits")),
-        sa.UniqueConstraint("guild_id", "role_id", name=op.f("uq_role_limits_guild_id")),
-    )
-    op.create_table(
+        sa.PrimaryKeyConstraint("id", name=sa.schema.conv("pk_role_limits")),
+        sa.UniqueConstraint("guild_id", "role_id", name=sa.schema.conv("uq_role_limits_guild_id")),
+    ),
+    created_table(
         "blocked_terms",
         sa.Column("id", sa.Integer(), nullable=False),
         sa.Column("guild_id", sa.BigInteger(), nullable=False),
@@ -54,20 +59,20 @@ def upgrade() -> None:
         sa.Column("pattern", sa.Text(), nullable=False),
         sa.Column("created_by", sa.BigInteger(), nullable=False),
         sa.Column("created_at", sa.DateTime(), nullable=False),
-        sa.PrimaryKeyConstraint("id", name=op.f("pk_blocked_terms")),
-        sa.UniqueConstraint("guild_id", "scope", "kind", "pattern", name=op.f("uq_blocked_terms_guild_id")),
-    )
-    op.create_index(op.f("ix_blocked_terms_guild_id"), "blocked_terms", ["guild_id"])
-    op.create_table(
+        sa.PrimaryKeyConstraint("id", name=sa.schema.conv("pk_blocked_terms")),
+        sa.UniqueConstraint("guild_id", "scope", "kind", "pattern", name=sa.schema.conv("uq_blocked_terms_guild_id")),
+        indexes={sa.schema.conv("ix_blocked_terms_guild_id"): ["guild_id"]},
+    ),
+    created_table(
         "bans",
         sa.Column("guild_id", sa.BigInteger(), autoincrement=False, nullable=False),
         sa.Column("user_id", sa.BigInteger(), autoincrement=False, nullable=False),
         sa.Column("reason", sa.Text(), nullable=False),
         sa.Column("banned_by", sa.BigInteger(), nullable=False),
         sa.Column("created_at", sa.DateTime(), nullable=False),
-        sa.PrimaryKeyConstraint("guild_id", "user_id", name=op.f("pk_bans")),
-    )
-    op.create_table(
+        sa.PrimaryKeyConstraint("guild_id", "user_id", name=sa.schema.conv("pk_bans")),
+    ),
+    created_table(
         "audit_log",
         sa.Column("id", sa.Integer(), nullable=False),
         sa.Column("guild_id", sa.BigInteger(), nullable=True),
@@ -78,30 +83,10 @@ def upgrade() -> None:
         sa.Column("job_id", sa.Integer(), nullable=True),
         sa.Column("details", sa.Text(), nullable=False),
         sa.Column("created_at", sa.DateTime(), nullable=False),
-        sa.PrimaryKeyConstraint("id", name=op.f("pk_audit_log")),
-    )
-    op.create_index("ix_audit_log_guild_id_created_at", "audit_log", ["guild_id", "created_at"])
-    op.create_index("ix_audit_log_guild_id_target_user_id", "audit_log", ["guild_id", "target_user_id"])
-
-
-def downgrade() -> None:
-    op.drop_index("ix_audit_log_guild_id_target_user_id", table_name="audit_log")
-    op.drop_index("ix_audit_log_guild_id_created_at", table_name="audit_log")
-    op.drop_table("audit_log")
-    op.drop_table("bans")
-    op.drop_index(op.f("ix_blocked_terms_guild_id"), table_name="blocked_terms")
-    op.drop_table("blocked_terms")
-    op.drop_table("role_limits")
-    op.drop_table("guild_policies")
-    with op.batch_alter_table("images") as batch:
-        batch.drop_column("flagged")
-    with op.batch_alter_table("jobs") as batch:
-        batch.drop_column("removed_by")
-        batch.drop_column("removed_at")
-        batch.drop_column("private")
-        batch.drop_column("safety_check")
-    with op.batch_alter_table("users") as batch:
-        batch.drop_column("private_results")
-        batch.drop_column("default_upscaler")
-        batch.drop_column("default_style")
-        batch.drop_column("default_aspect")
+        sa.PrimaryKeyConstraint("id", name=sa.schema.conv("pk_audit_log")),
+        indexes={
+        "ix_audit_log_guild_id_created_at": ["guild_id", "created_at"],
+        "ix_audit_log_guild_id_target_user_id": ["guild_id", "target_user_id"],
+        },
+    ),
+)

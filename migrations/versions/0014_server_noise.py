@@ -2,19 +2,17 @@
 bot's config defaults and a member's own."""
 
 import sqlalchemy as sa
-from alembic import op
+
+from migrations.steps import added_columns
 
 revision = "0014_server_noise"
 down_revision = "0013"
 
-
-def upgrade() -> None:
-    with op.batch_alter_table("guild_policies") as batch:
-        batch.add_column(sa.Column("default_rng", sa.String(length=10), nullable=True))
-        batch.add_column(sa.Column("default_ensd", sa.BigInteger(), nullable=True))
-
-
-def downgrade() -> None:
-    with op.batch_alter_table("guild_policies") as batch:
-        batch.drop_column("default_ensd")
-        batch.drop_column("default_rng")
+upgrade, downgrade = added_columns(
+    {
+        "guild_policies": [
+            sa.Column("default_rng", sa.String(length=10), nullable=True),
+            sa.Column("default_ensd", sa.BigInteger(), nullable=True),
+        ]
+    }
+)

@@ -1,17 +1,10 @@
 """A checkpoint merge's options on its job row (JobKind.MERGE, /admin merge)"""
 
 import sqlalchemy as sa
-from alembic import op
+
+from migrations.steps import added_columns
 
 revision = "0017_merge"
 down_revision = "0016_describe"
 
-
-def upgrade() -> None:
-    with op.batch_alter_table("jobs") as batch:
-        batch.add_column(sa.Column("merge_json", sa.Text(), nullable=True))
-
-
-def downgrade() -> None:
-    with op.batch_alter_table("jobs") as batch:
-        batch.drop_column("merge_json")
+upgrade, downgrade = added_columns({"jobs": [sa.Column("merge_json", sa.Text(), nullable=True)]})
