@@ -160,3 +160,42 @@ async def test_a_stop_puts_the_job_being_saved_back_in_the_queue(running):
     await dispatcher.stop()
     assert [(await queue.get(job.id)).status for job in (first, second)] == [JobStatus.PENDING] * 2
     assert not dispatcher.running and not dispatcher.saving
+
+
+async def test_a_lone_job_costs_one_claim_and_a_job_queued_after_it_still_goes_out(running, monkeypatch):
+    """The claim that took a lone job saw nothing else waiting: the claims its saving and its
+    end would make come back empty, and are skipped. A job queued meanwhile wakes the
+    dispatcher, and is claimed as soon as the worker is free."""
+    queue, dispatcher, recorded = running
+    transport = WorkerTransport.started[-1]
+    await dispatcher.wake_and_wait()  # its first look at the queue is done, as in a running bot
+    claims: list[list[int]] = []
+    claim = queue.claim
+
+    async def counted(*args, **kwargs):  # type: ignore[no-untyped-def]
+        made = await claim(*args, **kwargs)
+        claims.append([job.id for job in made.jobs])
+        return made
+
+    monkeypatch.setattr(queue, "claim", counted)
+    image = ImageResult(0, 1, None, "/nowhere.png", "a lighthouse", 64, 64)
+    lone = await queue.enqueue(params("a lighthouse"), ALICE)
+    await dispatcher.wake_and_wait()  # as a command does
+    await until(lambda: run_jobs(transport) == [lone.id], "the lone job sent")
+    transport.deliver(JobStarted(lone.id))
+    transport.deliver(JobSaving(lone.id))
+    transport.deliver(JobCompleted(lone.id, (image,), None, 1.0))
+    await until(lambda: recorded.finished == [lone.id], "the lone job finished")
+    assert claims == [[lone.id]]
+
+    # Queued while a job runs: claimed when that job saves, not before.
+    busy = await queue.enqueue(params("a harbour"), ALICE)
+    await dispatcher.wake_and_wait()  # as a command does
+    await until(lambda: run_jobs(transport) == [lone.id, busy.id], "the next job sent")
+    later = await queue.enqueue(params("a mill"), BOB)
+    await dispatcher.wake_and_wait()  # as a command does
+    await asyncio.sleep(0.1)
+    assert run_jobs(transport) == [lone.id, busy.id]
+    transport.deliver(JobSaving(busy.id))
+    await until(lambda: run_jobs(transport) == [lone.id, busy.id, later.id], "the job queued meanwhile sent")
+    assert claims == [[lone.id], [busy.id], [later.id]]

@@ -130,6 +130,11 @@ class Dispatcher:
         self.running: dict[int, Job] = {}
         # Those of them whose images are made and being written (JobSaving): not the GPU's.
         self.saving: set[int] = set()
+        # The last claim found nothing more waiting, and nothing that may queue a job (a wake,
+        # a job handed back, a new worker) came since: the next claim would come back empty.
+        # Skipping it saves a write transaction twice a job (when the worker starts saving,
+        # and when the job completes) on a bot that is not busy.
+        self._nothing_waits = False
         self._inbox: asyncio.Queue[Event | WorkerExited | _Wake] = asyncio.Queue()
         self._worker: WorkerProcess | None = None
         self._generation = 0
@@ -233,6 +238,7 @@ class Dispatcher:
         """Serve these models from now on (bot.model_catalog): the worker is told between two
         jobs, and a restarted worker starts with them."""
         self.worker_config = replace(self.worker_config, models=models)
+        self._nothing_waits = False
         if self._worker is not None:
             self._worker.send(UpdateModels(models))
 
@@ -274,14 +280,15 @@ class Dispatcher:
         return next((job for job_id, job in self.running.items() if job_id not in self.saving), None)
 
     async def _dispatch_if_idle(self) -> None:
-        if self.ready is None or self.current is not None or self._stopping:
+        if self.ready is None or self.current is not None or self._stopping or self._nothing_waits:
             return
         jobs: list[Job] = []
         while not jobs:  # each pass claims at least one job, or returns
-            claimed = await self.queue.claim_batch(max(1, self.worker_config.max_batch_images), self.claiming)
-            if not claimed:
+            claim = await self.queue.claim(max(1, self.worker_config.max_batch_images), self.claiming)
+            self._nothing_waits = not claim.more_waiting
+            if not claim.jobs:
                 return
-            jobs = await self._still_deliverable(claimed)
+            jobs = await self._still_deliverable(claim.jobs)
         self.running.update((job.id, job) for job in jobs)
         self.last_model = jobs[0].model
         assert self._worker is not None
@@ -317,11 +324,13 @@ class Dispatcher:
     async def _handle(self, item: Event | WorkerExited | _Wake) -> None:
         match item:
             case _Wake(looked=looked):
+                self._nothing_waits = False  # a job may have been queued (or a lease expired)
                 if looked is not None:
                     self._wakes_handled.append(looked)
                 return
             case WorkerReady():
                 self.ready = item
+                self._nothing_waits = False
                 self._restart_delay = 1.0
             case WorkerStartupFailed(message=message):
                 log.error("worker failed to start again: %s", message)
@@ -360,6 +369,7 @@ class Dispatcher:
                     # Stopped as no longer its own: if the row says otherwise after all, the
                     # job goes back to the queue rather than stay "running" on nobody.
                     await self.queue.return_to_queue(job_id, lease_token)
+                    self._nothing_waits = False
                 await self._report_final(job_id)
             case _:
                 log.debug("ignoring %r: not about a running job", item)
@@ -379,6 +389,7 @@ class Dispatcher:
         log.error("worker process exited (code %s); starting a new one", exited.exitcode)
         held, self.running = self.running, {}
         self.saving.clear()
+        self._nothing_waits = False  # its jobs go back to the queue
         for job_id, held_job in held.items():
             job, recovery = await self.queue.release_interrupted(job_id, CRASH_REASON, held_job.lease_token)
             self._report_recovery(job, recovery, CRASH_REASON)

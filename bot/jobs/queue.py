@@ -92,6 +92,16 @@ class CancelOutcome(StrEnum):
     ALREADY_FINISHED = "already_finished"
 
 
+@dataclass(frozen=True, slots=True)
+class Claim:
+    """What a claim took, and whether another job was waiting as it took them (perhaps taken
+    since by a rider of this batch or another claimer): when none was, a claim made before
+    anything new is queued would come back empty (Dispatcher skips it)."""
+
+    jobs: list[Job]
+    more_waiting: bool
+
+
 class Recovery(StrEnum):
     REQUEUED = "requeued"
     FAILED = "failed"
@@ -199,9 +209,13 @@ class JobQueue:
         return batch[0] if batch else None
 
     async def claim_batch(self, max_images: int, worker: ClaimingWorker | None = None) -> list[Job]:
+        """claim(), its jobs alone."""
+        return (await self.claim(max_images, worker)).jobs
+
+    async def claim(self, max_images: int, worker: ClaimingWorker | None = None) -> Claim:
         """Mark running, and return, the fairest pending job and the waiting jobs that may
-        share its pass (inference.common.batch_keys.batch_key), up to ``max_images`` images in all;
-        [] when nothing waits.
+        share its pass (inference.common.batch_keys.batch_key), up to ``max_images`` images in all
+        (none when nothing waits), and whether another job waited.
 
         The riders are taken in fair order too, as if each were claimed next: the first job's
         user has just had a turn, so the other users' compatible jobs come before that user's
@@ -219,7 +233,7 @@ class JobQueue:
         async with self.db.session() as session, session.begin():
             first, others_wait = await self._claim_fairest(session, now, worker, owner)
             if first is None:
-                return []
+                return Claim([], more_waiting=False)
             if worker is not None:
                 await session.execute(
                     update(Worker).where(Worker.name == worker.name).values(current_job_id=first.id, heartbeat_at=now)
@@ -228,7 +242,7 @@ class JobQueue:
             key = batch_key(generate_request(first))
             room = max_images - first.count
             if key is None or room <= 0 or not others_wait:
-                return batch
+                return Claim(batch, others_wait)
             rider_ids = await self._riders_in_fair_order(session, now, first, room)
             # One read for them all; those other claimers took meanwhile are no longer waiting.
             waiting = {job.id: job for job in await session.scalars(
@@ -247,7 +261,7 @@ class JobQueue:
                     room -= claimed.count
                     if room <= 0:
                         break
-        return batch
+        return Claim(batch, others_wait)
 
     async def _riders_in_fair_order(self, session, now: datetime, first: Job, room: int) -> list[int]:  # type: ignore[no-untyped-def]
         """The waiting jobs that may share ``first``'s pass, in fair order as if each were
