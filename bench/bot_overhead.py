@@ -47,6 +47,7 @@ def parse_args(argv: list[str] | None):
     parser.add_argument("--repeats", type=int, default=20, help="timed jobs (default %(default)s)")
     parser.add_argument("--warmup", type=int, default=2, help="untimed jobs first (default %(default)s)")
     parser.add_argument("--model-cache", type=Path, help="where built models are kept (default: a temp folder)")
+    common.add_worker_start(parser)
     args = parser.parse_args(argv)
     if args.device != "cpu":
         # The bot's worker runs on the settings' device; the tiny model measures the bot, not a GPU.
@@ -82,7 +83,7 @@ async def run(args) -> dict[str, Any]:
         return seconds
 
     work = simulated.workdir("sdbot-bench-overhead-")
-    settings = simulated.tiny_settings(Path(work.name), model_cache=args.model_cache)
+    settings = simulated.tiny_settings(Path(work.name), model_cache=args.model_cache, worker_start=args.worker_start)
     harness = await simulated.started_harness(settings)
     simulation = simulated.SimulationTime()
     simulation.install(harness)

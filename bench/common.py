@@ -329,6 +329,19 @@ def base_parser(name: str, description: str, *, default_device: str = "cpu") -> 
     return parser
 
 
+def add_worker_start(parser: argparse.ArgumentParser) -> None:
+    """``--worker-start``: how the benchmark's worker processes start. Its figures are taken
+    after the workers are ready, so they do not depend on it; forkserver makes the start itself
+    cheap where a forkserver has imported torch already (the smoke tests' process)."""
+    from bot.jobs.worker_process import START_METHODS
+
+    parser.add_argument(
+        "--worker-start", choices=START_METHODS, default="spawn",
+        help="spawn (each worker imports torch, as a bot's first start does) or forkserver "
+        "(forked from one process that imported it once: [worker] start_method) (default %(default)s)",
+    )
+
+
 def fill_device_defaults(args: argparse.Namespace, *, cuda_repeats: int, cpu_repeats: int) -> bool:
     """Fill in ``--dtype`` and ``--repeats`` where they were left out; whether the run is on a GPU.
 

@@ -78,6 +78,7 @@ def parse_args(argv: list[str] | None, name: str = "load", description: str = __
         "--freeze-simulation", action="store_true",
         help="after each burst, freeze what is alive (mostly the simulated Discord's history) out of the collector's way",
     )
+    common.add_worker_start(parser)
     args = parser.parse_args(argv)
     if args.device != "cpu":
         parser.error("load measures the bot around a tiny model: use --device cpu")
@@ -207,7 +208,7 @@ async def run(args) -> dict[str, Any]:
     simulated.quiet_logs()
     work = simulated.workdir("sdbot-bench-load-")
     settings = simulated.tiny_settings(
-        Path(work.name), model_cache=args.model_cache, max_pending_per_user=args.jobs
+        Path(work.name), model_cache=args.model_cache, max_pending_per_user=args.jobs, worker_start=args.worker_start
     )
     harness = await simulated.started_harness(settings)
     simulation = simulated.SimulationTime()

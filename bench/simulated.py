@@ -41,6 +41,7 @@ def tiny_settings(
     model_cache: Path | None = None,
     max_pending_per_user: int = 5,
     preview_interval_s: float = 1.5,
+    worker_start: str = "spawn",
 ):
     """The tests' settings for the tiny model (tests/tiny_settings.py), with the worker's production
     defaults for previews and PNG compression, and the queue limit the benchmark needs."""
@@ -53,7 +54,9 @@ def tiny_settings(
         description="tiny benchmark model",
         max_size=512,
         max_pending_per_user=max_pending_per_user,
-        worker=WorkerSettings(device="cpu", preview_interval_s=preview_interval_s, startup_timeout_s=300.0),
+        worker=WorkerSettings(
+            device="cpu", preview_interval_s=preview_interval_s, startup_timeout_s=300.0, start_method=worker_start,
+        ),
     )
 
 

@@ -15,7 +15,6 @@ alternate between the modes, so machine noise hits both alike.
 
 from __future__ import annotations
 
-import multiprocessing
 import sys
 import tempfile
 import time
@@ -43,6 +42,7 @@ def parse_args(argv: list[str] | None):  # type: ignore[no-untyped-def]
     parser = generation_parser("worker_stream", __doc__.splitlines()[0], "streams per mode")
     parser.add_argument("--jobs", type=int, default=6, help="jobs per stream (default %(default)s)")
     parser.add_argument("--images-per-job", type=int, help="default: 8 on cuda, 4 on cpu")
+    common.add_worker_start(parser)
     args = finish_generation_args(parser.parse_args(argv))
     args.images_per_job = args.images_per_job or (8 if args.device.startswith("cuda") else 4)
     return args
@@ -51,11 +51,12 @@ def parse_args(argv: list[str] | None):  # type: ignore[no-untyped-def]
 class Worker:
     """One worker process and its pipes; ``background``: its config's background_saving."""
 
-    def __init__(self, config) -> None:  # type: ignore[no-untyped-def]
+    def __init__(self, config, start_method: str) -> None:  # type: ignore[no-untyped-def]
+        from bot.jobs.worker_process import process_context
         from inference.worker import run_worker
 
         self.background = config.background_saving
-        context = multiprocessing.get_context("spawn")
+        context = process_context(start_method)
         commands_recv, self.commands = context.Pipe(duplex=False)
         self.events, events_send = context.Pipe(duplex=False)
         self.process = context.Process(target=run_worker, args=(config, commands_recv, events_send), daemon=True)
@@ -122,7 +123,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     base = worker_config(args, folder, outputs.name, args.images_per_job)
     workers = {}
     for mode in MODES:
-        workers[mode] = Worker(replace(base, background_saving=mode == "background"))
+        workers[mode] = Worker(replace(base, background_saving=mode == "background"), args.worker_start)
     job_ids = iter(range(1, 1_000_000))
 
     def requests() -> list:

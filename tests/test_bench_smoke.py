@@ -20,6 +20,10 @@ from bench import (
 )
 from bot.policy.store import Limits
 
+# The benchmarks that start workers fork them from this process's forkserver, which has
+# imported torch once (the bot tests' workers come from it too), instead of spawning each.
+FORKSERVER = ("--worker-start", "forkserver")
+
 
 @pytest.fixture(scope="module")
 def bench_model_cache(tmp_path_factory):
@@ -97,7 +101,7 @@ def test_the_workers_benchmark_runs_separate_workers_and_writes_its_json(tmp_pat
 
 def test_the_worker_stream_benchmark_feeds_both_workers_and_writes_its_json(tmp_path, bench_model_cache):
     results = worker_stream.main([
-        "--model", "tiny", "--steps", "1", "--jobs", "2", "--images-per-job", "2", "--repeats", "1",
+        "--model", "tiny", "--steps", "1", "--jobs", "2", "--images-per-job", "2", "--repeats", "1", *FORKSERVER,
         "--model-cache", str(bench_model_cache), "--output-dir", str(tmp_path / "results"),
     ])
     document = json.loads((tmp_path / "results" / "worker_stream-cpu.json").read_text())
@@ -184,7 +188,7 @@ def test_the_open_loop_load_benchmark_runs_and_loses_nothing(tmp_path, bench_mod
     """bench.load's open loop (--every): bursts on a clock, not after each one settles; the
     bot still answers every interaction and delivers every job, in each member's order."""
     results = load.main([
-        "--users", "3", "--jobs", "8", "--burst", "4", "--every", "0.5", "--max-seconds", "120",
+        "--users", "3", "--jobs", "8", "--burst", "4", "--every", "0.5", "--max-seconds", "120", *FORKSERVER,
         "--model-cache", str(bench_model_cache), "--output-dir", str(tmp_path / "results"),
     ])
     assert [p.name for p in (tmp_path / "results").iterdir()] == ["load_open_loop-cpu.json"]
@@ -208,7 +212,7 @@ def test_the_open_loop_load_benchmark_runs_and_loses_nothing(tmp_path, bench_mod
 
 def test_the_bot_overhead_benchmark_runs_and_takes_the_simulation_off(tmp_path, bench_model_cache):
     results = bot_overhead.main([
-        "--repeats", "2", "--warmup", "0", "--steps", "1",
+        "--repeats", "2", "--warmup", "0", "--steps", "1", *FORKSERVER,
         "--model-cache", str(bench_model_cache), "--output-dir", str(tmp_path / "results"),
     ])
     assert [p.name for p in (tmp_path / "results").iterdir()] == ["bot_overhead-cpu.json"]
@@ -392,7 +396,7 @@ def test_the_garbage_benchmark_keeps_what_a_full_collection_frees_and_names_its_
 
 def test_the_garbage_benchmark_runs_the_load_and_attributes_everything_it_freed(tmp_path, bench_model_cache):
     results = garbage.main([
-        "--users", "2", "--jobs", "4", "--burst", "2", "--max-seconds", "120",
+        "--users", "2", "--jobs", "4", "--burst", "2", "--max-seconds", "120", *FORKSERVER,
         "--model-cache", str(bench_model_cache), "--output-dir", str(tmp_path / "results"),
     ])
     document = json.loads((tmp_path / "results" / "garbage-cpu.json").read_text())

@@ -29,6 +29,18 @@ START_METHODS = ("spawn", "forkserver")
 FORKSERVER_PRELOAD = ["inference.worker_imports"]
 
 
+def process_context(start_method: str) -> multiprocessing.context.BaseContext:
+    """The multiprocessing context a worker starts in (START_METHODS); never a plain fork,
+    whose child would inherit the bot's event loop and threads."""
+    if start_method not in START_METHODS:
+        raise ValueError(f"unknown start method {start_method!r}: use {' or '.join(START_METHODS)}")
+    context = multiprocessing.get_context(start_method)
+    if start_method == "forkserver":
+        # Read when the server starts (the first worker's start): later calls change nothing.
+        context.set_forkserver_preload(FORKSERVER_PRELOAD)
+    return context
+
+
 @dataclass(frozen=True, slots=True)
 class WorkerExited:
     exitcode: int | None
@@ -62,11 +74,7 @@ class WorkerProcess:
         return self._process is not None and self._process.is_alive()
 
     def start(self) -> None:
-        # Never a plain fork: the child would inherit the bot's event loop and threads.
-        context = multiprocessing.get_context(self.start_method)
-        if self.start_method == "forkserver":
-            # Read when the server starts (the first worker's start): later calls change nothing.
-            context.set_forkserver_preload(FORKSERVER_PRELOAD)
+        context = process_context(self.start_method)
         command_recv, command_send = context.Pipe(duplex=False)
         event_recv, event_send = context.Pipe(duplex=False)
         self._process = context.Process(
