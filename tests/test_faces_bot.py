@@ -106,29 +106,31 @@ async def test_no_face_found_gives_the_image_back_with_a_note(settings, tmp_path
         assert parent.images[0].note == "No faces were found: the image is unchanged."
 
 
-@pytest.mark.parametrize("way", ["button", "imagine", "upscale", "settings"])
-async def test_without_face_models_every_way_is_refused_privately(harness, way):
+async def test_without_face_models_every_way_is_refused_privately(harness):
+    """Each way to ask for face restoration, one after another on one bot (the button last: it
+    swaps the bot's job views)."""
     alice = harness.member("alice")
     assert harness.settings.images.face_restorer_dirs == ("models/GFPGAN", "models/Codeformer")  # none there
     expected = NOT_SET_UP.format(folders="models/GFPGAN, models/Codeformer")
-    if way == "button":
-        _, posted = await single_image(harness, alice)
-        assert "Restore faces" not in button_labels(posted)  # nothing to offer
-        # A message posted while the server had its face models, which have gone since.
-        harness.bot.job_views = JobViews(lambda: ("CodeFormer",))
-        _, posted = await single_image(harness, alice)
-        answer = await alice.click(posted, label="Restore faces")
-    elif way == "imagine":
-        answer = await alice.slash(harness.channel, "imagine", prompt="a face", restore_faces=True)
-    elif way == "upscale":
-        answer = await alice.slash(harness.channel, "upscale", image=("small.png", noise_png(64, 48)), restore_faces=True)
-    else:
-        message = (await alice.slash(harness.channel, "settings")).response
-        answer = await alice.select(message, ["CodeFormer"], custom_id=f"sd:set:{alice.id}:faces")
-    count = await harness.job_count()
-    assert private_answer(answer) == expected
-    harness.expect_user_errors()
-    assert await harness.job_count() == count
+    for way in ("imagine", "upscale", "settings", "button"):
+        if way == "button":
+            _, posted = await single_image(harness, alice)
+            assert "Restore faces" not in button_labels(posted)  # nothing to offer
+            # A message posted while the server had its face models, which have gone since.
+            harness.bot.job_views = JobViews(lambda: ("CodeFormer",))
+            _, posted = await single_image(harness, alice)
+            answer = await alice.click(posted, label="Restore faces")
+        elif way == "imagine":
+            answer = await alice.slash(harness.channel, "imagine", prompt="a face", restore_faces=True)
+        elif way == "upscale":
+            answer = await alice.slash(harness.channel, "upscale", image=("small.png", noise_png(64, 48)), restore_faces=True)
+        else:
+            message = (await alice.slash(harness.channel, "settings")).response
+            answer = await alice.select(message, ["CodeFormer"], custom_id=f"sd:set:{alice.id}:faces")
+        count = await harness.job_count()
+        assert private_answer(answer) == expected, way
+        harness.expect_user_errors()  # user errors only, if any (the settings panel answers without one)
+        assert await harness.job_count() == count, way
 
 
 def test_pnginfo_rerun_keeps_face_restoration_where_the_server_has_it(settings, tmp_path):

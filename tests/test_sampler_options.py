@@ -28,29 +28,29 @@ def test_the_bots_rng_sources_are_the_workers():
     assert RNG_SOURCES == noise.RNG_SOURCES
 
 
-@pytest.mark.parametrize(
-    ("options", "expected"),
-    [
-        ({"sampler": "DPM++ 2N"}, "Unknown sampler `DPM++ 2N`. Did you mean `DPM++ 2M`"),
-        ({"prompt": "a cat --schedule Karas"}, "Unknown schedule type `Karas`. Did you mean `Karras`?"),
-        ({"sampler": "DDIM", "schedule_type": "Karras"}, "DDIM cannot use the schedule type Karras: it takes Automatic."),
-        (
-            {"sampler": "DPM++ 2M Karras", "schedule_type": "Exponential"},
-            "The sampler `DPM++ 2M Karras` names the schedule type Karras but the schedule_type option is `Exponential`",
-        ),
-        ({"seed_resize_from": "1024x64"}, "seed_resize_from's width must be a multiple of 8 between 64 and 128, got 1024."),
-        ({"seed_resize_from": "64x60"}, "seed_resize_from's height must be a multiple of 8 between 64 and 128, got 60."),
-        ({"seed_resize_from": "big"}, "seed_resize_from takes WIDTHxHEIGHT, such as 512x512, got `big`."),
-        ({"prompt": "a cat --eta 1.5", "sampler": "Euler a"}, "eta must be between 0 and 1, got 1.5."),
-        ({"eta": 0.5, "sampler": "Euler"}, "Euler does not use eta; the samplers that do: DPM++ SDE"),
-    ],
-)
-async def test_bad_sampling_options_are_refused_privately_and_queue_nothing(harness, options, expected):
+BAD_SAMPLING_OPTIONS = [
+    ({"sampler": "DPM++ 2N"}, "Unknown sampler `DPM++ 2N`. Did you mean `DPM++ 2M`"),
+    ({"prompt": "a cat --schedule Karas"}, "Unknown schedule type `Karas`. Did you mean `Karras`?"),
+    ({"sampler": "DDIM", "schedule_type": "Karras"}, "DDIM cannot use the schedule type Karras: it takes Automatic."),
+    (
+        {"sampler": "DPM++ 2M Karras", "schedule_type": "Exponential"},
+        "The sampler `DPM++ 2M Karras` names the schedule type Karras but the schedule_type option is `Exponential`",
+    ),
+    ({"seed_resize_from": "1024x64"}, "seed_resize_from's width must be a multiple of 8 between 64 and 128, got 1024."),
+    ({"seed_resize_from": "64x60"}, "seed_resize_from's height must be a multiple of 8 between 64 and 128, got 60."),
+    ({"seed_resize_from": "big"}, "seed_resize_from takes WIDTHxHEIGHT, such as 512x512, got `big`."),
+    ({"prompt": "a cat --eta 1.5", "sampler": "Euler a"}, "eta must be between 0 and 1, got 1.5."),
+    ({"eta": 0.5, "sampler": "Euler"}, "Euler does not use eta; the samplers that do: DPM++ SDE"),
+]
+
+
+async def test_bad_sampling_options_are_refused_privately_and_queue_nothing(harness):
     alice = harness.member("alice")
-    result = await alice.slash(harness.channel, "imagine", **{"prompt": "a cat", **options})
-    assert expected in (text := private_answer(result)), text
-    [error] = harness.expect_user_errors()
-    assert expected in error.message
+    for options, expected in BAD_SAMPLING_OPTIONS:
+        result = await alice.slash(harness.channel, "imagine", **{"prompt": "a cat", **options})
+        assert expected in (text := private_answer(result)), (options, text)
+        [error] = harness.expect_user_errors()
+        assert expected in error.message, options
     assert await harness.job_count() == 0
 
 
