@@ -119,6 +119,24 @@ def pytest_configure(config):
     config.addinivalue_line("markers", "both_backends: the tests that use `database` run on SQLite and PostgreSQL")
 
 
+# The files that take longest (measured with --durations), in that order, run first: xdist
+# hands the files out in collection order (--no-loadscope-reorder in pyproject.toml), so
+# the last ones to start are short and the processes finish together, instead of one of them
+# starting a long file as the other runs out of work. Only the order depends on this list.
+LONGEST_FILES = (
+    "test_bench_smoke.py", "test_inference_fastpath.py", "test_faces_inference.py", "test_service.py",
+    "test_bot_queue.py", "test_faces_bot.py", "test_workers_proof.py", "test_model_loading_bot.py",
+    "test_single_file.py", "test_bot_dms.py", "test_bot_workflows.py", "test_startup_and_cli.py",
+    "test_cli_generate.py", "test_inference_workflows.py", "test_sdxl_bot.py", "test_bot_imagine.py",
+    "test_worker_imports.py", "test_workers_relay.py", "test_workers_bot.py",
+)
+
+
+def pytest_collection_modifyitems(items):
+    rank = {name: place for place, name in enumerate(LONGEST_FILES)}
+    items.sort(key=lambda item: rank.get(item.path.name, len(rank)))  # stable: the rest keep their order
+
+
 def pytest_generate_tests(metafunc):
     if metafunc.definition.get_closest_marker("both_backends") and "database" in metafunc.fixturenames:
         metafunc.parametrize("backend", ["sqlite", "postgresql"], indirect=True)
