@@ -16,6 +16,7 @@ the cost of their jobs waiting before it (bot.jobs.fairness; start-time fair que
 
 from __future__ import annotations
 
+import functools
 import json
 import time
 import uuid
@@ -25,7 +26,7 @@ from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import func, select, update
+from sqlalchemy import String, bindparam, func, select, update
 from sqlalchemy.dialects.postgresql import insert as postgresql_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import selectinload
@@ -38,9 +39,9 @@ from bot.jobs.params import JobParameters
 from bot.jobs.fairness import fair_order, fairest_pending, in_fair_order, pending_alias, recent_use, usage_since
 from bot.jobs.job_rows import generate_request, job_columns
 from bot.jobs.privacy import PrivacyIndex
-from db.base import Base, utcnow
+from db.base import Base, UTCDateTime, utcnow
 from bot.jobs.riders import rider_conditions
-from bot.jobs.routing import ClaimingWorker, routable
+from bot.jobs.routing import ClaimingWorker, live_since, routable
 from db.models import ACTIVE_STATUSES, ERROR_DETAIL_MARK, Image, Job, JobStatus, User, Worker
 from db.session import Database
 from inference.common.batch_keys import batch_key
@@ -286,8 +287,10 @@ class JobQueue:
         needs none: it has one writer at a time (db.session.WriteTurn).
 
         A separate worker (``worker``) takes only what it can load (bot.jobs.routing)."""
-        fairest = fairest_pending(self._usage_since(now), lambda model: routable(model, worker, now))
-        job = await self._claim(session, fairest, now, owner)
+        times = {"usage_since": self._usage_since(now), "claim_started": now}
+        if worker is not None:
+            times.update(alive_since=live_since(worker, now), claim_lease_token=owner["lease_token"])
+        job = await session.scalar(_fairest_claim(worker), times, execution_options={"populate_existing": True})
         if job is None:
             return None, False
         another = await session.scalar(select(Job.id).where(Job.status == JobStatus.PENDING).limit(1))
@@ -549,6 +552,31 @@ class JobQueue:
             query = query.where(Job.worker_name == worker_name)
         async with self.db.session() as session:
             return list(await session.scalars(query))
+
+
+@functools.lru_cache(maxsize=32)
+def _fairest_claim(worker: ClaimingWorker | None) -> Any:
+    """The claim of the fairest job (JobQueue._claim_fairest), built once per claimer: the
+    built-in worker (None), or a separate worker as it is now (frozen: its name and models are
+    part of the SQL). Its times and lease token are bind parameters. Building the fair pick's
+    expression anew cost more than running it on SQLite: about 10 ms of Python a claim."""
+    fairest = fairest_pending(
+        bindparam("usage_since", type_=UTCDateTime),
+        lambda model: routable(model, worker, bindparam("alive_since", type_=UTCDateTime)),
+    )
+    owner = {} if worker is None else {
+        "worker_name": worker.name, "lease_token": bindparam("claim_lease_token", type_=String),
+        "progress_step": None, "progress_total": None, "progress_preview": None,
+    }
+    return (
+        update(Job)
+        .where(Job.id == fairest, Job.status == JobStatus.PENDING)
+        .values(
+            status=JobStatus.RUNNING, started_at=bindparam("claim_started", type_=UTCDateTime),
+            attempts=Job.attempts + 1, **owner,
+        )
+        .returning(Job)
+    )
 
 
 def _held(lease_token: str | None) -> tuple[Any, ...]:

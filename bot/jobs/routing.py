@@ -31,17 +31,23 @@ def model_list(names: Collection[str]) -> str:
     return "".join(f"|{name}|" for name in sorted(names))
 
 
-def routable(model: Any, worker: ClaimingWorker | None, now: datetime) -> tuple[Any, ...]:
+def live_since(worker: ClaimingWorker, now: datetime) -> datetime:
+    """The oldest heartbeat of a worker still alive, as ``worker`` sees it (its lease timeout)."""
+    return now - timedelta(seconds=worker.lease_timeout_s)
+
+
+def routable(model: Any, worker: ClaimingWorker | None, alive_since: Any) -> tuple[Any, ...]:
     """What a separate worker may claim: a job whose model it can load, and, when it has not
     loaded that model, only if no other free live worker has (that one runs it without a load).
-    ``model``: the waiting job's model column, as the claim's query names it."""
+    ``model``: the waiting job's model column, as the claim's query names it; ``alive_since``:
+    live_since(), or a bind parameter that will hold it."""
     if worker is None:
         return ()
     loaded_elsewhere = exists().where(
         Worker.name != worker.name,
         Worker.current_job_id.is_(None),
         Worker.stopped_at.is_(None),
-        Worker.heartbeat_at >= now - timedelta(seconds=worker.lease_timeout_s),
+        Worker.heartbeat_at >= alive_since,
         Worker.models_loaded.like(literal("%|").concat(model).concat("|%")),
     )
     return (model.in_(worker.loadable), or_(model.in_(worker.loaded), ~loaded_elsewhere))
