@@ -137,14 +137,13 @@ class JobQueue:
         written in the job's own transaction."""
         cost = job_cost(params)
         async with self.db.session() as session, session.begin():
-            pending = await _pending_count(session, requester.user_id)
+            pending, waiting_cost = await _waiting(session, requester.user_id)
             cap = self.settings.max_pending_per_user
             if pending >= cap:
                 raise QueueFull(
                     f"You already have {pending} jobs waiting (the limit is {cap}). "
                     "Wait for one to start, or cancel one with /cancel."
                 )
-            waiting_cost = await _pending_cost(session, requester.user_id)
             caps = self.settings.max_job_cost, self.settings.max_waiting_cost_per_member
             refusal = cost_refusal([cost], waiting_cost, *caps)
             if refusal is not None:
@@ -388,12 +387,12 @@ class JobQueue:
     async def pending_count(self, user_id: int) -> int:
         """The user's jobs waiting to run, in every server: what [queue] max_pending_per_user caps."""
         async with self.db.session() as session:
-            return await _pending_count(session, user_id)
+            return (await _waiting(session, user_id))[0]
 
     async def pending_cost(self, user_id: int) -> float:
         """What the user's waiting jobs cost, in every server: what [queue] max_waiting_cost_per_member caps."""
         async with self.db.session() as session:
-            return await _pending_cost(session, user_id)
+            return (await _waiting(session, user_id))[1]
 
     async def waiting_count(self) -> int:
         async with self.db.session() as session:
@@ -588,16 +587,12 @@ def _holds(job: Job, lease_token: str | None) -> bool:
     return lease_token is None or job.lease_token == lease_token
 
 
-async def _pending_count(session, user_id: int) -> int:  # type: ignore[no-untyped-def]
-    return await session.scalar(
-        select(func.count(Job.id)).where(Job.user_id == user_id, Job.status == JobStatus.PENDING)
-    ) or 0
-
-
-async def _pending_cost(session, user_id: int) -> float:  # type: ignore[no-untyped-def]
-    return await session.scalar(
-        select(func.sum(Job.cost)).where(Job.user_id == user_id, Job.status == JobStatus.PENDING)
-    ) or 0.0
+async def _waiting(session, user_id: int) -> tuple[int, float]:  # type: ignore[no-untyped-def]
+    """How many jobs the user has waiting, and what they cost, in one read."""
+    count, cost = (await session.execute(
+        select(func.count(Job.id), func.sum(Job.cost)).where(Job.user_id == user_id, Job.status == JobStatus.PENDING)
+    )).one()
+    return count or 0, cost or 0.0
 
 
 # What the schedule needs of each active job (see active_entries).
