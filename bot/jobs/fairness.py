@@ -20,6 +20,7 @@ from typing import Any
 
 from sqlalchemy import func, literal, literal_column, select, union_all
 from sqlalchemy.orm import aliased
+from sqlalchemy.sql.elements import BindParameter
 
 from db.models import Job, JobStatus
 
@@ -55,7 +56,7 @@ def recent_use(since: datetime) -> Any:
     )
 
 
-def _tags(since: datetime, pending_conditions: Sequence[Any]) -> Any:
+def _tags(since: datetime | BindParameter[datetime], pending_conditions: Sequence[Any]) -> Any:
     """Each waiting job (narrowed by ``pending_conditions`` on pending_alias()) with its start
     tag, from one sort without a join: each member's recent jobs and waiting jobs in one list,
     summed in order (a window), so that a waiting job's running sum is its member's use plus
@@ -77,7 +78,7 @@ def _tags(since: datetime, pending_conditions: Sequence[Any]) -> Any:
 
 
 def in_fair_order(
-    since: datetime, limit: int, pending_conditions: Sequence[Any] = (),
+    since: datetime | BindParameter[datetime], limit: int, pending_conditions: Sequence[Any] = (),
     route: Callable[[Any], Sequence[Any]] = lambda model: (),
 ) -> Any:
     """The first ``limit`` waiting jobs by start tag (id, tag), not locked. ``pending_conditions``
@@ -92,11 +93,15 @@ def in_fair_order(
     )
 
 
-def fairest_pending(since: datetime, route: Callable[[Any], Sequence[Any]] = lambda model: ()) -> Any:
+def fairest_pending(
+    since: datetime | BindParameter[datetime], route: Callable[[Any], Sequence[Any]] = lambda model: ()
+) -> Any:
     """A subquery naming the waiting job with the lowest start tag, locked (PostgreSQL: FOR
     UPDATE SKIP LOCKED, so claimers at once each take a different job and none waits on
-    another). ``route(model)``: conditions on a waiting job's model that narrow whom it is for
-    (a worker's routing); the tags count every waiting job all the same.
+    another). ``since``: the usage window's start, or a bind parameter that will hold it (the
+    claim's statement is built once, bot.jobs.queue). ``route(model)``: conditions on a
+    waiting job's model that narrow whom it is for (a worker's routing); the tags count every
+    waiting job all the same.
 
     The best CANDIDATES are computed once (a materialized CTE, whatever the planner believes
     of the table) and only those are locked, in order."""
