@@ -29,11 +29,15 @@ START_METHODS = ("spawn", "forkserver")
 FORKSERVER_PRELOAD = ["inference.worker_imports"]
 
 
+def check_start_method(start_method: str) -> None:
+    if start_method not in START_METHODS:
+        raise ValueError(f"unknown start method {start_method!r}: use {' or '.join(START_METHODS)}")
+
+
 def process_context(start_method: str) -> multiprocessing.context.BaseContext:
     """The multiprocessing context a worker starts in (START_METHODS); never a plain fork,
     whose child would inherit the bot's event loop and threads."""
-    if start_method not in START_METHODS:
-        raise ValueError(f"unknown start method {start_method!r}: use {' or '.join(START_METHODS)}")
+    check_start_method(start_method)
     context = multiprocessing.get_context(start_method)
     if start_method == "forkserver":
         # Read when the server starts (the first worker's start): later calls change nothing.
@@ -55,8 +59,7 @@ class WorkerProcess:
         generation: int = 0,
         start_method: str = "spawn",
     ) -> None:
-        if start_method not in START_METHODS:
-            raise ValueError(f"unknown start method {start_method!r}: use {' or '.join(START_METHODS)}")
+        check_start_method(start_method)  # at once, not at the first start
         self.config = config
         self.start_method = start_method
         self.generation = generation
