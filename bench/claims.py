@@ -44,12 +44,13 @@ async def fill(url: str, folder: Path, members: int, jobs: int, history: int) ->
     """The schema, then the members, their waiting jobs and their recent completed jobs."""
     from sqlalchemy import insert
 
-    from bot.config import load_settings
+    from bot.config import QueueSettings, load_settings
+    from bot.jobs.fairness import retag, usage_since
     from bot.jobs.job_rows import job_columns
     from bot.jobs.params import GenerationOptions, resolve_parameters
     from bot.jobs.queue import Requester
     from db.base import utcnow
-    from db.migrate import upgrade_database
+    from db.migrate import refresh_statistics, upgrade_database
     from db.models import Job, JobStatus, User
     from db.session import Database
     from tests.worker_processes import worker_config
@@ -72,6 +73,10 @@ async def fill(url: str, folder: Path, members: int, jobs: int, history: int) ->
             await session.execute(insert(User), [{"id": m, "name": f"member{m}"} for m in range(1, members + 1)])
             for start in range(0, len(rows), 2000):
                 await session.execute(insert(Job), rows[start:start + 2000])
+            # Their start tags, as enqueue would have written them one by one.
+            await session.execute(retag(usage_since(now, QueueSettings().usage_window_hours)))
+        # As the bot's start does (and PostgreSQL's autovacuum within a minute, migration 0020).
+        await refresh_statistics(db.engine)
     finally:
         await db.close()
 

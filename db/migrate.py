@@ -37,6 +37,19 @@ async def upgrade_database(engine: AsyncEngine, revision: str = "head") -> None:
 
     async with engine.begin() as connection:
         await connection.run_sync(run)
+    await refresh_statistics(engine)
+
+
+async def refresh_statistics(engine: AsyncEngine) -> None:
+    """Have the database sample the jobs table for its query planner. Without statistics,
+    SQLite takes an equality on the status for a few rows and sorts every waiting job at each
+    claim (77 ms with 10,000 waiting) instead of reading the first of the waiting jobs' index
+    (4 ms); PostgreSQL's autovacuum keeps them fresh after this (migration 0020). SQLite
+    samples (analysis_limit): quick on a million jobs."""
+    async with engine.begin() as connection:
+        if engine.dialect.name == "sqlite":
+            await connection.exec_driver_sql("PRAGMA analysis_limit = 1000")
+        await connection.exec_driver_sql("ANALYZE jobs")
 
 
 async def schema_revisions(engine: AsyncEngine) -> tuple[str | None, str | None]:

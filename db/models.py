@@ -83,6 +83,14 @@ class Job(Base):
         # A member's recent GPU use (the sum of cost since a moment), read for each member
         # waiting at every claim: the cost is in the index, so no row is read.
         Index("ix_jobs_user_id_started_at_cost", "user_id", "started_at", "cost"),
+        # The claim: the waiting job with the lowest start tag (bot.jobs.fairness), the first
+        # entry of this index that no other claimer holds. Only the waiting jobs are in it, so
+        # the planner sees how few they are among a million finished ones whatever its
+        # statistics say (a query must name the status as a literal to use it).
+        Index(
+            "ix_jobs_waiting_start_tag_id", "start_tag", "id",
+            sqlite_where=text("status = 'pending'"), postgresql_where=text("status = 'pending'"),
+        ),
         # /history pages a member's jobs newest first: SQLite ends every index with the row id,
         # so this one holds them in that order and a page is read without sorting them all.
         Index("ix_jobs_user_id", "user_id"),
@@ -199,6 +207,9 @@ class Job(Base):
     seconds: Mapped[float | None] = mapped_column(Float)  # generation time, for ETAs
     # GPU time in units (bot.jobs.cost), known before it runs: turns, caps and ETAs use it.
     cost: Mapped[float] = mapped_column(Float, default=0.0, server_default="0")
+    # While it waits: its place in the fair order, its member's recent use plus the cost of
+    # their jobs waiting before it (bot.jobs.fairness). Written when it is queued.
+    start_tag: Mapped[float] = mapped_column(Float, default=0.0, server_default="0")
     # Separate workers (`sdbot worker`, bot/jobs/worker_agent.py): the worker running it, and
     # the token of its claim; a worker's writes about the job name the token, so one whose
     # lease expired (the job went back to the queue) can no longer complete it.

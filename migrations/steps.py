@@ -9,7 +9,9 @@ a hand-kept mirror of its upgrade.
 A step is an (upgrade, downgrade) pair. added_columns adds each table's columns in the order
 given, table by table, and drops them in exactly the reverse order, through batch_alter_table
 (SQLite needs it for ALTER TABLE; on PostgreSQL it is plain ALTER TABLE). created_table creates
-a table, then its indexes; its downgrade drops the indexes in reverse, then the table. in_order
+a table, then its indexes; its downgrade drops the indexes in reverse, then the table.
+created_index adds one index to a table that exists. data_only fills in what a schema step
+made room for. in_order
 runs steps forward on upgrade and backward on downgrade.
 
 The declarations run when Alembic loads the revision, before ``op`` works: a name that the
@@ -59,6 +61,24 @@ def created_table(name: str, *columns: Any, indexes: Mapping[str, Sequence[str]]
         op.drop_table(name)
 
     return upgrade, downgrade
+
+
+def created_index(name: str, table: str, columns: Sequence[str], **options: Any) -> Step:
+    """``options``: create_index's own (a partial index's sqlite_where and postgresql_where)."""
+
+    def upgrade() -> None:
+        op.create_index(name, table, list(columns), **options)
+
+    def downgrade() -> None:
+        op.drop_index(name, table_name=table)
+
+    return upgrade, downgrade
+
+
+def data_only(upgrade: Callable[[], None]) -> Step:
+    """A step that fills in data its schema steps made room for; going down, the columns it
+    filled are dropped by their own steps, so nothing is undone here."""
+    return upgrade, lambda: None
 
 
 def in_order(*steps: Step) -> Step:

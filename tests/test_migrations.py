@@ -75,4 +75,4 @@ async def test_upgrade_twice_is_a_no_op(database):
     await upgrade_database(database.engine)  # the fixture already migrated once
     async with database.engine.connect() as connection:
         version = (await connection.exec_driver_sql("select version_num from alembic_version")).scalar_one()
-    assert version == "0019_face_restoration"
+    assert version == "0020_start_tags"

@@ -67,8 +67,8 @@ async def claimer_paused_mid_batch(
     holding, go_on = asyncio.Event(), asyncio.Event()
     riders = claimer_a._riders_in_fair_order
 
-    async def paused(session, now, first, room):  # type: ignore[no-untyped-def]
-        read = await riders(session, now, first, room)
+    async def paused(session, first, room):  # type: ignore[no-untyped-def]
+        read = await riders(session, first, room)
         holding.set()
         await go_on.wait()
         return read

@@ -11,22 +11,21 @@ usage_window_hours, the running ones included), and is that member's oldest pend
 go to the oldest job. One member's twenty jobs therefore interleave with everyone else's, and
 a member with huge jobs gets their share of the GPU rather than a turn as long as anyone's.
 Seen ahead, a waiting job runs in the order of its "start tag": its member's recent use plus
-the cost of their jobs waiting before it (bot.jobs.fairness; start-time fair queuing).
+the cost of their jobs waiting before it (bot.jobs.fairness; start-time fair queuing), kept in
+its row and written anew where something other than a claim changes it.
 """
 
 from __future__ import annotations
 
-import functools
 import json
 import time
-import uuid
 from collections.abc import Callable, Collection
 from dataclasses import asdict, dataclass
-from datetime import datetime, timedelta
+from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import String, bindparam, func, select, update
+from sqlalchemy import func, select, update
 from sqlalchemy.dialects.postgresql import insert as postgresql_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import selectinload
@@ -36,20 +35,15 @@ from bot.config import QueueSettings
 from bot.errors import JobNotFound, QueueFull, TooCostly
 from bot.jobs.cost import cost_refusal, job_cost
 from bot.jobs.params import JobParameters
-from bot.jobs.fairness import fair_order, fairest_pending, in_fair_order, pending_alias, recent_use, usage_since
-from bot.jobs.job_rows import generate_request, job_columns
+from bot.jobs.claims import Claims
+from bot.jobs.fairness import ahead_of, fair_order, member_use, retag, usage_since
+from bot.jobs.job_rows import job_columns
 from bot.jobs.privacy import PrivacyIndex
-from db.base import Base, UTCDateTime, utcnow
-from bot.jobs.riders import rider_conditions
-from bot.jobs.routing import ClaimingWorker, live_since, routable
-from db.models import ACTIVE_STATUSES, ERROR_DETAIL_MARK, Image, Job, JobStatus, User, Worker
+from db.base import Base, utcnow
+from db.models import ACTIVE_STATUSES, ERROR_DETAIL_MARK, Image, Job, JobStatus, User
 from db.session import Database
-from inference.common.batch_keys import batch_key
 from inference.common.protocol import JobCompleted
 
-# A batch claim reads this many riders more than it has room for: those other claimers hold
-# (mid-claim, a batch each) are passed over.
-RIDERS_PASSED_OVER = 32
 _CLAIMED_MEANWHILE = object()  # entry(): the job left the waiting list between two reads
 _PACE_EXPIRY_S = 60.0
 
@@ -93,16 +87,6 @@ class CancelOutcome(StrEnum):
     ALREADY_FINISHED = "already_finished"
 
 
-@dataclass(frozen=True, slots=True)
-class Claim:
-    """What a claim took, and whether another job was waiting as it took them (perhaps taken
-    since by a rider of this batch or another claimer): when none was, a claim made before
-    anything new is queued would come back empty (Dispatcher skips it)."""
-
-    jobs: list[Job]
-    more_waiting: bool
-
-
 class Recovery(StrEnum):
     REQUEUED = "requeued"
     FAILED = "failed"
@@ -116,7 +100,7 @@ class QueueEntry:
     eta_seconds: float  # until it finishes
 
 
-class JobQueue:
+class JobQueue(Claims):
     def __init__(self, db: Database, settings: QueueSettings) -> None:
         self.db = db
         self.settings = settings
@@ -124,6 +108,8 @@ class JobQueue:
         # Seconds per unit, the completions counted when it was measured, and when.
         self._pace: tuple[float, int, float] | None = None
         self._completions = 0
+        # When this queue last wrote anew every waiting job's start tag (time.monotonic()).
+        self._retagged_at: float | None = None
 
     # --- creating and reading jobs ---------------------------------------------------------
 
@@ -137,7 +123,7 @@ class JobQueue:
         written in the job's own transaction."""
         cost = job_cost(params)
         async with self.db.session() as session, session.begin():
-            pending, waiting_cost = await _waiting(session, requester.user_id)
+            pending, waiting_cost, used = await _waiting(session, requester.user_id, self._usage_since(utcnow()))
             cap = self.settings.max_pending_per_user
             if pending >= cap:
                 raise QueueFull(
@@ -149,7 +135,10 @@ class JobQueue:
             if refusal is not None:
                 raise TooCostly(refusal)
             await session.execute(_member_row(self.db.dialect, requester.user_id, requester.user_name))
-            job = Job(status=JobStatus.PENDING, cost=cost, **requester.job_columns(), **job_columns(params))
+            job = Job(
+                status=JobStatus.PENDING, cost=cost, start_tag=used + waiting_cost,
+                **requester.job_columns(), **job_columns(params),
+            )
             session.add(job)
             if with_row is not None:
                 await session.flush()  # the job's id and defaults, for the row
@@ -203,117 +192,14 @@ class JobQueue:
 
     # --- the scheduler ---------------------------------------------------------------------
 
-    async def claim_next(self, worker: ClaimingWorker | None = None) -> Job | None:
-        """Mark the fairest pending job running and return it; None when nothing waits."""
-        batch = await self.claim_batch(max_images=1, worker=worker)
-        return batch[0] if batch else None
-
-    async def claim_batch(self, max_images: int, worker: ClaimingWorker | None = None) -> list[Job]:
-        """claim(), its jobs alone."""
-        return (await self.claim(max_images, worker)).jobs
-
-    async def claim(self, max_images: int, worker: ClaimingWorker | None = None) -> Claim:
-        """Mark running, and return, the fairest pending job and the waiting jobs that may
-        share its pass (inference.common.batch_keys.batch_key), up to ``max_images`` images in all
-        (none when nothing waits), and whether another job waited.
-
-        The riders are taken in fair order too, as if each were claimed next: the first job's
-        user has just had a turn, so the other users' compatible jobs come before that user's
-        others. A job too big for the room left is passed over (it keeps its place for the
-        next claim). Each row is claimed by its own guarded UPDATE, so a cancel still wins.
-
-        ``worker``: a separate worker's claim (ClaimingWorker), stamped with its name and one
-        lease token for the batch; its row's current job is set in the same transaction.
-        """
-        now = utcnow()
-        owner = {} if worker is None else {
-            "worker_name": worker.name, "lease_token": uuid.uuid4().hex,
-            "progress_step": None, "progress_total": None, "progress_preview": None,
-        }
-        async with self.db.session() as session, session.begin():
-            first, others_wait = await self._claim_fairest(session, now, worker, owner)
-            if first is None:
-                return Claim([], more_waiting=False)
-            if worker is not None:
-                await session.execute(
-                    update(Worker).where(Worker.name == worker.name).values(current_job_id=first.id, heartbeat_at=now)
-                )
-            batch = [first]
-            key = batch_key(generate_request(first))
-            room = max_images - first.count
-            if key is None or room <= 0 or not others_wait:
-                return Claim(batch, others_wait)
-            rider_ids = await self._riders_in_fair_order(session, now, first, room)
-            # One read for them all; those other claimers took meanwhile are no longer waiting.
-            waiting = {job.id: job for job in await session.scalars(
-                select(Job).where(Job.id.in_(rider_ids), Job.status == JobStatus.PENDING)
-            )}
-            for job in (waiting[rider_id] for rider_id in rider_ids if rider_id in waiting):
-                if job.count > room or batch_key(generate_request(job)) != key:
-                    continue
-                # A microsecond apart, in claim order: "started first" stays the fair order.
-                started = now + timedelta(microseconds=len(batch))
-                # PostgreSQL: a rider another claimer holds is passed over, not waited for
-                # (two claimers waiting on each other's riders would deadlock).
-                rider = select(Job.id).where(Job.id == job.id).with_for_update(skip_locked=True).scalar_subquery()
-                if (claimed := await self._claim(session, rider, started, owner)) is not None:
-                    batch.append(claimed)
-                    room -= claimed.count
-                    if room <= 0:
-                        break
-        return Claim(batch, others_wait)
-
-    async def _riders_in_fair_order(self, session, now: datetime, first: Job, room: int) -> list[int]:  # type: ignore[no-untyped-def]
-        """The waiting jobs that may share ``first``'s pass, in fair order as if each were
-        claimed next; more than ``room`` can take, for those passed over (too big for the room
-        left, or held by another claimer). Read after the first claim, so that its
-        cost counts: its member has just had a turn. Not locked here: locking every compatible
-        job would hide them all from the other claimers until this one commits; each rider is
-        locked as it is claimed."""
-        query = in_fair_order(self._usage_since(now), room + RIDERS_PASSED_OVER, rider_conditions(pending_alias(), first, room))
-        return list(await session.scalars(query))
-
-    async def _claim_fairest(  # type: ignore[no-untyped-def]
-        self, session, now: datetime, worker: ClaimingWorker | None, owner: dict[str, Any]
-    ) -> tuple[Job | None, bool]:
-        """The fairest pending job, claimed, and whether another one waits: when none does,
-        the search for jobs to share its pass is skipped (the common case of an idle bot).
-
-        One statement: an UPDATE of the job its subquery picks. On PostgreSQL the subquery
-        locks the row it picks and skips rows other claimers have locked (FOR UPDATE SKIP
-        LOCKED), so any number of claimers at once each take a different job, none waits on
-        another and none comes back empty while a job waits. SQLite renders no FOR UPDATE and
-        needs none: it has one writer at a time (db.session.WriteTurn).
-
-        A separate worker (``worker``) takes only what it can load (bot.jobs.routing)."""
-        times = {"usage_since": self._usage_since(now), "claim_started": now}
-        if worker is not None:
-            times.update(alive_since=live_since(worker, now), claim_lease_token=owner["lease_token"])
-        job = await session.scalar(_fairest_claim(worker), times, execution_options={"populate_existing": True})
-        if job is None:
-            return None, False
-        another = await session.scalar(select(Job.id).where(Job.status == JobStatus.PENDING).limit(1))
-        return job, another is not None
-
     def _usage_since(self, now: datetime) -> datetime:
         return usage_since(now, self.settings.usage_window_hours)
 
-    @staticmethod
-    async def _claim(session, job_id: Any, now: datetime, owner: dict[str, Any]) -> Job | None:  # type: ignore[no-untyped-def]
-        """The job (an id, or a subquery that picks one), running from now (for ``owner``: a
-        separate worker's name and lease token), or None when it was no longer pending (a
-        cancel won)."""
-        return await session.scalar(
-            update(Job)
-            .where(Job.id == job_id, Job.status == JobStatus.PENDING)
-            .values(status=JobStatus.RUNNING, started_at=now, attempts=Job.attempts + 1, **owner)
-            .returning(Job),
-            execution_options={"populate_existing": True},
-        )
-
-    async def _recent_usage(self, session, now: datetime) -> dict[int, float]:  # type: ignore[no-untyped-def]
-        """Each waiting member's GPU time (cost) of the usage window; a member absent used none."""
-        return dict((await session.execute(recent_use(self._usage_since(now)))).all())
+    async def _retag(self, session, user_ids: Collection[int]) -> None:  # type: ignore[no-untyped-def]
+        """Write anew the start tags of these members' waiting jobs, in the transaction that
+        changed what they wait with or used (its changes flushed first)."""
+        await session.flush()
+        await session.execute(retag(self._usage_since(utcnow()), set(user_ids)))
 
     async def active_entries(
         self,
@@ -338,11 +224,10 @@ class JobQueue:
             )
             if waiting_only and not any(row.status == JobStatus.PENDING for row in rows):
                 return []  # the dispatcher's question after each claim, when nothing else waits
-            usage = await self._recent_usage(session, utcnow())
             seconds_per_unit = await self._seconds_per_unit(session)
             chosen = [
                 (row, position, eta)
-                for row, position, eta in _schedule(rows, usage, seconds_per_unit)
+                for row, position, eta in _schedule(rows, seconds_per_unit)
                 if (user_id is None or row.user_id == user_id) and (not waiting_only or position > 0)
             ][:first]
             ids = [row.id for row, _, _ in chosen]
@@ -352,8 +237,8 @@ class JobQueue:
 
     async def entry(self, job_id: int) -> QueueEntry | None:
         """One job's place in line and its ETA, the same as active_entries gives (fair_order),
-        from three columns of the waiting jobs: every new job's answer waits on this, so it
-        loads no job but this one."""
+        counted along the claim's index: every new job's answer waits on this, so it loads no
+        job but this one."""
         # The worker may claim the job between this method's reads (each SELECT sees the
         # latest commit); reading again then finds it running or finished.
         for _ in range(3):
@@ -372,15 +257,9 @@ class JobQueue:
                 return QueueEntry(job, 0, _remaining_seconds(job, seconds_per_unit))
             running = (await session.execute(select(*_SCHEDULE_COLUMNS).where(Job.status == JobStatus.RUNNING))).all()
             remaining = [_remaining_seconds(row, seconds_per_unit) for row in running]
-            waiting = (
-                await session.execute(select(Job.id, Job.user_id, Job.cost).where(Job.status == JobStatus.PENDING))
-            ).all()
-            usage = await self._recent_usage(session, utcnow())
-        order = fair_order(waiting, usage)
-        position = next((number for number, row in enumerate(order, start=1) if row.id == job.id), None)
-        if position is None:
+            position, ahead_units, still_waiting = (await session.execute(ahead_of(job))).one()
+        if not still_waiting:
             return _CLAIMED_MEANWHILE
-        ahead_units = sum(row.cost for row in order[:position])
         eta = max(remaining, default=0.0) + ahead_units * seconds_per_unit
         return QueueEntry(job, position, eta)
 
@@ -480,6 +359,18 @@ class JobQueue:
             job.finished_at = utcnow()
         return job
 
+    async def fail_waiting(self, model: str, message: str) -> list[Job]:
+        """Fail every waiting job of ``model`` with ``message`` (no worker can load it)."""
+        async with self.db.session() as session, session.begin():
+            failed = list(await session.scalars(
+                update(Job).where(Job.status == JobStatus.PENDING, Job.model == model)
+                .values(status=JobStatus.FAILED, error=message, finished_at=utcnow())
+                .returning(Job)
+            ))
+            if failed:  # their members wait with less
+                await self._retag(session, {job.user_id for job in failed})
+        return failed
+
     async def request_cancel(self, job_id: int) -> tuple[Job, CancelOutcome]:
         async with self.db.session() as session, session.begin():
             job = await session.get(Job, job_id)
@@ -490,6 +381,8 @@ class JobQueue:
             outcome = CancelOutcome.STOPPING if job.status == JobStatus.RUNNING else CancelOutcome.CANCELED
             job.status = JobStatus.CANCELED
             job.finished_at = utcnow()
+            if outcome == CancelOutcome.CANCELED:  # the member waits with less
+                await self._retag(session, [job.user_id])
         return job, outcome
 
     async def cancel_claimed(self, job_id: int) -> Job | None:
@@ -497,12 +390,15 @@ class JobQueue:
         canceled as if before it started, so it costs its owner no turn and no quota. None when
         a cancel won already."""
         async with self.db.session() as session, session.begin():
-            return await session.scalar(
+            job = await session.scalar(
                 update(Job)
                 .where(Job.id == job_id, Job.status == JobStatus.RUNNING)
                 .values(status=JobStatus.CANCELED, finished_at=utcnow(), started_at=None, attempts=Job.attempts - 1)
                 .returning(Job)
             )
+            if job is not None:  # its cost no longer counts as its member's use
+                await self._retag(session, [job.user_id])
+            return job
 
     async def active_job_ids(self, guild_id: int, channel_ids: Collection[int] | None = None) -> list[int]:
         """The waiting and running jobs asked for in a server, or in some of its channels."""
@@ -527,6 +423,7 @@ class JobQueue:
                 job.status, job.started_at = JobStatus.PENDING, None
                 if job.worker_name is not None:
                     job.worker_name = job.lease_token = None
+                await self._retag(session, [job.user_id])  # itself among them
                 return job, Recovery.REQUEUED
             job.status = JobStatus.FAILED
             job.finished_at = utcnow()
@@ -538,11 +435,14 @@ class JobQueue:
         job runs again later, and this try is not counted."""
         owner = {} if lease_token is None else {"worker_name": None, "lease_token": None}
         async with self.db.session() as session, session.begin():
-            await session.execute(
+            user_id = await session.scalar(
                 update(Job)
                 .where(Job.id == job_id, Job.status == JobStatus.RUNNING, *_held(lease_token))
                 .values(status=JobStatus.PENDING, started_at=None, attempts=Job.attempts - 1, **owner)
+                .returning(Job.user_id)
             )
+            if user_id is not None:
+                await self._retag(session, [user_id])  # itself among them
 
     async def running_job_ids(self, worker_name: str | None = None) -> list[int]:
         """The running jobs: all of them, or those a separate worker of this name holds."""
@@ -551,31 +451,6 @@ class JobQueue:
             query = query.where(Job.worker_name == worker_name)
         async with self.db.session() as session:
             return list(await session.scalars(query))
-
-
-@functools.lru_cache(maxsize=32)
-def _fairest_claim(worker: ClaimingWorker | None) -> Any:
-    """The claim of the fairest job (JobQueue._claim_fairest), built once per claimer: the
-    built-in worker (None), or a separate worker as it is now (frozen: its name and models are
-    part of the SQL). Its times and lease token are bind parameters. Building the fair pick's
-    expression anew cost more than running it on SQLite: about 10 ms of Python a claim."""
-    fairest = fairest_pending(
-        bindparam("usage_since", type_=UTCDateTime),
-        lambda model: routable(model, worker, bindparam("alive_since", type_=UTCDateTime)),
-    )
-    owner = {} if worker is None else {
-        "worker_name": worker.name, "lease_token": bindparam("claim_lease_token", type_=String),
-        "progress_step": None, "progress_total": None, "progress_preview": None,
-    }
-    return (
-        update(Job)
-        .where(Job.id == fairest, Job.status == JobStatus.PENDING)
-        .values(
-            status=JobStatus.RUNNING, started_at=bindparam("claim_started", type_=UTCDateTime),
-            attempts=Job.attempts + 1, **owner,
-        )
-        .returning(Job)
-    )
 
 
 def _held(lease_token: str | None) -> tuple[Any, ...]:
@@ -587,23 +462,25 @@ def _holds(job: Job, lease_token: str | None) -> bool:
     return lease_token is None or job.lease_token == lease_token
 
 
-async def _waiting(session, user_id: int) -> tuple[int, float]:  # type: ignore[no-untyped-def]
-    """How many jobs the user has waiting, and what they cost, in one read."""
-    count, cost = (await session.execute(
-        select(func.count(Job.id), func.sum(Job.cost)).where(Job.user_id == user_id, Job.status == JobStatus.PENDING)
+async def _waiting(session, user_id: int, use_since: datetime | None = None):  # type: ignore[no-untyped-def]
+    """How many jobs the user has waiting, and what they cost, in one read; with
+    ``use_since``, also their use since then (fairness.member_use), in the same read."""
+    use = () if use_since is None else (member_use(user_id, use_since),)
+    count, cost, *used = (await session.execute(
+        select(func.count(Job.id), func.sum(Job.cost), *use).where(Job.user_id == user_id, Job.status == JobStatus.PENDING)
     )).one()
-    return count or 0, cost or 0.0
+    return (count or 0, cost or 0.0, *used)
 
 
 # What the schedule needs of each active job (see active_entries).
-_SCHEDULE_COLUMNS = (Job.id, Job.user_id, Job.status, Job.cost, Job.started_at)
+_SCHEDULE_COLUMNS = (Job.id, Job.user_id, Job.status, Job.cost, Job.started_at, Job.start_tag)
 
 
-def _schedule(rows, usage: dict[int, float], seconds_per_unit: float):  # type: ignore[no-untyped-def]
+def _schedule(rows, seconds_per_unit: float):  # type: ignore[no-untyped-def]
     """(row, position, eta) for the active jobs: running ones first (position 0), then the
     waiting ones in fair order, each ETA the time until it finishes."""
     running = [row for row in rows if row.status == JobStatus.RUNNING]
-    pending = fair_order([row for row in rows if row.status == JobStatus.PENDING], usage)
+    pending = fair_order([row for row in rows if row.status == JobStatus.PENDING])
     elapsed_ahead = 0.0
     for row in running:
         remaining = _remaining_seconds(row, seconds_per_unit)

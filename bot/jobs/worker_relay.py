@@ -19,14 +19,13 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import or_, select, update
+from sqlalchemy import or_, select
 from sqlalchemy.orm import undefer
 
 from bot.jobs.db_events import JOBS_CHANNEL, WAKE_CHANNEL, Listener, notify
 from bot.jobs.dispatcher import REFRESHED_POSITIONS, JobEvents, TargetCheck, plain_wait
 from bot.jobs.leases import LEASE_LOST_REASON, WorkerRegistry
 from bot.jobs.queue import CancelOutcome, JobQueue
-from db.base import utcnow
 from db.models import ACTIVE_STATUSES, Job, JobStatus
 from inference.common.protocol import JobProgress, ModelSpec
 
@@ -137,13 +136,7 @@ class WorkerRelay:
         async with self.db.session() as session:
             models = set(await session.scalars(select(Job.model).where(Job.status == JobStatus.PENDING).distinct()))
         for model in await self.registry.unroutable_models(models):
-            async with self.db.session() as session, session.begin():
-                failed = list(await session.scalars(
-                    update(Job).where(Job.status == JobStatus.PENDING, Job.model == model)
-                    .values(status=JobStatus.FAILED, error=no_worker_message(model), finished_at=utcnow())
-                    .returning(Job)
-                ))
-            for job in failed:
+            for job in await self.queue.fail_waiting(model, no_worker_message(model)):
                 log.info("job %s failed: no live worker can load %s", job.id, model)
                 self._seen.pop(job.id, None)
                 if self.events is not None:
