@@ -2,8 +2,9 @@
 
 A fresh database gets ``--members`` members, ``--jobs`` waiting one-image jobs (all of one
 model and size, so every job may share another's pass) and ``--history`` completed jobs inside
-the fairness window (the claim sums each waiting member's recent use). ``--claimers`` separate
-processes, each a registered worker (the workers table) with its own connection, then claim at
+the fairness window (the waiting jobs' start tags count them; each claimer's first claim works
+out every tag again), then its statistics are refreshed, as the bot's start does. ``--claimers``
+separate processes, each a registered worker (the workers table) with its own connection, then claim at
 once, ``--claims`` times each, through the real code (JobQueue.claim_batch with a
 ClaimingWorker: the fair pick, the model routing, the lease token, the worker's row). Each
 claim is timed from the call to its return; the job is then marked completed, untimed, as a
