@@ -7,6 +7,7 @@ import asyncio
 import logging
 import os
 import shutil
+import sys
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -24,6 +25,13 @@ pytest_plugins = ["tests.inference_fixtures", "tests.checkpoint_fixtures", "test
 # from a second thread, and with the bot's process and its worker sharing the cores, OpenMP's
 # threads waiting on each other cost far more than they save. An explicit setting wins.
 os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+# Each fresh interpreter the tests start (the worker processes, the CLI's, the separate workers,
+# the bots test_service starts) imports the project's modules: where the environment says not
+# to write bytecode (PYTHONDONTWRITEBYTECODE, set on the CI machines), each compiled them all
+# again, about 2 s a process. The first now writes it for the others (__pycache__, ignored by git).
+os.environ.pop("PYTHONDONTWRITEBYTECODE", None)
+sys.dont_write_bytecode = False
 
 
 @pytest.fixture(scope="session")
