@@ -6,7 +6,7 @@ import asyncio
 import logging
 import weakref
 from collections.abc import Awaitable, Callable
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -15,7 +15,7 @@ import discord
 from bot import flagged_results, inputs
 from bot.errors import ImageUnavailable, InvalidOption, JobNotFound, NotAllowed, Restarting, UserError, echo
 from bot.interactions import acknowledge, answers_privately, is_age_restricted, replace_thinking, send_private
-from bot.jobs.params import GenerationOptions, JobParameters, member_defaults, resolve_parameters
+from bot.jobs.params import GenerationOptions, JobParameters, ServerDefaults, member_defaults, resolve_parameters
 from bot.jobs.job_rows import parameters_of, remix_of, reroll_of, sampling_options, variation_of
 from bot.jobs.workflow_params import (
     SourceImage,
@@ -102,6 +102,25 @@ async def prepare_for(
         bot.queue.db, options, bot.settings, user, user_id=interaction.user.id, guild_id=interaction.guild_id,
         style_names=style_names, override=override,
     )
+
+
+@dataclass(frozen=True)
+class MemberRequest:
+    """What a generating command reads before it works out its jobs' parameters."""
+
+    user: User | None  # the member's row: their defaults (None: no row yet)
+    jobs: list[GenerationOptions]  # one per job: prepare_for's
+    server: ServerDefaults  # this server's own defaults (/admin noise)
+
+
+async def member_request(
+    interaction: discord.Interaction[SDBot], options: GenerationOptions, *, style_names: str | None = None
+) -> MemberRequest:
+    """The member, their options prepared (prepare_for: a bad prompt is refused here, before
+    anything else is read) and the server's defaults: what every generating command starts from."""
+    user = await interaction.client.queue.user(interaction.user.id)
+    jobs = await prepare_for(interaction, options, user, style_names=style_names)
+    return MemberRequest(user, jobs, await gate.server_defaults(interaction))
 
 
 def requester(interaction: discord.Interaction[SDBot], *, private: bool = False) -> Requester:

@@ -45,7 +45,6 @@ from inference.common.infotext import PROMPT_KEY, parse_infotext
 if TYPE_CHECKING:
     from bot.client import SDBot
     from bot.jobs.workflow_params import SourceImage
-    from db.models import User
 
 # "up" and "down" are what people say; the builders count pixels per side.
 SIDES = {
@@ -67,14 +66,14 @@ class Images(BotCog):
         height="Height in pixels, a multiple of 8 (default: the image's shape, within this server's limits)",
     )
     async def img2img(self, interaction: discord.Interaction[SDBot], chosen: CommandOptions) -> None:
-        prepared, user, source = await self._prepare(interaction, chosen)
+        request, source = await self._prepare(interaction, chosen)
         params = [
             img2img_parameters(
-                each, self.bot.settings, user, source, strength=chosen.strength, resize_mode=chosen.resize_mode,
-                loopback=chosen.loopback, loopback_final_strength=chosen.loopback_final_strength,
-                server=await gate.server_defaults(interaction),
+                each, self.bot.settings, request.user, source, strength=chosen.strength,
+                resize_mode=chosen.resize_mode, loopback=chosen.loopback,
+                loopback_final_strength=chosen.loopback_final_strength, server=request.server,
             )
-            for each in prepared
+            for each in request.jobs
         ]
         await confirm.submit_jobs(interaction, params)
 
@@ -100,19 +99,18 @@ class Images(BotCog):
             segment = check_segment(self.bot.settings, chosen.mask_words, chosen.mask_threshold, chosen.mask_dilation)
         elif chosen.mask_threshold is not None or chosen.mask_dilation is not None:
             raise InvalidOption("mask_threshold and mask_dilation go with mask_words, not with an uploaded mask.")
-        prepared, user, source = await self._prepare(interaction, chosen)
+        request, source = await self._prepare(interaction, chosen)
         note = None
         if segment is None:
             assert chosen.mask is not None
             mask_path, note = await inputs.read_mask_upload(chosen.mask, self.bot.settings, source)
-        server = await gate.server_defaults(interaction)
         params = [
             inpaint_parameters(
-                each, self.bot.settings, user, source, "" if segment else mask_path, strength=chosen.strength,
-                masked_content=chosen.masked_content, mask_blur=chosen.mask_blur, only_masked=chosen.only_masked,
-                padding=chosen.padding, server=server,
+                each, self.bot.settings, request.user, source, "" if segment else mask_path,
+                strength=chosen.strength, masked_content=chosen.masked_content, mask_blur=chosen.mask_blur,
+                only_masked=chosen.only_masked, padding=chosen.padding, server=request.server,
             )
-            for each in prepared
+            for each in request.jobs
         ]
         if segment is not None:
             params = [segment_parameters(each, self.bot.settings, segment) for each in params]
@@ -135,9 +133,8 @@ class Images(BotCog):
         """A1111's Sketch (img2img of a drawing) and, with the original, its Inpaint sketch:
         the area painted becomes the mask and its colours the start (bot.sketch)."""
         assert chosen.sketch is not None  # a required option
-        user = await self.bot.queue.user(interaction.user.id)
-        prepared = await actions.prepare_for(interaction, chosen.generation(), user, style_names=chosen.style)
-        server = await gate.server_defaults(interaction)
+        request = await actions.member_request(interaction, chosen.generation(), style_names=chosen.style)
+        user, server = request.user, request.server
         if chosen.original is None:
             inpaint_only = {"mask_blur": chosen.mask_blur, "mask_transparency": chosen.mask_transparency,
                             "masked_content": chosen.masked_content, "only_masked": chosen.only_masked,
@@ -149,7 +146,7 @@ class Images(BotCog):
             source = await inputs.read_image_upload(chosen.sketch, self.bot.settings, what="sketch")
             params = [
                 img2img_parameters(each, self.bot.settings, user, source, strength=chosen.strength, server=server)
-                for each in prepared
+                for each in request.jobs
             ]
         else:
             blur = DEFAULT_MASK_BLUR if chosen.mask_blur is None else chosen.mask_blur
@@ -163,7 +160,7 @@ class Images(BotCog):
                     masked_content=chosen.masked_content, mask_blur=blur, only_masked=chosen.only_masked,
                     padding=chosen.padding, server=server,
                 )
-                for each in prepared
+                for each in request.jobs
             ]
         await confirm.submit_jobs(interaction, params)
 
@@ -178,28 +175,26 @@ class Images(BotCog):
         direction = chosen.direction or ""
         if direction not in SIDES:  # a choice in Discord; a stale client could send anything
             raise InvalidOption(f"Unknown direction `{echo(direction)}`. Choose one of: {', '.join(SIDES)}.")
-        prepared, user, source = await self._prepare(interaction, chosen)
+        request, source = await self._prepare(interaction, chosen)
         pads = {side: chosen.pixels for side in SIDES[direction]}
-        server = await gate.server_defaults(interaction)
         params = [
             outpaint_parameters(
-                each, self.bot.settings, user, source, strength=chosen.strength, server=server, **pads
+                each, self.bot.settings, request.user, source, strength=chosen.strength, server=request.server, **pads
             )
-            for each in prepared
+            for each in request.jobs
         ]
         await confirm.submit_jobs(interaction, params)
 
     async def _prepare(
         self, interaction: discord.Interaction[SDBot], chosen: CommandOptions
-    ) -> tuple[list[GenerationOptions], User, SourceImage]:
-        """The jobs' options (inline parameters, styles, permutations), the member, and the
-        upload read and checked. The prompt is checked before the upload is read, so a bad
-        prompt is refused at once."""
-        user = await self.bot.queue.user(interaction.user.id)
-        prepared = await actions.prepare_for(interaction, chosen.generation(), user, style_names=chosen.style)
+    ) -> tuple[actions.MemberRequest, SourceImage]:
+        """The member's request (actions.member_request: the jobs' options, the member, the
+        server's defaults), and the upload read and checked. The prompt is checked before the
+        upload is read, so a bad prompt is refused at once."""
+        request = await actions.member_request(interaction, chosen.generation(), style_names=chosen.style)
         assert chosen.image is not None  # a required option of every image command
         source = await inputs.read_image_upload(chosen.image, self.bot.settings)
-        return prepared, user, source
+        return request, source
 
     @app_commands.command(name="upscale", description="Make an image you upload larger, with an upscaler model.", extras=actions.QUEUES_JOBS)
     @app_commands.describe(

@@ -12,7 +12,6 @@ from bot.cogs.generation_options import CommandOptions, generation_command
 from bot.errors import InvalidOption, echo, listed
 from bot.jobs.params import member_defaults, resolve_parameters, with_refiner
 from bot.jobs.workflow_params import hires_parameters
-from bot.policy import gate
 from bot.prompts.networks import embedding_names
 from bot.ui import confirm
 
@@ -37,18 +36,18 @@ class Imagine(BotCog):
         if embedding is not None and embedding not in (known := embedding_names(self.bot.settings)):
             raise InvalidOption(f"Unknown embedding `{echo(embedding)}`. Available: {listed(known) or 'none'}.")
         options = chosen.generation(prompt=with_networks(chosen.prompt, chosen.lora, chosen.lora_weight, embedding))
-        user = await self.bot.queue.user(interaction.user.id)
         # Inline parameters, styles and permutations: one GenerationOptions per job.
-        prepared = await actions.prepare_for(interaction, options, user, style_names=chosen.style)
+        request = await actions.member_request(interaction, options, style_names=chosen.style)
         settings = self.bot.settings
-        default_refiner = member_defaults(user, settings).refiner
-        server = await gate.server_defaults(interaction)
+        default_refiner = member_defaults(request.user, settings).refiner
         params = [
             with_refiner(
-                hires_parameters(resolve_parameters(each, settings, user, server), settings, **chosen.hires()),
+                hires_parameters(
+                    resolve_parameters(each, settings, request.user, request.server), settings, **chosen.hires()
+                ),
                 settings, chosen.refiner, chosen.refiner_switch_at, default_refiner,
             )
-            for each in prepared
+            for each in request.jobs
         ]
         await confirm.submit_jobs(interaction, params)
 

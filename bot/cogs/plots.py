@@ -14,7 +14,6 @@ from bot import actions
 from bot.cogs.base import BotCog
 from bot.cogs.generation_options import CommandOptions, generation_command
 from bot.jobs.plot_params import prompt_matrix_parameters, xy_plot_parameters
-from bot.policy import gate
 from bot.ui import confirm
 
 if TYPE_CHECKING:
@@ -47,14 +46,13 @@ class Plots(BotCog):
         **GRID_DESCRIPTIONS,
     )
     async def xyplot(self, interaction: discord.Interaction[SDBot], chosen: CommandOptions) -> None:
-        user = await self.bot.queue.user(interaction.user.id)
-        server = await gate.server_defaults(interaction)
+        request = await actions.member_request(interaction, chosen.generation())
         params = [
             xy_plot_parameters(
-                each, self.bot.settings, user, chosen.x_type, chosen.x_values, chosen.y_type, chosen.y_values,
-                hires=chosen.hires(), server=server,
+                each, self.bot.settings, request.user, chosen.x_type, chosen.x_values, chosen.y_type, chosen.y_values,
+                hires=chosen.hires(), server=request.server,
             )
-            for each in await actions.prepare_for(interaction, chosen.generation(), user)
+            for each in request.jobs
         ]
         await confirm.submit_jobs(interaction, params)
 
@@ -69,11 +67,10 @@ class Plots(BotCog):
         **GRID_DESCRIPTIONS,
     )
     async def promptmatrix(self, interaction: discord.Interaction[SDBot], chosen: CommandOptions) -> None:
-        user = await self.bot.queue.user(interaction.user.id)
-        prepared = await actions.prepare_for(interaction, chosen.generation(), user)
-        server = await gate.server_defaults(interaction)
+        request = await actions.member_request(interaction, chosen.generation())
         await confirm.submit_jobs(
-            interaction, [prompt_matrix_parameters(each, self.bot.settings, user, server) for each in prepared]
+            interaction,
+            [prompt_matrix_parameters(each, self.bot.settings, request.user, request.server) for each in request.jobs],
         )
 
 
