@@ -76,3 +76,30 @@ async def test_upgrade_twice_is_a_no_op(database):
     async with database.engine.connect() as connection:
         version = (await connection.exec_driver_sql("select version_num from alembic_version")).scalar_one()
     assert version == "0020_start_tags"
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgresql"], indirect=True)
+async def test_the_start_tags_migration_tags_the_jobs_already_waiting(empty_database):
+    """0020 adds the start tag: the jobs waiting at the upgrade get the cost their member
+    waits with before each (their use is added by the first claim's retag, tests/test_fair_tags.py)."""
+    db = empty_database
+    await upgrade_database(db.engine, "0019_face_restoration")
+    columns = (
+        "kind, status, prompt, negative_prompt, model, width, height, steps, cfg_scale, sampler, count, seed,"
+        " subseed_strength, attempts, created_at, cost"
+    )
+    async with db.engine.begin() as connection:
+        await connection.exec_driver_sql(
+            "INSERT INTO users (id, name, created_at) VALUES (1, 'alice', CURRENT_TIMESTAMP), (2, 'bob', CURRENT_TIMESTAMP)"
+        )
+        for user_id, status, cost in [(1, "completed", 5.0), (1, "pending", 1.0), (2, "pending", 2.0), (1, "pending", 0.5), (1, "pending", 1.0)]:
+            await connection.exec_driver_sql(
+                f"INSERT INTO jobs (user_id, {columns}) VALUES "
+                f"({user_id}, 'txt2img', '{status}', 'p', '', 'tiny', 64, 64, 4, 7.0, 'Euler a', 1, 1, 0, 0, CURRENT_TIMESTAMP, {cost})"
+            )
+    await upgrade_database(db.engine)
+    async with db.engine.connect() as connection:
+        rows = (await connection.exec_driver_sql("SELECT user_id, status, start_tag FROM jobs ORDER BY id")).all()
+    assert [tuple(row) for row in rows] == [
+        (1, "completed", 0.0), (1, "pending", 0.0), (2, "pending", 0.0), (1, "pending", 1.0), (1, "pending", 1.5),
+    ]

@@ -92,7 +92,7 @@ class Claims:
         The riders are taken in fair order too, as if each were claimed next: the first job's
         user has just had a turn, so the other users' compatible jobs come before that user's
         others. A job too big for the room left is passed over (it keeps its place for the
-        next claim). Each row is claimed by its own guarded UPDATE, so a cancel still wins.
+        next claim). Every UPDATE of a claim takes only rows still waiting, so a cancel still wins.
 
         ``worker``: a separate worker's claim (ClaimingWorker), stamped with its name and one
         lease token for the batch; its row's current job is set in the same transaction.
