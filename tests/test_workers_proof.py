@@ -4,6 +4,7 @@ fair, and no image is lost or written twice (issue 30's proof)."""
 
 from __future__ import annotations
 
+import asyncio
 import signal
 import time
 from collections import Counter
@@ -39,13 +40,23 @@ async def test_three_workers_one_killed_one_frozen_every_job_exactly_once(databa
 
     try:
         # w1 dies mid-job, inference process and all (a machine lost).
-        killed_jobs = await wait_for(lambda: held_by("w1"), "w1 to run a job", logs=logs)
+        await wait_for(lambda: held_by("w1"), "w1 to run a job", logs=logs)
         signal_worker(workers["w1"], signal.SIGKILL)
+        workers["w1"].wait()
+        # What it held as it died, read once it is dead: between the read above and the
+        # signal it may have finished those jobs and claimed the next (a batch takes 0.3 s).
+        killed_jobs = await held_by("w1")
         # w2 freezes (SIGSTOP) past its lease: its jobs go back to the queue and run elsewhere;
         # woken, it must not complete them.
-        frozen_jobs = await wait_for(lambda: held_by("w2"), "w2 to run a job", logs=logs)
-        signal_worker(workers["w2"], signal.SIGSTOP)
-        frozen_at = time.monotonic()
+        frozen_jobs: list[Job] = []
+        while not frozen_jobs:  # frozen between two batches, it held none: let it go on, and again
+            await wait_for(lambda: held_by("w2"), "w2 to run a job", logs=logs)
+            signal_worker(workers["w2"], signal.SIGSTOP)
+            frozen_at = time.monotonic()
+            await asyncio.sleep(0.2)  # a claim it committed as it stopped is seen
+            frozen_jobs = await held_by("w2")
+            if not frozen_jobs:
+                signal_worker(workers["w2"], signal.SIGCONT)
 
         async def frozen_jobs_taken_back() -> bool:
             rows = await jobs_where(database, Job.id.in_([job.id for job in frozen_jobs]))
