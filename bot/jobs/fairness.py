@@ -11,12 +11,13 @@ the enqueue's transaction) and stays right as jobs start: a claim moves a job's 
 member's waiting jobs to their use, which leaves their other tags as they were. It changes only
 when a member's waiting or used cost changes otherwise, and is then worked out again (retag):
 - for the members concerned, in the transaction that changes it: a waiting job canceled or
-  failed, a running job handed back or queued again, a claim undone (JobQueue);
+  failed, a running job handed back or queued again, a claim undone (JobQueue), a job started
+  before its member's older waiting ones (bot.jobs.claims: routing or a batch's riders);
 - for everyone, as the window moves on and old use leaves it: at most once a minute a claimer
-  (JobQueue.claim). Until then a member whose use just left the window waits as if it had not.
+  (bot.jobs.claims). Until then a member whose use just left the window waits as if it had not.
 
-So a claim reads the first entry of an index (status, start_tag, id) that no other claimer
-holds, and a job's place in line is a count along the same index. Working the tags out at
+So a claim reads the first entry of an index of the waiting jobs alone (start_tag, id) that no
+other claimer holds, and a job's place in line is a count along the same index. Working the tags out at
 every claim (a window over every waiting job and each member's recent jobs) took 77 ms a claim
 on SQLite with 10,000 waiting, and was the most of a 205 ms claim on PostgreSQL with 8
 claimers (bench.claims, before this).
