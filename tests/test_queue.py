@@ -286,3 +286,22 @@ async def test_a_row_made_from_the_job_is_written_in_the_jobs_own_transaction(da
     async with database.session() as session:
         entry = await session.scalar(select(AuditEntry))
     assert (entry.job_id, entry.actor_id, entry.action) == (job.id, ALICE.user_id, "job.queued")
+
+
+async def test_the_members_row_is_written_when_new_or_renamed_not_at_every_job(database, queue):
+    writes: list[str] = []
+
+    def count_member_writes(conn, cursor, statement, parameters, context, executemany):  # type: ignore[no-untyped-def]
+        if statement.lstrip().upper().startswith("INSERT INTO USERS"):
+            writes.append(statement)
+
+    event.listen(database.engine.sync_engine, "before_cursor_execute", count_member_writes)
+    try:
+        await queue.enqueue(params("a0"), ALICE)
+        await queue.enqueue(params("a1"), ALICE)
+        assert len(writes) == 1  # the first job made the row; the second found it as it was
+        await queue.enqueue(params("a2"), Requester(user_id=ALICE.user_id, user_name="alice_renamed"))
+        assert len(writes) == 2
+    finally:
+        event.remove(database.engine.sync_engine, "before_cursor_execute", count_member_writes)
+    assert (await queue.user(ALICE.user_id)).name == "alice_renamed"

@@ -123,7 +123,7 @@ class JobQueue(Claims):
         written in the job's own transaction."""
         cost = job_cost(params)
         async with self.db.session() as session, session.begin():
-            pending, waiting_cost, used = await _waiting(session, requester.user_id, self._usage_since(utcnow()))
+            pending, waiting_cost, used, name = await _member_queue(session, requester.user_id, self._usage_since(utcnow()))
             cap = self.settings.max_pending_per_user
             if pending >= cap:
                 raise QueueFull(
@@ -134,7 +134,8 @@ class JobQueue(Claims):
             refusal = cost_refusal([cost], waiting_cost, *caps)
             if refusal is not None:
                 raise TooCostly(refusal)
-            await session.execute(_member_row(self.db.dialect, requester.user_id, requester.user_name))
+            if name != requester.user_name:  # a new member, or a new name
+                await session.execute(_member_row(self.db.dialect, requester.user_id, requester.user_name))
             job = Job(
                 status=JobStatus.PENDING, cost=cost, start_tag=used + waiting_cost,
                 **requester.job_columns(), **job_columns(params),
@@ -462,14 +463,24 @@ def _holds(job: Job, lease_token: str | None) -> bool:
     return lease_token is None or job.lease_token == lease_token
 
 
-async def _waiting(session, user_id: int, use_since: datetime | None = None):  # type: ignore[no-untyped-def]
-    """How many jobs the user has waiting, and what they cost, in one read; with
-    ``use_since``, also their use since then (fairness.member_use), in the same read."""
-    use = () if use_since is None else (member_use(user_id, use_since),)
-    count, cost, *used = (await session.execute(
-        select(func.count(Job.id), func.sum(Job.cost), *use).where(Job.user_id == user_id, Job.status == JobStatus.PENDING)
+async def _waiting(session, user_id: int) -> tuple[int, float]:  # type: ignore[no-untyped-def]
+    """How many jobs the user has waiting, and what they cost, in one read."""
+    count, cost = (await session.execute(
+        select(func.count(Job.id), func.sum(Job.cost)).where(Job.user_id == user_id, Job.status == JobStatus.PENDING)
     )).one()
-    return (count or 0, cost or 0.0, *used)
+    return count or 0, cost or 0.0
+
+
+async def _member_queue(session, user_id: int, use_since: datetime) -> tuple[int, float, float, str | None]:  # type: ignore[no-untyped-def]
+    """What enqueue reads of a member, in one statement: how many jobs they have waiting, what
+    those cost, their use since ``use_since`` (fairness.member_use) and the name their row
+    holds (None: no row yet), so that the row is written only when it is new or renamed."""
+    name = select(User.name).where(User.id == user_id).scalar_subquery()
+    count, cost, used, known_name = (await session.execute(
+        select(func.count(Job.id), func.sum(Job.cost), member_use(user_id, use_since), name)
+        .where(Job.user_id == user_id, Job.status == JobStatus.PENDING)
+    )).one()
+    return count or 0, cost or 0.0, used, known_name
 
 
 # What the schedule needs of each active job (see active_entries).
