@@ -134,13 +134,19 @@ class Claims:
         room = max_images - first.count
         if key is None or room <= 0:
             return []
-        candidates = [job for job in await self._riders_in_fair_order(session, first, room) if batch_key(generate_request(job)) == key]
+        candidates = await self._riders_in_fair_order(session, first, room)
         riders: list[Job] = []
         while candidates and room > 0:
-            # Those that fit, in fair order (one too big for the room left keeps its place).
-            chosen, fits = [], room
+            # Those that fit, in fair order, until the room is full (one too big for the room
+            # left keeps its place); a batch key is worked out only for a job that would fit.
+            chosen, examined, fits = [], set(), room
             for job in candidates:
-                if job.count <= fits:
+                if fits <= 0:
+                    break
+                if job.count > fits:
+                    continue
+                examined.add(job.id)
+                if batch_key(generate_request(job)) == key:
                     chosen.append(job)
                     fits -= job.count
             if not chosen:
@@ -149,7 +155,7 @@ class Claims:
             riders += claimed
             room -= sum(job.count for job in claimed)
             # Those another claimer held are passed over; the rest may fill what they left.
-            candidates = [job for job in candidates if job not in chosen]
+            candidates = [job for job in candidates if job.id not in examined]
         return riders
 
     @staticmethod
