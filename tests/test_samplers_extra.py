@@ -125,7 +125,15 @@ def test_range_sampler_equals_k_diffusions(tiny_pipe, sampler, function, steps, 
     request = tiny_request(sampler=sampler, steps=steps, seeds=SEEDS, eta=eta)
     ours = generate_latents(tiny_pipe, request, lambda step, total, latents: reports.append((step, total)))
     # A1111's eta_ancestral (1.0) unless eta is given.
-    assert_same_latents(ours, reference_range_sampler(tiny_pipe, function, steps, 1.0 if eta is None else eta))
+    reference = reference_range_sampler(tiny_pipe, function, steps, 1.0 if eta is None else eta)
+    if sampler == "DPM adaptive":
+        # Its step-size controller feeds each step's error estimate into the next step's size,
+        # so float32 rounding (which differs between CPUs' matmul kernels) grows along the
+        # walk: up to 5e-4 on latents of about 30 on some machines. The bound is that
+        # rounding's size against the latents' scale; a wrong step would be off by far more.
+        torch.testing.assert_close(ours.float(), reference, rtol=1e-4, atol=1e-4 * reference.abs().max().item())
+    else:
+        assert_same_latents(ours, reference)
     steps_reported = [step for step, _ in reports]
     assert steps_reported == sorted(steps_reported) and all(total == steps for _, total in reports)
     if sampler == "DPM fast":
