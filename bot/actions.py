@@ -209,7 +209,7 @@ async def _queue_and_announce(interaction: discord.Interaction[SDBot], params: J
             bot.delivery.track(job.id, interaction)
         # The worker may start now: the job's updates wait for its status message (announcing).
         await bot.dispatcher.wake_and_wait()
-        entry = await bot.queue.entry(job.id)
+        entry = await bot.queue.entry(job.id, claimed=bot.dispatcher.running.get(job.id))
         position, eta = (entry.position, entry.eta_seconds) if entry else (1, 0.0)
         if position == 0:  # claimed already: say so, rather than "Queued" and an edit after it
             embed = embeds.started_embed(job, eta)

@@ -140,6 +140,7 @@ class SDBot(commands.Bot):
         # Buttons are matched by custom_id template, so those under messages posted before a
         # restart (or months ago) still work.
         self.add_dynamic_items(*DYNAMIC_ITEMS, *REMOVAL_ITEMS)
+        self.dispatcher.completion_row = self.delivery.outcome_row
         self.dispatcher.run(self.delivery)
         # Model files hashed and [a1111] folders rescanned in the background, never on a job's path.
         self._keeping_models_current = asyncio.create_task(self.models.keep_current(), name="sdbot-models")

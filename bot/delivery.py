@@ -35,7 +35,7 @@ from bot.bot_messages import edit_message
 from bot.jobs.queue import QueueEntry
 from bot.policy import audit
 from bot.ui import description, embeds
-from db.models import Job, JobStatus
+from db.models import AuditEntry, Job, JobStatus
 from inference.common.protocol import JobKind, JobProgress, ModelLoading
 
 if TYPE_CHECKING:
@@ -63,6 +63,7 @@ class DiscordDelivery:
         self._interactions: dict[int, discord.Interaction[SDBot]] = {}
         self._messages: dict[int, _JobMessage] = {}
         self._tasks: set[asyncio.Task[None]] = set()
+        self._outcomes_written: dict[int, AuditEntry] = {}  # by outcome_row, by job id
 
     def track(self, job_id: int, interaction: discord.Interaction[SDBot]) -> None:
         """Remember the interaction that created a job, to edit its response while it may."""
@@ -110,12 +111,24 @@ class DiscordDelivery:
         state.editing, state.last_edit = True, now
         self._spawn(self._show_loading(job, loading, state))
 
+    def outcome_row(self, job: Job) -> AuditEntry | None:
+        """A completed job's audit entry, for its completion's own transaction (the
+        dispatcher's completion_row): job_finished then only mirrors it to the log channel."""
+        entry = audit.outcome_entry(self.bot, job)
+        if entry is not None:
+            self._outcomes_written[job.id] = entry
+        return entry
+
     def job_finished(self, job: Job) -> None:
         self._message(job.id).finished = True
         # The record must not depend on Discord, and the result need not wait for the record:
         # the result's task starts first, so the record is written while its file is read.
         self._spawn(self._show_final(job))
-        self._spawn(audit.record_outcome(self.bot, job))
+        written = self._outcomes_written.pop(job.id, None)
+        if written is not None and written.action == audit.Action.JOB_COMPLETED and job.status == JobStatus.COMPLETED:
+            self._spawn(audit.send_to_log_channel(self.bot, written))
+        else:  # not written with the job (a failure, a cancel, a separate worker's completion)
+            self._spawn(audit.record_outcome(self.bot, job))
 
     def job_requeued(self, job: Job, reason: str) -> None:
         # Its next start is a new attempt, whatever the answer showed for the first.

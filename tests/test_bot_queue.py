@@ -250,20 +250,21 @@ async def test_a_result_larger_than_the_upload_limit_is_sent_smaller(harness):
 
 async def test_a_new_job_on_an_idle_bot_is_claimed_before_its_place_is_read(harness, monkeypatch):
     """The answer waits for the dispatcher to look for work (Dispatcher.wake_and_wait), so the
-    claim does not race the place-in-line reads for the database, and they find it running."""
-    seen: list[JobStatus] = []
+    claim does not race the place-in-line reads for the database: the answer asks for the
+    place of the job the dispatcher holds, which the row says is running."""
+    seen: list[tuple[JobStatus, bool]] = []
     entry = harness.bot.queue.entry
 
-    async def entry_seeing_the_row(job_id: int):  # type: ignore[no-untyped-def]
-        seen.append((await harness.bot.queue.get(job_id)).status)
-        return await entry(job_id)
+    async def entry_seeing_the_row(job_id: int, claimed=None):  # type: ignore[no-untyped-def]
+        seen.append(((await harness.bot.queue.get(job_id)).status, claimed is not None and claimed.id == job_id))
+        return await entry(job_id, claimed)
 
     monkeypatch.setattr(harness.bot.queue, "entry", entry_seeing_the_row)
     alice = harness.member("alice")
     for prompt in ("a first one", "a second one"):
         await alice.slash(harness.channel, "imagine", prompt=prompt, count=1)
         await harness.wait_for_job((await harness.latest_job()).id)
-    assert seen == [JobStatus.RUNNING, JobStatus.RUNNING]
+    assert seen == [(JobStatus.RUNNING, True), (JobStatus.RUNNING, True)]
 
 
 async def test_waking_a_busy_dispatcher_waits_no_longer_than_its_limit(harness, monkeypatch):

@@ -76,9 +76,18 @@ async def test_positions_follow_the_order_jobs_will_run_in(queue):
     assert [e.job.prompt for e in await queue.active_entries(user_id=BOB.user_id)] == ["b0"]
 
 
-async def test_etas_follow_each_completed_job(queue):
+async def test_etas_follow_each_completed_job(database, queue):
     """The pace ETAs use is kept between asks, and every completion renews it: a waiting job
-    of the usual size, with nothing ahead, is due in the average seconds of the jobs so far."""
+    of the usual size, with nothing ahead, is due in the average seconds of the jobs so far.
+    Only the first ask reads the pace: each completion adds to it as it is recorded."""
+    pace_reads: list[str] = []
+
+    def count_pace_reads(conn, cursor, statement, parameters, context, executemany):  # type: ignore[no-untyped-def]
+        if statement.lstrip().upper().startswith("SELECT JOBS.SECONDS"):
+            pace_reads.append(statement)
+
+    event.listen(database.engine.sync_engine, "before_cursor_execute", count_pace_reads)
+
     async def eta_of_a_waiting_job() -> float:
         waiting = await queue.enqueue(params("waiting"), BOB)
         entry = await queue.entry(waiting.id)
@@ -92,6 +101,8 @@ async def test_etas_follow_each_completed_job(queue):
         await queue.complete(JobCompleted((await queue.claim_next()).id, (), None, seconds))
         assert await eta_of_a_waiting_job() == pytest.approx(average)
         assert await eta_of_a_waiting_job() == pytest.approx(average)  # asked again: the same
+    event.remove(database.engine.sync_engine, "before_cursor_execute", count_pace_reads)
+    assert len(pace_reads) == 1
 
 
 async def test_pending_cap_per_user(database):
@@ -286,6 +297,28 @@ async def test_a_row_made_from_the_job_is_written_in_the_jobs_own_transaction(da
     async with database.session() as session:
         entry = await session.scalar(select(AuditEntry))
     assert (entry.job_id, entry.actor_id, entry.action) == (job.id, ALICE.user_id, "job.queued")
+
+
+async def test_a_row_made_from_the_completed_job_is_written_in_the_completions_transaction(database, queue):
+    """complete's with_row (the outcome's audit entry): one transaction for the completion,
+    its images and the entry; and none when the job was canceled meanwhile."""
+    done, canceled = await queue.enqueue(params("done"), ALICE), await queue.enqueue(params("canceled"), ALICE)
+    commits: list[int] = []
+    event.listen(database.engine.sync_engine, "commit", lambda connection: commits.append(1))
+
+    def outcome(job):  # type: ignore[no-untyped-def]
+        return AuditEntry(actor_id=0, action="job.completed", job_id=job.id, details=f"{job.status} in {job.seconds} s")
+
+    assert (await queue.claim_next()).id == done.id
+    completed = await queue.complete(JobCompleted(done.id, (), None, 1.5), with_row=outcome)
+    assert completed is not None and completed.status == JobStatus.COMPLETED
+    assert len(commits) == 2  # the claim, then the completion with its entry
+    assert (await queue.claim_next()).id == canceled.id
+    await queue.request_cancel(canceled.id)
+    assert await queue.complete(JobCompleted(canceled.id, (), None, 1.0), with_row=outcome) is None
+    async with database.session() as session:
+        entries = list(await session.scalars(select(AuditEntry)))
+    assert [(e.job_id, e.details) for e in entries] == [(done.id, "completed in 1.5 s")]
 
 
 async def test_the_members_row_is_written_when_new_or_renamed_not_at_every_job(database, queue):

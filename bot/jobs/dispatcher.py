@@ -32,6 +32,7 @@ from bot.jobs.job_rows import generate_request
 from bot.jobs.queue import CancelOutcome, JobQueue, QueueEntry, Recovery
 from bot.jobs.routing import ClaimingWorker
 from bot.jobs.worker_process import WorkerExited, WorkerProcess
+from db.base import Base
 from db.models import Job
 from inference.common.face_restorer_files import face_restoration_status
 from inference.common.protocol import (
@@ -84,6 +85,10 @@ class JobEvents(Protocol):
         """The first waiting jobs, with their new positions, after a job started."""
 
 
+# A row made from each completed job, written in the completion's own transaction (the bot's
+# audit entry of the outcome: one write transaction fewer per job).
+CompletionRow = Callable[[Job], Base | None]
+
 # Asked about each claimed job before the worker gets it: why it should not run (its server,
 # channel or owner is gone; the bot side reads Discord and audits it), or None to run it.
 TargetCheck = Callable[[Job], Awaitable[str | None]]
@@ -120,6 +125,7 @@ class Dispatcher:
         # A test harness that must know about such waits (simcord) replaces it.
         self.external_wait: Callable[..., Awaitable[Any]] = plain_wait
         self.target_check: TargetCheck | None = None
+        self.completion_row: CompletionRow | None = None
         # A separate worker (`sdbot worker`) claims under its name and a lease, and recovers
         # only its own jobs at start; None: the bot's built-in worker, the only one.
         self.claiming: ClaimingWorker | None = None
@@ -297,7 +303,9 @@ class Dispatcher:
         self._worker.send(RunJob(requests[0]) if len(requests) == 1 else RunBatch(requests))
         if len(jobs) > 1:
             log.info("running jobs %s as one batch", [job.id for job in jobs])
-        if self.events is not None and self.claiming is None:  # a separate worker's bot reads the rows
+        # A separate worker's bot reads the rows. When nothing else waited as the claim took
+        # its jobs, no waiting job has moved (one queued since answers with its own place).
+        if self.events is not None and self.claiming is None and claim.more_waiting:
             waiting = await self.queue.active_entries(waiting_only=True, first=REFRESHED_POSITIONS)
             self.events.queue_moved(waiting)
 
@@ -350,7 +358,7 @@ class Dispatcher:
             case JobSaving(job_id=job_id) if job_id in self.running:
                 self.saving.add(job_id)  # the loop then sends the next job, if one waits
             case JobCompleted(job_id=job_id) if job_id in self.running:
-                completed = await self.queue.complete(item, self._release(job_id))
+                completed = await self.queue.complete(item, self._release(job_id), with_row=self.completion_row)
                 # Canceled while the last step ran, or (a separate worker) its lease lost and
                 # the job run elsewhere: drop its files.
                 if completed is None:

@@ -58,8 +58,9 @@ def usage_since(now: datetime, window_hours: float) -> datetime:
     return now - timedelta(hours=window_hours)
 
 
-def member_use(user_id: int, since: datetime) -> Any:
-    """A scalar subquery: the cost of the member's jobs started since ``since`` (their use)."""
+def member_use(user_id: Any, since: Any) -> Any:
+    """A scalar subquery: the cost of the member's jobs started since ``since`` (their use);
+    either may be a bound parameter."""
     return (
         select(func.coalesce(func.sum(_Used.cost), 0.0))
         .where(_Used.user_id == user_id, _Used.started_at >= since)

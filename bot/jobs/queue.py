@@ -18,14 +18,13 @@ its row and written anew where something other than a claim changes it.
 from __future__ import annotations
 
 import json
-import time
 from collections.abc import Callable, Collection
 from dataclasses import asdict, dataclass
 from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import func, select, update
+from sqlalchemy import bindparam, func, select, update
 from sqlalchemy.dialects.postgresql import insert as postgresql_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import selectinload
@@ -38,6 +37,7 @@ from bot.jobs.params import JobParameters
 from bot.jobs.claims import Claims
 from bot.jobs.fairness import ahead_of, fair_order, member_use, retag, usage_since
 from bot.jobs.job_rows import job_columns
+from bot.jobs.pace import Pace
 from bot.jobs.privacy import PrivacyIndex
 from db.base import Base, utcnow
 from db.models import ACTIVE_STATUSES, ERROR_DETAIL_MARK, Image, Job, JobStatus, User
@@ -45,7 +45,6 @@ from db.session import Database
 from inference.common.protocol import JobCompleted
 
 _CLAIMED_MEANWHILE = object()  # entry(): the job left the waiting list between two reads
-_PACE_EXPIRY_S = 60.0
 
 
 # INSERT ... ON CONFLICT, the same on both backends (db.session.Database.dialect).
@@ -105,9 +104,7 @@ class JobQueue(Claims):
         self.db = db
         self.settings = settings
         self.privacy = PrivacyIndex(db)
-        # Seconds per unit, the completions counted when it was measured, and when.
-        self._pace: tuple[float, int, float] | None = None
-        self._completions = 0
+        self._pace = Pace()
         # When this queue last wrote anew every waiting job's start tag (time.monotonic()).
         self._retagged_at: float | None = None
 
@@ -236,10 +233,15 @@ class JobQueue(Claims):
         # A job that finished between the two reads is left out.
         return [QueueEntry(jobs[row.id], position, eta) for row, position, eta in chosen if row.id in jobs]
 
-    async def entry(self, job_id: int) -> QueueEntry | None:
+    async def entry(self, job_id: int, claimed: Job | None = None) -> QueueEntry | None:
         """One job's place in line and its ETA, the same as active_entries gives (fair_order),
         counted along the claim's index: every new job's answer waits on this, so it loads no
-        job but this one."""
+        job but this one. ``claimed``: the job as the claim returned it, when the caller holds
+        it (a new job on an idle bot): running, so nothing needs reading but the pace."""
+        if claimed is not None:
+            async with self.db.session() as session:  # opens no connection while the pace is known
+                seconds_per_unit = await self._seconds_per_unit(session)
+            return QueueEntry(claimed, 0, _remaining_seconds(claimed, seconds_per_unit))
         # The worker may claim the job between this method's reads (each SELECT sees the
         # latest commit); reading again then finds it running or finished.
         for _ in range(3):
@@ -279,39 +281,18 @@ class JobQueue(Claims):
             return await session.scalar(select(func.count(Job.id)).where(Job.status == JobStatus.PENDING)) or 0
 
     async def _seconds_per_unit(self, session) -> float:  # type: ignore[no-untyped-def]
-        """Seconds per unit of work, from the last 20 completed jobs. Kept between calls:
-        every new job's answer and every /queue ask for it, and only complete() changes it
-        (the minute's expiry covers rows written by hand)."""
-        completions, now = self._completions, time.monotonic()
-        if self._pace is not None:
-            pace, measured_after, measured_at = self._pace
-            if measured_after == completions and now - measured_at < _PACE_EXPIRY_S:
-                return pace
-        pace = await self._measured_seconds_per_unit(session)
-        # A job completed during the read: the figure may predate it, so it is not kept.
-        if self._completions == completions:
-            self._pace = (pace, completions, now)
-        return pace
-
-    async def _measured_seconds_per_unit(self, session) -> float:  # type: ignore[no-untyped-def]
-        recent = (
-            await session.execute(
-                select(Job.seconds, Job.cost)
-                .where(Job.status == JobStatus.COMPLETED, Job.seconds.is_not(None), Job.cost > 0)
-                .order_by(Job.id.desc())
-                .limit(20)
-            )
-        ).all()
-        units = sum(r.cost for r in recent)
-        if not recent or units <= 0:
-            return self.settings.initial_seconds_per_unit
-        return sum(r.seconds for r in recent) / units
+        return await self._pace.seconds_per_unit(session, self.settings.initial_seconds_per_unit)
 
     # --- outcomes --------------------------------------------------------------------------
 
-    async def complete(self, result: JobCompleted, lease_token: str | None = None) -> Job | None:
+    async def complete(
+        self, result: JobCompleted, lease_token: str | None = None, *, with_row: Callable[[Job], Base | None] | None = None
+    ) -> Job | None:
         """Record a finished job and its images; None when the job was canceled meanwhile, or
-        (``lease_token``: a separate worker's claim) is no longer held under that token."""
+        (``lease_token``: a separate worker's claim) is no longer held under that token.
+
+        with_row: a row made from the completed job (its outcome's audit entry), written in
+        the same transaction."""
         async with self.db.session() as session, session.begin():
             # One guarded UPDATE: a cancel that committed first wins, and nothing is read first.
             job = await session.scalar(
@@ -344,7 +325,9 @@ class JobQueue(Claims):
             session.add_all(images)
             # A running job has no images yet: the list is complete without reading it.
             set_committed_value(job, "images", images)
-        self._completions += 1  # this job's seconds count in the next ETAs
+            if with_row is not None and (row := with_row(job)) is not None:
+                session.add(row)
+        self._pace.completed(job.seconds, job.cost)  # this job's seconds count in the next ETAs
         return job
 
     async def fail(self, job_id: int, message: str, detail: str = "", lease_token: str | None = None) -> Job | None:
@@ -471,15 +454,25 @@ async def _waiting(session, user_id: int) -> tuple[int, float]:  # type: ignore[
     return count or 0, cost or 0.0
 
 
-async def _member_queue(session, user_id: int, use_since: datetime) -> tuple[int, float, float, str | None]:  # type: ignore[no-untyped-def]
+def _member_queue_statement() -> Any:
     """What enqueue reads of a member, in one statement: how many jobs they have waiting, what
     those cost, their use since ``use_since`` (fairness.member_use) and the name their row
-    holds (None: no row yet), so that the row is written only when it is new or renamed."""
+    holds (None: no row yet), so that the row is written only when it is new or renamed.
+    Built once, with parameters: every job runs it."""
+    user_id, use_since = bindparam("user_id"), bindparam("use_since")
     name = select(User.name).where(User.id == user_id).scalar_subquery()
-    count, cost, used, known_name = (await session.execute(
-        select(func.count(Job.id), func.sum(Job.cost), member_use(user_id, use_since), name)
-        .where(Job.user_id == user_id, Job.status == JobStatus.PENDING)
-    )).one()
+    return select(func.count(Job.id), func.sum(Job.cost), member_use(user_id, use_since), name).where(
+        Job.user_id == user_id, Job.status == JobStatus.PENDING
+    )
+
+
+_MEMBER_QUEUE = _member_queue_statement()
+
+
+async def _member_queue(session, user_id: int, use_since: datetime) -> tuple[int, float, float, str | None]:  # type: ignore[no-untyped-def]
+    count, cost, used, known_name = (
+        await session.execute(_MEMBER_QUEUE, {"user_id": user_id, "use_since": use_since})
+    ).one()
     return count or 0, cost or 0.0, used, known_name
 
 

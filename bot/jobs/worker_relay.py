@@ -23,7 +23,7 @@ from sqlalchemy import or_, select
 from sqlalchemy.orm import undefer
 
 from bot.jobs.db_events import JOBS_CHANNEL, WAKE_CHANNEL, Listener, notify
-from bot.jobs.dispatcher import REFRESHED_POSITIONS, JobEvents, TargetCheck, plain_wait
+from bot.jobs.dispatcher import REFRESHED_POSITIONS, CompletionRow, JobEvents, TargetCheck, plain_wait
 from bot.jobs.leases import LEASE_LOST_REASON, WorkerRegistry
 from bot.jobs.queue import CancelOutcome, JobQueue
 from db.models import ACTIVE_STATUSES, Job, JobStatus
@@ -59,6 +59,8 @@ class WorkerRelay:
         self.heartbeat_s = heartbeat_s
         self.events: JobEvents | None = None
         self.target_check: TargetCheck | None = None
+        # The workers write their completions: the outcome's entry comes after (bot.delivery).
+        self.completion_row: CompletionRow | None = None
         # As Dispatcher.external_wait: how the relay waits on the workers (a test harness's).
         self.external_wait: Callable[..., Awaitable[Any]] = plain_wait
         self.ready = None

@@ -150,9 +150,19 @@ _OUTCOMES = {
 
 async def record_outcome(bot: SDBot, job: Job) -> None:
     """A job reached its final state (bot.delivery): the bot itself is the actor."""
+    entry = outcome_entry(bot, job)
+    if entry is not None:
+        async with bot.queue.db.session() as session, session.begin():
+            session.add(entry)
+        await send_to_log_channel(bot, entry)
+
+
+def outcome_entry(bot: SDBot, job: Job) -> AuditEntry | None:
+    """The entry of a job's final state, unwritten (None: the job is not final). A completion
+    writes it in its own transaction (DiscordDelivery.outcome_row); other outcomes, after."""
     action = _OUTCOMES.get(JobStatus(job.status))
     if action is None:
-        return
+        return None
     if job.status == JobStatus.COMPLETED:
         seconds = f" in {job.seconds:.1f} s" if job.seconds is not None else ""
         details = f"{job.count} image(s){seconds}"
@@ -161,8 +171,8 @@ async def record_outcome(bot: SDBot, job: Job) -> None:
     else:
         details = "before it started" if job.started_at is None else "while running"
     actor_id = bot.user.id if bot.user is not None else 0
-    await record(
-        bot, action, actor_id=actor_id, guild_id=job.guild_id, channel_id=job.channel_id,
+    return new_entry(
+        action, actor_id=actor_id, guild_id=job.guild_id, channel_id=job.channel_id,
         target_user_id=job.user_id, job_id=job.id, details=details,
     )
 

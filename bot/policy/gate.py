@@ -230,13 +230,19 @@ async def _jobs_refusal(interaction: discord.Interaction[SDBot], params: list[Jo
     # A server's (or role's) caps on GPU time can be stricter than the bot's, never looser: the
     # queue enforces the bot's own over every server.
     queue_settings = bot.settings.queue
-    too_costly = cost_refusal(
-        [job_cost(p) for p in params], await bot.queue.pending_cost(interaction.user.id),
+    caps = (
         _tighter(limits.max_job_cost, queue_settings.max_job_cost),
         _tighter(limits.max_waiting_cost, queue_settings.max_waiting_cost_per_member),
     )
-    if too_costly is not None:
-        return Refusal("cost", too_costly)
+    # A lone job under the bot's own caps is checked by the queue, in the job's own
+    # transaction, with the same words: reading the member's waiting jobs here too would
+    # only delay every job.
+    if len(params) > 1 or caps != (queue_settings.max_job_cost, queue_settings.max_waiting_cost_per_member):
+        too_costly = cost_refusal(
+            [job_cost(p) for p in params], await bot.queue.pending_cost(interaction.user.id), *caps
+        )
+        if too_costly is not None:
+            return Refusal("cost", too_costly)
     if "max_pending" not in policy.custom_limits and not any(o.max_pending is not None and o.role_id in roles for o in overrides):
         # The bot's own cap, which the queue (and confirm, for batches) enforces over all servers.
         limits = replace(limits, max_pending=0)
