@@ -151,7 +151,7 @@ async def test_jobs_pending_at_shutdown_complete_after_the_restart(harness):
 @pytest.mark.allow_error_logs  # the dispatcher logs the worker's death at ERROR
 async def test_a_killed_worker_requeues_its_job_tells_the_user_and_serves_the_next(harness):
     alice = harness.member("alice")
-    result = await alice.slash(harness.channel, "imagine", prompt="doomed once", **RERUN)
+    await alice.slash(harness.channel, "imagine", prompt="doomed once", **RERUN)
     job = await wait_running(harness, (await harness.latest_job()).id)
     await alice.slash(harness.channel, "imagine", prompt="next in line", count=1)
 

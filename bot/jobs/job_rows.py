@@ -125,6 +125,7 @@ def _refiner_fields(job: Job) -> dict[str, object]:
         return {"refiner": "", "refiner_switch_at": DEFAULT_REFINER_SWITCH_AT}
     return {"refiner": job.refiner, "refiner_switch_at": job.refiner_switch_at or DEFAULT_REFINER_SWITCH_AT}
 
+
 def seed_resize_of(job: Job | JobParameters) -> tuple[int, int] | None:
     """A job's "Resize seed from" (width, height), or None when off."""
     if job.seed_resize_from_width and job.seed_resize_from_height:

@@ -133,6 +133,8 @@ class RestoreFacesButton(_JobButton, DynamicItem[Button], template=r"sd:faces:(?
 
     async def callback(self, interaction: discord.Interaction[SDBot]) -> None:
         await _queuing(interaction, self.job_id, lambda: actions.restore_faces(interaction, self.job_id, self.index))
+
+
 class DetailedUpscaleButton(_JobButton, DynamicItem[Button], template=r"sd:sdup:(?P<job>\d+):(?P<index>\d+)"):
     """*Upscale (detailed)*: A1111's SD upscale 2x, the image redrawn by tiles with its prompt."""
 
