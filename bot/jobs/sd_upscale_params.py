@@ -12,7 +12,7 @@ from dataclasses import replace
 from typing import TYPE_CHECKING
 
 from bot.errors import InvalidOption
-from bot.jobs.workflow_params import MAX_UPSCALE, SourceImage, check_upscaler, without_workflow
+from bot.jobs.workflow_params import SourceImage, check_upscale, check_upscaler, without_workflow
 from bot.jobs.params import JobParameters
 from inference.common.protocol import MAX_SD_UPSCALE_SIDE, JobKind, ResizeMode
 
@@ -37,8 +37,7 @@ def sd_upscale_parameters(
 ) -> JobParameters:
     """SD upscale of ``source`` by ``scale`` with ``base``'s prompt, model, sampler and seed;
     InvalidOption naming what is out of range (the scale, the strength, the result's size)."""
-    if not 1.0 < scale <= MAX_UPSCALE:
-        raise InvalidOption(f"scale must be above 1 and at most {MAX_UPSCALE:g}, got {scale:g}.")
+    check_upscale(scale)
     strength = DETAILED_STRENGTH if strength is None else strength
     if not 0.0 <= strength <= 1.0:
         raise InvalidOption(f"denoising must be between 0 and 1, got {strength:g}.")

@@ -54,6 +54,12 @@ MAX_UPSCALE = 8.0
 DEFAULT_MASK_BLUR = 4  # A1111's
 
 
+def check_upscale(scale: float) -> None:
+    """An upscale's factor (plain or SD upscale): above 1, at most MAX_UPSCALE."""
+    if not 1.0 < scale <= MAX_UPSCALE:
+        raise InvalidOption(f"scale must be above 1 and at most {MAX_UPSCALE:g}, got {scale:g}.")
+
+
 @dataclass(frozen=True)
 class SourceImage:
     """An image a job starts from: an upload the bot checked and saved, or one it made."""
@@ -313,8 +319,7 @@ def upscale_parameters(
     """Upscale one image, then restore its faces when ``faces`` says so (A1111's Extras
     order; bot.jobs.face_params). ``base`` is the job that made it, whose prompt and seed the
     result keeps (as A1111's extras tab keeps the infotext); an upload has none."""
-    if not 1.0 < scale <= MAX_UPSCALE:
-        raise InvalidOption(f"scale must be above 1 and at most {MAX_UPSCALE:g}, got {scale:g}.")
+    check_upscale(scale)
     name = check_upscaler(settings, upscaler or settings.images.default_upscaler)
     width, height = round(source.width * scale), round(source.height * scale)
     limit = settings.images.max_upscaled_side
