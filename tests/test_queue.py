@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+
 import pytest
 from sqlalchemy import event, select
 
@@ -27,6 +30,22 @@ def params(prompt: str = "a lighthouse at dusk", **changes) -> JobParameters:
     )
     values.update(changes)
     return JobParameters(**values)
+
+
+@contextmanager
+def statements_starting(database, prefix: str) -> Iterator[list[str]]:  # type: ignore[no-untyped-def]
+    """The statements run while in the block whose text starts with ``prefix`` (any case)."""
+    seen: list[str] = []
+
+    def look(conn, cursor, statement, parameters, context, executemany):  # type: ignore[no-untyped-def]
+        if statement.lstrip().upper().startswith(prefix.upper()):
+            seen.append(statement)
+
+    event.listen(database.engine.sync_engine, "before_cursor_execute", look)
+    try:
+        yield seen
+    finally:
+        event.remove(database.engine.sync_engine, "before_cursor_execute", look)
 
 
 @pytest.fixture
@@ -80,14 +99,6 @@ async def test_etas_follow_each_completed_job(database, queue):
     """The pace ETAs use is kept between asks, and every completion renews it: a waiting job
     of the usual size, with nothing ahead, is due in the average seconds of the jobs so far.
     Only the first ask reads the pace: each completion adds to it as it is recorded."""
-    pace_reads: list[str] = []
-
-    def count_pace_reads(conn, cursor, statement, parameters, context, executemany):  # type: ignore[no-untyped-def]
-        if statement.lstrip().upper().startswith("SELECT JOBS.SECONDS"):
-            pace_reads.append(statement)
-
-    event.listen(database.engine.sync_engine, "before_cursor_execute", count_pace_reads)
-
     async def eta_of_a_waiting_job() -> float:
         waiting = await queue.enqueue(params("waiting"), BOB)
         entry = await queue.entry(waiting.id)
@@ -95,13 +106,13 @@ async def test_etas_follow_each_completed_job(database, queue):
         return entry.eta_seconds
 
     units = 64 * 64 / 512**2 * 4 / 20  # of a params() job
-    assert await eta_of_a_waiting_job() == pytest.approx(units * queue.settings.initial_seconds_per_unit)
-    for seconds, average in ((1.0, 1.0), (100.0, 50.5)):
-        await queue.enqueue(params(), ALICE)
-        await queue.complete(JobCompleted((await queue.claim_next()).id, (), None, seconds))
-        assert await eta_of_a_waiting_job() == pytest.approx(average)
-        assert await eta_of_a_waiting_job() == pytest.approx(average)  # asked again: the same
-    event.remove(database.engine.sync_engine, "before_cursor_execute", count_pace_reads)
+    with statements_starting(database, "SELECT jobs.seconds") as pace_reads:
+        assert await eta_of_a_waiting_job() == pytest.approx(units * queue.settings.initial_seconds_per_unit)
+        for seconds, average in ((1.0, 1.0), (100.0, 50.5)):
+            await queue.enqueue(params(), ALICE)
+            await queue.complete(JobCompleted((await queue.claim_next()).id, (), None, seconds))
+            assert await eta_of_a_waiting_job() == pytest.approx(average)
+            assert await eta_of_a_waiting_job() == pytest.approx(average)  # asked again: the same
     assert len(pace_reads) == 1
 
 
@@ -321,20 +332,27 @@ async def test_a_row_made_from_the_completed_job_is_written_in_the_completions_t
     assert [(e.job_id, e.details) for e in entries] == [(done.id, "completed in 1.5 s")]
 
 
+async def test_a_members_row_is_read_once_and_again_after_each_write(database, queue):
+    """JobQueue.user keeps the row it read (every generating command reads it first); a write
+    through the queue (a setting, a first job, a new name) is seen at the next read."""
+    with statements_starting(database, "SELECT users.") as reads:
+        assert await queue.user(ALICE.user_id) is None and await queue.user(ALICE.user_id) is None
+        assert len(reads) == 1  # no row yet: that too is kept
+        await queue.enqueue(params(), ALICE)  # the first job makes the row
+        assert (await queue.user(ALICE.user_id)).name == "alice"
+        await queue.update_user(ALICE.user_id, "alice", default_steps=33)
+        assert (await queue.user(ALICE.user_id)).default_steps == 33
+        await queue.enqueue(params(), Requester(user_id=ALICE.user_id, user_name="alice_renamed"))
+        assert (await queue.user(ALICE.user_id)).name == "alice_renamed"
+        assert (await queue.user(ALICE.user_id)).name == "alice_renamed"
+        assert len(reads) == 4  # once at first, then once after each of the three writes
+
+
 async def test_the_members_row_is_written_when_new_or_renamed_not_at_every_job(database, queue):
-    writes: list[str] = []
-
-    def count_member_writes(conn, cursor, statement, parameters, context, executemany):  # type: ignore[no-untyped-def]
-        if statement.lstrip().upper().startswith("INSERT INTO USERS"):
-            writes.append(statement)
-
-    event.listen(database.engine.sync_engine, "before_cursor_execute", count_member_writes)
-    try:
+    with statements_starting(database, "INSERT INTO users") as writes:
         await queue.enqueue(params("a0"), ALICE)
         await queue.enqueue(params("a1"), ALICE)
         assert len(writes) == 1  # the first job made the row; the second found it as it was
         await queue.enqueue(params("a2"), Requester(user_id=ALICE.user_id, user_name="alice_renamed"))
         assert len(writes) == 2
-    finally:
-        event.remove(database.engine.sync_engine, "before_cursor_execute", count_member_writes)
     assert (await queue.user(ALICE.user_id)).name == "alice_renamed"

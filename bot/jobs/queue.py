@@ -37,6 +37,7 @@ from bot.jobs.params import JobParameters
 from bot.jobs.claims import Claims
 from bot.jobs.fairness import ahead_of, fair_order, member_use, retag, usage_since
 from bot.jobs.job_rows import job_columns
+from bot.jobs.members import MemberRows
 from bot.jobs.pace import Pace
 from bot.jobs.privacy import PrivacyIndex
 from db.base import Base, utcnow
@@ -104,6 +105,7 @@ class JobQueue(Claims):
         self.db = db
         self.settings = settings
         self.privacy = PrivacyIndex(db)
+        self.members = MemberRows(db)
         self._pace = Pace()
         # When this queue last wrote anew every waiting job's start tag (time.monotonic()).
         self._retagged_at: float | None = None
@@ -119,28 +121,34 @@ class JobQueue(Claims):
         with_row: a row made from the job once it has its id (its "job queued" audit entry),
         written in the job's own transaction."""
         cost = job_cost(params)
-        async with self.db.session() as session, session.begin():
-            pending, waiting_cost, used, name = await _member_queue(session, requester.user_id, self._usage_since(utcnow()))
-            cap = self.settings.max_pending_per_user
-            if pending >= cap:
-                raise QueueFull(
-                    f"You already have {pending} jobs waiting (the limit is {cap}). "
-                    "Wait for one to start, or cancel one with /cancel."
+        member_written = False  # the member's row, new or renamed: its kept copy goes after
+        try:
+            async with self.db.session() as session, session.begin():
+                pending, waiting_cost, used, name = await _member_queue(session, requester.user_id, self._usage_since(utcnow()))
+                cap = self.settings.max_pending_per_user
+                if pending >= cap:
+                    raise QueueFull(
+                        f"You already have {pending} jobs waiting (the limit is {cap}). "
+                        "Wait for one to start, or cancel one with /cancel."
+                    )
+                caps = self.settings.max_job_cost, self.settings.max_waiting_cost_per_member
+                refusal = cost_refusal([cost], waiting_cost, *caps)
+                if refusal is not None:
+                    raise TooCostly(refusal)
+                if name != requester.user_name:  # a new member, or a new name
+                    member_written = True
+                    await session.execute(_member_row(self.db.dialect, requester.user_id, requester.user_name))
+                job = Job(
+                    status=JobStatus.PENDING, cost=cost, start_tag=used + waiting_cost,
+                    **requester.job_columns(), **job_columns(params),
                 )
-            caps = self.settings.max_job_cost, self.settings.max_waiting_cost_per_member
-            refusal = cost_refusal([cost], waiting_cost, *caps)
-            if refusal is not None:
-                raise TooCostly(refusal)
-            if name != requester.user_name:  # a new member, or a new name
-                await session.execute(_member_row(self.db.dialect, requester.user_id, requester.user_name))
-            job = Job(
-                status=JobStatus.PENDING, cost=cost, start_tag=used + waiting_cost,
-                **requester.job_columns(), **job_columns(params),
-            )
-            session.add(job)
-            if with_row is not None:
-                await session.flush()  # the job's id and defaults, for the row
-                session.add(with_row(job))
+                session.add(job)
+                if with_row is not None:
+                    await session.flush()  # the job's id and defaults, for the row
+                    session.add(with_row(job))
+        finally:
+            if member_written:  # committed, or perhaps committed
+                self.members.written(requester.user_id)
         self.privacy.job_queued(job)
         return job
 
@@ -157,13 +165,16 @@ class JobQueue(Claims):
         return job
 
     async def user(self, user_id: int) -> User | None:
-        async with self.db.session() as session:
-            return await session.get(User, user_id)
+        """The member's row, or None before their first job or setting (bot.jobs.members)."""
+        return await self.members.get(user_id)
 
     async def update_user(self, user_id: int, name: str, **columns: Any) -> None:
         """Set some of a member's columns; a member without a row (no job yet) gets one."""
-        async with self.db.session() as session, session.begin():
-            await session.execute(_member_row(self.db.dialect, user_id, name, **columns))
+        try:
+            async with self.db.session() as session, session.begin():
+                await session.execute(_member_row(self.db.dialect, user_id, name, **columns))
+        finally:  # committed, or perhaps committed: the kept copy goes either way
+            self.members.written(user_id)
         if "private_results" in columns:
             self.privacy.member_set(user_id, bool(columns["private_results"]))
 
