@@ -89,12 +89,15 @@ class SDBot(commands.Bot):
     def __init__(
         self, settings: Settings, queue: JobQueue, dispatcher: Dispatcher | WorkerRelay, **options: Any
     ) -> None:
-        # Slash commands and buttons only: no privileged intents, no message content.
-        # No message cache: buttons and commands read the database, never cached messages, and
-        # 1,000 cached results (discord.py's default) kept ~100k objects for every full
-        # garbage collection to scan on the event loop (bench/load.py).
+        # Slash commands and buttons only: interactions come whatever the intents, so the only
+        # gateway events asked for are the servers' (channels, threads, roles, leaving a
+        # server: bot.cogs.lifecycle). discord.py's default intents would also send every
+        # message, reaction and typing event of every server the bot is in, each parsed on the
+        # event loop and never used. No message cache either: buttons and commands read the
+        # database, never cached messages, and 1,000 cached results (discord.py's default)
+        # kept ~100k objects for every full garbage collection to scan (bench/load.py).
         super().__init__(
-            command_prefix=commands.when_mentioned, intents=discord.Intents.default(), help_command=None,
+            command_prefix=commands.when_mentioned, intents=discord.Intents(guilds=True), help_command=None,
             max_messages=None, tree_cls=CommandTree, **options,
         )
         # The live model list (configured and found under [a1111]); settings is read from it.
