@@ -15,8 +15,8 @@ import time
 import pytest
 
 from bench import (
-    batching, big_database, bot_overhead, common, compile_cache, garbage, load, model_switch, pipeline, previews, simulated,
-    worker_stream, workers,
+    batching, big_database, bot_overhead, chatter, common, compile_cache, garbage, load, model_switch, pipeline, previews,
+    simulated, worker_stream, workers,
 )
 from bot.policy.store import Limits
 
@@ -221,6 +221,15 @@ def test_the_bot_overhead_benchmark_runs_and_takes_the_simulation_off(tmp_path, 
     # The simulated Discord's time comes off, and only that: less, never more, never negative.
     assert 0 < measured["to_upload_less_simulation"]["max"] <= measured["to_upload"]["max"]
     assert overhead["bot_side_less_simulation"]["p50"] <= overhead["bot_side"]["p50"]
+
+
+def test_the_chatter_benchmark_runs_with_the_bots_own_intents(tmp_path, bench_model_cache):
+    results = chatter.main([
+        "--messages", "20", *FORKSERVER, "--model-cache", str(bench_model_cache), "--output-dir", str(tmp_path / "results"),
+    ])
+    assert json.loads((tmp_path / "results" / "chatter-cpu.json").read_text())["results"] == results
+    # The gateway sends the bot its servers' events only: members' messages never reach it.
+    assert results["intents"] == ["guilds"] and results["bot_process_cpu_ms_per_message"] > 0
 
 
 def test_a_benchmarks_quiet_logs_last_only_as_long_as_its_run():
