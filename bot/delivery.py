@@ -124,8 +124,10 @@ class DiscordDelivery:
         # The record must not depend on Discord, and the result need not wait for the record:
         # the result's task starts first, so the record is written while its file is read.
         self._spawn(self._show_final(job))
+        # outcome_row keeps only completions' entries; one left by a completion that did not
+        # commit is dropped here, and the job's actual outcome recorded.
         written = self._outcomes_written.pop(job.id, None)
-        if written is not None and written.action == audit.Action.JOB_COMPLETED and job.status == JobStatus.COMPLETED:
+        if written is not None and job.status == JobStatus.COMPLETED:
             self._spawn(audit.send_to_log_channel(self.bot, written))
         else:  # not written with the job (a failure, a cancel, a separate worker's completion)
             self._spawn(audit.record_outcome(self.bot, job))

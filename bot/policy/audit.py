@@ -81,10 +81,15 @@ def queued_entry(actor_id: int, job: Job) -> AuditEntry:
 async def record(bot: SDBot, action: Action, **fields: Any) -> AuditEntry:
     """Write one entry (new_entry's fields), then mirror it to the server's log channel."""
     entry = new_entry(action, **fields)
+    await _write(bot, entry)
+    return entry
+
+
+async def _write(bot: SDBot, entry: AuditEntry) -> None:
+    """Write an entry in a transaction of its own, then mirror it to the server's log channel."""
     async with bot.queue.db.session() as session, session.begin():
         session.add(entry)
     await send_to_log_channel(bot, entry)
-    return entry
 
 
 async def send_to_log_channel(bot: SDBot, entry: AuditEntry) -> None:
@@ -152,9 +157,7 @@ async def record_outcome(bot: SDBot, job: Job) -> None:
     """A job reached its final state (bot.delivery): the bot itself is the actor."""
     entry = outcome_entry(bot, job)
     if entry is not None:
-        async with bot.queue.db.session() as session, session.begin():
-            session.add(entry)
-        await send_to_log_channel(bot, entry)
+        await _write(bot, entry)
 
 
 def outcome_entry(bot: SDBot, job: Job) -> AuditEntry | None:
