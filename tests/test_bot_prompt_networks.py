@@ -112,8 +112,8 @@ async def test_imagine_lists_applies_and_refuses_loras_and_embeddings(harness, t
         return job, np.asarray(PILImage.open(job.images[0].path), dtype=np.int16)
 
     plain_job, plain = await run()
-    lora_job, with_lora = await run(lora="inkwash", lora_weight=0.8)
-    assert lora_job.prompt == "a fox, <lora:inkwash:0.8>" and lora_job.seed == 7
+    lora_job, with_lora = await run(lora="inkwash")
+    assert lora_job.prompt == "a fox, <lora:inkwash:1>" and lora_job.seed == 7
     assert np.abs(with_lora - plain).mean() > 1.0
     embedding_job, _ = await run(embedding="shiny-style")
     assert embedding_job.prompt == "a fox, shiny-style"
@@ -121,7 +121,6 @@ async def test_imagine_lists_applies_and_refuses_loras_and_embeddings(harness, t
     count = await harness.job_count()
     for options, expected in (
         ({"lora": "nope"}, "Unknown LoRA `nope`"),
-        ({"lora_weight": 0.5}, "lora_weight needs a lora"),
         ({"embedding": "glossy"}, "Unknown embedding `glossy`. Available: shiny-style."),
         ({"prompt": "a fox <lora:inkwash:lots>"}, "lora"),
     ):

@@ -40,7 +40,7 @@ BAD_SAMPLING_OPTIONS = [
     ({"seed_resize_from": "64x60"}, "seed_resize_from's height must be a multiple of 8 between 64 and 128, got 60."),
     ({"seed_resize_from": "big"}, "seed_resize_from takes WIDTHxHEIGHT, such as 512x512, got `big`."),
     ({"prompt": "a cat --eta 1.5", "sampler": "Euler a"}, "eta must be between 0 and 1, got 1.5."),
-    ({"eta": 0.5, "sampler": "Euler"}, "Euler does not use eta; the samplers that do: DPM++ SDE"),
+    ({"prompt": "a cat --eta 0.5", "sampler": "Euler"}, "Euler does not use eta; the samplers that do: DPM++ SDE"),
 ]
 
 
@@ -56,8 +56,8 @@ async def test_bad_sampling_options_are_refused_privately_and_queue_nothing(harn
 
 async def test_a_combined_name_is_split_and_a_reroll_keeps_every_choice(harness):
     first, second = await imagine_then_click(
-        harness, harness.member("alice"), "Reroll", prompt="a castle --scheduler exponential", sampler="euler a",
-        eta=0.5, seed_resize_from="64x128",
+        harness, harness.member("alice"), "Reroll", prompt="a castle --scheduler exponential --eta 0.5", sampler="euler a",
+        seed_resize_from="64x128",
     )
     assert first.status == JobStatus.COMPLETED, first.error
     for job in (first, second):

@@ -156,9 +156,8 @@ OPTIONS: dict[str, Option] = dict(
         str, "Saved style(s) to apply, comma-separated (see /style list)", autocomplete=style_autocomplete
     ),
     lora=Option(
-        str, "A LoRA to apply (the same as writing <lora:name:weight> in the prompt)", autocomplete=loras
+        str, "A LoRA to apply at weight 1 (another weight: write <lora:name:0.8> in the prompt)", autocomplete=loras
     ),
-    lora_weight=Option(app_commands.Range[float, -10.0, 10.0], "The LoRA's weight (default 1)"),
     embedding=Option(
         str,
         "A textual-inversion embedding to add to the prompt (the same as writing its name)",
@@ -249,7 +248,6 @@ class CommandOptions:
     clip_skip: int | None = None
     style: str | None = None
     lora: str | None = None
-    lora_weight: float | None = None
     embedding: str | None = None
     hires_scale: float | None = None
     hires_steps: int | None = None

@@ -23,11 +23,14 @@ if TYPE_CHECKING:
 
 class Imagine(BotCog):
     @app_commands.command(name="imagine", description="Generate images from a text prompt.", extras=actions.QUEUES_JOBS)
+    # Discord takes at most 25 options a command (it refuses the whole command sync otherwise):
+    # eta and a LoRA's weight, which the prompt takes as well (--eta 0.5, <lora:name:0.8>),
+    # are written there.
     @generation_command(
         "prompt", "negative_prompt", "aspect", "width", "height", "steps", "cfg", "sampler", "schedule_type", "seed",
-        "count", "model", "vae", "clip_skip", "seed_resize_from", "eta", "hires_scale", "hires_steps", "hires_denoising",
-        "hires_upscaler", "style", "lora", "lora_weight", "embedding", "refiner", "refiner_switch_at", "restore_faces",
-        prompt="What to draw; may end with --ar 3:2, --no text, --seed, --steps, --cfg, --sampler, --model, --tile",
+        "count", "model", "vae", "clip_skip", "seed_resize_from", "hires_scale", "hires_steps", "hires_denoising",
+        "hires_upscaler", "style", "lora", "embedding", "refiner", "refiner_switch_at", "restore_faces",
+        prompt="What to draw; may end with --ar 3:2, --no text, --seed, --steps, --cfg, --eta, --sampler, --model, --tile",
     )
     async def imagine(self, interaction: discord.Interaction[SDBot], chosen: CommandOptions) -> None:
         # Discord's ranges are wide on purpose: the server's own limits (config) are checked
@@ -35,7 +38,7 @@ class Imagine(BotCog):
         embedding = chosen.embedding
         if embedding is not None and embedding not in (known := embedding_names(self.bot.settings)):
             raise InvalidOption(f"Unknown embedding `{echo(embedding)}`. Available: {listed(known) or 'none'}.")
-        options = chosen.generation(prompt=with_networks(chosen.prompt, chosen.lora, chosen.lora_weight, embedding))
+        options = chosen.generation(prompt=with_networks(chosen.prompt, chosen.lora, embedding))
         # Inline parameters, styles and permutations: one GenerationOptions per job.
         request = await actions.member_request(interaction, options, style_names=chosen.style)
         settings = self.bot.settings
@@ -52,16 +55,14 @@ class Imagine(BotCog):
         await confirm.submit_jobs(interaction, params)
 
 
-def with_networks(prompt: str, lora: str | None, weight: float | None, embedding: str | None) -> str:
-    """The prompt with the picked LoRA and embedding written in, as a user would type them;
-    inline parameters (`--ar ...`) stay last, where they must be."""
+def with_networks(prompt: str, lora: str | None, embedding: str | None) -> str:
+    """The prompt with the picked LoRA (at weight 1) and embedding written in, as a user would
+    type them; inline parameters (`--ar ...`) stay last, where they must be."""
     added = []
     if embedding:
         added.append(embedding)
     if lora:
-        added.append(f"<lora:{lora}:{1.0 if weight is None else weight:g}>")
-    elif weight is not None:
-        raise InvalidOption("lora_weight needs a lora.")
+        added.append(f"<lora:{lora}:1>")
     if not added:
         return prompt
     text, separator, parameters = prompt.partition(" --")
