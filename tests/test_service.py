@@ -1,27 +1,21 @@
 """`sdbot run` as a service: SIGTERM stops the real process in order, one bot per database.
 
 These tests start the real `python -m bot run` process, with its real worker and database.
-Discord cannot be reached from a test, so discord.py in that process is pointed at a small
-local stand-in (tests/discord_address/sitecustomize.py, the two addresses DISCORD.md names):
-it accepts the token, the application and the command sync, and opens a gateway that never
-gets ready. The bot's setup_hook has started the dispatcher by then, so a job queued before
-the start runs, as after any restart.
+Discord cannot be reached from a test, so discord.py in that process talks to the fake Discord
+of tests/discord_wire.py (tests/test_bot_over_the_wire.py drives commands through it). A job
+queued before the start runs, as after any restart.
 """
 
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import os
 import signal
-import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
-from aiohttp import WSMsgType, web
 
 from bot import cli
 from bot.actions import RESTARTING
@@ -31,53 +25,12 @@ from bot.jobs.queue import JobQueue, Requester
 from db.migrate import schema_revisions, upgrade_database
 from db.models import Job, JobStatus
 from db.session import Database
+from tests.discord_wire import START_TIMEOUT_S, FakeDiscord, start_bot, stop_with_sigterm
 from tests.harness import private_answer
 from tests.test_startup_and_cli import write_config
 
-ROOT = Path(__file__).resolve().parent.parent
-DISCORD_ADDRESS_DIR = Path(__file__).resolve().parent / "discord_address"
-START_TIMEOUT_S = 240.0  # a fresh worker process imports torch: slow on a busy machine
-STOP_TIMEOUT_S = 120.0
 SLOW_JOB = GenerationOptions(prompt="a long night", steps=60, count=4, width=128, height=128)
 SHORT_JOB = GenerationOptions(prompt="a short day", steps=20, count=1)
-
-BOT_USER = {"id": "1000", "username": "sdbot", "discriminator": "0", "avatar": None, "bot": True, "global_name": None}
-APPLICATION = {
-    "id": "1000", "name": "sdbot", "description": "", "icon": None, "bot_public": True,
-    "bot_require_code_grant": False, "owner": BOT_USER, "verify_key": "0" * 64, "flags": 0,
-}
-
-
-async def discord_stand_in() -> tuple[web.AppRunner, str]:
-    """Log-in and command sync succeed; everything else (the gateway included) is a 404."""
-    def answer(payload: object):  # type: ignore[no-untyped-def]
-        # discord.py parses a body as JSON only under exactly this content type.
-        body = json.dumps(payload).encode()
-        return lambda request: web.Response(body=body, headers={"Content-Type": "application/json"})
-
-    async def gateway(request: web.Request) -> web.WebSocketResponse:
-        """Says hello and acknowledges heartbeats; never READY, which the bot does not need
-        to run jobs. (A gateway that cannot be reached at all ends discord.py's first
-        connect() in an AttributeError instead of a retry.)"""
-        socket = web.WebSocketResponse()
-        await socket.prepare(request)
-        await socket.send_json({"op": 10, "d": {"heartbeat_interval": 45000}})
-        async for message in socket:
-            if message.type == WSMsgType.TEXT and json.loads(message.data).get("op") == 1:
-                await socket.send_json({"op": 11})
-        return socket
-
-    app = web.Application()
-    app.router.add_get("/gateway", gateway)
-    app.router.add_get("/api/v10/users/@me", answer(BOT_USER))
-    app.router.add_get("/api/v10/oauth2/applications/@me", answer(APPLICATION))
-    app.router.add_put("/api/v10/applications/1000/commands", answer([]))
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = runner.addresses[0][1]
-    return runner, f"http://127.0.0.1:{port}"
 
 
 def service_config(tmp_path: Path, settings, grace_s: float) -> Path:
@@ -95,16 +48,6 @@ async def queue_job(settings, options: GenerationOptions) -> int:
         return job.id
     finally:
         await db.close()
-
-
-async def start_bot(config: Path, address: str, log: Path, **extra_env: str) -> asyncio.subprocess.Process:
-    env = dict(os.environ, DISCORD_TOKEN="not-a-real-token", SDBOT_TEST_DISCORD_URL=address,
-               PYTHONPATH=os.pathsep.join([str(DISCORD_ADDRESS_DIR), str(ROOT)]), **extra_env)
-    with log.open("wb") as output:
-        return await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "bot", "--config", str(config), "run",
-            cwd=config.parent, env=env, stdout=output, stderr=subprocess.STDOUT,
-        )
 
 
 async def job_row(settings, job_id: int) -> Job:
@@ -125,22 +68,11 @@ async def wait_until_running(settings, job_id: int, bot: asyncio.subprocess.Proc
         await asyncio.sleep(0.2)
 
 
-async def stop_with_sigterm(bot: asyncio.subprocess.Process, log: Path) -> tuple[int, str]:
-    bot.send_signal(signal.SIGTERM)
-    try:
-        code = await asyncio.wait_for(bot.wait(), STOP_TIMEOUT_S)
-    except TimeoutError:
-        bot.kill()
-        await bot.wait()
-        raise AssertionError(f"the bot did not stop:\n{log.read_text()}") from None
-    return code, log.read_text()
-
-
 @pytest.fixture
 async def discord_address():
-    runner, address = await discord_stand_in()
-    yield address
-    await runner.cleanup()
+    discord = FakeDiscord()
+    yield await discord.start()
+    await discord.close()
 
 
 async def sigterm_while_running(tmp_path: Path, settings, address: str, options: GenerationOptions, *,

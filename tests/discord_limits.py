@@ -1,0 +1,256 @@
+"""Discord's documented limits on what a bot sends, as checks that name each breach.
+
+Each function takes a request's JSON as the bot sent it and returns the breaches found, one
+sentence each ("embeds[0].title is 300 characters, Discord takes at most 256"). The fake
+Discord of tests/discord_wire.py runs them on every request and refuses a request that breaks
+one, as Discord does (400, or 413 for an upload), so the bot meets the same answer it would
+get in production. The numbers come from Discord's developer documentation (Message, Embed,
+Message Components, Application Commands; the upload limit is the interaction's
+attachment_size_limit, docs/DISCORD.md).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+CONTENT = 2000
+EMBEDS = 10
+EMBED_TITLE, EMBED_DESCRIPTION, EMBED_FIELDS = 256, 4096, 25
+FIELD_NAME, FIELD_VALUE, FOOTER_TEXT, AUTHOR_NAME = 256, 1024, 2048, 256
+EMBED_TOTAL = 6000  # every embed of a message together
+ACTION_ROWS, ROW_BUTTONS = 5, 5
+CUSTOM_ID, BUTTON_LABEL = 100, 80
+SELECT_OPTIONS = 25
+ATTACHMENTS = 10
+COMPONENTS_V2 = 1 << 15  # a message flag: then the top level is not made of action rows
+
+# Application commands.
+COMMANDS_GLOBAL = 100  # chat input commands; user and message menus have 15 each
+MENU_COMMANDS = 15
+COMMAND_NAME = re.compile(r"^[-_'\w]{1,32}$")
+COMMAND_DESCRIPTION = 100
+COMMAND_OPTIONS = 25
+OPTION_CHOICES = 25
+CHOICE_NAME, CHOICE_VALUE = 100, 100
+# A command's names, descriptions and choices together (8000 since February 2024, 4000 before:
+# discord-api-docs#6668); of a localized text, only its longest version counts.
+COMMAND_TOTAL = 8000
+
+
+def message_breaches(payload: Mapping[str, Any], where: str = "") -> list[str]:
+    """Content, embeds, components and attachment entries of a message's JSON."""
+    found: list[str] = []
+    content = payload.get("content")
+    if content is not None and len(content) > CONTENT:
+        found.append(f"{where}content is {len(content)} characters, Discord takes at most {CONTENT}")
+    embeds = payload.get("embeds") or []
+    if len(embeds) > EMBEDS:
+        found.append(f"{where}{len(embeds)} embeds, Discord takes at most {EMBEDS}")
+    total = 0
+    for number, embed in enumerate(embeds):
+        embed_found, embed_total = _embed_breaches(embed, f"{where}embeds[{number}].")
+        found += embed_found
+        total += embed_total
+    if total > EMBED_TOTAL:
+        found.append(f"{where}the embeds hold {total} characters together, Discord takes at most {EMBED_TOTAL}")
+    found += _components_breaches(payload.get("components") or [], int(payload.get("flags") or 0), where)
+    attachments = payload.get("attachments") or []
+    if len(attachments) > ATTACHMENTS:
+        found.append(f"{where}{len(attachments)} attachments, Discord takes at most {ATTACHMENTS}")
+    return found
+
+
+def _embed_breaches(embed: Mapping[str, Any], where: str) -> tuple[list[str], int]:
+    found: list[str] = []
+    texts = [
+        ("title", embed.get("title"), EMBED_TITLE),
+        ("description", embed.get("description"), EMBED_DESCRIPTION),
+        ("footer.text", (embed.get("footer") or {}).get("text"), FOOTER_TEXT),
+        ("author.name", (embed.get("author") or {}).get("name"), AUTHOR_NAME),
+    ]
+    fields = embed.get("fields") or []
+    if len(fields) > EMBED_FIELDS:
+        found.append(f"{where}fields: {len(fields)}, Discord takes at most {EMBED_FIELDS}")
+    for number, field in enumerate(fields):
+        for key, limit in (("name", FIELD_NAME), ("value", FIELD_VALUE)):
+            text = field.get(key)
+            if not text or not str(text).strip():
+                found.append(f"{where}fields[{number}].{key} is empty, which Discord refuses")
+            texts.append((f"fields[{number}].{key}", text, limit))
+    total = 0
+    for name, text, limit in texts:
+        if text is None:
+            continue
+        total += len(text)
+        if len(text) > limit:
+            found.append(f"{where}{name} is {len(text)} characters, Discord takes at most {limit}")
+    return found, total
+
+
+def _components_breaches(rows: list[Mapping[str, Any]], flags: int, where: str) -> list[str]:
+    if flags & COMPONENTS_V2:
+        return [f"{where}components v2 are not checked here: add their limits before using them"]
+    found: list[str] = []
+    if len(rows) > ACTION_ROWS:
+        found.append(f"{where}{len(rows)} action rows, Discord takes at most {ACTION_ROWS}")
+    custom_ids: list[str] = []
+    for number, row in enumerate(rows):
+        place = f"{where}components[{number}]"
+        if row.get("type") != 1:
+            found.append(f"{place} is of type {row.get('type')}, not an action row")
+            continue
+        children = row.get("components") or []
+        buttons = [child for child in children if child.get("type") == 2]
+        if not children or (len(buttons) != len(children) and len(children) != 1):
+            found.append(f"{place} must hold 1 to {ROW_BUTTONS} buttons or a single select")
+        if len(buttons) > ROW_BUTTONS:
+            found.append(f"{place} holds {len(buttons)} buttons, Discord takes at most {ROW_BUTTONS}")
+        for index, child in enumerate(children):
+            found += _component_breaches(child, f"{place}.components[{index}]")
+            if child.get("custom_id"):
+                custom_ids.append(child["custom_id"])
+    repeated = sorted({custom_id for custom_id in custom_ids if custom_ids.count(custom_id) > 1})
+    if repeated:
+        found.append(f"{where}custom_id repeated within the message: {repeated}")
+    return found
+
+
+def _component_breaches(component: Mapping[str, Any], place: str) -> list[str]:
+    found: list[str] = []
+    custom_id = component.get("custom_id")
+    if component.get("type") == 2 and component.get("style") == 5:  # a link button
+        if custom_id or not component.get("url"):
+            found.append(f"{place}: a link button has a url and no custom_id")
+    elif not custom_id:
+        found.append(f"{place} has no custom_id")
+    if custom_id and len(custom_id) > CUSTOM_ID:
+        found.append(f"{place}.custom_id is {len(custom_id)} characters, Discord takes at most {CUSTOM_ID}")
+    label = component.get("label")
+    if component.get("type") == 2:
+        if label and len(label) > BUTTON_LABEL:
+            found.append(f"{place}.label is {len(label)} characters, Discord takes at most {BUTTON_LABEL}")
+        if not label and not component.get("emoji"):
+            found.append(f"{place}: a button needs a label or an emoji")
+    options = component.get("options")
+    if options is not None and not 1 <= len(options) <= SELECT_OPTIONS:
+        found.append(f"{place} has {len(options)} options, Discord takes 1 to {SELECT_OPTIONS}")
+    return found
+
+
+def upload_breaches(payload: Mapping[str, Any], files: Mapping[int, str]) -> list[str]:
+    """The uploads of a multipart request (files[n] -> its filename) against its JSON's
+    attachments entries: each file has its entry (id n), at most 10 of them."""
+    found: list[str] = []
+    if len(files) > ATTACHMENTS:
+        found.append(f"{len(files)} files uploaded, Discord takes at most {ATTACHMENTS}")
+    entries = {_as_int(entry.get("id")): entry for entry in payload.get("attachments") or []}
+    for index, filename in sorted(files.items()):
+        entry = entries.get(index)
+        if entry is None:
+            found.append(f"files[{index}] ({filename}) has no attachments entry with id {index}")
+        elif entry.get("filename") not in (None, filename):
+            found.append(f"files[{index}] is {filename} but its attachments entry says {entry['filename']}")
+    missing = sorted(set(new_attachment_ids(payload)) - set(files))
+    if missing:
+        found.append(f"attachments entries {missing} stand for files that were not uploaded")
+    return found
+
+
+def oversized(files: Mapping[int, tuple[str, int]], limit: int) -> list[str]:
+    """Uploads (files[n] -> filename, size) over the interaction's attachment_size_limit:
+    Discord answers 413 and the message is lost."""
+    return [
+        f"files[{index}] ({filename}) is {size} bytes, over the upload limit of {limit}"
+        for index, (filename, size) in sorted(files.items()) if size > limit
+    ]
+
+
+def new_attachment_ids(payload: Mapping[str, Any]) -> list[int]:
+    """The attachments entries that stand for files of this request (small ids: the files'
+    indexes); a snowflake keeps an attachment the message has already."""
+    return [ident for entry in payload.get("attachments") or [] if (ident := _as_int(entry.get("id"))) < ATTACHMENTS]
+
+
+def _as_int(value: Any) -> int:
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        return -1
+
+
+def command_breaches(commands: Iterable[Mapping[str, Any]]) -> list[str]:
+    """A bulk overwrite of application commands (PUT .../commands): Discord refuses the whole
+    list (error 50035) when one command breaks a limit, and then no command is registered."""
+    commands = list(commands)
+    found: list[str] = []
+    chat = [command for command in commands if command.get("type", 1) == 1]
+    if len(chat) > COMMANDS_GLOBAL:
+        found.append(f"{len(chat)} chat commands, Discord takes at most {COMMANDS_GLOBAL}")
+    for kind, name in ((2, "user"), (3, "message")):
+        menus = [command for command in commands if command.get("type") == kind]
+        if len(menus) > MENU_COMMANDS:
+            found.append(f"{len(menus)} {name} menu commands, Discord takes at most {MENU_COMMANDS}")
+    for command in commands:
+        where = f"/{command.get('name')}"
+        if command.get("type", 1) == 1:
+            found += _name_and_description(command, where)
+            found += _options_breaches(command.get("options") or [], where)
+            total = _command_characters(command)
+            if total > COMMAND_TOTAL:
+                found.append(f"{where}: {total} characters in its names, descriptions and choices, Discord takes at most {COMMAND_TOTAL}")
+    return found
+
+
+def _name_and_description(item: Mapping[str, Any], where: str) -> list[str]:
+    found = []
+    name = item.get("name") or ""
+    if not COMMAND_NAME.match(name) or name != name.lower():
+        found.append(f"{where}: the name {name!r} is not 1 to 32 lowercase letters, digits, - or _")
+    description = item.get("description") or ""
+    if not 1 <= len(description) <= COMMAND_DESCRIPTION:
+        found.append(f"{where}: the description is {len(description)} characters, Discord takes 1 to {COMMAND_DESCRIPTION}")
+    return found
+
+
+def _options_breaches(options: list[Mapping[str, Any]], where: str) -> list[str]:
+    found: list[str] = []
+    if len(options) > COMMAND_OPTIONS:
+        found.append(f"{where} has {len(options)} options, Discord takes at most {COMMAND_OPTIONS}")
+    seen_optional = False
+    for option in options:
+        place = f"{where} {option.get('name')}"
+        found += _name_and_description(option, place)
+        if option.get("type") in (1, 2):  # a subcommand or a group
+            found += _options_breaches(option.get("options") or [], place)
+            continue
+        if option.get("required"):
+            if seen_optional:
+                found.append(f"{place}: a required option after an optional one")
+        else:
+            seen_optional = True
+        choices = option.get("choices") or []
+        if len(choices) > OPTION_CHOICES:
+            found.append(f"{place} has {len(choices)} choices, Discord takes at most {OPTION_CHOICES}")
+        if choices and option.get("autocomplete"):
+            found.append(f"{place} has both choices and autocomplete")
+        for choice in choices:
+            if not 1 <= len(choice.get("name") or "") <= CHOICE_NAME:
+                found.append(f"{place}: the choice name {choice.get('name')!r} is not 1 to {CHOICE_NAME} characters")
+            value = choice.get("value")
+            if isinstance(value, str) and not 1 <= len(value) <= CHOICE_VALUE:
+                found.append(f"{place}: the choice value {value!r} is not 1 to {CHOICE_VALUE} characters")
+    return found
+
+
+def _command_characters(item: Mapping[str, Any]) -> int:
+    total = _longest(item, "name") + _longest(item, "description")
+    for choice in item.get("choices") or []:
+        total += _longest(choice, "name") + len(str(choice.get("value", "")))
+    return total + sum(_command_characters(option) for option in item.get("options") or [])
+
+
+def _longest(item: Mapping[str, Any], key: str) -> int:
+    texts = [item.get(key) or "", *(item.get(f"{key}_localizations") or {}).values()]
+    return max(len(text) for text in texts)

@@ -1,0 +1,193 @@
+"""The real `sdbot run` process over the wire: its HTTP requests, multipart uploads and gateway
+connection against the fake Discord of tests/discord_wire.py, which holds every request to
+Discord's limits. The other bot tests run discord.py on simcord, which replaces this layer.
+
+One bot process (with its worker) serves the whole module: starting one costs 10 to 20 s.
+After each test, a request that broke a limit or took an unknown route, or an error in the
+bot's log, fails it (`nothing_wrong_on_the_wire`).
+"""
+
+from __future__ import annotations
+
+import io
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+import pytest_asyncio
+from PIL import Image
+from sqlalchemy import select
+
+from bot.config import Settings, WorkerSettings
+from db.models import Job
+from db.session import Database
+from tests.conftest import copy_migrated_database
+from tests.discord_payloads import EPHEMERAL, LOADING, Member
+from tests.discord_wire import (
+    APPLICATION_ID, DEFERRED, START_TIMEOUT_S, WITH_MESSAGE, FakeDiscord, Interaction, start_bot, stop_with_sigterm,
+)
+from tests.test_startup_and_cli import write_config
+from tests.tiny_settings import tiny_settings
+
+pytestmark = pytest.mark.asyncio(loop_scope="module")
+
+JOB_TIMEOUT_S = 120.0
+PROMPT_OPTION_MAX = 4000  # the prompt options' max_length (bot.cogs.generation_options)
+GRID_BUTTONS = ["U1", "U2", "U3", "U4", "Reroll", "V1", "V2", "V3", "V4", "Remix", "Remove"]
+# The log lines of a failure, which discord.py writes instead of raising (a handler's error).
+FAILURE_LINE = re.compile(r" (ERROR|CRITICAL) |^Traceback", re.MULTILINE)
+
+
+@dataclass
+class Wire:
+    discord: FakeDiscord
+    settings: Settings
+    log: Path
+    alice: Member
+    bob: Member
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="module")
+async def wire(tmp_path_factory, tiny_model_dir, migrated_database_file):
+    folder = tmp_path_factory.mktemp("wire")
+    settings = tiny_settings(folder, tiny_model_dir, worker=WorkerSettings(device="cpu"))
+    copy_migrated_database(migrated_database_file, folder)  # the bot's start migrates no further
+    config = write_config(folder / "config.toml", settings)
+    # Prompts as long as Discord lets a member type them (the options' 4000), not the default 1500.
+    config.write_text(config.read_text().replace("[limits]\n", f"[limits]\nmax_prompt_length = {PROMPT_OPTION_MAX}\n"))
+    discord = FakeDiscord()
+    await discord.start()
+    log = folder / "bot.log"
+    bot = await start_bot(config, discord.address, log)
+    discord.watch(bot)
+    try:
+        await discord.wait_for(lambda: discord.commands and discord.identified, "the command sync and IDENTIFY", START_TIMEOUT_S)
+        yield Wire(discord, settings, log, discord.member("alice"), discord.member("bob"))
+    finally:
+        if bot.returncode is None:
+            code, output = await stop_with_sigterm(bot, log)
+            assert code == 0, output
+        await discord.close()
+
+
+@pytest.fixture(autouse=True)
+def nothing_wrong_on_the_wire(wire: Wire):
+    seen, logged = len(wire.discord.violations), wire.log.stat().st_size
+    yield
+    with wire.log.open("rb") as file:
+        file.seek(logged)
+        log = file.read().decode(errors="replace")
+    problems = wire.discord.violations[seen:]
+    if FAILURE_LINE.search(log):
+        problems.append(f"the bot logged a failure:\n{log}")
+    assert not problems, "\n".join(problems)
+
+
+def upload_of(discord: FakeDiscord, interaction: Interaction, method: str) -> Image.Image | None:
+    """The image of the interaction's original response, once a `method` request (PATCH: an
+    edit; POST: the followup that replaced a "thinking…") that Discord took has uploaded one."""
+    token = interaction.token
+    sent = [
+        s for s in discord.sent
+        if s.method == method and s.files and s.status == 200 and s.path.startswith(f"/webhooks/{APPLICATION_ID}/{token}")
+    ]
+    if not sent:
+        return None
+    attachment = discord.messages[interaction.original_id or 0]["attachments"][0]
+    image = Image.open(io.BytesIO(discord.uploads[int(attachment["id"])]))
+    image.load()
+    return image
+
+
+def private_followup(discord: FakeDiscord, interaction: Interaction) -> dict | None:
+    """The interaction's ephemeral message other than its original response, once sent."""
+    ids = [i for i in interaction.message_ids if i != interaction.original_id and i in discord.messages]
+    return next((discord.messages[i] for i in ids if int(discord.messages[i]["flags"]) & EPHEMERAL), None)
+
+
+def labels(discord: FakeDiscord, message_id: int) -> list[str]:
+    return [button.get("label", "") for row in discord.messages[message_id]["components"] for button in row["components"]]
+
+
+async def imagine_grid(wire: Wire, **options) -> tuple[Interaction, Image.Image]:  # type: ignore[no-untyped-def]
+    """alice's /imagine of 4 images, to its grid uploaded by an edit of the original response."""
+    discord = wire.discord
+    options = {"prompt": "a lighthouse at dusk", **options}
+    command = await discord.slash(wire.alice, "imagine", count=4, **options)
+    grid = await discord.wait_for(lambda: upload_of(discord, command, "PATCH"), "the grid", JOB_TIMEOUT_S)
+    return command, grid
+
+
+async def grid_on_disk(settings: Settings, command: Interaction) -> Path:
+    """The grid file the worker wrote for the job this command queued (its newest)."""
+    db = Database(settings.database_url)
+    try:
+        async with db.session() as session:
+            query = select(Job).where(Job.user_id == int(command.payload["member"]["user"]["id"])).order_by(Job.id.desc())
+            job = await session.scalar(query.limit(1))
+    finally:
+        await db.close()
+    assert job is not None and job.grid_path is not None
+    return Path(job.grid_path)
+
+
+async def test_imagine_ends_with_its_grid_and_buttons_in_an_edit_of_the_original_response(wire: Wire):
+    command, grid = await imagine_grid(wire, seed=1234)
+    assert command.callback is not None and command.callback["type"] == DEFERRED
+    assert not int(command.callback.get("data", {}).get("flags", 0)) & EPHEMERAL  # public
+    message = wire.discord.messages[command.original_id or 0]
+    assert not int(message["flags"]) & LOADING
+    assert grid.format == "PNG" and grid.size == (128, 128)
+    # The embed shows the uploaded grid (the fake resolved its attachment:// name).
+    assert message["embeds"][0]["image"]["url"] == message["attachments"][0]["url"]
+    assert labels(wire.discord, int(message["id"])) == GRID_BUTTONS
+
+
+async def test_u1_posts_the_first_image_and_a_stranger_cannot_remove_the_grid(wire: Wire):
+    discord = wire.discord
+    command, _ = await imagine_grid(wire, seed=99)
+    grid_id = command.original_id or 0
+
+    u1 = await discord.press(wire.alice, grid_id, "U1")
+    image = await discord.wait_for(lambda: upload_of(discord, u1, "POST"), "U1's image", JOB_TIMEOUT_S)
+    assert u1.callback is not None and u1.callback["type"] == DEFERRED
+    assert image.size == (64, 64)
+    post = discord.messages[u1.original_id or 0]
+    assert post["content"].startswith("Image 1 of job #") and not int(post["flags"]) & EPHEMERAL
+    assert "Upscale 2x" in labels(discord, int(post["id"]))
+
+    # A second U1 is acknowledged publicly before the bot knows the image is posted: that
+    # "thinking…" is finished and deleted, and the link comes privately.
+    again = await discord.press(wire.alice, grid_id, "U1")
+    link = await discord.wait_for(lambda: private_followup(discord, again), "the second U1's answer", JOB_TIMEOUT_S)
+    assert link["content"].startswith("Image 1 of job #") and "already posted" in link["content"]
+    assert again.original_id not in discord.messages
+
+    # 🗑️ is its owner's (or a moderator's): bob hears so privately, and the grid stays.
+    remove = await discord.press(wire.bob, grid_id, "Remove")
+    await discord.wait_for(lambda: remove.callback, "the answer to bob's Remove", JOB_TIMEOUT_S)
+    assert remove.callback["type"] == WITH_MESSAGE and int(remove.callback["data"]["flags"]) & EPHEMERAL
+    assert remove.callback["data"]["content"].startswith("Only the person who made job #")
+    assert grid_id in discord.messages
+
+
+async def test_a_grid_over_the_upload_limit_goes_out_smaller_and_within_it(wire: Wire):
+    """Every interaction says how big an upload may be (attachment_size_limit); the tiny
+    model's PNG grid is over this one, so the bot must send a smaller file that fits."""
+    limit = 16 * 1024
+    command, grid = await imagine_grid(wire, seed=7, upload_limit=limit)
+    png = await grid_on_disk(wire.settings, command)
+    assert png.stat().st_size > limit, "the grid fits the limit as it is: lower the limit for this test"
+    attachment = wire.discord.messages[command.original_id or 0]["attachments"][0]
+    assert attachment["size"] <= limit
+    assert grid.format in ("JPEG", "WEBP") or grid.width < 128
+
+
+async def test_the_longest_prompts_fit_in_discords_embeds(wire: Wire):
+    """The status and result embeds quote the prompts: cut to what an embed holds, all of them
+    together within 6,000 characters (the checks of every request say whether they are)."""
+    long = ("a lighthouse on a cliff at dusk, " * 130)[:PROMPT_OPTION_MAX]
+    command, _ = await imagine_grid(wire, prompt=long, negative_prompt=long.upper())
+    title = wire.discord.messages[command.original_id or 0]["embeds"][0]["title"]
+    assert title.endswith("…") and long.startswith(title.removesuffix("…"))
