@@ -101,6 +101,12 @@ async def test_buttons_of_a_job_that_has_not_finished(harness):
     await harness.settle()
     await refused(harness, await alice.click(crafted, label="U1"), f"Job #{job.id} has not finished")
     harness.expect_user_errors()
+    # Ended without images: said as it is, not "not finished".
+    await alice.slash(harness.channel, "cancel", job=job.id)
+    assert (await harness.wait_for_job(job.id)).status == JobStatus.CANCELED
+    await refused(harness, await alice.click(crafted, label="U1"), f"Job #{job.id} was canceled, so it has no images.")
+    await refused(harness, await alice.slash(harness.channel, "cancel", job=job.id), "was already canceled; nothing to cancel")
+    harness.expect_user_errors()
 
 
 async def test_buttons_no_template_matches_are_answered_and_hold_nothing_up(harness):
