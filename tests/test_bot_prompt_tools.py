@@ -218,6 +218,18 @@ async def test_permutations_queue_one_job_each_and_ask_first_when_many(harness):
     assert "has 98 tokens, so these words are cut: `a very detailed castle on a hill, a very" in warning.content
     await harness.wait_for_job((await harness.latest_job(alice.id)).id)
 
+    # Confirm pressed twice at once (a double click): queued once, the second press told so
+    # (it failed with a KeyError once the first had taken the jobs).
+    count = await harness.job_count()
+    asked = await alice.slash(harness.channel, "imagine", prompt="a {red, green, blue} kite", **QUICK)
+    with harness.arriving_together():
+        presses = [await alice.click(asked.followups[-1].message, label="Confirm: queue 3 jobs") for _ in range(2)]
+    await harness.settle()
+    assert await harness.job_count() == count + 3
+    assert "This question was already answered." in [m.content for p in presses for m in [p.response, *p.followups] if m]
+    for job_id in range(count + 1, count + 4):
+        assert (await harness.wait_for_job(job_id)).status == JobStatus.COMPLETED
+
 
 async def test_styles_personal_and_server(harness):
     alice = harness.member("alice")
