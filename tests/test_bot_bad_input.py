@@ -109,14 +109,15 @@ async def test_buttons_of_a_job_that_has_not_finished(harness):
     harness.expect_user_errors()
 
 
-async def test_buttons_no_template_matches_are_answered_and_hold_nothing_up(harness):
+async def test_outdated_and_forged_buttons_are_answered_and_hold_nothing_up(harness):
     alice = harness.member("alice")
     result = await alice.slash(harness.channel, "imagine", prompt="stale", count=2)
     job = await harness.wait_for_job((await harness.latest_job()).id)
     # A message of an older version (a template since changed) or a forged one; its view is
     # stopped, as no view of a bot restarted since would hold its buttons.
     view = discord.ui.View(timeout=None)
-    for custom_id in (f"sd:u:{job.id}:-1", f"sd:u:{job.id}:0:extra", f"sd:zoom:{job.id}", "sd:u:9223372036854775808:0"):
+    forged = (f"sd:desc:{job.id}:all", "sd:u:9223372036854775808:0")
+    for custom_id in (f"sd:u:{job.id}:-1", f"sd:u:{job.id}:0:extra", f"sd:zoom:{job.id}", *forged):
         view.add_item(discord.ui.Button(label=custom_id, custom_id=custom_id))
     stale = await harness.bot.get_channel(harness.channel.id).send("an old post", view=view)
     view.stop()
@@ -124,8 +125,11 @@ async def test_buttons_no_template_matches_are_answered_and_hold_nothing_up(harn
     for custom_id in (f"sd:u:{job.id}:-1", f"sd:u:{job.id}:0:extra", f"sd:zoom:{job.id}"):
         # Unanswered, it also held every interaction of the next 3 s (bot.answers_first).
         assert private_answer(await alice.click(stale, custom_id=custom_id)) == STALE_COMPONENT, custom_id
-    # A job number past any id the database has (SQLite raised OverflowError at 2**63).
+    # A job number past any id the database has (SQLite raised OverflowError at 2**63); "Imagine
+    # all" of a job that is no /describe (it left a public "thinking…" with nothing after it).
     await refused(harness, await alice.click(stale, custom_id="sd:u:9223372036854775808:0"), "does not exist")
+    await refused(harness, await alice.click(stale, custom_id=f"sd:desc:{job.id}:all"), "has no prompt suggestions")
+    assert await harness.job_count() == 1
     harness.expect_user_errors()
     posted = await alice.click(harness.message(result.response.id), label="U1")
     assert not posted.ephemeral and posted.response.attachments
