@@ -59,7 +59,7 @@ def sd_upscale_parameters(
     # One image from the source, with the job's prompt and model: no variation, refiner or plot.
     return replace(
         without_workflow(base), kind=JobKind.SD_UPSCALE, count=1, seed=seed, width=width, height=height,
-        subseed=None, subseed_strength=0.0, refiner=None, refiner_switch_at=None, plot_json=None,
+        subseed=None, subseed_strength=0.0, refiner=None, refiner_switch_at=None,
         init_image_path=source.path, parent_job_id=source.parent_job_id, parent_image_index=source.parent_image_index,
         denoising_strength=float(strength), resize_mode=ResizeMode.JUST_RESIZE.value,
         upscale_factor=float(scale), upscaler=name,
