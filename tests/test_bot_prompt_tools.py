@@ -16,7 +16,7 @@ from bot.errors import InvalidOption
 from bot.jobs.params import GenerationOptions, size_for_aspect
 from bot.prompts.inline import apply_inline, parse_inline
 from bot.prompts.permutations import expand_permutations, permutation_count
-from bot.prompts.style_store import parse_styles_csv
+from bot.prompts.style_store import clean_name, parse_styles_csv
 from bot.prompts.styles import apply_styles
 from bot.ui import confirm
 from db.models import JobStatus
@@ -90,6 +90,10 @@ def test_styles_and_csv_follow_a1111():
     assert skipped == ["row 2: A style name cannot hold a comma (several styles are given comma-separated): `Film, old`."]
     with pytest.raises(InvalidOption, match="not an A1111 styles.csv"):
         parse_styles_csv(b"title,text\na,b\n")
+    # A name of zero-width characters alone was saved, as "****" in the answer and the list.
+    for invisible in ("\u200b", " \u2060\u200b "):
+        with pytest.raises(InvalidOption, match="A style needs a name."):
+            clean_name(invisible)
 
 
 # --- through the bot -------------------------------------------------------------------------
