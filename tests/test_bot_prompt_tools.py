@@ -44,7 +44,11 @@ def test_permutations_follow_midjourney():
     assert expand_permutations("x {a\\, b, c} \\{y\\} \\(z\\)", 16) == ["x a, b {y} \\(z\\)", "x c {y} \\(z\\)"]
     assert expand_permutations("cat --ar {1:1, 2:3}", 16) == ["cat --ar 1:1", "cat --ar 2:3"]
     assert permutation_count("{a,b,c} " * 30) == 3**30  # counted, never expanded
-    for text, message in (("a {b", "never closed"), ("a } b", "with no `{`"), ("{a,b} {c,d,e}", "6 permutations")):
+    assert expand_permutations("{" * 50 + "a, b" + "}" * 50, 16) == ["a", "b"]
+    for text, message in (
+        ("a {b", "never closed"), ("a } b", "with no `{`"), ("{a,b} {c,d,e}", "6 permutations"),
+        ("{" * 700 + "a" + "}" * 700, "more than 50 deep"),  # a RecursionError once
+    ):
         with pytest.raises(InvalidOption, match=message):
             expand_permutations(text, 4)
 
