@@ -264,15 +264,22 @@ async def cancel(interaction: discord.Interaction[SDBot], job_id: int, *, by_mod
     text = {
         CancelOutcome.CANCELED: f"Job #{job.id} canceled.",
         CancelOutcome.STOPPING: f"Stopping job #{job.id}: it ends after the current step.",
-        CancelOutcome.ALREADY_FINISHED: f"Job #{job.id} has already {job.status}; nothing to cancel.",
+        CancelOutcome.ALREADY_FINISHED: f"Job #{job.id} {_ended(job)}; nothing to cancel.",
     }[outcome]
     await send_private(interaction, text)
+
+
+def _ended(job: Job) -> str:
+    return "was already canceled" if job.status == JobStatus.CANCELED else f"has already {job.status}"
 
 
 async def _finished_image(interaction: discord.Interaction[SDBot], job_id: int, index: int) -> tuple[Job, Image]:
     job = await job_for_interaction(interaction, job_id)
     check_not_removed(job)
     check_files_kept(interaction.client, job)
+    if job.status in (JobStatus.FAILED, JobStatus.CANCELED):
+        ended = "failed" if job.status == JobStatus.FAILED else "was canceled"
+        raise ImageUnavailable(f"Job #{job.id} {ended}, so it has no images.")
     if job.status != JobStatus.COMPLETED:
         raise ImageUnavailable(f"Job #{job.id} has not finished, so it has no images yet.")
     image = next((image for image in job.images if image.index == index), None)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import gc
 import logging
+import re
 import sys
 from typing import Any
 
@@ -17,7 +18,7 @@ from bot.answers_first import AnswersFirst
 from bot.config import Settings
 from bot.delivery import DiscordDelivery
 from bot.errors import UserError
-from bot.interactions import acknowledge, send_private
+from bot.interactions import OUTDATED_COMMAND, STALE_COMPONENT, acknowledge, send_private, stale_form_answer
 from bot.jobs.dispatcher import Dispatcher
 from bot.jobs.worker_relay import WorkerRelay
 from bot.jobs.queue import JobQueue
@@ -80,6 +81,12 @@ class CommandTree(app_commands.CommandTree["SDBot"]):
         if isinstance(original, app_commands.CheckFailure):
             await send_private(interaction, "You are not allowed to use this command here.")
             return
+        if isinstance(original, (app_commands.CommandNotFound, app_commands.CommandSignatureMismatch)):
+            # The member's Discord still shows the commands as they were before an update (a
+            # global sync takes Discord up to an hour): nothing broke here.
+            log.warning("a command as it was before an update: %s", original)
+            await send_private(interaction, OUTDATED_COMMAND)
+            return
         command = interaction.command.qualified_name if interaction.command else "?"
         log.error("command /%s failed", command, exc_info=original)
         await send_private(interaction, APOLOGY)
@@ -112,6 +119,10 @@ class SDBot(commands.Bot):
         self.request_budget = RequestBudget.from_settings(settings.discord)
         self.delivery = DiscordDelivery(self)
         self.answers_first = AnswersFirst()
+        # The custom_id templates of every DynamicItem registered: a button or menu that none
+        # matches, nothing would answer (_answer_if_unhandled).
+        self._item_templates: list[re.Pattern[str]] = []
+        self._unhandled_answers: set[asyncio.Task[None]] = set()
         # Set by shut_down: every command and button is then answered "restarting" privately.
         self.stopping = False
 
@@ -129,7 +140,42 @@ class SDBot(commands.Bot):
         # tasks and before any of them runs: the moment it starts waiting for an answer.
         if event_name == "interaction":
             self.answers_first.arrived(args[0])
+            self._answer_if_unhandled(args[0])
         super().dispatch(event_name, *args, **kwargs)
+
+    def add_dynamic_items(self, *items: type[discord.ui.DynamicItem[Any]]) -> None:
+        super().add_dynamic_items(*items)
+        self._item_templates.extend(item.__discord_ui_compiled_template__ for item in items)
+
+    def _answer_if_unhandled(self, interaction: discord.Interaction[SDBot]) -> None:
+        """A button whose custom_id no DynamicItem here matches (forged, or made by a version
+        whose template has changed since), or a form whose Modal is gone (the bot restarted
+        while it was open; discord.py finds forms by custom_id in memory): discord.py drops
+        them, so the member saw "This interaction failed", lost what they had typed, and the
+        interactions after it waited on its answer (bot.answers_first). Read now, as discord.py
+        has just dispatched it: a form's Modal leaves the store once its submission has run."""
+        data: dict[str, Any] = interaction.data or {}  # type: ignore[assignment]
+        custom_id = str(data.get("custom_id", ""))
+        if interaction.type == discord.InteractionType.component:
+            if any(template.fullmatch(custom_id) for template in self._item_templates):
+                return
+            answer = STALE_COMPONENT
+        elif interaction.type == discord.InteractionType.modal_submit:
+            # discord.py keeps the forms it waits on in its view store, and offers no public way to ask.
+            if custom_id in self._connection._view_store._modals:
+                return
+            answer = stale_form_answer(data)
+        else:
+            return
+        task = asyncio.create_task(self._tell_unhandled(interaction, answer))
+        self._unhandled_answers.add(task)
+        task.add_done_callback(self._unhandled_answers.discard)
+
+    async def _tell_unhandled(self, interaction: discord.Interaction[SDBot], answer: str) -> None:
+        try:
+            await send_private(interaction, answer)
+        except discord.HTTPException as error:  # the interaction expired, or Discord is down
+            log.warning("could not answer an interaction nothing handles: %s", error)
 
     async def setup_hook(self) -> None:
         # The CLIP vocabulary (token counts in every status embed) loads in a thread now, not on

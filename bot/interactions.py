@@ -9,6 +9,7 @@ Discord-free core, so any of those can use them without importing each other.
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Iterator, Mapping
 from typing import TYPE_CHECKING, Any
 
 import discord
@@ -77,6 +78,40 @@ async def send_private(interaction: discord.Interaction[SDBot], text: str) -> No
         await interaction.followup.send(text, ephemeral=True)
     else:
         await interaction.response.send_message(text, ephemeral=True)
+
+
+# What a member is told when nothing in the bot takes what they pressed, sent or typed (bot.client).
+STALE_COMPONENT = (
+    "This button or menu no longer works: it is from an older version of the bot. "
+    "Use /show with the job's number for new buttons, or run the command again."
+)
+STALE_FORM = "This form was open when the bot restarted, so it can no longer be sent: open it again."
+OUTDATED_COMMAND = (
+    "This command changed in an update of the bot that your Discord has not loaded yet: "
+    "reload Discord (Ctrl+R, or reopen the app) and try again."
+)
+
+
+def stale_form_answer(data: Mapping[str, Any]) -> str:
+    """STALE_FORM, followed by what the member had typed in the form (a modal submission's
+    ``data``), so that a long prompt is not lost with it."""
+    typed = "\n\n".join(value.strip() for value in _typed_values(data.get("components", [])) if value.strip())
+    if not typed:
+        return STALE_FORM
+    head = f"{STALE_FORM} What you typed:\n```\n"
+    typed = clip(typed.replace("```", "``\u200b`"), MESSAGE_LIMIT - len(head) - len("\n```"))
+    return f"{head}{typed}\n```"
+
+
+def _typed_values(components: Any) -> Iterator[str]:
+    """The text inputs' values of a submitted form, in order, inside its rows and labels."""
+    for component in components if isinstance(components, list) else []:
+        if not isinstance(component, dict):
+            continue
+        if isinstance(component.get("value"), str):
+            yield component["value"]
+        yield from _typed_values(component.get("components"))
+        yield from _typed_values([component.get("component")])
 
 
 def is_age_restricted(interaction: discord.Interaction[SDBot]) -> bool:

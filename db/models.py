@@ -29,6 +29,15 @@ FINAL_STATUSES = (JobStatus.COMPLETED, JobStatus.FAILED, JobStatus.CANCELED)
 # text, paths) for the log and the audit entry moderators read; in one column, so old rows
 # (a sentence alone) read the same.
 ERROR_DETAIL_MARK = "\nFor moderators: "
+# The largest value of an Integer column (the jobs' and terms' ids): PostgreSQL's INTEGER is 32
+# bits, and SQLite refuses a bound number past 64. A number past it, which a member can type
+# (/show, /cancel: Discord allows 53 bits) or put in a forged button, names no row.
+MAX_INTEGER = 2**31 - 1
+
+
+def is_row_id(number: int) -> bool:
+    """Whether ``number`` can be the id of a row of an Integer primary key (from 1)."""
+    return 0 < number <= MAX_INTEGER
 
 
 class User(Base):

@@ -54,20 +54,36 @@ def resize_image(mode: ResizeMode, image: Image.Image, width: int, height: int) 
         return _lanczos(image, width, height)
     ratio, source_ratio = width / height, image.width / image.height
     cover = mode == ResizeMode.CROP_AND_RESIZE
-    # A1111's comparisons and integer arithmetic, so crops and bands fall on the same pixels.
+    # A1111's comparisons and integer arithmetic, so crops and bands fall on the same pixels;
+    # at least a pixel, where a sliver of an upload (3x700 into 128x64) would round to none.
     if (ratio > source_ratio) if cover else (ratio < source_ratio):
-        inner_width, inner_height = width, image.height * width // image.width
+        inner_width, inner_height = width, max(1, image.height * width // image.width)
     else:
-        inner_width, inner_height = image.width * height // image.height, height
-    resized = _lanczos(image, inner_width, inner_height)
+        inner_width, inner_height = max(1, image.width * height // image.height), height
     left, top = width // 2 - inner_width // 2, height // 2 - inner_height // 2
     if cover:
-        return resized.crop((-left, -top, -left + width, -top + height))
+        return _scaled_crop(image, (inner_width, inner_height), (-left, -top, width - left, height - top))
+    resized = _lanczos(image, inner_width, inner_height)
     pixels = np.asarray(resized)
     # Pad by repeating the edge rows/columns: A1111 stretches a one-pixel strip over the band.
     pad = ((top, height - inner_height - top), (left, width - inner_width - left))
     pad += ((0, 0),) * (pixels.ndim - 2)
     return Image.fromarray(np.pad(pixels, pad, mode="edge"), mode=resized.mode)
+
+
+def _scaled_crop(image: Image.Image, scaled: tuple[int, int], crop: Box) -> Image.Image:
+    """``image`` scaled to ``scaled``, then cropped to ``crop``, without making the whole scaled
+    image (a 1,000,000x1 upload covering 128x64 would be 64,000,000x64 first): only the part
+    kept is scaled, across then down, the order of Pillow's own two passes, so the pixels are
+    those of scaling the whole (within rounding)."""
+    left, top, right, bottom = crop
+    x_scale, y_scale = image.width / scaled[0], image.height / scaled[1]
+    across = image.resize(
+        (right - left, image.height), resample=Image.Resampling.LANCZOS, box=(left * x_scale, 0, right * x_scale, image.height)
+    )
+    return across.resize(
+        (right - left, bottom - top), resample=Image.Resampling.LANCZOS, box=(0, top * y_scale, across.width, bottom * y_scale)
+    )
 
 
 def _lanczos(image: Image.Image, width: int, height: int) -> Image.Image:

@@ -5,10 +5,13 @@ from __future__ import annotations
 from pathlib import Path
 
 import discord
+from simcord.actors import _dispatch_actor_interaction
+from simcord.enums import InteractionType
 from sqlalchemy import delete
 
 from bot.ui.buttons import UpscaleButton
 from db.models import Job, JobStatus
+from bot.interactions import OUTDATED_COMMAND, STALE_COMPONENT
 from tests.harness import private_answer
 from tests.test_bot_queue import SLOW, wait_running
 
@@ -98,3 +101,47 @@ async def test_buttons_of_a_job_that_has_not_finished(harness):
     await harness.settle()
     await refused(harness, await alice.click(crafted, label="U1"), f"Job #{job.id} has not finished")
     harness.expect_user_errors()
+    # Ended without images: said as it is, not "not finished".
+    await alice.slash(harness.channel, "cancel", job=job.id)
+    assert (await harness.wait_for_job(job.id)).status == JobStatus.CANCELED
+    await refused(harness, await alice.click(crafted, label="U1"), f"Job #{job.id} was canceled, so it has no images.")
+    await refused(harness, await alice.slash(harness.channel, "cancel", job=job.id), "was already canceled; nothing to cancel")
+    harness.expect_user_errors()
+
+
+async def test_outdated_and_forged_buttons_are_answered_and_hold_nothing_up(harness):
+    alice = harness.member("alice")
+    result = await alice.slash(harness.channel, "imagine", prompt="stale", count=2)
+    job = await harness.wait_for_job((await harness.latest_job()).id)
+    # A message of an older version (a template since changed) or a forged one; its view is
+    # stopped, as no view of a bot restarted since would hold its buttons.
+    view = discord.ui.View(timeout=None)
+    forged = (f"sd:desc:{job.id}:all", "sd:u:9223372036854775808:0")
+    for custom_id in (f"sd:u:{job.id}:-1", f"sd:u:{job.id}:0:extra", f"sd:zoom:{job.id}", *forged):
+        view.add_item(discord.ui.Button(label=custom_id, custom_id=custom_id))
+    stale = await harness.bot.get_channel(harness.channel.id).send("an old post", view=view)
+    view.stop()
+    await harness.settle()
+    for custom_id in (f"sd:u:{job.id}:-1", f"sd:u:{job.id}:0:extra", f"sd:zoom:{job.id}"):
+        # Unanswered, it also held every interaction of the next 3 s (bot.answers_first).
+        assert private_answer(await alice.click(stale, custom_id=custom_id)) == STALE_COMPONENT, custom_id
+    # A job number past any id the database has (SQLite raised OverflowError at 2**63); "Imagine
+    # all" of a job that is no /describe (it left a public "thinking…" with nothing after it).
+    await refused(harness, await alice.click(stale, custom_id="sd:u:9223372036854775808:0"), "does not exist")
+    await refused(harness, await alice.click(stale, custom_id=f"sd:desc:{job.id}:all"), "has no prompt suggestions")
+    assert await harness.job_count() == 1
+    harness.expect_user_errors()
+    posted = await alice.click(harness.message(result.response.id), label="U1")
+    assert not posted.ephemeral and posted.response.attachments
+
+
+async def test_a_command_as_it_was_before_an_update_is_answered(harness):
+    alice = harness.member("alice")
+    # What a member's Discord sends until it loads the synced commands (up to an hour for a
+    # global sync): a command removed since, or one whose options changed.
+    for name, options in (("retired", []), ("imagine", [])):
+        data = {"id": "1", "name": name, "type": 1, "options": options}
+        result = await _dispatch_actor_interaction(alice, InteractionType.APPLICATION_COMMAND, harness.channel, data)
+        assert private_answer(result) == OUTDATED_COMMAND
+    assert await harness.job_count() == 0
+    harness._errors_seen = harness.env.error_cursor  # discord.py's own errors, answered: no user errors

@@ -6,7 +6,10 @@ from dataclasses import replace
 
 from sqlalchemy import select
 
+from bot.jobs.cost import job_cost
+from bot.jobs.params import JobParameters
 from db.models import Job, JobStatus
+from inference.common.protocol import JobKind
 from tests.harness import private_answer
 
 SLOW = {"steps": 60, "count": 4, "width": 128, "height": 128}  # 0.75 units, long enough to act while it runs
@@ -27,6 +30,19 @@ async def started_prompts(harness) -> list[str]:
     async with harness.db.session() as session:
         jobs = await session.scalars(select(Job).where(Job.started_at.is_not(None)).order_by(Job.started_at))
         return [job.prompt for job in jobs]
+
+
+def test_a_prompt_split_by_and_costs_a_model_call_per_two_parts():
+    def cost(prompt: str) -> float:
+        return job_cost(JobParameters(
+            kind=JobKind.TXT2IMG, prompt=prompt, negative_prompt="", model="tiny", width=512, height=512,
+            steps=20, cfg_scale=7.0, sampler="Euler a", count=1, seed=1,
+        ))
+
+    assert cost("a cat") == cost("(a cat:1.2) :1.5") == 1.0  # the uncond and the cond: one call
+    assert cost("a cat AND a dog") == cost("a cat AND a dog AND a bird") == 2.0  # the uncond and the parts, two a call
+    # 250 ANDs held the GPU 125 times as long as their cost said, past every cap and turn.
+    assert cost("a cat <lora:x:1>" + " AND a dog" * 250) == 126.0
 
 
 async def test_a_plot_over_the_cost_cap_is_refused_with_its_cost_and_the_cap(harness):

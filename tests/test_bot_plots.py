@@ -5,7 +5,8 @@ from __future__ import annotations
 
 from PIL import Image
 
-from bot.jobs.job_rows import plot_options
+from bot.jobs.job_rows import parameters_of, plot_options
+from bot.jobs.workflow_params import without_workflow
 from db.models import JobStatus
 from inference.common.infotext import parse_infotext
 from inference.common.protocol import JobKind
@@ -73,6 +74,9 @@ async def test_xy_plot_of_steps_and_cfg(harness):
     assert (plot.x_title, plot.x_labels, plot.y_title, plot.y_labels) == ("Steps", ("2", "3"), "CFG Scale", ("5", "7"))
     grid = await attachment_image(message)
     assert grid.width == ROW_LABELS + 2 * CELL and grid.height > 2 * CELL
+    # What is made from one cell's image (Upscale 2x under a cell posted alone) is no plot: it
+    # kept the cells, and the worker failed it ("a upscale job is not a plot").
+    assert without_workflow(parameters_of(job)).plot_json is None
 
 
 async def test_prompt_search_and_replace_and_samplers(harness):

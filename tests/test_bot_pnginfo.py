@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import io
 
+import discord
 from PIL import Image
 from PIL.PngImagePlugin import PngInfo
 
@@ -180,3 +181,22 @@ def test_the_embed_stays_within_discord_limits():
     assert embed.fields[-1].name == "More"
     few = info_embed({"Prompt": "a cat", "Negative prompt": "", "Steps": "20", "Seed": "5"}, "cat.png")
     assert [(f.name, f.value) for f in few.fields] == [("Steps", "20"), ("Seed", "5")]
+
+
+async def test_a_forged_rerun_button_reads_no_image_of_another_server(harness):
+    # The button names the image's channel and message, read again once its parameters
+    # expired: forged, it named an image of another server the bot is in, and queued its prompt.
+    other = harness.env.create_guild(name="another server")
+    elsewhere = other.create_text_channel("private")
+    bob = other.add_member(harness.env.create_user("bob"))
+    await harness.settle()
+    posted = await bob.send(elsewhere, "mine", attachments=[("secret.png", a1111_png("a secret castle\nSteps: 2, Seed: 1, Size: 64x64"))])
+    view = discord.ui.View(timeout=None)
+    view.add_item(discord.ui.Button(label="Re-run here", custom_id=f"sd:pi:0badc0de:{elsewhere.id}:{posted.id}:0"))
+    forged = await harness.bot.get_channel(harness.channel.id).send("copied", view=view)
+    view.stop()
+    await harness.settle()
+    alice = harness.member("alice")
+    assert "The image's message is gone" in private_answer(await alice.click(forged, label="Re-run here"))
+    harness.expect_user_errors()
+    assert await harness.job_count() == 0

@@ -16,7 +16,7 @@ from bot.errors import InvalidOption
 from bot.jobs.params import GenerationOptions, size_for_aspect
 from bot.prompts.inline import apply_inline, parse_inline
 from bot.prompts.permutations import expand_permutations, permutation_count
-from bot.prompts.style_store import parse_styles_csv
+from bot.prompts.style_store import clean_name, parse_styles_csv
 from bot.prompts.styles import apply_styles
 from bot.ui import confirm
 from db.models import JobStatus
@@ -44,7 +44,11 @@ def test_permutations_follow_midjourney():
     assert expand_permutations("x {a\\, b, c} \\{y\\} \\(z\\)", 16) == ["x a, b {y} \\(z\\)", "x c {y} \\(z\\)"]
     assert expand_permutations("cat --ar {1:1, 2:3}", 16) == ["cat --ar 1:1", "cat --ar 2:3"]
     assert permutation_count("{a,b,c} " * 30) == 3**30  # counted, never expanded
-    for text, message in (("a {b", "never closed"), ("a } b", "with no `{`"), ("{a,b} {c,d,e}", "6 permutations")):
+    assert expand_permutations("{" * 50 + "a, b" + "}" * 50, 16) == ["a", "b"]
+    for text, message in (
+        ("a {b", "never closed"), ("a } b", "with no `{`"), ("{a,b} {c,d,e}", "6 permutations"),
+        ("{" * 700 + "a" + "}" * 700, "more than 50 deep"),  # a RecursionError once
+    ):
         with pytest.raises(InvalidOption, match=message):
             expand_permutations(text, 4)
 
@@ -90,6 +94,10 @@ def test_styles_and_csv_follow_a1111():
     assert skipped == ["row 2: A style name cannot hold a comma (several styles are given comma-separated): `Film, old`."]
     with pytest.raises(InvalidOption, match="not an A1111 styles.csv"):
         parse_styles_csv(b"title,text\na,b\n")
+    # A name of zero-width characters alone was saved, as "****" in the answer and the list.
+    for invisible in ("\u200b", " \u2060\u200b "):
+        with pytest.raises(InvalidOption, match="A style needs a name."):
+            clean_name(invisible)
 
 
 # --- through the bot -------------------------------------------------------------------------
@@ -217,6 +225,18 @@ async def test_permutations_queue_one_job_each_and_ask_first_when_many(harness):
     assert warning.ephemeral and "reads only the first 75 tokens" in warning.content
     assert "has 98 tokens, so these words are cut: `a very detailed castle on a hill, a very" in warning.content
     await harness.wait_for_job((await harness.latest_job(alice.id)).id)
+
+    # Confirm pressed twice at once (a double click): queued once, the second press told so
+    # (it failed with a KeyError once the first had taken the jobs).
+    count = await harness.job_count()
+    asked = await alice.slash(harness.channel, "imagine", prompt="a {red, green, blue} kite", **QUICK)
+    with harness.arriving_together():
+        presses = [await alice.click(asked.followups[-1].message, label="Confirm: queue 3 jobs") for _ in range(2)]
+    await harness.settle()
+    assert await harness.job_count() == count + 3
+    assert "This question was already answered." in [m.content for p in presses for m in [p.response, *p.followups] if m]
+    for job_id in range(count + 1, count + 4):
+        assert (await harness.wait_for_job(job_id)).status == JobStatus.COMPLETED
 
 
 async def test_styles_personal_and_server(harness):

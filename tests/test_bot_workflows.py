@@ -99,6 +99,28 @@ async def test_remix_reruns_with_the_edited_prompt_and_the_same_seed(harness):
     assert await harness.job_count() == count
 
 
+async def test_two_members_remixing_one_job_each_queue_theirs_and_a_form_outliving_a_restart_is_answered(harness):
+    alice, bob = harness.member("alice"), harness.member("bob")
+    _, message = await single_image(harness, alice, prompt="a red fox")
+    # discord.py finds an open form by its custom_id: one per job made Bob's replace Alice's,
+    # and after Alice's ran, Bob's submission found none and was dropped with his prompt.
+    alices, bobs = await alice.click(message, label="Remix"), await bob.click(message, label="Remix")
+    for member, shown, prompt in ((alice, alices, "a blue fox"), (bob, bobs, "a green fox")):
+        submitted = await member.submit_modal(shown, {"prompt": prompt})
+        assert submitted.acknowledged and not submitted.ephemeral, prompt
+        job = await harness.wait_for_job((await harness.latest_job(member.id)).id)
+        assert (job.prompt, job.status) == (prompt, JobStatus.COMPLETED)
+
+    # A form open across a restart has no Modal behind it any more: the member is told, with
+    # what they typed, instead of Discord's "This interaction failed".
+    shown = await alice.click(message, label="Remix")
+    await harness.restart()
+    count = await harness.job_count()
+    answer = private_answer(await alice.submit_modal(shown, {"prompt": "a fox\nin snow", "negative_prompt": "blur"}))
+    assert answer.startswith("This form was open when the bot restarted") and "a fox\nin snow\n\nblur" in answer, answer
+    assert await harness.job_count() == count
+
+
 async def test_inpaint_button_repaints_only_under_the_mask(harness):
     alice = harness.member("alice")
     parent, message = await single_image(harness, alice)

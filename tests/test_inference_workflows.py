@@ -138,6 +138,28 @@ def test_resize_modes_follow_a1111():
     assert stretched.size == (20, 20)
 
 
+def test_resize_modes_take_slivers_of_uploads_without_failing_or_filling_memory(monkeypatch):
+    # Uploads within the pixel limit: covering 128x64, the 1,000,000x1 one was first scaled to
+    # 64,000,000x64 (MemoryError in the worker); fitted inside, 3x700 became 0 px wide.
+    real_resize = Image.Image.resize
+
+    def bounded(self, size, *args, **kwargs):  # type: ignore[no-untyped-def]
+        assert size[0] * size[1] <= 1_000_000, f"scaled to {size}"
+        return real_resize(self, size, *args, **kwargs)
+
+    monkeypatch.setattr(Image.Image, "resize", bounded)
+    for width, height in ((1_000_000, 1), (1, 4096), (3, 700), (1, 1)):
+        sliver = Image.new("RGB", (width, height), (200, 10, 10))
+        for mode in ResizeMode:
+            fitted = masks.resize_image(mode, sliver, 128, 64)
+            assert fitted.size == (128, 64) and fitted.getpixel((64, 32)) == (200, 10, 10), (width, height, mode)
+
+    # Covering scales only the part kept, with the pixels of scaling the whole (within rounding).
+    noise = Image.fromarray(np.random.default_rng(0).integers(0, 256, (100, 37, 3), dtype=np.uint8))
+    whole = real_resize(noise, (96, 259), Image.Resampling.LANCZOS).crop((0, 89, 96, 169))
+    assert np.abs(pixels(masks.resize_image(ResizeMode.CROP_AND_RESIZE, noise, 96, 80)) - pixels(whole)).max() <= 1
+
+
 def test_img2img_image_is_reproduced_by_its_seed_alone(cache, upscalers, files):
     request = img2img_request(files)
     batch, _ = run(cache, upscalers, dataclasses.replace(request, seeds=(5, 6)))

@@ -36,6 +36,11 @@ def matched(text: str, *terms: Term, age_restricted: bool = False) -> list[str]:
         ("a (cat:1.3) in [cat|dog]", True),
         ("cat_girl, 1girl", True),  # underscores separate words in Danbooru-style tags
         (r"a \(cat\)", True),
+        # Read as it looks: a zero-width space, a soft hyphen or fullwidth letters hid the word.
+        ("a c\u200bat", True),
+        ("a c\u00adat", True),
+        ("a \uff43\uff41\uff54", True),
+        ("a ca\u0301t", False),  # an accent makes another word (a term does not strip them)
         ("category, concatenate, cats", False),  # whole words only; plurals are their own term
         ("cat2", False),
         ("", False),
@@ -55,6 +60,7 @@ def test_regex_terms_match_anywhere_case_insensitively():
     assert matched("a D0GGG here", regex(r"d[o0]g+")) == [r"d[o0]g+"]
     assert matched("underdog", regex(r"d[o0]g+")) == [r"d[o0]g+"]
     assert matched("a cat", regex(r"d[o0]g+")) == []
+    assert matched("a d\u200b0g", regex(r"d[o0]g+")) == [r"d[o0]g+"]
     [hit] = find_hits("a D0GGG here", [regex(r"d[o0]g+")], age_restricted=False)
     assert hit.matched == "D0GGG" and "`D0GGG`" in hit.describe()
 

@@ -63,6 +63,7 @@ async def test_every_write_shows_in_the_next_read(database):
     assert await store.add_term(db, GUILD, term, created_by=1)
     [stored] = await store.terms(db, GUILD)
     assert stored.term == term
+    assert await store.remove_term(db, GUILD, 2**53) is None  # /admin terms remove takes 53 bits
     assert await store.remove_term(db, GUILD, stored.id) == term
     assert await store.terms(db, GUILD) == []
     assert await store.ban(db, GUILD, 5, "spam", banned_by=1)

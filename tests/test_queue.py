@@ -157,6 +157,16 @@ async def test_cancel_unknown_job(queue):
         await queue.request_cancel(999)
 
 
+async def test_a_number_beyond_the_id_column_names_no_job(queue):
+    # Typed (/show and /cancel take Discord's 53-bit integers) or forged into a button: past
+    # PostgreSQL's 32-bit INTEGER, or SQLite's 64 bits, the database refused the query itself.
+    await queue.enqueue(params(), ALICE)
+    for number in (0, -1, 2**31, 2**53, 2**63, 2**70):
+        assert await queue.get(number) is None, number
+    with pytest.raises(JobNotFound):
+        await queue.require(2**63)
+
+
 async def test_interrupted_job_is_requeued_once_then_failed(queue):
     job = await queue.enqueue(params(), ALICE)
     await queue.claim_next()

@@ -59,6 +59,8 @@ async def test_bad_detailed_upscales_are_refused_and_nothing_is_queued(harness):
         ({"image": plain, "detailed": True, "prompt": "a cat", "denoising": 1.5}, "denoising must be between 0 and 1, got 1.5."),
         ({"image": plain, "prompt": "a cat"}, "add `detailed: True`"),
         ({"image": ("big.png", noise_png(600, 400)), "detailed": True, "prompt": "a cat", "scale": 8.0}, "at most 4096 px a side"),
+        # Queued, it failed in the worker: 3 px by 2, rounded down to a multiple of 8, is none.
+        ({"image": ("sliver.png", noise_png(3, 700)), "detailed": True, "prompt": "a cat"}, "would make 0x1400"),
     ]
     for options, expected in cases:
         answer = await alice.slash(harness.channel, "upscale", **options)

@@ -32,7 +32,7 @@ from bot.jobs.sampling import MAX_ENSD, check_ensd, check_rng
 from bot.policy import audit, gate, model_rules, rules, store
 from bot.ui.embeds import clip
 from db.base import utcnow
-from db.models import AuditEntry
+from db.models import MAX_INTEGER, AuditEntry
 
 if TYPE_CHECKING:
     from bot.client import SDBot
@@ -58,6 +58,10 @@ LIMIT_OPTIONS = {
 def _limit_option(value: int | None, name: str) -> int | None:
     if value is not None and value < 0:
         raise InvalidOption(f"`{name}` must be 0 (no limit) or more, got {value}.")
+    # Discord sends up to 2**53: past the column's range the write fails on PostgreSQL, and on
+    # SQLite a cooldown beyond timedelta's made every later command here fail.
+    if value is not None and value > MAX_INTEGER:
+        raise InvalidOption(f"`{name}` can be at most {MAX_INTEGER:,}, got {value:,}.")
     return value
 
 

@@ -113,6 +113,11 @@ async def _reread(
 ) -> dict[str, str]:
     bot = interaction.client
     gone = "The image's message is gone or I can no longer read it; use PNG info on an image again."
+    # The menu answers in the image's own channel, so a press from elsewhere is a forged button:
+    # it would read (and queue publicly) the parameters of an image in a channel, or a server,
+    # the member cannot see.
+    if channel_id != interaction.channel_id:
+        raise InvalidOption(gone)
     try:
         channel = bot.get_channel(channel_id) or await bot.fetch_channel(channel_id)
         message = await channel.fetch_message(message_id)  # type: ignore[union-attr]

@@ -4,15 +4,19 @@ The cost is in units: 1 unit is 20 steps of one 512x512 image (about what a defa
 image costs), and work scales with pixels x steps. Everything the worker will run counts:
 every image or plot cell, each at its own steps; img2img, inpaint and outpaint at the steps
 their strength runs (as inference.img2img counts them), each loopback pass; the hires fix's
-second pass at its size and steps; an upscale by the size it makes. The queue stores it on the
-job row (Job.cost), and turns, caps and ETAs use it (bot.jobs.queue).
+second pass at its size and steps; an upscale by the size it makes; a prompt split by AND
+runs the model once more for each two parts at every step (inference.conditioning). The queue
+stores it on the job row (Job.cost), and turns, caps and ETAs use it (bot.jobs.queue).
 """
 
 from __future__ import annotations
 
+import math
 from typing import TYPE_CHECKING
 
 from bot.jobs.job_rows import plot_options
+from inference.common.network_files import strip_loras
+from inference.common.prompt_parser import composable_prompts
 from inference.common.protocol import JobKind
 
 if TYPE_CHECKING:
@@ -65,7 +69,14 @@ def _image_cost(job: Job | JobParameters, steps: int) -> float:
     if job.hires_scale is not None and job.hires_scale > 1:
         hires_pixels = _floor8(job.width * job.hires_scale) * _floor8(job.height * job.hires_scale)
         cost += hires_pixels / UNIT_PIXELS * (job.hires_steps or steps) / UNIT_STEPS
-    return cost
+    return cost * _model_calls_per_step(job.prompt)
+
+
+def _model_calls_per_step(prompt: str) -> int:
+    """The UNet calls a step makes, against a plain prompt's one (its uncond and cond): AND's
+    parts and the uncond run two a call (inference.conditioning.and_prompts_unet), so a
+    prompt of 250 ANDs, charged as a plain one, held the GPU 125 times as long."""
+    return math.ceil((1 + len(composable_prompts(strip_loras(prompt)))) / 2)
 
 
 def _img2img_steps(steps: int, strength: float) -> int:

@@ -10,7 +10,6 @@ from __future__ import annotations
 import math
 import random
 import re
-import unicodedata
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, TypeVar
@@ -27,7 +26,7 @@ from bot.jobs.sampling import (
     check_sampling,
     check_seed_resize,
 )
-from bot.prompts.cleaning import clean_prompt_text
+from bot.prompts.cleaning import clean_prompt_text, shows
 from inference.common.protocol import LANCZOS, RNG_SOURCES, JobKind
 from inference.common.sampler_catalog import split_combined_name
 from inference.common.upscaler_files import upscaler_files
@@ -169,19 +168,13 @@ def random_seed() -> int:
     return random.randint(0, MAX_SEED)
 
 
-def _visible(char: str) -> bool:
-    """A character that shows: not a space, a control or a format character (zero-width
-    spaces and joiners, which str.split() keeps, make a prompt that looks empty)."""
-    return unicodedata.category(char)[0] not in "ZC"
-
-
 def resolve_parameters(
     options: GenerationOptions, settings: Settings, user: User | None = None, server: ServerDefaults = NO_SERVER_DEFAULTS
 ) -> JobParameters:
     limits = settings.limits
     defaults = member_defaults(user, settings)
     prompt = " ".join(options.prompt.split()) if options.prompt else ""
-    if not any(_visible(char) for char in prompt):
+    if not shows(prompt):
         raise InvalidOption("The prompt is empty: describe the image you want.")
     if len(prompt) > limits.max_prompt_length:
         raise InvalidOption(

@@ -41,7 +41,7 @@ from bot.jobs.members import MemberRows
 from bot.jobs.pace import Pace
 from bot.jobs.privacy import PrivacyIndex
 from db.base import Base, utcnow
-from db.models import ACTIVE_STATUSES, ERROR_DETAIL_MARK, Image, Job, JobStatus, User
+from db.models import ACTIVE_STATUSES, ERROR_DETAIL_MARK, Image, Job, JobStatus, User, is_row_id
 from db.session import Database
 from inference.common.protocol import JobCompleted
 
@@ -153,6 +153,8 @@ class JobQueue(Claims):
         return job
 
     async def get(self, job_id: int) -> Job | None:
+        if not is_row_id(job_id):  # a typed or forged number no row can have: no query
+            return None
         async with self.db.session() as session:
             return await session.scalar(
                 select(Job).where(Job.id == job_id).options(selectinload(Job.images))

@@ -401,6 +401,7 @@ _WORKFLOW_FIELDS = (
     "segment_words",
     "segment_threshold",
     "segment_dilation",
+    "plot_json",  # a plot's cells: what is made from one of its images is one image
 )
 
 

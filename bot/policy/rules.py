@@ -11,6 +11,10 @@ separately). A1111's syntax around a word does not hide it: `(nude:1.3)`, `[cat|
 `\\(cat\\)` and `<lora:x>`-style brackets are all non-letters. The words of a phrase match
 across any run of spaces or underscores: "big cat" matches "big  cat" and "big_cat".
 
+Both kinds read the text as it looks (as_read): compatibility forms such as fullwidth letters
+("ｇｏｒｅ") read as their plain letters, and invisible format characters (a zero-width
+space or a soft hyphen inside a word) are skipped, so neither hides a word from its term.
+
 Kind "regex": a Python regular expression (the `regex` package, compatible with `re`), matched
 case-insensitively anywhere in the text (`(?-i:...)` turns that off). A pattern of the kind
 that backtracks catastrophically would hang the bot on one prompt, so patterns are bounded in
@@ -21,6 +25,7 @@ length and every search runs with a timeout; a search that times out counts as a
 from __future__ import annotations
 
 import functools
+import unicodedata
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
@@ -103,7 +108,7 @@ def find_hits(texts: str | Iterable[str], terms: Sequence[Term], *, age_restrict
 
     A stored term that no longer compiles (it was written around /admin) is skipped: a
     moderator's typo must not make every prompt fail."""
-    texts = [texts] if isinstance(texts, str) else [text for text in texts if text]
+    texts = [as_read(text) for text in ([texts] if isinstance(texts, str) else texts) if text]
     hits: list[Hit] = []
     for term in terms:
         if not applies(term, age_restricted=age_restricted):
@@ -116,6 +121,12 @@ def find_hits(texts: str | Iterable[str], terms: Sequence[Term], *, age_restrict
         if hit is not None:
             hits.append(hit)
     return hits
+
+
+def as_read(text: str) -> str:
+    """The text as a reader sees it, for matching (see the module docstring): NFKC, without
+    the format characters (Unicode's Cf: zero-width spaces and joiners, soft hyphens...)."""
+    return "".join(char for char in unicodedata.normalize("NFKC", text) if unicodedata.category(char) != "Cf")
 
 
 def _search(term: Term, pattern: regex.Pattern[str], texts: list[str]) -> Hit | None:

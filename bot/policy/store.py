@@ -28,7 +28,7 @@ from sqlalchemy import delete, select
 from bot.config import FLAGGED_ACTIONS
 from inference.common.protocol import RNG_SOURCES
 from bot.policy.rules import Term, TermKind, TermScope
-from db.models import Ban, BlockedTerm, GuildPolicy, RoleLimit
+from db.models import Ban, BlockedTerm, GuildPolicy, RoleLimit, is_row_id
 
 if TYPE_CHECKING:
     from sqlalchemy.ext.asyncio import AsyncSession
@@ -233,6 +233,8 @@ async def add_term(db: Database, guild_id: int, term: Term, created_by: int) -> 
 
 
 async def remove_term(db: Database, guild_id: int, term_id: int) -> Term | None:
+    if not is_row_id(term_id):
+        return None
     async with _writing(db, guild_id) as session:
         row = await session.get(BlockedTerm, term_id)
         if row is None or row.guild_id != guild_id:

@@ -11,6 +11,7 @@ empty (bot.jobs.params).
 from __future__ import annotations
 
 import re
+import unicodedata
 
 # C0 controls but tab and newline, DEL and the C1 controls; the bidi marks (LRM, RLM, ALM),
 # embeddings and overrides (U+202A-U+202E) and isolates (U+2066-U+2069).
@@ -20,3 +21,9 @@ _UNWANTED = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\u061c\u200e\u200f\u202a-\u2
 def clean_prompt_text(text: str) -> str:
     """The text without control and bidi-control characters (see the module docstring)."""
     return _UNWANTED.sub("", text)
+
+
+def shows(text: str) -> bool:
+    """Whether the text has a character that shows: not only spaces, controls and format
+    characters (zero-width spaces and joiners, which str.split() keeps)."""
+    return any(unicodedata.category(char)[0] not in "ZC" for char in text)

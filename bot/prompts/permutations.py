@@ -18,6 +18,9 @@ from math import prod
 from bot.errors import InvalidOption
 
 HOW = "Permutations are written {red, blue}; write \\{ and \\} for a literal brace."
+# Groups inside groups, at most: counting and expanding recurse once a level, and 700 levels
+# (a 1,400-character prompt) passed Python's recursion limit. NovelAI's emphasis is {{{a}}}.
+MAX_DEPTH = 50
 
 
 @dataclass(frozen=True)
@@ -47,6 +50,8 @@ def _parse(text: str) -> _Sequence:
             i += 2
             continue
         if char == "{":
+            if len(stack) == MAX_DEPTH:
+                raise InvalidOption(f"The prompt nests {{…}} groups more than {MAX_DEPTH} deep. {HOW}")
             flush()
             stack.append(([], current))
             current = []

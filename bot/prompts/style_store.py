@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from sqlalchemy import or_, select
 
 from bot.errors import InvalidOption, NothingToDo, echo
-from bot.prompts.cleaning import clean_prompt_text
+from bot.prompts.cleaning import clean_prompt_text, shows
 from db.models import Style
 from db.session import Database
 
@@ -40,7 +40,7 @@ class Scope:
 
 def clean_name(name: str) -> str:
     name = " ".join(name.split())
-    if not name:
+    if not shows(name):  # a zero-width space alone looks like no name
         raise InvalidOption("A style needs a name.")
     if len(name) > MAX_NAME_LENGTH:
         raise InvalidOption(f"A style name may be {MAX_NAME_LENGTH} characters long, got {len(name)}.")

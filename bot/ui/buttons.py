@@ -201,7 +201,7 @@ class InpaintButton(_JobButton, DynamicItem[Button], template=r"sd:inpaint:(?P<j
         async def open_form() -> None:
             job, _ = await actions.finished_image(interaction, self.job_id, self.index)
             strength = interaction.client.settings.images.default_denoising_strength
-            await interaction.response.send_modal(modals.InpaintModal(job, self.index, strength))
+            await interaction.response.send_modal(modals.InpaintModal(job, self.index, strength, viewer_id=interaction.user.id))
 
         await _guarded(interaction, open_form)
 

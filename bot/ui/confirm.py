@@ -137,6 +137,9 @@ class ConfirmButton(DynamicItem[Button], template=r"sd:perm:(?P<key>[0-9a-f]{8})
             return
         count = len(pending.params)
         async with gate.member_turn(interaction.user.id):
+            if _pending.get(self.key) is not pending:  # a second press (a double click) waited for the first
+                await send_private(interaction, "This question was already answered.")
+                return
             # Checked again (jobs may have been queued meanwhile); refused, the question stays.
             await _check_room(interaction.client, interaction.user.id, count)
             await gate.check_jobs(interaction, pending.params)

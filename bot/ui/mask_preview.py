@@ -55,7 +55,7 @@ class AdjustButton(_PreviewButton, DynamicItem[Button], template=r"sd:seg:adjust
     async def callback(self, interaction: discord.Interaction[SDBot]) -> None:
         async def open_form() -> None:
             job = await masks_from_words.check_adjustable(interaction, self.job_id)
-            await interaction.response.send_modal(AdjustModal(job))
+            await interaction.response.send_modal(AdjustModal(job, viewer_id=interaction.user.id))
 
         await actions.run_for_user(interaction, open_form)
 
@@ -63,8 +63,8 @@ class AdjustButton(_PreviewButton, DynamicItem[Button], template=r"sd:seg:adjust
 class AdjustModal(ui.Modal):
     """Other words, threshold or dilation for the same inpaint: a new preview."""
 
-    def __init__(self, job: Job) -> None:
-        super().__init__(title=f"Adjust the mask of job #{job.id}", custom_id=f"sd:modal:seg:{job.id}")
+    def __init__(self, job: Job, *, viewer_id: int) -> None:
+        super().__init__(title=f"Adjust the mask of job #{job.id}", custom_id=f"sd:modal:seg:{job.id}:{viewer_id}")
         self.job_id = job.id
         self.words = ui.TextInput(
             custom_id="words", label="What to repaint, in a few words", default=job.segment_words,

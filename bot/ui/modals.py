@@ -2,7 +2,8 @@
 
 A modal must be the first answer to a click (it cannot follow a deferral), so the buttons
 check the job before opening one, and the submit handler checks everything again: the job may
-have been deleted while the form was open.
+have been deleted while the form was open. discord.py finds an open form by its custom_id
+alone, so each names the member it was opened for: two members' forms on one job are two.
 """
 
 from __future__ import annotations
@@ -46,7 +47,7 @@ class RemixModal(ui.Modal):
     from an empty one (the result's embed never showed it to them)."""
 
     def __init__(self, job: Job, *, viewer_id: int) -> None:
-        super().__init__(title=_title(f"Remix job #{job.id}"), custom_id=f"sd:modal:remix:{job.id}")
+        super().__init__(title=_title(f"Remix job #{job.id}"), custom_id=f"sd:modal:remix:{job.id}:{viewer_id}")
         self.job_id = job.id
         self.prompt = _prompt_input(job.prompt)
         self.negative_prompt = ui.TextInput(
@@ -86,10 +87,10 @@ class InpaintModal(ui.Modal):
     """A1111's inpaint tab in one form: the prompt, the mask (an upload, or words that make a
     preview first: bot.masks_from_words), strength and options."""
 
-    def __init__(self, job: Job, index: int, default_strength: float) -> None:
+    def __init__(self, job: Job, index: int, default_strength: float, *, viewer_id: int) -> None:
         super().__init__(
             title=_title(f"Inpaint image {index + 1} of job #{job.id}"),
-            custom_id=f"sd:modal:inpaint:{job.id}:{index}",
+            custom_id=f"sd:modal:inpaint:{job.id}:{index}:{viewer_id}",
         )
         self.job_id, self.index = job.id, index
         self.prompt = _prompt_input(job.prompt)

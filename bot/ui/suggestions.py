@@ -56,6 +56,8 @@ async def imagine_suggestions(interaction: discord.Interaction[SDBot], job_id: i
     job = await actions.job_for_interaction(interaction, job_id)
     actions.check_not_removed(job)
     suggestions = suggestions_of(job)
+    if not suggestions:  # not a describe job's: "Imagine all" would queue nothing, and answer nothing
+        raise ImageUnavailable(f"Job #{job.id} has no prompt suggestions.")
     if index is not None and index >= len(suggestions):
         raise ImageUnavailable(f"Job #{job.id} has no suggestion {index + 1}.")
     user = await bot.queue.user(interaction.user.id)
