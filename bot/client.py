@@ -161,8 +161,11 @@ class SDBot(commands.Bot):
                 return
             answer = STALE_COMPONENT
         elif interaction.type == discord.InteractionType.modal_submit:
-            # discord.py keeps the forms it waits on in its view store, and offers no public way to ask.
-            if custom_id in self._connection._view_store._modals:
+            # discord.py keeps the forms it waits on in its view store, and offers no public way
+            # to ask. Should a later discord.py move that store, every form counts as handled:
+            # the orphans go unanswered again, as before, rather than every submission failing.
+            open_forms = getattr(getattr(self._connection, "_view_store", None), "_modals", None)
+            if open_forms is None or custom_id in open_forms:
                 return
             answer = stale_form_answer(data)
         else:
