@@ -17,8 +17,10 @@ from bot.actions import APOLOGY, check_not_stopping, is_job_command
 from bot.answers_first import AnswersFirst
 from bot.config import Settings
 from bot.delivery import DiscordDelivery
-from bot.errors import UserError
-from bot.interactions import OUTDATED_COMMAND, STALE_COMPONENT, acknowledge, send_private, stale_form_answer
+from bot.errors import OutdatedCommand, UserError
+from bot.interactions import (
+    OUTDATED_COMMAND, STALE_COMPONENT, acknowledge, send_private, sent_outdated_options, stale_form_answer,
+)
 from bot.jobs.dispatcher import Dispatcher
 from bot.jobs.worker_relay import WorkerRelay
 from bot.jobs.queue import JobQueue
@@ -68,6 +70,8 @@ class CommandTree(app_commands.CommandTree["SDBot"]):
         before this check (bot.interactions.acknowledge)."""
         if interaction.type != discord.InteractionType.autocomplete:
             check_not_stopping(interaction)
+            if sent_outdated_options(interaction):
+                raise OutdatedCommand(OUTDATED_COMMAND)
             if is_job_command(interaction.command):
                 await acknowledge(interaction)
             await gate.check_access(interaction)

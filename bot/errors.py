@@ -72,6 +72,10 @@ class ImageUnavailable(UserError):
     """The job's image is gone from disk or the job has not produced it."""
 
 
+class OutdatedCommand(UserError):
+    """The member's Discord sent a command as it was before an update of the bot."""
+
+
 class Refused(UserError):
     """The server's policy refuses this (channel, role, ban, blocked term, quota, cooldown);
     bot.policy.gate has audited it, and the message says why and when to try again."""

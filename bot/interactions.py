@@ -92,6 +92,33 @@ OUTDATED_COMMAND = (
 )
 
 
+def sent_outdated_options(interaction: discord.Interaction[SDBot]) -> bool:
+    """Whether a slash command's options carry other types than the command declares now: a
+    member's Discord still on the command as it was before an update (an option that was text
+    and is a number now). discord.py passes such a value through as it came, and the checks
+    behind it would fail on a string where they expect a number."""
+    command = interaction.command
+    if not isinstance(command, discord.app_commands.Command):
+        return False
+    declared = {parameter.name: parameter.type.value for parameter in command.parameters}
+    data: Mapping[str, Any] = interaction.data or {}  # type: ignore[assignment]
+    return any(
+        option.get("name") in declared and option.get("type") != declared[option["name"]]
+        for option in _leaf_options(data.get("options"))
+    )
+
+
+def _leaf_options(options: Any) -> Iterator[Mapping[str, Any]]:
+    """A command's options as sent, inside the subcommand and group they name (types 1 and 2)."""
+    for option in options if isinstance(options, list) else []:
+        if not isinstance(option, dict):
+            continue
+        if option.get("type") in (1, 2):
+            yield from _leaf_options(option.get("options"))
+        else:
+            yield option
+
+
 def stale_form_answer(data: Mapping[str, Any]) -> str:
     """STALE_FORM, followed by what the member had typed in the form (a modal submission's
     ``data``), so that a long prompt is not lost with it."""

@@ -137,8 +137,11 @@ async def test_outdated_and_forged_buttons_are_answered_and_hold_nothing_up(harn
     # What a member's Discord sends until it loads the synced commands (up to an hour for a
     # global sync): a command removed since, or one whose options changed (it was logged as a
     # failure and answered "Something went wrong on our side").
-    for name in ("retired", "imagine"):
-        data = {"id": "1", "name": name, "type": 1, "options": []}
+    # Or one whose option changed type (steps as text: it reached the checks as a string, a
+    # TypeError answered with an apology).
+    outdated_steps = [{"name": "prompt", "type": 3, "value": "a cat"}, {"name": "steps", "type": 3, "value": "lots"}]
+    for name, options in (("retired", []), ("imagine", []), ("imagine", outdated_steps)):
+        data = {"id": "1", "name": name, "type": 1, "options": options}
         answer = await _dispatch_actor_interaction(alice, InteractionType.APPLICATION_COMMAND, harness.channel, data)
         assert private_answer(answer) == OUTDATED_COMMAND
     assert await harness.job_count() == 1
