@@ -270,3 +270,23 @@ async def test_the_sampler_option_autocompletes_within_discords_limits(wire: Wir
     names = [choice["name"] for choice in answer["data"]["choices"]]
     assert names and all("dpm++ 2m" in name.lower() for name in names), names
     assert "DPM++ 2M" in [choice["value"] for choice in answer["data"]["choices"]]
+
+
+async def test_a_result_after_the_token_expired_arrives_as_a_channel_message_with_its_image_and_buttons(wire: Wire):
+    """The interaction's id says it was made 14 min 50 s ago: its token (15 minutes from then)
+    takes the status message, and the fake answers 50027 to its webhook from the 15th minute.
+    The bot must not count on it past its own margin: the result is a new channel message,
+    through the bot's token, mentioning its owner."""
+    discord = wire.discord
+    command = await discord.slash(wire.alice, "imagine", prompt="a lighthouse in fog", seed=21, count=4, age_s=14 * 60 + 50)
+
+    def posted() -> dict | None:
+        return next((m for m in discord.messages.values() if "webhook_id" not in m and m["attachments"]), None)
+
+    message = await discord.wait_for(posted, "the result in a channel message", JOB_TIMEOUT_S)
+    assert message["content"].startswith(f"<@{wire.alice.id}> job #") and not int(message["flags"]) & EPHEMERAL
+    assert message["embeds"][0]["image"]["url"] == message["attachments"][0]["url"]
+    assert labels(discord, int(message["id"])) == GRID_BUTTONS
+    image = Image.open(io.BytesIO(discord.uploads[int(message["attachments"][0]["id"])]))
+    assert image.size == (128, 128)
+    assert not [s for s in discord.sent if s.method == "PATCH" and s.files and command.token in s.path]
