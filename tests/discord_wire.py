@@ -454,7 +454,7 @@ class FakeDiscord:
 
     async def _sync_commands(self, sent: Sent) -> tuple[int, Any]:
         if self.refuse_sync:  # as Discord words it: the command's index, the field, what it takes
-            errors = {"0": {"options": {"_errors": [{"code": "BASE_TYPE_MAX_LENGTH", "message": "Must be 25 or fewer in length."}]}}}
+            errors = {"0": {"description": {"_errors": [{"code": "BASE_TYPE_BAD_LENGTH", "message": "Must be between 1 and 100 in length."}]}}}
             raise DiscordError(400, 50035, "Invalid Form Body", errors)
         self._refuse(discord_limits.command_breaches(sent.payload), sent)
         # Discord answers with each command whole: what was sent, its defaults and its ids.
