@@ -340,7 +340,7 @@ async def _run_bot(settings: Settings) -> int:
     import aiohttp
     import discord
 
-    from bot.client import create_bot
+    from bot.client import CommandSyncRefused, create_bot
     from bot.discord_token import TokenProblem, check_token
 
     # The bot has no voice commands: discord.py's warnings about voice packages only mislead.
@@ -374,6 +374,10 @@ async def _run_bot(settings: Settings) -> int:
         except discord.LoginFailure:
             print("Discord refused the token: check DISCORD_TOKEN or [discord] token.", file=sys.stderr)
             return 2
+        except CommandSyncRefused as refusal:
+            log.debug("the command sync failed", exc_info=refusal.__cause__)
+            print(refusal, file=sys.stderr)
+            return 1
         except (aiohttp.ClientError, OSError, discord.GatewayNotFound, discord.ConnectionClosed) as error:
             log.debug("the connection to Discord failed", exc_info=error)
             print(

@@ -209,14 +209,30 @@ class SDBot(commands.Bot):
         await self.sync_commands()
 
     async def sync_commands(self) -> None:
+        """Register the slash commands; CommandSyncRefused when Discord refuses them (then
+        none is registered, and the bot cannot serve)."""
         guild_id = self.settings.discord.dev_guild_id
-        if guild_id is None:
-            synced = await self.tree.sync()
-            log.info("synced %d commands globally (they can take up to an hour to appear)", len(synced))
-            return
-        guild = discord.Object(guild_id)
-        self.tree.copy_global_to(guild=guild)
-        synced = await self.tree.sync(guild=guild)
+        try:
+            if guild_id is None:
+                synced = await self.tree.sync()
+                log.info("synced %d commands globally (they can take up to an hour to appear)", len(synced))
+                return
+            guild = discord.Object(guild_id)
+            self.tree.copy_global_to(guild=guild)
+            synced = await self.tree.sync(guild=guild)
+        except app_commands.CommandSyncFailure as error:  # 400, 50035: a command over one of Discord's limits
+            details = "; ".join(line.strip() for line in str(error).splitlines()[1:] if line.strip())
+            raise CommandSyncRefused(
+                f"Discord refused the bot's slash commands (HTTP {error.status}, error {error.code}"
+                f"{': ' + details if details else ''}), so none is registered. A command breaks one of Discord's "
+                "limits, which is a bug of this version of sdbot: report it with the output of `sdbot --debug run`."
+            ) from error
+        except discord.Forbidden as error:  # 50001 Missing Access: not in that server, or no commands scope
+            raise CommandSyncRefused(
+                f"Discord refused the bot's slash commands for the development server {guild_id} "
+                f"(HTTP {error.status}, error {error.code}): check [discord] dev_guild_id, and that the bot was "
+                "invited there with the applications.commands scope."
+            ) from error
         log.info("synced %d commands to the development guild %s", len(synced), guild_id)
 
     async def shut_down(self, grace_s: float) -> None:
@@ -240,6 +256,10 @@ class SDBot(commands.Bot):
         except TimeoutError:
             log.warning("Discord did not take the last messages within %g s; closing without them", LAST_MESSAGES_LIMIT_S)
         await super().close()
+
+
+class CommandSyncRefused(Exception):
+    """Discord refused the command sync at start-up; the message says why and what to do."""
 
 
 class ShardedSDBot(SDBot, commands.AutoShardedBot):

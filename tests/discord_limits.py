@@ -111,10 +111,12 @@ def _components_breaches(rows: list[Mapping[str, Any]], flags: int, where: str) 
             found += _component_breaches(child, f"{place}.components[{index}]")
             if child.get("custom_id"):
                 custom_ids.append(child["custom_id"])
+    return found + _repeated(custom_ids, f"{where}custom_id repeated within the message")
+
+
+def _repeated(custom_ids: list[str], what: str) -> list[str]:
     repeated = sorted({custom_id for custom_id in custom_ids if custom_ids.count(custom_id) > 1})
-    if repeated:
-        found.append(f"{where}custom_id repeated within the message: {repeated}")
-    return found
+    return [f"{what}: {repeated}"] if repeated else []
 
 
 def _component_breaches(component: Mapping[str, Any], place: str) -> list[str]:
@@ -254,3 +256,139 @@ def _command_characters(item: Mapping[str, Any]) -> int:
 def _longest(item: Mapping[str, Any], key: str) -> int:
     texts = [item.get(key) or "", *(item.get(f"{key}_localizations") or {}).values()]
     return max(len(text) for text in texts)
+
+
+# Modals (an interaction callback of type 9) and the components discord.py 2.7 puts in them: a
+# text input in an action row of its own, or a label (type 18) holding a text input, a select
+# or a file upload (type 19).
+MODAL_TITLE, MODAL_COMPONENTS = 45, 5
+LABEL_TEXT, LABEL_DESCRIPTION = 45, 100
+TEXT_INPUT_LABEL, TEXT_INPUT_VALUE, TEXT_INPUT_PLACEHOLDER = 45, 4000, 100
+SELECT_PLACEHOLDER, OPTION_TEXT = 150, 100  # a select option's label, value and description
+FILE_UPLOAD_VALUES = 10
+ACTION_ROW, TEXT_INPUT, STRING_SELECT, LABEL, FILE_UPLOAD = 1, 4, 3, 18, 19
+
+
+def modal_breaches(modal: Mapping[str, Any]) -> list[str]:
+    """A modal's JSON (the callback's data): its title, custom_id and 1 to 5 top-level
+    components, each a text input's action row or a label."""
+    found: list[str] = []
+    title = modal.get("title") or ""
+    if not 1 <= len(title) <= MODAL_TITLE:
+        found.append(f"the modal's title is {len(title)} characters, Discord takes 1 to {MODAL_TITLE}")
+    found += _custom_id_breaches(modal.get("custom_id"), "the modal")
+    components = modal.get("components") or []
+    if not 1 <= len(components) <= MODAL_COMPONENTS:
+        found.append(f"the modal has {len(components)} components, Discord takes 1 to {MODAL_COMPONENTS}")
+    custom_ids: list[str] = []
+    for number, component in enumerate(components):
+        place = f"modal.components[{number}]"
+        if component.get("type") == ACTION_ROW:
+            children = component.get("components") or []
+            if len(children) != 1 or children[0].get("type") != TEXT_INPUT:
+                found.append(f"{place}: an action row in a modal holds one text input")
+                continue
+            inner = children[0]
+            found += _text_input_breaches(inner, f"{place}.components[0]", labelled=False)
+        elif component.get("type") == LABEL:
+            found += _bounded(component.get("label"), 1, LABEL_TEXT, f"{place}.label")
+            found += _bounded(component.get("description"), 0, LABEL_DESCRIPTION, f"{place}.description")
+            inner = component.get("component") or {}
+            kind = inner.get("type")
+            if kind == TEXT_INPUT:
+                found += _text_input_breaches(inner, f"{place}.component", labelled=True)
+            elif kind == STRING_SELECT:
+                found += _select_breaches(inner, f"{place}.component")
+            elif kind == FILE_UPLOAD:
+                found += _file_upload_breaches(inner, f"{place}.component")
+            else:
+                found.append(f"{place}: a label holds a text input, a select or a file upload, not type {kind}")
+        else:
+            found.append(f"{place} is of type {component.get('type')}: a modal holds action rows and labels")
+            continue
+        if inner.get("custom_id"):
+            custom_ids.append(inner["custom_id"])
+    return found + _repeated(custom_ids, "custom_id repeated within the modal")
+
+
+def _custom_id_breaches(custom_id: Any, place: str) -> list[str]:
+    if not isinstance(custom_id, str) or not 1 <= len(custom_id) <= CUSTOM_ID:
+        return [f"{place}'s custom_id {custom_id!r} is not 1 to {CUSTOM_ID} characters"]
+    return []
+
+
+def _bounded(text: Any, least: int, most: int, place: str) -> list[str]:
+    if text is None and least == 0:
+        return []
+    length = len(text) if isinstance(text, str) else -1
+    if not least <= length <= most:
+        return [f"{place} is {length} characters, Discord takes {least} to {most}"]
+    return []
+
+
+def _text_input_breaches(text_input: Mapping[str, Any], place: str, *, labelled: bool) -> list[str]:
+    found = _custom_id_breaches(text_input.get("custom_id"), place)
+    if text_input.get("style") not in (1, 2):
+        found.append(f"{place}.style is {text_input.get('style')!r}: 1 (short) or 2 (paragraph)")
+    if labelled:  # the label holds its text; a text input in a label has none of its own
+        if "label" in text_input:
+            found.append(f"{place}: a text input in a label has no label of its own")
+    else:
+        found += _bounded(text_input.get("label"), 1, TEXT_INPUT_LABEL, f"{place}.label")
+    least, most = text_input.get("min_length"), text_input.get("max_length")
+    if least is not None and not 0 <= least <= TEXT_INPUT_VALUE:
+        found.append(f"{place}.min_length is {least}, Discord takes 0 to {TEXT_INPUT_VALUE}")
+    if most is not None and not 1 <= most <= TEXT_INPUT_VALUE:
+        found.append(f"{place}.max_length is {most}, Discord takes 1 to {TEXT_INPUT_VALUE}")
+    if least is not None and most is not None and least > most:
+        found.append(f"{place}: min_length {least} is over max_length {most}")
+    value = text_input.get("value")
+    if value is not None:
+        found += _bounded(value, 0, min(most or TEXT_INPUT_VALUE, TEXT_INPUT_VALUE), f"{place}.value")
+    found += _bounded(text_input.get("placeholder"), 0, TEXT_INPUT_PLACEHOLDER, f"{place}.placeholder")
+    return found
+
+
+def _select_breaches(select: Mapping[str, Any], place: str) -> list[str]:
+    found = _custom_id_breaches(select.get("custom_id"), place)
+    options = select.get("options") or []
+    if not 1 <= len(options) <= SELECT_OPTIONS:
+        found.append(f"{place} has {len(options)} options, Discord takes 1 to {SELECT_OPTIONS}")
+    for number, option in enumerate(options):
+        found += _bounded(option.get("label"), 1, OPTION_TEXT, f"{place}.options[{number}].label")
+        found += _bounded(option.get("value"), 1, OPTION_TEXT, f"{place}.options[{number}].value")
+        found += _bounded(option.get("description"), 0, OPTION_TEXT, f"{place}.options[{number}].description")
+    if not select.get("min_values", 1) <= select.get("max_values", 1) <= len(options):
+        found.append(f"{place}: min_values {select.get('min_values', 1)} and max_values {select.get('max_values', 1)} for {len(options)} options")
+    found += _bounded(select.get("placeholder"), 0, SELECT_PLACEHOLDER, f"{place}.placeholder")
+    return found
+
+
+def _file_upload_breaches(upload: Mapping[str, Any], place: str) -> list[str]:
+    found = _custom_id_breaches(upload.get("custom_id"), place)
+    least, most = upload.get("min_values", 1), upload.get("max_values", 1)
+    if not 0 <= least <= most <= FILE_UPLOAD_VALUES or most < 1:
+        found.append(f"{place}: min_values {least} and max_values {most}, Discord takes 0 <= min <= max, 1 <= max <= {FILE_UPLOAD_VALUES}")
+    return found
+
+
+# Autocomplete: an answer (callback type 8) of at most 25 choices.
+AUTOCOMPLETE_CHOICES = 25
+
+
+def autocomplete_breaches(data: Mapping[str, Any], option_type: int) -> list[str]:
+    """An autocomplete answer's data, for an option of this type (3: string, 4: integer, 10: number)."""
+    choices = data.get("choices")
+    if not isinstance(choices, list):
+        return ["an autocomplete answer without its choices list"]
+    found: list[str] = []
+    if len(choices) > AUTOCOMPLETE_CHOICES:
+        found.append(f"{len(choices)} autocomplete choices, Discord takes at most {AUTOCOMPLETE_CHOICES}")
+    for number, choice in enumerate(choices):
+        found += _bounded(choice.get("name"), 1, CHOICE_NAME, f"choices[{number}].name")
+        value = choice.get("value")
+        if option_type == 3:
+            found += _bounded(value, 0, CHOICE_VALUE, f"choices[{number}].value")
+        elif option_type in (4, 10) and (isinstance(value, bool) or not isinstance(value, int | float)):
+            found.append(f"choices[{number}].value is {value!r}, not a number for a number option")
+    return found

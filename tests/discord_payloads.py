@@ -17,15 +17,20 @@ DISCORD_EPOCH_MS = 1420070400000
 DEFAULT_UPLOAD_LIMIT = 10 * 1024 * 1024  # a server without boosts
 EPHEMERAL, LOADING = 1 << 6, 1 << 7  # message flags
 GUILD_TEXT = 0  # channel type
-SLASH_COMMAND, COMPONENT = 2, 3  # interaction types
+SLASH_COMMAND, COMPONENT, AUTOCOMPLETE, MODAL_SUBMIT = 2, 3, 4, 5  # interaction types
 
 _counter = itertools.count(1)
 
 
-def snowflake() -> int:
-    """An id made now: discord.py reads an interaction's age from its id (the token lasts 15
-    minutes from then), so the ids carry the real time, as Discord's do."""
-    return ((int(time.time() * 1000) - DISCORD_EPOCH_MS) << 22) | (next(_counter) & 0xFFF)
+def snowflake(age_s: float = 0.0) -> int:
+    """An id made now (or `age_s` ago): discord.py reads an interaction's age from its id (the
+    token lasts 15 minutes from then), so the ids carry the real time, as Discord's do."""
+    return ((int((time.time() - age_s) * 1000) - DISCORD_EPOCH_MS) << 22) | (next(_counter) & 0xFFF)
+
+
+def age_of(ident: int | str) -> float:
+    """Seconds since the id was made."""
+    return time.time() - ((int(ident) >> 22) + DISCORD_EPOCH_MS) / 1000
 
 
 def now_iso() -> str:
@@ -108,11 +113,12 @@ class Guild:
         }
 
     def interaction_payload(
-        self, kind: int, member: Member, application_id: int, data: dict[str, Any], upload_limit: int
+        self, kind: int, member: Member, application_id: int, data: dict[str, Any], upload_limit: int, age_s: float = 0.0
     ) -> dict[str, Any]:
-        """An INTERACTION_CREATE from `member` in the channel; `data` says what they did."""
+        """An INTERACTION_CREATE from `member` in the channel; `data` says what they did; its
+        id says it was made `age_s` ago."""
         return {
-            "id": str(snowflake()), "application_id": str(application_id), "type": kind, "data": data,
+            "id": str(snowflake(age_s)), "application_id": str(application_id), "type": kind, "data": data,
             "token": f"interaction-token-{snowflake()}", "version": 1, "guild_id": str(self.id),
             "guild": {"id": str(self.id), "locale": "en-US", "features": []},
             "channel_id": str(self.channel_id),

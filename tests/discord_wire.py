@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import copy
+import itertools
 import json
 import os
 import re
@@ -33,8 +34,8 @@ from aiohttp import WSMsgType, web
 
 from tests import discord_limits
 from tests.discord_payloads import (
-    COMPONENT, DEFAULT_UPLOAD_LIMIT, EPHEMERAL, LOADING, SLASH_COMMAND, Guild, Member, message_payload, now_iso,
-    snowflake, user_payload,
+    AUTOCOMPLETE, COMPONENT, DEFAULT_UPLOAD_LIMIT, EPHEMERAL, LOADING, MODAL_SUBMIT, SLASH_COMMAND, Guild, Member, age_of,
+    message_payload, now_iso, snowflake, user_payload,
 )
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -50,19 +51,26 @@ START_TIMEOUT_S = 240.0  # a fresh worker process imports torch: slow on a busy 
 STOP_TIMEOUT_S = 120.0
 ANSWER_WITHIN_S = 3.0  # an interaction not answered by then is gone (10062 Unknown interaction)
 PRIVILEGED_INTENTS = (1 << 1) | (1 << 8) | (1 << 15)  # members, presences, message content
-WITH_MESSAGE, DEFERRED, DEFERRED_UPDATE, UPDATE, MODAL = 4, 5, 6, 7, 9
-# Interaction callback types each kind of interaction may be answered with. A modal (9) is
-# refused as unchecked: its limits (title, text inputs) are not in discord_limits yet.
-CALLBACKS = {SLASH_COMMAND: {WITH_MESSAGE, DEFERRED}, COMPONENT: {WITH_MESSAGE, DEFERRED, DEFERRED_UPDATE, UPDATE}}
+WITH_MESSAGE, DEFERRED, DEFERRED_UPDATE, UPDATE, CHOICES, MODAL = 4, 5, 6, 7, 8, 9
+# Interaction callback types each kind of interaction may be answered with (a modal cannot
+# answer a modal; updating a message needs the modal to have come from a button under it).
+CALLBACKS = {
+    SLASH_COMMAND: {WITH_MESSAGE, DEFERRED, MODAL},
+    COMPONENT: {WITH_MESSAGE, DEFERRED, DEFERRED_UPDATE, UPDATE, MODAL},
+    AUTOCOMPLETE: {CHOICES},
+    MODAL_SUBMIT: {WITH_MESSAGE, DEFERRED, DEFERRED_UPDATE, UPDATE},
+}
+TOKEN_LIFETIME_S = 15 * 60  # then the interaction's webhook answers 401, 50027 Invalid Webhook Token
+ATTACHMENT_OPTION = 11
 JSON = "application/json"  # discord.py parses a body as JSON only under exactly this type
 
 
 class DiscordError(Exception):
     """An error answer, in Discord's shape: HTTP status, JSON error code, message."""
 
-    def __init__(self, status: int, code: int, message: str) -> None:
+    def __init__(self, status: int, code: int, message: str, errors: dict[str, Any] | None = None) -> None:
         super().__init__(message)
-        self.status, self.code = status, code
+        self.status, self.code, self.errors = status, code, errors
 
 
 @dataclass
@@ -81,6 +89,7 @@ class Interaction:
     payload: dict[str, Any]
     dispatched_at: float
     callback: dict[str, Any] | None = None  # the bot's answer: {"type": ..., "data": ...}
+    revoked: bool = False  # its token answers 50027 from now on, as once 15 minutes have passed
     original_id: int | None = None  # the message its original response is (or edits)
     message_ids: list[int] = field(default_factory=list)  # the original and the followups
 
@@ -92,9 +101,21 @@ class Interaction:
     def upload_limit(self) -> int:
         return self.payload["attachment_size_limit"]
 
+    @property
+    def modal(self) -> dict[str, Any] | None:
+        """The modal the bot answered with (callback type 9), as it sent it."""
+        if self.callback is None or self.callback.get("type") != MODAL:
+            return None
+        return self.callback["data"]
+
+    @property
+    def expired(self) -> bool:
+        return self.revoked or age_of(self.payload["id"]) >= TOKEN_LIFETIME_S
+
 
 class FakeDiscord:
-    def __init__(self) -> None:
+    def __init__(self, *, refuse_sync: bool = False) -> None:
+        self.refuse_sync = refuse_sync  # answer the command sync 400/50035, as to a command over a limit
         self.owner = Member(user_payload(snowflake(), "owner"))
         self.guild = Guild(owner=self.owner, bot=Member(BOT_USER))
         self.sent: list[Sent] = []
@@ -232,22 +253,104 @@ class FakeDiscord:
     def member(self, name: str) -> Member:
         return Member(user_payload(snowflake(), name))
 
-    async def slash(self, member: Member, name: str, *, upload_limit: int = DEFAULT_UPLOAD_LIMIT, **options: Any) -> Interaction:
-        """`member` runs /name with these options, typed as the bot's synced command declares them."""
+    def attachment(
+        self, filename: str, content: bytes, *, size: int | None = None, content_type: str = "image/png",
+        width: int | None = None, height: int | None = None,
+    ) -> dict[str, Any]:
+        """A file a member attached, as an interaction's data.resolved.attachments holds it,
+        served from the fake's CDN. `size`: what Discord states, when it should not be the
+        bytes' (an upload over the bot's limit, without sending that many bytes)."""
+        attachment_id = snowflake()
+        self.uploads[attachment_id] = content
+        url = f"{self.address}/attachments/{attachment_id}/{filename}"
+        attachment: dict[str, Any] = {
+            "id": str(attachment_id), "filename": filename, "size": len(content) if size is None else size,
+            "url": url, "proxy_url": url, "content_type": content_type,
+        }
+        if width is not None and height is not None:
+            attachment.update(width=width, height=height)
+        return attachment
+
+    def _command(self, name: str) -> dict[str, Any]:
         command = next((c for c in self.commands if c["name"] == name and c.get("type", 1) == 1), None)
         assert command is not None, f"/{name} is not among the synced commands"
-        declared = {option["name"]: option for option in command.get("options", [])}
+        return command
+
+    def _options(self, name: str, options: dict[str, Any], *, complete: bool = True) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+        """The options of /name as Discord sends them, typed as the synced command declares
+        them (an attachment's value is its id, the attachment in the resolved data)."""
+        declared = {option["name"]: option for option in self._command(name).get("options", [])}
         unknown = set(options) - set(declared)
         assert not unknown, f"/{name} has no options {sorted(unknown)}"
         missing = {key for key, option in declared.items() if option.get("required")} - set(options)
-        assert not missing, f"/{name} needs its options {sorted(missing)}"
+        assert not (complete and missing), f"/{name} needs its options {sorted(missing)}"
+        sent, attachments = [], {}
         for key, value in options.items():
-            assert not (problem := unsendable(declared[key], value)), f"Discord would not send /{name} {key}: {problem}"
-        data = {
-            "id": command["id"], "name": name, "type": 1,
-            "options": [{"name": key, "type": declared[key]["type"], "value": value} for key, value in options.items()],
-        }
-        return await self._interact(SLASH_COMMAND, member, data, upload_limit)
+            kind = declared[key]["type"]
+            if kind == ATTACHMENT_OPTION:
+                attachments[value["id"]] = value
+                value = value["id"]
+            else:
+                assert not (problem := unsendable(declared[key], value)), f"Discord would not send /{name} {key}: {problem}"
+            sent.append({"name": key, "type": kind, "value": value})
+        return sent, ({"attachments": attachments} if attachments else {})
+
+    async def slash(
+        self, member: Member, name: str, *, upload_limit: int = DEFAULT_UPLOAD_LIMIT, age_s: float = 0.0, **options: Any
+    ) -> Interaction:
+        """`member` runs /name with these options (an attachment option takes `attachment`'s
+        dict); the interaction's id says it was made `age_s` ago."""
+        sent, resolved = self._options(name, options)
+        data: dict[str, Any] = {"id": self._command(name)["id"], "name": name, "type": 1, "options": sent}
+        if resolved:
+            data["resolved"] = resolved
+        return await self._interact(SLASH_COMMAND, member, data, upload_limit, age_s=age_s)
+
+    async def autocomplete(self, member: Member, name: str, focused: str, typed: str, **options: Any) -> Interaction:
+        """`member`, typing /name, has typed `typed` so far in the option `focused`."""
+        sent, _ = self._options(name, options, complete=False)
+        declared = {option["name"]: option for option in self._command(name).get("options", [])}
+        assert declared.get(focused, {}).get("autocomplete"), f"/{name} {focused} does not autocomplete"
+        sent.append({"name": focused, "type": declared[focused]["type"], "value": typed, "focused": True})
+        data = {"id": self._command(name)["id"], "name": name, "type": 1, "options": sent}
+        return await self._interact(AUTOCOMPLETE, member, data, DEFAULT_UPLOAD_LIMIT)
+
+    async def submit(self, member: Member, opened: Interaction, values: dict[str, Any]) -> Interaction:
+        """`member` submits the modal the bot answered `opened` with: its text inputs keep
+        their prefilled values unless `values` (by custom_id) says otherwise; a file upload's
+        value is a list of `attachment` dicts. Sent back as Discord does: each top-level
+        component with its input's custom_id and value(s), ids numbered in order."""
+        modal = opened.modal
+        assert modal is not None, f"the bot answered {opened.callback} to that interaction, not a modal"
+        numbers = itertools.count(1)
+        components, attachments = [], {}
+        for top in modal["components"]:
+            inner = top["components"][0] if top["type"] == discord_limits.ACTION_ROW else top["component"]
+            custom_id, kind = inner["custom_id"], inner["type"]
+            answered: dict[str, Any] = {"type": kind, "id": 0, "custom_id": custom_id}
+            if kind == discord_limits.TEXT_INPUT:
+                answered["value"] = values.get(custom_id, inner.get("value") or "")
+            elif kind == discord_limits.FILE_UPLOAD:
+                files = values.get(custom_id, [])
+                attachments.update({file["id"]: file for file in files})
+                answered["values"] = [file["id"] for file in files]
+            else:
+                answered["values"] = values.get(custom_id, [o["value"] for o in inner.get("options", []) if o.get("default")])
+            container = {"type": top["type"], "id": next(numbers)}
+            answered["id"] = next(numbers)
+            if top["type"] == discord_limits.ACTION_ROW:
+                components.append({**container, "components": [answered]})
+            else:
+                components.append({**container, "component": answered})
+        data: dict[str, Any] = {"custom_id": modal["custom_id"], "components": components}
+        if attachments:
+            data["resolved"] = {"attachments": attachments}
+        extra = {"message": opened.payload["message"]} if "message" in opened.payload else {}
+        return await self._interact(MODAL_SUBMIT, member, data, opened.upload_limit, **extra)
+
+    def revoke(self, interaction: Interaction) -> None:
+        """Its token answers 50027 Invalid Webhook Token from now on, as after 15 minutes."""
+        interaction.revoked = True
 
     async def press(self, member: Member, message_id: int, label: str, *, upload_limit: int = DEFAULT_UPLOAD_LIMIT) -> Interaction:
         """`member` presses the button labelled `label` under a message the bot posted."""
@@ -258,8 +361,10 @@ class FakeDiscord:
         data = {"custom_id": button["custom_id"], "component_type": 2}
         return await self._interact(COMPONENT, member, data, upload_limit, message=message)
 
-    async def _interact(self, kind: int, member: Member, data: dict[str, Any], upload_limit: int, **extra: Any) -> Interaction:
-        payload = {**self.guild.interaction_payload(kind, member, APPLICATION_ID, data, upload_limit), **extra}
+    async def _interact(
+        self, kind: int, member: Member, data: dict[str, Any], upload_limit: int, *, age_s: float = 0.0, **extra: Any
+    ) -> Interaction:
+        payload = {**self.guild.interaction_payload(kind, member, APPLICATION_ID, data, upload_limit, age_s), **extra}
         interaction = Interaction(payload, dispatched_at=time.monotonic())
         self.interactions[interaction.token] = interaction
         await self.dispatch("INTERACTION_CREATE", payload)
@@ -289,7 +394,9 @@ class FakeDiscord:
         return web.Response(status=status, body=json.dumps(body).encode(), headers={"Content-Type": JSON})
 
     def _error(self, error: DiscordError) -> web.Response:
-        body = {"code": error.code, "message": str(error)}
+        body: dict[str, Any] = {"code": error.code, "message": str(error)}
+        if error.errors is not None:
+            body["errors"] = error.errors
         return web.Response(status=error.status, body=json.dumps(body).encode(), headers={"Content-Type": JSON})
 
     async def _read(self, request: web.Request, path: str) -> Sent:
@@ -346,6 +453,9 @@ class FakeDiscord:
         return answer
 
     async def _sync_commands(self, sent: Sent) -> tuple[int, Any]:
+        if self.refuse_sync:  # as Discord words it: the command's index, the field, what it takes
+            errors = {"0": {"description": {"_errors": [{"code": "BASE_TYPE_BAD_LENGTH", "message": "Must be between 1 and 100 in length."}]}}}
+            raise DiscordError(400, 50035, "Invalid Form Body", errors)
         self._refuse(discord_limits.command_breaches(sent.payload), sent)
         # Discord answers with each command whole: what was sent, its defaults and its ids.
         defaults = {"type": 1, "description": "", "default_member_permissions": None, "nsfw": False, "options": []}
@@ -374,10 +484,15 @@ class FakeDiscord:
         if interaction.callback is not None:
             raise DiscordError(400, 40060, "Interaction has already been acknowledged.")
         kind, data = sent.payload.get("type"), sent.payload.get("data") or {}
-        if kind == MODAL:
-            self._refuse(["a modal: add its limits to tests/discord_limits.py before a test opens one"], sent)
         if kind not in CALLBACKS[interaction.payload["type"]]:
             self._refuse([f"callback type {kind} cannot answer an interaction of type {interaction.payload['type']}"], sent)
+        if kind in (DEFERRED_UPDATE, UPDATE) and "message" not in interaction.payload:
+            self._refuse([f"callback type {kind} updates the message of a button, and this interaction has none"], sent)
+        if kind == MODAL:
+            self._refuse(discord_limits.modal_breaches(data), sent)
+        if kind == CHOICES:
+            focused = next(o for o in interaction.payload["data"]["options"] if o.get("focused"))
+            self._refuse(discord_limits.autocomplete_breaches(data, focused["type"]), sent)
         interaction.callback = sent.payload
         resource: dict[str, Any] | None = None
         if kind in (WITH_MESSAGE, DEFERRED):
@@ -407,6 +522,8 @@ class FakeDiscord:
         interaction = self.interactions.get(token)
         if interaction is None or interaction.callback is None:
             raise DiscordError(404, 10015, "Unknown Webhook")  # no answer yet: no webhook to use
+        if interaction.expired:
+            raise DiscordError(401, 50027, "Invalid Webhook Token")
         return interaction
 
     async def _followup(self, sent: Sent, token: str) -> tuple[int, Any]:
@@ -519,7 +636,7 @@ class FakeDiscord:
         content = self.uploads.get(int(request.match_info["attachment"]))
         if content is None:
             raise web.HTTPNotFound()
-        return web.Response(body=content)
+        return web.Response(body=content, content_type="application/octet-stream")
 
 
 def unsendable(option: dict[str, Any], value: Any) -> str | None:

@@ -25,7 +25,7 @@ from db.session import Database
 from tests.conftest import copy_migrated_database
 from tests.discord_payloads import EPHEMERAL, LOADING, Member
 from tests.discord_wire import (
-    APPLICATION_ID, DEFERRED, START_TIMEOUT_S, WITH_MESSAGE, FakeDiscord, Interaction, start_bot, stop_with_sigterm,
+    APPLICATION_ID, CHOICES, DEFERRED, START_TIMEOUT_S, WITH_MESSAGE, FakeDiscord, Interaction, start_bot, stop_with_sigterm,
 )
 from tests.test_startup_and_cli import write_config
 from tests.tiny_settings import tiny_settings
@@ -191,3 +191,102 @@ async def test_the_longest_prompts_fit_in_discords_embeds(wire: Wire):
     command, _ = await imagine_grid(wire, prompt=long, negative_prompt=long.upper())
     title = wire.discord.messages[command.original_id or 0]["embeds"][0]["title"]
     assert title.endswith("…") and long.startswith(title.removesuffix("…"))
+
+
+def png(size: tuple[int, int], colour: str = "white") -> bytes:
+    buffer = io.BytesIO()
+    Image.new("RGB", size, colour).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def image_attachment(discord: FakeDiscord, filename: str, size: tuple[int, int], colour: str = "white") -> dict:
+    return discord.attachment(filename, png(size, colour), width=size[0], height=size[1])
+
+
+async def refused_privately(discord: FakeDiscord, interaction: Interaction) -> str:
+    """The private answer that ends a refused command: its "thinking…" withdrawn, the reason
+    in an ephemeral followup only its member sees."""
+    refusal = await discord.wait_for(lambda: private_followup(discord, interaction), "the private refusal", JOB_TIMEOUT_S)
+    assert interaction.original_id not in discord.messages
+    return refusal["content"]
+
+
+async def test_img2img_reads_an_upload_from_discords_cdn_and_answers_with_its_result(wire: Wire):
+    discord = wire.discord
+    photo = image_attachment(discord, "photo.png", (64, 64), "navy")
+    command = await discord.slash(wire.alice, "img2img", image=photo, prompt="a lighthouse at night", seed=5, count=1)
+    result = await discord.wait_for(lambda: upload_of(discord, command, "PATCH"), "the img2img result", JOB_TIMEOUT_S)
+    assert result.size == (64, 64)
+
+
+async def test_uploads_that_are_not_images_or_too_large_are_refused_privately(wire: Wire):
+    discord = wire.discord
+    broken = discord.attachment("photo.png", b"these bytes are not a picture", content_type="image/png")
+    command = await discord.slash(wire.alice, "img2img", image=broken, prompt="a lighthouse")
+    assert "is not an image I can read" in await refused_privately(discord, command)
+
+    limit = wire.settings.images.max_upload_bytes
+    # Discord states the size: the bot refuses before downloading the (here small) bytes.
+    huge = discord.attachment("huge.png", png((8, 8)), size=limit + 1, width=8, height=8)
+    command = await discord.slash(wire.alice, "img2img", image=huge, prompt="a lighthouse")
+    assert "this server accepts uploads of up to" in await refused_privately(discord, command)
+
+
+async def test_inpaint_takes_a_scaled_mask_with_a_note_and_refuses_one_of_another_shape(wire: Wire):
+    discord = wire.discord
+    image = image_attachment(discord, "photo.png", (64, 64), "navy")
+    wrong = image_attachment(discord, "mask.png", (64, 32))
+    command = await discord.slash(wire.alice, "inpaint", image=image, mask=wrong, prompt="a boat")
+    assert "they must have the same shape" in await refused_privately(discord, command)
+
+    scaled = image_attachment(discord, "mask.png", (32, 32))
+    command = await discord.slash(wire.alice, "inpaint", image=image, mask=scaled, prompt="a boat", seed=3, count=1)
+    result = await discord.wait_for(lambda: upload_of(discord, command, "PATCH"), "the inpaint result", JOB_TIMEOUT_S)
+    assert result.size == (64, 64)
+    note = await discord.wait_for(lambda: private_followup(discord, command), "the note on the mask", JOB_TIMEOUT_S)
+    assert note["content"] == "The mask was 32x32 and was resized to the image's 64x64."
+
+
+async def test_remix_opens_a_form_within_discords_limits_and_its_submission_makes_the_new_job(wire: Wire):
+    discord = wire.discord
+    command, _ = await imagine_grid(wire, seed=11)
+    remix = await discord.press(wire.alice, command.original_id or 0, "Remix")
+    modal = await discord.wait_for(lambda: remix.modal, "the Remix form", JOB_TIMEOUT_S)
+    prompts = {row["components"][0]["custom_id"]: row["components"][0].get("value") for row in modal["components"]}
+    assert prompts == {"prompt": "a lighthouse at dusk", "negative_prompt": None}
+
+    submitted = await discord.submit(wire.alice, remix, {"prompt": "a lighthouse at dawn"})
+    await discord.wait_for(lambda: upload_of(discord, submitted, "PATCH"), "the remixed grid", JOB_TIMEOUT_S)
+    message = discord.messages[submitted.original_id or 0]
+    assert "a lighthouse at dawn" in message["embeds"][0]["title"]
+    assert labels(discord, int(message["id"])) == GRID_BUTTONS
+
+
+async def test_the_sampler_option_autocompletes_within_discords_limits(wire: Wire):
+    discord = wire.discord
+    typing = await discord.autocomplete(wire.alice, "imagine", "sampler", "dpm++ 2m", prompt="a lighthouse")
+    answer = await discord.wait_for(lambda: typing.callback, "the autocomplete answer", JOB_TIMEOUT_S)
+    assert answer["type"] == CHOICES
+    names = [choice["name"] for choice in answer["data"]["choices"]]
+    assert names and all("dpm++ 2m" in name.lower() for name in names), names
+    assert "DPM++ 2M" in [choice["value"] for choice in answer["data"]["choices"]]
+
+
+async def test_a_result_after_the_token_expired_arrives_as_a_channel_message_with_its_image_and_buttons(wire: Wire):
+    """The interaction's id says it was made 14 min 50 s ago: its token (15 minutes from then)
+    takes the status message, and the fake answers 50027 to its webhook from the 15th minute.
+    The bot must not count on it past its own margin: the result is a new channel message,
+    through the bot's token, mentioning its owner."""
+    discord = wire.discord
+    command = await discord.slash(wire.alice, "imagine", prompt="a lighthouse in fog", seed=21, count=4, age_s=14 * 60 + 50)
+
+    def posted() -> dict | None:
+        return next((m for m in discord.messages.values() if "webhook_id" not in m and m["attachments"]), None)
+
+    message = await discord.wait_for(posted, "the result in a channel message", JOB_TIMEOUT_S)
+    assert message["content"].startswith(f"<@{wire.alice.id}> job #") and not int(message["flags"]) & EPHEMERAL
+    assert message["embeds"][0]["image"]["url"] == message["attachments"][0]["url"]
+    assert labels(discord, int(message["id"])) == GRID_BUTTONS
+    image = Image.open(io.BytesIO(discord.uploads[int(message["attachments"][0]["id"])]))
+    assert image.size == (128, 128)
+    assert not [s for s in discord.sent if s.method == "PATCH" and s.files and command.token in s.path]

@@ -191,3 +191,26 @@ async def test_sigterm_while_the_worker_loads_its_models_exits_0_and_leaves_no_w
     assert "worker ready" not in output  # stopped while starting, not after
     with pytest.raises(ProcessLookupError):
         os.kill(worker_pid, 0)
+
+
+async def test_a_refused_command_sync_ends_the_bot_with_one_clear_line(tmp_path, settings):
+    """Discord refuses the bulk overwrite of the commands (400, 50035, as for a description
+    over 100 characters): the bot cannot serve, so it exits non-zero with what Discord said and what to
+    do, in one line, and no traceback (that is for --debug)."""
+    discord = FakeDiscord(refuse_sync=True)
+    address = await discord.start()
+    log = tmp_path / "bot.log"
+    bot = await start_bot(write_config(tmp_path / "config.toml", settings), address, log)
+    try:
+        code = await asyncio.wait_for(bot.wait(), START_TIMEOUT_S)
+    finally:
+        if bot.returncode is None:
+            bot.kill()
+        await discord.close()
+    output = log.read_text()
+    assert code == 1, output
+    assert "Traceback" not in output and " ERROR " not in output, output
+    refusal = [line for line in output.splitlines() if "Discord refused the bot's slash commands" in line]
+    assert len(refusal) == 1, output
+    assert "HTTP 400, error 50035" in refusal[0] and "Must be between 1 and 100 in length" in refusal[0], refusal
+    assert "sdbot --debug run" in refusal[0]
