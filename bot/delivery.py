@@ -45,6 +45,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
+INVALID_WEBHOOK_TOKEN = 50027  # Discord's JSON error code for an interaction token it no longer takes
+
 
 @dataclass
 class _JobMessage:
@@ -226,6 +228,12 @@ class DiscordDelivery:
                 return
             except discord.NotFound:
                 log.info("status message of job %s is gone; posting the result anew", job.id)
+            except discord.HTTPException as error:
+                # 50027 Invalid Webhook Token before our own margin ran out (the member's
+                # Discord, or Discord itself, ended it early), or Discord failing: the result
+                # goes out through the bot's token rather than being lost.
+                log.warning("could not edit job %s's status through its interaction (%s); posting the result anew", job.id, error)
+                self._forget_dead_token(job.id, error)
         # A new message: the token has expired (or the message was deleted), and editing an old
         # message would not notify its owner anyway.
         posting, embed = await post()
@@ -283,6 +291,7 @@ class DiscordDelivery:
                 return False  # deleted by someone; the job goes on without updates
             except discord.HTTPException as error:
                 log.warning("could not edit the status of job %s through its interaction: %s", job.id, error)
+                self._forget_dead_token(job.id, error)
                 return False
         if job.message_id is None:
             return False
@@ -332,6 +341,12 @@ class DiscordDelivery:
         except discord.HTTPException as error:
             log.warning("could not send job %s to its owner by DM: %s", job.id, error)
             return None
+
+    def _forget_dead_token(self, job_id: int, error: discord.HTTPException) -> None:
+        """A token Discord called invalid is not tried again: the job's later edits and its
+        result go through the bot's token, as after the 15 minutes."""
+        if error.code == INVALID_WEBHOOK_TOKEN:
+            self._interactions.pop(job_id, None)
 
     def _fresh_interaction(self, job_id: int) -> discord.Interaction[SDBot] | None:
         interaction = self._interactions.get(job_id)

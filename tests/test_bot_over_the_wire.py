@@ -290,3 +290,27 @@ async def test_a_result_after_the_token_expired_arrives_as_a_channel_message_wit
     image = Image.open(io.BytesIO(discord.uploads[int(message["attachments"][0]["id"])]))
     assert image.size == (128, 128)
     assert not [s for s in discord.sent if s.method == "PATCH" and s.files and command.token in s.path]
+
+
+async def test_a_token_discord_ends_early_still_gets_the_result_out_as_a_channel_message(wire: Wire):
+    """Discord answers 50027 Invalid Webhook Token while the bot still counts the token as
+    fresh (ended early by Discord, not by the clock): the result's edit fails, and the result
+    goes out through the bot's token instead of being lost with the failed edit."""
+    discord = wire.discord
+    command = await discord.slash(wire.alice, "imagine", prompt="a harbour at night", seed=22, count=4, steps=40)
+
+    def status() -> bool:  # the first followup has replaced the "thinking…" with the job's status
+        return command.original_id is not None and bool(discord.messages[command.original_id]["embeds"])
+
+    await discord.wait_for(status, "the status message", JOB_TIMEOUT_S)
+    discord.revoke(command)
+
+    def posted() -> dict | None:
+        return next(
+            (m for m in discord.messages.values()
+             if "webhook_id" not in m and m["attachments"] and "harbour" in str(m["embeds"])), None,
+        )
+
+    message = await discord.wait_for(posted, "the result in a channel message", JOB_TIMEOUT_S)
+    assert message["content"].startswith(f"<@{wire.alice.id}> job #")
+    assert labels(discord, int(message["id"])) == GRID_BUTTONS
