@@ -133,7 +133,7 @@ def pytest_configure(config):
 # starting a long file as the other runs out of work. Only the order depends on this list.
 LONGEST_FILES = (
     "test_bench_smoke.py", "test_inference_fastpath.py", "test_faces_inference.py", "test_service.py",
-    "test_bot_queue.py", "test_faces_bot.py", "test_workers_proof.py", "test_model_loading_bot.py",
+    "test_bot_over_the_wire.py", "test_bot_queue.py", "test_faces_bot.py", "test_workers_proof.py", "test_model_loading_bot.py",
     "test_single_file.py", "test_bot_dms.py", "test_bot_workflows.py", "test_startup_and_cli.py",
     "test_cli_generate.py", "test_inference_workflows.py", "test_sdxl_bot.py", "test_bot_imagine.py",
     "test_worker_imports.py", "test_workers_relay.py", "test_workers_bot.py",

