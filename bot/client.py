@@ -221,12 +221,15 @@ class SDBot(commands.Bot):
             self.tree.copy_global_to(guild=guild)
             synced = await self.tree.sync(guild=guild)
         except app_commands.CommandSyncFailure as error:  # 400, 50035: a command over one of Discord's limits
-            details = "; ".join(line.strip() for line in str(error).splitlines()[1:] if line.strip())
-            raise CommandSyncRefused(
-                f"Discord refused the bot's slash commands (HTTP {error.status}, error {error.code}"
-                f"{': ' + details if details else ''}), so none is registered. A command breaks one of Discord's "
-                "limits, which is a bug of this version of sdbot: report it with the output of `sdbot --debug run`."
-            ) from error
+            raise _over_a_limit(error) from error
+        except AttributeError as error:
+            # discord.py 2.7 fails to word some of these refusals: an error on a command's whole
+            # list of options ("Must be 25 or fewer in length") raises AttributeError while it
+            # builds its CommandSyncFailure. The refusal is the exception it was handling.
+            refusal = error.__context__
+            if not isinstance(refusal, discord.HTTPException):
+                raise
+            raise _over_a_limit(refusal) from refusal
         except discord.Forbidden as error:  # 50001 Missing Access: not in that server, or no commands scope
             raise CommandSyncRefused(
                 f"Discord refused the bot's slash commands for the development server {guild_id} "
@@ -260,6 +263,16 @@ class SDBot(commands.Bot):
 
 class CommandSyncRefused(Exception):
     """Discord refused the command sync at start-up; the message says why and what to do."""
+
+
+def _over_a_limit(error: discord.HTTPException) -> CommandSyncRefused:
+    """A refusal of the commands themselves (400, 50035), with what Discord said of each."""
+    details = "; ".join(line.strip() for line in str(error).splitlines()[1:] if line.strip())
+    return CommandSyncRefused(
+        f"Discord refused the bot's slash commands (HTTP {error.status}, error {error.code}"
+        f"{': ' + details if details else ''}), so none is registered. A command breaks one of Discord's "
+        "limits, which is a bug of this version of sdbot: report it with the output of `sdbot --debug run`."
+    )
 
 
 class ShardedSDBot(SDBot, commands.AutoShardedBot):

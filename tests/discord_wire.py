@@ -118,8 +118,9 @@ class Interaction:
 
 
 class FakeDiscord:
-    def __init__(self, *, refuse_sync: bool = False) -> None:
-        self.refuse_sync = refuse_sync  # answer the command sync 400/50035, as to a command over a limit
+    def __init__(self, *, refuse_sync: dict[str, Any] | None = None) -> None:
+        # The errors to answer the command sync with (400/50035, as to a command over a limit).
+        self.refuse_sync = refuse_sync
         self.owner = Member(user_payload(snowflake(), "owner"))
         self.guild = Guild(owner=self.owner, bot=Member(BOT_USER))
         self.sent: list[Sent] = []
@@ -457,9 +458,8 @@ class FakeDiscord:
         return answer
 
     async def _sync_commands(self, sent: Sent) -> tuple[int, Any]:
-        if self.refuse_sync:  # as Discord words it: the command's index, the field, what it takes
-            errors = {"0": {"description": {"_errors": [{"code": "BASE_TYPE_BAD_LENGTH", "message": "Must be between 1 and 100 in length."}]}}}
-            raise DiscordError(400, 50035, "Invalid Form Body", errors)
+        if self.refuse_sync is not None:
+            raise DiscordError(400, 50035, "Invalid Form Body", self.refuse_sync)
         self._refuse(discord_limits.command_breaches(sent.payload), sent)
         # Discord answers with each command whole: what was sent, its defaults and its ids.
         defaults = {"type": 1, "description": "", "default_member_permissions": None, "nsfw": False, "options": []}
