@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 from bot.config import ImageSettings, LimitSettings
 from bot.errors import InvalidOption
 from bot.inputs import read_image_file
-from bot.jobs.params import ASPECT_RATIOS, MAX_SEED, GenerationOptions, JobParameters, random_seed, resolve_parameters
+from bot.jobs.params import ASPECT_RATIOS, MAX_GIVEN_SEED, GenerationOptions, JobParameters, random_seed, resolve_parameters
 from bot.jobs.sampling import MAX_ENSD, MAX_ETA
 from bot.jobs.workflow_params import RESIZE_MODES, hires_parameters, img2img_parameters
 from inference.common.protocol import LATENT, MAX_CLIP_SKIP, RNG_SOURCES, JobKind
@@ -52,9 +52,9 @@ def add_generate_options(generate: argparse.ArgumentParser) -> None:
     add("--seed-resize-from", metavar="WxH",
         help="A1111's resize seed from: the noise is made at this size, such as 512x512, each side a multiple of 8 "
         "within [limits] min_size to max_size; default: off")
-    add("--seed", type=int, metavar="N", help=f"0 to {MAX_SEED}, or -1 for a random one (the default); image i uses seed + i")
+    add("--seed", type=int, metavar="N", help=f"0 to {MAX_GIVEN_SEED}, or -1 for a random one (the default); image i uses seed + i")
     add("--variation-seed", type=int, metavar="N",
-        help=f"A1111's variation seed, 0 to {MAX_SEED} or -1 for a random one; image i uses it + i (txt2img only; default: none)")
+        help=f"A1111's variation seed, 0 to {MAX_GIVEN_SEED} or -1 for a random one; image i uses it + i (txt2img only; default: none)")
     add("--variation-strength", type=float, metavar="S",
         help="how far each image moves towards its variation seed's noise, 0 to 1 (needs --variation-seed; default 0)")
     add("--count", type=int, metavar="N",
@@ -106,8 +106,8 @@ def _with_variation(params: JobParameters, seed: int | None, strength: float | N
         return params
     if seed == -1:
         seed = random_seed()
-    if not 0 <= seed <= MAX_SEED:
-        raise InvalidOption(f"--variation-seed must be -1 (random) or between 0 and {MAX_SEED}, got {seed}.")
+    if not 0 <= seed <= MAX_GIVEN_SEED:
+        raise InvalidOption(f"--variation-seed must be -1 (random) or between 0 and {MAX_GIVEN_SEED}, got {seed}.")
     strength = 0.0 if strength is None else strength
     if not 0.0 <= strength <= 1.0:
         raise InvalidOption(f"--variation-strength must be between 0 and 1, got {strength:g}.")

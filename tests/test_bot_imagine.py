@@ -7,6 +7,7 @@ import dataclasses
 import numpy as np
 from PIL import Image
 
+from bot.jobs.params import MAX_SEED
 from db.models import JobStatus
 from inference.common.infotext import parse_infotext
 from tests.harness import DEFERRED_WITH_MESSAGE, SINGLE_IMAGE_BUTTONS, attachment_image, button_labels
@@ -90,15 +91,17 @@ async def test_reroll_gives_new_seeds(harness):
 
 async def test_u2_posts_image_two_and_its_seed_reproduces_it(harness):
     alice = harness.member("alice")
-    result = await alice.slash(harness.channel, "imagine", prompt="a blue bird", count=4, seed=42)
+    # At the top of A1111's range: image 2's seed is past it, and typing it must still work.
+    result = await alice.slash(harness.channel, "imagine", prompt="a blue bird", count=4, seed=MAX_SEED)
     job = await harness.wait_for_job((await harness.latest_job()).id)
     second = job.images[1]
+    assert second.seed == MAX_SEED + 1
 
     upscale = await alice.click(harness.message(result.response.id), label="U2")
     posted = upscale.response
     assert not posted.ephemeral
     assert button_labels(posted.message) == SINGLE_IMAGE_BUTTONS
-    assert {f.name: f.value for f in posted.embeds[0].fields}["Seed"] == "43"
+    assert {f.name: f.value for f in posted.embeds[0].fields}["Seed"] == str(MAX_SEED + 1)
     alone = np.asarray(await attachment_image(posted.message))
     assert np.array_equal(alone, np.asarray(Image.open(second.path)))
 

@@ -27,7 +27,7 @@ from discord import app_commands
 
 from bot.cogs.styles import style_autocomplete
 from bot.interactions import MAX_CHOICES
-from bot.jobs.params import ASPECT_RATIOS, MAX_SEED, GenerationOptions
+from bot.jobs.params import ASPECT_RATIOS, MAX_GIVEN_SEED, MOST_IMAGES, GenerationOptions
 from bot.jobs.model_checks import settings_vae_files
 from bot.jobs.sampling import MAX_ETA
 from bot.jobs.plot_params import AXIS_TYPES
@@ -144,9 +144,9 @@ OPTIONS: dict[str, Option] = dict(
         app_commands.Range[str, 1, 20], "Make the seed's noise at this size, e.g. 512x512: the seed keeps its picture at another size"
     ),
     seed=Option(
-        app_commands.Range[int, -1, MAX_SEED], "Seed of the first image; -1 or empty for random. Image i uses seed + i"
+        app_commands.Range[int, -1, MAX_GIVEN_SEED], "Seed of the first image; -1 or empty for random. Image i uses seed + i"
     ),
-    count=Option(app_commands.Range[int, 1, 10], "How many images (1-4)"),
+    count=Option(app_commands.Range[int, 1, MOST_IMAGES], "How many images (1-4)"),
     model=Option(str, "Which model to use", autocomplete=models),
     vae=Option(str, "VAE: Automatic (the model's), None (baked in) or a VAE file", autocomplete=vaes),
     clip_skip=Option(

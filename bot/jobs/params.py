@@ -37,7 +37,11 @@ if TYPE_CHECKING:
     from db.models import User
 
 T = TypeVar("T")
-MAX_SEED = 2**32 - 1  # A1111's range: seeds are unsigned 32-bit integers
+MAX_SEED = 2**32 - 1  # A1111's range for a seed it picks: unsigned 32-bit integers
+MOST_IMAGES = 10  # the most images one job makes (the count option's top)
+# The highest seed a member can give: image i of a job uses seed + i, so the last image of a
+# job seeded at MAX_SEED has MAX_SEED + 9, and that seed typed alone must make it again.
+MAX_GIVEN_SEED = MAX_SEED + MOST_IMAGES - 1
 DEFAULT_REFINER_SWITCH_AT = 0.8  # A1111's "Refiner switch at" default
 ASPECT_RATIOS: dict[str, tuple[int, int]] = {
     "1:1": (1, 1),
@@ -212,8 +216,8 @@ def resolve_parameters(
     seed = options.seed
     if seed is None or seed == -1:
         seed = random_seed()
-    elif not 0 <= seed <= MAX_SEED:
-        raise InvalidOption(f"seed must be -1 (random) or between 0 and {MAX_SEED}, got {seed}.")
+    elif not 0 <= seed <= MAX_GIVEN_SEED:
+        raise InvalidOption(f"seed must be -1 (random) or between 0 and {MAX_GIVEN_SEED}, got {seed}.")
 
     return JobParameters(
         kind=JobKind.TXT2IMG,

@@ -27,7 +27,7 @@ from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
 from bot.errors import InvalidOption, echo, listed
-from bot.jobs.params import MAX_SEED, NO_SERVER_DEFAULTS, GenerationOptions, JobParameters, ServerDefaults, random_seed, resolve_parameters
+from bot.jobs.params import MAX_GIVEN_SEED, NO_SERVER_DEFAULTS, GenerationOptions, JobParameters, ServerDefaults, random_seed, resolve_parameters
 from bot.jobs.job_rows import plot_json
 from bot.jobs.model_checks import check_model, check_vae
 from bot.jobs.sampling import MAX_ETA, check_rng, check_sampling
@@ -248,7 +248,7 @@ def parse_axis(
         values = expand_numbers(raw, int, name, limit)
         # A1111's fix_axis_seeds: -1 is a random seed, fixed now so the grid can be remade.
         values = [random_seed() if value == -1 else value for value in values]
-        _in_range(values, "Seed", 0, MAX_SEED)
+        _in_range(values, "Seed", 0, MAX_GIVEN_SEED)
     elif name == STEPS:
         values = expand_numbers(raw, int, name, limit)
         _in_range(values, "Steps", 1, limits.max_steps)
