@@ -20,6 +20,7 @@ from PIL import Image
 from sqlalchemy import select
 
 from bot.config import Settings, WorkerSettings
+from db.models import Image as JobImage
 from db.models import Job
 from db.session import Database
 from tests.conftest import copy_migrated_database
@@ -36,6 +37,7 @@ JOB_TIMEOUT_S = 120.0
 PROMPT_OPTION_MAX = 4000  # the prompt options' max_length (bot.cogs.generation_options)
 GRID_BUTTONS = ["U1", "U2", "U3", "U4", "Reroll", "V1", "V2", "V3", "V4", "Remix", "Remove"]
 # The log lines of a failure, which discord.py writes instead of raising (a handler's error).
+RESULT_FILE = re.compile(r"job\d+\.(png|jpg|webp)")  # bot.delivery's name of a result's upload
 FAILURE_LINE = re.compile(r" (ERROR|CRITICAL) |^Traceback", re.MULTILINE)
 
 
@@ -120,16 +122,20 @@ async def imagine_grid(wire: Wire, **options) -> tuple[Interaction, Image.Image]
 
 
 async def grid_on_disk(settings: Settings, command: Interaction) -> Path:
-    """The grid file the worker wrote for the job this command queued (its newest)."""
+    """The file the worker wrote for the job this command queued (its newest): its grid, or
+    the image of a job of one image."""
     db = Database(settings.database_url)
     try:
         async with db.session() as session:
             query = select(Job).where(Job.user_id == int(command.payload["member"]["user"]["id"])).order_by(Job.id.desc())
             job = await session.scalar(query.limit(1))
+            assert job is not None
+            first = await session.scalar(select(JobImage.path).where(JobImage.job_id == job.id, JobImage.index == 0))
     finally:
         await db.close()
-    assert job is not None and job.grid_path is not None
-    return Path(job.grid_path)
+    path = job.grid_path or first
+    assert path is not None
+    return Path(path)
 
 
 async def test_imagine_ends_with_its_grid_and_buttons_in_an_edit_of_the_original_response(wire: Wire):
@@ -314,3 +320,62 @@ async def test_a_token_discord_ends_early_still_gets_the_result_out_as_a_channel
     message = await discord.wait_for(posted, "the result in a channel message", JOB_TIMEOUT_S)
     assert message["content"].startswith(f"<@{wire.alice.id}> job #")
     assert labels(discord, int(message["id"])) == GRID_BUTTONS
+
+
+def result_message(discord: FakeDiscord, interaction: Interaction) -> dict | None:
+    """The interaction's message that carries a job's result (its original response, edited or
+    replaced by a followup, or a followup), once there is one: not the status's thumbnail of
+    the image it started from."""
+    ids = [interaction.original_id, *interaction.message_ids]
+    return next(
+        (discord.messages[i] for i in ids
+         if i in discord.messages and any(RESULT_FILE.fullmatch(a["filename"]) for a in discord.messages[i]["attachments"])),
+        None,
+    )
+
+
+def attached_image(discord: FakeDiscord, message: dict) -> Image.Image:
+    image = Image.open(io.BytesIO(discord.uploads[int(message["attachments"][0]["id"])]))
+    image.load()
+    return image
+
+
+def no_413(discord: FakeDiscord, since: int) -> None:
+    refused = [f"{s.method} {s.path}" for s in discord.sent[since:] if s.status == 413]
+    assert not refused, f"Discord refused uploads over the limit: {refused}"
+
+
+async def test_an_upscale_over_the_upload_limit_goes_out_within_it(wire: Wire):
+    """DISCORD.md's "413 Payload Too Large on big upscales": U1, then Upscale 4x under that
+    image, where the member's server takes uploads of 16 KiB. The upscaled PNG is over it;
+    the bot uploads a smaller file that fits instead of losing the result to a 413."""
+    discord, limit = wire.discord, 16 * 1024
+    command, _ = await imagine_grid(wire, seed=31)
+    u1 = await discord.press(wire.alice, command.original_id or 0, "U1")
+    await discord.wait_for(lambda: upload_of(discord, u1, "POST"), "U1's image", JOB_TIMEOUT_S)
+    since = len(discord.sent)
+    upscale = await discord.press(wire.alice, u1.original_id or 0, "Upscale 4x", upload_limit=limit)
+    message = await discord.wait_for(lambda: result_message(discord, upscale), "the upscaled image", JOB_TIMEOUT_S)
+    png = await grid_on_disk(wire.settings, upscale)
+    with Image.open(png) as on_disk:
+        assert on_disk.size == (256, 256)
+    assert png.stat().st_size > limit, "the upscale fits the limit as it is: lower the limit for this test"
+    assert message["attachments"][0]["size"] <= limit
+    image = attached_image(discord, message)
+    assert image.format in ("JPEG", "WEBP") or image.width < 256
+    no_413(discord, since)
+
+
+async def test_an_xy_plot_over_the_upload_limit_goes_out_within_it(wire: Wire):
+    """An /xyplot grid (four cells and their labels) where uploads may be 16 KiB."""
+    discord, limit = wire.discord, 16 * 1024
+    since = len(discord.sent)
+    command = await discord.slash(
+        wire.alice, "xyplot", upload_limit=limit, prompt="a lighthouse", seed=7, x_type="Steps", x_values="2, 3",
+        y_type="CFG Scale", y_values="5-7 (+2)",
+    )
+    message = await discord.wait_for(lambda: result_message(discord, command), "the plot", JOB_TIMEOUT_S)
+    png = await grid_on_disk(wire.settings, command)
+    assert png.stat().st_size > limit, "the plot fits the limit as it is: lower the limit for this test"
+    assert message["attachments"][0]["size"] <= limit
+    no_413(discord, since)
