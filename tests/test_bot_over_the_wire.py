@@ -109,7 +109,7 @@ def private_followup(discord: FakeDiscord, interaction: Interaction) -> dict | N
 
 
 def labels(discord: FakeDiscord, message_id: int) -> list[str]:
-    return [button.get("label", "") for row in discord.messages[message_id]["components"] for button in row["components"]]
+    return [button.get("label", "") for row in discord.messages[message_id]["components"] for button in row.get("components", [])]
 
 
 async def imagine_grid(wire: Wire, **options) -> tuple[Interaction, Image.Image]:  # type: ignore[no-untyped-def]
@@ -379,3 +379,38 @@ async def test_an_xy_plot_over_the_upload_limit_goes_out_within_it(wire: Wire):
     assert png.stat().st_size > limit, "the plot fits the limit as it is: lower the limit for this test"
     assert message["attachments"][0]["size"] <= limit
     no_413(discord, since)
+
+
+async def test_a_private_members_late_result_goes_by_dm_and_nothing_of_it_to_the_channel(wire: Wire):
+    """carol turns private results on (/settings): her /imagine is answered privately (an
+    ephemeral "thinking…"), and once its token has expired the result goes by DM, the DM
+    opened through POST /users/@me/channels; the server's channel sees nothing of it."""
+    discord = wire.discord
+    carol = discord.member("carol")
+    shown = await discord.slash(carol, "settings")
+    await discord.wait_for(lambda: shown.original_id in discord.messages, "the settings panel", JOB_TIMEOUT_S)
+    toggle = await discord.press(carol, shown.original_id or 0, "Private results: off")
+    await discord.wait_for(lambda: "Private results: on" in labels(discord, shown.original_id or 0), "the setting saved", JOB_TIMEOUT_S)
+    assert toggle.callback is not None
+
+    before = set(discord.messages)
+    prompt = "a secret garden in fog"
+    command = await discord.slash(carol, "imagine", prompt=prompt, seed=23, count=4, age_s=14 * 60 + 50)
+    await discord.wait_for(lambda: command.callback, "the acknowledgement", JOB_TIMEOUT_S)
+    assert command.callback["type"] == DEFERRED and int(command.callback["data"]["flags"]) & EPHEMERAL
+
+    def delivered() -> dict | None:
+        return next((m for m in discord.dms_of(carol) if m["attachments"]), None)
+
+    message = await discord.wait_for(delivered, "the result by DM", JOB_TIMEOUT_S)
+    assert re.match(r"<@\d+> job #\d+ is done", message["content"]) and "guild_id" not in message
+    assert message["embeds"][0]["image"]["url"] == message["attachments"][0]["url"]
+    assert attached_image(discord, message).size == (128, 128)
+    assert "Remove" in labels(discord, int(message["id"]))
+    public = [
+        m for i, m in discord.messages.items()
+        if i not in before and m["channel_id"] == str(discord.guild.channel_id) and not int(m["flags"]) & EPHEMERAL
+    ]
+    assert not [m for m in public if str(carol.id) in str(m) or prompt in str(m)], public
+    assert not [s for s in discord.sent if s.files and command.token in s.path]
+
