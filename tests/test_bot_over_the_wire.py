@@ -24,6 +24,7 @@ from db.models import Image as JobImage
 from db.models import Job
 from db.session import Database
 from tests.conftest import copy_migrated_database
+from tests import discord_limits
 from tests.discord_payloads import EPHEMERAL, LOADING, Member
 from tests.discord_wire import (
     APPLICATION_ID, CHOICES, DEFERRED, START_TIMEOUT_S, WITH_MESSAGE, FakeDiscord, Interaction, start_bot, stop_with_sigterm,
@@ -414,3 +415,25 @@ async def test_a_private_members_late_result_goes_by_dm_and_nothing_of_it_to_the
     assert not [m for m in public if str(carol.id) in str(m) or prompt in str(m)], public
     assert not [s for s in discord.sent if s.files and command.token in s.path]
 
+
+async def test_the_inpaint_form_takes_a_mask_uploaded_in_it(wire: Wire):
+    """Inpaint under one image opens a form with a file upload; Discord sends its submission
+    with the upload's attachment id among the component's values and the attachment itself in
+    data.resolved.attachments. The bot reads the mask from the CDN (half the image's size:
+    the note that it was resized says it was read) and answers with the inpainted image."""
+    discord = wire.discord
+    command, _ = await imagine_grid(wire, seed=41)
+    u1 = await discord.press(wire.alice, command.original_id or 0, "U1")
+    await discord.wait_for(lambda: upload_of(discord, u1, "POST"), "U1's image", JOB_TIMEOUT_S)
+    inpaint = await discord.press(wire.alice, u1.original_id or 0, "Inpaint")
+    modal = await discord.wait_for(lambda: inpaint.modal, "the Inpaint form", JOB_TIMEOUT_S)
+    uploads = [top["component"] for top in modal["components"] if top["type"] == discord_limits.LABEL]
+    assert [u["custom_id"] for u in uploads if u["type"] == discord_limits.FILE_UPLOAD] == ["mask"]
+
+    mask = image_attachment(discord, "mask.png", (32, 32))
+    submitted = await discord.submit(wire.alice, inpaint, {"mask": [mask], "prompt": "a boat at sea"})
+    message = await discord.wait_for(lambda: result_message(discord, submitted), "the inpainted image", JOB_TIMEOUT_S)
+    assert "a boat at sea" in message["embeds"][0]["title"]
+    assert attached_image(discord, message).size == (128, 128)  # the server's default count: four 64x64 inpaints
+    note = await discord.wait_for(lambda: private_followup(discord, submitted), "the note on the mask", JOB_TIMEOUT_S)
+    assert note["content"] == "The mask was 32x32 and was resized to the image's 64x64."
