@@ -25,6 +25,10 @@ CUSTOM_ID, BUTTON_LABEL = 100, 80
 SELECT_OPTIONS = 25
 ATTACHMENTS = 10
 COMPONENTS_V2 = 1 << 15  # a message flag: then the top level is not made of action rows
+# Components V2 (a LayoutView): every component counts, nested ones too, and the text displays
+# hold 4000 characters together; such a message has no content or embeds.
+V2_COMPONENTS, V2_TEXT = 40, 4000
+TEXT_DISPLAY, SEPARATOR, CONTAINER = 10, 14, 17  # (ACTION_ROW and the modal kinds: below)
 
 # Application commands.
 COMMANDS_GLOBAL = 100  # chat input commands; user and message menus have 15 each
@@ -55,7 +59,10 @@ def message_breaches(payload: Mapping[str, Any], where: str = "") -> list[str]:
         total += embed_total
     if total > EMBED_TOTAL:
         found.append(f"{where}the embeds hold {total} characters together, Discord takes at most {EMBED_TOTAL}")
-    found += _components_breaches(payload.get("components") or [], int(payload.get("flags") or 0), where)
+    flags = int(payload.get("flags") or 0)
+    if flags & COMPONENTS_V2 and (content or embeds):
+        found.append(f"{where}a components v2 message cannot have content or embeds")
+    found += _components_breaches(payload.get("components") or [], flags, where)
     attachments = payload.get("attachments") or []
     if len(attachments) > ATTACHMENTS:
         found.append(f"{where}{len(attachments)} attachments, Discord takes at most {ATTACHMENTS}")
@@ -91,27 +98,69 @@ def _embed_breaches(embed: Mapping[str, Any], where: str) -> tuple[list[str], in
 
 def _components_breaches(rows: list[Mapping[str, Any]], flags: int, where: str) -> list[str]:
     if flags & COMPONENTS_V2:
-        return [f"{where}components v2 are not checked here: add their limits before using them"]
+        return _v2_breaches(rows, where)
     found: list[str] = []
     if len(rows) > ACTION_ROWS:
         found.append(f"{where}{len(rows)} action rows, Discord takes at most {ACTION_ROWS}")
     custom_ids: list[str] = []
     for number, row in enumerate(rows):
         place = f"{where}components[{number}]"
-        if row.get("type") != 1:
+        if row.get("type") != ACTION_ROW:
             found.append(f"{place} is of type {row.get('type')}, not an action row")
             continue
-        children = row.get("components") or []
-        buttons = [child for child in children if child.get("type") == 2]
-        if not children or (len(buttons) != len(children) and len(children) != 1):
-            found.append(f"{place} must hold 1 to {ROW_BUTTONS} buttons or a single select")
-        if len(buttons) > ROW_BUTTONS:
-            found.append(f"{place} holds {len(buttons)} buttons, Discord takes at most {ROW_BUTTONS}")
-        for index, child in enumerate(children):
-            found += _component_breaches(child, f"{place}.components[{index}]")
-            if child.get("custom_id"):
-                custom_ids.append(child["custom_id"])
+        found += _row_breaches(row, place, custom_ids)
     return found + _repeated(custom_ids, f"{where}custom_id repeated within the message")
+
+
+def _v2_breaches(top: list[Mapping[str, Any]], where: str) -> list[str]:
+    """A Components V2 message of the kinds the bot sends: text displays, separators and
+    action rows, at the top or in containers. Other kinds are not checked here (a breach)."""
+    found: list[str] = []
+    custom_ids: list[str] = []
+    count, text = 0, 0
+
+    def walk(components: list[Mapping[str, Any]], place: str) -> None:
+        nonlocal count, text
+        for number, component in enumerate(components):
+            here, kind = f"{place}[{number}]", component.get("type")
+            count += 1
+            if kind == ACTION_ROW:
+                found.extend(_row_breaches(component, here, custom_ids))
+                count += len(component.get("components") or [])
+            elif kind == TEXT_DISPLAY:
+                content = component.get("content") or ""
+                if not content:
+                    found.append(f"{here}: a text display without content")
+                text += len(content)
+            elif kind == CONTAINER:
+                walk(component.get("components") or [], f"{here}.components")
+            elif kind != SEPARATOR:
+                found.append(f"{here}: components v2 of type {kind} are not checked here: add their limits before using them")
+
+    walk(top, f"{where}components")
+    if not top:
+        found.append(f"{where}a components v2 message without components")
+    if count > V2_COMPONENTS:
+        found.append(f"{where}{count} components, Discord takes at most {V2_COMPONENTS} in a components v2 message")
+    if text > V2_TEXT:
+        found.append(f"{where}the text displays hold {text} characters together, Discord takes at most {V2_TEXT}")
+    return found + _repeated(custom_ids, f"{where}custom_id repeated within the message")
+
+
+def _row_breaches(row: Mapping[str, Any], place: str, custom_ids: list[str]) -> list[str]:
+    """An action row's children: 1 to 5 buttons or a single select; their custom_ids noted."""
+    found: list[str] = []
+    children = row.get("components") or []
+    buttons = [child for child in children if child.get("type") == 2]
+    if not children or (len(buttons) != len(children) and len(children) != 1):
+        found.append(f"{place} must hold 1 to {ROW_BUTTONS} buttons or a single select")
+    if len(buttons) > ROW_BUTTONS:
+        found.append(f"{place} holds {len(buttons)} buttons, Discord takes at most {ROW_BUTTONS}")
+    for index, child in enumerate(children):
+        found += _component_breaches(child, f"{place}.components[{index}]")
+        if child.get("custom_id"):
+            custom_ids.append(child["custom_id"])
+    return found
 
 
 def _repeated(custom_ids: list[str], what: str) -> list[str]:

@@ -66,6 +66,7 @@ CALLBACKS = {
 }
 TOKEN_LIFETIME_S = 15 * 60  # then the interaction's webhook answers 401, 50027 Invalid Webhook Token
 ATTACHMENT_OPTION = 11
+DM = 1  # channel type
 JSON = "application/json"  # discord.py parses a body as JSON only under exactly this type
 
 
@@ -129,6 +130,8 @@ class FakeDiscord:
         self.uploads: dict[int, bytes] = {}  # by attachment id
         self.interactions: dict[str, Interaction] = {}  # by token
         self.commands: list[dict[str, Any]] = []  # as the bot synced them, with their ids
+        self.users: dict[int, dict[str, Any]] = {}  # the members tests made, by id
+        self.dm_channels: dict[int, dict[str, Any]] = {}  # the DMs the bot opened: channel id to its member
         self.identified: dict[str, Any] | None = None
         self._socket: web.WebSocketResponse | None = None
         self._compressor: Any = None
@@ -256,7 +259,14 @@ class FakeDiscord:
     # --- what members do -------------------------------------------------------------------
 
     def member(self, name: str) -> Member:
-        return Member(user_payload(snowflake(), name))
+        member = Member(user_payload(snowflake(), name))
+        self.users[member.id] = member.user
+        return member
+
+    def dms_of(self, member: Member) -> list[dict[str, Any]]:
+        """The messages the bot sent `member` by DM, oldest first."""
+        channels = {str(channel_id) for channel_id, user in self.dm_channels.items() if user["id"] == member.user["id"]}
+        return [message for message in self.messages.values() if message["channel_id"] in channels]
 
     def attachment(
         self, filename: str, content: bytes, *, size: int | None = None, content_type: str = "image/png",
@@ -443,6 +453,7 @@ class FakeDiscord:
             ("GET", rf"{token}/messages/(@original|\d+)", self._webhook_message),
             ("PATCH", rf"{token}/messages/(@original|\d+)", self._webhook_message),
             ("DELETE", rf"{token}/messages/(@original|\d+)", self._webhook_message),
+            ("POST", r"/users/@me/channels", self._create_dm),
             ("GET", rf"/channels/{snowflake_}", self._channel),
             ("POST", rf"/channels/{snowflake_}/messages", self._channel_post),
             ("GET", rf"/channels/{snowflake_}/messages/{snowflake_}", self._channel_message),
@@ -552,16 +563,33 @@ class FakeDiscord:
     # --- channels ----------------------------------------------------------------------------
 
     def _known_channel(self, channel_id: str) -> None:
-        if int(channel_id) != self.guild.channel_id:
+        if int(channel_id) != self.guild.channel_id and int(channel_id) not in self.dm_channels:
             raise DiscordError(404, 10003, "Unknown Channel")
+
+    def _dm_payload(self, channel_id: int) -> dict[str, Any]:
+        return {"id": str(channel_id), "type": DM, "recipients": [self.dm_channels[channel_id]], "last_message_id": None, "flags": 0}
+
+    async def _create_dm(self, sent: Sent) -> tuple[int, Any]:
+        """Open (or find) the DM channel with a user: Discord answers with the channel."""
+        user = self.users.get(int((sent.payload or {}).get("recipient_id", 0)))
+        if user is None:
+            raise DiscordError(400, 50033, "Invalid Recipient(s)")
+        channel_id = next((c for c, u in self.dm_channels.items() if u["id"] == user["id"]), None) or snowflake()
+        self.dm_channels[channel_id] = user
+        return 200, self._dm_payload(channel_id)
 
     async def _channel(self, sent: Sent, channel_id: str) -> tuple[int, Any]:
         self._known_channel(channel_id)
+        if int(channel_id) in self.dm_channels:
+            return 200, self._dm_payload(int(channel_id))
         return 200, self.guild.channel_payload()
 
     async def _channel_post(self, sent: Sent, channel_id: str) -> tuple[int, Any]:
         self._known_channel(channel_id)
-        return 200, self._new_message(None, sent, sent.payload, self.guild.upload_limit)
+        # A DM takes uploads up to the default limit (its member's, without Nitro).
+        dm = int(channel_id) in self.dm_channels
+        limit = DEFAULT_UPLOAD_LIMIT if dm else self.guild.upload_limit
+        return 200, self._new_message(None, sent, sent.payload, limit, channel_id=int(channel_id) if dm else None)
 
     async def _channel_message(self, sent: Sent, channel_id: str, message_id: str) -> tuple[int, Any]:
         self._known_channel(channel_id)
@@ -581,9 +609,12 @@ class FakeDiscord:
 
     # --- messages ----------------------------------------------------------------------------
 
-    def _new_message(self, interaction: Interaction | None, sent: Sent, data: dict[str, Any], upload_limit: int) -> dict[str, Any]:
+    def _new_message(
+        self, interaction: Interaction | None, sent: Sent, data: dict[str, Any], upload_limit: int, *, channel_id: int | None = None
+    ) -> dict[str, Any]:
+        """A message in the server's channel, or in the DM `channel_id`."""
         message = message_payload(
-            snowflake(), self.guild.channel_id, self.guild.id, BOT_USER,
+            snowflake(), channel_id or self.guild.channel_id, None if channel_id else self.guild.id, BOT_USER,
             webhook_id=APPLICATION_ID if interaction else None, interaction=interaction.payload if interaction else None,
         )
         self._check(sent, data, upload_limit)

@@ -20,9 +20,11 @@ from PIL import Image
 from sqlalchemy import select
 
 from bot.config import Settings, WorkerSettings
+from db.models import Image as JobImage
 from db.models import Job
 from db.session import Database
 from tests.conftest import copy_migrated_database
+from tests import discord_limits
 from tests.discord_payloads import EPHEMERAL, LOADING, Member
 from tests.discord_wire import (
     APPLICATION_ID, CHOICES, DEFERRED, START_TIMEOUT_S, WITH_MESSAGE, FakeDiscord, Interaction, start_bot, stop_with_sigterm,
@@ -36,6 +38,7 @@ JOB_TIMEOUT_S = 120.0
 PROMPT_OPTION_MAX = 4000  # the prompt options' max_length (bot.cogs.generation_options)
 GRID_BUTTONS = ["U1", "U2", "U3", "U4", "Reroll", "V1", "V2", "V3", "V4", "Remix", "Remove"]
 # The log lines of a failure, which discord.py writes instead of raising (a handler's error).
+RESULT_FILE = re.compile(r"job\d+\.(png|jpg|webp)")  # bot.delivery's name of a result's upload
 FAILURE_LINE = re.compile(r" (ERROR|CRITICAL) |^Traceback", re.MULTILINE)
 
 
@@ -107,7 +110,7 @@ def private_followup(discord: FakeDiscord, interaction: Interaction) -> dict | N
 
 
 def labels(discord: FakeDiscord, message_id: int) -> list[str]:
-    return [button.get("label", "") for row in discord.messages[message_id]["components"] for button in row["components"]]
+    return [button.get("label", "") for row in discord.messages[message_id]["components"] for button in row.get("components", [])]
 
 
 async def imagine_grid(wire: Wire, **options) -> tuple[Interaction, Image.Image]:  # type: ignore[no-untyped-def]
@@ -120,16 +123,20 @@ async def imagine_grid(wire: Wire, **options) -> tuple[Interaction, Image.Image]
 
 
 async def grid_on_disk(settings: Settings, command: Interaction) -> Path:
-    """The grid file the worker wrote for the job this command queued (its newest)."""
+    """The file the worker wrote for the job this command queued (its newest): its grid, or
+    the image of a job of one image."""
     db = Database(settings.database_url)
     try:
         async with db.session() as session:
             query = select(Job).where(Job.user_id == int(command.payload["member"]["user"]["id"])).order_by(Job.id.desc())
             job = await session.scalar(query.limit(1))
+            assert job is not None
+            first = await session.scalar(select(JobImage.path).where(JobImage.job_id == job.id, JobImage.index == 0))
     finally:
         await db.close()
-    assert job is not None and job.grid_path is not None
-    return Path(job.grid_path)
+    path = job.grid_path or first
+    assert path is not None
+    return Path(path)
 
 
 async def test_imagine_ends_with_its_grid_and_buttons_in_an_edit_of_the_original_response(wire: Wire):
@@ -314,3 +321,119 @@ async def test_a_token_discord_ends_early_still_gets_the_result_out_as_a_channel
     message = await discord.wait_for(posted, "the result in a channel message", JOB_TIMEOUT_S)
     assert message["content"].startswith(f"<@{wire.alice.id}> job #")
     assert labels(discord, int(message["id"])) == GRID_BUTTONS
+
+
+def result_message(discord: FakeDiscord, interaction: Interaction) -> dict | None:
+    """The interaction's message that carries a job's result (its original response, edited or
+    replaced by a followup, or a followup), once there is one: not the status's thumbnail of
+    the image it started from."""
+    ids = [interaction.original_id, *interaction.message_ids]
+    return next(
+        (discord.messages[i] for i in ids
+         if i in discord.messages and any(RESULT_FILE.fullmatch(a["filename"]) for a in discord.messages[i]["attachments"])),
+        None,
+    )
+
+
+def attached_image(discord: FakeDiscord, message: dict) -> Image.Image:
+    image = Image.open(io.BytesIO(discord.uploads[int(message["attachments"][0]["id"])]))
+    image.load()
+    return image
+
+
+def no_413(discord: FakeDiscord, since: int) -> None:
+    refused = [f"{s.method} {s.path}" for s in discord.sent[since:] if s.status == 413]
+    assert not refused, f"Discord refused uploads over the limit: {refused}"
+
+
+async def test_an_upscale_over_the_upload_limit_goes_out_within_it(wire: Wire):
+    """DISCORD.md's "413 Payload Too Large on big upscales": U1, then Upscale 4x under that
+    image, where the member's server takes uploads of 16 KiB. The upscaled PNG is over it;
+    the bot uploads a smaller file that fits instead of losing the result to a 413."""
+    discord, limit = wire.discord, 16 * 1024
+    command, _ = await imagine_grid(wire, seed=31)
+    u1 = await discord.press(wire.alice, command.original_id or 0, "U1")
+    await discord.wait_for(lambda: upload_of(discord, u1, "POST"), "U1's image", JOB_TIMEOUT_S)
+    since = len(discord.sent)
+    upscale = await discord.press(wire.alice, u1.original_id or 0, "Upscale 4x", upload_limit=limit)
+    message = await discord.wait_for(lambda: result_message(discord, upscale), "the upscaled image", JOB_TIMEOUT_S)
+    png = await grid_on_disk(wire.settings, upscale)
+    with Image.open(png) as on_disk:
+        assert on_disk.size == (256, 256)
+    assert png.stat().st_size > limit, "the upscale fits the limit as it is: lower the limit for this test"
+    assert message["attachments"][0]["size"] <= limit
+    image = attached_image(discord, message)
+    assert image.format in ("JPEG", "WEBP") or image.width < 256
+    no_413(discord, since)
+
+
+async def test_an_xy_plot_over_the_upload_limit_goes_out_within_it(wire: Wire):
+    """An /xyplot grid (four cells and their labels) where uploads may be 16 KiB."""
+    discord, limit = wire.discord, 16 * 1024
+    since = len(discord.sent)
+    command = await discord.slash(
+        wire.alice, "xyplot", upload_limit=limit, prompt="a lighthouse", seed=7, x_type="Steps", x_values="2, 3",
+        y_type="CFG Scale", y_values="5-7 (+2)",
+    )
+    message = await discord.wait_for(lambda: result_message(discord, command), "the plot", JOB_TIMEOUT_S)
+    png = await grid_on_disk(wire.settings, command)
+    assert png.stat().st_size > limit, "the plot fits the limit as it is: lower the limit for this test"
+    assert message["attachments"][0]["size"] <= limit
+    no_413(discord, since)
+
+
+async def test_a_private_members_late_result_goes_by_dm_and_nothing_of_it_to_the_channel(wire: Wire):
+    """carol turns private results on (/settings): her /imagine is answered privately (an
+    ephemeral "thinking…"), and once its token has expired the result goes by DM, the DM
+    opened through POST /users/@me/channels; the server's channel sees nothing of it."""
+    discord = wire.discord
+    carol = discord.member("carol")
+    shown = await discord.slash(carol, "settings")
+    await discord.wait_for(lambda: shown.original_id in discord.messages, "the settings panel", JOB_TIMEOUT_S)
+    toggle = await discord.press(carol, shown.original_id or 0, "Private results: off")
+    await discord.wait_for(lambda: "Private results: on" in labels(discord, shown.original_id or 0), "the setting saved", JOB_TIMEOUT_S)
+    assert toggle.callback is not None
+
+    before = set(discord.messages)
+    prompt = "a secret garden in fog"
+    command = await discord.slash(carol, "imagine", prompt=prompt, seed=23, count=4, age_s=14 * 60 + 50)
+    await discord.wait_for(lambda: command.callback, "the acknowledgement", JOB_TIMEOUT_S)
+    assert command.callback["type"] == DEFERRED and int(command.callback["data"]["flags"]) & EPHEMERAL
+
+    def delivered() -> dict | None:
+        return next((m for m in discord.dms_of(carol) if m["attachments"]), None)
+
+    message = await discord.wait_for(delivered, "the result by DM", JOB_TIMEOUT_S)
+    assert re.match(r"<@\d+> job #\d+ is done", message["content"]) and "guild_id" not in message
+    assert message["embeds"][0]["image"]["url"] == message["attachments"][0]["url"]
+    assert attached_image(discord, message).size == (128, 128)
+    assert "Remove" in labels(discord, int(message["id"]))
+    public = [
+        m for i, m in discord.messages.items()
+        if i not in before and m["channel_id"] == str(discord.guild.channel_id) and not int(m["flags"]) & EPHEMERAL
+    ]
+    assert not [m for m in public if str(carol.id) in str(m) or prompt in str(m)], public
+    assert not [s for s in discord.sent if s.files and command.token in s.path]
+
+
+async def test_the_inpaint_form_takes_a_mask_uploaded_in_it(wire: Wire):
+    """Inpaint under one image opens a form with a file upload; Discord sends its submission
+    with the upload's attachment id among the component's values and the attachment itself in
+    data.resolved.attachments. The bot reads the mask from the CDN (half the image's size:
+    the note that it was resized says it was read) and answers with the inpainted image."""
+    discord = wire.discord
+    command, _ = await imagine_grid(wire, seed=41)
+    u1 = await discord.press(wire.alice, command.original_id or 0, "U1")
+    await discord.wait_for(lambda: upload_of(discord, u1, "POST"), "U1's image", JOB_TIMEOUT_S)
+    inpaint = await discord.press(wire.alice, u1.original_id or 0, "Inpaint")
+    modal = await discord.wait_for(lambda: inpaint.modal, "the Inpaint form", JOB_TIMEOUT_S)
+    uploads = [top["component"] for top in modal["components"] if top["type"] == discord_limits.LABEL]
+    assert [u["custom_id"] for u in uploads if u["type"] == discord_limits.FILE_UPLOAD] == ["mask"]
+
+    mask = image_attachment(discord, "mask.png", (32, 32))
+    submitted = await discord.submit(wire.alice, inpaint, {"mask": [mask], "prompt": "a boat at sea"})
+    message = await discord.wait_for(lambda: result_message(discord, submitted), "the inpainted image", JOB_TIMEOUT_S)
+    assert "a boat at sea" in message["embeds"][0]["title"]
+    assert attached_image(discord, message).size == (128, 128)  # the server's default count: four 64x64 inpaints
+    note = await discord.wait_for(lambda: private_followup(discord, submitted), "the note on the mask", JOB_TIMEOUT_S)
+    assert note["content"] == "The mask was 32x32 and was resized to the image's 64x64."
