@@ -19,7 +19,7 @@ from bot.config import Settings
 from bot.delivery import DiscordDelivery
 from bot.errors import OutdatedCommand, UserError
 from bot.interactions import (
-    OUTDATED_COMMAND, STALE_COMPONENT, acknowledge, send_private, sent_outdated_options, stale_form_answer,
+    OUTDATED_COMMAND, STALE_COMPONENT, OpenForms, acknowledge, send_private, sent_outdated_options, stale_form_answer,
 )
 from bot.jobs.dispatcher import Dispatcher
 from bot.jobs.worker_relay import WorkerRelay
@@ -127,6 +127,7 @@ class SDBot(commands.Bot):
         # matches, nothing would answer (_answer_if_unhandled).
         self._item_templates: list[re.Pattern[str]] = []
         self._unhandled_answers: set[asyncio.Task[None]] = set()
+        self.open_forms = OpenForms()  # every form opened goes through bot.interactions.send_form
         # Set by shut_down: every command and button is then answered "restarting" privately.
         self.stopping = False
 
@@ -165,11 +166,7 @@ class SDBot(commands.Bot):
                 return
             answer = STALE_COMPONENT
         elif interaction.type == discord.InteractionType.modal_submit:
-            # discord.py keeps the forms it waits on in its view store, and offers no public way
-            # to ask. Should a later discord.py move that store, every form counts as handled:
-            # the orphans go unanswered again, as before, rather than every submission failing.
-            open_forms = getattr(getattr(self._connection, "_view_store", None), "_modals", None)
-            if open_forms is None or custom_id in open_forms:
+            if custom_id in self.open_forms:
                 return
             answer = stale_form_answer(data)
         else:

@@ -8,7 +8,9 @@ Discord-free core, so any of those can use them without importing each other.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+from collections import Counter
 from collections.abc import Iterator, Mapping
 from typing import TYPE_CHECKING, Any
 
@@ -117,6 +119,39 @@ def _leaf_options(options: Any) -> Iterator[Mapping[str, Any]]:
             yield from _leaf_options(option.get("options"))
         else:
             yield option
+
+
+class OpenForms:
+    """The forms (modals) the bot has open, by custom_id, as discord.py holds them: a form
+    leaves once discord.py is done with it (submitted, or timed out: Modal.wait). A submission
+    naming none of them is of a form opened before a restart, which nothing here would answer
+    (bot.client)."""
+
+    def __init__(self) -> None:
+        # A count: the same member may open one job's form twice, one custom_id.
+        self._open: Counter[str] = Counter()
+        self._watching: set[asyncio.Task[bool]] = set()
+
+    def __contains__(self, custom_id: object) -> bool:
+        return custom_id in self._open
+
+    def opened(self, form: discord.ui.Modal) -> None:
+        self._open[form.custom_id] += 1
+        watch = asyncio.create_task(form.wait())
+        self._watching.add(watch)
+        watch.add_done_callback(lambda task: self._closed(task, form.custom_id))
+
+    def _closed(self, watch: asyncio.Task[bool], custom_id: str) -> None:
+        self._watching.discard(watch)
+        self._open[custom_id] -= 1
+        if self._open[custom_id] <= 0:
+            del self._open[custom_id]
+
+
+async def send_form(interaction: discord.Interaction[SDBot], form: discord.ui.Modal) -> None:
+    """Open ``form`` as the answer to ``interaction``, kept among the bot's open forms."""
+    await interaction.response.send_modal(form)
+    interaction.client.open_forms.opened(form)
 
 
 def stale_form_answer(data: Mapping[str, Any]) -> str:

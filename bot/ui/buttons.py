@@ -15,6 +15,7 @@ import discord
 from discord.ui import Button, DynamicItem
 
 from bot import actions
+from bot.interactions import send_form
 from bot.ui import mask_preview, modals
 from bot.ui.remove_button import RemoveButton
 from bot.ui.suggestions import suggestions_view
@@ -186,7 +187,7 @@ class RemixButton(_JobButton, DynamicItem[Button], template=r"sd:remix:(?P<job>\
             job = await actions.job_for_interaction(interaction, self.job_id)
             actions.check_not_removed(job)
             actions.check_files_kept(interaction.client, job)
-            await interaction.response.send_modal(modals.RemixModal(job, viewer_id=interaction.user.id))
+            await send_form(interaction, modals.RemixModal(job, viewer_id=interaction.user.id))
 
         await _guarded(interaction, open_form)
 
@@ -201,7 +202,7 @@ class InpaintButton(_JobButton, DynamicItem[Button], template=r"sd:inpaint:(?P<j
         async def open_form() -> None:
             job, _ = await actions.finished_image(interaction, self.job_id, self.index)
             strength = interaction.client.settings.images.default_denoising_strength
-            await interaction.response.send_modal(modals.InpaintModal(job, self.index, strength, viewer_id=interaction.user.id))
+            await send_form(interaction, modals.InpaintModal(job, self.index, strength, viewer_id=interaction.user.id))
 
         await _guarded(interaction, open_form)
 

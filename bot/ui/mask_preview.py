@@ -15,6 +15,7 @@ from discord import ui
 from discord.ui import Button, DynamicItem
 
 from bot import actions, masks_from_words
+from bot.interactions import send_form
 from inference.common.protocol import MAX_SEGMENT_WORDS
 
 if TYPE_CHECKING:
@@ -55,7 +56,7 @@ class AdjustButton(_PreviewButton, DynamicItem[Button], template=r"sd:seg:adjust
     async def callback(self, interaction: discord.Interaction[SDBot]) -> None:
         async def open_form() -> None:
             job = await masks_from_words.check_adjustable(interaction, self.job_id)
-            await interaction.response.send_modal(AdjustModal(job, viewer_id=interaction.user.id))
+            await send_form(interaction, AdjustModal(job, viewer_id=interaction.user.id))
 
         await actions.run_for_user(interaction, open_form)
 

@@ -27,6 +27,7 @@ from discord.ui import Button, DynamicItem, Select
 
 from bot import actions
 from bot.errors import InvalidOption, NotAllowed, echo
+from bot.interactions import send_form
 from bot.jobs.face_params import (
     DEFAULT_CODEFORMER_WEIGHT,
     DEFAULT_VISIBILITY,
@@ -357,13 +358,13 @@ class SettingsButton(DynamicItem[Button], template=r"sd:setb:(?P<user>\d+):(?P<w
         bot = interaction.client
         user = await _user(bot, self.user_id)
         if self.what == "form":
-            await interaction.response.send_modal(SettingsModal(bot.settings, self.user_id, user))
+            await send_form(interaction, SettingsModal(bot.settings, self.user_id, user))
             return
         if self.what == "ensd":
-            await interaction.response.send_modal(EnsdModal(bot.settings, self.user_id, user))
+            await send_form(interaction, EnsdModal(bot.settings, self.user_id, user))
             return
         if self.what == "faces":
-            await interaction.response.send_modal(FacesModal(self.user_id, user))
+            await send_form(interaction, FacesModal(self.user_id, user))
             return
         if self.what == "private":
             await save(bot, interaction.user, private_results=not (user is not None and user.private_results))
