@@ -19,6 +19,9 @@ from inference.common.protocol import OutpaintOptions, ResizeMode
 # Where a source image has transparency, A1111 flattens it onto this colour
 # (opts.img2img_background_color).
 BACKGROUND = (255, 255, 255)
+# Crop and resize scales the whole image as A1111 does while that is at most this many times
+# the output's pixels; past it (a sliver of an upload), only the part kept.
+MAX_CROP_OVERSCAN = 4
 
 Box = tuple[int, int, int, int]  # (left, top, right, bottom), right and bottom excluded
 
@@ -61,9 +64,12 @@ def resize_image(mode: ResizeMode, image: Image.Image, width: int, height: int) 
     else:
         inner_width, inner_height = max(1, image.width * height // image.height), height
     left, top = width // 2 - inner_width // 2, height // 2 - inner_height // 2
-    if cover:
-        return _scaled_crop(image, (inner_width, inner_height), (-left, -top, width - left, height - top))
+    crop = (-left, -top, width - left, height - top)
+    if cover and inner_width * inner_height > MAX_CROP_OVERSCAN * width * height:
+        return _scaled_crop(image, (inner_width, inner_height), crop)
     resized = _lanczos(image, inner_width, inner_height)
+    if cover:
+        return resized.crop(crop)
     pixels = np.asarray(resized)
     # Pad by repeating the edge rows/columns: A1111 stretches a one-pixel strip over the band.
     pad = ((top, height - inner_height - top), (left, width - inner_width - left))

@@ -154,10 +154,13 @@ def test_resize_modes_take_slivers_of_uploads_without_failing_or_filling_memory(
             fitted = masks.resize_image(mode, sliver, 128, 64)
             assert fitted.size == (128, 64) and fitted.getpixel((64, 32)) == (200, 10, 10), (width, height, mode)
 
-    # Covering scales only the part kept, with the pixels of scaling the whole (within rounding).
+    # Covering scales the whole, as A1111 does, up to MAX_CROP_OVERSCAN times the output's
+    # pixels; a sliver past that scales only the part kept, with the pixels of scaling the
+    # whole (within rounding).
     noise = Image.fromarray(np.random.default_rng(0).integers(0, 256, (100, 37, 3), dtype=np.uint8))
     whole = real_resize(noise, (96, 259), Image.Resampling.LANCZOS).crop((0, 89, 96, 169))
-    assert np.abs(pixels(masks.resize_image(ResizeMode.CROP_AND_RESIZE, noise, 96, 80)) - pixels(whole)).max() <= 1
+    assert np.array_equal(pixels(masks.resize_image(ResizeMode.CROP_AND_RESIZE, noise, 96, 80)), pixels(whole))
+    assert np.abs(pixels(masks._scaled_crop(noise, (96, 259), (0, 89, 96, 169))) - pixels(whole)).max() <= 1
 
 
 def test_img2img_image_is_reproduced_by_its_seed_alone(cache, upscalers, files):
